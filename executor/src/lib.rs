@@ -1,0 +1,107 @@
+//! Query execution: building DataFusion sessions over a node's indices and
+//! running logical plans from the SQL and DSL front ends.
+//!
+//! Today every plan runs in-process over local shards (the embedded node);
+//! the distributed planner plugs in here.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use futures::TryStreamExt;
+use quidditch_index::Indices;
+use quidditch_sql::{Result, catalog, plan_sql, register_catalog};
+
+/// Execution settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Partitions DataFusion uses for operators above the scans (default: cores).
+    pub target_partitions: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Memory limit of one query's operators, in bytes (`None`: unlimited).
+    pub memory_limit: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            batch_size: 8192,
+            memory_limit: Some(4 << 30),
+        }
+    }
+}
+
+/// Builds sessions and runs queries over the indices of a node.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    indices: Arc<Indices>,
+    config: EngineConfig,
+}
+
+/// The schema and batches of a finished query.
+#[derive(Debug)]
+pub struct QueryOutput {
+    /// Result schema.
+    pub schema: SchemaRef,
+    /// Result rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Engine {
+    /// An engine over these indices.
+    pub fn new(indices: Arc<Indices>, config: EngineConfig) -> Engine {
+        Engine { indices, config }
+    }
+
+    /// The indices.
+    pub fn indices(&self) -> &Arc<Indices> {
+        &self.indices
+    }
+
+    /// A new session: default catalog `quidditch.public` holding every index,
+    /// full-text functions registered, memory pool bounded.
+    pub fn session(&self) -> Result<SessionContext> {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(catalog::CATALOG, catalog::SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true)
+            .with_target_partitions(self.config.target_partitions)
+            .with_batch_size(self.config.batch_size);
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = self.config.memory_limit {
+            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+        }
+        let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+        register_catalog(&ctx, Arc::clone(&self.indices))?;
+        Ok(ctx)
+    }
+
+    /// Plans a SQL statement in a fresh session.
+    pub async fn plan(&self, sql: &str) -> Result<(SessionContext, LogicalPlan)> {
+        let ctx = self.session()?;
+        let plan = plan_sql(&ctx, sql).await?;
+        Ok((ctx, plan))
+    }
+
+    /// Runs a SQL statement, streaming its result.
+    pub async fn sql_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        let (ctx, plan) = self.plan(sql).await?;
+        let df = ctx.execute_logical_plan(plan).await?;
+        Ok(df.execute_stream().await?)
+    }
+
+    /// Runs a SQL statement and collects its result.
+    pub async fn sql(&self, sql: &str) -> Result<QueryOutput> {
+        let stream = self.sql_stream(sql).await?;
+        let schema = stream.schema();
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        Ok(QueryOutput { schema, batches })
+    }
+}

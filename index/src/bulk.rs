@@ -1,0 +1,329 @@
+//! The `_bulk` API: NDJSON parsing, execution across indices, and
+//! Elasticsearch's response shape.
+//!
+//! The whole body is validated before anything is written: a malformed line
+//! rejects the request with a 400 and stores nothing. Errors of individual
+//! documents (mapping conflicts, version conflicts) are reported per item
+//! beside the successful ones.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, Result};
+use crate::index::{DocWrite, Index, WriteResult};
+use crate::indices::Indices;
+
+/// The action of a bulk item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `index`.
+    Index,
+    /// `create`.
+    Create,
+    /// `update`.
+    Update,
+    /// `delete`.
+    Delete,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Index => "index",
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// One parsed bulk item.
+#[derive(Debug, Clone)]
+pub struct BulkItem {
+    /// The action.
+    pub action: Action,
+    /// Target index.
+    pub index: String,
+    /// The write.
+    pub write: DocWrite,
+}
+
+/// Parses a bulk NDJSON body. `default_index` comes from `/{index}/_bulk`.
+pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkItem>> {
+    let mut items = Vec::new();
+    let mut lines = body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    while let Some((lineno, line)) = lines.next() {
+        let lineno = lineno + 1;
+        let action_line: Value = serde_json::from_str(line).map_err(|e| malformed(lineno, &e.to_string()))?;
+        let obj = action_line
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .ok_or_else(|| malformed(lineno, "expected an object with a single action"))?;
+        let (name, meta) = obj.iter().next().ok_or_else(|| malformed(lineno, "empty action"))?;
+        let action = match name.as_str() {
+            "index" => Action::Index,
+            "create" => Action::Create,
+            "update" => Action::Update,
+            "delete" => Action::Delete,
+            other => {
+                return Err(Error::illegal_argument(format!(
+                    "Malformed action/metadata line [{lineno}], expected one of [create, delete, index, update] but found [{other}]"
+                )));
+            }
+        };
+        let meta = meta
+            .as_object()
+            .ok_or_else(|| malformed(lineno, "action metadata must be an object"))?;
+        let mut index = default_index.map(str::to_string);
+        let mut id = None;
+        for (k, v) in meta {
+            match k.as_str() {
+                "_index" => index = Some(as_string(v, lineno, "_index")?),
+                "_id" => id = Some(as_string(v, lineno, "_id")?),
+                "routing" | "_routing" | "retry_on_conflict" | "require_alias" | "pipeline"
+                | "version" | "version_type" | "if_seq_no" | "if_primary_term" | "op_type"
+                | "dynamic_templates" => {}
+                other => {
+                    return Err(Error::illegal_argument(format!(
+                        "Action/metadata line [{lineno}] contains an unknown parameter [{other}]"
+                    )));
+                }
+            }
+        }
+        let index = index.ok_or_else(|| Error::BadRequest {
+            es_type: "action_request_validation_exception",
+            reason: "Validation Failed: 1: index is missing;".into(),
+        })?;
+        let mut source_line = || -> Result<Value> {
+            let (n, line) = lines
+                .next()
+                .ok_or_else(|| malformed(lineno, "the action is missing its source line"))?;
+            serde_json::from_str(line).map_err(|e| {
+                Error::BadRequest {
+                    es_type: "x_content_parse_exception",
+                    reason: format!("[{}] failed to parse source line: {e}", n + 1),
+                }
+            })
+        };
+        let write = match action {
+            Action::Index | Action::Create => {
+                let source = source_line()?;
+                if !source.is_object() {
+                    return Err(malformed(lineno + 1, "document source must be an object"));
+                }
+                DocWrite::Index { id, source, create: action == Action::Create }
+            }
+            Action::Update => {
+                let body = source_line()?;
+                let id = id.ok_or_else(|| Error::BadRequest {
+                    es_type: "action_request_validation_exception",
+                    reason: "Validation Failed: 1: id is missing;".into(),
+                })?;
+                parse_update(id, &body)?
+            }
+            Action::Delete => {
+                let id = id.ok_or_else(|| Error::BadRequest {
+                    es_type: "action_request_validation_exception",
+                    reason: "Validation Failed: 1: id is missing;".into(),
+                })?;
+                DocWrite::Delete { id }
+            }
+        };
+        items.push(BulkItem { action, index, write });
+    }
+    if items.is_empty() {
+        return Err(Error::BadRequest {
+            es_type: "action_request_validation_exception",
+            reason: "Validation Failed: 1: no requests added;".into(),
+        });
+    }
+    Ok(items)
+}
+
+/// Parses the body of an `update` (`{"doc": ..., "doc_as_upsert": ..., "upsert": ...}`).
+pub fn parse_update(id: String, body: &Value) -> Result<DocWrite> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| Error::illegal_argument("update body must be an object"))?;
+    let mut doc = None;
+    let mut doc_as_upsert = false;
+    let mut upsert = None;
+    for (k, v) in obj {
+        match k.as_str() {
+            "doc" if v.is_object() => doc = Some(v.clone()),
+            "doc_as_upsert" => doc_as_upsert = v.as_bool().unwrap_or(false),
+            "upsert" if v.is_object() => upsert = Some(v.clone()),
+            "detect_noop" | "_source" => {}
+            "script" => return Err(Error::illegal_argument("scripted updates are not supported")),
+            other => {
+                return Err(Error::illegal_argument(format!("[UpdateRequest] unknown field [{other}]")));
+            }
+        }
+    }
+    if doc.is_none() && upsert.is_none() {
+        return Err(Error::BadRequest {
+            es_type: "action_request_validation_exception",
+            reason: "Validation Failed: 1: script or doc is missing;".into(),
+        });
+    }
+    Ok(DocWrite::Update { id, doc, doc_as_upsert, upsert })
+}
+
+fn as_string(v: &Value, lineno: usize, key: &str) -> Result<String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        _ => Err(malformed(lineno, &format!("[{key}] must be a string"))),
+    }
+}
+
+fn malformed(lineno: usize, detail: &str) -> Error {
+    Error::illegal_argument(format!("Malformed action/metadata line [{lineno}]: {detail}"))
+}
+
+/// A executed bulk: the response and what to refresh.
+#[derive(Debug)]
+pub struct BulkOutcome {
+    /// Elasticsearch's bulk response.
+    pub response: Value,
+    /// Touched indices with the highest sequence number written per shard.
+    pub touched: Vec<(Arc<Index>, HashMap<u32, u64>)>,
+}
+
+/// Executes parsed bulk items. Blocking: run it on a blocking thread.
+pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>) -> Result<BulkOutcome> {
+    let started = Instant::now();
+    let n = items.len();
+    let mut slots: Vec<Option<Value>> = vec![None; n];
+    let mut by_index: Vec<(String, Vec<(usize, Action, DocWrite)>)> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match by_index.iter_mut().find(|(name, _)| *name == item.index) {
+            Some((_, v)) => v.push((i, item.action, item.write)),
+            None => by_index.push((item.index, vec![(i, item.action, item.write)])),
+        }
+    }
+    let mut touched = Vec::new();
+    for (name, writes) in by_index {
+        let only_deletes = writes.iter().all(|(_, a, _)| *a == Action::Delete);
+        let index = if only_deletes { indices.get(&name) } else { indices.get_or_create(&name) };
+        let index = match index {
+            Ok(index) => index,
+            Err(err) => {
+                for (i, action, write) in writes {
+                    slots[i] = Some(item_error(action, &name, write_id(&write), &err));
+                }
+                continue;
+            }
+        };
+        let (positions, rest): (Vec<usize>, Vec<(Action, DocWrite)>) =
+            writes.into_iter().map(|(i, a, w)| (i, (a, w))).unzip();
+        let (actions, writes): (Vec<Action>, Vec<DocWrite>) = rest.into_iter().unzip();
+        let batch = index.write(writes)?;
+        for ((pos, action), (id, result)) in positions.into_iter().zip(actions).zip(batch.items) {
+            slots[pos] = Some(match result {
+                Ok(ok) => item_ok(action, &name, &ok),
+                Err(err) => item_error(action, &name, id, &err),
+            });
+        }
+        touched.push((index, batch.touched));
+    }
+    let mut errors = false;
+    let items: Vec<Value> = slots
+        .into_iter()
+        .map(|slot| {
+            let v = slot.unwrap_or_else(|| json!({}));
+            errors |= v.as_object().and_then(|o| o.values().next()).is_some_and(|i| i.get("error").is_some());
+            v
+        })
+        .collect();
+    let response = json!({
+        "errors": errors,
+        "took": started.elapsed().as_millis() as u64,
+        "items": items,
+    });
+    Ok(BulkOutcome { response, touched })
+}
+
+fn write_id(write: &DocWrite) -> Option<String> {
+    match write {
+        DocWrite::Index { id, .. } => id.clone(),
+        DocWrite::Update { id, .. } | DocWrite::Delete { id } => Some(id.clone()),
+    }
+}
+
+/// The status code of a successful write result.
+pub fn result_status(result: &WriteResult) -> u16 {
+    match result.result {
+        "created" => 201,
+        "not_found" => 404,
+        _ => 200,
+    }
+}
+
+/// Elasticsearch's per-write success body (also the single-document API response).
+pub fn write_body(index: &str, r: &WriteResult) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("_index".into(), json!(index));
+    m.insert("_id".into(), json!(r.id));
+    m.insert("_version".into(), json!(r.version));
+    m.insert("result".into(), json!(r.result));
+    m.insert("_shards".into(), json!({"total": 1, "successful": 1, "failed": 0}));
+    m.insert("_seq_no".into(), json!(r.seq_no));
+    m.insert("_primary_term".into(), json!(1));
+    m
+}
+
+fn item_ok(action: Action, index: &str, r: &WriteResult) -> Value {
+    let mut m = write_body(index, r);
+    m.insert("status".into(), json!(result_status(r)));
+    json!({ action.name(): m })
+}
+
+fn item_error(action: Action, index: &str, id: Option<String>, err: &Error) -> Value {
+    let mut m = Map::new();
+    m.insert("_index".into(), json!(index));
+    m.insert("_id".into(), json!(id));
+    m.insert("status".into(), json!(err.status()));
+    let mut e = Map::new();
+    e.insert("type".into(), json!(err.es_type()));
+    e.insert("reason".into(), json!(err.to_string()));
+    e.insert("index".into(), json!(index));
+    m.insert("error".into(), Value::Object(e));
+    json!({ action.name(): m })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_actions() -> Result<()> {
+        let body = r#"{"index":{"_index":"a","_id":"1"}}
+{"x":1}
+{"create":{"_id":"2"}}
+{"x":2}
+{"update":{"_id":"1"}}
+{"doc":{"y":3}}
+{"delete":{"_id":"2"}}
+"#;
+        let items = parse_bulk(body, Some("b"))?;
+        let actions: Vec<Action> = items.iter().map(|i| i.action).collect();
+        assert_eq!(actions, vec![Action::Index, Action::Create, Action::Update, Action::Delete]);
+        assert_eq!(items[0].index, "a");
+        assert_eq!(items[1].index, "b");
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_lines_reject_the_request() {
+        let err = parse_bulk("{\"index\":{}}\n{not json\n", Some("a")).err();
+        assert_eq!(err.as_ref().map(Error::status), Some(400));
+        let err = parse_bulk("{\"frobnicate\":{}}\n", Some("a")).err();
+        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("frobnicate"));
+        let err = parse_bulk("{\"index\":{}}\n{}\n", None).err();
+        assert_eq!(err.map(|e| e.es_type()), Some("action_request_validation_exception"));
+    }
+}

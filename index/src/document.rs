@@ -1,0 +1,365 @@
+//! Turning a JSON `_source` into typed field values following the mapping,
+//! mapping unmapped fields dynamically on the way.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr};
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::mapping::{Dynamic, FieldMapping, FieldType, Mapping};
+
+/// A typed value of a non-text field, as stored in the columnar store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// Keyword.
+    Str(String),
+    /// Integer types and dates (epoch milliseconds).
+    I64(i64),
+    /// Floating point types.
+    F64(f64),
+    /// Boolean.
+    Bool(bool),
+    /// IP address (IPv4 mapped into IPv6).
+    Ip(Ipv6Addr),
+}
+
+/// A document's indexable content.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ParsedDoc {
+    /// Non-text values by column path.
+    pub values: BTreeMap<String, Vec<FieldValue>>,
+    /// Analyzed text by column path.
+    pub text: BTreeMap<String, Vec<String>>,
+}
+
+impl ParsedDoc {
+    /// Paths that hold at least one value (for `exists` queries).
+    pub fn present_paths(&self) -> impl Iterator<Item = &String> {
+        self.values.keys().chain(self.text.keys())
+    }
+}
+
+/// Parses `source` against `mapping`, adding dynamically mapped fields to it.
+///
+/// Returns the parsed document and whether the mapping changed. On error the
+/// mapping may hold fields added before the failure: callers work on a copy.
+pub fn parse_document(id: &str, source: &Value, mapping: &mut Mapping) -> Result<(ParsedDoc, bool)> {
+    let obj = source.as_object().ok_or_else(|| {
+        Error::document_parsing(format!("document with id '{id}' is not a JSON object"))
+    })?;
+    let mut parser = Parser {
+        id,
+        mapping,
+        doc: ParsedDoc::default(),
+        changed: false,
+    };
+    parser.object("", obj)?;
+    Ok((parser.doc, parser.changed))
+}
+
+struct Parser<'a> {
+    id: &'a str,
+    mapping: &'a mut Mapping,
+    doc: ParsedDoc,
+    changed: bool,
+}
+
+impl Parser<'_> {
+    fn object(&mut self, prefix: &str, obj: &Map<String, Value>) -> Result<()> {
+        for (key, value) in obj {
+            if key.is_empty() {
+                return Err(Error::document_parsing(format!(
+                    "field name cannot be empty in document with id '{}'",
+                    self.id
+                )));
+            }
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if prefix.is_empty() && key.starts_with('_') {
+                return Err(Error::document_parsing(format!(
+                    "field [{key}] is a metadata field and cannot be added inside a document"
+                )));
+            }
+            self.value(&path, value, false)?;
+        }
+        Ok(())
+    }
+
+    fn value(&mut self, path: &str, value: &Value, in_array: bool) -> Result<()> {
+        match value {
+            Value::Null => Ok(()),
+            Value::Object(obj) => {
+                if self.mapping.fields.contains_key(path) {
+                    return Err(Error::document_parsing(format!(
+                        "failed to parse field [{path}] in document with id '{}': tried to parse field [{path}] as a concrete value, but found an object",
+                        self.id
+                    )));
+                }
+                self.object(path, obj)
+            }
+            Value::Array(items) => {
+                for item in items {
+                    self.value(path, item, true)?;
+                }
+                Ok(())
+            }
+            scalar => self.scalar(path, scalar, in_array),
+        }
+    }
+
+    fn scalar(&mut self, path: &str, value: &Value, in_array: bool) -> Result<()> {
+        let prefix_is_leaf = path
+            .match_indices('.')
+            .any(|(i, _)| self.mapping.fields.contains_key(&path[..i]));
+        if prefix_is_leaf {
+            return Err(Error::document_parsing(format!(
+                "failed to parse field [{path}] in document with id '{}': an ancestor of [{path}] is mapped as a concrete field",
+                self.id
+            )));
+        }
+        if !self.mapping.fields.contains_key(path) {
+            match self.mapping.dynamic {
+                Dynamic::Strict => {
+                    return Err(Error::Mapping {
+                        es_type: "strict_dynamic_mapping_exception",
+                        reason: format!(
+                            "mapping set to strict, dynamic introduction of [{path}] within [_doc] is not allowed"
+                        ),
+                    });
+                }
+                Dynamic::False => return Ok(()),
+                Dynamic::True => {
+                    let Some(field) = Mapping::dynamic_for(value) else {
+                        return Ok(());
+                    };
+                    self.mapping.fields.insert(path.to_string(), field);
+                    self.changed = true;
+                }
+            }
+        }
+        let Some(field) = self.mapping.fields.get_mut(path) else {
+            return Err(Error::Internal(format!("field [{path}] vanished from the mapping")));
+        };
+        if in_array && !field.multi_valued {
+            field.multi_valued = true;
+            self.changed = true;
+        }
+        let field = field.clone();
+        self.add(path, &field, value)?;
+        for (name, sub) in &field.fields {
+            self.add(&format!("{path}.{name}"), sub, value)?;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, path: &str, field: &FieldMapping, value: &Value) -> Result<()> {
+        if field.ty == FieldType::Text {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return Err(self.type_error(path, field, value)),
+            };
+            self.doc.text.entry(path.to_string()).or_default().push(text);
+            return Ok(());
+        }
+        let Some(converted) = convert(field, value) else {
+            return Err(self.type_error(path, field, value));
+        };
+        if let Some(v) = converted {
+            self.doc.values.entry(path.to_string()).or_default().push(v);
+        }
+        Ok(())
+    }
+
+    fn type_error(&self, path: &str, field: &FieldMapping, value: &Value) -> Error {
+        let preview = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Error::document_parsing(format!(
+            "failed to parse field [{path}] of type [{}] in document with id '{}'. Preview of field's value: '{preview}'",
+            field.ty.name(),
+            self.id
+        ))
+    }
+}
+
+/// Converts a scalar JSON value to the field's storage type.
+///
+/// `None` means the value does not fit the type; `Some(None)` means it is
+/// valid but not indexed (a keyword longer than `ignore_above`).
+pub fn convert(field: &FieldMapping, value: &Value) -> Option<Option<FieldValue>> {
+    let v = match field.ty {
+        FieldType::Keyword => {
+            let s = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            if field.ignore_above.is_some_and(|max| s.chars().count() > max as usize) {
+                return Some(None);
+            }
+            FieldValue::Str(s)
+        }
+        FieldType::Text => FieldValue::Str(value.as_str()?.to_string()),
+        FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
+            let (min, max) = field.ty.integer_range()?;
+            let n = match value {
+                Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(truncate_f64))?,
+                Value::String(s) => s
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .or_else(|| s.trim().parse::<f64>().ok().and_then(truncate_f64))?,
+                _ => return None,
+            };
+            if n < min || n > max {
+                return None;
+            }
+            FieldValue::I64(n)
+        }
+        FieldType::Double | FieldType::Float => {
+            let f = match value {
+                Value::Number(n) => n.as_f64()?,
+                Value::String(s) => s.trim().parse::<f64>().ok()?,
+                _ => return None,
+            };
+            if !f.is_finite() {
+                return None;
+            }
+            let f = if field.ty == FieldType::Float {
+                f64::from(f as f32)
+            } else {
+                f
+            };
+            FieldValue::F64(f)
+        }
+        FieldType::Date => FieldValue::I64(field.date_format().ok()?.parse_value(value)?),
+        FieldType::Boolean => match value {
+            Value::Bool(b) => FieldValue::Bool(*b),
+            Value::String(s) if s == "true" => FieldValue::Bool(true),
+            Value::String(s) if s == "false" || s.is_empty() => FieldValue::Bool(false),
+            _ => return None,
+        },
+        FieldType::Ip => {
+            let ip: IpAddr = value.as_str()?.parse().ok()?;
+            FieldValue::Ip(to_v6(ip))
+        }
+    };
+    Some(Some(v))
+}
+
+fn truncate_f64(f: f64) -> Option<i64> {
+    (f.is_finite() && f >= i64::MIN as f64 && f <= i64::MAX as f64).then_some(f.trunc() as i64)
+}
+
+/// IPv4 addresses are stored IPv4-mapped, as tantivy does.
+pub fn to_v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+/// Renders a stored IP back in its usual form (IPv4 for mapped addresses).
+pub fn ip_to_string(ip: Ipv6Addr) -> String {
+    match ip.to_ipv4_mapped() {
+        Some(v4) => v4.to_string(),
+        None => ip.to_string(),
+    }
+}
+
+/// The values of a dotted path in a JSON source, following objects and arrays.
+pub fn values_at<'a>(source: &'a Value, path: &str, out: &mut Vec<&'a Value>) {
+    match source {
+        Value::Array(items) => {
+            for item in items {
+                values_at(item, path, out);
+            }
+        }
+        Value::Object(obj) => {
+            if let Some(v) = obj.get(path) {
+                push_leaves(v, out);
+            }
+            for (i, _) in path.match_indices('.') {
+                if let Some(child) = obj.get(&path[..i]) {
+                    values_at(child, &path[i + 1..], out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn push_leaves<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| push_leaves(i, out)),
+        Value::Null | Value::Object(_) => {}
+        leaf => out.push(leaf),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn maps_dynamically_and_flattens_objects() -> Result<()> {
+        let mut mapping = Mapping::default();
+        let src = json!({"user": {"name": "ann", "age": 31}, "tags": ["a", "b"], "score": 1.5, "ok": true});
+        let (doc, changed) = parse_document("1", &src, &mut mapping)?;
+        assert!(changed);
+        assert_eq!(mapping.fields["user.age"].ty, FieldType::Long);
+        assert_eq!(mapping.fields["user.name"].ty, FieldType::Text);
+        assert!(mapping.fields["tags"].multi_valued);
+        assert_eq!(doc.values["user.age"], vec![FieldValue::I64(31)]);
+        assert_eq!(doc.values["user.name.keyword"], vec![FieldValue::Str("ann".into())]);
+        assert_eq!(doc.text["tags"], vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(doc.values["score"], vec![FieldValue::F64(1.5)]);
+        assert_eq!(doc.values["ok"], vec![FieldValue::Bool(true)]);
+        Ok(())
+    }
+
+    #[test]
+    fn value_that_does_not_fit_fails_the_document() -> Result<()> {
+        let mut mapping = Mapping::from_es(&json!({"properties": {"n": {"type": "integer"}}}))?;
+        let err = parse_document("7", &json!({"n": "abc"}), &mut mapping).err();
+        assert_eq!(
+            err.map(|e| e.to_string()).as_deref(),
+            Some("failed to parse field [n] of type [integer] in document with id '7'. Preview of field's value: 'abc'")
+        );
+        assert!(parse_document("8", &json!({"n": 3_000_000_000i64}), &mut mapping).is_err());
+        let (doc, _) = parse_document("9", &json!({"n": "42"}), &mut mapping)?;
+        assert_eq!(doc.values["n"], vec![FieldValue::I64(42)]);
+        Ok(())
+    }
+
+    #[test]
+    fn strict_mapping_rejects_new_fields() -> Result<()> {
+        let mut mapping = Mapping::from_es(&json!({"dynamic": "strict", "properties": {}}))?;
+        let err = parse_document("1", &json!({"x": 1}), &mut mapping).err();
+        assert_eq!(err.map(|e| e.es_type()), Some("strict_dynamic_mapping_exception"));
+        Ok(())
+    }
+
+    #[test]
+    fn finds_values_by_dotted_path() {
+        let src = json!({"a": {"b": [1, 2]}, "a.c": 3, "l": [{"x": 1}, {"x": 2}]});
+        let mut out = Vec::new();
+        values_at(&src, "a.b", &mut out);
+        assert_eq!(out, vec![&json!(1), &json!(2)]);
+        out.clear();
+        values_at(&src, "a.c", &mut out);
+        assert_eq!(out, vec![&json!(3)]);
+        out.clear();
+        values_at(&src, "l.x", &mut out);
+        assert_eq!(out, vec![&json!(1), &json!(2)]);
+    }
+}

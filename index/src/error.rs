@@ -1,0 +1,99 @@
+//! The index crate's error type.
+//!
+//! Every variant says who is at fault; [`Error::es_type`] gives the
+//! Elasticsearch error type name, and the server maps [`Error::status`] to the
+//! HTTP status in one place.
+
+/// Errors of the index crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or asks for something impossible.
+    #[error("{reason}")]
+    BadRequest {
+        /// Elasticsearch error type, e.g. `illegal_argument_exception`.
+        es_type: &'static str,
+        /// Human-readable reason.
+        reason: String,
+    },
+    /// A document or mapping does not fit the index mapping.
+    #[error("{reason}")]
+    Mapping {
+        /// Elasticsearch error type (`mapper_parsing_exception`, `document_parsing_exception`, ...).
+        es_type: &'static str,
+        /// Human-readable reason.
+        reason: String,
+    },
+    /// The named index does not exist.
+    #[error("no such index [{0}]")]
+    IndexNotFound(String),
+    /// The named index exists already.
+    #[error("index [{0}] already exists")]
+    IndexExists(String),
+    /// A `create` hit an existing document.
+    #[error("[{id}]: version conflict, document already exists (current version [{version}])")]
+    VersionConflict {
+        /// Document id.
+        id: String,
+        /// Current version of the document.
+        version: u64,
+    },
+    /// Storage failed underneath us.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Tantivy failed.
+    #[error("tantivy error: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    /// A broken invariant: a bug, not a user error.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result type of the index crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A bad request with Elasticsearch's `illegal_argument_exception` type.
+    pub fn illegal_argument(reason: impl Into<String>) -> Self {
+        Error::BadRequest {
+            es_type: "illegal_argument_exception",
+            reason: reason.into(),
+        }
+    }
+
+    /// A mapping definition error (`mapper_parsing_exception`).
+    pub fn mapper_parsing(reason: impl Into<String>) -> Self {
+        Error::Mapping {
+            es_type: "mapper_parsing_exception",
+            reason: reason.into(),
+        }
+    }
+
+    /// A document that does not fit its mapping (`document_parsing_exception`).
+    pub fn document_parsing(reason: impl Into<String>) -> Self {
+        Error::Mapping {
+            es_type: "document_parsing_exception",
+            reason: reason.into(),
+        }
+    }
+
+    /// The Elasticsearch error type name of this error.
+    pub fn es_type(&self) -> &'static str {
+        match self {
+            Error::BadRequest { es_type, .. } | Error::Mapping { es_type, .. } => es_type,
+            Error::IndexNotFound(_) => "index_not_found_exception",
+            Error::IndexExists(_) => "resource_already_exists_exception",
+            Error::VersionConflict { .. } => "version_conflict_engine_exception",
+            Error::Io(_) | Error::Tantivy(_) | Error::Internal(_) => "exception",
+        }
+    }
+
+    /// The HTTP status code Elasticsearch uses for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest { .. } | Error::Mapping { .. } | Error::IndexExists(_) => 400,
+            Error::IndexNotFound(_) => 404,
+            Error::VersionConflict { .. } => 409,
+            Error::Io(_) | Error::Tantivy(_) | Error::Internal(_) => 500,
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The registry of indices in a data directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexMeta, is_index_dir};
+use crate::mapping::Mapping;
+use crate::settings::IndexSettings;
+
+/// All indices of a node, stored under `<data_dir>/indices/<name>`.
+pub struct Indices {
+    root: PathBuf,
+    map: RwLock<BTreeMap<String, Arc<Index>>>,
+    create_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Indices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Indices").field("root", &self.root).finish()
+    }
+}
+
+/// How a write request makes its documents searchable (`?refresh=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefreshPolicy {
+    /// Leave it to the periodic refresh.
+    #[default]
+    None,
+    /// Refresh the touched shards before answering.
+    Immediate,
+    /// Wait for a refresh that covers the writes before answering.
+    WaitFor,
+}
+
+impl RefreshPolicy {
+    /// Parses `?refresh=` (`true`, `""`, `false`, `wait_for`).
+    pub fn parse(value: Option<&str>) -> Result<RefreshPolicy> {
+        match value {
+            None | Some("false") => Ok(RefreshPolicy::None),
+            Some("true") | Some("") => Ok(RefreshPolicy::Immediate),
+            Some("wait_for") => Ok(RefreshPolicy::WaitFor),
+            Some(other) => Err(Error::illegal_argument(format!(
+                "Unknown value for refresh: [{other}]."
+            ))),
+        }
+    }
+}
+
+impl Indices {
+    /// Opens every index under `data_dir`, replaying translogs.
+    pub fn open(data_dir: &Path) -> Result<Indices> {
+        let root = data_dir.join("indices");
+        std::fs::create_dir_all(&root)?;
+        let mut map = BTreeMap::new();
+        for entry in std::fs::read_dir(&root)? {
+            let path = entry?.path();
+            if !is_index_dir(&path) {
+                continue;
+            }
+            let index = Index::open(&path)?;
+            tracing::info!(index = %index.name(), docs = index.num_docs(), "opened index");
+            map.insert(index.name(), Arc::new(index));
+        }
+        Ok(Indices { root, map: RwLock::new(map), create_lock: Mutex::new(()) })
+    }
+
+    /// Creates an index from Elasticsearch's create-index body
+    /// (`{"settings": {...}, "mappings": {...}}`).
+    pub fn create(&self, name: &str, body: Option<&Value>) -> Result<Arc<Index>> {
+        validate_name(name)?;
+        let mut settings = IndexSettings::default();
+        let mut mapping = Mapping::default();
+        if let Some(body) = body {
+            let obj = body
+                .as_object()
+                .ok_or_else(|| Error::illegal_argument("request body must be an object"))?;
+            for (key, value) in obj {
+                match key.as_str() {
+                    "settings" => settings = IndexSettings::from_es(value)?,
+                    "mappings" => mapping = Mapping::from_es(value)?,
+                    "aliases" => {}
+                    other => {
+                        return Err(Error::BadRequest {
+                            es_type: "parse_exception",
+                            reason: format!("unknown key [{other}] for create index"),
+                        });
+                    }
+                }
+            }
+        }
+        let _guard = self.create_lock.lock();
+        if self.map.read().contains_key(name) {
+            return Err(Error::IndexExists(name.to_string()));
+        }
+        let uuid = uuid::Uuid::new_v4().simple().to_string();
+        let meta = IndexMeta {
+            name: name.to_string(),
+            uuid: uuid.clone(),
+            creation_date: chrono::Utc::now().timestamp_millis(),
+            settings,
+            mapping,
+        };
+        let dir = self.root.join(format!("{name}-{uuid}"));
+        let index = match Index::create(&dir, meta) {
+            Ok(index) => Arc::new(index),
+            Err(err) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(err);
+            }
+        };
+        self.map.write().insert(name.to_string(), Arc::clone(&index));
+        tracing::info!(index = name, "created index");
+        Ok(index)
+    }
+
+    /// The index named `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<Index>> {
+        self.map
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::IndexNotFound(name.to_string()))
+    }
+
+    /// The index named `name`, created with defaults when missing
+    /// (Elasticsearch's `action.auto_create_index`).
+    pub fn get_or_create(&self, name: &str) -> Result<Arc<Index>> {
+        match self.get(name) {
+            Ok(index) => Ok(index),
+            Err(Error::IndexNotFound(_)) => match self.create(name, None) {
+                Err(Error::IndexExists(_)) => self.get(name),
+                other => other,
+            },
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Deletes an index and its files.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let index = self
+            .map
+            .write()
+            .remove(name)
+            .ok_or_else(|| Error::IndexNotFound(name.to_string()))?;
+        index.mark_deleted();
+        std::fs::remove_dir_all(index.dir())?;
+        tracing::info!(index = name, "deleted index");
+        Ok(())
+    }
+
+    /// All indices, by name.
+    pub fn list(&self) -> Vec<Arc<Index>> {
+        self.map.read().values().cloned().collect()
+    }
+
+    /// Resolves a comma-separated list of names and wildcards (`logs-*`).
+    /// A concrete name that does not exist is an error; a wildcard may match nothing.
+    pub fn resolve(&self, expr: &str) -> Result<Vec<Arc<Index>>> {
+        let map = self.map.read();
+        let mut out: Vec<Arc<Index>> = Vec::new();
+        for part in expr.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "_all" || part.contains('*') {
+                for (name, index) in map.iter() {
+                    if part == "_all" || wildcard_match(part, name) {
+                        if !out.iter().any(|i| Arc::ptr_eq(i, index)) {
+                            out.push(Arc::clone(index));
+                        }
+                    }
+                }
+            } else {
+                let index = map.get(part).ok_or_else(|| Error::IndexNotFound(part.to_string()))?;
+                if !out.iter().any(|i| Arc::ptr_eq(i, index)) {
+                    out.push(Arc::clone(index));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Refreshes every index.
+    pub fn refresh_all(&self) -> Result<()> {
+        for index in self.list() {
+            index.refresh()?;
+        }
+        Ok(())
+    }
+
+    /// Commits every shard; called on shutdown.
+    pub fn close(&self) -> Result<()> {
+        self.refresh_all()
+    }
+
+    /// Runs the periodic refresh of every index at its `refresh_interval`
+    /// until the registry is dropped.
+    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut last: HashMap<String, Instant> = HashMap::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                let Some(indices) = weak.upgrade() else { return };
+                let now = Instant::now();
+                let mut due = Vec::new();
+                for index in indices.list() {
+                    let Some(interval) = index.settings().refresh_interval else { continue };
+                    let name = index.name();
+                    let last_refresh = last.entry(name.clone()).or_insert(now);
+                    if now.duration_since(*last_refresh) >= interval {
+                        *last_refresh = now;
+                        due.push(index);
+                    }
+                }
+                drop(indices);
+                for index in due {
+                    let name = index.name();
+                    let result = tokio::task::spawn_blocking(move || index.refresh()).await;
+                    match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => tracing::error!(index = %name, %err, "periodic refresh failed"),
+                        Err(err) => tracing::error!(index = %name, %err, "periodic refresh panicked"),
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Elasticsearch's index name rules.
+pub fn validate_name(name: &str) -> Result<()> {
+    let invalid = |why: &str| {
+        Err(Error::BadRequest {
+            es_type: "invalid_index_name_exception",
+            reason: format!("Invalid index name [{name}], {why}"),
+        })
+    };
+    if name.is_empty() {
+        return invalid("must not be empty");
+    }
+    if name != name.to_lowercase() {
+        return invalid("must be lowercase");
+    }
+    if name.starts_with(['_', '-', '+']) {
+        return invalid("must not start with '_', '-', or '+'");
+    }
+    if name == "." || name == ".." {
+        return invalid("must not be '.' or '..'");
+    }
+    if name.len() > 255 {
+        return invalid("index name is too long");
+    }
+    if name.contains(['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':']) {
+        return invalid("must not contain the following characters [ , \", *, \\, <, |, ,, >, /, ?, #, :]");
+    }
+    Ok(())
+}
+
+/// Matches `*` wildcards.
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let mut rest = name;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else { return false };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(pos) => rest = &rest[pos + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_follow_elasticsearch_rules() {
+        assert!(validate_name("logs-2024").is_ok());
+        assert!(validate_name("Logs").is_err());
+        assert!(validate_name("_x").is_err());
+        assert!(validate_name("a b").is_err());
+        assert!(validate_name("").is_err());
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("logs-*", "logs-1"));
+        assert!(wildcard_match("*-1", "logs-1"));
+        assert!(wildcard_match("l*s-*1", "logs-1"));
+        assert!(!wildcard_match("logs-*", "metrics"));
+        assert!(wildcard_match("abc", "abc"));
+    }
+}

@@ -1,0 +1,952 @@
+//! `TantivyScanExec`: the leaf scan over the shards of an index.
+//!
+//! One partition per shard. The scan runs its [`LeafQuery`] inside tantivy
+//! and emits Arrow batches of the projected columns, reading fast fields
+//! column-wise (keywords as dictionary ordinals, decoded late) and `_source`
+//! only when projected. It absorbs what tantivy does best: filters and
+//! full-text conditions, `ORDER BY _score DESC` (tantivy's top-k collector)
+//! or a numeric column (a bounded heap over the column), `LIMIT`, and
+//! `count(*)` (tantivy's `Count`, no rows are materialised).
+
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
+    RecordBatch, RecordBatchOptions, StringBuilder, TimestampMillisecondBuilder,
+};
+use datafusion::arrow::array::{ArrayBuilder, DictionaryArray};
+use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::expressions::Column as ColumnExpr;
+use datafusion::physical_plan::metrics::{Count as MetricCount, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::sort_pushdown::SortOrderPushdownResult;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::physical_expr::PhysicalExpr;
+use serde_json::Value;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::columnar::{Column, ColumnType, DynamicColumn, StrColumn};
+use tantivy::query::{EnableScoring, Query};
+use tantivy::schema::Value as _;
+use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TantivyDocument};
+
+use crate::document::values_at;
+use crate::index::Index;
+use crate::mapping::{FieldType, Mapping};
+use crate::query::LeafQuery;
+use crate::schema::{Fields, kw_column, names};
+use crate::shard::Shard;
+use crate::table::{ID_COLUMN, SCORE_COLUMN, SOURCE_COLUMN};
+
+/// An order the scan delivers itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScanSort {
+    /// `_score DESC`, by tantivy's top-k collector.
+    Score,
+    /// A single-valued numeric or date column.
+    Column {
+        /// Column path.
+        path: String,
+        /// Descending order.
+        descending: bool,
+        /// Nulls first.
+        nulls_first: bool,
+        /// Floating point column.
+        float: bool,
+    },
+}
+
+/// The leaf scan over an index's shards.
+#[derive(Debug)]
+pub struct TantivyScanExec {
+    index: Arc<Index>,
+    mapping: Arc<Mapping>,
+    table_schema: SchemaRef,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    query: LeafQuery,
+    sort: Option<ScanSort>,
+    fetch: Option<usize>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl TantivyScanExec {
+    /// Builds a scan, validating the projection and the sort.
+    pub fn try_new(
+        index: Arc<Index>,
+        mapping: Arc<Mapping>,
+        table_schema: SchemaRef,
+        projection: Vec<usize>,
+        query: LeafQuery,
+        sort: Option<ScanSort>,
+        fetch: Option<usize>,
+    ) -> Result<TantivyScanExec> {
+        let schema = Arc::new(table_schema.project(&projection)?);
+        let mut eq = EquivalenceProperties::new(Arc::clone(&schema));
+        if let Some(sort) = &sort {
+            let (name, options) = match sort {
+                ScanSort::Score => (
+                    SCORE_COLUMN,
+                    datafusion::arrow::compute::SortOptions { descending: true, nulls_first: true },
+                ),
+                ScanSort::Column { path, descending, nulls_first, .. } => (
+                    path.as_str(),
+                    datafusion::arrow::compute::SortOptions { descending: *descending, nulls_first: *nulls_first },
+                ),
+            };
+            let idx = schema.index_of(name)?;
+            let expr = PhysicalSortExpr::new(Arc::new(ColumnExpr::new(name, idx)), options);
+            if let Some(ordering) = LexOrdering::new(vec![expr]) {
+                eq.add_ordering(ordering);
+            }
+        }
+        let properties = PlanProperties::new(
+            eq,
+            Partitioning::UnknownPartitioning(index.shards().len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(TantivyScanExec {
+            index,
+            mapping,
+            table_schema,
+            projection,
+            schema,
+            query,
+            sort,
+            fetch,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// The query the scan runs inside tantivy.
+    pub fn query(&self) -> &LeafQuery {
+        &self.query
+    }
+
+    /// The order the scan delivers, if any.
+    pub fn sort(&self) -> Option<&ScanSort> {
+        self.sort.as_ref()
+    }
+
+    fn with(&self, sort: Option<ScanSort>, fetch: Option<usize>) -> Result<TantivyScanExec> {
+        TantivyScanExec::try_new(
+            Arc::clone(&self.index),
+            Arc::clone(&self.mapping),
+            Arc::clone(&self.table_schema),
+            self.projection.clone(),
+            self.query.clone(),
+            sort,
+            fetch,
+        )
+    }
+
+    fn sort_for(&self, order: &[PhysicalSortExpr]) -> Option<ScanSort> {
+        let [key] = order else { return None };
+        let col = key.expr.downcast_ref::<ColumnExpr>()?;
+        let name = self.schema.field(col.index()).name();
+        if name == SCORE_COLUMN {
+            return (key.options.descending && self.query.is_scoring()).then_some(ScanSort::Score);
+        }
+        let column = self.mapping.column(name)?;
+        if column.mapping.multi_valued {
+            return None;
+        }
+        let float = match column.mapping.ty {
+            FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte | FieldType::Date => false,
+            FieldType::Double | FieldType::Float => true,
+            _ => return None,
+        };
+        Some(ScanSort::Column {
+            path: name.clone(),
+            descending: key.options.descending,
+            nulls_first: key.options.nulls_first,
+            float,
+        })
+    }
+}
+
+impl DisplayAs for TantivyScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let columns: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        write!(
+            f,
+            "TantivyScanExec: index={}, shards={}, query={}, projection=[{}]",
+            self.index.name(),
+            self.index.shards().len(),
+            self.query.describe(),
+            columns.join(", ")
+        )?;
+        match &self.sort {
+            Some(ScanSort::Score) => write!(f, ", topk=_score DESC")?,
+            Some(ScanSort::Column { path, descending, .. }) => {
+                write!(f, ", topk={path} {}", if *descending { "DESC" } else { "ASC" })?
+            }
+            None => {}
+        }
+        if let Some(fetch) = self.fetch {
+            write!(f, ", fetch={fetch}")?;
+        }
+        if self.schema.fields().is_empty() {
+            write!(f, ", count_only")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for TantivyScanExec {
+    fn name(&self) -> &str {
+        "TantivyScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal("TantivyScanExec has no children".into()))
+        }
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let shard = self
+            .index
+            .shards()
+            .get(partition)
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal(format!("no shard for partition {partition}")))?;
+        let job = ScanJob {
+            shard,
+            mapping: Arc::clone(&self.mapping),
+            schema: Arc::clone(&self.schema),
+            query: self.query.clone(),
+            sort: self.sort.clone(),
+            fetch: self.fetch,
+            batch_size: context.session_config().batch_size(),
+            output_rows: MetricBuilder::new(&self.metrics).output_rows(partition),
+            docs_matched: MetricBuilder::new(&self.metrics).counter("docs_matched", partition),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = job.run(&tx) {
+                // The receiver may be gone (LIMIT satisfied): nothing to report to then.
+                let _ = tx.blocking_send(Err(err));
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
+        let fetch = match (self.fetch, limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.with(self.sort.clone(), fetch).ok().map(|e| Arc::new(e) as Arc<dyn ExecutionPlan>)
+    }
+
+    fn fetch(&self) -> Option<usize> {
+        self.fetch
+    }
+
+    fn try_pushdown_sort(
+        &self,
+        order: &[PhysicalSortExpr],
+    ) -> Result<SortOrderPushdownResult<Arc<dyn ExecutionPlan>>> {
+        match self.sort_for(order) {
+            // A fetch applied before the sort would be a different question.
+            Some(sort) if self.fetch.is_none() => Ok(SortOrderPushdownResult::Exact {
+                inner: Arc::new(self.with(Some(sort), None)?),
+            }),
+            _ => Ok(SortOrderPushdownResult::Unsupported),
+        }
+    }
+}
+
+/// The work of one partition, run on a blocking thread.
+struct ScanJob {
+    shard: Arc<Shard>,
+    mapping: Arc<Mapping>,
+    schema: SchemaRef,
+    query: LeafQuery,
+    sort: Option<ScanSort>,
+    fetch: Option<usize>,
+    batch_size: usize,
+    output_rows: MetricCount,
+    docs_matched: MetricCount,
+}
+
+type Sender = tokio::sync::mpsc::Sender<Result<RecordBatch>>;
+
+fn tantivy_err(e: impl fmt::Display) -> DataFusionError {
+    DataFusionError::Execution(format!("tantivy: {e}"))
+}
+
+impl ScanJob {
+    fn run(&self, tx: &Sender) -> Result<()> {
+        let searcher = self.shard.searcher();
+        let fields = self.shard.fields();
+        let query = self
+            .query
+            .compile(&self.mapping, &fields, self.shard.tantivy_index())
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        if self.schema.fields().is_empty() {
+            return self.count_only(&searcher, query.as_ref(), tx);
+        }
+        let scoring = self.query.is_scoring()
+            && (self.schema.field_with_name(SCORE_COLUMN).is_ok() || self.sort == Some(ScanSort::Score));
+        let mut builder = BatchBuilder::new(&self.schema, &self.mapping, &fields, &searcher);
+        match &self.sort {
+            Some(ScanSort::Score) => {
+                let limit = self.fetch.unwrap_or(searcher.num_docs() as usize).max(1);
+                let top = searcher.search(query.as_ref(), &TopDocs::with_limit(limit).order_by_score()).map_err(tantivy_err)?;
+                self.docs_matched.add(top.len());
+                let rows: Vec<(DocAddress, Option<Score>)> = top.into_iter().map(|(s, a)| (a, Some(s))).collect();
+                self.emit_rows(&mut builder, &rows, tx)
+            }
+            Some(ScanSort::Column { path, descending, nulls_first, float }) => {
+                let limit = self.fetch.unwrap_or(usize::MAX);
+                let rows = self.top_by_column(&searcher, query.as_ref(), scoring, path, *descending, *nulls_first, *float, limit)?;
+                self.emit_rows(&mut builder, &rows, tx)
+            }
+            None => self.full_scan(&searcher, query.as_ref(), scoring, &mut builder, tx),
+        }
+    }
+
+    fn send(&self, tx: &Sender, batch: RecordBatch) -> bool {
+        self.output_rows.add(batch.num_rows());
+        tx.blocking_send(Ok(batch)).is_ok()
+    }
+
+    fn count_only(&self, searcher: &Searcher, query: &dyn Query, tx: &Sender) -> Result<()> {
+        let count = searcher.search(query, &Count).map_err(tantivy_err)?;
+        self.docs_matched.add(count);
+        let mut left = self.fetch.map_or(count, |f| f.min(count));
+        while left > 0 {
+            let n = left.min(self.batch_size);
+            let options = RecordBatchOptions::new().with_row_count(Some(n));
+            let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), vec![], &options)?;
+            if !self.send(tx, batch) {
+                return Ok(());
+            }
+            left -= n;
+        }
+        Ok(())
+    }
+
+    fn full_scan(
+        &self,
+        searcher: &Searcher,
+        query: &dyn Query,
+        scoring: bool,
+        builder: &mut BatchBuilder,
+        tx: &Sender,
+    ) -> Result<()> {
+        let enable = if scoring {
+            EnableScoring::enabled_from_searcher(searcher)
+        } else {
+            EnableScoring::disabled_from_searcher(searcher)
+        };
+        let weight = query.weight(enable).map_err(tantivy_err)?;
+        let mut left = self.fetch.unwrap_or(usize::MAX);
+        let mut rows: Vec<(DocAddress, Option<Score>)> = Vec::with_capacity(self.batch_size);
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let mut scorer = weight.scorer(segment, 1.0).map_err(tantivy_err)?;
+            let alive = segment.alive_bitset();
+            let mut doc = scorer.doc();
+            while doc != tantivy::TERMINATED && left > 0 {
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    let score = scoring.then(|| scorer.score());
+                    rows.push((DocAddress::new(ord as u32, doc), score));
+                    left -= 1;
+                    if rows.len() == self.batch_size {
+                        self.docs_matched.add(rows.len());
+                        let batch = builder.build(&rows)?;
+                        rows.clear();
+                        if !self.send(tx, batch) {
+                            return Ok(());
+                        }
+                    }
+                }
+                doc = scorer.advance();
+            }
+        }
+        if !rows.is_empty() {
+            self.docs_matched.add(rows.len());
+            let batch = builder.build(&rows)?;
+            self.send(tx, batch);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn top_by_column(
+        &self,
+        searcher: &Searcher,
+        query: &dyn Query,
+        scoring: bool,
+        path: &str,
+        descending: bool,
+        nulls_first: bool,
+        float: bool,
+        limit: usize,
+    ) -> Result<Vec<(DocAddress, Option<Score>)>> {
+        let enable = if scoring {
+            EnableScoring::enabled_from_searcher(searcher)
+        } else {
+            EnableScoring::disabled_from_searcher(searcher)
+        };
+        let weight = query.weight(enable).map_err(tantivy_err)?;
+        // Max-heap of the worst kept entry: keys are arranged so that "smaller" is better.
+        let mut heap: BinaryHeap<HeapEntry> = BinaryHeap::new();
+        let mut matched = 0usize;
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let column = open_numeric(segment, &kw_column(path))?;
+            let mut scorer = weight.scorer(segment, 1.0).map_err(tantivy_err)?;
+            let alive = segment.alive_bitset();
+            let mut doc = scorer.doc();
+            while doc != tantivy::TERMINATED {
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    matched += 1;
+                    let value = column.as_ref().and_then(|c| c.first_f64_or_i64(doc, float));
+                    let key = SortKey::new(value, descending, nulls_first);
+                    let entry = HeapEntry { key, addr: DocAddress::new(ord as u32, doc), score: scoring.then(|| scorer.score()) };
+                    if heap.len() < limit {
+                        heap.push(entry);
+                    } else if heap.peek().is_some_and(|worst| entry < *worst) {
+                        heap.pop();
+                        heap.push(entry);
+                    }
+                }
+                doc = scorer.advance();
+            }
+        }
+        self.docs_matched.add(matched);
+        let sorted = heap.into_sorted_vec();
+        Ok(sorted.into_iter().map(|e| (e.addr, e.score)).collect())
+    }
+
+    fn emit_rows(&self, builder: &mut BatchBuilder, rows: &[(DocAddress, Option<Score>)], tx: &Sender) -> Result<()> {
+        for chunk in rows.chunks(self.batch_size.max(1)) {
+            let batch = builder.build(chunk)?;
+            if !self.send(tx, batch) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A comparable sort key: smaller sorts first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SortKey {
+    /// 0 sorts before 1: encodes where nulls go.
+    null_rank: u8,
+    /// The value, negated for descending order.
+    value: OrdF64OrI64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum OrdF64OrI64 {
+    I(i128),
+    F(f64),
+}
+
+impl SortKey {
+    fn new(value: Option<NumValue>, descending: bool, nulls_first: bool) -> SortKey {
+        match value {
+            None => SortKey { null_rank: if nulls_first { 0 } else { 2 }, value: OrdF64OrI64::I(0) },
+            Some(v) => {
+                let value = match v {
+                    NumValue::I(n) => OrdF64OrI64::I(if descending { -(n as i128) } else { n as i128 }),
+                    NumValue::F(f) => OrdF64OrI64::F(if descending { -f } else { f }),
+                };
+                SortKey { null_rank: 1, value }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HeapEntry {
+    key: SortKey,
+    addr: DocAddress,
+    score: Option<Score>,
+}
+
+impl PartialEq for HeapEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for HeapEntry {}
+impl PartialOrd for HeapEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for HeapEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let by_value = match (self.key.value, other.key.value) {
+            (OrdF64OrI64::I(a), OrdF64OrI64::I(b)) => a.cmp(&b),
+            (OrdF64OrI64::F(a), OrdF64OrI64::F(b)) => a.total_cmp(&b),
+            (OrdF64OrI64::I(_), OrdF64OrI64::F(_)) => std::cmp::Ordering::Less,
+            (OrdF64OrI64::F(_), OrdF64OrI64::I(_)) => std::cmp::Ordering::Greater,
+        };
+        self.key
+            .null_rank
+            .cmp(&other.key.null_rank)
+            .then(by_value)
+            .then(self.addr.segment_ord.cmp(&other.addr.segment_ord))
+            .then(self.addr.doc_id.cmp(&other.addr.doc_id))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum NumValue {
+    I(i64),
+    F(f64),
+}
+
+/// A numeric column whatever type tantivy chose for it in this segment
+/// (JSON fields store whole floats as integers).
+enum NumColumn {
+    I64(Column<i64>),
+    U64(Column<u64>),
+    F64(Column<f64>),
+}
+
+impl NumColumn {
+    fn first_f64_or_i64(&self, doc: DocId, float: bool) -> Option<NumValue> {
+        let v = match self {
+            NumColumn::I64(c) => NumValue::I(c.first(doc)?),
+            NumColumn::U64(c) => NumValue::I(i64::try_from(c.first(doc)?).unwrap_or(i64::MAX)),
+            NumColumn::F64(c) => NumValue::F(c.first(doc)?),
+        };
+        Some(if float { NumValue::F(v.as_f64()) } else { v })
+    }
+
+    fn values(&self, doc: DocId) -> Vec<NumValue> {
+        match self {
+            NumColumn::I64(c) => c.values_for_doc(doc).map(NumValue::I).collect(),
+            NumColumn::U64(c) => c
+                .values_for_doc(doc)
+                .map(|v| NumValue::I(i64::try_from(v).unwrap_or(i64::MAX)))
+                .collect(),
+            NumColumn::F64(c) => c.values_for_doc(doc).map(NumValue::F).collect(),
+        }
+    }
+}
+
+impl NumValue {
+    fn as_f64(self) -> f64 {
+        match self {
+            NumValue::I(n) => n as f64,
+            NumValue::F(f) => f,
+        }
+    }
+
+    fn as_i64(self) -> i64 {
+        match self {
+            NumValue::I(n) => n,
+            NumValue::F(f) => f as i64,
+        }
+    }
+}
+
+fn open_numeric(segment: &SegmentReader, name: &str) -> Result<Option<NumColumn>> {
+    let handles = segment.fast_fields().dynamic_column_handles(name).map_err(tantivy_err)?;
+    for handle in handles {
+        let col = match handle.column_type() {
+            ColumnType::I64 | ColumnType::U64 | ColumnType::F64 => handle.open().map_err(tantivy_err)?,
+            _ => continue,
+        };
+        return Ok(match col {
+            DynamicColumn::I64(c) => Some(NumColumn::I64(c)),
+            DynamicColumn::U64(c) => Some(NumColumn::U64(c)),
+            DynamicColumn::F64(c) => Some(NumColumn::F64(c)),
+            _ => None,
+        });
+    }
+    Ok(None)
+}
+
+fn open_bool(segment: &SegmentReader, name: &str) -> Result<Option<Column<bool>>> {
+    let handles = segment.fast_fields().dynamic_column_handles(name).map_err(tantivy_err)?;
+    for handle in handles {
+        if handle.column_type() == ColumnType::Bool
+            && let DynamicColumn::Bool(c) = handle.open().map_err(tantivy_err)?
+        {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+fn open_str(segment: &SegmentReader, name: &str) -> Result<Option<StrColumn>> {
+    segment.fast_fields().str(name).map_err(tantivy_err)
+}
+
+/// How a projected column is read.
+#[derive(Debug, Clone)]
+enum ColKind {
+    Id,
+    Score,
+    Source,
+    /// Text, read from `_source` at `source_path`.
+    Text { source_path: String, multi: bool },
+    /// Keyword dictionary column (single-valued).
+    Dict { column: String },
+    /// String column (IP, or multi-valued keyword).
+    Str { column: String, multi: bool },
+    Int { column: String, multi: bool, date: bool },
+    Float { column: String, multi: bool },
+    Bool { column: String, multi: bool },
+}
+
+/// Readers of one segment.
+#[derive(Default)]
+struct SegmentColumns {
+    id: Option<StrColumn>,
+    strs: HashMap<String, Option<StrColumn>>,
+    nums: HashMap<String, Option<NumColumn>>,
+    bools: HashMap<String, Option<Column<bool>>>,
+}
+
+struct BatchBuilder<'a> {
+    schema: SchemaRef,
+    kinds: Vec<ColKind>,
+    fields: Fields,
+    searcher: &'a Searcher,
+    segments: HashMap<u32, SegmentColumns>,
+    needs_source: bool,
+}
+
+impl<'a> BatchBuilder<'a> {
+    fn new(schema: &SchemaRef, mapping: &Mapping, fields: &Fields, searcher: &'a Searcher) -> BatchBuilder<'a> {
+        let kinds: Vec<ColKind> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = f.name().as_str();
+                match name {
+                    ID_COLUMN => ColKind::Id,
+                    SCORE_COLUMN => ColKind::Score,
+                    SOURCE_COLUMN => ColKind::Source,
+                    path => {
+                        let Some(col) = mapping.column(path) else {
+                            return ColKind::Text { source_path: path.to_string(), multi: false };
+                        };
+                        let multi = col.mapping.multi_valued;
+                        let column = kw_column(path);
+                        match col.mapping.ty {
+                            FieldType::Text => ColKind::Text { source_path: col.source_path.clone(), multi },
+                            FieldType::Keyword if !multi => ColKind::Dict { column },
+                            FieldType::Keyword | FieldType::Ip => ColKind::Str { column, multi },
+                            FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
+                                ColKind::Int { column, multi, date: false }
+                            }
+                            FieldType::Date => ColKind::Int { column, multi, date: true },
+                            FieldType::Double | FieldType::Float => ColKind::Float { column, multi },
+                            FieldType::Boolean => ColKind::Bool { column, multi },
+                        }
+                    }
+                }
+            })
+            .collect();
+        let needs_source = kinds.iter().any(|k| matches!(k, ColKind::Source | ColKind::Text { .. }));
+        BatchBuilder {
+            schema: Arc::clone(schema),
+            kinds,
+            fields: *fields,
+            searcher,
+            segments: HashMap::new(),
+            needs_source,
+        }
+    }
+
+    fn segment(&mut self, ord: u32) -> Result<&mut SegmentColumns> {
+        if !self.segments.contains_key(&ord) {
+            let reader = self.searcher.segment_reader(ord);
+            let mut cols = SegmentColumns { id: open_str(reader, names::ID)?, ..Default::default() };
+            for kind in &self.kinds {
+                match kind {
+                    ColKind::Dict { column } | ColKind::Str { column, .. } => {
+                        cols.strs.insert(column.clone(), open_str(reader, column)?);
+                    }
+                    ColKind::Int { column, .. } | ColKind::Float { column, .. } => {
+                        cols.nums.insert(column.clone(), open_numeric(reader, column)?);
+                    }
+                    ColKind::Bool { column, .. } => {
+                        cols.bools.insert(column.clone(), open_bool(reader, column)?);
+                    }
+                    _ => {}
+                }
+            }
+            self.segments.insert(ord, cols);
+        }
+        self.segments
+            .get_mut(&ord)
+            .ok_or_else(|| DataFusionError::Internal("segment columns vanished".into()))
+    }
+
+    fn build(&mut self, rows: &[(DocAddress, Option<Score>)]) -> Result<RecordBatch> {
+        for (addr, _) in rows {
+            self.segment(addr.segment_ord)?;
+        }
+        let sources: Vec<Option<(String, Value)>> = if self.needs_source {
+            rows.iter()
+                .map(|(addr, _)| {
+                    let doc: TantivyDocument = self.searcher.doc(*addr).map_err(tantivy_err)?;
+                    let text = doc.get_first(self.fields.source).and_then(|v| v.as_str()).map(str::to_string);
+                    Ok(text.map(|t| {
+                        let parsed = serde_json::from_str(&t).unwrap_or(Value::Null);
+                        (t, parsed)
+                    }))
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.kinds.len());
+        for kind in &self.kinds {
+            arrays.push(self.column(kind, rows, &sources)?);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        Ok(RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &options)?)
+    }
+
+    fn column(&self, kind: &ColKind, rows: &[(DocAddress, Option<Score>)], sources: &[Option<(String, Value)>]) -> Result<ArrayRef> {
+        let seg = |addr: &DocAddress| self.segments.get(&addr.segment_ord);
+        let mut text = String::new();
+        Ok(match kind {
+            ColKind::Id => {
+                let mut b = StringBuilder::new();
+                for (addr, _) in rows {
+                    let col = seg(addr).and_then(|s| s.id.as_ref());
+                    match col.and_then(|c| c.ords().first(addr.doc_id).map(|o| (c, o))) {
+                        Some((c, ord)) => {
+                            text.clear();
+                            c.ord_to_str(ord, &mut text).map_err(tantivy_err)?;
+                            b.append_value(&text);
+                        }
+                        None => b.append_value(""),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            ColKind::Score => {
+                let mut b = Float32Builder::new();
+                for (_, score) in rows {
+                    b.append_option(*score);
+                }
+                Arc::new(b.finish())
+            }
+            ColKind::Source => {
+                let mut b = StringBuilder::new();
+                for s in sources {
+                    b.append_option(s.as_ref().map(|(t, _)| t.as_str()));
+                }
+                Arc::new(b.finish())
+            }
+            ColKind::Text { source_path, multi } => {
+                let strings = |v: &Value| -> Vec<String> {
+                    let mut out = Vec::new();
+                    values_at(v, source_path, &mut out);
+                    out.into_iter()
+                        .map(|x| match x {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect()
+                };
+                if *multi {
+                    let mut b = ListBuilder::new(StringBuilder::new());
+                    for s in sources {
+                        match s {
+                            Some((_, v)) => {
+                                for item in strings(v) {
+                                    b.values().append_value(item);
+                                }
+                                b.append(true);
+                            }
+                            None => b.append(false),
+                        }
+                    }
+                    Arc::new(b.finish())
+                } else {
+                    let mut b = StringBuilder::new();
+                    for s in sources {
+                        b.append_option(s.as_ref().and_then(|(_, v)| strings(v).into_iter().next()));
+                    }
+                    Arc::new(b.finish())
+                }
+            }
+            ColKind::Dict { column } => {
+                let mut keys = Int32Builder::with_capacity(rows.len());
+                let mut values = StringBuilder::new();
+                let mut seen: HashMap<(u32, u64), i32> = HashMap::new();
+                for (addr, _) in rows {
+                    let col = seg(addr).and_then(|s| s.strs.get(column)).and_then(Option::as_ref);
+                    let Some((c, ord)) = col.and_then(|c| c.ords().first(addr.doc_id).map(|o| (c, o))) else {
+                        keys.append_null();
+                        continue;
+                    };
+                    let key = match seen.get(&(addr.segment_ord, ord)) {
+                        Some(k) => *k,
+                        None => {
+                            text.clear();
+                            c.ord_to_str(ord, &mut text).map_err(tantivy_err)?;
+                            let k = values.len() as i32;
+                            values.append_value(&text);
+                            seen.insert((addr.segment_ord, ord), k);
+                            k
+                        }
+                    };
+                    keys.append_value(key);
+                }
+                let dict = DictionaryArray::<Int32Type>::try_new(keys.finish(), Arc::new(values.finish()))?;
+                Arc::new(dict)
+            }
+            ColKind::Str { column, multi } => {
+                let mut list = ListBuilder::new(StringBuilder::new());
+                let mut single = StringBuilder::new();
+                for (addr, _) in rows {
+                    let col = seg(addr).and_then(|s| s.strs.get(column)).and_then(Option::as_ref);
+                    let mut vals = Vec::new();
+                    if let Some(c) = col {
+                        for ord in c.ords().values_for_doc(addr.doc_id) {
+                            let mut s = String::new();
+                            c.ord_to_str(ord, &mut s).map_err(tantivy_err)?;
+                            vals.push(s);
+                        }
+                    }
+                    if *multi {
+                        for v in vals {
+                            list.values().append_value(v);
+                        }
+                        list.append(true);
+                    } else {
+                        single.append_option(vals.into_iter().next());
+                    }
+                }
+                if *multi { Arc::new(list.finish()) } else { Arc::new(single.finish()) }
+            }
+            ColKind::Int { column, multi, date } => {
+                let values = |addr: &DocAddress| -> Vec<i64> {
+                    seg(addr)
+                        .and_then(|s| s.nums.get(column))
+                        .and_then(Option::as_ref)
+                        .map(|c| c.values(addr.doc_id).into_iter().map(NumValue::as_i64).collect())
+                        .unwrap_or_default()
+                };
+                match (multi, date) {
+                    (false, false) => {
+                        let mut b = Int64Builder::with_capacity(rows.len());
+                        for (addr, _) in rows {
+                            b.append_option(values(addr).first().copied());
+                        }
+                        Arc::new(b.finish())
+                    }
+                    (false, true) => {
+                        let mut b = TimestampMillisecondBuilder::with_capacity(rows.len());
+                        for (addr, _) in rows {
+                            b.append_option(values(addr).first().copied());
+                        }
+                        Arc::new(b.finish())
+                    }
+                    (true, false) => {
+                        let mut b = ListBuilder::new(Int64Builder::new());
+                        for (addr, _) in rows {
+                            b.values().append_slice(&values(addr));
+                            b.append(true);
+                        }
+                        Arc::new(b.finish())
+                    }
+                    (true, true) => {
+                        let mut b = ListBuilder::new(TimestampMillisecondBuilder::new());
+                        for (addr, _) in rows {
+                            b.values().append_slice(&values(addr));
+                            b.append(true);
+                        }
+                        Arc::new(b.finish())
+                    }
+                }
+            }
+            ColKind::Float { column, multi } => {
+                let values = |addr: &DocAddress| -> Vec<f64> {
+                    seg(addr)
+                        .and_then(|s| s.nums.get(column))
+                        .and_then(Option::as_ref)
+                        .map(|c| c.values(addr.doc_id).into_iter().map(NumValue::as_f64).collect())
+                        .unwrap_or_default()
+                };
+                if *multi {
+                    let mut b = ListBuilder::new(Float64Builder::new());
+                    for (addr, _) in rows {
+                        b.values().append_slice(&values(addr));
+                        b.append(true);
+                    }
+                    Arc::new(b.finish())
+                } else {
+                    let mut b = Float64Builder::with_capacity(rows.len());
+                    for (addr, _) in rows {
+                        b.append_option(values(addr).first().copied());
+                    }
+                    Arc::new(b.finish())
+                }
+            }
+            ColKind::Bool { column, multi } => {
+                let values = |addr: &DocAddress| -> Vec<bool> {
+                    seg(addr)
+                        .and_then(|s| s.bools.get(column))
+                        .and_then(Option::as_ref)
+                        .map(|c| c.values_for_doc(addr.doc_id).collect())
+                        .unwrap_or_default()
+                };
+                if *multi {
+                    let mut b = ListBuilder::new(BooleanBuilder::new());
+                    for (addr, _) in rows {
+                        for v in values(addr) {
+                            b.values().append_value(v);
+                        }
+                        b.append(true);
+                    }
+                    Arc::new(b.finish())
+                } else {
+                    let mut b = BooleanBuilder::with_capacity(rows.len());
+                    for (addr, _) in rows {
+                        b.append_option(values(addr).first().copied());
+                    }
+                    Arc::new(b.finish())
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,446 @@
+//! One shard: a tantivy index directory plus its translog.
+//!
+//! Writes are serialized per shard: they are appended to the translog and
+//! fsynced, then applied to the tantivy writer. A refresh commits tantivy
+//! (recording the next sequence number in the commit payload), reloads the
+//! reader and truncates the translog. Until then, writes are tracked in a
+//! live version map so that versions and realtime `GET`s are right.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use tantivy::collector::Count;
+use tantivy::columnar::Column;
+use tantivy::query::TermQuery;
+use tantivy::schema::{IndexRecordOption, OwnedValue, Value as _};
+use tantivy::{DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tokio::sync::watch;
+
+use crate::document::{FieldValue, ParsedDoc};
+use crate::error::{Error, Result};
+use crate::schema::{self, Fields, names};
+use crate::translog::{Op, OpKind, Translog};
+
+const TRANSLOG_FILE: &str = "translog.log";
+const WRITER_MEMORY: usize = 128 << 20;
+
+/// A stored document as `GET` returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDoc {
+    /// Document version.
+    pub version: u64,
+    /// Sequence number of its last write.
+    pub seq_no: u64,
+    /// The original JSON source.
+    pub source: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+struct LiveEntry {
+    version: u64,
+    seq_no: u64,
+    /// `None` for a delete.
+    source: Option<Arc<str>>,
+}
+
+/// A write to apply to a shard.
+#[derive(Debug)]
+pub enum ShardWrite {
+    /// Index (or replace) a document.
+    Index {
+        /// Document id.
+        id: String,
+        /// Original JSON source.
+        source: String,
+        /// Parsed, typed content.
+        doc: ParsedDoc,
+        /// `create`: fail if the document exists.
+        create: bool,
+        /// Fail unless the current version is this one (for updates).
+        expect_version: Option<u64>,
+        /// The id was generated for this write, so no document has it yet.
+        generated_id: bool,
+    },
+    /// Delete a document.
+    Delete {
+        /// Document id.
+        id: String,
+    },
+}
+
+/// The outcome of one write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOutcome {
+    /// Version after the write.
+    pub version: u64,
+    /// Sequence number of the write.
+    pub seq_no: u64,
+    /// `created`, `updated`, `deleted` or `not_found`.
+    pub result: &'static str,
+}
+
+struct WriteState {
+    writer: IndexWriter,
+    translog: Translog,
+    live: HashMap<String, LiveEntry>,
+    next_seq: u64,
+    dirty: bool,
+}
+
+/// One shard of an index.
+pub struct Shard {
+    ordinal: u32,
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+    state: Mutex<WriteState>,
+    visible_seq: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").field("ordinal", &self.ordinal).finish()
+    }
+}
+
+impl Shard {
+    /// Opens or creates the shard in `dir` and replays its translog.
+    ///
+    /// `reparse` turns a logged source back into typed content with the
+    /// current mapping.
+    pub fn open(
+        dir: &Path,
+        ordinal: u32,
+        reparse: &dyn Fn(&str, &str) -> Result<ParsedDoc>,
+    ) -> Result<Shard> {
+        std::fs::create_dir_all(dir)?;
+        let (schema, fields) = schema::build();
+        let index = if dir.join("meta.json").exists() {
+            Index::open_in_dir(dir)?
+        } else {
+            Index::create_in_dir(dir, schema)?
+        };
+        let committed_next_seq = index
+            .load_metas()?
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<Value>(p).ok())
+            .and_then(|v| v.get("next_seq").and_then(Value::as_u64))
+            .unwrap_or(0);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+        let writer = index.writer_with_num_threads(threads, WRITER_MEMORY)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let (translog, replay) = Translog::open(&dir.join(TRANSLOG_FILE))?;
+        let mut state = WriteState {
+            writer,
+            translog,
+            live: HashMap::new(),
+            next_seq: committed_next_seq,
+            dirty: false,
+        };
+        let replayed = replay
+            .ops
+            .into_iter()
+            .filter(|op| op.seq_no >= committed_next_seq)
+            .collect::<Vec<_>>();
+        let shard_fields = fields;
+        for op in &replayed {
+            match &op.kind {
+                OpKind::Index { source } => {
+                    let doc = reparse(&op.id, source).unwrap_or_else(|err| {
+                        tracing::error!(id = %op.id, %err, "replayed document no longer parses; keeping its source only");
+                        ParsedDoc::default()
+                    });
+                    state.writer.delete_term(Term::from_field_text(shard_fields.id, &op.id));
+                    state.writer.add_document(build_doc(&shard_fields, &op.id, op.version, op.seq_no, source, &doc))?;
+                    state.live.insert(
+                        op.id.clone(),
+                        LiveEntry { version: op.version, seq_no: op.seq_no, source: Some(Arc::from(source.as_str())) },
+                    );
+                }
+                OpKind::Delete => {
+                    state.writer.delete_term(Term::from_field_text(shard_fields.id, &op.id));
+                    state.live.insert(op.id.clone(), LiveEntry { version: op.version, seq_no: op.seq_no, source: None });
+                }
+            }
+            state.next_seq = state.next_seq.max(op.seq_no + 1);
+            state.dirty = true;
+        }
+        if !replayed.is_empty() {
+            tracing::info!(dir = %dir.display(), ops = replayed.len(), "replayed translog");
+        }
+        let (visible_seq, _) = watch::channel(committed_next_seq);
+        let shard = Shard {
+            ordinal,
+            index,
+            reader,
+            fields,
+            state: Mutex::new(state),
+            visible_seq,
+        };
+        if !replayed.is_empty() {
+            shard.refresh()?;
+        }
+        Ok(shard)
+    }
+
+    /// The shard number within its index.
+    pub fn ordinal(&self) -> u32 {
+        self.ordinal
+    }
+
+    /// The tantivy index (for scans and benchmarks).
+    pub fn tantivy_index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Schema field handles.
+    pub fn fields(&self) -> Fields {
+        self.fields
+    }
+
+    /// A searcher over the last refreshed state.
+    pub fn searcher(&self) -> Searcher {
+        self.reader.searcher()
+    }
+
+    /// Number of live documents visible to searches.
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Applies writes in order: translog append + fsync, then tantivy.
+    ///
+    /// Each write gets its own outcome; failed writes are not logged.
+    pub fn write(&self, writes: Vec<ShardWrite>) -> Result<Vec<Result<WriteOutcome>>> {
+        let mut state = self.state.lock();
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut accepted: Vec<(Op, Option<ParsedDoc>)> = Vec::new();
+        // Versions of ids touched earlier in this batch.
+        let mut batch: HashMap<String, Option<u64>> = HashMap::new();
+        let mut next_seq = state.next_seq;
+        for write in writes {
+            let id = match &write {
+                ShardWrite::Index { id, .. } | ShardWrite::Delete { id } => id.clone(),
+            };
+            let generated = matches!(write, ShardWrite::Index { generated_id: true, .. });
+            let current = match batch.get(&id) {
+                Some(v) => *v,
+                None if generated => None,
+                None => self.current_version(&state, &id)?,
+            };
+            match write {
+                ShardWrite::Index { id, source, doc, create, expect_version, .. } => {
+                    if let Some(version) = current.filter(|_| create) {
+                        outcomes.push(Err(Error::VersionConflict { id, version }));
+                        continue;
+                    }
+                    if expect_version.is_some() && expect_version != current {
+                        outcomes.push(Err(Error::VersionConflict { id, version: current.unwrap_or(0) }));
+                        continue;
+                    }
+                    let version = current.map_or(1, |v| v + 1);
+                    let seq_no = next_seq;
+                    next_seq += 1;
+                    batch.insert(id.clone(), Some(version));
+                    outcomes.push(Ok(WriteOutcome {
+                        version,
+                        seq_no,
+                        result: if current.is_some() { "updated" } else { "created" },
+                    }));
+                    accepted.push((Op { seq_no, id, version, kind: OpKind::Index { source } }, Some(doc)));
+                }
+                ShardWrite::Delete { id } => {
+                    let seq_no = next_seq;
+                    next_seq += 1;
+                    let version = current.map_or(1, |v| v + 1);
+                    batch.insert(id.clone(), None);
+                    outcomes.push(Ok(WriteOutcome {
+                        version,
+                        seq_no,
+                        result: if current.is_some() { "deleted" } else { "not_found" },
+                    }));
+                    accepted.push((Op { seq_no, id, version, kind: OpKind::Delete }, None));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return Ok(outcomes);
+        }
+        let ops: Vec<Op> = accepted.iter().map(|(op, _)| op.clone()).collect();
+        state.translog.append(&ops)?;
+        state.next_seq = next_seq;
+        state.dirty = true;
+        for (op, doc) in accepted {
+            let id_term = Term::from_field_text(self.fields.id, &op.id);
+            state.writer.delete_term(id_term);
+            match (op.kind, doc) {
+                (OpKind::Index { source }, Some(doc)) => {
+                    let tdoc = build_doc(&self.fields, &op.id, op.version, op.seq_no, &source, &doc);
+                    state.writer.add_document(tdoc)?;
+                    state.live.insert(
+                        op.id,
+                        LiveEntry { version: op.version, seq_no: op.seq_no, source: Some(Arc::from(source)) },
+                    );
+                }
+                _ => {
+                    state.live.insert(op.id, LiveEntry { version: op.version, seq_no: op.seq_no, source: None });
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// The sequence number the next write will get.
+    pub fn next_seq(&self) -> u64 {
+        self.state.lock().next_seq
+    }
+
+    /// Makes every acknowledged write searchable: commit, reload, truncate the translog.
+    /// Returns whether anything was committed.
+    pub fn refresh(&self) -> Result<bool> {
+        let mut state = self.state.lock();
+        if !state.dirty {
+            return Ok(false);
+        }
+        let next_seq = state.next_seq;
+        let mut prepared = state.writer.prepare_commit()?;
+        prepared.set_payload(&serde_json::json!({ "next_seq": next_seq }).to_string());
+        prepared.commit()?;
+        self.reader.reload()?;
+        state.translog.truncate()?;
+        state.live.clear();
+        state.dirty = false;
+        drop(state);
+        self.visible_seq.send_replace(next_seq);
+        Ok(true)
+    }
+
+    /// Waits until a refresh has made writes up to `seq_no` searchable.
+    pub async fn wait_visible(&self, seq_no: u64) {
+        let mut rx = self.visible_seq.subscribe();
+        // An error means the shard is gone: nothing left to wait for.
+        let _ = rx.wait_for(|visible| *visible > seq_no).await;
+    }
+
+    /// Realtime get: sees acknowledged writes even before a refresh.
+    pub fn get(&self, id: &str) -> Result<Option<StoredDoc>> {
+        {
+            let state = self.state.lock();
+            if let Some(entry) = state.live.get(id) {
+                return Ok(entry.source.as_ref().map(|source| StoredDoc {
+                    version: entry.version,
+                    seq_no: entry.seq_no,
+                    source: Arc::clone(source),
+                }));
+            }
+        }
+        let searcher = self.reader.searcher();
+        let Some((addr, version, seq_no)) = self.lookup(&searcher, id)? else {
+            return Ok(None);
+        };
+        let doc: TantivyDocument = searcher.doc(addr)?;
+        let source = doc
+            .get_first(self.fields.source)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| Error::Internal(format!("document [{id}] has no stored source")))?;
+        Ok(Some(StoredDoc { version, seq_no, source: Arc::from(source) }))
+    }
+
+    /// Number of live documents matching `id` in the searcher (0 or 1).
+    pub fn count_id(&self, id: &str) -> Result<usize> {
+        let query = TermQuery::new(Term::from_field_text(self.fields.id, id), IndexRecordOption::Basic);
+        Ok(self.reader.searcher().search(&query, &Count)?)
+    }
+
+    fn current_version(&self, state: &WriteState, id: &str) -> Result<Option<u64>> {
+        if let Some(entry) = state.live.get(id) {
+            return Ok(entry.source.as_ref().map(|_| entry.version));
+        }
+        let searcher = self.reader.searcher();
+        Ok(self.lookup(&searcher, id)?.map(|(_, version, _)| version))
+    }
+
+    fn lookup(&self, searcher: &Searcher, id: &str) -> Result<Option<(DocAddress, u64, u64)>> {
+        let term = Term::from_field_text(self.fields.id, id);
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let inverted = segment.inverted_index(self.fields.id)?;
+            let Some(mut postings) = inverted.read_postings(&term, IndexRecordOption::Basic)? else {
+                continue;
+            };
+            let alive = segment.alive_bitset();
+            let mut doc = postings.doc();
+            while doc != tantivy::TERMINATED {
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    let fast = segment.fast_fields();
+                    let version: Column<u64> = fast.u64(names::VERSION)?;
+                    let seq: Column<u64> = fast.u64(names::SEQ_NO)?;
+                    return Ok(Some((
+                        DocAddress::new(ord as u32, doc),
+                        version.first(doc).unwrap_or(1),
+                        seq.first(doc).unwrap_or(0),
+                    )));
+                }
+                doc = postings.advance();
+            }
+        }
+        Ok(None)
+    }
+
+    /// Commits and waits for merges; called on shutdown.
+    pub fn close(&self) -> Result<()> {
+        self.refresh()?;
+        Ok(())
+    }
+}
+
+fn build_doc(fields: &Fields, id: &str, version: u64, seq_no: u64, source: &str, doc: &ParsedDoc) -> TantivyDocument {
+    let mut out = TantivyDocument::new();
+    out.add_text(fields.id, id);
+    out.add_u64(fields.version, version);
+    out.add_u64(fields.seq_no, seq_no);
+    out.add_text(fields.source, source);
+    let mut kw: BTreeMap<String, OwnedValue> = BTreeMap::new();
+    for (path, values) in &doc.values {
+        let mut owned: Vec<OwnedValue> = values
+            .iter()
+            .map(|v| match v {
+                FieldValue::Str(s) => OwnedValue::Str(s.clone()),
+                FieldValue::I64(n) => OwnedValue::I64(*n),
+                FieldValue::F64(f) => OwnedValue::F64(*f),
+                FieldValue::Bool(b) => OwnedValue::Bool(*b),
+                FieldValue::Ip(ip) => OwnedValue::Str(crate::document::ip_to_string(*ip)),
+            })
+            .collect();
+        let value = if owned.len() == 1 { owned.remove(0) } else { OwnedValue::Array(owned) };
+        kw.insert(path.clone(), value);
+    }
+    if !kw.is_empty() {
+        out.add_object(fields.kw, kw);
+    }
+    let text: BTreeMap<String, OwnedValue> = doc
+        .text
+        .iter()
+        .map(|(path, values)| {
+            let v = if values.len() == 1 {
+                OwnedValue::Str(values[0].clone())
+            } else {
+                OwnedValue::Array(values.iter().cloned().map(OwnedValue::Str).collect())
+            };
+            (path.clone(), v)
+        })
+        .collect();
+    if !text.is_empty() {
+        out.add_object(fields.text, text);
+    }
+    for path in doc.present_paths() {
+        out.add_text(fields.exists, path);
+    }
+    out
+}

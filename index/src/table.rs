@@ -1,0 +1,140 @@
+//! An index as a DataFusion table.
+//!
+//! One column per mapped field (keyword as `Dictionary(Int32, Utf8)`, integer
+//! types as `Int64`, floating point as `Float64`, dates as
+//! `Timestamp(Millisecond)`, booleans, IPs as `Utf8`, `text` read from
+//! `_source`; `List` once a field has held an array), plus `_id`, `_score`
+//! (`Float32`, null without a full-text condition) and `_source`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::Session;
+use datafusion::common::Result;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::filter::to_leaf_query;
+use crate::index::Index;
+use crate::mapping::{FieldType, Mapping};
+use crate::query::LeafQuery;
+use crate::scan::TantivyScanExec;
+
+/// The `_id` column.
+pub const ID_COLUMN: &str = "_id";
+/// The `_score` column.
+pub const SCORE_COLUMN: &str = "_score";
+/// The `_source` column.
+pub const SOURCE_COLUMN: &str = "_source";
+
+/// The Arrow type of a mapped column.
+pub fn arrow_type(ty: FieldType, multi_valued: bool) -> DataType {
+    let scalar = match ty {
+        FieldType::Keyword if !multi_valued => {
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+        }
+        FieldType::Keyword | FieldType::Text | FieldType::Ip => DataType::Utf8,
+        FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => DataType::Int64,
+        FieldType::Double | FieldType::Float => DataType::Float64,
+        FieldType::Date => DataType::Timestamp(TimeUnit::Millisecond, None),
+        FieldType::Boolean => DataType::Boolean,
+    };
+    if multi_valued {
+        DataType::List(Arc::new(Field::new("item", scalar, true)))
+    } else {
+        scalar
+    }
+}
+
+/// The table schema of a mapping.
+pub fn table_schema(mapping: &Mapping) -> SchemaRef {
+    let mut fields = vec![Field::new(ID_COLUMN, DataType::Utf8, false)];
+    for column in mapping.columns() {
+        fields.push(Field::new(
+            &column.path,
+            arrow_type(column.mapping.ty, column.mapping.multi_valued),
+            true,
+        ));
+    }
+    fields.push(Field::new(SCORE_COLUMN, DataType::Float32, true));
+    fields.push(Field::new(SOURCE_COLUMN, DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// A table over an index, with the mapping as it was when the table was made.
+#[derive(Debug)]
+pub struct IndexTable {
+    index: Arc<Index>,
+    mapping: Arc<Mapping>,
+    schema: SchemaRef,
+}
+
+impl IndexTable {
+    /// A table over the index's current mapping.
+    pub fn new(index: Arc<Index>) -> IndexTable {
+        let mapping = Arc::new(index.mapping());
+        let schema = table_schema(&mapping);
+        IndexTable { index, mapping, schema }
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+}
+
+#[async_trait]
+impl TableProvider for IndexTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if to_leaf_query(f, &self.mapping).is_some() {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let queries = filters
+            .iter()
+            .map(|f| {
+                to_leaf_query(f, &self.mapping).ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal(format!(
+                        "filter {f} was accepted for pushdown but cannot be translated"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let projection = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let exec = TantivyScanExec::try_new(
+            Arc::clone(&self.index),
+            Arc::clone(&self.mapping),
+            Arc::clone(&self.schema),
+            projection,
+            LeafQuery::and(queries),
+            None,
+            limit,
+        )?;
+        Ok(Arc::new(exec))
+    }
+}

@@ -1,0 +1,261 @@
+//! The per-shard write-ahead log.
+//!
+//! Every write is appended here and fsynced before it is acknowledged. A
+//! record is `[len: u32 LE][crc32: u32 LE][payload: JSON]`. Opening the log
+//! replays every complete record; a torn or corrupt tail (a crash in the middle
+//! of an append) is detected by length or checksum, logged, and cut off.
+//! A tantivy commit records the last sequence number it holds and truncates
+//! the log.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+const HEADER: usize = 8;
+/// Upper bound of one record, to reject garbage lengths quickly.
+const MAX_RECORD: usize = 1 << 30;
+
+/// One logged write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Op {
+    /// Shard-local sequence number.
+    pub seq_no: u64,
+    /// Document id.
+    pub id: String,
+    /// Document version after this write.
+    pub version: u64,
+    /// What happened.
+    pub kind: OpKind,
+}
+
+/// The kind of a logged write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    /// The document was indexed with this `_source`.
+    Index {
+        /// The original JSON source text.
+        source: String,
+    },
+    /// The document was deleted.
+    Delete,
+}
+
+/// An open translog file.
+#[derive(Debug)]
+pub struct Translog {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+/// What opening a translog found.
+#[derive(Debug)]
+pub struct Replay {
+    /// Complete records, in order.
+    pub ops: Vec<Op>,
+    /// Bytes of a torn or corrupt tail that were dropped.
+    pub dropped_bytes: u64,
+}
+
+impl Translog {
+    /// Opens (or creates) the translog at `path` and reads back its records.
+    pub fn open(path: &Path) -> Result<(Translog, Replay)> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)?;
+        let mut ops = Vec::new();
+        let mut pos = 0usize;
+        while pos < data.len() {
+            match decode(&data[pos..]) {
+                Some((op, used)) => {
+                    ops.push(op);
+                    pos += used;
+                }
+                None => break,
+            }
+        }
+        let dropped_bytes = (data.len() - pos) as u64;
+        if dropped_bytes > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                dropped_bytes,
+                kept_records = ops.len(),
+                "translog has a torn or corrupt tail; dropping it"
+            );
+            file.set_len(pos as u64)?;
+            file.sync_all()?;
+        }
+        file.seek(SeekFrom::Start(pos as u64))?;
+        let log = Translog {
+            file,
+            path: path.to_path_buf(),
+            len: pos as u64,
+        };
+        Ok((log, Replay { ops, dropped_bytes }))
+    }
+
+    /// Appends `ops` and fsyncs. On failure the log is cut back to where it was.
+    pub fn append(&mut self, ops: &[Op]) -> Result<()> {
+        let mut buf = Vec::new();
+        for op in ops {
+            encode(op, &mut buf)?;
+        }
+        let result = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                self.len += buf.len() as u64;
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(path = %self.path.display(), %err, "translog append failed; rolling back");
+                self.file.set_len(self.len)?;
+                self.file.seek(SeekFrom::Start(self.len))?;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Empties the log after a commit made its records durable in tantivy.
+    pub fn truncate(&mut self) -> Result<()> {
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.sync_all()?;
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Current size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the log holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn encode(op: &Op, buf: &mut Vec<u8>) -> Result<()> {
+    let payload = serde_json::to_vec(op).map_err(|e| Error::Internal(e.to_string()))?;
+    let len = u32::try_from(payload.len())
+        .map_err(|_| Error::illegal_argument("document too large for the translog"))?;
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    buf.extend_from_slice(&payload);
+    Ok(())
+}
+
+fn decode(data: &[u8]) -> Option<(Op, usize)> {
+    let header = data.get(..HEADER)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
+    if len > MAX_RECORD {
+        return None;
+    }
+    let payload = data.get(HEADER..HEADER + len)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let op = serde_json::from_slice(payload).ok()?;
+    Some((op, HEADER + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(seq_no: u64) -> Op {
+        Op {
+            seq_no,
+            id: format!("doc-{seq_no}"),
+            version: 1,
+            kind: OpKind::Index {
+                source: format!("{{\"n\":{seq_no}}}"),
+            },
+        }
+    }
+
+    #[test]
+    fn replays_what_was_appended() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("translog");
+        let (mut log, replay) = Translog::open(&path)?;
+        assert!(replay.ops.is_empty());
+        log.append(&[op(0), op(1)])?;
+        log.append(&[op(2)])?;
+        drop(log);
+        let (_, replay) = Translog::open(&path)?;
+        assert_eq!(replay.ops, vec![op(0), op(1), op(2)]);
+        assert_eq!(replay.dropped_bytes, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn torn_tail_is_dropped_and_log_stays_usable() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("translog");
+        let (mut log, _) = Translog::open(&path)?;
+        log.append(&[op(0), op(1)])?;
+        let full = log.len();
+        drop(log);
+        // Cut the last record in half, as a crash mid-append would.
+        let f = OpenOptions::new().write(true).open(&path)?;
+        f.set_len(full - 5)?;
+        drop(f);
+        let (mut log, replay) = Translog::open(&path)?;
+        assert_eq!(replay.ops, vec![op(0)]);
+        assert!(replay.dropped_bytes > 0);
+        log.append(&[op(2)])?;
+        drop(log);
+        let (_, replay) = Translog::open(&path)?;
+        assert_eq!(replay.ops, vec![op(0), op(2)]);
+        Ok(())
+    }
+
+    #[test]
+    fn corrupt_checksum_is_detected() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("translog");
+        let (mut log, _) = Translog::open(&path)?;
+        log.append(&[op(0), op(1)])?;
+        drop(log);
+        let mut data = std::fs::read(&path)?;
+        let last = data.len() - 2;
+        data[last] ^= 0xff;
+        std::fs::write(&path, &data)?;
+        let (_, replay) = Translog::open(&path)?;
+        assert_eq!(replay.ops, vec![op(0)]);
+        Ok(())
+    }
+
+    #[test]
+    fn truncate_empties_the_log() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("translog");
+        let (mut log, _) = Translog::open(&path)?;
+        log.append(&[op(0)])?;
+        log.truncate()?;
+        assert!(log.is_empty());
+        log.append(&[op(1)])?;
+        drop(log);
+        let (_, replay) = Translog::open(&path)?;
+        assert_eq!(replay.ops, vec![op(1)]);
+        Ok(())
+    }
+}

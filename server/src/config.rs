@@ -1,0 +1,119 @@
+//! Configuration of `quidditch serve`: every field is settable by a CLI flag,
+//! a `QUIDDITCH_*` environment variable, or the TOML file given with
+//! `--config`, in that order of precedence.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Default HTTP address.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9200";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./quidditch-data";
+
+/// `quidditch serve` options as given on the command line or in the environment.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// HTTP listen address (port 0 picks a free port) [default: 127.0.0.1:9200].
+    #[arg(long, env = "QUIDDITCH_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Data directory [default: ./quidditch-data].
+    #[arg(long, env = "QUIDDITCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Node name [default: the host name].
+    #[arg(long, env = "QUIDDITCH_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Memory limit of a query's operators, in MiB [default: 4096].
+    #[arg(long, env = "QUIDDITCH_QUERY_MEMORY_MB")]
+    pub query_memory_mb: Option<usize>,
+    /// TOML configuration file with the same keys (`http_addr`, `data_dir`, ...).
+    #[arg(long, env = "QUIDDITCH_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    http_addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    node_id: Option<String>,
+    query_memory_mb: Option<usize>,
+}
+
+/// Resolved configuration of a node.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// HTTP listen address.
+    pub http_addr: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Node name.
+    pub node_id: String,
+    /// Query memory limit in bytes.
+    pub query_memory: usize,
+}
+
+impl ServeArgs {
+    /// Merges flags and environment over the config file over defaults.
+    pub fn resolve(self) -> anyhow::Result<ServeConfig> {
+        let file: FileConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let http_addr = match self.http_addr.or(file.http_addr) {
+            Some(addr) => addr,
+            None => DEFAULT_HTTP_ADDR.parse()?,
+        };
+        let node_id = self
+            .node_id
+            .or(file.node_id)
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "quidditch-1".to_string());
+        Ok(ServeConfig {
+            http_addr,
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            node_id,
+            query_memory: self.query_memory_mb.or(file.query_memory_mb).unwrap_or(4096) << 20,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_over_defaults() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("q.toml");
+        std::fs::write(&file, "http_addr = \"127.0.0.1:9999\"\ndata_dir = \"/tmp/from-file\"\n")?;
+        let args = ServeArgs {
+            data_dir: Some(PathBuf::from("/tmp/from-flag")),
+            config: Some(file),
+            ..Default::default()
+        };
+        let cfg = args.resolve()?;
+        assert_eq!(cfg.http_addr.port(), 9999);
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/from-flag"));
+        let defaults = ServeArgs::default().resolve()?;
+        assert_eq!(defaults.http_addr.to_string(), DEFAULT_HTTP_ADDR);
+        assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_config_keys_are_rejected() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("q.toml");
+        std::fs::write(&file, "htp_addr = \"x\"\n")?;
+        let args = ServeArgs { config: Some(file), ..Default::default() };
+        assert!(args.resolve().is_err());
+        Ok(())
+    }
+}

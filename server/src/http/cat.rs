@@ -1,0 +1,108 @@
+//! `GET /_cat/indices`: text (with `?v` for headers) or `?format=json`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use quidditch_index::Index;
+use serde_json::{Value, json};
+
+use super::{ApiResult, Params, ok_json};
+use crate::node::Node;
+
+const COLUMNS: [&str; 10] = [
+    "health",
+    "status",
+    "index",
+    "uuid",
+    "pri",
+    "rep",
+    "docs.count",
+    "docs.deleted",
+    "store.size",
+    "pri.store.size",
+];
+
+pub async fn indices(State(node): State<Arc<Node>>, Query(params): Query<Params>) -> ApiResult<Response> {
+    render(node.indices.list(), &params)
+}
+
+pub async fn indices_of(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> ApiResult<Response> {
+    render(node.indices.resolve(&name)?, &params)
+}
+
+fn row(index: &Index) -> Vec<String> {
+    let meta = index.meta();
+    let size = dir_size(index.dir());
+    let health = if meta.settings.number_of_replicas > 0 { "yellow" } else { "green" };
+    vec![
+        health.to_string(),
+        "open".to_string(),
+        meta.name,
+        meta.uuid,
+        meta.settings.number_of_shards.to_string(),
+        meta.settings.number_of_replicas.to_string(),
+        index.num_docs().to_string(),
+        "0".to_string(),
+        human_size(size),
+        human_size(size),
+    ]
+}
+
+fn render(indices: Vec<Arc<Index>>, params: &Params) -> ApiResult<Response> {
+    let rows: Vec<Vec<String>> = indices.iter().map(|i| row(i)).collect();
+    if params.get("format").map(String::as_str) == Some("json") {
+        let out: Vec<Value> = rows
+            .iter()
+            .map(|r| Value::Object(COLUMNS.iter().zip(r).map(|(k, v)| (k.to_string(), json!(v))).collect()))
+            .collect();
+        return Ok(ok_json(&Value::Array(out)));
+    }
+    let mut table: Vec<Vec<String>> = Vec::new();
+    if params.contains_key("v") {
+        table.push(COLUMNS.iter().map(|c| c.to_string()).collect());
+    }
+    table.extend(rows);
+    let widths: Vec<usize> = (0..COLUMNS.len())
+        .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut text = String::new();
+    for r in &table {
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+        text.push_str(cells.join(" ").trim_end());
+        text.push('\n');
+    }
+    let mut resp = text.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=UTF-8"));
+    resp.headers_mut().insert("x-elastic-product", HeaderValue::from_static("Elasticsearch"));
+    Ok(resp)
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["b", "kb", "mb", "gb", "tb"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes}b") } else { format!("{v:.1}{}", UNITS[unit]) }
+}

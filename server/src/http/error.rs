@@ -1,0 +1,111 @@
+//! Errors over HTTP: one mapping from every error to Elasticsearch's error
+//! JSON and status code.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::es_json;
+
+/// An error answered in Elasticsearch's shape.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    es_type: String,
+    reason: String,
+    extra: serde_json::Map<String, Value>,
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    /// An error with a status, Elasticsearch type and reason.
+    pub fn new(status: u16, es_type: &str, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            es_type: es_type.to_string(),
+            reason: reason.into(),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// A 400 `illegal_argument_exception`.
+    pub fn bad_request(reason: impl Into<String>) -> ApiError {
+        ApiError::new(400, "illegal_argument_exception", reason)
+    }
+
+    /// A request body that is not valid JSON.
+    pub fn bad_json(err: &serde_json::Error) -> ApiError {
+        ApiError::new(400, "parse_exception", format!("request body is not valid JSON: {err}"))
+    }
+
+    /// An internal error.
+    pub fn internal(reason: impl std::fmt::Display) -> ApiError {
+        ApiError::new(500, "exception", reason.to_string())
+    }
+
+    fn with(mut self, key: &str, value: Value) -> ApiError {
+        self.extra.insert(key.to_string(), value);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<quidditch_index::Error> for ApiError {
+    fn from(err: quidditch_index::Error) -> ApiError {
+        let e = ApiError::new(err.status(), err.es_type(), err.to_string());
+        match &err {
+            quidditch_index::Error::IndexNotFound(name) | quidditch_index::Error::IndexExists(name) => e
+                .with("index", json!(name))
+                .with("resource.type", json!("index_or_alias"))
+                .with("resource.id", json!(name)),
+            quidditch_index::Error::Io(_)
+            | quidditch_index::Error::Tantivy(_)
+            | quidditch_index::Error::Internal(_) => {
+                tracing::error!(%err, "internal error");
+                e
+            }
+            _ => e,
+        }
+    }
+}
+
+impl From<quidditch_sql::Error> for ApiError {
+    fn from(err: quidditch_sql::Error) -> ApiError {
+        match err {
+            quidditch_sql::Error::Index(e) => e.into(),
+            other => {
+                if other.status() >= 500 {
+                    tracing::error!(err = %other, "sql failed");
+                }
+                ApiError::new(other.status(), other.es_type(), other.to_string())
+            }
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(err: tokio::task::JoinError) -> ApiError {
+        ApiError::internal(format!("task failed: {err}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut cause = serde_json::Map::new();
+        cause.insert("type".into(), json!(self.es_type));
+        cause.insert("reason".into(), json!(self.reason));
+        for (k, v) in &self.extra {
+            cause.insert(k.clone(), v.clone());
+        }
+        let mut error = cause.clone();
+        error.insert("root_cause".into(), json!([Value::Object(cause)]));
+        let body = json!({"error": Value::Object(error), "status": self.status.as_u16()});
+        es_json(self.status, &body)
+    }
+}

@@ -1,0 +1,82 @@
+//! Index administration: create, delete, exists, get, mapping, refresh.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::{ApiResult, ok_json, parse_body};
+use crate::node::Node;
+
+pub async fn create(State(node): State<Arc<Node>>, Path(name): Path<String>, body: Bytes) -> ApiResult<Response> {
+    let body = parse_body(&body)?;
+    let indices = Arc::clone(&node.indices);
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || indices.create(&n, body.as_ref())).await??;
+    Ok(ok_json(&json!({"acknowledged": true, "shards_acknowledged": true, "index": name})))
+}
+
+pub async fn delete(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
+    let indices = Arc::clone(&node.indices);
+    tokio::task::spawn_blocking(move || {
+        for index in indices.resolve(&name)? {
+            indices.delete(&index.name())?;
+        }
+        Ok::<_, quidditch_index::Error>(())
+    })
+    .await??;
+    Ok(ok_json(&json!({"acknowledged": true})))
+}
+
+pub async fn exists(State(node): State<Arc<Node>>, Path(name): Path<String>) -> Response {
+    let found = node.indices.resolve(&name).is_ok_and(|v| !v.is_empty());
+    if found { StatusCode::OK } else { StatusCode::NOT_FOUND }.into_response()
+}
+
+pub async fn get(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
+    let mut out = Map::new();
+    for index in node.indices.resolve(&name)? {
+        let meta = index.meta();
+        out.insert(
+            meta.name.clone(),
+            json!({
+                "aliases": {},
+                "mappings": meta.mapping.to_es(),
+                "settings": meta.settings.to_es(&meta.name, &meta.uuid, meta.creation_date),
+            }),
+        );
+    }
+    Ok(ok_json(&Value::Object(out)))
+}
+
+pub async fn mapping(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
+    let mut out = Map::new();
+    for index in node.indices.resolve(&name)? {
+        out.insert(index.name(), json!({"mappings": index.mapping().to_es()}));
+    }
+    Ok(ok_json(&Value::Object(out)))
+}
+
+pub async fn refresh(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
+    let targets = node.indices.resolve(&name)?;
+    refresh_targets(targets).await
+}
+
+pub async fn refresh_all(State(node): State<Arc<Node>>) -> ApiResult<Response> {
+    refresh_targets(node.indices.list()).await
+}
+
+async fn refresh_targets(targets: Vec<Arc<quidditch_index::Index>>) -> ApiResult<Response> {
+    let shards: usize = targets.iter().map(|i| i.shards().len()).sum();
+    tokio::task::spawn_blocking(move || {
+        for index in targets {
+            index.refresh()?;
+        }
+        Ok::<_, quidditch_index::Error>(())
+    })
+    .await??;
+    Ok(ok_json(&json!({"_shards": {"total": shards, "successful": shards, "failed": 0}})))
+}

@@ -1,0 +1,86 @@
+//! The Elasticsearch-compatible HTTP API.
+
+mod cat;
+mod docs;
+mod error;
+mod indices;
+mod root;
+mod sql;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::Value;
+
+pub use error::{ApiError, ApiResult};
+
+use crate::node::Node;
+
+/// Largest request body accepted (Elasticsearch's `http.max_content_length`).
+pub const MAX_BODY: usize = 100 << 20;
+
+/// Query-string parameters.
+pub type Params = HashMap<String, String>;
+
+/// The router of a node.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/", get(root::info).head(root::head))
+        .route("/_bulk", post(docs::bulk).put(docs::bulk))
+        .route("/_sql", post(sql::sql).get(sql::sql))
+        .route("/_cat/indices", get(cat::indices))
+        .route("/_cat/indices/{index}", get(cat::indices_of))
+        .route("/_refresh", post(indices::refresh_all).get(indices::refresh_all))
+        .route(
+            "/{index}",
+            put(indices::create).delete(indices::delete).head(indices::exists).get(indices::get),
+        )
+        .route("/{index}/_mapping", get(indices::mapping))
+        .route("/{index}/_refresh", post(indices::refresh).get(indices::refresh))
+        .route("/{index}/_bulk", post(docs::bulk_index).put(docs::bulk_index))
+        .route("/{index}/_doc", post(docs::index_auto_id))
+        .route(
+            "/{index}/_doc/{id}",
+            put(docs::index_doc).post(docs::index_doc).get(docs::get).delete(docs::delete).head(docs::head),
+        )
+        .route("/{index}/_create/{id}", put(docs::create_doc).post(docs::create_doc))
+        .route("/{index}/_update/{id}", post(docs::update))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(node)
+}
+
+async fn not_found(uri: axum::http::Uri, method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        400,
+        "illegal_argument_exception",
+        format!("no handler found for uri [{}] and method [{method}]", uri.path()),
+    )
+}
+
+/// A JSON response with Elasticsearch's product header.
+pub fn es_json(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("x-elastic-product", HeaderValue::from_static("Elasticsearch"));
+    resp
+}
+
+/// A 200 JSON response.
+pub fn ok_json(body: &Value) -> Response {
+    es_json(StatusCode::OK, body)
+}
+
+/// Parses an optional JSON body.
+pub fn parse_body(body: &[u8]) -> ApiResult<Option<Value>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body).map(Some).map_err(|e| ApiError::bad_json(&e))
+}

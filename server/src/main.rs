@@ -1,0 +1,3 @@
+fn main() -> anyhow::Result<()> {
+    quidditch_server::cli::main()
+}

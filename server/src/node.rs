@@ -1,0 +1,89 @@
+//! The embedded single node: every role in one process, metadata and shards
+//! in the data directory.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use quidditch_executor::{Engine, EngineConfig};
+use quidditch_index::Indices;
+use tokio::net::TcpListener;
+
+use crate::config::ServeConfig;
+use crate::http;
+
+/// Shared state of a running node.
+#[derive(Debug)]
+pub struct Node {
+    /// Node name.
+    pub node_id: String,
+    /// Cluster name.
+    pub cluster_name: String,
+    /// The indices on this node.
+    pub indices: Arc<Indices>,
+    /// The query engine.
+    pub engine: Engine,
+    /// When the node started.
+    pub started: Instant,
+}
+
+/// Opens the data directory and serves HTTP until SIGTERM or Ctrl-C, then
+/// commits every shard and returns.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let data_dir = config.data_dir.clone();
+    let indices = tokio::task::spawn_blocking(move || Indices::open(&data_dir))
+        .await?
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    let indices = Arc::new(indices);
+    let refresher = indices.spawn_refresher();
+    let engine = Engine::new(
+        Arc::clone(&indices),
+        EngineConfig { memory_limit: Some(config.query_memory), ..EngineConfig::default() },
+    );
+    let node = Arc::new(Node {
+        node_id: config.node_id.clone(),
+        cluster_name: "quidditch".to_string(),
+        indices: Arc::clone(&indices),
+        engine,
+        started: Instant::now(),
+    });
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "quidditch is ready");
+    println!("{}", serde_json::json!({"node_id": config.node_id, "http": http_addr.to_string()}));
+    axum::serve(listener, http::router(Arc::clone(&node)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    refresher.abort();
+    tracing::info!("shutting down: committing every shard");
+    tokio::task::spawn_blocking(move || indices.close()).await??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
