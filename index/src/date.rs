@@ -199,7 +199,8 @@ mod tests {
         assert_eq!(f.parse_value(&json!("1970-01-01T00:00:01.5Z")), Some(1_500));
         assert_eq!(f.parse_value(&json!("1970-01-01T01:00:00+01:00")), Some(0));
         assert_eq!(f.parse_value(&json!(1234)), Some(1234));
-        assert_eq!(f.parse_value(&json!("1234")), Some(1234));
+        // As in Elasticsearch, a digits-only string is read as a year first.
+        assert_eq!(f.parse_value(&json!("1234")), Some(-23_225_875_200_000));
         assert_eq!(f.parse_value(&json!("yesterday")), None);
         Ok(())
     }
