@@ -1,0 +1,178 @@
+//! Test harness: runs the real `quidditch` binary on free ports and talks to
+//! it over HTTP like a user would.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+/// A running `quidditch serve` process; killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    client: reqwest::blocking::Client,
+}
+
+impl Server {
+    /// Starts a node on a free port with this data directory.
+    pub fn start(data_dir: &Path) -> Result<Server> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quidditch"))
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting quidditch")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("quidditch did not print its ready line");
+            }
+        };
+        let ready: Value = serde_json::from_str(&line).with_context(|| format!("ready line: {line}"))?;
+        let http = ready["http"].as_str().ok_or_else(|| anyhow!("no http address in {line}"))?;
+        Ok(Server {
+            child: Some(child),
+            url: format!("http://{http}"),
+            data_dir: data_dir.to_path_buf(),
+            client: reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build()?,
+        })
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(mut self) -> Result<ExitStatus> {
+        let mut child = self.child.take().ok_or_else(|| anyhow!("already stopped"))?;
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        for _ in 0..600 {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill()?;
+        bail!("quidditch did not exit within 30s of SIGTERM")
+    }
+
+    /// Sends a request; returns status and parsed JSON body (Null when empty or not JSON).
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>, content_type: &str) -> Result<(u16, Value)> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut req = self.client.request(method, format!("{}{path}", self.url));
+        if let Some(body) = body {
+            req = req.header("content-type", content_type).body(body.to_string());
+        }
+        let resp = req.send()?;
+        let status = resp.status().as_u16();
+        let text = resp.text()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    pub fn get(&self, path: &str) -> Result<(u16, Value)> {
+        self.request("GET", path, None, "")
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        self.request("PUT", path, Some(&body.to_string()), "application/json")
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        self.request("POST", path, Some(&body.to_string()), "application/json")
+    }
+
+    pub fn delete(&self, path: &str) -> Result<(u16, Value)> {
+        self.request("DELETE", path, None, "")
+    }
+
+    /// `_bulk` with NDJSON built from (action, optional source) pairs.
+    pub fn bulk(&self, path: &str, lines: &[Value]) -> Result<(u16, Value)> {
+        let mut body = String::new();
+        for l in lines {
+            body.push_str(&l.to_string());
+            body.push('\n');
+        }
+        self.request("POST", path, Some(&body), "application/x-ndjson")
+    }
+
+    /// Runs SQL; fails on a non-200 answer.
+    pub fn sql(&self, query: &str) -> Result<Value> {
+        let (status, body) = self.post("/_sql", &json!({ "query": query }))?;
+        if status != 200 {
+            bail!("sql {query} failed with {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Rows of a SQL answer.
+    pub fn sql_rows(&self, query: &str) -> Result<Vec<Value>> {
+        Ok(self.sql(query)?["rows"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// `SELECT count(*)` of an index.
+    pub fn count(&self, index: &str) -> Result<i64> {
+        let rows = self.sql_rows(&format!("SELECT count(*) FROM {index}"))?;
+        rows.first()
+            .and_then(|r| r[0].as_i64())
+            .ok_or_else(|| anyhow!("no count in {rows:?}"))
+    }
+
+    /// Raw text of a SQL answer in `format`.
+    pub fn sql_text(&self, query: &str, format: &str) -> Result<String> {
+        let resp = self
+            .client
+            .post(format!("{}/_sql?format={format}", self.url))
+            .header("content-type", "application/json")
+            .body(json!({ "query": query }).to_string())
+            .send()?;
+        if !resp.status().is_success() {
+            bail!("sql failed: {}", resp.text()?);
+        }
+        Ok(resp.text()?)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Asserts an Elasticsearch error body of this status and type.
+pub fn assert_es_error(status: u16, body: &Value, want_status: u16, want_type: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["status"], json!(want_status), "{body}");
+    assert_eq!(body["error"]["type"], json!(want_type), "{body}");
+    assert_eq!(body["error"]["root_cause"][0]["type"], json!(want_type), "{body}");
+    assert!(body["error"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{body}");
+}

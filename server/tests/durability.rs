@@ -1,0 +1,134 @@
+//! Acknowledged writes survive SIGKILL; a torn translog tail is dropped, not fatal.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use anyhow::Result;
+use common::Server;
+use serde_json::{Value, json};
+
+fn translogs(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![data_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "translog.log") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn create_unrefreshed(server: &Server, index: &str, shards: u32) -> Result<()> {
+    let (status, body) = server.put(
+        &format!("/{index}"),
+        &json!({"settings": {"number_of_shards": shards, "refresh_interval": "-1"},
+                "mappings": {"properties": {"n": {"type": "long"}, "tag": {"type": "keyword"}}}}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    Ok(())
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    create_unrefreshed(&server, "events", 3)?;
+    // Nothing is ever refreshed (committed): every document lives only in translogs.
+    for batch in 0..10 {
+        let mut lines = Vec::new();
+        for i in 0..300 {
+            let n = batch * 300 + i;
+            lines.push(json!({"index": {"_id": n.to_string()}}));
+            lines.push(json!({"n": n, "tag": format!("t{}", n % 7)}));
+        }
+        let (status, body) = server.bulk("/events/_bulk", &lines)?;
+        assert_eq!(status, 200);
+        assert_eq!(body["errors"], json!(false));
+    }
+    let (status, body) = server.bulk(
+        "/events/_bulk",
+        &[
+            json!({"delete": {"_id": "5"}}),
+            json!({"update": {"_id": "6"}}),
+            json!({"doc": {"tag": "updated"}}),
+            json!({"index": {"_id": "7"}}),
+            json!({"n": 7000, "tag": "replaced"}),
+        ],
+    )?;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    server.kill()?;
+
+    let server = Server::start(dir.path())?;
+    assert_eq!(server.count("events")?, 2999);
+    let (status, doc) = server.get("/events/_doc/6")?;
+    assert_eq!(status, 200);
+    assert_eq!(doc["_source"], json!({"n": 6, "tag": "updated"}));
+    assert_eq!(doc["_version"], json!(2));
+    let (_, doc) = server.get("/events/_doc/7")?;
+    assert_eq!(doc["_source"]["n"], json!(7000));
+    let (status, _) = server.get("/events/_doc/5")?;
+    assert_eq!(status, 404);
+    let rows = server.sql_rows("SELECT sum(n) FROM events WHERE tag = 't3'")?;
+    let expected: i64 = (0..3000).filter(|n| n % 7 == 3 && *n != 5 && *n != 6 && *n != 7).sum();
+    assert_eq!(rows, vec![json!([expected])]);
+    Ok(())
+}
+
+#[test]
+fn torn_translog_tail_is_dropped_not_fatal() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    create_unrefreshed(&server, "logs", 1)?;
+    let lines: Vec<Value> = (0..50)
+        .flat_map(|i| [json!({"index": {"_id": i.to_string()}}), json!({"n": i})])
+        .collect();
+    let (status, _) = server.bulk("/logs/_bulk", &lines)?;
+    assert_eq!(status, 200);
+    server.kill()?;
+
+    let logs = translogs(dir.path());
+    assert_eq!(logs.len(), 1);
+    let before = std::fs::metadata(&logs[0])?.len();
+    assert!(before > 0, "writes must be in the translog");
+    // A crash in the middle of an append: a header announcing 1000 bytes, and 3 of them.
+    let mut f = OpenOptions::new().append(true).open(&logs[0])?;
+    f.write_all(&1000u32.to_le_bytes())?;
+    f.write_all(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3])?;
+    drop(f);
+
+    let server = Server::start(dir.path())?;
+    assert_eq!(server.count("logs")?, 50);
+    let (status, body) = server.bulk("/logs/_bulk?refresh=true", &[json!({"index": {"_id": "x"}}), json!({"n": 99})])?;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)));
+    assert_eq!(server.count("logs")?, 51);
+    server.kill()?;
+    let server = Server::start(dir.path())?;
+    assert_eq!(server.count("logs")?, 51);
+    Ok(())
+}
+
+#[test]
+fn sigterm_commits_every_shard_and_exits_cleanly() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    create_unrefreshed(&server, "metrics", 2)?;
+    let lines: Vec<Value> = (0..40).flat_map(|i| [json!({"index": {}}), json!({"n": i})]).collect();
+    let (status, _) = server.bulk("/metrics/_bulk", &lines)?;
+    assert_eq!(status, 200);
+    let exit = server.terminate()?;
+    assert!(exit.success(), "exit status {exit:?}");
+    for log in translogs(dir.path()) {
+        assert_eq!(std::fs::metadata(&log)?.len(), 0, "{} not truncated by the final commit", log.display());
+    }
+    let server = Server::start(dir.path())?;
+    assert_eq!(server.count("metrics")?, 40);
+    Ok(())
+}
