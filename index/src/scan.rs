@@ -246,7 +246,7 @@ impl ExecutionPlan for TantivyScanExec {
             fetch: self.fetch,
             batch_size: context.session_config().batch_size(),
             output_rows: MetricBuilder::new(&self.metrics).output_rows(partition),
-            docs_matched: MetricBuilder::new(&self.metrics).counter("docs_matched", partition),
+            docs_scanned: MetricBuilder::new(&self.metrics).counter("docs_scanned", partition),
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
         tokio::task::spawn_blocking(move || {
@@ -299,7 +299,7 @@ struct ScanJob {
     fetch: Option<usize>,
     batch_size: usize,
     output_rows: MetricCount,
-    docs_matched: MetricCount,
+    docs_scanned: MetricCount,
 }
 
 type Sender = tokio::sync::mpsc::Sender<Result<RecordBatch>>;
@@ -326,7 +326,6 @@ impl ScanJob {
             Some(ScanSort::Score) => {
                 let limit = self.fetch.unwrap_or(searcher.num_docs() as usize).max(1);
                 let top = searcher.search(query.as_ref(), &TopDocs::with_limit(limit).order_by_score()).map_err(tantivy_err)?;
-                self.docs_matched.add(top.len());
                 let rows: Vec<(DocAddress, Option<Score>)> = top.into_iter().map(|(s, a)| (a, Some(s))).collect();
                 self.emit_rows(&mut builder, &rows, tx)
             }
@@ -346,7 +345,7 @@ impl ScanJob {
 
     fn count_only(&self, searcher: &Searcher, query: &dyn Query, tx: &Sender) -> Result<()> {
         let count = searcher.search(query, &Count).map_err(tantivy_err)?;
-        self.docs_matched.add(count);
+        self.docs_scanned.add(count);
         let mut left = self.fetch.map_or(count, |f| f.min(count));
         while left > 0 {
             let n = left.min(self.batch_size);
@@ -386,7 +385,7 @@ impl ScanJob {
                     rows.push((DocAddress::new(ord as u32, doc), score));
                     left -= 1;
                     if rows.len() == self.batch_size {
-                        self.docs_matched.add(rows.len());
+                        self.docs_scanned.add(rows.len());
                         let batch = builder.build(&rows)?;
                         rows.clear();
                         if !self.send(tx, batch) {
@@ -398,7 +397,7 @@ impl ScanJob {
             }
         }
         if !rows.is_empty() {
-            self.docs_matched.add(rows.len());
+            self.docs_scanned.add(rows.len());
             let batch = builder.build(&rows)?;
             self.send(tx, batch);
         }
@@ -447,7 +446,7 @@ impl ScanJob {
                 doc = scorer.advance();
             }
         }
-        self.docs_matched.add(matched);
+        self.docs_scanned.add(matched);
         let sorted = heap.into_sorted_vec();
         Ok(sorted.into_iter().map(|e| (e.addr, e.score)).collect())
     }

@@ -1,0 +1,348 @@
+//! The HTTP API as a user sees it: mappings, documents, refresh, SQL, errors.
+
+mod common;
+
+use anyhow::Result;
+use common::{Server, assert_es_error};
+use serde_json::{Value, json};
+
+#[test]
+fn every_mapping_type_round_trips_through_sql() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let mapping = json!({"mappings": {"properties": {
+        "kw": {"type": "keyword"},
+        "title": {"type": "text", "fields": {"raw": {"type": "keyword"}}},
+        "l": {"type": "long"}, "i": {"type": "integer"}, "sh": {"type": "short"}, "b": {"type": "byte"},
+        "d": {"type": "double"}, "f": {"type": "float"},
+        "ts": {"type": "date"}, "day": {"type": "date", "format": "yyyy-MM-dd HH:mm:ss||epoch_millis"},
+        "ok": {"type": "boolean"}, "addr": {"type": "ip"},
+        "user": {"properties": {"name": {"type": "keyword"}, "age": {"type": "integer"}}},
+        "nums": {"type": "long"}, "tags": {"type": "keyword"}
+    }}});
+    let (status, body) = s.put("/types", &mapping)?;
+    assert_eq!(status, 200, "{body}");
+    let doc = json!({
+        "kw": "alpha", "title": "Hello Wide World", "l": -9_007_199_254_740_993i64, "i": 2_000_000_000,
+        "sh": -300, "b": 7, "d": 2.5, "f": 1.25, "ts": "2024-02-29T12:34:56.789Z", "day": "2024-03-01 08:00:00",
+        "ok": true, "addr": "192.168.1.10", "user": {"name": "ann", "age": 41},
+        "nums": [3, 1, 2], "tags": ["x", "y"]
+    });
+    let (status, body) = s.put("/types/_doc/1?refresh=true", &doc)?;
+    assert_eq!(status, 201, "{body}");
+    // A second document with few fields: the rest must come back as NULL, and a whole double.
+    let (status, _) = s.put("/types/_doc/2?refresh=true", &json!({"kw": "beta", "d": 4.0}))?;
+    assert_eq!(status, 201);
+    let rows = s.sql_rows(
+        "SELECT kw, title, \"title.raw\", l, i, sh, b, d, f, ts, day, ok, addr, \"user.name\", \"user.age\", nums, tags \
+         FROM types ORDER BY kw",
+    )?;
+    assert_eq!(
+        rows,
+        vec![
+            json!(["alpha", "Hello Wide World", "Hello Wide World", -9_007_199_254_740_993i64, 2_000_000_000, -300, 7,
+                   2.5, 1.25, "2024-02-29T12:34:56.789Z", "2024-03-01T08:00:00.000Z", true, "192.168.1.10",
+                   "ann", 41, [3, 1, 2], ["x", "y"]]),
+            json!(["beta", null, null, null, null, null, null, 4.0, null, null, null, null, null, null, null, [], []]),
+        ]
+    );
+    let schema = s.sql("SELECT kw, l, d, ts, ok, nums FROM types LIMIT 0")?;
+    let types: Vec<&str> = schema["columns"].as_array().into_iter().flatten().filter_map(|c| c["type"].as_str()).collect();
+    assert_eq!(types, vec!["keyword", "long", "double", "datetime", "boolean", "array<long>"]);
+    // Filters on each type are pushed into the scan and give the right rows.
+    for (filter, want) in [
+        ("kw = 'alpha'", 1),
+        ("l < 0", 1),
+        ("d >= 4", 1),
+        ("d BETWEEN 2 AND 3", 1),
+        ("ts > '2024-01-01'", 1),
+        ("ok = true", 1),
+        ("\"user.name\" = 'ann'", 1),
+        ("addr = '192.168.1.10'", 1),
+        ("match(title, 'wide')", 1),
+        ("match_phrase(title, 'wide world')", 1),
+        ("match_phrase(title, 'world wide')", 0),
+        ("query_string('title:hello AND i:[1000 TO 3000000000]')", 1),
+        ("title IS NULL", 1),
+    ] {
+        let rows = s.sql_rows(&format!("SELECT count(*) FROM types WHERE {filter}"))?;
+        assert_eq!(rows, vec![json!([want])], "{filter}");
+    }
+    Ok(())
+}
+
+#[test]
+fn dynamic_mapping_follows_elasticsearch_rules() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, body) = s.post(
+        "/auto/_doc?refresh=true",
+        &json!({"name": "Ada Lovelace", "born": "1815-12-10", "papers": 3, "ratio": 0.5, "alive": false,
+                "address": {"city": "London"}}),
+    )?;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["result"], json!("created"));
+    let (_, mapping) = s.get("/auto/_mapping")?;
+    let props = &mapping["auto"]["mappings"]["properties"];
+    assert_eq!(props["name"], json!({"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}));
+    assert_eq!(props["born"]["type"], json!("date"));
+    assert_eq!(props["papers"]["type"], json!("long"));
+    assert_eq!(props["ratio"]["type"], json!("float"));
+    assert_eq!(props["alive"]["type"], json!("boolean"));
+    assert_eq!(props["address"]["properties"]["city"]["type"], json!("text"));
+    let rows = s.sql_rows("SELECT \"name.keyword\", born, papers FROM auto WHERE match(name, 'ada')")?;
+    assert_eq!(rows, vec![json!(["Ada Lovelace", "1815-12-10T00:00:00.000Z", 3])]);
+    // A value that does not fit the dynamically chosen type fails that document only.
+    let (status, body) = s.bulk(
+        "/auto/_bulk?refresh=true",
+        &[json!({"index": {}}), json!({"papers": "many"}), json!({"index": {}}), json!({"papers": 4})],
+    )?;
+    assert_eq!(status, 200);
+    assert_eq!(body["errors"], json!(true));
+    assert_eq!(body["items"][0]["index"]["status"], json!(400));
+    assert_eq!(body["items"][0]["index"]["error"]["type"], json!("document_parsing_exception"));
+    assert_eq!(body["items"][1]["index"]["status"], json!(201));
+    assert_eq!(s.count("auto")?, 2);
+    Ok(())
+}
+
+#[test]
+fn bulk_reports_each_item_beside_successes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put("/items", &json!({"mappings": {"properties": {"n": {"type": "integer"}}}}))?;
+    assert_eq!(status, 200);
+    let (status, body) = s.bulk(
+        "/_bulk?refresh=true",
+        &[
+            json!({"index": {"_index": "items", "_id": "1"}}), json!({"n": 1}),
+            json!({"create": {"_index": "items", "_id": "1"}}), json!({"n": 2}),
+            json!({"index": {"_index": "items", "_id": "2"}}), json!({"n": "not a number"}),
+            json!({"update": {"_index": "items", "_id": "1"}}), json!({"doc": {"n": 5}}),
+            json!({"update": {"_index": "items", "_id": "3"}}), json!({"doc": {"n": 3}}),
+            json!({"update": {"_index": "items", "_id": "4"}}), json!({"doc": {"n": 4}, "doc_as_upsert": true}),
+            json!({"delete": {"_index": "items", "_id": "9"}}),
+            json!({"delete": {"_index": "items", "_id": "4"}}),
+        ],
+    )?;
+    assert_eq!(status, 200);
+    assert_eq!(body["errors"], json!(true));
+    let summary: Vec<(String, i64, Value)> = body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            let (action, r) = item.as_object().and_then(|o| o.iter().next()).map(|(k, v)| (k.clone(), v.clone())).unwrap_or_default();
+            (action, r["status"].as_i64().unwrap_or(0), r.get("result").cloned().unwrap_or_else(|| r["error"]["type"].clone()))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("index".into(), 201, json!("created")),
+            ("create".into(), 409, json!("version_conflict_engine_exception")),
+            ("index".into(), 400, json!("document_parsing_exception")),
+            ("update".into(), 200, json!("updated")),
+            ("update".into(), 400, json!("document_missing_exception")),
+            ("update".into(), 201, json!("created")),
+            ("delete".into(), 404, json!("not_found")),
+            ("delete".into(), 200, json!("deleted")),
+        ]
+    );
+    assert_eq!(s.sql_rows("SELECT _id, n FROM items")?, vec![json!(["1", 5])]);
+    Ok(())
+}
+
+#[test]
+fn refresh_semantics() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put("/manual", &json!({"settings": {"refresh_interval": "-1"}}))?;
+    assert_eq!(status, 200);
+    let (status, _) = s.put("/manual/_doc/a", &json!({"v": 1}))?;
+    assert_eq!(status, 201);
+    assert_eq!(s.count("manual")?, 0, "not refreshed yet: searches must not see it");
+    let (status, doc) = s.get("/manual/_doc/a")?;
+    assert_eq!((status, &doc["_source"]), (200, &json!({"v": 1})), "GET by id is realtime");
+    let (status, body) = s.post("/manual/_refresh", &json!({}))?;
+    assert_eq!(status, 200);
+    assert_eq!(body["_shards"]["failed"], json!(0));
+    assert_eq!(s.count("manual")?, 1);
+    let (status, body) = s.put("/manual/_doc/b?refresh=true", &json!({"v": 2}))?;
+    assert_eq!((status, &body["forced_refresh"]), (201, &json!(true)));
+    assert_eq!(s.count("manual")?, 2);
+
+    let (status, _) = s.put("/periodic", &json!({"settings": {"refresh_interval": "300ms"}}))?;
+    assert_eq!(status, 200);
+    let (status, _) = s.bulk("/periodic/_bulk?refresh=wait_for", &[json!({"index": {}}), json!({"v": 1})])?;
+    assert_eq!(status, 200);
+    assert_eq!(s.count("periodic")?, 1, "wait_for returns once a refresh made the write visible");
+    let (status, _) = s.put("/periodic/_doc/x", &json!({"v": 2}))?;
+    assert_eq!(status, 201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.count("periodic")? < 2 {
+        assert!(std::time::Instant::now() < deadline, "periodic refresh never made the write visible");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+#[test]
+fn replace_get_and_delete_by_id() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, body) = s.put("/docs/_doc/1?refresh=true", &json!({"title": "first"}))?;
+    assert_eq!((status, &body["result"], &body["_version"]), (201, &json!("created"), &json!(1)));
+    let (status, body) = s.put("/docs/_doc/1?refresh=true", &json!({"title": "second"}))?;
+    assert_eq!((status, &body["result"], &body["_version"]), (200, &json!("updated"), &json!(2)));
+    let (status, body) = s.get("/docs/_doc/1")?;
+    assert_eq!(status, 200);
+    assert_eq!(body["found"], json!(true));
+    assert_eq!(body["_version"], json!(2));
+    assert_eq!(body["_source"], json!({"title": "second"}));
+    assert_eq!(s.sql_rows("SELECT _id, \"title.keyword\" FROM docs")?, vec![json!(["1", "second"])]);
+    let (status, body) = s.request("DELETE", "/docs/_doc/1?refresh=true", None, "")?;
+    assert_eq!((status, &body["result"], &body["_version"]), (200, &json!("deleted"), &json!(3)));
+    let (status, body) = s.get("/docs/_doc/1")?;
+    assert_eq!((status, &body["found"]), (404, &json!(false)));
+    let (status, body) = s.delete("/docs/_doc/1")?;
+    assert_eq!((status, &body["result"]), (404, &json!("not_found")));
+    assert_eq!(s.count("docs")?, 0);
+    Ok(())
+}
+
+#[test]
+fn pushdown_is_visible_and_bounded() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put(
+        "/corpus",
+        &json!({"settings": {"number_of_shards": 2, "refresh_interval": "-1"},
+                "mappings": {"properties": {"body": {"type": "text"}, "n": {"type": "long"}}}}),
+    )?;
+    assert_eq!(status, 200);
+    let words = ["storm", "river", "stone", "glass", "ember", "cloud", "frost", "maple"];
+    for chunk in 0..10 {
+        let mut lines = Vec::with_capacity(20_000);
+        for i in 0..10_000 {
+            let n = chunk * 10_000 + i;
+            let text = format!("{} {} {}", words[n % 8], words[(n / 8) % 8], words[(n / 64) % 8]);
+            lines.push(json!({"index": {}}));
+            lines.push(json!({"body": text, "n": n}));
+        }
+        let (status, body) = s.bulk("/corpus/_bulk", &lines)?;
+        assert_eq!((status, &body["errors"]), (200, &json!(false)));
+    }
+    let (status, _) = s.post("/corpus/_refresh", &json!({}))?;
+    assert_eq!(status, 200);
+    assert_eq!(s.count("corpus")?, 100_000);
+
+    let plan = s.sql_text("EXPLAIN SELECT _id, _score FROM corpus WHERE match(body, 'storm') ORDER BY _score DESC LIMIT 10", "txt")?;
+    assert!(plan.contains("TantivyScanExec: index=corpus, shards=2, query=match(body, 'storm')"), "{plan}");
+    assert!(plan.contains("topk=_score DESC, fetch=10"), "{plan}");
+    assert!(!plan.contains("SortExec"), "the sort is absorbed by the scan: {plan}");
+
+    let analyzed = s.sql_text(
+        "EXPLAIN ANALYZE SELECT _id, _score FROM corpus WHERE match(body, 'storm') ORDER BY _score DESC LIMIT 10",
+        "txt",
+    )?;
+    let scan_line = analyzed.lines().find(|l| l.contains("TantivyScanExec")).unwrap_or_default();
+    let output_rows: usize = metric(scan_line, "output_rows=").unwrap_or(usize::MAX);
+    assert!(output_rows <= 20, "at most 10 rows per shard leave the scan: {scan_line}");
+    let rows = s.sql_rows("SELECT count(*) FROM corpus WHERE match(body, 'storm')")?;
+    let storms = (0..100_000usize).filter(|n| n % 8 == 0 || (n / 8) % 8 == 0 || (n / 64) % 8 == 0).count();
+    assert_eq!(rows, vec![json!([storms])]);
+
+    let count_plan = s.sql_text("EXPLAIN SELECT count(*) FROM corpus WHERE match(body, 'storm') AND n < 5000", "txt")?;
+    assert!(count_plan.contains("count_only"), "{count_plan}");
+    let top_by_field = s.sql_text("EXPLAIN SELECT n FROM corpus ORDER BY n DESC LIMIT 3", "txt")?;
+    assert!(top_by_field.contains("topk=n DESC, fetch=3"), "{top_by_field}");
+    assert_eq!(s.sql_rows("SELECT n FROM corpus ORDER BY n DESC LIMIT 3")?, vec![json!([99_999]), json!([99_998]), json!([99_997])]);
+    Ok(())
+}
+
+fn metric(line: &str, key: &str) -> Option<usize> {
+    let start = line.find(key)? + key.len();
+    let digits: String = line[start..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put("/shop", &json!({"mappings": {"properties": {"price": {"type": "long"}, "name": {"type": "text"}}}}))?;
+    assert_eq!(status, 200);
+    let (status, _) = s.bulk("/shop/_bulk?refresh=true", &[json!({"index": {"_id": "1"}}), json!({"price": 10, "name": "lamp"})])?;
+    assert_eq!(status, 200);
+
+    let malformed = "{\"index\":{\"_id\":\"2\"}}\n{\"price\": 11, \"name\": \n{\"index\":{\"_id\":\"3\"}}\n{\"price\": 12}\n";
+    let (status, body) = s.request("POST", "/shop/_bulk?refresh=true", Some(malformed), "application/x-ndjson")?;
+    assert_es_error(status, &body, 400, "x_content_parse_exception");
+
+    let (status, body) = s.get("/missing/_doc/1")?;
+    assert_es_error(status, &body, 404, "index_not_found_exception");
+    let (status, body) = s.post("/_sql", &json!({"query": "SELECT * FROM missing"}))?;
+    assert_es_error(status, &body, 400, "verification_exception");
+
+    let (status, body) = s.put("/typo", &json!({"mappings": {"properties": {"a": {"type": "lnog"}}}}))?;
+    assert_es_error(status, &body, 400, "mapper_parsing_exception");
+    let (status, _) = s.request("HEAD", "/typo", None, "")?;
+    assert_eq!(status, 404, "a failed create leaves no index behind");
+
+    let (status, body) = s.put("/shop/_doc/4?refresh=true", &json!({"price": "expensive"}))?;
+    assert_es_error(status, &body, 400, "document_parsing_exception");
+
+    let (status, body) = s.post("/_sql", &json!({"query": "SELEKT price FROM shop"}))?;
+    assert_es_error(status, &body, 400, "verification_exception");
+    let (status, body) = s.post("/_sql", &json!({"query": "SELECT nope FROM shop"}))?;
+    assert_es_error(status, &body, 400, "verification_exception");
+    let (status, body) =
+        s.post("/_sql", &json!({"query": "SELECT price FROM shop WHERE match(name, 'lamp') OR length(name) > 3"}))?;
+    assert_es_error(status, &body, 400, "verification_exception");
+    assert!(body["error"]["reason"].as_str().unwrap_or("").contains("match()"), "{body}");
+    let (status, body) = s.post("/_sql", &json!({"query": "SELECT match(name, 'lamp') FROM shop"}))?;
+    assert_es_error(status, &body, 400, "verification_exception");
+
+    let (status, body) = s.request("PUT", "/shop/_doc/5", Some("{not json"), "application/json")?;
+    assert_es_error(status, &body, 400, "parse_exception");
+    let (status, body) = s.put("/Upper", &json!({}))?;
+    assert_es_error(status, &body, 400, "invalid_index_name_exception");
+    let (status, body) = s.put("/shop", &json!({}))?;
+    assert_es_error(status, &body, 400, "resource_already_exists_exception");
+
+    // Nothing changed, and the server still serves.
+    assert_eq!(s.sql_rows("SELECT _id, price FROM shop")?, vec![json!(["1", 10])]);
+    let (_, mapping) = s.get("/shop/_mapping")?;
+    assert_eq!(mapping["shop"]["mappings"]["properties"]["price"], json!({"type": "long"}));
+    let (status, root) = s.get("/")?;
+    assert_eq!((status, &root["tagline"]), (200, &json!("You Know, for Search")));
+    Ok(())
+}
+
+#[test]
+fn cat_indices_and_index_info() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put("/alpha", &json!({"settings": {"index": {"number_of_shards": "3"}}}))?;
+    assert_eq!(status, 200);
+    let (status, _) = s.bulk("/alpha/_bulk?refresh=true", &[json!({"index": {}}), json!({"a": 1})])?;
+    assert_eq!(status, 200);
+    let (status, cat) = s.get("/_cat/indices?format=json")?;
+    assert_eq!(status, 200);
+    assert_eq!(cat[0]["index"], json!("alpha"));
+    assert_eq!(cat[0]["pri"], json!("3"));
+    assert_eq!(cat[0]["docs.count"], json!("1"));
+    assert_eq!(cat[0]["health"], json!("green"));
+    let (status, info) = s.get("/alpha")?;
+    assert_eq!(status, 200);
+    assert_eq!(info["alpha"]["settings"]["index"]["number_of_shards"], json!("3"));
+    assert_eq!(info["alpha"]["mappings"]["properties"]["a"]["type"], json!("long"));
+    let (status, _) = s.request("HEAD", "/alpha", None, "")?;
+    assert_eq!(status, 200);
+    let (status, body) = s.delete("/alpha")?;
+    assert_eq!((status, &body["acknowledged"]), (200, &json!(true)));
+    let (status, _) = s.request("HEAD", "/alpha", None, "")?;
+    assert_eq!(status, 404);
+    Ok(())
+}
