@@ -1,1 +1,54 @@
-fn main() {}
+//! `qbench`: benchmarks that report Quidditch against a reference measured in
+//! the same run on the same machine.
+
+mod corpus;
+mod ingest;
+mod results;
+mod scan;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Quidditch's benchmark runner.
+#[derive(Debug, Parser)]
+#[command(name = "qbench", about)]
+struct Cli {
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Debug, Subcommand)]
+enum Suite {
+    /// docs/s of `quidditch load` into a running node versus a raw tantivy IndexWriter.
+    Ingest(Common),
+    /// A GROUP BY over the loaded logs through SQL versus tantivy's own aggregation.
+    Scan(Common),
+}
+
+/// Options every suite shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Number of generated log documents.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub docs: usize,
+    /// Work directory (a temporary one when absent).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Where to write the JSON result.
+    #[arg(long, default_value = "benchmarks/results")]
+    pub out: PathBuf,
+    /// Timed repetitions (scan).
+    #[arg(long, default_value_t = 10)]
+    pub iterations: usize,
+    /// Fail unless every answer matches the reference (used by the smoke test).
+    #[arg(long)]
+    pub check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().suite {
+        Suite::Ingest(c) => ingest::run(&c),
+        Suite::Scan(c) => scan::run(&c),
+    }
+}

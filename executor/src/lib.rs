@@ -105,3 +105,6 @@ impl Engine {
         Ok(QueryOutput { schema, batches })
     }
 }
+
+/// Arrow arrays, re-exported for callers that read query results.
+pub use datafusion::arrow::array as arrow_array;
