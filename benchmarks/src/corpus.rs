@@ -7,9 +7,27 @@ use serde_json::json;
 
 const METHODS: [&str; 4] = ["GET", "POST", "PUT", "DELETE"];
 const STATUSES: [i64; 8] = [200, 200, 200, 201, 301, 404, 500, 503];
-const PATHS: [&str; 6] = ["/", "/api/users", "/api/orders", "/static/app.js", "/login", "/search"];
+const PATHS: [&str; 6] = [
+    "/",
+    "/api/users",
+    "/api/orders",
+    "/static/app.js",
+    "/login",
+    "/search",
+];
 const WORDS: [&str; 12] = [
-    "request", "completed", "timeout", "cache", "miss", "hit", "user", "session", "upstream", "error", "retry", "ok",
+    "request",
+    "completed",
+    "timeout",
+    "cache",
+    "miss",
+    "hit",
+    "user",
+    "session",
+    "upstream",
+    "error",
+    "retry",
+    "ok",
 ];
 
 /// A small deterministic generator (xorshift).
@@ -37,7 +55,9 @@ impl Rng {
 /// One document as a JSON line.
 pub fn doc(i: usize, rng: &mut Rng) -> String {
     let status = STATUSES[rng.below(STATUSES.len() as u64) as usize];
-    let words: Vec<&str> = (0..6).map(|_| WORDS[rng.below(WORDS.len() as u64) as usize]).collect();
+    let words: Vec<&str> = (0..6)
+        .map(|_| WORDS[rng.below(WORDS.len() as u64) as usize])
+        .collect();
     json!({
         "@timestamp": 1_700_000_000_000i64 + (i as i64) * 37,
         "host": format!("web-{:02}", rng.below(20)),

@@ -3,9 +3,9 @@
 //! tantivy `IndexWriter` with 2 indexing threads committing once, on the same
 //! generated documents.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -39,7 +39,9 @@ pub fn prepare(c: &Common) -> Result<Prepared> {
             (None, d.clone())
         }
         None => {
-            let t = tempfile::Builder::new().prefix("qbench-").tempdir_in(std::env::temp_dir())?;
+            let t = tempfile::Builder::new()
+                .prefix("qbench-")
+                .tempdir_in(std::env::temp_dir())?;
             let p = t.path().to_path_buf();
             (Some(t), p)
         }
@@ -60,7 +62,13 @@ pub fn prepare(c: &Common) -> Result<Prepared> {
     let raw_secs = raw_ingest(&ndjson, &tantivy_dir)?;
     eprintln!("quidditch load");
     let quidditch_secs = quidditch_ingest(&ndjson, &quidditch_dir)?;
-    Ok(Prepared { tantivy_dir, quidditch_dir, raw_secs, quidditch_secs, _tmp: tmp })
+    Ok(Prepared {
+        tantivy_dir,
+        quidditch_dir,
+        raw_secs,
+        quidditch_secs,
+        _tmp: tmp,
+    })
 }
 
 pub fn run(c: &Common) -> Result<()> {
@@ -153,7 +161,10 @@ pub fn sibling_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name("quidditch");
     if !bin.exists() {
-        bail!("{} not found: build it with `cargo build --release --bin quidditch`", bin.display());
+        bail!(
+            "{} not found: build it with `cargo build --release --bin quidditch`",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -177,11 +188,16 @@ impl NodeProcess {
         BufReader::new(stdout).read_line(&mut line)?;
         let ready: Value = serde_json::from_str(&line).with_context(|| format!("ready line: {line}"))?;
         let http = ready["http"].as_str().context("no http address")?;
-        Ok(NodeProcess { child, url: format!("http://{http}") })
+        Ok(NodeProcess {
+            child,
+            url: format!("http://{http}"),
+        })
     }
 
     fn stop(mut self) -> Result<()> {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
         let deadline = Instant::now() + Duration::from_secs(120);
         while self.child.try_wait()?.is_none() {
             if Instant::now() > deadline {
@@ -205,7 +221,14 @@ fn quidditch_ingest(ndjson: &Path, data_dir: &Path) -> Result<f64> {
     let mut settings = corpus::mapping();
     settings["settings"] = json!({"number_of_shards": SHARDS});
     let status = Command::new("curl")
-        .args(["-sf", "-XPUT", &format!("{}/logs", node.url), "-H", "content-type: application/json", "-d"])
+        .args([
+            "-sf",
+            "-XPUT",
+            &format!("{}/logs", node.url),
+            "-H",
+            "content-type: application/json",
+            "-d",
+        ])
         .arg(settings.to_string())
         .stdout(Stdio::null())
         .status()

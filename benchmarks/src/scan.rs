@@ -42,7 +42,12 @@ pub fn run(c: &Common) -> Result<()> {
     }))?;
     let (t_ms, t_answer) = timed(c.iterations, || {
         let collector = AggregationCollector::from_aggs(aggs.clone(), AggContextParams::default());
-        let result = searcher.search_with_executor(&AllQuery, &collector, &executor, EnableScoring::disabled_from_searcher(&searcher))?;
+        let result = searcher.search_with_executor(
+            &AllQuery,
+            &collector,
+            &executor,
+            EnableScoring::disabled_from_searcher(&searcher),
+        )?;
         tantivy_answer(&result)
     })?;
     let same = answers_match(&q_answer, &t_answer);
@@ -89,9 +94,18 @@ async fn quidditch_answer(engine: &Engine) -> Result<Answer> {
     let out = engine.sql(QUERY).await?;
     let mut answer = Answer::new();
     for batch in &out.batches {
-        let status = batch.column(0).as_any().downcast_ref::<tantivy_arrow::Int64Array>();
-        let n = batch.column(1).as_any().downcast_ref::<tantivy_arrow::Int64Array>();
-        let avg = batch.column(2).as_any().downcast_ref::<tantivy_arrow::Float64Array>();
+        let status = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<tantivy_arrow::Int64Array>();
+        let n = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<tantivy_arrow::Int64Array>();
+        let avg = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<tantivy_arrow::Float64Array>();
         let (Some(status), Some(n), Some(avg)) = (status, n, avg) else {
             bail!("unexpected result types: {:?}", batch.schema());
         };

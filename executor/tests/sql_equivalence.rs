@@ -45,7 +45,13 @@ fn people() -> Vec<Person> {
 
 fn orders() -> Vec<(String, f64, i64)> {
     (0..300)
-        .map(|i: i64| (format!("{}{:03}", ["a", "b", "c"][(i % 3) as usize], (i * 7) % 260), (i % 90) as f64 + 0.5, i % 4 + 1))
+        .map(|i: i64| {
+            (
+                format!("{}{:03}", ["a", "b", "c"][(i % 3) as usize], (i * 7) % 260),
+                (i % 90) as f64 + 0.5,
+                i % 4 + 1,
+            )
+        })
         .collect()
 }
 
@@ -77,7 +83,11 @@ fn memory_context(people: &[Person], orders: &[(String, f64, i64)]) -> Result<Se
         Field::new("joined", DataType::Timestamp(TimeUnit::Millisecond, None), true),
         Field::new("name", kw.clone(), true),
         Field::new("score", DataType::Float64, true),
-        Field::new("tags", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true),
+        Field::new(
+            "tags",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
     ]));
     let mut tags = ListBuilder::new(StringBuilder::new());
     for p in people {
@@ -89,12 +99,18 @@ fn memory_context(people: &[Person], orders: &[(String, f64, i64)]) -> Result<Se
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
         vec![
-            Arc::new(BooleanArray::from(people.iter().map(|p| Some(p.active)).collect::<Vec<_>>())),
+            Arc::new(BooleanArray::from(
+                people.iter().map(|p| Some(p.active)).collect::<Vec<_>>(),
+            )),
             Arc::new(Int64Array::from(people.iter().map(|p| p.age).collect::<Vec<_>>())),
             dict(people.iter().map(|p| p.city).collect()),
-            Arc::new(TimestampMillisecondArray::from(people.iter().map(|p| Some(p.joined)).collect::<Vec<_>>())),
+            Arc::new(TimestampMillisecondArray::from(
+                people.iter().map(|p| Some(p.joined)).collect::<Vec<_>>(),
+            )),
             dict(people.iter().map(|p| Some(p.name.as_str())).collect()),
-            Arc::new(Float64Array::from(people.iter().map(|p| p.score).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(
+                people.iter().map(|p| p.score).collect::<Vec<_>>(),
+            )),
             Arc::new(tags.finish()),
         ],
     )?;
@@ -107,12 +123,19 @@ fn memory_context(people: &[Person], orders: &[(String, f64, i64)]) -> Result<Se
     let obatch = RecordBatch::try_new(
         Arc::clone(&oschema),
         vec![
-            Arc::new(Float64Array::from(orders.iter().map(|o| Some(o.1)).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(
+                orders.iter().map(|o| Some(o.1)).collect::<Vec<_>>(),
+            )),
             dict(orders.iter().map(|o| Some(o.0.as_str())).collect()),
-            Arc::new(Int64Array::from(orders.iter().map(|o| Some(o.2)).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(
+                orders.iter().map(|o| Some(o.2)).collect::<Vec<_>>(),
+            )),
         ],
     )?;
-    ctx.register_table("orders", Arc::new(MemTable::try_new(oschema, vec![vec![obatch]])?))?;
+    ctx.register_table(
+        "orders",
+        Arc::new(MemTable::try_new(oschema, vec![vec![obatch]])?),
+    )?;
     Ok(ctx)
 }
 
@@ -126,7 +149,11 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
     let index = indices.create("people", Some(&mapping))?;
     let writes = people
         .iter()
-        .map(|p| DocWrite::Index { id: Some(p.name.clone()), source: person_json(p), create: true })
+        .map(|p| DocWrite::Index {
+            id: Some(p.name.clone()),
+            source: person_json(p),
+            create: true,
+        })
         .collect();
     let result = index.write(writes)?;
     assert!(result.items.iter().all(|(_, r)| r.is_ok()));
@@ -137,7 +164,11 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
     let oindex = indices.create("orders", Some(&omapping))?;
     let writes = orders
         .iter()
-        .map(|o| DocWrite::Index { id: None, source: json!({"person": o.0, "amount": o.1, "qty": o.2}), create: true })
+        .map(|o| DocWrite::Index {
+            id: None,
+            source: json!({"person": o.0, "amount": o.1, "qty": o.2}),
+            create: true,
+        })
         .collect();
     let result = oindex.write(writes)?;
     assert!(result.items.iter().all(|(_, r)| r.is_ok()));
@@ -155,7 +186,12 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<String>> {
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
             .collect::<Result<Vec<_>, _>>()?;
         for r in 0..b.num_rows() {
-            out.push(fmts.iter().map(|f| f.value(r).to_string()).collect::<Vec<_>>().join(" | "));
+            out.push(
+                fmts.iter()
+                    .map(|f| f.value(r).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            );
         }
     }
     Ok(out)
@@ -165,36 +201,87 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<String>> {
 const QUERIES: &[(&str, bool)] = &[
     ("SELECT count(*) FROM people", true),
     ("SELECT city, count(*), avg(age) FROM people GROUP BY city", false),
-    ("SELECT name, age FROM people WHERE age > 30 ORDER BY age DESC, name LIMIT 10", true),
+    (
+        "SELECT name, age FROM people WHERE age > 30 ORDER BY age DESC, name LIMIT 10",
+        true,
+    ),
     ("SELECT count(*) FROM people WHERE city = 'paris'", true),
     ("SELECT count(*) FROM people WHERE age BETWEEN 20 AND 40", true),
-    ("SELECT count(*) FROM people WHERE city IN ('paris', 'rome')", true),
+    (
+        "SELECT count(*) FROM people WHERE city IN ('paris', 'rome')",
+        true,
+    ),
     ("SELECT count(*) FROM people WHERE score IS NULL", true),
-    ("SELECT count(*) FROM people WHERE city IS NOT NULL AND age IS NULL", true),
+    (
+        "SELECT count(*) FROM people WHERE city IS NOT NULL AND age IS NULL",
+        true,
+    ),
     ("SELECT name FROM people WHERE name LIKE 'a1%'", false),
     ("SELECT min(joined), max(joined) FROM people", true),
-    ("SELECT active, sum(score), count(score) FROM people GROUP BY active", false),
-    ("SELECT p.city, sum(o.amount), sum(o.qty) FROM people p JOIN orders o ON p.name = o.person GROUP BY p.city", false),
-    ("WITH t AS (SELECT city, avg(age) AS a FROM people GROUP BY city) SELECT city, a FROM t WHERE a > 30", false),
-    ("SELECT name, city, age, rank() OVER (PARTITION BY city ORDER BY age DESC, name) AS r FROM people", false),
-    ("SELECT city, count(DISTINCT name) FROM people GROUP BY city", false),
+    (
+        "SELECT active, sum(score), count(score) FROM people GROUP BY active",
+        false,
+    ),
+    (
+        "SELECT p.city, sum(o.amount), sum(o.qty) FROM people p JOIN orders o ON p.name = o.person GROUP BY p.city",
+        false,
+    ),
+    (
+        "WITH t AS (SELECT city, avg(age) AS a FROM people GROUP BY city) SELECT city, a FROM t WHERE a > 30",
+        false,
+    ),
+    (
+        "SELECT name, city, age, rank() OVER (PARTITION BY city ORDER BY age DESC, name) AS r FROM people",
+        false,
+    ),
+    (
+        "SELECT city, count(DISTINCT name) FROM people GROUP BY city",
+        false,
+    ),
     ("SELECT count(*) FROM people WHERE city <> 'paris'", true),
     ("SELECT count(*) FROM people WHERE NOT (age < 30)", true),
     ("SELECT name FROM people WHERE age > 60 OR city = 'rome'", false),
-    ("SELECT name FROM people WHERE age > (SELECT avg(age) FROM people)", false),
-    ("SELECT date_trunc('month', joined) AS m, count(*) FROM people GROUP BY m", false),
+    (
+        "SELECT name FROM people WHERE age > (SELECT avg(age) FROM people)",
+        false,
+    ),
+    (
+        "SELECT date_trunc('month', joined) AS m, count(*) FROM people GROUP BY m",
+        false,
+    ),
     ("SELECT city, median(age) FROM people GROUP BY city", false),
-    ("SELECT name, age FROM people ORDER BY age ASC NULLS FIRST, name LIMIT 7", true),
-    ("SELECT name, score FROM people WHERE score > 100 ORDER BY score DESC LIMIT 5", false),
-    ("SELECT age FROM people WHERE age IS NOT NULL ORDER BY age LIMIT 12", true),
+    (
+        "SELECT name, age FROM people ORDER BY age ASC NULLS FIRST, name LIMIT 7",
+        true,
+    ),
+    (
+        "SELECT name, score FROM people WHERE score > 100 ORDER BY score DESC LIMIT 5",
+        false,
+    ),
+    (
+        "SELECT age FROM people WHERE age IS NOT NULL ORDER BY age LIMIT 12",
+        true,
+    ),
     ("SELECT joined FROM people ORDER BY joined DESC LIMIT 3", true),
-    ("SELECT name FROM people WHERE city = 'oslo' UNION ALL SELECT person FROM orders WHERE qty = 4", false),
+    (
+        "SELECT name FROM people WHERE city = 'oslo' UNION ALL SELECT person FROM orders WHERE qty = 4",
+        false,
+    ),
     ("SELECT count(*) FROM people WHERE active", true),
     ("SELECT count(*) FROM people WHERE NOT active", true),
-    ("SELECT o.person, count(*) FROM orders o LEFT JOIN people p ON p.name = o.person WHERE p.name IS NULL GROUP BY o.person", false),
+    (
+        "SELECT o.person, count(*) FROM orders o LEFT JOIN people p ON p.name = o.person WHERE p.name IS NULL GROUP BY o.person",
+        false,
+    ),
     ("SELECT count(*) FROM people WHERE joined >= '2021-01-01'", true),
-    ("SELECT name, cardinality(tags) FROM people WHERE cardinality(tags) > 1", false),
-    ("SELECT count(*), sum(age) FROM people WHERE score >= 10 AND score < 50.5", true),
+    (
+        "SELECT name, cardinality(tags) FROM people WHERE cardinality(tags) > 1",
+        false,
+    ),
+    (
+        "SELECT count(*), sum(age) FROM people WHERE score >= 10 AND score < 50.5",
+        true,
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,7 +300,10 @@ async fn sql_over_indices_matches_in_memory_tables() -> Result<()> {
             want.sort();
             got.sort();
         }
-        assert!(!want.is_empty(), "query returned nothing, so it proves nothing: {sql}");
+        assert!(
+            !want.is_empty(),
+            "query returned nothing, so it proves nothing: {sql}"
+        );
         assert_eq!(got, want, "{sql}");
     }
     Ok(())

@@ -62,7 +62,10 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
             .as_object()
             .filter(|o| o.len() == 1)
             .ok_or_else(|| malformed(lineno, "expected an object with a single action"))?;
-        let (name, meta) = obj.iter().next().ok_or_else(|| malformed(lineno, "empty action"))?;
+        let (name, meta) = obj
+            .iter()
+            .next()
+            .ok_or_else(|| malformed(lineno, "empty action"))?;
         let action = match name.as_str() {
             "index" => Action::Index,
             "create" => Action::Create,
@@ -83,9 +86,8 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
             match k.as_str() {
                 "_index" => index = Some(as_string(v, lineno, "_index")?),
                 "_id" => id = Some(as_string(v, lineno, "_id")?),
-                "routing" | "_routing" | "retry_on_conflict" | "require_alias" | "pipeline"
-                | "version" | "version_type" | "if_seq_no" | "if_primary_term" | "op_type"
-                | "dynamic_templates" => {}
+                "routing" | "_routing" | "retry_on_conflict" | "require_alias" | "pipeline" | "version"
+                | "version_type" | "if_seq_no" | "if_primary_term" | "op_type" | "dynamic_templates" => {}
                 other => {
                     return Err(Error::illegal_argument(format!(
                         "Action/metadata line [{lineno}] contains an unknown parameter [{other}]"
@@ -101,11 +103,9 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
             let (n, line) = lines
                 .next()
                 .ok_or_else(|| malformed(lineno, "the action is missing its source line"))?;
-            serde_json::from_str(line).map_err(|e| {
-                Error::BadRequest {
-                    es_type: "x_content_parse_exception",
-                    reason: format!("[{}] failed to parse source line: {e}", n + 1),
-                }
+            serde_json::from_str(line).map_err(|e| Error::BadRequest {
+                es_type: "x_content_parse_exception",
+                reason: format!("[{}] failed to parse source line: {e}", n + 1),
             })
         };
         let write = match action {
@@ -114,7 +114,11 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
                 if !source.is_object() {
                     return Err(malformed(lineno + 1, "document source must be an object"));
                 }
-                DocWrite::Index { id, source, create: action == Action::Create }
+                DocWrite::Index {
+                    id,
+                    source,
+                    create: action == Action::Create,
+                }
             }
             Action::Update => {
                 let body = source_line()?;
@@ -159,7 +163,9 @@ pub fn parse_update(id: String, body: &Value) -> Result<DocWrite> {
             "detect_noop" | "_source" => {}
             "script" => return Err(Error::illegal_argument("scripted updates are not supported")),
             other => {
-                return Err(Error::illegal_argument(format!("[UpdateRequest] unknown field [{other}]")));
+                return Err(Error::illegal_argument(format!(
+                    "[UpdateRequest] unknown field [{other}]"
+                )));
             }
         }
     }
@@ -169,7 +175,12 @@ pub fn parse_update(id: String, body: &Value) -> Result<DocWrite> {
             reason: "Validation Failed: 1: script or doc is missing;".into(),
         });
     }
-    Ok(DocWrite::Update { id, doc, doc_as_upsert, upsert })
+    Ok(DocWrite::Update {
+        id,
+        doc,
+        doc_as_upsert,
+        upsert,
+    })
 }
 
 fn as_string(v: &Value, lineno: usize, key: &str) -> Result<String> {
@@ -208,7 +219,11 @@ pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>) -> Result<BulkOutco
     let mut touched = Vec::new();
     for (name, writes) in by_index {
         let only_deletes = writes.iter().all(|(_, a, _)| *a == Action::Delete);
-        let index = if only_deletes { indices.get(&name) } else { indices.get_or_create(&name) };
+        let index = if only_deletes {
+            indices.get(&name)
+        } else {
+            indices.get_or_create(&name)
+        };
         let index = match index {
             Ok(index) => index,
             Err(err) => {
@@ -235,7 +250,10 @@ pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>) -> Result<BulkOutco
         .into_iter()
         .map(|slot| {
             let v = slot.unwrap_or_else(|| json!({}));
-            errors |= v.as_object().and_then(|o| o.values().next()).is_some_and(|i| i.get("error").is_some());
+            errors |= v
+                .as_object()
+                .and_then(|o| o.values().next())
+                .is_some_and(|i| i.get("error").is_some());
             v
         })
         .collect();
@@ -270,7 +288,10 @@ pub fn write_body(index: &str, r: &WriteResult) -> Map<String, Value> {
     m.insert("_id".into(), json!(r.id));
     m.insert("_version".into(), json!(r.version));
     m.insert("result".into(), json!(r.result));
-    m.insert("_shards".into(), json!({"total": 1, "successful": 1, "failed": 0}));
+    m.insert(
+        "_shards".into(),
+        json!({"total": 1, "successful": 1, "failed": 0}),
+    );
     m.insert("_seq_no".into(), json!(r.seq_no));
     m.insert("_primary_term".into(), json!(1));
     m
@@ -311,7 +332,10 @@ mod tests {
 "#;
         let items = parse_bulk(body, Some("b"))?;
         let actions: Vec<Action> = items.iter().map(|i| i.action).collect();
-        assert_eq!(actions, vec![Action::Index, Action::Create, Action::Update, Action::Delete]);
+        assert_eq!(
+            actions,
+            vec![Action::Index, Action::Create, Action::Update, Action::Delete]
+        );
         assert_eq!(items[0].index, "a");
         assert_eq!(items[1].index, "b");
         Ok(())
@@ -322,8 +346,15 @@ mod tests {
         let err = parse_bulk("{\"index\":{}}\n{not json\n", Some("a")).err();
         assert_eq!(err.as_ref().map(Error::status), Some(400));
         let err = parse_bulk("{\"frobnicate\":{}}\n", Some("a")).err();
-        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("frobnicate"));
+        assert!(
+            err.map(|e| e.to_string())
+                .unwrap_or_default()
+                .contains("frobnicate")
+        );
         let err = parse_bulk("{\"index\":{}}\n{}\n", None).err();
-        assert_eq!(err.map(|e| e.es_type()), Some("action_request_validation_exception"));
+        assert_eq!(
+            err.map(|e| e.es_type()),
+            Some("action_request_validation_exception")
+        );
     }
 }

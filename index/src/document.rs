@@ -45,9 +45,9 @@ impl ParsedDoc {
 /// Returns the parsed document and whether the mapping changed. On error the
 /// mapping may hold fields added before the failure: callers work on a copy.
 pub fn parse_document(id: &str, source: &Value, mapping: &mut Mapping) -> Result<(ParsedDoc, bool)> {
-    let obj = source.as_object().ok_or_else(|| {
-        Error::document_parsing(format!("document with id '{id}' is not a JSON object"))
-    })?;
+    let obj = source
+        .as_object()
+        .ok_or_else(|| Error::document_parsing(format!("document with id '{id}' is not a JSON object")))?;
     let mut parser = Parser {
         id,
         mapping,
@@ -142,7 +142,9 @@ impl Parser<'_> {
             }
         }
         let Some(field) = self.mapping.fields.get_mut(path) else {
-            return Err(Error::Internal(format!("field [{path}] vanished from the mapping")));
+            return Err(Error::Internal(format!(
+                "field [{path}] vanished from the mapping"
+            )));
         };
         if in_array && !field.multi_valued {
             field.multi_valued = true;
@@ -202,7 +204,10 @@ pub fn convert(field: &FieldMapping, value: &Value) -> Option<Option<FieldValue>
                 Value::Bool(b) => b.to_string(),
                 _ => return None,
             };
-            if field.ignore_above.is_some_and(|max| s.chars().count() > max as usize) {
+            if field
+                .ignore_above
+                .is_some_and(|max| s.chars().count() > max as usize)
+            {
                 return Some(None);
             }
             FieldValue::Str(s)
@@ -320,7 +325,10 @@ mod tests {
         assert_eq!(mapping.fields["user.name"].ty, FieldType::Text);
         assert!(mapping.fields["tags"].multi_valued);
         assert_eq!(doc.values["user.age"], vec![FieldValue::I64(31)]);
-        assert_eq!(doc.values["user.name.keyword"], vec![FieldValue::Str("ann".into())]);
+        assert_eq!(
+            doc.values["user.name.keyword"],
+            vec![FieldValue::Str("ann".into())]
+        );
         assert_eq!(doc.text["tags"], vec!["a".to_string(), "b".to_string()]);
         assert_eq!(doc.values["score"], vec![FieldValue::F64(1.5)]);
         assert_eq!(doc.values["ok"], vec![FieldValue::Bool(true)]);
@@ -333,7 +341,9 @@ mod tests {
         let err = parse_document("7", &json!({"n": "abc"}), &mut mapping).err();
         assert_eq!(
             err.map(|e| e.to_string()).as_deref(),
-            Some("failed to parse field [n] of type [integer] in document with id '7'. Preview of field's value: 'abc'")
+            Some(
+                "failed to parse field [n] of type [integer] in document with id '7'. Preview of field's value: 'abc'"
+            )
         );
         assert!(parse_document("8", &json!({"n": 3_000_000_000i64}), &mut mapping).is_err());
         let (doc, _) = parse_document("9", &json!({"n": "42"}), &mut mapping)?;

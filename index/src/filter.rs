@@ -41,11 +41,20 @@ impl Translator<'_> {
                 _ => self.comparison(left, *op, right),
             },
             Expr::Not(inner) => self.not(inner),
-            Expr::Between(Between { expr, negated: false, low, high }) => {
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) => {
                 let (path, ty) = self.column(expr)?;
                 let low = self.literal(ty, low)?;
                 let high = self.literal(ty, high)?;
-                Some(LeafQuery::Range { path, lower: Bound::Included(low), upper: Bound::Included(high) })
+                Some(LeafQuery::Range {
+                    path,
+                    lower: Bound::Included(low),
+                    upper: Bound::Included(high),
+                })
             }
             Expr::InList(InList { expr, list, negated }) => {
                 if let Some(ids) = self.id_column(expr).then(|| string_literals(list)).flatten() {
@@ -53,8 +62,14 @@ impl Translator<'_> {
                     return Some(if *negated { not_of(q) } else { q });
                 }
                 let (path, ty) = self.column(expr)?;
-                let values = list.iter().map(|e| self.literal(ty, e)).collect::<Option<Vec<_>>>()?;
-                let q = LeafQuery::Terms { path: path.clone(), values };
+                let values = list
+                    .iter()
+                    .map(|e| self.literal(ty, e))
+                    .collect::<Option<Vec<_>>>()?;
+                let q = LeafQuery::Terms {
+                    path: path.clone(),
+                    values,
+                };
                 Some(if *negated { exists_and_not(path, q) } else { q })
             }
             Expr::IsNull(inner) => {
@@ -65,23 +80,37 @@ impl Translator<'_> {
                 let (path, _) = self.nullable_column(inner)?;
                 Some(LeafQuery::Exists { path })
             }
-            Expr::Like(Like { negated: false, expr, pattern, escape_char: None, case_insensitive: false }) => {
+            Expr::Like(Like {
+                negated: false,
+                expr,
+                pattern,
+                escape_char: None,
+                case_insensitive: false,
+            }) => {
                 let (path, ty) = self.column(expr)?;
                 if ty != FieldType::Keyword {
                     return None;
                 }
-                let Expr::Literal(value, _) = pattern.as_ref() else { return None };
+                let Expr::Literal(value, _) = pattern.as_ref() else {
+                    return None;
+                };
                 let pattern = scalar_string(value)?;
                 let prefix = pattern.strip_suffix('%')?;
                 if prefix.contains(['%', '_', '\\']) {
                     return None;
                 }
-                Some(LeafQuery::Prefix { path, prefix: prefix.to_string() })
+                Some(LeafQuery::Prefix {
+                    path,
+                    prefix: prefix.to_string(),
+                })
             }
             Expr::ScalarFunction(f) => self.fulltext(f),
             Expr::Column(_) => {
                 let (path, ty) = self.column(expr)?;
-                (ty == FieldType::Boolean).then_some(LeafQuery::Term { path, value: TermValue::Bool(true) })
+                (ty == FieldType::Boolean).then_some(LeafQuery::Term {
+                    path,
+                    value: TermValue::Bool(true),
+                })
             }
             _ => None,
         }
@@ -93,7 +122,10 @@ impl Translator<'_> {
             Expr::ScalarFunction(_) | Expr::IsNull(_) | Expr::IsNotNull(_) => Some(not_of(self.expr(inner)?)),
             Expr::Column(_) => {
                 let (path, ty) = self.column(inner)?;
-                (ty == FieldType::Boolean).then_some(LeafQuery::Term { path, value: TermValue::Bool(false) })
+                (ty == FieldType::Boolean).then_some(LeafQuery::Term {
+                    path,
+                    value: TermValue::Bool(false),
+                })
             }
             Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(*op) => {
                 let path = self.column(left).or_else(|| self.column(right))?.0;
@@ -114,15 +146,26 @@ impl Translator<'_> {
         };
         if self.id_column(col) && matches!(op, Operator::Eq) {
             let Expr::Literal(value, _) = lit else { return None };
-            return Some(LeafQuery::Ids { ids: vec![scalar_string(value)?] });
+            return Some(LeafQuery::Ids {
+                ids: vec![scalar_string(value)?],
+            });
         }
         let (path, ty) = self.column(col)?;
         let value = self.literal(ty, lit)?;
-        let range = |lower, upper| Some(LeafQuery::Range { path: path.clone(), lower, upper });
+        let range = |lower, upper| {
+            Some(LeafQuery::Range {
+                path: path.clone(),
+                lower,
+                upper,
+            })
+        };
         match op {
             Operator::Eq => Some(LeafQuery::Term { path, value }),
             Operator::NotEq => {
-                let term = LeafQuery::Term { path: path.clone(), value };
+                let term = LeafQuery::Term {
+                    path: path.clone(),
+                    value,
+                };
                 Some(exists_and_not(path, term))
             }
             Operator::Lt => range(Bound::Unbounded, Bound::Excluded(value)),
@@ -144,12 +187,18 @@ impl Translator<'_> {
                 let path = self.any_column(field)?;
                 let text = text_arg(text)?;
                 Some(if name == MATCH {
-                    LeafQuery::Match { path, text, conjunction: false }
+                    LeafQuery::Match {
+                        path,
+                        text,
+                        conjunction: false,
+                    }
                 } else {
                     LeafQuery::MatchPhrase { path, text, slop: 0 }
                 })
             }
-            (QUERY_STRING, [query]) => Some(LeafQuery::QueryString { query: text_arg(query)? }),
+            (QUERY_STRING, [query]) => Some(LeafQuery::QueryString {
+                query: text_arg(query)?,
+            }),
             _ => None,
         }
     }
@@ -181,7 +230,9 @@ impl Translator<'_> {
     }
 
     fn literal(&self, ty: FieldType, expr: &Expr) -> Option<TermValue> {
-        let Expr::Literal(value, _) = strip_casts(expr) else { return None };
+        let Expr::Literal(value, _) = strip_casts(expr) else {
+            return None;
+        };
         let value = match value {
             ScalarValue::Dictionary(_, inner) => inner.as_ref(),
             v => v,
@@ -198,7 +249,9 @@ impl Translator<'_> {
             FieldType::Date => match value {
                 ScalarValue::TimestampMillisecond(Some(ms), _) => Some(TermValue::I64(*ms)),
                 ScalarValue::TimestampSecond(Some(s), _) => Some(TermValue::I64(s * 1000)),
-                ScalarValue::TimestampMicrosecond(Some(us), _) if us % 1000 == 0 => Some(TermValue::I64(us / 1000)),
+                ScalarValue::TimestampMicrosecond(Some(us), _) if us % 1000 == 0 => {
+                    Some(TermValue::I64(us / 1000))
+                }
                 ScalarValue::TimestampNanosecond(Some(ns), _) if ns % 1_000_000 == 0 => {
                     Some(TermValue::I64(ns / 1_000_000))
                 }
@@ -214,16 +267,29 @@ impl Translator<'_> {
 }
 
 fn is_comparison(op: Operator) -> bool {
-    matches!(op, Operator::Eq | Operator::NotEq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq)
+    matches!(
+        op,
+        Operator::Eq | Operator::NotEq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+    )
 }
 
 fn not_of(q: LeafQuery) -> LeafQuery {
-    LeafQuery::Bool { must: vec![], should: vec![], must_not: vec![q], filter: vec![] }
+    LeafQuery::Bool {
+        must: vec![],
+        should: vec![],
+        must_not: vec![q],
+        filter: vec![],
+    }
 }
 
 /// SQL's `NOT cond` on a column excludes rows where the column is NULL.
 fn exists_and_not(path: String, q: LeafQuery) -> LeafQuery {
-    LeafQuery::Bool { must: vec![], should: vec![], must_not: vec![q], filter: vec![LeafQuery::Exists { path }] }
+    LeafQuery::Bool {
+        must: vec![],
+        should: vec![],
+        must_not: vec![q],
+        filter: vec![LeafQuery::Exists { path }],
+    }
 }
 
 /// Casts that keep values comparable to the stored ones: dictionary to
@@ -239,7 +305,10 @@ fn strip_casts(expr: &Expr) -> &Expr {
 
 fn is_string_type(dt: &datafusion::arrow::datatypes::DataType) -> bool {
     use datafusion::arrow::datatypes::DataType;
-    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _))
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _)
+    )
 }
 
 fn string_literals(list: &[Expr]) -> Option<Vec<String>> {

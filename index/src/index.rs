@@ -236,7 +236,13 @@ impl Index {
                 let result = outcome.map(|o| {
                     let seq = touched.entry(shard_no).or_insert(o.seq_no);
                     *seq = (*seq).max(o.seq_no);
-                    WriteResult { id: id.clone(), shard: shard_no, version: o.version, seq_no: o.seq_no, result: o.result }
+                    WriteResult {
+                        id: id.clone(),
+                        shard: shard_no,
+                        version: o.version,
+                        seq_no: o.seq_no,
+                        result: o.result,
+                    }
                 });
                 items[pos] = Some((Some(id), result));
             }
@@ -266,17 +272,34 @@ impl Index {
                 let (doc, changed) = parse_with(&id, &source, mapping).map_err(|e| (Some(id.clone()), e))?;
                 let text = source.to_string();
                 pending.insert(id.clone(), Some(source));
-                Ok((id.clone(), changed, ShardWrite::Index { id, source: text, doc, create, expect_version: None, generated_id }))
+                Ok((
+                    id.clone(),
+                    changed,
+                    ShardWrite::Index {
+                        id,
+                        source: text,
+                        doc,
+                        create,
+                        expect_version: None,
+                        generated_id,
+                    },
+                ))
             }
-            DocWrite::Update { id, doc, doc_as_upsert, upsert } => {
+            DocWrite::Update {
+                id,
+                doc,
+                doc_as_upsert,
+                upsert,
+            } => {
                 let id = validate_id(id).map_err(|e| (None, e))?;
                 let fail = |e: Error| (Some(id.clone()), e);
                 let (current, expect_version) = match pending.get(&id) {
                     Some(source) => (source.clone(), None),
                     None => match self.get(&id).map_err(fail)? {
                         Some(stored) => {
-                            let v: Value = serde_json::from_str(&stored.source)
-                                .map_err(|e| fail(Error::Internal(format!("stored source is not JSON: {e}"))))?;
+                            let v: Value = serde_json::from_str(&stored.source).map_err(|e| {
+                                fail(Error::Internal(format!("stored source is not JSON: {e}")))
+                            })?;
                             (Some(v), Some(stored.version))
                         }
                         None => (None, None),
@@ -307,7 +330,14 @@ impl Index {
                 Ok((
                     id.clone(),
                     changed,
-                    ShardWrite::Index { id, source: text, doc: parsed, create: false, expect_version, generated_id: false },
+                    ShardWrite::Index {
+                        id,
+                        source: text,
+                        doc: parsed,
+                        create: false,
+                        expect_version,
+                        generated_id: false,
+                    },
                 ))
             }
             DocWrite::Delete { id } => {
@@ -342,7 +372,9 @@ fn parse_with(id: &str, source: &Value, mapping: &mut Mapping) -> Result<(crate:
 
 fn validate_id(id: String) -> Result<String> {
     if id.is_empty() {
-        return Err(Error::illegal_argument("if _id is specified it must not be empty"));
+        return Err(Error::illegal_argument(
+            "if _id is specified it must not be empty",
+        ));
     }
     if id.len() > 512 {
         return Err(Error::illegal_argument(format!(

@@ -67,7 +67,11 @@ impl Indices {
             tracing::info!(index = %index.name(), docs = index.num_docs(), "opened index");
             map.insert(index.name(), Arc::new(index));
         }
-        Ok(Indices { root, map: RwLock::new(map), create_lock: Mutex::new(()) })
+        Ok(Indices {
+            root,
+            map: RwLock::new(map),
+            create_lock: Mutex::new(()),
+        })
     }
 
     /// Creates an index from Elasticsearch's create-index body
@@ -174,7 +178,9 @@ impl Indices {
                     }
                 }
             } else {
-                let index = map.get(part).ok_or_else(|| Error::IndexNotFound(part.to_string()))?;
+                let index = map
+                    .get(part)
+                    .ok_or_else(|| Error::IndexNotFound(part.to_string()))?;
                 if !out.iter().any(|i| Arc::ptr_eq(i, index)) {
                     out.push(Arc::clone(index));
                 }
@@ -209,7 +215,9 @@ impl Indices {
                 let now = Instant::now();
                 let mut due = Vec::new();
                 for index in indices.list() {
-                    let Some(interval) = index.settings().refresh_interval else { continue };
+                    let Some(interval) = index.settings().refresh_interval else {
+                        continue;
+                    };
                     let name = index.name();
                     let last_refresh = last.entry(name.clone()).or_insert(now);
                     if now.duration_since(*last_refresh) >= interval {
@@ -270,7 +278,9 @@ pub fn wildcard_match(pattern: &str, name: &str) -> bool {
     let mut rest = name;
     for (i, part) in parts.iter().enumerate() {
         if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else { return false };
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
             rest = r;
         } else if i == parts.len() - 1 {
             return rest.ends_with(part);

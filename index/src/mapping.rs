@@ -152,11 +152,14 @@ impl FieldMapping {
                     mapping.format = Some(format.to_string());
                 }
                 "ignore_above" if ty == FieldType::Keyword => {
-                    let n = value.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
-                        Error::mapper_parsing(format!(
-                            "[ignore_above] of field [{path}] must be a positive integer"
-                        ))
-                    })?;
+                    let n = value
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| {
+                            Error::mapper_parsing(format!(
+                                "[ignore_above] of field [{path}] must be a positive integer"
+                            ))
+                        })?;
                     mapping.ignore_above = Some(n);
                 }
                 "fields" => {
@@ -175,8 +178,8 @@ impl FieldMapping {
                     }
                 }
                 // Accepted for compatibility, with no effect on storage.
-                "index" | "doc_values" | "store" | "norms" | "analyzer" | "search_analyzer"
-                | "coerce" | "boost" => {}
+                "index" | "doc_values" | "store" | "norms" | "analyzer" | "search_analyzer" | "coerce"
+                | "boost" => {}
                 other => {
                     return Err(Error::mapper_parsing(format!(
                         "unknown parameter [{other}] on mapper [{path}] of type [{ty_name}]"
@@ -379,11 +382,7 @@ fn insert_nested(node: &mut Map<String, Value>, parts: &[&str], leaf: Value) {
     }
 }
 
-fn parse_properties(
-    prefix: &str,
-    value: &Value,
-    out: &mut BTreeMap<String, FieldMapping>,
-) -> Result<()> {
+fn parse_properties(prefix: &str, value: &Value, out: &mut BTreeMap<String, FieldMapping>) -> Result<()> {
     let props = value
         .as_object()
         .ok_or_else(|| Error::mapper_parsing("[properties] must be an object"))?;
@@ -429,7 +428,10 @@ mod tests {
         );
         assert_eq!(mapping.to_es(), es);
         let cols: Vec<String> = mapping.columns().into_iter().map(|c| c.path).collect();
-        assert_eq!(cols, vec!["title", "title.keyword", "ts", "user.age", "user.name"]);
+        assert_eq!(
+            cols,
+            vec!["title", "title.keyword", "ts", "user.age", "user.name"]
+        );
         assert_eq!(
             mapping.column("title.keyword").map(|c| c.source_path),
             Some("title".to_string())

@@ -8,8 +8,8 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 use tantivy::query::{
-    AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery,
-    TermQuery, TermSetQuery,
+    AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery, TermQuery,
+    TermSetQuery,
 };
 use tantivy::query_grammar::{UserInputAst, UserInputBound, UserInputLeaf};
 use tantivy::schema::IndexRecordOption;
@@ -123,7 +123,12 @@ impl LeafQuery {
         match queries.len() {
             0 => LeafQuery::All,
             1 => queries.remove(0),
-            _ => LeafQuery::Bool { must: queries, should: vec![], must_not: vec![], filter: vec![] },
+            _ => LeafQuery::Bool {
+                must: queries,
+                should: vec![],
+                must_not: vec![],
+                filter: vec![],
+            },
         }
     }
 
@@ -161,16 +166,32 @@ impl LeafQuery {
             }
             LeafQuery::Exists { path } => format!("exists({path})"),
             LeafQuery::Prefix { path, prefix } => format!("{path}:{prefix}*"),
-            LeafQuery::Match { path, text, conjunction } => {
+            LeafQuery::Match {
+                path,
+                text,
+                conjunction,
+            } => {
                 let op = if *conjunction { ", AND" } else { "" };
                 format!("match({path}, '{text}'{op})")
             }
-            LeafQuery::MatchPhrase { path, text, slop } => format!("match_phrase({path}, '{text}', slop={slop})"),
+            LeafQuery::MatchPhrase { path, text, slop } => {
+                format!("match_phrase({path}, '{text}', slop={slop})")
+            }
             LeafQuery::QueryString { query } => format!("query_string('{query}')"),
             LeafQuery::Ids { ids } => format!("ids({})", ids.join(", ")),
-            LeafQuery::Bool { must, should, must_not, filter } => {
+            LeafQuery::Bool {
+                must,
+                should,
+                must_not,
+                filter,
+            } => {
                 let mut parts = Vec::new();
-                for (name, qs) in [("must", must), ("should", should), ("must_not", must_not), ("filter", filter)] {
+                for (name, qs) in [
+                    ("must", must),
+                    ("should", should),
+                    ("must_not", must_not),
+                    ("filter", filter),
+                ] {
                     if !qs.is_empty() {
                         let inner: Vec<String> = qs.iter().map(LeafQuery::describe).collect();
                         parts.push(format!("{name}: [{}]", inner.join(", ")));
@@ -183,7 +204,12 @@ impl LeafQuery {
 
     /// Compiles to a tantivy query for a shard of an index with this mapping.
     pub fn compile(&self, mapping: &Mapping, fields: &Fields, index: &Index) -> Result<Box<dyn Query>> {
-        let ctx = Compiler { mapping, fields, index, tokenizers: index.tokenizers() };
+        let ctx = Compiler {
+            mapping,
+            fields,
+            index,
+            tokenizers: index.tokenizers(),
+        };
         ctx.compile(self)
     }
 }
@@ -209,9 +235,10 @@ impl Compiler<'_> {
         Ok(match q {
             LeafQuery::All => Box::new(AllQuery),
             LeafQuery::None => Box::new(EmptyQuery),
-            LeafQuery::Term { path, value } => {
-                Box::new(TermQuery::new(self.kw_term(path, value), IndexRecordOption::Basic))
-            }
+            LeafQuery::Term { path, value } => Box::new(TermQuery::new(
+                self.kw_term(path, value),
+                IndexRecordOption::Basic,
+            )),
             LeafQuery::Terms { path, values } => {
                 Box::new(TermSetQuery::new(values.iter().map(|v| self.kw_term(path, v))))
             }
@@ -235,10 +262,17 @@ impl Compiler<'_> {
                 };
                 Box::new(RangeQuery::new(Bound::Included(lower), upper))
             }
-            LeafQuery::Match { path, text, conjunction } => {
+            LeafQuery::Match {
+                path,
+                text,
+                conjunction,
+            } => {
                 if !self.is_text(path)? {
                     let value = self.parse_kw_value(path, text)?;
-                    return Ok(Box::new(TermQuery::new(self.kw_term(path, &value), IndexRecordOption::Basic)));
+                    return Ok(Box::new(TermQuery::new(
+                        self.kw_term(path, &value),
+                        IndexRecordOption::Basic,
+                    )));
                 }
                 let terms = self.analyze(path, text)?;
                 if terms.is_empty() {
@@ -247,14 +281,22 @@ impl Compiler<'_> {
                 let occur = if *conjunction { Occur::Must } else { Occur::Should };
                 let clauses: Vec<(Occur, Box<dyn Query>)> = terms
                     .into_iter()
-                    .map(|(_, t)| (occur, Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)) as Box<dyn Query>))
+                    .map(|(_, t)| {
+                        (
+                            occur,
+                            Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)) as Box<dyn Query>,
+                        )
+                    })
                     .collect();
                 Box::new(BooleanQuery::new(clauses))
             }
             LeafQuery::MatchPhrase { path, text, slop } => {
                 if !self.is_text(path)? {
                     let value = self.parse_kw_value(path, text)?;
-                    return Ok(Box::new(TermQuery::new(self.kw_term(path, &value), IndexRecordOption::Basic)));
+                    return Ok(Box::new(TermQuery::new(
+                        self.kw_term(path, &value),
+                        IndexRecordOption::Basic,
+                    )));
                 }
                 let terms = self.analyze(path, text)?;
                 match terms.len() {
@@ -271,13 +313,21 @@ impl Compiler<'_> {
             LeafQuery::Ids { ids } => Box::new(TermSetQuery::new(
                 ids.iter().map(|id| Term::from_field_text(self.fields.id, id)),
             )),
-            LeafQuery::Bool { must, should, must_not, filter } => {
+            LeafQuery::Bool {
+                must,
+                should,
+                must_not,
+                filter,
+            } => {
                 let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
                 for q in must {
                     clauses.push((Occur::Must, self.compile(q)?));
                 }
                 for q in filter {
-                    clauses.push((Occur::Must, Box::new(tantivy::query::ConstScoreQuery::new(self.compile(q)?, 0.0))));
+                    clauses.push((
+                        Occur::Must,
+                        Box::new(tantivy::query::ConstScoreQuery::new(self.compile(q)?, 0.0)),
+                    ));
                 }
                 for q in should {
                     clauses.push((Occur::Should, self.compile(q)?));
@@ -309,7 +359,10 @@ impl Compiler<'_> {
     fn parse_kw_value(&self, path: &str, text: &str) -> Result<TermValue> {
         let ty = self.field_type(path)?;
         term_value_from_str(ty, text).ok_or_else(|| {
-            Error::illegal_argument(format!("[{text}] is not a valid value for field [{path}] of type [{}]", ty.name()))
+            Error::illegal_argument(format!(
+                "[{text}] is not a valid value for field [{path}] of type [{}]",
+                ty.name()
+            ))
         })
     }
 
@@ -352,11 +405,17 @@ impl Compiler<'_> {
             reason: format!("Failed to parse query [{query}]"),
         })?;
         let ast = self.rewrite(ast)?;
-        let parser = QueryParser::new(self.index.schema(), vec![self.fields.text], self.tokenizers.clone());
-        parser.build_query_from_user_input_ast(ast).map_err(|e| Error::BadRequest {
-            es_type: "query_shard_exception",
-            reason: format!("Failed to parse query [{query}]: {e}"),
-        })
+        let parser = QueryParser::new(
+            self.index.schema(),
+            vec![self.fields.text],
+            self.tokenizers.clone(),
+        );
+        parser
+            .build_query_from_user_input_ast(ast)
+            .map_err(|e| Error::BadRequest {
+                es_type: "query_shard_exception",
+                reason: format!("Failed to parse query [{query}]: {e}"),
+            })
     }
 
     /// Rewrites user field names into the JSON field paths of the shard schema;
@@ -393,14 +452,18 @@ impl Compiler<'_> {
                                 .map(|f| {
                                     let mut l = lit.clone();
                                     l.field_name = Some(f);
-                                    (Some(Occur::Should), UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(l))))
+                                    (
+                                        Some(Occur::Should),
+                                        UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(l))),
+                                    )
                                 })
                                 .collect(),
                         )
                     }
                 },
                 UserInputLeaf::Range { field, lower, upper } => {
-                    let name = field.ok_or_else(|| Error::illegal_argument("a range in query_string needs a field"))?;
+                    let name = field
+                        .ok_or_else(|| Error::illegal_argument("a range in query_string needs a field"))?;
                     let ty = self.field_type(&name)?;
                     let fix = |b: UserInputBound| -> Result<UserInputBound> {
                         if ty != FieldType::Date {
@@ -410,7 +473,11 @@ impl Compiler<'_> {
                             crate::date::parse_iso(&s)
                                 .or_else(|| s.parse::<i64>().ok())
                                 .map(|ms| ms.to_string())
-                                .ok_or_else(|| Error::illegal_argument(format!("failed to parse date [{s}] for field [{name}]")))
+                                .ok_or_else(|| {
+                                    Error::illegal_argument(format!(
+                                        "failed to parse date [{s}] for field [{name}]"
+                                    ))
+                                })
                         };
                         Ok(match b {
                             UserInputBound::Inclusive(s) => UserInputBound::Inclusive(conv(s)?),
@@ -437,7 +504,11 @@ impl Compiler<'_> {
     }
 
     fn schema_path(&self, name: &str) -> Result<String> {
-        let root = if self.is_text(name)? { names::TEXT } else { names::KW };
+        let root = if self.is_text(name)? {
+            names::TEXT
+        } else {
+            names::KW
+        };
         Ok(format!("{root}.{name}"))
     }
 }
@@ -446,7 +517,9 @@ impl Compiler<'_> {
 pub fn term_value_from_str(ty: FieldType, s: &str) -> Option<TermValue> {
     Some(match ty {
         FieldType::Keyword | FieldType::Ip | FieldType::Text => TermValue::Str(s.to_string()),
-        FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => TermValue::I64(s.parse().ok()?),
+        FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
+            TermValue::I64(s.parse().ok()?)
+        }
         FieldType::Double | FieldType::Float => TermValue::F64(s.parse().ok()?),
         FieldType::Date => TermValue::I64(crate::date::parse_iso(s).or_else(|| s.parse().ok())?),
         FieldType::Boolean => TermValue::Bool(s.parse().ok()?),

@@ -12,23 +12,25 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{ArrayBuilder, DictionaryArray};
 use datafusion::arrow::array::{
     ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
     RecordBatch, RecordBatchOptions, StringBuilder, TimestampMillisecondBuilder,
 };
-use datafusion::arrow::array::{ArrayBuilder, DictionaryArray};
 use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::expressions::Column as ColumnExpr;
-use datafusion::physical_plan::metrics::{Count as MetricCount, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    Count as MetricCount, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::sort_pushdown::SortOrderPushdownResult;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::physical_expr::PhysicalExpr;
 use serde_json::Value;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::columnar::{Column, ColumnType, DynamicColumn, StrColumn};
@@ -94,11 +96,22 @@ impl TantivyScanExec {
             let (name, options) = match sort {
                 ScanSort::Score => (
                     SCORE_COLUMN,
-                    datafusion::arrow::compute::SortOptions { descending: true, nulls_first: true },
+                    datafusion::arrow::compute::SortOptions {
+                        descending: true,
+                        nulls_first: true,
+                    },
                 ),
-                ScanSort::Column { path, descending, nulls_first, .. } => (
+                ScanSort::Column {
+                    path,
+                    descending,
+                    nulls_first,
+                    ..
+                } => (
                     path.as_str(),
-                    datafusion::arrow::compute::SortOptions { descending: *descending, nulls_first: *nulls_first },
+                    datafusion::arrow::compute::SortOptions {
+                        descending: *descending,
+                        nulls_first: *nulls_first,
+                    },
                 ),
             };
             let idx = schema.index_of(name)?;
@@ -161,7 +174,9 @@ impl TantivyScanExec {
             return None;
         }
         let float = match column.mapping.ty {
-            FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte | FieldType::Date => false,
+            FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte | FieldType::Date => {
+                false
+            }
             FieldType::Double | FieldType::Float => true,
             _ => return None,
         };
@@ -222,11 +237,16 @@ impl ExecutionPlan for TantivyScanExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         if children.is_empty() {
             Ok(self)
         } else {
-            Err(DataFusionError::Internal("TantivyScanExec has no children".into()))
+            Err(DataFusionError::Internal(
+                "TantivyScanExec has no children".into(),
+            ))
         }
     }
 
@@ -256,7 +276,10 @@ impl ExecutionPlan for TantivyScanExec {
             }
         });
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -268,7 +291,9 @@ impl ExecutionPlan for TantivyScanExec {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        self.with(self.sort.clone(), fetch).ok().map(|e| Arc::new(e) as Arc<dyn ExecutionPlan>)
+        self.with(self.sort.clone(), fetch)
+            .ok()
+            .map(|e| Arc::new(e) as Arc<dyn ExecutionPlan>)
     }
 
     fn fetch(&self) -> Option<usize> {
@@ -325,13 +350,30 @@ impl ScanJob {
         match &self.sort {
             Some(ScanSort::Score) => {
                 let limit = self.fetch.unwrap_or(searcher.num_docs() as usize).max(1);
-                let top = searcher.search(query.as_ref(), &TopDocs::with_limit(limit).order_by_score()).map_err(tantivy_err)?;
-                let rows: Vec<(DocAddress, Option<Score>)> = top.into_iter().map(|(s, a)| (a, Some(s))).collect();
+                let top = searcher
+                    .search(query.as_ref(), &TopDocs::with_limit(limit).order_by_score())
+                    .map_err(tantivy_err)?;
+                let rows: Vec<(DocAddress, Option<Score>)> =
+                    top.into_iter().map(|(s, a)| (a, Some(s))).collect();
                 self.emit_rows(&mut builder, &rows, tx)
             }
-            Some(ScanSort::Column { path, descending, nulls_first, float }) => {
+            Some(ScanSort::Column {
+                path,
+                descending,
+                nulls_first,
+                float,
+            }) => {
                 let limit = self.fetch.unwrap_or(usize::MAX);
-                let rows = self.top_by_column(&searcher, query.as_ref(), scoring, path, *descending, *nulls_first, *float, limit)?;
+                let rows = self.top_by_column(
+                    &searcher,
+                    query.as_ref(),
+                    scoring,
+                    path,
+                    *descending,
+                    *nulls_first,
+                    *float,
+                    limit,
+                )?;
                 self.emit_rows(&mut builder, &rows, tx)
             }
             None => self.full_scan(&searcher, query.as_ref(), scoring, &mut builder, tx),
@@ -435,7 +477,11 @@ impl ScanJob {
                     matched += 1;
                     let value = column.as_ref().and_then(|c| c.first_f64_or_i64(doc, float));
                     let key = SortKey::new(value, descending, nulls_first);
-                    let entry = HeapEntry { key, addr: DocAddress::new(ord as u32, doc), score: scoring.then(|| scorer.score()) };
+                    let entry = HeapEntry {
+                        key,
+                        addr: DocAddress::new(ord as u32, doc),
+                        score: scoring.then(|| scorer.score()),
+                    };
                     if heap.len() < limit {
                         heap.push(entry);
                     } else if heap.peek().is_some_and(|worst| entry < *worst) {
@@ -451,7 +497,12 @@ impl ScanJob {
         Ok(sorted.into_iter().map(|e| (e.addr, e.score)).collect())
     }
 
-    fn emit_rows(&self, builder: &mut BatchBuilder, rows: &[(DocAddress, Option<Score>)], tx: &Sender) -> Result<()> {
+    fn emit_rows(
+        &self,
+        builder: &mut BatchBuilder,
+        rows: &[(DocAddress, Option<Score>)],
+        tx: &Sender,
+    ) -> Result<()> {
         for chunk in rows.chunks(self.batch_size.max(1)) {
             let batch = builder.build(chunk)?;
             if !self.send(tx, batch) {
@@ -480,7 +531,10 @@ enum OrdF64OrI64 {
 impl SortKey {
     fn new(value: Option<NumValue>, descending: bool, nulls_first: bool) -> SortKey {
         match value {
-            None => SortKey { null_rank: if nulls_first { 0 } else { 2 }, value: OrdF64OrI64::I(0) },
+            None => SortKey {
+                null_rank: if nulls_first { 0 } else { 2 },
+                value: OrdF64OrI64::I(0),
+            },
             Some(v) => {
                 let value = match v {
                     NumValue::I(n) => OrdF64OrI64::I(if descending { -(n as i128) } else { n as i128 }),
@@ -580,7 +634,10 @@ impl NumValue {
 }
 
 fn open_numeric(segment: &SegmentReader, name: &str) -> Result<Option<NumColumn>> {
-    let handles = segment.fast_fields().dynamic_column_handles(name).map_err(tantivy_err)?;
+    let handles = segment
+        .fast_fields()
+        .dynamic_column_handles(name)
+        .map_err(tantivy_err)?;
     for handle in handles {
         let col = match handle.column_type() {
             ColumnType::I64 | ColumnType::U64 | ColumnType::F64 => handle.open().map_err(tantivy_err)?,
@@ -597,7 +654,10 @@ fn open_numeric(segment: &SegmentReader, name: &str) -> Result<Option<NumColumn>
 }
 
 fn open_bool(segment: &SegmentReader, name: &str) -> Result<Option<Column<bool>>> {
-    let handles = segment.fast_fields().dynamic_column_handles(name).map_err(tantivy_err)?;
+    let handles = segment
+        .fast_fields()
+        .dynamic_column_handles(name)
+        .map_err(tantivy_err)?;
     for handle in handles {
         if handle.column_type() == ColumnType::Bool
             && let DynamicColumn::Bool(c) = handle.open().map_err(tantivy_err)?
@@ -619,14 +679,32 @@ enum ColKind {
     Score,
     Source,
     /// Text, read from `_source` at `source_path`.
-    Text { source_path: String, multi: bool },
+    Text {
+        source_path: String,
+        multi: bool,
+    },
     /// Keyword dictionary column (single-valued).
-    Dict { column: String },
+    Dict {
+        column: String,
+    },
     /// String column (IP, or multi-valued keyword).
-    Str { column: String, multi: bool },
-    Int { column: String, multi: bool, date: bool },
-    Float { column: String, multi: bool },
-    Bool { column: String, multi: bool },
+    Str {
+        column: String,
+        multi: bool,
+    },
+    Int {
+        column: String,
+        multi: bool,
+        date: bool,
+    },
+    Float {
+        column: String,
+        multi: bool,
+    },
+    Bool {
+        column: String,
+        multi: bool,
+    },
 }
 
 /// Readers of one segment.
@@ -648,7 +726,12 @@ struct BatchBuilder<'a> {
 }
 
 impl<'a> BatchBuilder<'a> {
-    fn new(schema: &SchemaRef, mapping: &Mapping, fields: &Fields, searcher: &'a Searcher) -> BatchBuilder<'a> {
+    fn new(
+        schema: &SchemaRef,
+        mapping: &Mapping,
+        fields: &Fields,
+        searcher: &'a Searcher,
+    ) -> BatchBuilder<'a> {
         let kinds: Vec<ColKind> = schema
             .fields()
             .iter()
@@ -660,18 +743,32 @@ impl<'a> BatchBuilder<'a> {
                     SOURCE_COLUMN => ColKind::Source,
                     path => {
                         let Some(col) = mapping.column(path) else {
-                            return ColKind::Text { source_path: path.to_string(), multi: false };
+                            return ColKind::Text {
+                                source_path: path.to_string(),
+                                multi: false,
+                            };
                         };
                         let multi = col.mapping.multi_valued;
                         let column = kw_column(path);
                         match col.mapping.ty {
-                            FieldType::Text => ColKind::Text { source_path: col.source_path.clone(), multi },
+                            FieldType::Text => ColKind::Text {
+                                source_path: col.source_path.clone(),
+                                multi,
+                            },
                             FieldType::Keyword if !multi => ColKind::Dict { column },
                             FieldType::Keyword | FieldType::Ip => ColKind::Str { column, multi },
                             FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
-                                ColKind::Int { column, multi, date: false }
+                                ColKind::Int {
+                                    column,
+                                    multi,
+                                    date: false,
+                                }
                             }
-                            FieldType::Date => ColKind::Int { column, multi, date: true },
+                            FieldType::Date => ColKind::Int {
+                                column,
+                                multi,
+                                date: true,
+                            },
                             FieldType::Double | FieldType::Float => ColKind::Float { column, multi },
                             FieldType::Boolean => ColKind::Bool { column, multi },
                         }
@@ -679,7 +776,9 @@ impl<'a> BatchBuilder<'a> {
                 }
             })
             .collect();
-        let needs_source = kinds.iter().any(|k| matches!(k, ColKind::Source | ColKind::Text { .. }));
+        let needs_source = kinds
+            .iter()
+            .any(|k| matches!(k, ColKind::Source | ColKind::Text { .. }));
         BatchBuilder {
             schema: Arc::clone(schema),
             kinds,
@@ -693,7 +792,10 @@ impl<'a> BatchBuilder<'a> {
     fn segment(&mut self, ord: u32) -> Result<&mut SegmentColumns> {
         if !self.segments.contains_key(&ord) {
             let reader = self.searcher.segment_reader(ord);
-            let mut cols = SegmentColumns { id: open_str(reader, names::ID)?, ..Default::default() };
+            let mut cols = SegmentColumns {
+                id: open_str(reader, names::ID)?,
+                ..Default::default()
+            };
             for kind in &self.kinds {
                 match kind {
                     ColKind::Dict { column } | ColKind::Str { column, .. } => {
@@ -723,7 +825,10 @@ impl<'a> BatchBuilder<'a> {
             rows.iter()
                 .map(|(addr, _)| {
                     let doc: TantivyDocument = self.searcher.doc(*addr).map_err(tantivy_err)?;
-                    let text = doc.get_first(self.fields.source).and_then(|v| v.as_str()).map(str::to_string);
+                    let text = doc
+                        .get_first(self.fields.source)
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string);
                     Ok(text.map(|t| {
                         let parsed = serde_json::from_str(&t).unwrap_or(Value::Null);
                         (t, parsed)
@@ -738,10 +843,19 @@ impl<'a> BatchBuilder<'a> {
             arrays.push(self.column(kind, rows, &sources)?);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-        Ok(RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            arrays,
+            &options,
+        )?)
     }
 
-    fn column(&self, kind: &ColKind, rows: &[(DocAddress, Option<Score>)], sources: &[Option<(String, Value)>]) -> Result<ArrayRef> {
+    fn column(
+        &self,
+        kind: &ColKind,
+        rows: &[(DocAddress, Option<Score>)],
+        sources: &[Option<(String, Value)>],
+    ) -> Result<ArrayRef> {
         let seg = |addr: &DocAddress| self.segments.get(&addr.segment_ord);
         let mut text = String::new();
         Ok(match kind {
@@ -812,7 +926,9 @@ impl<'a> BatchBuilder<'a> {
                 let mut values = StringBuilder::new();
                 let mut seen: HashMap<(u32, u64), i32> = HashMap::new();
                 for (addr, _) in rows {
-                    let col = seg(addr).and_then(|s| s.strs.get(column)).and_then(Option::as_ref);
+                    let col = seg(addr)
+                        .and_then(|s| s.strs.get(column))
+                        .and_then(Option::as_ref);
                     let Some((c, ord)) = col.and_then(|c| c.ords().first(addr.doc_id).map(|o| (c, o))) else {
                         keys.append_null();
                         continue;
@@ -837,7 +953,9 @@ impl<'a> BatchBuilder<'a> {
                 let mut list = ListBuilder::new(StringBuilder::new());
                 let mut single = StringBuilder::new();
                 for (addr, _) in rows {
-                    let col = seg(addr).and_then(|s| s.strs.get(column)).and_then(Option::as_ref);
+                    let col = seg(addr)
+                        .and_then(|s| s.strs.get(column))
+                        .and_then(Option::as_ref);
                     let mut vals = Vec::new();
                     if let Some(c) = col {
                         for ord in c.ords().values_for_doc(addr.doc_id) {
@@ -855,7 +973,11 @@ impl<'a> BatchBuilder<'a> {
                         single.append_option(vals.into_iter().next());
                     }
                 }
-                if *multi { Arc::new(list.finish()) } else { Arc::new(single.finish()) }
+                if *multi {
+                    Arc::new(list.finish())
+                } else {
+                    Arc::new(single.finish())
+                }
             }
             ColKind::Int { column, multi, date } => {
                 let values = |addr: &DocAddress| -> Vec<i64> {

@@ -5,11 +5,10 @@
 //! and fast, i.e. columnar) and `_text` holds analyzed text with positions.
 //! Dotted paths inside them are the column paths of the mapping.
 
-use tantivy::schema::{
-    FAST, INDEXED, IndexRecordOption, JsonObjectOptions, STRING, Schema, TextFieldIndexing,
-    TextOptions,
-};
 use tantivy::schema::Field;
+use tantivy::schema::{
+    FAST, INDEXED, IndexRecordOption, JsonObjectOptions, STRING, Schema, TextFieldIndexing, TextOptions,
+};
 
 /// Field names of the shard schema.
 pub mod names {

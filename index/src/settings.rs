@@ -160,7 +160,8 @@ mod tests {
         let s = IndexSettings::from_es(&json!({"number_of_shards": 3, "refresh_interval": "500ms"}))?;
         assert_eq!(s.number_of_shards, 3);
         assert_eq!(s.refresh_interval, Some(Duration::from_millis(500)));
-        let s = IndexSettings::from_es(&json!({"index": {"number_of_shards": "2", "refresh_interval": "-1"}}))?;
+        let s =
+            IndexSettings::from_es(&json!({"index": {"number_of_shards": "2", "refresh_interval": "-1"}}))?;
         assert_eq!(s.number_of_shards, 2);
         assert_eq!(s.refresh_interval, None);
         assert!(IndexSettings::from_es(&json!({"number_of_shards": 0})).is_err());

@@ -16,7 +16,9 @@ use tantivy::collector::Count;
 use tantivy::columnar::Column;
 use tantivy::query::TermQuery;
 use tantivy::schema::{IndexRecordOption, OwnedValue, Value as _};
-use tantivy::{DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tantivy::{
+    DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
+};
 use tokio::sync::watch;
 
 use crate::document::{FieldValue, ParsedDoc};
@@ -157,16 +159,38 @@ impl Shard {
                         tracing::error!(id = %op.id, %err, "replayed document no longer parses; keeping its source only");
                         ParsedDoc::default()
                     });
-                    state.writer.delete_term(Term::from_field_text(shard_fields.id, &op.id));
-                    state.writer.add_document(build_doc(&shard_fields, &op.id, op.version, op.seq_no, source, &doc))?;
+                    state
+                        .writer
+                        .delete_term(Term::from_field_text(shard_fields.id, &op.id));
+                    state.writer.add_document(build_doc(
+                        &shard_fields,
+                        &op.id,
+                        op.version,
+                        op.seq_no,
+                        source,
+                        &doc,
+                    ))?;
                     state.live.insert(
                         op.id.clone(),
-                        LiveEntry { version: op.version, seq_no: op.seq_no, source: Some(Arc::from(source.as_str())) },
+                        LiveEntry {
+                            version: op.version,
+                            seq_no: op.seq_no,
+                            source: Some(Arc::from(source.as_str())),
+                        },
                     );
                 }
                 OpKind::Delete => {
-                    state.writer.delete_term(Term::from_field_text(shard_fields.id, &op.id));
-                    state.live.insert(op.id.clone(), LiveEntry { version: op.version, seq_no: op.seq_no, source: None });
+                    state
+                        .writer
+                        .delete_term(Term::from_field_text(shard_fields.id, &op.id));
+                    state.live.insert(
+                        op.id.clone(),
+                        LiveEntry {
+                            version: op.version,
+                            seq_no: op.seq_no,
+                            source: None,
+                        },
+                    );
                 }
             }
             state.next_seq = state.next_seq.max(op.seq_no + 1);
@@ -229,20 +253,36 @@ impl Shard {
             let id = match &write {
                 ShardWrite::Index { id, .. } | ShardWrite::Delete { id } => id.clone(),
             };
-            let generated = matches!(write, ShardWrite::Index { generated_id: true, .. });
+            let generated = matches!(
+                write,
+                ShardWrite::Index {
+                    generated_id: true,
+                    ..
+                }
+            );
             let current = match batch.get(&id) {
                 Some(v) => *v,
                 None if generated => None,
                 None => self.current_version(&state, &id)?,
             };
             match write {
-                ShardWrite::Index { id, source, doc, create, expect_version, .. } => {
+                ShardWrite::Index {
+                    id,
+                    source,
+                    doc,
+                    create,
+                    expect_version,
+                    ..
+                } => {
                     if let Some(version) = current.filter(|_| create) {
                         outcomes.push(Err(Error::VersionConflict { id, version }));
                         continue;
                     }
                     if expect_version.is_some() && expect_version != current {
-                        outcomes.push(Err(Error::VersionConflict { id, version: current.unwrap_or(0) }));
+                        outcomes.push(Err(Error::VersionConflict {
+                            id,
+                            version: current.unwrap_or(0),
+                        }));
                         continue;
                     }
                     let version = current.map_or(1, |v| v + 1);
@@ -254,7 +294,15 @@ impl Shard {
                         seq_no,
                         result: if current.is_some() { "updated" } else { "created" },
                     }));
-                    accepted.push((Op { seq_no, id, version, kind: OpKind::Index { source } }, Some(doc)));
+                    accepted.push((
+                        Op {
+                            seq_no,
+                            id,
+                            version,
+                            kind: OpKind::Index { source },
+                        },
+                        Some(doc),
+                    ));
                 }
                 ShardWrite::Delete { id } => {
                     let seq_no = next_seq;
@@ -266,7 +314,15 @@ impl Shard {
                         seq_no,
                         result: if current.is_some() { "deleted" } else { "not_found" },
                     }));
-                    accepted.push((Op { seq_no, id, version, kind: OpKind::Delete }, None));
+                    accepted.push((
+                        Op {
+                            seq_no,
+                            id,
+                            version,
+                            kind: OpKind::Delete,
+                        },
+                        None,
+                    ));
                 }
             }
         }
@@ -286,11 +342,22 @@ impl Shard {
                     state.writer.add_document(tdoc)?;
                     state.live.insert(
                         op.id,
-                        LiveEntry { version: op.version, seq_no: op.seq_no, source: Some(Arc::from(source)) },
+                        LiveEntry {
+                            version: op.version,
+                            seq_no: op.seq_no,
+                            source: Some(Arc::from(source)),
+                        },
                     );
                 }
                 _ => {
-                    state.live.insert(op.id, LiveEntry { version: op.version, seq_no: op.seq_no, source: None });
+                    state.live.insert(
+                        op.id,
+                        LiveEntry {
+                            version: op.version,
+                            seq_no: op.seq_no,
+                            source: None,
+                        },
+                    );
                 }
             }
         }
@@ -350,12 +417,19 @@ impl Shard {
             .get_first(self.fields.source)
             .and_then(|v| v.as_str())
             .ok_or_else(|| Error::Internal(format!("document [{id}] has no stored source")))?;
-        Ok(Some(StoredDoc { version, seq_no, source: Arc::from(source) }))
+        Ok(Some(StoredDoc {
+            version,
+            seq_no,
+            source: Arc::from(source),
+        }))
     }
 
     /// Number of live documents matching `id` in the searcher (0 or 1).
     pub fn count_id(&self, id: &str) -> Result<usize> {
-        let query = TermQuery::new(Term::from_field_text(self.fields.id, id), IndexRecordOption::Basic);
+        let query = TermQuery::new(
+            Term::from_field_text(self.fields.id, id),
+            IndexRecordOption::Basic,
+        );
         Ok(self.reader.searcher().search(&query, &Count)?)
     }
 
@@ -400,7 +474,14 @@ impl Shard {
     }
 }
 
-fn build_doc(fields: &Fields, id: &str, version: u64, seq_no: u64, source: &str, doc: &ParsedDoc) -> TantivyDocument {
+fn build_doc(
+    fields: &Fields,
+    id: &str,
+    version: u64,
+    seq_no: u64,
+    source: &str,
+    doc: &ParsedDoc,
+) -> TantivyDocument {
     let mut out = TantivyDocument::new();
     out.add_text(fields.id, id);
     out.add_u64(fields.version, version);
@@ -418,7 +499,11 @@ fn build_doc(fields: &Fields, id: &str, version: u64, seq_no: u64, source: &str,
                 FieldValue::Ip(ip) => OwnedValue::Str(crate::document::ip_to_string(*ip)),
             })
             .collect();
-        let value = if owned.len() == 1 { owned.remove(0) } else { OwnedValue::Array(owned) };
+        let value = if owned.len() == 1 {
+            owned.remove(0)
+        } else {
+            OwnedValue::Array(owned)
+        };
         kw.insert(path.clone(), value);
     }
     if !kw.is_empty() {

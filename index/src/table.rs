@@ -76,7 +76,11 @@ impl IndexTable {
     pub fn new(index: Arc<Index>) -> IndexTable {
         let mapping = Arc::new(index.mapping());
         let schema = table_schema(&mapping);
-        IndexTable { index, mapping, schema }
+        IndexTable {
+            index,
+            mapping,
+            schema,
+        }
     }
 
     /// The index.
@@ -125,7 +129,9 @@ impl TableProvider for IndexTable {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let projection = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let projection = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let exec = TantivyScanExec::try_new(
             Arc::clone(&self.index),
             Arc::clone(&self.mapping),

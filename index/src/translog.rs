@@ -113,10 +113,7 @@ impl Translog {
         for op in ops {
             encode(op, &mut buf)?;
         }
-        let result = self
-            .file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data());
+        let result = self.file.write_all(&buf).and_then(|()| self.file.sync_data());
         match result {
             Ok(()) => {
                 self.len += buf.len() as u64;

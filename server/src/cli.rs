@@ -107,7 +107,10 @@ fn sql(args: SqlArgs) -> anyhow::Result<()> {
     let output = rt.block_on(engine.sql(&args.query))?;
     let text = match format {
         "csv" => crate::format::to_csv(&output.schema, &output.batches)?,
-        "json" => format!("{}\n", crate::format::to_es_sql_json(&output.schema, &output.batches)?),
+        "json" => format!(
+            "{}\n",
+            crate::format::to_es_sql_json(&output.schema, &output.batches)?
+        ),
         _ => crate::format::to_text(&output.batches)?,
     };
     print!("{text}");

@@ -77,7 +77,10 @@ impl ServeArgs {
             .unwrap_or_else(|| "quidditch-1".to_string());
         Ok(ServeConfig {
             http_addr,
-            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             node_id,
             query_memory: self.query_memory_mb.or(file.query_memory_mb).unwrap_or(4096) << 20,
         })
@@ -92,7 +95,10 @@ mod tests {
     fn flags_override_file_over_defaults() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("q.toml");
-        std::fs::write(&file, "http_addr = \"127.0.0.1:9999\"\ndata_dir = \"/tmp/from-file\"\n")?;
+        std::fs::write(
+            &file,
+            "http_addr = \"127.0.0.1:9999\"\ndata_dir = \"/tmp/from-file\"\n",
+        )?;
         let args = ServeArgs {
             data_dir: Some(PathBuf::from("/tmp/from-flag")),
             config: Some(file),
@@ -112,7 +118,10 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("q.toml");
         std::fs::write(&file, "htp_addr = \"x\"\n")?;
-        let args = ServeArgs { config: Some(file), ..Default::default() };
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
         assert!(args.resolve().is_err());
         Ok(())
     }

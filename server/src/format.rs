@@ -48,7 +48,9 @@ fn scalar_json(v: &ScalarValue) -> Value {
         ScalarValue::UInt64(Some(n)) => json!(n),
         ScalarValue::Float32(Some(f)) => json!(f),
         ScalarValue::Float64(Some(f)) => json!(f),
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => json!(s),
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            json!(s)
+        }
         ScalarValue::Dictionary(_, inner) => scalar_json(inner),
         ScalarValue::TimestampMillisecond(Some(ms), _) => json!(iso_millis(*ms)),
         ScalarValue::TimestampSecond(Some(s), _) => json!(iso_millis(s * 1000)),
@@ -58,7 +60,11 @@ fn scalar_json(v: &ScalarValue) -> Value {
             let values = list.value(0);
             Value::Array(
                 (0..values.len())
-                    .map(|i| ScalarValue::try_from_array(&values, i).map(|s| scalar_json(&s)).unwrap_or(Value::Null))
+                    .map(|i| {
+                        ScalarValue::try_from_array(&values, i)
+                            .map(|s| scalar_json(&s))
+                            .unwrap_or(Value::Null)
+                    })
                     .collect(),
             )
         }
@@ -123,7 +129,10 @@ pub fn to_csv(schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<Str
 
 /// A text table.
 pub fn to_text(batches: &[RecordBatch]) -> anyhow::Result<String> {
-    Ok(format!("{}\n", arrow::util::pretty::pretty_format_batches(batches)?))
+    Ok(format!(
+        "{}\n",
+        arrow::util::pretty::pretty_format_batches(batches)?
+    ))
 }
 
 #[cfg(test)]

@@ -71,8 +71,14 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<LoadStats> {
         bail!("--batch-size and --concurrency must be positive");
     }
     let started = Instant::now();
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
-    bar.set_style(ProgressStyle::with_template("{spinner} {human_pos} docs, {per_sec} [{elapsed_precise}] {msg}")?);
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    bar.set_style(ProgressStyle::with_template(
+        "{spinner} {human_pos} docs, {per_sec} [{elapsed_precise}] {msg}",
+    )?);
     bar.enable_steady_tick(Duration::from_millis(200));
     let url = format!("{}/{}/_bulk", args.url.trim_end_matches('/'), args.index);
     let (tx, rx) = sync_channel::<(String, u64)>(args.concurrency * 2);
@@ -106,20 +112,36 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<LoadStats> {
     result?;
     let client = reqwest::blocking::Client::new();
     client
-        .post(format!("{}/{}/_refresh", args.url.trim_end_matches('/'), args.index))
+        .post(format!(
+            "{}/{}/_refresh",
+            args.url.trim_end_matches('/'),
+            args.index
+        ))
         .send()
         .context("refreshing the index")?;
-    let (docs, failed, reasons) = std::mem::take(&mut *totals.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let (docs, failed, reasons) =
+        std::mem::take(&mut *totals.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     for reason in reasons.iter().take(5) {
         eprintln!("rejected: {reason}");
     }
-    Ok(LoadStats { docs, failed, elapsed: started.elapsed() })
+    Ok(LoadStats {
+        docs,
+        failed,
+        elapsed: started.elapsed(),
+    })
 }
 
 type Totals = Mutex<(u64, u64, Vec<String>)>;
 
-fn send_loop(url: &str, rx: &Mutex<Receiver<(String, u64)>>, totals: &Totals, bar: &ProgressBar) -> anyhow::Result<()> {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(600)).build()?;
+fn send_loop(
+    url: &str,
+    rx: &Mutex<Receiver<(String, u64)>>,
+    totals: &Totals,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
     loop {
         let next = rx.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.recv();
         let Ok((body, n)) = next else { return Ok(()) };
@@ -139,10 +161,19 @@ fn send_loop(url: &str, rx: &Mutex<Receiver<(String, u64)>>, totals: &Totals, ba
         let mut reasons = Vec::new();
         if v.get("errors").and_then(Value::as_bool) == Some(true) {
             for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(err) = item.as_object().and_then(|o| o.values().next()).and_then(|i| i.get("error")) {
+                if let Some(err) = item
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(|i| i.get("error"))
+                {
                     failed += 1;
                     if reasons.len() < 5 {
-                        reasons.push(err.get("reason").and_then(Value::as_str).unwrap_or("").to_string());
+                        reasons.push(
+                            err.get("reason")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                        );
                     }
                 }
             }
@@ -157,11 +188,17 @@ fn send_loop(url: &str, rx: &Mutex<Receiver<(String, u64)>>, totals: &Totals, ba
 
 /// Reads every file and sends bulk bodies of `batch_size` documents.
 fn produce(args: &LoadArgs, tx: SyncSender<(String, u64)>) -> anyhow::Result<()> {
-    let mut batch = Batch { body: String::new(), n: 0, size: args.batch_size, tx };
+    let mut batch = Batch {
+        body: String::new(),
+        n: 0,
+        size: args.batch_size,
+        tx,
+    };
     for file in &args.files {
         match detect_format(file)? {
             Format::Ndjson => {
-                let reader = BufReader::new(File::open(file).with_context(|| format!("opening {}", file.display()))?);
+                let reader =
+                    BufReader::new(File::open(file).with_context(|| format!("opening {}", file.display()))?);
                 for line in reader.lines() {
                     let line = line?;
                     if !line.trim().is_empty() {
@@ -170,7 +207,8 @@ fn produce(args: &LoadArgs, tx: SyncSender<(String, u64)>) -> anyhow::Result<()>
                 }
             }
             Format::Csv => {
-                let mut reader = csv::Reader::from_path(file).with_context(|| format!("opening {}", file.display()))?;
+                let mut reader =
+                    csv::Reader::from_path(file).with_context(|| format!("opening {}", file.display()))?;
                 let headers = reader.headers()?.clone();
                 for record in reader.records() {
                     let record = record?;
@@ -185,7 +223,8 @@ fn produce(args: &LoadArgs, tx: SyncSender<(String, u64)>) -> anyhow::Result<()>
             }
             Format::Parquet => {
                 let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
-                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)?.build()?;
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)?.build()?;
                 for rb in reader {
                     let rb = rb?;
                     let mut buf = Vec::new();
@@ -243,12 +282,19 @@ enum Format {
 }
 
 fn detect_format(path: &Path) -> anyhow::Result<Format> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_lowercase();
     Ok(match ext.as_str() {
         "ndjson" | "json" | "jsonl" => Format::Ndjson,
         "csv" => Format::Csv,
         "parquet" => Format::Parquet,
-        _ => bail!("cannot tell the format of {} (use .ndjson, .csv or .parquet)", path.display()),
+        _ => bail!(
+            "cannot tell the format of {} (use .ndjson, .csv or .parquet)",
+            path.display()
+        ),
     })
 }
 

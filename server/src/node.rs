@@ -40,7 +40,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let refresher = indices.spawn_refresher();
     let engine = Engine::new(
         Arc::clone(&indices),
-        EngineConfig { memory_limit: Some(config.query_memory), ..EngineConfig::default() },
+        EngineConfig {
+            memory_limit: Some(config.query_memory),
+            ..EngineConfig::default()
+        },
     );
     let node = Arc::new(Node {
         node_id: config.node_id.clone(),
@@ -54,7 +57,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
     tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "quidditch is ready");
-    println!("{}", serde_json::json!({"node_id": config.node_id, "http": http_addr.to_string()}));
+    println!(
+        "{}",
+        serde_json::json!({"node_id": config.node_id, "http": http_addr.to_string()})
+    );
     axum::serve(listener, http::router(Arc::clone(&node)))
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -77,7 +77,9 @@ fn acknowledged_writes_survive_sigkill() -> Result<()> {
     let (status, _) = server.get("/events/_doc/5")?;
     assert_eq!(status, 404);
     let rows = server.sql_rows("SELECT sum(n) FROM events WHERE tag = 't3'")?;
-    let expected: i64 = (0..3000).filter(|n| n % 7 == 3 && *n != 5 && *n != 6 && *n != 7).sum();
+    let expected: i64 = (0..3000)
+        .filter(|n| n % 7 == 3 && *n != 5 && *n != 6 && *n != 7)
+        .sum();
     assert_eq!(rows, vec![json!([expected])]);
     Ok(())
 }
@@ -106,7 +108,10 @@ fn torn_translog_tail_is_dropped_not_fatal() -> Result<()> {
 
     let server = Server::start(dir.path())?;
     assert_eq!(server.count("logs")?, 50);
-    let (status, body) = server.bulk("/logs/_bulk?refresh=true", &[json!({"index": {"_id": "x"}}), json!({"n": 99})])?;
+    let (status, body) = server.bulk(
+        "/logs/_bulk?refresh=true",
+        &[json!({"index": {"_id": "x"}}), json!({"n": 99})],
+    )?;
     assert_eq!((status, &body["errors"]), (200, &json!(false)));
     assert_eq!(server.count("logs")?, 51);
     server.kill()?;
@@ -120,13 +125,20 @@ fn sigterm_commits_every_shard_and_exits_cleanly() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let server = Server::start(dir.path())?;
     create_unrefreshed(&server, "metrics", 2)?;
-    let lines: Vec<Value> = (0..40).flat_map(|i| [json!({"index": {}}), json!({"n": i})]).collect();
+    let lines: Vec<Value> = (0..40)
+        .flat_map(|i| [json!({"index": {}}), json!({"n": i})])
+        .collect();
     let (status, _) = server.bulk("/metrics/_bulk", &lines)?;
     assert_eq!(status, 200);
     let exit = server.terminate()?;
     assert!(exit.success(), "exit status {exit:?}");
     for log in translogs(dir.path()) {
-        assert_eq!(std::fs::metadata(&log)?.len(), 0, "{} not truncated by the final commit", log.display());
+        assert_eq!(
+            std::fs::metadata(&log)?.len(),
+            0,
+            "{} not truncated by the final commit",
+            log.display()
+        );
     }
     let server = Server::start(dir.path())?;
     assert_eq!(server.count("metrics")?, 40);

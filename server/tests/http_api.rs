@@ -40,15 +40,57 @@ fn every_mapping_type_round_trips_through_sql() -> Result<()> {
     assert_eq!(
         rows,
         vec![
-            json!(["alpha", "Hello Wide World", "Hello Wide World", -9_007_199_254_740_993i64, 2_000_000_000, -300, 7,
-                   2.5, 1.25, "2024-02-29T12:34:56.789Z", "2024-03-01T08:00:00.000Z", true, "192.168.1.10",
-                   "ann", 41, [3, 1, 2], ["x", "y"]]),
-            json!(["beta", null, null, null, null, null, null, 4.0, null, null, null, null, null, null, null, [], []]),
+            json!([
+                "alpha",
+                "Hello Wide World",
+                "Hello Wide World",
+                -9_007_199_254_740_993i64,
+                2_000_000_000,
+                -300,
+                7,
+                2.5,
+                1.25,
+                "2024-02-29T12:34:56.789Z",
+                "2024-03-01T08:00:00.000Z",
+                true,
+                "192.168.1.10",
+                "ann",
+                41,
+                [3, 1, 2],
+                ["x", "y"]
+            ]),
+            json!([
+                "beta",
+                null,
+                null,
+                null,
+                null,
+                null,
+                null,
+                4.0,
+                null,
+                null,
+                null,
+                null,
+                null,
+                null,
+                null,
+                [],
+                []
+            ]),
         ]
     );
     let schema = s.sql("SELECT kw, l, d, ts, ok, nums FROM types LIMIT 0")?;
-    let types: Vec<&str> = schema["columns"].as_array().into_iter().flatten().filter_map(|c| c["type"].as_str()).collect();
-    assert_eq!(types, vec!["keyword", "long", "double", "datetime", "boolean", "array<long>"]);
+    let types: Vec<&str> = schema["columns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        vec!["keyword", "long", "double", "datetime", "boolean", "array<long>"]
+    );
     // Filters on each type are pushed into the scan and give the right rows.
     for (filter, want) in [
         ("kw = 'alpha'", 1),
@@ -84,7 +126,10 @@ fn dynamic_mapping_follows_elasticsearch_rules() -> Result<()> {
     assert_eq!(body["result"], json!("created"));
     let (_, mapping) = s.get("/auto/_mapping")?;
     let props = &mapping["auto"]["mappings"]["properties"];
-    assert_eq!(props["name"], json!({"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}));
+    assert_eq!(
+        props["name"],
+        json!({"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}})
+    );
     assert_eq!(props["born"]["type"], json!("date"));
     assert_eq!(props["papers"]["type"], json!("long"));
     assert_eq!(props["ratio"]["type"], json!("float"));
@@ -95,12 +140,20 @@ fn dynamic_mapping_follows_elasticsearch_rules() -> Result<()> {
     // A value that does not fit the dynamically chosen type fails that document only.
     let (status, body) = s.bulk(
         "/auto/_bulk?refresh=true",
-        &[json!({"index": {}}), json!({"papers": "many"}), json!({"index": {}}), json!({"papers": 4})],
+        &[
+            json!({"index": {}}),
+            json!({"papers": "many"}),
+            json!({"index": {}}),
+            json!({"papers": 4}),
+        ],
     )?;
     assert_eq!(status, 200);
     assert_eq!(body["errors"], json!(true));
     assert_eq!(body["items"][0]["index"]["status"], json!(400));
-    assert_eq!(body["items"][0]["index"]["error"]["type"], json!("document_parsing_exception"));
+    assert_eq!(
+        body["items"][0]["index"]["error"]["type"],
+        json!("document_parsing_exception")
+    );
     assert_eq!(body["items"][1]["index"]["status"], json!(201));
     assert_eq!(s.count("auto")?, 2);
     Ok(())
@@ -110,17 +163,26 @@ fn dynamic_mapping_follows_elasticsearch_rules() -> Result<()> {
 fn bulk_reports_each_item_beside_successes() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let s = Server::start(dir.path())?;
-    let (status, _) = s.put("/items", &json!({"mappings": {"properties": {"n": {"type": "integer"}}}}))?;
+    let (status, _) = s.put(
+        "/items",
+        &json!({"mappings": {"properties": {"n": {"type": "integer"}}}}),
+    )?;
     assert_eq!(status, 200);
     let (status, body) = s.bulk(
         "/_bulk?refresh=true",
         &[
-            json!({"index": {"_index": "items", "_id": "1"}}), json!({"n": 1}),
-            json!({"create": {"_index": "items", "_id": "1"}}), json!({"n": 2}),
-            json!({"index": {"_index": "items", "_id": "2"}}), json!({"n": "not a number"}),
-            json!({"update": {"_index": "items", "_id": "1"}}), json!({"doc": {"n": 5}}),
-            json!({"update": {"_index": "items", "_id": "3"}}), json!({"doc": {"n": 3}}),
-            json!({"update": {"_index": "items", "_id": "4"}}), json!({"doc": {"n": 4}, "doc_as_upsert": true}),
+            json!({"index": {"_index": "items", "_id": "1"}}),
+            json!({"n": 1}),
+            json!({"create": {"_index": "items", "_id": "1"}}),
+            json!({"n": 2}),
+            json!({"index": {"_index": "items", "_id": "2"}}),
+            json!({"n": "not a number"}),
+            json!({"update": {"_index": "items", "_id": "1"}}),
+            json!({"doc": {"n": 5}}),
+            json!({"update": {"_index": "items", "_id": "3"}}),
+            json!({"doc": {"n": 3}}),
+            json!({"update": {"_index": "items", "_id": "4"}}),
+            json!({"doc": {"n": 4}, "doc_as_upsert": true}),
             json!({"delete": {"_index": "items", "_id": "9"}}),
             json!({"delete": {"_index": "items", "_id": "4"}}),
         ],
@@ -132,8 +194,18 @@ fn bulk_reports_each_item_beside_successes() -> Result<()> {
         .into_iter()
         .flatten()
         .map(|item| {
-            let (action, r) = item.as_object().and_then(|o| o.iter().next()).map(|(k, v)| (k.clone(), v.clone())).unwrap_or_default();
-            (action, r["status"].as_i64().unwrap_or(0), r.get("result").cloned().unwrap_or_else(|| r["error"]["type"].clone()))
+            let (action, r) = item
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .unwrap_or_default();
+            (
+                action,
+                r["status"].as_i64().unwrap_or(0),
+                r.get("result")
+                    .cloned()
+                    .unwrap_or_else(|| r["error"]["type"].clone()),
+            )
         })
         .collect();
     assert_eq!(
@@ -161,9 +233,17 @@ fn refresh_semantics() -> Result<()> {
     assert_eq!(status, 200);
     let (status, _) = s.put("/manual/_doc/a", &json!({"v": 1}))?;
     assert_eq!(status, 201);
-    assert_eq!(s.count("manual")?, 0, "not refreshed yet: searches must not see it");
+    assert_eq!(
+        s.count("manual")?,
+        0,
+        "not refreshed yet: searches must not see it"
+    );
     let (status, doc) = s.get("/manual/_doc/a")?;
-    assert_eq!((status, &doc["_source"]), (200, &json!({"v": 1})), "GET by id is realtime");
+    assert_eq!(
+        (status, &doc["_source"]),
+        (200, &json!({"v": 1})),
+        "GET by id is realtime"
+    );
     let (status, body) = s.post("/manual/_refresh", &json!({}))?;
     assert_eq!(status, 200);
     assert_eq!(body["_shards"]["failed"], json!(0));
@@ -174,14 +254,24 @@ fn refresh_semantics() -> Result<()> {
 
     let (status, _) = s.put("/periodic", &json!({"settings": {"refresh_interval": "300ms"}}))?;
     assert_eq!(status, 200);
-    let (status, _) = s.bulk("/periodic/_bulk?refresh=wait_for", &[json!({"index": {}}), json!({"v": 1})])?;
+    let (status, _) = s.bulk(
+        "/periodic/_bulk?refresh=wait_for",
+        &[json!({"index": {}}), json!({"v": 1})],
+    )?;
     assert_eq!(status, 200);
-    assert_eq!(s.count("periodic")?, 1, "wait_for returns once a refresh made the write visible");
+    assert_eq!(
+        s.count("periodic")?,
+        1,
+        "wait_for returns once a refresh made the write visible"
+    );
     let (status, _) = s.put("/periodic/_doc/x", &json!({"v": 2}))?;
     assert_eq!(status, 201);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while s.count("periodic")? < 2 {
-        assert!(std::time::Instant::now() < deadline, "periodic refresh never made the write visible");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "periodic refresh never made the write visible"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Ok(())
@@ -192,17 +282,29 @@ fn replace_get_and_delete_by_id() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let s = Server::start(dir.path())?;
     let (status, body) = s.put("/docs/_doc/1?refresh=true", &json!({"title": "first"}))?;
-    assert_eq!((status, &body["result"], &body["_version"]), (201, &json!("created"), &json!(1)));
+    assert_eq!(
+        (status, &body["result"], &body["_version"]),
+        (201, &json!("created"), &json!(1))
+    );
     let (status, body) = s.put("/docs/_doc/1?refresh=true", &json!({"title": "second"}))?;
-    assert_eq!((status, &body["result"], &body["_version"]), (200, &json!("updated"), &json!(2)));
+    assert_eq!(
+        (status, &body["result"], &body["_version"]),
+        (200, &json!("updated"), &json!(2))
+    );
     let (status, body) = s.get("/docs/_doc/1")?;
     assert_eq!(status, 200);
     assert_eq!(body["found"], json!(true));
     assert_eq!(body["_version"], json!(2));
     assert_eq!(body["_source"], json!({"title": "second"}));
-    assert_eq!(s.sql_rows("SELECT _id, \"title.keyword\" FROM docs")?, vec![json!(["1", "second"])]);
+    assert_eq!(
+        s.sql_rows("SELECT _id, \"title.keyword\" FROM docs")?,
+        vec![json!(["1", "second"])]
+    );
     let (status, body) = s.request("DELETE", "/docs/_doc/1?refresh=true", None, "")?;
-    assert_eq!((status, &body["result"], &body["_version"]), (200, &json!("deleted"), &json!(3)));
+    assert_eq!(
+        (status, &body["result"], &body["_version"]),
+        (200, &json!("deleted"), &json!(3))
+    );
     let (status, body) = s.get("/docs/_doc/1")?;
     assert_eq!((status, &body["found"]), (404, &json!(false)));
     let (status, body) = s.delete("/docs/_doc/1")?;
@@ -221,7 +323,9 @@ fn pushdown_is_visible_and_bounded() -> Result<()> {
                 "mappings": {"properties": {"body": {"type": "text"}, "n": {"type": "long"}}}}),
     )?;
     assert_eq!(status, 200);
-    let words = ["storm", "river", "stone", "glass", "ember", "cloud", "frost", "maple"];
+    let words = [
+        "storm", "river", "stone", "glass", "ember", "cloud", "frost", "maple",
+    ];
     for chunk in 0..10 {
         let mut lines = Vec::with_capacity(20_000);
         for i in 0..10_000 {
@@ -237,27 +341,50 @@ fn pushdown_is_visible_and_bounded() -> Result<()> {
     assert_eq!(status, 200);
     assert_eq!(s.count("corpus")?, 100_000);
 
-    let plan = s.sql_text("EXPLAIN SELECT _id, _score FROM corpus WHERE match(body, 'storm') ORDER BY _score DESC LIMIT 10", "txt")?;
-    assert!(plan.contains("TantivyScanExec: index=corpus, shards=2, query=match(body, 'storm')"), "{plan}");
+    let plan = s.sql_text(
+        "EXPLAIN SELECT _id, _score FROM corpus WHERE match(body, 'storm') ORDER BY _score DESC LIMIT 10",
+        "txt",
+    )?;
+    assert!(
+        plan.contains("TantivyScanExec: index=corpus, shards=2, query=match(body, 'storm')"),
+        "{plan}"
+    );
     assert!(plan.contains("topk=_score DESC, fetch=10"), "{plan}");
-    assert!(!plan.contains("SortExec"), "the sort is absorbed by the scan: {plan}");
+    assert!(
+        !plan.contains("SortExec"),
+        "the sort is absorbed by the scan: {plan}"
+    );
 
     let analyzed = s.sql_text(
         "EXPLAIN ANALYZE SELECT _id, _score FROM corpus WHERE match(body, 'storm') ORDER BY _score DESC LIMIT 10",
         "txt",
     )?;
-    let scan_line = analyzed.lines().find(|l| l.contains("TantivyScanExec")).unwrap_or_default();
+    let scan_line = analyzed
+        .lines()
+        .find(|l| l.contains("TantivyScanExec"))
+        .unwrap_or_default();
     let output_rows: usize = metric(scan_line, "output_rows=").unwrap_or(usize::MAX);
-    assert!(output_rows <= 20, "at most 10 rows per shard leave the scan: {scan_line}");
+    assert!(
+        output_rows <= 20,
+        "at most 10 rows per shard leave the scan: {scan_line}"
+    );
     let rows = s.sql_rows("SELECT count(*) FROM corpus WHERE match(body, 'storm')")?;
-    let storms = (0..100_000usize).filter(|n| n % 8 == 0 || (n / 8) % 8 == 0 || (n / 64) % 8 == 0).count();
+    let storms = (0..100_000usize)
+        .filter(|n| n % 8 == 0 || (n / 8) % 8 == 0 || (n / 64) % 8 == 0)
+        .count();
     assert_eq!(rows, vec![json!([storms])]);
 
-    let count_plan = s.sql_text("EXPLAIN SELECT count(*) FROM corpus WHERE match(body, 'storm') AND n < 5000", "txt")?;
+    let count_plan = s.sql_text(
+        "EXPLAIN SELECT count(*) FROM corpus WHERE match(body, 'storm') AND n < 5000",
+        "txt",
+    )?;
     assert!(count_plan.contains("count_only"), "{count_plan}");
     let top_by_field = s.sql_text("EXPLAIN SELECT n FROM corpus ORDER BY n DESC LIMIT 3", "txt")?;
     assert!(top_by_field.contains("topk=n DESC, fetch=3"), "{top_by_field}");
-    assert_eq!(s.sql_rows("SELECT n FROM corpus ORDER BY n DESC LIMIT 3")?, vec![json!([99_999]), json!([99_998]), json!([99_997])]);
+    assert_eq!(
+        s.sql_rows("SELECT n FROM corpus ORDER BY n DESC LIMIT 3")?,
+        vec![json!([99_999]), json!([99_998]), json!([99_997])]
+    );
     Ok(())
 }
 
@@ -271,13 +398,27 @@ fn metric(line: &str, key: &str) -> Option<usize> {
 fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let s = Server::start(dir.path())?;
-    let (status, _) = s.put("/shop", &json!({"mappings": {"properties": {"price": {"type": "long"}, "name": {"type": "text"}}}}))?;
+    let (status, _) = s.put(
+        "/shop",
+        &json!({"mappings": {"properties": {"price": {"type": "long"}, "name": {"type": "text"}}}}),
+    )?;
     assert_eq!(status, 200);
-    let (status, _) = s.bulk("/shop/_bulk?refresh=true", &[json!({"index": {"_id": "1"}}), json!({"price": 10, "name": "lamp"})])?;
+    let (status, _) = s.bulk(
+        "/shop/_bulk?refresh=true",
+        &[
+            json!({"index": {"_id": "1"}}),
+            json!({"price": 10, "name": "lamp"}),
+        ],
+    )?;
     assert_eq!(status, 200);
 
     let malformed = "{\"index\":{\"_id\":\"2\"}}\n{\"price\": 11, \"name\": \n{\"index\":{\"_id\":\"3\"}}\n{\"price\": 12}\n";
-    let (status, body) = s.request("POST", "/shop/_bulk?refresh=true", Some(malformed), "application/x-ndjson")?;
+    let (status, body) = s.request(
+        "POST",
+        "/shop/_bulk?refresh=true",
+        Some(malformed),
+        "application/x-ndjson",
+    )?;
     assert_es_error(status, &body, 400, "x_content_parse_exception");
 
     let (status, body) = s.get("/missing/_doc/1")?;
@@ -285,7 +426,10 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
     let (status, body) = s.post("/_sql", &json!({"query": "SELECT * FROM missing"}))?;
     assert_es_error(status, &body, 400, "verification_exception");
 
-    let (status, body) = s.put("/typo", &json!({"mappings": {"properties": {"a": {"type": "lnog"}}}}))?;
+    let (status, body) = s.put(
+        "/typo",
+        &json!({"mappings": {"properties": {"a": {"type": "lnog"}}}}),
+    )?;
     assert_es_error(status, &body, 400, "mapper_parsing_exception");
     let (status, _) = s.request("HEAD", "/typo", None, "")?;
     assert_eq!(status, 404, "a failed create leaves no index behind");
@@ -297,10 +441,15 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
     assert_es_error(status, &body, 400, "verification_exception");
     let (status, body) = s.post("/_sql", &json!({"query": "SELECT nope FROM shop"}))?;
     assert_es_error(status, &body, 400, "verification_exception");
-    let (status, body) =
-        s.post("/_sql", &json!({"query": "SELECT price FROM shop WHERE match(name, 'lamp') OR length(name) > 3"}))?;
+    let (status, body) = s.post(
+        "/_sql",
+        &json!({"query": "SELECT price FROM shop WHERE match(name, 'lamp') OR length(name) > 3"}),
+    )?;
     assert_es_error(status, &body, 400, "verification_exception");
-    assert!(body["error"]["reason"].as_str().unwrap_or("").contains("match()"), "{body}");
+    assert!(
+        body["error"]["reason"].as_str().unwrap_or("").contains("match()"),
+        "{body}"
+    );
     let (status, body) = s.post("/_sql", &json!({"query": "SELECT match(name, 'lamp') FROM shop"}))?;
     assert_es_error(status, &body, 400, "verification_exception");
 
@@ -314,7 +463,10 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
     // Nothing changed, and the server still serves.
     assert_eq!(s.sql_rows("SELECT _id, price FROM shop")?, vec![json!(["1", 10])]);
     let (_, mapping) = s.get("/shop/_mapping")?;
-    assert_eq!(mapping["shop"]["mappings"]["properties"]["price"], json!({"type": "long"}));
+    assert_eq!(
+        mapping["shop"]["mappings"]["properties"]["price"],
+        json!({"type": "long"})
+    );
     let (status, root) = s.get("/")?;
     assert_eq!((status, &root["tagline"]), (200, &json!("You Know, for Search")));
     Ok(())
@@ -324,9 +476,15 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
 fn cat_indices_and_index_info() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let s = Server::start(dir.path())?;
-    let (status, _) = s.put("/alpha", &json!({"settings": {"index": {"number_of_shards": "3"}}}))?;
+    let (status, _) = s.put(
+        "/alpha",
+        &json!({"settings": {"index": {"number_of_shards": "3"}}}),
+    )?;
     assert_eq!(status, 200);
-    let (status, _) = s.bulk("/alpha/_bulk?refresh=true", &[json!({"index": {}}), json!({"a": 1})])?;
+    let (status, _) = s.bulk(
+        "/alpha/_bulk?refresh=true",
+        &[json!({"index": {}}), json!({"a": 1})],
+    )?;
     assert_eq!(status, 200);
     let (status, cat) = s.get("/_cat/indices?format=json")?;
     assert_eq!(status, 200);
@@ -337,7 +495,10 @@ fn cat_indices_and_index_info() -> Result<()> {
     let (status, info) = s.get("/alpha")?;
     assert_eq!(status, 200);
     assert_eq!(info["alpha"]["settings"]["index"]["number_of_shards"], json!("3"));
-    assert_eq!(info["alpha"]["mappings"]["properties"]["a"]["type"], json!("long"));
+    assert_eq!(
+        info["alpha"]["mappings"]["properties"]["a"]["type"],
+        json!("long")
+    );
     let (status, _) = s.request("HEAD", "/alpha", None, "")?;
     assert_eq!(status, 200);
     let (status, body) = s.delete("/alpha")?;

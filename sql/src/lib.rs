@@ -44,7 +44,11 @@ pub fn check_fulltext_absorbed(plan: &LogicalPlan) -> Result<()> {
                 Ok(TreeNodeRecursion::Continue)
             })?;
         }
-        Ok(if found.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+        Ok(if found.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
     })?;
     match found {
         Some(name) => Err(Error::BadRequest(not_absorbed_message(&name))),

@@ -39,7 +39,11 @@ pub async fn indices_of(
 fn row(index: &Index) -> Vec<String> {
     let meta = index.meta();
     let size = dir_size(index.dir());
-    let health = if meta.settings.number_of_replicas > 0 { "yellow" } else { "green" };
+    let health = if meta.settings.number_of_replicas > 0 {
+        "yellow"
+    } else {
+        "green"
+    };
     vec![
         health.to_string(),
         "open".to_string(),
@@ -59,7 +63,15 @@ fn render(indices: Vec<Arc<Index>>, params: &Params) -> ApiResult<Response> {
     if params.get("format").map(String::as_str) == Some("json") {
         let out: Vec<Value> = rows
             .iter()
-            .map(|r| Value::Object(COLUMNS.iter().zip(r).map(|(k, v)| (k.to_string(), json!(v))).collect()))
+            .map(|r| {
+                Value::Object(
+                    COLUMNS
+                        .iter()
+                        .zip(r)
+                        .map(|(k, v)| (k.to_string(), json!(v)))
+                        .collect(),
+                )
+            })
             .collect();
         return Ok(ok_json(&Value::Array(out)));
     }
@@ -78,14 +90,19 @@ fn render(indices: Vec<Arc<Index>>, params: &Params) -> ApiResult<Response> {
         text.push('\n');
     }
     let mut resp = text.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
     resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=UTF-8"));
-    resp.headers_mut().insert("x-elastic-product", HeaderValue::from_static("Elasticsearch"));
+        .insert("x-elastic-product", HeaderValue::from_static("Elasticsearch"));
     Ok(resp)
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.metadata() {
@@ -104,5 +121,9 @@ fn human_size(bytes: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes}b") } else { format!("{v:.1}{}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes}b")
+    } else {
+        format!("{v:.1}{}", UNITS[unit])
+    }
 }

@@ -20,7 +20,10 @@ fn refresh_policy(params: &Params) -> ApiResult<RefreshPolicy> {
 }
 
 /// Makes the touched shards searchable as `?refresh=` asks.
-async fn apply_refresh(policy: RefreshPolicy, touched: Vec<(Arc<Index>, HashMap<u32, u64>)>) -> ApiResult<()> {
+async fn apply_refresh(
+    policy: RefreshPolicy,
+    touched: Vec<(Arc<Index>, HashMap<u32, u64>)>,
+) -> ApiResult<()> {
     match policy {
         RefreshPolicy::None => Ok(()),
         RefreshPolicy::Immediate => {
@@ -57,7 +60,11 @@ async fn write_one(node: &Node, index: &str, write: DocWrite, params: &Params) -
     let is_delete = matches!(write, DocWrite::Delete { .. });
     let name = index.to_string();
     let (target, batch) = tokio::task::spawn_blocking(move || {
-        let target = if is_delete { indices.get(&name)? } else { indices.get_or_create(&name)? };
+        let target = if is_delete {
+            indices.get(&name)?
+        } else {
+            indices.get_or_create(&name)?
+        };
         let batch = target.write(vec![write])?;
         Ok::<_, Error>((target, batch))
     })
@@ -80,7 +87,11 @@ async fn write_one(node: &Node, index: &str, write: DocWrite, params: &Params) -
 fn source_body(body: &[u8]) -> ApiResult<Value> {
     match parse_body(body)? {
         Some(v @ Value::Object(_)) => Ok(v),
-        _ => Err(ApiError::new(400, "parse_exception", "request body is required and must be a JSON object")),
+        _ => Err(ApiError::new(
+            400,
+            "parse_exception",
+            "request body is required and must be a JSON object",
+        )),
     }
 }
 
@@ -94,9 +105,23 @@ pub async fn index_doc(
     let create = match params.get("op_type").map(String::as_str) {
         None | Some("index") => false,
         Some("create") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("opType must be 'create' or 'index', found: [{other}]"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "opType must be 'create' or 'index', found: [{other}]"
+            )));
+        }
     };
-    write_one(&node, &index, DocWrite::Index { id: Some(id), source, create }, &params).await
+    write_one(
+        &node,
+        &index,
+        DocWrite::Index {
+            id: Some(id),
+            source,
+            create,
+        },
+        &params,
+    )
+    .await
 }
 
 pub async fn create_doc(
@@ -106,7 +131,17 @@ pub async fn create_doc(
     body: Bytes,
 ) -> ApiResult<Response> {
     let source = source_body(&body)?;
-    write_one(&node, &index, DocWrite::Index { id: Some(id), source, create: true }, &params).await
+    write_one(
+        &node,
+        &index,
+        DocWrite::Index {
+            id: Some(id),
+            source,
+            create: true,
+        },
+        &params,
+    )
+    .await
 }
 
 pub async fn index_auto_id(
@@ -116,7 +151,17 @@ pub async fn index_auto_id(
     body: Bytes,
 ) -> ApiResult<Response> {
     let source = source_body(&body)?;
-    write_one(&node, &index, DocWrite::Index { id: None, source, create: true }, &params).await
+    write_one(
+        &node,
+        &index,
+        DocWrite::Index {
+            id: None,
+            source,
+            create: true,
+        },
+        &params,
+    )
+    .await
 }
 
 pub async fn update(
@@ -138,7 +183,10 @@ pub async fn delete(
     write_one(&node, &index, DocWrite::Delete { id }, &params).await
 }
 
-pub async fn get(State(node): State<Arc<Node>>, Path((index, id)): Path<(String, String)>) -> ApiResult<Response> {
+pub async fn get(
+    State(node): State<Arc<Node>>,
+    Path((index, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let target = node.indices.get(&index)?;
     let id2 = id.clone();
     let doc = tokio::task::spawn_blocking(move || target.get(&id2)).await??;
@@ -150,27 +198,48 @@ pub async fn get(State(node): State<Arc<Node>>, Path((index, id)): Path<(String,
                 "_primary_term": 1, "found": true, "_source": source,
             }))
         }
-        None => es_json(StatusCode::NOT_FOUND, &json!({"_index": index, "_id": id, "found": false})),
+        None => es_json(
+            StatusCode::NOT_FOUND,
+            &json!({"_index": index, "_id": id, "found": false}),
+        ),
     })
 }
 
-pub async fn head(State(node): State<Arc<Node>>, Path((index, id)): Path<(String, String)>) -> ApiResult<Response> {
+pub async fn head(
+    State(node): State<Arc<Node>>,
+    Path((index, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let target = node.indices.get(&index)?;
     let doc = tokio::task::spawn_blocking(move || target.get(&id)).await??;
-    Ok(if doc.is_some() { StatusCode::OK } else { StatusCode::NOT_FOUND }.into_response())
+    Ok(if doc.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
+    .into_response())
 }
 
-async fn run_bulk(node: &Node, default_index: Option<String>, params: &Params, body: &[u8]) -> ApiResult<Response> {
+async fn run_bulk(
+    node: &Node,
+    default_index: Option<String>,
+    params: &Params,
+    body: &[u8],
+) -> ApiResult<Response> {
     let policy = refresh_policy(params)?;
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("bulk body is not UTF-8"))?;
     let items = parse_bulk(text, default_index.as_deref())?;
     let indices = Arc::clone(&node.indices);
-    let BulkOutcome { response, touched } = tokio::task::spawn_blocking(move || execute_bulk(&indices, items)).await??;
+    let BulkOutcome { response, touched } =
+        tokio::task::spawn_blocking(move || execute_bulk(&indices, items)).await??;
     apply_refresh(policy, touched).await?;
     Ok(ok_json(&response))
 }
 
-pub async fn bulk(State(node): State<Arc<Node>>, Query(params): Query<Params>, body: Bytes) -> ApiResult<Response> {
+pub async fn bulk(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
     run_bulk(&node, None, &params, &body).await
 }
 

@@ -37,7 +37,11 @@ impl ApiError {
 
     /// A request body that is not valid JSON.
     pub fn bad_json(err: &serde_json::Error) -> ApiError {
-        ApiError::new(400, "parse_exception", format!("request body is not valid JSON: {err}"))
+        ApiError::new(
+            400,
+            "parse_exception",
+            format!("request body is not valid JSON: {err}"),
+        )
     }
 
     /// An internal error.

@@ -11,12 +11,18 @@ use serde_json::{Map, Value, json};
 use super::{ApiResult, ok_json, parse_body};
 use crate::node::Node;
 
-pub async fn create(State(node): State<Arc<Node>>, Path(name): Path<String>, body: Bytes) -> ApiResult<Response> {
+pub async fn create(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let body = parse_body(&body)?;
     let indices = Arc::clone(&node.indices);
     let n = name.clone();
     tokio::task::spawn_blocking(move || indices.create(&n, body.as_ref())).await??;
-    Ok(ok_json(&json!({"acknowledged": true, "shards_acknowledged": true, "index": name})))
+    Ok(ok_json(
+        &json!({"acknowledged": true, "shards_acknowledged": true, "index": name}),
+    ))
 }
 
 pub async fn delete(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
@@ -33,7 +39,12 @@ pub async fn delete(State(node): State<Arc<Node>>, Path(name): Path<String>) -> 
 
 pub async fn exists(State(node): State<Arc<Node>>, Path(name): Path<String>) -> Response {
     let found = node.indices.resolve(&name).is_ok_and(|v| !v.is_empty());
-    if found { StatusCode::OK } else { StatusCode::NOT_FOUND }.into_response()
+    if found {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
+    .into_response()
 }
 
 pub async fn get(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
@@ -78,5 +89,7 @@ async fn refresh_targets(targets: Vec<Arc<quidditch_index::Index>>) -> ApiResult
         Ok::<_, quidditch_index::Error>(())
     })
     .await??;
-    Ok(ok_json(&json!({"_shards": {"total": shards, "successful": shards, "failed": 0}})))
+    Ok(ok_json(
+        &json!({"_shards": {"total": shards, "successful": shards, "failed": 0}}),
+    ))
 }

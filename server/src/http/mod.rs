@@ -38,7 +38,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_refresh", post(indices::refresh_all).get(indices::refresh_all))
         .route(
             "/{index}",
-            put(indices::create).delete(indices::delete).head(indices::exists).get(indices::get),
+            put(indices::create)
+                .delete(indices::delete)
+                .head(indices::exists)
+                .get(indices::get),
         )
         .route("/{index}/_mapping", get(indices::mapping))
         .route("/{index}/_refresh", post(indices::refresh).get(indices::refresh))
@@ -46,9 +49,16 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/{index}/_doc", post(docs::index_auto_id))
         .route(
             "/{index}/_doc/{id}",
-            put(docs::index_doc).post(docs::index_doc).get(docs::get).delete(docs::delete).head(docs::head),
+            put(docs::index_doc)
+                .post(docs::index_doc)
+                .get(docs::get)
+                .delete(docs::delete)
+                .head(docs::head),
         )
-        .route("/{index}/_create/{id}", put(docs::create_doc).post(docs::create_doc))
+        .route(
+            "/{index}/_create/{id}",
+            put(docs::create_doc).post(docs::create_doc),
+        )
         .route("/{index}/_update/{id}", post(docs::update))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -82,5 +92,7 @@ pub fn parse_body(body: &[u8]) -> ApiResult<Option<Value>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(body).map(Some).map_err(|e| ApiError::bad_json(&e))
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| ApiError::bad_json(&e))
 }

@@ -11,26 +11,52 @@ use super::{ApiError, ApiResult, Params, ok_json, parse_body};
 use crate::format;
 use crate::node::Node;
 
-pub async fn sql(State(node): State<Arc<Node>>, Query(params): Query<Params>, body: Bytes) -> ApiResult<Response> {
+pub async fn sql(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let body = parse_body(&body)?.ok_or_else(|| ApiError::bad_request("request body is required"))?;
-    let obj = body.as_object().ok_or_else(|| ApiError::bad_request("request body must be an object"))?;
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("request body must be an object"))?;
     let mut query = None;
     for (k, v) in obj {
         match k.as_str() {
             "query" => query = v.as_str().map(str::to_string),
             "fetch_size" | "time_zone" | "request_timeout" | "page_timeout" | "columnar" => {}
             other => {
-                return Err(ApiError::new(400, "parsing_exception", format!("unknown field [{other}]")));
+                return Err(ApiError::new(
+                    400,
+                    "parsing_exception",
+                    format!("unknown field [{other}]"),
+                ));
             }
         }
     }
-    let query = query.ok_or_else(|| ApiError::new(400, "parsing_exception", "[query] is required and must be a string"))?;
+    let query = query.ok_or_else(|| {
+        ApiError::new(
+            400,
+            "parsing_exception",
+            "[query] is required and must be a string",
+        )
+    })?;
     let output = node.engine.sql(&query).await?;
     let fmt = params.get("format").map(String::as_str).unwrap_or("json");
     let (content_type, text) = match fmt {
-        "json" => return Ok(ok_json(&format::to_es_sql_json(&output.schema, &output.batches).map_err(ApiError::internal)?)),
-        "csv" => ("text/csv; charset=utf-8", format::to_csv(&output.schema, &output.batches).map_err(ApiError::internal)?),
-        "txt" | "text" => ("text/plain; charset=utf-8", format::to_text(&output.batches).map_err(ApiError::internal)?),
+        "json" => {
+            return Ok(ok_json(
+                &format::to_es_sql_json(&output.schema, &output.batches).map_err(ApiError::internal)?,
+            ));
+        }
+        "csv" => (
+            "text/csv; charset=utf-8",
+            format::to_csv(&output.schema, &output.batches).map_err(ApiError::internal)?,
+        ),
+        "txt" | "text" => (
+            "text/plain; charset=utf-8",
+            format::to_text(&output.batches).map_err(ApiError::internal)?,
+        ),
         other => {
             return Err(ApiError::bad_request(format!(
                 "invalid format [{other}], expected one of [json, csv, txt]"
@@ -38,7 +64,7 @@ pub async fn sql(State(node): State<Arc<Node>>, Query(params): Query<Params>, bo
         }
     };
     let mut resp = text.into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(resp)
 }
-

@@ -48,12 +48,16 @@ impl Server {
             }
         };
         let ready: Value = serde_json::from_str(&line).with_context(|| format!("ready line: {line}"))?;
-        let http = ready["http"].as_str().ok_or_else(|| anyhow!("no http address in {line}"))?;
+        let http = ready["http"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no http address in {line}"))?;
         Ok(Server {
             child: Some(child),
             url: format!("http://{http}"),
             data_dir: data_dir.to_path_buf(),
-            client: reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build()?,
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()?,
         })
     }
 
@@ -69,7 +73,9 @@ impl Server {
     /// SIGTERM, then waits for the exit.
     pub fn terminate(mut self) -> Result<ExitStatus> {
         let mut child = self.child.take().ok_or_else(|| anyhow!("already stopped"))?;
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
         if !status.success() {
             bail!("kill -TERM failed");
         }
@@ -84,7 +90,13 @@ impl Server {
     }
 
     /// Sends a request; returns status and parsed JSON body (Null when empty or not JSON).
-    pub fn request(&self, method: &str, path: &str, body: Option<&str>, content_type: &str) -> Result<(u16, Value)> {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        content_type: &str,
+    ) -> Result<(u16, Value)> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut req = self.client.request(method, format!("{}{path}", self.url));
         if let Some(body) = body {
@@ -174,5 +186,8 @@ pub fn assert_es_error(status: u16, body: &Value, want_status: u16, want_type: &
     assert_eq!(body["status"], json!(want_status), "{body}");
     assert_eq!(body["error"]["type"], json!(want_type), "{body}");
     assert_eq!(body["error"]["root_cause"][0]["type"], json!(want_type), "{body}");
-    assert!(body["error"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{body}");
+    assert!(
+        body["error"]["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
 }

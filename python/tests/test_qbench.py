@@ -1,0 +1,23 @@
+"""qbench's suites run at a tiny scale and verify their answers, so the runner cannot rot."""
+
+import json
+import os
+import subprocess
+
+QBENCH = os.environ.get("QBENCH_BIN", "qbench")
+
+
+def test_ingest_and_scan_smoke(tmp_path):
+    for suite in ["ingest", "scan"]:
+        done = subprocess.run(
+            [QBENCH, suite, "--docs", "10000", "--iterations", "2", "--check", "--out", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads((tmp_path / f"{suite}.json").read_text())
+        assert result["docs"] == 10000
+        assert result["ratio"] > 0
+    scan = json.loads((tmp_path / "scan.json").read_text())
+    assert scan["answers_match"] is True
