@@ -94,7 +94,8 @@ fn memory_context(people: &[Person], orders: &[(String, f64, i64)]) -> Result<Se
         for t in &p.tags {
             tags.values().append_value(t);
         }
-        tags.append(true);
+        // As in Elasticsearch, an empty array is a missing value.
+        tags.append(!p.tags.is_empty());
     }
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
@@ -152,6 +153,7 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
         .map(|p| DocWrite::Index {
             id: Some(p.name.clone()),
             source: person_json(p),
+            raw_source: None,
             create: true,
         })
         .collect();
@@ -167,6 +169,7 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
         .map(|o| DocWrite::Index {
             id: None,
             source: json!({"person": o.0, "amount": o.1, "qty": o.2}),
+            raw_source: None,
             create: true,
         })
         .collect();

@@ -99,29 +99,31 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
             es_type: "action_request_validation_exception",
             reason: "Validation Failed: 1: index is missing;".into(),
         })?;
-        let mut source_line = || -> Result<Value> {
+        let mut source_line = || -> Result<(Value, &str)> {
             let (n, line) = lines
                 .next()
                 .ok_or_else(|| malformed(lineno, "the action is missing its source line"))?;
-            serde_json::from_str(line).map_err(|e| Error::BadRequest {
+            let value = serde_json::from_str(line).map_err(|e| Error::BadRequest {
                 es_type: "x_content_parse_exception",
                 reason: format!("[{}] failed to parse source line: {e}", n + 1),
-            })
+            })?;
+            Ok((value, line))
         };
         let write = match action {
             Action::Index | Action::Create => {
-                let source = source_line()?;
+                let (source, raw) = source_line()?;
                 if !source.is_object() {
                     return Err(malformed(lineno + 1, "document source must be an object"));
                 }
                 DocWrite::Index {
                     id,
                     source,
+                    raw_source: Some(raw.trim().to_string()),
                     create: action == Action::Create,
                 }
             }
             Action::Update => {
-                let body = source_line()?;
+                let (body, _) = source_line()?;
                 let id = id.ok_or_else(|| Error::BadRequest {
                     es_type: "action_request_validation_exception",
                     reason: "Validation Failed: 1: id is missing;".into(),
@@ -204,12 +206,15 @@ pub struct BulkOutcome {
     pub touched: Vec<(Arc<Index>, HashMap<u32, u64>)>,
 }
 
+/// The writes of one index with their positions in the request.
+type IndexWrites = Vec<(usize, Action, DocWrite)>;
+
 /// Executes parsed bulk items. Blocking: run it on a blocking thread.
 pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>) -> Result<BulkOutcome> {
     let started = Instant::now();
     let n = items.len();
     let mut slots: Vec<Option<Value>> = vec![None; n];
-    let mut by_index: Vec<(String, Vec<(usize, Action, DocWrite)>)> = Vec::new();
+    let mut by_index: Vec<(String, IndexWrites)> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         match by_index.iter_mut().find(|(name, _)| *name == item.index) {
             Some((_, v)) => v.push((i, item.action, item.write)),
@@ -236,7 +241,15 @@ pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>) -> Result<BulkOutco
         let (positions, rest): (Vec<usize>, Vec<(Action, DocWrite)>) =
             writes.into_iter().map(|(i, a, w)| (i, (a, w))).unzip();
         let (actions, writes): (Vec<Action>, Vec<DocWrite>) = rest.into_iter().unzip();
-        let batch = index.write(writes)?;
+        let batch = match index.write(writes) {
+            Ok(batch) => batch,
+            Err(err) => {
+                for (pos, action) in positions.into_iter().zip(actions) {
+                    slots[pos] = Some(item_error(action, &name, None, &err));
+                }
+                continue;
+            }
+        };
         for ((pos, action), (id, result)) in positions.into_iter().zip(actions).zip(batch.items) {
             slots[pos] = Some(match result {
                 Ok(ok) => item_ok(action, &name, &ok),

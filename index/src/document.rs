@@ -1,7 +1,7 @@
 //! Turning a JSON `_source` into typed field values following the mapping,
 //! mapping unmapped fields dynamically on the way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr};
 
 use serde_json::{Map, Value};
@@ -40,32 +40,60 @@ impl ParsedDoc {
     }
 }
 
-/// Parses `source` against `mapping`, adding dynamically mapped fields to it.
-///
-/// Returns the parsed document and whether the mapping changed. On error the
-/// mapping may hold fields added before the failure: callers work on a copy.
-pub fn parse_document(id: &str, source: &Value, mapping: &mut Mapping) -> Result<(ParsedDoc, bool)> {
+/// Fields a document adds to the mapping (new dynamic fields, or fields
+/// that became multi-valued), by path.
+pub type MappingUpdate = BTreeMap<String, FieldMapping>;
+
+/// Parses `source` against `mapping`. Returns the typed content and the
+/// mapping changes the document needs; the caller applies them only when the
+/// whole document parsed.
+pub fn parse_document(id: &str, source: &Value, mapping: &Mapping) -> Result<(ParsedDoc, MappingUpdate)> {
     let obj = source
         .as_object()
         .ok_or_else(|| Error::document_parsing(format!("document with id '{id}' is not a JSON object")))?;
     let mut parser = Parser {
         id,
-        mapping,
+        base: mapping,
+        added: BTreeMap::new(),
         doc: ParsedDoc::default(),
-        changed: false,
+        seen: HashSet::new(),
     };
     parser.object("", obj)?;
-    Ok((parser.doc, parser.changed))
+    Ok((parser.doc, parser.added))
+}
+
+/// Applies a document's mapping update.
+pub fn apply_update(mapping: &mut Mapping, update: MappingUpdate) {
+    for (path, field) in update {
+        mapping.fields.insert(path, field);
+    }
 }
 
 struct Parser<'a> {
     id: &'a str,
-    mapping: &'a mut Mapping,
+    base: &'a Mapping,
+    added: MappingUpdate,
     doc: ParsedDoc,
-    changed: bool,
+    /// Paths that already got a value in this document.
+    seen: HashSet<String>,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
+    fn lookup(&self, path: &str) -> Option<&FieldMapping> {
+        self.added.get(path).or_else(|| self.base.fields.get(path))
+    }
+
+    /// Whether some mapped field lives under `path.` (so `path` is an object).
+    fn has_children(&self, path: &str) -> bool {
+        let prefix = format!("{path}.");
+        let under = |m: &BTreeMap<String, FieldMapping>| {
+            m.range(prefix.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&prefix))
+        };
+        under(&self.base.fields) || under(&self.added)
+    }
+
     fn object(&mut self, prefix: &str, obj: &Map<String, Value>) -> Result<()> {
         for (key, value) in obj {
             if key.is_empty() {
@@ -93,7 +121,7 @@ impl Parser<'_> {
         match value {
             Value::Null => Ok(()),
             Value::Object(obj) => {
-                if self.mapping.fields.contains_key(path) {
+                if self.lookup(path).is_some() {
                     return Err(Error::document_parsing(format!(
                         "failed to parse field [{path}] in document with id '{}': tried to parse field [{path}] as a concrete value, but found an object",
                         self.id
@@ -112,17 +140,26 @@ impl Parser<'_> {
     }
 
     fn scalar(&mut self, path: &str, value: &Value, in_array: bool) -> Result<()> {
+        // A second value for a path (arrays of objects, `a.b` beside `{"a": {"b"}}`)
+        // makes the field multi-valued just as an array does.
+        let in_array = !self.seen.insert(path.to_string()) || in_array;
         let prefix_is_leaf = path
             .match_indices('.')
-            .any(|(i, _)| self.mapping.fields.contains_key(&path[..i]));
+            .any(|(i, _)| self.lookup(&path[..i]).is_some());
         if prefix_is_leaf {
             return Err(Error::document_parsing(format!(
                 "failed to parse field [{path}] in document with id '{}': an ancestor of [{path}] is mapped as a concrete field",
                 self.id
             )));
         }
-        if !self.mapping.fields.contains_key(path) {
-            match self.mapping.dynamic {
+        if self.lookup(path).is_none() && self.has_children(path) {
+            return Err(Error::document_parsing(format!(
+                "failed to parse field [{path}] in document with id '{}': [{path}] is mapped as an object, but found a concrete value",
+                self.id
+            )));
+        }
+        match self.lookup(path) {
+            None => match self.base.dynamic {
                 Dynamic::Strict => {
                     return Err(Error::Mapping {
                         es_type: "strict_dynamic_mapping_exception",
@@ -133,25 +170,33 @@ impl Parser<'_> {
                 }
                 Dynamic::False => return Ok(()),
                 Dynamic::True => {
-                    let Some(field) = Mapping::dynamic_for(value) else {
+                    let Some(mut field) = Mapping::dynamic_for(value) else {
                         return Ok(());
                     };
-                    self.mapping.fields.insert(path.to_string(), field);
-                    self.changed = true;
+                    field.multi_valued = in_array;
+                    self.added.insert(path.to_string(), field);
                 }
+            },
+            Some(field) if in_array && !field.multi_valued => {
+                let mut field = field.clone();
+                field.multi_valued = true;
+                self.added.insert(path.to_string(), field);
             }
+            Some(_) => {}
         }
-        let Some(field) = self.mapping.fields.get_mut(path) else {
-            return Err(Error::Internal(format!(
-                "field [{path}] vanished from the mapping"
-            )));
+        let base: &'a Mapping = self.base;
+        let owned;
+        let field: &FieldMapping = match self.added.get(path) {
+            Some(f) => {
+                owned = f.clone();
+                &owned
+            }
+            None => base
+                .fields
+                .get(path)
+                .ok_or_else(|| Error::Internal(format!("field [{path}] vanished from the mapping")))?,
         };
-        if in_array && !field.multi_valued {
-            field.multi_valued = true;
-            self.changed = true;
-        }
-        let field = field.clone();
-        self.add(path, &field, value)?;
+        self.add(path, field, value)?;
         for (name, sub) in &field.fields {
             self.add(&format!("{path}.{name}"), sub, value)?;
         }
@@ -319,8 +364,9 @@ mod tests {
     fn maps_dynamically_and_flattens_objects() -> Result<()> {
         let mut mapping = Mapping::default();
         let src = json!({"user": {"name": "ann", "age": 31}, "tags": ["a", "b"], "score": 1.5, "ok": true});
-        let (doc, changed) = parse_document("1", &src, &mut mapping)?;
-        assert!(changed);
+        let (doc, update) = parse_document("1", &src, &mapping)?;
+        assert_eq!(update.len(), 5);
+        apply_update(&mut mapping, update);
         assert_eq!(mapping.fields["user.age"].ty, FieldType::Long);
         assert_eq!(mapping.fields["user.name"].ty, FieldType::Text);
         assert!(mapping.fields["tags"].multi_valued);
@@ -337,24 +383,44 @@ mod tests {
 
     #[test]
     fn value_that_does_not_fit_fails_the_document() -> Result<()> {
-        let mut mapping = Mapping::from_es(&json!({"properties": {"n": {"type": "integer"}}}))?;
-        let err = parse_document("7", &json!({"n": "abc"}), &mut mapping).err();
+        let mapping = Mapping::from_es(&json!({"properties": {"n": {"type": "integer"}}}))?;
+        let err = parse_document("7", &json!({"n": "abc"}), &mapping).err();
         assert_eq!(
             err.map(|e| e.to_string()).as_deref(),
             Some(
                 "failed to parse field [n] of type [integer] in document with id '7'. Preview of field's value: 'abc'"
             )
         );
-        assert!(parse_document("8", &json!({"n": 3_000_000_000i64}), &mut mapping).is_err());
-        let (doc, _) = parse_document("9", &json!({"n": "42"}), &mut mapping)?;
+        assert!(parse_document("8", &json!({"n": 3_000_000_000i64}), &mapping).is_err());
+        let (doc, _) = parse_document("9", &json!({"n": "42"}), &mapping)?;
         assert_eq!(doc.values["n"], vec![FieldValue::I64(42)]);
         Ok(())
     }
 
     #[test]
+    fn repeated_values_make_a_field_multi_valued() -> Result<()> {
+        let mapping = Mapping::default();
+        let (doc, update) = parse_document("1", &json!({"l": [{"x": 1}, {"x": 2}]}), &mapping)?;
+        assert!(update["l.x"].multi_valued);
+        assert_eq!(doc.values["l.x"], vec![FieldValue::I64(1), FieldValue::I64(2)]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_path_is_either_an_object_or_a_value() -> Result<()> {
+        let mut mapping = Mapping::default();
+        let (_, update) = parse_document("1", &json!({"a": {"b": 1}}), &mapping)?;
+        apply_update(&mut mapping, update);
+        let err = parse_document("2", &json!({"a": 2}), &mapping).err();
+        assert_eq!(err.map(|e| e.es_type()), Some("document_parsing_exception"));
+        assert!(parse_document("3", &json!({"a": {"b": 3}}), &mapping).is_ok());
+        Ok(())
+    }
+
+    #[test]
     fn strict_mapping_rejects_new_fields() -> Result<()> {
-        let mut mapping = Mapping::from_es(&json!({"dynamic": "strict", "properties": {}}))?;
-        let err = parse_document("1", &json!({"x": 1}), &mut mapping).err();
+        let mapping = Mapping::from_es(&json!({"dynamic": "strict", "properties": {}}))?;
+        let err = parse_document("1", &json!({"x": 1}), &mapping).err();
         assert_eq!(err.map(|e| e.es_type()), Some("strict_dynamic_mapping_exception"));
         Ok(())
     }

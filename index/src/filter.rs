@@ -48,6 +48,9 @@ impl Translator<'_> {
                 high,
             }) => {
                 let (path, ty) = self.column(expr)?;
+                if ty == FieldType::Boolean {
+                    return None;
+                }
                 let low = self.literal(ty, low)?;
                 let high = self.literal(ty, high)?;
                 Some(LeafQuery::Range {
@@ -152,6 +155,9 @@ impl Translator<'_> {
         }
         let (path, ty) = self.column(col)?;
         let value = self.literal(ty, lit)?;
+        if ty == FieldType::Boolean && !matches!(op, Operator::Eq | Operator::NotEq) {
+            return None;
+        }
         let range = |lower, upper| {
             Some(LeafQuery::Range {
                 path: path.clone(),
@@ -210,14 +216,28 @@ impl Translator<'_> {
         (ty != FieldType::Text && !multi).then_some((path, ty))
     }
 
-    /// Any mapped column (for existence tests).
+    /// Any mapped column (for existence tests), seen through casts that keep
+    /// its values (string to string, integer to `Int64`).
     fn nullable_column(&self, expr: &Expr) -> Option<(String, FieldType)> {
-        let name = match strip_casts(expr) {
-            Expr::Column(c) => c.name.clone(),
+        let (name, cast_to) = match expr {
+            Expr::Column(c) => (c.name.clone(), None),
+            Expr::Cast(c) => match c.expr.as_ref() {
+                Expr::Column(col) => (col.name.clone(), Some(c.field.data_type().clone())),
+                _ => return None,
+            },
             _ => return None,
         };
         let column = self.mapping.column(&name)?;
-        Some((name, column.mapping.ty))
+        let ty = column.mapping.ty;
+        let preserved = match cast_to {
+            None => true,
+            Some(dt) if is_string_type(&dt) => {
+                matches!(ty, FieldType::Keyword | FieldType::Ip | FieldType::Text)
+            }
+            Some(datafusion::arrow::datatypes::DataType::Int64) => ty.integer_range().is_some(),
+            Some(_) => false,
+        };
+        preserved.then_some((name, ty))
     }
 
     /// Any mapped column, for full-text functions.
@@ -226,11 +246,15 @@ impl Translator<'_> {
     }
 
     fn id_column(&self, expr: &Expr) -> bool {
-        matches!(strip_casts(expr), Expr::Column(c) if c.name == ID_COLUMN)
+        match expr {
+            Expr::Column(c) => c.name == ID_COLUMN,
+            Expr::Cast(c) if is_string_type(c.field.data_type()) => self.id_column(&c.expr),
+            _ => false,
+        }
     }
 
     fn literal(&self, ty: FieldType, expr: &Expr) -> Option<TermValue> {
-        let Expr::Literal(value, _) = strip_casts(expr) else {
+        let Expr::Literal(value, _) = expr else {
             return None;
         };
         let value = match value {
@@ -248,7 +272,7 @@ impl Translator<'_> {
             FieldType::Double | FieldType::Float => scalar_f64(value).map(TermValue::F64),
             FieldType::Date => match value {
                 ScalarValue::TimestampMillisecond(Some(ms), _) => Some(TermValue::I64(*ms)),
-                ScalarValue::TimestampSecond(Some(s), _) => Some(TermValue::I64(s * 1000)),
+                ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1000).map(TermValue::I64),
                 ScalarValue::TimestampMicrosecond(Some(us), _) if us % 1000 == 0 => {
                     Some(TermValue::I64(us / 1000))
                 }
@@ -289,17 +313,6 @@ fn exists_and_not(path: String, q: LeafQuery) -> LeafQuery {
         should: vec![],
         must_not: vec![q],
         filter: vec![LeafQuery::Exists { path }],
-    }
-}
-
-/// Casts that keep values comparable to the stored ones: dictionary to
-/// string and between string or integer types.
-fn strip_casts(expr: &Expr) -> &Expr {
-    match expr {
-        Expr::Cast(c) if c.field.data_type().is_integer() || is_string_type(c.field.data_type()) => {
-            strip_casts(&c.expr)
-        }
-        other => other,
     }
 }
 

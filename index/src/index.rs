@@ -16,7 +16,8 @@ use crate::routing::shard_for_id;
 use crate::settings::IndexSettings;
 use crate::shard::{Shard, ShardWrite, StoredDoc};
 
-const META_FILE: &str = "index.json";
+/// The metadata file of an index directory.
+pub const META_FILE: &str = "index.json";
 
 /// What is persisted about an index besides its shards.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +43,8 @@ pub enum DocWrite {
         id: Option<String>,
         /// Document source.
         source: Value,
+        /// The source as the client sent it, kept verbatim when given.
+        raw_source: Option<String>,
         /// `create` semantics: fail if it exists.
         create: bool,
     },
@@ -119,8 +122,7 @@ impl Index {
         let reparse = move |id: &str, source: &str| -> Result<crate::document::ParsedDoc> {
             let value: Value = serde_json::from_str(source)
                 .map_err(|e| Error::Internal(format!("bad source in translog: {e}")))?;
-            let mut m = mapping.clone();
-            parse_document(id, &value, &mut m).map(|(doc, _)| doc)
+            parse_document(id, &value, &mapping).map(|(doc, _)| doc)
         };
         let shards = (0..meta.settings.number_of_shards)
             .map(|n| Shard::open(&dir.join("shards").join(n.to_string()), n, &reparse).map(Arc::new))
@@ -204,9 +206,9 @@ impl Index {
             let mut mapping = self.mapping();
             let mut mapping_changed = false;
             // Sources written earlier in this batch, for updates of the same id.
-            let mut pending: HashMap<String, Option<Value>> = HashMap::new();
+            let mut pending: HashMap<String, (Option<Value>, usize)> = HashMap::new();
             for (i, write) in writes.into_iter().enumerate() {
-                match self.prepare(write, &mut mapping, &mut pending) {
+                match self.prepare(i, write, &mut mapping, &mut pending) {
                     Ok((id, changed, shard_write)) => {
                         mapping_changed |= changed;
                         let shard = shard_for_id(&id, self.shards.len() as u32);
@@ -228,10 +230,23 @@ impl Index {
             let ids: Vec<String> = writes
                 .iter()
                 .map(|w| match w {
-                    ShardWrite::Index { id, .. } | ShardWrite::Delete { id } => id.clone(),
+                    ShardWrite::Index { id, .. } | ShardWrite::Delete { id, .. } => id.clone(),
                 })
                 .collect();
-            let outcomes = self.shards[shard_no as usize].write(writes)?;
+            let outcomes = match self.shards[shard_no as usize].write(writes) {
+                Ok(outcomes) => outcomes,
+                Err(err) => {
+                    // The shard could not log the batch: none of its writes happened.
+                    tracing::error!(index = %self.name(), shard = shard_no, %err, "shard write failed");
+                    ids.iter()
+                        .map(|_| {
+                            Err(Error::Internal(format!(
+                                "shard [{shard_no}] failed to write: {err}"
+                            )))
+                        })
+                        .collect()
+                }
+            };
             for ((pos, id), outcome) in positions.into_iter().zip(ids).zip(outcomes) {
                 let result = outcome.map(|o| {
                     let seq = touched.entry(shard_no).or_insert(o.seq_no);
@@ -258,20 +273,30 @@ impl Index {
     #[allow(clippy::type_complexity)]
     fn prepare(
         &self,
+        position: usize,
         write: DocWrite,
         mapping: &mut Mapping,
-        pending: &mut HashMap<String, Option<Value>>,
+        pending: &mut HashMap<String, (Option<Value>, usize)>,
     ) -> std::result::Result<(String, bool, ShardWrite), (Option<String>, Error)> {
         match write {
-            DocWrite::Index { id, source, create } => {
+            DocWrite::Index {
+                id,
+                source,
+                raw_source,
+                create,
+            } => {
                 let generated_id = id.is_none();
                 let id = match id {
                     Some(id) => validate_id(id).map_err(|e| (None, e))?,
                     None => uuid::Uuid::new_v4().simple().to_string(),
                 };
                 let (doc, changed) = parse_with(&id, &source, mapping).map_err(|e| (Some(id.clone()), e))?;
-                let text = source.to_string();
-                pending.insert(id.clone(), Some(source));
+                let text = raw_source.unwrap_or_else(|| source.to_string());
+                // A create of an id this batch already wrote can only fail:
+                // later updates build on the earlier write.
+                if !(create && matches!(pending.get(&id), Some((Some(_), _)))) {
+                    pending.insert(id.clone(), (Some(source), position));
+                }
                 Ok((
                     id.clone(),
                     changed,
@@ -282,6 +307,8 @@ impl Index {
                         create,
                         expect_version: None,
                         generated_id,
+                        position,
+                        follows: None,
                     },
                 ))
             }
@@ -293,16 +320,16 @@ impl Index {
             } => {
                 let id = validate_id(id).map_err(|e| (None, e))?;
                 let fail = |e: Error| (Some(id.clone()), e);
-                let (current, expect_version) = match pending.get(&id) {
-                    Some(source) => (source.clone(), None),
+                let (current, expect_version, follows) = match pending.get(&id) {
+                    Some((source, from)) => (source.clone(), None, Some(*from)),
                     None => match self.get(&id).map_err(fail)? {
                         Some(stored) => {
                             let v: Value = serde_json::from_str(&stored.source).map_err(|e| {
                                 fail(Error::Internal(format!("stored source is not JSON: {e}")))
                             })?;
-                            (Some(v), Some(stored.version))
+                            (Some(v), Some(stored.version), None)
                         }
-                        None => (None, None),
+                        None => (None, None, None),
                     },
                 };
                 let new_source = match (current, doc) {
@@ -326,7 +353,7 @@ impl Index {
                 };
                 let (parsed, changed) = parse_with(&id, &new_source, mapping).map_err(fail)?;
                 let text = new_source.to_string();
-                pending.insert(id.clone(), Some(new_source));
+                pending.insert(id.clone(), (Some(new_source), position));
                 Ok((
                     id.clone(),
                     changed,
@@ -337,13 +364,15 @@ impl Index {
                         create: false,
                         expect_version,
                         generated_id: false,
+                        position,
+                        follows,
                     },
                 ))
             }
             DocWrite::Delete { id } => {
                 let id = validate_id(id).map_err(|e| (None, e))?;
-                pending.insert(id.clone(), None);
-                Ok((id.clone(), false, ShardWrite::Delete { id }))
+                pending.insert(id.clone(), (None, position));
+                Ok((id.clone(), false, ShardWrite::Delete { id, position }))
             }
         }
     }
@@ -360,13 +389,11 @@ impl Index {
     }
 }
 
-/// Parses into a copy of the mapping, keeping the copy only on success.
+/// Parses a document, applying its mapping update when it parsed.
 fn parse_with(id: &str, source: &Value, mapping: &mut Mapping) -> Result<(crate::document::ParsedDoc, bool)> {
-    let mut work = mapping.clone();
-    let (doc, changed) = parse_document(id, source, &mut work)?;
-    if changed {
-        *mapping = work;
-    }
+    let (doc, update) = parse_document(id, source, mapping)?;
+    let changed = !update.is_empty();
+    crate::document::apply_update(mapping, update);
     Ok((doc, changed))
 }
 

@@ -153,6 +153,10 @@ impl Indices {
             .remove(name)
             .ok_or_else(|| Error::IndexNotFound(name.to_string()))?;
         index.mark_deleted();
+        // Removing the metadata first makes the deletion atomic: a crash
+        // part-way through leaves files that are no longer an index.
+        std::fs::remove_file(index.dir().join(crate::index::META_FILE))?;
+        std::fs::File::open(index.dir())?.sync_all()?;
         std::fs::remove_dir_all(index.dir())?;
         tracing::info!(index = name, "deleted index");
         Ok(())
@@ -171,10 +175,10 @@ impl Indices {
         for part in expr.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             if part == "_all" || part.contains('*') {
                 for (name, index) in map.iter() {
-                    if part == "_all" || wildcard_match(part, name) {
-                        if !out.iter().any(|i| Arc::ptr_eq(i, index)) {
-                            out.push(Arc::clone(index));
-                        }
+                    if (part == "_all" || wildcard_match(part, name))
+                        && !out.iter().any(|i| Arc::ptr_eq(i, index))
+                    {
+                        out.push(Arc::clone(index));
                     }
                 }
             } else {

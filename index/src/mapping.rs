@@ -85,11 +85,6 @@ impl FieldType {
             _ => None,
         }
     }
-
-    /// Whether values of this type are floating point.
-    pub fn is_float(self) -> bool {
-        matches!(self, FieldType::Double | FieldType::Float)
-    }
 }
 
 /// One mapped field.

@@ -7,6 +7,7 @@
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
+use tantivy::columnar::NumericalValue;
 use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery, TermQuery,
     TermSetQuery,
@@ -246,8 +247,8 @@ impl Compiler<'_> {
                 if matches!((lower, upper), (Bound::Unbounded, Bound::Unbounded)) {
                     return self.compile(&LeafQuery::Exists { path: path.clone() });
                 }
-                let lower = map_bound(lower, |v| self.kw_term(path, v));
-                let upper = map_bound(upper, |v| self.kw_term(path, v));
+                let lower = map_bound(lower, |v| self.range_term(path, v));
+                let upper = map_bound(upper, |v| self.range_term(path, v));
                 Box::new(RangeQuery::new(lower, upper))
             }
             LeafQuery::Exists { path } => Box::new(TermQuery::new(
@@ -371,17 +372,29 @@ impl Compiler<'_> {
         match value {
             TermValue::Str(s) => term.append_type_and_str(s),
             TermValue::I64(n) => term.append_type_and_fast_value(*n),
-            TermValue::F64(f) => {
-                // Tantivy indexes whole floats as integers in JSON fields; query the same way.
-                if f.fract() == 0.0 && *f >= i64::MIN as f64 && *f <= i64::MAX as f64 {
-                    term.append_type_and_fast_value(*f as i64)
-                } else {
-                    term.append_type_and_fast_value(*f)
-                }
-            }
+            // Tantivy indexes numbers in JSON fields normalized (whole floats as
+            // integers); an exact-value term must be normalized the same way.
+            TermValue::F64(f) => match NumericalValue::F64(*f).normalize() {
+                NumericalValue::I64(n) => term.append_type_and_fast_value(n),
+                NumericalValue::U64(n) => term.append_type_and_fast_value(n),
+                NumericalValue::F64(f) => term.append_type_and_fast_value(f),
+            },
             TermValue::Bool(b) => term.append_type_and_fast_value(*b),
         }
         term
+    }
+
+    /// A range bound: both bounds of a range must have the same numeric type,
+    /// and the fast-field range coerces it to each segment's column type.
+    fn range_term(&self, path: &str, value: &TermValue) -> Term {
+        let mut term = Term::from_field_json_path(self.fields.kw, path, true);
+        match value {
+            TermValue::F64(f) => {
+                term.append_type_and_fast_value(*f);
+                term
+            }
+            other => self.kw_term(path, other),
+        }
     }
 
     fn analyze(&self, path: &str, text: &str) -> Result<Vec<(usize, Term)>> {
@@ -538,10 +551,26 @@ fn map_bound<T, U>(b: &Bound<T>, f: impl Fn(&T) -> U) -> Bound<U> {
 fn prefix_successor(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
-        if let Some(next) = char::from_u32(last as u32 + 1) {
+        let next = match last as u32 {
+            0xD7FF => Some('\u{E000}'),
+            n => char::from_u32(n + 1),
+        };
+        if let Some(next) = next {
             chars.push(next);
             return Some(chars.into_iter().collect());
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_skips_surrogates() {
+        assert_eq!(prefix_successor("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_successor("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+    }
 }

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayBuilder, DictionaryArray};
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
-    RecordBatch, RecordBatchOptions, StringBuilder, TimestampMillisecondBuilder,
+    ArrayRef, BooleanBuilder, Float32Builder, Float64Array, Float64Builder, Int32Builder, Int64Array,
+    Int64Builder, ListBuilder, RecordBatch, RecordBatchOptions, StringBuilder, TimestampMillisecondArray,
+    TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -140,16 +141,6 @@ impl TantivyScanExec {
         })
     }
 
-    /// The query the scan runs inside tantivy.
-    pub fn query(&self) -> &LeafQuery {
-        &self.query
-    }
-
-    /// The order the scan delivers, if any.
-    pub fn sort(&self) -> Option<&ScanSort> {
-        self.sort.as_ref()
-    }
-
     fn with(&self, sort: Option<ScanSort>, fetch: Option<usize>) -> Result<TantivyScanExec> {
         TantivyScanExec::try_new(
             Arc::clone(&self.index),
@@ -270,10 +261,21 @@ impl ExecutionPlan for TantivyScanExec {
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
         tokio::task::spawn_blocking(move || {
-            if let Err(err) = job.run(&tx) {
-                // The receiver may be gone (LIMIT satisfied): nothing to report to then.
-                let _ = tx.blocking_send(Err(err));
-            }
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&tx)));
+            let err = match outcome {
+                Ok(Ok(())) => return,
+                Ok(Err(err)) => err,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    DataFusionError::Internal(format!("scan of shard {partition} panicked: {what}"))
+                }
+            };
+            // The receiver may be gone (LIMIT satisfied): nothing to report to then.
+            let _ = tx.blocking_send(Err(err));
         });
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -335,6 +337,9 @@ fn tantivy_err(e: impl fmt::Display) -> DataFusionError {
 
 impl ScanJob {
     fn run(&self, tx: &Sender) -> Result<()> {
+        if self.fetch == Some(0) {
+            return Ok(());
+        }
         let searcher = self.shard.searcher();
         let fields = self.shard.fields();
         let query = self
@@ -353,8 +358,7 @@ impl ScanJob {
                 let top = searcher
                     .search(query.as_ref(), &TopDocs::with_limit(limit).order_by_score())
                     .map_err(tantivy_err)?;
-                let rows: Vec<(DocAddress, Option<Score>)> =
-                    top.into_iter().map(|(s, a)| (a, Some(s))).collect();
+                let rows: Vec<Row> = top.into_iter().map(|(s, a)| (a, Some(s))).collect();
                 self.emit_rows(&mut builder, &rows, tx)
             }
             Some(ScanSort::Column {
@@ -416,7 +420,7 @@ impl ScanJob {
         };
         let weight = query.weight(enable).map_err(tantivy_err)?;
         let mut left = self.fetch.unwrap_or(usize::MAX);
-        let mut rows: Vec<(DocAddress, Option<Score>)> = Vec::with_capacity(self.batch_size);
+        let mut rows: Vec<Row> = Vec::with_capacity(self.batch_size);
         for (ord, segment) in searcher.segment_readers().iter().enumerate() {
             let mut scorer = weight.scorer(segment, 1.0).map_err(tantivy_err)?;
             let alive = segment.alive_bitset();
@@ -457,7 +461,7 @@ impl ScanJob {
         nulls_first: bool,
         float: bool,
         limit: usize,
-    ) -> Result<Vec<(DocAddress, Option<Score>)>> {
+    ) -> Result<Vec<Row>> {
         let enable = if scoring {
             EnableScoring::enabled_from_searcher(searcher)
         } else {
@@ -497,12 +501,7 @@ impl ScanJob {
         Ok(sorted.into_iter().map(|e| (e.addr, e.score)).collect())
     }
 
-    fn emit_rows(
-        &self,
-        builder: &mut BatchBuilder,
-        rows: &[(DocAddress, Option<Score>)],
-        tx: &Sender,
-    ) -> Result<()> {
+    fn emit_rows(&self, builder: &mut BatchBuilder, rows: &[Row], tx: &Sender) -> Result<()> {
         for chunk in rows.chunks(self.batch_size.max(1)) {
             let batch = builder.build(chunk)?;
             if !self.send(tx, batch) {
@@ -511,6 +510,22 @@ impl ScanJob {
         }
         Ok(())
     }
+}
+
+/// A matching document and its score (when scoring).
+type Row = (DocAddress, Option<Score>);
+
+/// Consecutive rows of the same segment, as `(segment_ord, rows)`.
+fn segment_runs(rows: &[Row]) -> Vec<(u32, &[Row])> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=rows.len() {
+        if i == rows.len() || rows[i].0.segment_ord != rows[start].0.segment_ord {
+            out.push((rows[start].0.segment_ord, &rows[start..i]));
+            start = i;
+        }
+    }
+    out
 }
 
 /// A comparable sort key: smaller sorts first.
@@ -817,7 +832,7 @@ impl<'a> BatchBuilder<'a> {
             .ok_or_else(|| DataFusionError::Internal("segment columns vanished".into()))
     }
 
-    fn build(&mut self, rows: &[(DocAddress, Option<Score>)]) -> Result<RecordBatch> {
+    fn build(&mut self, rows: &[Row]) -> Result<RecordBatch> {
         for (addr, _) in rows {
             self.segment(addr.segment_ord)?;
         }
@@ -850,12 +865,72 @@ impl<'a> BatchBuilder<'a> {
         )?)
     }
 
-    fn column(
+    /// A single-valued numeric column, read segment run by segment run with
+    /// tantivy's batched `first_vals`.
+    fn single_numeric<T: Copy>(
         &self,
-        kind: &ColKind,
-        rows: &[(DocAddress, Option<Score>)],
-        sources: &[Option<(String, Value)>],
-    ) -> Result<ArrayRef> {
+        column: &str,
+        rows: &[Row],
+        convert: impl Fn(NumValue) -> T,
+    ) -> Vec<Option<T>> {
+        let mut out: Vec<Option<T>> = Vec::with_capacity(rows.len());
+        let mut docs: Vec<DocId> = Vec::with_capacity(rows.len());
+        for (seg, run) in segment_runs(rows) {
+            docs.clear();
+            docs.extend(run.iter().map(|(a, _)| a.doc_id));
+            let col = self
+                .segments
+                .get(&seg)
+                .and_then(|s| s.nums.get(column))
+                .and_then(Option::as_ref);
+            match col {
+                Some(NumColumn::I64(c)) => {
+                    let mut buf = vec![None; docs.len()];
+                    c.first_vals(&docs, &mut buf);
+                    out.extend(buf.into_iter().map(|v| v.map(|v| convert(NumValue::I(v)))));
+                }
+                Some(NumColumn::U64(c)) => {
+                    let mut buf = vec![None; docs.len()];
+                    c.first_vals(&docs, &mut buf);
+                    out.extend(
+                        buf.into_iter()
+                            .map(|v| v.map(|v| convert(NumValue::I(i64::try_from(v).unwrap_or(i64::MAX))))),
+                    );
+                }
+                Some(NumColumn::F64(c)) => {
+                    let mut buf = vec![None; docs.len()];
+                    c.first_vals(&docs, &mut buf);
+                    out.extend(buf.into_iter().map(|v| v.map(|v| convert(NumValue::F(v)))));
+                }
+                None => out.extend(std::iter::repeat_n(None, docs.len())),
+            }
+        }
+        out
+    }
+
+    fn column(&self, kind: &ColKind, rows: &[Row], sources: &[Option<(String, Value)>]) -> Result<ArrayRef> {
+        match kind {
+            ColKind::Int {
+                column,
+                multi: false,
+                date,
+            } => {
+                let values = self.single_numeric(column, rows, NumValue::as_i64);
+                return Ok(if *date {
+                    Arc::new(TimestampMillisecondArray::from(values))
+                } else {
+                    Arc::new(Int64Array::from(values))
+                });
+            }
+            ColKind::Float { column, multi: false } => {
+                return Ok(Arc::new(Float64Array::from(self.single_numeric(
+                    column,
+                    rows,
+                    NumValue::as_f64,
+                ))));
+            }
+            _ => {}
+        }
         let seg = |addr: &DocAddress| self.segments.get(&addr.segment_ord);
         let mut text = String::new();
         Ok(match kind {
@@ -904,10 +979,12 @@ impl<'a> BatchBuilder<'a> {
                     for s in sources {
                         match s {
                             Some((_, v)) => {
-                                for item in strings(v) {
+                                let items = strings(v);
+                                let present = !items.is_empty();
+                                for item in items {
                                     b.values().append_value(item);
                                 }
-                                b.append(true);
+                                b.append(present);
                             }
                             None => b.append(false),
                         }
@@ -925,26 +1002,39 @@ impl<'a> BatchBuilder<'a> {
                 let mut keys = Int32Builder::with_capacity(rows.len());
                 let mut values = StringBuilder::new();
                 let mut seen: HashMap<(u32, u64), i32> = HashMap::new();
-                for (addr, _) in rows {
-                    let col = seg(addr)
+                let mut docs: Vec<DocId> = Vec::with_capacity(rows.len());
+                for (seg_ord, run) in segment_runs(rows) {
+                    let col = self
+                        .segments
+                        .get(&seg_ord)
                         .and_then(|s| s.strs.get(column))
                         .and_then(Option::as_ref);
-                    let Some((c, ord)) = col.and_then(|c| c.ords().first(addr.doc_id).map(|o| (c, o))) else {
-                        keys.append_null();
+                    let Some(c) = col else {
+                        keys.append_nulls(run.len());
                         continue;
                     };
-                    let key = match seen.get(&(addr.segment_ord, ord)) {
-                        Some(k) => *k,
-                        None => {
-                            text.clear();
-                            c.ord_to_str(ord, &mut text).map_err(tantivy_err)?;
-                            let k = values.len() as i32;
-                            values.append_value(&text);
-                            seen.insert((addr.segment_ord, ord), k);
-                            k
-                        }
-                    };
-                    keys.append_value(key);
+                    docs.clear();
+                    docs.extend(run.iter().map(|(a, _)| a.doc_id));
+                    let mut ords = vec![None; docs.len()];
+                    c.ords().first_vals(&docs, &mut ords);
+                    for ord in ords {
+                        let Some(ord) = ord else {
+                            keys.append_null();
+                            continue;
+                        };
+                        let key = match seen.get(&(seg_ord, ord)) {
+                            Some(k) => *k,
+                            None => {
+                                text.clear();
+                                c.ord_to_str(ord, &mut text).map_err(tantivy_err)?;
+                                let k = values.len() as i32;
+                                values.append_value(&text);
+                                seen.insert((seg_ord, ord), k);
+                                k
+                            }
+                        };
+                        keys.append_value(key);
+                    }
                 }
                 let dict = DictionaryArray::<Int32Type>::try_new(keys.finish(), Arc::new(values.finish()))?;
                 Arc::new(dict)
@@ -965,10 +1055,11 @@ impl<'a> BatchBuilder<'a> {
                         }
                     }
                     if *multi {
+                        let present = !vals.is_empty();
                         for v in vals {
                             list.values().append_value(v);
                         }
-                        list.append(true);
+                        list.append(present);
                     } else {
                         single.append_option(vals.into_iter().next());
                     }
@@ -1005,16 +1096,18 @@ impl<'a> BatchBuilder<'a> {
                     (true, false) => {
                         let mut b = ListBuilder::new(Int64Builder::new());
                         for (addr, _) in rows {
-                            b.values().append_slice(&values(addr));
-                            b.append(true);
+                            let vals = values(addr);
+                            b.values().append_slice(&vals);
+                            b.append(!vals.is_empty());
                         }
                         Arc::new(b.finish())
                     }
                     (true, true) => {
                         let mut b = ListBuilder::new(TimestampMillisecondBuilder::new());
                         for (addr, _) in rows {
-                            b.values().append_slice(&values(addr));
-                            b.append(true);
+                            let vals = values(addr);
+                            b.values().append_slice(&vals);
+                            b.append(!vals.is_empty());
                         }
                         Arc::new(b.finish())
                     }
@@ -1031,8 +1124,9 @@ impl<'a> BatchBuilder<'a> {
                 if *multi {
                     let mut b = ListBuilder::new(Float64Builder::new());
                     for (addr, _) in rows {
-                        b.values().append_slice(&values(addr));
-                        b.append(true);
+                        let vals = values(addr);
+                        b.values().append_slice(&vals);
+                        b.append(!vals.is_empty());
                     }
                     Arc::new(b.finish())
                 } else {
@@ -1054,10 +1148,11 @@ impl<'a> BatchBuilder<'a> {
                 if *multi {
                     let mut b = ListBuilder::new(BooleanBuilder::new());
                     for (addr, _) in rows {
-                        for v in values(addr) {
-                            b.values().append_value(v);
+                        let vals = values(addr);
+                        for v in &vals {
+                            b.values().append_value(*v);
                         }
-                        b.append(true);
+                        b.append(!vals.is_empty());
                     }
                     Arc::new(b.finish())
                 } else {

@@ -6,15 +6,13 @@
 //! reader and truncates the translog. Until then, writes are tracked in a
 //! live version map so that versions and realtime `GET`s are right.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde_json::Value;
-use tantivy::collector::Count;
 use tantivy::columnar::Column;
-use tantivy::query::TermQuery;
 use tantivy::schema::{IndexRecordOption, OwnedValue, Value as _};
 use tantivy::{
     DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
@@ -65,11 +63,18 @@ pub enum ShardWrite {
         expect_version: Option<u64>,
         /// The id was generated for this write, so no document has it yet.
         generated_id: bool,
+        /// Position of this write in its batch.
+        position: usize,
+        /// The source was built on the result of the write at this position
+        /// of the same batch (an update after an index): fail if it failed.
+        follows: Option<usize>,
     },
     /// Delete a document.
     Delete {
         /// Document id.
         id: String,
+        /// Position of this write in its batch.
+        position: usize,
     },
 }
 
@@ -214,11 +219,6 @@ impl Shard {
         Ok(shard)
     }
 
-    /// The shard number within its index.
-    pub fn ordinal(&self) -> u32 {
-        self.ordinal
-    }
-
     /// The tantivy index (for scans and benchmarks).
     pub fn tantivy_index(&self) -> &Index {
         &self.index
@@ -248,10 +248,12 @@ impl Shard {
         let mut accepted: Vec<(Op, Option<ParsedDoc>)> = Vec::new();
         // Versions of ids touched earlier in this batch.
         let mut batch: HashMap<String, Option<u64>> = HashMap::new();
+        // Positions of the writes of this batch that succeeded.
+        let mut succeeded: HashSet<usize> = HashSet::new();
         let mut next_seq = state.next_seq;
         for write in writes {
             let id = match &write {
-                ShardWrite::Index { id, .. } | ShardWrite::Delete { id } => id.clone(),
+                ShardWrite::Index { id, .. } | ShardWrite::Delete { id, .. } => id.clone(),
             };
             let generated = matches!(
                 write,
@@ -272,8 +274,17 @@ impl Shard {
                     doc,
                     create,
                     expect_version,
+                    position,
+                    follows,
                     ..
                 } => {
+                    if follows.is_some_and(|p| !succeeded.contains(&p)) {
+                        outcomes.push(Err(Error::VersionConflict {
+                            version: current.unwrap_or(0),
+                            id,
+                        }));
+                        continue;
+                    }
                     if let Some(version) = current.filter(|_| create) {
                         outcomes.push(Err(Error::VersionConflict { id, version }));
                         continue;
@@ -285,6 +296,7 @@ impl Shard {
                         }));
                         continue;
                     }
+                    succeeded.insert(position);
                     let version = current.map_or(1, |v| v + 1);
                     let seq_no = next_seq;
                     next_seq += 1;
@@ -304,7 +316,8 @@ impl Shard {
                         Some(doc),
                     ));
                 }
-                ShardWrite::Delete { id } => {
+                ShardWrite::Delete { id, position } => {
+                    succeeded.insert(position);
                     let seq_no = next_seq;
                     next_seq += 1;
                     let version = current.map_or(1, |v| v + 1);
@@ -364,11 +377,6 @@ impl Shard {
         Ok(outcomes)
     }
 
-    /// The sequence number the next write will get.
-    pub fn next_seq(&self) -> u64 {
-        self.state.lock().next_seq
-    }
-
     /// Makes every acknowledged write searchable: commit, reload, truncate the translog.
     /// Returns whether anything was committed.
     pub fn refresh(&self) -> Result<bool> {
@@ -424,15 +432,6 @@ impl Shard {
         }))
     }
 
-    /// Number of live documents matching `id` in the searcher (0 or 1).
-    pub fn count_id(&self, id: &str) -> Result<usize> {
-        let query = TermQuery::new(
-            Term::from_field_text(self.fields.id, id),
-            IndexRecordOption::Basic,
-        );
-        Ok(self.reader.searcher().search(&query, &Count)?)
-    }
-
     fn current_version(&self, state: &WriteState, id: &str) -> Result<Option<u64>> {
         if let Some(entry) = state.live.get(id) {
             return Ok(entry.source.as_ref().map(|_| entry.version));
@@ -465,12 +464,6 @@ impl Shard {
             }
         }
         Ok(None)
-    }
-
-    /// Commits and waits for merges; called on shutdown.
-    pub fn close(&self) -> Result<()> {
-        self.refresh()?;
-        Ok(())
     }
 }
 

@@ -82,11 +82,6 @@ impl IndexTable {
             schema,
         }
     }
-
-    /// The index.
-    pub fn index(&self) -> &Arc<Index> {
-        &self.index
-    }
 }
 
 #[async_trait]

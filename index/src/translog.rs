@@ -1,7 +1,9 @@
 //! The per-shard write-ahead log.
 //!
 //! Every write is appended here and fsynced before it is acknowledged. A
-//! record is `[len: u32 LE][crc32: u32 LE][payload: JSON]`. Opening the log
+//! record is `[len: u32 LE][crc32: u32 LE][payload]`, the payload being
+//! `[seq_no: u64][version: u64][kind: u8][id_len: u32][id][source_len: u32][source]`
+//! (little-endian; the source only for index operations). Opening the log
 //! replays every complete record; a torn or corrupt tail (a crash in the middle
 //! of an append) is detected by length or checksum, logged, and cut off.
 //! A tantivy commit records the last sequence number it holds and truncates
@@ -11,8 +13,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
 
 const HEADER: usize = 8;
@@ -20,7 +20,7 @@ const HEADER: usize = 8;
 const MAX_RECORD: usize = 1 << 30;
 
 /// One logged write.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Op {
     /// Shard-local sequence number.
     pub seq_no: u64,
@@ -33,8 +33,7 @@ pub struct Op {
 }
 
 /// The kind of a logged write.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum OpKind {
     /// The document was indexed with this `_source`.
     Index {
@@ -149,14 +148,40 @@ impl Translog {
 }
 
 fn encode(op: &Op, buf: &mut Vec<u8>) -> Result<()> {
-    let payload = serde_json::to_vec(op).map_err(|e| Error::Internal(e.to_string()))?;
-    let len = u32::try_from(payload.len())
-        .map_err(|_| Error::illegal_argument("document too large for the translog"))?;
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    buf.extend_from_slice(&payload);
+    let too_large = || Error::illegal_argument("document too large for the translog");
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; HEADER]);
+    buf.extend_from_slice(&op.seq_no.to_le_bytes());
+    buf.extend_from_slice(&op.version.to_le_bytes());
+    let id_len = u32::try_from(op.id.len()).map_err(|_| too_large())?;
+    match &op.kind {
+        OpKind::Index { source } => {
+            buf.push(KIND_INDEX);
+            buf.extend_from_slice(&id_len.to_le_bytes());
+            buf.extend_from_slice(op.id.as_bytes());
+            let len = u32::try_from(source.len()).map_err(|_| too_large())?;
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(source.as_bytes());
+        }
+        OpKind::Delete => {
+            buf.push(KIND_DELETE);
+            buf.extend_from_slice(&id_len.to_le_bytes());
+            buf.extend_from_slice(op.id.as_bytes());
+        }
+    }
+    let payload_len = buf.len() - start - HEADER;
+    if payload_len > MAX_RECORD {
+        buf.truncate(start);
+        return Err(too_large());
+    }
+    let crc = crc32fast::hash(&buf[start + HEADER..]);
+    buf[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
+
+const KIND_INDEX: u8 = 0;
+const KIND_DELETE: u8 = 1;
 
 fn decode(data: &[u8]) -> Option<(Op, usize)> {
     let header = data.get(..HEADER)?;
@@ -169,8 +194,43 @@ fn decode(data: &[u8]) -> Option<(Op, usize)> {
     if crc32fast::hash(payload) != crc {
         return None;
     }
-    let op = serde_json::from_slice(payload).ok()?;
-    Some((op, HEADER + len))
+    let mut r = Reader(payload);
+    let seq_no = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let version = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let kind = r.take(1)?[0];
+    let id = r.string()?;
+    let kind = match kind {
+        KIND_INDEX => OpKind::Index { source: r.string()? },
+        KIND_DELETE => OpKind::Delete,
+        _ => return None,
+    };
+    if !r.0.is_empty() {
+        return None;
+    }
+    Some((
+        Op {
+            seq_no,
+            id,
+            version,
+            kind,
+        },
+        HEADER + len,
+    ))
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
 }
 
 #[cfg(test)]
@@ -195,10 +255,16 @@ mod tests {
         let (mut log, replay) = Translog::open(&path)?;
         assert!(replay.ops.is_empty());
         log.append(&[op(0), op(1)])?;
-        log.append(&[op(2)])?;
+        let delete = Op {
+            seq_no: 3,
+            id: "doc-0".into(),
+            version: 2,
+            kind: OpKind::Delete,
+        };
+        log.append(&[op(2), delete.clone()])?;
         drop(log);
         let (_, replay) = Translog::open(&path)?;
-        assert_eq!(replay.ops, vec![op(0), op(1), op(2)]);
+        assert_eq!(replay.ops, vec![op(0), op(1), op(2), delete]);
         assert_eq!(replay.dropped_bytes, 0);
         Ok(())
     }

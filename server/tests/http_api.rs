@@ -60,23 +60,8 @@ fn every_mapping_type_round_trips_through_sql() -> Result<()> {
                 ["x", "y"]
             ]),
             json!([
-                "beta",
-                null,
-                null,
-                null,
-                null,
-                null,
-                null,
-                4.0,
-                null,
-                null,
-                null,
-                null,
-                null,
-                null,
-                null,
-                [],
-                []
+                "beta", null, null, null, null, null, null, 4.0, null, null, null, null, null, null, null,
+                null, null
             ]),
         ]
     );

@@ -95,6 +95,11 @@ fn source_body(body: &[u8]) -> ApiResult<Value> {
     }
 }
 
+/// The request body as sent, to keep `_source` verbatim.
+fn raw_text(body: &[u8]) -> Option<String> {
+    std::str::from_utf8(body).ok().map(|s| s.trim().to_string())
+}
+
 pub async fn index_doc(
     State(node): State<Arc<Node>>,
     Path((index, id)): Path<(String, String)>,
@@ -117,6 +122,7 @@ pub async fn index_doc(
         DocWrite::Index {
             id: Some(id),
             source,
+            raw_source: raw_text(&body),
             create,
         },
         &params,
@@ -137,6 +143,7 @@ pub async fn create_doc(
         DocWrite::Index {
             id: Some(id),
             source,
+            raw_source: raw_text(&body),
             create: true,
         },
         &params,
@@ -157,6 +164,7 @@ pub async fn index_auto_id(
         DocWrite::Index {
             id: None,
             source,
+            raw_source: raw_text(&body),
             create: true,
         },
         &params,
@@ -192,7 +200,7 @@ pub async fn get(
     let doc = tokio::task::spawn_blocking(move || target.get(&id2)).await??;
     Ok(match doc {
         Some(doc) => {
-            let source: Value = serde_json::from_str(&doc.source).map_err(|e| ApiError::internal(e))?;
+            let source: Value = serde_json::from_str(&doc.source).map_err(ApiError::internal)?;
             ok_json(&json!({
                 "_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
                 "_primary_term": 1, "found": true, "_source": source,

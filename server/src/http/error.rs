@@ -9,7 +9,10 @@ use super::es_json;
 
 /// An error answered in Elasticsearch's shape.
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     status: StatusCode,
     es_type: String,
     reason: String,
@@ -22,12 +25,12 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// An error with a status, Elasticsearch type and reason.
     pub fn new(status: u16, es_type: &str, reason: impl Into<String>) -> ApiError {
-        ApiError {
+        ApiError(Box::new(Inner {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             es_type: es_type.to_string(),
             reason: reason.into(),
             extra: serde_json::Map::new(),
-        }
+        }))
     }
 
     /// A 400 `illegal_argument_exception`.
@@ -50,13 +53,13 @@ impl ApiError {
     }
 
     fn with(mut self, key: &str, value: Value) -> ApiError {
-        self.extra.insert(key.to_string(), value);
+        self.0.extra.insert(key.to_string(), value);
         self
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 }
 
@@ -101,15 +104,16 @@ impl From<tokio::task::JoinError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let inner = *self.0;
         let mut cause = serde_json::Map::new();
-        cause.insert("type".into(), json!(self.es_type));
-        cause.insert("reason".into(), json!(self.reason));
-        for (k, v) in &self.extra {
+        cause.insert("type".into(), json!(inner.es_type));
+        cause.insert("reason".into(), json!(inner.reason));
+        for (k, v) in &inner.extra {
             cause.insert(k.clone(), v.clone());
         }
         let mut error = cause.clone();
         error.insert("root_cause".into(), json!([Value::Object(cause)]));
-        let body = json!({"error": Value::Object(error), "status": self.status.as_u16()});
-        es_json(self.status, &body)
+        let body = json!({"error": Value::Object(error), "status": inner.status.as_u16()});
+        es_json(inner.status, &body)
     }
 }
