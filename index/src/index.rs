@@ -201,7 +201,11 @@ impl Index {
         let n = writes.len();
         let mut items: Vec<Option<(Option<String>, Result<WriteResult>)>> = (0..n).map(|_| None).collect();
         let mut per_shard: HashMap<u32, Vec<(usize, ShardWrite)>> = HashMap::new();
-        {
+        let writes = match self.prepare_without_mapping_change(writes, &mut items, &mut per_shard) {
+            Ok(()) => Vec::new(),
+            Err(writes) => writes,
+        };
+        if !writes.is_empty() {
             let _guard = self.write_lock.lock();
             let mut mapping = self.mapping();
             let mut mapping_changed = false;
@@ -269,6 +273,71 @@ impl Index {
         Ok(BatchResult { items, touched })
     }
 
+    /// The common case of a batch of new documents that fit the mapping as it
+    /// is: parsed without taking the index's write lock, so that concurrent
+    /// bulks parse in parallel. Hands the writes back when the batch has
+    /// updates or deletes, or needs a mapping change; they then go through
+    /// the sequential path.
+    #[allow(clippy::type_complexity)]
+    fn prepare_without_mapping_change(
+        &self,
+        writes: Vec<DocWrite>,
+        items: &mut [Option<(Option<String>, Result<WriteResult>)>],
+        per_shard: &mut HashMap<u32, Vec<(usize, ShardWrite)>>,
+    ) -> std::result::Result<(), Vec<DocWrite>> {
+        if !writes
+            .iter()
+            .all(|w| matches!(w, DocWrite::Index { id: None, .. }))
+        {
+            return Err(writes);
+        }
+        let mapping = self.meta.read().mapping.clone();
+        let mut parsed = Vec::with_capacity(writes.len());
+        for write in &writes {
+            let DocWrite::Index { source, .. } = write else {
+                return Err(writes);
+            };
+            let id = crate::ids::generate();
+            match parse_document(&id, source, &mapping) {
+                Ok((doc, update)) if update.is_empty() => parsed.push((id, Ok(doc))),
+                Ok(_) => return Err(writes),
+                Err(err) => parsed.push((id, Err(err))),
+            }
+        }
+        for (position, (write, (id, doc))) in writes.into_iter().zip(parsed).enumerate() {
+            let DocWrite::Index {
+                source,
+                raw_source,
+                create,
+                ..
+            } = write
+            else {
+                continue;
+            };
+            match doc {
+                Ok(doc) => {
+                    let shard = shard_for_id(&id, self.shards.len() as u32);
+                    let text = raw_source.unwrap_or_else(|| source.to_string());
+                    per_shard.entry(shard).or_default().push((
+                        position,
+                        ShardWrite::Index {
+                            id,
+                            source: text,
+                            doc,
+                            create,
+                            expect_version: None,
+                            generated_id: true,
+                            position,
+                            follows: None,
+                        },
+                    ));
+                }
+                Err(err) => items[position] = Some((Some(id), Err(err))),
+            }
+        }
+        Ok(())
+    }
+
     /// Validates one write and turns it into a shard write (parse phase).
     #[allow(clippy::type_complexity)]
     fn prepare(
@@ -288,7 +357,7 @@ impl Index {
                 let generated_id = id.is_none();
                 let id = match id {
                     Some(id) => validate_id(id).map_err(|e| (None, e))?,
-                    None => uuid::Uuid::new_v4().simple().to_string(),
+                    None => crate::ids::generate(),
                 };
                 let (doc, changed) = parse_with(&id, &source, mapping).map_err(|e| (Some(id.clone()), e))?;
                 let text = raw_source.unwrap_or_else(|| source.to_string());

@@ -13,6 +13,7 @@ pub mod document;
 pub mod error;
 pub mod filter;
 pub mod fulltext;
+pub mod ids;
 pub mod index;
 pub mod indices;
 pub mod mapping;

@@ -833,8 +833,8 @@ impl<'a> BatchBuilder<'a> {
     }
 
     fn build(&mut self, rows: &[Row]) -> Result<RecordBatch> {
-        for (addr, _) in rows {
-            self.segment(addr.segment_ord)?;
+        for (seg_ord, _) in segment_runs(rows) {
+            self.segment(seg_ord)?;
         }
         let sources: Vec<Option<(String, Value)>> = if self.needs_source {
             rows.iter()

@@ -245,7 +245,8 @@ impl Shard {
     pub fn write(&self, writes: Vec<ShardWrite>) -> Result<Vec<Result<WriteOutcome>>> {
         let mut state = self.state.lock();
         let mut outcomes = Vec::with_capacity(writes.len());
-        let mut accepted: Vec<(Op, Option<ParsedDoc>)> = Vec::new();
+        // Accepted writes, their content, and whether they replace a live document.
+        let mut accepted: Vec<(Op, Option<ParsedDoc>, bool)> = Vec::new();
         // Versions of ids touched earlier in this batch.
         let mut batch: HashMap<String, Option<u64>> = HashMap::new();
         // Positions of the writes of this batch that succeeded.
@@ -314,6 +315,7 @@ impl Shard {
                             kind: OpKind::Index { source },
                         },
                         Some(doc),
+                        current.is_some(),
                     ));
                 }
                 ShardWrite::Delete { id, position } => {
@@ -335,6 +337,7 @@ impl Shard {
                             kind: OpKind::Delete,
                         },
                         None,
+                        current.is_some(),
                     ));
                 }
             }
@@ -342,13 +345,16 @@ impl Shard {
         if accepted.is_empty() {
             return Ok(outcomes);
         }
-        let ops: Vec<Op> = accepted.iter().map(|(op, _)| op.clone()).collect();
+        let ops: Vec<Op> = accepted.iter().map(|(op, _, _)| op.clone()).collect();
         state.translog.append(&ops)?;
         state.next_seq = next_seq;
         state.dirty = true;
-        for (op, doc) in accepted {
-            let id_term = Term::from_field_text(self.fields.id, &op.id);
-            state.writer.delete_term(id_term);
+        for (op, doc, replaces) in accepted {
+            if replaces {
+                state
+                    .writer
+                    .delete_term(Term::from_field_text(self.fields.id, &op.id));
+            }
             match (op.kind, doc) {
                 (OpKind::Index { source }, Some(doc)) => {
                     let tdoc = build_doc(&self.fields, &op.id, op.version, op.seq_no, &source, &doc);

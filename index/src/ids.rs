@@ -1,0 +1,68 @@
+//! Auto-generated document ids.
+//!
+//! 20 URL-safe base64 characters encoding 15 bytes: 6 bytes of epoch
+//! milliseconds (never going backwards within a process), a 3-byte sequence
+//! and 6 random bytes drawn once per process. Ids made close in time share
+//! long prefixes, which keeps tantivy's term dictionary cheap to build and
+//! small, as Elasticsearch's time-based ids do.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static STATE: AtomicU64 = AtomicU64::new(0);
+static NODE: OnceLock<[u8; 6]> = OnceLock::new();
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// A new unique id.
+pub fn generate() -> String {
+    let node = NODE.get_or_init(|| {
+        let mut bytes = [0u8; 6];
+        bytes.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..6]);
+        bytes
+    });
+    let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    // The state packs (milliseconds << 24 | sequence); it only ever grows.
+    let mut prev = STATE.load(Ordering::Relaxed);
+    let next = loop {
+        let candidate = (now << 24).max(prev + 1);
+        match STATE.compare_exchange_weak(prev, candidate, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break candidate,
+            Err(actual) => prev = actual,
+        }
+    };
+    let ms = next >> 24;
+    let seq = next & 0xff_ffff;
+    let mut bytes = [0u8; 15];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    bytes[6..9].copy_from_slice(&seq.to_be_bytes()[5..]);
+    bytes[9..].copy_from_slice(node);
+    encode(&bytes)
+}
+
+fn encode(bytes: &[u8; 15]) -> String {
+    let mut out = String::with_capacity(20);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
+        for shift in [18, 12, 6, 0] {
+            out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_ordered_and_share_prefixes() {
+        let ids: Vec<String> = (0..10_000).map(|_| generate()).collect();
+        assert!(ids.iter().all(|id| id.len() == 20));
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids sort in creation order");
+        assert_eq!(ids[0][..4], ids[1][..4]);
+    }
+}
