@@ -1,6 +1,6 @@
 //! Auto-generated document ids.
 //!
-//! 20 URL-safe base64 characters encoding 15 bytes: 6 bytes of epoch
+//! 20 URL-safe base64 characters (in ASCII order) encoding 15 bytes: 6 bytes of epoch
 //! milliseconds (never going backwards within a process), a 3-byte sequence
 //! and 6 random bytes drawn once per process. Ids made close in time share
 //! long prefixes, which keeps tantivy's term dictionary cheap to build and
@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static STATE: AtomicU64 = AtomicU64::new(0);
 static NODE: OnceLock<[u8; 6]> = OnceLock::new();
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/// URL-safe base64 digits in ASCII order, so that ids sort like the bytes they encode.
+const ALPHABET: &[u8; 64] = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
 
 /// A new unique id.
 pub fn generate() -> String {
