@@ -258,6 +258,8 @@ impl ExecutionPlan for TantivyScanExec {
             batch_size: context.session_config().batch_size(),
             output_rows: MetricBuilder::new(&self.metrics).output_rows(partition),
             docs_scanned: MetricBuilder::new(&self.metrics).counter("docs_scanned", partition),
+            elapsed_compute: MetricBuilder::new(&self.metrics).elapsed_compute(partition),
+            send_time: std::cell::Cell::new(std::time::Duration::ZERO),
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
         tokio::task::spawn_blocking(move || {
@@ -327,6 +329,9 @@ struct ScanJob {
     batch_size: usize,
     output_rows: MetricCount,
     docs_scanned: MetricCount,
+    /// Time spent in tantivy and building batches (not waiting for the consumer).
+    elapsed_compute: datafusion::physical_plan::metrics::Time,
+    send_time: std::cell::Cell<std::time::Duration>,
 }
 
 type Sender = tokio::sync::mpsc::Sender<Result<RecordBatch>>;
@@ -337,6 +342,14 @@ fn tantivy_err(e: impl fmt::Display) -> DataFusionError {
 
 impl ScanJob {
     fn run(&self, tx: &Sender) -> Result<()> {
+        let started = std::time::Instant::now();
+        let result = self.run_inner(tx);
+        let busy = started.elapsed().saturating_sub(self.send_time.get());
+        self.elapsed_compute.add_duration(busy);
+        result
+    }
+
+    fn run_inner(&self, tx: &Sender) -> Result<()> {
         if self.fetch == Some(0) {
             return Ok(());
         }
@@ -386,7 +399,10 @@ impl ScanJob {
 
     fn send(&self, tx: &Sender, batch: RecordBatch) -> bool {
         self.output_rows.add(batch.num_rows());
-        tx.blocking_send(Ok(batch)).is_ok()
+        let started = std::time::Instant::now();
+        let sent = tx.blocking_send(Ok(batch)).is_ok();
+        self.send_time.set(self.send_time.get() + started.elapsed());
+        sent
     }
 
     fn count_only(&self, searcher: &Searcher, query: &dyn Query, tx: &Sender) -> Result<()> {
