@@ -10,6 +10,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator of the `quidditch` binary, so that in-process measurements
+/// match the server.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Quidditch's benchmark runner.
 #[derive(Debug, Parser)]
 #[command(name = "qbench", about)]

@@ -849,8 +849,9 @@ impl<'a> BatchBuilder<'a> {
     }
 
     fn build(&mut self, rows: &[Row]) -> Result<RecordBatch> {
-        for (seg_ord, _) in segment_runs(rows) {
-            self.segment(seg_ord)?;
+        let runs = segment_runs(rows);
+        for (seg_ord, _) in &runs {
+            self.segment(*seg_ord)?;
         }
         let sources: Vec<Option<(String, Value)>> = if self.needs_source {
             rows.iter()
@@ -871,7 +872,7 @@ impl<'a> BatchBuilder<'a> {
         };
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.kinds.len());
         for kind in &self.kinds {
-            arrays.push(self.column(kind, rows, &sources)?);
+            arrays.push(self.column(kind, rows, &runs, &sources)?);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
         Ok(RecordBatch::try_new_with_options(
@@ -887,11 +888,12 @@ impl<'a> BatchBuilder<'a> {
         &self,
         column: &str,
         rows: &[Row],
+        runs: &[(u32, &[Row])],
         convert: impl Fn(NumValue) -> T,
     ) -> Vec<Option<T>> {
         let mut out: Vec<Option<T>> = Vec::with_capacity(rows.len());
         let mut docs: Vec<DocId> = Vec::with_capacity(rows.len());
-        for (seg, run) in segment_runs(rows) {
+        for &(seg, run) in runs {
             docs.clear();
             docs.extend(run.iter().map(|(a, _)| a.doc_id));
             let col = self
@@ -924,14 +926,20 @@ impl<'a> BatchBuilder<'a> {
         out
     }
 
-    fn column(&self, kind: &ColKind, rows: &[Row], sources: &[Option<(String, Value)>]) -> Result<ArrayRef> {
+    fn column(
+        &self,
+        kind: &ColKind,
+        rows: &[Row],
+        runs: &[(u32, &[Row])],
+        sources: &[Option<(String, Value)>],
+    ) -> Result<ArrayRef> {
         match kind {
             ColKind::Int {
                 column,
                 multi: false,
                 date,
             } => {
-                let values = self.single_numeric(column, rows, NumValue::as_i64);
+                let values = self.single_numeric(column, rows, runs, NumValue::as_i64);
                 return Ok(if *date {
                     Arc::new(TimestampMillisecondArray::from(values))
                 } else {
@@ -942,6 +950,7 @@ impl<'a> BatchBuilder<'a> {
                 return Ok(Arc::new(Float64Array::from(self.single_numeric(
                     column,
                     rows,
+                    runs,
                     NumValue::as_f64,
                 ))));
             }
@@ -1019,7 +1028,7 @@ impl<'a> BatchBuilder<'a> {
                 let mut values = StringBuilder::new();
                 let mut seen: HashMap<(u32, u64), i32> = HashMap::new();
                 let mut docs: Vec<DocId> = Vec::with_capacity(rows.len());
-                for (seg_ord, run) in segment_runs(rows) {
+                for &(seg_ord, run) in runs {
                     let col = self
                         .segments
                         .get(&seg_ord)
