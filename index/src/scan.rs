@@ -393,6 +393,9 @@ impl ScanJob {
                 )?;
                 self.emit_rows(&mut builder, &rows, tx)
             }
+            None if !scoring && self.fetch.is_none() && all_single_numeric(&builder.kinds) => {
+                self.numeric_scan(&searcher, query.as_ref(), &builder.kinds, tx)
+            }
             None => self.full_scan(&searcher, query.as_ref(), scoring, &mut builder, tx),
         }
     }
@@ -466,6 +469,65 @@ impl ScanJob {
         Ok(())
     }
 
+    /// The analytics fast path: an unscored, unlimited scan whose columns are
+    /// all single-valued numbers. Doc ids are collected per segment and each
+    /// column is read with one batched fast-field call per batch, straight into
+    /// Arrow buffers (no validity bitmap when every document has a value).
+    fn numeric_scan(
+        &self,
+        searcher: &Searcher,
+        query: &dyn Query,
+        kinds: &[ColKind],
+        tx: &Sender,
+    ) -> Result<()> {
+        let weight = query
+            .weight(EnableScoring::disabled_from_searcher(searcher))
+            .map_err(tantivy_err)?;
+        let mut docs: Vec<DocId> = Vec::with_capacity(self.batch_size);
+        for segment in searcher.segment_readers() {
+            let columns = kinds
+                .iter()
+                .map(|k| match k {
+                    ColKind::Int { column, .. } | ColKind::Float { column, .. } => {
+                        open_numeric(segment, column)
+                    }
+                    _ => Err(DataFusionError::Internal(
+                        "numeric scan over a non-numeric column".into(),
+                    )),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut scorer = weight.scorer(segment, 1.0).map_err(tantivy_err)?;
+            let alive = segment.alive_bitset();
+            let mut doc = scorer.doc();
+            loop {
+                let done = doc == tantivy::TERMINATED;
+                if !done && alive.is_none_or(|a| a.is_alive(doc)) {
+                    docs.push(doc);
+                }
+                if (done && !docs.is_empty()) || docs.len() == self.batch_size {
+                    self.docs_scanned.add(docs.len());
+                    let arrays = kinds
+                        .iter()
+                        .zip(&columns)
+                        .map(|(kind, col)| numeric_array(kind, col.as_ref(), &docs))
+                        .collect::<Vec<_>>();
+                    let options = RecordBatchOptions::new().with_row_count(Some(docs.len()));
+                    let batch =
+                        RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &options)?;
+                    docs.clear();
+                    if !self.send(tx, batch) {
+                        return Ok(());
+                    }
+                }
+                if done {
+                    break;
+                }
+                doc = scorer.advance();
+            }
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn top_by_column(
         &self,
@@ -525,6 +587,81 @@ impl ScanJob {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether every projected column is a single-valued number or date.
+fn all_single_numeric(kinds: &[ColKind]) -> bool {
+    !kinds.is_empty()
+        && kinds.iter().all(|k| {
+            matches!(
+                k,
+                ColKind::Int { multi: false, .. } | ColKind::Float { multi: false, .. }
+            )
+        })
+}
+
+/// One numeric column for a batch of doc ids of one segment.
+fn numeric_array(kind: &ColKind, column: Option<&NumColumn>, docs: &[DocId]) -> ArrayRef {
+    fn read<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
+        col: &Column<T>,
+        docs: &[DocId],
+    ) -> Vec<Option<T>> {
+        let mut out = vec![None; docs.len()];
+        col.first_vals(docs, &mut out);
+        out
+    }
+    fn full<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
+        col: &Column<T>,
+        docs: &[DocId],
+    ) -> Option<Vec<T>> {
+        if col.get_cardinality() != tantivy::columnar::Cardinality::Full {
+            return None;
+        }
+        let mut out = vec![T::default(); docs.len()];
+        col.values.get_vals(docs, &mut out);
+        Some(out)
+    }
+    let float = matches!(kind, ColKind::Float { .. });
+    let date = matches!(kind, ColKind::Int { date: true, .. });
+    let as_i64 = |v: Vec<i64>| -> ArrayRef {
+        if date {
+            Arc::new(TimestampMillisecondArray::from(v))
+        } else {
+            Arc::new(Int64Array::from(v))
+        }
+    };
+    let as_i64_opt = |v: Vec<Option<i64>>| -> ArrayRef {
+        if date {
+            Arc::new(TimestampMillisecondArray::from(v))
+        } else {
+            Arc::new(Int64Array::from(v))
+        }
+    };
+    let u64_to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    match (column, float) {
+        (None, true) => Arc::new(Float64Array::new_null(docs.len())),
+        (None, false) => as_i64_opt(vec![None; docs.len()]),
+        (Some(NumColumn::F64(c)), true) => match full(c, docs) {
+            Some(v) => Arc::new(Float64Array::from(v)),
+            None => Arc::new(Float64Array::from(read(c, docs))),
+        },
+        (Some(NumColumn::I64(c)), false) => match full(c, docs) {
+            Some(v) => as_i64(v),
+            None => as_i64_opt(read(c, docs)),
+        },
+        (Some(NumColumn::I64(c)), true) => Arc::new(Float64Array::from_iter(
+            read(c, docs).into_iter().map(|v| v.map(|n| n as f64)),
+        )),
+        (Some(NumColumn::U64(c)), true) => Arc::new(Float64Array::from_iter(
+            read(c, docs).into_iter().map(|v| v.map(|n| n as f64)),
+        )),
+        (Some(NumColumn::U64(c)), false) => {
+            as_i64_opt(read(c, docs).into_iter().map(|v| v.map(u64_to_i64)).collect())
+        }
+        (Some(NumColumn::F64(c)), false) => {
+            as_i64_opt(read(c, docs).into_iter().map(|v| v.map(|f| f as i64)).collect())
+        }
     }
 }
 
