@@ -30,7 +30,7 @@ pub fn run(c: &Common) -> Result<()> {
     let p = prepare(c)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let indices = Arc::new(Indices::open(&p.quidditch_dir)?);
-    let engine = Engine::new(Arc::clone(&indices), EngineConfig::default());
+    let engine = Engine::new(Arc::clone(&indices), EngineConfig::default())?;
     let (q_ms, q_answer) = timed(c.iterations, || rt.block_on(quidditch_answer(&engine)))?;
 
     let index = Index::open_in_dir(&p.tantivy_dir)?;

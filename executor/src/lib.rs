@@ -9,7 +9,8 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::{SessionConfig, SessionContext, SessionState};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
@@ -39,10 +40,19 @@ impl Default for EngineConfig {
 }
 
 /// Builds sessions and runs queries over the indices of a node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Engine {
     indices: Arc<Indices>,
     config: EngineConfig,
+    /// Configuration, catalog and functions, built once: each query's
+    /// session starts from a copy of it with its own memory pool.
+    base: SessionState,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("config", &self.config).finish()
+    }
 }
 
 /// The schema and batches of a finished query.
@@ -56,8 +66,20 @@ pub struct QueryOutput {
 
 impl Engine {
     /// An engine over these indices.
-    pub fn new(indices: Arc<Indices>, config: EngineConfig) -> Engine {
-        Engine { indices, config }
+    pub fn new(indices: Arc<Indices>, config: EngineConfig) -> Result<Engine> {
+        let session_config = SessionConfig::new()
+            .with_default_catalog_and_schema(catalog::CATALOG, catalog::SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true)
+            .with_target_partitions(config.target_partitions)
+            .with_batch_size(config.batch_size);
+        let ctx = SessionContext::new_with_config(session_config);
+        register_catalog(&ctx, Arc::clone(&indices))?;
+        Ok(Engine {
+            indices,
+            config,
+            base: ctx.state(),
+        })
     }
 
     /// The indices.
@@ -68,19 +90,14 @@ impl Engine {
     /// A new session: default catalog `quidditch.public` holding every index,
     /// full-text functions registered, memory pool bounded.
     pub fn session(&self) -> Result<SessionContext> {
-        let config = SessionConfig::new()
-            .with_default_catalog_and_schema(catalog::CATALOG, catalog::SCHEMA)
-            .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true)
-            .with_target_partitions(self.config.target_partitions)
-            .with_batch_size(self.config.batch_size);
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(limit) = self.config.memory_limit {
             runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
         }
-        let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
-        register_catalog(&ctx, Arc::clone(&self.indices))?;
-        Ok(ctx)
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_runtime_env(runtime.build_arc()?)
+            .build();
+        Ok(SessionContext::new_with_state(state))
     }
 
     /// Plans a SQL statement in a fresh session.

@@ -176,7 +176,7 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
     let result = oindex.write(writes)?;
     assert!(result.items.iter().all(|(_, r)| r.is_ok()));
     oindex.refresh()?;
-    Ok(Engine::new(indices, EngineConfig::default()))
+    Ok(Engine::new(indices, EngineConfig::default())?)
 }
 
 fn rows(batches: &[RecordBatch]) -> Result<Vec<String>> {

@@ -103,7 +103,7 @@ fn sql(args: SqlArgs) -> anyhow::Result<()> {
         )
     })?;
     let indices = Arc::new(indices);
-    let engine = quidditch_executor::Engine::new(Arc::clone(&indices), Default::default());
+    let engine = quidditch_executor::Engine::new(Arc::clone(&indices), Default::default())?;
     let output = rt.block_on(engine.sql(&args.query))?;
     let text = match format {
         "csv" => crate::format::to_csv(&output.schema, &output.batches)?,

@@ -44,7 +44,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             memory_limit: Some(config.query_memory),
             ..EngineConfig::default()
         },
-    );
+    )?;
     let node = Arc::new(Node {
         node_id: config.node_id.clone(),
         cluster_name: "quidditch".to_string(),
