@@ -166,9 +166,13 @@ impl Index {
         &self.dir
     }
 
-    /// Marks the index deleted: background refreshes stop.
+    /// Marks the index deleted: background refreshes stop, and requests
+    /// waiting for a refresh are released.
     pub fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::SeqCst);
+        for shard in &self.shards {
+            shard.release_waiters();
+        }
     }
 
     /// Whether the index was deleted.

@@ -311,6 +311,31 @@ mod tests {
         assert!(validate_name("").is_err());
     }
 
+    #[tokio::test]
+    async fn deleting_an_index_releases_refresh_waiters() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let indices = Indices::open(dir.path())?;
+        let settings = serde_json::json!({"settings": {"refresh_interval": "1h"}});
+        let index = indices.create("waiting", Some(&settings))?;
+        let write = crate::index::DocWrite::Index {
+            id: Some("1".into()),
+            source: serde_json::json!({"a": 1}),
+            raw_source: None,
+            create: false,
+        };
+        let batch = index.write(vec![write])?;
+        let (&shard, &seq) = batch
+            .touched
+            .iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("nothing written"))?;
+        let shard = Arc::clone(&index.shards()[shard as usize]);
+        let waiter = tokio::spawn(async move { shard.wait_visible(seq).await });
+        indices.delete("waiting")?;
+        tokio::time::timeout(Duration::from_secs(10), waiter).await??;
+        Ok(())
+    }
+
     #[test]
     fn wildcards() {
         assert!(wildcard_match("logs-*", "logs-1"));

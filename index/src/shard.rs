@@ -410,6 +410,11 @@ impl Shard {
         let _ = rx.wait_for(|visible| *visible > seq_no).await;
     }
 
+    /// Wakes every `wait_visible` caller for good (the shard is going away).
+    pub fn release_waiters(&self) {
+        self.visible_seq.send_replace(u64::MAX);
+    }
+
     /// Realtime get: sees acknowledged writes even before a refresh.
     pub fn get(&self, id: &str) -> Result<Option<StoredDoc>> {
         {
