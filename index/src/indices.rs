@@ -157,7 +157,23 @@ impl Indices {
         // part-way through leaves files that are no longer an index.
         std::fs::remove_file(index.dir().join(crate::index::META_FILE))?;
         std::fs::File::open(index.dir())?.sync_all()?;
-        std::fs::remove_dir_all(index.dir())?;
+        // Indexing threads of the dropped writers may still be flushing into
+        // the directory: removing it is retried, and a leftover (no longer an
+        // index) is only logged.
+        let dir = index.dir().to_path_buf();
+        drop(index);
+        let mut attempt = 0;
+        while let Err(err) = std::fs::remove_dir_all(&dir) {
+            attempt += 1;
+            if err.kind() == std::io::ErrorKind::NotFound {
+                break;
+            }
+            if attempt == 20 {
+                tracing::warn!(dir = %dir.display(), %err, "could not remove the files of a deleted index");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         tracing::info!(index = name, "deleted index");
         Ok(())
     }
