@@ -321,20 +321,8 @@ impl Index {
             match doc {
                 Ok(doc) => {
                     let shard = shard_for_id(&id, self.shards.len() as u32);
-                    let text = raw_source.unwrap_or_else(|| source.to_string());
-                    per_shard.entry(shard).or_default().push((
-                        position,
-                        ShardWrite::Index {
-                            id,
-                            source: text,
-                            doc,
-                            create,
-                            expect_version: None,
-                            generated_id: true,
-                            position,
-                            follows: None,
-                        },
-                    ));
+                    let write = index_write(position, id, true, &source, raw_source, doc, create);
+                    per_shard.entry(shard).or_default().push((position, write));
                 }
                 Err(err) => items[position] = Some((Some(id), Err(err))),
             }
@@ -364,26 +352,21 @@ impl Index {
                     None => crate::ids::generate(),
                 };
                 let (doc, changed) = parse_with(&id, &source, mapping).map_err(|e| (Some(id.clone()), e))?;
-                let text = raw_source.unwrap_or_else(|| source.to_string());
+                let write = index_write(
+                    position,
+                    id.clone(),
+                    generated_id,
+                    &source,
+                    raw_source,
+                    doc,
+                    create,
+                );
                 // A create of an id this batch already wrote can only fail:
                 // later updates build on the earlier write.
                 if !(create && matches!(pending.get(&id), Some((Some(_), _)))) {
                     pending.insert(id.clone(), (Some(source), position));
                 }
-                Ok((
-                    id.clone(),
-                    changed,
-                    ShardWrite::Index {
-                        id,
-                        source: text,
-                        doc,
-                        create,
-                        expect_version: None,
-                        generated_id,
-                        position,
-                        follows: None,
-                    },
-                ))
+                Ok((id, changed, write))
             }
             DocWrite::Update {
                 id,
@@ -459,6 +442,29 @@ impl Index {
             shard.refresh()?;
         }
         Ok(())
+    }
+}
+
+/// The shard write that indexes a parsed document, keeping the client's
+/// source text when it was given.
+fn index_write(
+    position: usize,
+    id: String,
+    generated_id: bool,
+    source: &Value,
+    raw_source: Option<String>,
+    doc: crate::document::ParsedDoc,
+    create: bool,
+) -> ShardWrite {
+    ShardWrite::Index {
+        id,
+        source: raw_source.unwrap_or_else(|| source.to_string()),
+        doc,
+        create,
+        expect_version: None,
+        generated_id,
+        position,
+        follows: None,
     }
 }
 

@@ -95,6 +95,24 @@ fn source_body(body: &[u8]) -> ApiResult<Value> {
     }
 }
 
+/// Indexes the request body as one document.
+async fn index_source(
+    node: &Node,
+    index: &str,
+    id: Option<String>,
+    create: bool,
+    params: &Params,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let write = DocWrite::Index {
+        id,
+        source: source_body(body)?,
+        raw_source: raw_text(body),
+        create,
+    };
+    write_one(node, index, write, params).await
+}
+
 /// The request body as sent, to keep `_source` verbatim.
 fn raw_text(body: &[u8]) -> Option<String> {
     std::str::from_utf8(body).ok().map(|s| s.trim().to_string())
@@ -106,7 +124,6 @@ pub async fn index_doc(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let source = source_body(&body)?;
     let create = match params.get("op_type").map(String::as_str) {
         None | Some("index") => false,
         Some("create") => true,
@@ -116,18 +133,7 @@ pub async fn index_doc(
             )));
         }
     };
-    write_one(
-        &node,
-        &index,
-        DocWrite::Index {
-            id: Some(id),
-            source,
-            raw_source: raw_text(&body),
-            create,
-        },
-        &params,
-    )
-    .await
+    index_source(&node, &index, Some(id), create, &params, &body).await
 }
 
 pub async fn create_doc(
@@ -136,19 +142,7 @@ pub async fn create_doc(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let source = source_body(&body)?;
-    write_one(
-        &node,
-        &index,
-        DocWrite::Index {
-            id: Some(id),
-            source,
-            raw_source: raw_text(&body),
-            create: true,
-        },
-        &params,
-    )
-    .await
+    index_source(&node, &index, Some(id), true, &params, &body).await
 }
 
 pub async fn index_auto_id(
@@ -157,19 +151,7 @@ pub async fn index_auto_id(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let source = source_body(&body)?;
-    write_one(
-        &node,
-        &index,
-        DocWrite::Index {
-            id: None,
-            source,
-            raw_source: raw_text(&body),
-            create: true,
-        },
-        &params,
-    )
-    .await
+    index_source(&node, &index, None, true, &params, &body).await
 }
 
 pub async fn update(
