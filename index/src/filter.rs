@@ -8,7 +8,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::{InList, Like, ScalarFunction};
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 
-use crate::fulltext::{MATCH, MATCH_PHRASE, QUERY_STRING};
+use crate::fulltext::{MATCH, MATCH_PHRASE, QUERY_STRING, SEARCH_QUERY};
 use crate::mapping::{FieldType, Mapping};
 use crate::query::{LeafQuery, TermValue};
 use crate::table::ID_COLUMN;
@@ -31,12 +31,14 @@ impl Translator<'_> {
                     should: vec![],
                     must_not: vec![],
                     filter: vec![],
+                    minimum_should_match: None,
                 }),
                 Operator::Or => Some(LeafQuery::Bool {
                     must: vec![],
                     should: vec![self.expr(left)?, self.expr(right)?],
                     must_not: vec![],
                     filter: vec![],
+                    minimum_should_match: None,
                 }),
                 _ => self.comparison(left, *op, right),
             },
@@ -204,7 +206,10 @@ impl Translator<'_> {
             }
             (QUERY_STRING, [query]) => Some(LeafQuery::QueryString {
                 query: text_arg(query)?,
+                fields: vec![],
+                conjunction: false,
             }),
+            (SEARCH_QUERY, [json]) => serde_json::from_str(&text_arg(json)?).ok(),
             _ => None,
         }
     }
@@ -303,6 +308,7 @@ fn not_of(q: LeafQuery) -> LeafQuery {
         should: vec![],
         must_not: vec![q],
         filter: vec![],
+        minimum_should_match: None,
     }
 }
 
@@ -313,6 +319,7 @@ fn exists_and_not(path: String, q: LeafQuery) -> LeafQuery {
         should: vec![],
         must_not: vec![q],
         filter: vec![LeafQuery::Exists { path }],
+        minimum_should_match: None,
     }
 }
 

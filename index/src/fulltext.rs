@@ -1,5 +1,7 @@
 //! The SQL full-text functions `match(field, 'text')`,
-//! `match_phrase(field, 'text')` and `query_string('query')`.
+//! `match_phrase(field, 'text')` and `query_string('query')`, and
+//! `search_query('json')`, which carries a whole [`LeafQuery`] (the JSON DSL
+//! compiles its `query` to it).
 //!
 //! They have no row-by-row implementation: the index scan absorbs them as
 //! tantivy queries. Anywhere else (inside an `OR` with an expression the scan
@@ -8,10 +10,13 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{Result, plan_err};
+use datafusion::common::{DataFusionError, Result, plan_err};
+use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, lit,
 };
+
+use crate::query::LeafQuery;
 
 /// `match(field, 'text')`.
 pub const MATCH: &str = "match";
@@ -20,9 +25,25 @@ pub const MATCH_PHRASE: &str = "match_phrase";
 /// `query_string('query')`.
 pub const QUERY_STRING: &str = "query_string";
 
+/// `search_query('json')`: a serialized [`LeafQuery`].
+pub const SEARCH_QUERY: &str = "search_query";
+
 /// Whether `name` is one of the full-text functions.
 pub fn is_fulltext_function(name: &str) -> bool {
-    matches!(name, MATCH | MATCH_PHRASE | QUERY_STRING)
+    matches!(name, MATCH | MATCH_PHRASE | QUERY_STRING | SEARCH_QUERY)
+}
+
+/// The filter expression that makes a scan run `query`.
+pub fn search_query_expr(query: &LeafQuery) -> Result<Expr> {
+    let json = serde_json::to_string(query).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let udf = ScalarUDF::new_from_impl(FullTextFunction {
+        name: SEARCH_QUERY,
+        signature: Signature::any(1, Volatility::Immutable),
+    });
+    Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(udf),
+        vec![lit(json)],
+    )))
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -58,7 +79,7 @@ pub fn not_absorbed_message(name: &str) -> String {
 
 /// The three full-text functions, to register in a session.
 pub fn fulltext_udfs() -> Vec<Arc<ScalarUDF>> {
-    [(MATCH, 2), (MATCH_PHRASE, 2), (QUERY_STRING, 1)]
+    [(MATCH, 2), (MATCH_PHRASE, 2), (QUERY_STRING, 1), (SEARCH_QUERY, 1)]
         .into_iter()
         .map(|(name, arity)| {
             Arc::new(ScalarUDF::new_from_impl(FullTextFunction {

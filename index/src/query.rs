@@ -9,7 +9,8 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 use tantivy::columnar::NumericalValue;
 use tantivy::query::{
-    AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery, TermQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, DisjunctionMaxQuery, EmptyQuery, FuzzyTermQuery,
+    Occur, PhrasePrefixQuery, PhraseQuery, Query, QueryParser, RangeQuery, RegexQuery, TermQuery,
     TermSetQuery,
 };
 use tantivy::query_grammar::{UserInputAst, UserInputBound, UserInputLeaf};
@@ -98,6 +99,62 @@ pub enum LeafQuery {
     QueryString {
         /// The query.
         query: String,
+        /// Fields (with boosts) searched by terms without a field; empty: every text field.
+        #[serde(default)]
+        fields: Vec<(String, f32)>,
+        /// Terms without an operator are ANDed (else ORed).
+        #[serde(default)]
+        conjunction: bool,
+    },
+    /// Terms within an edit distance of a term.
+    Fuzzy {
+        /// Column path.
+        path: String,
+        /// The (analyzed) term.
+        term: String,
+        /// Maximum edit distance (0 to 2).
+        distance: u8,
+        /// Whether a transposition counts as one edit.
+        transpositions: bool,
+    },
+    /// A phrase whose last term is a prefix.
+    PhrasePrefix {
+        /// Column path.
+        path: String,
+        /// Phrase text.
+        text: String,
+        /// Maximum number of terms the prefix expands to.
+        max_expansions: u32,
+    },
+    /// Terms matching a regular expression (whole term, Lucene-style anchoring).
+    Regexp {
+        /// Column path.
+        path: String,
+        /// Regular expression.
+        pattern: String,
+        /// Match ignoring case.
+        case_insensitive: bool,
+    },
+    /// Scores of the inner query multiplied by a factor.
+    Boost {
+        /// Inner query.
+        query: Box<LeafQuery>,
+        /// Factor.
+        boost: f32,
+    },
+    /// Every match of the inner query scores the same.
+    ConstantScore {
+        /// Inner query.
+        query: Box<LeafQuery>,
+        /// The score.
+        score: f32,
+    },
+    /// Best score of the disjuncts plus `tie_breaker` times the others.
+    DisMax {
+        /// Disjuncts.
+        queries: Vec<LeafQuery>,
+        /// Weight of the non-best scores.
+        tie_breaker: f32,
     },
     /// Document ids.
     Ids {
@@ -114,6 +171,9 @@ pub enum LeafQuery {
         must_not: Vec<LeafQuery>,
         /// Must match, not scored.
         filter: Vec<LeafQuery>,
+        /// Least number of `should` clauses that must match.
+        #[serde(default)]
+        minimum_should_match: Option<u32>,
     },
 }
 
@@ -129,17 +189,15 @@ impl LeafQuery {
                 should: vec![],
                 must_not: vec![],
                 filter: vec![],
+                minimum_should_match: None,
             },
         }
     }
 
-    /// Whether the query produces relevance scores (has a full-text part).
+    /// Whether the query produces relevance scores: every query but `None`
+    /// does, as in Elasticsearch (`match_all` scores 1, filters 0).
     pub fn is_scoring(&self) -> bool {
-        match self {
-            LeafQuery::Match { .. } | LeafQuery::MatchPhrase { .. } | LeafQuery::QueryString { .. } => true,
-            LeafQuery::Bool { must, should, .. } => must.iter().chain(should).any(LeafQuery::is_scoring),
-            _ => false,
-        }
+        *self != LeafQuery::None
     }
 
     /// Short text for `EXPLAIN`.
@@ -178,13 +236,27 @@ impl LeafQuery {
             LeafQuery::MatchPhrase { path, text, slop } => {
                 format!("match_phrase({path}, '{text}', slop={slop})")
             }
-            LeafQuery::QueryString { query } => format!("query_string('{query}')"),
+            LeafQuery::QueryString { query, .. } => format!("query_string('{query}')"),
+            LeafQuery::Fuzzy {
+                path, term, distance, ..
+            } => format!("{path}:{term}~{distance}"),
+            LeafQuery::PhrasePrefix { path, text, .. } => format!("match_phrase_prefix({path}, '{text}')"),
+            LeafQuery::Regexp { path, pattern, .. } => format!("{path}:/{pattern}/"),
+            LeafQuery::Boost { query, boost } => format!("({})^{boost}", query.describe()),
+            LeafQuery::ConstantScore { query, score } => {
+                format!("constant_score({}, {score})", query.describe())
+            }
+            LeafQuery::DisMax { queries, tie_breaker } => format!(
+                "dis_max([{}], tie_breaker={tie_breaker})",
+                queries.iter().map(LeafQuery::describe).collect::<Vec<_>>().join(", ")
+            ),
             LeafQuery::Ids { ids } => format!("ids({})", ids.join(", ")),
             LeafQuery::Bool {
                 must,
                 should,
                 must_not,
                 filter,
+                minimum_should_match,
             } => {
                 let mut parts = Vec::new();
                 for (name, qs) in [
@@ -197,6 +269,9 @@ impl LeafQuery {
                         let inner: Vec<String> = qs.iter().map(LeafQuery::describe).collect();
                         parts.push(format!("{name}: [{}]", inner.join(", ")));
                     }
+                }
+                if let Some(n) = minimum_should_match {
+                    parts.push(format!("minimum_should_match: {n}"));
                 }
                 format!("bool({})", parts.join(", "))
             }
@@ -256,6 +331,9 @@ impl Compiler<'_> {
                 IndexRecordOption::Basic,
             )),
             LeafQuery::Prefix { path, prefix } => {
+                if self.is_text(path)? {
+                    return self.regex(path, &format!("{}.*", regex::escape(prefix)), false);
+                }
                 let lower = self.kw_term(path, &TermValue::Str(prefix.clone()));
                 let upper = match prefix_successor(prefix) {
                     Some(next) => Bound::Excluded(self.kw_term(path, &TermValue::Str(next))),
@@ -310,7 +388,65 @@ impl Compiler<'_> {
                     }
                 }
             }
-            LeafQuery::QueryString { query } => self.query_string(query)?,
+            LeafQuery::QueryString {
+                query,
+                fields,
+                conjunction,
+            } => self.query_string(query, fields, *conjunction)?,
+            LeafQuery::Fuzzy {
+                path,
+                term,
+                distance,
+                transpositions,
+            } => {
+                let term = if self.is_text(path)? {
+                    self.text_term(path, term)
+                } else {
+                    self.kw_term(path, &TermValue::Str(term.clone()))
+                };
+                Box::new(FuzzyTermQuery::new(term, *distance, *transpositions))
+            }
+            LeafQuery::PhrasePrefix {
+                path,
+                text,
+                max_expansions,
+            } => {
+                if !self.is_text(path)? {
+                    return self.compile(&LeafQuery::Prefix {
+                        path: path.clone(),
+                        prefix: text.clone(),
+                    });
+                }
+                let terms = self.analyze(path, text)?;
+                match terms.as_slice() {
+                    [] => Box::new(EmptyQuery),
+                    [(_, last)] => {
+                        let prefix = last.value().as_str().unwrap_or_default().to_string();
+                        self.regex(path, &format!("{}.*", regex::escape(&prefix)), false)?
+                    }
+                    _ => {
+                        let mut q = PhrasePrefixQuery::new_with_offset(terms);
+                        q.set_max_expansions(*max_expansions);
+                        Box::new(q)
+                    }
+                }
+            }
+            LeafQuery::Regexp {
+                path,
+                pattern,
+                case_insensitive,
+            } => {
+                self.field_type(path)?;
+                self.regex(path, pattern, *case_insensitive)?
+            }
+            LeafQuery::Boost { query, boost } => Box::new(BoostQuery::new(self.compile(query)?, *boost)),
+            LeafQuery::ConstantScore { query, score } => {
+                Box::new(ConstScoreQuery::new(self.compile(query)?, *score))
+            }
+            LeafQuery::DisMax { queries, tie_breaker } => Box::new(DisjunctionMaxQuery::with_tie_breaker(
+                queries.iter().map(|q| self.compile(q)).collect::<Result<_>>()?,
+                *tie_breaker,
+            )),
             LeafQuery::Ids { ids } => Box::new(TermSetQuery::new(
                 ids.iter().map(|id| Term::from_field_text(self.fields.id, id)),
             )),
@@ -319,6 +455,7 @@ impl Compiler<'_> {
                 should,
                 must_not,
                 filter,
+                minimum_should_match,
             } => {
                 let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
                 for q in must {
@@ -341,7 +478,13 @@ impl Compiler<'_> {
                         clauses.push((Occur::MustNot, self.compile(q)?));
                     }
                 }
-                Box::new(BooleanQuery::new(clauses))
+                match minimum_should_match {
+                    Some(n) if *n as usize > should.len() => Box::new(EmptyQuery),
+                    Some(n) if *n > 0 => {
+                        Box::new(BooleanQuery::with_minimum_required_clauses(clauses, *n as usize))
+                    }
+                    _ => Box::new(BooleanQuery::new(clauses)),
+                }
             }
         })
     }
@@ -397,6 +540,29 @@ impl Compiler<'_> {
         }
     }
 
+    fn text_term(&self, path: &str, token: &str) -> Term {
+        let mut term = Term::from_field_json_path(self.fields.text, path, true);
+        term.append_type_and_str(token);
+        term
+    }
+
+    /// A regular expression over the string terms of a column: the pattern
+    /// must match a whole term, as in Lucene.
+    fn regex(&self, path: &str, pattern: &str, case_insensitive: bool) -> Result<Box<dyn Query>> {
+        let field = if self.is_text(path)? {
+            self.fields.text
+        } else {
+            self.fields.kw
+        };
+        let json_path: Vec<String> = path.split('.').map(regex::escape).collect();
+        let flags = if case_insensitive { "(?i)" } else { "" };
+        let full = format!("{}\\x00s{flags}(?:{pattern})", json_path.join("\\x01"));
+        let regex = tantivy_fst::Regex::new(&full).map_err(|e| {
+            Error::illegal_argument(format!("invalid regular expression [{pattern}]: {e}"))
+        })?;
+        Ok(Box::new(RegexQuery::from_regex(regex, field)))
+    }
+
     fn analyze(&self, path: &str, text: &str) -> Result<Vec<(usize, Term)>> {
         let mut tokenizer = self
             .tokenizers
@@ -412,17 +578,30 @@ impl Compiler<'_> {
         Ok(out)
     }
 
-    fn query_string(&self, query: &str) -> Result<Box<dyn Query>> {
+    fn query_string(&self, query: &str, fields: &[(String, f32)], conjunction: bool) -> Result<Box<dyn Query>> {
         let ast = tantivy::query_grammar::parse_query(query).map_err(|_| Error::BadRequest {
             es_type: "query_shard_exception",
             reason: format!("Failed to parse query [{query}]"),
         })?;
-        let ast = self.rewrite(ast)?;
-        let parser = QueryParser::new(
+        let defaults: Vec<(String, f32)> = if fields.is_empty() {
+            self.mapping
+                .columns()
+                .into_iter()
+                .filter(|c| c.mapping.ty == FieldType::Text)
+                .map(|c| (c.path, 1.0))
+                .collect()
+        } else {
+            fields.to_vec()
+        };
+        let ast = self.rewrite(ast, &defaults)?;
+        let mut parser = QueryParser::new(
             self.index.schema(),
             vec![self.fields.text],
             self.tokenizers.clone(),
         );
+        if conjunction {
+            parser.set_conjunction_by_default();
+        }
         parser
             .build_query_from_user_input_ast(ast)
             .map_err(|e| Error::BadRequest {
@@ -432,16 +611,18 @@ impl Compiler<'_> {
     }
 
     /// Rewrites user field names into the JSON field paths of the shard schema;
-    /// unqualified terms search every text field.
-    fn rewrite(&self, ast: UserInputAst) -> Result<UserInputAst> {
+    /// unqualified terms search the default fields.
+    fn rewrite(&self, ast: UserInputAst, defaults: &[(String, f32)]) -> Result<UserInputAst> {
         Ok(match ast {
             UserInputAst::Clause(clauses) => UserInputAst::Clause(
                 clauses
                     .into_iter()
-                    .map(|(occur, a)| self.rewrite(a).map(|a| (occur, a)))
+                    .map(|(occur, a)| self.rewrite(a, defaults).map(|a| (occur, a)))
                     .collect::<Result<_>>()?,
             ),
-            UserInputAst::Boost(inner, boost) => UserInputAst::Boost(Box::new(self.rewrite(*inner)?), boost),
+            UserInputAst::Boost(inner, boost) => {
+                UserInputAst::Boost(Box::new(self.rewrite(*inner, defaults)?), boost)
+            }
             UserInputAst::Leaf(leaf) => match *leaf {
                 UserInputLeaf::Literal(mut lit) => match lit.field_name.take() {
                     Some(name) => {
@@ -449,28 +630,24 @@ impl Compiler<'_> {
                         UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(lit)))
                     }
                     None => {
-                        let text_fields: Vec<String> = self
-                            .mapping
-                            .columns()
-                            .into_iter()
-                            .filter(|c| c.mapping.ty == FieldType::Text)
-                            .map(|c| format!("{}.{}", names::TEXT, c.path))
-                            .collect();
-                        if text_fields.is_empty() {
+                        if defaults.is_empty() {
                             return Ok(UserInputAst::Clause(vec![]));
                         }
                         UserInputAst::Clause(
-                            text_fields
-                                .into_iter()
-                                .map(|f| {
+                            defaults
+                                .iter()
+                                .map(|(field, boost)| {
                                     let mut l = lit.clone();
-                                    l.field_name = Some(f);
-                                    (
-                                        Some(Occur::Should),
-                                        UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(l))),
-                                    )
+                                    l.field_name = Some(self.schema_path(field)?);
+                                    let leaf = UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(l)));
+                                    let leaf = if *boost == 1.0 {
+                                        leaf
+                                    } else {
+                                        UserInputAst::Boost(Box::new(leaf), f64::from(*boost).into())
+                                    };
+                                    Ok((Some(Occur::Should), leaf))
                                 })
-                                .collect(),
+                                .collect::<Result<_>>()?,
                         )
                     }
                 },
@@ -516,14 +693,30 @@ impl Compiler<'_> {
         })
     }
 
+    /// The schema path of a field; an unmapped field matches nothing, as in
+    /// Elasticsearch, so it maps to a path that holds no terms.
     fn schema_path(&self, name: &str) -> Result<String> {
-        let root = if self.is_text(name)? {
+        let root = if self.mapping.column(name).is_some() && self.is_text(name)? {
             names::TEXT
         } else {
             names::KW
         };
         Ok(format!("{root}.{name}"))
     }
+}
+
+/// The terms the index's text analyzer makes of `text` (what `match`
+/// searches for).
+pub fn analyze(text: &str) -> Vec<String> {
+    let Some(mut tokenizer) = TokenizerManager::default().get("default") else {
+        return vec![];
+    };
+    let mut stream = tokenizer.token_stream(text);
+    let mut out = Vec::new();
+    while let Some(token) = stream.next() {
+        out.push(token.text.clone());
+    }
+    out
 }
 
 /// Parses a string into the term value of a column type.

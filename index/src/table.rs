@@ -82,6 +82,16 @@ impl IndexTable {
             schema,
         }
     }
+
+    /// The index.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// The mapping the table was made with (its schema follows it).
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        &self.mapping
+    }
 }
 
 #[async_trait]

@@ -17,6 +17,8 @@ struct Inner {
     es_type: String,
     reason: String,
     extra: serde_json::Map<String, Value>,
+    /// The whole `error` object, when the error renders itself.
+    object: Option<Value>,
 }
 
 /// Result of a handler.
@@ -30,6 +32,7 @@ impl ApiError {
             es_type: es_type.to_string(),
             reason: reason.into(),
             extra: serde_json::Map::new(),
+            object: None,
         }))
     }
 
@@ -96,6 +99,17 @@ impl From<quidditch_sql::Error> for ApiError {
     }
 }
 
+impl From<quidditch_planner::Error> for ApiError {
+    fn from(err: quidditch_planner::Error) -> ApiError {
+        if err.status >= 500 {
+            tracing::error!(%err, "search failed");
+        }
+        let mut e = ApiError::new(err.status, err.es_type, err.reason.clone());
+        e.0.object = Some(err.to_json());
+        e
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(err: tokio::task::JoinError) -> ApiError {
         ApiError::internal(format!("task failed: {err}"))
@@ -105,6 +119,9 @@ impl From<tokio::task::JoinError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let inner = *self.0;
+        if let Some(object) = inner.object {
+            return es_json(inner.status, &json!({"error": object, "status": inner.status.as_u16()}));
+        }
         let mut cause = serde_json::Map::new();
         cause.insert("type".into(), json!(inner.es_type));
         cause.insert("reason".into(), json!(inner.reason));

@@ -5,6 +5,7 @@ mod docs;
 mod error;
 mod indices;
 mod root;
+mod search;
 mod sql;
 
 use std::collections::HashMap;
@@ -33,6 +34,12 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/", get(root::info).head(root::head))
         .route("/_bulk", post(docs::bulk).put(docs::bulk))
         .route("/_sql", post(sql::sql).get(sql::sql))
+        .route("/_search", post(search::search_all).get(search::search_all))
+        .route("/_count", post(search::count_all).get(search::count_all))
+        .route("/_msearch", post(search::msearch).get(search::msearch))
+        .route("/{index}/_search", post(search::search).get(search::search))
+        .route("/{index}/_count", post(search::count).get(search::count))
+        .route("/{index}/_msearch", post(search::msearch_index).get(search::msearch_index))
         .route("/_cat/indices", get(cat::indices))
         .route("/_cat/indices/{index}", get(cat::indices_of))
         .route("/_refresh", post(indices::refresh_all).get(indices::refresh_all))

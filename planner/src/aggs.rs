@@ -1,0 +1,1749 @@
+//! Aggregations: parsed from Elasticsearch's `aggs`, planned as DataFusion
+//! aggregate plans, rendered back in Elasticsearch's shapes.
+//!
+//! Every bucket aggregation is one level of grouping. A level is either a
+//! *group* (`terms`, `histogram`, `date_histogram`: a GROUP BY key
+//! expression) or a set of *branches* (`range`, `filters`: one filter per
+//! bucket, pushed into the scans as a tantivy query). For each bucket
+//! aggregation the planner builds one aggregate plan per combination of
+//! branches of it and its ancestors, grouped by the keys of its group
+//! ancestors and itself, computing the document count and the metrics of its
+//! metric sub-aggregations. Metrics over multi-valued fields get a plan of
+//! their own that unnests the values. Bucket selection (`size`, `order`,
+//! `min_doc_count`), empty-bucket filling and rendering happen on the small
+//! grouped results.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::functions_aggregate::expr_fn::{
+    approx_distinct, approx_percentile_cont, avg, count, max, min, stddev, stddev_pop, sum, var_pop, var_sample,
+};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast,
+    col, lit,
+};
+use datafusion::prelude::SessionContext;
+use futures::future::try_join_all;
+use quidditch_index::mapping::FieldType;
+use quidditch_index::query::LeafQuery;
+use serde_json::{Map, Value, json};
+
+use crate::dates::{CalendarUnit, DateFormatter, TimeZone, parse_fixed_interval};
+use crate::error::{Error, Result};
+use crate::query::{QueryContext, lower, resolve_date};
+use crate::source::{Output, Target, common_type, float_json, json_at, union_source};
+
+/// The parsed `aggs` of a request.
+#[derive(Debug, Clone)]
+pub struct AggTree {
+    nodes: Vec<AggNode>,
+}
+
+#[derive(Debug, Clone)]
+struct AggNode {
+    name: String,
+    kind: AggKind,
+    children: Vec<AggNode>,
+}
+
+#[derive(Debug, Clone)]
+enum AggKind {
+    Terms(TermsAgg),
+    Histogram(HistogramAgg),
+    DateHistogram(DateHistogramAgg),
+    Range(RangeAgg),
+    Filters(FiltersAgg),
+    Metric(MetricAgg),
+}
+
+#[derive(Debug, Clone)]
+enum OrderKey {
+    Count,
+    Key,
+    Metric { agg: String, stat: Option<String> },
+}
+
+#[derive(Debug, Clone)]
+enum KeyFilter {
+    Regex(regex::Regex),
+    Values(Vec<Value>),
+}
+
+#[derive(Debug, Clone)]
+struct TermsAgg {
+    field: String,
+    size: usize,
+    order: Vec<(OrderKey, bool)>,
+    min_doc_count: u64,
+    missing: Option<Value>,
+    include: Option<KeyFilter>,
+    exclude: Option<KeyFilter>,
+}
+
+#[derive(Debug, Clone)]
+struct HistogramAgg {
+    field: String,
+    interval: f64,
+    offset: f64,
+    min_doc_count: u64,
+    extended_bounds: Option<(f64, f64)>,
+    hard_bounds: Option<(Option<f64>, Option<f64>)>,
+    keyed: bool,
+    missing: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Interval {
+    Calendar(CalendarUnit),
+    Fixed(i64),
+}
+
+#[derive(Debug, Clone)]
+struct DateHistogramAgg {
+    field: String,
+    interval: Interval,
+    tz: TimeZone,
+    tz_name: String,
+    format: Option<String>,
+    offset: i64,
+    min_doc_count: u64,
+    extended_bounds: Option<(i64, i64)>,
+    hard_bounds: Option<(Option<i64>, Option<i64>)>,
+    keyed: bool,
+    missing: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+struct RangeSpec {
+    key: Option<String>,
+    from: Option<Value>,
+    to: Option<Value>,
+}
+
+#[derive(Debug, Clone)]
+struct RangeAgg {
+    field: String,
+    ranges: Vec<RangeSpec>,
+    keyed: bool,
+    format: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct FiltersAgg {
+    /// (key, query); the key is `None` for anonymous filters.
+    filters: Vec<(Option<String>, Value)>,
+    other_bucket_key: Option<String>,
+    keyed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MetricKind {
+    Avg,
+    Min,
+    Max,
+    Sum,
+    ValueCount,
+    Stats,
+    ExtendedStats,
+    Percentiles,
+    Cardinality,
+}
+
+#[derive(Debug, Clone)]
+struct MetricAgg {
+    kind: MetricKind,
+    field: String,
+    missing: Option<Value>,
+    percents: Vec<f64>,
+    keyed: bool,
+    sigma: f64,
+}
+
+const DEFAULT_PERCENTS: [f64; 7] = [1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0];
+
+fn agg_error(reason: impl Into<String>) -> Error {
+    Error::new(400, "x_content_parse_exception", reason)
+}
+
+/// Parses `aggs` / `aggregations`.
+pub fn parse(v: &Value) -> Result<AggTree> {
+    Ok(AggTree {
+        nodes: parse_level(v)?,
+    })
+}
+
+fn parse_level(v: &Value) -> Result<Vec<AggNode>> {
+    let m = v
+        .as_object()
+        .ok_or_else(|| Error::parsing("Aggregation definitions must be objects"))?;
+    m.iter().map(|(name, def)| parse_node(name, def)).collect()
+}
+
+fn parse_node(name: &str, def: &Value) -> Result<AggNode> {
+    let m = def.as_object().ok_or_else(|| {
+        Error::parsing(format!("Expected [START_OBJECT] under [{name}], but got a different token"))
+    })?;
+    let mut kind = None;
+    let mut children = vec![];
+    for (key, body) in m {
+        match key.as_str() {
+            "aggs" | "aggregations" => children = parse_level(body)?,
+            "meta" => {}
+            agg_type => {
+                if kind.is_some() {
+                    return Err(Error::parsing(format!(
+                        "Found two aggregation type definitions in [{name}]: [{agg_type}]"
+                    )));
+                }
+                kind = Some(parse_kind(name, agg_type, body)?);
+            }
+        }
+    }
+    let kind = kind.ok_or_else(|| Error::parsing(format!("Missing definition for aggregation [{name}]")))?;
+    if matches!(kind, AggKind::Metric(_)) && !children.is_empty() {
+        return Err(Error::new(
+            400,
+            "aggregation_initialization_exception",
+            format!("Aggregator [{name}] of type [metric] cannot accept sub-aggregations"),
+        ));
+    }
+    let node = AggNode {
+        name: name.to_string(),
+        kind,
+        children,
+    };
+    if let AggKind::Terms(t) = &node.kind {
+        for (key, _) in &t.order {
+            if let OrderKey::Metric { agg, .. } = key
+                && !node.children.iter().any(|c| c.name == *agg && matches!(c.kind, AggKind::Metric(_)))
+            {
+                return Err(Error::new(
+                    400,
+                    "aggregation_execution_exception",
+                    format!("Invalid aggregator order path [{agg}]. The provided aggregation [{agg}] either does not exist, or is a pipeline aggregation and cannot be used to sort the buckets."),
+                )
+                .on_shards());
+            }
+        }
+    }
+    Ok(node)
+}
+
+fn check_keys(agg: &str, m: &Map<String, Value>, allowed: &[&str]) -> Result<()> {
+    match m.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(agg_error(format!("[1:1] [{agg}] unknown field [{k}]"))),
+        None => Ok(()),
+    }
+}
+
+fn field_of(agg: &str, name: &str, m: &Map<String, Value>) -> Result<String> {
+    m.get("field").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
+        Error::illegal_argument(format!(
+            "Required one of fields [field, script], but none were specified. in [{name}] of type [{agg}]"
+        ))
+    })
+}
+
+fn num(v: &Value, what: &str) -> Result<f64> {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .ok_or_else(|| agg_error(format!("[{what}] must be a number, got [{v}]")))
+}
+
+fn count_param(v: Option<&Value>, what: &str, default: u64) -> Result<u64> {
+    match v {
+        None => Ok(default),
+        Some(v) => {
+            let n = v
+                .as_i64()
+                .ok_or_else(|| agg_error(format!("[{what}] must be an integer, got [{v}]")))?;
+            u64::try_from(n).map_err(|_| Error::illegal_argument(format!("[{what}] must be greater than or equal to 0. Found [{n}]")))
+        }
+    }
+}
+
+fn parse_order(v: &Value) -> Result<Vec<(OrderKey, bool)>> {
+    let one = |m: &Map<String, Value>| -> Result<Vec<(OrderKey, bool)>> {
+        m.iter()
+            .map(|(k, dir)| {
+                let desc = match dir.as_str().map(str::to_ascii_lowercase).as_deref() {
+                    Some("desc") => true,
+                    Some("asc") => false,
+                    _ => return Err(agg_error(format!("Unknown terms order direction [{dir}]"))),
+                };
+                let key = match k.as_str() {
+                    "_count" => OrderKey::Count,
+                    "_key" | "_term" => OrderKey::Key,
+                    path => match path.split_once(['.', '[']) {
+                        Some((agg, stat)) => OrderKey::Metric {
+                            agg: agg.to_string(),
+                            stat: Some(stat.trim_end_matches(']').to_string()),
+                        },
+                        None => OrderKey::Metric {
+                            agg: path.to_string(),
+                            stat: None,
+                        },
+                    },
+                };
+                Ok((key, desc))
+            })
+            .collect()
+    };
+    match v {
+        Value::Object(m) => one(m),
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for item in items {
+                out.extend(one(item.as_object().ok_or_else(|| agg_error("[order] entries must be objects"))?)?);
+            }
+            Ok(out)
+        }
+        _ => Err(agg_error("[order] must be an object or an array")),
+    }
+}
+
+fn key_filter(v: &Value) -> Result<KeyFilter> {
+    match v {
+        Value::String(s) => regex::Regex::new(&format!("^(?:{s})$"))
+            .map(KeyFilter::Regex)
+            .map_err(|e| Error::illegal_argument(format!("invalid include/exclude regex [{s}]: {e}"))),
+        Value::Array(a) => Ok(KeyFilter::Values(a.clone())),
+        _ => Err(agg_error("[include] and [exclude] must be a regex string or an array of values")),
+    }
+}
+
+fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
+    let m = body
+        .as_object()
+        .ok_or_else(|| agg_error(format!("[{agg}] for [{name}] must be an object")))?;
+    let metric = |kind: MetricKind, extra: &[&str]| -> Result<AggKind> {
+        let mut allowed = vec!["field", "missing", "format", "script"];
+        allowed.extend_from_slice(extra);
+        check_keys(agg, m, &allowed)?;
+        let percents = match m.get("percents") {
+            Some(Value::Array(a)) => a.iter().map(|p| num(p, "percents")).collect::<Result<Vec<_>>>()?,
+            Some(other) => return Err(agg_error(format!("[percents] must be an array, got [{other}]"))),
+            None => DEFAULT_PERCENTS.to_vec(),
+        };
+        if let Some(p) = percents.iter().find(|p| !(0.0..=100.0).contains(*p)) {
+            return Err(Error::illegal_argument(format!("percent must be in [0,100], got [{p}]: percent")));
+        }
+        let sigma = m.get("sigma").map(|s| num(s, "sigma")).transpose()?.unwrap_or(2.0);
+        if sigma < 0.0 {
+            return Err(Error::illegal_argument(format!("[sigma] must be greater than or equal to 0. Found [{sigma}] in [{name}]")));
+        }
+        Ok(AggKind::Metric(MetricAgg {
+            kind,
+            field: field_of(agg, name, m)?,
+            missing: m.get("missing").cloned(),
+            percents,
+            keyed: m.get("keyed").and_then(Value::as_bool).unwrap_or(true),
+            sigma,
+        }))
+    };
+    match agg {
+        "avg" => metric(MetricKind::Avg, &[]),
+        "min" => metric(MetricKind::Min, &[]),
+        "max" => metric(MetricKind::Max, &[]),
+        "sum" => metric(MetricKind::Sum, &[]),
+        "value_count" => metric(MetricKind::ValueCount, &[]),
+        "stats" => metric(MetricKind::Stats, &[]),
+        "extended_stats" => metric(MetricKind::ExtendedStats, &["sigma"]),
+        "percentiles" => metric(MetricKind::Percentiles, &["percents", "keyed", "tdigest", "hdr"]),
+        "cardinality" => metric(MetricKind::Cardinality, &["precision_threshold", "execution_hint"]),
+        "terms" => {
+            check_keys(
+                agg,
+                m,
+                &[
+                    "field", "size", "shard_size", "order", "min_doc_count", "shard_min_doc_count", "missing",
+                    "include", "exclude", "execution_hint", "collect_mode", "show_term_doc_count_error", "format",
+                ],
+            )?;
+            let size = count_param(m.get("size"), "size", 10)?;
+            if size == 0 {
+                return Err(Error::illegal_argument(format!("[size] must be greater than 0. Found [0] in [{name}]")));
+            }
+            let shard_size = count_param(m.get("shard_size"), "shard_size", size + size / 2 + 10)?;
+            if shard_size == 0 {
+                return Err(Error::illegal_argument(format!("[shard_size] must be greater than 0. Found [0] in [{name}]")));
+            }
+            let order = match m.get("order") {
+                Some(o) => parse_order(o)?,
+                None => vec![(OrderKey::Count, true)],
+            };
+            Ok(AggKind::Terms(TermsAgg {
+                field: field_of(agg, name, m)?,
+                size: size as usize,
+                order,
+                min_doc_count: count_param(m.get("min_doc_count"), "min_doc_count", 1)?,
+                missing: m.get("missing").cloned(),
+                include: m.get("include").map(key_filter).transpose()?,
+                exclude: m.get("exclude").map(key_filter).transpose()?,
+            }))
+        }
+        "histogram" => {
+            check_keys(
+                agg,
+                m,
+                &["field", "interval", "offset", "min_doc_count", "extended_bounds", "hard_bounds", "keyed", "missing", "order", "format"],
+            )?;
+            let interval = num(
+                m.get("interval")
+                    .ok_or_else(|| agg_error(format!("[interval] is required for histogram [{name}]")))?,
+                "interval",
+            )?;
+            if interval <= 0.0 {
+                return Err(Error::illegal_argument(format!(
+                    "[interval] must be >0 for histogram aggregation [{name}]"
+                )));
+            }
+            let bounds = |key: &str| -> Result<Option<(Option<f64>, Option<f64>)>> {
+                m.get(key)
+                    .map(|b| {
+                        let b = b.as_object().ok_or_else(|| agg_error(format!("[{key}] must be an object")))?;
+                        Ok((
+                            b.get("min").map(|v| num(v, "min")).transpose()?,
+                            b.get("max").map(|v| num(v, "max")).transpose()?,
+                        ))
+                    })
+                    .transpose()
+            };
+            let extended = bounds("extended_bounds")?;
+            Ok(AggKind::Histogram(HistogramAgg {
+                field: field_of(agg, name, m)?,
+                interval,
+                offset: m.get("offset").map(|v| num(v, "offset")).transpose()?.unwrap_or(0.0),
+                min_doc_count: count_param(m.get("min_doc_count"), "min_doc_count", 0)?,
+                extended_bounds: extended.map(|(lo, hi)| (lo.unwrap_or(f64::INFINITY), hi.unwrap_or(f64::NEG_INFINITY))),
+                hard_bounds: bounds("hard_bounds")?,
+                keyed: m.get("keyed").and_then(Value::as_bool).unwrap_or(false),
+                missing: m.get("missing").map(|v| num(v, "missing")).transpose()?,
+            }))
+        }
+        "date_histogram" => parse_date_histogram(name, m),
+        "range" | "date_range" => {
+            check_keys(agg, m, &["field", "ranges", "keyed", "format", "missing", "time_zone"])?;
+            let ranges = m
+                .get("ranges")
+                .and_then(Value::as_array)
+                .ok_or_else(|| Error::illegal_argument(format!("No [ranges] specified for the [{name}] aggregation")))?;
+            if ranges.is_empty() {
+                return Err(Error::illegal_argument(format!("No [ranges] specified for the [{name}] aggregation")));
+            }
+            let ranges = ranges
+                .iter()
+                .map(|r| {
+                    let r = r.as_object().ok_or_else(|| agg_error("[ranges] entries must be objects"))?;
+                    check_keys("range", r, &["key", "from", "to"])?;
+                    let bound = |k: &str| r.get(k).filter(|v| !v.is_null()).cloned();
+                    Ok(RangeSpec {
+                        key: r.get("key").and_then(Value::as_str).map(str::to_string),
+                        from: bound("from"),
+                        to: bound("to"),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(AggKind::Range(RangeAgg {
+                field: field_of(agg, name, m)?,
+                ranges,
+                keyed: m.get("keyed").and_then(Value::as_bool).unwrap_or(false),
+                format: m.get("format").and_then(Value::as_str).map(str::to_string),
+            }))
+        }
+        "filters" => {
+            check_keys(agg, m, &["filters", "other_bucket", "other_bucket_key", "keyed"])?;
+            let (filters, named) = match m.get("filters") {
+                Some(Value::Object(f)) => {
+                    let mut v: Vec<(Option<String>, Value)> =
+                        f.iter().map(|(k, q)| (Some(k.clone()), q.clone())).collect();
+                    v.sort_by(|a, b| a.0.cmp(&b.0));
+                    (v, true)
+                }
+                Some(Value::Array(a)) => (a.iter().map(|q| (None, q.clone())).collect(), false),
+                _ => return Err(agg_error(format!("[filters] is required in [{name}] and must be an object or an array"))),
+            };
+            for (_, q) in &filters {
+                crate::query::lower(q, &QueryContext { mapping: &Default::default(), now_ms: 0 })?;
+            }
+            let other_key = m.get("other_bucket_key").and_then(Value::as_str).map(str::to_string);
+            let other = match m.get("other_bucket").and_then(Value::as_bool) {
+                Some(true) => Some(other_key.unwrap_or_else(|| "_other_".into())),
+                Some(false) => None,
+                None => other_key,
+            };
+            Ok(AggKind::Filters(FiltersAgg {
+                filters,
+                other_bucket_key: other,
+                keyed: m.get("keyed").and_then(Value::as_bool).unwrap_or(named),
+            }))
+        }
+        other => Err(Error::parsing(format!("Unknown aggregation type [{other}] did you mean [terms]?"))
+            .with("line", json!(1))
+            .with("col", json!(1))),
+    }
+}
+
+fn parse_date_histogram(name: &str, m: &Map<String, Value>) -> Result<AggKind> {
+    check_keys(
+        "date_histogram",
+        m,
+        &[
+            "field", "calendar_interval", "fixed_interval", "interval", "time_zone", "format", "offset", "min_doc_count",
+            "extended_bounds", "hard_bounds", "keyed", "missing", "order",
+        ],
+    )?;
+    let interval = match (m.get("calendar_interval"), m.get("fixed_interval")) {
+        (Some(c), None) => {
+            let text = c.as_str().unwrap_or_default();
+            Interval::Calendar(CalendarUnit::parse(text).ok_or_else(|| {
+                Error::illegal_argument(format!("The supplied interval [{text}] could not be parsed as a calendar interval."))
+            })?)
+        }
+        (None, Some(f)) => Interval::Fixed(parse_fixed_interval(f.as_str().unwrap_or_default()).map_err(Error::illegal_argument)?),
+        (Some(_), Some(_)) => {
+            return Err(Error::illegal_argument("Cannot use [fixed_interval] with [calendar_interval] configuration option."));
+        }
+        (None, None) => {
+            return Err(Error::illegal_argument(format!("Invalid interval specified, must be non-null and non-empty in [{name}]")));
+        }
+    };
+    let tz_name = m.get("time_zone").and_then(Value::as_str).unwrap_or("UTC").to_string();
+    let tz = TimeZone::parse(&tz_name).map_err(Error::illegal_argument)?;
+    let offset = match m.get("offset") {
+        None => 0,
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(s)) => {
+            let (neg, rest) = match s.strip_prefix('-') {
+                Some(r) => (true, r),
+                None => (false, s.strip_prefix('+').unwrap_or(s)),
+            };
+            let ms = parse_fixed_interval(rest).map_err(Error::illegal_argument)?;
+            if neg { -ms } else { ms }
+        }
+        Some(other) => return Err(agg_error(format!("[offset] must be a string or a number, got [{other}]"))),
+    };
+    let date = |v: &Value| resolve_date(v, None, 0, false);
+    let bounds = |key: &str| -> Result<Option<(Option<i64>, Option<i64>)>> {
+        m.get(key)
+            .map(|b| {
+                let b = b.as_object().ok_or_else(|| agg_error(format!("[{key}] must be an object")))?;
+                Ok((b.get("min").map(date).transpose()?, b.get("max").map(date).transpose()?))
+            })
+            .transpose()
+    };
+    Ok(AggKind::DateHistogram(DateHistogramAgg {
+        field: field_of("date_histogram", name, m)?,
+        interval,
+        tz,
+        tz_name,
+        format: m.get("format").and_then(Value::as_str).map(str::to_string),
+        offset,
+        min_doc_count: count_param(m.get("min_doc_count"), "min_doc_count", 0)?,
+        extended_bounds: bounds("extended_bounds")?.map(|(lo, hi)| (lo.unwrap_or(i64::MAX), hi.unwrap_or(i64::MIN))),
+        hard_bounds: bounds("hard_bounds")?,
+        keyed: m.get("keyed").and_then(Value::as_bool).unwrap_or(false),
+        missing: m.get("missing").map(date).transpose()?,
+    }))
+}
+
+/// A bucket key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Key {
+    Null,
+    Bool(bool),
+    Int(i64),
+    /// A double by its bits; ordered through [`Key::as_f64`].
+    Float(u64),
+    Str(String),
+    Branch(usize),
+}
+
+impl Key {
+    fn from_json(v: &Value) -> Key {
+        match v {
+            Value::Null => Key::Null,
+            Value::Bool(b) => Key::Bool(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Key::Int(i),
+                None => Key::Float(n.as_f64().unwrap_or(0.0).to_bits()),
+            },
+            Value::String(s) => Key::Str(s.clone()),
+            other => Key::Str(other.to_string()),
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Key::Int(i) => Some(*i as f64),
+            Key::Float(b) => Some(f64::from_bits(*b)),
+            Key::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            _ => None,
+        }
+    }
+
+    fn compare(&self, other: &Key) -> std::cmp::Ordering {
+        match (self.as_f64(), other.as_f64()) {
+            (Some(a), Some(b)) => a.total_cmp(&b),
+            _ => self.cmp(other),
+        }
+    }
+}
+
+/// Identifies an aggregation node by its position in the tree.
+type NodeId = Vec<usize>;
+
+/// One aggregate plan and what its rows mean.
+pub struct AggPlan {
+    /// The plan.
+    pub plan: LogicalPlan,
+    node: NodeId,
+    /// Per bucket level (the node's ancestors and itself): the branch taken,
+    /// or `None` for a group level whose key is the next group column.
+    branches: Vec<Option<usize>>,
+    /// Whether the plan gives document counts (else only metrics).
+    counts: bool,
+    /// Metric children whose values the plan computes, with their column count.
+    metrics: Vec<(usize, usize)>,
+    label: String,
+}
+
+impl AggPlan {
+    /// Short description for plan views.
+    pub fn describe(&self) -> String {
+        self.label.clone()
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Row {
+    count: i64,
+    metrics: HashMap<usize, Vec<Value>>,
+}
+
+/// Results of all plans: per node, per key path, the row.
+pub struct AggResults {
+    rows: HashMap<NodeId, HashMap<Vec<Key>, Row>>,
+}
+
+fn metric_columns(m: &MetricAgg) -> usize {
+    match m.kind {
+        MetricKind::Stats => 5,
+        MetricKind::ExtendedStats => 10,
+        MetricKind::Percentiles => m.percents.len(),
+        _ => 1,
+    }
+}
+
+struct Planner<'a> {
+    targets: &'a [Target],
+    base: &'a dyn Fn(&Target) -> Result<LeafQuery>,
+    now_ms: i64,
+    plans: Vec<AggPlan>,
+}
+
+/// Plans every aggregation of `tree` over the targets; `base` is the query of
+/// the search for a target.
+pub fn plan(
+    tree: &AggTree,
+    targets: &[Target],
+    base: &dyn Fn(&Target) -> Result<LeafQuery>,
+    now_ms: i64,
+) -> Result<Vec<AggPlan>> {
+    let mut p = Planner {
+        targets,
+        base,
+        now_ms,
+        plans: vec![],
+    };
+    if targets.is_empty() {
+        return Ok(vec![]);
+    }
+    p.level(&tree.nodes, &[], &[])?;
+    Ok(p.plans)
+}
+
+/// A bucket level on the way down to a node.
+#[derive(Clone)]
+struct Level<'a> {
+    node: &'a AggNode,
+}
+
+impl<'a> Planner<'a> {
+    fn level(&mut self, nodes: &'a [AggNode], path: &[usize], ancestors: &[Level<'a>]) -> Result<()> {
+        let metrics: Vec<(usize, &MetricAgg)> = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| match &n.kind {
+                AggKind::Metric(m) => Some((i, m)),
+                _ => None,
+            })
+            .collect();
+        if !metrics.is_empty() {
+            self.node_plans(path, ancestors, &metrics, false)?;
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            if matches!(node.kind, AggKind::Metric(_)) {
+                continue;
+            }
+            let mut child_path = path.to_vec();
+            child_path.push(i);
+            let mut levels = ancestors.to_vec();
+            levels.push(Level { node });
+            let child_metrics: Vec<(usize, &MetricAgg)> = node
+                .children
+                .iter()
+                .enumerate()
+                .filter_map(|(j, n)| match &n.kind {
+                    AggKind::Metric(m) => Some((j, m)),
+                    _ => None,
+                })
+                .collect();
+            self.node_plans(&child_path, &levels, &child_metrics, true)?;
+            self.level_children(&node.children, &child_path, &levels)?;
+        }
+        Ok(())
+    }
+
+    fn level_children(&mut self, nodes: &'a [AggNode], path: &[usize], ancestors: &[Level<'a>]) -> Result<()> {
+        for (i, node) in nodes.iter().enumerate() {
+            if matches!(node.kind, AggKind::Metric(_)) {
+                continue;
+            }
+            let mut child_path = path.to_vec();
+            child_path.push(i);
+            let mut levels = ancestors.to_vec();
+            levels.push(Level { node });
+            let child_metrics: Vec<(usize, &MetricAgg)> = node
+                .children
+                .iter()
+                .enumerate()
+                .filter_map(|(j, n)| match &n.kind {
+                    AggKind::Metric(m) => Some((j, m)),
+                    _ => None,
+                })
+                .collect();
+            self.node_plans(&child_path, &levels, &child_metrics, true)?;
+            self.level_children(&node.children, &child_path, &levels)?;
+        }
+        Ok(())
+    }
+
+    fn is_list(&self, field: &str) -> bool {
+        matches!(common_type(self.targets, field), Some(DataType::List(_)))
+    }
+
+    /// The plans of one node: the document counts and scalar metrics in one
+    /// plan per branch combination, list-valued metrics in plans of their own.
+    fn node_plans(
+        &mut self,
+        path: &[usize],
+        levels: &[Level<'a>],
+        metrics: &[(usize, &MetricAgg)],
+        counts: bool,
+    ) -> Result<()> {
+        let (scalar, list): (Vec<_>, Vec<_>) = metrics.iter().partition(|(_, m)| !self.is_list(&m.field));
+        let combos = branch_combinations(levels);
+        for combo in &combos {
+            if counts || !scalar.is_empty() {
+                self.build(path, levels, combo, &scalar, counts)?;
+            }
+            for m in &list {
+                self.build(path, levels, combo, std::slice::from_ref(m), false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn branch_query(&self, level: &Level, branch: usize, target: &Target) -> Result<LeafQuery> {
+        let ctx = QueryContext {
+            mapping: target.mapping(),
+            now_ms: self.now_ms,
+        };
+        match &level.node.kind {
+            AggKind::Range(r) => {
+                let spec = &r.ranges[branch];
+                let mut bounds = Map::new();
+                if let Some(f) = &spec.from {
+                    bounds.insert("gte".into(), f.clone());
+                }
+                if let Some(t) = &spec.to {
+                    bounds.insert("lt".into(), t.clone());
+                }
+                if let Some(f) = &r.format {
+                    bounds.insert("format".into(), json!(f));
+                }
+                if bounds.is_empty() || (spec.from.is_none() && spec.to.is_none()) {
+                    return lower(&json!({"exists": {"field": r.field}}), &ctx);
+                }
+                lower(&json!({"range": {r.field.clone(): Value::Object(bounds)}}), &ctx)
+            }
+            AggKind::Filters(f) => match f.filters.get(branch) {
+                Some((_, q)) => lower(q, &ctx),
+                None => {
+                    let all: Vec<Value> = f.filters.iter().map(|(_, q)| q.clone()).collect();
+                    lower(&json!({"bool": {"must_not": all}}), &ctx)
+                }
+            },
+            _ => Err(Error::internal("branch of a group aggregation")),
+        }
+    }
+
+    fn build(
+        &mut self,
+        path: &[usize],
+        levels: &[Level<'a>],
+        combo: &[Option<usize>],
+        metrics: &[&(usize, &MetricAgg)],
+        counts: bool,
+    ) -> Result<()> {
+        let base = self.base;
+        let query_for = |t: &Target| -> Result<LeafQuery> {
+            let mut parts = vec![base(t)?];
+            for (level, branch) in levels.iter().zip(combo) {
+                if let Some(b) = branch {
+                    parts.push(self.branch_query(level, *b, t)?);
+                }
+            }
+            if parts.contains(&LeafQuery::None) {
+                return Ok(LeafQuery::None);
+            }
+            Ok(LeafQuery::and(parts))
+        };
+        let mut outputs = Vec::new();
+        let mut unnest = Vec::new();
+        for (i, level) in levels.iter().enumerate() {
+            if let Some(field) = group_field(level.node) {
+                let alias = format!("__g{i}");
+                if self.is_list(field) {
+                    unnest.push(alias.clone());
+                }
+                outputs.push(Output::Field {
+                    path: field.to_string(),
+                    alias,
+                    reduce: None,
+                });
+            }
+        }
+        for (j, (_, m)) in metrics.iter().enumerate() {
+            let alias = format!("__m{j}");
+            if self.is_list(&m.field) {
+                unnest.push(alias.clone());
+            }
+            outputs.push(Output::Field {
+                path: m.field.clone(),
+                alias,
+                reduce: None,
+            });
+        }
+        if outputs.is_empty() {
+            outputs.push(Output::Meta("_id"));
+        }
+        let mut builder = union_source(self.targets, &query_for, &outputs)?;
+        for alias in &unnest {
+            builder = builder.unnest_column(alias.as_str())?;
+        }
+        let mut groups = Vec::new();
+        for (i, level) in levels.iter().enumerate() {
+            let Some(field) = group_field(level.node) else { continue };
+            let input = col(format!("__g{i}"));
+            let ty = common_type(self.targets, field).map(|t| element(&t));
+            let key = self.key_expr(level.node, input, ty.as_ref())?;
+            if let AggKind::Terms(t) = &level.node.kind
+                && (t.include.is_some() || t.exclude.is_some())
+            {
+                builder = builder.filter(key_filter_expr(t, key.clone(), ty.as_ref()))?;
+            }
+            if let Some(f) = hard_bounds_expr(level.node, key.clone()) {
+                builder = builder.filter(f)?;
+            }
+            groups.push(key.alias(format!("__k{i}")));
+        }
+        let mut aggs = vec![datafusion::functions_aggregate::count::count_all().alias("__count")];
+        for (j, (_, m)) in metrics.iter().enumerate() {
+            let ty = common_type(self.targets, &m.field).map(|t| element(&t));
+            aggs.extend(metric_exprs(m, col(format!("__m{j}")), ty.as_ref())?);
+        }
+        let plan = builder.aggregate(groups, aggs)?.build()?;
+        let names = node_names(levels);
+        self.plans.push(AggPlan {
+            plan,
+            node: path.to_vec(),
+            branches: combo.to_vec(),
+            counts,
+            metrics: metrics.iter().map(|(i, m)| (*i, metric_columns(m))).collect(),
+            label: if names.is_empty() { "(top-level metrics)".into() } else { names },
+        });
+        Ok(())
+    }
+
+    fn key_expr(&self, node: &AggNode, input: Expr, ty: Option<&DataType>) -> Result<Expr> {
+        Ok(match &node.kind {
+            AggKind::Terms(t) => match &t.missing {
+                Some(m) => {
+                    let fill = match ty {
+                        Some(DataType::Timestamp(..)) => cast(lit(resolve_date(m, None, self.now_ms, false)?), DataType::Int64),
+                        _ => json_lit(m),
+                    };
+                    let input = match ty {
+                        Some(DataType::Timestamp(..)) => cast(input, DataType::Int64),
+                        Some(DataType::Dictionary(..)) => cast(input, DataType::Utf8),
+                        _ => input,
+                    };
+                    datafusion::functions::expr_fn::coalesce(vec![input, fill])
+                }
+                None => input,
+            },
+            AggKind::Histogram(h) => {
+                let x = cast(input, DataType::Float64);
+                let x = match h.missing {
+                    Some(m) => datafusion::functions::expr_fn::coalesce(vec![x, lit(m)]),
+                    None => x,
+                };
+                datafusion::functions::expr_fn::floor((x - lit(h.offset)) / lit(h.interval)) * lit(h.interval)
+                    + lit(h.offset)
+            }
+            AggKind::DateHistogram(d) => {
+                let ms = cast(input, DataType::Int64);
+                let ms = match d.missing {
+                    Some(m) => datafusion::functions::expr_fn::coalesce(vec![ms, lit(m)]),
+                    None => ms,
+                };
+                let udf = ScalarUDF::new_from_impl(DateBucket {
+                    interval: d.interval.clone(),
+                    tz: d.tz.clone(),
+                    tz_name: d.tz_name.clone(),
+                    offset: d.offset,
+                    signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+                });
+                Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(Arc::new(udf), vec![ms]))
+            }
+            _ => return Err(Error::internal("key of a branch aggregation")),
+        })
+    }
+}
+
+fn node_names(levels: &[Level]) -> String {
+    levels.iter().map(|l| l.node.name.as_str()).collect::<Vec<_>>().join(" > ")
+}
+
+fn element(t: &DataType) -> DataType {
+    match t {
+        DataType::List(f) | DataType::LargeList(f) => f.data_type().clone(),
+        other => other.clone(),
+    }
+}
+
+fn group_field(node: &AggNode) -> Option<&str> {
+    match &node.kind {
+        AggKind::Terms(t) => Some(&t.field),
+        AggKind::Histogram(h) => Some(&h.field),
+        AggKind::DateHistogram(d) => Some(&d.field),
+        _ => None,
+    }
+}
+
+fn branch_count(node: &AggNode) -> Option<usize> {
+    match &node.kind {
+        AggKind::Range(r) => Some(r.ranges.len()),
+        AggKind::Filters(f) => Some(f.filters.len() + usize::from(f.other_bucket_key.is_some())),
+        _ => None,
+    }
+}
+
+fn branch_combinations(levels: &[Level]) -> Vec<Vec<Option<usize>>> {
+    let mut combos: Vec<Vec<Option<usize>>> = vec![vec![]];
+    for level in levels {
+        combos = match branch_count(level.node) {
+            None => combos
+                .into_iter()
+                .map(|mut c| {
+                    c.push(None);
+                    c
+                })
+                .collect(),
+            Some(n) => combos
+                .into_iter()
+                .flat_map(|c| {
+                    (0..n).map(move |b| {
+                        let mut c = c.clone();
+                        c.push(Some(b));
+                        c
+                    })
+                })
+                .collect(),
+        };
+    }
+    combos
+}
+
+fn json_lit(v: &Value) -> Expr {
+    match v {
+        Value::Bool(b) => lit(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => lit(i),
+            None => lit(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => lit(s.clone()),
+        _ => lit(ScalarValue::Null),
+    }
+}
+
+fn key_filter_expr(t: &TermsAgg, key: Expr, ty: Option<&DataType>) -> Expr {
+    let as_text = match ty {
+        Some(DataType::Utf8 | DataType::Dictionary(..)) | None => cast(key.clone(), DataType::Utf8),
+        _ => cast(key.clone(), DataType::Utf8),
+    };
+    let one = |f: &KeyFilter| -> Expr {
+        match f {
+            KeyFilter::Regex(re) => datafusion::functions::expr_fn::regexp_like(
+                as_text.clone(),
+                lit(re.as_str().to_string()),
+                None,
+            ),
+            KeyFilter::Values(values) => {
+                let list = values
+                    .iter()
+                    .map(|v| match v {
+                        Value::String(s) => lit(s.clone()),
+                        other => lit(other.to_string()),
+                    })
+                    .collect();
+                as_text.clone().in_list(list, false)
+            }
+        }
+    };
+    let mut e = lit(true);
+    if let Some(inc) = &t.include {
+        e = e.and(one(inc));
+    }
+    if let Some(exc) = &t.exclude {
+        e = e.and(datafusion::logical_expr::not(one(exc)));
+    }
+    e
+}
+
+fn hard_bounds_expr(node: &AggNode, key: Expr) -> Option<Expr> {
+    let (lo, hi) = match &node.kind {
+        AggKind::Histogram(HistogramAgg {
+            hard_bounds: Some((lo, hi)),
+            ..
+        }) => (lo.map(lit), hi.map(lit)),
+        AggKind::DateHistogram(DateHistogramAgg {
+            hard_bounds: Some((lo, hi)),
+            ..
+        }) => (lo.map(lit), hi.map(lit)),
+        _ => return None,
+    };
+    let mut e = lit(true);
+    if let Some(lo) = lo {
+        e = e.and(key.clone().gt_eq(lo));
+    }
+    if let Some(hi) = hi {
+        e = e.and(key.lt_eq(hi));
+    }
+    Some(e)
+}
+
+fn metric_exprs(m: &MetricAgg, input: Expr, ty: Option<&DataType>) -> Result<Vec<Expr>> {
+    let numeric = |e: Expr| -> Expr {
+        let e = match ty {
+            Some(DataType::Timestamp(..)) => cast(cast(e, DataType::Int64), DataType::Float64),
+            _ => cast(e, DataType::Float64),
+        };
+        match &m.missing {
+            Some(v) => {
+                let fill = match (ty, v) {
+                    (Some(DataType::Timestamp(..)), _) => {
+                        lit(resolve_date(v, None, 0, false).map(|ms| ms as f64).unwrap_or(f64::NAN))
+                    }
+                    (_, Value::Number(n)) => lit(n.as_f64().unwrap_or(0.0)),
+                    (_, Value::String(s)) => lit(s.parse::<f64>().unwrap_or(f64::NAN)),
+                    _ => lit(f64::NAN),
+                };
+                datafusion::functions::expr_fn::coalesce(vec![e, fill])
+            }
+            None => e,
+        }
+    };
+    let raw = match &m.missing {
+        Some(v) => datafusion::functions::expr_fn::coalesce(vec![input.clone(), json_lit(v)]),
+        None => input.clone(),
+    };
+    if matches!(ty, Some(DataType::Utf8 | DataType::Dictionary(..) | DataType::Boolean))
+        && !matches!(m.kind, MetricKind::ValueCount | MetricKind::Cardinality)
+    {
+        return Err(Error::illegal_argument(format!(
+            "Field [{}] of type [keyword] is not supported for aggregation [{}]",
+            m.field,
+            kind_name(m.kind)
+        ))
+        .on_shards());
+    }
+    let x = numeric(input);
+    Ok(match m.kind {
+        MetricKind::Avg => vec![avg(x)],
+        MetricKind::Min => vec![min(x)],
+        MetricKind::Max => vec![max(x)],
+        MetricKind::Sum => vec![sum(x)],
+        MetricKind::ValueCount => vec![count(raw)],
+        MetricKind::Cardinality => vec![approx_distinct(raw)],
+        MetricKind::Stats => vec![count(x.clone()), min(x.clone()), max(x.clone()), avg(x.clone()), sum(x)],
+        MetricKind::ExtendedStats => vec![
+            count(x.clone()),
+            min(x.clone()),
+            max(x.clone()),
+            avg(x.clone()),
+            sum(x.clone()),
+            sum(x.clone() * x.clone()),
+            var_pop(x.clone()),
+            var_sample(x.clone()),
+            stddev_pop(x.clone()),
+            stddev(x),
+        ],
+        MetricKind::Percentiles => m
+            .percents
+            .iter()
+            .map(|p| approx_percentile_cont(x.clone().sort(true, false), lit(p / 100.0), None))
+            .collect(),
+    }
+    .into_iter()
+    .enumerate()
+    .map(|(i, e)| e.alias(format!("__v{}_{i}", kind_name(m.kind))))
+    .collect())
+}
+
+fn kind_name(k: MetricKind) -> &'static str {
+    match k {
+        MetricKind::Avg => "avg",
+        MetricKind::Min => "min",
+        MetricKind::Max => "max",
+        MetricKind::Sum => "sum",
+        MetricKind::ValueCount => "value_count",
+        MetricKind::Stats => "stats",
+        MetricKind::ExtendedStats => "extended_stats",
+        MetricKind::Percentiles => "percentiles",
+        MetricKind::Cardinality => "cardinality",
+    }
+}
+
+/// `date_histogram` bucket of an epoch-millisecond value: the start of its
+/// calendar unit or fixed interval in the time zone, shifted by the offset.
+#[derive(Debug)]
+struct DateBucket {
+    interval: Interval,
+    tz: TimeZone,
+    tz_name: String,
+    offset: i64,
+    signature: Signature,
+}
+
+impl PartialEq for DateBucket {
+    fn eq(&self, other: &Self) -> bool {
+        self.interval == other.interval && self.tz_name == other.tz_name && self.offset == other.offset
+    }
+}
+
+impl Eq for DateBucket {}
+
+impl std::hash::Hash for DateBucket {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        format!("{:?}", self.interval).hash(state);
+        self.tz_name.hash(state);
+        self.offset.hash(state);
+    }
+}
+
+impl DateBucket {
+    fn bucket(&self, ms: i64) -> i64 {
+        let shifted = ms - self.offset;
+        let start = match &self.interval {
+            Interval::Calendar(unit) => unit.floor(shifted, &self.tz),
+            Interval::Fixed(step) => {
+                let local = shifted + self.tz.offset_ms_at(shifted);
+                let floored = local.div_euclid(*step) * step;
+                floored - self.tz.offset_ms_at(shifted)
+            }
+        };
+        start + self.offset
+    }
+}
+
+impl ScalarUDFImpl for DateBucket {
+    fn name(&self) -> &str {
+        "date_histogram_bucket"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let input = arrays
+            .first()
+            .and_then(|a| a.as_any().downcast_ref::<Int64Array>())
+            .ok_or_else(|| datafusion::error::DataFusionError::Internal("date_histogram_bucket takes Int64".into()))?;
+        let out: Int64Array = input.iter().map(|v| v.map(|ms| self.bucket(ms))).collect();
+        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+    }
+}
+
+/// Runs the aggregation plans concurrently.
+pub async fn run(ctx: &SessionContext, plans: &[AggPlan]) -> Result<AggResults> {
+    let batches = try_join_all(plans.iter().map(|p| async move {
+        let df = ctx.execute_logical_plan(p.plan.clone()).await?;
+        Ok::<_, Error>(df.collect().await?)
+    }))
+    .await?;
+    let mut rows: HashMap<NodeId, HashMap<Vec<Key>, Row>> = HashMap::new();
+    for (plan, batches) in plans.iter().zip(batches) {
+        let node_rows = rows.entry(plan.node.clone()).or_default();
+        for batch in &batches {
+            read_rows(plan, batch, node_rows)?;
+        }
+    }
+    Ok(AggResults { rows })
+}
+
+fn read_rows(plan: &AggPlan, batch: &RecordBatch, out: &mut HashMap<Vec<Key>, Row>) -> Result<()> {
+    let groups = plan.branches.iter().filter(|b| b.is_none()).count();
+    for row in 0..batch.num_rows() {
+        let mut key = Vec::with_capacity(plan.branches.len());
+        let mut g = 0;
+        for b in &plan.branches {
+            match b {
+                Some(i) => key.push(Key::Branch(*i)),
+                None => {
+                    key.push(Key::from_json(&json_at(batch.column(g).as_ref(), row)?));
+                    g += 1;
+                }
+            }
+        }
+        let entry = out.entry(key).or_default();
+        let mut c = groups;
+        let count = json_at(batch.column(c).as_ref(), row)?.as_i64().unwrap_or(0);
+        c += 1;
+        if plan.counts {
+            entry.count = count;
+        }
+        for (child, n) in &plan.metrics {
+            let mut values = Vec::with_capacity(*n);
+            for _ in 0..*n {
+                values.push(json_at(batch.column(c).as_ref(), row)?);
+                c += 1;
+            }
+            entry.metrics.insert(*child, values);
+        }
+    }
+    Ok(())
+}
+
+/// Renders the `aggregations` section of the response.
+pub fn render(tree: &AggTree, results: &AggResults, targets: &[Target]) -> Result<Value> {
+    let r = Renderer { results, targets };
+    let root_row = r.row(&[], &[]);
+    r.level(&tree.nodes, &[], &[], root_row.as_ref())
+}
+
+struct Renderer<'a> {
+    results: &'a AggResults,
+    targets: &'a [Target],
+}
+
+impl Renderer<'_> {
+    fn row(&self, node: &[usize], key: &[Key]) -> Option<Row> {
+        self.results.rows.get(node)?.get(key).cloned()
+    }
+
+    fn field_type(&self, field: &str) -> Option<FieldType> {
+        self.targets
+            .iter()
+            .find_map(|t| t.mapping().column(field).map(|c| c.mapping.ty))
+    }
+
+    fn date_formatter(&self, field: &str, format: Option<&str>) -> Result<DateFormatter> {
+        let mapped = self
+            .targets
+            .iter()
+            .find_map(|t| t.mapping().column(field).and_then(|c| c.mapping.format.clone()));
+        let fmt = format.map(str::to_string).or(mapped).unwrap_or_else(|| "strict_date_optional_time".into());
+        DateFormatter::parse(&fmt).map_err(Error::illegal_argument)
+    }
+
+    /// The sub-aggregations of a bucket: `row` holds its metrics.
+    fn level(&self, nodes: &[AggNode], path: &[usize], key: &[Key], row: Option<&Row>) -> Result<Value> {
+        let mut out = Map::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let mut child = path.to_vec();
+            child.push(i);
+            let v = match &node.kind {
+                AggKind::Metric(m) => self.metric(m, row.and_then(|r| r.metrics.get(&i)))?,
+                _ => self.bucket_agg(node, &child, key)?,
+            };
+            out.insert(node.name.clone(), v);
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// Rows of a node below the parent key.
+    fn children_rows(&self, node: &[usize], parent: &[Key]) -> Vec<(Key, Row)> {
+        let Some(rows) = self.results.rows.get(node) else { return vec![] };
+        rows.iter()
+            .filter(|(k, _)| k.len() == parent.len() + 1 && k[..parent.len()] == *parent)
+            .map(|(k, r)| (k[parent.len()].clone(), r.clone()))
+            .collect()
+    }
+
+    fn bucket(&self, node: &AggNode, path: &[usize], parent: &[Key], key: &Key, row: Option<&Row>) -> Result<Map<String, Value>> {
+        let mut full = parent.to_vec();
+        full.push(key.clone());
+        let mut b = Map::new();
+        b.insert("doc_count".into(), json!(row.map_or(0, |r| r.count)));
+        if let Value::Object(subs) = self.level(&node.children, path, &full, row)? {
+            b.extend(subs);
+        }
+        Ok(b)
+    }
+
+    fn bucket_agg(&self, node: &AggNode, path: &[usize], parent: &[Key]) -> Result<Value> {
+        match &node.kind {
+            AggKind::Terms(t) => self.terms(node, t, path, parent),
+            AggKind::Histogram(h) => self.histogram(node, h, path, parent),
+            AggKind::DateHistogram(d) => self.date_histogram(node, d, path, parent),
+            AggKind::Range(r) => self.range(node, r, path, parent),
+            AggKind::Filters(f) => self.filters(node, f, path, parent),
+            AggKind::Metric(_) => Err(Error::internal("metric rendered as bucket")),
+        }
+    }
+
+    fn terms(&self, node: &AggNode, t: &TermsAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
+        let mut rows = self.children_rows(path, parent);
+        rows.retain(|(k, r)| r.count as u64 >= t.min_doc_count.max(1) && *k != Key::Null);
+        let total: i64 = rows.iter().map(|(_, r)| r.count).sum();
+        let sort_value = |row: &Row, agg: &str, stat: &Option<String>| -> Option<f64> {
+            let i = node.children.iter().position(|c| c.name == agg)?;
+            let AggKind::Metric(m) = &node.children[i].kind else { return None };
+            let values = row.metrics.get(&i)?;
+            let idx = match (m.kind, stat.as_deref()) {
+                (MetricKind::Stats | MetricKind::ExtendedStats, Some(s)) => {
+                    ["count", "min", "max", "avg", "sum", "sum_of_squares", "variance", "variance_sampling", "std_deviation", "std_deviation_sampling"]
+                        .iter()
+                        .position(|x| *x == s)?
+                }
+                (MetricKind::Percentiles, Some(p)) => {
+                    let p: f64 = p.parse().ok()?;
+                    m.percents.iter().position(|x| *x == p)?
+                }
+                _ => 0,
+            };
+            values.get(idx)?.as_f64()
+        };
+        rows.sort_by(|(ka, ra), (kb, rb)| {
+            for (key, desc) in &t.order {
+                let ord = match key {
+                    OrderKey::Count => ra.count.cmp(&rb.count),
+                    OrderKey::Key => ka.compare(kb),
+                    OrderKey::Metric { agg, stat } => {
+                        let a = sort_value(ra, agg, stat);
+                        let b = sort_value(rb, agg, stat);
+                        match (a, b) {
+                            (Some(a), Some(b)) => a.total_cmp(&b),
+                            (Some(_), None) => return std::cmp::Ordering::Less,
+                            (None, Some(_)) => return std::cmp::Ordering::Greater,
+                            (None, None) => std::cmp::Ordering::Equal,
+                        }
+                    }
+                };
+                let ord = if *desc { ord.reverse() } else { ord };
+                if ord != std::cmp::Ordering::Equal {
+                    return ord;
+                }
+            }
+            if !matches!(t.order.first(), Some((OrderKey::Count, _))) {
+                let by_count = rb.count.cmp(&ra.count);
+                if by_count != std::cmp::Ordering::Equal && !matches!(t.order.first(), Some((OrderKey::Key, _))) {
+                    return by_count;
+                }
+            }
+            ka.compare(kb)
+        });
+        let shown: Vec<(Key, Row)> = rows.iter().take(t.size).cloned().collect();
+        let shown_count: i64 = shown.iter().map(|(_, r)| r.count).sum();
+        let ty = self.field_type(&t.field);
+        let mut buckets = Vec::new();
+        for (key, row) in &shown {
+            let mut b = Map::new();
+            match (ty, key) {
+                (Some(FieldType::Boolean), Key::Bool(v)) => {
+                    b.insert("key".into(), json!(i64::from(*v)));
+                    b.insert("key_as_string".into(), json!(v.to_string()));
+                }
+                (Some(FieldType::Date), Key::Int(ms)) => {
+                    b.insert("key".into(), json!(ms));
+                    b.insert("key_as_string".into(), json!(self.date_formatter(&t.field, None)?.format(*ms, &TimeZone::utc())));
+                }
+                (Some(FieldType::Double | FieldType::Float), k) => {
+                    b.insert("key".into(), k.as_f64().map_or(Value::Null, float_json));
+                }
+                _ => {
+                    b.insert("key".into(), key_json(key));
+                }
+            }
+            b.extend(self.bucket(node, path, parent, key, Some(row))?);
+            buckets.push(Value::Object(b));
+        }
+        Ok(json!({
+            "doc_count_error_upper_bound": 0,
+            "sum_other_doc_count": total - shown_count,
+            "buckets": buckets,
+        }))
+    }
+
+    fn histogram(&self, node: &AggNode, h: &HistogramAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
+        let rows = self.children_rows(path, parent);
+        let mut by_key: Vec<(f64, Row)> = rows
+            .into_iter()
+            .filter_map(|(k, r)| k.as_f64().map(|f| (f, r)))
+            .collect();
+        by_key.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut keys: Vec<f64> = by_key.iter().map(|(k, _)| *k).collect();
+        if h.min_doc_count == 0 {
+            let mut lo = keys.first().copied();
+            let mut hi = keys.last().copied();
+            if let Some((emin, emax)) = h.extended_bounds {
+                if emin.is_finite() {
+                    let k = ((emin - h.offset) / h.interval).floor() * h.interval + h.offset;
+                    lo = Some(lo.map_or(k, |l| l.min(k)));
+                }
+                if emax.is_finite() {
+                    let k = ((emax - h.offset) / h.interval).floor() * h.interval + h.offset;
+                    hi = Some(hi.map_or(k, |x| x.max(k)));
+                }
+            }
+            if let Some((hlo, hhi)) = h.hard_bounds {
+                if let (Some(l), Some(b)) = (lo, hlo) {
+                    lo = Some(l.max(((b - h.offset) / h.interval).floor() * h.interval + h.offset));
+                }
+                if let (Some(x), Some(b)) = (hi, hhi) {
+                    hi = Some(x.min(b));
+                }
+            }
+            if let (Some(lo), Some(hi)) = (lo, hi) {
+                keys.clear();
+                let mut i = 0u64;
+                loop {
+                    let k = lo + i as f64 * h.interval;
+                    if k > hi + h.interval * 1e-9 || i > 1_000_000 {
+                        break;
+                    }
+                    keys.push(k);
+                    i += 1;
+                }
+            }
+        }
+        let mut buckets = Vec::new();
+        let mut keyed = Map::new();
+        for k in keys {
+            let row = by_key.iter().find(|(x, _)| (x - k).abs() <= h.interval * 1e-9).map(|(_, r)| r.clone());
+            if row.as_ref().map_or(0, |r| r.count) < h.min_doc_count as i64 {
+                continue;
+            }
+            let key = row_key(&by_key, k, h.interval);
+            let mut b = Map::new();
+            b.insert("key".into(), float_json(k));
+            b.extend(self.bucket(node, path, parent, &key, row.as_ref())?);
+            if h.keyed {
+                keyed.insert(java_double(k), Value::Object(b));
+            } else {
+                buckets.push(Value::Object(b));
+            }
+        }
+        Ok(if h.keyed { json!({"buckets": keyed}) } else { json!({"buckets": buckets}) })
+    }
+
+    fn date_histogram(&self, node: &AggNode, d: &DateHistogramAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
+        let rows = self.children_rows(path, parent);
+        let mut by_key: Vec<(i64, Row)> = rows
+            .into_iter()
+            .filter_map(|(k, r)| match k {
+                Key::Int(ms) => Some((ms, r)),
+                _ => None,
+            })
+            .collect();
+        by_key.sort_by_key(|(k, _)| *k);
+        let bucketer = DateBucket {
+            interval: d.interval.clone(),
+            tz: d.tz.clone(),
+            tz_name: d.tz_name.clone(),
+            offset: d.offset,
+            signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+        };
+        let mut keys: Vec<i64> = by_key.iter().map(|(k, _)| *k).collect();
+        if d.min_doc_count == 0 {
+            let mut lo = keys.first().copied();
+            let mut hi = keys.last().copied();
+            if let Some((emin, emax)) = d.extended_bounds {
+                if emin != i64::MAX {
+                    let k = bucketer.bucket(emin);
+                    lo = Some(lo.map_or(k, |l| l.min(k)));
+                }
+                if emax != i64::MIN {
+                    let k = bucketer.bucket(emax);
+                    hi = Some(hi.map_or(k, |x| x.max(k)));
+                }
+            }
+            if let (Some(lo), Some(hi)) = (lo, hi) {
+                keys.clear();
+                let mut k = lo;
+                while k <= hi && keys.len() < 1_000_000 {
+                    keys.push(k);
+                    let next = match &d.interval {
+                        Interval::Calendar(unit) => unit.next(k - d.offset, &d.tz) + d.offset,
+                        Interval::Fixed(step) => k + step,
+                    };
+                    if next <= k {
+                        break;
+                    }
+                    k = next;
+                }
+            }
+        }
+        let fmt = self.date_formatter(&d.field, d.format.as_deref())?;
+        let mut buckets = Vec::new();
+        let mut keyed = Map::new();
+        for k in keys {
+            let row = by_key.iter().find(|(x, _)| *x == k).map(|(_, r)| r.clone());
+            if row.as_ref().map_or(0, |r| r.count) < d.min_doc_count as i64 {
+                continue;
+            }
+            let text = fmt.format(k, &d.tz);
+            let mut b = Map::new();
+            b.insert("key_as_string".into(), json!(text));
+            b.insert("key".into(), json!(k));
+            b.extend(self.bucket(node, path, parent, &Key::Int(k), row.as_ref())?);
+            if d.keyed {
+                keyed.insert(text, Value::Object(b));
+            } else {
+                buckets.push(Value::Object(b));
+            }
+        }
+        Ok(if d.keyed { json!({"buckets": keyed}) } else { json!({"buckets": buckets}) })
+    }
+
+    fn range(&self, node: &AggNode, r: &RangeAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
+        let is_date = self.field_type(&r.field) == Some(FieldType::Date);
+        let fmt = if is_date { Some(self.date_formatter(&r.field, r.format.as_deref())?) } else { None };
+        let bound = |v: &Option<Value>| -> Result<Option<f64>> {
+            v.as_ref()
+                .map(|v| {
+                    if is_date {
+                        resolve_date(v, r.format.as_deref(), 0, false).map(|ms| ms as f64)
+                    } else {
+                        num(v, "range")
+                    }
+                })
+                .transpose()
+        };
+        let mut order: Vec<(usize, Option<f64>, Option<f64>)> = r
+            .ranges
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Ok((i, bound(&s.from)?, bound(&s.to)?)))
+            .collect::<Result<_>>()?;
+        order.sort_by(|a, b| {
+            let from = a.1.unwrap_or(f64::NEG_INFINITY).total_cmp(&b.1.unwrap_or(f64::NEG_INFINITY));
+            from.then(a.2.unwrap_or(f64::INFINITY).total_cmp(&b.2.unwrap_or(f64::INFINITY)))
+        });
+        let text = |v: Option<f64>| -> String {
+            match (v, &fmt) {
+                (None, _) => "*".into(),
+                (Some(x), Some(f)) => f.format(x as i64, &TimeZone::utc()),
+                (Some(x), None) => java_double(x),
+            }
+        };
+        let mut buckets = Vec::new();
+        let mut keyed = Map::new();
+        for (i, from, to) in order {
+            let key = r.ranges[i].key.clone().unwrap_or_else(|| format!("{}-{}", text(from), text(to)));
+            let mut b = Map::new();
+            if !r.keyed {
+                b.insert("key".into(), json!(key));
+            }
+            if let Some(f) = from {
+                b.insert("from".into(), float_json(f));
+                if fmt.is_some() {
+                    b.insert("from_as_string".into(), json!(text(from)));
+                }
+            }
+            if let Some(t) = to {
+                b.insert("to".into(), float_json(t));
+                if fmt.is_some() {
+                    b.insert("to_as_string".into(), json!(text(to)));
+                }
+            }
+            let mut full = parent.to_vec();
+            full.push(Key::Branch(i));
+            let row = self.row(path, &full);
+            b.extend(self.bucket(node, path, parent, &Key::Branch(i), row.as_ref())?);
+            if r.keyed {
+                keyed.insert(key, Value::Object(b));
+            } else {
+                buckets.push(Value::Object(b));
+            }
+        }
+        Ok(if r.keyed { json!({"buckets": keyed}) } else { json!({"buckets": buckets}) })
+    }
+
+    fn filters(&self, node: &AggNode, f: &FiltersAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
+        let mut buckets = Vec::new();
+        let mut keyed = Map::new();
+        let n = f.filters.len() + usize::from(f.other_bucket_key.is_some());
+        for i in 0..n {
+            let mut full = parent.to_vec();
+            full.push(Key::Branch(i));
+            let row = self.row(path, &full);
+            let b = self.bucket(node, path, parent, &Key::Branch(i), row.as_ref())?;
+            let name = match f.filters.get(i) {
+                Some((Some(name), _)) => name.clone(),
+                Some((None, _)) => i.to_string(),
+                None => f.other_bucket_key.clone().unwrap_or_else(|| "_other_".into()),
+            };
+            if f.keyed {
+                keyed.insert(name, Value::Object(b));
+            } else {
+                buckets.push(Value::Object(b));
+            }
+        }
+        Ok(if f.keyed { json!({"buckets": keyed}) } else { json!({"buckets": buckets}) })
+    }
+
+    fn metric(&self, m: &MetricAgg, values: Option<&Vec<Value>>) -> Result<Value> {
+        let empty = Vec::new();
+        let values = values.unwrap_or(&empty);
+        let get = |i: usize| values.get(i).cloned().unwrap_or(Value::Null);
+        let f = |i: usize| get(i).as_f64();
+        let is_date = self.field_type(&m.field) == Some(FieldType::Date);
+        let with_string = |v: Option<f64>| -> Result<Value> {
+            let mut out = json!({"value": v.map_or(Value::Null, float_json)});
+            if is_date && let Some(ms) = v {
+                out["value_as_string"] = json!(self.date_formatter(&m.field, None)?.format(ms as i64, &TimeZone::utc()));
+            }
+            Ok(out)
+        };
+        Ok(match m.kind {
+            MetricKind::Avg | MetricKind::Min | MetricKind::Max => with_string(f(0))?,
+            MetricKind::Sum => json!({"value": float_json(f(0).unwrap_or(0.0))}),
+            MetricKind::ValueCount | MetricKind::Cardinality => json!({"value": get(0).as_i64().unwrap_or(0)}),
+            MetricKind::Stats => {
+                let count = get(0).as_i64().unwrap_or(0);
+                json!({
+                    "count": count,
+                    "min": opt(f(1)),
+                    "max": opt(f(2)),
+                    "avg": opt(f(3)),
+                    "sum": float_json(f(4).unwrap_or(0.0)),
+                })
+            }
+            MetricKind::ExtendedStats => {
+                let count = get(0).as_i64().unwrap_or(0);
+                let avg_v = f(3);
+                let var_samp = if count == 1 { Some(f64::NAN) } else { f(7) };
+                let std_samp = if count == 1 { Some(f64::NAN) } else { f(9) };
+                let bounds = |std: Option<f64>| -> (Value, Value) {
+                    match (avg_v, std) {
+                        (Some(a), Some(s)) if count > 0 => (float_json(a + m.sigma * s), float_json(a - m.sigma * s)),
+                        _ => (Value::Null, Value::Null),
+                    }
+                };
+                let (upper, lower) = bounds(f(8));
+                let (upper_s, lower_s) = bounds(std_samp);
+                let nonempty = |v: Option<f64>| if count > 0 { opt(v) } else { Value::Null };
+                json!({
+                    "count": count,
+                    "min": opt(f(1)),
+                    "max": opt(f(2)),
+                    "avg": opt(avg_v),
+                    "sum": float_json(f(4).unwrap_or(0.0)),
+                    "sum_of_squares": nonempty(f(5)),
+                    "variance": nonempty(f(6)),
+                    "variance_population": nonempty(f(6)),
+                    "variance_sampling": nonempty(var_samp),
+                    "std_deviation": nonempty(f(8)),
+                    "std_deviation_population": nonempty(f(8)),
+                    "std_deviation_sampling": nonempty(std_samp),
+                    "std_deviation_bounds": {
+                        "upper": upper.clone(),
+                        "lower": lower.clone(),
+                        "upper_population": upper,
+                        "lower_population": lower,
+                        "upper_sampling": upper_s,
+                        "lower_sampling": lower_s,
+                    },
+                })
+            }
+            MetricKind::Percentiles => {
+                if m.keyed {
+                    let mut out = Map::new();
+                    for (i, p) in m.percents.iter().enumerate() {
+                        out.insert(java_double(*p), opt(f(i)));
+                    }
+                    json!({"values": out})
+                } else {
+                    let items: Vec<Value> = m
+                        .percents
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| json!({"key": float_json(*p), "value": opt(f(i))}))
+                        .collect();
+                    json!({"values": items})
+                }
+            }
+        })
+    }
+}
+
+fn row_key(by_key: &[(f64, Row)], k: f64, interval: f64) -> Key {
+    by_key
+        .iter()
+        .find(|(x, _)| (x - k).abs() <= interval * 1e-9)
+        .map_or(Key::Float(k.to_bits()), |(x, _)| Key::Float(x.to_bits()))
+}
+
+fn opt(v: Option<f64>) -> Value {
+    v.map_or(Value::Null, float_json)
+}
+
+fn key_json(k: &Key) -> Value {
+    match k {
+        Key::Null => Value::Null,
+        Key::Bool(b) => json!(b),
+        Key::Int(i) => json!(i),
+        Key::Float(bits) => float_json(f64::from_bits(*bits)),
+        Key::Str(s) => json!(s),
+        Key::Branch(i) => json!(i),
+    }
+}
+
+/// A double as Java's `Double.toString` writes it (`100.0`, `1.0E7`).
+pub fn java_double(f: f64) -> String {
+    if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e7 {
+        format!("{f:.1}")
+    } else if f.is_finite() && (f.abs() >= 1e7 || (f != 0.0 && f.abs() < 1e-3)) {
+        let exp = f.abs().log10().floor() as i32;
+        let mantissa = f / 10f64.powi(exp);
+        let m = format!("{mantissa}");
+        let m = if m.contains('.') { m } else { format!("{m}.0") };
+        format!("{m}E{exp}")
+    } else {
+        format!("{f}")
+    }
+}

@@ -1,0 +1,1194 @@
+//! `_search` and `_count`: the search body, its plans, and the response.
+//!
+//! A search is at most three kinds of DataFusion plans over the unioned,
+//! query-filtered scans of its indices: the hits (sort + limit, pushed into
+//! the scans as top-k), the total (a count the scans answer from tantivy), and
+//! one plan per aggregation level ([`crate::aggs`]). They run concurrently in
+//! one session.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::provider_as_source;
+use datafusion::functions_aggregate::expr_fn::max;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, and, cast, col, lit, or};
+use datafusion::physical_plan::displayable;
+use datafusion::prelude::{SessionContext, ident};
+use futures::future::try_join_all;
+use quidditch_index::Indices;
+use quidditch_index::fulltext::search_query_expr;
+use quidditch_index::mapping::FieldType;
+use quidditch_index::query::LeafQuery;
+use serde_json::{Map, Value, json};
+
+use crate::aggs::{self, AggTree};
+use crate::dates::{DateFormatter, TimeZone};
+use crate::error::{Error, Result};
+use crate::query::{QueryContext, lower, lower_opt};
+use crate::source::{Output, Target, common_type, float_json, json_at, resolve, union_source};
+
+/// Elasticsearch's default `index.max_result_window`.
+pub const MAX_RESULT_WINDOW: usize = 10_000;
+/// Default `track_total_hits`.
+const DEFAULT_TRACK_TOTAL_HITS: u64 = 10_000;
+
+/// URL query parameters of a request.
+pub type Params = HashMap<String, String>;
+
+/// How many hits to count exactly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TrackTotal {
+    Off,
+    UpTo(u64),
+    Exact,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Missing {
+    First,
+    Last,
+    Value(Value),
+}
+
+#[derive(Debug, Clone)]
+enum SortKind {
+    Score,
+    Doc,
+    Field { path: String },
+}
+
+#[derive(Debug, Clone)]
+struct SortKey {
+    kind: SortKind,
+    desc: bool,
+    missing: Missing,
+    unmapped_type: Option<String>,
+}
+
+/// `_source` filtering.
+#[derive(Debug, Clone, Default)]
+struct SourceFilter {
+    enabled: bool,
+    includes: Vec<String>,
+    excludes: Vec<String>,
+}
+
+/// A requested `fields` / `docvalue_fields` entry.
+#[derive(Debug, Clone)]
+struct FieldRequest {
+    pattern: String,
+    format: Option<String>,
+}
+
+/// A parsed search body with its URL parameters applied.
+#[derive(Debug, Clone)]
+pub struct SearchBody {
+    query: Option<Value>,
+    post_filter: Option<Value>,
+    from: usize,
+    size: usize,
+    sort: Vec<SortKey>,
+    source: SourceFilter,
+    track_total: TrackTotal,
+    search_after: Option<Vec<Value>>,
+    aggs: Option<AggTree>,
+    fields: Vec<FieldRequest>,
+    min_score: Option<f32>,
+    track_scores: bool,
+    timeout: Option<Duration>,
+    allow_partial: bool,
+    explain_plan: bool,
+}
+
+fn usize_param(v: &Value, name: &str) -> Result<usize> {
+    let n = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| Error::x_content(format!("[1:2] [{name}] failed to parse field [{name}]")))?;
+    if n < 0 {
+        return Err(if name == "size" {
+            Error::illegal_argument(format!("[size] parameter cannot be negative, found [{n}]"))
+        } else {
+            Error::illegal_argument(format!("[from] parameter cannot be negative, found [{n}]"))
+        });
+    }
+    Ok(n as usize)
+}
+
+/// Parses an Elasticsearch time value (`30s`, `500ms`, `1m`).
+pub fn parse_time_value(s: &str, setting: &str) -> Result<Duration> {
+    let s = s.trim();
+    let bad = || {
+        Error::new(
+            400,
+            "parse_exception",
+            format!("failed to parse setting [{setting}] with value [{s}] as a time value: unit is missing or unrecognized"),
+        )
+    };
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "nanos" => n / 1e6,
+        "micros" => n / 1e3,
+        "ms" => n,
+        "s" => n * 1e3,
+        "m" => n * 60e3,
+        "h" => n * 3600e3,
+        "d" => n * 86_400e3,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs_f64(ms / 1e3))
+}
+
+fn parse_track_total(v: &Value) -> Result<TrackTotal> {
+    match v {
+        Value::Bool(true) => Ok(TrackTotal::Exact),
+        Value::Bool(false) => Ok(TrackTotal::Off),
+        Value::String(s) if s == "true" => Ok(TrackTotal::Exact),
+        Value::String(s) if s == "false" => Ok(TrackTotal::Off),
+        other => {
+            let n = other
+                .as_i64()
+                .or_else(|| other.as_str().and_then(|s| s.parse().ok()))
+                .ok_or_else(|| {
+                    Error::illegal_argument(format!(
+                        "[track_total_hits] must be a boolean or an integer, got [{other}]"
+                    ))
+                })?;
+            if n < -1 {
+                return Err(Error::illegal_argument(format!(
+                    "[track_total_hits] parameter must be positive or equals to -1, got {n}"
+                )));
+            }
+            Ok(if n == -1 { TrackTotal::Exact } else { TrackTotal::UpTo(n as u64) })
+        }
+    }
+}
+
+fn parse_sort_entry(v: &Value, out: &mut Vec<SortKey>) -> Result<()> {
+    let key = |field: &str, desc: Option<bool>| SortKey {
+        kind: match field {
+            "_score" => SortKind::Score,
+            "_doc" => SortKind::Doc,
+            f => SortKind::Field { path: f.to_string() },
+        },
+        desc: desc.unwrap_or(field == "_score"),
+        missing: Missing::Last,
+        unmapped_type: None,
+    };
+    let order = |v: &Value| -> Result<bool> {
+        match v.as_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("asc") => Ok(false),
+            Some("desc") => Ok(true),
+            _ => Err(Error::illegal_argument(format!("Unknown SortOrder [{v}]"))),
+        }
+    };
+    match v {
+        Value::String(field) => out.push(key(field, None)),
+        Value::Array(items) => {
+            for item in items {
+                parse_sort_entry(item, out)?;
+            }
+        }
+        Value::Object(m) => {
+            for (field, spec) in m {
+                match spec {
+                    Value::String(_) => out.push(key(field, Some(order(spec)?))),
+                    Value::Object(opts) => {
+                        let mut k = key(field, None);
+                        for (name, value) in opts {
+                            match name.as_str() {
+                                "order" => k.desc = order(value)?,
+                                "missing" => {
+                                    k.missing = match value.as_str() {
+                                        Some("_last") => Missing::Last,
+                                        Some("_first") => Missing::First,
+                                        _ => Missing::Value(value.clone()),
+                                    }
+                                }
+                                "unmapped_type" => k.unmapped_type = value.as_str().map(str::to_string),
+                                "mode" | "numeric_type" | "format" => {}
+                                other => {
+                                    return Err(Error::parsing(format!(
+                                        "[field_sort] unknown field [{other}]"
+                                    )));
+                                }
+                            }
+                        }
+                        out.push(k);
+                    }
+                    _ => return Err(Error::parsing(format!("[sort] malformed entry for [{field}]"))),
+                }
+            }
+        }
+        _ => return Err(Error::parsing("[sort] must be a string, an object or an array")),
+    }
+    Ok(())
+}
+
+fn parse_source_filter(v: &Value) -> Result<SourceFilter> {
+    let strings = |v: &Value| -> Result<Vec<String>> {
+        match v {
+            Value::String(s) => Ok(vec![s.clone()]),
+            Value::Array(a) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| Error::parsing("[_source] patterns must be strings"))
+                })
+                .collect(),
+            _ => Err(Error::parsing("[_source] patterns must be strings")),
+        }
+    };
+    Ok(match v {
+        Value::Bool(b) => SourceFilter {
+            enabled: *b,
+            ..SourceFilter::default()
+        },
+        Value::String(s) if s == "true" || s == "false" => SourceFilter {
+            enabled: s == "true",
+            ..SourceFilter::default()
+        },
+        Value::String(_) | Value::Array(_) => SourceFilter {
+            enabled: true,
+            includes: strings(v)?,
+            excludes: vec![],
+        },
+        Value::Object(m) => {
+            let mut f = SourceFilter {
+                enabled: true,
+                ..SourceFilter::default()
+            };
+            for (k, v) in m {
+                match k.as_str() {
+                    "includes" | "include" => f.includes = strings(v)?,
+                    "excludes" | "exclude" => f.excludes = strings(v)?,
+                    other => return Err(Error::parsing(format!("Unknown key for a START_OBJECT in [{other}]."))),
+                }
+            }
+            f
+        }
+        _ => return Err(Error::parsing("[_source] must be a boolean, a string, an array or an object")),
+    })
+}
+
+fn parse_fields(v: &Value, out: &mut Vec<FieldRequest>) -> Result<()> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| Error::parsing("[fields] must be an array"))?;
+    for item in items {
+        out.push(match item {
+            Value::String(s) => FieldRequest {
+                pattern: s.clone(),
+                format: None,
+            },
+            Value::Object(m) => FieldRequest {
+                pattern: m
+                    .get("field")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::parsing("[fields] entries need a [field]"))?
+                    .to_string(),
+                format: m.get("format").and_then(Value::as_str).map(str::to_string),
+            },
+            _ => return Err(Error::parsing("[fields] entries must be strings or objects")),
+        });
+    }
+    Ok(())
+}
+
+impl SearchBody {
+    /// Parses a search body and applies the URL parameters.
+    pub fn parse(body: Option<&Value>, params: &Params) -> Result<SearchBody> {
+        let mut s = SearchBody {
+            query: None,
+            post_filter: None,
+            from: 0,
+            size: 10,
+            sort: vec![],
+            source: SourceFilter {
+                enabled: true,
+                ..SourceFilter::default()
+            },
+            track_total: TrackTotal::UpTo(DEFAULT_TRACK_TOTAL_HITS),
+            search_after: None,
+            aggs: None,
+            fields: vec![],
+            min_score: None,
+            track_scores: false,
+            timeout: None,
+            allow_partial: true,
+            explain_plan: false,
+        };
+        let empty = Map::new();
+        let m = match body {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(Error::parsing("request body must be an object")),
+        };
+        for (key, v) in m {
+            match key.as_str() {
+                "query" => s.query = Some(v.clone()),
+                "post_filter" => s.post_filter = Some(v.clone()),
+                "from" => s.from = usize_param(v, "from")?,
+                "size" => s.size = usize_param(v, "size")?,
+                "sort" => parse_sort_entry(v, &mut s.sort)?,
+                "_source" => s.source = parse_source_filter(v)?,
+                "track_total_hits" => s.track_total = parse_track_total(v)?,
+                "search_after" => {
+                    s.search_after = Some(
+                        v.as_array()
+                            .ok_or_else(|| Error::parsing("[search_after] must be an array"))?
+                            .clone(),
+                    )
+                }
+                "aggs" | "aggregations" => s.aggs = Some(aggs::parse(v)?),
+                "fields" | "docvalue_fields" => parse_fields(v, &mut s.fields)?,
+                "stored_fields" => {
+                    let none = match v {
+                        Value::String(x) => x == "_none_",
+                        Value::Array(a) => a.iter().any(|x| x == "_none_"),
+                        _ => false,
+                    };
+                    if none {
+                        s.source.enabled = false;
+                    }
+                }
+                "min_score" => {
+                    s.min_score = Some(v.as_f64().ok_or_else(|| {
+                        Error::parsing(format!("[min_score] must be a number, got [{v}]"))
+                    })? as f32)
+                }
+                "track_scores" => s.track_scores = v.as_bool().unwrap_or(false),
+                "timeout" => {
+                    s.timeout = Some(parse_time_value(
+                        v.as_str().ok_or_else(|| Error::parsing("[timeout] must be a string"))?,
+                        "timeout",
+                    )?)
+                }
+                "explain" | "version" | "seq_no_primary_term" | "profile" => {}
+                other => {
+                    return Err(Error::parsing(format!("Unknown key for a {} in [{other}].", value_token(v))));
+                }
+            }
+        }
+        for (key, v) in params {
+            let value = Value::String(v.clone());
+            match key.as_str() {
+                "q" => {
+                    let mut qs = json!({"query": v});
+                    if let Some(df) = params.get("df") {
+                        qs["default_field"] = json!(df);
+                    }
+                    if let Some(op) = params.get("default_operator") {
+                        qs["default_operator"] = json!(op);
+                    }
+                    s.query = Some(json!({"query_string": qs}));
+                }
+                "from" => s.from = usize_param(&value, "from")?,
+                "size" => s.size = usize_param(&value, "size")?,
+                "sort" => {
+                    s.sort.clear();
+                    for part in v.split(',').filter(|p| !p.is_empty()) {
+                        let (field, order) = match part.rsplit_once(':') {
+                            Some((f, o)) => (f, Some(o)),
+                            None => (part, None),
+                        };
+                        let entry = match order {
+                            Some(o) => json!({field: o}),
+                            None => json!(field),
+                        };
+                        parse_sort_entry(&entry, &mut s.sort)?;
+                    }
+                }
+                "track_total_hits" => s.track_total = parse_track_total(&value)?,
+                "_source" => s.source = parse_source_filter(&value)?,
+                "_source_includes" => s.source.includes = v.split(',').map(str::to_string).collect(),
+                "_source_excludes" => s.source.excludes = v.split(',').map(str::to_string).collect(),
+                "timeout" => s.timeout = Some(parse_time_value(v, "timeout")?),
+                "allow_partial_search_results" => s.allow_partial = v != "false",
+                "explain_plan" => s.explain_plan = v != "false",
+                _ => {}
+            }
+        }
+        if s.from + s.size > MAX_RESULT_WINDOW {
+            return Err(Error::illegal_argument(format!(
+                "Result window is too large, from + size must be less than or equal to: [{MAX_RESULT_WINDOW}] but was [{}]. See the scroll api for a more efficient way to request large data sets. This limit can be set by changing the [index.max_result_window] index level setting.",
+                s.from + s.size
+            ))
+            .on_shards());
+        }
+        if let Some(after) = &s.search_after {
+            if s.from > 0 {
+                return Err(Error::illegal_argument(
+                    "`from` parameter must be set to 0 when `search_after` is used.",
+                ));
+            }
+            let keys = if s.sort.is_empty() { 1 } else { s.sort.len() };
+            if after.len() != keys {
+                return Err(Error::illegal_argument(format!(
+                    "search_after has {} value(s) but sort has {keys}.",
+                    after.len()
+                )));
+            }
+        }
+        Ok(s)
+    }
+
+    /// Whether hits are ordered by relevance (the default sort).
+    fn sorted_by_score(&self) -> bool {
+        match self.sort.first() {
+            None => true,
+            Some(k) => matches!(k.kind, SortKind::Score),
+        }
+    }
+
+    fn needs_score(&self) -> bool {
+        self.sort.is_empty()
+            || self.track_scores
+            || self.min_score.is_some()
+            || self.sort.iter().any(|k| matches!(k.kind, SortKind::Score))
+    }
+}
+
+fn value_token(v: &Value) -> &'static str {
+    match v {
+        Value::Object(_) => "START_OBJECT",
+        Value::Array(_) => "START_ARRAY",
+        Value::String(_) => "VALUE_STRING",
+        Value::Number(_) => "VALUE_NUMBER",
+        Value::Bool(_) => "VALUE_BOOLEAN",
+        Value::Null => "VALUE_NULL",
+    }
+}
+
+/// A plan with what it is for, for `explain_plan`.
+struct NamedPlan {
+    purpose: String,
+    plan: LogicalPlan,
+}
+
+/// The plans of a search, ready to run.
+struct Plans {
+    hits: Option<LogicalPlan>,
+    /// One count plan per index (summed).
+    count: Vec<LogicalPlan>,
+    /// `max(_score)` over all hits, when the page does not start at the top.
+    max_score: Option<LogicalPlan>,
+    aggs: Vec<aggs::AggPlan>,
+}
+
+impl Plans {
+    fn named(&self) -> Vec<NamedPlan> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.hits {
+            out.push(NamedPlan {
+                purpose: "hits".into(),
+                plan: p.clone(),
+            });
+        }
+        for p in &self.count {
+            out.push(NamedPlan {
+                purpose: "total hits".into(),
+                plan: p.clone(),
+            });
+        }
+        if let Some(p) = &self.max_score {
+            out.push(NamedPlan {
+                purpose: "max_score".into(),
+                plan: p.clone(),
+            });
+        }
+        for a in &self.aggs {
+            out.push(NamedPlan {
+                purpose: format!("aggregation {}", a.describe()),
+                plan: a.plan.clone(),
+            });
+        }
+        out
+    }
+}
+
+/// A search over resolved indices.
+struct Search<'a> {
+    ctx: &'a SessionContext,
+    targets: Vec<Target>,
+    body: SearchBody,
+    now_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Elasticsearch's `_shards` section for these indices (nothing fails locally).
+fn shards_json(targets: &[Target]) -> Value {
+    let total: usize = targets.iter().map(|t| t.table.index().shards().len()).sum();
+    json!({"total": total, "successful": total, "skipped": 0, "failed": 0})
+}
+
+/// Runs a search: `target` is an index expression (`a,b`, `logs-*`).
+pub async fn search(
+    ctx: &SessionContext,
+    indices: &Indices,
+    target: &str,
+    body: Option<&Value>,
+    params: &Params,
+) -> Result<Value> {
+    let started = Instant::now();
+    let body = SearchBody::parse(body, params)?;
+    let targets = resolve(indices, target)?;
+    let search = Search {
+        ctx,
+        targets,
+        body,
+        now_ms: now_ms(),
+    };
+    let plans = search.plans()?;
+    if search.body.explain_plan {
+        return explain(ctx, &plans).await;
+    }
+    let run = search.run(&plans);
+    let (hits, aggregations) = match search.body.timeout {
+        Some(limit) => match tokio::time::timeout(limit, run).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Ok(json!({
+                    "took": started.elapsed().as_millis() as u64,
+                    "timed_out": true,
+                    "_shards": shards_json(&search.targets),
+                    "hits": {"total": {"value": 0, "relation": "gte"}, "max_score": null, "hits": []},
+                }));
+            }
+        },
+        None => run.await?,
+    };
+    let mut out = json!({
+        "took": started.elapsed().as_millis() as u64,
+        "timed_out": false,
+        "_shards": shards_json(&search.targets),
+        "hits": hits,
+    });
+    if let Some(a) = aggregations {
+        out["aggregations"] = a;
+    }
+    Ok(out)
+}
+
+/// `_count`: the number of documents matching `query`.
+pub async fn count(
+    ctx: &SessionContext,
+    indices: &Indices,
+    target: &str,
+    body: Option<&Value>,
+    params: &Params,
+) -> Result<Value> {
+    let mut query = None;
+    if let Some(Value::Object(m)) = body {
+        for (k, v) in m {
+            match k.as_str() {
+                "query" => query = Some(v.clone()),
+                other => {
+                    return Err(Error::parsing(format!(
+                        "request does not support [{other}]"
+                    )));
+                }
+            }
+        }
+    }
+    if let Some(q) = params.get("q") {
+        query = Some(json!({"query_string": {"query": q}}));
+    }
+    let targets = resolve(indices, target)?;
+    let now = now_ms();
+    let mut plans = Vec::new();
+    for t in &targets {
+        let q = lower_opt(query.as_ref(), &QueryContext { mapping: t.mapping(), now_ms: now })?;
+        plans.push(count_plan(t, &q, None)?);
+    }
+    let total = run_counts(ctx, &plans).await?;
+    Ok(json!({"count": total, "_shards": shards_json(&targets)}))
+}
+
+fn count_plan(target: &Target, query: &LeafQuery, min_score: Option<f32>) -> Result<LogicalPlan> {
+    let mut b = LogicalPlanBuilder::scan(
+        target.name.as_str(),
+        provider_as_source(Arc::clone(&target.table) as _),
+        None,
+    )?;
+    if *query != LeafQuery::All {
+        b = b.filter(search_query_expr(query)?)?;
+    }
+    if let Some(min) = min_score {
+        b = b.filter(ident("_score").gt_eq(lit(min)))?;
+    }
+    Ok(b.aggregate(Vec::<Expr>::new(), vec![datafusion::functions_aggregate::count::count_all()])?
+        .build()?)
+}
+
+async fn collect(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Vec<RecordBatch>> {
+    let df = ctx.execute_logical_plan(plan.clone()).await?;
+    Ok(df.collect().await?)
+}
+
+async fn run_counts(ctx: &SessionContext, plans: &[LogicalPlan]) -> Result<u64> {
+    let results = try_join_all(plans.iter().map(|p| collect(ctx, p))).await?;
+    let mut total = 0u64;
+    for batches in results {
+        for b in batches {
+            if b.num_rows() > 0 {
+                total += json_at(b.column(0).as_ref(), 0)?.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
+async fn explain(ctx: &SessionContext, plans: &Plans) -> Result<Value> {
+    let mut out = Vec::new();
+    for named in plans.named() {
+        let optimized = ctx.state().optimize(&named.plan)?;
+        let physical = ctx.state().create_physical_plan(&named.plan).await?;
+        out.push(json!({
+            "purpose": named.purpose,
+            "logical_plan": optimized.display_indent().to_string(),
+            "physical_plan": displayable(physical.as_ref()).indent(true).to_string(),
+        }));
+    }
+    Ok(json!({"plans": out}))
+}
+
+/// Hit values of a date column, formatted for `fields`.
+fn date_formatter(target_format: Option<&str>) -> Result<DateFormatter> {
+    DateFormatter::parse(target_format.unwrap_or("strict_date_optional_time")).map_err(Error::illegal_argument)
+}
+
+/// A resolved `fields` entry.
+#[derive(Debug, Clone)]
+struct FieldColumn {
+    path: String,
+    alias: String,
+    ty: FieldType,
+    format: Option<String>,
+}
+
+impl Search<'_> {
+    fn query_ctx<'t>(&self, target: &'t Target) -> QueryContext<'t> {
+        QueryContext {
+            mapping: target.mapping(),
+            now_ms: self.now_ms,
+        }
+    }
+
+    /// The query of the hits for one index: `query`, and `post_filter`
+    /// as a non-scoring filter.
+    fn hits_query(&self, target: &Target) -> Result<LeafQuery> {
+        let ctx = self.query_ctx(target);
+        let q = lower_opt(self.body.query.as_ref(), &ctx)?;
+        Ok(match &self.body.post_filter {
+            None => q,
+            Some(pf) => {
+                let pf = lower(pf, &ctx)?;
+                LeafQuery::Bool {
+                    must: vec![q],
+                    should: vec![],
+                    must_not: vec![],
+                    filter: vec![pf],
+                    minimum_should_match: None,
+                }
+            }
+        })
+    }
+
+    fn field_type(&self, path: &str) -> Option<FieldType> {
+        self.targets
+            .iter()
+            .find_map(|t| t.mapping().column(path).map(|c| c.mapping.ty))
+    }
+
+    fn field_columns(&self) -> Vec<FieldColumn> {
+        let mut out: Vec<FieldColumn> = Vec::new();
+        for req in &self.body.fields {
+            let re = regex::Regex::new(&format!("^{}$", regex::escape(&req.pattern).replace("\\*", ".*"))).ok();
+            let mut paths: Vec<String> = Vec::new();
+            for t in &self.targets {
+                for c in t.mapping().columns() {
+                    if re.as_ref().is_some_and(|re| re.is_match(&c.path)) && !paths.contains(&c.path) {
+                        paths.push(c.path);
+                    }
+                }
+            }
+            paths.sort();
+            for path in paths {
+                if out.iter().any(|f| f.path == path) {
+                    continue;
+                }
+                let Some(ty) = self.field_type(&path) else { continue };
+                out.push(FieldColumn {
+                    alias: format!("__field{}", out.len()),
+                    path,
+                    ty,
+                    format: req.format.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    fn check_sort(&self) -> Result<()> {
+        for key in &self.body.sort {
+            let SortKind::Field { path } = &key.kind else { continue };
+            match self.field_type(path) {
+                None if key.unmapped_type.is_none() => {
+                    return Err(Error::new(
+                        400,
+                        "query_shard_exception",
+                        format!("No mapping found for [{path}] in order to sort on"),
+                    )
+                    .on_shards());
+                }
+                Some(FieldType::Text) => {
+                    return Err(Error::illegal_argument(format!(
+                        "Text fields are not optimised for operations that require per-document field data like aggregations and sorting, so these operations are disabled by default. Please use a keyword field instead. Alternatively, set fielddata=true on [{path}] in order to load field data by uninverting the inverted index. Note that this can use significant memory."
+                    ))
+                    .on_shards());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn plans(&self) -> Result<Plans> {
+        self.check_sort()?;
+        let aggs = match &self.body.aggs {
+            Some(tree) => aggs::plan(tree, &self.targets, &|t: &Target| {
+                lower_opt(self.body.query.as_ref(), &self.query_ctx(t))
+            }, self.now_ms)?,
+            None => vec![],
+        };
+        if self.targets.is_empty() {
+            return Ok(Plans {
+                hits: None,
+                count: vec![],
+                max_score: None,
+                aggs,
+            });
+        }
+        let scoring = self.body.needs_score();
+        let hits = if self.body.size > 0 { Some(self.hits_plan(scoring)?) } else { None };
+        let min_score = self.body.min_score;
+        let count = if self.body.track_total == TrackTotal::Off {
+            vec![]
+        } else {
+            self.targets
+                .iter()
+                .map(|t| count_plan(t, &self.hits_query(t)?, min_score))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let max_score = if self.body.sorted_by_score() && self.body.from > 0 && self.body.search_after.is_none() {
+            let builder = union_source(&self.targets, &|t| self.hits_query(t), &[Output::Meta("_score")])?;
+            Some(builder.aggregate(Vec::<Expr>::new(), vec![max(ident("_score"))])?.build()?)
+        } else {
+            None
+        };
+        Ok(Plans {
+            hits,
+            count,
+            max_score,
+            aggs,
+        })
+    }
+
+    fn sort_alias(i: usize) -> String {
+        format!("__sort{i}")
+    }
+
+    fn hits_plan(&self, scoring: bool) -> Result<LogicalPlan> {
+        let mut outputs = vec![Output::Index, Output::Meta("_id")];
+        if scoring {
+            outputs.push(Output::Meta("_score"));
+        }
+        if self.body.source.enabled {
+            outputs.push(Output::Meta("_source"));
+        }
+        for (i, key) in self.body.sort.iter().enumerate() {
+            if let SortKind::Field { path } = &key.kind {
+                outputs.push(Output::Field {
+                    path: path.clone(),
+                    alias: Self::sort_alias(i),
+                    reduce: Some(key.desc),
+                });
+            }
+        }
+        for f in self.field_columns() {
+            outputs.push(Output::Field {
+                path: f.path,
+                alias: f.alias,
+                reduce: None,
+            });
+        }
+        let mut builder = union_source(&self.targets, &|t| self.hits_query(t), &outputs)?;
+        if let Some(min) = self.body.min_score {
+            builder = builder.filter(ident("_score").gt_eq(lit(min)))?;
+        }
+        let keys: Vec<(Expr, bool, bool)> = if self.body.sort.is_empty() {
+            vec![(ident("_score"), true, false)]
+        } else {
+            self.body
+                .sort
+                .iter()
+                .enumerate()
+                .filter_map(|(i, k)| {
+                    let nulls_first = k.missing == Missing::First;
+                    match &k.kind {
+                        SortKind::Score => Some((ident("_score"), k.desc, nulls_first)),
+                        SortKind::Doc => None,
+                        SortKind::Field { path } => {
+                            let mut e = col(Self::sort_alias(i));
+                            if let Missing::Value(v) = &k.missing {
+                                e = datafusion::functions::expr_fn::coalesce(vec![e, self.literal_for(path, v)]);
+                            }
+                            Some((e, k.desc, nulls_first))
+                        }
+                    }
+                })
+                .collect()
+        };
+        if let Some(after) = &self.body.search_after {
+            builder = builder.filter(search_after_predicate(&keys, after, |i| self.sort_key_type(i))?)?;
+        }
+        if !keys.is_empty() {
+            builder = builder.sort(keys.iter().map(|(e, desc, nf)| e.clone().sort(!desc, *nf)))?;
+        }
+        Ok(builder.limit(self.body.from, Some(self.body.size))?.build()?)
+    }
+
+    fn sort_key_type(&self, i: usize) -> Option<DataType> {
+        match &self.body.sort.get(i)?.kind {
+            SortKind::Field { path } => common_type(&self.targets, path),
+            _ => None,
+        }
+    }
+
+    fn literal_for(&self, path: &str, v: &Value) -> Expr {
+        let ty = common_type(&self.targets, path);
+        let l = json_literal(v);
+        match ty {
+            Some(t) => cast(l, t),
+            None => l,
+        }
+    }
+
+    async fn run(&self, plans: &Plans) -> Result<(Value, Option<Value>)> {
+        let hits_fut = async {
+            match &plans.hits {
+                Some(p) => collect(self.ctx, p).await,
+                None => Ok(vec![]),
+            }
+        };
+        let max_fut = async {
+            match &plans.max_score {
+                Some(p) => collect(self.ctx, p).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let aggs_fut = aggs::run(self.ctx, &plans.aggs);
+        let (hits, total, max_score, agg_results) =
+            futures::try_join!(hits_fut, run_counts(self.ctx, &plans.count), max_fut, aggs_fut)?;
+        let hits_json = self.render_hits(&hits, total, max_score)?;
+        let aggregations = match &self.body.aggs {
+            Some(tree) => Some(aggs::render(tree, &agg_results, &self.targets)?),
+            None => None,
+        };
+        Ok((hits_json, aggregations))
+    }
+
+    fn render_hits(&self, batches: &[RecordBatch], total: u64, max_batches: Option<Vec<RecordBatch>>) -> Result<Value> {
+        let fields = self.field_columns();
+        let scoring = self.body.needs_score();
+        let mut hits = Vec::new();
+        let mut top_score: Option<f64> = None;
+        let mut position = self.body.from;
+        for batch in batches {
+            let column = |name: &str| batch.column_by_name(name);
+            for row in 0..batch.num_rows() {
+                let mut hit = Map::new();
+                let get = |name: &str| -> Result<Value> {
+                    match column(name) {
+                        Some(c) => json_at(c.as_ref(), row),
+                        None => Ok(Value::Null),
+                    }
+                };
+                hit.insert("_index".into(), get("_index")?);
+                hit.insert("_id".into(), get("_id")?);
+                let score = if scoring && (self.body.sorted_by_score() || self.body.track_scores || self.body.sort.iter().any(|k| matches!(k.kind, SortKind::Score))) {
+                    get("_score")?
+                } else {
+                    Value::Null
+                };
+                if let Some(s) = score.as_f64() {
+                    top_score = Some(top_score.map_or(s, |t: f64| t.max(s)));
+                }
+                hit.insert("_score".into(), score.clone());
+                if self.body.source.enabled
+                    && let Some(text) = get("_source")?.as_str()
+                {
+                    let source: Value = serde_json::from_str(text)
+                        .map_err(|e| Error::internal(format!("stored _source is not JSON: {e}")))?;
+                    hit.insert("_source".into(), filter_source(&source, &self.body.source));
+                }
+                if !fields.is_empty() {
+                    let mut out = Map::new();
+                    for f in &fields {
+                        let v = get(&f.alias)?;
+                        let values: Vec<Value> = match v {
+                            Value::Null => continue,
+                            Value::Array(items) => items,
+                            other => vec![other],
+                        };
+                        let values = if f.ty == FieldType::Date {
+                            let fmt = date_formatter(
+                                f.format.as_deref().or(self.date_format_of(&f.path).as_deref()),
+                            )?;
+                            values
+                                .into_iter()
+                                .map(|v| v.as_i64().map_or(v.clone(), |ms| json!(fmt.format(ms, &TimeZone::utc()))))
+                                .collect()
+                        } else {
+                            values
+                        };
+                        if !values.is_empty() {
+                            out.insert(f.path.clone(), Value::Array(values));
+                        }
+                    }
+                    if !out.is_empty() {
+                        hit.insert("fields".into(), Value::Object(out));
+                    }
+                }
+                if !self.body.sort.is_empty() {
+                    let mut sort_values = Vec::new();
+                    for (i, key) in self.body.sort.iter().enumerate() {
+                        sort_values.push(match &key.kind {
+                            SortKind::Score => score.clone(),
+                            SortKind::Doc => json!(position),
+                            SortKind::Field { path } => {
+                                let v = get(&Self::sort_alias(i))?;
+                                match (&v, &key.missing) {
+                                    (Value::Null, Missing::Value(m)) => m.clone(),
+                                    (Value::Null, missing) => self.missing_sort_value(path, key.desc, missing),
+                                    _ => v,
+                                }
+                            }
+                        });
+                    }
+                    hit.insert("sort".into(), Value::Array(sort_values));
+                }
+                position += 1;
+                hits.push(Value::Object(hit));
+            }
+        }
+        let max_score = if !self.body.sorted_by_score() && !self.body.track_scores {
+            Value::Null
+        } else if let Some(batches) = max_batches {
+            batches
+                .iter()
+                .find(|b| b.num_rows() > 0)
+                .map(|b| json_at(b.column(0).as_ref(), 0))
+                .transpose()?
+                .unwrap_or(Value::Null)
+        } else {
+            top_score.map_or(Value::Null, float_json)
+        };
+        let mut out = Map::new();
+        match self.body.track_total {
+            TrackTotal::Off => {}
+            TrackTotal::Exact => {
+                out.insert("total".into(), json!({"value": total, "relation": "eq"}));
+            }
+            TrackTotal::UpTo(limit) => {
+                out.insert(
+                    "total".into(),
+                    if total > limit {
+                        json!({"value": limit, "relation": "gte"})
+                    } else {
+                        json!({"value": total, "relation": "eq"})
+                    },
+                );
+            }
+        }
+        out.insert("max_score".into(), max_score);
+        out.insert("hits".into(), Value::Array(hits));
+        Ok(Value::Object(out))
+    }
+
+    fn date_format_of(&self, path: &str) -> Option<String> {
+        self.targets
+            .iter()
+            .find_map(|t| t.mapping().column(path).and_then(|c| c.mapping.format.clone()))
+    }
+
+    /// The sort value Elasticsearch reports for a document without the field.
+    fn missing_sort_value(&self, path: &str, desc: bool, missing: &Missing) -> Value {
+        let high = (missing == &Missing::Last) != desc;
+        match self.field_type(path) {
+            Some(
+                FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte | FieldType::Date,
+            ) => json!(if high { i64::MAX } else { i64::MIN }),
+            Some(FieldType::Double | FieldType::Float) => {
+                json!(if high { "Infinity" } else { "-Infinity" })
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+fn json_literal(v: &Value) -> Expr {
+    match v {
+        Value::Bool(b) => lit(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => lit(i),
+            None => lit(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => lit(s.clone()),
+        _ => lit(datafusion::common::ScalarValue::Null),
+    }
+}
+
+/// Rows strictly after `after` in the sort order.
+fn search_after_predicate(
+    keys: &[(Expr, bool, bool)],
+    after: &[Value],
+    key_type: impl Fn(usize) -> Option<DataType>,
+) -> Result<Expr> {
+    let mut disjuncts = Vec::new();
+    for i in 0..keys.len().min(after.len()) {
+        let mut conj = Vec::new();
+        for (j, (e, _, _)) in keys.iter().enumerate().take(i) {
+            conj.push(comparable(e.clone(), &key_type(j)).eq(json_literal(&after[j])));
+        }
+        let (e, desc, _) = &keys[i];
+        let e = comparable(e.clone(), &key_type(i));
+        let v = json_literal(&after[i]);
+        conj.push(if *desc { e.lt(v) } else { e.gt(v) });
+        disjuncts.push(conj.into_iter().reduce(and).unwrap_or(lit(true)));
+    }
+    Ok(disjuncts.into_iter().reduce(or).unwrap_or(lit(true)))
+}
+
+/// Timestamps compare with epoch-millisecond sort values.
+fn comparable(e: Expr, ty: &Option<DataType>) -> Expr {
+    match ty {
+        Some(DataType::Timestamp(..)) => cast(e, DataType::Int64),
+        _ => e,
+    }
+}
+
+fn pattern_matches(pattern: &str, path: &str) -> bool {
+    if !pattern.contains('*') {
+        return pattern == path;
+    }
+    let re = format!("^{}$", regex::escape(pattern).replace("\\*", ".*"));
+    regex::Regex::new(&re).is_ok_and(|r| r.is_match(path))
+}
+
+/// Whether `path` or something under it is selected by a pattern.
+fn included(patterns: &[String], path: &str, leaf: bool) -> bool {
+    patterns.iter().any(|p| {
+        pattern_matches(p, path)
+            || path.starts_with(&format!("{p}."))
+            || (!leaf && (p.starts_with(&format!("{path}.")) || p.contains('*')))
+    })
+}
+
+/// `_source` with `includes` / `excludes` applied, as Elasticsearch does.
+fn filter_source(source: &Value, filter: &SourceFilter) -> Value {
+    if filter.includes.is_empty() && filter.excludes.is_empty() {
+        return source.clone();
+    }
+    fn walk(v: &Value, prefix: &str, f: &SourceFilter) -> Option<Value> {
+        let Value::Object(m) = v else { return Some(v.clone()) };
+        let mut out = Map::new();
+        for (k, child) in m {
+            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let leaf = !child.is_object();
+            if f.excludes.iter().any(|p| pattern_matches(p, &path)) {
+                continue;
+            }
+            if !f.includes.is_empty() && !included(&f.includes, &path, leaf) {
+                continue;
+            }
+            let full = f.includes.is_empty() || f.includes.iter().any(|p| pattern_matches(p, &path) || path.starts_with(&format!("{p}.")));
+            if leaf {
+                out.insert(k.clone(), child.clone());
+            } else {
+                let sub = if full && f.excludes.is_empty() {
+                    Some(child.clone())
+                } else if full {
+                    walk(child, &path, &SourceFilter { enabled: true, includes: vec![], excludes: f.excludes.clone() })
+                } else {
+                    walk(child, &path, f)
+                };
+                if let Some(sub) = sub
+                    && (full || sub.as_object().is_some_and(|o| !o.is_empty()))
+                {
+                    out.insert(k.clone(), sub);
+                }
+            }
+        }
+        Some(Value::Object(out))
+    }
+    walk(source, "", filter).unwrap_or_else(|| json!({}))
+}
+
+/// `_msearch`: NDJSON header/body pairs; each answered on its own.
+pub async fn msearch(ctx: &SessionContext, indices: &Indices, default_target: Option<&str>, lines: &[Value]) -> Result<Value> {
+    let started = Instant::now();
+    if lines.len() % 2 != 0 {
+        return Err(Error::illegal_argument("The msearch request must be terminated by a newline [\n]"));
+    }
+    let mut responses = Vec::new();
+    for pair in lines.chunks(2) {
+        let (header, body) = (&pair[0], &pair[1]);
+        let header = header
+            .as_object()
+            .ok_or_else(|| Error::illegal_argument("msearch header must be an object"))?;
+        let mut params = Params::new();
+        let mut target = default_target.map(str::to_string);
+        for (k, v) in header {
+            match k.as_str() {
+                "index" => {
+                    target = Some(match v {
+                        Value::String(s) => s.clone(),
+                        Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+                        _ => return Err(Error::illegal_argument("[index] in msearch header must be a string or an array")),
+                    })
+                }
+                "search_type" | "preference" | "routing" | "request_cache" | "ignore_unavailable"
+                | "allow_no_indices" | "expand_wildcards" | "ccs_minimize_roundtrips" => {}
+                "allow_partial_search_results" => {
+                    params.insert(k.clone(), v.to_string());
+                }
+                other => {
+                    return Err(Error::illegal_argument(format!("key [{other}] is not supported in the metadata section")));
+                }
+            }
+        }
+        let target = target.unwrap_or_else(|| "_all".into());
+        let item = match search(ctx, indices, &target, Some(body), &params).await {
+            Ok(mut r) => {
+                r["status"] = json!(200);
+                r
+            }
+            Err(e) => json!({"error": e.to_json(), "status": e.status}),
+        };
+        responses.push(item);
+    }
+    Ok(json!({"took": started.elapsed().as_millis() as u64, "responses": responses}))
+}
