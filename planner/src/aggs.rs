@@ -866,7 +866,7 @@ impl<'a> Planner<'a> {
         let mut aggs = vec![datafusion::functions_aggregate::count::count_all().alias("__count")];
         for (j, (_, m)) in metrics.iter().enumerate() {
             let ty = common_type(self.targets, &m.field).map(|t| element(&t));
-            aggs.extend(metric_exprs(m, col(format!("__m{j}")), ty.as_ref())?);
+            aggs.extend(metric_exprs(j, m, col(format!("__m{j}")), ty.as_ref())?);
         }
         let plan = builder.aggregate(groups, aggs)?.build()?;
         let names = node_names(levels);
@@ -1049,7 +1049,7 @@ fn hard_bounds_expr(node: &AggNode, key: Expr) -> Option<Expr> {
     Some(e)
 }
 
-fn metric_exprs(m: &MetricAgg, input: Expr, ty: Option<&DataType>) -> Result<Vec<Expr>> {
+fn metric_exprs(j: usize, m: &MetricAgg, input: Expr, ty: Option<&DataType>) -> Result<Vec<Expr>> {
     let numeric = |e: Expr| -> Expr {
         let e = match ty {
             Some(DataType::Timestamp(..)) => cast(cast(e, DataType::Int64), DataType::Float64),
@@ -1070,9 +1070,13 @@ fn metric_exprs(m: &MetricAgg, input: Expr, ty: Option<&DataType>) -> Result<Vec
             None => e,
         }
     };
+    let raw = match ty {
+        Some(DataType::Dictionary(..)) => cast(input.clone(), DataType::Utf8),
+        _ => input.clone(),
+    };
     let raw = match &m.missing {
-        Some(v) => datafusion::functions::expr_fn::coalesce(vec![input.clone(), json_lit(v)]),
-        None => input.clone(),
+        Some(v) => datafusion::functions::expr_fn::coalesce(vec![raw, json_lit(v)]),
+        None => raw,
     };
     if matches!(ty, Some(DataType::Utf8 | DataType::Dictionary(..) | DataType::Boolean))
         && !matches!(m.kind, MetricKind::ValueCount | MetricKind::Cardinality)
@@ -1113,7 +1117,7 @@ fn metric_exprs(m: &MetricAgg, input: Expr, ty: Option<&DataType>) -> Result<Vec
     }
     .into_iter()
     .enumerate()
-    .map(|(i, e)| e.alias(format!("__v{}_{i}", kind_name(m.kind))))
+    .map(|(i, e)| e.alias(format!("__v{j}_{i}")))
     .collect())
 }
 

@@ -839,7 +839,7 @@ impl Search<'_> {
             builder = builder.filter(ident("_score").gt_eq(lit(min)))?;
         }
         let keys: Vec<(Expr, bool, bool)> = if self.body.sort.is_empty() {
-            vec![(ident("_score"), true, false)]
+            vec![(ident("_score"), true, true)]
         } else {
             self.body
                 .sort
@@ -848,7 +848,9 @@ impl Search<'_> {
                 .filter_map(|(i, k)| {
                     let nulls_first = k.missing == Missing::First;
                     match &k.kind {
-                        SortKind::Score => Some((ident("_score"), k.desc, nulls_first)),
+                        // Scores are never null; nulls-first descending is
+                        // the order the scans' top-k declares.
+                        SortKind::Score => Some((ident("_score"), k.desc, k.desc)),
                         SortKind::Doc => None,
                         SortKind::Field { path } => {
                             let mut e = col(Self::sort_alias(i));
