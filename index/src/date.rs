@@ -129,6 +129,13 @@ pub fn parse_iso(s: &str) -> Option<i64> {
 }
 
 fn parse_pattern(s: &str, pattern: &str) -> Option<i64> {
+    // A pattern without a month or day (`yyyy-MM`, `yyyy`) names its first day.
+    if (pattern.contains("%Y") || pattern.contains("%y")) && !pattern.contains("%d") {
+        let month = pattern.contains("%m");
+        let s = format!("{s}|{}01", if month { "" } else { "01|" });
+        let pattern = format!("{pattern}|{}%d", if month { "" } else { "%m|" });
+        return parse_pattern(&s, &pattern);
+    }
     if pattern.contains("%z") || pattern.contains("%:z") {
         return DateTime::parse_from_str(s, pattern)
             .ok()
@@ -217,6 +224,8 @@ mod tests {
         let d = DateFormat::parse("dd/MM/yyyy")?;
         assert_eq!(d.parse_str("02/01/1970"), Some(86_400_000));
         assert!(DateFormat::parse("yyyy-QQ").is_err());
+        assert_eq!(DateFormat::parse("yyyy-MM")?.parse_str("1970-02"), Some(31 * 86_400_000));
+        assert_eq!(DateFormat::parse("yyyy")?.parse_str("1971"), Some(365 * 86_400_000));
         Ok(())
     }
 

@@ -471,8 +471,10 @@ impl Compiler<'_> {
                     clauses.push((Occur::Should, self.compile(q)?));
                 }
                 if !must_not.is_empty() {
+                    // Only exclusions: every other document matches, unscored
+                    // (Elasticsearch adds a match-all filter).
                     if must.is_empty() && filter.is_empty() && should.is_empty() {
-                        clauses.push((Occur::Must, Box::new(AllQuery)));
+                        clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(Box::new(AllQuery), 0.0))));
                     }
                     for q in must_not {
                         clauses.push((Occur::MustNot, self.compile(q)?));
@@ -614,12 +616,23 @@ impl Compiler<'_> {
     /// unqualified terms search the default fields.
     fn rewrite(&self, ast: UserInputAst, defaults: &[(String, f32)]) -> Result<UserInputAst> {
         Ok(match ast {
-            UserInputAst::Clause(clauses) => UserInputAst::Clause(
-                clauses
-                    .into_iter()
-                    .map(|(occur, a)| self.rewrite(a, defaults).map(|a| (occur, a)))
-                    .collect::<Result<_>>()?,
-            ),
+            UserInputAst::Clause(clauses) => {
+                let mut out = Vec::with_capacity(clauses.len());
+                for (occur, a) in clauses {
+                    match (occur, self.rewrite(a, defaults)?) {
+                        // `a AND NOT b` parses as `+a +(-b)`; a required
+                        // purely negative group means `-b`, as in Lucene's
+                        // classic parser.
+                        (Some(Occur::Must) | None, UserInputAst::Clause(inner))
+                            if !inner.is_empty() && inner.iter().all(|(o, _)| *o == Some(Occur::MustNot)) =>
+                        {
+                            out.extend(inner);
+                        }
+                        (occur, a) => out.push((occur, a)),
+                    }
+                }
+                UserInputAst::Clause(out)
+            }
             UserInputAst::Boost(inner, boost) => {
                 UserInputAst::Boost(Box::new(self.rewrite(*inner, defaults)?), boost)
             }

@@ -223,7 +223,7 @@ fn parse_node(name: &str, def: &Value) -> Result<AggNode> {
             {
                 return Err(Error::new(
                     400,
-                    "aggregation_execution_exception",
+                    "invalid_path",
                     format!("Invalid aggregator order path [{agg}]. The provided aggregation [{agg}] either does not exist, or is a pipeline aggregation and cannot be used to sort the buckets."),
                 )
                 .on_shards());
@@ -240,12 +240,11 @@ fn check_keys(agg: &str, m: &Map<String, Value>, allowed: &[&str]) -> Result<()>
     }
 }
 
-fn field_of(agg: &str, name: &str, m: &Map<String, Value>) -> Result<String> {
-    m.get("field").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
-        Error::illegal_argument(format!(
-            "Required one of fields [field, script], but none were specified. in [{name}] of type [{agg}]"
-        ))
-    })
+fn field_of(m: &Map<String, Value>) -> Result<String> {
+    m.get("field")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| Error::illegal_argument("Required one of fields [field, script], but none were specified. "))
 }
 
 fn num(v: &Value, what: &str) -> Result<f64> {
@@ -330,15 +329,26 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
             None => DEFAULT_PERCENTS.to_vec(),
         };
         if let Some(p) = percents.iter().find(|p| !(0.0..=100.0).contains(*p)) {
-            return Err(Error::illegal_argument(format!("percent must be in [0,100], got [{p}]: percent")));
+            return Err(Error::invalid_field(
+                agg,
+                "percents",
+                Error::illegal_argument(format!("percent must be in [0,100], got [{}]: [{name}]", java_double(*p))),
+            ));
         }
         let sigma = m.get("sigma").map(|s| num(s, "sigma")).transpose()?.unwrap_or(2.0);
         if sigma < 0.0 {
-            return Err(Error::illegal_argument(format!("[sigma] must be greater than or equal to 0. Found [{sigma}] in [{name}]")));
+            return Err(Error::invalid_field(
+                agg,
+                "sigma",
+                Error::illegal_argument(format!(
+                    "[sigma] must be greater than or equal to 0. Found [{}] in [{name}]",
+                    java_double(sigma)
+                )),
+            ));
         }
         Ok(AggKind::Metric(MetricAgg {
             kind,
-            field: field_of(agg, name, m)?,
+            field: field_of(m)?,
             missing: m.get("missing").cloned(),
             percents,
             keyed: m.get("keyed").and_then(Value::as_bool).unwrap_or(true),
@@ -366,7 +376,11 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
             )?;
             let size = count_param(m.get("size"), "size", 10)?;
             if size == 0 {
-                return Err(Error::illegal_argument(format!("[size] must be greater than 0. Found [0] in [{name}]")));
+                return Err(Error::invalid_field(
+                    agg,
+                    "size",
+                    Error::illegal_argument(format!("[size] must be greater than 0. Found [0] in [{name}]")),
+                ));
             }
             let shard_size = count_param(m.get("shard_size"), "shard_size", size + size / 2 + 10)?;
             if shard_size == 0 {
@@ -377,7 +391,7 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
                 None => vec![(OrderKey::Count, true)],
             };
             Ok(AggKind::Terms(TermsAgg {
-                field: field_of(agg, name, m)?,
+                field: field_of(m)?,
                 size: size as usize,
                 order,
                 min_doc_count: count_param(m.get("min_doc_count"), "min_doc_count", 1)?,
@@ -398,9 +412,11 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
                 "interval",
             )?;
             if interval <= 0.0 {
-                return Err(Error::illegal_argument(format!(
-                    "[interval] must be >0 for histogram aggregation [{name}]"
-                )));
+                return Err(Error::invalid_field(
+                    agg,
+                    "interval",
+                    Error::illegal_argument(format!("[interval] must be >0 for histogram aggregation [{name}]")),
+                ));
             }
             let bounds = |key: &str| -> Result<Option<(Option<f64>, Option<f64>)>> {
                 m.get(key)
@@ -415,7 +431,7 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
             };
             let extended = bounds("extended_bounds")?;
             Ok(AggKind::Histogram(HistogramAgg {
-                field: field_of(agg, name, m)?,
+                field: field_of(m)?,
                 interval,
                 offset: m.get("offset").map(|v| num(v, "offset")).transpose()?.unwrap_or(0.0),
                 min_doc_count: count_param(m.get("min_doc_count"), "min_doc_count", 0)?,
@@ -431,9 +447,13 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
             let ranges = m
                 .get("ranges")
                 .and_then(Value::as_array)
-                .ok_or_else(|| Error::illegal_argument(format!("No [ranges] specified for the [{name}] aggregation")))?;
+                .ok_or_else(|| {
+                    Error::illegal_argument(format!("No [ranges] specified for the [{name}] aggregation")).on_shards()
+                })?;
             if ranges.is_empty() {
-                return Err(Error::illegal_argument(format!("No [ranges] specified for the [{name}] aggregation")));
+                return Err(
+                    Error::illegal_argument(format!("No [ranges] specified for the [{name}] aggregation")).on_shards()
+                );
             }
             let ranges = ranges
                 .iter()
@@ -449,7 +469,7 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok(AggKind::Range(RangeAgg {
-                field: field_of(agg, name, m)?,
+                field: field_of(m)?,
                 ranges,
                 keyed: m.get("keyed").and_then(Value::as_bool).unwrap_or(false),
                 format: m.get("format").and_then(Value::as_str).map(str::to_string),
@@ -482,7 +502,7 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
                 keyed: m.get("keyed").and_then(Value::as_bool).unwrap_or(named),
             }))
         }
-        other => Err(Error::parsing(format!("Unknown aggregation type [{other}] did you mean [terms]?"))
+        other => Err(Error::parsing(format!("Unknown aggregation type [{other}]"))
             .with("line", json!(1))
             .with("col", json!(1))),
     }
@@ -501,10 +521,25 @@ fn parse_date_histogram(name: &str, m: &Map<String, Value>) -> Result<AggKind> {
         (Some(c), None) => {
             let text = c.as_str().unwrap_or_default();
             Interval::Calendar(CalendarUnit::parse(text).ok_or_else(|| {
-                Error::illegal_argument(format!("The supplied interval [{text}] could not be parsed as a calendar interval."))
+                Error::invalid_field(
+                    "date_histogram",
+                    "calendar_interval",
+                    Error::illegal_argument(format!(
+                        "The supplied interval [{text}] could not be parsed as a calendar interval."
+                    )),
+                )
             })?)
         }
-        (None, Some(f)) => Interval::Fixed(parse_fixed_interval(f.as_str().unwrap_or_default()).map_err(Error::illegal_argument)?),
+        (None, Some(f)) => {
+            let text = f.as_str().unwrap_or_default();
+            Interval::Fixed(parse_fixed_interval(text).map_err(|_| {
+                Error::invalid_field(
+                    "date_histogram",
+                    "fixed_interval",
+                    Error::illegal_argument(format!("failed to parse [{text}]")),
+                )
+            })?)
+        }
         (Some(_), Some(_)) => {
             return Err(Error::illegal_argument("Cannot use [fixed_interval] with [calendar_interval] configuration option."));
         }
@@ -537,7 +572,7 @@ fn parse_date_histogram(name: &str, m: &Map<String, Value>) -> Result<AggKind> {
             .transpose()
     };
     Ok(AggKind::DateHistogram(DateHistogramAgg {
-        field: field_of("date_histogram", name, m)?,
+        field: field_of(m)?,
         interval,
         tz,
         tz_name,
@@ -748,12 +783,19 @@ impl<'a> Planner<'a> {
     ) -> Result<()> {
         let (scalar, list): (Vec<_>, Vec<_>) = metrics.iter().partition(|(_, m)| !self.is_list(&m.field));
         let combos = branch_combinations(levels);
+        // `min_doc_count: 0` on terms lists every term of the indices, also
+        // those no matching document has: their keys come from a plan over
+        // all documents.
+        let all_terms = matches!(levels.last().map(|l| &l.node.kind), Some(AggKind::Terms(t)) if t.min_doc_count == 0);
         for combo in &combos {
             if counts || !scalar.is_empty() {
-                self.build(path, levels, combo, &scalar, counts)?;
+                self.build(path, levels, combo, &scalar, counts, false)?;
             }
             for m in &list {
-                self.build(path, levels, combo, std::slice::from_ref(m), false)?;
+                self.build(path, levels, combo, std::slice::from_ref(m), false, false)?;
+            }
+            if all_terms && counts {
+                self.build(path, levels, combo, &[], false, true)?;
             }
         }
         Ok(())
@@ -800,10 +842,11 @@ impl<'a> Planner<'a> {
         combo: &[Option<usize>],
         metrics: &[&(usize, &MetricAgg)],
         counts: bool,
+        all_docs: bool,
     ) -> Result<()> {
         let base = self.base;
         let query_for = |t: &Target| -> Result<LeafQuery> {
-            let mut parts = vec![base(t)?];
+            let mut parts = vec![if all_docs { LeafQuery::All } else { base(t)? }];
             for (level, branch) in levels.iter().zip(combo) {
                 if let Some(b) = branch {
                     parts.push(self.branch_query(level, *b, t)?);
@@ -1070,8 +1113,14 @@ fn metric_exprs(j: usize, m: &MetricAgg, input: Expr, ty: Option<&DataType>) -> 
             None => e,
         }
     };
-    let raw = match ty {
-        Some(DataType::Dictionary(..)) => cast(input.clone(), DataType::Utf8),
+    // Distinct counting hashes integers and strings: doubles count by their
+    // text, timestamps by their epoch milliseconds.
+    let raw = match (ty, m.kind) {
+        (Some(DataType::Dictionary(..)), _) => cast(input.clone(), DataType::Utf8),
+        (Some(DataType::Float64 | DataType::Float32), MetricKind::Cardinality) => {
+            cast(input.clone(), DataType::Utf8)
+        }
+        (Some(DataType::Timestamp(..)), _) => cast(input.clone(), DataType::Int64),
         _ => input.clone(),
     };
     let raw = match &m.missing {
@@ -1331,7 +1380,7 @@ impl Renderer<'_> {
 
     fn terms(&self, node: &AggNode, t: &TermsAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
         let mut rows = self.children_rows(path, parent);
-        rows.retain(|(k, r)| r.count as u64 >= t.min_doc_count.max(1) && *k != Key::Null);
+        rows.retain(|(k, r)| r.count as u64 >= t.min_doc_count && *k != Key::Null);
         let total: i64 = rows.iter().map(|(_, r)| r.count).sum();
         let sort_value = |row: &Row, agg: &str, stat: &Option<String>| -> Option<f64> {
             let i = node.children.iter().position(|c| c.name == agg)?;

@@ -16,6 +16,8 @@ pub struct Error {
     /// Whether Elasticsearch reports it from the shards, wrapped in a
     /// `search_phase_execution_exception` ("all shards failed").
     pub shard_failure: bool,
+    /// The error this one wraps (`caused_by`); the root cause is the innermost.
+    pub cause: Option<Box<Error>>,
 }
 
 /// Result of the DSL front end.
@@ -30,7 +32,30 @@ impl Error {
             reason: reason.into(),
             extra: Map::new(),
             shard_failure: false,
+            cause: None,
         }
+    }
+
+    /// A request value that fails validation while the body is parsed:
+    /// Elasticsearch reports an `x_content_parse_exception` caused by it.
+    pub fn invalid_field(object: &str, field: &str, cause: Error) -> Error {
+        let mut e = Error::x_content(format!("[{object}] failed to parse field [{field}]"));
+        e.cause = Some(Box::new(cause));
+        e
+    }
+
+    /// A number that does not parse (`number_format_exception`).
+    pub fn number_format(input: &str) -> Error {
+        Error::new(400, "number_format_exception", format!("For input string: \"{input}\""))
+    }
+
+    /// Names the index a shard-level error came from.
+    pub fn in_index(mut self, index: &str) -> Error {
+        if self.shard_failure && !self.extra.contains_key("index") {
+            self.extra.insert("index_uuid".into(), json!("_na_"));
+            self.extra.insert("index".into(), json!(index));
+        }
+        self
     }
 
     /// A malformed request (`parsing_exception`, 400).
@@ -65,23 +90,31 @@ impl Error {
         self
     }
 
-    /// The error object of the cause itself (`type`, `reason`, extras).
-    fn cause(&self) -> Value {
+    /// The error object of the cause itself (`type`, `reason`, extras,
+    /// `caused_by`).
+    fn cause_json(&self) -> Value {
         let mut cause = Map::new();
         cause.insert("type".into(), json!(self.es_type));
         cause.insert("reason".into(), json!(self.reason));
         for (k, v) in &self.extra {
             cause.insert(k.clone(), v.clone());
         }
+        if let Some(inner) = &self.cause {
+            cause.insert("caused_by".into(), inner.cause_json());
+        }
         Value::Object(cause)
     }
 
     /// The `error` object of Elasticsearch's error response.
     pub fn to_json(&self) -> Value {
-        let cause = self.cause();
+        let cause = self.cause_json();
+        let mut root = cause.clone();
+        if let Value::Object(m) = &mut root {
+            m.remove("caused_by");
+        }
         if self.shard_failure {
             return json!({
-                "root_cause": [cause.clone()],
+                "root_cause": [root],
                 "type": "search_phase_execution_exception",
                 "reason": "all shards failed",
                 "phase": "query",
@@ -94,7 +127,7 @@ impl Error {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        error.insert("root_cause".into(), json!([self.cause()]));
+        error.insert("root_cause".into(), json!([root]));
         Value::Object(error)
     }
 }
@@ -112,6 +145,7 @@ impl From<quidditch_index::Error> for Error {
         let e = Error::new(err.status(), err.es_type(), err.to_string());
         match &err {
             quidditch_index::Error::IndexNotFound(name) => e
+                .with("index_uuid", json!("_na_"))
                 .with("resource.type", json!("index_or_alias"))
                 .with("resource.id", json!(name))
                 .with("index", json!(name)),

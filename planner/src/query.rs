@@ -475,6 +475,8 @@ impl Lowering<'_> {
                 pattern: regex::escape(&text_of(value, "term")?),
                 case_insensitive: true,
             }
+        } else if col.mapping.ty == FieldType::Ip && value.as_str().is_some_and(|v| v.contains('/')) {
+            cidr_query(&col.path, value.as_str().unwrap_or_default())?
         } else if col.mapping.ty == FieldType::Date {
             // A date term covers everything its text names (a whole day for
             // `2024-01-01`), as in Elasticsearch.
@@ -810,8 +812,8 @@ impl Lowering<'_> {
             None => Ok(vec![]),
             Some(Value::Array(items)) => items.iter().map(|q| self.clause(q)).collect(),
             Some(q @ Value::Object(_)) => Ok(vec![self.clause(q)?]),
-            Some(v) => Err(Error::parsing(format!(
-                "[bool] query does not support [{key}] of type [{}]",
+            Some(v) => Err(Error::x_content(format!(
+                "[bool] failed to parse field [{key}]: unexpected token [{}]",
                 token_name(v)
             ))),
         }
@@ -1258,12 +1260,72 @@ fn parse_date(v: &Value, format: Option<&str>, tz: Option<&TimeZone>, now_ms: i6
         })
     };
     parse_date_math(text, now_ms, round_up, tz, &anchor).map_err(|reason| {
-        Error::new(
-            400,
-            "parse_exception",
-            format!("failed to parse date field [{text}] with format [{format_text}]: [{reason}]"),
-        )
-        .on_shards()
+        // The date module names the field's text and format itself; the root
+        // cause Elasticsearch reports is the innermost reason.
+        let inner = reason
+            .split_once(": [")
+            .map_or(reason.as_str(), |(_, rest)| rest.strip_suffix(']').unwrap_or(rest));
+        Error::new(400, "parse_exception", inner.to_string()).on_shards()
+    })
+}
+
+/// An IPv4 CIDR block (`10.0.1.0/24`) over IPs stored in their text form:
+/// the fixed leading octets are a prefix, a partly fixed octet lists its
+/// values.
+fn cidr_query(path: &str, cidr: &str) -> Result<LeafQuery> {
+    let invalid = || shard_error(format!("failed to create query: Expected [ip/prefix] but was [{cidr}]"));
+    let (ip, len) = cidr.split_once('/').ok_or_else(invalid)?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| invalid())?;
+    let len: u32 = len.parse().map_err(|_| invalid())?;
+    if len > 32 {
+        return Err(invalid());
+    }
+    let octets = ip.octets();
+    let full = (len / 8) as usize;
+    let fixed: Vec<String> = octets[..full].iter().map(u8::to_string).collect();
+    if full == 4 {
+        return Ok(LeafQuery::Term {
+            path: path.to_string(),
+            value: TermValue::Str(fixed.join(".")),
+        });
+    }
+    if len % 8 == 0 {
+        return Ok(LeafQuery::ConstantScore {
+            query: Box::new(if full == 0 {
+                LeafQuery::Exists { path: path.to_string() }
+            } else {
+                LeafQuery::Prefix {
+                    path: path.to_string(),
+                    prefix: format!("{}.", fixed.join(".")),
+                }
+            }),
+            score: 1.0,
+        });
+    }
+    let free_bits = 8 - len % 8;
+    let first = octets[full] & !((1u16 << free_bits) - 1) as u8;
+    let last = u16::from(first) + (1u16 << free_bits) - 1;
+    let should = (u16::from(first)..=last)
+        .map(|octet| {
+            let mut parts = fixed.clone();
+            parts.push(octet.to_string());
+            let text = parts.join(".");
+            if full == 3 {
+                LeafQuery::Term {
+                    path: path.to_string(),
+                    value: TermValue::Str(text),
+                }
+            } else {
+                LeafQuery::Prefix {
+                    path: path.to_string(),
+                    prefix: format!("{text}."),
+                }
+            }
+        })
+        .collect::<Vec<_>>();
+    Ok(LeafQuery::ConstantScore {
+        query: Box::new(bool_query(vec![], should, Some(1))),
+        score: 1.0,
     })
 }
 

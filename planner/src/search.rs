@@ -109,12 +109,15 @@ fn usize_param(v: &Value, name: &str) -> Result<usize> {
         Value::String(s) => s.trim().parse::<i64>().ok(),
         _ => None,
     }
-    .ok_or_else(|| Error::x_content(format!("[1:2] [{name}] failed to parse field [{name}]")))?;
+    .ok_or_else(|| match v {
+        Value::String(s) => Error::number_format(s),
+        other => Error::x_content(format!("[{name}] failed to parse field [{name}]: {other}")),
+    })?;
     if n < 0 {
         return Err(if name == "size" {
             Error::illegal_argument(format!("[size] parameter cannot be negative, found [{n}]"))
         } else {
-            Error::illegal_argument(format!("[from] parameter cannot be negative, found [{n}]"))
+            Error::illegal_argument(format!("[from] parameter cannot be negative but was [{n}]"))
         });
     }
     Ok(n as usize)
@@ -330,10 +333,18 @@ impl SearchBody {
         let m = match body {
             None | Some(Value::Null) => &empty,
             Some(Value::Object(m)) => m,
-            Some(_) => return Err(Error::parsing("request body must be an object")),
+            Some(other) => {
+                return Err(Error::parsing(format!(
+                    "Expected [START_OBJECT] but found [{}]",
+                    value_token(other)
+                )));
+            }
         };
         for (key, v) in m {
             match key.as_str() {
+                "query" | "post_filter" if !v.is_object() => {
+                    return Err(Error::parsing(format!("Unknown key for a {} in [{key}].", value_token(v))));
+                }
                 "query" => s.query = Some(v.clone()),
                 "post_filter" => s.post_filter = Some(v.clone()),
                 "from" => s.from = usize_param(v, "from")?,
@@ -361,7 +372,12 @@ impl SearchBody {
                     }
                 }
                 "min_score" => {
-                    s.min_score = Some(v.as_f64().ok_or_else(|| {
+                    let score = match v {
+                        Value::Number(n) => n.as_f64(),
+                        Value::String(t) => Some(t.parse::<f64>().map_err(|_| Error::number_format(t))?),
+                        _ => None,
+                    };
+                    s.min_score = Some(score.ok_or_else(|| {
                         Error::parsing(format!("[min_score] must be a number, got [{v}]"))
                     })? as f32)
                 }
@@ -689,6 +705,10 @@ impl Search<'_> {
     /// The query of the hits for one index: `query`, and `post_filter`
     /// as a non-scoring filter.
     fn hits_query(&self, target: &Target) -> Result<LeafQuery> {
+        self.hits_query_of(target).map_err(|e| e.in_index(&target.name))
+    }
+
+    fn hits_query_of(&self, target: &Target) -> Result<LeafQuery> {
         let ctx = self.query_ctx(target);
         let q = lower_opt(self.body.query.as_ref(), &ctx)?;
         Ok(match &self.body.post_filter {
@@ -746,12 +766,14 @@ impl Search<'_> {
             let SortKind::Field { path } = &key.kind else { continue };
             match self.field_type(path) {
                 None if key.unmapped_type.is_none() => {
+                    let index = self.targets.first().map_or("_all", |t| t.name.as_str());
                     return Err(Error::new(
                         400,
                         "query_shard_exception",
                         format!("No mapping found for [{path}] in order to sort on"),
                     )
-                    .on_shards());
+                    .on_shards()
+                    .in_index(index));
                 }
                 Some(FieldType::Text) => {
                     return Err(Error::illegal_argument(format!(
@@ -769,7 +791,7 @@ impl Search<'_> {
         self.check_sort()?;
         let aggs = match &self.body.aggs {
             Some(tree) => aggs::plan(tree, &self.targets, &|t: &Target| {
-                lower_opt(self.body.query.as_ref(), &self.query_ctx(t))
+                lower_opt(self.body.query.as_ref(), &self.query_ctx(t)).map_err(|e| e.in_index(&t.name))
             }, self.now_ms)?,
             None => vec![],
         };
