@@ -224,8 +224,14 @@ mod tests {
         let d = DateFormat::parse("dd/MM/yyyy")?;
         assert_eq!(d.parse_str("02/01/1970"), Some(86_400_000));
         assert!(DateFormat::parse("yyyy-QQ").is_err());
-        assert_eq!(DateFormat::parse("yyyy-MM")?.parse_str("1970-02"), Some(31 * 86_400_000));
-        assert_eq!(DateFormat::parse("yyyy")?.parse_str("1971"), Some(365 * 86_400_000));
+        assert_eq!(
+            DateFormat::parse("yyyy-MM")?.parse_str("1970-02"),
+            Some(31 * 86_400_000)
+        );
+        assert_eq!(
+            DateFormat::parse("yyyy")?.parse_str("1971"),
+            Some(365 * 86_400_000)
+        );
         Ok(())
     }
 

@@ -79,13 +79,18 @@ pub fn not_absorbed_message(name: &str) -> String {
 
 /// The three full-text functions, to register in a session.
 pub fn fulltext_udfs() -> Vec<Arc<ScalarUDF>> {
-    [(MATCH, 2), (MATCH_PHRASE, 2), (QUERY_STRING, 1), (SEARCH_QUERY, 1)]
-        .into_iter()
-        .map(|(name, arity)| {
-            Arc::new(ScalarUDF::new_from_impl(FullTextFunction {
-                name,
-                signature: Signature::any(arity, Volatility::Immutable),
-            }))
-        })
-        .collect()
+    [
+        (MATCH, 2),
+        (MATCH_PHRASE, 2),
+        (QUERY_STRING, 1),
+        (SEARCH_QUERY, 1),
+    ]
+    .into_iter()
+    .map(|(name, arity)| {
+        Arc::new(ScalarUDF::new_from_impl(FullTextFunction {
+            name,
+            signature: Signature::any(arity, Volatility::Immutable),
+        }))
+    })
+    .collect()
 }

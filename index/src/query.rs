@@ -248,7 +248,11 @@ impl LeafQuery {
             }
             LeafQuery::DisMax { queries, tie_breaker } => format!(
                 "dis_max([{}], tie_breaker={tie_breaker})",
-                queries.iter().map(LeafQuery::describe).collect::<Vec<_>>().join(", ")
+                queries
+                    .iter()
+                    .map(LeafQuery::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             LeafQuery::Ids { ids } => format!("ids({})", ids.join(", ")),
             LeafQuery::Bool {
@@ -474,7 +478,10 @@ impl Compiler<'_> {
                     // Only exclusions: every other document matches, unscored
                     // (Elasticsearch adds a match-all filter).
                     if must.is_empty() && filter.is_empty() && should.is_empty() {
-                        clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(Box::new(AllQuery), 0.0))));
+                        clauses.push((
+                            Occur::Must,
+                            Box::new(ConstScoreQuery::new(Box::new(AllQuery), 0.0)),
+                        ));
                     }
                     for q in must_not {
                         clauses.push((Occur::MustNot, self.compile(q)?));
@@ -559,9 +566,8 @@ impl Compiler<'_> {
         let json_path: Vec<String> = path.split('.').map(regex::escape).collect();
         let flags = if case_insensitive { "(?i)" } else { "" };
         let full = format!("{}\\x00s{flags}(?:{pattern})", json_path.join("\\x01"));
-        let regex = tantivy_fst::Regex::new(&full).map_err(|e| {
-            Error::illegal_argument(format!("invalid regular expression [{pattern}]: {e}"))
-        })?;
+        let regex = tantivy_fst::Regex::new(&full)
+            .map_err(|e| Error::illegal_argument(format!("invalid regular expression [{pattern}]: {e}")))?;
         Ok(Box::new(RegexQuery::from_regex(regex, field)))
     }
 
@@ -580,7 +586,12 @@ impl Compiler<'_> {
         Ok(out)
     }
 
-    fn query_string(&self, query: &str, fields: &[(String, f32)], conjunction: bool) -> Result<Box<dyn Query>> {
+    fn query_string(
+        &self,
+        query: &str,
+        fields: &[(String, f32)],
+        conjunction: bool,
+    ) -> Result<Box<dyn Query>> {
         let ast = tantivy::query_grammar::parse_query(query).map_err(|_| Error::BadRequest {
             es_type: "query_shard_exception",
             reason: format!("Failed to parse query [{query}]"),

@@ -20,11 +20,12 @@ use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::functions_aggregate::expr_fn::{
-    approx_distinct, approx_percentile_cont, avg, count, max, min, stddev, stddev_pop, sum, var_pop, var_sample,
+    approx_distinct, approx_percentile_cont, avg, count, max, min, stddev, stddev_pop, sum, var_pop,
+    var_sample,
 };
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast,
-    col, lit,
+    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    cast, col, lit,
 };
 use datafusion::prelude::SessionContext;
 use futures::future::try_join_all;
@@ -185,7 +186,9 @@ fn parse_level(v: &Value) -> Result<Vec<AggNode>> {
 
 fn parse_node(name: &str, def: &Value) -> Result<AggNode> {
     let m = def.as_object().ok_or_else(|| {
-        Error::parsing(format!("Expected [START_OBJECT] under [{name}], but got a different token"))
+        Error::parsing(format!(
+            "Expected [START_OBJECT] under [{name}], but got a different token"
+        ))
     })?;
     let mut kind = None;
     let mut children = vec![];
@@ -219,7 +222,10 @@ fn parse_node(name: &str, def: &Value) -> Result<AggNode> {
     if let AggKind::Terms(t) = &node.kind {
         for (key, _) in &t.order {
             if let OrderKey::Metric { agg, .. } = key
-                && !node.children.iter().any(|c| c.name == *agg && matches!(c.kind, AggKind::Metric(_)))
+                && !node
+                    .children
+                    .iter()
+                    .any(|c| c.name == *agg && matches!(c.kind, AggKind::Metric(_)))
             {
                 return Err(Error::new(
                     400,
@@ -244,7 +250,9 @@ fn field_of(m: &Map<String, Value>) -> Result<String> {
     m.get("field")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| Error::illegal_argument("Required one of fields [field, script], but none were specified. "))
+        .ok_or_else(|| {
+            Error::illegal_argument("Required one of fields [field, script], but none were specified. ")
+        })
 }
 
 fn num(v: &Value, what: &str) -> Result<f64> {
@@ -260,7 +268,11 @@ fn count_param(v: Option<&Value>, what: &str, default: u64) -> Result<u64> {
             let n = v
                 .as_i64()
                 .ok_or_else(|| agg_error(format!("[{what}] must be an integer, got [{v}]")))?;
-            u64::try_from(n).map_err(|_| Error::illegal_argument(format!("[{what}] must be greater than or equal to 0. Found [{n}]")))
+            u64::try_from(n).map_err(|_| {
+                Error::illegal_argument(format!(
+                    "[{what}] must be greater than or equal to 0. Found [{n}]"
+                ))
+            })
         }
     }
 }
@@ -297,7 +309,9 @@ fn parse_order(v: &Value) -> Result<Vec<(OrderKey, bool)>> {
         Value::Array(items) => {
             let mut out = Vec::new();
             for item in items {
-                out.extend(one(item.as_object().ok_or_else(|| agg_error("[order] entries must be objects"))?)?);
+                out.extend(one(item
+                    .as_object()
+                    .ok_or_else(|| agg_error("[order] entries must be objects"))?)?);
             }
             Ok(out)
         }
@@ -311,7 +325,9 @@ fn key_filter(v: &Value) -> Result<KeyFilter> {
             .map(KeyFilter::Regex)
             .map_err(|e| Error::illegal_argument(format!("invalid include/exclude regex [{s}]: {e}"))),
         Value::Array(a) => Ok(KeyFilter::Values(a.clone())),
-        _ => Err(agg_error("[include] and [exclude] must be a regex string or an array of values")),
+        _ => Err(agg_error(
+            "[include] and [exclude] must be a regex string or an array of values",
+        )),
     }
 }
 
@@ -332,10 +348,17 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
             return Err(Error::invalid_field(
                 agg,
                 "percents",
-                Error::illegal_argument(format!("percent must be in [0,100], got [{}]: [{name}]", java_double(*p))),
+                Error::illegal_argument(format!(
+                    "percent must be in [0,100], got [{}]: [{name}]",
+                    java_double(*p)
+                )),
             ));
         }
-        let sigma = m.get("sigma").map(|s| num(s, "sigma")).transpose()?.unwrap_or(2.0);
+        let sigma = m
+            .get("sigma")
+            .map(|s| num(s, "sigma"))
+            .transpose()?
+            .unwrap_or(2.0);
         if sigma < 0.0 {
             return Err(Error::invalid_field(
                 agg,
@@ -364,14 +387,28 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
         "stats" => metric(MetricKind::Stats, &[]),
         "extended_stats" => metric(MetricKind::ExtendedStats, &["sigma"]),
         "percentiles" => metric(MetricKind::Percentiles, &["percents", "keyed", "tdigest", "hdr"]),
-        "cardinality" => metric(MetricKind::Cardinality, &["precision_threshold", "execution_hint"]),
+        "cardinality" => metric(
+            MetricKind::Cardinality,
+            &["precision_threshold", "execution_hint"],
+        ),
         "terms" => {
             check_keys(
                 agg,
                 m,
                 &[
-                    "field", "size", "shard_size", "order", "min_doc_count", "shard_min_doc_count", "missing",
-                    "include", "exclude", "execution_hint", "collect_mode", "show_term_doc_count_error", "format",
+                    "field",
+                    "size",
+                    "shard_size",
+                    "order",
+                    "min_doc_count",
+                    "shard_min_doc_count",
+                    "missing",
+                    "include",
+                    "exclude",
+                    "execution_hint",
+                    "collect_mode",
+                    "show_term_doc_count_error",
+                    "format",
                 ],
             )?;
             let size = count_param(m.get("size"), "size", 10)?;
@@ -384,7 +421,9 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
             }
             let shard_size = count_param(m.get("shard_size"), "shard_size", size + size / 2 + 10)?;
             if shard_size == 0 {
-                return Err(Error::illegal_argument(format!("[shard_size] must be greater than 0. Found [0] in [{name}]")));
+                return Err(Error::illegal_argument(format!(
+                    "[shard_size] must be greater than 0. Found [0] in [{name}]"
+                )));
             }
             let order = match m.get("order") {
                 Some(o) => parse_order(o)?,
@@ -404,7 +443,18 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
             check_keys(
                 agg,
                 m,
-                &["field", "interval", "offset", "min_doc_count", "extended_bounds", "hard_bounds", "keyed", "missing", "order", "format"],
+                &[
+                    "field",
+                    "interval",
+                    "offset",
+                    "min_doc_count",
+                    "extended_bounds",
+                    "hard_bounds",
+                    "keyed",
+                    "missing",
+                    "order",
+                    "format",
+                ],
             )?;
             let interval = num(
                 m.get("interval")
@@ -415,13 +465,17 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
                 return Err(Error::invalid_field(
                     agg,
                     "interval",
-                    Error::illegal_argument(format!("[interval] must be >0 for histogram aggregation [{name}]")),
+                    Error::illegal_argument(format!(
+                        "[interval] must be >0 for histogram aggregation [{name}]"
+                    )),
                 ));
             }
             let bounds = |key: &str| -> Result<Option<(Option<f64>, Option<f64>)>> {
                 m.get(key)
                     .map(|b| {
-                        let b = b.as_object().ok_or_else(|| agg_error(format!("[{key}] must be an object")))?;
+                        let b = b
+                            .as_object()
+                            .ok_or_else(|| agg_error(format!("[{key}] must be an object")))?;
                         Ok((
                             b.get("min").map(|v| num(v, "min")).transpose()?,
                             b.get("max").map(|v| num(v, "max")).transpose()?,
@@ -433,9 +487,14 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
             Ok(AggKind::Histogram(HistogramAgg {
                 field: field_of(m)?,
                 interval,
-                offset: m.get("offset").map(|v| num(v, "offset")).transpose()?.unwrap_or(0.0),
+                offset: m
+                    .get("offset")
+                    .map(|v| num(v, "offset"))
+                    .transpose()?
+                    .unwrap_or(0.0),
                 min_doc_count: count_param(m.get("min_doc_count"), "min_doc_count", 0)?,
-                extended_bounds: extended.map(|(lo, hi)| (lo.unwrap_or(f64::INFINITY), hi.unwrap_or(f64::NEG_INFINITY))),
+                extended_bounds: extended
+                    .map(|(lo, hi)| (lo.unwrap_or(f64::INFINITY), hi.unwrap_or(f64::NEG_INFINITY))),
                 hard_bounds: bounds("hard_bounds")?,
                 keyed: m.get("keyed").and_then(Value::as_bool).unwrap_or(false),
                 missing: m.get("missing").map(|v| num(v, "missing")).transpose()?,
@@ -443,22 +502,27 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
         }
         "date_histogram" => parse_date_histogram(name, m),
         "range" | "date_range" => {
-            check_keys(agg, m, &["field", "ranges", "keyed", "format", "missing", "time_zone"])?;
-            let ranges = m
-                .get("ranges")
-                .and_then(Value::as_array)
-                .ok_or_else(|| {
-                    Error::illegal_argument(format!("No [ranges] specified for the [{name}] aggregation")).on_shards()
-                })?;
+            check_keys(
+                agg,
+                m,
+                &["field", "ranges", "keyed", "format", "missing", "time_zone"],
+            )?;
+            let ranges = m.get("ranges").and_then(Value::as_array).ok_or_else(|| {
+                Error::illegal_argument(format!("No [ranges] specified for the [{name}] aggregation"))
+                    .on_shards()
+            })?;
             if ranges.is_empty() {
-                return Err(
-                    Error::illegal_argument(format!("No [ranges] specified for the [{name}] aggregation")).on_shards()
-                );
+                return Err(Error::illegal_argument(format!(
+                    "No [ranges] specified for the [{name}] aggregation"
+                ))
+                .on_shards());
             }
             let ranges = ranges
                 .iter()
                 .map(|r| {
-                    let r = r.as_object().ok_or_else(|| agg_error("[ranges] entries must be objects"))?;
+                    let r = r
+                        .as_object()
+                        .ok_or_else(|| agg_error("[ranges] entries must be objects"))?;
                     check_keys("range", r, &["key", "from", "to"])?;
                     let bound = |k: &str| r.get(k).filter(|v| !v.is_null()).cloned();
                     Ok(RangeSpec {
@@ -485,12 +549,25 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
                     (v, true)
                 }
                 Some(Value::Array(a)) => (a.iter().map(|q| (None, q.clone())).collect(), false),
-                _ => return Err(agg_error(format!("[filters] is required in [{name}] and must be an object or an array"))),
+                _ => {
+                    return Err(agg_error(format!(
+                        "[filters] is required in [{name}] and must be an object or an array"
+                    )));
+                }
             };
             for (_, q) in &filters {
-                crate::query::lower(q, &QueryContext { mapping: &Default::default(), now_ms: 0 })?;
+                crate::query::lower(
+                    q,
+                    &QueryContext {
+                        mapping: &Default::default(),
+                        now_ms: 0,
+                    },
+                )?;
             }
-            let other_key = m.get("other_bucket_key").and_then(Value::as_str).map(str::to_string);
+            let other_key = m
+                .get("other_bucket_key")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let other = match m.get("other_bucket").and_then(Value::as_bool) {
                 Some(true) => Some(other_key.unwrap_or_else(|| "_other_".into())),
                 Some(false) => None,
@@ -513,8 +590,19 @@ fn parse_date_histogram(name: &str, m: &Map<String, Value>) -> Result<AggKind> {
         "date_histogram",
         m,
         &[
-            "field", "calendar_interval", "fixed_interval", "interval", "time_zone", "format", "offset", "min_doc_count",
-            "extended_bounds", "hard_bounds", "keyed", "missing", "order",
+            "field",
+            "calendar_interval",
+            "fixed_interval",
+            "interval",
+            "time_zone",
+            "format",
+            "offset",
+            "min_doc_count",
+            "extended_bounds",
+            "hard_bounds",
+            "keyed",
+            "missing",
+            "order",
         ],
     )?;
     let interval = match (m.get("calendar_interval"), m.get("fixed_interval")) {
@@ -541,13 +629,21 @@ fn parse_date_histogram(name: &str, m: &Map<String, Value>) -> Result<AggKind> {
             })?)
         }
         (Some(_), Some(_)) => {
-            return Err(Error::illegal_argument("Cannot use [fixed_interval] with [calendar_interval] configuration option."));
+            return Err(Error::illegal_argument(
+                "Cannot use [fixed_interval] with [calendar_interval] configuration option.",
+            ));
         }
         (None, None) => {
-            return Err(Error::illegal_argument(format!("Invalid interval specified, must be non-null and non-empty in [{name}]")));
+            return Err(Error::illegal_argument(format!(
+                "Invalid interval specified, must be non-null and non-empty in [{name}]"
+            )));
         }
     };
-    let tz_name = m.get("time_zone").and_then(Value::as_str).unwrap_or("UTC").to_string();
+    let tz_name = m
+        .get("time_zone")
+        .and_then(Value::as_str)
+        .unwrap_or("UTC")
+        .to_string();
     let tz = TimeZone::parse(&tz_name).map_err(Error::illegal_argument)?;
     let offset = match m.get("offset") {
         None => 0,
@@ -560,14 +656,23 @@ fn parse_date_histogram(name: &str, m: &Map<String, Value>) -> Result<AggKind> {
             let ms = parse_fixed_interval(rest).map_err(Error::illegal_argument)?;
             if neg { -ms } else { ms }
         }
-        Some(other) => return Err(agg_error(format!("[offset] must be a string or a number, got [{other}]"))),
+        Some(other) => {
+            return Err(agg_error(format!(
+                "[offset] must be a string or a number, got [{other}]"
+            )));
+        }
     };
     let date = |v: &Value| resolve_date(v, None, 0, false);
     let bounds = |key: &str| -> Result<Option<(Option<i64>, Option<i64>)>> {
         m.get(key)
             .map(|b| {
-                let b = b.as_object().ok_or_else(|| agg_error(format!("[{key}] must be an object")))?;
-                Ok((b.get("min").map(date).transpose()?, b.get("max").map(date).transpose()?))
+                let b = b
+                    .as_object()
+                    .ok_or_else(|| agg_error(format!("[{key}] must be an object")))?;
+                Ok((
+                    b.get("min").map(date).transpose()?,
+                    b.get("max").map(date).transpose()?,
+                ))
             })
             .transpose()
     };
@@ -579,7 +684,8 @@ fn parse_date_histogram(name: &str, m: &Map<String, Value>) -> Result<AggKind> {
         format: m.get("format").and_then(Value::as_str).map(str::to_string),
         offset,
         min_doc_count: count_param(m.get("min_doc_count"), "min_doc_count", 0)?,
-        extended_bounds: bounds("extended_bounds")?.map(|(lo, hi)| (lo.unwrap_or(i64::MAX), hi.unwrap_or(i64::MIN))),
+        extended_bounds: bounds("extended_bounds")?
+            .map(|(lo, hi)| (lo.unwrap_or(i64::MAX), hi.unwrap_or(i64::MIN))),
         hard_bounds: bounds("hard_bounds")?,
         keyed: m.get("keyed").and_then(Value::as_bool).unwrap_or(false),
         missing: m.get("missing").map(date).transpose()?,
@@ -744,7 +850,12 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    fn level_children(&mut self, nodes: &'a [AggNode], path: &[usize], ancestors: &[Level<'a>]) -> Result<()> {
+    fn level_children(
+        &mut self,
+        nodes: &'a [AggNode],
+        path: &[usize],
+        ancestors: &[Level<'a>],
+    ) -> Result<()> {
         for (i, node) in nodes.iter().enumerate() {
             if matches!(node.kind, AggKind::Metric(_)) {
                 continue;
@@ -786,7 +897,8 @@ impl<'a> Planner<'a> {
         // `min_doc_count: 0` on terms lists every term of the indices, also
         // those no matching document has: their keys come from a plan over
         // all documents.
-        let all_terms = matches!(levels.last().map(|l| &l.node.kind), Some(AggKind::Terms(t)) if t.min_doc_count == 0);
+        let all_terms =
+            matches!(levels.last().map(|l| &l.node.kind), Some(AggKind::Terms(t)) if t.min_doc_count == 0);
         for combo in &combos {
             if counts || !scalar.is_empty() {
                 self.build(path, levels, combo, &scalar, counts, false)?;
@@ -892,7 +1004,9 @@ impl<'a> Planner<'a> {
         }
         let mut groups = Vec::new();
         for (i, level) in levels.iter().enumerate() {
-            let Some(field) = group_field(level.node) else { continue };
+            let Some(field) = group_field(level.node) else {
+                continue;
+            };
             let input = col(format!("__g{i}"));
             let ty = common_type(self.targets, field).map(|t| element(&t));
             let key = self.key_expr(level.node, input, ty.as_ref())?;
@@ -919,7 +1033,11 @@ impl<'a> Planner<'a> {
             branches: combo.to_vec(),
             counts,
             metrics: metrics.iter().map(|(i, m)| (*i, metric_columns(m))).collect(),
-            label: if names.is_empty() { "(top-level metrics)".into() } else { names },
+            label: if names.is_empty() {
+                "(top-level metrics)".into()
+            } else {
+                names
+            },
         });
         Ok(())
     }
@@ -929,7 +1047,9 @@ impl<'a> Planner<'a> {
             AggKind::Terms(t) => match &t.missing {
                 Some(m) => {
                     let fill = match ty {
-                        Some(DataType::Timestamp(..)) => cast(lit(resolve_date(m, None, self.now_ms, false)?), DataType::Int64),
+                        Some(DataType::Timestamp(..)) => {
+                            cast(lit(resolve_date(m, None, self.now_ms, false)?), DataType::Int64)
+                        }
                         _ => json_lit(m),
                     };
                     let input = match ty {
@@ -958,12 +1078,15 @@ impl<'a> Planner<'a> {
                 };
                 let udf = ScalarUDF::new_from_impl(DateBucket {
                     interval: d.interval.clone(),
-                    tz: d.tz.clone(),
+                    tz: d.tz,
                     tz_name: d.tz_name.clone(),
                     offset: d.offset,
                     signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
                 });
-                Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(Arc::new(udf), vec![ms]))
+                Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                    Arc::new(udf),
+                    vec![ms],
+                ))
             }
             _ => return Err(Error::internal("key of a branch aggregation")),
         })
@@ -971,7 +1094,11 @@ impl<'a> Planner<'a> {
 }
 
 fn node_names(levels: &[Level]) -> String {
-    levels.iter().map(|l| l.node.name.as_str()).collect::<Vec<_>>().join(" > ")
+    levels
+        .iter()
+        .map(|l| l.node.name.as_str())
+        .collect::<Vec<_>>()
+        .join(" > ")
 }
 
 fn element(t: &DataType) -> DataType {
@@ -1101,9 +1228,9 @@ fn metric_exprs(j: usize, m: &MetricAgg, input: Expr, ty: Option<&DataType>) -> 
         match &m.missing {
             Some(v) => {
                 let fill = match (ty, v) {
-                    (Some(DataType::Timestamp(..)), _) => {
-                        lit(resolve_date(v, None, 0, false).map(|ms| ms as f64).unwrap_or(f64::NAN))
-                    }
+                    (Some(DataType::Timestamp(..)), _) => lit(resolve_date(v, None, 0, false)
+                        .map(|ms| ms as f64)
+                        .unwrap_or(f64::NAN)),
                     (_, Value::Number(n)) => lit(n.as_f64().unwrap_or(0.0)),
                     (_, Value::String(s)) => lit(s.parse::<f64>().unwrap_or(f64::NAN)),
                     _ => lit(f64::NAN),
@@ -1127,8 +1254,10 @@ fn metric_exprs(j: usize, m: &MetricAgg, input: Expr, ty: Option<&DataType>) -> 
         Some(v) => datafusion::functions::expr_fn::coalesce(vec![raw, json_lit(v)]),
         None => raw,
     };
-    if matches!(ty, Some(DataType::Utf8 | DataType::Dictionary(..) | DataType::Boolean))
-        && !matches!(m.kind, MetricKind::ValueCount | MetricKind::Cardinality)
+    if matches!(
+        ty,
+        Some(DataType::Utf8 | DataType::Dictionary(..) | DataType::Boolean)
+    ) && !matches!(m.kind, MetricKind::ValueCount | MetricKind::Cardinality)
     {
         return Err(Error::illegal_argument(format!(
             "Field [{}] of type [keyword] is not supported for aggregation [{}]",
@@ -1145,7 +1274,13 @@ fn metric_exprs(j: usize, m: &MetricAgg, input: Expr, ty: Option<&DataType>) -> 
         MetricKind::Sum => vec![sum(x)],
         MetricKind::ValueCount => vec![count(raw)],
         MetricKind::Cardinality => vec![approx_distinct(raw)],
-        MetricKind::Stats => vec![count(x.clone()), min(x.clone()), max(x.clone()), avg(x.clone()), sum(x)],
+        MetricKind::Stats => vec![
+            count(x.clone()),
+            min(x.clone()),
+            max(x.clone()),
+            avg(x.clone()),
+            sum(x),
+        ],
         MetricKind::ExtendedStats => vec![
             count(x.clone()),
             min(x.clone()),
@@ -1244,7 +1379,9 @@ impl ScalarUDFImpl for DateBucket {
         let input = arrays
             .first()
             .and_then(|a| a.as_any().downcast_ref::<Int64Array>())
-            .ok_or_else(|| datafusion::error::DataFusionError::Internal("date_histogram_bucket takes Int64".into()))?;
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal("date_histogram_bucket takes Int64".into())
+            })?;
         let out: Int64Array = input.iter().map(|v| v.map(|ms| self.bucket(ms))).collect();
         Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
     }
@@ -1328,7 +1465,10 @@ impl Renderer<'_> {
             .targets
             .iter()
             .find_map(|t| t.mapping().column(field).and_then(|c| c.mapping.format.clone()));
-        let fmt = format.map(str::to_string).or(mapped).unwrap_or_else(|| "strict_date_optional_time".into());
+        let fmt = format
+            .map(str::to_string)
+            .or(mapped)
+            .unwrap_or_else(|| "strict_date_optional_time".into());
         DateFormatter::parse(&fmt).map_err(Error::illegal_argument)
     }
 
@@ -1349,14 +1489,23 @@ impl Renderer<'_> {
 
     /// Rows of a node below the parent key.
     fn children_rows(&self, node: &[usize], parent: &[Key]) -> Vec<(Key, Row)> {
-        let Some(rows) = self.results.rows.get(node) else { return vec![] };
+        let Some(rows) = self.results.rows.get(node) else {
+            return vec![];
+        };
         rows.iter()
             .filter(|(k, _)| k.len() == parent.len() + 1 && k[..parent.len()] == *parent)
             .map(|(k, r)| (k[parent.len()].clone(), r.clone()))
             .collect()
     }
 
-    fn bucket(&self, node: &AggNode, path: &[usize], parent: &[Key], key: &Key, row: Option<&Row>) -> Result<Map<String, Value>> {
+    fn bucket(
+        &self,
+        node: &AggNode,
+        path: &[usize],
+        parent: &[Key],
+        key: &Key,
+        row: Option<&Row>,
+    ) -> Result<Map<String, Value>> {
         let mut full = parent.to_vec();
         full.push(key.clone());
         let mut b = Map::new();
@@ -1384,14 +1533,25 @@ impl Renderer<'_> {
         let total: i64 = rows.iter().map(|(_, r)| r.count).sum();
         let sort_value = |row: &Row, agg: &str, stat: &Option<String>| -> Option<f64> {
             let i = node.children.iter().position(|c| c.name == agg)?;
-            let AggKind::Metric(m) = &node.children[i].kind else { return None };
+            let AggKind::Metric(m) = &node.children[i].kind else {
+                return None;
+            };
             let values = row.metrics.get(&i)?;
             let idx = match (m.kind, stat.as_deref()) {
-                (MetricKind::Stats | MetricKind::ExtendedStats, Some(s)) => {
-                    ["count", "min", "max", "avg", "sum", "sum_of_squares", "variance", "variance_sampling", "std_deviation", "std_deviation_sampling"]
-                        .iter()
-                        .position(|x| *x == s)?
-                }
+                (MetricKind::Stats | MetricKind::ExtendedStats, Some(s)) => [
+                    "count",
+                    "min",
+                    "max",
+                    "avg",
+                    "sum",
+                    "sum_of_squares",
+                    "variance",
+                    "variance_sampling",
+                    "std_deviation",
+                    "std_deviation_sampling",
+                ]
+                .iter()
+                .position(|x| *x == s)?,
                 (MetricKind::Percentiles, Some(p)) => {
                     let p: f64 = p.parse().ok()?;
                     m.percents.iter().position(|x| *x == p)?
@@ -1423,7 +1583,9 @@ impl Renderer<'_> {
             }
             if !matches!(t.order.first(), Some((OrderKey::Count, _))) {
                 let by_count = rb.count.cmp(&ra.count);
-                if by_count != std::cmp::Ordering::Equal && !matches!(t.order.first(), Some((OrderKey::Key, _))) {
+                if by_count != std::cmp::Ordering::Equal
+                    && !matches!(t.order.first(), Some((OrderKey::Key, _)))
+                {
                     return by_count;
                 }
             }
@@ -1442,7 +1604,10 @@ impl Renderer<'_> {
                 }
                 (Some(FieldType::Date), Key::Int(ms)) => {
                     b.insert("key".into(), json!(ms));
-                    b.insert("key_as_string".into(), json!(self.date_formatter(&t.field, None)?.format(*ms, &TimeZone::utc())));
+                    b.insert(
+                        "key_as_string".into(),
+                        json!(self.date_formatter(&t.field, None)?.format(*ms, &TimeZone::utc())),
+                    );
                 }
                 (Some(FieldType::Double | FieldType::Float), k) => {
                     b.insert("key".into(), k.as_f64().map_or(Value::Null, float_json));
@@ -1506,7 +1671,10 @@ impl Renderer<'_> {
         let mut buckets = Vec::new();
         let mut keyed = Map::new();
         for k in keys {
-            let row = by_key.iter().find(|(x, _)| (x - k).abs() <= h.interval * 1e-9).map(|(_, r)| r.clone());
+            let row = by_key
+                .iter()
+                .find(|(x, _)| (x - k).abs() <= h.interval * 1e-9)
+                .map(|(_, r)| r.clone());
             if row.as_ref().map_or(0, |r| r.count) < h.min_doc_count as i64 {
                 continue;
             }
@@ -1520,10 +1688,20 @@ impl Renderer<'_> {
                 buckets.push(Value::Object(b));
             }
         }
-        Ok(if h.keyed { json!({"buckets": keyed}) } else { json!({"buckets": buckets}) })
+        Ok(if h.keyed {
+            json!({"buckets": keyed})
+        } else {
+            json!({"buckets": buckets})
+        })
     }
 
-    fn date_histogram(&self, node: &AggNode, d: &DateHistogramAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
+    fn date_histogram(
+        &self,
+        node: &AggNode,
+        d: &DateHistogramAgg,
+        path: &[usize],
+        parent: &[Key],
+    ) -> Result<Value> {
         let rows = self.children_rows(path, parent);
         let mut by_key: Vec<(i64, Row)> = rows
             .into_iter()
@@ -1535,7 +1713,7 @@ impl Renderer<'_> {
         by_key.sort_by_key(|(k, _)| *k);
         let bucketer = DateBucket {
             interval: d.interval.clone(),
-            tz: d.tz.clone(),
+            tz: d.tz,
             tz_name: d.tz_name.clone(),
             offset: d.offset,
             signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
@@ -1589,12 +1767,20 @@ impl Renderer<'_> {
                 buckets.push(Value::Object(b));
             }
         }
-        Ok(if d.keyed { json!({"buckets": keyed}) } else { json!({"buckets": buckets}) })
+        Ok(if d.keyed {
+            json!({"buckets": keyed})
+        } else {
+            json!({"buckets": buckets})
+        })
     }
 
     fn range(&self, node: &AggNode, r: &RangeAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
         let is_date = self.field_type(&r.field) == Some(FieldType::Date);
-        let fmt = if is_date { Some(self.date_formatter(&r.field, r.format.as_deref())?) } else { None };
+        let fmt = if is_date {
+            Some(self.date_formatter(&r.field, r.format.as_deref())?)
+        } else {
+            None
+        };
         let bound = |v: &Option<Value>| -> Result<Option<f64>> {
             v.as_ref()
                 .map(|v| {
@@ -1613,8 +1799,13 @@ impl Renderer<'_> {
             .map(|(i, s)| Ok((i, bound(&s.from)?, bound(&s.to)?)))
             .collect::<Result<_>>()?;
         order.sort_by(|a, b| {
-            let from = a.1.unwrap_or(f64::NEG_INFINITY).total_cmp(&b.1.unwrap_or(f64::NEG_INFINITY));
-            from.then(a.2.unwrap_or(f64::INFINITY).total_cmp(&b.2.unwrap_or(f64::INFINITY)))
+            let from =
+                a.1.unwrap_or(f64::NEG_INFINITY)
+                    .total_cmp(&b.1.unwrap_or(f64::NEG_INFINITY));
+            from.then(
+                a.2.unwrap_or(f64::INFINITY)
+                    .total_cmp(&b.2.unwrap_or(f64::INFINITY)),
+            )
         });
         let text = |v: Option<f64>| -> String {
             match (v, &fmt) {
@@ -1626,7 +1817,10 @@ impl Renderer<'_> {
         let mut buckets = Vec::new();
         let mut keyed = Map::new();
         for (i, from, to) in order {
-            let key = r.ranges[i].key.clone().unwrap_or_else(|| format!("{}-{}", text(from), text(to)));
+            let key = r.ranges[i]
+                .key
+                .clone()
+                .unwrap_or_else(|| format!("{}-{}", text(from), text(to)));
             let mut b = Map::new();
             if !r.keyed {
                 b.insert("key".into(), json!(key));
@@ -1653,7 +1847,11 @@ impl Renderer<'_> {
                 buckets.push(Value::Object(b));
             }
         }
-        Ok(if r.keyed { json!({"buckets": keyed}) } else { json!({"buckets": buckets}) })
+        Ok(if r.keyed {
+            json!({"buckets": keyed})
+        } else {
+            json!({"buckets": buckets})
+        })
     }
 
     fn filters(&self, node: &AggNode, f: &FiltersAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
@@ -1676,7 +1874,11 @@ impl Renderer<'_> {
                 buckets.push(Value::Object(b));
             }
         }
-        Ok(if f.keyed { json!({"buckets": keyed}) } else { json!({"buckets": buckets}) })
+        Ok(if f.keyed {
+            json!({"buckets": keyed})
+        } else {
+            json!({"buckets": buckets})
+        })
     }
 
     fn metric(&self, m: &MetricAgg, values: Option<&Vec<Value>>) -> Result<Value> {
@@ -1688,14 +1890,19 @@ impl Renderer<'_> {
         let with_string = |v: Option<f64>| -> Result<Value> {
             let mut out = json!({"value": v.map_or(Value::Null, float_json)});
             if is_date && let Some(ms) = v {
-                out["value_as_string"] = json!(self.date_formatter(&m.field, None)?.format(ms as i64, &TimeZone::utc()));
+                out["value_as_string"] = json!(
+                    self.date_formatter(&m.field, None)?
+                        .format(ms as i64, &TimeZone::utc())
+                );
             }
             Ok(out)
         };
         Ok(match m.kind {
             MetricKind::Avg | MetricKind::Min | MetricKind::Max => with_string(f(0))?,
             MetricKind::Sum => json!({"value": float_json(f(0).unwrap_or(0.0))}),
-            MetricKind::ValueCount | MetricKind::Cardinality => json!({"value": get(0).as_i64().unwrap_or(0)}),
+            MetricKind::ValueCount | MetricKind::Cardinality => {
+                json!({"value": get(0).as_i64().unwrap_or(0)})
+            }
             MetricKind::Stats => {
                 let count = get(0).as_i64().unwrap_or(0);
                 json!({
@@ -1713,7 +1920,9 @@ impl Renderer<'_> {
                 let std_samp = if count == 1 { Some(f64::NAN) } else { f(9) };
                 let bounds = |std: Option<f64>| -> (Value, Value) {
                     match (avg_v, std) {
-                        (Some(a), Some(s)) if count > 0 => (float_json(a + m.sigma * s), float_json(a - m.sigma * s)),
+                        (Some(a), Some(s)) if count > 0 => {
+                            (float_json(a + m.sigma * s), float_json(a - m.sigma * s))
+                        }
                         _ => (Value::Null, Value::Null),
                     }
                 };

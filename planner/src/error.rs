@@ -2,9 +2,14 @@
 
 use serde_json::{Map, Value, json};
 
-/// A request the DSL rejects, or a failure while running it.
+/// A request the DSL rejects, or a failure while running it (boxed: errors
+/// travel through every parsing function).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Error {
+pub struct Error(Box<ErrorInfo>);
+
+/// What an [`Error`] says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorInfo {
     /// HTTP status.
     pub status: u16,
     /// Elasticsearch error type, e.g. `parsing_exception`.
@@ -17,7 +22,21 @@ pub struct Error {
     /// `search_phase_execution_exception` ("all shards failed").
     pub shard_failure: bool,
     /// The error this one wraps (`caused_by`); the root cause is the innermost.
-    pub cause: Option<Box<Error>>,
+    pub cause: Option<Error>,
+}
+
+impl std::ops::Deref for Error {
+    type Target = ErrorInfo;
+
+    fn deref(&self) -> &ErrorInfo {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Error {
+    fn deref_mut(&mut self) -> &mut ErrorInfo {
+        &mut self.0
+    }
 }
 
 /// Result of the DSL front end.
@@ -26,27 +45,31 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error of a type and status.
     pub fn new(status: u16, es_type: &'static str, reason: impl Into<String>) -> Error {
-        Error {
+        Error(Box::new(ErrorInfo {
             status,
             es_type,
             reason: reason.into(),
             extra: Map::new(),
             shard_failure: false,
             cause: None,
-        }
+        }))
     }
 
     /// A request value that fails validation while the body is parsed:
     /// Elasticsearch reports an `x_content_parse_exception` caused by it.
     pub fn invalid_field(object: &str, field: &str, cause: Error) -> Error {
         let mut e = Error::x_content(format!("[{object}] failed to parse field [{field}]"));
-        e.cause = Some(Box::new(cause));
+        e.cause = Some(cause);
         e
     }
 
     /// A number that does not parse (`number_format_exception`).
     pub fn number_format(input: &str) -> Error {
-        Error::new(400, "number_format_exception", format!("For input string: \"{input}\""))
+        Error::new(
+            400,
+            "number_format_exception",
+            format!("For input string: \"{input}\""),
+        )
     }
 
     /// Names the index a shard-level error came from.

@@ -40,8 +40,11 @@ struct Lowering<'a> {
 }
 
 fn object<'v>(v: &'v Value, what: &str) -> Result<&'v Map<String, Value>> {
-    v.as_object()
-        .ok_or_else(|| Error::parsing(format!("[{what}] query malformed, no start_object after query name")))
+    v.as_object().ok_or_else(|| {
+        Error::parsing(format!(
+            "[{what}] query malformed, no start_object after query name"
+        ))
+    })
 }
 
 fn check_keys(clause: &str, m: &Map<String, Value>, allowed: &[&str]) -> Result<()> {
@@ -83,7 +86,11 @@ fn as_u32(v: &Value, clause: &str, key: &str) -> Result<u32> {
     v.as_u64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| Error::parsing(format!("[{clause}] query: [{key}] must be a non-negative integer")))
+        .ok_or_else(|| {
+            Error::parsing(format!(
+                "[{clause}] query: [{key}] must be a non-negative integer"
+            ))
+        })
 }
 
 /// A query value as text (`match` and friends accept numbers and booleans).
@@ -92,7 +99,10 @@ fn text_of(v: &Value, clause: &str) -> Result<String> {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        _ => Err(Error::parsing(format!("[{clause}] unknown token [{}]", token_name(v)))),
+        _ => Err(Error::parsing(format!(
+            "[{clause}] unknown token [{}]",
+            token_name(v)
+        ))),
     }
 }
 
@@ -275,7 +285,10 @@ impl Lowering<'_> {
 
     fn clause(&self, query: &Value) -> Result<LeafQuery> {
         let m = query.as_object().ok_or_else(|| {
-            Error::parsing(format!("[_na] query malformed, must start with start_object, got [{}]", token_name(query)))
+            Error::parsing(format!(
+                "[_na] query malformed, must start with start_object, got [{}]",
+                token_name(query)
+            ))
         })?;
         let mut entries = m.iter();
         let Some((name, body)) = entries.next() else {
@@ -330,7 +343,9 @@ impl Lowering<'_> {
                     .and_then(Value::as_str)
                     .ok_or_else(|| Error::parsing("[exists] must be provided with a [field]"))?;
                 let q = match self.column(field) {
-                    Some(col) => LeafQuery::Exists { path: col.source_path },
+                    Some(col) => LeafQuery::Exists {
+                        path: col.source_path,
+                    },
                     None => LeafQuery::None,
                 };
                 Ok(boosted(q, self.boost(m, name)?))
@@ -360,7 +375,9 @@ impl Lowering<'_> {
                 let queries = m
                     .get("queries")
                     .and_then(Value::as_array)
-                    .ok_or_else(|| Error::parsing("[dis_max] requires 'queries' field with at least one clause"))?
+                    .ok_or_else(|| {
+                        Error::parsing("[dis_max] requires 'queries' field with at least one clause")
+                    })?
                     .iter()
                     .map(|q| self.clause(q))
                     .collect::<Result<Vec<_>>>()?;
@@ -369,7 +386,10 @@ impl Lowering<'_> {
                     .map(|t| as_f32(t, name, "tie_breaker"))
                     .transpose()?
                     .unwrap_or(0.0);
-                Ok(boosted(LeafQuery::DisMax { queries, tie_breaker }, self.boost(m, name)?))
+                Ok(boosted(
+                    LeafQuery::DisMax { queries, tie_breaker },
+                    self.boost(m, name)?,
+                ))
             }
             other => Err(Error::parsing(format!("unknown query [{other}]"))
                 .with("line", Value::from(1))
@@ -378,7 +398,11 @@ impl Lowering<'_> {
     }
 
     fn boost(&self, m: &Map<String, Value>, clause: &str) -> Result<f32> {
-        let b = m.get("boost").map(|b| as_f32(b, clause, "boost")).transpose()?.unwrap_or(1.0);
+        let b = m
+            .get("boost")
+            .map(|b| as_f32(b, clause, "boost"))
+            .transpose()?
+            .unwrap_or(1.0);
         if b < 0.0 {
             return Err(Error::illegal_argument(format!(
                 "negative [boost] are not allowed in [{clause}], but got [{b}]"
@@ -389,12 +413,19 @@ impl Lowering<'_> {
 
     /// A value of a non-text column for exact matching.
     fn term_value(&self, col: &Column, v: &Value) -> Result<TermValue> {
-        let invalid = || shard_error(format!("failed to create query: For input string: \"{}\"", display(v)));
+        let invalid = || {
+            shard_error(format!(
+                "failed to create query: For input string: \"{}\"",
+                display(v)
+            ))
+        };
         Ok(match col.mapping.ty {
             FieldType::Keyword | FieldType::Ip | FieldType::Text => TermValue::Str(text_of(v, "term")?),
             FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
                 let n = match v {
-                    Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+                    Value::Number(n) => n
+                        .as_i64()
+                        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
                     Value::String(s) => s.trim().parse().ok(),
                     _ => None,
                 };
@@ -499,7 +530,9 @@ impl Lowering<'_> {
         let boost = self.boost(m, "terms")?;
         let (field, values) = field_entry("terms", body)?;
         let values = values.as_array().ok_or_else(|| {
-            Error::parsing(format!("[terms] query does not support [{field}]: expected an array of values"))
+            Error::parsing(format!(
+                "[terms] query does not support [{field}]: expected an array of values"
+            ))
         })?;
         let Some(col) = self.column(field) else {
             return Ok(LeafQuery::None);
@@ -524,7 +557,10 @@ impl Lowering<'_> {
             .collect::<Result<Vec<_>>>()?;
         // A terms query scores like a constant-score filter in Elasticsearch.
         Ok(LeafQuery::ConstantScore {
-            query: Box::new(LeafQuery::Terms { path: col.path, values }),
+            query: Box::new(LeafQuery::Terms {
+                path: col.path,
+                values,
+            }),
             score: boost,
         })
     }
@@ -553,7 +589,9 @@ impl Lowering<'_> {
                         "_name",
                     ],
                 )?;
-                let q = m.get("query").ok_or_else(|| Error::parsing("[match] requires query value"))?;
+                let q = m
+                    .get("query")
+                    .ok_or_else(|| Error::parsing("[match] requires query value"))?;
                 (q, m)
             }
             v => (v, &empty),
@@ -573,7 +611,9 @@ impl Lowering<'_> {
             None | Some("none") => false,
             Some("all") => true,
             Some(other) => {
-                return Err(Error::parsing(format!("Unsupported zero_terms_query value [{other}]")));
+                return Err(Error::parsing(format!(
+                    "Unsupported zero_terms_query value [{other}]"
+                )));
             }
         };
         let transpositions = m
@@ -604,14 +644,21 @@ impl Lowering<'_> {
         };
         if col.mapping.ty != FieldType::Text {
             return match self.term_value(&col, &Value::String(text.to_string())) {
-                Ok(value) => Ok(LeafQuery::Term { path: col.path, value }),
+                Ok(value) => Ok(LeafQuery::Term {
+                    path: col.path,
+                    value,
+                }),
                 Err(_) if opts.lenient => Ok(LeafQuery::None),
                 Err(e) => Err(e),
             };
         }
         let tokens = analyze(text);
         if tokens.is_empty() {
-            return Ok(if opts.zero_terms_all { LeafQuery::All } else { LeafQuery::None });
+            return Ok(if opts.zero_terms_all {
+                LeafQuery::All
+            } else {
+                LeafQuery::None
+            });
         }
         let count = tokens.len();
         let clauses = tokens
@@ -658,7 +705,15 @@ impl Lowering<'_> {
                 check_keys(
                     clause,
                     m,
-                    &["query", "slop", "max_expansions", "analyzer", "zero_terms_query", "boost", "_name"],
+                    &[
+                        "query",
+                        "slop",
+                        "max_expansions",
+                        "analyzer",
+                        "zero_terms_query",
+                        "boost",
+                        "_name",
+                    ],
                 )?;
                 let q = m
                     .get("query")
@@ -667,17 +722,34 @@ impl Lowering<'_> {
             }
             v => (v, &empty),
         };
-        let slop = m.get("slop").map(|s| as_u32(s, clause, "slop")).transpose()?.unwrap_or(0);
+        let slop = m
+            .get("slop")
+            .map(|s| as_u32(s, clause, "slop"))
+            .transpose()?
+            .unwrap_or(0);
         let max_expansions = m
             .get("max_expansions")
             .map(|s| as_u32(s, clause, "max_expansions"))
             .transpose()?
             .unwrap_or(50);
-        let q = self.phrase_field(field, &text_of(query, clause)?, clause == "match_phrase_prefix", slop, max_expansions)?;
+        let q = self.phrase_field(
+            field,
+            &text_of(query, clause)?,
+            clause == "match_phrase_prefix",
+            slop,
+            max_expansions,
+        )?;
         Ok(boosted(q, self.boost(m, clause)?))
     }
 
-    fn phrase_field(&self, field: &str, text: &str, prefix: bool, slop: u32, max_expansions: u32) -> Result<LeafQuery> {
+    fn phrase_field(
+        &self,
+        field: &str,
+        text: &str,
+        prefix: bool,
+        slop: u32,
+        max_expansions: u32,
+    ) -> Result<LeafQuery> {
         let Some(col) = self.column(field) else {
             return Ok(LeafQuery::None);
         };
@@ -733,7 +805,8 @@ impl Lowering<'_> {
             ],
         )?;
         let query = text_of(
-            m.get("query").ok_or_else(|| Error::parsing("No text specified for multi_match query"))?,
+            m.get("query")
+                .ok_or_else(|| Error::parsing("No text specified for multi_match query"))?,
             "multi_match",
         )?;
         let specs: Vec<(String, f32)> = match m.get("fields") {
@@ -756,7 +829,8 @@ impl Lowering<'_> {
             }
         }
         let kind = m.get("type").and_then(Value::as_str).unwrap_or("best_fields");
-        let operator_and = matches!(m.get("operator").and_then(Value::as_str), Some(o) if o.eq_ignore_ascii_case("and"));
+        let operator_and =
+            matches!(m.get("operator").and_then(Value::as_str), Some(o) if o.eq_ignore_ascii_case("and"));
         let opts = MatchOptions {
             operator_and,
             minimum_should_match: m.get("minimum_should_match"),
@@ -765,7 +839,11 @@ impl Lowering<'_> {
             zero_terms_all: false,
             lenient: true,
         };
-        let slop = m.get("slop").map(|s| as_u32(s, "multi_match", "slop")).transpose()?.unwrap_or(0);
+        let slop = m
+            .get("slop")
+            .map(|s| as_u32(s, "multi_match", "slop"))
+            .transpose()?
+            .unwrap_or(0);
         let max_expansions = m
             .get("max_expansions")
             .map(|s| as_u32(s, "multi_match", "max_expansions"))
@@ -824,7 +902,16 @@ impl Lowering<'_> {
         check_keys(
             "bool",
             m,
-            &["must", "should", "must_not", "filter", "minimum_should_match", "adjust_pure_negative", "boost", "_name"],
+            &[
+                "must",
+                "should",
+                "must_not",
+                "filter",
+                "minimum_should_match",
+                "adjust_pure_negative",
+                "boost",
+                "_name",
+            ],
         )?;
         let must = self.clauses(m, "must")?;
         let should = self.clauses(m, "should")?;
@@ -854,15 +941,28 @@ impl Lowering<'_> {
 
     fn range(&self, body: &Value) -> Result<LeafQuery> {
         let (field, spec) = field_entry("range", body)?;
-        let m = spec
-            .as_object()
-            .ok_or_else(|| Error::parsing(format!("[range] query malformed, no start_object after field [{field}]")))?;
+        let m = spec.as_object().ok_or_else(|| {
+            Error::parsing(format!(
+                "[range] query malformed, no start_object after field [{field}]"
+            ))
+        })?;
         check_keys(
             "range",
             m,
             &[
-                "gt", "gte", "lt", "lte", "from", "to", "include_lower", "include_upper", "format", "time_zone",
-                "relation", "boost", "_name",
+                "gt",
+                "gte",
+                "lt",
+                "lte",
+                "from",
+                "to",
+                "include_lower",
+                "include_upper",
+                "format",
+                "time_zone",
+                "relation",
+                "boost",
+                "_name",
             ],
         )?;
         let Some(col) = self.column(field) else {
@@ -890,7 +990,12 @@ impl Lowering<'_> {
                         Value::String(s) => s.trim().parse().ok(),
                         _ => None,
                     }
-                    .ok_or_else(|| shard_error(format!("failed to create query: For input string: \"{}\"", display(v))))?;
+                    .ok_or_else(|| {
+                        shard_error(format!(
+                            "failed to create query: For input string: \"{}\"",
+                            display(v)
+                        ))
+                    })?;
                     // Integer fields round fractional bounds inwards: `gt 1.5`
                     // is `gt 1`, `lt 1.5` is `lt 2`.
                     TermValue::F64(if round_up { f.floor() } else { f.ceil() })
@@ -905,7 +1010,11 @@ impl Lowering<'_> {
                 "from" => {
                     let b = bound(v, !include_lower)?;
                     lower = b.map_or(Bound::Unbounded, |b| {
-                        if include_lower { Bound::Included(b) } else { Bound::Excluded(b) }
+                        if include_lower {
+                            Bound::Included(b)
+                        } else {
+                            Bound::Excluded(b)
+                        }
                     })
                 }
                 "lte" => upper = bound(v, true)?.map_or(Bound::Unbounded, Bound::Included),
@@ -913,7 +1022,11 @@ impl Lowering<'_> {
                 "to" => {
                     let b = bound(v, include_upper)?;
                     upper = b.map_or(Bound::Unbounded, |b| {
-                        if include_upper { Bound::Included(b) } else { Bound::Excluded(b) }
+                        if include_upper {
+                            Bound::Included(b)
+                        } else {
+                            Bound::Excluded(b)
+                        }
                     })
                 }
                 _ => {}
@@ -939,7 +1052,16 @@ impl Lowering<'_> {
                 check_keys(
                     clause,
                     m,
-                    &["value", "wildcard", "case_insensitive", "rewrite", "flags", "max_determinized_states", "boost", "_name"],
+                    &[
+                        "value",
+                        "wildcard",
+                        "case_insensitive",
+                        "rewrite",
+                        "flags",
+                        "max_determinized_states",
+                        "boost",
+                        "_name",
+                    ],
                 )?;
                 let v = m
                     .get("value")
@@ -992,9 +1114,20 @@ impl Lowering<'_> {
                 check_keys(
                     "fuzzy",
                     m,
-                    &["value", "fuzziness", "prefix_length", "max_expansions", "transpositions", "rewrite", "boost", "_name"],
+                    &[
+                        "value",
+                        "fuzziness",
+                        "prefix_length",
+                        "max_expansions",
+                        "transpositions",
+                        "rewrite",
+                        "boost",
+                        "_name",
+                    ],
                 )?;
-                let v = m.get("value").ok_or_else(|| Error::parsing("[fuzzy] requires a [value]"))?;
+                let v = m
+                    .get("value")
+                    .ok_or_else(|| Error::parsing("[fuzzy] requires a [value]"))?;
                 (text_of(v, "fuzzy")?, m)
             }
             v => (text_of(v, "fuzzy")?, &empty),
@@ -1021,18 +1154,26 @@ impl Lowering<'_> {
     fn query_fields(&self, m: &Map<String, Value>, clause: &str) -> Result<Vec<(String, f32)>> {
         let mut specs = Vec::new();
         if let Some(f) = m.get("default_field") {
-            let f = f.as_str().ok_or_else(|| Error::parsing(format!("[{clause}] [default_field] must be a string")))?;
+            let f = f
+                .as_str()
+                .ok_or_else(|| Error::parsing(format!("[{clause}] [default_field] must be a string")))?;
             specs.push(field_with_boost(f)?);
         }
         match m.get("fields") {
             None => {}
             Some(Value::Array(a)) => {
                 for f in a {
-                    let f = f.as_str().ok_or_else(|| Error::parsing(format!("[{clause}] [fields] must be strings")))?;
+                    let f = f
+                        .as_str()
+                        .ok_or_else(|| Error::parsing(format!("[{clause}] [fields] must be strings")))?;
                     specs.push(field_with_boost(f)?);
                 }
             }
-            Some(_) => return Err(Error::parsing(format!("[{clause}] query does not support [fields]"))),
+            Some(_) => {
+                return Err(Error::parsing(format!(
+                    "[{clause}] query does not support [fields]"
+                )));
+            }
         }
         let mut out = Vec::new();
         for (pattern, boost) in specs {
@@ -1053,11 +1194,16 @@ impl Lowering<'_> {
     }
 
     fn default_operator_and(m: &Map<String, Value>, clause: &str) -> Result<bool> {
-        match m.get("default_operator").map(|v| v.as_str().map(str::to_ascii_lowercase)) {
+        match m
+            .get("default_operator")
+            .map(|v| v.as_str().map(str::to_ascii_lowercase))
+        {
             None => Ok(false),
             Some(Some(o)) if o == "and" => Ok(true),
             Some(Some(o)) if o == "or" => Ok(false),
-            Some(_) => Err(Error::parsing(format!("[{clause}] default operator must be [AND] or [OR]"))),
+            Some(_) => Err(Error::parsing(format!(
+                "[{clause}] default operator must be [AND] or [OR]"
+            ))),
         }
     }
 
@@ -1158,7 +1304,11 @@ impl Lowering<'_> {
             SimpleQuery::Prefix(prefix) => across(&|f| {
                 Ok(match self.column(f) {
                     Some(col) => LeafQuery::Prefix {
-                        prefix: if col.mapping.ty == FieldType::Text { prefix.to_lowercase() } else { prefix.clone() },
+                        prefix: if col.mapping.ty == FieldType::Text {
+                            prefix.to_lowercase()
+                        } else {
+                            prefix.clone()
+                        },
                         path: col.path,
                     },
                     None => LeafQuery::None,
@@ -1167,7 +1317,11 @@ impl Lowering<'_> {
             SimpleQuery::Fuzzy { term, distance } => across(&|f| {
                 Ok(match self.column(f) {
                     Some(col) => LeafQuery::Fuzzy {
-                        term: if col.mapping.ty == FieldType::Text { term.to_lowercase() } else { term.clone() },
+                        term: if col.mapping.ty == FieldType::Text {
+                            term.to_lowercase()
+                        } else {
+                            term.clone()
+                        },
                         path: col.path,
                         distance: (*distance).min(2),
                         transpositions: true,
@@ -1175,13 +1329,20 @@ impl Lowering<'_> {
                     None => LeafQuery::None,
                 })
             }),
-            SimpleQuery::Bool { must, should, must_not } => {
+            SimpleQuery::Bool {
+                must,
+                should,
+                must_not,
+            } => {
                 let lower = |qs: &[SimpleQuery]| -> Result<Vec<LeafQuery>> {
                     qs.iter().map(|q| self.simple(q, fields, and)).collect()
                 };
                 let must = lower(must)?;
                 let should = lower(should)?;
-                let must_not: Vec<LeafQuery> = lower(must_not)?.into_iter().filter(|q| *q != LeafQuery::None).collect();
+                let must_not: Vec<LeafQuery> = lower(must_not)?
+                    .into_iter()
+                    .filter(|q| *q != LeafQuery::None)
+                    .collect();
                 if must.contains(&LeafQuery::None) {
                     return Ok(LeafQuery::None);
                 }
@@ -1232,7 +1393,13 @@ pub fn resolve_date(v: &Value, format: Option<&str>, now_ms: i64, round_up: bool
     parse_date(v, format, None, now_ms, round_up)
 }
 
-fn parse_date(v: &Value, format: Option<&str>, tz: Option<&TimeZone>, now_ms: i64, round_up: bool) -> Result<i64> {
+fn parse_date(
+    v: &Value,
+    format: Option<&str>,
+    tz: Option<&TimeZone>,
+    now_ms: i64,
+    round_up: bool,
+) -> Result<i64> {
     if let Some(n) = v.as_i64() {
         return Ok(n);
     }
@@ -1242,7 +1409,9 @@ fn parse_date(v: &Value, format: Option<&str>, tz: Option<&TimeZone>, now_ms: i6
     let text = v
         .as_str()
         .ok_or_else(|| shard_error(format!("failed to parse date field [{}]", display(v))))?;
-    let format_text = format.unwrap_or(quidditch_index::date::DateFormat::DEFAULT).to_string();
+    let format_text = format
+        .unwrap_or(quidditch_index::date::DateFormat::DEFAULT)
+        .to_string();
     let parser = quidditch_index::date::DateFormat::parse(&format_text)
         .map_err(|e| Error::illegal_argument(e.to_string()))?;
     let utc = TimeZone::utc();
@@ -1251,8 +1420,16 @@ fn parse_date(v: &Value, format: Option<&str>, tz: Option<&TimeZone>, now_ms: i6
     // stands for its last millisecond when rounding up (`lte 2024-01-01`).
     let anchor = |s: &str| {
         parser.parse_str(s).map(|ms| {
-            let ms = if *tz == TimeZone::utc() || has_zone(s) { ms } else { ms - tz.offset_ms_at(ms) };
-            if round_up && !s.contains(['T', ' ', ':']) && s.len() <= 10 && !s.chars().all(|c| c.is_ascii_digit()) {
+            let ms = if *tz == TimeZone::utc() || has_zone(s) {
+                ms
+            } else {
+                ms - tz.offset_ms_at(ms)
+            };
+            if round_up
+                && !s.contains(['T', ' ', ':'])
+                && s.len() <= 10
+                && !s.chars().all(|c| c.is_ascii_digit())
+            {
                 ms + 86_400_000 - 1
             } else {
                 ms
@@ -1262,9 +1439,9 @@ fn parse_date(v: &Value, format: Option<&str>, tz: Option<&TimeZone>, now_ms: i6
     parse_date_math(text, now_ms, round_up, tz, &anchor).map_err(|reason| {
         // The date module names the field's text and format itself; the root
         // cause Elasticsearch reports is the innermost reason.
-        let inner = reason
-            .split_once(": [")
-            .map_or(reason.as_str(), |(_, rest)| rest.strip_suffix(']').unwrap_or(rest));
+        let inner = reason.split_once(": [").map_or(reason.as_str(), |(_, rest)| {
+            rest.strip_suffix(']').unwrap_or(rest)
+        });
         Error::new(400, "parse_exception", inner.to_string()).on_shards()
     })
 }
@@ -1273,7 +1450,11 @@ fn parse_date(v: &Value, format: Option<&str>, tz: Option<&TimeZone>, now_ms: i6
 /// the fixed leading octets are a prefix, a partly fixed octet lists its
 /// values.
 fn cidr_query(path: &str, cidr: &str) -> Result<LeafQuery> {
-    let invalid = || shard_error(format!("failed to create query: Expected [ip/prefix] but was [{cidr}]"));
+    let invalid = || {
+        shard_error(format!(
+            "failed to create query: Expected [ip/prefix] but was [{cidr}]"
+        ))
+    };
     let (ip, len) = cidr.split_once('/').ok_or_else(invalid)?;
     let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| invalid())?;
     let len: u32 = len.parse().map_err(|_| invalid())?;
@@ -1289,10 +1470,12 @@ fn cidr_query(path: &str, cidr: &str) -> Result<LeafQuery> {
             value: TermValue::Str(fixed.join(".")),
         });
     }
-    if len % 8 == 0 {
+    if len.is_multiple_of(8) {
         return Ok(LeafQuery::ConstantScore {
             query: Box::new(if full == 0 {
-                LeafQuery::Exists { path: path.to_string() }
+                LeafQuery::Exists {
+                    path: path.to_string(),
+                }
             } else {
                 LeafQuery::Prefix {
                     path: path.to_string(),
@@ -1341,9 +1524,11 @@ fn display(v: &Value) -> String {
 }
 
 fn regex_syntax_check(pattern: &str) -> Result<()> {
-    regex::Regex::new(pattern)
-        .map(|_| ())
-        .map_err(|e| shard_error(format!("failed to create query: invalid regular expression [{pattern}]: {e}")))
+    regex::Regex::new(pattern).map(|_| ()).map_err(|e| {
+        shard_error(format!(
+            "failed to create query: invalid regular expression [{pattern}]: {e}"
+        ))
+    })
 }
 
 /// Rejects query strings tantivy's grammar cannot read, before any shard runs.

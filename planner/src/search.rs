@@ -130,10 +130,14 @@ pub fn parse_time_value(s: &str, setting: &str) -> Result<Duration> {
         Error::new(
             400,
             "parse_exception",
-            format!("failed to parse setting [{setting}] with value [{s}] as a time value: unit is missing or unrecognized"),
+            format!(
+                "failed to parse setting [{setting}] with value [{s}] as a time value: unit is missing or unrecognized"
+            ),
         )
     };
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(bad)?;
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
     let ms = match unit {
@@ -169,7 +173,11 @@ fn parse_track_total(v: &Value) -> Result<TrackTotal> {
                     "[track_total_hits] parameter must be positive or equals to -1, got {n}"
                 )));
             }
-            Ok(if n == -1 { TrackTotal::Exact } else { TrackTotal::UpTo(n as u64) })
+            Ok(if n == -1 {
+                TrackTotal::Exact
+            } else {
+                TrackTotal::UpTo(n as u64)
+            })
         }
     }
 }
@@ -273,12 +281,20 @@ fn parse_source_filter(v: &Value) -> Result<SourceFilter> {
                 match k.as_str() {
                     "includes" | "include" => f.includes = strings(v)?,
                     "excludes" | "exclude" => f.excludes = strings(v)?,
-                    other => return Err(Error::parsing(format!("Unknown key for a START_OBJECT in [{other}]."))),
+                    other => {
+                        return Err(Error::parsing(format!(
+                            "Unknown key for a START_OBJECT in [{other}]."
+                        )));
+                    }
                 }
             }
             f
         }
-        _ => return Err(Error::parsing("[_source] must be a boolean, a string, an array or an object")),
+        _ => {
+            return Err(Error::parsing(
+                "[_source] must be a boolean, a string, an array or an object",
+            ));
+        }
     })
 }
 
@@ -343,7 +359,10 @@ impl SearchBody {
         for (key, v) in m {
             match key.as_str() {
                 "query" | "post_filter" if !v.is_object() => {
-                    return Err(Error::parsing(format!("Unknown key for a {} in [{key}].", value_token(v))));
+                    return Err(Error::parsing(format!(
+                        "Unknown key for a {} in [{key}].",
+                        value_token(v)
+                    )));
                 }
                 "query" => s.query = Some(v.clone()),
                 "post_filter" => s.post_filter = Some(v.clone()),
@@ -377,20 +396,25 @@ impl SearchBody {
                         Value::String(t) => Some(t.parse::<f64>().map_err(|_| Error::number_format(t))?),
                         _ => None,
                     };
-                    s.min_score = Some(score.ok_or_else(|| {
-                        Error::parsing(format!("[min_score] must be a number, got [{v}]"))
-                    })? as f32)
+                    s.min_score =
+                        Some(score.ok_or_else(|| {
+                            Error::parsing(format!("[min_score] must be a number, got [{v}]"))
+                        })? as f32)
                 }
                 "track_scores" => s.track_scores = v.as_bool().unwrap_or(false),
                 "timeout" => {
                     s.timeout = Some(parse_time_value(
-                        v.as_str().ok_or_else(|| Error::parsing("[timeout] must be a string"))?,
+                        v.as_str()
+                            .ok_or_else(|| Error::parsing("[timeout] must be a string"))?,
                         "timeout",
                     )?)
                 }
                 "explain" | "version" | "seq_no_primary_term" | "profile" => {}
                 other => {
-                    return Err(Error::parsing(format!("Unknown key for a {} in [{other}].", value_token(v))));
+                    return Err(Error::parsing(format!(
+                        "Unknown key for a {} in [{other}].",
+                        value_token(v)
+                    )));
                 }
             }
         }
@@ -611,9 +635,7 @@ pub async fn count(
             match k.as_str() {
                 "query" => query = Some(v.clone()),
                 other => {
-                    return Err(Error::parsing(format!(
-                        "request does not support [{other}]"
-                    )));
+                    return Err(Error::parsing(format!("request does not support [{other}]")));
                 }
             }
         }
@@ -625,7 +647,13 @@ pub async fn count(
     let now = now_ms();
     let mut plans = Vec::new();
     for t in &targets {
-        let q = lower_opt(query.as_ref(), &QueryContext { mapping: t.mapping(), now_ms: now })?;
+        let q = lower_opt(
+            query.as_ref(),
+            &QueryContext {
+                mapping: t.mapping(),
+                now_ms: now,
+            },
+        )?;
         plans.push(count_plan(t, &q, None)?);
     }
     let total = run_counts(ctx, &plans).await?;
@@ -644,8 +672,11 @@ fn count_plan(target: &Target, query: &LeafQuery, min_score: Option<f32>) -> Res
     if let Some(min) = min_score {
         b = b.filter(ident("_score").gt_eq(lit(min)))?;
     }
-    Ok(b.aggregate(Vec::<Expr>::new(), vec![datafusion::functions_aggregate::count::count_all()])?
-        .build()?)
+    Ok(b.aggregate(
+        Vec::<Expr>::new(),
+        vec![datafusion::functions_aggregate::count::count_all()],
+    )?
+    .build()?)
 }
 
 async fn collect(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Vec<RecordBatch>> {
@@ -682,7 +713,8 @@ async fn explain(ctx: &SessionContext, plans: &Plans) -> Result<Value> {
 
 /// Hit values of a date column, formatted for `fields`.
 fn date_formatter(target_format: Option<&str>) -> Result<DateFormatter> {
-    DateFormatter::parse(target_format.unwrap_or("strict_date_optional_time")).map_err(Error::illegal_argument)
+    DateFormatter::parse(target_format.unwrap_or("strict_date_optional_time"))
+        .map_err(Error::illegal_argument)
 }
 
 /// A resolved `fields` entry.
@@ -735,7 +767,8 @@ impl Search<'_> {
     fn field_columns(&self) -> Vec<FieldColumn> {
         let mut out: Vec<FieldColumn> = Vec::new();
         for req in &self.body.fields {
-            let re = regex::Regex::new(&format!("^{}$", regex::escape(&req.pattern).replace("\\*", ".*"))).ok();
+            let re =
+                regex::Regex::new(&format!("^{}$", regex::escape(&req.pattern).replace("\\*", ".*"))).ok();
             let mut paths: Vec<String> = Vec::new();
             for t in &self.targets {
                 for c in t.mapping().columns() {
@@ -749,7 +782,9 @@ impl Search<'_> {
                 if out.iter().any(|f| f.path == path) {
                     continue;
                 }
-                let Some(ty) = self.field_type(&path) else { continue };
+                let Some(ty) = self.field_type(&path) else {
+                    continue;
+                };
                 out.push(FieldColumn {
                     alias: format!("__field{}", out.len()),
                     path,
@@ -763,7 +798,9 @@ impl Search<'_> {
 
     fn check_sort(&self) -> Result<()> {
         for key in &self.body.sort {
-            let SortKind::Field { path } = &key.kind else { continue };
+            let SortKind::Field { path } = &key.kind else {
+                continue;
+            };
             match self.field_type(path) {
                 None if key.unmapped_type.is_none() => {
                     let index = self.targets.first().map_or("_all", |t| t.name.as_str());
@@ -790,9 +827,14 @@ impl Search<'_> {
     fn plans(&self) -> Result<Plans> {
         self.check_sort()?;
         let aggs = match &self.body.aggs {
-            Some(tree) => aggs::plan(tree, &self.targets, &|t: &Target| {
-                lower_opt(self.body.query.as_ref(), &self.query_ctx(t)).map_err(|e| e.in_index(&t.name))
-            }, self.now_ms)?,
+            Some(tree) => aggs::plan(
+                tree,
+                &self.targets,
+                &|t: &Target| {
+                    lower_opt(self.body.query.as_ref(), &self.query_ctx(t)).map_err(|e| e.in_index(&t.name))
+                },
+                self.now_ms,
+            )?,
             None => vec![],
         };
         if self.targets.is_empty() {
@@ -804,7 +846,11 @@ impl Search<'_> {
             });
         }
         let scoring = self.body.needs_score();
-        let hits = if self.body.size > 0 { Some(self.hits_plan(scoring)?) } else { None };
+        let hits = if self.body.size > 0 {
+            Some(self.hits_plan(scoring)?)
+        } else {
+            None
+        };
         let min_score = self.body.min_score;
         let count = if self.body.track_total == TrackTotal::Off {
             vec![]
@@ -814,12 +860,18 @@ impl Search<'_> {
                 .map(|t| count_plan(t, &self.hits_query(t)?, min_score))
                 .collect::<Result<Vec<_>>>()?
         };
-        let max_score = if self.body.sorted_by_score() && self.body.from > 0 && self.body.search_after.is_none() {
-            let builder = union_source(&self.targets, &|t| self.hits_query(t), &[Output::Meta("_score")])?;
-            Some(builder.aggregate(Vec::<Expr>::new(), vec![max(ident("_score"))])?.build()?)
-        } else {
-            None
-        };
+        let max_score =
+            if self.body.sorted_by_score() && self.body.from > 0 && self.body.search_after.is_none() {
+                let builder =
+                    union_source(&self.targets, &|t| self.hits_query(t), &[Output::Meta("_score")])?;
+                Some(
+                    builder
+                        .aggregate(Vec::<Expr>::new(), vec![max(ident("_score"))])?
+                        .build()?,
+                )
+            } else {
+                None
+            };
         Ok(Plans {
             hits,
             count,
@@ -877,7 +929,10 @@ impl Search<'_> {
                         SortKind::Field { path } => {
                             let mut e = col(Self::sort_alias(i));
                             if let Missing::Value(v) = &k.missing {
-                                e = datafusion::functions::expr_fn::coalesce(vec![e, self.literal_for(path, v)]);
+                                e = datafusion::functions::expr_fn::coalesce(vec![
+                                    e,
+                                    self.literal_for(path, v),
+                                ]);
                             }
                             Some((e, k.desc, nulls_first))
                         }
@@ -934,7 +989,12 @@ impl Search<'_> {
         Ok((hits_json, aggregations))
     }
 
-    fn render_hits(&self, batches: &[RecordBatch], total: u64, max_batches: Option<Vec<RecordBatch>>) -> Result<Value> {
+    fn render_hits(
+        &self,
+        batches: &[RecordBatch],
+        total: u64,
+        max_batches: Option<Vec<RecordBatch>>,
+    ) -> Result<Value> {
         let fields = self.field_columns();
         let scoring = self.body.needs_score();
         let mut hits = Vec::new();
@@ -952,7 +1012,11 @@ impl Search<'_> {
                 };
                 hit.insert("_index".into(), get("_index")?);
                 hit.insert("_id".into(), get("_id")?);
-                let score = if scoring && (self.body.sorted_by_score() || self.body.track_scores || self.body.sort.iter().any(|k| matches!(k.kind, SortKind::Score))) {
+                let score = if scoring
+                    && (self.body.sorted_by_score()
+                        || self.body.track_scores
+                        || self.body.sort.iter().any(|k| matches!(k.kind, SortKind::Score)))
+                {
                     get("_score")?
                 } else {
                     Value::Null
@@ -983,7 +1047,10 @@ impl Search<'_> {
                             )?;
                             values
                                 .into_iter()
-                                .map(|v| v.as_i64().map_or(v.clone(), |ms| json!(fmt.format(ms, &TimeZone::utc()))))
+                                .map(|v| {
+                                    v.as_i64()
+                                        .map_or(v.clone(), |ms| json!(fmt.format(ms, &TimeZone::utc())))
+                                })
                                 .collect()
                         } else {
                             values
@@ -1006,7 +1073,9 @@ impl Search<'_> {
                                 let v = get(&Self::sort_alias(i))?;
                                 match (&v, &key.missing) {
                                     (Value::Null, Missing::Value(m)) => m.clone(),
-                                    (Value::Null, missing) => self.missing_sort_value(path, key.desc, missing),
+                                    (Value::Null, missing) => {
+                                        self.missing_sort_value(path, key.desc, missing)
+                                    }
                                     _ => v,
                                 }
                             }
@@ -1137,10 +1206,16 @@ fn filter_source(source: &Value, filter: &SourceFilter) -> Value {
         return source.clone();
     }
     fn walk(v: &Value, prefix: &str, f: &SourceFilter) -> Option<Value> {
-        let Value::Object(m) = v else { return Some(v.clone()) };
+        let Value::Object(m) = v else {
+            return Some(v.clone());
+        };
         let mut out = Map::new();
         for (k, child) in m {
-            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             let leaf = !child.is_object();
             if f.excludes.iter().any(|p| pattern_matches(p, &path)) {
                 continue;
@@ -1148,14 +1223,25 @@ fn filter_source(source: &Value, filter: &SourceFilter) -> Value {
             if !f.includes.is_empty() && !included(&f.includes, &path, leaf) {
                 continue;
             }
-            let full = f.includes.is_empty() || f.includes.iter().any(|p| pattern_matches(p, &path) || path.starts_with(&format!("{p}.")));
+            let full = f.includes.is_empty()
+                || f.includes
+                    .iter()
+                    .any(|p| pattern_matches(p, &path) || path.starts_with(&format!("{p}.")));
             if leaf {
                 out.insert(k.clone(), child.clone());
             } else {
                 let sub = if full && f.excludes.is_empty() {
                     Some(child.clone())
                 } else if full {
-                    walk(child, &path, &SourceFilter { enabled: true, includes: vec![], excludes: f.excludes.clone() })
+                    walk(
+                        child,
+                        &path,
+                        &SourceFilter {
+                            enabled: true,
+                            includes: vec![],
+                            excludes: f.excludes.clone(),
+                        },
+                    )
                 } else {
                     walk(child, &path, f)
                 };
@@ -1172,10 +1258,17 @@ fn filter_source(source: &Value, filter: &SourceFilter) -> Value {
 }
 
 /// `_msearch`: NDJSON header/body pairs; each answered on its own.
-pub async fn msearch(ctx: &SessionContext, indices: &Indices, default_target: Option<&str>, lines: &[Value]) -> Result<Value> {
+pub async fn msearch(
+    ctx: &SessionContext,
+    indices: &Indices,
+    default_target: Option<&str>,
+    lines: &[Value],
+) -> Result<Value> {
     let started = Instant::now();
-    if lines.len() % 2 != 0 {
-        return Err(Error::illegal_argument("The msearch request must be terminated by a newline [\n]"));
+    if !lines.len().is_multiple_of(2) {
+        return Err(Error::illegal_argument(
+            "The msearch request must be terminated by a newline [\n]",
+        ));
     }
     let mut responses = Vec::new();
     for pair in lines.chunks(2) {
@@ -1191,16 +1284,28 @@ pub async fn msearch(ctx: &SessionContext, indices: &Indices, default_target: Op
                     target = Some(match v {
                         Value::String(s) => s.clone(),
                         Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
-                        _ => return Err(Error::illegal_argument("[index] in msearch header must be a string or an array")),
+                        _ => {
+                            return Err(Error::illegal_argument(
+                                "[index] in msearch header must be a string or an array",
+                            ));
+                        }
                     })
                 }
-                "search_type" | "preference" | "routing" | "request_cache" | "ignore_unavailable"
-                | "allow_no_indices" | "expand_wildcards" | "ccs_minimize_roundtrips" => {}
+                "search_type"
+                | "preference"
+                | "routing"
+                | "request_cache"
+                | "ignore_unavailable"
+                | "allow_no_indices"
+                | "expand_wildcards"
+                | "ccs_minimize_roundtrips" => {}
                 "allow_partial_search_results" => {
                     params.insert(k.clone(), v.to_string());
                 }
                 other => {
-                    return Err(Error::illegal_argument(format!("key [{other}] is not supported in the metadata section")));
+                    return Err(Error::illegal_argument(format!(
+                        "key [{other}] is not supported in the metadata section"
+                    )));
                 }
             }
         }

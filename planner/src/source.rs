@@ -137,7 +137,7 @@ pub fn union_source(
                         let ty = ty.clone().unwrap_or(DataType::Utf8);
                         let expr = match (target.column_type(path), reduce) {
                             (None, _) => cast(lit(ScalarValue::Null), ty.clone()),
-                            (Some(t), Some(max)) if matches!(t, DataType::List(_)) => {
+                            (Some(DataType::List(_)), Some(max)) => {
                                 let e = if *max {
                                     datafusion::functions_nested::expr_fn::array_max(ident(path))
                                 } else {
@@ -199,7 +199,11 @@ pub fn scalar_json(s: &ScalarValue) -> Value {
         S::Dictionary(_, inner) => scalar_json(inner),
         S::List(list) => {
             let values = list.value(0);
-            Value::Array((0..values.len()).filter_map(|i| json_at(values.as_ref(), i).ok()).collect())
+            Value::Array(
+                (0..values.len())
+                    .filter_map(|i| json_at(values.as_ref(), i).ok())
+                    .collect(),
+            )
         }
         other => json!(other.to_string()),
     }

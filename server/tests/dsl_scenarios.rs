@@ -31,7 +31,10 @@ fn load_fixtures(server: &Server) -> Result<()> {
             lines.push(doc["_source"].clone());
         }
         let (status, body) = server.bulk(&format!("/{name}/_bulk?refresh=true"), &lines)?;
-        ensure!(status == 200 && body["errors"] == json!(false), "loading {name}: {body}");
+        ensure!(
+            status == 200 && body["errors"] == json!(false),
+            "loading {name}: {body}"
+        );
     }
     Ok(())
 }
@@ -64,7 +67,9 @@ fn check(want: &Value, got: &Value, path: &str, tolerance: Option<f64>) -> Resul
         Value::String(s) if s == "$any" => Ok(()),
         Value::Object(w) if w.len() == 1 && w.contains_key("$unordered") => {
             let items = w["$unordered"].as_array().context("$unordered takes an array")?;
-            let got_items = got.as_array().ok_or_else(|| anyhow!("{path}: expected an array, got {got}"))?;
+            let got_items = got
+                .as_array()
+                .ok_or_else(|| anyhow!("{path}: expected an array, got {got}"))?;
             ensure!(
                 items.len() == got_items.len(),
                 "{path}: expected {} elements, got {}: {got}",
@@ -85,7 +90,9 @@ fn check(want: &Value, got: &Value, path: &str, tolerance: Option<f64>) -> Resul
             Ok(())
         }
         Value::Object(w) => {
-            let g = got.as_object().ok_or_else(|| anyhow!("{path}: expected an object, got {got}"))?;
+            let g = got
+                .as_object()
+                .ok_or_else(|| anyhow!("{path}: expected an object, got {got}"))?;
             for (k, v) in w {
                 let p = format!("{path}.{k}");
                 match (v, g.get(k)) {
@@ -98,8 +105,15 @@ fn check(want: &Value, got: &Value, path: &str, tolerance: Option<f64>) -> Resul
             Ok(())
         }
         Value::Array(w) => {
-            let g = got.as_array().ok_or_else(|| anyhow!("{path}: expected an array, got {got}"))?;
-            ensure!(w.len() == g.len(), "{path}: expected {} elements, got {}: {got}", w.len(), g.len());
+            let g = got
+                .as_array()
+                .ok_or_else(|| anyhow!("{path}: expected an array, got {got}"))?;
+            ensure!(
+                w.len() == g.len(),
+                "{path}: expected {} elements, got {}: {got}",
+                w.len(),
+                g.len()
+            );
             for (i, (a, b)) in w.iter().zip(g).enumerate() {
                 check(a, b, &format!("{path}[{i}]"), tolerance)?;
             }
@@ -121,7 +135,8 @@ fn check(want: &Value, got: &Value, path: &str, tolerance: Option<f64>) -> Resul
 
 fn run_scenario(server: &Server, file: &Path) -> Result<()> {
     let text = std::fs::read_to_string(file)?;
-    let scenario: Value = serde_yaml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+    let scenario: Value =
+        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
     let request = &scenario["request"];
     let method = request["method"].as_str().unwrap_or("POST");
     let path = request["path"].as_str().context("request.path")?;
@@ -142,7 +157,10 @@ fn run_scenario(server: &Server, file: &Path) -> Result<()> {
     let (status, got) = server.request(method, path, body.as_deref(), content_type)?;
     let expect = &scenario["expect"];
     let want_status = expect["status"].as_u64().unwrap_or(200) as u16;
-    ensure!(status == want_status, "status {status}, expected {want_status}: {got}");
+    ensure!(
+        status == want_status,
+        "status {status}, expected {want_status}: {got}"
+    );
     let tolerance = scenario["tolerance"].as_f64();
     if let Some(want) = expect.get("body") {
         check(want, &got, "$", tolerance).with_context(|| format!("response: {got}"))?;
@@ -172,7 +190,11 @@ fn dsl_scenarios() -> Result<()> {
     }
     eprintln!("{ran} scenarios, {} failed", failures.len());
     if !failures.is_empty() {
-        bail!("{} of {ran} scenarios failed:\n{}", failures.len(), failures.join("\n\n"));
+        bail!(
+            "{} of {ran} scenarios failed:\n{}",
+            failures.len(),
+            failures.join("\n\n")
+        );
     }
     ensure!(filter.is_some() || ran >= 150, "only {ran} scenarios found");
     Ok(())

@@ -120,7 +120,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let inner = *self.0;
         if let Some(object) = inner.object {
-            return es_json(inner.status, &json!({"error": object, "status": inner.status.as_u16()}));
+            return es_json(
+                inner.status,
+                &json!({"error": object, "status": inner.status.as_u16()}),
+            );
         }
         let mut cause = serde_json::Map::new();
         cause.insert("type".into(), json!(inner.es_type));

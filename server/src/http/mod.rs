@@ -39,7 +39,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_msearch", post(search::msearch).get(search::msearch))
         .route("/{index}/_search", post(search::search).get(search::search))
         .route("/{index}/_count", post(search::count).get(search::count))
-        .route("/{index}/_msearch", post(search::msearch_index).get(search::msearch_index))
+        .route(
+            "/{index}/_msearch",
+            post(search::msearch_index).get(search::msearch_index),
+        )
         .route("/_cat/indices", get(cat::indices))
         .route("/_cat/indices/{index}", get(cat::indices_of))
         .route("/_refresh", post(indices::refresh_all).get(indices::refresh_all))

@@ -81,7 +81,11 @@ fn ndjson(body: &[u8]) -> ApiResult<Vec<Value>> {
         .enumerate()
         .map(|(i, line)| {
             serde_json::from_str(line).map_err(|e| {
-                ApiError::from(quidditch_planner::Error::x_content(format!("[{}:{}] {e}", i + 1, e.column())))
+                ApiError::from(quidditch_planner::Error::x_content(format!(
+                    "[{}:{}] {e}",
+                    i + 1,
+                    e.column()
+                )))
             })
         })
         .collect()
