@@ -34,9 +34,13 @@ pub struct ParsedDoc {
 }
 
 impl ParsedDoc {
-    /// Paths that hold at least one value (for `exists` queries).
+    /// Paths that hold at least one value (for `exists` queries). As in
+    /// Elasticsearch, text without any token (`""`) does not count.
     pub fn present_paths(&self) -> impl Iterator<Item = &String> {
-        self.values.keys().chain(self.text.keys())
+        let has_token = |values: &Vec<String>| values.iter().any(|v| v.chars().any(char::is_alphanumeric));
+        self.values
+            .keys()
+            .chain(self.text.iter().filter(move |(_, v)| has_token(v)).map(|(k, _)| k))
     }
 }
 
