@@ -106,7 +106,7 @@ pub fn run(c: &Common) -> Result<()> {
 /// The schema a tantivy user would write for these documents.
 pub fn raw_schema() -> Schema {
     let mut b = Schema::builder();
-    b.add_i64_field("@timestamp", FAST | INDEXED);
+    b.add_date_field("@timestamp", FAST | INDEXED);
     for kw in ["host", "method", "path"] {
         b.add_text_field(kw, STRING | FAST);
     }
@@ -140,7 +140,10 @@ fn raw_ingest(ndjson: &Path, dir: &Path) -> Result<f64> {
         let line = line?;
         let v: Value = serde_json::from_str(&line)?;
         let mut doc = TantivyDocument::new();
-        doc.add_i64(ts, v["@timestamp"].as_i64().unwrap_or_default());
+        doc.add_date(
+            ts,
+            tantivy::DateTime::from_timestamp_millis(v["@timestamp"].as_i64().unwrap_or_default()),
+        );
         doc.add_text(host, v["host"].as_str().unwrap_or_default());
         doc.add_text(method, v["method"].as_str().unwrap_or_default());
         doc.add_text(path, v["path"].as_str().unwrap_or_default());

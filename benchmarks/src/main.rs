@@ -1,6 +1,7 @@
 //! `qbench`: benchmarks that report Quidditch against a reference measured in
 //! the same run on the same machine.
 
+mod aggs;
 mod corpus;
 mod ingest;
 mod results;
@@ -29,6 +30,8 @@ enum Suite {
     Ingest(Common),
     /// A GROUP BY over the loaded logs through SQL versus tantivy's own aggregation.
     Scan(Common),
+    /// The 14 DSL aggregation types versus tantivy's native aggregation of the same request.
+    Aggs(Common),
 }
 
 /// Options every suite shares.
@@ -55,5 +58,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().suite {
         Suite::Ingest(c) => ingest::run(&c),
         Suite::Scan(c) => scan::run(&c),
+        Suite::Aggs(c) => aggs::run(&c),
     }
 }

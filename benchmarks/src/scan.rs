@@ -78,7 +78,7 @@ pub fn run(c: &Common) -> Result<()> {
 }
 
 /// Median wall time in ms over `iterations` runs after one warm-up, and the last answer.
-fn timed<T>(iterations: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)> {
+pub fn timed<T>(iterations: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)> {
     let mut last = f()?;
     let mut times = Vec::with_capacity(iterations);
     for _ in 0..iterations.max(1) {
