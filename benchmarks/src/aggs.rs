@@ -41,7 +41,11 @@ fn cases() -> Vec<Case> {
     };
     vec![
         same("terms", json!({"terms": {"field": "host", "size": 10}}), 1e-9),
-        same("histogram", json!({"histogram": {"field": "bytes", "interval": 5000}}), 1e-9),
+        same(
+            "histogram",
+            json!({"histogram": {"field": "bytes", "interval": 5000}}),
+            1e-9,
+        ),
         same(
             "date_histogram",
             json!({"date_histogram": {"field": "@timestamp", "fixed_interval": "10m"}}),
@@ -66,8 +70,16 @@ fn cases() -> Vec<Case> {
         same("sum", json!({"sum": {"field": "bytes"}}), 1e-9),
         same("value_count", json!({"value_count": {"field": "bytes"}}), 1e-9),
         same("stats", json!({"stats": {"field": "bytes"}}), 1e-9),
-        same("extended_stats", json!({"extended_stats": {"field": "bytes"}}), 1e-9),
-        same("percentiles", json!({"percentiles": {"field": "latency_ms", "percents": [50, 95, 99]}}), 0.02),
+        same(
+            "extended_stats",
+            json!({"extended_stats": {"field": "bytes"}}),
+            1e-9,
+        ),
+        same(
+            "percentiles",
+            json!({"percentiles": {"field": "latency_ms", "percents": [50, 95, 99]}}),
+            0.02,
+        ),
         same("cardinality", json!({"cardinality": {"field": "bytes"}}), 0.03),
     ]
 }
@@ -121,16 +133,25 @@ fn same_answer(case: &Case, ours: &Value, theirs: &Value) -> bool {
                         .into_iter()
                         .flatten()
                         .filter(|b| b["doc_count"].as_u64().unwrap_or(0) > 0)
-                        .map(|b| (b["key"].as_f64().unwrap_or(0.0) as i64, b["doc_count"].as_u64().unwrap_or(0)))
+                        .map(|b| {
+                            (
+                                b["key"].as_f64().unwrap_or(0.0) as i64,
+                                b["doc_count"].as_u64().unwrap_or(0),
+                            )
+                        })
                         .collect()
                 };
                 return keys(a) == keys(t);
             }
             buckets(a) == buckets(t)
         }
-        "percentiles" => ["50.0", "95.0", "99.0"]
-            .iter()
-            .all(|p| close(num(&a["values"][p]), num(&theirs["a"]["values"][p]), case.tolerance)),
+        "percentiles" => ["50.0", "95.0", "99.0"].iter().all(|p| {
+            close(
+                num(&a["values"][p]),
+                num(&theirs["a"]["values"][p]),
+                case.tolerance,
+            )
+        }),
         "stats" | "extended_stats" => {
             let mut fields = vec!["count", "min", "max", "avg", "sum"];
             if case.name == "extended_stats" {
@@ -163,7 +184,8 @@ pub fn run(c: &Common) -> Result<()> {
         let (q_ms, ours) = timed(c.iterations, || {
             rt.block_on(async {
                 let ctx = engine.session()?;
-                let out = quidditch_planner::search(&ctx, engine.indices(), "logs", Some(&body), &params).await?;
+                let out =
+                    quidditch_planner::search(&ctx, engine.indices(), "logs", Some(&body), &params).await?;
                 Ok::<_, anyhow::Error>(out["aggregations"].clone())
             })
         })?;

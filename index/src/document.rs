@@ -38,9 +38,12 @@ impl ParsedDoc {
     /// Elasticsearch, text without any token (`""`) does not count.
     pub fn present_paths(&self) -> impl Iterator<Item = &String> {
         let has_token = |values: &Vec<String>| values.iter().any(|v| v.chars().any(char::is_alphanumeric));
-        self.values
-            .keys()
-            .chain(self.text.iter().filter(move |(_, v)| has_token(v)).map(|(k, _)| k))
+        self.values.keys().chain(
+            self.text
+                .iter()
+                .filter(move |(_, v)| has_token(v))
+                .map(|(k, _)| k),
+        )
     }
 }
 

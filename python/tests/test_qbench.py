@@ -21,3 +21,19 @@ def test_ingest_and_scan_smoke(tmp_path):
         assert result["ratio"] > 0
     scan = json.loads((tmp_path / "scan.json").read_text())
     assert scan["answers_match"] is True
+
+
+def test_aggs_smoke(tmp_path):
+    done = subprocess.run(
+        [QBENCH, "aggs", "--docs", "10000", "--iterations", "2", "--check", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "aggs.json").read_text())
+    assert result["docs"] == 10000
+    names = [c["aggregation"] for c in result["cases"]]
+    assert len(names) == 14
+    assert all(c["answers_match"] for c in result["cases"])
+    assert all(c["ratio"] > 0 for c in result["cases"])

@@ -117,10 +117,7 @@ fn sql_counts(server: &Server, sql: &str) -> Result<BTreeMap<String, i64>> {
 
 fn sql_one(server: &Server, sql: &str) -> Result<Vec<Value>> {
     let rows = server.sql_rows(sql)?;
-    rows.first()
-        .and_then(Value::as_array)
-        .cloned()
-        .context("no row")
+    rows.first().and_then(Value::as_array).cloned().context("no row")
 }
 
 #[test]
@@ -130,9 +127,15 @@ fn dsl_aggregations_match_sql() -> Result<()> {
     load(&server)?;
 
     // terms: every bucket, ordered by count desc then key.
-    let a = search(&server, json!({"size": 0, "aggs": {"t": {"terms": {"field": "cat", "size": 100}}}}))?;
+    let a = search(
+        &server,
+        json!({"size": 0, "aggs": {"t": {"terms": {"field": "cat", "size": 100}}}}),
+    )?;
     let want = sql_counts(&server, "SELECT cat, count(*) FROM xcheck GROUP BY cat")?;
-    ensure!(bucket_counts(&a["t"]["buckets"]) == want, "terms: {a} vs {want:?}");
+    ensure!(
+        bucket_counts(&a["t"]["buckets"]) == want,
+        "terms: {a} vs {want:?}"
+    );
     let counts: Vec<i64> = a["t"]["buckets"]
         .as_array()
         .context("buckets")?
@@ -141,7 +144,10 @@ fn dsl_aggregations_match_sql() -> Result<()> {
         .collect();
     ensure!(counts.windows(2).all(|w| w[0] >= w[1]), "terms order: {counts:?}");
     // terms with size: the top 3 and the rest in sum_other_doc_count.
-    let a = search(&server, json!({"size": 0, "aggs": {"t": {"terms": {"field": "cat", "size": 3}}}}))?;
+    let a = search(
+        &server,
+        json!({"size": 0, "aggs": {"t": {"terms": {"field": "cat", "size": 3}}}}),
+    )?;
     let shown: i64 = bucket_counts(&a["t"]["buckets"]).values().sum();
     ensure!(
         a["t"]["sum_other_doc_count"].as_i64() == Some(DOCS as i64 - shown),
@@ -157,7 +163,10 @@ fn dsl_aggregations_match_sql() -> Result<()> {
         &server,
         "SELECT CAST(floor(n / 100.0) * 100 AS DOUBLE) AS k, count(*) FROM xcheck GROUP BY k",
     )?;
-    ensure!(bucket_counts(&a["h"]["buckets"]) == want, "histogram: {a} vs {want:?}");
+    ensure!(
+        bucket_counts(&a["h"]["buckets"]) == want,
+        "histogram: {a} vs {want:?}"
+    );
 
     // date_histogram, calendar and fixed intervals.
     let a = search(
@@ -168,7 +177,10 @@ fn dsl_aggregations_match_sql() -> Result<()> {
         &server,
         "SELECT CAST(CAST(date_trunc('month', ts) AS BIGINT) AS DOUBLE) AS k, count(*) FROM xcheck GROUP BY k",
     )?;
-    ensure!(bucket_counts(&a["d"]["buckets"]) == want, "date_histogram month: {a} vs {want:?}");
+    ensure!(
+        bucket_counts(&a["d"]["buckets"]) == want,
+        "date_histogram month: {a} vs {want:?}"
+    );
     let a = search(
         &server,
         json!({"size": 0, "aggs": {"d": {"date_histogram": {"field": "ts", "fixed_interval": "7d", "min_doc_count": 1}}}}),
@@ -177,7 +189,10 @@ fn dsl_aggregations_match_sql() -> Result<()> {
         &server,
         "SELECT CAST(CAST(date_bin(INTERVAL '7 days', ts, TIMESTAMP '1970-01-01T00:00:00') AS BIGINT) AS DOUBLE) AS k, count(*) FROM xcheck GROUP BY k",
     )?;
-    ensure!(bucket_counts(&a["d"]["buckets"]) == want, "date_histogram 7d: {a} vs {want:?}");
+    ensure!(
+        bucket_counts(&a["d"]["buckets"]) == want,
+        "date_histogram 7d: {a} vs {want:?}"
+    );
 
     // range and filters.
     let a = search(
@@ -245,7 +260,10 @@ fn dsl_aggregations_match_sql() -> Result<()> {
         (&a["ext"]["std_deviation"], r[13]),
         (&a["ext"]["std_deviation_sampling"], r[14]),
         (&a["ext"]["std_deviation_bounds"]["upper"], r[0] + 3.0 * r[13]),
-        (&a["ext"]["std_deviation_bounds"]["lower_sampling"], r[0] - 3.0 * r[14]),
+        (
+            &a["ext"]["std_deviation_bounds"]["lower_sampling"],
+            r[0] - 3.0 * r[14],
+        ),
     ];
     for (i, (got, want)) in pairs.iter().enumerate() {
         ensure!(close(num(got), *want), "metric #{i}: {got} vs {want} in {a}");
@@ -268,14 +286,23 @@ fn dsl_aggregations_match_sql() -> Result<()> {
         let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
         let exact = values[lo] + (values[hi] - values[lo]) * (rank - lo as f64);
         let got = num(&a["p"]["values"][format!("{p:.1}")]);
-        ensure!((got - exact).abs() <= 0.01 * range, "percentile {p}: {got} vs exact {exact}");
+        ensure!(
+            (got - exact).abs() <= 0.01 * range,
+            "percentile {p}: {got} vs exact {exact}"
+        );
     }
 
     // cardinality: HyperLogLog; within 2% of the exact distinct count.
-    let a = search(&server, json!({"size": 0, "aggs": {"c": {"cardinality": {"field": "n"}}}}))?;
+    let a = search(
+        &server,
+        json!({"size": 0, "aggs": {"c": {"cardinality": {"field": "n"}}}}),
+    )?;
     let exact = num(&sql_one(&server, "SELECT count(DISTINCT n) FROM xcheck")?[0]);
     let got = num(&a["c"]["value"]);
-    ensure!((got - exact).abs() <= 0.02 * exact, "cardinality: {got} vs {exact}");
+    ensure!(
+        (got - exact).abs() <= 0.02 * exact,
+        "cardinality: {got} vs {exact}"
+    );
 
     // Nested: terms > terms > avg, with a query.
     let a = search(
@@ -285,9 +312,8 @@ fn dsl_aggregations_match_sql() -> Result<()> {
             "aggs": {"s": {"terms": {"field": "sub", "size": 10}, "aggs": {"m": {"avg": {"field": "x"}}}}}
         }}}),
     )?;
-    let rows = server.sql_rows(
-        "SELECT cat, sub, count(*), avg(x) FROM xcheck WHERE flag = true GROUP BY cat, sub",
-    )?;
+    let rows = server
+        .sql_rows("SELECT cat, sub, count(*), avg(x) FROM xcheck WHERE flag = true GROUP BY cat, sub")?;
     let mut seen = 0;
     for row in &rows {
         let (cat, sub) = (key_text(&row[0]), key_text(&row[1]));
@@ -299,7 +325,10 @@ fn dsl_aggregations_match_sql() -> Result<()> {
             .as_array()
             .and_then(|bs| bs.iter().find(|b| b["key"] == json!(sub)))
             .with_context(|| format!("no bucket {cat}/{sub}"))?;
-        ensure!(inner["doc_count"].as_i64() == row[2].as_i64(), "{cat}/{sub} count");
+        ensure!(
+            inner["doc_count"].as_i64() == row[2].as_i64(),
+            "{cat}/{sub} count"
+        );
         ensure!(close(num(&inner["m"]["value"]), num(&row[3])), "{cat}/{sub} avg");
         seen += 1;
     }
@@ -326,12 +355,14 @@ fn dsl_aggregations_match_sql() -> Result<()> {
             .and_then(|bs| bs.iter().find(|b| b["key"].as_i64() == row[0].as_i64()))
             .context("month bucket")?;
         for (field, i) in [("count", 1), ("min", 2), ("max", 3), ("sum", 4)] {
-            ensure!(close(num(&b["s"][field]), num(&row[i])), "month stats {field}: {b} vs {row}");
+            ensure!(
+                close(num(&b["s"][field]), num(&row[i])),
+                "month stats {field}: {b} vs {row}"
+            );
         }
     }
-    let rows = server.sql_rows(
-        "SELECT CASE WHEN n < 500 THEN 0 ELSE 1 END, sub, count(*) FROM xcheck GROUP BY 1, 2",
-    )?;
+    let rows = server
+        .sql_rows("SELECT CASE WHEN n < 500 THEN 0 ELSE 1 END, sub, count(*) FROM xcheck GROUP BY 1, 2")?;
     for row in &rows {
         let bucket = &a["r"]["buckets"][row[0].as_u64().context("range index")? as usize];
         let got = bucket["t"]["buckets"]
@@ -342,7 +373,13 @@ fn dsl_aggregations_match_sql() -> Result<()> {
     }
     let row = sql_one(&server, "SELECT count(*), avg(n) FROM xcheck WHERE x < 0")?;
     let neg = &a["f"]["buckets"]["neg"];
-    ensure!(neg["doc_count"].as_i64() == row[0].as_i64(), "filters > avg count");
-    ensure!(close(num(&neg["m"]["value"]), num(&row[1])), "filters > avg value");
+    ensure!(
+        neg["doc_count"].as_i64() == row[0].as_i64(),
+        "filters > avg count"
+    );
+    ensure!(
+        close(num(&neg["m"]["value"]), num(&row[1])),
+        "filters > avg value"
+    );
     Ok(())
 }

@@ -26,7 +26,10 @@ struct Doc {
 #[derive(Debug, Clone)]
 enum Query {
     Term(&'static str),
-    Range { gte: Option<i64>, lt: Option<i64> },
+    Range {
+        gte: Option<i64>,
+        lt: Option<i64>,
+    },
     Exists(&'static str),
     Match(&'static str),
     Bool {
@@ -69,7 +72,9 @@ impl Query {
     fn matches(&self, d: &Doc) -> bool {
         match self {
             Query::Term(v) => d.k == Some(*v),
-            Query::Range { gte, lt } => d.n.is_some_and(|n| gte.is_none_or(|g| n >= g) && lt.is_none_or(|l| n < l)),
+            Query::Range { gte, lt } => {
+                d.n.is_some_and(|n| gte.is_none_or(|g| n >= g) && lt.is_none_or(|l| n < l))
+            }
             Query::Exists(f) => match *f {
                 "k" => d.k.is_some(),
                 "n" => d.n.is_some(),
@@ -85,8 +90,10 @@ impl Query {
                 let required = must.iter().chain(filter).all(|q| q.matches(d));
                 let excluded = must_not.iter().any(|q| q.matches(d));
                 // Without must/filter clauses at least one should clause must match.
-                let optional_ok =
-                    !must.is_empty() || !filter.is_empty() || should.is_empty() || should.iter().any(|q| q.matches(d));
+                let optional_ok = !must.is_empty()
+                    || !filter.is_empty()
+                    || should.is_empty()
+                    || should.iter().any(|q| q.matches(d));
                 required && !excluded && optional_ok
             }
         }
@@ -97,7 +104,10 @@ fn doc_strategy() -> impl Strategy<Value = Doc> {
     (
         proptest::option::of(proptest::sample::select(&KEYS[..])),
         proptest::option::of(-5i64..15),
-        proptest::option::of(proptest::collection::vec(proptest::sample::select(&WORDS[..]), 0..4)),
+        proptest::option::of(proptest::collection::vec(
+            proptest::sample::select(&WORDS[..]),
+            0..4,
+        )),
     )
         .prop_map(|(k, n, t)| Doc { k, n, t })
 }
@@ -112,11 +122,13 @@ fn query_strategy() -> impl Strategy<Value = Query> {
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         let clauses = || proptest::collection::vec(inner.clone(), 0..3);
-        (clauses(), clauses(), clauses(), clauses()).prop_map(|(must, should, must_not, filter)| Query::Bool {
-            must,
-            should,
-            must_not,
-            filter,
+        (clauses(), clauses(), clauses(), clauses()).prop_map(|(must, should, must_not, filter)| {
+            Query::Bool {
+                must,
+                should,
+                must_not,
+                filter,
+            }
         })
     })
 }
@@ -164,7 +176,10 @@ fn check_case(server: &Server, case: usize, docs: &[Doc], query: &Query) -> Resu
         .filter(|(_, d)| query.matches(d))
         .map(|(i, _)| i.to_string())
         .collect();
-    ensure!(got == want, "query {request}\ndocs {docs:?}\ngot {got:?}\nwant {want:?}");
+    ensure!(
+        got == want,
+        "query {request}\ndocs {docs:?}\ngot {got:?}\nwant {want:?}"
+    );
     ensure!(
         resp["hits"]["total"] == json!({"value": want.len(), "relation": "eq"}),
         "total {} for {} hits",
@@ -191,7 +206,8 @@ fn bool_queries_match_in_memory_evaluation() -> Result<()> {
             &(proptest::collection::vec(doc_strategy(), 0..40), query_strategy()),
             |(docs, query)| {
                 case.set(case.get() + 1);
-                check_case(&server, case.get(), &docs, &query).map_err(|e| TestCaseError::fail(format!("{e:#}")))
+                check_case(&server, case.get(), &docs, &query)
+                    .map_err(|e| TestCaseError::fail(format!("{e:#}")))
             },
         )
         .map_err(|e| anyhow!("{e}"))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{ApiError, ApiResult, Params, ok_json};
 use crate::node::Node;
@@ -25,11 +25,102 @@ fn search_body(body: &[u8]) -> ApiResult<Option<Value>> {
     })
 }
 
+/// Elasticsearch's `filter_path`: keeps only the parts of a response the
+/// comma-separated dotted paths name (`*` matches one level, `**` any).
+pub fn filter_path(value: &Value, spec: &str) -> Value {
+    let patterns: Vec<Vec<&str>> = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split('.').collect())
+        .collect();
+    let refs: Vec<&[&str]> = patterns.iter().map(Vec::as_slice).collect();
+    keep(value, &refs).unwrap_or_else(|| Value::Object(Map::new()))
+}
+
+fn segment_matches(pattern: &str, key: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == key,
+        Some((prefix, suffix)) => {
+            key.len() >= prefix.len() + suffix.len() && key.starts_with(prefix) && key.ends_with(suffix)
+        }
+    }
+}
+
+fn keep(value: &Value, patterns: &[&[&str]]) -> Option<Value> {
+    if patterns.iter().any(|p| p.is_empty()) {
+        return Some(value.clone());
+    }
+    match value {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                let mut next: Vec<&[&str]> = Vec::new();
+                for p in patterns {
+                    if p[0] == "**" {
+                        next.push(p);
+                        next.push(&p[1..]);
+                        if p.len() > 1 && segment_matches(p[1], k) {
+                            next.push(&p[2..]);
+                        }
+                    } else if segment_matches(p[0], k) {
+                        next.push(&p[1..]);
+                    }
+                }
+                if !next.is_empty()
+                    && let Some(kept) = keep(v, &next)
+                {
+                    out.insert(k.clone(), kept);
+                }
+            }
+            (!out.is_empty()).then_some(Value::Object(out))
+        }
+        Value::Array(items) => {
+            let kept: Vec<Value> = items.iter().filter_map(|v| keep(v, patterns)).collect();
+            (!kept.is_empty()).then_some(Value::Array(kept))
+        }
+        _ => None,
+    }
+}
+
+fn respond(out: &Value, params: &Params) -> Response {
+    match params.get("filter_path") {
+        Some(spec) => ok_json(&filter_path(out, spec)),
+        None => ok_json(out),
+    }
+}
+
 async fn run_search(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
     let body = search_body(body)?;
     let ctx = node.engine.session()?;
     let out = quidditch_planner::search(&ctx, node.engine.indices(), target, body.as_ref(), params).await?;
-    Ok(ok_json(&out))
+    Ok(respond(&out, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::filter_path;
+
+    #[test]
+    fn filter_path_keeps_named_parts() {
+        let v = json!({"took": 3, "hits": {"total": {"value": 2}, "hits": [{"_id": "1", "_score": 1.0}, {"_id": "2"}]},
+                       "aggregations": {"a": {"value": 1}}});
+        assert_eq!(
+            filter_path(&v, "hits.hits._id,aggregations"),
+            json!({"hits": {"hits": [{"_id": "1"}, {"_id": "2"}]}, "aggregations": {"a": {"value": 1}}})
+        );
+        assert_eq!(
+            filter_path(&v, "**.value"),
+            json!({"hits": {"total": {"value": 2}}, "aggregations": {"a": {"value": 1}}})
+        );
+        assert_eq!(
+            filter_path(&v, "hits.t*"),
+            json!({"hits": {"total": {"value": 2}}})
+        );
+        assert_eq!(filter_path(&v, "nothing"), json!({}));
+    }
 }
 
 pub async fn search(
@@ -53,7 +144,7 @@ async fn run_count(node: &Node, target: &str, params: &Params, body: &[u8]) -> A
     let body = search_body(body)?;
     let ctx = node.engine.session()?;
     let out = quidditch_planner::count(&ctx, node.engine.indices(), target, body.as_ref(), params).await?;
-    Ok(ok_json(&out))
+    Ok(respond(&out, params))
 }
 
 pub async fn count(
@@ -91,21 +182,26 @@ fn ndjson(body: &[u8]) -> ApiResult<Vec<Value>> {
         .collect()
 }
 
-async fn run_msearch(node: &Node, target: Option<&str>, body: &[u8]) -> ApiResult<Response> {
+async fn run_msearch(node: &Node, target: Option<&str>, params: &Params, body: &[u8]) -> ApiResult<Response> {
     let lines = ndjson(body)?;
     let ctx = node.engine.session()?;
     let out = quidditch_planner::msearch(&ctx, node.engine.indices(), target, &lines).await?;
-    Ok(ok_json(&out))
+    Ok(respond(&out, params))
 }
 
-pub async fn msearch(State(node): State<Arc<Node>>, body: Bytes) -> ApiResult<Response> {
-    run_msearch(&node, None, &body).await
+pub async fn msearch(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    run_msearch(&node, None, &params, &body).await
 }
 
 pub async fn msearch_index(
     State(node): State<Arc<Node>>,
     Path(index): Path<String>,
+    Query(params): Query<Params>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    run_msearch(&node, Some(&index), &body).await
+    run_msearch(&node, Some(&index), &params, &body).await
 }
