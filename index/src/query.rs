@@ -607,20 +607,66 @@ impl Compiler<'_> {
             fields.to_vec()
         };
         let ast = self.rewrite(ast, &defaults)?;
-        let mut parser = QueryParser::new(
+        let parser = QueryParser::new(
             self.index.schema(),
             vec![self.fields.text],
             self.tokenizers.clone(),
         );
-        if conjunction {
-            parser.set_conjunction_by_default();
-        }
-        parser
-            .build_query_from_user_input_ast(ast)
-            .map_err(|e| Error::BadRequest {
-                es_type: "query_shard_exception",
-                reason: format!("Failed to parse query [{query}]: {e}"),
-            })
+        self.build(ast, &parser, conjunction).map_err(|e| match e {
+            Error::BadRequest { es_type, reason } => Error::BadRequest {
+                es_type,
+                reason: format!("Failed to parse query [{query}]: {reason}"),
+            },
+            other => other,
+        })
+    }
+
+    /// Builds the query of a rewritten query-string AST: boolean structure
+    /// and ranges here (ranges as typed [`LeafQuery::Range`]s, so both bounds
+    /// have the field's type), terms and phrases by tantivy's parser.
+    fn build(&self, ast: UserInputAst, parser: &QueryParser, conjunction: bool) -> Result<Box<dyn Query>> {
+        Ok(match ast {
+            UserInputAst::Clause(clauses) => {
+                let default = if conjunction { Occur::Must } else { Occur::Should };
+                let mut subs = Vec::with_capacity(clauses.len());
+                for (occur, a) in clauses {
+                    subs.push((occur.unwrap_or(default), self.build(a, parser, conjunction)?));
+                }
+                if !subs.is_empty() && subs.iter().all(|(o, _)| *o == Occur::MustNot) {
+                    subs.push((
+                        Occur::Must,
+                        Box::new(ConstScoreQuery::new(Box::new(AllQuery), 0.0)),
+                    ));
+                }
+                Box::new(BooleanQuery::new(subs))
+            }
+            UserInputAst::Boost(inner, boost) => Box::new(BoostQuery::new(
+                self.build(*inner, parser, conjunction)?,
+                boost.into_inner() as f32,
+            )),
+            UserInputAst::Leaf(leaf) => match *leaf {
+                UserInputLeaf::Range { field, lower, upper } => {
+                    let name = field
+                        .ok_or_else(|| Error::illegal_argument("a range in query_string needs a field"))?;
+                    let Some(column) = self.mapping.column(&name) else {
+                        return Ok(Box::new(EmptyQuery));
+                    };
+                    let ty = column.mapping.ty;
+                    let range = LeafQuery::Range {
+                        lower: range_bound(&name, ty, lower, true)?,
+                        upper: range_bound(&name, ty, upper, false)?,
+                        path: name,
+                    };
+                    self.compile(&range)?
+                }
+                other => parser
+                    .build_query_from_user_input_ast(UserInputAst::Leaf(Box::new(other)))
+                    .map_err(|e| Error::BadRequest {
+                        es_type: "query_shard_exception",
+                        reason: e.to_string(),
+                    })?,
+            },
+        })
     }
 
     /// Rewrites user field names into the JSON field paths of the shard schema;
@@ -675,36 +721,7 @@ impl Compiler<'_> {
                         )
                     }
                 },
-                UserInputLeaf::Range { field, lower, upper } => {
-                    let name = field
-                        .ok_or_else(|| Error::illegal_argument("a range in query_string needs a field"))?;
-                    let ty = self.field_type(&name)?;
-                    let fix = |b: UserInputBound| -> Result<UserInputBound> {
-                        if ty != FieldType::Date {
-                            return Ok(b);
-                        }
-                        let conv = |s: String| -> Result<String> {
-                            crate::date::parse_iso(&s)
-                                .or_else(|| s.parse::<i64>().ok())
-                                .map(|ms| ms.to_string())
-                                .ok_or_else(|| {
-                                    Error::illegal_argument(format!(
-                                        "failed to parse date [{s}] for field [{name}]"
-                                    ))
-                                })
-                        };
-                        Ok(match b {
-                            UserInputBound::Inclusive(s) => UserInputBound::Inclusive(conv(s)?),
-                            UserInputBound::Exclusive(s) => UserInputBound::Exclusive(conv(s)?),
-                            UserInputBound::Unbounded => UserInputBound::Unbounded,
-                        })
-                    };
-                    UserInputAst::Leaf(Box::new(UserInputLeaf::Range {
-                        field: Some(self.schema_path(&name)?),
-                        lower: fix(lower)?,
-                        upper: fix(upper)?,
-                    }))
-                }
+                range @ UserInputLeaf::Range { .. } => UserInputAst::Leaf(Box::new(range)),
                 UserInputLeaf::Set { field, elements } => {
                     let field = match field {
                         Some(name) => Some(self.schema_path(&name)?),
@@ -741,6 +758,50 @@ pub fn analyze(text: &str) -> Vec<String> {
         out.push(token.text.clone());
     }
     out
+}
+
+/// A query-string range bound as a typed value of the field: dates as epoch
+/// millis (a bare day rounds up to its last millisecond where the bound
+/// includes it, as in Elasticsearch), integers rounded inwards.
+fn range_bound(name: &str, ty: FieldType, bound: UserInputBound, lower: bool) -> Result<Bound<TermValue>> {
+    let (text, inclusive) = match bound {
+        UserInputBound::Inclusive(s) => (s, true),
+        UserInputBound::Exclusive(s) => (s, false),
+        UserInputBound::Unbounded => return Ok(Bound::Unbounded),
+    };
+    let bad = || {
+        Error::illegal_argument(format!(
+            "failed to parse [{text}] for field [{name}] of type [{}]",
+            ty.name()
+        ))
+    };
+    let value = match ty {
+        FieldType::Date => {
+            let ms = crate::date::parse_iso(&text)
+                .or_else(|| text.parse::<i64>().ok())
+                .ok_or_else(bad)?;
+            let bare_day = !text.contains(['T', ' ', ':'])
+                && text.len() <= 10
+                && !text.chars().all(|c| c.is_ascii_digit());
+            TermValue::I64(if lower != inclusive && bare_day {
+                ms + 86_400_000 - 1
+            } else {
+                ms
+            })
+        }
+        FieldType::Double | FieldType::Float => TermValue::F64(text.parse().map_err(|_| bad())?),
+        FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
+            let f: f64 = text.parse().map_err(|_| bad())?;
+            TermValue::I64(if lower == inclusive { f.ceil() } else { f.floor() } as i64)
+        }
+        FieldType::Boolean => TermValue::Bool(text.parse().map_err(|_| bad())?),
+        FieldType::Keyword | FieldType::Ip | FieldType::Text => TermValue::Str(text),
+    };
+    Ok(if inclusive {
+        Bound::Included(value)
+    } else {
+        Bound::Excluded(value)
+    })
 }
 
 /// Parses a string into the term value of a column type.

@@ -457,8 +457,9 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
                 ],
             )?;
             let interval = num(
-                m.get("interval")
-                    .ok_or_else(|| agg_error(format!("[interval] is required for histogram [{name}]")))?,
+                m.get("interval").ok_or_else(|| {
+                    Error::illegal_argument("interval must be positive, got: 0.0").on_shards()
+                })?,
                 "interval",
             )?;
             if interval <= 0.0 {
@@ -500,7 +501,7 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
                 missing: m.get("missing").map(|v| num(v, "missing")).transpose()?,
             }))
         }
-        "date_histogram" => parse_date_histogram(name, m),
+        "date_histogram" => parse_date_histogram(m),
         "range" | "date_range" => {
             check_keys(
                 agg,
@@ -523,7 +524,8 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
                     let r = r
                         .as_object()
                         .ok_or_else(|| agg_error("[ranges] entries must be objects"))?;
-                    check_keys("range", r, &["key", "from", "to"])?;
+                    check_keys("range", r, &["key", "from", "to"])
+                        .map_err(|e| Error::invalid_field(agg, "ranges", e))?;
                     let bound = |k: &str| r.get(k).filter(|v| !v.is_null()).cloned();
                     Ok(RangeSpec {
                         key: r.get("key").and_then(Value::as_str).map(str::to_string),
@@ -585,7 +587,7 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
     }
 }
 
-fn parse_date_histogram(name: &str, m: &Map<String, Value>) -> Result<AggKind> {
+fn parse_date_histogram(m: &Map<String, Value>) -> Result<AggKind> {
     check_keys(
         "date_histogram",
         m,
@@ -629,14 +631,19 @@ fn parse_date_histogram(name: &str, m: &Map<String, Value>) -> Result<AggKind> {
             })?)
         }
         (Some(_), Some(_)) => {
-            return Err(Error::illegal_argument(
-                "Cannot use [fixed_interval] with [calendar_interval] configuration option.",
+            return Err(Error::invalid_field(
+                "date_histogram",
+                "fixed_interval",
+                Error::illegal_argument(
+                    "Cannot use [fixed_interval] with [calendar_interval] configuration option.",
+                ),
             ));
         }
         (None, None) => {
-            return Err(Error::illegal_argument(format!(
-                "Invalid interval specified, must be non-null and non-empty in [{name}]"
-            )));
+            return Err(Error::illegal_argument(
+                "Invalid interval specified, must be non-null and non-empty",
+            )
+            .on_shards());
         }
     };
     let tz_name = m

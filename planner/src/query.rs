@@ -489,6 +489,14 @@ impl Lowering<'_> {
             }
             v => (v, 1.0, false),
         };
+        if field == "_id" {
+            return Ok(boosted(
+                LeafQuery::Ids {
+                    ids: vec![text_of(value, "term")?],
+                },
+                boost,
+            ));
+        }
         let Some(col) = self.column(field) else {
             return Ok(LeafQuery::None);
         };
@@ -534,6 +542,16 @@ impl Lowering<'_> {
                 "[terms] query does not support [{field}]: expected an array of values"
             ))
         })?;
+        if field == "_id" {
+            let ids = values
+                .iter()
+                .map(|v| text_of(v, "terms"))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(LeafQuery::ConstantScore {
+                query: Box::new(LeafQuery::Ids { ids }),
+                score: boost,
+            });
+        }
         let Some(col) = self.column(field) else {
             return Ok(LeafQuery::None);
         };

@@ -81,6 +81,8 @@ struct SourceFilter {
 struct FieldRequest {
     pattern: String,
     format: Option<String>,
+    /// From `docvalue_fields`: values sorted and deduplicated, as doc values hold them.
+    doc_values: bool,
 }
 
 /// A parsed search body with its URL parameters applied.
@@ -101,6 +103,8 @@ pub struct SearchBody {
     timeout: Option<Duration>,
     allow_partial: bool,
     explain_plan: bool,
+    /// Whether hits carry `_id` (`stored_fields: _none_` drops it).
+    ids: bool,
 }
 
 fn usize_param(v: &Value, name: &str) -> Result<usize> {
@@ -197,7 +201,10 @@ fn parse_sort_entry(v: &Value, out: &mut Vec<SortKey>) -> Result<()> {
         match v.as_str().map(str::to_ascii_lowercase).as_deref() {
             Some("asc") => Ok(false),
             Some("desc") => Ok(true),
-            _ => Err(Error::illegal_argument(format!("Unknown SortOrder [{v}]"))),
+            _ => Err(Error::illegal_argument(format!(
+                "No enum constant org.elasticsearch.search.sort.SortOrder.{}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_uppercase)
+            ))),
         }
     };
     match v {
@@ -215,7 +222,10 @@ fn parse_sort_entry(v: &Value, out: &mut Vec<SortKey>) -> Result<()> {
                         let mut k = key(field, None);
                         for (name, value) in opts {
                             match name.as_str() {
-                                "order" => k.desc = order(value)?,
+                                "order" => {
+                                    k.desc = order(value)
+                                        .map_err(|e| Error::invalid_field("field_sort", "order", e))?
+                                }
                                 "missing" => {
                                     k.missing = match value.as_str() {
                                         Some("_last") => Missing::Last,
@@ -298,7 +308,7 @@ fn parse_source_filter(v: &Value) -> Result<SourceFilter> {
     })
 }
 
-fn parse_fields(v: &Value, out: &mut Vec<FieldRequest>) -> Result<()> {
+fn parse_fields(v: &Value, doc_values: bool, out: &mut Vec<FieldRequest>) -> Result<()> {
     let items = v
         .as_array()
         .ok_or_else(|| Error::parsing("[fields] must be an array"))?;
@@ -307,6 +317,7 @@ fn parse_fields(v: &Value, out: &mut Vec<FieldRequest>) -> Result<()> {
             Value::String(s) => FieldRequest {
                 pattern: s.clone(),
                 format: None,
+                doc_values,
             },
             Value::Object(m) => FieldRequest {
                 pattern: m
@@ -315,6 +326,7 @@ fn parse_fields(v: &Value, out: &mut Vec<FieldRequest>) -> Result<()> {
                     .ok_or_else(|| Error::parsing("[fields] entries need a [field]"))?
                     .to_string(),
                 format: m.get("format").and_then(Value::as_str).map(str::to_string),
+                doc_values,
             },
             _ => return Err(Error::parsing("[fields] entries must be strings or objects")),
         });
@@ -344,6 +356,7 @@ impl SearchBody {
             timeout: None,
             allow_partial: true,
             explain_plan: false,
+            ids: true,
         };
         let empty = Map::new();
         let m = match body {
@@ -379,7 +392,8 @@ impl SearchBody {
                     )
                 }
                 "aggs" | "aggregations" => s.aggs = Some(aggs::parse(v)?),
-                "fields" | "docvalue_fields" => parse_fields(v, &mut s.fields)?,
+                "fields" => parse_fields(v, false, &mut s.fields)?,
+                "docvalue_fields" => parse_fields(v, true, &mut s.fields)?,
                 "stored_fields" => {
                     let none = match v {
                         Value::String(x) => x == "_none_",
@@ -388,6 +402,7 @@ impl SearchBody {
                     };
                     if none {
                         s.source.enabled = false;
+                        s.ids = false;
                     }
                 }
                 "min_score" => {
@@ -724,6 +739,7 @@ struct FieldColumn {
     alias: String,
     ty: FieldType,
     format: Option<String>,
+    doc_values: bool,
 }
 
 impl Search<'_> {
@@ -790,6 +806,7 @@ impl Search<'_> {
                     path,
                     ty,
                     format: req.format.clone(),
+                    doc_values: req.doc_values,
                 });
             }
         }
@@ -1011,7 +1028,9 @@ impl Search<'_> {
                     }
                 };
                 hit.insert("_index".into(), get("_index")?);
-                hit.insert("_id".into(), get("_id")?);
+                if self.body.ids {
+                    hit.insert("_id".into(), get("_id")?);
+                }
                 let score = if scoring
                     && (self.body.sorted_by_score()
                         || self.body.track_scores
@@ -1036,11 +1055,18 @@ impl Search<'_> {
                     let mut out = Map::new();
                     for f in &fields {
                         let v = get(&f.alias)?;
-                        let values: Vec<Value> = match v {
+                        let mut values: Vec<Value> = match v {
                             Value::Null => continue,
                             Value::Array(items) => items,
                             other => vec![other],
                         };
+                        if f.doc_values {
+                            values.sort_by(|a, b| match (a.as_f64(), b.as_f64()) {
+                                (Some(x), Some(y)) => x.total_cmp(&y),
+                                _ => a.as_str().cmp(&b.as_str()),
+                            });
+                            values.dedup();
+                        }
                         let values = if f.ty == FieldType::Date {
                             let fmt = date_formatter(
                                 f.format.as_deref().or(self.date_format_of(&f.path).as_deref()),

@@ -97,32 +97,6 @@ async fn run_search(node: &Node, target: &str, params: &Params, body: &[u8]) -> 
     Ok(respond(&out, params))
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::filter_path;
-
-    #[test]
-    fn filter_path_keeps_named_parts() {
-        let v = json!({"took": 3, "hits": {"total": {"value": 2}, "hits": [{"_id": "1", "_score": 1.0}, {"_id": "2"}]},
-                       "aggregations": {"a": {"value": 1}}});
-        assert_eq!(
-            filter_path(&v, "hits.hits._id,aggregations"),
-            json!({"hits": {"hits": [{"_id": "1"}, {"_id": "2"}]}, "aggregations": {"a": {"value": 1}}})
-        );
-        assert_eq!(
-            filter_path(&v, "**.value"),
-            json!({"hits": {"total": {"value": 2}}, "aggregations": {"a": {"value": 1}}})
-        );
-        assert_eq!(
-            filter_path(&v, "hits.t*"),
-            json!({"hits": {"total": {"value": 2}}})
-        );
-        assert_eq!(filter_path(&v, "nothing"), json!({}));
-    }
-}
-
 pub async fn search(
     State(node): State<Arc<Node>>,
     Path(index): Path<String>,
@@ -204,4 +178,30 @@ pub async fn msearch_index(
     body: Bytes,
 ) -> ApiResult<Response> {
     run_msearch(&node, Some(&index), &params, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::filter_path;
+
+    #[test]
+    fn filter_path_keeps_named_parts() {
+        let v = json!({"took": 3, "hits": {"total": {"value": 2}, "hits": [{"_id": "1", "_score": 1.0}, {"_id": "2"}]},
+                       "aggregations": {"a": {"value": 1}}});
+        assert_eq!(
+            filter_path(&v, "hits.hits._id,aggregations"),
+            json!({"hits": {"hits": [{"_id": "1"}, {"_id": "2"}]}, "aggregations": {"a": {"value": 1}}})
+        );
+        assert_eq!(
+            filter_path(&v, "**.value"),
+            json!({"hits": {"total": {"value": 2}}, "aggregations": {"a": {"value": 1}}})
+        );
+        assert_eq!(
+            filter_path(&v, "hits.t*"),
+            json!({"hits": {"total": {"value": 2}}})
+        );
+        assert_eq!(filter_path(&v, "nothing"), json!({}));
+    }
 }
