@@ -42,6 +42,8 @@ use crate::source::{Output, Target, common_type, float_json, json_at, union_sour
 #[derive(Debug, Clone)]
 pub struct AggTree {
     nodes: Vec<AggNode>,
+    /// The request's `now` (date math in bounds), epoch milliseconds.
+    now_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -166,25 +168,31 @@ struct MetricAgg {
 
 const DEFAULT_PERCENTS: [f64; 7] = [1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0];
 
+/// Elasticsearch's default `search.max_buckets`.
+const MAX_BUCKETS: usize = 65_536;
+
 fn agg_error(reason: impl Into<String>) -> Error {
     Error::new(400, "x_content_parse_exception", reason)
 }
 
-/// Parses `aggs` / `aggregations`.
-pub fn parse(v: &Value) -> Result<AggTree> {
+/// Parses `aggs` / `aggregations`; `now_ms` is the request's `now`.
+pub fn parse(v: &Value, now_ms: i64) -> Result<AggTree> {
     Ok(AggTree {
-        nodes: parse_level(v)?,
+        nodes: parse_level(v, now_ms)?,
+        now_ms,
     })
 }
 
-fn parse_level(v: &Value) -> Result<Vec<AggNode>> {
+fn parse_level(v: &Value, now_ms: i64) -> Result<Vec<AggNode>> {
     let m = v
         .as_object()
         .ok_or_else(|| Error::parsing("Aggregation definitions must be objects"))?;
-    m.iter().map(|(name, def)| parse_node(name, def)).collect()
+    m.iter()
+        .map(|(name, def)| parse_node(name, def, now_ms))
+        .collect()
 }
 
-fn parse_node(name: &str, def: &Value) -> Result<AggNode> {
+fn parse_node(name: &str, def: &Value, now_ms: i64) -> Result<AggNode> {
     let m = def.as_object().ok_or_else(|| {
         Error::parsing(format!(
             "Expected [START_OBJECT] under [{name}], but got a different token"
@@ -194,7 +202,7 @@ fn parse_node(name: &str, def: &Value) -> Result<AggNode> {
     let mut children = vec![];
     for (key, body) in m {
         match key.as_str() {
-            "aggs" | "aggregations" => children = parse_level(body)?,
+            "aggs" | "aggregations" => children = parse_level(body, now_ms)?,
             "meta" => {}
             agg_type => {
                 if kind.is_some() {
@@ -202,7 +210,7 @@ fn parse_node(name: &str, def: &Value) -> Result<AggNode> {
                         "Found two aggregation type definitions in [{name}]: [{agg_type}]"
                     )));
                 }
-                kind = Some(parse_kind(name, agg_type, body)?);
+                kind = Some(parse_kind(name, agg_type, body, now_ms)?);
             }
         }
     }
@@ -331,7 +339,7 @@ fn key_filter(v: &Value) -> Result<KeyFilter> {
     }
 }
 
-fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
+fn parse_kind(name: &str, agg: &str, body: &Value, now_ms: i64) -> Result<AggKind> {
     let m = body
         .as_object()
         .ok_or_else(|| agg_error(format!("[{agg}] for [{name}] must be an object")))?;
@@ -462,7 +470,7 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
                 })?,
                 "interval",
             )?;
-            if interval <= 0.0 {
+            if !(interval.is_finite() && interval > 0.0) {
                 return Err(Error::invalid_field(
                     agg,
                     "interval",
@@ -501,7 +509,7 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
                 missing: m.get("missing").map(|v| num(v, "missing")).transpose()?,
             }))
         }
-        "date_histogram" => parse_date_histogram(m),
+        "date_histogram" => parse_date_histogram(m, now_ms),
         "range" | "date_range" => {
             check_keys(
                 agg,
@@ -587,7 +595,7 @@ fn parse_kind(name: &str, agg: &str, body: &Value) -> Result<AggKind> {
     }
 }
 
-fn parse_date_histogram(m: &Map<String, Value>) -> Result<AggKind> {
+fn parse_date_histogram(m: &Map<String, Value>, now_ms: i64) -> Result<AggKind> {
     check_keys(
         "date_histogram",
         m,
@@ -669,7 +677,7 @@ fn parse_date_histogram(m: &Map<String, Value>) -> Result<AggKind> {
             )));
         }
     };
-    let date = |v: &Value| resolve_date(v, None, 0, false);
+    let date = |v: &Value| resolve_date(v, None, now_ms, false);
     let bounds = |key: &str| -> Result<Option<(Option<i64>, Option<i64>)>> {
         m.get(key)
             .map(|b| {
@@ -776,6 +784,8 @@ struct Row {
 /// Results of all plans: per node, per key path, the row.
 pub struct AggResults {
     rows: HashMap<NodeId, HashMap<Vec<Key>, Row>>,
+    /// Per node, the rows under each parent key: (own key, row).
+    children: HashMap<NodeId, HashMap<Vec<Key>, Vec<(Key, Row)>>>,
 }
 
 fn metric_columns(m: &MetricAgg) -> usize {
@@ -811,7 +821,7 @@ pub fn plan(
     if targets.is_empty() {
         return Ok(vec![]);
     }
-    p.level(&tree.nodes, &[], &[])?;
+    p.top_level(&tree.nodes)?;
     Ok(p.plans)
 }
 
@@ -822,68 +832,66 @@ struct Level<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn level(&mut self, nodes: &'a [AggNode], path: &[usize], ancestors: &[Level<'a>]) -> Result<()> {
-        let metrics: Vec<(usize, &MetricAgg)> = nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| match &n.kind {
-                AggKind::Metric(m) => Some((i, m)),
-                _ => None,
-            })
-            .collect();
+    /// Plans the metrics of a level (top-level metrics: one plan without
+    /// groups) and every bucket aggregation below it.
+    fn top_level(&mut self, nodes: &'a [AggNode]) -> Result<()> {
+        let metrics = metric_children(nodes);
         if !metrics.is_empty() {
-            self.node_plans(path, ancestors, &metrics, false)?;
+            self.node_plans(&[], &[], &metrics, false)?;
         }
+        self.buckets_below(nodes, &[], &[])
+    }
+
+    fn buckets_below(&mut self, nodes: &'a [AggNode], path: &[usize], ancestors: &[Level<'a>]) -> Result<()> {
         for (i, node) in nodes.iter().enumerate() {
             if matches!(node.kind, AggKind::Metric(_)) {
                 continue;
             }
             let mut child_path = path.to_vec();
             child_path.push(i);
+            self.check_field_type(node)?;
             let mut levels = ancestors.to_vec();
             levels.push(Level { node });
-            let child_metrics: Vec<(usize, &MetricAgg)> = node
-                .children
-                .iter()
-                .enumerate()
-                .filter_map(|(j, n)| match &n.kind {
-                    AggKind::Metric(m) => Some((j, m)),
-                    _ => None,
-                })
-                .collect();
-            self.node_plans(&child_path, &levels, &child_metrics, true)?;
-            self.level_children(&node.children, &child_path, &levels)?;
+            self.node_plans(&child_path, &levels, &metric_children(&node.children), true)?;
+            self.buckets_below(&node.children, &child_path, &levels)?;
         }
         Ok(())
     }
 
-    fn level_children(
-        &mut self,
-        nodes: &'a [AggNode],
-        path: &[usize],
-        ancestors: &[Level<'a>],
-    ) -> Result<()> {
-        for (i, node) in nodes.iter().enumerate() {
-            if matches!(node.kind, AggKind::Metric(_)) {
-                continue;
-            }
-            let mut child_path = path.to_vec();
-            child_path.push(i);
-            let mut levels = ancestors.to_vec();
-            levels.push(Level { node });
-            let child_metrics: Vec<(usize, &MetricAgg)> = node
-                .children
+    /// Rejects a bucket aggregation over a field type it cannot group, as
+    /// Elasticsearch does (a 400 from the shards).
+    fn check_field_type(&self, node: &AggNode) -> Result<()> {
+        let field_type = |f: &str| {
+            self.targets
                 .iter()
-                .enumerate()
-                .filter_map(|(j, n)| match &n.kind {
-                    AggKind::Metric(m) => Some((j, m)),
-                    _ => None,
-                })
-                .collect();
-            self.node_plans(&child_path, &levels, &child_metrics, true)?;
-            self.level_children(&node.children, &child_path, &levels)?;
+                .find_map(|t| t.mapping().column(f).map(|c| c.mapping.ty))
+        };
+        let (agg, field) = match &node.kind {
+            AggKind::Terms(t) => {
+                if field_type(&t.field) == Some(FieldType::Text) {
+                    return Err(Error::illegal_argument(format!(
+                        "Text fields are not optimised for operations that require per-document field data like aggregations and sorting, so these operations are disabled by default. Please use a keyword field instead. Alternatively, set fielddata=true on [{}] in order to load field data by uninverting the inverted index. Note that this can use significant memory.",
+                        t.field
+                    ))
+                    .on_shards());
+                }
+                return Ok(());
+            }
+            AggKind::Histogram(h) => ("histogram", &h.field),
+            AggKind::DateHistogram(d) => ("date_histogram", &d.field),
+            AggKind::Range(r) => ("range", &r.field),
+            AggKind::Filters(_) | AggKind::Metric(_) => return Ok(()),
+        };
+        match field_type(field) {
+            Some(ty @ (FieldType::Keyword | FieldType::Text | FieldType::Ip | FieldType::Boolean)) => {
+                Err(Error::illegal_argument(format!(
+                    "Field [{field}] of type [{}] is not supported for aggregation [{agg}]",
+                    ty.name()
+                ))
+                .on_shards())
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn is_list(&self, field: &str) -> bool {
@@ -1020,7 +1028,7 @@ impl<'a> Planner<'a> {
             if let AggKind::Terms(t) = &level.node.kind
                 && (t.include.is_some() || t.exclude.is_some())
             {
-                builder = builder.filter(key_filter_expr(t, key.clone(), ty.as_ref()))?;
+                builder = builder.filter(key_filter_expr(t, key.clone()))?;
             }
             if let Some(f) = hard_bounds_expr(level.node, key.clone()) {
                 builder = builder.filter(f)?;
@@ -1030,7 +1038,13 @@ impl<'a> Planner<'a> {
         let mut aggs = vec![datafusion::functions_aggregate::count::count_all().alias("__count")];
         for (j, (_, m)) in metrics.iter().enumerate() {
             let ty = common_type(self.targets, &m.field).map(|t| element(&t));
-            aggs.extend(metric_exprs(j, m, col(format!("__m{j}")), ty.as_ref())?);
+            aggs.extend(metric_exprs(
+                j,
+                m,
+                col(format!("__m{j}")),
+                ty.as_ref(),
+                self.now_ms,
+            )?);
         }
         let plan = builder.aggregate(groups, aggs)?.build()?;
         let names = node_names(levels);
@@ -1098,6 +1112,18 @@ impl<'a> Planner<'a> {
             _ => return Err(Error::internal("key of a branch aggregation")),
         })
     }
+}
+
+/// The metric aggregations among `nodes`, with their positions.
+fn metric_children(nodes: &[AggNode]) -> Vec<(usize, &MetricAgg)> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match &n.kind {
+            AggKind::Metric(m) => Some((i, m)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn node_names(levels: &[Level]) -> String {
@@ -1170,11 +1196,8 @@ fn json_lit(v: &Value) -> Expr {
     }
 }
 
-fn key_filter_expr(t: &TermsAgg, key: Expr, ty: Option<&DataType>) -> Expr {
-    let as_text = match ty {
-        Some(DataType::Utf8 | DataType::Dictionary(..)) | None => cast(key.clone(), DataType::Utf8),
-        _ => cast(key.clone(), DataType::Utf8),
-    };
+fn key_filter_expr(t: &TermsAgg, key: Expr) -> Expr {
+    let as_text = cast(key.clone(), DataType::Utf8);
     let one = |f: &KeyFilter| -> Expr {
         match f {
             KeyFilter::Regex(re) => datafusion::functions::expr_fn::regexp_like(
@@ -1226,7 +1249,13 @@ fn hard_bounds_expr(node: &AggNode, key: Expr) -> Option<Expr> {
     Some(e)
 }
 
-fn metric_exprs(j: usize, m: &MetricAgg, input: Expr, ty: Option<&DataType>) -> Result<Vec<Expr>> {
+fn metric_exprs(
+    j: usize,
+    m: &MetricAgg,
+    input: Expr,
+    ty: Option<&DataType>,
+    now_ms: i64,
+) -> Result<Vec<Expr>> {
     let numeric = |e: Expr| -> Expr {
         let e = match ty {
             Some(DataType::Timestamp(..)) => cast(cast(e, DataType::Int64), DataType::Float64),
@@ -1235,7 +1264,7 @@ fn metric_exprs(j: usize, m: &MetricAgg, input: Expr, ty: Option<&DataType>) -> 
         match &m.missing {
             Some(v) => {
                 let fill = match (ty, v) {
-                    (Some(DataType::Timestamp(..)), _) => lit(resolve_date(v, None, 0, false)
+                    (Some(DataType::Timestamp(..)), _) => lit(resolve_date(v, None, now_ms, false)
                         .map(|ms| ms as f64)
                         .unwrap_or(f64::NAN)),
                     (_, Value::Number(n)) => lit(n.as_f64().unwrap_or(0.0)),
@@ -1359,9 +1388,14 @@ impl DateBucket {
         let start = match &self.interval {
             Interval::Calendar(unit) => unit.floor(shifted, &self.tz),
             Interval::Fixed(step) => {
+                // Intervals are laid out on the local clock; a bucket starts
+                // at the instant its local start time names.
                 let local = shifted + self.tz.offset_ms_at(shifted);
                 let floored = local.div_euclid(*step) * step;
-                floored - self.tz.offset_ms_at(shifted)
+                match chrono::DateTime::from_timestamp_millis(floored) {
+                    Some(t) => self.tz.utc_ms_of(t.naive_utc()),
+                    None => floored - self.tz.offset_ms_at(shifted),
+                }
             }
         };
         start + self.offset
@@ -1408,7 +1442,19 @@ pub async fn run(ctx: &SessionContext, plans: &[AggPlan]) -> Result<AggResults> 
             read_rows(plan, batch, node_rows)?;
         }
     }
-    Ok(AggResults { rows })
+    let mut children: HashMap<NodeId, HashMap<Vec<Key>, Vec<(Key, Row)>>> = HashMap::new();
+    for (node, node_rows) in &rows {
+        let by_parent = children.entry(node.clone()).or_default();
+        for (key, row) in node_rows {
+            if let Some((own, parent)) = key.split_last() {
+                by_parent
+                    .entry(parent.to_vec())
+                    .or_default()
+                    .push((own.clone(), row.clone()));
+            }
+        }
+    }
+    Ok(AggResults { rows, children })
 }
 
 fn read_rows(plan: &AggPlan, batch: &RecordBatch, out: &mut HashMap<Vec<Key>, Row>) -> Result<()> {
@@ -1446,7 +1492,11 @@ fn read_rows(plan: &AggPlan, batch: &RecordBatch, out: &mut HashMap<Vec<Key>, Ro
 
 /// Renders the `aggregations` section of the response.
 pub fn render(tree: &AggTree, results: &AggResults, targets: &[Target]) -> Result<Value> {
-    let r = Renderer { results, targets };
+    let r = Renderer {
+        results,
+        targets,
+        now_ms: tree.now_ms,
+    };
     let root_row = r.row(&[], &[]);
     r.level(&tree.nodes, &[], &[], root_row.as_ref())
 }
@@ -1454,6 +1504,7 @@ pub fn render(tree: &AggTree, results: &AggResults, targets: &[Target]) -> Resul
 struct Renderer<'a> {
     results: &'a AggResults,
     targets: &'a [Target],
+    now_ms: i64,
 }
 
 impl Renderer<'_> {
@@ -1496,13 +1547,12 @@ impl Renderer<'_> {
 
     /// Rows of a node below the parent key.
     fn children_rows(&self, node: &[usize], parent: &[Key]) -> Vec<(Key, Row)> {
-        let Some(rows) = self.results.rows.get(node) else {
-            return vec![];
-        };
-        rows.iter()
-            .filter(|(k, _)| k.len() == parent.len() + 1 && k[..parent.len()] == *parent)
-            .map(|(k, r)| (k[parent.len()].clone(), r.clone()))
-            .collect()
+        self.results
+            .children
+            .get(node)
+            .and_then(|by_parent| by_parent.get(parent))
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn bucket(
@@ -1588,14 +1638,6 @@ impl Renderer<'_> {
                     return ord;
                 }
             }
-            if !matches!(t.order.first(), Some((OrderKey::Count, _))) {
-                let by_count = rb.count.cmp(&ra.count);
-                if by_count != std::cmp::Ordering::Equal
-                    && !matches!(t.order.first(), Some((OrderKey::Key, _)))
-                {
-                    return by_count;
-                }
-            }
             ka.compare(kb)
         });
         let shown: Vec<(Key, Row)> = rows.iter().take(t.size).cloned().collect();
@@ -1667,7 +1709,7 @@ impl Renderer<'_> {
                 let mut i = 0u64;
                 loop {
                     let k = lo + i as f64 * h.interval;
-                    if k > hi + h.interval * 1e-9 || i > 1_000_000 {
+                    if k > hi + h.interval * 1e-9 || keys.len() >= MAX_BUCKETS {
                         break;
                     }
                     keys.push(k);
@@ -1675,17 +1717,17 @@ impl Renderer<'_> {
                 }
             }
         }
+        let slot = |x: f64| ((x - h.offset) / h.interval).round() as i64;
+        let rows: HashMap<i64, (f64, Row)> = by_key.into_iter().map(|(x, r)| (slot(x), (x, r))).collect();
         let mut buckets = Vec::new();
         let mut keyed = Map::new();
         for k in keys {
-            let row = by_key
-                .iter()
-                .find(|(x, _)| (x - k).abs() <= h.interval * 1e-9)
-                .map(|(_, r)| r.clone());
+            let found = rows.get(&slot(k));
+            let row = found.map(|(_, r)| r.clone());
             if row.as_ref().map_or(0, |r| r.count) < h.min_doc_count as i64 {
                 continue;
             }
-            let key = row_key(&by_key, k, h.interval);
+            let key = Key::Float(found.map_or(k, |(x, _)| *x).to_bits());
             let mut b = Map::new();
             b.insert("key".into(), float_json(k));
             b.extend(self.bucket(node, path, parent, &key, row.as_ref())?);
@@ -1740,26 +1782,28 @@ impl Renderer<'_> {
                 }
             }
             if let (Some(lo), Some(hi)) = (lo, hi) {
-                keys.clear();
                 let mut k = lo;
-                while k <= hi && keys.len() < 1_000_000 {
+                while k <= hi && keys.len() < MAX_BUCKETS {
                     keys.push(k);
                     let next = match &d.interval {
                         Interval::Calendar(unit) => unit.next(k - d.offset, &d.tz) + d.offset,
-                        Interval::Fixed(step) => k + step,
+                        Interval::Fixed(step) => bucketer.bucket(k + step + step / 2),
                     };
                     if next <= k {
                         break;
                     }
                     k = next;
                 }
+                keys.sort_unstable();
+                keys.dedup();
             }
         }
         let fmt = self.date_formatter(&d.field, d.format.as_deref())?;
+        let rows: HashMap<i64, Row> = by_key.into_iter().collect();
         let mut buckets = Vec::new();
         let mut keyed = Map::new();
         for k in keys {
-            let row = by_key.iter().find(|(x, _)| *x == k).map(|(_, r)| r.clone());
+            let row = rows.get(&k).cloned();
             if row.as_ref().map_or(0, |r| r.count) < d.min_doc_count as i64 {
                 continue;
             }
@@ -1792,7 +1836,7 @@ impl Renderer<'_> {
             v.as_ref()
                 .map(|v| {
                     if is_date {
-                        resolve_date(v, r.format.as_deref(), 0, false).map(|ms| ms as f64)
+                        resolve_date(v, r.format.as_deref(), self.now_ms, false).map(|ms| ms as f64)
                     } else {
                         num(v, "range")
                     }
@@ -1980,13 +2024,6 @@ impl Renderer<'_> {
     }
 }
 
-fn row_key(by_key: &[(f64, Row)], k: f64, interval: f64) -> Key {
-    by_key
-        .iter()
-        .find(|(x, _)| (x - k).abs() <= interval * 1e-9)
-        .map_or(Key::Float(k.to_bits()), |(x, _)| Key::Float(x.to_bits()))
-}
-
 fn opt(v: Option<f64>) -> Value {
     v.map_or(Value::Null, float_json)
 }
@@ -2014,5 +2051,44 @@ pub fn java_double(f: f64) -> String {
         format!("{m}E{exp}")
     } else {
         format!("{f}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s).map_or(0, |d| d.timestamp_millis())
+    }
+
+    #[test]
+    fn fixed_day_buckets_follow_the_local_clock_across_dst() -> Result<(), String> {
+        let tz = TimeZone::parse("Europe/Berlin")?;
+        let bucket = DateBucket {
+            interval: Interval::Fixed(86_400_000),
+            tz,
+            tz_name: "Europe/Berlin".into(),
+            offset: 0,
+            signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+        };
+        // Both instants are on 31 March 2024 in Berlin, before and after the
+        // clocks go forward: one bucket, starting at local midnight (+01:00).
+        let start = ms("2024-03-30T23:00:00Z");
+        assert_eq!(bucket.bucket(ms("2024-03-31T00:30:00Z")), start);
+        assert_eq!(bucket.bucket(ms("2024-03-31T12:00:00Z")), start);
+        // The next day starts at local midnight in summer time (+02:00).
+        assert_eq!(
+            bucket.bucket(ms("2024-04-01T10:00:00Z")),
+            ms("2024-03-31T22:00:00Z")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn java_doubles() {
+        assert_eq!(java_double(100.0), "100.0");
+        assert_eq!(java_double(0.5), "0.5");
+        assert_eq!(java_double(1e7), "1.0E7");
     }
 }

@@ -72,6 +72,7 @@ fn field_entry<'v>(clause: &str, v: &'v Value) -> Result<(&'v str, &'v Value)> {
 fn as_f32(v: &Value, clause: &str, key: &str) -> Result<f32> {
     v.as_f64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .filter(|f: &f64| f.is_finite())
         .map(|f| f as f32)
         .ok_or_else(|| Error::parsing(format!("[{clause}] query: [{key}] must be a number")))
 }
@@ -156,11 +157,11 @@ pub fn minimum_should_match(spec: &Value, count: usize) -> Result<u32> {
         let s = s.trim();
         if let Some(p) = s.strip_suffix('%') {
             let p: i64 = p.trim().parse().map_err(|_| bad())?;
-            let n = count * p.abs() / 100;
+            let n = count.saturating_mul(p.saturating_abs().min(100)) / 100;
             Ok(if p < 0 { count - n } else { n })
         } else {
             let n: i64 = s.parse().map_err(|_| bad())?;
-            Ok(if n < 0 { count + n } else { n })
+            Ok(if n < 0 { count.saturating_add(n) } else { n })
         }
     };
     let result = if text.contains('<') {
@@ -176,7 +177,7 @@ pub fn minimum_should_match(spec: &Value, count: usize) -> Result<u32> {
     } else {
         simple(&text)?
     };
-    Ok(result.max(0) as u32)
+    Ok(result.clamp(0, i64::from(u32::MAX)) as u32)
 }
 
 /// Edit distance for `fuzziness` (`AUTO`, `AUTO:3,6`, `0`..`2`) and a term.
@@ -437,7 +438,7 @@ impl Lowering<'_> {
                     Value::String(s) => s.trim().parse().ok(),
                     _ => None,
                 };
-                TermValue::F64(f.ok_or_else(invalid)?)
+                TermValue::F64(f.filter(|f| f.is_finite()).ok_or_else(invalid)?)
             }
             FieldType::Date => TermValue::I64(self.date_value(col, v, None, None, false)?),
             FieldType::Boolean => match v {
@@ -1199,13 +1200,11 @@ impl Lowering<'_> {
                 out.extend(self.text_fields().into_iter().map(|(f, _)| (f, boost)));
                 continue;
             }
-            for f in self.expand_fields(&pattern) {
-                if self.column(&f).is_some() {
-                    out.push((f, boost));
-                }
-            }
+            // A named field this index does not map stays: it matches nothing
+            // here, as in Elasticsearch.
+            out.extend(self.expand_fields(&pattern).into_iter().map(|f| (f, boost)));
         }
-        if out.is_empty() {
+        if out.is_empty() && m.get("default_field").is_none() && m.get("fields").is_none() {
             out = self.text_fields();
         }
         Ok(out)

@@ -101,7 +101,6 @@ pub struct SearchBody {
     min_score: Option<f32>,
     track_scores: bool,
     timeout: Option<Duration>,
-    allow_partial: bool,
     explain_plan: bool,
     /// Whether hits carry `_id` (`stored_fields: _none_` drops it).
     ids: bool,
@@ -154,7 +153,7 @@ pub fn parse_time_value(s: &str, setting: &str) -> Result<Duration> {
         "d" => n * 86_400e3,
         _ => return Err(bad()),
     };
-    Ok(Duration::from_secs_f64(ms / 1e3))
+    Duration::try_from_secs_f64(ms / 1e3).map_err(|_| bad())
 }
 
 fn parse_track_total(v: &Value) -> Result<TrackTotal> {
@@ -335,8 +334,9 @@ fn parse_fields(v: &Value, doc_values: bool, out: &mut Vec<FieldRequest>) -> Res
 }
 
 impl SearchBody {
-    /// Parses a search body and applies the URL parameters.
-    pub fn parse(body: Option<&Value>, params: &Params) -> Result<SearchBody> {
+    /// Parses a search body and applies the URL parameters; `now_ms` is the
+    /// request's `now`.
+    pub fn parse(body: Option<&Value>, params: &Params, now_ms: i64) -> Result<SearchBody> {
         let mut s = SearchBody {
             query: None,
             post_filter: None,
@@ -354,7 +354,6 @@ impl SearchBody {
             min_score: None,
             track_scores: false,
             timeout: None,
-            allow_partial: true,
             explain_plan: false,
             ids: true,
         };
@@ -391,7 +390,7 @@ impl SearchBody {
                             .clone(),
                     )
                 }
-                "aggs" | "aggregations" => s.aggs = Some(aggs::parse(v)?),
+                "aggs" | "aggregations" => s.aggs = Some(aggs::parse(v, now_ms)?),
                 "fields" => parse_fields(v, false, &mut s.fields)?,
                 "docvalue_fields" => parse_fields(v, true, &mut s.fields)?,
                 "stored_fields" => {
@@ -467,7 +466,8 @@ impl SearchBody {
                 "_source_includes" => s.source.includes = v.split(',').map(str::to_string).collect(),
                 "_source_excludes" => s.source.excludes = v.split(',').map(str::to_string).collect(),
                 "timeout" => s.timeout = Some(parse_time_value(v, "timeout")?),
-                "allow_partial_search_results" => s.allow_partial = v != "false",
+                // Every shard is local: there is nothing partial to allow.
+                "allow_partial_search_results" => {}
                 "explain_plan" => s.explain_plan = v != "false",
                 _ => {}
             }
@@ -597,13 +597,14 @@ pub async fn search(
     params: &Params,
 ) -> Result<Value> {
     let started = Instant::now();
-    let body = SearchBody::parse(body, params)?;
+    let now = now_ms();
+    let body = SearchBody::parse(body, params, now)?;
     let targets = resolve(indices, target)?;
     let search = Search {
         ctx,
         targets,
         body,
-        now_ms: now_ms(),
+        now_ms: now,
     };
     let plans = search.plans()?;
     if search.body.explain_plan {
