@@ -781,11 +781,14 @@ struct Row {
     metrics: HashMap<usize, Vec<Value>>,
 }
 
+/// The rows of a node grouped by their parent's key path: (own key, row).
+type ChildRows = HashMap<Vec<Key>, Vec<(Key, Row)>>;
+
 /// Results of all plans: per node, per key path, the row.
 pub struct AggResults {
     rows: HashMap<NodeId, HashMap<Vec<Key>, Row>>,
     /// Per node, the rows under each parent key: (own key, row).
-    children: HashMap<NodeId, HashMap<Vec<Key>, Vec<(Key, Row)>>>,
+    children: HashMap<NodeId, ChildRows>,
 }
 
 fn metric_columns(m: &MetricAgg) -> usize {
@@ -1442,7 +1445,7 @@ pub async fn run(ctx: &SessionContext, plans: &[AggPlan]) -> Result<AggResults> 
             read_rows(plan, batch, node_rows)?;
         }
     }
-    let mut children: HashMap<NodeId, HashMap<Vec<Key>, Vec<(Key, Row)>>> = HashMap::new();
+    let mut children: HashMap<NodeId, ChildRows> = HashMap::new();
     for (node, node_rows) in &rows {
         let by_parent = children.entry(node.clone()).or_default();
         for (key, row) in node_rows {
