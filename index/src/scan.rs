@@ -496,33 +496,40 @@ impl ScanJob {
                     )),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let mut scorer = weight.scorer(segment, 1.0).map_err(tantivy_err)?;
             let alive = segment.alive_bitset();
-            let mut doc = scorer.doc();
-            loop {
-                let done = doc == tantivy::TERMINATED;
-                if !done && alive.is_none_or(|a| a.is_alive(doc)) {
-                    docs.push(doc);
-                }
-                if (done && !docs.is_empty()) || docs.len() == self.batch_size {
-                    self.docs_scanned.add(docs.len());
-                    let arrays = kinds
-                        .iter()
-                        .zip(&columns)
-                        .map(|(kind, col)| numeric_array(kind, col.as_ref(), &docs))
-                        .collect::<Vec<_>>();
-                    let options = RecordBatchOptions::new().with_row_count(Some(docs.len()));
-                    let batch =
-                        RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &options)?;
-                    docs.clear();
-                    if !self.send(tx, batch) {
-                        return Ok(());
+            let mut outcome: Result<bool> = Ok(true);
+            let emit = |docs: &mut Vec<DocId>| -> Result<bool> {
+                self.docs_scanned.add(docs.len());
+                let arrays = kinds
+                    .iter()
+                    .zip(&columns)
+                    .map(|(kind, col)| numeric_array(kind, col.as_ref(), docs))
+                    .collect::<Vec<_>>();
+                let options = RecordBatchOptions::new().with_row_count(Some(docs.len()));
+                let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &options)?;
+                docs.clear();
+                Ok(self.send(tx, batch))
+            };
+            // Matching documents come in blocks, as tantivy's collectors get them.
+            weight
+                .for_each_no_score(segment, &mut |block: &[DocId]| {
+                    if !matches!(outcome, Ok(true)) {
+                        return;
                     }
-                }
-                if done {
-                    break;
-                }
-                doc = scorer.advance();
+                    match alive {
+                        Some(a) => docs.extend(block.iter().filter(|d| a.is_alive(**d))),
+                        None => docs.extend_from_slice(block),
+                    }
+                    if docs.len() >= self.batch_size {
+                        outcome = emit(&mut docs);
+                    }
+                })
+                .map_err(tantivy_err)?;
+            if matches!(outcome, Ok(true)) && !docs.is_empty() {
+                outcome = emit(&mut docs);
+            }
+            if !outcome? {
+                return Ok(());
             }
         }
         Ok(())
@@ -603,12 +610,33 @@ fn all_single_numeric(kinds: &[ColKind]) -> bool {
 
 /// One numeric column for a batch of doc ids of one segment.
 fn numeric_array(kind: &ColKind, column: Option<&NumColumn>, docs: &[DocId]) -> ArrayRef {
+    /// The first value of each document (`None` without one). Optional
+    /// columns translate the whole block of doc ids to value rows at once
+    /// and read the values in one batch.
     fn read<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
         col: &Column<T>,
         docs: &[DocId],
     ) -> Vec<Option<T>> {
         let mut out = vec![None; docs.len()];
-        col.first_vals(docs, &mut out);
+        if col.get_cardinality() != tantivy::columnar::Cardinality::Optional {
+            col.first_vals(docs, &mut out);
+            return out;
+        }
+        let mut doc_out = Vec::with_capacity(docs.len());
+        let mut rows = Vec::with_capacity(docs.len());
+        col.row_ids_for_docs(docs, &mut doc_out, &mut rows);
+        let mut vals = vec![T::default(); rows.len()];
+        col.values.get_vals(&rows, &mut vals);
+        let mut i = 0;
+        for (doc, val) in doc_out.iter().zip(vals) {
+            while i < docs.len() && docs[i] < *doc {
+                i += 1;
+            }
+            if i < docs.len() && docs[i] == *doc {
+                out[i] = Some(val);
+                i += 1;
+            }
+        }
         out
     }
     fn full<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
