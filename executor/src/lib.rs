@@ -16,6 +16,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use futures::TryStreamExt;
 use quidditch_index::Indices;
+use quidditch_index::agg_pushdown::AggregatePushdown;
 use quidditch_sql::{Result, catalog, plan_sql, register_catalog};
 
 /// Execution settings.
@@ -75,10 +76,13 @@ impl Engine {
             .with_batch_size(config.batch_size);
         let ctx = SessionContext::new_with_config(session_config);
         register_catalog(&ctx, Arc::clone(&indices))?;
+        let base = SessionStateBuilder::new_from_existing(ctx.state())
+            .with_physical_optimizer_rule(Arc::new(AggregatePushdown))
+            .build();
         Ok(Engine {
             indices,
             config,
-            base: ctx.state(),
+            base,
         })
     }
 

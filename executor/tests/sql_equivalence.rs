@@ -204,6 +204,20 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<String>> {
 const QUERIES: &[(&str, bool)] = &[
     ("SELECT count(*) FROM people", true),
     ("SELECT city, count(*), avg(age) FROM people GROUP BY city", false),
+    // Partial aggregates computed inside the scan (keyword group, numeric
+    // and date states, missing keys and values).
+    (
+        "SELECT city, count(*), sum(score), min(score), max(score), avg(age), count(age), min(joined), max(joined), sum(age) FROM people GROUP BY city",
+        false,
+    ),
+    (
+        "SELECT city, count(*), avg(score) FROM people WHERE age > 30 GROUP BY city",
+        false,
+    ),
+    (
+        "SELECT sum(age), min(score), max(joined), avg(score), count(score) FROM people",
+        false,
+    ),
     (
         "SELECT name, age FROM people WHERE age > 30 ORDER BY age DESC, name LIMIT 10",
         true,
@@ -309,5 +323,31 @@ async fn sql_over_indices_matches_in_memory_tables() -> Result<()> {
         );
         assert_eq!(got, want, "{sql}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn partial_aggregates_run_inside_the_scan() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let engine = index_engine(dir.path(), &people(), &orders())?;
+    let explain = |sql: &str| {
+        let engine = engine.clone();
+        let sql = format!("EXPLAIN {sql}");
+        async move {
+            let out = engine.sql(&sql).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok::<_, anyhow::Error>(rows(&out.batches)?.join("\n"))
+        }
+    };
+    let grouped = explain("SELECT city, count(*), avg(age), max(joined) FROM people GROUP BY city").await?;
+    assert!(grouped.contains("TantivyAggregateExec"), "{grouped}");
+    assert!(!grouped.contains("mode=Partial"), "{grouped}");
+    // Not pushed: a bare count (the scan counts), a DISTINCT, a multi-valued group key.
+    let count = explain("SELECT count(*) FROM people").await?;
+    assert!(
+        count.contains("count_only") && !count.contains("TantivyAggregateExec"),
+        "{count}"
+    );
+    let distinct = explain("SELECT city, count(DISTINCT age) FROM people GROUP BY city").await?;
+    assert!(!distinct.contains("TantivyAggregateExec"), "{distinct}");
     Ok(())
 }

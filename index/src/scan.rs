@@ -141,6 +141,26 @@ impl TantivyScanExec {
         })
     }
 
+    /// The index scanned.
+    pub(crate) fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// The mapping the scan reads with.
+    pub(crate) fn mapping(&self) -> &Arc<Mapping> {
+        &self.mapping
+    }
+
+    /// The query the scan runs.
+    pub(crate) fn query(&self) -> &LeafQuery {
+        &self.query
+    }
+
+    /// Whether the scan returns every match, in no particular order.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.sort.is_none() && self.fetch.is_none()
+    }
+
     fn with(&self, sort: Option<ScanSort>, fetch: Option<usize>) -> Result<TantivyScanExec> {
         TantivyScanExec::try_new(
             Arc::clone(&self.index),
@@ -336,7 +356,7 @@ struct ScanJob {
 
 type Sender = tokio::sync::mpsc::Sender<Result<RecordBatch>>;
 
-fn tantivy_err(e: impl fmt::Display) -> DataFusionError {
+pub(crate) fn tantivy_err(e: impl fmt::Display) -> DataFusionError {
     DataFusionError::Execution(format!("tantivy: {e}"))
 }
 
@@ -610,35 +630,6 @@ fn all_single_numeric(kinds: &[ColKind]) -> bool {
 
 /// One numeric column for a batch of doc ids of one segment.
 fn numeric_array(kind: &ColKind, column: Option<&NumColumn>, docs: &[DocId]) -> ArrayRef {
-    /// The first value of each document (`None` without one). Optional
-    /// columns translate the whole block of doc ids to value rows at once
-    /// and read the values in one batch.
-    fn read<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
-        col: &Column<T>,
-        docs: &[DocId],
-    ) -> Vec<Option<T>> {
-        let mut out = vec![None; docs.len()];
-        if col.get_cardinality() != tantivy::columnar::Cardinality::Optional {
-            col.first_vals(docs, &mut out);
-            return out;
-        }
-        let mut doc_out = Vec::with_capacity(docs.len());
-        let mut rows = Vec::with_capacity(docs.len());
-        col.row_ids_for_docs(docs, &mut doc_out, &mut rows);
-        let mut vals = vec![T::default(); rows.len()];
-        col.values.get_vals(&rows, &mut vals);
-        let mut i = 0;
-        for (doc, val) in doc_out.iter().zip(vals) {
-            while i < docs.len() && docs[i] < *doc {
-                i += 1;
-            }
-            if i < docs.len() && docs[i] == *doc {
-                out[i] = Some(val);
-                i += 1;
-            }
-        }
-        out
-    }
     fn full<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
         col: &Column<T>,
         docs: &[DocId],
@@ -672,25 +663,61 @@ fn numeric_array(kind: &ColKind, column: Option<&NumColumn>, docs: &[DocId]) -> 
         (None, false) => as_i64_opt(vec![None; docs.len()]),
         (Some(NumColumn::F64(c)), true) => match full(c, docs) {
             Some(v) => Arc::new(Float64Array::from(v)),
-            None => Arc::new(Float64Array::from(read(c, docs))),
+            None => Arc::new(Float64Array::from(first_values(c, docs))),
         },
         (Some(NumColumn::I64(c)), false) => match full(c, docs) {
             Some(v) => as_i64(v),
-            None => as_i64_opt(read(c, docs)),
+            None => as_i64_opt(first_values(c, docs)),
         },
         (Some(NumColumn::I64(c)), true) => Arc::new(Float64Array::from_iter(
-            read(c, docs).into_iter().map(|v| v.map(|n| n as f64)),
+            first_values(c, docs).into_iter().map(|v| v.map(|n| n as f64)),
         )),
         (Some(NumColumn::U64(c)), true) => Arc::new(Float64Array::from_iter(
-            read(c, docs).into_iter().map(|v| v.map(|n| n as f64)),
+            first_values(c, docs).into_iter().map(|v| v.map(|n| n as f64)),
         )),
-        (Some(NumColumn::U64(c)), false) => {
-            as_i64_opt(read(c, docs).into_iter().map(|v| v.map(u64_to_i64)).collect())
+        (Some(NumColumn::U64(c)), false) => as_i64_opt(
+            first_values(c, docs)
+                .into_iter()
+                .map(|v| v.map(u64_to_i64))
+                .collect(),
+        ),
+        (Some(NumColumn::F64(c)), false) => as_i64_opt(
+            first_values(c, docs)
+                .into_iter()
+                .map(|v| v.map(|f| f as i64))
+                .collect(),
+        ),
+    }
+}
+
+/// The first value of each document (`None` without one). Optional columns
+/// translate the whole block of doc ids to value rows at once and read the
+/// values in one batch.
+pub(crate) fn first_values<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
+    col: &Column<T>,
+    docs: &[DocId],
+) -> Vec<Option<T>> {
+    let mut out = vec![None; docs.len()];
+    if col.get_cardinality() != tantivy::columnar::Cardinality::Optional {
+        col.first_vals(docs, &mut out);
+        return out;
+    }
+    let mut doc_out = Vec::with_capacity(docs.len());
+    let mut rows = Vec::with_capacity(docs.len());
+    col.row_ids_for_docs(docs, &mut doc_out, &mut rows);
+    let mut vals = vec![T::default(); rows.len()];
+    col.values.get_vals(&rows, &mut vals);
+    let mut i = 0;
+    for (doc, val) in doc_out.iter().zip(vals) {
+        while i < docs.len() && docs[i] < *doc {
+            i += 1;
         }
-        (Some(NumColumn::F64(c)), false) => {
-            as_i64_opt(read(c, docs).into_iter().map(|v| v.map(|f| f as i64)).collect())
+        if i < docs.len() && docs[i] == *doc {
+            out[i] = Some(val);
+            i += 1;
         }
     }
+    out
 }
 
 /// A matching document and its score (when scoring).
@@ -785,13 +812,43 @@ enum NumValue {
 
 /// A numeric column whatever type tantivy chose for it in this segment
 /// (JSON fields store whole floats as integers).
-enum NumColumn {
+pub(crate) enum NumColumn {
     I64(Column<i64>),
     U64(Column<u64>),
     F64(Column<f64>),
 }
 
 impl NumColumn {
+    /// First values as doubles.
+    pub(crate) fn read_f64(&self, docs: &[DocId]) -> Vec<Option<f64>> {
+        match self {
+            NumColumn::I64(c) => first_values(c, docs)
+                .into_iter()
+                .map(|v| v.map(|n| n as f64))
+                .collect(),
+            NumColumn::U64(c) => first_values(c, docs)
+                .into_iter()
+                .map(|v| v.map(|n| n as f64))
+                .collect(),
+            NumColumn::F64(c) => first_values(c, docs),
+        }
+    }
+
+    /// First values as integers (doubles truncated).
+    pub(crate) fn read_i64(&self, docs: &[DocId]) -> Vec<Option<i64>> {
+        match self {
+            NumColumn::I64(c) => first_values(c, docs),
+            NumColumn::U64(c) => first_values(c, docs)
+                .into_iter()
+                .map(|v| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+                .collect(),
+            NumColumn::F64(c) => first_values(c, docs)
+                .into_iter()
+                .map(|v| v.map(|f| f as i64))
+                .collect(),
+        }
+    }
+
     fn first_f64_or_i64(&self, doc: DocId, float: bool) -> Option<NumValue> {
         let v = match self {
             NumColumn::I64(c) => NumValue::I(c.first(doc)?),
@@ -829,7 +886,7 @@ impl NumValue {
     }
 }
 
-fn open_numeric(segment: &SegmentReader, name: &str) -> Result<Option<NumColumn>> {
+pub(crate) fn open_numeric(segment: &SegmentReader, name: &str) -> Result<Option<NumColumn>> {
     let handles = segment
         .fast_fields()
         .dynamic_column_handles(name)
@@ -864,7 +921,7 @@ fn open_bool(segment: &SegmentReader, name: &str) -> Result<Option<Column<bool>>
     Ok(None)
 }
 
-fn open_str(segment: &SegmentReader, name: &str) -> Result<Option<StrColumn>> {
+pub(crate) fn open_str(segment: &SegmentReader, name: &str) -> Result<Option<StrColumn>> {
     segment.fast_fields().str(name).map_err(tantivy_err)
 }
 

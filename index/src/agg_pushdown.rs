@@ -1,0 +1,596 @@
+//! Partial aggregation inside the scan.
+//!
+//! DataFusion splits an aggregate into a Partial step per partition (one per
+//! shard) and a Final step. When the Partial step reads a [`TantivyScanExec`]
+//! directly, groups by at most one single-valued keyword column and computes
+//! only `count`, `sum`, `min`, `max` and `avg` of single-valued numeric or
+//! date columns, [`AggregatePushdown`] replaces the pair by a
+//! [`TantivyAggregateExec`]: it folds each segment's fast-field values
+//! straight into per-ordinal accumulators, as tantivy's own aggregations do,
+//! and emits the partial states the Final step expects. Nothing is
+//! materialized per document.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    UInt64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef, TimeUnit};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::expressions::{CastExpr, Column as ColumnExpr, Literal};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use tantivy::DocId;
+use tantivy::query::EnableScoring;
+
+use crate::index::Index;
+use crate::mapping::{FieldType, Mapping};
+use crate::query::LeafQuery;
+use crate::scan::{TantivyScanExec, first_values, open_numeric, open_str, tantivy_err};
+use crate::schema::kw_column;
+
+/// The physical optimizer rule that pushes partial aggregates into scans.
+#[derive(Debug, Default)]
+pub struct AggregatePushdown;
+
+impl PhysicalOptimizerRule for AggregatePushdown {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let pushed = node
+                .downcast_ref::<AggregateExec>()
+                .and_then(TantivyAggregateExec::from_partial);
+            Ok(match pushed {
+                Some(exec) => Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>),
+                None => Transformed::no(node),
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "tantivy_aggregate_pushdown"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// What an aggregate computes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fun {
+    CountRows,
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+}
+
+/// One aggregate: its function, the column it reads, and the state types.
+#[derive(Debug, Clone)]
+struct AggSpec {
+    fun: Fun,
+    column: Option<String>,
+    states: Vec<DataType>,
+}
+
+/// A Partial aggregate computed inside the scan of an index's shards.
+#[derive(Debug)]
+pub struct TantivyAggregateExec {
+    index: Arc<Index>,
+    mapping: Arc<Mapping>,
+    query: LeafQuery,
+    group: Option<String>,
+    aggs: Vec<AggSpec>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+/// The scan column an expression reads (through a projection of columns,
+/// and casts to Float64).
+fn scan_column(
+    expr: &Arc<dyn PhysicalExpr>,
+    projection: Option<&ProjectionExec>,
+    scan: &TantivyScanExec,
+) -> Option<String> {
+    let expr = match expr.downcast_ref::<CastExpr>() {
+        Some(cast) if *cast.cast_type() == DataType::Float64 => cast.expr(),
+        Some(_) => return None,
+        None => expr,
+    };
+    let col = expr.downcast_ref::<ColumnExpr>()?;
+    let (index, name) = match projection {
+        Some(p) => {
+            let inner = p.expr().get(col.index())?;
+            let c = inner.expr.downcast_ref::<ColumnExpr>()?;
+            (c.index(), c.name().to_string())
+        }
+        None => (col.index(), col.name().to_string()),
+    };
+    let field = scan.schema();
+    (field.fields().get(index).map(|f| f.name().as_str()) == Some(name.as_str())).then_some(name)
+}
+
+fn column_type(mapping: &Mapping, name: &str) -> Option<FieldType> {
+    let c = mapping.column(name)?;
+    (!c.mapping.multi_valued).then_some(c.mapping.ty)
+}
+
+impl TantivyAggregateExec {
+    /// The scan-side replacement of a Partial aggregate, when it has one.
+    fn from_partial(agg: &AggregateExec) -> Option<TantivyAggregateExec> {
+        if *agg.mode() != AggregateMode::Partial || agg.filter_expr().iter().any(Option::is_some) {
+            return None;
+        }
+        let input = agg.input();
+        let projection = input.downcast_ref::<ProjectionExec>();
+        let scan_plan = match projection {
+            Some(p) => p.input(),
+            None => input,
+        };
+        let scan = scan_plan.downcast_ref::<TantivyScanExec>()?;
+        if !scan.is_plain() {
+            return None;
+        }
+        let mapping = scan.mapping();
+        let groups = agg.group_expr();
+        if groups.has_grouping_set() || groups.expr().len() > 1 {
+            return None;
+        }
+        let group = match groups.expr().first() {
+            Some((expr, _)) => {
+                let name = scan_column(expr, projection, scan)?;
+                if column_type(mapping, &name)? != FieldType::Keyword {
+                    return None;
+                }
+                Some(name)
+            }
+            None => None,
+        };
+        let schema = agg.schema();
+        let mut field = usize::from(group.is_some());
+        let mut aggs = Vec::new();
+        for expr in agg.aggr_expr() {
+            if expr.is_distinct() || !expr.order_bys().is_empty() {
+                return None;
+            }
+            let args = expr.expressions();
+            let fun = match (expr.fun().name(), args.as_slice()) {
+                ("count", [arg])
+                    if arg
+                        .downcast_ref::<Literal>()
+                        .is_some_and(|l| !l.value().is_null()) =>
+                {
+                    Fun::CountRows
+                }
+                ("count", [_]) => Fun::Count,
+                ("sum", [_]) => Fun::Sum,
+                ("min", [_]) => Fun::Min,
+                ("max", [_]) => Fun::Max,
+                ("avg", [_]) => Fun::Avg,
+                _ => return None,
+            };
+            let column = match fun {
+                Fun::CountRows => None,
+                _ => {
+                    let name = scan_column(&args[0], projection, scan)?;
+                    let numeric = matches!(
+                        column_type(mapping, &name)?,
+                        FieldType::Long
+                            | FieldType::Integer
+                            | FieldType::Short
+                            | FieldType::Byte
+                            | FieldType::Double
+                            | FieldType::Float
+                            | FieldType::Date
+                    );
+                    if !numeric {
+                        return None;
+                    }
+                    Some(name)
+                }
+            };
+            let n = if fun == Fun::Avg { 2 } else { 1 };
+            let states: Vec<DataType> = (field..field + n)
+                .map(|i| schema.fields().get(i).map(|f| f.data_type().clone()))
+                .collect::<Option<_>>()?;
+            let supported =
+                match fun {
+                    Fun::CountRows | Fun::Count => states == [DataType::Int64],
+                    Fun::Sum => matches!(states[..], [DataType::Int64 | DataType::Float64]),
+                    Fun::Min | Fun::Max => matches!(
+                        states[..],
+                        [DataType::Int64
+                            | DataType::Float64
+                            | DataType::Timestamp(TimeUnit::Millisecond, None)]
+                    ),
+                    Fun::Avg => states == [DataType::UInt64, DataType::Float64],
+                };
+            if !supported {
+                return None;
+            }
+            field += n;
+            aggs.push(AggSpec { fun, column, states });
+        }
+        // A bare count is the scan's own `count_only` (tantivy's Count
+        // collector, answered from document frequencies where it can).
+        if field != schema.fields().len() || (group.is_none() && aggs.iter().all(|a| a.fun == Fun::CountRows))
+        {
+            return None;
+        }
+        if group.is_some()
+            && schema.fields()[0].data_type()
+                != &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+        {
+            return None;
+        }
+        let partitions = scan.index().shards().len();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Some(TantivyAggregateExec {
+            index: Arc::clone(scan.index()),
+            mapping: Arc::clone(mapping),
+            query: scan.query().clone(),
+            group,
+            aggs,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+impl DisplayAs for TantivyAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let aggs: Vec<String> = self
+            .aggs
+            .iter()
+            .map(|a| format!("{:?}({})", a.fun, a.column.as_deref().unwrap_or("*")))
+            .collect();
+        write!(
+            f,
+            "TantivyAggregateExec: index={}, shards={}, query={}, group=[{}], aggr=[{}]",
+            self.index.name(),
+            self.index.shards().len(),
+            self.query.describe(),
+            self.group.as_deref().unwrap_or(""),
+            aggs.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for TantivyAggregateExec {
+    fn name(&self) -> &str {
+        "TantivyAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "TantivyAggregateExec has no children".into(),
+            ))
+        }
+    }
+
+    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let shard = self
+            .index
+            .shards()
+            .get(partition)
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal(format!("no shard for partition {partition}")))?;
+        let job = AggJob {
+            mapping: Arc::clone(&self.mapping),
+            query: self.query.clone(),
+            group: self.group.clone(),
+            aggs: self.aggs.clone(),
+            schema: Arc::clone(&self.schema),
+        };
+        let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let elapsed = MetricBuilder::new(&self.metrics).elapsed_compute(partition);
+        let schema = Arc::clone(&self.schema);
+        let fut = async move {
+            tokio::task::spawn_blocking(move || {
+                let _timer = elapsed.timer();
+                let batch = job.run(&shard)?;
+                output_rows.add(batch.num_rows());
+                Ok(batch)
+            })
+            .await
+            .map_err(|e| DataFusionError::Internal(format!("aggregation of shard {partition} failed: {e}")))?
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::once(fut),
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// Running values of one aggregate in one group.
+#[derive(Debug, Clone, Copy, Default)]
+struct Acc {
+    n: u64,
+    sum_f: f64,
+    sum_i: i64,
+    min_f: f64,
+    max_f: f64,
+    min_i: i64,
+    max_i: i64,
+}
+
+impl Acc {
+    fn add_f(&mut self, v: f64) {
+        if self.n == 0 {
+            self.min_f = v;
+            self.max_f = v;
+        } else {
+            self.min_f = self.min_f.min(v);
+            self.max_f = self.max_f.max(v);
+        }
+        self.sum_f += v;
+        self.n += 1;
+    }
+
+    fn add_i(&mut self, v: i64) {
+        if self.n == 0 {
+            self.min_i = v;
+            self.max_i = v;
+        } else {
+            self.min_i = self.min_i.min(v);
+            self.max_i = self.max_i.max(v);
+        }
+        self.sum_i = self.sum_i.wrapping_add(v);
+        self.n += 1;
+    }
+
+    fn merge(&mut self, o: &Acc) {
+        if o.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = *o;
+            return;
+        }
+        self.n += o.n;
+        self.sum_f += o.sum_f;
+        self.sum_i = self.sum_i.wrapping_add(o.sum_i);
+        self.min_f = self.min_f.min(o.min_f);
+        self.max_f = self.max_f.max(o.max_f);
+        self.min_i = self.min_i.min(o.min_i);
+        self.max_i = self.max_i.max(o.max_i);
+    }
+}
+
+/// Reads a double state out of an accumulator.
+type StateF64 = fn(&Acc) -> f64;
+/// Reads an integer state out of an accumulator.
+type StateI64 = fn(&Acc) -> i64;
+
+/// A group's row count and aggregate states.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    rows: i64,
+    accs: Vec<Acc>,
+}
+
+/// The aggregation of one shard, run on a blocking thread.
+struct AggJob {
+    mapping: Arc<Mapping>,
+    query: LeafQuery,
+    group: Option<String>,
+    aggs: Vec<AggSpec>,
+    schema: SchemaRef,
+}
+
+impl AggSpec {
+    /// Whether the state is kept as doubles (else integers).
+    fn float(&self) -> bool {
+        match self.fun {
+            Fun::Avg => true,
+            Fun::Sum | Fun::Min | Fun::Max => self.states[0] == DataType::Float64,
+            Fun::CountRows | Fun::Count => false,
+        }
+    }
+}
+
+impl AggJob {
+    fn run(&self, shard: &crate::shard::Shard) -> Result<RecordBatch> {
+        let searcher = shard.searcher();
+        let fields = shard.fields();
+        let query = self
+            .query
+            .compile(&self.mapping, &fields, shard.tantivy_index())
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let weight = query
+            .weight(EnableScoring::disabled_from_searcher(&searcher))
+            .map_err(tantivy_err)?;
+        let empty = Group {
+            rows: 0,
+            accs: vec![Acc::default(); self.aggs.len()],
+        };
+        let mut groups: HashMap<Option<String>, Group> = HashMap::new();
+        let mut docs: Vec<DocId> = Vec::with_capacity(4096);
+        for segment in searcher.segment_readers() {
+            let group_col = match &self.group {
+                Some(g) => open_str(segment, &kw_column(g))?,
+                None => None,
+            };
+            let columns = self
+                .aggs
+                .iter()
+                .map(|a| match &a.column {
+                    Some(c) => open_numeric(segment, &kw_column(c)),
+                    None => Ok(None),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let terms = group_col.as_ref().map_or(0, |c| c.num_terms());
+            // Slot `terms` holds documents without a key (SQL's NULL group).
+            let mut local = vec![empty.clone(); terms + 1];
+            let alive = segment.alive_bitset();
+            let mut fold = |docs: &[DocId]| {
+                let ords: Vec<Option<u64>> = match &group_col {
+                    Some(c) => first_values(c.ords(), docs),
+                    None => vec![None; docs.len()],
+                };
+                let slot = |i: usize| ords[i].map_or(terms, |o| o as usize);
+                for i in 0..docs.len() {
+                    local[slot(i)].rows += 1;
+                }
+                for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
+                    let Some(col) = col else { continue };
+                    if spec.float() {
+                        for (i, v) in col.read_f64(docs).into_iter().enumerate() {
+                            if let Some(v) = v {
+                                local[slot(i)].accs[j].add_f(v);
+                            }
+                        }
+                    } else {
+                        for (i, v) in col.read_i64(docs).into_iter().enumerate() {
+                            if let Some(v) = v {
+                                local[slot(i)].accs[j].add_i(v);
+                            }
+                        }
+                    }
+                }
+            };
+            weight
+                .for_each_no_score(segment, &mut |block: &[DocId]| {
+                    match alive {
+                        Some(a) => docs.extend(block.iter().filter(|d| a.is_alive(**d))),
+                        None => docs.extend_from_slice(block),
+                    }
+                    if docs.len() >= 4096 {
+                        fold(&docs);
+                        docs.clear();
+                    }
+                })
+                .map_err(tantivy_err)?;
+            if !docs.is_empty() {
+                fold(&docs);
+                docs.clear();
+            }
+            let mut text = String::new();
+            for (ord, g) in local.into_iter().enumerate() {
+                if g.rows == 0 {
+                    continue;
+                }
+                let key = match &group_col {
+                    Some(c) if ord < terms => {
+                        text.clear();
+                        c.ord_to_str(ord as u64, &mut text).map_err(tantivy_err)?;
+                        Some(text.clone())
+                    }
+                    _ => None,
+                };
+                let entry = groups.entry(key).or_insert_with(|| empty.clone());
+                entry.rows += g.rows;
+                for (a, b) in entry.accs.iter_mut().zip(&g.accs) {
+                    a.merge(b);
+                }
+            }
+        }
+        if self.group.is_none() && groups.is_empty() {
+            groups.insert(None, empty);
+        }
+        self.batch(groups)
+    }
+
+    fn batch(&self, groups: HashMap<Option<String>, Group>) -> Result<RecordBatch> {
+        let groups: Vec<(Option<String>, Group)> = groups.into_iter().collect();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        if self.group.is_some() {
+            let values: StringArray = groups.iter().map(|(k, _)| k.as_deref()).collect();
+            let keys: Vec<Option<i32>> = groups
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| k.as_ref().map(|_| i as i32))
+                .collect();
+            let dict = DictionaryArray::<Int32Type>::try_new(keys.into(), Arc::new(values))?;
+            columns.push(Arc::new(dict));
+        }
+        for (j, spec) in self.aggs.iter().enumerate() {
+            let accs = groups.iter().map(|(_, g)| (g.rows, g.accs[j]));
+            let opt_f = |f: fn(&Acc) -> f64| -> ArrayRef {
+                Arc::new(
+                    accs.clone()
+                        .map(|(_, a)| (a.n > 0).then(|| f(&a)))
+                        .collect::<Float64Array>(),
+                )
+            };
+            let opt_i = |f: fn(&Acc) -> i64| -> Vec<Option<i64>> {
+                accs.clone().map(|(_, a)| (a.n > 0).then(|| f(&a))).collect()
+            };
+            match spec.fun {
+                Fun::CountRows => columns.push(Arc::new(
+                    accs.clone().map(|(rows, _)| rows).collect::<Int64Array>(),
+                )),
+                Fun::Count => columns.push(Arc::new(
+                    accs.clone().map(|(_, a)| a.n as i64).collect::<Int64Array>(),
+                )),
+                Fun::Avg => {
+                    columns.push(Arc::new(accs.clone().map(|(_, a)| a.n).collect::<UInt64Array>()));
+                    columns.push(opt_f(|a| a.sum_f));
+                }
+                Fun::Sum | Fun::Min | Fun::Max => {
+                    let (ff, fi): (StateF64, StateI64) = match spec.fun {
+                        Fun::Sum => (|a| a.sum_f, |a| a.sum_i),
+                        Fun::Min => (|a| a.min_f, |a| a.min_i),
+                        _ => (|a| a.max_f, |a| a.max_i),
+                    };
+                    columns.push(match &spec.states[0] {
+                        DataType::Float64 => opt_f(ff),
+                        DataType::Timestamp(..) => Arc::new(TimestampMillisecondArray::from(opt_i(fi))),
+                        _ => Arc::new(Int64Array::from(opt_i(fi))),
+                    });
+                }
+            }
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
