@@ -41,6 +41,9 @@ use crate::query::LeafQuery;
 use crate::scan::{TantivyScanExec, first_values, open_numeric, open_str, tantivy_err};
 use crate::schema::kw_column;
 
+/// Documents folded at a time.
+const BLOCK: usize = 4096;
+
 /// The physical optimizer rule that pushes partial aggregates into scans.
 #[derive(Debug, Default)]
 pub struct AggregatePushdown;
@@ -455,7 +458,7 @@ impl AggJob {
             accs: vec![Acc::default(); self.aggs.len()],
         };
         let mut groups: HashMap<Option<String>, Group> = HashMap::new();
-        let mut docs: Vec<DocId> = Vec::with_capacity(4096);
+        let mut docs: Vec<DocId> = Vec::with_capacity(BLOCK);
         for segment in searcher.segment_readers() {
             let group_col = match &self.group {
                 Some(g) => open_str(segment, &kw_column(g))?,
@@ -473,29 +476,35 @@ impl AggJob {
             // Slot `terms` holds documents without a key (SQL's NULL group).
             let mut local = vec![empty.clone(); terms + 1];
             let alive = segment.alive_bitset();
+            let mut slots: Vec<usize> = Vec::with_capacity(BLOCK);
             let mut fold = |docs: &[DocId]| {
-                let ords: Vec<Option<u64>> = match &group_col {
-                    Some(c) => first_values(c.ords(), docs),
-                    None => vec![None; docs.len()],
-                };
-                let slot = |i: usize| ords[i].map_or(terms, |o| o as usize);
-                for i in 0..docs.len() {
-                    local[slot(i)].rows += 1;
+                slots.clear();
+                match &group_col {
+                    Some(c) => {
+                        slots.extend(
+                            first_values(c.ords(), docs)
+                                .into_iter()
+                                .map(|o| o.map_or(terms, |o| o as usize)),
+                        );
+                        for s in &slots {
+                            local[*s].rows += 1;
+                        }
+                    }
+                    None => local[terms].rows += docs.len() as i64,
                 }
+                let grouped = group_col.is_some();
                 for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
                     let Some(col) = col else { continue };
                     if spec.float() {
-                        for (i, v) in col.read_f64(docs).into_iter().enumerate() {
-                            if let Some(v) = v {
-                                local[slot(i)].accs[j].add_f(v);
-                            }
-                        }
+                        col.for_each_f64(docs, |i, v| {
+                            let slot = if grouped { slots[i] } else { terms };
+                            local[slot].accs[j].add_f(v);
+                        });
                     } else {
-                        for (i, v) in col.read_i64(docs).into_iter().enumerate() {
-                            if let Some(v) = v {
-                                local[slot(i)].accs[j].add_i(v);
-                            }
-                        }
+                        col.for_each_i64(docs, |i, v| {
+                            let slot = if grouped { slots[i] } else { terms };
+                            local[slot].accs[j].add_i(v);
+                        });
                     }
                 }
             };
@@ -505,7 +514,7 @@ impl AggJob {
                         Some(a) => docs.extend(block.iter().filter(|d| a.is_alive(**d))),
                         None => docs.extend_from_slice(block),
                     }
-                    if docs.len() >= 4096 {
+                    if docs.len() >= BLOCK {
                         fold(&docs);
                         docs.clear();
                     }

@@ -720,6 +720,31 @@ pub(crate) fn first_values<T: Copy + Default + Send + Sync + std::fmt::Debug + P
     out
 }
 
+/// Calls `f(i, value)` with the first value of each document `docs[i]` that
+/// has one, reading the values of the block in one batch.
+fn for_each_first<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
+    col: &Column<T>,
+    docs: &[DocId],
+    mut f: impl FnMut(usize, T),
+) {
+    match col.get_cardinality() {
+        tantivy::columnar::Cardinality::Full => {
+            let mut vals = vec![T::default(); docs.len()];
+            col.values.get_vals(docs, &mut vals);
+            for (i, v) in vals.into_iter().enumerate() {
+                f(i, v);
+            }
+        }
+        _ => {
+            for (i, v) in first_values(col, docs).into_iter().enumerate() {
+                if let Some(v) = v {
+                    f(i, v);
+                }
+            }
+        }
+    }
+}
+
 /// A matching document and its score (when scoring).
 type Row = (DocAddress, Option<Score>);
 
@@ -819,33 +844,22 @@ pub(crate) enum NumColumn {
 }
 
 impl NumColumn {
-    /// First values as doubles.
-    pub(crate) fn read_f64(&self, docs: &[DocId]) -> Vec<Option<f64>> {
+    /// Calls `f(i, value)` for each document `docs[i]` that has a value, as a double.
+    pub(crate) fn for_each_f64(&self, docs: &[DocId], mut f: impl FnMut(usize, f64)) {
         match self {
-            NumColumn::I64(c) => first_values(c, docs)
-                .into_iter()
-                .map(|v| v.map(|n| n as f64))
-                .collect(),
-            NumColumn::U64(c) => first_values(c, docs)
-                .into_iter()
-                .map(|v| v.map(|n| n as f64))
-                .collect(),
-            NumColumn::F64(c) => first_values(c, docs),
+            NumColumn::I64(c) => for_each_first(c, docs, |i, v| f(i, v as f64)),
+            NumColumn::U64(c) => for_each_first(c, docs, |i, v| f(i, v as f64)),
+            NumColumn::F64(c) => for_each_first(c, docs, f),
         }
     }
 
-    /// First values as integers (doubles truncated).
-    pub(crate) fn read_i64(&self, docs: &[DocId]) -> Vec<Option<i64>> {
+    /// Calls `f(i, value)` for each document `docs[i]` that has a value, as an
+    /// integer (doubles truncated).
+    pub(crate) fn for_each_i64(&self, docs: &[DocId], mut f: impl FnMut(usize, i64)) {
         match self {
-            NumColumn::I64(c) => first_values(c, docs),
-            NumColumn::U64(c) => first_values(c, docs)
-                .into_iter()
-                .map(|v| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
-                .collect(),
-            NumColumn::F64(c) => first_values(c, docs)
-                .into_iter()
-                .map(|v| v.map(|f| f as i64))
-                .collect(),
+            NumColumn::I64(c) => for_each_first(c, docs, f),
+            NumColumn::U64(c) => for_each_first(c, docs, |i, v| f(i, i64::try_from(v).unwrap_or(i64::MAX))),
+            NumColumn::F64(c) => for_each_first(c, docs, |i, v| f(i, v as i64)),
         }
     }
 

@@ -1391,6 +1391,10 @@ impl DateBucket {
         let start = match &self.interval {
             Interval::Calendar(unit) => unit.floor(shifted, &self.tz),
             Interval::Fixed(step) => {
+                if let TimeZone::Fixed(offset) = self.tz {
+                    let shift = i64::from(offset.local_minus_utc()) * 1000;
+                    return (shifted + shift).div_euclid(*step) * step - shift + self.offset;
+                }
                 // Intervals are laid out on the local clock; a bucket starts
                 // at the instant its local start time names.
                 let local = shifted + self.tz.offset_ms_at(shifted);
