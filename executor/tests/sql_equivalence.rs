@@ -219,6 +219,10 @@ const QUERIES: &[(&str, bool)] = &[
         false,
     ),
     (
+        "SELECT age, count(*), sum(score), max(joined) FROM people GROUP BY age",
+        false,
+    ),
+    (
         "SELECT name, age FROM people WHERE age > 30 ORDER BY age DESC, name LIMIT 10",
         true,
     ),
@@ -338,9 +342,14 @@ async fn partial_aggregates_run_inside_the_scan() -> Result<()> {
             Ok::<_, anyhow::Error>(rows(&out.batches)?.join("\n"))
         }
     };
-    let grouped = explain("SELECT city, count(*), avg(age), max(joined) FROM people GROUP BY city").await?;
-    assert!(grouped.contains("TantivyAggregateExec"), "{grouped}");
-    assert!(!grouped.contains("mode=Partial"), "{grouped}");
+    for sql in [
+        "SELECT city, count(*), avg(age), max(joined) FROM people GROUP BY city",
+        "SELECT age, count(*), sum(score) FROM people GROUP BY age",
+    ] {
+        let grouped = explain(sql).await?;
+        assert!(grouped.contains("TantivyAggregateExec"), "{grouped}");
+        assert!(!grouped.contains("mode=Partial"), "{grouped}");
+    }
     // Not pushed: a bare count (the scan counts), a DISTINCT, a multi-valued group key.
     let count = explain("SELECT count(*) FROM people").await?;
     assert!(

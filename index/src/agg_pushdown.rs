@@ -2,7 +2,7 @@
 //!
 //! DataFusion splits an aggregate into a Partial step per partition (one per
 //! shard) and a Final step. When the Partial step reads a [`TantivyScanExec`]
-//! directly, groups by at most one single-valued keyword column and computes
+//! directly, groups by at most one single-valued keyword or integer column and computes
 //! only `count`, `sum`, `min`, `max` and `avg` of single-valued numeric or
 //! date columns, [`AggregatePushdown`] replaces the pair by a
 //! [`TantivyAggregateExec`]: it folds each segment's fast-field values
@@ -100,7 +100,7 @@ pub struct TantivyAggregateExec {
     index: Arc<Index>,
     mapping: Arc<Mapping>,
     query: LeafQuery,
-    group: Option<String>,
+    group: Option<(String, GroupKind)>,
     aggs: Vec<AggSpec>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
@@ -161,10 +161,14 @@ impl TantivyAggregateExec {
         let group = match groups.expr().first() {
             Some((expr, _)) => {
                 let name = scan_column(expr, projection, scan)?;
-                if column_type(mapping, &name)? != FieldType::Keyword {
-                    return None;
-                }
-                Some(name)
+                let kind = match column_type(mapping, &name)? {
+                    FieldType::Keyword => GroupKind::Keyword,
+                    FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
+                        GroupKind::Integer
+                    }
+                    _ => return None,
+                };
+                Some((name, kind))
             }
             None => None,
         };
@@ -239,10 +243,15 @@ impl TantivyAggregateExec {
         {
             return None;
         }
-        if group.is_some()
-            && schema.fields()[0].data_type()
-                != &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
-        {
+        let group_type = match &group {
+            Some((_, GroupKind::Keyword)) => Some(DataType::Dictionary(
+                Box::new(DataType::Int32),
+                Box::new(DataType::Utf8),
+            )),
+            Some((_, GroupKind::Integer)) => Some(DataType::Int64),
+            None => None,
+        };
+        if group_type.is_some_and(|t| schema.fields()[0].data_type() != &t) {
             return None;
         }
         let partitions = scan.index().shards().len();
@@ -278,7 +287,7 @@ impl DisplayAs for TantivyAggregateExec {
             self.index.name(),
             self.index.shards().len(),
             self.query.describe(),
-            self.group.as_deref().unwrap_or(""),
+            self.group.as_ref().map_or("", |(g, _)| g.as_str()),
             aggs.join(", ")
         )
     }
@@ -355,6 +364,20 @@ impl ExecutionPlan for TantivyAggregateExec {
     }
 }
 
+/// The type of a group column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum GroupKind {
+    Keyword,
+    Integer,
+}
+
+/// A group key (`None`: documents without a value, SQL's NULL group).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Str(String),
+    Int(i64),
+}
+
 /// Running values of one aggregate in one group.
 #[derive(Debug, Clone, Copy, Default)]
 struct Acc {
@@ -426,7 +449,7 @@ struct Group {
 struct AggJob {
     mapping: Arc<Mapping>,
     query: LeafQuery,
-    group: Option<String>,
+    group: Option<(String, GroupKind)>,
     aggs: Vec<AggSpec>,
     schema: SchemaRef,
 }
@@ -457,12 +480,13 @@ impl AggJob {
             rows: 0,
             accs: vec![Acc::default(); self.aggs.len()],
         };
-        let mut groups: HashMap<Option<String>, Group> = HashMap::new();
+        let mut groups: HashMap<Option<Key>, Group> = HashMap::new();
         let mut docs: Vec<DocId> = Vec::with_capacity(BLOCK);
         for segment in searcher.segment_readers() {
-            let group_col = match &self.group {
-                Some(g) => open_str(segment, &kw_column(g))?,
-                None => None,
+            let (str_col, int_col) = match &self.group {
+                Some((g, GroupKind::Keyword)) => (open_str(segment, &kw_column(g))?, None),
+                Some((g, GroupKind::Integer)) => (None, open_numeric(segment, &kw_column(g))?),
+                None => (None, None),
             };
             let columns = self
                 .aggs
@@ -472,37 +496,52 @@ impl AggJob {
                     None => Ok(None),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let terms = group_col.as_ref().map_or(0, |c| c.num_terms());
-            // Slot `terms` holds documents without a key (SQL's NULL group).
+            // Slot 0 holds documents without a key; keyword ordinal `o` is
+            // slot `o + 1`; integer keys get slots as they appear.
+            let terms = str_col.as_ref().map_or(0, |c| c.num_terms());
             let mut local = vec![empty.clone(); terms + 1];
+            let mut int_slots: HashMap<i64, usize> = HashMap::new();
+            let mut int_keys: Vec<i64> = Vec::new();
             let alive = segment.alive_bitset();
             let mut slots: Vec<usize> = Vec::with_capacity(BLOCK);
+            let grouped = self.group.is_some();
             let mut fold = |docs: &[DocId]| {
                 slots.clear();
-                match &group_col {
-                    Some(c) => {
-                        slots.extend(
-                            first_values(c.ords(), docs)
-                                .into_iter()
-                                .map(|o| o.map_or(terms, |o| o as usize)),
-                        );
-                        for s in &slots {
-                            local[*s].rows += 1;
-                        }
-                    }
-                    None => local[terms].rows += docs.len() as i64,
+                if let Some(c) = &str_col {
+                    slots.extend(
+                        first_values(c.ords(), docs)
+                            .into_iter()
+                            .map(|o| o.map_or(0, |o| o as usize + 1)),
+                    );
+                } else if let Some(c) = &int_col {
+                    slots.resize(docs.len(), 0);
+                    c.for_each_i64(docs, |i, v| {
+                        slots[i] = *int_slots.entry(v).or_insert_with(|| {
+                            int_keys.push(v);
+                            local.push(empty.clone());
+                            local.len() - 1
+                        });
+                    });
+                } else if grouped {
+                    slots.resize(docs.len(), 0);
                 }
-                let grouped = group_col.is_some();
+                if grouped {
+                    for s in &slots {
+                        local[*s].rows += 1;
+                    }
+                } else {
+                    local[0].rows += docs.len() as i64;
+                }
                 for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
                     let Some(col) = col else { continue };
                     if spec.float() {
                         col.for_each_f64(docs, |i, v| {
-                            let slot = if grouped { slots[i] } else { terms };
+                            let slot = if grouped { slots[i] } else { 0 };
                             local[slot].accs[j].add_f(v);
                         });
                     } else {
                         col.for_each_i64(docs, |i, v| {
-                            let slot = if grouped { slots[i] } else { terms };
+                            let slot = if grouped { slots[i] } else { 0 };
                             local[slot].accs[j].add_i(v);
                         });
                     }
@@ -525,17 +564,18 @@ impl AggJob {
                 docs.clear();
             }
             let mut text = String::new();
-            for (ord, g) in local.into_iter().enumerate() {
+            for (slot, g) in local.into_iter().enumerate() {
                 if g.rows == 0 {
                     continue;
                 }
-                let key = match &group_col {
-                    Some(c) if ord < terms => {
+                let key = match (&str_col, slot) {
+                    (_, 0) => None,
+                    (Some(c), s) => {
                         text.clear();
-                        c.ord_to_str(ord as u64, &mut text).map_err(tantivy_err)?;
-                        Some(text.clone())
+                        c.ord_to_str(s as u64 - 1, &mut text).map_err(tantivy_err)?;
+                        Some(Key::Str(text.clone()))
                     }
-                    _ => None,
+                    (None, s) => int_keys.get(s - terms - 1).map(|v| Key::Int(*v)),
                 };
                 let entry = groups.entry(key).or_insert_with(|| empty.clone());
                 entry.rows += g.rows;
@@ -550,18 +590,37 @@ impl AggJob {
         self.batch(groups)
     }
 
-    fn batch(&self, groups: HashMap<Option<String>, Group>) -> Result<RecordBatch> {
-        let groups: Vec<(Option<String>, Group)> = groups.into_iter().collect();
+    fn batch(&self, groups: HashMap<Option<Key>, Group>) -> Result<RecordBatch> {
+        let groups: Vec<(Option<Key>, Group)> = groups.into_iter().collect();
         let mut columns: Vec<ArrayRef> = Vec::new();
-        if self.group.is_some() {
-            let values: StringArray = groups.iter().map(|(k, _)| k.as_deref()).collect();
-            let keys: Vec<Option<i32>> = groups
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| k.as_ref().map(|_| i as i32))
-                .collect();
-            let dict = DictionaryArray::<Int32Type>::try_new(keys.into(), Arc::new(values))?;
-            columns.push(Arc::new(dict));
+        match &self.group {
+            Some((_, GroupKind::Keyword)) => {
+                let values: StringArray = groups
+                    .iter()
+                    .map(|(k, _)| match k {
+                        Some(Key::Str(s)) => Some(s.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                let keys: Vec<Option<i32>> = groups
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| k.as_ref().map(|_| i as i32))
+                    .collect();
+                let dict = DictionaryArray::<Int32Type>::try_new(keys.into(), Arc::new(values))?;
+                columns.push(Arc::new(dict));
+            }
+            Some((_, GroupKind::Integer)) => {
+                let keys: Int64Array = groups
+                    .iter()
+                    .map(|(k, _)| match k {
+                        Some(Key::Int(v)) => Some(*v),
+                        _ => None,
+                    })
+                    .collect();
+                columns.push(Arc::new(keys));
+            }
+            None => {}
         }
         for (j, spec) in self.aggs.iter().enumerate() {
             let accs = groups.iter().map(|(_, g)| (g.rows, g.accs[j]));
