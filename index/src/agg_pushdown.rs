@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -364,6 +365,27 @@ impl ExecutionPlan for TantivyAggregateExec {
     }
 }
 
+/// A multiplicative hash for integer group keys (the default SipHash costs
+/// more than the rest of the per-document work).
+#[derive(Debug, Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i64(&mut self, v: i64) {
+        self.0 = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    }
+}
+
 /// The type of a group column.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum GroupKind {
@@ -413,6 +435,34 @@ impl Acc {
         }
         self.sum_i = self.sum_i.wrapping_add(v);
         self.n += 1;
+    }
+
+    fn add_block_f(&mut self, values: &[f64]) {
+        if values.is_empty() {
+            return;
+        }
+        let block = Acc {
+            n: values.len() as u64,
+            sum_f: values.iter().sum(),
+            min_f: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max_f: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ..Acc::default()
+        };
+        self.merge(&block);
+    }
+
+    fn add_block_i(&mut self, values: &[i64]) {
+        if values.is_empty() {
+            return;
+        }
+        let block = Acc {
+            n: values.len() as u64,
+            sum_i: values.iter().fold(0i64, |a, b| a.wrapping_add(*b)),
+            min_i: values.iter().copied().min().unwrap_or(0),
+            max_i: values.iter().copied().max().unwrap_or(0),
+            ..Acc::default()
+        };
+        self.merge(&block);
     }
 
     fn merge(&mut self, o: &Acc) {
@@ -500,10 +550,12 @@ impl AggJob {
             // slot `o + 1`; integer keys get slots as they appear.
             let terms = str_col.as_ref().map_or(0, |c| c.num_terms());
             let mut local = vec![empty.clone(); terms + 1];
-            let mut int_slots: HashMap<i64, usize> = HashMap::new();
+            let mut int_slots: HashMap<i64, usize, BuildHasherDefault<IntHasher>> = HashMap::default();
             let mut int_keys: Vec<i64> = Vec::new();
             let alive = segment.alive_bitset();
             let mut slots: Vec<usize> = Vec::with_capacity(BLOCK);
+            let mut floats: Vec<f64> = Vec::with_capacity(BLOCK);
+            let mut ints: Vec<i64> = Vec::with_capacity(BLOCK);
             let grouped = self.group.is_some();
             let mut fold = |docs: &[DocId]| {
                 slots.clear();
@@ -534,6 +586,19 @@ impl AggJob {
                 }
                 for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
                     let Some(col) = col else { continue };
+                    if !grouped {
+                        // One group: fold the block's values in tight loops.
+                        if spec.float() {
+                            floats.clear();
+                            col.for_each_f64(docs, |_, v| floats.push(v));
+                            local[0].accs[j].add_block_f(&floats);
+                        } else {
+                            ints.clear();
+                            col.for_each_i64(docs, |_, v| ints.push(v));
+                            local[0].accs[j].add_block_i(&ints);
+                        }
+                        continue;
+                    }
                     if spec.float() {
                         col.for_each_f64(docs, |i, v| {
                             let slot = if grouped { slots[i] } else { 0 };
