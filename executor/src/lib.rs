@@ -14,6 +14,7 @@ use datafusion::execution::context::{SessionConfig, SessionContext, SessionState
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use futures::TryStreamExt;
 use quidditch_index::Indices;
 use quidditch_index::agg_pushdown::AggregatePushdown;
@@ -76,8 +77,17 @@ impl Engine {
             .with_batch_size(config.batch_size);
         let ctx = SessionContext::new_with_config(session_config);
         register_catalog(&ctx, Arc::clone(&indices))?;
+        // The aggregate pushdown sees the plan as the planner made it (Final
+        // over Partial over the scan): before distribution requirements add
+        // repartitions in between or merge the two steps.
+        let mut rules = PhysicalOptimizer::new().rules;
+        let at = rules
+            .iter()
+            .position(|r| r.name() == "EnsureRequirements")
+            .unwrap_or(rules.len());
+        rules.insert(at, Arc::new(AggregatePushdown));
         let base = SessionStateBuilder::new_from_existing(ctx.state())
-            .with_physical_optimizer_rule(Arc::new(AggregatePushdown))
+            .with_physical_optimizer_rules(rules)
             .build();
         Ok(Engine {
             indices,

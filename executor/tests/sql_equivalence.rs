@@ -333,7 +333,23 @@ async fn sql_over_indices_matches_in_memory_tables() -> Result<()> {
 #[tokio::test]
 async fn partial_aggregates_run_inside_the_scan() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let engine = index_engine(dir.path(), &people(), &orders())?;
+    // More partitions above the scans than shards, and exactly one: the
+    // pushdown must not depend on the machine's core count.
+    let base = index_engine(dir.path(), &people(), &orders())?;
+    for target_partitions in [1, 8] {
+        let engine = Engine::new(
+            Arc::clone(base.indices()),
+            EngineConfig {
+                target_partitions,
+                ..EngineConfig::default()
+            },
+        )?;
+        check_pushdown(&engine).await?;
+    }
+    Ok(())
+}
+
+async fn check_pushdown(engine: &Engine) -> Result<()> {
     let explain = |sql: &str| {
         let engine = engine.clone();
         let sql = format!("EXPLAIN {sql}");

@@ -255,7 +255,7 @@ impl TantivyAggregateExec {
         if group_type.is_some_and(|t| schema.fields()[0].data_type() != &t) {
             return None;
         }
-        let partitions = scan.index().shards().len();
+        let partitions = agg.properties().output_partitioning().partition_count();
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(partitions),
