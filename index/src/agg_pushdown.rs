@@ -549,7 +549,11 @@ impl AggJob {
             // Slot 0 holds documents without a key; keyword ordinal `o` is
             // slot `o + 1`; integer keys get slots as they appear.
             let terms = str_col.as_ref().map_or(0, |c| c.num_terms());
-            let mut local = vec![empty.clone(); terms + 1];
+            // Flat per-slot state: one row count and `naggs` accumulators per
+            // slot, without an allocation per dictionary term.
+            let naggs = self.aggs.len();
+            let mut rows = vec![0i64; terms + 1];
+            let mut accs = vec![Acc::default(); (terms + 1) * naggs];
             let mut int_slots: HashMap<i64, usize, BuildHasherDefault<IntHasher>> = HashMap::default();
             let mut int_keys: Vec<i64> = Vec::new();
             let alive = segment.alive_bitset();
@@ -570,8 +574,9 @@ impl AggJob {
                     c.for_each_i64(docs, |i, v| {
                         slots[i] = *int_slots.entry(v).or_insert_with(|| {
                             int_keys.push(v);
-                            local.push(empty.clone());
-                            local.len() - 1
+                            rows.push(0);
+                            accs.extend(std::iter::repeat_n(Acc::default(), naggs));
+                            rows.len() - 1
                         });
                     });
                 } else if grouped {
@@ -579,10 +584,10 @@ impl AggJob {
                 }
                 if grouped {
                     for s in &slots {
-                        local[*s].rows += 1;
+                        rows[*s] += 1;
                     }
                 } else {
-                    local[0].rows += docs.len() as i64;
+                    rows[0] += docs.len() as i64;
                 }
                 for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
                     let Some(col) = col else { continue };
@@ -591,23 +596,23 @@ impl AggJob {
                         if spec.float() {
                             floats.clear();
                             col.for_each_f64(docs, |_, v| floats.push(v));
-                            local[0].accs[j].add_block_f(&floats);
+                            accs[j].add_block_f(&floats);
                         } else {
                             ints.clear();
                             col.for_each_i64(docs, |_, v| ints.push(v));
-                            local[0].accs[j].add_block_i(&ints);
+                            accs[j].add_block_i(&ints);
                         }
                         continue;
                     }
                     if spec.float() {
                         col.for_each_f64(docs, |i, v| {
                             let slot = if grouped { slots[i] } else { 0 };
-                            local[slot].accs[j].add_f(v);
+                            accs[slot * naggs + j].add_f(v);
                         });
                     } else {
                         col.for_each_i64(docs, |i, v| {
                             let slot = if grouped { slots[i] } else { 0 };
-                            local[slot].accs[j].add_i(v);
+                            accs[slot * naggs + j].add_i(v);
                         });
                     }
                 }
@@ -629,8 +634,8 @@ impl AggJob {
                 docs.clear();
             }
             let mut text = String::new();
-            for (slot, g) in local.into_iter().enumerate() {
-                if g.rows == 0 {
+            for (slot, &count) in rows.iter().enumerate() {
+                if count == 0 {
                     continue;
                 }
                 let key = match (&str_col, slot) {
@@ -643,8 +648,8 @@ impl AggJob {
                     (None, s) => int_keys.get(s - terms - 1).map(|v| Key::Int(*v)),
                 };
                 let entry = groups.entry(key).or_insert_with(|| empty.clone());
-                entry.rows += g.rows;
-                for (a, b) in entry.accs.iter_mut().zip(&g.accs) {
+                entry.rows += count;
+                for (a, b) in entry.accs.iter_mut().zip(&accs[slot * naggs..(slot + 1) * naggs]) {
                     a.merge(b);
                 }
             }
