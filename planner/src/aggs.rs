@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::common::Result as DfResult;
 use datafusion::functions_aggregate::expr_fn::{
     approx_distinct, approx_percentile_cont, avg, count, max, min, stddev, stddev_pop, sum, var_pop,
     var_sample,
@@ -36,7 +36,7 @@ use serde_json::{Map, Value, json};
 use crate::dates::{CalendarUnit, DateFormatter, TimeZone, parse_fixed_interval};
 use crate::error::{Error, Result};
 use crate::query::{QueryContext, lower, resolve_date};
-use crate::source::{Output, Target, common_type, float_json, json_at, union_source};
+use crate::source::{Output, Target, common_type, float_json, json_at, json_literal, union_source};
 
 /// The parsed `aggs` of a request.
 #[derive(Debug, Clone)]
@@ -1074,7 +1074,7 @@ impl<'a> Planner<'a> {
                         Some(DataType::Timestamp(..)) => {
                             cast(lit(resolve_date(m, None, self.now_ms, false)?), DataType::Int64)
                         }
-                        _ => json_lit(m),
+                        _ => json_literal(m),
                     };
                     let input = match ty {
                         Some(DataType::Timestamp(..)) => cast(input, DataType::Int64),
@@ -1187,18 +1187,6 @@ fn branch_combinations(levels: &[Level]) -> Vec<Vec<Option<usize>>> {
     combos
 }
 
-fn json_lit(v: &Value) -> Expr {
-    match v {
-        Value::Bool(b) => lit(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => lit(i),
-            None => lit(n.as_f64().unwrap_or(0.0)),
-        },
-        Value::String(s) => lit(s.clone()),
-        _ => lit(ScalarValue::Null),
-    }
-}
-
 fn key_filter_expr(t: &TermsAgg, key: Expr) -> Expr {
     let as_text = cast(key.clone(), DataType::Utf8);
     let one = |f: &KeyFilter| -> Expr {
@@ -1290,7 +1278,7 @@ fn metric_exprs(
         _ => input.clone(),
     };
     let raw = match &m.missing {
-        Some(v) => datafusion::functions::expr_fn::coalesce(vec![raw, json_lit(v)]),
+        Some(v) => datafusion::functions::expr_fn::coalesce(vec![raw, json_literal(v)]),
         None => raw,
     };
     if matches!(
@@ -1744,11 +1732,7 @@ impl Renderer<'_> {
                 buckets.push(Value::Object(b));
             }
         }
-        Ok(if h.keyed {
-            json!({"buckets": keyed})
-        } else {
-            json!({"buckets": buckets})
-        })
+        Ok(bucket_list(h.keyed, keyed, buckets))
     }
 
     fn date_histogram(
@@ -1825,11 +1809,7 @@ impl Renderer<'_> {
                 buckets.push(Value::Object(b));
             }
         }
-        Ok(if d.keyed {
-            json!({"buckets": keyed})
-        } else {
-            json!({"buckets": buckets})
-        })
+        Ok(bucket_list(d.keyed, keyed, buckets))
     }
 
     fn range(&self, node: &AggNode, r: &RangeAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
@@ -1905,11 +1885,7 @@ impl Renderer<'_> {
                 buckets.push(Value::Object(b));
             }
         }
-        Ok(if r.keyed {
-            json!({"buckets": keyed})
-        } else {
-            json!({"buckets": buckets})
-        })
+        Ok(bucket_list(r.keyed, keyed, buckets))
     }
 
     fn filters(&self, node: &AggNode, f: &FiltersAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
@@ -1932,11 +1908,7 @@ impl Renderer<'_> {
                 buckets.push(Value::Object(b));
             }
         }
-        Ok(if f.keyed {
-            json!({"buckets": keyed})
-        } else {
-            json!({"buckets": buckets})
-        })
+        Ok(bucket_list(f.keyed, keyed, buckets))
     }
 
     fn metric(&self, m: &MetricAgg, values: Option<&Vec<Value>>) -> Result<Value> {
@@ -2028,6 +2000,15 @@ impl Renderer<'_> {
                 }
             }
         })
+    }
+}
+
+/// `{"buckets": ...}` as an object by key (`keyed`) or an array.
+fn bucket_list(keyed: bool, by_key: Map<String, Value>, list: Vec<Value>) -> Value {
+    if keyed {
+        json!({"buckets": by_key})
+    } else {
+        json!({"buckets": list})
     }
 }
 

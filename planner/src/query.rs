@@ -107,7 +107,8 @@ fn text_of(v: &Value, clause: &str) -> Result<String> {
     }
 }
 
-fn token_name(v: &Value) -> &'static str {
+/// The JSON token Elasticsearch names a value by in parse errors.
+pub fn token_name(v: &Value) -> &'static str {
     match v {
         Value::Object(_) => "START_OBJECT",
         Value::Array(_) => "START_ARRAY",

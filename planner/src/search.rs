@@ -27,8 +27,8 @@ use serde_json::{Map, Value, json};
 use crate::aggs::{self, AggTree};
 use crate::dates::{DateFormatter, TimeZone};
 use crate::error::{Error, Result};
-use crate::query::{QueryContext, lower, lower_opt};
-use crate::source::{Output, Target, common_type, float_json, json_at, resolve, union_source};
+use crate::query::{QueryContext, lower, lower_opt, token_name};
+use crate::source::{Output, Target, common_type, float_json, json_at, json_literal, resolve, union_source};
 
 /// Elasticsearch's default `index.max_result_window`.
 pub const MAX_RESULT_WINDOW: usize = 10_000;
@@ -364,7 +364,7 @@ impl SearchBody {
             Some(other) => {
                 return Err(Error::parsing(format!(
                     "Expected [START_OBJECT] but found [{}]",
-                    value_token(other)
+                    token_name(other)
                 )));
             }
         };
@@ -373,7 +373,7 @@ impl SearchBody {
                 "query" | "post_filter" if !v.is_object() => {
                     return Err(Error::parsing(format!(
                         "Unknown key for a {} in [{key}].",
-                        value_token(v)
+                        token_name(v)
                     )));
                 }
                 "query" => s.query = Some(v.clone()),
@@ -427,7 +427,7 @@ impl SearchBody {
                 other => {
                     return Err(Error::parsing(format!(
                         "Unknown key for a {} in [{other}].",
-                        value_token(v)
+                        token_name(v)
                     )));
                 }
             }
@@ -512,17 +512,6 @@ impl SearchBody {
     }
 }
 
-fn value_token(v: &Value) -> &'static str {
-    match v {
-        Value::Object(_) => "START_OBJECT",
-        Value::Array(_) => "START_ARRAY",
-        Value::String(_) => "VALUE_STRING",
-        Value::Number(_) => "VALUE_NUMBER",
-        Value::Bool(_) => "VALUE_BOOLEAN",
-        Value::Null => "VALUE_NULL",
-    }
-}
-
 /// A plan with what it is for, for `explain_plan`.
 struct NamedPlan {
     purpose: String,
@@ -541,31 +530,18 @@ struct Plans {
 
 impl Plans {
     fn named(&self) -> Vec<NamedPlan> {
-        let mut out = Vec::new();
-        if let Some(p) = &self.hits {
-            out.push(NamedPlan {
-                purpose: "hits".into(),
-                plan: p.clone(),
-            });
-        }
-        for p in &self.count {
-            out.push(NamedPlan {
-                purpose: "total hits".into(),
-                plan: p.clone(),
-            });
-        }
-        if let Some(p) = &self.max_score {
-            out.push(NamedPlan {
-                purpose: "max_score".into(),
-                plan: p.clone(),
-            });
-        }
-        for a in &self.aggs {
-            out.push(NamedPlan {
-                purpose: format!("aggregation {}", a.describe()),
-                plan: a.plan.clone(),
-            });
-        }
+        let named = |purpose: String, plan: &LogicalPlan| NamedPlan {
+            purpose,
+            plan: plan.clone(),
+        };
+        let mut out: Vec<NamedPlan> = self.hits.iter().map(|p| named("hits".into(), p)).collect();
+        out.extend(self.count.iter().map(|p| named("total hits".into(), p)));
+        out.extend(self.max_score.iter().map(|p| named("max_score".into(), p)));
+        out.extend(
+            self.aggs
+                .iter()
+                .map(|a| named(format!("aggregation {}", a.describe()), &a.plan)),
+        );
         out
     }
 }
@@ -1166,18 +1142,6 @@ impl Search<'_> {
             }
             _ => Value::Null,
         }
-    }
-}
-
-fn json_literal(v: &Value) -> Expr {
-    match v {
-        Value::Bool(b) => lit(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => lit(i),
-            None => lit(n.as_f64().unwrap_or(0.0)),
-        },
-        Value::String(s) => lit(s.clone()),
-        _ => lit(datafusion::common::ScalarValue::Null),
     }
 }
 

@@ -166,6 +166,19 @@ pub fn union_source(
     Ok(builder)
 }
 
+/// A JSON scalar as a DataFusion literal (`null` and containers as NULL).
+pub fn json_literal(v: &Value) -> Expr {
+    match v {
+        Value::Bool(b) => lit(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => lit(i),
+            None => lit(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => lit(s.clone()),
+        _ => lit(ScalarValue::Null),
+    }
+}
+
 /// The JSON value of row `row` of an Arrow column.
 pub fn json_at(array: &dyn Array, row: usize) -> Result<Value> {
     let scalar = ScalarValue::try_from_array(array, row)?;
