@@ -1013,7 +1013,12 @@ impl<'a> Planner<'a> {
                 reduce: None,
             });
         }
-        if outputs.is_empty() {
+        // Unnested bucket keys: a document counts once per bucket, however
+        // many of its values fall in it (unless metric values are unnested
+        // too, where every value counts).
+        let dedupe = !unnest.is_empty() && !metrics.iter().any(|(_, m)| self.is_list(&m.field));
+        if outputs.is_empty() || dedupe {
+            outputs.push(Output::Index);
             outputs.push(Output::Meta("_id"));
         }
         let mut builder = union_source(self.targets, &query_for, &outputs)?;
@@ -1038,7 +1043,26 @@ impl<'a> Planner<'a> {
             }
             groups.push(key.alias(format!("__k{i}")));
         }
-        let mut aggs = vec![datafusion::functions_aggregate::count::count_all().alias("__count")];
+        if dedupe {
+            let mut distinct = vec![col("_index"), col("_id")];
+            distinct.append(&mut groups);
+            distinct.extend((0..metrics.len()).map(|j| col(format!("__m{j}"))));
+            builder = builder.aggregate(distinct, Vec::<Expr>::new())?;
+            groups = levels
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| group_field(l.node).is_some())
+                .map(|(i, _)| col(format!("__k{i}")))
+                .collect();
+        }
+        // After deduplication the count reads `_id`, which keeps the
+        // document identity in the distinct step through projection pruning.
+        let doc_count = if dedupe {
+            count(col("_id"))
+        } else {
+            datafusion::functions_aggregate::count::count_all()
+        };
+        let mut aggs = vec![doc_count.alias("__count")];
         for (j, (_, m)) in metrics.iter().enumerate() {
             let ty = common_type(self.targets, &m.field).map(|t| element(&t));
             aggs.extend(metric_exprs(

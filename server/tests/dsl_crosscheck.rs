@@ -383,3 +383,50 @@ fn dsl_aggregations_match_sql() -> Result<()> {
     );
     Ok(())
 }
+
+/// Elasticsearch counts a document once per bucket, however many of its
+/// values fall in it.
+#[test]
+fn multi_valued_fields_count_documents_once_per_bucket() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let (status, body) = server.put(
+        "/multi",
+        &json!({"mappings": {"properties": {"v": {"type": "long"}, "t": {"type": "keyword"}, "x": {"type": "double"}}}}),
+    )?;
+    ensure!(status == 200, "{body}");
+    let lines = vec![
+        json!({"index": {"_id": "1"}}),
+        json!({"v": [1, 2, 15], "t": ["a", "a", "b"], "x": 10.0}),
+        json!({"index": {"_id": "2"}}),
+        json!({"v": [3], "t": ["a"], "x": 20.0}),
+    ];
+    let (status, body) = server.bulk("/multi/_bulk?refresh=true", &lines)?;
+    ensure!(status == 200 && body["errors"] == json!(false), "{body}");
+    let (status, resp) = server.post(
+        "/multi/_search",
+        &json!({"size": 0, "aggs": {
+            "h": {"histogram": {"field": "v", "interval": 10}, "aggs": {"s": {"sum": {"field": "x"}}}},
+            "t": {"terms": {"field": "t"}, "aggs": {"s": {"sum": {"field": "x"}}}}
+        }}),
+    )?;
+    ensure!(status == 200, "{resp}");
+    let a = &resp["aggregations"];
+    ensure!(
+        a["h"]["buckets"]
+            == json!([
+                {"key": 0.0, "doc_count": 2, "s": {"value": 30.0}},
+                {"key": 10.0, "doc_count": 1, "s": {"value": 10.0}}
+            ]),
+        "histogram: {a}"
+    );
+    ensure!(
+        a["t"]["buckets"]
+            == json!([
+                {"key": "a", "doc_count": 2, "s": {"value": 30.0}},
+                {"key": "b", "doc_count": 1, "s": {"value": 10.0}}
+            ]),
+        "terms: {a}"
+    );
+    Ok(())
+}
