@@ -128,6 +128,36 @@ pub fn parse_iso(s: &str) -> Option<i64> {
     None
 }
 
+/// The last millisecond of the period a date without a time of day names,
+/// given its first millisecond: a year (`2024`), a month (`2024-01`) or a
+/// day (`2024-01-31`, `31/01/2024`). Other text names an instant: `start`.
+/// This is Elasticsearch's round-up parsing, used where a bound includes
+/// the whole period (`lte`, `gt`).
+pub fn end_of_period(text: &str, start: i64) -> i64 {
+    let t = text.trim();
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    let next = |months: u32| {
+        chrono::DateTime::from_timestamp_millis(start)
+            .and_then(|d| d.checked_add_months(chrono::Months::new(months)))
+            .map_or(start, |d| d.timestamp_millis() - 1)
+    };
+    if t.len() == 4 && digits(t) {
+        return next(12);
+    }
+    if let Some((y, m)) = t.split_once('-')
+        && y.len() == 4
+        && digits(y)
+        && m.len() == 2
+        && digits(m)
+    {
+        return next(1);
+    }
+    if !t.contains(['T', ' ', ':']) && t.len() <= 10 && !digits(t) {
+        return start + 86_400_000 - 1;
+    }
+    start
+}
+
 fn parse_pattern(s: &str, pattern: &str) -> Option<i64> {
     // A pattern without a month or day (`yyyy-MM`, `yyyy`) names its first day.
     if (pattern.contains("%Y") || pattern.contains("%y")) && !pattern.contains("%d") {
@@ -233,6 +263,16 @@ mod tests {
             Some(365 * 86_400_000)
         );
         Ok(())
+    }
+
+    #[test]
+    fn periods_round_up_to_their_last_millisecond() {
+        let day = 86_400_000;
+        assert_eq!(end_of_period("1970-01-02", day), 2 * day - 1);
+        assert_eq!(end_of_period("1970-02", 31 * day), 59 * day - 1);
+        assert_eq!(end_of_period("1970", 0), 365 * day - 1);
+        assert_eq!(end_of_period("1970-01-02T00:00:00Z", day), day);
+        assert_eq!(end_of_period("86400000", day), day);
     }
 
     #[test]

@@ -780,11 +780,8 @@ fn range_bound(name: &str, ty: FieldType, bound: UserInputBound, lower: bool) ->
             let ms = crate::date::parse_iso(&text)
                 .or_else(|| text.parse::<i64>().ok())
                 .ok_or_else(bad)?;
-            let bare_day = !text.contains(['T', ' ', ':'])
-                && text.len() <= 10
-                && !text.chars().all(|c| c.is_ascii_digit());
-            TermValue::I64(if lower != inclusive && bare_day {
-                ms + 86_400_000 - 1
+            TermValue::I64(if lower != inclusive {
+                crate::date::end_of_period(&text, ms)
             } else {
                 ms
             })

@@ -1418,11 +1418,17 @@ fn parse_date(
     now_ms: i64,
     round_up: bool,
 ) -> Result<i64> {
+    // Numbers are epoch milliseconds, or seconds under an `epoch_second`
+    // format without `epoch_millis`.
+    let seconds = format.is_some_and(|f| {
+        let alternatives: Vec<&str> = f.split("||").collect();
+        alternatives.contains(&"epoch_second") && !alternatives.contains(&"epoch_millis")
+    });
     if let Some(n) = v.as_i64() {
-        return Ok(n);
+        return Ok(if seconds { n.saturating_mul(1000) } else { n });
     }
     if let Some(f) = v.as_f64() {
-        return Ok(f as i64);
+        return Ok((if seconds { f * 1000.0 } else { f }) as i64);
     }
     let text = v
         .as_str()
@@ -1435,7 +1441,8 @@ fn parse_date(
     let utc = TimeZone::utc();
     let tz = tz.unwrap_or(&utc);
     // Like Elasticsearch's round-up parser, a date without a time of day
-    // stands for its last millisecond when rounding up (`lte 2024-01-01`).
+    // stands for the last millisecond of its period when rounding up
+    // (`lte 2024-01-01`, `lte 2024-01`).
     let anchor = |s: &str| {
         parser.parse_str(s).map(|ms| {
             let ms = if *tz == TimeZone::utc() || has_zone(s) {
@@ -1443,12 +1450,8 @@ fn parse_date(
             } else {
                 ms - tz.offset_ms_at(ms)
             };
-            if round_up
-                && !s.contains(['T', ' ', ':'])
-                && s.len() <= 10
-                && !s.chars().all(|c| c.is_ascii_digit())
-            {
-                ms + 86_400_000 - 1
+            if round_up {
+                quidditch_index::date::end_of_period(s, ms)
             } else {
                 ms
             }
