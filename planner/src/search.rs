@@ -927,6 +927,10 @@ impl Search<'_> {
                                     e,
                                     self.literal_for(path, v),
                                 ]);
+                            } else if self.body.search_after.is_some() {
+                                // Paging past documents without the field
+                                // compares the sort value hits report for them.
+                                e = self.missing_sentinel(path, e, k.desc, &k.missing);
                             }
                             Some((e, k.desc, nulls_first))
                         }
@@ -1128,6 +1132,27 @@ impl Search<'_> {
         self.targets
             .iter()
             .find_map(|t| t.mapping().column(path).and_then(|c| c.mapping.format.clone()))
+    }
+
+    /// A numeric or date sort key with missing values replaced by the sort
+    /// value hits report for them (`i64::MAX`, `Infinity`, ...); other keys
+    /// unchanged.
+    fn missing_sentinel(&self, path: &str, e: Expr, desc: bool, missing: &Missing) -> Expr {
+        let high = (missing == &Missing::Last) != desc;
+        let coalesce = datafusion::functions::expr_fn::coalesce;
+        match self.field_type(path) {
+            Some(
+                FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte | FieldType::Date,
+            ) => coalesce(vec![
+                cast(e, DataType::Int64),
+                lit(if high { i64::MAX } else { i64::MIN }),
+            ]),
+            Some(FieldType::Double | FieldType::Float) => coalesce(vec![
+                cast(e, DataType::Float64),
+                lit(if high { f64::INFINITY } else { f64::NEG_INFINITY }),
+            ]),
+            _ => e,
+        }
     }
 
     /// The sort value Elasticsearch reports for a document without the field.

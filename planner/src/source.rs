@@ -174,6 +174,8 @@ pub fn json_literal(v: &Value) -> Expr {
             Some(i) => lit(i),
             None => lit(n.as_f64().unwrap_or(0.0)),
         },
+        Value::String(s) if s == "Infinity" => lit(f64::INFINITY),
+        Value::String(s) if s == "-Infinity" => lit(f64::NEG_INFINITY),
         Value::String(s) => lit(s.clone()),
         _ => lit(ScalarValue::Null),
     }
