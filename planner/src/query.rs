@@ -140,6 +140,26 @@ fn bool_query(must: Vec<LeafQuery>, should: Vec<LeafQuery>, msm: Option<u32>) ->
     }
 }
 
+/// An exact (not analyzed) term of a text field. A term the analyzer keeps
+/// as it is scores with BM25 like any text term; any other term cannot
+/// be in the index and is looked up literally (and so matches nothing).
+fn text_term(path: String, term: String) -> LeafQuery {
+    if analyze(&term) == [term.as_str()] {
+        LeafQuery::Match {
+            path,
+            text: term,
+            conjunction: false,
+        }
+    } else {
+        LeafQuery::Fuzzy {
+            path,
+            term,
+            distance: 0,
+            transpositions: false,
+        }
+    }
+}
+
 fn shard_error(reason: String) -> Error {
     Error::new(400, "query_shard_exception", reason).on_shards()
 }
@@ -503,13 +523,7 @@ impl Lowering<'_> {
             return Ok(LeafQuery::None);
         };
         let q = if col.mapping.ty == FieldType::Text {
-            let text = text_of(value, "term")?;
-            LeafQuery::Fuzzy {
-                path: col.path,
-                term: text,
-                distance: 0,
-                transpositions: false,
-            }
+            text_term(col.path, text_of(value, "term")?)
         } else if case_insensitive && col.mapping.ty == FieldType::Keyword {
             LeafQuery::Regexp {
                 path: col.path,
@@ -560,14 +574,7 @@ impl Lowering<'_> {
         if col.mapping.ty == FieldType::Text {
             let should = values
                 .iter()
-                .map(|v| {
-                    Ok(LeafQuery::Fuzzy {
-                        path: col.path.clone(),
-                        term: text_of(v, "terms")?,
-                        distance: 0,
-                        transpositions: false,
-                    })
-                })
+                .map(|v| Ok(text_term(col.path.clone(), text_of(v, "terms")?)))
                 .collect::<Result<Vec<_>>>()?;
             return Ok(boosted(bool_query(vec![], should, None), boost));
         }
