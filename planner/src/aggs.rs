@@ -1695,6 +1695,7 @@ impl Renderer<'_> {
     }
 
     fn histogram(&self, node: &AggNode, h: &HistogramAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
+        let mut out = Buckets::new(h.keyed);
         let rows = self.children_rows(path, parent);
         let mut by_key: Vec<(f64, Row)> = rows
             .into_iter()
@@ -1738,8 +1739,6 @@ impl Renderer<'_> {
         }
         let slot = |x: f64| ((x - h.offset) / h.interval).round() as i64;
         let rows: HashMap<i64, (f64, Row)> = by_key.into_iter().map(|(x, r)| (slot(x), (x, r))).collect();
-        let mut buckets = Vec::new();
-        let mut keyed = Map::new();
         for k in keys {
             let found = rows.get(&slot(k));
             let row = found.map(|(_, r)| r.clone());
@@ -1750,13 +1749,9 @@ impl Renderer<'_> {
             let mut b = Map::new();
             b.insert("key".into(), float_json(k));
             b.extend(self.bucket(node, path, parent, &key, row.as_ref())?);
-            if h.keyed {
-                keyed.insert(java_double(k), Value::Object(b));
-            } else {
-                buckets.push(Value::Object(b));
-            }
+            out.push(java_double(k), b);
         }
-        Ok(bucket_list(h.keyed, keyed, buckets))
+        Ok(out.into_json())
     }
 
     fn date_histogram(
@@ -1766,6 +1761,7 @@ impl Renderer<'_> {
         path: &[usize],
         parent: &[Key],
     ) -> Result<Value> {
+        let mut out = Buckets::new(d.keyed);
         let rows = self.children_rows(path, parent);
         let mut by_key: Vec<(i64, Row)> = rows
             .into_iter()
@@ -1815,8 +1811,6 @@ impl Renderer<'_> {
         }
         let fmt = self.date_formatter(&d.field, d.format.as_deref())?;
         let rows: HashMap<i64, Row> = by_key.into_iter().collect();
-        let mut buckets = Vec::new();
-        let mut keyed = Map::new();
         for k in keys {
             let row = rows.get(&k).cloned();
             if row.as_ref().map_or(0, |r| r.count) < d.min_doc_count as i64 {
@@ -1827,16 +1821,13 @@ impl Renderer<'_> {
             b.insert("key_as_string".into(), json!(text));
             b.insert("key".into(), json!(k));
             b.extend(self.bucket(node, path, parent, &Key::Int(k), row.as_ref())?);
-            if d.keyed {
-                keyed.insert(text, Value::Object(b));
-            } else {
-                buckets.push(Value::Object(b));
-            }
+            out.push(text, b);
         }
-        Ok(bucket_list(d.keyed, keyed, buckets))
+        Ok(out.into_json())
     }
 
     fn range(&self, node: &AggNode, r: &RangeAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
+        let mut out = Buckets::new(r.keyed);
         let is_date = self.field_type(&r.field) == Some(FieldType::Date);
         let fmt = if is_date {
             Some(self.date_formatter(&r.field, r.format.as_deref())?)
@@ -1876,8 +1867,6 @@ impl Renderer<'_> {
                 (Some(x), None) => java_double(x),
             }
         };
-        let mut buckets = Vec::new();
-        let mut keyed = Map::new();
         for (i, from, to) in order {
             let key = r.ranges[i]
                 .key
@@ -1903,18 +1892,13 @@ impl Renderer<'_> {
             full.push(Key::Branch(i));
             let row = self.row(path, &full);
             b.extend(self.bucket(node, path, parent, &Key::Branch(i), row.as_ref())?);
-            if r.keyed {
-                keyed.insert(key, Value::Object(b));
-            } else {
-                buckets.push(Value::Object(b));
-            }
+            out.push(key, b);
         }
-        Ok(bucket_list(r.keyed, keyed, buckets))
+        Ok(out.into_json())
     }
 
     fn filters(&self, node: &AggNode, f: &FiltersAgg, path: &[usize], parent: &[Key]) -> Result<Value> {
-        let mut buckets = Vec::new();
-        let mut keyed = Map::new();
+        let mut out = Buckets::new(f.keyed);
         let n = f.filters.len() + usize::from(f.other_bucket_key.is_some());
         for i in 0..n {
             let mut full = parent.to_vec();
@@ -1926,13 +1910,9 @@ impl Renderer<'_> {
                 Some((None, _)) => i.to_string(),
                 None => f.other_bucket_key.clone().unwrap_or_else(|| "_other_".into()),
             };
-            if f.keyed {
-                keyed.insert(name, Value::Object(b));
-            } else {
-                buckets.push(Value::Object(b));
-            }
+            out.push(name, b);
         }
-        Ok(bucket_list(f.keyed, keyed, buckets))
+        Ok(out.into_json())
     }
 
     fn metric(&self, m: &MetricAgg, values: Option<&Vec<Value>>) -> Result<Value> {
@@ -2027,12 +2007,36 @@ impl Renderer<'_> {
     }
 }
 
-/// `{"buckets": ...}` as an object by key (`keyed`) or an array.
-fn bucket_list(keyed: bool, by_key: Map<String, Value>, list: Vec<Value>) -> Value {
-    if keyed {
-        json!({"buckets": by_key})
-    } else {
-        json!({"buckets": list})
+/// The buckets of a bucket aggregation: an object by key (`keyed`) or an array.
+struct Buckets {
+    keyed: bool,
+    by_key: Map<String, Value>,
+    list: Vec<Value>,
+}
+
+impl Buckets {
+    fn new(keyed: bool) -> Buckets {
+        Buckets {
+            keyed,
+            by_key: Map::new(),
+            list: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, key: String, bucket: Map<String, Value>) {
+        if self.keyed {
+            self.by_key.insert(key, Value::Object(bucket));
+        } else {
+            self.list.push(Value::Object(bucket));
+        }
+    }
+
+    fn into_json(self) -> Value {
+        if self.keyed {
+            json!({"buckets": self.by_key})
+        } else {
+            json!({"buckets": self.list})
+        }
     }
 }
 

@@ -69,6 +69,33 @@ fn field_entry<'v>(clause: &str, v: &'v Value) -> Result<(&'v str, &'v Value)> {
     Ok((field, body))
 }
 
+/// Options of the short form `{"clause": {"field": value}}`: none.
+static NO_OPTIONS: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
+/// `{"clause": {"field": value}}` or `{"clause": {"field": {"<value key>":
+/// value, ...options}}}`: the field, the value (under the first of
+/// `value_keys` present) and the options, checked against `allowed`.
+fn field_value<'v>(
+    clause: &str,
+    body: &'v Value,
+    value_keys: &[&str],
+    allowed: &[&str],
+    missing: &str,
+) -> Result<(&'v str, &'v Value, &'v Map<String, Value>)> {
+    let (field, spec) = field_entry(clause, body)?;
+    match spec {
+        Value::Object(m) => {
+            check_keys(clause, m, allowed)?;
+            let v = value_keys
+                .iter()
+                .find_map(|k| m.get(*k))
+                .ok_or_else(|| Error::parsing(format!("[{clause}] {missing}")))?;
+            Ok((field, v, m))
+        }
+        v => Ok((field, v, &NO_OPTIONS)),
+    }
+}
+
 fn as_f32(v: &Value, clause: &str, key: &str) -> Result<f32> {
     v.as_f64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -593,36 +620,27 @@ impl Lowering<'_> {
     }
 
     fn match_query(&self, body: &Value) -> Result<LeafQuery> {
-        let (field, spec) = field_entry("match", body)?;
-        let empty = Map::new();
-        let (query, m) = match spec {
-            Value::Object(m) => {
-                check_keys(
-                    "match",
-                    m,
-                    &[
-                        "query",
-                        "operator",
-                        "minimum_should_match",
-                        "fuzziness",
-                        "prefix_length",
-                        "max_expansions",
-                        "fuzzy_transpositions",
-                        "lenient",
-                        "zero_terms_query",
-                        "auto_generate_synonyms_phrase_query",
-                        "analyzer",
-                        "boost",
-                        "_name",
-                    ],
-                )?;
-                let q = m
-                    .get("query")
-                    .ok_or_else(|| Error::parsing("[match] requires query value"))?;
-                (q, m)
-            }
-            v => (v, &empty),
-        };
+        let (field, query, m) = field_value(
+            "match",
+            body,
+            &["query"],
+            &[
+                "query",
+                "operator",
+                "minimum_should_match",
+                "fuzziness",
+                "prefix_length",
+                "max_expansions",
+                "fuzzy_transpositions",
+                "lenient",
+                "zero_terms_query",
+                "auto_generate_synonyms_phrase_query",
+                "analyzer",
+                "boost",
+                "_name",
+            ],
+            "requires query value",
+        )?;
         let operator_and = match m.get("operator").map(|o| o.as_str().map(str::to_ascii_lowercase)) {
             None => false,
             Some(Some(o)) if o == "and" => true,
@@ -725,30 +743,21 @@ impl Lowering<'_> {
     }
 
     fn match_phrase(&self, clause: &str, body: &Value) -> Result<LeafQuery> {
-        let (field, spec) = field_entry(clause, body)?;
-        let empty = Map::new();
-        let (query, m) = match spec {
-            Value::Object(m) => {
-                check_keys(
-                    clause,
-                    m,
-                    &[
-                        "query",
-                        "slop",
-                        "max_expansions",
-                        "analyzer",
-                        "zero_terms_query",
-                        "boost",
-                        "_name",
-                    ],
-                )?;
-                let q = m
-                    .get("query")
-                    .ok_or_else(|| Error::parsing(format!("[{clause}] requires query value")))?;
-                (q, m)
-            }
-            v => (v, &empty),
-        };
+        let (field, query, m) = field_value(
+            clause,
+            body,
+            &["query"],
+            &[
+                "query",
+                "slop",
+                "max_expansions",
+                "analyzer",
+                "zero_terms_query",
+                "boost",
+                "_name",
+            ],
+            "requires query value",
+        )?;
         let slop = m
             .get("slop")
             .map(|s| as_u32(s, clause, "slop"))
@@ -1072,32 +1081,23 @@ impl Lowering<'_> {
     }
 
     fn pattern(&self, clause: &str, body: &Value) -> Result<LeafQuery> {
-        let (field, spec) = field_entry(clause, body)?;
-        let empty = Map::new();
-        let (value, m) = match spec {
-            Value::Object(m) => {
-                check_keys(
-                    clause,
-                    m,
-                    &[
-                        "value",
-                        "wildcard",
-                        "case_insensitive",
-                        "rewrite",
-                        "flags",
-                        "max_determinized_states",
-                        "boost",
-                        "_name",
-                    ],
-                )?;
-                let v = m
-                    .get("value")
-                    .or_else(|| m.get("wildcard"))
-                    .ok_or_else(|| Error::parsing(format!("[{clause}] requires a [value]")))?;
-                (text_of(v, clause)?, m)
-            }
-            v => (text_of(v, clause)?, &empty),
-        };
+        let (field, value, m) = field_value(
+            clause,
+            body,
+            &["value", "wildcard"],
+            &[
+                "value",
+                "wildcard",
+                "case_insensitive",
+                "rewrite",
+                "flags",
+                "max_determinized_states",
+                "boost",
+                "_name",
+            ],
+            "requires a [value]",
+        )?;
+        let value = text_of(value, clause)?;
         let case_insensitive = m
             .get("case_insensitive")
             .map(|v| as_bool(v, clause, "case_insensitive"))
@@ -1134,31 +1134,23 @@ impl Lowering<'_> {
     }
 
     fn fuzzy(&self, body: &Value) -> Result<LeafQuery> {
-        let (field, spec) = field_entry("fuzzy", body)?;
-        let empty = Map::new();
-        let (value, m) = match spec {
-            Value::Object(m) => {
-                check_keys(
-                    "fuzzy",
-                    m,
-                    &[
-                        "value",
-                        "fuzziness",
-                        "prefix_length",
-                        "max_expansions",
-                        "transpositions",
-                        "rewrite",
-                        "boost",
-                        "_name",
-                    ],
-                )?;
-                let v = m
-                    .get("value")
-                    .ok_or_else(|| Error::parsing("[fuzzy] requires a [value]"))?;
-                (text_of(v, "fuzzy")?, m)
-            }
-            v => (text_of(v, "fuzzy")?, &empty),
-        };
+        let (field, value, m) = field_value(
+            "fuzzy",
+            body,
+            &["value"],
+            &[
+                "value",
+                "fuzziness",
+                "prefix_length",
+                "max_expansions",
+                "transpositions",
+                "rewrite",
+                "boost",
+                "_name",
+            ],
+            "requires a [value]",
+        )?;
+        let value = text_of(value, "fuzzy")?;
         let Some(col) = self.column(field) else {
             return Ok(LeafQuery::None);
         };
