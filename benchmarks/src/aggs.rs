@@ -15,13 +15,11 @@ use quidditch_index::Indices;
 use quidditch_planner::Params;
 use serde_json::{Value, json};
 use tantivy::aggregation::agg_req::Aggregations;
-use tantivy::aggregation::{AggContextParams, AggregationCollector};
-use tantivy::query::{AllQuery, EnableScoring};
 use tantivy::{Executor, Index};
 
 use crate::Common;
 use crate::ingest::prepare;
-use crate::scan::timed;
+use crate::scan::{tantivy_aggregate, timed};
 
 /// One benchmark case: the DSL aggregation and tantivy's request.
 struct Case {
@@ -191,14 +189,9 @@ pub fn run(c: &Common) -> Result<()> {
         })?;
         let aggs: Aggregations = serde_json::from_value(case.reference.clone())?;
         let (t_ms, theirs) = timed(c.iterations, || {
-            let collector = AggregationCollector::from_aggs(aggs.clone(), AggContextParams::default());
-            let result = searcher.search_with_executor(
-                &AllQuery,
-                &collector,
-                &executor,
-                EnableScoring::disabled_from_searcher(&searcher),
-            )?;
-            Ok(serde_json::to_value(&result)?)
+            Ok(serde_json::to_value(tantivy_aggregate(
+                &searcher, &executor, &aggs,
+            )?)?)
         })?;
         let same = same_answer(&case, &ours, &theirs);
         println!(

@@ -41,14 +41,7 @@ pub fn run(c: &Common) -> Result<()> {
         "by_status": {"terms": {"field": "status", "size": 100}, "aggs": {"avg_bytes": {"avg": {"field": "bytes"}}}}
     }))?;
     let (t_ms, t_answer) = timed(c.iterations, || {
-        let collector = AggregationCollector::from_aggs(aggs.clone(), AggContextParams::default());
-        let result = searcher.search_with_executor(
-            &AllQuery,
-            &collector,
-            &executor,
-            EnableScoring::disabled_from_searcher(&searcher),
-        )?;
-        tantivy_answer(&result)
+        tantivy_answer(&tantivy_aggregate(&searcher, &executor, &aggs)?)
     })?;
     let same = answers_match(&q_answer, &t_answer);
     println!(
@@ -75,6 +68,21 @@ pub fn run(c: &Common) -> Result<()> {
             "answers_match": same,
         }),
     )
+}
+
+/// Tantivy's native aggregation of `aggs` over every document, on `executor`.
+pub fn tantivy_aggregate(
+    searcher: &tantivy::Searcher,
+    executor: &Executor,
+    aggs: &Aggregations,
+) -> Result<AggregationResults> {
+    let collector = AggregationCollector::from_aggs(aggs.clone(), AggContextParams::default());
+    Ok(searcher.search_with_executor(
+        &AllQuery,
+        &collector,
+        executor,
+        EnableScoring::disabled_from_searcher(searcher),
+    )?)
 }
 
 /// Median wall time in ms over `iterations` runs after one warm-up, and the last answer.
