@@ -510,7 +510,10 @@ impl AggSpec {
         match self.fun {
             Fun::Avg => true,
             Fun::Sum | Fun::Min | Fun::Max => self.states[0] == DataType::Float64,
-            Fun::CountRows | Fun::Count => false,
+            // Counting needs only presence; doubles share a read with the
+            // other aggregates of the column.
+            Fun::Count => true,
+            Fun::CountRows => false,
         }
     }
 }
@@ -589,19 +592,28 @@ impl AggJob {
                 } else {
                     rows[0] += docs.len() as i64;
                 }
+                let mut last_read: Option<(Option<&str>, bool)> = None;
                 for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
                     let Some(col) = col else { continue };
                     if !grouped {
-                        // One group: fold the block's values in tight loops.
+                        // One group: fold the block's values in tight loops,
+                        // reading a column once for the aggregates that
+                        // follow each other on it (`stats`).
+                        let read = (spec.column.as_deref(), spec.float());
                         if spec.float() {
-                            floats.clear();
-                            col.for_each_f64(docs, |_, v| floats.push(v));
+                            if last_read != Some(read) {
+                                floats.clear();
+                                col.for_each_f64(docs, |_, v| floats.push(v));
+                            }
                             accs[j].add_block_f(&floats);
                         } else {
-                            ints.clear();
-                            col.for_each_i64(docs, |_, v| ints.push(v));
+                            if last_read != Some(read) {
+                                ints.clear();
+                                col.for_each_i64(docs, |_, v| ints.push(v));
+                            }
                             accs[j].add_block_i(&ints);
                         }
+                        last_read = Some(read);
                         continue;
                     }
                     if spec.float() {
