@@ -376,3 +376,24 @@ async fn check_pushdown(engine: &Engine) -> Result<()> {
     assert!(!distinct.contains("TantivyAggregateExec"), "{distinct}");
     Ok(())
 }
+
+#[tokio::test]
+async fn pushed_down_aggregates_respect_the_memory_limit() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let base = index_engine(dir.path(), &people(), &orders())?;
+    let engine = Engine::new(
+        Arc::clone(base.indices()),
+        EngineConfig {
+            memory_limit: Some(64),
+            ..EngineConfig::default()
+        },
+    )?;
+    let err = engine
+        .sql("SELECT name, count(*), sum(score) FROM people GROUP BY name")
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("TantivyAggregateExec"), "{err}");
+    Ok(())
+}

@@ -23,6 +23,7 @@ use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::config::ConfigOptions;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -327,7 +328,7 @@ impl ExecutionPlan for TantivyAggregateExec {
         }
     }
 
-    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let shard = self
             .index
             .shards()
@@ -341,13 +342,15 @@ impl ExecutionPlan for TantivyAggregateExec {
             aggs: self.aggs.clone(),
             schema: Arc::clone(&self.schema),
         };
+        let mut reservation =
+            MemoryConsumer::new(format!("TantivyAggregateExec[{partition}]")).register(context.memory_pool());
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let elapsed = MetricBuilder::new(&self.metrics).elapsed_compute(partition);
         let schema = Arc::clone(&self.schema);
         let fut = async move {
             tokio::task::spawn_blocking(move || {
                 let _timer = elapsed.timer();
-                let batch = job.run(&shard)?;
+                let batch = job.run(&shard, &mut reservation)?;
                 output_rows.add(batch.num_rows());
                 Ok(batch)
             })
@@ -519,7 +522,9 @@ impl AggSpec {
 }
 
 impl AggJob {
-    fn run(&self, shard: &crate::shard::Shard) -> Result<RecordBatch> {
+    /// Aggregates one shard; the group states are reserved from the
+    /// query's memory pool as they grow.
+    fn run(&self, shard: &crate::shard::Shard, reservation: &mut MemoryReservation) -> Result<RecordBatch> {
         let searcher = shard.searcher();
         let fields = shard.fields();
         let query = self
@@ -555,6 +560,9 @@ impl AggJob {
             // Flat per-slot state: one row count and `naggs` accumulators per
             // slot, without an allocation per dictionary term.
             let naggs = self.aggs.len();
+            let slot_bytes = std::mem::size_of::<i64>() + naggs * std::mem::size_of::<Acc>();
+            let segment_bytes = (terms + 1) * slot_bytes;
+            reservation.try_grow(segment_bytes)?;
             let mut rows = vec![0i64; terms + 1];
             let mut accs = vec![Acc::default(); (terms + 1) * naggs];
             let mut int_slots: HashMap<i64, usize, BuildHasherDefault<IntHasher>> = HashMap::default();
@@ -659,12 +667,20 @@ impl AggJob {
                     }
                     (None, s) => int_keys.get(s - terms - 1).map(|v| Key::Int(*v)),
                 };
+                if !groups.contains_key(&key) {
+                    let key_bytes = match &key {
+                        Some(Key::Str(s)) => s.len(),
+                        _ => 0,
+                    };
+                    reservation.try_grow(key_bytes + slot_bytes + std::mem::size_of::<Option<Key>>())?;
+                }
                 let entry = groups.entry(key).or_insert_with(|| empty.clone());
                 entry.rows += count;
                 for (a, b) in entry.accs.iter_mut().zip(&accs[slot * naggs..(slot + 1) * naggs]) {
                     a.merge(b);
                 }
             }
+            reservation.shrink(segment_bytes);
         }
         if self.group.is_none() && groups.is_empty() {
             groups.insert(None, empty);
