@@ -40,7 +40,7 @@ use tantivy::query::EnableScoring;
 use crate::index::Index;
 use crate::mapping::{FieldType, Mapping};
 use crate::query::LeafQuery;
-use crate::scan::{TantivyScanExec, first_values, open_numeric, open_str, tantivy_err};
+use crate::scan::{TantivyScanExec, first_values, for_each_live_block, open_numeric, open_str, tantivy_err};
 use crate::schema::kw_column;
 
 /// Documents folded at a time.
@@ -539,7 +539,6 @@ impl AggJob {
             accs: vec![Acc::default(); self.aggs.len()],
         };
         let mut groups: HashMap<Option<Key>, Group> = HashMap::new();
-        let mut docs: Vec<DocId> = Vec::with_capacity(BLOCK);
         for segment in searcher.segment_readers() {
             let (str_col, int_col) = match &self.group {
                 Some((g, GroupKind::Keyword)) => (open_str(segment, &kw_column(g))?, None),
@@ -567,7 +566,6 @@ impl AggJob {
             let mut accs = vec![Acc::default(); (terms + 1) * naggs];
             let mut int_slots: HashMap<i64, usize, BuildHasherDefault<IntHasher>> = HashMap::default();
             let mut int_keys: Vec<i64> = Vec::new();
-            let alive = segment.alive_bitset();
             let mut slots: Vec<usize> = Vec::with_capacity(BLOCK);
             let mut floats: Vec<f64> = Vec::with_capacity(BLOCK);
             let mut ints: Vec<i64> = Vec::with_capacity(BLOCK);
@@ -637,22 +635,10 @@ impl AggJob {
                     }
                 }
             };
-            weight
-                .for_each_no_score(segment, &mut |block: &[DocId]| {
-                    match alive {
-                        Some(a) => docs.extend(block.iter().filter(|d| a.is_alive(**d))),
-                        None => docs.extend_from_slice(block),
-                    }
-                    if docs.len() >= BLOCK {
-                        fold(&docs);
-                        docs.clear();
-                    }
-                })
-                .map_err(tantivy_err)?;
-            if !docs.is_empty() {
-                fold(&docs);
-                docs.clear();
-            }
+            for_each_live_block(weight.as_ref(), segment, BLOCK, |docs| {
+                fold(docs);
+                Ok(true)
+            })?;
             let mut text = String::new();
             for (slot, &count) in rows.iter().enumerate() {
                 if count == 0 {

@@ -503,7 +503,6 @@ impl ScanJob {
         let weight = query
             .weight(EnableScoring::disabled_from_searcher(searcher))
             .map_err(tantivy_err)?;
-        let mut docs: Vec<DocId> = Vec::with_capacity(self.batch_size);
         for segment in searcher.segment_readers() {
             let columns = kinds
                 .iter()
@@ -516,9 +515,7 @@ impl ScanJob {
                     )),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let alive = segment.alive_bitset();
-            let mut outcome: Result<bool> = Ok(true);
-            let emit = |docs: &mut Vec<DocId>| -> Result<bool> {
+            let more = for_each_live_block(weight.as_ref(), segment, self.batch_size, |docs| {
                 self.docs_scanned.add(docs.len());
                 let arrays = kinds
                     .iter()
@@ -527,28 +524,9 @@ impl ScanJob {
                     .collect::<Vec<_>>();
                 let options = RecordBatchOptions::new().with_row_count(Some(docs.len()));
                 let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &options)?;
-                docs.clear();
                 Ok(self.send(tx, batch))
-            };
-            // Matching documents come in blocks, as tantivy's collectors get them.
-            weight
-                .for_each_no_score(segment, &mut |block: &[DocId]| {
-                    if !matches!(outcome, Ok(true)) {
-                        return;
-                    }
-                    match alive {
-                        Some(a) => docs.extend(block.iter().filter(|d| a.is_alive(**d))),
-                        None => docs.extend_from_slice(block),
-                    }
-                    if docs.len() >= self.batch_size {
-                        outcome = emit(&mut docs);
-                    }
-                })
-                .map_err(tantivy_err)?;
-            if matches!(outcome, Ok(true)) && !docs.is_empty() {
-                outcome = emit(&mut docs);
-            }
-            if !outcome? {
+            })?;
+            if !more {
                 return Ok(());
             }
         }
@@ -718,6 +696,40 @@ pub(crate) fn first_values<T: Copy + Default + Send + Sync + std::fmt::Debug + P
         }
     }
     out
+}
+
+/// Calls `f` with the live documents of a segment that match `weight`, in
+/// blocks of about `block` documents (tantivy hands them out as its
+/// collectors get them). Stops early when `f` answers `false`, and then
+/// returns `false`.
+pub(crate) fn for_each_live_block(
+    weight: &dyn tantivy::query::Weight,
+    segment: &SegmentReader,
+    block: usize,
+    mut f: impl FnMut(&[DocId]) -> Result<bool>,
+) -> Result<bool> {
+    let alive = segment.alive_bitset();
+    let mut docs: Vec<DocId> = Vec::with_capacity(block + 64);
+    let mut outcome: Result<bool> = Ok(true);
+    weight
+        .for_each_no_score(segment, &mut |matched: &[DocId]| {
+            if !matches!(outcome, Ok(true)) {
+                return;
+            }
+            match alive {
+                Some(a) => docs.extend(matched.iter().filter(|d| a.is_alive(**d))),
+                None => docs.extend_from_slice(matched),
+            }
+            if docs.len() >= block {
+                outcome = f(&docs);
+                docs.clear();
+            }
+        })
+        .map_err(tantivy_err)?;
+    if matches!(outcome, Ok(true)) && !docs.is_empty() {
+        outcome = f(&docs);
+    }
+    outcome
 }
 
 /// Calls `f(i, value)` with the first value of each document `docs[i]` that

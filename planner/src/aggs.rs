@@ -36,7 +36,9 @@ use serde_json::{Map, Value, json};
 use crate::dates::{CalendarUnit, DateFormatter, TimeZone, parse_fixed_interval};
 use crate::error::{Error, Result};
 use crate::query::{QueryContext, lower, resolve_date};
-use crate::source::{Output, Target, common_type, float_json, json_at, json_literal, union_source};
+use crate::source::{
+    Output, Target, common_type, date_formatter, field_type, float_json, json_at, json_literal, union_source,
+};
 
 /// The parsed `aggs` of a request.
 #[derive(Debug, Clone)]
@@ -864,11 +866,7 @@ impl<'a> Planner<'a> {
     /// Rejects a bucket aggregation over a field type it cannot group, as
     /// Elasticsearch does (a 400 from the shards).
     fn check_field_type(&self, node: &AggNode) -> Result<()> {
-        let field_type = |f: &str| {
-            self.targets
-                .iter()
-                .find_map(|t| t.mapping().column(f).map(|c| c.mapping.ty))
-        };
+        let field_type = |f: &str| field_type(self.targets, f);
         let (agg, field) = match &node.kind {
             AggKind::Terms(t) => {
                 if field_type(&t.field) == Some(FieldType::Text) {
@@ -1124,13 +1122,7 @@ impl<'a> Planner<'a> {
                     Some(m) => datafusion::functions::expr_fn::coalesce(vec![ms, lit(m)]),
                     None => ms,
                 };
-                let udf = ScalarUDF::new_from_impl(DateBucket {
-                    interval: d.interval.clone(),
-                    tz: d.tz,
-                    tz_name: d.tz_name.clone(),
-                    offset: d.offset,
-                    signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
-                });
+                let udf = ScalarUDF::new_from_impl(DateBucket::new(d));
                 Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
                     Arc::new(udf),
                     vec![ms],
@@ -1398,6 +1390,16 @@ impl std::hash::Hash for DateBucket {
 }
 
 impl DateBucket {
+    fn new(d: &DateHistogramAgg) -> DateBucket {
+        DateBucket {
+            interval: d.interval.clone(),
+            tz: d.tz,
+            tz_name: d.tz_name.clone(),
+            offset: d.offset,
+            signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+        }
+    }
+
     fn bucket(&self, ms: i64) -> i64 {
         let shifted = ms - self.offset;
         let start = match &self.interval {
@@ -1532,21 +1534,11 @@ impl Renderer<'_> {
     }
 
     fn field_type(&self, field: &str) -> Option<FieldType> {
-        self.targets
-            .iter()
-            .find_map(|t| t.mapping().column(field).map(|c| c.mapping.ty))
+        field_type(self.targets, field)
     }
 
     fn date_formatter(&self, field: &str, format: Option<&str>) -> Result<DateFormatter> {
-        let mapped = self
-            .targets
-            .iter()
-            .find_map(|t| t.mapping().column(field).and_then(|c| c.mapping.format.clone()));
-        let fmt = format
-            .map(str::to_string)
-            .or(mapped)
-            .unwrap_or_else(|| "strict_date_optional_time".into());
-        DateFormatter::parse(&fmt).map_err(Error::illegal_argument)
+        date_formatter(self.targets, field, format)
     }
 
     /// The sub-aggregations of a bucket: `row` holds its metrics.
@@ -1771,13 +1763,7 @@ impl Renderer<'_> {
             })
             .collect();
         by_key.sort_by_key(|(k, _)| *k);
-        let bucketer = DateBucket {
-            interval: d.interval.clone(),
-            tz: d.tz,
-            tz_name: d.tz_name.clone(),
-            offset: d.offset,
-            signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
-        };
+        let bucketer = DateBucket::new(d);
         let mut keys: Vec<i64> = by_key.iter().map(|(k, _)| *k).collect();
         if d.min_doc_count == 0 {
             let mut lo = keys.first().copied();

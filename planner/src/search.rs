@@ -7,28 +7,28 @@
 //! one session.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::datasource::provider_as_source;
 use datafusion::functions_aggregate::expr_fn::max;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, and, cast, col, lit, or};
+use datafusion::logical_expr::{Expr, LogicalPlan, and, cast, col, lit, or};
 use datafusion::physical_plan::displayable;
 use datafusion::prelude::{SessionContext, ident};
 use futures::future::try_join_all;
 use quidditch_index::Indices;
-use quidditch_index::fulltext::search_query_expr;
 use quidditch_index::mapping::FieldType;
 use quidditch_index::query::LeafQuery;
 use serde_json::{Map, Value, json};
 
 use crate::aggs::{self, AggTree};
-use crate::dates::{DateFormatter, TimeZone};
+use crate::dates::TimeZone;
 use crate::error::{Error, Result};
 use crate::query::{QueryContext, lower, lower_opt, token_name};
-use crate::source::{Output, Target, common_type, float_json, json_at, json_literal, resolve, union_source};
+use crate::source::{
+    Output, Target, common_type, date_formatter, field_type, filtered_scan, float_json, json_at,
+    json_literal, resolve, union_source,
+};
 
 /// Elasticsearch's default `index.max_result_window`.
 pub const MAX_RESULT_WINDOW: usize = 10_000;
@@ -653,14 +653,7 @@ pub async fn count(
 }
 
 fn count_plan(target: &Target, query: &LeafQuery, min_score: Option<f32>) -> Result<LogicalPlan> {
-    let mut b = LogicalPlanBuilder::scan(
-        target.name.as_str(),
-        provider_as_source(Arc::clone(&target.table) as _),
-        None,
-    )?;
-    if *query != LeafQuery::All {
-        b = b.filter(search_query_expr(query)?)?;
-    }
+    let mut b = filtered_scan(target, query)?;
     if let Some(min) = min_score {
         b = b.filter(ident("_score").gt_eq(lit(min)))?;
     }
@@ -701,12 +694,6 @@ async fn explain(ctx: &SessionContext, plans: &Plans) -> Result<Value> {
         }));
     }
     Ok(json!({"plans": out}))
-}
-
-/// Hit values of a date column, formatted for `fields`.
-fn date_formatter(target_format: Option<&str>) -> Result<DateFormatter> {
-    DateFormatter::parse(target_format.unwrap_or("strict_date_optional_time"))
-        .map_err(Error::illegal_argument)
 }
 
 /// A resolved `fields` entry.
@@ -752,20 +739,16 @@ impl Search<'_> {
     }
 
     fn field_type(&self, path: &str) -> Option<FieldType> {
-        self.targets
-            .iter()
-            .find_map(|t| t.mapping().column(path).map(|c| c.mapping.ty))
+        field_type(&self.targets, path)
     }
 
     fn field_columns(&self) -> Vec<FieldColumn> {
         let mut out: Vec<FieldColumn> = Vec::new();
         for req in &self.body.fields {
-            let re =
-                regex::Regex::new(&format!("^{}$", regex::escape(&req.pattern).replace("\\*", ".*"))).ok();
             let mut paths: Vec<String> = Vec::new();
             for t in &self.targets {
                 for c in t.mapping().columns() {
-                    if re.as_ref().is_some_and(|re| re.is_match(&c.path)) && !paths.contains(&c.path) {
+                    if pattern_matches(&req.pattern, &c.path) && !paths.contains(&c.path) {
                         paths.push(c.path);
                     }
                 }
@@ -994,6 +977,15 @@ impl Search<'_> {
         max_batches: Option<Vec<RecordBatch>>,
     ) -> Result<Value> {
         let fields = self.field_columns();
+        // Date fields' formatters, parsed once for all hits.
+        let formatters = fields
+            .iter()
+            .map(|f| {
+                (f.ty == FieldType::Date)
+                    .then(|| date_formatter(&self.targets, &f.path, f.format.as_deref()))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
         let scoring = self.body.needs_score();
         let mut hits = Vec::new();
         let mut top_score: Option<f64> = None;
@@ -1034,7 +1026,7 @@ impl Search<'_> {
                 }
                 if !fields.is_empty() {
                     let mut out = Map::new();
-                    for f in &fields {
+                    for (f, formatter) in fields.iter().zip(&formatters) {
                         let v = get(&f.alias)?;
                         let mut values: Vec<Value> = match v {
                             Value::Null => continue,
@@ -1048,19 +1040,15 @@ impl Search<'_> {
                             });
                             values.dedup();
                         }
-                        let values = if f.ty == FieldType::Date {
-                            let fmt = date_formatter(
-                                f.format.as_deref().or(self.date_format_of(&f.path).as_deref()),
-                            )?;
-                            values
+                        let values = match formatter {
+                            Some(fmt) => values
                                 .into_iter()
                                 .map(|v| {
                                     v.as_i64()
                                         .map_or(v.clone(), |ms| json!(fmt.format(ms, &TimeZone::utc())))
                                 })
-                                .collect()
-                        } else {
-                            values
+                                .collect(),
+                            None => values,
                         };
                         if !values.is_empty() {
                             out.insert(f.path.clone(), Value::Array(values));
@@ -1128,12 +1116,6 @@ impl Search<'_> {
         Ok(Value::Object(out))
     }
 
-    fn date_format_of(&self, path: &str) -> Option<String> {
-        self.targets
-            .iter()
-            .find_map(|t| t.mapping().column(path).and_then(|c| c.mapping.format.clone()))
-    }
-
     /// A numeric or date sort key with missing values replaced by the sort
     /// value hits report for them (`i64::MAX`, `Infinity`, ...); other keys
     /// unchanged.
@@ -1199,12 +1181,25 @@ fn comparable(e: Expr, ty: &Option<DataType>) -> Expr {
     }
 }
 
+/// Whether `path` matches a field pattern where `*` stands for any text
+/// (no regex is compiled: `_source` filtering runs this per hit and key).
 fn pattern_matches(pattern: &str, path: &str) -> bool {
-    if !pattern.contains('*') {
-        return pattern == path;
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = path.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
     }
-    let re = format!("^{}$", regex::escape(pattern).replace("\\*", ".*"));
-    regex::Regex::new(&re).is_ok_and(|r| r.is_match(path))
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// Whether `path` or something under it is selected by a pattern.
@@ -1336,4 +1331,21 @@ pub async fn msearch(
         responses.push(item);
     }
     Ok(json!({"took": started.elapsed().as_millis() as u64, "responses": responses}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pattern_matches;
+
+    #[test]
+    fn field_patterns() {
+        assert!(pattern_matches("name", "name"));
+        assert!(!pattern_matches("name", "name.keyword"));
+        assert!(pattern_matches("name*", "name.keyword"));
+        assert!(pattern_matches("*", "a.b"));
+        assert!(pattern_matches("*.keyword", "name.keyword"));
+        assert!(pattern_matches("a*b*c", "aXbYc"));
+        assert!(!pattern_matches("a*b*c", "aXcYb"));
+        assert!(!pattern_matches("ab*ba", "aba"));
+    }
 }

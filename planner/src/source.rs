@@ -12,11 +12,12 @@ use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast, lit};
 use datafusion::prelude::ident;
 use quidditch_index::Indices;
 use quidditch_index::fulltext::search_query_expr;
-use quidditch_index::mapping::Mapping;
+use quidditch_index::mapping::{FieldType, Mapping};
 use quidditch_index::query::LeafQuery;
 use quidditch_index::table::IndexTable;
 use serde_json::{Value, json};
 
+use crate::dates::DateFormatter;
 use crate::error::{Error, Result};
 
 /// One index a request reads, with the mapping its table was made with.
@@ -100,6 +101,40 @@ fn element_type(t: &DataType) -> DataType {
     }
 }
 
+/// The scan of one index with `query` pushed into it.
+pub fn filtered_scan(target: &Target, query: &LeafQuery) -> Result<LogicalPlanBuilder> {
+    let builder = LogicalPlanBuilder::scan(
+        target.name.as_str(),
+        provider_as_source(Arc::clone(&target.table) as _),
+        None,
+    )?;
+    Ok(if *query == LeafQuery::All {
+        builder
+    } else {
+        builder.filter(search_query_expr(query)?)?
+    })
+}
+
+/// The mapped type of a field in the first target that maps it.
+pub fn field_type(targets: &[Target], path: &str) -> Option<FieldType> {
+    targets
+        .iter()
+        .find_map(|t| t.mapping().column(path).map(|c| c.mapping.ty))
+}
+
+/// The formatter of a date field: `format` if given, else the field's
+/// mapped format, else `strict_date_optional_time`.
+pub fn date_formatter(targets: &[Target], path: &str, format: Option<&str>) -> Result<DateFormatter> {
+    let mapped = targets
+        .iter()
+        .find_map(|t| t.mapping().column(path).and_then(|c| c.mapping.format.clone()));
+    let format = format
+        .map(str::to_string)
+        .or(mapped)
+        .unwrap_or_else(|| "strict_date_optional_time".into());
+    DateFormatter::parse(&format).map_err(Error::illegal_argument)
+}
+
 /// Builds the unioned, filtered rows of the targets with these columns.
 pub fn union_source(
     targets: &[Target],
@@ -117,15 +152,7 @@ pub fn union_source(
         })
         .collect();
     for target in targets {
-        let query = query_for(target)?;
-        let mut builder = LogicalPlanBuilder::scan(
-            target.name.as_str(),
-            provider_as_source(Arc::clone(&target.table) as _),
-            None,
-        )?;
-        if query != LeafQuery::All {
-            builder = builder.filter(search_query_expr(&query)?)?;
-        }
+        let builder = filtered_scan(target, &query_for(target)?)?;
         let exprs = outputs
             .iter()
             .zip(&types)
