@@ -181,7 +181,14 @@ struct NodeProcess {
 impl NodeProcess {
     fn start(data_dir: &Path) -> Result<NodeProcess> {
         let mut child = Command::new(sibling_binary()?)
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--flight-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

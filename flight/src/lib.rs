@@ -1,6 +1,58 @@
-//! Arrow Flight for Quidditch: the Flight SQL service, plain Flight tickets
-//! and Flight ingest.
+//! Arrow Flight for Quidditch: one gRPC service on the node's Flight address
+//! that speaks both
 //!
-//! Not implemented yet: this crate is filled by the Flight SQL and clients
-//! work. It exports nothing so that nothing can depend on a service that
-//! does not exist.
+//! - **Flight SQL** ([`sql`]) for ADBC, JDBC and BI tools: statements,
+//!   prepared statements with parameters, and the catalog commands;
+//! - **plain Flight** ([`plain`]) for `pyarrow.flight`: JSON tickets
+//!   (`{"sql": ...}` or `{"index": ..., "search": {DSL}}`), `ListFlights`
+//!   over the indices, and `DoPut` of Arrow record batches into an index
+//!   ([`ingest`]) through the same durable write path as `_bulk`.
+//!
+//! [`service::QuidditchFlight`] routes each call: JSON tickets and path
+//! descriptors are plain Flight, protobuf commands are Flight SQL. Every call
+//! but the handshake is authenticated when the node has credentials
+//! ([`Authenticator`]). Results stream batch by batch from DataFusion to the
+//! client; nothing holds a whole result.
+
+pub mod error;
+pub mod ingest;
+pub mod plain;
+pub mod service;
+pub mod sql;
+pub mod stream;
+
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use quidditch_executor::Engine;
+
+pub use service::QuidditchFlight;
+
+/// Largest gRPC message the service accepts (a `DoPut` batch, a ticket).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// Checks credentials for the Flight service (and any other interface of
+/// the node).
+pub trait Authenticator: Send + Sync + std::fmt::Debug {
+    /// Checks an `authorization` header value (`Basic ...` or `Bearer ...`)
+    /// and returns the user it authenticates.
+    fn authenticate(&self, authorization: Option<&str>) -> Result<String, String>;
+    /// A bearer token for a user that has just authenticated.
+    fn issue_token(&self, user: &str) -> String;
+}
+
+/// What the Flight service needs from its node.
+#[derive(Debug, Clone)]
+pub struct FlightConfig {
+    /// The query engine of the node.
+    pub engine: Engine,
+    /// Credentials, when the node requires them.
+    pub auth: Option<Arc<dyn Authenticator>>,
+}
+
+/// The tonic service for a node's Flight address.
+pub fn flight_service(config: FlightConfig) -> Result<FlightServiceServer<QuidditchFlight>, tonic::Status> {
+    Ok(FlightServiceServer::new(QuidditchFlight::new(config)?)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}

@@ -19,4 +19,4 @@ pub mod simple_query;
 pub mod source;
 
 pub use error::{Error, Result};
-pub use search::{Params, count, msearch, search};
+pub use search::{Params, count, hits_rows, msearch, search};

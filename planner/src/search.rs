@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::max;
-use datafusion::logical_expr::{Expr, LogicalPlan, and, cast, col, lit, or};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, and, cast, col, lit, or};
 use datafusion::physical_plan::displayable;
 use datafusion::prelude::{SessionContext, ident};
 use futures::future::try_join_all;
@@ -611,6 +612,49 @@ pub async fn search(
         out["aggregations"] = a;
     }
     Ok(out)
+}
+
+/// The page of hits a search body selects, as rows: `_index`, `_id`,
+/// `_score` (null when the sort does not score) and one column per field the
+/// body's `fields` names, typed as the mapping types it. The plan streams, so
+/// callers such as Flight tickets never hold more than a batch.
+pub fn hits_rows(
+    ctx: &SessionContext,
+    indices: &Indices,
+    target: &str,
+    body: Option<&Value>,
+    params: &Params,
+) -> Result<LogicalPlan> {
+    let now = now_ms();
+    let body = SearchBody::parse(body, params, now)?;
+    if body.aggs.is_some() {
+        return Err(Error::illegal_argument(
+            "aggregations are not returned as rows: run them through _search",
+        ));
+    }
+    let targets = resolve(indices, target)?;
+    if targets.is_empty() {
+        return Err(Error::illegal_argument(format!("no index matches [{target}]")));
+    }
+    let search = Search {
+        ctx,
+        targets,
+        body,
+        now_ms: now,
+    };
+    search.check_sort()?;
+    let scoring = search.body.needs_score();
+    let hits = LogicalPlanBuilder::from(search.hits_plan(scoring)?);
+    let mut exprs = vec![ident("_index"), ident("_id")];
+    exprs.push(if scoring {
+        ident("_score")
+    } else {
+        cast(lit(ScalarValue::Null), DataType::Float32).alias("_score")
+    });
+    for f in search.field_columns() {
+        exprs.push(col(f.alias).alias(f.path));
+    }
+    Ok(hits.project(exprs)?.build()?)
 }
 
 /// `_count`: the number of documents matching `query`.

@@ -12,10 +12,20 @@ BIN = os.environ.get("QUIDDITCH_BIN", "quidditch")
 
 
 class Node:
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, *extra_args):
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--http-addr", "127.0.0.1:0", "--data-dir", data_dir],
+            [
+                BIN,
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--flight-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+                data_dir,
+                *extra_args,
+            ],
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "RUST_LOG": "warn"},
@@ -26,6 +36,7 @@ class Node:
         ready = json.loads(line)
         self.addr = ready["http"]
         self.url = f"http://{self.addr}"
+        self.flight = f"grpc://{ready['flight']}"
 
     def sql(self, query):
         r = requests.post(f"{self.url}/_sql", json={"query": query}, timeout=60)

@@ -27,6 +27,9 @@ pub enum Command {
     Sql(SqlArgs),
     /// Load NDJSON, CSV or Parquet files into an index through a running node.
     Load(LoadArgs),
+    /// Read a password or token from stdin and print its argon2 hash, for
+    /// the `users` and `tokens` of the config file.
+    HashPassword,
 }
 
 /// `quidditch sql` options.
@@ -66,6 +69,14 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Sql(args) => sql(args),
         Command::Load(args) => crate::load::run(args),
+        Command::HashPassword => {
+            let mut secret = String::new();
+            std::io::stdin().read_line(&mut secret)?;
+            let secret = secret.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!secret.is_empty(), "no password on stdin");
+            println!("{}", crate::auth::hash_secret(secret)?);
+            Ok(())
+        }
     }
 }
 

@@ -8,8 +8,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::auth::{TokenConfig, UserConfig};
+
 /// Default HTTP address.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9200";
+/// Default Flight (Flight SQL and plain Flight) address.
+pub const DEFAULT_FLIGHT_ADDR: &str = "127.0.0.1:50051";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./quidditch-data";
 
@@ -19,6 +23,10 @@ pub struct ServeArgs {
     /// HTTP listen address (port 0 picks a free port) [default: 127.0.0.1:9200].
     #[arg(long, env = "QUIDDITCH_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Arrow Flight listen address, for Flight SQL and plain Flight (port 0
+    /// picks a free port) [default: 127.0.0.1:50051].
+    #[arg(long, env = "QUIDDITCH_FLIGHT_ADDR")]
+    pub flight_addr: Option<SocketAddr>,
     /// Data directory [default: ./quidditch-data].
     #[arg(long, env = "QUIDDITCH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -37,6 +45,13 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     http_addr: Option<SocketAddr>,
+    flight_addr: Option<SocketAddr>,
+    /// Users allowed in (argon2-hashed passwords); none means no authentication.
+    #[serde(default)]
+    users: Vec<UserConfig>,
+    /// API tokens allowed in (argon2-hashed).
+    #[serde(default)]
+    tokens: Vec<TokenConfig>,
     data_dir: Option<PathBuf>,
     node_id: Option<String>,
     query_memory_mb: Option<usize>,
@@ -47,6 +62,12 @@ struct FileConfig {
 pub struct ServeConfig {
     /// HTTP listen address.
     pub http_addr: SocketAddr,
+    /// Flight listen address.
+    pub flight_addr: SocketAddr,
+    /// Users, from the config file only (secrets do not belong in flags).
+    pub users: Vec<UserConfig>,
+    /// API tokens, from the config file only.
+    pub tokens: Vec<TokenConfig>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Node name.
@@ -70,6 +91,10 @@ impl ServeArgs {
             Some(addr) => addr,
             None => DEFAULT_HTTP_ADDR.parse()?,
         };
+        let flight_addr = match self.flight_addr.or(file.flight_addr) {
+            Some(addr) => addr,
+            None => DEFAULT_FLIGHT_ADDR.parse()?,
+        };
         let node_id = self
             .node_id
             .or(file.node_id)
@@ -77,6 +102,9 @@ impl ServeArgs {
             .unwrap_or_else(|| "quidditch-1".to_string());
         Ok(ServeConfig {
             http_addr,
+            flight_addr,
+            users: file.users,
+            tokens: file.tokens,
             data_dir: self
                 .data_dir
                 .or(file.data_dir)

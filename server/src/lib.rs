@@ -1,6 +1,8 @@
 //! The `quidditch` binary's library: command line, configuration, the
-//! embedded node and its Elasticsearch-compatible HTTP API, and the loader.
+//! embedded node, its Elasticsearch-compatible HTTP API and its Flight
+//! service, authentication, and the loader.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod format;

@@ -6,9 +6,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 use quidditch_executor::{Engine, EngineConfig};
+use quidditch_flight::{Authenticator, FlightConfig};
 use quidditch_index::Indices;
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::auth::Credentials;
 use crate::config::ServeConfig;
 use crate::http;
 
@@ -25,6 +28,8 @@ pub struct Node {
     pub engine: Engine,
     /// When the node started.
     pub started: Instant,
+    /// Credentials every request must present, when configured.
+    pub auth: Option<Arc<Credentials>>,
 }
 
 /// Opens the data directory and serves HTTP until SIGTERM or Ctrl-C, then
@@ -45,25 +50,63 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             ..EngineConfig::default()
         },
     )?;
+    let auth = Credentials::new(config.users.clone(), config.tokens.clone())?.map(Arc::new);
+    let flight = quidditch_flight::flight_service(FlightConfig {
+        engine: engine.clone(),
+        auth: auth.clone().map(|a| a as Arc<dyn Authenticator>),
+    })?;
     let node = Arc::new(Node {
         node_id: config.node_id.clone(),
         cluster_name: "quidditch".to_string(),
         indices: Arc::clone(&indices),
         engine,
         started: Instant::now(),
+        auth,
     });
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "quidditch is ready");
+    let flight_listener = TcpListener::bind(config.flight_addr)
+        .await
+        .with_context(|| format!("binding Flight on {}", config.flight_addr))?;
+    let flight_addr = flight_listener.local_addr()?;
+    tracing::info!(%http_addr, %flight_addr, data_dir = %config.data_dir.display(), "quidditch is ready");
     println!(
         "{}",
-        serde_json::json!({"node_id": config.node_id, "http": http_addr.to_string()})
+        serde_json::json!({
+            "node_id": config.node_id,
+            "http": http_addr.to_string(),
+            "flight": flight_addr.to_string(),
+        })
     );
-    axum::serve(listener, http::router(Arc::clone(&node)))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut flight_stop = stop_rx.clone();
+    let flight_server = tonic::transport::Server::builder()
+        .add_service(flight)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(flight_listener), async move {
+            let _ = flight_stop.wait_for(|stop| *stop).await;
+        });
+    let mut http_stop = stop_rx;
+    let http_server =
+        axum::serve(listener, http::router(Arc::clone(&node))).with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        });
+    let servers = async {
+        tokio::try_join!(async { http_server.await.context("HTTP server") }, async {
+            flight_server.await.context("Flight server")
+        })
+    };
+    tokio::pin!(servers);
+    tokio::select! {
+        result = &mut servers => {
+            result?;
+        }
+        () = shutdown_signal() => {
+            let _ = stop_tx.send(true);
+            servers.await?;
+        }
+    }
     refresher.abort();
     tracing::info!("shutting down: committing every shard");
     tokio::task::spawn_blocking(move || indices.close()).await??;

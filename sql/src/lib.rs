@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod params;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::context::SessionContext;

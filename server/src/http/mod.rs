@@ -1,5 +1,6 @@
 //! The Elasticsearch-compatible HTTP API.
 
+mod auth;
 mod cat;
 mod docs;
 mod error;
@@ -71,6 +72,10 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/{index}/_update/{id}", post(docs::update))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&node),
+            auth::require,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(node)
 }

@@ -24,7 +24,14 @@ impl Server {
     /// Starts a node on a free port with this data directory.
     pub fn start(data_dir: &Path) -> Result<Server> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quidditch"))
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--flight-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -1,0 +1,273 @@
+//! `DoPut` of Arrow record batches into an index: rows become documents
+//! written through the index's durable write path (translog fsync before
+//! the put is acknowledged), and a missing index is created with a mapping
+//! derived from the Arrow schema.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Schema};
+use arrow::json::ArrayWriter;
+use arrow_flight::FlightData;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use futures::{Stream, TryStreamExt};
+use quidditch_index::index::DocWrite;
+use quidditch_index::{Index, Indices};
+use serde_json::{Map, Value, json};
+use tonic::Status;
+
+use crate::error::{index_status, join_status};
+
+/// Rows written per index write (one translog fsync per shard each).
+const ROWS_PER_WRITE: usize = 4096;
+
+/// The column that carries document ids, when present.
+pub const ID_COLUMN: &str = "_id";
+
+/// What a put did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PutSummary {
+    /// Rows received.
+    pub rows: u64,
+    /// Documents written (created or replaced).
+    pub written: u64,
+    /// The first rejected row's error and how many were rejected.
+    pub rejected: Option<(u64, String)>,
+    /// Whether the put created the index.
+    pub created_index: bool,
+}
+
+/// The Elasticsearch mapping of an Arrow type, or `None` for a column that
+/// holds nothing indexable (the null type).
+fn field_mapping(name: &str, ty: &DataType) -> Result<Option<Value>, Status> {
+    let es = match ty {
+        DataType::Null => return Ok(None),
+        DataType::Int8 => "byte",
+        DataType::Int16 | DataType::UInt8 => "short",
+        DataType::Int32 | DataType::UInt16 => "integer",
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "long",
+        DataType::Float16 | DataType::Float32 => "float",
+        DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..) => "double",
+        DataType::Boolean => "boolean",
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "keyword",
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => "date",
+        DataType::Dictionary(_, value) => return field_mapping(name, value),
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f) => return field_mapping(name, f.data_type()),
+        DataType::Struct(fields) => {
+            let mut props = Map::new();
+            for f in fields {
+                if let Some(m) = field_mapping(&format!("{name}.{}", f.name()), f.data_type())? {
+                    props.insert(f.name().clone(), m);
+                }
+            }
+            return Ok(Some(json!({"properties": props})));
+        }
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "column [{name}] has type [{other}], which cannot be indexed"
+            )));
+        }
+    };
+    Ok(Some(json!({"type": es})))
+}
+
+/// The `mappings` of an index for rows of this schema.
+pub fn mapping_for(schema: &Schema) -> Result<Value, Status> {
+    let mut props = Map::new();
+    for f in schema.fields() {
+        if f.name() == ID_COLUMN {
+            continue;
+        }
+        if let Some(m) = field_mapping(f.name(), f.data_type())? {
+            props.insert(f.name().clone(), m);
+        }
+    }
+    Ok(json!({"properties": props}))
+}
+
+/// Ids from the `_id` column (as strings), if the batch has one.
+fn ids(batch: &RecordBatch) -> Result<Option<Vec<Option<String>>>, Status> {
+    let Some(column) = batch.column_by_name(ID_COLUMN) else {
+        return Ok(None);
+    };
+    let strings = cast(column, &DataType::Utf8)
+        .map_err(|e| Status::invalid_argument(format!("column [{ID_COLUMN}] is not usable as ids: {e}")))?;
+    let strings = strings
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| Status::internal("cast to strings gave another type"))?;
+    Ok(Some(
+        (0..strings.len())
+            .map(|i| strings.is_valid(i).then(|| strings.value(i).to_string()))
+            .collect(),
+    ))
+}
+
+/// The documents of a batch, as `index` writes.
+fn documents(batch: &RecordBatch) -> Result<Vec<DocWrite>, Status> {
+    let ids = ids(batch)?;
+    let mut fields = batch.clone();
+    if let Ok(i) = fields.schema().index_of(ID_COLUMN) {
+        fields.remove_column(i);
+    }
+    let mut writer = ArrayWriter::new(Vec::new());
+    writer
+        .write(&fields)
+        .map_err(|e| Status::invalid_argument(format!("cannot convert rows to documents: {e}")))?;
+    writer
+        .finish()
+        .map_err(|e| Status::invalid_argument(format!("cannot convert rows to documents: {e}")))?;
+    let json = writer.into_inner();
+    let sources: Vec<Value> = if json.is_empty() {
+        vec![Value::Object(Map::new()); batch.num_rows()]
+    } else {
+        serde_json::from_slice(&json).map_err(|e| Status::internal(format!("row JSON: {e}")))?
+    };
+    Ok(sources
+        .into_iter()
+        .enumerate()
+        .map(|(i, source)| DocWrite::Index {
+            id: ids.as_ref().and_then(|ids| ids[i].clone()),
+            source,
+            raw_source: None,
+            create: false,
+        })
+        .collect())
+}
+
+/// The index to write into, created from the schema when missing.
+fn target(indices: &Indices, name: &str, schema: &Schema) -> Result<(Arc<Index>, bool), Status> {
+    match indices.get(name) {
+        Ok(index) => Ok((index, false)),
+        Err(quidditch_index::Error::IndexNotFound(_)) => {
+            let body = json!({"mappings": mapping_for(schema)?});
+            match indices.create(name, Some(&body)) {
+                Ok(index) => Ok((index, true)),
+                // Created by a concurrent put.
+                Err(quidditch_index::Error::IndexExists(_)) => {
+                    Ok((indices.get(name).map_err(index_status)?, false))
+                }
+                Err(e) => Err(index_status(e)),
+            }
+        }
+        Err(e) => Err(index_status(e)),
+    }
+}
+
+fn write_batch(index: &Index, batch: &RecordBatch, summary: &mut PutSummary) -> Result<(), Status> {
+    let mut offset = 0;
+    while offset < batch.num_rows() {
+        let len = ROWS_PER_WRITE.min(batch.num_rows() - offset);
+        let writes = documents(&batch.slice(offset, len))?;
+        let result = index.write(writes).map_err(index_status)?;
+        for (_, item) in result.items {
+            match item {
+                Ok(_) => summary.written += 1,
+                Err(e) => match &mut summary.rejected {
+                    Some((n, _)) => *n += 1,
+                    None => summary.rejected = Some((1, e.to_string())),
+                },
+            }
+        }
+        summary.rows += len as u64;
+        offset += len;
+    }
+    Ok(())
+}
+
+/// Writes every batch of a `DoPut` stream into `index_name`, then refreshes
+/// the index so that the rows are searchable when the put returns.
+pub async fn put(
+    indices: Arc<Indices>,
+    index_name: &str,
+    data: impl Stream<Item = Result<FlightData, FlightError>> + Send + Unpin + 'static,
+) -> Result<PutSummary, Status> {
+    let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
+    let mut summary = PutSummary::default();
+    let mut index: Option<Arc<Index>> = None;
+    while let Some(batch) = batches.try_next().await.map_err(Status::from)? {
+        let target_index = match &index {
+            Some(i) => Arc::clone(i),
+            None => {
+                let (i, created) = {
+                    let indices = Arc::clone(&indices);
+                    let name = index_name.to_string();
+                    let schema = batch.schema();
+                    tokio::task::spawn_blocking(move || target(&indices, &name, &schema))
+                        .await
+                        .map_err(join_status)??
+                };
+                summary.created_index = created;
+                index = Some(Arc::clone(&i));
+                i
+            }
+        };
+        summary = tokio::task::spawn_blocking(move || {
+            let mut summary = summary;
+            write_batch(&target_index, &batch, &mut summary).map(|()| summary)
+        })
+        .await
+        .map_err(join_status)??;
+    }
+    if index.is_none()
+        && let Some(schema) = batches.schema().cloned()
+    {
+        let indices = Arc::clone(&indices);
+        let name = index_name.to_string();
+        let (i, created) = tokio::task::spawn_blocking(move || target(&indices, &name, &schema))
+            .await
+            .map_err(join_status)??;
+        summary.created_index = created;
+        index = Some(i);
+    }
+    if let Some(index) = index {
+        tokio::task::spawn_blocking(move || index.refresh())
+            .await
+            .map_err(join_status)?
+            .map_err(index_status)?;
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, TimeUnit};
+
+    #[test]
+    fn mapping_follows_arrow_types() -> Result<(), Status> {
+        let schema = Schema::new(vec![
+            Field::new(ID_COLUMN, DataType::Utf8, false),
+            Field::new("n", DataType::Int32, true),
+            Field::new("x", DataType::Float64, true),
+            Field::new("s", DataType::Utf8View, true),
+            Field::new(
+                "t",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new_list("tags", Field::new("item", DataType::Utf8, true), true),
+            Field::new("nothing", DataType::Null, true),
+        ]);
+        assert_eq!(
+            mapping_for(&schema)?,
+            json!({"properties": {
+                "n": {"type": "integer"},
+                "x": {"type": "double"},
+                "s": {"type": "keyword"},
+                "t": {"type": "date"},
+                "tags": {"type": "keyword"},
+            }})
+        );
+        let binary = Schema::new(vec![Field::new("b", DataType::Binary, true)]);
+        let err = mapping_for(&binary).err();
+        assert!(err.is_some_and(|e| e.message() == "column [b] has type [Binary], which cannot be indexed"));
+        Ok(())
+    }
+}
