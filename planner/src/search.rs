@@ -58,7 +58,11 @@ enum Missing {
 enum SortKind {
     Score,
     Doc,
-    Field { path: String },
+    /// `_index` or `_id`: the tiebreakers that make an order total (scrolls).
+    Meta(&'static str),
+    Field {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +195,8 @@ fn parse_sort_entry(v: &Value, out: &mut Vec<SortKey>) -> Result<()> {
         kind: match field {
             "_score" => SortKind::Score,
             "_doc" => SortKind::Doc,
+            "_index" => SortKind::Meta("_index"),
+            "_id" => SortKind::Meta("_id"),
             f => SortKind::Field { path: f.to_string() },
         },
         desc: desc.unwrap_or(field == "_score"),
@@ -947,6 +953,7 @@ impl Search<'_> {
                         // the order the scans' top-k declares.
                         SortKind::Score => Some((ident("_score"), k.desc, k.desc)),
                         SortKind::Doc => None,
+                        SortKind::Meta(name) => Some((ident(*name), k.desc, nulls_first)),
                         SortKind::Field { path } => {
                             let mut e = col(Self::sort_alias(i));
                             if let Missing::Value(v) = &k.missing {
@@ -1108,6 +1115,7 @@ impl Search<'_> {
                         sort_values.push(match &key.kind {
                             SortKind::Score => score.clone(),
                             SortKind::Doc => json!(position),
+                            SortKind::Meta(name) => get(name)?,
                             SortKind::Field { path } => {
                                 let v = get(&Self::sort_alias(i))?;
                                 match (&v, &key.missing) {

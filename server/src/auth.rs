@@ -92,7 +92,13 @@ impl Credentials {
     }
 
     fn basic(&self, encoded: &str) -> Result<String, String> {
-        let decoded = base64::engine::general_purpose::STANDARD
+        // Some clients (Go's Flight client among them) leave the padding out.
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let decoded = lenient
             .decode(encoded.trim())
             .map_err(|_| "malformed Basic credentials".to_string())?;
         let text = String::from_utf8(decoded).map_err(|_| "malformed Basic credentials".to_string())?;

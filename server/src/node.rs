@@ -30,6 +30,8 @@ pub struct Node {
     pub started: Instant,
     /// Credentials every request must present, when configured.
     pub auth: Option<Arc<Credentials>>,
+    /// Open scrolls.
+    pub scrolls: http::Scrolls,
 }
 
 /// Opens the data directory and serves HTTP until SIGTERM or Ctrl-C, then
@@ -62,6 +64,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         engine,
         started: Instant::now(),
         auth,
+        scrolls: http::Scrolls::default(),
     });
     let listener = TcpListener::bind(config.http_addr)
         .await

@@ -6,6 +6,7 @@ mod docs;
 mod error;
 mod indices;
 mod root;
+mod scroll;
 mod search;
 mod sql;
 
@@ -20,6 +21,7 @@ use axum::routing::{get, post, put};
 use serde_json::Value;
 
 pub use error::{ApiError, ApiResult};
+pub use scroll::Scrolls;
 
 use crate::node::Node;
 
@@ -38,6 +40,19 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_search", post(search::search_all).get(search::search_all))
         .route("/_count", post(search::count_all).get(search::count_all))
         .route("/_msearch", post(search::msearch).get(search::msearch))
+        .route(
+            "/_search/scroll",
+            post(scroll::next_body)
+                .get(scroll::next_body)
+                .delete(scroll::clear),
+        )
+        .route(
+            "/_search/scroll/{id}",
+            post(scroll::next_path)
+                .get(scroll::next_path)
+                .delete(scroll::clear_path),
+        )
+        .route("/{index}/_delete_by_query", post(scroll::delete_by_query))
         .route("/{index}/_search", post(search::search).get(search::search))
         .route("/{index}/_count", post(search::count).get(search::count))
         .route(
@@ -76,6 +91,7 @@ pub fn router(node: Arc<Node>) -> Router {
             Arc::clone(&node),
             auth::require,
         ))
+        .layer(axum::middleware::from_fn(compatible_media_type))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(node)
 }
@@ -86,6 +102,39 @@ async fn not_found(uri: axum::http::Uri, method: axum::http::Method) -> ApiError
         "illegal_argument_exception",
         format!("no handler found for uri [{}] and method [{method}]", uri.path()),
     )
+}
+
+/// The `compatible-with` version a request asks for in `Accept` or
+/// `Content-Type` (`application/vnd.elasticsearch+json; compatible-with=8`).
+fn compatible_with(headers: &axum::http::HeaderMap) -> Option<String> {
+    [header::ACCEPT, header::CONTENT_TYPE].iter().find_map(|name| {
+        let value = headers.get(name)?.to_str().ok()?;
+        value.split(',').find_map(|media| {
+            let mut parts = media.split(';').map(str::trim);
+            if !parts.next()?.starts_with("application/vnd.elasticsearch+") {
+                return None;
+            }
+            parts.find_map(|p| p.strip_prefix("compatible-with=").map(str::to_string))
+        })
+    })
+}
+
+/// Answers a request that asked for Elasticsearch's versioned media type
+/// in that media type, as Elasticsearch does.
+async fn compatible_media_type(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let version = compatible_with(request.headers());
+    let mut resp = next.run(request).await;
+    if let Some(v) = version
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|ct| ct == "application/json")
+        && let Ok(value) =
+            HeaderValue::from_str(&format!("application/vnd.elasticsearch+json;compatible-with={v}"))
+    {
+        resp.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    resp
 }
 
 /// A JSON response with Elasticsearch's product header.

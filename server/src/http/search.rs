@@ -12,7 +12,7 @@ use super::{ApiError, ApiResult, Params, ok_json};
 use crate::node::Node;
 
 /// A search body: JSON, or Elasticsearch's error for what is not.
-fn search_body(body: &[u8]) -> ApiResult<Option<Value>> {
+pub(super) fn search_body(body: &[u8]) -> ApiResult<Option<Value>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -83,7 +83,7 @@ fn keep(value: &Value, patterns: &[&[&str]]) -> Option<Value> {
     }
 }
 
-fn respond(out: &Value, params: &Params) -> Response {
+pub(super) fn respond(out: &Value, params: &Params) -> Response {
     match params.get("filter_path") {
         Some(spec) => ok_json(&filter_path(out, spec)),
         None => ok_json(out),
@@ -91,6 +91,9 @@ fn respond(out: &Value, params: &Params) -> Response {
 }
 
 async fn run_search(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
+    if params.contains_key("scroll") {
+        return super::scroll::start(node, target, params, body).await;
+    }
     let body = search_body(body)?;
     let ctx = node.engine.session()?;
     let out = quidditch_planner::search(&ctx, node.engine.indices(), target, body.as_ref(), params).await?;

@@ -1,0 +1,121 @@
+"""The official Elasticsearch and OpenSearch Python clients, unmodified."""
+
+import elasticsearch
+import elasticsearch.helpers
+import opensearchpy
+import opensearchpy.helpers
+import pytest
+
+LEVELS = ["info", "warn", "error"]
+N = 10_000
+
+
+def clients(url):
+    return {
+        "elasticsearch": (elasticsearch.Elasticsearch(url, request_timeout=120), elasticsearch.helpers),
+        "opensearch": (opensearchpy.OpenSearch([url], timeout=120), opensearchpy.helpers),
+    }
+
+
+def doc(i):
+    return {"level": LEVELS[i % 3], "code": i % 50, "bytes": i * 3, "msg": f"event {i} on node{i % 4}"}
+
+
+@pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
+def test_client_round_trip(node, flavor):
+    client, helpers = clients(node.url)[flavor]
+    index = f"events-{flavor}"
+    assert client.ping()
+    assert not client.indices.exists(index=index)
+    mappings = {
+        "properties": {
+            "level": {"type": "keyword"},
+            "code": {"type": "integer"},
+            "bytes": {"type": "long"},
+            "msg": {"type": "text"},
+        }
+    }
+    if flavor == "elasticsearch":
+        client.indices.create(index=index, mappings=mappings)
+    else:
+        client.indices.create(index=index, body={"mappings": mappings})
+    assert client.indices.exists(index=index)
+    assert client.indices.get_mapping(index=index)[index]["mappings"]["properties"]["code"] == {"type": "integer"}
+
+    ok, errors = helpers.bulk(client, ({"_index": index, "_id": str(i), **doc(i)} for i in range(N)), chunk_size=2000)
+    assert (ok, errors) == (N, [])
+    client.indices.refresh(index=index)
+
+    assert client.count(index=index)["count"] == N
+    body = {
+        "query": {"bool": {"filter": [{"term": {"level": "error"}}, {"range": {"code": {"lt": 10}}}]}},
+        "aggs": {"codes": {"terms": {"field": "code", "size": 100}}, "total": {"sum": {"field": "bytes"}}},
+        "size": 3,
+        "sort": [{"bytes": "desc"}],
+    }
+    if flavor == "elasticsearch":
+        resp = client.search(index=index, **body)
+    else:
+        resp = client.search(index=index, body=body)
+    matching = [i for i in range(N) if doc(i)["level"] == "error" and doc(i)["code"] < 10]
+    assert resp["hits"]["total"] == {"value": len(matching), "relation": "eq"}
+    assert [h["_id"] for h in resp["hits"]["hits"]] == [str(i) for i in sorted(matching, reverse=True)[:3]]
+    buckets = {b["key"]: b["doc_count"] for b in resp["aggregations"]["codes"]["buckets"]}
+    assert buckets == {c: sum(1 for i in matching if doc(i)["code"] == c) for c in {doc(i)["code"] for i in matching}}
+    assert resp["aggregations"]["total"]["value"] == sum(doc(i)["bytes"] for i in matching)
+
+    got = client.get(index=index, id="42")
+    assert got["found"] and got["_source"] == doc(42)
+
+    seen = [h["_id"] for h in helpers.scan(client, index=index, query={"query": {"match_all": {}}}, size=700)]
+    assert len(seen) == N
+    assert set(seen) == {str(i) for i in range(N)}
+
+    client.delete(index=index, id="42")
+    with pytest.raises(Exception) as missing:
+        client.get(index=index, id="42")
+    assert "404" in str(missing.value) or "NotFound" in type(missing.value).__name__
+
+    dbq = {"query": {"term": {"level": "warn"}}}
+    if flavor == "elasticsearch":
+        deleted = client.delete_by_query(index=index, refresh=True, **dbq)
+    else:
+        deleted = client.delete_by_query(index=index, refresh=True, body=dbq)
+    warns = sum(1 for i in range(N) if doc(i)["level"] == "warn" and i != 42)
+    assert deleted["deleted"] == warns
+    assert client.count(index=index)["count"] == N - 1 - warns
+    client.indices.delete(index=index)
+    assert not client.indices.exists(index=index)
+
+
+def test_scroll_pages_and_clears(node):
+    client = elasticsearch.Elasticsearch(node.url, request_timeout=60)
+    client.indices.create(index="pages", mappings={"properties": {"n": {"type": "long"}}})
+    elasticsearch.helpers.bulk(client, ({"_index": "pages", "_id": str(i), "n": i % 7} for i in range(2500)))
+    client.indices.refresh(index="pages")
+    resp = client.search(index="pages", scroll="1m", size=1000, sort=[{"n": "asc"}], query={"range": {"n": {"gte": 2}}})
+    expected = sum(1 for i in range(2500) if i % 7 >= 2)
+    ids, values = [], []
+    while resp["hits"]["hits"]:
+        assert resp["hits"]["total"]["value"] == expected
+        ids += [h["_id"] for h in resp["hits"]["hits"]]
+        values += [h["sort"][0] for h in resp["hits"]["hits"]]
+        resp = client.scroll(scroll_id=resp["_scroll_id"], scroll="1m")
+    assert len(ids) == expected == len(set(ids))
+    assert values == sorted(values)
+    assert client.clear_scroll(scroll_id=resp["_scroll_id"])["num_freed"] == 1
+    with pytest.raises(elasticsearch.NotFoundError):
+        client.scroll(scroll_id=resp["_scroll_id"], scroll="1m")
+
+
+def test_versioned_media_types_are_accepted_and_answered(node):
+    import requests
+
+    media = "application/vnd.elasticsearch+json; compatible-with=8"
+    r = requests.put(f"{node.url}/typed", data="{}", headers={"Content-Type": media, "Accept": media}, timeout=30)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/vnd.elasticsearch+json;compatible-with=8"
+    assert r.headers["X-Elastic-Product"] == "Elasticsearch"
+    r = requests.head(f"{node.url}/typed", timeout=30)
+    assert r.status_code == 200
+    assert requests.head(f"{node.url}/absent", timeout=30).status_code == 404

@@ -1,0 +1,447 @@
+//! Scrolling (`_search?scroll=1m`, `POST /_search/scroll`,
+//! `DELETE /_search/scroll`) and `_delete_by_query`, as the Elasticsearch
+//! clients' `helpers.scan` and `delete_by_query` use them.
+//!
+//! A scroll pages with `search_after` over the request's sort with `_index`
+//! and `_id` appended as tiebreakers, so the order is total and every
+//! document that matches throughout the scroll is returned exactly once.
+//! It is not a frozen point in time: a document indexed during the scroll
+//! may appear if it sorts after the current page.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use parking_lot::Mutex;
+use quidditch_index::index::DocWrite;
+use quidditch_index::{Indices, RefreshPolicy};
+use quidditch_planner::search::parse_time_value;
+use serde_json::{Map, Value, json};
+
+use super::search::{respond, search_body};
+use super::{ApiError, ApiResult, Params, ok_json, parse_body};
+use crate::node::Node;
+
+/// Open scrolls a node keeps at most (Elasticsearch's `search.max_open_scroll_context`).
+const MAX_SCROLLS: usize = 500;
+
+/// Documents deleted per page of a delete-by-query.
+const DELETE_PAGE: usize = 1000;
+
+/// What a scroll needs to fetch its next page.
+#[derive(Debug, Clone)]
+struct ScrollContext {
+    target: String,
+    params: Params,
+    /// The search body, with the tiebreakers in its sort.
+    body: Map<String, Value>,
+    /// How many sort keys the request itself had (hits show only those).
+    user_sort_keys: usize,
+    search_after: Option<Value>,
+    total: Value,
+    keep_alive: Duration,
+    expires: Instant,
+}
+
+/// The open scrolls of a node.
+#[derive(Debug, Default)]
+pub struct Scrolls {
+    open: Mutex<HashMap<String, ScrollContext>>,
+}
+
+impl Scrolls {
+    fn insert(&self, id: String, ctx: ScrollContext) -> ApiResult<()> {
+        let mut open = self.open.lock();
+        let now = Instant::now();
+        open.retain(|_, c| c.expires > now);
+        if open.len() >= MAX_SCROLLS && !open.contains_key(&id) {
+            return Err(ApiError::new(
+                429,
+                "exception",
+                format!(
+                    "Trying to create too many scroll contexts. Must be less than or equal to: [{MAX_SCROLLS}]."
+                ),
+            ));
+        }
+        open.insert(id, ctx);
+        Ok(())
+    }
+
+    fn take(&self, id: &str) -> Option<ScrollContext> {
+        let mut open = self.open.lock();
+        let ctx = open.remove(id)?;
+        (ctx.expires > Instant::now()).then_some(ctx)
+    }
+
+    fn remove(&self, id: &str) -> bool {
+        self.open.lock().remove(id).is_some()
+    }
+
+    fn clear(&self) -> usize {
+        let mut open = self.open.lock();
+        let n = open.len();
+        open.clear();
+        n
+    }
+}
+
+fn keep_alive(value: &str) -> ApiResult<Duration> {
+    Ok(parse_time_value(value, "scroll")?)
+}
+
+/// The body's sort as a list, with a URL `sort` parameter folded in.
+fn user_sort(body: &Map<String, Value>, params: &mut Params) -> Vec<Value> {
+    if let Some(spec) = params.remove("sort") {
+        return spec
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|part| match part.rsplit_once(':') {
+                Some((f, o)) => json!({f: o}),
+                None => json!(part),
+            })
+            .collect();
+    }
+    match body.get("sort") {
+        Some(Value::Array(items)) => items.clone(),
+        Some(Value::Null) | None => vec![],
+        Some(one) => vec![one.clone()],
+    }
+}
+
+/// Runs one page of a scroll and updates its context.
+async fn page(node: &Node, ctx: &mut ScrollContext, first: bool) -> ApiResult<Value> {
+    let mut body = ctx.body.clone();
+    if let Some(after) = &ctx.search_after {
+        body.insert("search_after".into(), after.clone());
+    }
+    if !first {
+        body.insert("track_total_hits".into(), json!(false));
+    }
+    let session = node.engine.session()?;
+    let mut out = quidditch_planner::search(
+        &session,
+        node.engine.indices(),
+        &ctx.target,
+        Some(&Value::Object(body)),
+        &ctx.params,
+    )
+    .await?;
+    if first {
+        ctx.total = out["hits"]["total"].clone();
+    } else if !ctx.total.is_null() {
+        out["hits"]["total"] = ctx.total.clone();
+    }
+    if let Some(Value::Array(hits)) = out.get_mut("hits").and_then(|h| h.get_mut("hits")) {
+        if let Some(last) = hits.last() {
+            ctx.search_after = last.get("sort").cloned();
+        }
+        for hit in hits.iter_mut() {
+            let Some(obj) = hit.as_object_mut() else { continue };
+            if ctx.user_sort_keys == 0 {
+                obj.remove("sort");
+            } else if let Some(Value::Array(values)) = obj.get_mut("sort") {
+                values.truncate(ctx.user_sort_keys);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn new_scroll_id() -> String {
+    format!("{}", uuid::Uuid::new_v4().simple())
+}
+
+/// `_search` with `scroll`: the first page, and a scroll id for the rest.
+pub async fn start(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
+    let mut params = params.clone();
+    let keep = keep_alive(params.remove("scroll").as_deref().unwrap_or_default())?;
+    let mut body = match search_body(body)? {
+        None => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::bad_request("request body must be an object")),
+    };
+    let from = params
+        .get("from")
+        .cloned()
+        .map(Value::String)
+        .or_else(|| body.get("from").cloned());
+    if from.is_some_and(|f| f != json!(0) && f != json!("0")) {
+        return Err(ApiError::new(
+            400,
+            "action_request_validation_exception",
+            "Validation Failed: 1: using [from] is not allowed in a scroll context;",
+        ));
+    }
+    if body.contains_key("search_after") {
+        return Err(ApiError::new(
+            400,
+            "action_request_validation_exception",
+            "Validation Failed: 1: [search_after] cannot be used in a scroll context;",
+        ));
+    }
+    let requested = user_sort(&body, &mut params);
+    let is_doc = |s: &Value| s == &json!("_doc") || s.get("_doc").is_some();
+    let by_doc = requested.iter().any(is_doc);
+    let mut sort: Vec<Value> = requested.into_iter().filter(|s| !is_doc(s)).collect();
+    let user_sort_keys = sort.len();
+    if sort.is_empty() && !by_doc && body.contains_key("query") {
+        sort.push(json!({"_score": "desc"}));
+    }
+    sort.push(json!({"_index": "asc"}));
+    sort.push(json!({"_id": "asc"}));
+    body.insert("sort".into(), Value::Array(sort));
+    let mut ctx = ScrollContext {
+        target: target.to_string(),
+        params: params.clone(),
+        body,
+        user_sort_keys,
+        search_after: None,
+        total: Value::Null,
+        keep_alive: keep,
+        expires: Instant::now() + keep,
+    };
+    let mut out = page(node, &mut ctx, true).await?;
+    let id = new_scroll_id();
+    out["_scroll_id"] = json!(id);
+    node.scrolls.insert(id, ctx)?;
+    Ok(respond(&out, &params))
+}
+
+fn missing_context(id: &str) -> ApiError {
+    ApiError::new(
+        404,
+        "search_context_missing_exception",
+        format!("No search context found for id [{id}]"),
+    )
+}
+
+/// `POST /_search/scroll`: the next page of a scroll.
+pub async fn next(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<Params>,
+    path_id: Option<Path<String>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body = parse_body(&body)?.unwrap_or(Value::Null);
+    let id = body
+        .get("scroll_id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| params.get("scroll_id").cloned())
+        .or_else(|| path_id.map(|Path(id)| id))
+        .ok_or_else(|| {
+            ApiError::new(
+                400,
+                "action_request_validation_exception",
+                "Validation Failed: 1: scroll id is missing;",
+            )
+        })?;
+    let keep = match body
+        .get("scroll")
+        .and_then(Value::as_str)
+        .or(params.get("scroll").map(String::as_str))
+    {
+        Some(v) => Some(keep_alive(v)?),
+        None => None,
+    };
+    let mut ctx = node.scrolls.take(&id).ok_or_else(|| missing_context(&id))?;
+    if let Some(k) = keep {
+        ctx.keep_alive = k;
+    }
+    ctx.expires = Instant::now() + ctx.keep_alive;
+    let mut out = page(&node, &mut ctx, false).await?;
+    out["_scroll_id"] = json!(id);
+    node.scrolls.insert(id, ctx)?;
+    Ok(respond(&out, &params))
+}
+
+/// `POST /_search/scroll` without a path id.
+pub async fn next_body(state: State<Arc<Node>>, params: Query<Params>, body: Bytes) -> ApiResult<Response> {
+    next(state, params, None, body).await
+}
+
+/// `POST /_search/scroll/{id}`.
+pub async fn next_path(
+    state: State<Arc<Node>>,
+    params: Query<Params>,
+    id: Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    next(state, params, Some(id), body).await
+}
+
+/// `DELETE /_search/scroll`: frees scrolls (`_all` frees every one).
+pub async fn clear(State(node): State<Arc<Node>>, body: Bytes) -> ApiResult<Response> {
+    let body = parse_body(&body)?.unwrap_or(Value::Null);
+    let ids: Vec<String> = match body.get("scroll_id") {
+        Some(Value::String(s)) => s.split(',').map(str::to_string).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => vec![],
+    };
+    let freed = if ids.iter().any(|i| i == "_all") {
+        node.scrolls.clear()
+    } else {
+        ids.iter().filter(|id| node.scrolls.remove(id)).count()
+    };
+    Ok(ok_json(&json!({"succeeded": true, "num_freed": freed})))
+}
+
+/// `DELETE /_search/scroll/{ids}`.
+pub async fn clear_path(State(node): State<Arc<Node>>, Path(ids): Path<String>) -> ApiResult<Response> {
+    let freed = if ids == "_all" {
+        node.scrolls.clear()
+    } else {
+        ids.split(',').filter(|id| node.scrolls.remove(id)).count()
+    };
+    Ok(ok_json(&json!({"succeeded": true, "num_freed": freed})))
+}
+
+/// Deletes `ids` from their indices; the number deleted.
+fn delete_ids(indices: &Indices, ids: Vec<(String, String)>) -> ApiResult<(u64, Vec<Value>)> {
+    let mut by_index: HashMap<String, Vec<DocWrite>> = HashMap::new();
+    for (index, id) in ids {
+        by_index.entry(index).or_default().push(DocWrite::Delete { id });
+    }
+    let mut deleted = 0;
+    let mut failures = Vec::new();
+    for (name, writes) in by_index {
+        let index = indices.get(&name)?;
+        for (id, item) in index.write(writes)?.items {
+            match item {
+                Ok(r) if r.result == "deleted" => deleted += 1,
+                Ok(_) => {}
+                Err(e) => failures.push(json!({
+                    "index": name,
+                    "id": id,
+                    "cause": {"type": e.es_type(), "reason": e.to_string()},
+                    "status": e.status(),
+                })),
+            }
+        }
+    }
+    Ok((deleted, failures))
+}
+
+/// `POST /{index}/_delete_by_query`: deletes every document the query
+/// matches, a page at a time.
+pub async fn delete_by_query(
+    State(node): State<Arc<Node>>,
+    Path(target): Path<String>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    let body = search_body(&body)?;
+    let mut query = None;
+    let mut max_docs: Option<u64> = None;
+    if let Some(Value::Object(m)) = &body {
+        for (k, v) in m {
+            match k.as_str() {
+                "query" => query = Some(v.clone()),
+                "max_docs" => max_docs = v.as_u64(),
+                other => {
+                    return Err(ApiError::new(
+                        400,
+                        "parsing_exception",
+                        format!("[delete_by_query] unknown field [{other}]"),
+                    ));
+                }
+            }
+        }
+    }
+    if query.is_none() && !params.contains_key("q") {
+        return Err(ApiError::new(
+            400,
+            "action_request_validation_exception",
+            "Validation Failed: 1: query is missing;",
+        ));
+    }
+    let refresh = RefreshPolicy::parse(params.get("refresh").map(String::as_str))?;
+    let mut search_params = Params::new();
+    if let Some(q) = params.get("q") {
+        search_params.insert("q".into(), q.clone());
+    }
+    let mut after: Option<Value> = None;
+    let (mut total, mut deleted, mut batches) = (0u64, 0u64, 0u64);
+    let mut failures = Vec::new();
+    loop {
+        let remaining = max_docs.map_or(DELETE_PAGE as u64, |m| (m - total).min(DELETE_PAGE as u64));
+        if remaining == 0 {
+            break;
+        }
+        let mut page_body = json!({
+            "size": remaining,
+            "_source": false,
+            "track_total_hits": false,
+            "sort": [{"_index": "asc"}, {"_id": "asc"}],
+        });
+        if let Some(q) = &query {
+            page_body["query"] = q.clone();
+        }
+        if let Some(a) = &after {
+            page_body["search_after"] = a.clone();
+        }
+        let session = node.engine.session()?;
+        let out = quidditch_planner::search(
+            &session,
+            node.engine.indices(),
+            &target,
+            Some(&page_body),
+            &search_params,
+        )
+        .await?;
+        let hits = out["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        if hits.is_empty() {
+            break;
+        }
+        after = hits.last().and_then(|h| h.get("sort").cloned());
+        let ids: Vec<(String, String)> = hits
+            .iter()
+            .filter_map(|h| Some((h["_index"].as_str()?.to_string(), h["_id"].as_str()?.to_string())))
+            .collect();
+        total += ids.len() as u64;
+        batches += 1;
+        let indices = Arc::clone(node.engine.indices());
+        let (d, f) = tokio::task::spawn_blocking(move || delete_ids(&indices, ids))
+            .await
+            .map_err(ApiError::internal)??;
+        deleted += d;
+        failures.extend(f);
+        if hits.len() < remaining as usize {
+            break;
+        }
+    }
+    if refresh != RefreshPolicy::None {
+        let indices = Arc::clone(node.engine.indices());
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || -> quidditch_index::Result<()> {
+            for index in indices.resolve(&target)? {
+                index.refresh()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(ApiError::internal)??;
+    }
+    Ok(ok_json(&json!({
+        "took": started.elapsed().as_millis() as u64,
+        "timed_out": false,
+        "total": total,
+        "deleted": deleted,
+        "batches": batches,
+        "version_conflicts": 0,
+        "noops": 0,
+        "retries": {"bulk": 0, "search": 0},
+        "throttled_millis": 0,
+        "requests_per_second": -1.0,
+        "throttled_until_millis": 0,
+        "failures": failures,
+    })))
+}
