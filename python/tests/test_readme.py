@@ -3,6 +3,7 @@
 import pathlib
 import re
 import subprocess
+import sys
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
@@ -30,3 +31,20 @@ def test_quickstart_runs_verbatim(node):
         assert done.returncode == 0, f"{command}\n{done.stderr}"
         if expected is not None:
             assert done.stdout.strip() == expected.strip(), command
+
+
+def connect_examples():
+    text = README.read_text()
+    section = text.split("## Connect", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)\n```", section, flags=re.S)
+
+
+def test_connect_examples_run_in_order(node):
+    examples = connect_examples()
+    assert len(examples) >= 3, "the Connect section lost its examples"
+    flight_addr = node.flight.removeprefix("grpc://")
+    for code in examples:
+        code = code.replace("localhost:9200", node.addr).replace("localhost:50051", flight_addr)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{code}\n{done.stderr}"
+        assert done.stdout.strip(), code
