@@ -173,13 +173,17 @@ pub fn sibling_binary() -> Result<PathBuf> {
 }
 
 /// A running node, killed on drop.
-struct NodeProcess {
+pub struct NodeProcess {
     child: Child,
-    url: String,
+    /// Its HTTP URL.
+    pub url: String,
+    /// Its Flight address (`host:port`).
+    pub flight: String,
 }
 
 impl NodeProcess {
-    fn start(data_dir: &Path) -> Result<NodeProcess> {
+    /// Starts `quidditch serve` on free ports over this data directory.
+    pub fn start(data_dir: &Path) -> Result<NodeProcess> {
         let mut child = Command::new(sibling_binary()?)
             .args([
                 "serve",
@@ -198,13 +202,16 @@ impl NodeProcess {
         BufReader::new(stdout).read_line(&mut line)?;
         let ready: Value = serde_json::from_str(&line).with_context(|| format!("ready line: {line}"))?;
         let http = ready["http"].as_str().context("no http address")?;
+        let flight = ready["flight"].as_str().context("no flight address")?;
         Ok(NodeProcess {
             child,
             url: format!("http://{http}"),
+            flight: flight.to_string(),
         })
     }
 
-    fn stop(mut self) -> Result<()> {
+    /// SIGTERM (every shard committed), then waits for the exit.
+    pub fn stop(mut self) -> Result<()> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;

@@ -3,6 +3,7 @@
 
 mod aggs;
 mod corpus;
+mod flight;
 mod ingest;
 mod results;
 mod scan;
@@ -32,6 +33,8 @@ enum Suite {
     Scan(Common),
     /// The 14 DSL aggregation types versus tantivy's native aggregation of the same request.
     Aggs(Common),
+    /// A large SELECT streamed to a pyarrow.flight client versus DataFusion in-process over Parquet.
+    Flight(flight::FlightArgs),
 }
 
 /// Options every suite shares.
@@ -59,5 +62,6 @@ fn main() -> anyhow::Result<()> {
         Suite::Ingest(c) => ingest::run(&c),
         Suite::Scan(c) => scan::run(&c),
         Suite::Aggs(c) => aggs::run(&c),
+        Suite::Flight(a) => flight::run(&a),
     }
 }

@@ -37,3 +37,20 @@ def test_aggs_smoke(tmp_path):
     assert len(names) == 14
     assert all(c["answers_match"] for c in result["cases"])
     assert all(c["ratio"] > 0 for c in result["cases"])
+
+
+def test_flight_smoke(tmp_path):
+    import sys
+
+    done = subprocess.run(
+        [QBENCH, "flight", "--rows", "100000", "--iterations", "2", "--check", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "QBENCH_PYTHON": sys.executable},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "flight.json").read_text())
+    assert result["rows"] == 100000
+    assert result["answers_match"] is True
+    assert result["ratio"] > 0
