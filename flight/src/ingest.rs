@@ -77,13 +77,38 @@ fn field_mapping(name: &str, ty: &DataType) -> Result<Option<Value>, Status> {
     Ok(Some(json!({"type": es})))
 }
 
+/// Columns a put drops: what query results carry besides fields (`_index`,
+/// `_score`, `_source`, so that a result can be put back) and pandas' index
+/// columns.
+fn dropped(name: &str) -> bool {
+    matches!(name, "_index" | "_score" | "_source")
+        || (name.starts_with("__index_level_") && name.ends_with("__"))
+}
+
+/// The positions of the columns that become document fields; other
+/// underscore names are refused, as Elasticsearch refuses such fields.
+fn field_columns(schema: &Schema) -> Result<Vec<usize>, Status> {
+    let mut keep = Vec::new();
+    for (i, f) in schema.fields().iter().enumerate() {
+        let name = f.name();
+        if name == ID_COLUMN || dropped(name) {
+            continue;
+        }
+        if name.starts_with('_') {
+            return Err(Status::invalid_argument(format!(
+                "column [{name}] starts with an underscore, which is reserved for metadata fields: rename it"
+            )));
+        }
+        keep.push(i);
+    }
+    Ok(keep)
+}
+
 /// The `mappings` of an index for rows of this schema.
 pub fn mapping_for(schema: &Schema) -> Result<Value, Status> {
     let mut props = Map::new();
-    for f in schema.fields() {
-        if f.name() == ID_COLUMN {
-            continue;
-        }
+    for i in field_columns(schema)? {
+        let f = schema.field(i);
         if let Some(m) = field_mapping(f.name(), f.data_type())? {
             props.insert(f.name().clone(), m);
         }
@@ -112,10 +137,9 @@ fn ids(batch: &RecordBatch) -> Result<Option<Vec<Option<String>>>, Status> {
 /// The documents of a batch, as `index` writes.
 fn documents(batch: &RecordBatch) -> Result<Vec<DocWrite>, Status> {
     let ids = ids(batch)?;
-    let mut fields = batch.clone();
-    if let Ok(i) = fields.schema().index_of(ID_COLUMN) {
-        fields.remove_column(i);
-    }
+    let fields = batch
+        .project(&field_columns(batch.schema_ref())?)
+        .map_err(|e| Status::internal(format!("projecting fields: {e}")))?;
     let mut writer = ArrayWriter::new(Vec::new());
     writer
         .write(&fields)
@@ -264,6 +288,21 @@ mod tests {
                 "t": {"type": "date"},
                 "tags": {"type": "keyword"},
             }})
+        );
+        let result = Schema::new(vec![
+            Field::new("_index", DataType::Utf8, false),
+            Field::new("_score", DataType::Float32, true),
+            Field::new("__index_level_0__", DataType::Int64, true),
+            Field::new("n", DataType::Int64, true),
+        ]);
+        assert_eq!(
+            mapping_for(&result)?,
+            json!({"properties": {"n": {"type": "long"}}})
+        );
+        let reserved = Schema::new(vec![Field::new("_routing", DataType::Utf8, true)]);
+        assert!(
+            mapping_for(&reserved)
+                .is_err_and(|e| e.message().contains("[_routing] starts with an underscore"))
         );
         let binary = Schema::new(vec![Field::new("b", DataType::Binary, true)]);
         let err = mapping_for(&binary).err();

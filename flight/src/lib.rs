@@ -41,13 +41,53 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
     fn issue_token(&self, user: &str) -> String;
 }
 
+/// Checks credentials off the reactor, a few at a time: password hashes are
+/// slow and memory-hungry by design, so a flood of wrong credentials must
+/// neither stall request handling nor exhaust memory. HTTP and Flight share
+/// one gate.
+#[derive(Debug)]
+pub struct AuthGate {
+    auth: Arc<dyn Authenticator>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl AuthGate {
+    /// A gate over these credentials, checking as many at once as there are cores.
+    pub fn new(auth: Arc<dyn Authenticator>) -> AuthGate {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        AuthGate {
+            auth,
+            permits: tokio::sync::Semaphore::new(cores),
+        }
+    }
+
+    /// Checks an `authorization` header value; the user it authenticates.
+    pub async fn check(&self, authorization: Option<&str>) -> Result<String, String> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| "authentication is shutting down".to_string())?;
+        let auth = Arc::clone(&self.auth);
+        let header = authorization.map(str::to_string);
+        tokio::task::spawn_blocking(move || auth.authenticate(header.as_deref()))
+            .await
+            .map_err(|e| format!("authentication failed: {e}"))?
+    }
+
+    /// A bearer token for a user that has just authenticated.
+    pub fn issue_token(&self, user: &str) -> String {
+        self.auth.issue_token(user)
+    }
+}
+
 /// What the Flight service needs from its node.
 #[derive(Debug, Clone)]
 pub struct FlightConfig {
     /// The query engine of the node.
     pub engine: Engine,
     /// Credentials, when the node requires them.
-    pub auth: Option<Arc<dyn Authenticator>>,
+    pub auth: Option<Arc<AuthGate>>,
 }
 
 /// The tonic service for a node's Flight address.

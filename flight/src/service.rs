@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::plain::{self, MAX_TICKET, PlainRequest};
 use crate::sql::FlightSql;
-use crate::{Authenticator, FlightConfig};
+use crate::{AuthGate, FlightConfig};
 
 type Sql = FlightSql;
 
@@ -23,7 +23,7 @@ type Sql = FlightSql;
 #[derive(Debug)]
 pub struct QuidditchFlight {
     sql: Arc<FlightSql>,
-    auth: Option<Arc<dyn Authenticator>>,
+    auth: Option<Arc<AuthGate>>,
 }
 
 /// Whether bytes hold a JSON object (a plain ticket or command) rather
@@ -45,7 +45,7 @@ impl QuidditchFlight {
         })
     }
 
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    async fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let Some(auth) = &self.auth else {
             return Ok(());
         };
@@ -53,7 +53,8 @@ impl QuidditchFlight {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        auth.authenticate(header)
+        auth.check(header)
+            .await
             .map(|_| ())
             .map_err(Status::unauthenticated)
     }
@@ -80,7 +81,7 @@ impl FlightService for QuidditchFlight {
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         let infos = plain::list(self.sql.engine()).await?;
         Ok(Response::new(Box::pin(futures::stream::iter(
             infos.into_iter().map(Ok),
@@ -91,7 +92,7 @@ impl FlightService for QuidditchFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         if is_plain(request.get_ref()) {
             let descriptor = request.into_inner();
             let plain_request = PlainRequest::from_descriptor(&descriptor)?;
@@ -105,12 +106,12 @@ impl FlightService for QuidditchFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         self.sql.poll_flight_info(request).await
     }
 
     async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         if !is_plain(request.get_ref()) {
             return Err(Status::unimplemented(
                 "GetSchema answers plain descriptors; Flight SQL clients read the schema from GetFlightInfo",
@@ -123,7 +124,7 @@ impl FlightService for QuidditchFlight {
     }
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         let ticket = &request.get_ref().ticket;
         if ticket.len() > MAX_TICKET || is_json(ticket) {
             let plain_request = PlainRequest::parse(ticket)?;
@@ -138,7 +139,7 @@ impl FlightService for QuidditchFlight {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         self.sql.do_put(request).await
     }
 
@@ -146,12 +147,12 @@ impl FlightService for QuidditchFlight {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         self.sql.do_exchange(request).await
     }
 
     async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         self.sql.do_action(request).await
     }
 
@@ -159,7 +160,7 @@ impl FlightService for QuidditchFlight {
         &self,
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         self.sql.list_actions(request).await
     }
 }

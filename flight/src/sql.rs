@@ -24,7 +24,7 @@ use arrow_flight::sql::{
     ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas, CommandGetPrimaryKeys,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
     CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult, Nullable,
-    ProstMessageExt, Searchable, SqlInfo, TicketStatementQuery, XdbcDataType,
+    ProstMessageExt, Searchable, SqlInfo, SqlSupportedCaseSensitivity, TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, PutResult,
@@ -45,7 +45,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::{df_status, sql_status};
 use crate::plain::{self, PlainRequest};
 use crate::stream::{FlightDataStream, encode_batches, flight_schema};
-use crate::{Authenticator, ingest};
+use crate::{AuthGate, ingest};
 
 /// Prepared statements a node keeps open at most.
 const MAX_PREPARED: usize = 10_000;
@@ -60,7 +60,7 @@ struct Prepared {
 /// The Flight SQL side of a node's Flight service.
 pub struct FlightSql {
     engine: Engine,
-    auth: Option<Arc<dyn Authenticator>>,
+    auth: Option<Arc<AuthGate>>,
     prepared: Mutex<HashMap<Bytes, Prepared>>,
     sql_info: SqlInfoData,
     xdbc_info: XdbcTypeInfoData,
@@ -101,8 +101,16 @@ fn sql_info() -> Result<SqlInfoData, Status> {
     b.append(SqlInfo::FlightSqlServerTransaction, 0i32);
     b.append(SqlInfo::FlightSqlServerCancel, false);
     b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
-    b.append(SqlInfo::SqlIdentifierCase, 1i32);
-    b.append(SqlInfo::SqlQuotedIdentifierCase, 3i32);
+    // Unquoted identifiers are folded to lowercase; quoted ones are kept as
+    // written (Flight SQL has no "case-sensitive" value: unknown).
+    b.append(
+        SqlInfo::SqlIdentifierCase,
+        SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32,
+    );
+    b.append(
+        SqlInfo::SqlQuotedIdentifierCase,
+        SqlSupportedCaseSensitivity::SqlCaseSensitivityUnknown as i32,
+    );
     b.build().map_err(|e| Status::internal(format!("SqlInfo: {e}")))
 }
 
@@ -179,7 +187,7 @@ fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, Status> {
 
 impl FlightSql {
     /// The service over a node's engine.
-    pub fn new(engine: Engine, auth: Option<Arc<dyn Authenticator>>) -> Result<FlightSql, Status> {
+    pub fn new(engine: Engine, auth: Option<Arc<AuthGate>>) -> Result<FlightSql, Status> {
         Ok(FlightSql {
             engine,
             auth,
@@ -274,7 +282,7 @@ impl FlightSqlService for FlightSql {
                     .metadata()
                     .get("authorization")
                     .and_then(|v| v.to_str().ok());
-                let user = auth.authenticate(header).map_err(Status::unauthenticated)?;
+                let user = auth.check(header).await.map_err(Status::unauthenticated)?;
                 let token = auth.issue_token(&user);
                 (Bytes::from(token.clone()), Some(token))
             }

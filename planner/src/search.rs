@@ -1204,25 +1204,44 @@ impl Search<'_> {
     }
 }
 
-/// Rows strictly after `after` in the sort order.
+/// Rows strictly after `after` in the sort order. A key may be NULL (a
+/// document without a keyword sort field): NULLs sort first or last as the
+/// key says, and a NULL sort value pages past them too.
 fn search_after_predicate(
     keys: &[(Expr, bool, bool)],
     after: &[Value],
     key_type: impl Fn(usize) -> Option<DataType>,
 ) -> Result<Expr> {
+    if keys.is_empty() {
+        return Ok(lit(true));
+    }
     let mut disjuncts = Vec::new();
     for i in 0..keys.len().min(after.len()) {
         let mut conj = Vec::new();
         for (j, (e, _, _)) in keys.iter().enumerate().take(i) {
-            conj.push(comparable(e.clone(), &key_type(j)).eq(json_literal(&after[j])));
+            let e = comparable(e.clone(), &key_type(j));
+            conj.push(match &after[j] {
+                Value::Null => e.is_null(),
+                v => e.eq(json_literal(v)),
+            });
         }
-        let (e, desc, _) = &keys[i];
+        let (e, desc, nulls_first) = &keys[i];
         let e = comparable(e.clone(), &key_type(i));
-        let v = json_literal(&after[i]);
-        conj.push(if *desc { e.lt(v) } else { e.gt(v) });
+        let past = match &after[i] {
+            // Every value sorts after the NULLs that come first.
+            Value::Null if *nulls_first => e.is_not_null(),
+            // Nothing sorts after the NULLs that come last.
+            Value::Null => continue,
+            v => {
+                let v = json_literal(v);
+                let cmp = if *desc { e.clone().lt(v) } else { e.clone().gt(v) };
+                if *nulls_first { cmp } else { or(cmp, e.is_null()) }
+            }
+        };
+        conj.push(past);
         disjuncts.push(conj.into_iter().reduce(and).unwrap_or(lit(true)));
     }
-    Ok(disjuncts.into_iter().reduce(or).unwrap_or(lit(true)))
+    Ok(disjuncts.into_iter().reduce(or).unwrap_or(lit(false)))
 }
 
 /// Timestamps compare with epoch-millisecond sort values.

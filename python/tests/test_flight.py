@@ -1,6 +1,7 @@
 """pyarrow.flight against a real node: JSON tickets, descriptors, ListFlights, DoPut."""
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -172,5 +173,29 @@ def test_bad_requests_get_clear_statuses_and_the_node_keeps_serving(node, logs):
         writer, _ = client.do_put(flight.FlightDescriptor.for_path("binary"), table.schema)
         writer.write_table(table)
         writer.close()
+    leak = os.path.join(node.data_dir, "leak.csv")
+    for statement in [f"COPY (SELECT 1 AS x) TO '{leak}' STORED AS CSV", "CREATE TABLE t AS SELECT 1", "SET x = 1"]:
+        with pytest.raises(pa.ArrowInvalid, match="only reads"):
+            client.do_get(ticket({"sql": statement})).read_all()
+    assert not os.path.exists(leak)
+    with pytest.raises(pa.ArrowInvalid, match="reserved for metadata"):
+        table = pa.table({"_routing": ["a"]})
+        writer, _ = client.do_put(flight.FlightDescriptor.for_path("reserved"), table.schema)
+        writer.write_table(table)
+        writer.close()
     table = client.do_get(ticket({"sql": "SELECT count(*) AS n FROM logs"})).read_all()
     assert table.column("n").to_pylist() == [len(logs)]
+
+
+def test_query_results_can_be_put_back(node, logs):
+    client = flight.connect(node.flight)
+    hits = client.do_get(
+        ticket({"index": "logs", "search": {"query": {"term": {"service": "web"}}, "size": 50, "fields": ["status"]}})
+    ).read_all()
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path("copy"), hits.schema)
+    writer.write_table(hits)
+    writer.done_writing()
+    assert json.loads(reader.read().to_pybytes())["written"] == 50
+    writer.close()
+    copied = client.do_get(ticket({"sql": "SELECT _id, status FROM copy ORDER BY _id"})).read_all()
+    assert copied.to_pylist() == sorted(({"_id": i, "status": s} for i, s in zip(hits["_id"].to_pylist(), hits["status"].to_pylist())), key=lambda r: r["_id"])

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use quidditch_executor::{Engine, EngineConfig};
-use quidditch_flight::{Authenticator, FlightConfig};
+use quidditch_flight::{AuthGate, FlightConfig};
 use quidditch_index::Indices;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -29,7 +29,7 @@ pub struct Node {
     /// When the node started.
     pub started: Instant,
     /// Credentials every request must present, when configured.
-    pub auth: Option<Arc<Credentials>>,
+    pub auth: Option<Arc<AuthGate>>,
     /// Open scrolls.
     pub scrolls: http::Scrolls,
 }
@@ -52,10 +52,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             ..EngineConfig::default()
         },
     )?;
-    let auth = Credentials::new(config.users.clone(), config.tokens.clone())?.map(Arc::new);
+    let auth = Credentials::new(config.users.clone(), config.tokens.clone())?
+        .map(|c| Arc::new(AuthGate::new(Arc::new(c))));
     let flight = quidditch_flight::flight_service(FlightConfig {
         engine: engine.clone(),
-        auth: auth.clone().map(|a| a as Arc<dyn Authenticator>),
+        auth: auth.clone(),
     })?;
     let node = Arc::new(Node {
         node_id: config.node_id.clone(),

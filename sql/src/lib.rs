@@ -11,7 +11,7 @@ pub mod error;
 pub mod params;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::execution::context::SessionContext;
+use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
 pub use catalog::{IndexSchemaProvider, register_catalog};
@@ -22,9 +22,27 @@ use quidditch_index::fulltext::{is_fulltext_function, not_absorbed_message};
 /// full-text function was absorbed by an index scan.
 pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
     let plan = ctx.state().create_logical_plan(sql).await?;
+    check_read_only(&plan)?;
     let optimized = ctx.state().optimize(&plan)?;
     check_fulltext_absorbed(&optimized)?;
     Ok(optimized)
+}
+
+/// Fails for anything but a query: DDL (`CREATE ...`), DML (`INSERT`,
+/// `COPY ... TO`, which would write files as the node) and statements
+/// (`SET`) would bypass the index write path or the node's configuration.
+pub fn check_read_only(plan: &LogicalPlan) -> Result<()> {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(plan)
+        .map_err(|e| {
+            Error::BadRequest(format!(
+                "{} (Quidditch SQL only reads: write through _bulk or Flight DoPut)",
+                e.strip_backtrace()
+            ))
+        })
 }
 
 /// Fails when a full-text function remains anywhere but in an index scan's filters.

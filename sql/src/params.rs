@@ -7,7 +7,7 @@ use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::LogicalPlan;
 
-use crate::{Result, check_fulltext_absorbed};
+use crate::{Result, check_fulltext_absorbed, check_read_only};
 
 /// Rewrites every `?` outside string literals, quoted identifiers and
 /// comments into `$1`, `$2`, ... in order.
@@ -62,7 +62,9 @@ pub fn number_placeholders(sql: &str) -> String {
 /// Plans a statement that may hold parameters, without optimizing it (the
 /// optimizer needs the values).
 pub async fn prepare(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
-    Ok(ctx.state().create_logical_plan(&number_placeholders(sql)).await?)
+    let plan = ctx.state().create_logical_plan(&number_placeholders(sql)).await?;
+    check_read_only(&plan)?;
+    Ok(plan)
 }
 
 /// Binds parameter values (`$1` is the first) to a prepared plan and

@@ -8,7 +8,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use quidditch_flight::Authenticator;
 use serde_json::json;
 
 use super::es_json;
@@ -42,14 +41,10 @@ pub async fn require(State(node): State<Arc<Node>>, request: Request, next: Next
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let path = request.uri().path().to_string();
-    // Password hashes are slow to check by design: off the reactor.
-    let checked = tokio::task::spawn_blocking(move || auth.authenticate(header.as_deref())).await;
+        .and_then(|v| v.to_str().ok());
+    let checked = auth.check(header).await;
     match checked {
-        Ok(Ok(_user)) => next.run(request).await,
-        Ok(Err(reason)) => unauthorized(format!("{reason} for REST request [{path}]")),
-        Err(e) => unauthorized(format!("authentication failed: {e}")),
+        Ok(_user) => next.run(request).await,
+        Err(reason) => unauthorized(format!("{reason} for REST request [{}]", request.uri().path())),
     }
 }

@@ -2,11 +2,13 @@
 //! `DELETE /_search/scroll`) and `_delete_by_query`, as the Elasticsearch
 //! clients' `helpers.scan` and `delete_by_query` use them.
 //!
-//! A scroll pages with `search_after` over the request's sort with `_index`
-//! and `_id` appended as tiebreakers, so the order is total and every
-//! document that matches throughout the scroll is returned exactly once.
-//! It is not a frozen point in time: a document indexed during the scroll
-//! may appear if it sorts after the current page.
+//! A scroll pages with `search_after` over the request's sort (by default
+//! none) with `_index` and `_id` appended as tiebreakers, so the order is
+//! total. Sorted by fields that do not change, every document that matches
+//! throughout the scroll is returned exactly once. It is not a frozen point
+//! in time: a document indexed during the scroll may appear if it sorts
+//! after the current page, and a `_score` sort can shift when the index
+//! changes under it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,8 +90,21 @@ impl Scrolls {
     }
 }
 
+/// Longest keep-alive (Elasticsearch's `search.max_keep_alive`).
+const MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
+
 fn keep_alive(value: &str) -> ApiResult<Duration> {
-    Ok(parse_time_value(value, "scroll")?)
+    let keep = parse_time_value(value, "scroll")?;
+    if keep > MAX_KEEP_ALIVE {
+        return Err(ApiError::new(
+            400,
+            "illegal_argument_exception",
+            format!(
+                "Keep alive for request ({value}) is too large. It must be less than (1d). This limit can be set by changing the [search.max_keep_alive] cluster level setting."
+            ),
+        ));
+    }
+    Ok(keep)
 }
 
 /// The body's sort as a list, with a URL `sort` parameter folded in.
@@ -184,12 +199,8 @@ pub async fn start(node: &Node, target: &str, params: &Params, body: &[u8]) -> A
     }
     let requested = user_sort(&body, &mut params);
     let is_doc = |s: &Value| s == &json!("_doc") || s.get("_doc").is_some();
-    let by_doc = requested.iter().any(is_doc);
     let mut sort: Vec<Value> = requested.into_iter().filter(|s| !is_doc(s)).collect();
     let user_sort_keys = sort.len();
-    if sort.is_empty() && !by_doc && body.contains_key("query") {
-        sort.push(json!({"_score": "desc"}));
-    }
     sort.push(json!({"_index": "asc"}));
     sort.push(json!({"_id": "asc"}));
     body.insert("sort".into(), Value::Array(sort));
@@ -252,7 +263,15 @@ pub async fn next(
         ctx.keep_alive = k;
     }
     ctx.expires = Instant::now() + ctx.keep_alive;
-    let mut out = page(&node, &mut ctx, false).await?;
+    let before = ctx.clone();
+    let mut out = match page(&node, &mut ctx, false).await {
+        Ok(out) => out,
+        Err(e) => {
+            // The page failed: the scroll stays where it was, to be retried.
+            node.scrolls.insert(id, before)?;
+            return Err(e);
+        }
+    };
     out["_scroll_id"] = json!(id);
     node.scrolls.insert(id, ctx)?;
     Ok(respond(&out, &params))
@@ -303,6 +322,22 @@ pub async fn clear_path(State(node): State<Arc<Node>>, Path(ids): Path<String>) 
     Ok(ok_json(&json!({"succeeded": true, "num_freed": freed})))
 }
 
+/// `max_docs`: a non-negative integer, as a number or a string.
+fn max_docs_value(v: &Value) -> ApiResult<u64> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    n.ok_or_else(|| {
+        ApiError::new(
+            400,
+            "action_request_validation_exception",
+            format!("Validation Failed: 1: maxDocs must be a non-negative integer, got [{v}];"),
+        )
+    })
+}
+
 /// Deletes `ids` from their indices; the number deleted.
 fn delete_ids(indices: &Indices, ids: Vec<(String, String)>) -> ApiResult<(u64, Vec<Value>)> {
     let mut by_index: HashMap<String, Vec<DocWrite>> = HashMap::new();
@@ -340,12 +375,15 @@ pub async fn delete_by_query(
     let started = Instant::now();
     let body = search_body(&body)?;
     let mut query = None;
-    let mut max_docs: Option<u64> = None;
+    let mut max_docs: Option<u64> = match params.get("max_docs") {
+        Some(v) => Some(max_docs_value(&json!(v))?),
+        None => None,
+    };
     if let Some(Value::Object(m)) = &body {
         for (k, v) in m {
             match k.as_str() {
                 "query" => query = Some(v.clone()),
-                "max_docs" => max_docs = v.as_u64(),
+                "max_docs" => max_docs = Some(max_docs_value(v)?),
                 other => {
                     return Err(ApiError::new(
                         400,
@@ -364,10 +402,11 @@ pub async fn delete_by_query(
         ));
     }
     let refresh = RefreshPolicy::parse(params.get("refresh").map(String::as_str))?;
-    let mut search_params = Params::new();
-    if let Some(q) = params.get("q") {
-        search_params.insert("q".into(), q.clone());
-    }
+    let search_params: Params = params
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "q" | "df" | "default_operator"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut after: Option<Value> = None;
     let (mut total, mut deleted, mut batches) = (0u64, 0u64, 0u64);
     let mut failures = Vec::new();
