@@ -267,6 +267,29 @@ fn descriptor_of<T>(request: Request<T>) -> T {
     request.into_inner()
 }
 
+/// The `FlightInfo` of a catalog command: its result schema, and the
+/// command itself as the ticket.
+fn command_info(
+    schema: &Schema,
+    command: &impl ProstMessageExt,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    Ok(Response::new(info_for(
+        schema,
+        command.as_any().encode_to_vec(),
+        descriptor_of(request),
+    )?))
+}
+
+/// A catalog answer built in memory, as a `DoGet` stream.
+fn one_batch<E: std::fmt::Display>(
+    schema: SchemaRef,
+    batch: Result<RecordBatch, E>,
+) -> Result<Response<FlightDataStream>, Status> {
+    let batch = batch.map_err(|e| Status::internal(format!("building the catalog answer: {e}")))?;
+    Ok(Response::new(encode_batches(schema, vec![batch])))
+}
+
 #[tonic::async_trait]
 impl FlightSqlService for FlightSql {
     type FlightService = FlightSql;
@@ -359,8 +382,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        let info = info_for(&schema, query.as_any().encode_to_vec(), descriptor_of(request))?;
-        Ok(Response::new(info))
+        command_info(&schema, &query, request)
     }
 
     async fn do_get_catalogs(
@@ -375,9 +397,7 @@ impl FlightSqlService for FlightSql {
         for name in names {
             builder.append(name);
         }
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(encode_batches(schema, vec![batch])))
+        one_batch(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_schemas(
@@ -386,8 +406,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        let info = info_for(&schema, query.as_any().encode_to_vec(), descriptor_of(request))?;
-        Ok(Response::new(info))
+        command_info(&schema, &query, request)
     }
 
     async fn do_get_schemas(
@@ -404,9 +423,7 @@ impl FlightSqlService for FlightSql {
                 }
             }
         }
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(encode_batches(schema, vec![batch])))
+        one_batch(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_tables(
@@ -415,8 +432,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        let info = info_for(&schema, query.as_any().encode_to_vec(), descriptor_of(request))?;
-        Ok(Response::new(info))
+        command_info(&schema, &query, request)
     }
 
     async fn do_get_tables(
@@ -430,9 +446,7 @@ impl FlightSqlService for FlightSql {
                 .append(&t.catalog, &t.schema, &t.table, t.table_type, &t.arrow_schema)
                 .map_err(Status::from)?;
         }
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(encode_batches(schema, vec![batch])))
+        one_batch(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_table_types(
@@ -441,8 +455,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        let info = info_for(&schema, query.as_any().encode_to_vec(), descriptor_of(request))?;
-        Ok(Response::new(info))
+        command_info(&schema, &query, request)
     }
 
     async fn do_get_table_types(
@@ -453,9 +466,7 @@ impl FlightSqlService for FlightSql {
         let mut builder = query.into_builder();
         builder.append("TABLE");
         builder.append("VIEW");
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(encode_batches(schema, vec![batch])))
+        one_batch(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_sql_info(
@@ -464,8 +475,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        let info = info_for(&schema, query.as_any().encode_to_vec(), descriptor_of(request))?;
-        Ok(Response::new(info))
+        command_info(&schema, &query, request)
     }
 
     async fn do_get_sql_info(
@@ -474,9 +484,7 @@ impl FlightSqlService for FlightSql {
         _request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
         let builder = query.into_builder(&self.sql_info);
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(encode_batches(schema, vec![batch])))
+        one_batch(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -485,8 +493,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder(&self.xdbc_info).schema();
-        let info = info_for(&schema, query.as_any().encode_to_vec(), descriptor_of(request))?;
-        Ok(Response::new(info))
+        command_info(&schema, &query, request)
     }
 
     async fn do_get_xdbc_type_info(
@@ -495,9 +502,7 @@ impl FlightSqlService for FlightSql {
         _request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
         let builder = query.into_builder(&self.xdbc_info);
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(encode_batches(schema, vec![batch])))
+        one_batch(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_primary_keys(
