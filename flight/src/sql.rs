@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -50,11 +51,21 @@ use crate::{AuthGate, ingest};
 /// Prepared statements a node keeps open at most.
 const MAX_PREPARED: usize = 10_000;
 
+/// How long an unused prepared statement stays open.
+const PREPARED_IDLE: Duration = Duration::from_secs(30 * 60);
+
 /// A prepared statement: its SQL and the values bound last.
 #[derive(Debug, Clone)]
 struct Prepared {
     sql: String,
     params: Vec<ScalarValue>,
+    /// Last use: statements idle longer than [`PREPARED_IDLE`] are dropped
+    /// (clients that crash never close theirs).
+    used: Instant,
+    /// An execution of a statement with the values bound when its
+    /// `FlightInfo` was made, redeemed once by `DoGet`: binding new values
+    /// afterwards does not change what that ticket returns.
+    run_once: bool,
 }
 
 /// The Flight SQL side of a node's Flight service.
@@ -203,9 +214,41 @@ impl FlightSql {
     }
 
     fn prepared(&self, handle: &[u8]) -> Result<Prepared, Status> {
-        self.prepared.lock().get(handle).cloned().ok_or_else(|| {
-            Status::not_found("unknown prepared statement handle (closed, or created on another node)")
-        })
+        let mut prepared = self.prepared.lock();
+        let entry = prepared.get_mut(handle).ok_or_else(|| {
+            Status::not_found(
+                "unknown prepared statement handle (closed, expired, or created on another node)",
+            )
+        })?;
+        entry.used = Instant::now();
+        let found = entry.clone();
+        if found.run_once {
+            prepared.remove(handle);
+        }
+        Ok(found)
+    }
+
+    /// Keeps a statement (or one execution of it) and returns its handle.
+    fn register(&self, sql: String, params: Vec<ScalarValue>, run_once: bool) -> Result<Bytes, Status> {
+        let mut prepared = self.prepared.lock();
+        let now = Instant::now();
+        prepared.retain(|_, p| now.duration_since(p.used) < PREPARED_IDLE);
+        if prepared.len() >= MAX_PREPARED {
+            return Err(Status::resource_exhausted(format!(
+                "{MAX_PREPARED} prepared statements are open on this node: close some first"
+            )));
+        }
+        let handle = Bytes::from(uuid::Uuid::new_v4().to_string());
+        prepared.insert(
+            handle.clone(),
+            Prepared {
+                sql,
+                params,
+                used: now,
+                run_once,
+            },
+        );
+        Ok(handle)
     }
 
     /// Plans a prepared statement with its bound values.
@@ -359,9 +402,13 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (_, plan) = self.bound_plan(&cmd.prepared_statement_handle).await?;
+        let statement = self.prepared(&cmd.prepared_statement_handle)?;
+        let run = CommandPreparedStatementQuery {
+            prepared_statement_handle: self.register(statement.sql, statement.params, true)?,
+        };
         let info = info_for(
             &flight_schema(plan.schema().as_arrow()),
-            cmd.as_any().encode_to_vec(),
+            run.as_any().encode_to_vec(),
             descriptor_of(request),
         )?;
         Ok(Response::new(info))
@@ -613,22 +660,7 @@ impl FlightSqlService for FlightSql {
         let plan = prepare(&ctx, &query.query).await.map_err(sql_status)?;
         let dataset_schema = schema_bytes(&flight_schema(plan.schema().as_arrow()))?;
         let parameter_schema = schema_bytes(&parameter_schema(&plan)?)?;
-        let handle = Bytes::from(uuid::Uuid::new_v4().to_string());
-        {
-            let mut prepared = self.prepared.lock();
-            if prepared.len() >= MAX_PREPARED {
-                return Err(Status::resource_exhausted(format!(
-                    "{MAX_PREPARED} prepared statements are open on this node: close some first"
-                )));
-            }
-            prepared.insert(
-                handle.clone(),
-                Prepared {
-                    sql: query.query,
-                    params: Vec::new(),
-                },
-            );
-        }
+        let handle = self.register(query.query, Vec::new(), false)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle,
             dataset_schema,

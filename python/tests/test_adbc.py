@@ -79,10 +79,38 @@ def test_pandas_and_polars_read_through_the_connection(node, items):
         assert pl["m"].to_list() == [max(d["size"] for d in items if d["color"] == c) for c in sorted(COLORS)]
 
 
+def varint(n):
+    out = b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def field1(data):
+    """Protobuf field 1 (length-delimited)."""
+    return b"\x0a" + varint(len(data)) + data
+
+
 def any_command(name, payload):
     """A protobuf `Any` holding a Flight SQL command (hand-encoded)."""
     type_url = f"type.googleapis.com/arrow.flight.protocol.sql.{name}".encode()
-    return b"\x0a" + bytes([len(type_url)]) + type_url + b"\x12" + bytes([len(payload)]) + payload
+    return field1(type_url) + b"\x12" + varint(len(payload)) + payload
+
+
+def test_statement_flight_info_schema_equals_stream_schema(node, items):
+    client = flight.connect(node.flight)
+    for sql in [
+        "SELECT color, size, price, _id FROM items WHERE size > 3",
+        "SELECT color, count(*) AS n, avg(price) AS p FROM items GROUP BY color",
+        "SELECT * FROM items WHERE size > 1000",
+    ]:
+        command = any_command("CommandStatementQuery", field1(sql.encode()))
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(command))
+        table = client.do_get(info.endpoints[0].ticket).read_all()
+        assert info.schema == table.schema, sql
+        assert [f.nullable for f in info.schema] == [f.nullable for f in table.schema]
 
 
 def test_malformed_commands_and_unknown_handles(node, items):
@@ -99,3 +127,4 @@ def test_malformed_commands_and_unknown_handles(node, items):
             cur.execute("SELECT * FROM no_such_table")
         cur.execute("SELECT count(*) FROM items")
         assert cur.fetchone() == (len(items),)
+    assert client.do_get(flight.Ticket(json.dumps({"sql": "SELECT 1 AS one"}))).read_all().to_pylist() == [{"one": 1}]

@@ -87,6 +87,11 @@ def test_adbc_authenticates_with_user_and_password(secure_node):
     with pytest.raises(flightsql.Error):
         with flightsql.connect(secure_node.flight, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute("SELECT 1")
+    with pytest.raises(flightsql.Error):
+        with flightsql.connect(
+            secure_node.flight, db_kwargs={"username": "alice", "password": "wrong"}, autocommit=True
+        ) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
     kwargs = {"username": "alice", "password": PASSWORD}
     with flightsql.connect(secure_node.flight, db_kwargs=kwargs, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("SELECT 40 + 2 AS answer")
