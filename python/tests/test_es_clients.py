@@ -119,3 +119,34 @@ def test_versioned_media_types_are_accepted_and_answered(node):
     r = requests.head(f"{node.url}/typed", timeout=30)
     assert r.status_code == 200
     assert requests.head(f"{node.url}/absent", timeout=30).status_code == 404
+
+
+def test_cluster_health_and_cat(node):
+    import requests
+
+    client = elasticsearch.Elasticsearch(node.url)
+    health = client.cluster.health()
+    assert (health["status"], health["number_of_nodes"], health["number_of_data_nodes"]) == ("green", 1, 1)
+    assert (health["active_shards"], health["unassigned_shards"]) == (0, 0)
+    client.indices.create(index="three", settings={"number_of_shards": 3})
+    client.indices.create(index="copies", settings={"number_of_shards": 2, "number_of_replicas": 1})
+    client.index(index="three", id="a", document={"x": 1}, refresh=True)
+    health = client.cluster.health(wait_for_status="yellow", timeout="5s")
+    assert (health["status"], health["active_shards"], health["unassigned_shards"]) == ("yellow", 5, 2)
+    assert client.cluster.health(index="three")["status"] == "green"
+    r = requests.get(f"{node.url}/_cluster/health?wait_for_status=green&timeout=300ms", timeout=30)
+    assert r.status_code == 408 and r.json()["timed_out"] is True
+    nodes = client.cat.nodes(format="json")
+    assert len(nodes) == 1 and nodes[0]["master"] == "*" and nodes[0]["http"] == node.addr
+    assert nodes[0]["flight"] == node.flight.removeprefix("grpc://")
+    shards = client.cat.shards(format="json")
+    assert [(s["index"], s["shard"], s["prirep"], s["state"]) for s in shards] == [
+        ("copies", "0", "p", "STARTED"),
+        ("copies", "0", "r", "UNASSIGNED"),
+        ("copies", "1", "p", "STARTED"),
+        ("copies", "1", "r", "UNASSIGNED"),
+        ("three", "0", "p", "STARTED"),
+        ("three", "1", "p", "STARTED"),
+        ("three", "2", "p", "STARTED"),
+    ]
+    assert sum(int(s["docs"]) for s in shards if s["index"] == "three") == 1

@@ -1,6 +1,7 @@
 //! The embedded single node: every role in one process, metadata and shards
 //! in the data directory.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +29,10 @@ pub struct Node {
     pub engine: Engine,
     /// When the node started.
     pub started: Instant,
+    /// The bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// The bound Flight address.
+    pub flight_addr: SocketAddr,
     /// Credentials every request must present, when configured.
     pub auth: Option<Arc<AuthGate>>,
     /// Open scrolls.
@@ -58,15 +63,6 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         engine: engine.clone(),
         auth: auth.clone(),
     })?;
-    let node = Arc::new(Node {
-        node_id: config.node_id.clone(),
-        cluster_name: "quidditch".to_string(),
-        indices: Arc::clone(&indices),
-        engine,
-        started: Instant::now(),
-        auth,
-        scrolls: http::Scrolls::default(),
-    });
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
@@ -75,6 +71,17 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding Flight on {}", config.flight_addr))?;
     let flight_addr = flight_listener.local_addr()?;
+    let node = Arc::new(Node {
+        node_id: config.node_id.clone(),
+        cluster_name: "quidditch".to_string(),
+        indices: Arc::clone(&indices),
+        engine,
+        started: Instant::now(),
+        auth,
+        scrolls: http::Scrolls::default(),
+        http_addr,
+        flight_addr,
+    });
     tracing::info!(%http_addr, %flight_addr, data_dir = %config.data_dir.display(), "quidditch is ready");
     println!(
         "{}",

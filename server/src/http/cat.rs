@@ -1,4 +1,5 @@
-//! `GET /_cat/indices`: text (with `?v` for headers) or `?format=json`.
+//! `GET /_cat/indices`: text (with `?v` for headers) or `?format=json`, and
+//! the table rendering every `_cat` endpoint shares.
 
 use std::sync::Arc;
 
@@ -60,12 +61,17 @@ fn row(index: &Index) -> Vec<String> {
 
 fn render(indices: Vec<Arc<Index>>, params: &Params) -> ApiResult<Response> {
     let rows: Vec<Vec<String>> = indices.iter().map(|i| row(i)).collect();
+    render_table(&COLUMNS, rows, params)
+}
+
+/// A `_cat` answer: aligned text (`?v` adds the header line) or `?format=json`.
+pub fn render_table(columns: &[&str], rows: Vec<Vec<String>>, params: &Params) -> ApiResult<Response> {
     if params.get("format").map(String::as_str) == Some("json") {
         let out: Vec<Value> = rows
             .iter()
             .map(|r| {
                 Value::Object(
-                    COLUMNS
+                    columns
                         .iter()
                         .zip(r)
                         .map(|(k, v)| (k.to_string(), json!(v)))
@@ -77,10 +83,10 @@ fn render(indices: Vec<Arc<Index>>, params: &Params) -> ApiResult<Response> {
     }
     let mut table: Vec<Vec<String>> = Vec::new();
     if params.contains_key("v") {
-        table.push(COLUMNS.iter().map(|c| c.to_string()).collect());
+        table.push(columns.iter().map(|c| c.to_string()).collect());
     }
     table.extend(rows);
-    let widths: Vec<usize> = (0..COLUMNS.len())
+    let widths: Vec<usize> = (0..columns.len())
         .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     let mut text = String::new();

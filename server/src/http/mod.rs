@@ -2,6 +2,7 @@
 
 mod auth;
 mod cat;
+mod cluster;
 mod docs;
 mod error;
 mod indices;
@@ -60,6 +61,10 @@ pub fn router(node: Arc<Node>) -> Router {
             post(search::msearch_index).get(search::msearch_index),
         )
         .route("/_cat/indices", get(cat::indices))
+        .route("/_cat/nodes", get(cluster::cat_nodes))
+        .route("/_cat/shards", get(cluster::cat_shards))
+        .route("/_cluster/health", get(cluster::health))
+        .route("/_cluster/health/{index}", get(cluster::health_of_index))
         .route("/_cat/indices/{index}", get(cat::indices_of))
         .route("/_refresh", post(indices::refresh_all).get(indices::refresh_all))
         .route(
