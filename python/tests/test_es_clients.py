@@ -150,3 +150,14 @@ def test_cluster_health_and_cat(node):
         ("three", "2", "p", "STARTED"),
     ]
     assert sum(int(s["docs"]) for s in shards if s["index"] == "three") == 1
+
+
+def test_mget(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    client.index(index="m1", id="1", document={"a": 1})
+    client.index(index="m2", id="2", document={"b": 2})
+    docs = client.mget(docs=[{"_index": "m1", "_id": "1"}, {"_index": "m2", "_id": "2"}, {"_index": "m1", "_id": "9"}])["docs"]
+    assert [(d["_id"], d["found"], d.get("_source")) for d in docs] == [("1", True, {"a": 1}), ("2", True, {"b": 2}), ("9", False, None)]
+    assert [d["found"] for d in client.mget(index="m1", ids=["1", "2"])["docs"]] == [True, False]
+    missing = client.mget(docs=[{"_index": "nope", "_id": "1"}])["docs"][0]
+    assert missing["error"]["type"] == "index_not_found_exception"

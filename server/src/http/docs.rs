@@ -173,26 +173,105 @@ pub async fn delete(
     write_one(&node, &index, DocWrite::Delete { id }, &params).await
 }
 
+/// The realtime get of one document, as Elasticsearch renders it, and
+/// whether it was found.
+async fn get_json(node: &Node, index: &str, id: &str) -> ApiResult<(bool, Value)> {
+    let target = node.indices.get(index)?;
+    let id_owned = id.to_string();
+    let doc = tokio::task::spawn_blocking(move || target.get(&id_owned)).await??;
+    Ok(match doc {
+        Some(doc) => {
+            let source: Value = serde_json::from_str(&doc.source).map_err(ApiError::internal)?;
+            (
+                true,
+                json!({
+                    "_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
+                    "_primary_term": 1, "found": true, "_source": source,
+                }),
+            )
+        }
+        None => (false, json!({"_index": index, "_id": id, "found": false})),
+    })
+}
+
 pub async fn get(
     State(node): State<Arc<Node>>,
     Path((index, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let target = node.indices.get(&index)?;
-    let id2 = id.clone();
-    let doc = tokio::task::spawn_blocking(move || target.get(&id2)).await??;
-    Ok(match doc {
-        Some(doc) => {
-            let source: Value = serde_json::from_str(&doc.source).map_err(ApiError::internal)?;
-            ok_json(&json!({
-                "_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
-                "_primary_term": 1, "found": true, "_source": source,
-            }))
-        }
-        None => es_json(
-            StatusCode::NOT_FOUND,
-            &json!({"_index": index, "_id": id, "found": false}),
-        ),
+    let (found, body) = get_json(&node, &index, &id).await?;
+    Ok(if found {
+        ok_json(&body)
+    } else {
+        es_json(StatusCode::NOT_FOUND, &body)
     })
+}
+
+/// `_mget`: `{"docs": [{"_index", "_id"}, ...]}`, or `{"ids": [...]}` with
+/// the index from the path; each document answered as `GET` answers it, or
+/// with its own error.
+async fn run_mget(node: &Node, default_index: Option<&str>, body: &[u8]) -> ApiResult<Response> {
+    let body = parse_body(body)?.ok_or_else(|| ApiError::bad_request("request body is required"))?;
+    let mut wanted: Vec<(Option<String>, String)> = Vec::new();
+    let id_of = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match (body.get("docs"), body.get("ids")) {
+        (Some(Value::Array(docs)), None) => {
+            for d in docs {
+                let id = d.get("_id").and_then(id_of).ok_or_else(|| {
+                    ApiError::new(
+                        400,
+                        "action_request_validation_exception",
+                        "Validation Failed: 1: id is missing for doc 0;",
+                    )
+                })?;
+                let index = d.get("_index").and_then(Value::as_str).map(str::to_string);
+                wanted.push((index.or_else(|| default_index.map(str::to_string)), id));
+            }
+        }
+        (None, Some(Value::Array(ids))) => {
+            for v in ids {
+                let id = id_of(v).ok_or_else(|| ApiError::bad_request("[ids] must hold strings"))?;
+                wanted.push((default_index.map(str::to_string), id));
+            }
+        }
+        _ => {
+            return Err(ApiError::new(
+                400,
+                "action_request_validation_exception",
+                "Validation Failed: 1: no documents to get;",
+            ));
+        }
+    }
+    let mut docs = Vec::with_capacity(wanted.len());
+    for (index, id) in wanted {
+        let Some(index) = index else {
+            return Err(ApiError::new(
+                400,
+                "action_request_validation_exception",
+                "Validation Failed: 1: index is missing for doc 0;",
+            ));
+        };
+        docs.push(match get_json(node, &index, &id).await {
+            Ok((_, doc)) => doc,
+            Err(e) => json!({"_index": index, "_id": id, "error": e.error_object()}),
+        });
+    }
+    Ok(ok_json(&json!({"docs": docs})))
+}
+
+pub async fn mget(State(node): State<Arc<Node>>, body: Bytes) -> ApiResult<Response> {
+    run_mget(&node, None, &body).await
+}
+
+pub async fn mget_index(
+    State(node): State<Arc<Node>>,
+    Path(index): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    run_mget(&node, Some(&index), &body).await
 }
 
 pub async fn head(

@@ -116,14 +116,13 @@ impl From<tokio::task::JoinError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let inner = *self.0;
-        if let Some(object) = inner.object {
-            return es_json(
-                inner.status,
-                &json!({"error": object, "status": inner.status.as_u16()}),
-            );
+impl ApiError {
+    /// The `error` object of the response (also what `_mget` and bulk
+    /// items carry per failed entry).
+    pub fn error_object(&self) -> Value {
+        let inner = &self.0;
+        if let Some(object) = &inner.object {
+            return object.clone();
         }
         let mut cause = serde_json::Map::new();
         cause.insert("type".into(), json!(inner.es_type));
@@ -133,7 +132,13 @@ impl IntoResponse for ApiError {
         }
         let mut error = cause.clone();
         error.insert("root_cause".into(), json!([Value::Object(cause)]));
-        let body = json!({"error": Value::Object(error), "status": inner.status.as_u16()});
-        es_json(inner.status, &body)
+        Value::Object(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.error_object(), "status": self.0.status.as_u16()});
+        es_json(self.0.status, &body)
     }
 }

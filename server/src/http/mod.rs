@@ -37,6 +37,8 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/", get(root::info).head(root::head))
         .route("/_bulk", post(docs::bulk).put(docs::bulk))
+        .route("/_mget", post(docs::mget).get(docs::mget))
+        .route("/{index}/_mget", post(docs::mget_index).get(docs::mget_index))
         .route("/_sql", post(sql::sql).get(sql::sql))
         .route("/_search", post(search::search_all).get(search::search_all))
         .route("/_count", post(search::count_all).get(search::count_all))
