@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::document::parse_document;
 use crate::error::{Error, Result};
-use crate::mapping::Mapping;
+use crate::mapping::{Dynamic, Mapping};
 use crate::routing::shard_for_id;
 use crate::settings::IndexSettings;
 use crate::shard::{Shard, ShardWrite, StoredDoc};
@@ -194,6 +194,44 @@ impl Index {
     /// Realtime get by id.
     pub fn get(&self, id: &str) -> Result<Option<StoredDoc>> {
         self.shard_for(id).get(id)
+    }
+
+    /// Adds the fields of `update` to the mapping (Elasticsearch's
+    /// `PUT /{index}/_mapping`): new fields and multi-fields are added, a
+    /// field keeps its type, and `dynamic` is replaced when given. Documents
+    /// already indexed are not re-read: a newly mapped field covers the
+    /// documents written from now on.
+    pub fn put_mapping(&self, update: Mapping, dynamic: Option<Dynamic>) -> Result<()> {
+        if self.is_deleted() {
+            return Err(Error::IndexNotFound(self.name()));
+        }
+        let _guard = self.write_lock.lock();
+        let mut meta = self.meta();
+        for (path, field) in update.fields {
+            match meta.mapping.fields.get_mut(&path) {
+                Some(existing) if existing.ty != field.ty => {
+                    return Err(Error::illegal_argument(format!(
+                        "mapper [{path}] cannot be changed from type [{}] to [{}]",
+                        existing.ty.name(),
+                        field.ty.name()
+                    )));
+                }
+                Some(existing) => {
+                    for (name, sub) in field.fields {
+                        existing.fields.entry(name).or_insert(sub);
+                    }
+                }
+                None => {
+                    meta.mapping.fields.insert(path, field);
+                }
+            }
+        }
+        if let Some(d) = dynamic {
+            meta.mapping.dynamic = d;
+        }
+        write_meta(&self.dir, &meta)?;
+        *self.meta.write() = meta;
+        Ok(())
     }
 
     /// Applies a batch of writes. Every write that is acknowledged as

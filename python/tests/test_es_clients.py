@@ -161,3 +161,19 @@ def test_mget(node):
     assert [d["found"] for d in client.mget(index="m1", ids=["1", "2"])["docs"]] == [True, False]
     missing = client.mget(docs=[{"_index": "nope", "_id": "1"}])["docs"][0]
     assert missing["error"]["type"] == "index_not_found_exception"
+
+
+def test_put_mapping_and_settings(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    client.indices.create(index="grow", mappings={"dynamic": "strict", "properties": {"a": {"type": "long"}}})
+    with pytest.raises(elasticsearch.BadRequestError):
+        client.index(index="grow", id="1", document={"a": 1, "b": "x"})
+    client.indices.put_mapping(index="grow", properties={"b": {"type": "keyword"}})
+    client.index(index="grow", id="1", document={"a": 1, "b": "x"}, refresh=True)
+    assert client.count(index="grow", query={"term": {"b": "x"}})["count"] == 1
+    assert client.indices.get_mapping(index="grow")["grow"]["mappings"]["properties"]["b"] == {"type": "keyword"}
+    with pytest.raises(elasticsearch.BadRequestError, match="cannot be changed from type \\[long\\] to \\[keyword\\]"):
+        client.indices.put_mapping(index="grow", properties={"a": {"type": "keyword"}})
+    assert client.indices.get_mapping(index="grow")["grow"]["mappings"]["properties"]["a"] == {"type": "long"}
+    settings = client.indices.get_settings(index="grow")["grow"]["settings"]["index"]
+    assert settings["number_of_shards"] == "1"

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::{ApiResult, ok_json, parse_body};
+use super::{ApiError, ApiResult, ok_json, parse_body};
 use crate::node::Node;
 
 pub async fn create(
@@ -67,6 +67,35 @@ pub async fn mapping(State(node): State<Arc<Node>>, Path(name): Path<String>) ->
     let mut out = Map::new();
     for index in node.indices.resolve(&name)? {
         out.insert(index.name(), json!({"mappings": index.mapping().to_es()}));
+    }
+    Ok(ok_json(&Value::Object(out)))
+}
+
+/// `PUT /{index}/_mapping`: adds fields to the mapping of each index named.
+pub async fn put_mapping(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body = parse_body(&body)?.ok_or_else(|| ApiError::bad_request("request body is required"))?;
+    let update = quidditch_index::Mapping::from_es(&body)?;
+    let dynamic = body.get("dynamic").map(|_| update.dynamic);
+    for index in node.indices.resolve(&name)? {
+        let update = update.clone();
+        tokio::task::spawn_blocking(move || index.put_mapping(update, dynamic)).await??;
+    }
+    Ok(ok_json(&json!({"acknowledged": true})))
+}
+
+/// `GET /{index}/_settings`.
+pub async fn settings(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
+    let mut out = Map::new();
+    for index in node.indices.resolve(&name)? {
+        let meta = index.meta();
+        out.insert(
+            meta.name.clone(),
+            json!({"settings": meta.settings.to_es(&meta.name, &meta.uuid, meta.creation_date)}),
+        );
     }
     Ok(ok_json(&Value::Object(out)))
 }

@@ -76,7 +76,13 @@ pub fn router(node: Arc<Node>) -> Router {
                 .head(indices::exists)
                 .get(indices::get),
         )
-        .route("/{index}/_mapping", get(indices::mapping))
+        .route(
+            "/{index}/_mapping",
+            get(indices::mapping)
+                .put(indices::put_mapping)
+                .post(indices::put_mapping),
+        )
+        .route("/{index}/_settings", get(indices::settings))
         .route("/{index}/_refresh", post(indices::refresh).get(indices::refresh))
         .route("/{index}/_bulk", post(docs::bulk_index).put(docs::bulk_index))
         .route("/{index}/_doc", post(docs::index_auto_id))
