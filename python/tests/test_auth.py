@@ -98,3 +98,18 @@ def test_adbc_authenticates_with_user_and_password(secure_node):
         table = cur.fetch_arrow_table()
         assert table.schema.field("answer").type == pa.int64()
         assert table.to_pylist() == [{"answer": 42}]
+
+
+def test_command_line_clients_send_credentials(secure_node, tmp_path):
+    data = tmp_path / "rows.ndjson"
+    data.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(25)))
+    load = [BIN, "load", "--quiet", "--index", "cli-rows", "--url", secure_node.url, str(data)]
+    denied = subprocess.run(load, capture_output=True, text=True)
+    assert denied.returncode != 0 and "401" in denied.stderr
+    loaded = subprocess.run([*load, "--token", TOKEN], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    sql = [BIN, "sql", "--url", secure_node.url, "--format", "csv", "SELECT count(*) AS n FROM \"cli-rows\""]
+    assert subprocess.run(sql, capture_output=True, text=True).returncode != 0
+    done = subprocess.run([*sql, "--user", f"alice:{PASSWORD}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["n", "25"]

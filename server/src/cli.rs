@@ -46,6 +46,9 @@ pub struct SqlArgs {
     /// Output format: table, csv or json.
     #[arg(long, default_value = "table")]
     pub format: String,
+    /// Credentials for a node that requires them.
+    #[command(flatten)]
+    pub auth: crate::client::ClientAuth,
 }
 
 /// Entry point of the binary.
@@ -92,7 +95,9 @@ fn sql(args: SqlArgs) -> anyhow::Result<()> {
         other => anyhow::bail!("unknown format [{other}], expected table, csv or json"),
     };
     if let Some(url) = args.url {
-        let resp = reqwest::blocking::Client::new()
+        let resp = args
+            .auth
+            .http_client(std::time::Duration::from_secs(600))?
             .post(format!("{}/_sql?format={format}", url.trim_end_matches('/')))
             .json(&serde_json::json!({"query": args.query}))
             .send()

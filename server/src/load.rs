@@ -34,6 +34,9 @@ pub struct LoadArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Credentials for a node that requires them.
+    #[command(flatten)]
+    pub auth: crate::client::ClientAuth,
 }
 
 /// Counts of a finished load.
@@ -70,6 +73,7 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<LoadStats> {
     if args.batch_size == 0 || args.concurrency == 0 {
         bail!("--batch-size and --concurrency must be positive");
     }
+    let client = args.auth.http_client(Duration::from_secs(600))?;
     let started = Instant::now();
     let bar = if args.quiet {
         ProgressBar::hidden()
@@ -91,7 +95,8 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<LoadStats> {
             let totals = Arc::clone(&totals);
             let url = url.clone();
             let bar = bar.clone();
-            workers.push(scope.spawn(move || send_loop(&url, &rx, &totals, &bar)));
+            let client = &client;
+            workers.push(scope.spawn(move || send_loop(&url, &rx, &totals, &bar, client)));
         }
         let produced = produce(args, tx);
         let mut first_err = produced.err();
@@ -110,7 +115,6 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<LoadStats> {
     });
     bar.finish_and_clear();
     result?;
-    let client = reqwest::blocking::Client::new();
     client
         .post(format!(
             "{}/{}/_refresh",
@@ -138,10 +142,8 @@ fn send_loop(
     rx: &Mutex<Receiver<(String, u64)>>,
     totals: &Totals,
     bar: &ProgressBar,
+    client: &reqwest::blocking::Client,
 ) -> anyhow::Result<()> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(600))
-        .build()?;
     loop {
         let next = rx.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.recv();
         let Ok((body, n)) = next else { return Ok(()) };
