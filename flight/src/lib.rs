@@ -39,6 +39,9 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
     fn authenticate(&self, authorization: Option<&str>) -> Result<String, String>;
     /// A bearer token for a user that has just authenticated.
     fn issue_token(&self, user: &str) -> String;
+    /// The user of a header value verified before, if it is remembered:
+    /// answered without hashing.
+    fn remembered(&self, authorization: &str) -> Option<String>;
 }
 
 /// Checks credentials off the reactor, a few at a time: password hashes are
@@ -48,7 +51,7 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct AuthGate {
     auth: Arc<dyn Authenticator>,
-    permits: tokio::sync::Semaphore,
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl AuthGate {
@@ -57,22 +60,29 @@ impl AuthGate {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         AuthGate {
             auth,
-            permits: tokio::sync::Semaphore::new(cores),
+            permits: Arc::new(tokio::sync::Semaphore::new(cores)),
         }
     }
 
     /// Checks an `authorization` header value; the user it authenticates.
     pub async fn check(&self, authorization: Option<&str>) -> Result<String, String> {
-        let _permit = self
-            .permits
-            .acquire()
+        if let Some(user) = authorization.and_then(|h| self.auth.remembered(h)) {
+            return Ok(user);
+        }
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| "authentication is shutting down".to_string())?;
         let auth = Arc::clone(&self.auth);
         let header = authorization.map(str::to_string);
-        tokio::task::spawn_blocking(move || auth.authenticate(header.as_deref()))
-            .await
-            .map_err(|e| format!("authentication failed: {e}"))?
+        // The permit lives as long as the check, even when the request that
+        // asked for it is gone.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            auth.authenticate(header.as_deref())
+        })
+        .await
+        .map_err(|e| format!("authentication failed: {e}"))?
     }
 
     /// A bearer token for a user that has just authenticated.

@@ -253,7 +253,11 @@ impl FlightSql {
 
     /// Plans a prepared statement with its bound values.
     async fn bound_plan(&self, handle: &[u8]) -> Result<(SessionContext, LogicalPlan), Status> {
-        let prepared = self.prepared(handle)?;
+        self.plan_bound(self.prepared(handle)?).await
+    }
+
+    /// Plans a statement with the values bound to it.
+    async fn plan_bound(&self, prepared: Prepared) -> Result<(SessionContext, LogicalPlan), Status> {
         let ctx = self.engine.session().map_err(sql_status)?;
         let plan = prepare(&ctx, &prepared.sql).await.map_err(sql_status)?;
         let bound = bind(&ctx, &plan, prepared.params).map_err(sql_status)?;
@@ -401,8 +405,9 @@ impl FlightSqlService for FlightSql {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let (_, plan) = self.bound_plan(&cmd.prepared_statement_handle).await?;
+        // One read: the schema and the ticket come from the same values.
         let statement = self.prepared(&cmd.prepared_statement_handle)?;
+        let (_, plan) = self.plan_bound(statement.clone()).await?;
         let run = CommandPreparedStatementQuery {
             prepared_statement_handle: self.register(statement.sql, statement.params, true)?,
         };

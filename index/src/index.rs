@@ -208,7 +208,7 @@ impl Index {
         let _guard = self.write_lock.lock();
         let mut meta = self.meta();
         for (path, field) in update.fields {
-            match meta.mapping.fields.get_mut(&path) {
+            match meta.mapping.fields.get(&path).cloned() {
                 Some(existing) if existing.ty != field.ty => {
                     return Err(Error::illegal_argument(format!(
                         "mapper [{path}] cannot be changed from type [{}] to [{}]",
@@ -216,15 +216,38 @@ impl Index {
                         field.ty.name()
                     )));
                 }
-                Some(existing) => {
+                Some(mut existing) => {
                     for (name, sub) in field.fields {
-                        existing.fields.entry(name).or_insert(sub);
+                        match existing.fields.get(&name) {
+                            Some(old) if old.ty != sub.ty => {
+                                return Err(Error::illegal_argument(format!(
+                                    "mapper [{path}.{name}] cannot be changed from type [{}] to [{}]",
+                                    old.ty.name(),
+                                    sub.ty.name()
+                                )));
+                            }
+                            Some(_) => {}
+                            None => {
+                                check_no_fields_at(&meta.mapping, &format!("{path}.{name}"))?;
+                                existing.fields.insert(name, sub);
+                            }
+                        }
                     }
+                    meta.mapping.fields.insert(path, existing);
                 }
                 None => {
+                    check_new_path(&meta.mapping, &path)?;
+                    for name in field.fields.keys() {
+                        check_new_path(&meta.mapping, &format!("{path}.{name}"))?;
+                    }
                     meta.mapping.fields.insert(path, field);
                 }
             }
+        }
+        // Documents still in the translogs were parsed with the old mapping:
+        // commit them, so that a replay never re-reads them with the new one.
+        for shard in &self.shards {
+            shard.refresh()?;
         }
         if let Some(d) = dynamic {
             meta.mapping.dynamic = d;
@@ -481,6 +504,42 @@ impl Index {
         }
         Ok(())
     }
+}
+
+/// Fails when a new field path collides with the mapping: a parent path
+/// that is a field (or a field's multi-field), or fields already below it.
+fn check_new_path(mapping: &Mapping, path: &str) -> Result<()> {
+    let conflict = |p: &str| {
+        Err(Error::illegal_argument(format!(
+            "can't merge a non object mapping [{p}] with an object mapping"
+        )))
+    };
+    let mut prefix = String::new();
+    for part in path.split('.') {
+        if !prefix.is_empty() {
+            if mapping.fields.contains_key(&prefix) {
+                return conflict(&prefix);
+            }
+            prefix.push('.');
+        }
+        prefix.push_str(part);
+    }
+    if mapping.column(path).is_some() {
+        return conflict(path);
+    }
+    check_no_fields_at(mapping, path)
+}
+
+/// Fails when fields exist at `path` or below it (where a new multi-field
+/// of a mapped field would go).
+fn check_no_fields_at(mapping: &Mapping, path: &str) -> Result<()> {
+    let below = format!("{path}.");
+    if mapping.fields.contains_key(path) || mapping.fields.keys().any(|k| k.starts_with(&below)) {
+        return Err(Error::illegal_argument(format!(
+            "can't merge a non object mapping [{path}] with an object mapping"
+        )));
+    }
+    Ok(())
 }
 
 /// The shard write that indexes a parsed document, keeping the client's

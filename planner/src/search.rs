@@ -973,7 +973,27 @@ impl Search<'_> {
                 .collect()
         };
         if let Some(after) = &self.body.search_after {
-            builder = builder.filter(search_after_predicate(&keys, after, |i| self.sort_key_type(i))?)?;
+            if keys.is_empty() {
+                return Err(Error::illegal_argument(
+                    "search_after needs a sort key other than [_doc]: sort on a field, or scroll",
+                ));
+            }
+            // `keys` leaves `_doc` out: line the values and types up with it.
+            let (after, types): (Vec<Value>, Vec<Option<DataType>>) = if self.body.sort.is_empty() {
+                (after.clone(), vec![None])
+            } else {
+                self.body
+                    .sort
+                    .iter()
+                    .zip(after)
+                    .enumerate()
+                    .filter(|(_, (k, _))| !matches!(k.kind, SortKind::Doc))
+                    .map(|(i, (_, v))| (v.clone(), self.sort_key_type(i)))
+                    .unzip()
+            };
+            builder = builder.filter(search_after_predicate(&keys, &after, |i| {
+                types.get(i).cloned().flatten()
+            })?)?;
         }
         if !keys.is_empty() {
             builder = builder.sort(keys.iter().map(|(e, desc, nf)| e.clone().sort(!desc, *nf)))?;
@@ -1212,9 +1232,6 @@ fn search_after_predicate(
     after: &[Value],
     key_type: impl Fn(usize) -> Option<DataType>,
 ) -> Result<Expr> {
-    if keys.is_empty() {
-        return Ok(lit(true));
-    }
     let mut disjuncts = Vec::new();
     for i in 0..keys.len().min(after.len()) {
         let mut conj = Vec::new();

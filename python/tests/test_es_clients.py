@@ -177,3 +177,26 @@ def test_put_mapping_and_settings(node):
     assert client.indices.get_mapping(index="grow")["grow"]["mappings"]["properties"]["a"] == {"type": "long"}
     settings = client.indices.get_settings(index="grow")["grow"]["settings"]["index"]
     assert settings["number_of_shards"] == "1"
+
+
+def test_put_mapping_refuses_path_conflicts(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    client.index(index="paths", id="1", document={"title": "hello", "user": {"name": "ann"}}, refresh=True)
+    for properties in [
+        {"title": {"properties": {"keyword": {"type": "keyword"}}}},
+        {"user": {"type": "keyword"}},
+        {"title": {"properties": {"lang": {"type": "keyword"}}}},
+    ]:
+        with pytest.raises(elasticsearch.BadRequestError, match="can't merge a non object mapping"):
+            client.indices.put_mapping(index="paths", properties=properties)
+    assert client.search(index="paths", query={"match": {"title": "hello"}})["hits"]["total"]["value"] == 1
+    client.indices.put_mapping(index="paths", properties={"user": {"properties": {"age": {"type": "integer"}}}})
+    client.indices.put_mapping(
+        index="paths", properties={"title": {"type": "text", "fields": {"raw": {"type": "keyword"}}}}
+    )
+    assert set(client.indices.get_mapping(index="paths")["paths"]["mappings"]["properties"]["title"]["fields"]) == {
+        "keyword",
+        "raw",
+    }
+    client.index(index="paths", id="2", document={"user": {"name": "bob", "age": 7}}, refresh=True)
+    assert client.count(index="paths", query={"range": {"user.age": {"gte": 5}}})["count"] == 1

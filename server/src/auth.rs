@@ -150,6 +150,10 @@ impl Authenticator for Credentials {
         Ok(user)
     }
 
+    fn remembered(&self, authorization: &str) -> Option<String> {
+        self.verified.lock().get(authorization).cloned()
+    }
+
     fn issue_token(&self, user: &str) -> String {
         let token = format!(
             "{}{}",

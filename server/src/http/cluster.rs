@@ -90,7 +90,10 @@ async fn health_for(node: &Node, target: Option<&str>, params: &Params) -> ApiRe
         Some(t) => quidditch_planner::search::parse_time_value(t, "timeout")?,
         None => Duration::from_secs(30),
     };
-    let deadline = Instant::now() + timeout;
+    // A timeout too large for the clock waits as long as it can.
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
     loop {
         let indices = match target {
             Some(t) => node.indices.resolve(t)?,
