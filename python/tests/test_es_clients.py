@@ -200,3 +200,15 @@ def test_put_mapping_refuses_path_conflicts(node):
     }
     client.index(index="paths", id="2", document={"user": {"name": "bob", "age": 7}}, refresh=True)
     assert client.count(index="paths", query={"range": {"user.age": {"gte": 5}}})["count"] == 1
+
+
+def test_a_failed_scroll_page_keeps_the_scroll(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    elasticsearch.helpers.bulk(client, ({"_index": "gone", "_id": str(i), "n": i} for i in range(30)), refresh=True)
+    first = client.search(index="gone", scroll="1m", size=10)
+    client.indices.delete(index="gone")
+    for _ in range(2):
+        with pytest.raises(elasticsearch.NotFoundError) as err:
+            client.scroll(scroll_id=first["_scroll_id"], scroll="1m")
+        assert err.value.body["error"]["type"] == "index_not_found_exception"
+    assert client.clear_scroll(scroll_id=first["_scroll_id"])["num_freed"] == 1

@@ -263,18 +263,35 @@ pub async fn next(
         ctx.keep_alive = k;
     }
     ctx.expires = Instant::now() + ctx.keep_alive;
-    let before = ctx.clone();
-    let mut out = match page(&node, &mut ctx, false).await {
-        Ok(out) => out,
-        Err(e) => {
-            // The page failed: the scroll stays where it was, to be retried.
-            node.scrolls.insert(id, before)?;
-            return Err(e);
-        }
+    // If the page fails, or the request goes away while it runs, the scroll
+    // stays where it was, to be retried.
+    let mut restore = Restore {
+        scrolls: &node.scrolls,
+        id: id.clone(),
+        ctx: Some(ctx.clone()),
     };
+    let mut out = page(&node, &mut ctx, false).await?;
+    restore.ctx = None;
     out["_scroll_id"] = json!(id);
     node.scrolls.insert(id, ctx)?;
     Ok(respond(&out, &params))
+}
+
+/// Puts a scroll back as it was unless its page completed.
+struct Restore<'a> {
+    scrolls: &'a Scrolls,
+    id: String,
+    ctx: Option<ScrollContext>,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            // Full of other scrolls meanwhile: this one is lost, and the
+            // next call says so (404).
+            let _ = self.scrolls.insert(std::mem::take(&mut self.id), ctx);
+        }
+    }
 }
 
 /// `POST /_search/scroll` without a path id.
