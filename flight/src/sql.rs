@@ -51,6 +51,11 @@ use crate::{AuthGate, ingest};
 /// Prepared statements a node keeps open at most.
 const MAX_PREPARED: usize = 10_000;
 
+/// Execution tickets (`GetFlightInfo` of a prepared statement) kept at
+/// most; past it the oldest is dropped, so tickets never redeemed cannot
+/// crowd out statements.
+const MAX_PENDING_RUNS: usize = 1_000;
+
 /// How long an unused prepared statement stays open.
 const PREPARED_IDLE: Duration = Duration::from_secs(30 * 60);
 
@@ -233,7 +238,17 @@ impl FlightSql {
         let mut prepared = self.prepared.lock();
         let now = Instant::now();
         prepared.retain(|_, p| now.duration_since(p.used) < PREPARED_IDLE);
-        if prepared.len() >= MAX_PREPARED {
+        if run_once && prepared.values().filter(|p| p.run_once).count() >= MAX_PENDING_RUNS {
+            let oldest = prepared
+                .iter()
+                .filter(|(_, p)| p.run_once)
+                .min_by_key(|(_, p)| p.used)
+                .map(|(h, _)| h.clone());
+            if let Some(h) = oldest {
+                prepared.remove(&h);
+            }
+        }
+        if !run_once && prepared.values().filter(|p| !p.run_once).count() >= MAX_PREPARED {
             return Err(Status::resource_exhausted(format!(
                 "{MAX_PREPARED} prepared statements are open on this node: close some first"
             )));
