@@ -303,6 +303,11 @@ const QUERIES: &[(&str, bool)] = &[
         "SELECT count(*), sum(age) FROM people WHERE score >= 10 AND score < 50.5",
         true,
     ),
+    (
+        "SELECT city, count(CAST(age AS DOUBLE)), min(CAST(age AS DOUBLE)), max(CAST(age AS DOUBLE)), \
+         avg(CAST(age AS DOUBLE)), sum(CAST(age AS DOUBLE)) FROM people GROUP BY city",
+        false,
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,6 +366,9 @@ async fn check_pushdown(engine: &Engine) -> Result<()> {
     for sql in [
         "SELECT city, count(*), avg(age), max(joined) FROM people GROUP BY city",
         "SELECT age, count(*), sum(score) FROM people GROUP BY age",
+        // Several metrics of one cast field (a DSL `stats`): the shared cast
+        // becomes a projection below the aggregate.
+        "SELECT min(CAST(age AS DOUBLE)), max(CAST(age AS DOUBLE)), sum(CAST(age AS DOUBLE)) FROM people",
     ] {
         let grouped = explain(sql).await?;
         assert!(grouped.contains("TantivyAggregateExec"), "{grouped}");

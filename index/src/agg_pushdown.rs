@@ -109,23 +109,33 @@ pub struct TantivyAggregateExec {
     metrics: ExecutionPlanMetricsSet,
 }
 
+/// An expression without its cast to Float64, if it has one; `None` for
+/// another cast.
+fn uncast(expr: &Arc<dyn PhysicalExpr>) -> Option<&Arc<dyn PhysicalExpr>> {
+    match expr.downcast_ref::<CastExpr>() {
+        Some(cast) if *cast.cast_type() == DataType::Float64 => Some(cast.expr()),
+        Some(_) => None,
+        None => Some(expr),
+    }
+}
+
 /// The scan column an expression reads (through a projection of columns,
-/// and casts to Float64).
+/// and casts to Float64). A metric argument may also be cast inside the
+/// projection (where common-subexpression elimination puts the cast that
+/// several metrics of one field share); a group key may not, since its
+/// output type is the column's.
 fn scan_column(
     expr: &Arc<dyn PhysicalExpr>,
     projection: Option<&ProjectionExec>,
     scan: &TantivyScanExec,
+    metric: bool,
 ) -> Option<String> {
-    let expr = match expr.downcast_ref::<CastExpr>() {
-        Some(cast) if *cast.cast_type() == DataType::Float64 => cast.expr(),
-        Some(_) => return None,
-        None => expr,
-    };
-    let col = expr.downcast_ref::<ColumnExpr>()?;
+    let col = uncast(expr)?.downcast_ref::<ColumnExpr>()?;
     let (index, name) = match projection {
         Some(p) => {
-            let inner = p.expr().get(col.index())?;
-            let c = inner.expr.downcast_ref::<ColumnExpr>()?;
+            let inner = &p.expr().get(col.index())?.expr;
+            let inner = if metric { uncast(inner)? } else { inner };
+            let c = inner.downcast_ref::<ColumnExpr>()?;
             (c.index(), c.name().to_string())
         }
         None => (col.index(), col.name().to_string()),
@@ -162,7 +172,7 @@ impl TantivyAggregateExec {
         }
         let group = match groups.expr().first() {
             Some((expr, _)) => {
-                let name = scan_column(expr, projection, scan)?;
+                let name = scan_column(expr, projection, scan, false)?;
                 let kind = match column_type(mapping, &name)? {
                     FieldType::Keyword => GroupKind::Keyword,
                     FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
@@ -200,7 +210,7 @@ impl TantivyAggregateExec {
             let column = match fun {
                 Fun::CountRows => None,
                 _ => {
-                    let name = scan_column(&args[0], projection, scan)?;
+                    let name = scan_column(&args[0], projection, scan, true)?;
                     let numeric = matches!(
                         column_type(mapping, &name)?,
                         FieldType::Long
