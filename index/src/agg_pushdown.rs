@@ -609,26 +609,28 @@ impl AggJob {
                     rows[0] += docs.len() as i64;
                 }
                 let mut last_read: Option<(Option<&str>, bool)> = None;
+                let mut block = Acc::default();
                 for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
                     let Some(col) = col else { continue };
                     if !grouped {
                         // One group: fold the block's values in tight loops,
                         // reading a column once for the aggregates that
                         // follow each other on it (`stats`).
+                        // The block is folded once and merged into each.
                         let read = (spec.column.as_deref(), spec.float());
-                        if spec.float() {
-                            if last_read != Some(read) {
+                        if last_read != Some(read) {
+                            block = Acc::default();
+                            if spec.float() {
                                 floats.clear();
                                 col.for_each_f64(docs, |_, v| floats.push(v));
-                            }
-                            accs[j].add_block_f(&floats);
-                        } else {
-                            if last_read != Some(read) {
+                                block.add_block_f(&floats);
+                            } else {
                                 ints.clear();
                                 col.for_each_i64(docs, |_, v| ints.push(v));
+                                block.add_block_i(&ints);
                             }
-                            accs[j].add_block_i(&ints);
                         }
+                        accs[j].merge(&block);
                         last_read = Some(read);
                         continue;
                     }
