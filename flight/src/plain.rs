@@ -2,7 +2,7 @@
 //! JSON, `{"sql": "..."}` or `{"index": "...", "search": {DSL body}}`; a path
 //! descriptor `[index]` names a whole index.
 
-use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::LogicalPlan;
 use quidditch_executor::Engine;
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tonic::Status;
 
 use crate::error::{df_status, dsl_status, sql_status};
-use crate::stream::{FlightDataStream, encode_stream, flight_schema};
+use crate::stream::{self, FlightDataStream, encode_stream, flight_schema};
 
 /// Largest ticket or command accepted.
 pub const MAX_TICKET: usize = 1 << 20;
@@ -142,13 +142,11 @@ pub async fn flight_info(
     descriptor: FlightDescriptor,
 ) -> Result<FlightInfo, Status> {
     let (_, plan) = plan(engine, request).await?;
-    let schema = flight_schema(plan.schema().as_arrow());
-    let info = FlightInfo::new()
-        .try_with_schema(&schema)
-        .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
-        .with_endpoint(FlightEndpoint::new().with_ticket(request.ticket()))
-        .with_descriptor(descriptor);
-    Ok(info)
+    stream::flight_info(
+        &flight_schema(plan.schema().as_arrow()),
+        request.ticket(),
+        descriptor,
+    )
 }
 
 /// One `FlightInfo` per index, with its row count, for `ListFlights`.

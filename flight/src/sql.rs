@@ -28,8 +28,8 @@ use arrow_flight::sql::{
     ProstMessageExt, Searchable, SqlInfo, SqlSupportedCaseSensitivity, TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, PutResult,
-    SchemaAsIpc, Ticket,
+    FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, PutResult, SchemaAsIpc,
+    Ticket,
 };
 use bytes::Bytes;
 use datafusion::common::ScalarValue;
@@ -45,7 +45,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{df_status, sql_status};
 use crate::plain::{self, PlainRequest};
-use crate::stream::{FlightDataStream, encode_batches, flight_schema};
+use crate::stream::{self, FlightDataStream, encode_batches, flight_schema};
 use crate::{AuthGate, ingest};
 
 /// Prepared statements a node keeps open at most.
@@ -96,14 +96,6 @@ fn schema_bytes(schema: &Schema) -> Result<Bytes, Status> {
         .try_into()
         .map_err(|e: arrow::error::ArrowError| Status::internal(format!("cannot encode schema: {e}")))?;
     Ok(bytes)
-}
-
-fn info_for(schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
-    Ok(FlightInfo::new()
-        .try_with_schema(schema)
-        .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
-        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
-        .with_descriptor(descriptor))
 }
 
 fn sql_info() -> Result<SqlInfoData, Status> {
@@ -336,9 +328,9 @@ fn command_info(
     command: &impl ProstMessageExt,
     request: Request<FlightDescriptor>,
 ) -> Result<Response<FlightInfo>, Status> {
-    Ok(Response::new(info_for(
+    Ok(Response::new(stream::flight_info(
         schema,
-        command.as_any().encode_to_vec(),
+        Ticket::new(command.as_any().encode_to_vec()),
         descriptor_of(request),
     )?))
 }
@@ -395,9 +387,9 @@ impl FlightSqlService for FlightSql {
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
         };
-        let info = info_for(
+        let info = stream::flight_info(
             &flight_schema(plan.schema().as_arrow()),
-            ticket.as_any().encode_to_vec(),
+            Ticket::new(ticket.as_any().encode_to_vec()),
             descriptor_of(request),
         )?;
         Ok(Response::new(info))
@@ -426,9 +418,9 @@ impl FlightSqlService for FlightSql {
         let run = CommandPreparedStatementQuery {
             prepared_statement_handle: self.register(statement.sql, statement.params, true)?,
         };
-        let info = info_for(
+        let info = stream::flight_info(
             &flight_schema(plan.schema().as_arrow()),
-            run.as_any().encode_to_vec(),
+            Ticket::new(run.as_any().encode_to_vec()),
             descriptor_of(request),
         )?;
         Ok(Response::new(info))
@@ -577,12 +569,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let info = info_for(
-            &primary_keys_schema(),
-            query.as_any().encode_to_vec(),
-            descriptor_of(request),
-        )?;
-        Ok(Response::new(info))
+        command_info(&primary_keys_schema(), &query, request)
     }
 
     async fn do_get_primary_keys(

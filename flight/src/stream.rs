@@ -8,9 +8,9 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow_flight::FlightData;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
+use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::Status;
@@ -69,6 +69,20 @@ pub fn encode_stream(schema: SchemaRef, stream: SendableRecordBatchStream) -> Fl
             .build(batches)
             .map_err(Status::from),
     )
+}
+
+/// The `FlightInfo` of a result: its schema, and one endpoint whose ticket
+/// runs it on this node.
+pub fn flight_info(
+    schema: &Schema,
+    ticket: Ticket,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo, Status> {
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor))
 }
 
 /// Encodes batches built in memory (catalog answers).

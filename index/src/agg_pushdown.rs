@@ -40,7 +40,9 @@ use tantivy::query::EnableScoring;
 use crate::index::Index;
 use crate::mapping::{FieldType, Mapping};
 use crate::query::LeafQuery;
-use crate::scan::{TantivyScanExec, first_values, for_each_live_block, open_numeric, open_str, tantivy_err};
+use crate::scan::{
+    TantivyScanExec, first_values, for_each_live_block, open_numeric, open_str, partition_shard, tantivy_err,
+};
 use crate::schema::kw_column;
 
 /// Documents folded at a time.
@@ -339,12 +341,7 @@ impl ExecutionPlan for TantivyAggregateExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let shard = self
-            .index
-            .shards()
-            .get(partition)
-            .cloned()
-            .ok_or_else(|| DataFusionError::Internal(format!("no shard for partition {partition}")))?;
+        let shard = partition_shard(&self.index, partition)?;
         let job = AggJob {
             mapping: Arc::clone(&self.mapping),
             query: self.query.clone(),

@@ -228,6 +228,15 @@ impl DisplayAs for TantivyScanExec {
     }
 }
 
+/// The shard a partition of an index scan reads (one partition per shard).
+pub(crate) fn partition_shard(index: &Index, partition: usize) -> Result<Arc<Shard>> {
+    index
+        .shards()
+        .get(partition)
+        .cloned()
+        .ok_or_else(|| DataFusionError::Internal(format!("no shard for partition {partition}")))
+}
+
 impl ExecutionPlan for TantivyScanExec {
     fn name(&self) -> &str {
         "TantivyScanExec"
@@ -262,12 +271,7 @@ impl ExecutionPlan for TantivyScanExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let shard = self
-            .index
-            .shards()
-            .get(partition)
-            .cloned()
-            .ok_or_else(|| DataFusionError::Internal(format!("no shard for partition {partition}")))?;
+        let shard = partition_shard(&self.index, partition)?;
         let job = ScanJob {
             shard,
             mapping: Arc::clone(&self.mapping),

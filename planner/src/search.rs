@@ -190,6 +190,17 @@ fn parse_track_total(v: &Value) -> Result<TrackTotal> {
     }
 }
 
+/// The URL `sort` parameter (`field:order,field`) as body sort entries.
+pub fn sort_param(spec: &str) -> Vec<Value> {
+    spec.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|part| match part.rsplit_once(':') {
+            Some((field, order)) => json!({field: order}),
+            None => json!(part),
+        })
+        .collect()
+}
+
 fn parse_sort_entry(v: &Value, out: &mut Vec<SortKey>) -> Result<()> {
     let key = |field: &str, desc: Option<bool>| SortKey {
         kind: match field {
@@ -456,15 +467,7 @@ impl SearchBody {
                 "size" => s.size = usize_param(&value, "size")?,
                 "sort" => {
                     s.sort.clear();
-                    for part in v.split(',').filter(|p| !p.is_empty()) {
-                        let (field, order) = match part.rsplit_once(':') {
-                            Some((f, o)) => (f, Some(o)),
-                            None => (part, None),
-                        };
-                        let entry = match order {
-                            Some(o) => json!({field: o}),
-                            None => json!(field),
-                        };
+                    for entry in sort_param(v) {
                         parse_sort_entry(&entry, &mut s.sort)?;
                     }
                 }

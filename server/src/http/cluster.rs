@@ -44,7 +44,7 @@ impl Health {
     }
 }
 
-fn health_of(node: &Node, indices: &[Arc<Index>]) -> Value {
+fn health_of(node: &Node, indices: &[Arc<Index>]) -> (Health, Value) {
     let primaries: u64 = indices.iter().map(|i| i.shards().len() as u64).sum();
     let unassigned: u64 = indices
         .iter()
@@ -61,7 +61,7 @@ fn health_of(node: &Node, indices: &[Arc<Index>]) -> Value {
     } else {
         primaries as f64 * 100.0 / total as f64
     };
-    json!({
+    let body = json!({
         "cluster_name": node.cluster_name,
         "status": status.name(),
         "timed_out": false,
@@ -78,7 +78,8 @@ fn health_of(node: &Node, indices: &[Arc<Index>]) -> Value {
         "number_of_in_flight_fetch": 0,
         "task_max_waiting_in_queue_millis": 0,
         "active_shards_percent_as_number": percent,
-    })
+    });
+    (status, body)
 }
 
 async fn health_for(node: &Node, target: Option<&str>, params: &Params) -> ApiResult<Response> {
@@ -99,12 +100,7 @@ async fn health_for(node: &Node, target: Option<&str>, params: &Params) -> ApiRe
             Some(t) => node.indices.resolve(t)?,
             None => node.indices.list(),
         };
-        let mut out = health_of(node, &indices);
-        let status = out["status"]
-            .as_str()
-            .map(Health::parse)
-            .transpose()?
-            .unwrap_or(Health::Red);
+        let (status, mut out) = health_of(node, &indices);
         let satisfied = wait_for.is_none_or(|w| status <= w);
         if satisfied {
             return Ok(es_json(StatusCode::OK, &out));

@@ -20,7 +20,7 @@ use axum::response::Response;
 use parking_lot::Mutex;
 use quidditch_index::index::DocWrite;
 use quidditch_index::{Indices, RefreshPolicy};
-use quidditch_planner::search::parse_time_value;
+use quidditch_planner::search::{parse_time_value, sort_param};
 use serde_json::{Map, Value, json};
 
 use super::search::{respond, search_body};
@@ -110,14 +110,7 @@ fn keep_alive(value: &str) -> ApiResult<Duration> {
 /// The body's sort as a list, with a URL `sort` parameter folded in.
 fn user_sort(body: &Map<String, Value>, params: &mut Params) -> Vec<Value> {
     if let Some(spec) = params.remove("sort") {
-        return spec
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .map(|part| match part.rsplit_once(':') {
-                Some((f, o)) => json!({f: o}),
-                None => json!(part),
-            })
-            .collect();
+        return sort_param(&spec);
     }
     match body.get("sort") {
         Some(Value::Array(items)) => items.clone(),
