@@ -1,6 +1,19 @@
-//! Cluster membership, metadata and shard allocation, with an etcd and a
-//! local implementation of one store trait.
+//! The cluster: which nodes there are, what they do, and how they talk.
 //!
-//! Not implemented yet: the embedded single node keeps its metadata in the
-//! data directory through `quidditch-index`. This crate is filled by the
-//! distributed-execution and etcd work and exports nothing until then.
+//! - [`membership`]: the [`Membership`] trait (the nodes of the cluster and
+//!   their roles) and its static implementation from `--seed-nodes`; the
+//!   etcd implementation comes behind the same trait.
+//! - [`allocation`]: which data node holds each shard of a new index.
+//! - [`protocol`]: the internal calls between nodes (metadata, routed
+//!   writes, realtime gets, refreshes, liveness), carried as Flight actions
+//!   on the node's Flight address.
+//! - [`client`]: the calling side, with timeouts and errors that name the node.
+//! - [`peers`]: the index layer's [`quidditch_index::peers::Peers`] over them.
+
+pub mod allocation;
+pub mod client;
+pub mod membership;
+pub mod peers;
+pub mod protocol;
+
+pub use membership::{Liveness, Membership, NodeInfo, Role, StaticMembership};

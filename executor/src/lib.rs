@@ -1,8 +1,12 @@
 //! Query execution: building DataFusion sessions over a node's indices and
 //! running logical plans from the SQL and DSL front ends.
 //!
-//! Today every plan runs in-process over local shards (the embedded node);
-//! the distributed planner plugs in here.
+//! On the embedded node every plan runs in-process over local shards. In a
+//! cluster the session carries the distributed planner ([`distributed`]):
+//! leaf stages run on the data nodes that hold the shards, and the
+//! coordinator merges.
+
+pub mod distributed;
 
 use std::sync::Arc;
 
@@ -46,6 +50,7 @@ impl Default for EngineConfig {
 pub struct Engine {
     indices: Arc<Indices>,
     config: EngineConfig,
+    placement: Option<distributed::Placement>,
     /// Configuration, catalog and functions, built once: each query's
     /// session starts from a copy of it with its own memory pool.
     base: SessionState,
@@ -67,8 +72,32 @@ pub struct QueryOutput {
 }
 
 impl Engine {
-    /// An engine over these indices.
+    /// An engine over these indices, every shard local.
     pub fn new(indices: Arc<Indices>, config: EngineConfig) -> Result<Engine> {
+        Engine::build(indices, config, None)
+    }
+
+    /// An engine of a cluster node: plans are distributed over the data
+    /// nodes of `membership`; tasks for this node run in-process on `local`.
+    pub fn clustered(
+        indices: Arc<Indices>,
+        config: EngineConfig,
+        membership: Arc<dyn quidditch_cluster::Membership>,
+        liveness: Arc<quidditch_cluster::Liveness>,
+        local: Option<datafusion_distributed::LocalWorkerContext>,
+    ) -> Result<Engine> {
+        let placement = distributed::Placement::new(membership, liveness);
+        Engine::build(indices, config, Some((placement, local)))
+    }
+
+    fn build(
+        indices: Arc<Indices>,
+        config: EngineConfig,
+        cluster: Option<(
+            distributed::Placement,
+            Option<datafusion_distributed::LocalWorkerContext>,
+        )>,
+    ) -> Result<Engine> {
         let session_config = SessionConfig::new()
             .with_default_catalog_and_schema(catalog::CATALOG, catalog::SCHEMA)
             .with_create_default_catalog_and_schema(false)
@@ -86,14 +115,29 @@ impl Engine {
             .position(|r| r.name() == "EnsureRequirements")
             .unwrap_or(rules.len());
         rules.insert(at, Arc::new(AggregatePushdown));
-        let base = SessionStateBuilder::new_from_existing(ctx.state())
-            .with_physical_optimizer_rules(rules)
-            .build();
+        let mut base =
+            SessionStateBuilder::new_from_existing(ctx.state()).with_physical_optimizer_rules(rules);
+        let mut placement = None;
+        if let Some((p, local)) = cluster {
+            base = distributed::coordinator_state(base, p.clone());
+            if let Some(local) = local {
+                base = datafusion_distributed::DistributedExt::with_distributed_local_worker_context(
+                    base, local,
+                );
+            }
+            placement = Some(p);
+        }
         Ok(Engine {
             indices,
             config,
-            base,
+            placement,
+            base: base.build(),
         })
+    }
+
+    /// The execution settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
     /// The indices.
@@ -108,10 +152,15 @@ impl Engine {
         if let Some(limit) = self.config.memory_limit {
             runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
         }
-        let state = SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_runtime_env(runtime.build_arc()?)
-            .build();
-        Ok(SessionContext::new_with_state(state))
+        let mut state =
+            SessionStateBuilder::new_from_existing(self.base.clone()).with_runtime_env(runtime.build_arc()?);
+        if let Some(placement) = &self.placement {
+            // Leaf stages have one task per slot; the slots follow the cluster.
+            let slots = placement.slots()?.len();
+            state =
+                datafusion_distributed::DistributedExt::with_distributed_max_tasks_per_stage(state, slots)?;
+        }
+        Ok(SessionContext::new_with_state(state.build()))
     }
 
     /// Plans a SQL statement in a fresh session.
@@ -124,8 +173,39 @@ impl Engine {
     /// Runs a SQL statement, streaming its result.
     pub async fn sql_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
         let (ctx, plan) = self.plan(sql).await?;
+        if let LogicalPlan::Explain(explain) = &plan
+            && self.placement.is_some()
+        {
+            return self.explain_distributed(&ctx, explain).await;
+        }
         let df = ctx.execute_logical_plan(plan).await?;
         Ok(df.execute_stream().await?)
+    }
+
+    /// `EXPLAIN` in a cluster: DataFusion's own explain never calls the
+    /// distributed planner, so the plan that would run is made here and
+    /// drawn with its stages, tasks and the shards and node of each task.
+    async fn explain_distributed(
+        &self,
+        ctx: &SessionContext,
+        explain: &datafusion::logical_expr::Explain,
+    ) -> Result<SendableRecordBatchStream> {
+        use datafusion::arrow::array::StringArray;
+        let physical = ctx.state().create_physical_plan(&explain.plan).await?;
+        let plan_types = StringArray::from(vec!["logical_plan", "distributed_plan"]);
+        let plans = StringArray::from(vec![
+            explain.plan.display_indent().to_string(),
+            display_physical(physical.as_ref()),
+        ]);
+        let schema = Arc::new(explain.schema.as_arrow().clone());
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(plan_types), Arc::new(plans)])
+            .map_err(datafusion::error::DataFusionError::from)?;
+        Ok(Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::iter([Ok(batch)]),
+            ),
+        ))
     }
 
     /// Runs a SQL statement and collects its result.
@@ -134,6 +214,21 @@ impl Engine {
         let schema = stream.schema();
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         Ok(QueryOutput { schema, batches })
+    }
+}
+
+/// A physical plan as text: a distributed plan with its stages and the
+/// shards and node of every task, any other plan indented.
+pub fn display_physical(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> String {
+    if plan
+        .downcast_ref::<datafusion_distributed::DistributedExec>()
+        .is_some()
+    {
+        datafusion_distributed::display_plan_ascii(plan, false)
+    } else {
+        datafusion::physical_plan::displayable(plan)
+            .indent(true)
+            .to_string()
     }
 }
 

@@ -157,7 +157,7 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
             create: true,
         })
         .collect();
-    let result = index.write(writes)?;
+    let result = index.write(writes, quidditch_index::RefreshPolicy::None)?;
     assert!(result.items.iter().all(|(_, r)| r.is_ok()));
     index.refresh()?;
     let omapping = json!({"settings": {"number_of_shards": 2}, "mappings": {"properties": {
@@ -173,7 +173,7 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
             create: true,
         })
         .collect();
-    let result = oindex.write(writes)?;
+    let result = oindex.write(writes, quidditch_index::RefreshPolicy::None)?;
     assert!(result.items.iter().all(|(_, r)| r.is_ok()));
     oindex.refresh()?;
     Ok(Engine::new(indices, EngineConfig::default())?)

@@ -14,7 +14,7 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use futures::{Stream, TryStreamExt};
 use quidditch_index::index::DocWrite;
-use quidditch_index::{Index, Indices};
+use quidditch_index::{Index, Indices, RefreshPolicy};
 use serde_json::{Map, Value, json};
 use tonic::Status;
 
@@ -189,7 +189,7 @@ fn write_batch(index: &Index, batch: &RecordBatch, summary: &mut PutSummary) -> 
     while offset < batch.num_rows() {
         let len = ROWS_PER_WRITE.min(batch.num_rows() - offset);
         let writes = documents(&batch.slice(offset, len))?;
-        let result = index.write(writes).map_err(index_status)?;
+        let result = index.write(writes, RefreshPolicy::None).map_err(index_status)?;
         for (_, item) in result.items {
             match item {
                 Ok(_) => summary.written += 1,
@@ -251,7 +251,7 @@ pub async fn put(
         index = Some(i);
     }
     if let Some(index) = index {
-        tokio::task::spawn_blocking(move || index.refresh())
+        tokio::task::spawn_blocking(move || index.refresh_everywhere())
             .await
             .map_err(join_status)?
             .map_err(index_status)?;

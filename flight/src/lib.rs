@@ -8,6 +8,9 @@
 //!   over the indices, and `DoPut` of Arrow record batches into an index
 //!   ([`ingest`]) through the same durable write path as `_bulk`.
 //!
+//! Actions named `quidditch.internal.*` are the calls between the nodes of
+//! a cluster (`internal`, [`quidditch_cluster::protocol`]).
+//!
 //! [`service::QuidditchFlight`] routes each call: JSON tickets and path
 //! descriptors are plain Flight, protobuf commands are Flight SQL. Every call
 //! but the handshake is authenticated when the node has credentials
@@ -16,6 +19,7 @@
 
 pub mod error;
 pub mod ingest;
+mod internal;
 pub mod plain;
 pub mod service;
 pub mod sql;
@@ -98,6 +102,8 @@ pub struct FlightConfig {
     pub engine: Engine,
     /// Credentials, when the node requires them.
     pub auth: Option<Arc<AuthGate>>,
+    /// Who the node is, as it answers other nodes' pings.
+    pub hello: quidditch_cluster::protocol::Hello,
 }
 
 /// The tonic service for a node's Flight address.

@@ -24,6 +24,7 @@ type Sql = FlightSql;
 pub struct QuidditchFlight {
     sql: Arc<FlightSql>,
     auth: Option<Arc<AuthGate>>,
+    hello: quidditch_cluster::protocol::Hello,
 }
 
 /// Whether bytes hold a JSON object (a plain ticket or command) rather
@@ -42,6 +43,7 @@ impl QuidditchFlight {
         Ok(QuidditchFlight {
             sql: Arc::new(FlightSql::new(config.engine, config.auth.clone())?),
             auth: config.auth,
+            hello: config.hello,
         })
     }
 
@@ -153,6 +155,19 @@ impl FlightService for QuidditchFlight {
 
     async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
         self.authorize(&request).await?;
+        if request
+            .get_ref()
+            .r#type
+            .starts_with(quidditch_cluster::protocol::PREFIX)
+        {
+            let body =
+                crate::internal::answer(self.sql.engine().indices(), &self.hello, &request.get_ref().body)
+                    .await;
+            let result = arrow_flight::Result { body: body.into() };
+            return Ok(Response::new(Box::pin(futures::stream::once(async move {
+                Ok(result)
+            }))));
+        }
         self.sql.do_action(request).await
     }
 

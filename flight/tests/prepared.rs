@@ -16,7 +16,15 @@ use tonic::transport::{Channel, Server};
 
 async fn serve(indices: Arc<Indices>) -> Result<Channel> {
     let engine = Engine::new(indices, EngineConfig::default())?;
-    let service = flight_service(FlightConfig { engine, auth: None })?;
+    let service = flight_service(FlightConfig {
+        engine,
+        auth: None,
+        hello: quidditch_cluster::protocol::Hello {
+            node_id: "test".into(),
+            roles: vec![],
+            http: String::new(),
+        },
+    })?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(

@@ -27,6 +27,7 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::EmptyRecordBatchStream;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::expressions::{CastExpr, Column as ColumnExpr, Literal};
@@ -41,7 +42,7 @@ use crate::index::Index;
 use crate::mapping::{FieldType, Mapping};
 use crate::query::LeafQuery;
 use crate::scan::{
-    TantivyScanExec, first_values, for_each_live_block, open_numeric, open_str, partition_shard, tantivy_err,
+    ShardSet, TantivyScanExec, first_values, for_each_live_block, open_numeric, open_str, tantivy_err,
 };
 use crate::schema::kw_column;
 
@@ -80,7 +81,7 @@ impl PhysicalOptimizerRule for AggregatePushdown {
 }
 
 /// What an aggregate computes.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 enum Fun {
     CountRows,
     Count,
@@ -102,6 +103,7 @@ struct AggSpec {
 #[derive(Debug)]
 pub struct TantivyAggregateExec {
     index: Arc<Index>,
+    shards: ShardSet,
     mapping: Arc<Mapping>,
     query: LeafQuery,
     group: Option<(String, GroupKind)>,
@@ -268,24 +270,115 @@ impl TantivyAggregateExec {
         if group_type.is_some_and(|t| schema.fields()[0].data_type() != &t) {
             return None;
         }
-        let partitions = agg.properties().output_partitioning().partition_count();
+        Some(TantivyAggregateExec::build(
+            Arc::clone(scan.index()),
+            scan.shard_set().clone(),
+            Arc::clone(mapping),
+            scan.query().clone(),
+            group,
+            aggs,
+            schema,
+        ))
+    }
+
+    fn build(
+        index: Arc<Index>,
+        shards: ShardSet,
+        mapping: Arc<Mapping>,
+        query: LeafQuery,
+        group: Option<(String, GroupKind)>,
+        aggs: Vec<AggSpec>,
+        schema: SchemaRef,
+    ) -> TantivyAggregateExec {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(partitions),
+            Partitioning::UnknownPartitioning(shards.partitions),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        Some(TantivyAggregateExec {
-            index: Arc::clone(scan.index()),
-            mapping: Arc::clone(mapping),
-            query: scan.query().clone(),
+        TantivyAggregateExec {
+            index,
+            shards,
+            mapping,
+            query,
             group,
             aggs,
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
-        })
+        }
     }
+
+    /// The index aggregated.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// The mapping the aggregate reads with.
+    pub(crate) fn mapping(&self) -> &Arc<Mapping> {
+        &self.mapping
+    }
+
+    /// The shards aggregated.
+    pub fn shard_set(&self) -> &ShardSet {
+        &self.shards
+    }
+
+    /// The same aggregate over other shards of the index.
+    pub fn with_shards(&self, shards: ShardSet) -> TantivyAggregateExec {
+        TantivyAggregateExec::build(
+            Arc::clone(&self.index),
+            shards,
+            Arc::clone(&self.mapping),
+            self.query.clone(),
+            self.group.clone(),
+            self.aggs.clone(),
+            Arc::clone(&self.schema),
+        )
+    }
+
+    /// The wire form of the aggregate (without index, shards and schema).
+    pub(crate) fn to_wire(&self) -> AggWire {
+        AggWire {
+            query: self.query.clone(),
+            group: self.group.clone(),
+            aggs: self.aggs.iter().map(|a| (a.fun, a.column.clone())).collect(),
+        }
+    }
+
+    /// Rebuilds an aggregate from its wire form.
+    pub(crate) fn from_wire(
+        index: Arc<Index>,
+        shards: ShardSet,
+        mapping: Arc<Mapping>,
+        wire: AggWire,
+        schema: SchemaRef,
+    ) -> Result<TantivyAggregateExec> {
+        let mut field = usize::from(wire.group.is_some());
+        let mut aggs = Vec::new();
+        for (fun, column) in wire.aggs {
+            let n = if fun == Fun::Avg { 2 } else { 1 };
+            let states = (field..field + n)
+                .map(|i| schema.fields().get(i).map(|f| f.data_type().clone()))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    DataFusionError::Internal("aggregate schema does not fit its aggregates".into())
+                })?;
+            field += n;
+            aggs.push(AggSpec { fun, column, states });
+        }
+        Ok(TantivyAggregateExec::build(
+            index, shards, mapping, wire.query, wire.group, aggs, schema,
+        ))
+    }
+}
+
+/// What crosses the wire of a pushed-down aggregate.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct AggWire {
+    query: LeafQuery,
+    group: Option<(String, GroupKind)>,
+    aggs: Vec<(Fun, Option<String>)>,
 }
 
 impl DisplayAs for TantivyAggregateExec {
@@ -299,7 +392,7 @@ impl DisplayAs for TantivyAggregateExec {
             f,
             "TantivyAggregateExec: index={}, shards={}, query={}, group=[{}], aggr=[{}]",
             self.index.name(),
-            self.index.shards().len(),
+            self.shards.describe(&self.index),
             self.query.describe(),
             self.group.as_ref().map_or("", |(g, _)| g.as_str()),
             aggs.join(", ")
@@ -341,7 +434,9 @@ impl ExecutionPlan for TantivyAggregateExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let shard = partition_shard(&self.index, partition)?;
+        let Some(shard) = self.shards.resolve(&self.index, partition)? else {
+            return Ok(Box::pin(EmptyRecordBatchStream::new(Arc::clone(&self.schema))));
+        };
         let job = AggJob {
             mapping: Arc::clone(&self.mapping),
             query: self.query.clone(),
@@ -397,7 +492,7 @@ impl Hasher for IntHasher {
 }
 
 /// The type of a group column.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 enum GroupKind {
     Keyword,
     Integer,

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
 use crate::index::{DocWrite, Index, WriteResult};
-use crate::indices::Indices;
+use crate::indices::{Indices, RefreshPolicy};
 
 /// The action of a bulk item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +210,7 @@ pub struct BulkOutcome {
 type IndexWrites = Vec<(usize, Action, DocWrite)>;
 
 /// Executes parsed bulk items. Blocking: run it on a blocking thread.
-pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>) -> Result<BulkOutcome> {
+pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>, refresh: RefreshPolicy) -> Result<BulkOutcome> {
     let started = Instant::now();
     let n = items.len();
     let mut slots: Vec<Option<Value>> = vec![None; n];
@@ -241,7 +241,7 @@ pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>) -> Result<BulkOutco
         let (positions, rest): (Vec<usize>, Vec<(Action, DocWrite)>) =
             writes.into_iter().map(|(i, a, w)| (i, (a, w))).unzip();
         let (actions, writes): (Vec<Action>, Vec<DocWrite>) = rest.into_iter().unzip();
-        let batch = match index.write(writes) {
+        let batch = match index.write(writes, refresh) {
             Ok(batch) => batch,
             Err(err) => {
                 for (pos, action) in positions.into_iter().zip(actions) {

@@ -46,6 +46,16 @@ pub enum Error {
     /// A broken invariant: a bug, not a user error.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error another node answered with, or a node that did not answer.
+    #[error("{reason}")]
+    Remote {
+        /// Elasticsearch error type.
+        es_type: String,
+        /// Human-readable reason.
+        reason: String,
+        /// HTTP status.
+        status: u16,
+    },
 }
 
 /// Result type of the index crate.
@@ -80,6 +90,7 @@ impl Error {
     pub fn es_type(&self) -> &'static str {
         match self {
             Error::BadRequest { es_type, .. } | Error::Mapping { es_type, .. } => es_type,
+            Error::Remote { es_type, .. } => es_type_name(es_type),
             Error::IndexNotFound(_) => "index_not_found_exception",
             Error::IndexExists(_) => "resource_already_exists_exception",
             Error::VersionConflict { .. } => "version_conflict_engine_exception",
@@ -94,6 +105,35 @@ impl Error {
             Error::IndexNotFound(_) => 404,
             Error::VersionConflict { .. } => 409,
             Error::Io(_) | Error::Tantivy(_) | Error::Internal(_) => 500,
+            Error::Remote { status, .. } => *status,
         }
     }
+
+    /// A shard's node that could not be reached (`unavailable_shards_exception`, 503).
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Error::Remote {
+            es_type: "unavailable_shards_exception".into(),
+            reason: reason.into(),
+            status: 503,
+        }
+    }
+}
+
+/// The static name of an Elasticsearch error type that crossed the wire
+/// (the types this crate produces; anything else is a plain `exception`).
+fn es_type_name(name: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "illegal_argument_exception",
+        "parse_exception",
+        "mapper_parsing_exception",
+        "document_parsing_exception",
+        "document_missing_exception",
+        "index_not_found_exception",
+        "resource_already_exists_exception",
+        "version_conflict_engine_exception",
+        "invalid_index_name_exception",
+        "unavailable_shards_exception",
+        "action_request_validation_exception",
+    ];
+    KNOWN.iter().find(|k| **k == name).copied().unwrap_or("exception")
 }

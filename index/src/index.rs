@@ -1,6 +1,6 @@
 //! An index: settings, mapping, and its shards on disk.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,10 +11,14 @@ use serde_json::Value;
 
 use crate::document::parse_document;
 use crate::error::{Error, Result};
+use crate::indices::RefreshPolicy;
 use crate::mapping::{Dynamic, Mapping};
+use crate::peers::{ItemResult, Peers};
+use crate::query::LeafQuery;
 use crate::routing::shard_for_id;
 use crate::settings::IndexSettings;
 use crate::shard::{Shard, ShardWrite, StoredDoc};
+use crate::stats::TermStats;
 
 /// The metadata file of an index directory.
 pub const META_FILE: &str = "index.json";
@@ -32,10 +36,22 @@ pub struct IndexMeta {
     pub settings: IndexSettings,
     /// Mapping.
     pub mapping: Mapping,
+    /// The node of each shard; empty when every shard is on this node (the
+    /// embedded node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocation: Vec<String>,
+}
+
+impl IndexMeta {
+    /// The node that holds `shard`, `None` when every shard is local.
+    pub fn shard_node(&self, shard: u32) -> Option<&str> {
+        self.allocation.get(shard as usize).map(String::as_str)
+    }
 }
 
 /// One write of a bulk request, before routing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum DocWrite {
     /// `index` or `create` a document (a missing id is generated).
     Index {
@@ -94,7 +110,10 @@ pub struct BatchResult {
 pub struct Index {
     dir: PathBuf,
     meta: RwLock<IndexMeta>,
-    shards: Vec<Arc<Shard>>,
+    /// The shards by number; `None` for shards on other nodes.
+    shards: Vec<Option<Arc<Shard>>>,
+    local: Vec<Arc<Shard>>,
+    peers: Option<Arc<dyn Peers>>,
     /// Serializes mapping updates (and so the parse phase of writes).
     write_lock: Mutex<()>,
     deleted: AtomicBool,
@@ -108,14 +127,15 @@ impl std::fmt::Debug for Index {
 
 impl Index {
     /// Creates a new index in `dir`.
-    pub fn create(dir: &Path, meta: IndexMeta) -> Result<Index> {
+    pub fn create(dir: &Path, meta: IndexMeta, peers: Option<Arc<dyn Peers>>) -> Result<Index> {
         std::fs::create_dir_all(dir)?;
         write_meta(dir, &meta)?;
-        Index::open(dir)
+        Index::open(dir, peers)
     }
 
-    /// Opens an existing index and replays its shards' translogs.
-    pub fn open(dir: &Path) -> Result<Index> {
+    /// Opens an existing index and replays the translogs of the shards on
+    /// this node.
+    pub fn open(dir: &Path, peers: Option<Arc<dyn Peers>>) -> Result<Index> {
         let meta: IndexMeta = serde_json::from_slice(&std::fs::read(dir.join(META_FILE))?)
             .map_err(|e| Error::Internal(format!("corrupt index metadata in {}: {e}", dir.display())))?;
         let mapping = meta.mapping.clone();
@@ -124,13 +144,25 @@ impl Index {
                 .map_err(|e| Error::Internal(format!("bad source in translog: {e}")))?;
             parse_document(id, &value, &mapping).map(|(doc, _)| doc)
         };
+        let node = peers.as_ref().map(|p| p.node_id().to_string());
         let shards = (0..meta.settings.number_of_shards)
-            .map(|n| Shard::open(&dir.join("shards").join(n.to_string()), n, &reparse).map(Arc::new))
+            .map(|n| match (meta.shard_node(n), &node) {
+                (Some(owner), Some(node)) if owner != node => Ok(None),
+                (Some(owner), None) => Err(Error::Internal(format!(
+                    "index [{}] has shards on node [{owner}], but this node is not in a cluster",
+                    meta.name
+                ))),
+                _ => Shard::open(&dir.join("shards").join(n.to_string()), n, &reparse)
+                    .map(|s| Some(Arc::new(s))),
+            })
             .collect::<Result<Vec<_>>>()?;
+        let local = shards.iter().flatten().cloned().collect();
         Ok(Index {
             dir: dir.to_path_buf(),
             meta: RwLock::new(meta),
             shards,
+            local,
+            peers,
             write_lock: Mutex::new(()),
             deleted: AtomicBool::new(false),
         })
@@ -156,9 +188,38 @@ impl Index {
         self.meta.read().settings.clone()
     }
 
-    /// The shards, by number.
+    /// The shards on this node.
     pub fn shards(&self) -> &[Arc<Shard>] {
-        &self.shards
+        &self.local
+    }
+
+    /// Shard `n`, when it is on this node.
+    pub fn shard(&self, n: u32) -> Option<&Arc<Shard>> {
+        self.shards.get(n as usize).and_then(Option::as_ref)
+    }
+
+    /// Number of shards of the index, on every node.
+    pub fn num_shards(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    /// The peers of a clustered index.
+    pub fn peers(&self) -> Option<&Arc<dyn Peers>> {
+        self.peers.as_ref()
+    }
+
+    /// Shard `n`, or an error naming the node that holds it.
+    pub fn local_shard(&self, n: u32) -> Result<&Arc<Shard>> {
+        self.shard(n).ok_or_else(|| {
+            let meta = self.meta.read();
+            match meta.shard_node(n) {
+                Some(node) => Error::Internal(format!(
+                    "shard [{n}] of index [{}] is on node [{node}], not on this node",
+                    meta.name
+                )),
+                None => Error::Internal(format!("index [{}] has no shard [{n}]", meta.name)),
+            }
+        })
     }
 
     /// Where the index lives on disk.
@@ -170,7 +231,7 @@ impl Index {
     /// waiting for a refresh are released.
     pub fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::SeqCst);
-        for shard in &self.shards {
+        for shard in &self.local {
             shard.release_waiters();
         }
     }
@@ -180,20 +241,28 @@ impl Index {
         self.deleted.load(Ordering::SeqCst)
     }
 
-    /// Number of documents visible to searches.
+    /// Number of documents visible to searches in the shards on this node.
     pub fn num_docs(&self) -> u64 {
-        self.shards.iter().map(|s| s.num_docs()).sum()
+        self.local.iter().map(|s| s.num_docs()).sum()
     }
 
-    /// The shard that holds `id`.
-    pub fn shard_for(&self, id: &str) -> &Arc<Shard> {
-        let n = shard_for_id(id, self.shards.len() as u32) as usize;
-        &self.shards[n]
+    /// The number of the shard that holds `id`.
+    pub fn shard_number(&self, id: &str) -> u32 {
+        shard_for_id(id, self.num_shards())
     }
 
-    /// Realtime get by id.
+    /// Realtime get by id, from whichever node holds the document.
     pub fn get(&self, id: &str) -> Result<Option<StoredDoc>> {
-        self.shard_for(id).get(id)
+        let n = self.shard_number(id);
+        match (self.shard(n), &self.peers) {
+            (Some(shard), _) => shard.get(id),
+            (None, Some(peers)) => {
+                let node = self.meta.read().shard_node(n).map(str::to_string);
+                let node = node.ok_or_else(|| Error::Internal(format!("shard [{n}] has no node")))?;
+                peers.get(&node, &self.name(), id)
+            }
+            (None, None) => self.local_shard(n)?.get(id),
+        }
     }
 
     /// Adds the fields of `update` to the mapping (Elasticsearch's
@@ -244,13 +313,47 @@ impl Index {
                 }
             }
         }
-        // Documents still in the translogs were parsed with the old mapping:
-        // commit them, so that a replay never re-reads them with the new one.
-        for shard in &self.shards {
-            shard.refresh()?;
-        }
         if let Some(d) = dynamic {
             meta.mapping.dynamic = d;
+        }
+        self.install_mapping(meta)
+    }
+
+    /// Makes `meta`'s mapping the index's: commits the shards (documents
+    /// still in the translogs were parsed with the old mapping, and a replay
+    /// must never re-read them with the new one), persists it and sends it
+    /// to the other nodes. Callers hold the write lock.
+    fn install_mapping(&self, meta: IndexMeta) -> Result<()> {
+        for shard in &self.local {
+            shard.refresh()?;
+        }
+        write_meta(&self.dir, &meta)?;
+        *self.meta.write() = meta.clone();
+        if let Some(peers) = &self.peers {
+            peers.mapping_changed(&meta)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the mapping with one another node sent (a superset of
+    /// this one, made by the same merge rules).
+    pub fn receive_mapping(&self, mapping: Mapping) -> Result<()> {
+        let _guard = self.write_lock.lock();
+        let mut meta = self.meta();
+        if meta.mapping == mapping {
+            return Ok(());
+        }
+        for (path, field) in &meta.mapping.fields {
+            if mapping.fields.get(path).is_none_or(|f| f.ty != field.ty) {
+                return Err(Error::illegal_argument(format!(
+                    "mapping of index [{}] from another node drops or changes field [{path}]",
+                    meta.name
+                )));
+            }
+        }
+        meta.mapping = mapping;
+        for shard in &self.local {
+            shard.refresh()?;
         }
         write_meta(&self.dir, &meta)?;
         *self.meta.write() = meta;
@@ -258,11 +361,147 @@ impl Index {
     }
 
     /// Applies a batch of writes. Every write that is acknowledged as
-    /// successful has been fsynced to its shard's translog.
-    pub fn write(&self, writes: Vec<DocWrite>) -> Result<BatchResult> {
+    /// successful has been fsynced to its shard's translog, on whichever
+    /// node holds the shard. Other nodes make their writes searchable as
+    /// `refresh` asks before they answer; `touched` lists the shards on this
+    /// node, for the caller to do the same.
+    pub fn write(&self, writes: Vec<DocWrite>, refresh: RefreshPolicy) -> Result<BatchResult> {
         if self.is_deleted() {
             return Err(Error::IndexNotFound(self.name()));
         }
+        match &self.peers {
+            Some(peers) if self.local.len() != self.shards.len() => self.write_routed(peers, writes, refresh),
+            _ => self.write_local(writes),
+        }
+    }
+
+    /// Writes to an index with shards on other nodes: ids are assigned
+    /// first so that every write has its shard, the mapping grows once for
+    /// the whole batch (and reaches every node before any document does),
+    /// and each node gets its writes in one request, in request order.
+    fn write_routed(
+        &self,
+        peers: &Arc<dyn Peers>,
+        mut writes: Vec<DocWrite>,
+        refresh: RefreshPolicy,
+    ) -> Result<BatchResult> {
+        for write in &mut writes {
+            if let DocWrite::Index { id: id @ None, .. } = write {
+                *id = Some(crate::ids::generate());
+            }
+        }
+        self.extend_mapping(&writes)?;
+        let name = self.name();
+        let meta = self.meta();
+        let mut local = Vec::new();
+        let mut remote: BTreeMap<String, Vec<(usize, DocWrite)>> = BTreeMap::new();
+        for (i, write) in writes.into_iter().enumerate() {
+            let n = self.shard_number(write.id().unwrap_or_default());
+            match meta.shard_node(n) {
+                Some(node) if self.shard(n).is_none() => {
+                    remote.entry(node.to_string()).or_default().push((i, write))
+                }
+                _ => local.push((i, write)),
+            }
+        }
+        let total = local.len() + remote.values().map(Vec::len).sum::<usize>();
+        let mut items: Vec<Option<ItemResult>> = (0..total).map(|_| None).collect();
+        let mut touched = HashMap::new();
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = remote
+                .into_iter()
+                .map(|(node, batch)| {
+                    let name = &name;
+                    scope.spawn(move || {
+                        let (positions, writes): (Vec<usize>, Vec<DocWrite>) = batch.into_iter().unzip();
+                        let outcome = peers.write(&node, name, writes, refresh);
+                        (positions, outcome)
+                    })
+                })
+                .collect();
+            if !local.is_empty() {
+                let (positions, writes): (Vec<usize>, Vec<DocWrite>) = local.into_iter().unzip();
+                match self.write_local(writes) {
+                    Ok(batch) => {
+                        touched = batch.touched;
+                        for (pos, item) in positions.into_iter().zip(batch.items) {
+                            items[pos] = Some(item);
+                        }
+                    }
+                    Err(err) => {
+                        let wire = crate::peers::WireError::from(&err);
+                        for pos in positions {
+                            items[pos] = Some((None, Err(wire.clone().into())));
+                        }
+                    }
+                }
+            }
+            for call in calls {
+                let Ok((positions, outcome)) = call.join() else {
+                    continue;
+                };
+                match outcome {
+                    Ok(results) if results.len() == positions.len() => {
+                        for (pos, item) in positions.into_iter().zip(results) {
+                            items[pos] = Some(item);
+                        }
+                    }
+                    Ok(results) => {
+                        let err = crate::peers::WireError::from(&Error::Internal(format!(
+                            "a node answered {} results for {} writes",
+                            results.len(),
+                            positions.len()
+                        )));
+                        for pos in positions {
+                            items[pos] = Some((None, Err(err.clone().into())));
+                        }
+                    }
+                    Err(err) => {
+                        let wire = crate::peers::WireError::from(&err);
+                        for pos in positions {
+                            items[pos] = Some((None, Err(wire.clone().into())));
+                        }
+                    }
+                }
+            }
+        });
+        let items = items
+            .into_iter()
+            .map(|item| {
+                item.unwrap_or_else(|| (None, Err(Error::Internal("a write lost its result".into()))))
+            })
+            .collect();
+        Ok(BatchResult { items, touched })
+    }
+
+    /// Adds the fields the writes map dynamically, before they are routed.
+    /// Documents that do not parse are left for the shard's node to reject.
+    fn extend_mapping(&self, writes: &[DocWrite]) -> Result<()> {
+        let _guard = self.write_lock.lock();
+        let mut mapping = self.mapping();
+        let mut changed = false;
+        for write in writes {
+            let sources: [Option<&Value>; 2] = match write {
+                DocWrite::Index { source, .. } => [Some(source), None],
+                DocWrite::Update { doc, upsert, .. } => [doc.as_ref(), upsert.as_ref()],
+                DocWrite::Delete { .. } => [None, None],
+            };
+            for source in sources.into_iter().flatten() {
+                if let Ok((_, c)) = parse_with(write.id().unwrap_or_default(), source, &mut mapping) {
+                    changed |= c;
+                }
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let mut meta = self.meta();
+        meta.mapping = mapping;
+        self.install_mapping(meta)
+    }
+
+    /// Applies writes to the shards on this node.
+    fn write_local(&self, writes: Vec<DocWrite>) -> Result<BatchResult> {
         let n = writes.len();
         let mut items: Vec<Option<(Option<String>, Result<WriteResult>)>> = (0..n).map(|_| None).collect();
         let mut per_shard: HashMap<u32, Vec<(usize, ShardWrite)>> = HashMap::new();
@@ -289,8 +528,7 @@ impl Index {
             if mapping_changed {
                 let mut meta = self.meta();
                 meta.mapping = mapping;
-                write_meta(&self.dir, &meta)?;
-                *self.meta.write() = meta;
+                self.install_mapping(meta)?;
             }
         }
         let mut touched = HashMap::new();
@@ -302,7 +540,7 @@ impl Index {
                     ShardWrite::Index { id, .. } | ShardWrite::Delete { id, .. } => id.clone(),
                 })
                 .collect();
-            let outcomes = match self.shards[shard_no as usize].write(writes) {
+            let outcomes = match self.local_shard(shard_no).and_then(|shard| shard.write(writes)) {
                 Ok(outcomes) => outcomes,
                 Err(err) => {
                     // The shard could not log the batch: none of its writes happened.
@@ -499,10 +737,69 @@ impl Index {
         if self.is_deleted() {
             return Ok(());
         }
-        for shard in &self.shards {
+        for shard in &self.local {
             shard.refresh()?;
         }
         Ok(())
+    }
+
+    /// The term statistics of `query` over every shard of the index, on
+    /// whichever node each is.
+    pub fn term_stats(&self, query: &LeafQuery) -> Result<TermStats> {
+        let meta = self.meta();
+        let mut stats = TermStats::default();
+        for shard in &self.local {
+            stats.merge(TermStats::of_shard(shard, &meta.mapping, query)?);
+        }
+        if let Some(peers) = &self.peers {
+            let nodes: std::collections::BTreeSet<&str> = (0..self.num_shards())
+                .filter(|&n| self.shard(n).is_none())
+                .filter_map(|n| meta.shard_node(n))
+                .collect();
+            for node in nodes {
+                stats.merge(peers.term_stats(node, &meta.name, query)?);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The term statistics of `query` over the shards on this node.
+    pub fn local_term_stats(&self, query: &LeafQuery) -> Result<TermStats> {
+        let mapping = self.mapping();
+        let mut stats = TermStats::default();
+        for shard in &self.local {
+            stats.merge(TermStats::of_shard(shard, &mapping, query)?);
+        }
+        Ok(stats)
+    }
+
+    /// Refreshes the shards on this node and asks every other node that
+    /// holds shards of the index to refresh them.
+    pub fn refresh_everywhere(&self) -> Result<()> {
+        self.refresh()?;
+        if let Some(peers) = &self.peers {
+            let meta = self.meta();
+            let nodes: std::collections::BTreeSet<&str> = meta
+                .allocation
+                .iter()
+                .map(String::as_str)
+                .filter(|n| *n != peers.node_id())
+                .collect();
+            for node in nodes {
+                peers.refresh(node, &meta.name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DocWrite {
+    /// The document id, when the write has one.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            DocWrite::Index { id, .. } => id.as_deref(),
+            DocWrite::Update { id, .. } | DocWrite::Delete { id } => Some(id),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexMeta, is_index_dir};
 use crate::mapping::Mapping;
+use crate::peers::Peers;
 use crate::settings::IndexSettings;
 
 /// All indices of a node, stored under `<data_dir>/indices/<name>`.
@@ -18,6 +19,7 @@ pub struct Indices {
     root: PathBuf,
     map: RwLock<BTreeMap<String, Arc<Index>>>,
     create_lock: Mutex<()>,
+    peers: Option<Arc<dyn Peers>>,
 }
 
 impl std::fmt::Debug for Indices {
@@ -27,7 +29,7 @@ impl std::fmt::Debug for Indices {
 }
 
 /// How a write request makes its documents searchable (`?refresh=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum RefreshPolicy {
     /// Leave it to the periodic refresh.
     #[default]
@@ -52,9 +54,52 @@ impl RefreshPolicy {
     }
 }
 
+/// Makes the shards a write touched on this node searchable as `policy`
+/// asks (other nodes do it for theirs before they answer).
+pub async fn apply_refresh(
+    policy: RefreshPolicy,
+    touched: Vec<(Arc<Index>, HashMap<u32, u64>)>,
+) -> Result<()> {
+    match policy {
+        RefreshPolicy::None => Ok(()),
+        RefreshPolicy::Immediate => tokio::task::spawn_blocking(move || {
+            for (index, shards) in touched {
+                for shard in shards.keys() {
+                    index.local_shard(*shard)?.refresh()?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("refresh failed: {e}")))?,
+        RefreshPolicy::WaitFor => {
+            for (index, shards) in touched {
+                for (shard, seq) in shards {
+                    let shard = Arc::clone(index.local_shard(shard)?);
+                    if index.settings().refresh_interval.is_none() {
+                        tokio::task::spawn_blocking(move || shard.refresh())
+                            .await
+                            .map_err(|e| Error::Internal(format!("refresh failed: {e}")))??;
+                    } else {
+                        shard.wait_visible(seq).await;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 impl Indices {
-    /// Opens every index under `data_dir`, replaying translogs.
+    /// Opens every index under `data_dir`, replaying translogs (the
+    /// embedded node: every shard is local).
     pub fn open(data_dir: &Path) -> Result<Indices> {
+        Indices::open_with(data_dir, None)
+    }
+
+    /// Opens every index under `data_dir` as a node of a cluster reached
+    /// through `peers`: only the shards allocated to this node are opened.
+    pub fn open_with(data_dir: &Path, peers: Option<Arc<dyn Peers>>) -> Result<Indices> {
         let root = data_dir.join("indices");
         std::fs::create_dir_all(&root)?;
         let mut map = BTreeMap::new();
@@ -63,7 +108,7 @@ impl Indices {
             if !is_index_dir(&path) {
                 continue;
             }
-            let index = Index::open(&path)?;
+            let index = Index::open(&path, peers.clone())?;
             tracing::info!(index = %index.name(), docs = index.num_docs(), "opened index");
             map.insert(index.name(), Arc::new(index));
         }
@@ -71,7 +116,13 @@ impl Indices {
             root,
             map: RwLock::new(map),
             create_lock: Mutex::new(()),
+            peers,
         })
+    }
+
+    /// The other nodes, in a cluster.
+    pub fn peers(&self) -> Option<&Arc<dyn Peers>> {
+        self.peers.as_ref()
     }
 
     /// Creates an index from Elasticsearch's create-index body
@@ -102,24 +153,58 @@ impl Indices {
         if self.map.read().contains_key(name) {
             return Err(Error::IndexExists(name.to_string()));
         }
-        let uuid = uuid::Uuid::new_v4().simple().to_string();
+        let allocation = match &self.peers {
+            Some(peers) => peers.allocate(name, settings.number_of_shards)?,
+            None => Vec::new(),
+        };
         let meta = IndexMeta {
             name: name.to_string(),
-            uuid: uuid.clone(),
+            uuid: uuid::Uuid::new_v4().simple().to_string(),
             creation_date: chrono::Utc::now().timestamp_millis(),
             settings,
             mapping,
+            allocation,
         };
-        let dir = self.root.join(format!("{name}-{uuid}"));
-        let index = match Index::create(&dir, meta) {
+        let index = self.create_from(meta.clone())?;
+        if let Some(peers) = &self.peers
+            && let Err(err) = peers.index_created(&meta)
+        {
+            // The index exists everywhere or nowhere.
+            let _ = peers.index_deleted(&meta);
+            let _ = self.remove(name);
+            return Err(err);
+        }
+        tracing::info!(index = name, "created index");
+        Ok(index)
+    }
+
+    /// Creates an index from its metadata, as another node made it.
+    /// Installing the same incarnation twice is a no-op.
+    pub fn install(&self, meta: IndexMeta) -> Result<Arc<Index>> {
+        let _guard = self.create_lock.lock();
+        if let Some(existing) = self.map.read().get(&meta.name) {
+            if existing.meta().uuid == meta.uuid {
+                return Ok(Arc::clone(existing));
+            }
+            return Err(Error::IndexExists(meta.name));
+        }
+        let name = meta.name.clone();
+        let index = self.create_from(meta)?;
+        tracing::info!(index = %name, "installed index from another node");
+        Ok(index)
+    }
+
+    fn create_from(&self, meta: IndexMeta) -> Result<Arc<Index>> {
+        let name = meta.name.clone();
+        let dir = self.root.join(format!("{name}-{}", meta.uuid));
+        let index = match Index::create(&dir, meta, self.peers.clone()) {
             Ok(index) => Arc::new(index),
             Err(err) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(err);
             }
         };
-        self.map.write().insert(name.to_string(), Arc::clone(&index));
-        tracing::info!(index = name, "created index");
+        self.map.write().insert(name, Arc::clone(&index));
         Ok(index)
     }
 
@@ -145,8 +230,26 @@ impl Indices {
         }
     }
 
-    /// Deletes an index and its files.
+    /// Deletes an index and its files, on every node.
     pub fn delete(&self, name: &str) -> Result<()> {
+        let meta = self.get(name)?.meta();
+        if let Some(peers) = &self.peers {
+            peers.index_deleted(&meta)?;
+        }
+        self.remove(name)
+    }
+
+    /// Deletes this node's copy of an index, when it is the incarnation
+    /// `uuid` (another node deleted it).
+    pub fn remove_incarnation(&self, name: &str, uuid: &str) -> Result<()> {
+        match self.get(name) {
+            Ok(index) if index.meta().uuid == uuid => self.remove(name),
+            Ok(_) | Err(Error::IndexNotFound(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
         let index = self
             .map
             .write()
@@ -339,13 +442,13 @@ mod tests {
             raw_source: None,
             create: false,
         };
-        let batch = index.write(vec![write])?;
+        let batch = index.write(vec![write], RefreshPolicy::None)?;
         let (&shard, &seq) = batch
             .touched
             .iter()
             .next()
             .ok_or_else(|| anyhow::anyhow!("nothing written"))?;
-        let shard = Arc::clone(&index.shards()[shard as usize]);
+        let shard = Arc::clone(index.local_shard(shard)?);
         let waiter = tokio::spawn(async move { shard.wait_visible(seq).await });
         indices.delete("waiting")?;
         tokio::time::timeout(Duration::from_secs(10), waiter).await??;

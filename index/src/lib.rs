@@ -9,6 +9,7 @@
 
 pub mod agg_pushdown;
 pub mod bulk;
+pub mod codec;
 pub mod date;
 pub mod document;
 pub mod error;
@@ -18,12 +19,14 @@ pub mod ids;
 pub mod index;
 pub mod indices;
 pub mod mapping;
+pub mod peers;
 pub mod query;
 pub mod routing;
 pub mod scan;
 pub mod schema;
 pub mod settings;
 pub mod shard;
+pub mod stats;
 pub mod table;
 pub mod translog;
 

@@ -24,6 +24,7 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::EmptyRecordBatchStream;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::expressions::Column as ColumnExpr;
 use datafusion::physical_plan::metrics::{
@@ -35,7 +36,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use serde_json::Value;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::columnar::{Column, ColumnType, DynamicColumn, StrColumn};
-use tantivy::query::{EnableScoring, Query};
+use tantivy::query::{EnableScoring, Query, Weight};
 use tantivy::schema::Value as _;
 use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TantivyDocument};
 
@@ -45,10 +46,11 @@ use crate::mapping::{FieldType, Mapping};
 use crate::query::LeafQuery;
 use crate::schema::{Fields, kw_column, names};
 use crate::shard::Shard;
+use crate::stats::TermStats;
 use crate::table::{ID_COLUMN, SCORE_COLUMN, SOURCE_COLUMN};
 
 /// An order the scan delivers itself.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ScanSort {
     /// `_score DESC`, by tantivy's top-k collector.
     Score,
@@ -65,10 +67,67 @@ pub enum ScanSort {
     },
 }
 
+/// The shards a leaf reads: partition `i` reads shard `shards[i]`, and
+/// partitions past the end are empty. A distributed stage gives each task
+/// its own shards, padded to the same partition count.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardSet {
+    /// Shard numbers, one per partition.
+    pub shards: Vec<u32>,
+    /// Partitions (at least one, and at least as many as shards).
+    pub partitions: usize,
+}
+
+impl ShardSet {
+    /// Every shard of an index with `n` shards.
+    pub fn all(n: u32) -> ShardSet {
+        ShardSet {
+            shards: (0..n).collect(),
+            partitions: (n as usize).max(1),
+        }
+    }
+
+    /// These shards, in `partitions` partitions.
+    pub fn padded(shards: Vec<u32>, partitions: usize) -> ShardSet {
+        let partitions = partitions.max(shards.len()).max(1);
+        ShardSet { shards, partitions }
+    }
+
+    /// The shard partition `partition` reads, `None` for padding.
+    pub(crate) fn resolve(&self, index: &Index, partition: usize) -> Result<Option<Arc<Shard>>> {
+        if partition >= self.partitions {
+            return Err(DataFusionError::Internal(format!("no partition {partition}")));
+        }
+        match self.shards.get(partition) {
+            Some(&n) => index
+                .local_shard(n)
+                .map(|s| Some(Arc::clone(s)))
+                .map_err(|e| DataFusionError::External(Box::new(e))),
+            None => Ok(None),
+        }
+    }
+
+    /// `[0,3]`, and the nodes of the shards when they are on other nodes
+    /// (`[0,3] on data-1`).
+    pub(crate) fn describe(&self, index: &Index) -> String {
+        let list: Vec<String> = self.shards.iter().map(u32::to_string).collect();
+        let meta = index.meta();
+        let mut nodes: Vec<&str> = self.shards.iter().filter_map(|&n| meta.shard_node(n)).collect();
+        nodes.sort();
+        nodes.dedup();
+        if nodes.is_empty() {
+            format!("[{}]", list.join(","))
+        } else {
+            format!("[{}] on {}", list.join(","), nodes.join(","))
+        }
+    }
+}
+
 /// The leaf scan over an index's shards.
 #[derive(Debug)]
 pub struct TantivyScanExec {
     index: Arc<Index>,
+    shards: ShardSet,
     mapping: Arc<Mapping>,
     table_schema: SchemaRef,
     projection: Vec<usize>,
@@ -76,6 +135,8 @@ pub struct TantivyScanExec {
     query: LeafQuery,
     sort: Option<ScanSort>,
     fetch: Option<usize>,
+    /// Term statistics of every shard of the index, to score with.
+    stats: Option<Arc<TermStats>>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -90,6 +151,42 @@ impl TantivyScanExec {
         query: LeafQuery,
         sort: Option<ScanSort>,
         fetch: Option<usize>,
+    ) -> Result<TantivyScanExec> {
+        let shards = ShardSet::all(index.num_shards());
+        TantivyScanExec::with_shard_set(
+            index,
+            shards,
+            mapping,
+            projection,
+            query,
+            sort,
+            fetch,
+            table_schema,
+        )
+    }
+
+    /// The scan, scoring with these statistics.
+    pub(crate) fn with_stats(mut self, stats: Option<Arc<TermStats>>) -> TantivyScanExec {
+        self.stats = stats;
+        self
+    }
+
+    /// The statistics the scan scores with.
+    pub(crate) fn stats(&self) -> Option<&Arc<TermStats>> {
+        self.stats.as_ref()
+    }
+
+    /// A scan of some shards of the index.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn with_shard_set(
+        index: Arc<Index>,
+        shards: ShardSet,
+        mapping: Arc<Mapping>,
+        projection: Vec<usize>,
+        query: LeafQuery,
+        sort: Option<ScanSort>,
+        fetch: Option<usize>,
+        table_schema: SchemaRef,
     ) -> Result<TantivyScanExec> {
         let schema = Arc::new(table_schema.project(&projection)?);
         let mut eq = EquivalenceProperties::new(Arc::clone(&schema));
@@ -123,12 +220,13 @@ impl TantivyScanExec {
         }
         let properties = PlanProperties::new(
             eq,
-            Partitioning::UnknownPartitioning(index.shards().len().max(1)),
+            Partitioning::UnknownPartitioning(shards.partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
         Ok(TantivyScanExec {
             index,
+            shards,
             mapping,
             table_schema,
             projection,
@@ -136,14 +234,40 @@ impl TantivyScanExec {
             query,
             sort,
             fetch,
+            stats: None,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
     /// The index scanned.
-    pub(crate) fn index(&self) -> &Arc<Index> {
+    pub fn index(&self) -> &Arc<Index> {
         &self.index
+    }
+
+    /// The shards scanned.
+    pub fn shard_set(&self) -> &ShardSet {
+        &self.shards
+    }
+
+    /// The same scan over other shards of the index.
+    pub fn with_shards(&self, shards: ShardSet) -> Result<TantivyScanExec> {
+        Ok(TantivyScanExec::with_shard_set(
+            Arc::clone(&self.index),
+            shards,
+            Arc::clone(&self.mapping),
+            self.projection.clone(),
+            self.query.clone(),
+            self.sort.clone(),
+            self.fetch,
+            Arc::clone(&self.table_schema),
+        )?
+        .with_stats(self.stats.clone()))
+    }
+
+    /// What a plan codec needs to rebuild the scan on another node.
+    pub(crate) fn parts(&self) -> (&[usize], Option<&ScanSort>, Option<usize>) {
+        (&self.projection, self.sort.as_ref(), self.fetch)
     }
 
     /// The mapping the scan reads with.
@@ -162,15 +286,17 @@ impl TantivyScanExec {
     }
 
     fn with(&self, sort: Option<ScanSort>, fetch: Option<usize>) -> Result<TantivyScanExec> {
-        TantivyScanExec::try_new(
+        Ok(TantivyScanExec::with_shard_set(
             Arc::clone(&self.index),
+            self.shards.clone(),
             Arc::clone(&self.mapping),
-            Arc::clone(&self.table_schema),
             self.projection.clone(),
             self.query.clone(),
             sort,
             fetch,
-        )
+            Arc::clone(&self.table_schema),
+        )?
+        .with_stats(self.stats.clone()))
     }
 
     fn sort_for(&self, order: &[PhysicalSortExpr]) -> Option<ScanSort> {
@@ -207,7 +333,7 @@ impl DisplayAs for TantivyScanExec {
             f,
             "TantivyScanExec: index={}, shards={}, query={}, projection=[{}]",
             self.index.name(),
-            self.index.shards().len(),
+            self.shards.describe(&self.index),
             self.query.describe(),
             columns.join(", ")
         )?;
@@ -226,15 +352,6 @@ impl DisplayAs for TantivyScanExec {
         }
         Ok(())
     }
-}
-
-/// The shard a partition of an index scan reads (one partition per shard).
-pub(crate) fn partition_shard(index: &Index, partition: usize) -> Result<Arc<Shard>> {
-    index
-        .shards()
-        .get(partition)
-        .cloned()
-        .ok_or_else(|| DataFusionError::Internal(format!("no shard for partition {partition}")))
 }
 
 impl ExecutionPlan for TantivyScanExec {
@@ -271,7 +388,9 @@ impl ExecutionPlan for TantivyScanExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let shard = partition_shard(&self.index, partition)?;
+        let Some(shard) = self.shards.resolve(&self.index, partition)? else {
+            return Ok(Box::pin(EmptyRecordBatchStream::new(Arc::clone(&self.schema))));
+        };
         let job = ScanJob {
             shard,
             mapping: Arc::clone(&self.mapping),
@@ -279,6 +398,7 @@ impl ExecutionPlan for TantivyScanExec {
             query: self.query.clone(),
             sort: self.sort.clone(),
             fetch: self.fetch,
+            stats: self.stats.clone(),
             batch_size: context.session_config().batch_size(),
             output_rows: MetricBuilder::new(&self.metrics).output_rows(partition),
             docs_scanned: MetricBuilder::new(&self.metrics).counter("docs_scanned", partition),
@@ -350,6 +470,7 @@ struct ScanJob {
     query: LeafQuery,
     sort: Option<ScanSort>,
     fetch: Option<usize>,
+    stats: Option<Arc<TermStats>>,
     batch_size: usize,
     output_rows: MetricCount,
     docs_scanned: MetricCount,
@@ -392,9 +513,17 @@ impl ScanJob {
         match &self.sort {
             Some(ScanSort::Score) => {
                 let limit = self.fetch.unwrap_or(searcher.num_docs() as usize).max(1);
-                let top = searcher
-                    .search(query.as_ref(), &TopDocs::with_limit(limit).order_by_score())
-                    .map_err(tantivy_err)?;
+                let collector = TopDocs::with_limit(limit).order_by_score();
+                let schema = self.shard.tantivy_index().schema();
+                let top = match &self.stats {
+                    Some(stats) => searcher.search_with_statistics_provider(
+                        query.as_ref(),
+                        &collector,
+                        &stats.provider(&searcher, &schema),
+                    ),
+                    None => searcher.search(query.as_ref(), &collector),
+                }
+                .map_err(tantivy_err)?;
                 let rows: Vec<Row> = top.into_iter().map(|(s, a)| (a, Some(s))).collect();
                 self.emit_rows(&mut builder, &rows, tx)
             }
@@ -422,6 +551,19 @@ impl ScanJob {
             }
             None => self.full_scan(&searcher, query.as_ref(), scoring, &mut builder, tx),
         }
+    }
+
+    /// The query's weight: scoring with the index-wide statistics when the
+    /// scan has them, with the shard's own otherwise.
+    fn weight(&self, searcher: &Searcher, query: &dyn Query, scoring: bool) -> Result<Box<dyn Weight>> {
+        let schema = self.shard.tantivy_index().schema();
+        let provider = self.stats.as_ref().map(|s| s.provider(searcher, &schema));
+        let enable = match (&provider, scoring) {
+            (_, false) => EnableScoring::disabled_from_searcher(searcher),
+            (Some(p), true) => EnableScoring::enabled_from_statistics_provider(p, searcher),
+            (None, true) => EnableScoring::enabled_from_searcher(searcher),
+        };
+        query.weight(enable).map_err(tantivy_err)
     }
 
     fn send(&self, tx: &Sender, batch: RecordBatch) -> bool {
@@ -456,12 +598,7 @@ impl ScanJob {
         builder: &mut BatchBuilder,
         tx: &Sender,
     ) -> Result<()> {
-        let enable = if scoring {
-            EnableScoring::enabled_from_searcher(searcher)
-        } else {
-            EnableScoring::disabled_from_searcher(searcher)
-        };
-        let weight = query.weight(enable).map_err(tantivy_err)?;
+        let weight = self.weight(searcher, query, scoring)?;
         let mut left = self.fetch.unwrap_or(usize::MAX);
         let mut rows: Vec<Row> = Vec::with_capacity(self.batch_size);
         for (ord, segment) in searcher.segment_readers().iter().enumerate() {
@@ -549,12 +686,7 @@ impl ScanJob {
         float: bool,
         limit: usize,
     ) -> Result<Vec<Row>> {
-        let enable = if scoring {
-            EnableScoring::enabled_from_searcher(searcher)
-        } else {
-            EnableScoring::disabled_from_searcher(searcher)
-        };
-        let weight = query.weight(enable).map_err(tantivy_err)?;
+        let weight = self.weight(searcher, query, scoring)?;
         // Max-heap of the worst kept entry: keys are arranged so that "smaller" is better.
         let mut heap: BinaryHeap<HeapEntry> = BinaryHeap::new();
         let mut matched = 0usize;

@@ -234,6 +234,11 @@ impl Shard {
         self.reader.searcher()
     }
 
+    /// The shard's number in its index.
+    pub fn ordinal(&self) -> u32 {
+        self.ordinal
+    }
+
     /// Number of live documents visible to searches.
     pub fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()

@@ -137,15 +137,32 @@ impl TableProvider for IndexTable {
         let projection = projection
             .cloned()
             .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let query = LeafQuery::and(queries);
+        // Scores use the statistics of every shard (see `stats`).
+        let scored = projection
+            .iter()
+            .any(|&i| self.schema.field(i).name() == SCORE_COLUMN);
+        let stats = if scored && query.is_scoring() && self.index.num_shards() > 1 {
+            let index = Arc::clone(&self.index);
+            let q = query.clone();
+            let stats = tokio::task::spawn_blocking(move || index.term_stats(&q))
+                .await
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            Some(Arc::new(stats))
+        } else {
+            None
+        };
         let exec = TantivyScanExec::try_new(
             Arc::clone(&self.index),
             Arc::clone(&self.mapping),
             Arc::clone(&self.schema),
             projection,
-            LeafQuery::and(queries),
+            query,
             None,
             limit,
-        )?;
+        )?
+        .with_stats(stats);
         Ok(Arc::new(exec))
     }
 }

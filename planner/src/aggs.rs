@@ -1122,10 +1122,15 @@ impl<'a> Planner<'a> {
                     Some(m) => datafusion::functions::expr_fn::coalesce(vec![ms, lit(m)]),
                     None => ms,
                 };
-                let udf = ScalarUDF::new_from_impl(DateBucket::new(d));
+                let udf = ScalarUDF::new_from_impl(DateBucket::new());
                 Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
                     Arc::new(udf),
-                    vec![ms],
+                    vec![
+                        ms,
+                        lit(Bucketer::interval_arg(&d.interval)),
+                        lit(d.tz_name.clone()),
+                        lit(d.offset),
+                    ],
                 ))
             }
             _ => return Err(Error::internal("key of a branch aggregation")),
@@ -1365,41 +1370,39 @@ fn kind_name(k: MetricKind) -> &'static str {
 /// `date_histogram` bucket of an epoch-millisecond value: the start of its
 /// calendar unit or fixed interval in the time zone, shifted by the offset.
 #[derive(Debug)]
-struct DateBucket {
+struct Bucketer {
     interval: Interval,
     tz: TimeZone,
-    tz_name: String,
     offset: i64,
-    signature: Signature,
 }
 
-impl PartialEq for DateBucket {
-    fn eq(&self, other: &Self) -> bool {
-        self.interval == other.interval && self.tz_name == other.tz_name && self.offset == other.offset
+impl Bucketer {
+    /// The bucketer of `date_histogram_bucket`'s literal arguments.
+    fn from_args(interval: &str, tz: &str, offset: i64) -> DfResult<Bucketer> {
+        let bad = |what: String| datafusion::error::DataFusionError::Execution(what);
+        let interval = match interval.split_once(':') {
+            Some(("calendar", unit)) => Interval::Calendar(
+                CalendarUnit::parse(unit).ok_or_else(|| bad(format!("unknown calendar unit [{unit}]")))?,
+            ),
+            Some(("fixed", ms)) => Interval::Fixed(
+                ms.parse::<i64>()
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| bad(format!("bad fixed interval [{ms}]")))?,
+            ),
+            _ => return Err(bad(format!("bad date_histogram interval [{interval}]"))),
+        };
+        let tz = TimeZone::parse(tz).map_err(bad)?;
+        Ok(Bucketer { interval, tz, offset })
     }
-}
 
-impl Eq for DateBucket {}
-
-impl std::hash::Hash for DateBucket {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        format!("{:?}", self.interval).hash(state);
-        self.tz_name.hash(state);
-        self.offset.hash(state);
-    }
-}
-
-impl DateBucket {
-    fn new(d: &DateHistogramAgg) -> DateBucket {
-        DateBucket {
-            interval: d.interval.clone(),
-            tz: d.tz,
-            tz_name: d.tz_name.clone(),
-            offset: d.offset,
-            signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+    /// The literal `interval` argument of `date_histogram_bucket`.
+    fn interval_arg(interval: &Interval) -> String {
+        match interval {
+            Interval::Calendar(unit) => format!("calendar:{}", format!("{unit:?}").to_lowercase()),
+            Interval::Fixed(ms) => format!("fixed:{ms}"),
         }
     }
-
     fn bucket(&self, ms: i64) -> i64 {
         let shifted = ms - self.offset;
         let start = match &self.interval {
@@ -1423,6 +1426,32 @@ impl DateBucket {
     }
 }
 
+/// `date_histogram_bucket(ms, interval, time_zone, offset)`: the bucket
+/// of a `date_histogram`. The parameters are literal arguments, so that the
+/// function is the same everywhere and plans that use it can run on any
+/// node.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DateBucket {
+    signature: Signature,
+}
+
+impl DateBucket {
+    fn new() -> DateBucket {
+        DateBucket {
+            signature: Signature::exact(
+                vec![DataType::Int64, DataType::Utf8, DataType::Utf8, DataType::Int64],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+/// The functions DSL plans use besides DataFusion's own, for every node
+/// that runs parts of them.
+pub fn udfs() -> Vec<Arc<ScalarUDF>> {
+    vec![Arc::new(ScalarUDF::new_from_impl(DateBucket::new()))]
+}
+
 impl ScalarUDFImpl for DateBucket {
     fn name(&self) -> &str {
         "date_histogram_bucket"
@@ -1437,14 +1466,38 @@ impl ScalarUDFImpl for DateBucket {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let input = arrays
-            .first()
-            .and_then(|a| a.as_any().downcast_ref::<Int64Array>())
-            .ok_or_else(|| {
-                datafusion::error::DataFusionError::Internal("date_histogram_bucket takes Int64".into())
-            })?;
-        let out: Int64Array = input.iter().map(|v| v.map(|ms| self.bucket(ms))).collect();
+        let literal = |i: usize| match args.args.get(i) {
+            Some(ColumnarValue::Scalar(v)) => Ok(v.clone()),
+            _ => Err(datafusion::error::DataFusionError::Internal(format!(
+                "argument {i} of date_histogram_bucket must be a literal"
+            ))),
+        };
+        let (interval, tz, offset) = match (literal(1)?, literal(2)?, literal(3)?) {
+            (
+                datafusion::common::ScalarValue::Utf8(Some(i)),
+                datafusion::common::ScalarValue::Utf8(Some(t)),
+                datafusion::common::ScalarValue::Int64(Some(o)),
+            ) => (i, t, o),
+            other => {
+                return Err(datafusion::error::DataFusionError::Internal(format!(
+                    "bad date_histogram_bucket arguments {other:?}"
+                )));
+            }
+        };
+        let bucketer = Bucketer::from_args(&interval, &tz, offset)?;
+        let input = match args.args.first() {
+            Some(ColumnarValue::Array(a)) => Arc::clone(a),
+            Some(ColumnarValue::Scalar(v)) => v.to_array()?,
+            None => {
+                return Err(datafusion::error::DataFusionError::Internal(
+                    "date_histogram_bucket takes a value".into(),
+                ));
+            }
+        };
+        let input = input.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal("date_histogram_bucket takes Int64".into())
+        })?;
+        let out: Int64Array = input.iter().map(|v| v.map(|ms| bucketer.bucket(ms))).collect();
         Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
     }
 }
@@ -1763,7 +1816,11 @@ impl Renderer<'_> {
             })
             .collect();
         by_key.sort_by_key(|(k, _)| *k);
-        let bucketer = DateBucket::new(d);
+        let bucketer = Bucketer {
+            interval: d.interval.clone(),
+            tz: d.tz,
+            offset: d.offset,
+        };
         let mut keys: Vec<i64> = by_key.iter().map(|(k, _)| *k).collect();
         if d.min_doc_count == 0 {
             let mut lo = keys.first().copied();
@@ -2066,14 +2123,7 @@ mod tests {
 
     #[test]
     fn fixed_day_buckets_follow_the_local_clock_across_dst() -> Result<(), String> {
-        let tz = TimeZone::parse("Europe/Berlin")?;
-        let bucket = DateBucket {
-            interval: Interval::Fixed(86_400_000),
-            tz,
-            tz_name: "Europe/Berlin".into(),
-            offset: 0,
-            signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
-        };
+        let bucket = Bucketer::from_args("fixed:86400000", "Europe/Berlin", 0).map_err(|e| e.to_string())?;
         // Both instants are on 31 March 2024 in Berlin, before and after the
         // clocks go forward: one bucket, starting at local midnight (+01:00).
         let start = ms("2024-03-30T23:00:00Z");

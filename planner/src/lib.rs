@@ -18,5 +18,6 @@ pub mod search;
 pub mod simple_query;
 pub mod source;
 
+pub use aggs::udfs;
 pub use error::{Error, Result};
 pub use search::{Params, count, hits_rows, msearch, search};

@@ -14,7 +14,6 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, and, cast, col, lit, or};
-use datafusion::physical_plan::displayable;
 use datafusion::prelude::{SessionContext, ident};
 use futures::future::try_join_all;
 use quidditch_index::Indices;
@@ -570,7 +569,10 @@ fn now_ms() -> i64 {
 
 /// Elasticsearch's `_shards` section for these indices (nothing fails locally).
 fn shards_json(targets: &[Target]) -> Value {
-    let total: usize = targets.iter().map(|t| t.table.index().shards().len()).sum();
+    let total: usize = targets
+        .iter()
+        .map(|t| t.table.index().num_shards() as usize)
+        .sum();
     json!({"total": total, "successful": total, "skipped": 0, "failed": 0})
 }
 
@@ -743,7 +745,7 @@ async fn explain(ctx: &SessionContext, plans: &Plans) -> Result<Value> {
         out.push(json!({
             "purpose": named.purpose,
             "logical_plan": optimized.display_indent().to_string(),
-            "physical_plan": displayable(physical.as_ref()).indent(true).to_string(),
+            "physical_plan": quidditch_executor::display_physical(physical.as_ref()),
         }));
     }
     Ok(json!({"plans": out}))

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Deserialize;
 
+use quidditch_cluster::{NodeInfo, Role, StaticMembership};
+
 use crate::auth::{TokenConfig, UserConfig};
 
 /// Default HTTP address.
@@ -36,6 +38,15 @@ pub struct ServeArgs {
     /// Memory limit of a query's operators, in MiB [default: 4096].
     #[arg(long, env = "QUIDDITCH_QUERY_MEMORY_MB")]
     pub query_memory_mb: Option<usize>,
+    /// Roles of the node, comma-separated: coordinator, data, master
+    /// [default: all three].
+    #[arg(long, env = "QUIDDITCH_ROLES")]
+    pub roles: Option<String>,
+    /// The data nodes of a static cluster, `ID@HOST:PORT,...` (their Flight
+    /// addresses). Without it, and with every role, the node is the
+    /// embedded single node.
+    #[arg(long, env = "QUIDDITCH_SEED_NODES")]
+    pub seed_nodes: Option<String>,
     /// TOML configuration file with the same keys (`http_addr`, `data_dir`, ...).
     #[arg(long, env = "QUIDDITCH_CONFIG")]
     pub config: Option<PathBuf>,
@@ -55,6 +66,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     node_id: Option<String>,
     query_memory_mb: Option<usize>,
+    roles: Option<String>,
+    seed_nodes: Option<String>,
 }
 
 /// Resolved configuration of a node.
@@ -74,6 +87,34 @@ pub struct ServeConfig {
     pub node_id: String,
     /// Query memory limit in bytes.
     pub query_memory: usize,
+    /// The node's roles.
+    pub roles: Vec<Role>,
+    /// The data nodes of a static cluster.
+    pub seeds: Vec<NodeInfo>,
+}
+
+impl ServeConfig {
+    /// Whether the node is part of a cluster rather than the embedded
+    /// single node.
+    pub fn clustered(&self) -> bool {
+        !self.seeds.is_empty() || self.roles.len() != ALL_ROLES.len()
+    }
+}
+
+/// Every role, the default.
+pub const ALL_ROLES: [Role; 3] = [Role::Coordinator, Role::Data, Role::Master];
+
+fn parse_roles(spec: &str) -> anyhow::Result<Vec<Role>> {
+    let mut roles = spec
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(Role::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    roles.sort();
+    roles.dedup();
+    anyhow::ensure!(!roles.is_empty(), "--roles names no role");
+    Ok(roles)
 }
 
 impl ServeArgs {
@@ -111,6 +152,14 @@ impl ServeArgs {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             node_id,
             query_memory: self.query_memory_mb.or(file.query_memory_mb).unwrap_or(4096) << 20,
+            roles: match self.roles.or(file.roles) {
+                Some(spec) => parse_roles(&spec)?,
+                None => ALL_ROLES.to_vec(),
+            },
+            seeds: match self.seed_nodes.or(file.seed_nodes) {
+                Some(spec) => StaticMembership::parse_seeds(&spec).map_err(anyhow::Error::msg)?,
+                None => Vec::new(),
+            },
         })
     }
 }

@@ -1,5 +1,7 @@
-//! The embedded single node: every role in one process, metadata and shards
-//! in the data directory.
+//! A node: the embedded single node (every role in one process, metadata
+//! and shards in the data directory), or a node of a cluster (`--roles`,
+//! `--seed-nodes`) whose data nodes hold the shards and run the leaf
+//! stages of queries, with every gRPC service on the Flight address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +14,14 @@ use quidditch_index::Indices;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use quidditch_cluster::client::Client;
+use quidditch_cluster::peers::ClusterPeers;
+use quidditch_cluster::protocol::Hello;
+use quidditch_cluster::{Membership, NodeInfo, Role, StaticMembership};
+use quidditch_index::peers::Peers;
+
 use crate::auth::Credentials;
+use crate::cluster::ClusterState;
 use crate::config::ServeConfig;
 use crate::http;
 
@@ -37,6 +46,10 @@ pub struct Node {
     pub auth: Option<Arc<AuthGate>>,
     /// Open scrolls.
     pub scrolls: http::Scrolls,
+    /// The node's roles.
+    pub roles: Vec<Role>,
+    /// The cluster, when the node is part of one.
+    pub cluster: Option<Arc<ClusterState>>,
 }
 
 /// Opens the data directory and serves HTTP until SIGTERM or Ctrl-C, then
@@ -44,25 +57,6 @@ pub struct Node {
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let data_dir = config.data_dir.clone();
-    let indices = tokio::task::spawn_blocking(move || Indices::open(&data_dir))
-        .await?
-        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
-    let indices = Arc::new(indices);
-    let refresher = indices.spawn_refresher();
-    let engine = Engine::new(
-        Arc::clone(&indices),
-        EngineConfig {
-            memory_limit: Some(config.query_memory),
-            ..EngineConfig::default()
-        },
-    )?;
-    let auth = Credentials::new(config.users.clone(), config.tokens.clone())?
-        .map(|c| Arc::new(AuthGate::new(Arc::new(c))));
-    let flight = quidditch_flight::flight_service(FlightConfig {
-        engine: engine.clone(),
-        auth: auth.clone(),
-    })?;
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
@@ -71,6 +65,86 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding Flight on {}", config.flight_addr))?;
     let flight_addr = flight_listener.local_addr()?;
+    let auth = Credentials::new(config.users.clone(), config.tokens.clone())?
+        .map(|c| Arc::new(AuthGate::new(Arc::new(c))));
+    let engine_config = EngineConfig {
+        memory_limit: Some(config.query_memory),
+        ..EngineConfig::default()
+    };
+    let local = NodeInfo {
+        id: config.node_id.clone(),
+        flight: flight_addr.to_string(),
+        http: Some(http_addr.to_string()),
+        roles: config.roles.clone(),
+    };
+    let cluster = if config.clustered() {
+        anyhow::ensure!(
+            auth.is_none(),
+            "users and tokens are not supported in a cluster yet: nodes do not authenticate to each other"
+        );
+        let membership: Arc<dyn Membership> =
+            Arc::new(StaticMembership::new(local.clone(), config.seeds.clone()));
+        Some(Arc::new(ClusterState::new(
+            membership,
+            Arc::new(Client::default()),
+        )))
+    } else {
+        None
+    };
+    let peers = cluster.as_ref().map(|c| {
+        Arc::new(ClusterPeers::new(
+            Arc::clone(&c.membership),
+            Arc::clone(&c.client),
+            tokio::runtime::Handle::current(),
+        )) as Arc<dyn Peers>
+    });
+    let data_dir = config.data_dir.clone();
+    let indices = tokio::task::spawn_blocking(move || Indices::open_with(&data_dir, peers))
+        .await?
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    let indices = Arc::new(indices);
+    let refresher = indices.spawn_refresher();
+    let mut worker = None;
+    let engine = match &cluster {
+        None => Engine::new(Arc::clone(&indices), engine_config)?,
+        Some(state) => {
+            let local_worker = if local.has(Role::Data) {
+                let w = quidditch_executor::distributed::worker(
+                    Arc::clone(&indices),
+                    &engine_config,
+                    quidditch_planner::udfs(),
+                )?;
+                let url = quidditch_executor::distributed::node_url(&local)?;
+                let context = w.to_local_worker_context(url);
+                worker = Some(w);
+                Some(context)
+            } else {
+                None
+            };
+            Engine::clustered(
+                Arc::clone(&indices),
+                engine_config,
+                Arc::clone(&state.membership),
+                Arc::clone(&state.liveness),
+                local_worker,
+            )?
+        }
+    };
+    let monitor = cluster
+        .as_ref()
+        .map(|state| state.spawn_monitor(Arc::clone(&indices)));
+    if let Some(state) = &cluster {
+        state.refresh(&indices).await;
+    }
+    let flight = quidditch_flight::flight_service(FlightConfig {
+        engine: engine.clone(),
+        auth: auth.clone(),
+        hello: Hello {
+            node_id: config.node_id.clone(),
+            roles: config.roles.clone(),
+            http: http_addr.to_string(),
+        },
+    })?;
     let node = Arc::new(Node {
         node_id: config.node_id.clone(),
         cluster_name: "quidditch".to_string(),
@@ -81,6 +155,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         scrolls: http::Scrolls::default(),
         http_addr,
         flight_addr,
+        roles: config.roles.clone(),
+        cluster,
     });
     tracing::info!(%http_addr, %flight_addr, data_dir = %config.data_dir.display(), "quidditch is ready");
     println!(
@@ -95,6 +171,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let mut flight_stop = stop_rx.clone();
     let flight_server = tonic::transport::Server::builder()
         .add_service(flight)
+        .add_optional_service(worker.map(|w| w.into_worker_server()))
         .serve_with_incoming_shutdown(TcpListenerStream::new(flight_listener), async move {
             let _ = flight_stop.wait_for(|stop| *stop).await;
         });
@@ -119,6 +196,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     }
     refresher.abort();
+    if let Some(monitor) = monitor {
+        monitor.abort();
+    }
     tracing::info!("shutting down: committing every shard");
     tokio::task::spawn_blocking(move || indices.close()).await??;
     Ok(())

@@ -1,7 +1,9 @@
-//! Cluster visibility for the embedded node: `GET /_cluster/health`,
-//! `/_cat/nodes` and `/_cat/shards`, in Elasticsearch's shapes. One node
-//! holds every primary; replicas have no second node to live on, so an
-//! index with replicas is yellow, as in a one-node Elasticsearch cluster.
+//! Cluster visibility: `GET /_cluster/health`, `/_cat/nodes` and
+//! `/_cat/shards`, in Elasticsearch's shapes. A shard is active when the
+//! node that holds it answers (the embedded node holds every shard); a
+//! shard whose node does not answer is unassigned and makes the cluster
+//! red. Replicas are not kept yet, so an index with replicas is yellow, as
+//! in a one-node Elasticsearch cluster.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use quidditch_cluster::Role;
 use quidditch_index::Index;
 use serde_json::{Value, json};
 
@@ -44,16 +47,46 @@ impl Health {
     }
 }
 
+/// The node of each shard of an index and whether it answers.
+fn shard_nodes(node: &Node, index: &Index) -> Vec<(String, bool)> {
+    let meta = index.meta();
+    (0..index.num_shards())
+        .map(|n| match (meta.shard_node(n), &node.cluster) {
+            (Some(owner), Some(cluster)) => (owner.to_string(), cluster.is_up(owner)),
+            _ => (node.node_id.clone(), true),
+        })
+        .collect()
+}
+
 fn health_of(node: &Node, indices: &[Arc<Index>]) -> (Health, Value) {
-    let primaries: u64 = indices.iter().map(|i| i.shards().len() as u64).sum();
-    let unassigned: u64 = indices
-        .iter()
-        .map(|i| i.shards().len() as u64 * u64::from(i.settings().number_of_replicas))
-        .sum();
-    let status = if unassigned > 0 {
+    let mut primaries = 0u64;
+    let mut lost = 0u64;
+    let mut replicas = 0u64;
+    for index in indices {
+        for (_, up) in shard_nodes(node, index) {
+            if up {
+                primaries += 1;
+            } else {
+                lost += 1;
+            }
+        }
+        replicas += u64::from(index.num_shards()) * u64::from(index.settings().number_of_replicas);
+    }
+    let unassigned = lost + replicas;
+    let status = if lost > 0 {
+        Health::Red
+    } else if replicas > 0 {
         Health::Yellow
     } else {
         Health::Green
+    };
+    let (nodes, data_nodes) = match &node.cluster {
+        Some(cluster) => {
+            let up: Vec<_> = cluster.nodes().into_iter().filter(|(_, up, _)| *up).collect();
+            let data = up.iter().filter(|(n, _, _)| n.has(Role::Data)).count();
+            (up.len(), data)
+        }
+        None => (1, 1),
     };
     let total = primaries + unassigned;
     let percent = if total == 0 {
@@ -65,14 +98,14 @@ fn health_of(node: &Node, indices: &[Arc<Index>]) -> (Health, Value) {
         "cluster_name": node.cluster_name,
         "status": status.name(),
         "timed_out": false,
-        "number_of_nodes": 1,
-        "number_of_data_nodes": 1,
+        "number_of_nodes": nodes,
+        "number_of_data_nodes": data_nodes,
         "active_primary_shards": primaries,
         "active_shards": primaries,
         "relocating_shards": 0,
         "initializing_shards": 0,
         "unassigned_shards": unassigned,
-        "unassigned_primary_shards": 0,
+        "unassigned_primary_shards": lost,
         "delayed_unassigned_shards": 0,
         "number_of_pending_tasks": 0,
         "number_of_in_flight_fetch": 0,
@@ -127,37 +160,85 @@ pub async fn health_of_index(
     health_for(&node, Some(&target), &params).await
 }
 
-/// `GET /_cat/nodes`.
+/// `GET /_cat/nodes`: the nodes that answer.
 pub async fn cat_nodes(State(node): State<Arc<Node>>, Query(params): Query<Params>) -> ApiResult<Response> {
     let columns = ["ip", "http", "flight", "node.role", "master", "name"];
-    let row = vec![
-        node.http_addr.ip().to_string(),
-        node.http_addr.to_string(),
-        node.flight_addr.to_string(),
-        "dm".to_string(),
-        "*".to_string(),
-        node.node_id.clone(),
-    ];
-    render_table(&columns, vec![row], &params)
+    let role_letters = |roles: &[Role]| {
+        let mut letters: String = roles
+            .iter()
+            .filter_map(|r| match r {
+                Role::Data => Some('d'),
+                Role::Master => Some('m'),
+                Role::Coordinator => None,
+            })
+            .collect();
+        if letters.is_empty() {
+            letters.push('-');
+        }
+        letters
+    };
+    let rows = match &node.cluster {
+        None => vec![vec![
+            node.http_addr.ip().to_string(),
+            node.http_addr.to_string(),
+            node.flight_addr.to_string(),
+            role_letters(&node.roles),
+            "*".to_string(),
+            node.node_id.clone(),
+        ]],
+        Some(cluster) => cluster
+            .nodes()
+            .into_iter()
+            .filter(|(_, up, _)| *up)
+            .map(|(info, _, _)| {
+                let http = cluster.http_of(&info).unwrap_or_default();
+                vec![
+                    info.flight
+                        .rsplit_once(':')
+                        .map_or(String::new(), |(h, _)| h.to_string()),
+                    http,
+                    info.flight.clone(),
+                    role_letters(&info.roles),
+                    "-".to_string(),
+                    info.id,
+                ]
+            })
+            .collect(),
+    };
+    render_table(&columns, rows, &params)
 }
 
 /// `GET /_cat/shards`.
 pub async fn cat_shards(State(node): State<Arc<Node>>, Query(params): Query<Params>) -> ApiResult<Response> {
     let columns = ["index", "shard", "prirep", "state", "docs", "ip", "node"];
-    let mut rows = Vec::new();
     let mut indices = node.indices.list();
     indices.sort_by_key(|i| i.name());
+    let docs = match &node.cluster {
+        Some(cluster) => cluster.shard_docs().await,
+        None => Default::default(),
+    };
+    let mut rows = Vec::new();
     for index in indices {
         let name = index.name();
-        for (n, shard) in index.shards().iter().enumerate() {
+        for (n, (owner, up)) in shard_nodes(&node, &index).into_iter().enumerate() {
+            let local = index.shard(n as u32).map(|s| s.num_docs());
+            let count = local.or_else(|| docs.get(&(name.clone(), n as u32)).copied());
+            let ip = match &node.cluster {
+                Some(cluster) => cluster
+                    .membership
+                    .node(&owner)
+                    .and_then(|i| i.flight.rsplit_once(':').map(|(h, _)| h.to_string()))
+                    .unwrap_or_default(),
+                None => node.http_addr.ip().to_string(),
+            };
             rows.push(vec![
                 name.clone(),
                 n.to_string(),
                 "p".to_string(),
-                "STARTED".to_string(),
-                shard.num_docs().to_string(),
-                node.http_addr.ip().to_string(),
-                node.node_id.clone(),
+                if up { "STARTED" } else { "UNASSIGNED" }.to_string(),
+                count.map(|c| c.to_string()).unwrap_or_default(),
+                if up { ip } else { String::new() },
+                if up { owner } else { String::new() },
             ]);
             for _ in 0..index.settings().number_of_replicas {
                 rows.push(vec![

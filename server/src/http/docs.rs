@@ -1,6 +1,5 @@
 //! Document APIs: index, create, get, delete, update, and `_bulk`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -8,7 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quidditch_index::bulk::{BulkOutcome, execute_bulk, parse_bulk, parse_update, result_status, write_body};
-use quidditch_index::index::{DocWrite, Index};
+use quidditch_index::index::DocWrite;
+use quidditch_index::indices::apply_refresh;
 use quidditch_index::{Error, RefreshPolicy};
 use serde_json::{Value, json};
 
@@ -17,41 +17,6 @@ use crate::node::Node;
 
 fn refresh_policy(params: &Params) -> ApiResult<RefreshPolicy> {
     Ok(RefreshPolicy::parse(params.get("refresh").map(String::as_str))?)
-}
-
-/// Makes the touched shards searchable as `?refresh=` asks.
-async fn apply_refresh(
-    policy: RefreshPolicy,
-    touched: Vec<(Arc<Index>, HashMap<u32, u64>)>,
-) -> ApiResult<()> {
-    match policy {
-        RefreshPolicy::None => Ok(()),
-        RefreshPolicy::Immediate => {
-            tokio::task::spawn_blocking(move || {
-                for (index, shards) in touched {
-                    for shard in shards.keys() {
-                        index.shards()[*shard as usize].refresh()?;
-                    }
-                }
-                Ok::<_, Error>(())
-            })
-            .await??;
-            Ok(())
-        }
-        RefreshPolicy::WaitFor => {
-            for (index, shards) in touched {
-                for (shard, seq) in shards {
-                    let shard = Arc::clone(&index.shards()[shard as usize]);
-                    if index.settings().refresh_interval.is_none() {
-                        tokio::task::spawn_blocking(move || shard.refresh()).await??;
-                    } else {
-                        shard.wait_visible(seq).await;
-                    }
-                }
-            }
-            Ok(())
-        }
-    }
 }
 
 async fn write_one(node: &Node, index: &str, write: DocWrite, params: &Params) -> ApiResult<Response> {
@@ -65,7 +30,7 @@ async fn write_one(node: &Node, index: &str, write: DocWrite, params: &Params) -
         } else {
             indices.get_or_create(&name)?
         };
-        let batch = target.write(vec![write])?;
+        let batch = target.write(vec![write], policy)?;
         Ok::<_, Error>((target, batch))
     })
     .await??;
@@ -299,7 +264,7 @@ async fn run_bulk(
     let items = parse_bulk(text, default_index.as_deref())?;
     let indices = Arc::clone(&node.indices);
     let BulkOutcome { response, touched } =
-        tokio::task::spawn_blocking(move || execute_bulk(&indices, items)).await??;
+        tokio::task::spawn_blocking(move || execute_bulk(&indices, items, policy)).await??;
     apply_refresh(policy, touched).await?;
     Ok(ok_json(&response))
 }

@@ -110,10 +110,10 @@ pub async fn refresh_all(State(node): State<Arc<Node>>) -> ApiResult<Response> {
 }
 
 async fn refresh_targets(targets: Vec<Arc<quidditch_index::Index>>) -> ApiResult<Response> {
-    let shards: usize = targets.iter().map(|i| i.shards().len()).sum();
+    let shards: usize = targets.iter().map(|i| i.num_shards() as usize).sum();
     tokio::task::spawn_blocking(move || {
         for index in targets {
-            index.refresh()?;
+            index.refresh_everywhere()?;
         }
         Ok::<_, quidditch_index::Error>(())
     })

@@ -358,7 +358,7 @@ fn delete_ids(indices: &Indices, ids: Vec<(String, String)>) -> ApiResult<(u64, 
     let mut failures = Vec::new();
     for (name, writes) in by_index {
         let index = indices.get(&name)?;
-        for (id, item) in index.write(writes)?.items {
+        for (id, item) in index.write(writes, RefreshPolicy::None)?.items {
             match item {
                 Ok(r) if r.result == "deleted" => deleted += 1,
                 Ok(_) => {}
@@ -472,7 +472,7 @@ pub async fn delete_by_query(
         let target = target.clone();
         tokio::task::spawn_blocking(move || -> quidditch_index::Result<()> {
             for index in indices.resolve(&target)? {
-                index.refresh()?;
+                index.refresh_everywhere()?;
             }
             Ok(())
         })

@@ -16,13 +16,79 @@ use serde_json::{Value, json};
 pub struct Server {
     child: Option<Child>,
     pub url: String,
+    /// Its Flight address, `host:port`.
+    pub flight: String,
+    /// Its node id.
+    pub node_id: String,
     pub data_dir: PathBuf,
     client: reqwest::blocking::Client,
+}
+
+/// A static cluster of real processes: data nodes and one coordinator,
+/// every one killed when the cluster is dropped (a failing test included).
+pub struct Cluster {
+    /// The data nodes, `data-0`, `data-1`, ...
+    pub data: Vec<Server>,
+    /// The coordinator (role `coordinator` only), which every request goes through.
+    pub coordinator: Server,
+}
+
+impl Cluster {
+    /// Starts `n` data nodes and a coordinator under `root`, and waits until
+    /// the coordinator sees every data node.
+    pub fn start(root: &Path, n: usize) -> Result<Cluster> {
+        let mut data = Vec::new();
+        for i in 0..n {
+            let id = format!("data-{i}");
+            let dir = root.join(&id);
+            data.push(Server::start_with(&dir, &["--node-id", &id, "--roles", "data"])?);
+        }
+        let seeds: Vec<String> = data
+            .iter()
+            .map(|d| format!("{}@{}", d.node_id, d.flight))
+            .collect();
+        let coordinator = Server::start_coordinator(&root.join("coordinator"), &seeds.join(","))?;
+        let cluster = Cluster { data, coordinator };
+        cluster.wait_for_nodes(n + 1)?;
+        Ok(cluster)
+    }
+
+    /// Waits until the coordinator's health counts `nodes` nodes.
+    pub fn wait_for_nodes(&self, nodes: usize) -> Result<()> {
+        for _ in 0..100 {
+            let (_, health) = self.coordinator.get("/_cluster/health")?;
+            if health["number_of_nodes"].as_u64() == Some(nodes as u64) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the coordinator did not see {nodes} nodes within 10 s")
+    }
 }
 
 impl Server {
     /// Starts a node on a free port with this data directory.
     pub fn start(data_dir: &Path) -> Result<Server> {
+        Server::start_with(data_dir, &[])
+    }
+
+    /// Starts a coordinator-only node `coordinator` over these seed nodes.
+    pub fn start_coordinator(data_dir: &Path, seeds: &str) -> Result<Server> {
+        Server::start_with(
+            data_dir,
+            &[
+                "--node-id",
+                "coordinator",
+                "--roles",
+                "coordinator",
+                "--seed-nodes",
+                seeds,
+            ],
+        )
+    }
+
+    /// Starts a node on free ports with this data directory and more flags.
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> Result<Server> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quidditch"))
             .args([
                 "serve",
@@ -33,6 +99,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -61,6 +128,8 @@ impl Server {
         Ok(Server {
             child: Some(child),
             url: format!("http://{http}"),
+            flight: ready["flight"].as_str().unwrap_or_default().to_string(),
+            node_id: ready["node_id"].as_str().unwrap_or_default().to_string(),
             data_dir: data_dir.to_path_buf(),
             client: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(120))

@@ -1,0 +1,152 @@
+//! The index layer's view of the other nodes, over the internal calls.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use quidditch_index::index::{DocWrite, IndexMeta};
+use quidditch_index::peers::{ItemResult, Peers, WireItem};
+use quidditch_index::query::LeafQuery;
+use quidditch_index::shard::StoredDoc;
+use quidditch_index::stats::TermStats;
+use quidditch_index::{Error, RefreshPolicy, Result};
+
+use crate::client::Client;
+use crate::membership::{Membership, NodeInfo};
+use crate::protocol::{Call, WireDoc};
+
+/// [`Peers`] of a node in a cluster.
+#[derive(Debug)]
+pub struct ClusterPeers {
+    node_id: String,
+    membership: Arc<dyn Membership>,
+    client: Arc<Client>,
+    handle: tokio::runtime::Handle,
+}
+
+impl ClusterPeers {
+    /// The peers of this node; blocking calls run their requests on `handle`.
+    pub fn new(
+        membership: Arc<dyn Membership>,
+        client: Arc<Client>,
+        handle: tokio::runtime::Handle,
+    ) -> ClusterPeers {
+        ClusterPeers {
+            node_id: membership.local().id,
+            membership,
+            client,
+            handle,
+        }
+    }
+
+    fn block<T>(&self, fut: impl Future<Output = T>) -> T {
+        tokio::task::block_in_place(|| self.handle.block_on(fut))
+    }
+
+    fn node(&self, id: &str) -> Result<NodeInfo> {
+        self.membership
+            .node(id)
+            .ok_or_else(|| Error::unavailable(format!("node [{id}] is not in the cluster")))
+    }
+
+    /// Makes `call` on every other node at once; the first failure wins.
+    fn broadcast(&self, call: Call) -> Result<()> {
+        let others: Vec<NodeInfo> = self
+            .membership
+            .nodes()
+            .into_iter()
+            .filter(|n| n.id != self.node_id)
+            .collect();
+        let client = &self.client;
+        let call = &call;
+        let results = self.block(futures::future::join_all(
+            others
+                .iter()
+                .map(|node| client.call::<serde_json::Value>(node, call)),
+        ));
+        results.into_iter().try_for_each(|r| r.map(drop))
+    }
+}
+
+impl Peers for ClusterPeers {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn allocate(&self, index: &str, shards: u32) -> Result<Vec<String>> {
+        let data: Vec<String> = self.membership.data_nodes().into_iter().map(|n| n.id).collect();
+        if data.is_empty() {
+            return Err(Error::unavailable(format!(
+                "cannot allocate the shards of [{index}]: the cluster has no data node"
+            )));
+        }
+        Ok(crate::allocation::allocate(index, shards, &data))
+    }
+
+    fn index_created(&self, meta: &IndexMeta) -> Result<()> {
+        self.broadcast(Call::InstallIndex { meta: meta.clone() })
+    }
+
+    fn index_deleted(&self, meta: &IndexMeta) -> Result<()> {
+        self.broadcast(Call::RemoveIndex {
+            name: meta.name.clone(),
+            uuid: meta.uuid.clone(),
+        })
+    }
+
+    fn mapping_changed(&self, meta: &IndexMeta) -> Result<()> {
+        self.broadcast(Call::PutMapping {
+            name: meta.name.clone(),
+            uuid: meta.uuid.clone(),
+            mapping: meta.mapping.clone(),
+        })
+    }
+
+    fn write(
+        &self,
+        node: &str,
+        index: &str,
+        writes: Vec<DocWrite>,
+        refresh: RefreshPolicy,
+    ) -> Result<Vec<ItemResult>> {
+        let node = self.node(node)?;
+        let call = Call::Bulk {
+            index: index.to_string(),
+            writes,
+            refresh,
+        };
+        let items: Vec<WireItem> = self.block(self.client.call(&node, &call))?;
+        Ok(items.into_iter().map(WireItem::into_item).collect())
+    }
+
+    fn get(&self, node: &str, index: &str, id: &str) -> Result<Option<StoredDoc>> {
+        let node = self.node(node)?;
+        let call = Call::Get {
+            index: index.to_string(),
+            id: id.to_string(),
+        };
+        let doc: Option<WireDoc> = self.block(self.client.call(&node, &call))?;
+        Ok(doc.map(|d| StoredDoc {
+            version: d.version,
+            seq_no: d.seq_no,
+            source: d.source.into(),
+        }))
+    }
+
+    fn refresh(&self, node: &str, index: &str) -> Result<()> {
+        let node = self.node(node)?;
+        let call = Call::Refresh {
+            index: index.to_string(),
+        };
+        self.block(self.client.call::<serde_json::Value>(&node, &call))
+            .map(drop)
+    }
+
+    fn term_stats(&self, node: &str, index: &str, query: &LeafQuery) -> Result<TermStats> {
+        let node = self.node(node)?;
+        let call = Call::TermStats {
+            index: index.to_string(),
+            query: query.clone(),
+        };
+        self.block(self.client.call(&node, &call))
+    }
+}

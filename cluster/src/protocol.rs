@@ -1,0 +1,133 @@
+//! The internal calls between nodes. Each is a Flight action on the
+//! node's Flight address, named `quidditch.internal.<call>`, with a JSON
+//! request body and a JSON answer (one result message).
+
+use quidditch_index::Mapping;
+use quidditch_index::RefreshPolicy;
+use quidditch_index::index::{DocWrite, IndexMeta};
+use quidditch_index::peers::WireItem;
+use quidditch_index::query::LeafQuery;
+use serde::{Deserialize, Serialize};
+
+/// Largest internal message, either way (the Flight service's limit).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// The prefix of every internal action type.
+pub const PREFIX: &str = "quidditch.internal.";
+
+/// An internal call and its request body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum Call {
+    /// Liveness and identity: answers [`Hello`].
+    Ping,
+    /// The metadata of every index on the node: answers `Vec<IndexMeta>`.
+    ListIndices,
+    /// Installs an index created on another node: answers `null`.
+    InstallIndex {
+        /// The index.
+        meta: IndexMeta,
+    },
+    /// Removes an index deleted on another node: answers `null`.
+    RemoveIndex {
+        /// Name.
+        name: String,
+        /// Incarnation.
+        uuid: String,
+    },
+    /// A grown mapping: answers `null`.
+    PutMapping {
+        /// Index name.
+        name: String,
+        /// Incarnation.
+        uuid: String,
+        /// The whole new mapping.
+        mapping: Mapping,
+    },
+    /// Writes to shards on the node: answers `Vec<WireItem>`, one per write.
+    Bulk {
+        /// Index name.
+        index: String,
+        /// The writes, in request order.
+        writes: Vec<DocWrite>,
+        /// What to make searchable before answering.
+        refresh: RefreshPolicy,
+    },
+    /// A realtime get: answers `Option<WireDoc>`.
+    Get {
+        /// Index name.
+        index: String,
+        /// Document id.
+        id: String,
+    },
+    /// Refreshes the node's shards of an index: answers `null`.
+    Refresh {
+        /// Index name.
+        index: String,
+    },
+    /// Documents per shard of the node: answers `Vec<ShardStats>`.
+    ShardStats,
+    /// Term statistics of a query over the node's shards of an index:
+    /// answers `TermStats`.
+    TermStats {
+        /// Index name.
+        index: String,
+        /// The query.
+        query: LeafQuery,
+    },
+}
+
+impl Call {
+    /// The Flight action type of the call.
+    pub fn action_type(&self) -> String {
+        let name = match self {
+            Call::Ping => "ping",
+            Call::ListIndices => "list_indices",
+            Call::InstallIndex { .. } => "install_index",
+            Call::RemoveIndex { .. } => "remove_index",
+            Call::PutMapping { .. } => "put_mapping",
+            Call::Bulk { .. } => "bulk",
+            Call::Get { .. } => "get",
+            Call::Refresh { .. } => "refresh",
+            Call::ShardStats => "shard_stats",
+            Call::TermStats { .. } => "term_stats",
+        };
+        format!("{PREFIX}{name}")
+    }
+}
+
+/// The answer to [`Call::Ping`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// The node's id.
+    pub node_id: String,
+    /// Its roles.
+    pub roles: Vec<crate::Role>,
+    /// Its HTTP address.
+    pub http: String,
+}
+
+/// A stored document on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireDoc {
+    /// Version.
+    pub version: u64,
+    /// Sequence number.
+    pub seq_no: u64,
+    /// Source text.
+    pub source: String,
+}
+
+/// One shard copy on a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardStats {
+    /// Index name.
+    pub index: String,
+    /// Shard number.
+    pub shard: u32,
+    /// Searchable documents.
+    pub docs: u64,
+}
+
+/// The answer to a bulk call.
+pub type BulkAnswer = Vec<WireItem>;

@@ -1,0 +1,103 @@
+//! The node side of the internal calls between nodes
+//! ([`quidditch_cluster::protocol`]): metadata, routed writes, realtime
+//! gets, refreshes and liveness, each a Flight action.
+
+use std::sync::Arc;
+
+use quidditch_cluster::client::Answer;
+use quidditch_cluster::protocol::{Call, Hello, ShardStats, WireDoc};
+use quidditch_index::indices::apply_refresh;
+use quidditch_index::peers::{WireError, WireItem};
+use quidditch_index::{Error, Indices};
+use serde_json::{Value, json};
+
+/// Answers one internal call; failures are answered too, as the error.
+pub(crate) async fn answer(indices: &Arc<Indices>, hello: &Hello, body: &[u8]) -> Vec<u8> {
+    let answer = match serde_json::from_slice::<Call>(body) {
+        Ok(call) => match run(Arc::clone(indices), hello, call).await {
+            Ok(value) => Answer::Ok(value),
+            Err(err) => Answer::Error(WireError::from(&err)),
+        },
+        Err(err) => Answer::Error(WireError::from(&Error::illegal_argument(format!(
+            "malformed internal call: {err}"
+        )))),
+    };
+    serde_json::to_vec(&answer).unwrap_or_default()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("internal call failed: {e}")))?
+}
+
+fn to_value(v: impl serde::Serialize) -> Result<Value, Error> {
+    serde_json::to_value(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, Error> {
+    match call {
+        Call::Ping => to_value(hello),
+        Call::ListIndices => to_value(indices.list().iter().map(|i| i.meta()).collect::<Vec<_>>()),
+        Call::InstallIndex { meta } => {
+            blocking(move || indices.install(meta).map(drop)).await?;
+            Ok(Value::Null)
+        }
+        Call::RemoveIndex { name, uuid } => {
+            blocking(move || indices.remove_incarnation(&name, &uuid)).await?;
+            Ok(Value::Null)
+        }
+        Call::PutMapping { name, uuid, mapping } => {
+            let index = indices.get(&name)?;
+            if index.meta().uuid != uuid {
+                return Err(Error::IndexNotFound(name));
+            }
+            blocking(move || index.receive_mapping(mapping)).await?;
+            Ok(Value::Null)
+        }
+        Call::Bulk {
+            index,
+            writes,
+            refresh,
+        } => {
+            let index = indices.get(&index)?;
+            let target = Arc::clone(&index);
+            let batch = blocking(move || target.write(writes, refresh)).await?;
+            apply_refresh(refresh, vec![(index, batch.touched)]).await?;
+            to_value(batch.items.iter().map(WireItem::from_item).collect::<Vec<_>>())
+        }
+        Call::Get { index, id } => {
+            let index = indices.get(&index)?;
+            let doc = blocking(move || index.get(&id)).await?;
+            to_value(doc.map(|d| WireDoc {
+                version: d.version,
+                seq_no: d.seq_no,
+                source: d.source.to_string(),
+            }))
+        }
+        Call::Refresh { index } => {
+            let index = indices.get(&index)?;
+            blocking(move || index.refresh()).await?;
+            Ok(Value::Null)
+        }
+        Call::ShardStats => {
+            let mut out = Vec::new();
+            for index in indices.list() {
+                for shard in index.shards() {
+                    out.push(ShardStats {
+                        index: index.name(),
+                        shard: shard.ordinal(),
+                        docs: shard.num_docs(),
+                    });
+                }
+            }
+            Ok(json!(out))
+        }
+        Call::TermStats { index, query } => {
+            let index = indices.get(&index)?;
+            to_value(blocking(move || index.local_term_stats(&query)).await?)
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! How an index reaches the shards that live on other nodes.
+//!
+//! On the embedded node every shard is local and there are no peers. In a
+//! cluster an index's metadata is on every node, each shard on one data node
+//! (its `allocation`), and the node's [`Peers`] carry metadata changes and
+//! writes to the other nodes. The calls block: they run on blocking threads,
+//! like the rest of the write path.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::index::{DocWrite, IndexMeta, WriteResult};
+use crate::indices::RefreshPolicy;
+use crate::query::LeafQuery;
+use crate::shard::StoredDoc;
+use crate::stats::TermStats;
+
+/// The other nodes of the cluster, as the index layer needs them.
+pub trait Peers: Send + Sync + std::fmt::Debug {
+    /// This node's id.
+    fn node_id(&self) -> &str;
+    /// The node of each shard of a new index.
+    fn allocate(&self, index: &str, shards: u32) -> Result<Vec<String>>;
+    /// Installs a new index's metadata on every other node.
+    fn index_created(&self, meta: &IndexMeta) -> Result<()>;
+    /// Removes an index from every other node.
+    fn index_deleted(&self, meta: &IndexMeta) -> Result<()>;
+    /// Sends an index's new mapping to every other node.
+    fn mapping_changed(&self, meta: &IndexMeta) -> Result<()>;
+    /// Applies writes on `node`, which holds their shards; one result per write.
+    fn write(
+        &self,
+        node: &str,
+        index: &str,
+        writes: Vec<DocWrite>,
+        refresh: RefreshPolicy,
+    ) -> Result<Vec<ItemResult>>;
+    /// Realtime get of a document from `node`.
+    fn get(&self, node: &str, index: &str, id: &str) -> Result<Option<StoredDoc>>;
+    /// Refreshes the shards of an index on `node`.
+    fn refresh(&self, node: &str, index: &str) -> Result<()>;
+    /// The term statistics of a query over an index's shards on `node`.
+    fn term_stats(&self, node: &str, index: &str, query: &LeafQuery) -> Result<TermStats>;
+}
+
+/// One write's outcome: its id when known, and its result.
+pub type ItemResult = (Option<String>, Result<WriteResult>);
+
+/// A write result as it crosses the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireItem {
+    /// Document id, when known.
+    pub id: Option<String>,
+    /// The result when the write succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<WireResult>,
+    /// The error when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
+}
+
+/// A successful write on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireResult {
+    /// Document id.
+    pub id: String,
+    /// Shard.
+    pub shard: u32,
+    /// Version after the write.
+    pub version: u64,
+    /// Sequence number.
+    pub seq_no: u64,
+    /// `created`, `updated`, ...
+    pub result: String,
+}
+
+/// An error on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireError {
+    /// Elasticsearch error type.
+    #[serde(rename = "type")]
+    pub es_type: String,
+    /// Reason.
+    pub reason: String,
+    /// HTTP status.
+    pub status: u16,
+}
+
+impl From<&Error> for WireError {
+    fn from(err: &Error) -> WireError {
+        WireError {
+            es_type: err.es_type().to_string(),
+            reason: err.to_string(),
+            status: err.status(),
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(err: WireError) -> Error {
+        Error::Remote {
+            es_type: err.es_type,
+            reason: err.reason,
+            status: err.status,
+        }
+    }
+}
+
+impl WireItem {
+    /// The wire form of a write's outcome.
+    pub fn from_item(item: &ItemResult) -> WireItem {
+        match &item.1 {
+            Ok(r) => WireItem {
+                id: item.0.clone(),
+                ok: Some(WireResult {
+                    id: r.id.clone(),
+                    shard: r.shard,
+                    version: r.version,
+                    seq_no: r.seq_no,
+                    result: r.result.to_string(),
+                }),
+                error: None,
+            },
+            Err(e) => WireItem {
+                id: item.0.clone(),
+                ok: None,
+                error: Some(e.into()),
+            },
+        }
+    }
+
+    /// The outcome this wire item describes.
+    pub fn into_item(self) -> ItemResult {
+        let result = match (self.ok, self.error) {
+            (Some(r), _) => Ok(WriteResult {
+                id: r.id,
+                shard: r.shard,
+                version: r.version,
+                seq_no: r.seq_no,
+                result: result_name(&r.result),
+            }),
+            (None, Some(e)) => Err(e.into()),
+            (None, None) => Err(Error::Internal("a node answered a write without a result".into())),
+        };
+        (self.id, result)
+    }
+}
+
+fn result_name(name: &str) -> &'static str {
+    match name {
+        "created" => "created",
+        "updated" => "updated",
+        "deleted" => "deleted",
+        "not_found" => "not_found",
+        _ => "noop",
+    }
+}

@@ -1,0 +1,380 @@
+//! Distributed execution against real processes: a coordinator and three
+//! data nodes, compared with the embedded single node on the same documents.
+
+mod common;
+
+use anyhow::{Result, ensure};
+use common::{Cluster, Server};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use serde_json::{Value, json};
+
+const KEYS: [&str; 5] = ["alpha", "beta", "gamma", "delta", "omega"];
+const WORDS: [&str; 6] = ["red", "green", "blue", "fox", "dog", "cat"];
+
+/// A deterministic corpus of `n` documents.
+fn corpus(n: usize) -> Vec<Value> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n)
+        .map(|i| {
+            let r = next();
+            let mut doc = serde_json::Map::new();
+            if r % 11 != 0 {
+                doc.insert("k".into(), json!(KEYS[(r % 5) as usize]));
+            }
+            if r % 13 != 1 {
+                doc.insert("n".into(), json!(((r >> 8) % 1000) as i64 - 100));
+            }
+            doc.insert("f".into(), json!(((r >> 20) % 10_000) as f64 / 8.0));
+            let words: Vec<&str> = (0..(r >> 40) % 4 + 1)
+                .map(|j| WORDS[((r >> (j * 3 + 44)) % 6) as usize])
+                .collect();
+            doc.insert("t".into(), json!(words.join(" ")));
+            doc.insert("ts".into(), json!(1_700_000_000_000i64 + (i as i64) * 61_000));
+            Value::Object(doc)
+        })
+        .collect()
+}
+
+const MAPPING: &str = r#"{"properties": {"k": {"type": "keyword"}, "n": {"type": "long"},
+    "f": {"type": "double"}, "t": {"type": "text"}, "ts": {"type": "date"}}}"#;
+
+fn load(server: &Server, index: &str, shards: u32, docs: &[Value]) -> Result<()> {
+    let mapping: Value = serde_json::from_str(MAPPING)?;
+    let (status, body) = server.put(
+        &format!("/{index}"),
+        &json!({"settings": {"number_of_shards": shards}, "mappings": mapping}),
+    )?;
+    ensure!(status == 200, "create {index}: {status} {body}");
+    for (chunk_no, chunk) in docs.chunks(500).enumerate() {
+        let mut lines = Vec::new();
+        for (i, doc) in chunk.iter().enumerate() {
+            lines.push(json!({"index": {"_index": index, "_id": format!("d{}", chunk_no * 500 + i)}}));
+            lines.push(doc.clone());
+        }
+        let (status, body) = server.bulk("/_bulk", &lines)?;
+        ensure!(
+            status == 200 && body["errors"] == json!(false),
+            "bulk: {status} {body}"
+        );
+    }
+    let (status, body) = server.post(&format!("/{index}/_refresh"), &json!({}))?;
+    ensure!(status == 200, "refresh: {body}");
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+enum Case {
+    Sql(String),
+    Search(Value),
+    Aggs(Value),
+}
+
+fn filter_strategy() -> impl Strategy<Value = (String, Value)> {
+    prop_oneof![
+        Just(("TRUE".to_string(), json!({"match_all": {}}))),
+        (0..5usize).prop_map(|k| (format!("k = '{}'", KEYS[k]), json!({"term": {"k": KEYS[k]}}))),
+        (-100i64..900, 1i64..400).prop_map(|(lo, w)| (
+            format!("n >= {lo} AND n < {}", lo + w),
+            json!({"range": {"n": {"gte": lo, "lt": lo + w}}})
+        )),
+        (0..6usize).prop_map(|w| (
+            format!("match(t, '{}')", WORDS[w]),
+            json!({"match": {"t": WORDS[w]}})
+        )),
+        ((0..5usize), (0..6usize)).prop_map(|(k, w)| (
+            format!("k <> '{}' AND match(t, '{}')", KEYS[k], WORDS[w]),
+            json!({"bool": {"must_not": [{"term": {"k": KEYS[k]}}], "filter": [{"match": {"t": WORDS[w]}}]}})
+        )),
+    ]
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    let sql = (filter_strategy(), 0..4usize).prop_map(|((sql, _), shape)| {
+        Case::Sql(match shape {
+            0 => format!(
+                "SELECT k, count(*), sum(n), min(n), max(n) FROM docs WHERE {sql} GROUP BY k ORDER BY k"
+            ),
+            1 => format!(
+                "SELECT count(*), count(n), sum(n), min(f), max(f), min(ts), max(ts) FROM docs WHERE {sql}"
+            ),
+            2 => {
+                format!("SELECT n % 7 AS m, count(*), sum(n) FROM docs WHERE {sql} GROUP BY n % 7 ORDER BY m")
+            }
+            _ => format!("SELECT _id, n FROM docs WHERE {sql} ORDER BY n DESC NULLS LAST, _id LIMIT 15"),
+        })
+    });
+    let search =
+        (filter_strategy(), 0..60usize, 1..30usize, any::<bool>()).prop_map(|((_, q), from, size, asc)| {
+            let order = if asc { "asc" } else { "desc" };
+            Case::Search(json!({
+                "query": q, "from": from, "size": size,
+                "sort": [{"n": {"order": order, "missing": "_last"}}, {"_id": "asc"}],
+                "track_total_hits": true
+            }))
+        });
+    let aggs = (filter_strategy(), 0..6usize).prop_map(|((_, q), shape)| {
+        let aggs = match shape {
+            0 => json!({"by_k": {"terms": {"field": "k", "size": 10}, "aggs": {"s": {"stats": {"field": "n"}}}}}),
+            1 => json!({"h": {"histogram": {"field": "n", "interval": 100, "min_doc_count": 0}, "aggs": {"m": {"max": {"field": "f"}}}}}),
+            2 => json!({"r": {"range": {"field": "n", "ranges": [{"to": 100}, {"from": 100, "to": 500}, {"from": 500}]}}}),
+            3 => json!({"c": {"cardinality": {"field": "k"}}, "v": {"value_count": {"field": "n"}}, "s": {"sum": {"field": "n"}}}),
+            4 => json!({"d": {"date_histogram": {"field": "ts", "fixed_interval": "1d"}, "aggs": {"a": {"avg": {"field": "n"}}}}}),
+            _ => json!({"f": {"filters": {"filters": {"red": {"match": {"t": "red"}}, "a": {"term": {"k": "alpha"}}}}}}),
+        };
+        Case::Aggs(json!({"query": q, "size": 0, "aggs": aggs}))
+    });
+    prop_oneof![sql, search, aggs]
+}
+
+/// Floats are compared to 1e-9 relative (sums in another order); the rest exactly.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => {
+                let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+                x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
+            }
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// The parts of an answer that must not depend on sharding.
+fn comparable(case: &Case, mut body: Value) -> Value {
+    match case {
+        Case::Sql(_) => body["rows"].take(),
+        Case::Search(_) => {
+            let hits: Vec<Value> = body["hits"]["hits"]
+                .as_array()
+                .map(|h| h.iter().map(|h| json!([h["_id"], h["sort"]])).collect())
+                .unwrap_or_default();
+            json!({"total": body["hits"]["total"], "hits": hits})
+        }
+        Case::Aggs(_) => body["aggregations"].take(),
+    }
+}
+
+fn run(server: &Server, case: &Case) -> Result<Value> {
+    let (status, body) = match case {
+        Case::Sql(sql) => server.post("/_sql", &json!({"query": sql}))?,
+        Case::Search(q) | Case::Aggs(q) => server.post("/docs/_search", q)?,
+    };
+    ensure!(status == 200, "{case:?} failed with {status}: {body}");
+    ensure!(
+        body["_shards"]["failed"].as_u64().unwrap_or(0) == 0,
+        "{case:?}: {body}"
+    );
+    Ok(comparable(case, body))
+}
+
+#[test]
+fn a_cluster_answers_as_the_single_node_does() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(dir.path(), 3)?;
+    let single = Server::start(&dir.path().join("single"))?;
+    let docs = corpus(3000);
+    load(&cluster.coordinator, "docs", 6, &docs)?;
+    load(&single, "docs", 1, &docs)?;
+
+    // Every data node holds shards, and the coordinator none.
+    let (_, shards) = cluster.coordinator.get("/_cat/shards?format=json")?;
+    let shards = shards.as_array().cloned().unwrap_or_default();
+    ensure!(shards.len() == 6, "{shards:?}");
+    for node in &cluster.data {
+        let held: Vec<&Value> = shards
+            .iter()
+            .filter(|s| s["node"] == json!(node.node_id))
+            .collect();
+        ensure!(held.len() == 2, "{} holds {held:?}", node.node_id);
+    }
+    let docs_total: u64 = shards
+        .iter()
+        .map(|s| {
+            s["docs"]
+                .as_str()
+                .and_then(|d| d.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    ensure!(docs_total == 3000, "{shards:?}");
+    let (_, health) = cluster.coordinator.get("/_cluster/health")?;
+    ensure!(health["status"] == json!("green"), "{health}");
+    ensure!(health["number_of_data_nodes"] == json!(3), "{health}");
+    ensure!(health["active_shards"] == json!(6), "{health}");
+
+    let mut runner = TestRunner::new(Config {
+        cases: 240,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&case_strategy(), |case| {
+            let want = run(&single, &case).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let got = run(&cluster.coordinator, &case).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(same(&want, &got), "{case:?}\nsingle node: {want}\ncluster: {got}");
+            Ok(())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+#[test]
+fn paging_on_three_nodes_returns_every_document_once() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(dir.path(), 3)?;
+    let server = &cluster.coordinator;
+    load(server, "docs", 5, &corpus(1000))?;
+    let sort = json!([{"n": {"order": "asc", "missing": "_last"}}, {"_id": "asc"}]);
+
+    let mut by_from = Vec::new();
+    for from in (0..1000).step_by(100) {
+        let (status, body) = server.post(
+            "/docs/_search",
+            &json!({"from": from, "size": 100, "sort": sort, "_source": false}),
+        )?;
+        ensure!(status == 200, "{body}");
+        let hits = body["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        ensure!(hits.len() == 100, "page at {from}: {} hits", hits.len());
+        by_from.extend(hits.iter().map(|h| h["_id"].clone()));
+    }
+
+    let mut by_after = Vec::new();
+    let mut after: Option<Value> = None;
+    loop {
+        let mut body = json!({"size": 77, "sort": sort, "_source": false});
+        if let Some(a) = &after {
+            body["search_after"] = a.clone();
+        }
+        let (status, page) = server.post("/docs/_search", &body)?;
+        ensure!(status == 200, "{page}");
+        let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        if hits.is_empty() {
+            break;
+        }
+        by_after.extend(hits.iter().map(|h| h["_id"].clone()));
+        after = hits.last().map(|h| h["sort"].clone());
+        ensure!(
+            by_after.len() <= 1000,
+            "search_after returned more than every document"
+        );
+    }
+
+    let unique: std::collections::BTreeSet<String> = by_from
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    ensure!(
+        unique.len() == 1000,
+        "from/size: {} distinct of {}",
+        unique.len(),
+        by_from.len()
+    );
+    ensure!(
+        by_from == by_after,
+        "search_after pages differ from from/size pages"
+    );
+    // The order is stable: the same request gives the same page.
+    let (_, again) = server.post("/docs/_search", &json!({"from": 300, "size": 100, "sort": sort}))?;
+    let again: Vec<Value> = again["hits"]["hits"]
+        .as_array()
+        .map(|h| h.iter().map(|h| h["_id"].clone()).collect())
+        .unwrap_or_default();
+    ensure!(again == by_from[300..400], "the page at 300 changed");
+
+    // A data node that dies is named in the error, with its shards; the
+    // query does not hang.
+    let mut cluster = cluster;
+    let lost = cluster.data.remove(1);
+    let lost_id = lost.node_id.clone();
+    lost.kill()?;
+    // The coordinator pings every node each second.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    for body in [
+        json!({"query": {"match": {"t": "red"}}}),
+        json!({"size": 0, "aggs": {"k": {"terms": {"field": "k"}}}}),
+    ] {
+        let (status, answer) = cluster.coordinator.post("/docs/_search", &body)?;
+        ensure!(status >= 500, "a search over a lost node: {status} {answer}");
+        let text = answer.to_string();
+        ensure!(
+            text.contains(&lost_id),
+            "the error does not name {lost_id}: {text}"
+        );
+        ensure!(
+            text.contains("shard"),
+            "the error does not name the shards: {text}"
+        );
+    }
+    let (status, answer) = cluster
+        .coordinator
+        .post("/_sql", &json!({"query": "SELECT count(*) FROM docs"}))?;
+    ensure!(
+        status >= 500 && answer.to_string().contains(&lost_id),
+        "{status} {answer}"
+    );
+    ensure!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_nodes_are_reported_by_name_and_nothing_hangs() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // A data node that is up, one address nobody listens on, and one that
+    // is not a Quidditch node (an HTTP server).
+    let good = Server::start_with(
+        &dir.path().join("good"),
+        &["--node-id", "good", "--roles", "data"],
+    )?;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let silent_addr = silent.local_addr()?;
+    drop(silent);
+    let http_only = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let http_addr = http_only.local_addr()?;
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in http_only.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        }
+    });
+    let seeds = format!("good@{},silent@{silent_addr},web@{http_addr}", good.flight);
+    let coordinator = Server::start_coordinator(&dir.path().join("coordinator"), &seeds)?;
+    let started = std::time::Instant::now();
+    let (status, body) = coordinator.put("/docs", &json!({"settings": {"number_of_shards": 3}}))?;
+    ensure!(
+        status >= 500,
+        "creating an index on unreachable nodes: {status} {body}"
+    );
+    let reason = body["error"]["reason"].as_str().unwrap_or_default();
+    ensure!(
+        reason.contains("silent") || reason.contains("web"),
+        "the error does not name the node: {body}"
+    );
+    let (_, health) = coordinator.get("/_cluster/health")?;
+    ensure!(health["number_of_data_nodes"] == json!(1), "{health}");
+    ensure!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
