@@ -103,7 +103,11 @@ impl Engine {
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
             .with_target_partitions(config.target_partitions)
-            .with_batch_size(config.batch_size);
+            .with_batch_size(config.batch_size)
+            // In a cluster, data nodes aggregate their shards (Partial) and
+            // the coordinator merges the partial groups (Final): what
+            // crosses the network is bounded by groups times shards.
+            .with_repartition_aggregations(cluster.is_none());
         let ctx = SessionContext::new_with_config(session_config);
         register_catalog(&ctx, Arc::clone(&indices))?;
         // The aggregate pushdown sees the plan as the planner made it (Final

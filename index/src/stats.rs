@@ -42,8 +42,10 @@ impl TermStats {
         let schema = shard.tantivy_index().schema();
         let mut terms: Vec<Term> = Vec::new();
         compiled.query_terms(&mut |term, _| terms.push(term.clone()));
+        // Documents as tantivy counts them for BM25: deleted ones included,
+        // as in the document frequencies.
         let mut stats = TermStats {
-            docs: searcher.num_docs(),
+            docs: Bm25StatisticsProvider::total_num_docs(&searcher)?,
             ..TermStats::default()
         };
         for term in terms {

@@ -130,7 +130,15 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         };
         Case::Aggs(json!({"query": q, "size": 0, "aggs": aggs}))
     });
-    prop_oneof![sql, search, aggs]
+    // Scores do not depend on sharding (global term statistics), so the
+    // order by score is the same too.
+    let scored = (0..6usize, 0..6usize, 0..20usize).prop_map(|(a, b, from)| {
+        Case::Search(json!({
+            "query": {"bool": {"should": [{"match": {"t": WORDS[a]}}, {"match": {"t": WORDS[b]}}]}},
+            "from": from, "size": 20, "sort": ["_score", {"_id": "asc"}], "track_total_hits": true
+        }))
+    });
+    prop_oneof![sql, search, aggs, scored]
 }
 
 /// Floats are compared to 1e-9 relative (sums in another order); the rest exactly.
@@ -376,5 +384,80 @@ fn bad_nodes_are_reported_by_name_and_nothing_hangs() -> Result<()> {
         "took {:?}",
         started.elapsed()
     );
+    Ok(())
+}
+
+/// The `plan` column of a SQL `EXPLAIN` answer, every row joined.
+fn plan_text(server: &Server, sql: &str) -> Result<String> {
+    let rows = server.sql_rows(sql)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}\n{}",
+                r[0].as_str().unwrap_or_default(),
+                r[1].as_str().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+#[test]
+fn group_by_sends_partial_groups_to_the_coordinator_not_documents() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(dir.path(), 3)?;
+    let server = &cluster.coordinator;
+    load(server, "events", 6, &corpus(200_000))?;
+    let sql = "SELECT k, count(*), sum(n) FROM events GROUP BY k";
+
+    // The coordinator's part of the plan is the head, up to the first
+    // stage; the data nodes' stage holds the partial aggregate, one task
+    // per node over its shards.
+    let plan = plan_text(server, &format!("EXPLAIN {sql}"))?;
+    let (head, stages) = plan
+        .split_once("Stage 1")
+        .ok_or_else(|| anyhow::anyhow!("no data node stage in {plan}"))?;
+    ensure!(
+        head.contains("AggregateExec: mode=Final"),
+        "no Final aggregation on the coordinator: {plan}"
+    );
+    ensure!(
+        stages.contains("TantivyAggregateExec") || stages.contains("mode=Partial"),
+        "no partial aggregation in the data node stage: {plan}"
+    );
+    ensure!(
+        !stages.contains("mode=Final"),
+        "Final aggregation in a data node stage: {plan}"
+    );
+    for node in &cluster.data {
+        ensure!(
+            stages.contains(&format!("on {}", node.node_id)),
+            "no task on {}: {plan}",
+            node.node_id
+        );
+    }
+
+    // The rows that reach the coordinator, from the metrics of the network
+    // boundary into its stage.
+    let analyzed = plan_text(server, &format!("EXPLAIN ANALYZE {sql}"))?;
+    let boundary = analyzed
+        .lines()
+        .find(|l| l.contains("[Stage 1] =>"))
+        .ok_or_else(|| anyhow::anyhow!("no network boundary in {analyzed}"))?;
+    let rows: u64 = boundary
+        .split("output_rows=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no output_rows in {boundary}"))?;
+    let groups = KEYS.len() as u64 + 1; // and documents without `k`
+    ensure!(
+        rows > 0 && rows <= groups * 6,
+        "{rows} rows reached the coordinator: {analyzed}"
+    );
+    let answer = server.sql_rows(&format!("{sql} ORDER BY k"))?;
+    let total: i64 = answer.iter().filter_map(|r| r[1].as_i64()).sum();
+    ensure!(total == 200_000, "{answer:?}");
     Ok(())
 }
