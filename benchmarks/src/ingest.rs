@@ -184,6 +184,11 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `quidditch serve` on free ports over this data directory.
     pub fn start(data_dir: &Path) -> Result<NodeProcess> {
+        NodeProcess::start_with(data_dir, &[])
+    }
+
+    /// Starts `quidditch serve` on free ports with more flags.
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> Result<NodeProcess> {
         let mut child = Command::new(sibling_binary()?)
             .args([
                 "serve",
@@ -194,6 +199,7 @@ impl NodeProcess {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()?;

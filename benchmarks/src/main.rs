@@ -3,6 +3,7 @@
 
 mod aggs;
 mod corpus;
+mod distributed;
 mod flight;
 mod ingest;
 mod results;
@@ -35,6 +36,9 @@ enum Suite {
     Aggs(Common),
     /// A large SELECT streamed to a pyarrow.flight client versus DataFusion in-process over Parquet.
     Flight(flight::FlightArgs),
+    /// A term query with top-10 hits and a terms aggregation on 1 coordinator + 3 data nodes
+    /// versus the embedded node.
+    Distributed(distributed::DistributedArgs),
 }
 
 /// Options every suite shares.
@@ -63,5 +67,6 @@ fn main() -> anyhow::Result<()> {
         Suite::Scan(c) => scan::run(&c),
         Suite::Aggs(c) => aggs::run(&c),
         Suite::Flight(a) => flight::run(&a),
+        Suite::Distributed(a) => distributed::run(&a),
     }
 }

@@ -54,3 +54,18 @@ def test_flight_smoke(tmp_path):
     assert result["rows"] == 100000
     assert result["answers_match"] is True
     assert result["ratio"] > 0
+
+
+def test_distributed_smoke(tmp_path):
+    done = subprocess.run(
+        [QBENCH, "distributed", "--docs", "10000", "--iterations", "5", "--check", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "distributed.json").read_text())
+    assert result["docs"] == 10000
+    assert [q["query"] for q in result["queries"]] == ["term_top10", "terms_agg"]
+    assert all(q["same_answer"] for q in result["queries"])
+    assert all(q["ratio_p50"] > 0 for q in result["queries"])
