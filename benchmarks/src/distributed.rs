@@ -3,47 +3,28 @@
 //! machine), over the same generated log documents.
 //!
 //! Two requests through the HTTP DSL: a `term` query with its top 10 hits,
-//! and a `terms` aggregation. Each is sent `iterations` times one after the
-//! other after a warm-up; the answers of both setups are compared, and the
+//! and a `terms` aggregation. Each is sent 20 times `--iterations` times,
+//! one after the other, after a warm-up; the answers of both setups are compared, and the
 //! latency percentiles and their ratio (cluster / embedded) are reported.
 //! On one machine the cluster pays for the network hops and the extra
 //! processes without gaining cores, so the ratio measures the cost of
 //! distribution, not its benefit.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
+use crate::Common;
 use crate::corpus;
-use crate::ingest::{NodeProcess, sibling_binary};
+use crate::ingest::{NodeProcess, sibling_binary, work_dir};
 
 /// Shards of the index: one per data node of the cluster, and the same on
 /// the embedded node.
 const SHARDS: u32 = 3;
 const DATA_NODES: usize = 3;
-
-/// `qbench distributed` options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DistributedArgs {
-    /// Number of generated log documents.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub docs: usize,
-    /// Work directory (kept between runs: loaded nodes are reused).
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
-    /// Where to write the JSON result.
-    #[arg(long, default_value = "benchmarks/results")]
-    pub out: PathBuf,
-    /// Timed requests of each kind on each setup.
-    #[arg(long, default_value_t = 200)]
-    pub iterations: usize,
-    /// Fail unless both setups give the same answers.
-    #[arg(long)]
-    pub check: bool,
-}
 
 fn client() -> Result<reqwest::blocking::Client> {
     Ok(reqwest::blocking::Client::builder()
@@ -143,6 +124,9 @@ impl Cluster {
     }
 }
 
+/// Requests of each kind per `--iterations`.
+const REQUESTS_PER_ITERATION: usize = 20;
+
 /// Latencies of `iterations` sequential requests, sorted, in ms; and the last answer.
 fn measure(
     client: &reqwest::blocking::Client,
@@ -186,18 +170,8 @@ fn comparable(answer: &Value) -> Value {
     })
 }
 
-pub fn run(a: &DistributedArgs) -> Result<()> {
-    let (_tmp, dir) = match &a.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            (None, d.clone())
-        }
-        None => {
-            let t = tempfile::Builder::new().prefix("qbench-").tempdir()?;
-            let p = t.path().to_path_buf();
-            (Some(t), p)
-        }
-    };
+pub fn run(a: &Common) -> Result<()> {
+    let (_tmp, dir) = work_dir(a.work_dir.as_deref())?;
     let ndjson = dir.join(format!("logs-{}.ndjson", a.docs));
     if !ndjson.exists() {
         eprintln!("generating {} documents", a.docs);
@@ -219,12 +193,13 @@ pub fn run(a: &DistributedArgs) -> Result<()> {
             json!({"size": 0, "aggs": {"paths": {"terms": {"field": "path", "size": 10}}}}),
         ),
     ];
+    let requests = a.iterations * REQUESTS_PER_ITERATION;
     let mut results = Vec::new();
     let mut all_same = true;
     for (name, body) in &queries {
         eprintln!("{name}");
-        let (local, local_answer) = measure(&client, &embedded.url, body, a.iterations)?;
-        let (dist, dist_answer) = measure(&client, &cluster.coordinator.url, body, a.iterations)?;
+        let (local, local_answer) = measure(&client, &embedded.url, body, requests)?;
+        let (dist, dist_answer) = measure(&client, &cluster.coordinator.url, body, requests)?;
         let same = comparable(&local_answer) == comparable(&dist_answer);
         all_same &= same;
         let (lp50, lp95) = (percentile(&local, 50.0), percentile(&local, 95.0));
@@ -250,7 +225,7 @@ pub fn run(a: &DistributedArgs) -> Result<()> {
             "shards": SHARDS,
             "cluster": format!("1 coordinator + {DATA_NODES} data nodes, processes on one machine"),
             "reference": "the embedded single node (same binary, same shards count, same documents)",
-            "iterations": a.iterations,
+            "requests": requests,
             "queries": results,
         }),
     )?;

@@ -31,21 +31,26 @@ pub struct Prepared {
     _tmp: Option<tempfile::TempDir>,
 }
 
-/// Generates the corpus and loads it into both systems, timing each load.
-pub fn prepare(c: &Common) -> Result<Prepared> {
-    let (tmp, dir) = match &c.work_dir {
+/// The work directory: the given one, or a temporary one removed with the guard.
+pub fn work_dir(given: Option<&Path>) -> Result<(Option<tempfile::TempDir>, PathBuf)> {
+    match given {
         Some(d) => {
             std::fs::create_dir_all(d)?;
-            (None, d.clone())
+            Ok((None, d.to_path_buf()))
         }
         None => {
             let t = tempfile::Builder::new()
                 .prefix("qbench-")
                 .tempdir_in(std::env::temp_dir())?;
             let p = t.path().to_path_buf();
-            (Some(t), p)
+            Ok((Some(t), p))
         }
-    };
+    }
+}
+
+/// Generates the corpus and loads it into both systems, timing each load.
+pub fn prepare(c: &Common) -> Result<Prepared> {
+    let (tmp, dir) = work_dir(c.work_dir.as_deref())?;
     let ndjson = dir.join(format!("logs-{}.ndjson", c.docs));
     if !ndjson.exists() {
         eprintln!("generating {} documents", c.docs);

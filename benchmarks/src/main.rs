@@ -38,7 +38,7 @@ enum Suite {
     Flight(flight::FlightArgs),
     /// A term query with top-10 hits and a terms aggregation on 1 coordinator + 3 data nodes
     /// versus the embedded node.
-    Distributed(distributed::DistributedArgs),
+    Distributed(Common),
 }
 
 /// Options every suite shares.
@@ -53,7 +53,7 @@ pub struct Common {
     /// Where to write the JSON result.
     #[arg(long, default_value = "benchmarks/results")]
     pub out: PathBuf,
-    /// Timed repetitions (scan).
+    /// Timed repetitions (scan, aggs; 20 requests each for distributed).
     #[arg(long, default_value_t = 10)]
     pub iterations: usize,
     /// Fail unless every answer matches the reference (used by the smoke test).

@@ -23,15 +23,20 @@ def test_ingest_and_scan_smoke(tmp_path):
     assert scan["answers_match"] is True
 
 
-def test_aggs_smoke(tmp_path):
+def run_suite(tmp_path, suite):
+    """Runs a suite on 10,000 documents with answer checks; its JSON result."""
     done = subprocess.run(
-        [QBENCH, "aggs", "--docs", "10000", "--iterations", "2", "--check", "--out", str(tmp_path)],
+        [QBENCH, suite, "--docs", "10000", "--iterations", "2", "--check", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "aggs.json").read_text())
+    return json.loads((tmp_path / f"{suite}.json").read_text())
+
+
+def test_aggs_smoke(tmp_path):
+    result = run_suite(tmp_path, "aggs")
     assert result["docs"] == 10000
     names = [c["aggregation"] for c in result["cases"]]
     assert len(names) == 14
@@ -57,14 +62,7 @@ def test_flight_smoke(tmp_path):
 
 
 def test_distributed_smoke(tmp_path):
-    done = subprocess.run(
-        [QBENCH, "distributed", "--docs", "10000", "--iterations", "5", "--check", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "distributed.json").read_text())
+    result = run_suite(tmp_path, "distributed")
     assert result["docs"] == 10000
     assert [q["query"] for q in result["queries"]] == ["term_top10", "terms_agg"]
     assert all(q["same_answer"] for q in result["queries"])
