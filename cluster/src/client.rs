@@ -21,6 +21,14 @@ use crate::protocol::Call;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one internal call may take (a large routed bulk included).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a ping, or a listing of metadata or shard statistics, may take:
+/// a node that holds its connection open without answering is down.
+pub const QUICK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an idle connection to a node is checked.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a node may take to answer a keepalive before the connection
+/// (and every call on it) fails.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The envelope of every internal answer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,6 +61,9 @@ impl Client {
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .connect_lazy();
         self.channels.lock().insert(url, channel.clone());
         Ok(channel)
@@ -76,10 +87,13 @@ impl Client {
         let mut client = FlightServiceClient::new(self.channel(node)?)
             .max_decoding_message_size(crate::protocol::MAX_MESSAGE)
             .max_encoding_message_size(crate::protocol::MAX_MESSAGE);
-        let action = Action {
+        let mut action = tonic::Request::new(Action {
             r#type: call.action_type(),
             body: body.into(),
-        };
+        });
+        if matches!(call, Call::Ping | Call::ListIndices | Call::ShardStats) {
+            action.set_timeout(QUICK_TIMEOUT);
+        }
         let failed = |status: tonic::Status| {
             let what = match status.code() {
                 tonic::Code::Unimplemented | tonic::Code::Unknown | tonic::Code::Internal => {

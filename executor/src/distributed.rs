@@ -250,7 +250,10 @@ impl ChannelResolver for NodeChannels {
             None => {
                 let endpoint = Endpoint::from_shared(url.to_string())
                     .map_err(|e| DataFusionError::Configuration(format!("bad worker URL {url}: {e}")))?
-                    .connect_timeout(quidditch_cluster::client::CONNECT_TIMEOUT);
+                    .connect_timeout(quidditch_cluster::client::CONNECT_TIMEOUT)
+                    .http2_keep_alive_interval(quidditch_cluster::client::KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(quidditch_cluster::client::KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true);
                 let channel = endpoint.connect().await.map_err(|e| {
                     DataFusionError::Execution(format!("{} does not answer: {e}", self.node_name(url)))
                 })?;
@@ -263,9 +266,15 @@ impl ChannelResolver for NodeChannels {
 }
 
 /// Adds the distributed planner and our handlers to a coordinator's session.
-pub(crate) fn coordinator_state(builder: SessionStateBuilder, placement: Placement) -> SessionStateBuilder {
+pub(crate) fn coordinator_state(
+    builder: SessionStateBuilder,
+    placement: Placement,
+) -> Result<SessionStateBuilder> {
     use datafusion_distributed::SessionStateBuilderExt;
     let (desired, scale, route) = (placement.clone(), placement.clone(), placement.clone());
+    // Every leaf of a stage uses every task slot (a union of several
+    // indices reads each index on all data nodes), instead of the library's
+    // default of giving each child of a union its own share of the tasks.
     builder
         .with_distributed_channel_resolver(NodeChannels::new(placement.clone()))
         .with_distributed_worker_resolver(placement)
@@ -274,6 +283,7 @@ pub(crate) fn coordinator_state(builder: SessionStateBuilder, placement: Placeme
         .with_distributed_desired_task_count_handler(move |ev: DesiredTaskCountEvent| desired.desired(ev))
         .with_distributed_scale_up_leaf_node_handler(move |ev: ScaleUpLeafNodeEvent| scale.scale_up(ev))
         .with_distributed_route_tasks_handler(move |ev: RouteTasksEvent| route.route(ev))
+        .with_distributed_children_isolator_unions(false)
 }
 
 /// The worker of a data node: runs the tasks coordinators send, over this

@@ -119,11 +119,18 @@ impl Engine {
             .position(|r| r.name() == "EnsureRequirements")
             .unwrap_or(rules.len());
         rules.insert(at, Arc::new(AggregatePushdown));
+        // After DataFusion's limit pushdown, which leaves limits above
+        // projections, and before the final sanity check.
+        let at = rules
+            .iter()
+            .position(|r| r.name() == "SanityCheckPlan")
+            .unwrap_or(rules.len());
+        rules.insert(at, Arc::new(quidditch_index::fetch_pushdown::FetchPushdown));
         let mut base =
             SessionStateBuilder::new_from_existing(ctx.state()).with_physical_optimizer_rules(rules);
         let mut placement = None;
         if let Some((p, local)) = cluster {
-            base = distributed::coordinator_state(base, p.clone());
+            base = distributed::coordinator_state(base, p.clone())?;
             if let Some(local) = local {
                 base = datafusion_distributed::DistributedExt::with_distributed_local_worker_context(
                     base, local,

@@ -20,7 +20,7 @@ use datafusion::arrow::array::{
     UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef, TimeUnit};
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
@@ -59,16 +59,12 @@ impl PhysicalOptimizerRule for AggregatePushdown {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let pushed = node
+        crate::fetch_pushdown::replace_nodes(plan, |node| {
+            Ok(node
                 .downcast_ref::<AggregateExec>()
-                .and_then(TantivyAggregateExec::from_partial);
-            Ok(match pushed {
-                Some(exec) => Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>),
-                None => Transformed::no(node),
-            })
+                .and_then(TantivyAggregateExec::from_partial)
+                .map(|exec| Arc::new(exec) as Arc<dyn ExecutionPlan>))
         })
-        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {

@@ -391,6 +391,8 @@ impl Index {
             }
         }
         self.extend_mapping(&writes)?;
+        // Every write's id, for the results of writes whose node failed.
+        let ids: Vec<Option<String>> = writes.iter().map(|w| w.id().map(str::to_string)).collect();
         let name = self.name();
         let meta = self.meta();
         let mut local = Vec::new();
@@ -431,7 +433,7 @@ impl Index {
                     Err(err) => {
                         let wire = crate::peers::WireError::from(&err);
                         for pos in positions {
-                            items[pos] = Some((None, Err(wire.clone().into())));
+                            items[pos] = Some((ids[pos].clone(), Err(wire.clone().into())));
                         }
                     }
                 }
@@ -453,13 +455,13 @@ impl Index {
                             positions.len()
                         )));
                         for pos in positions {
-                            items[pos] = Some((None, Err(err.clone().into())));
+                            items[pos] = Some((ids[pos].clone(), Err(err.clone().into())));
                         }
                     }
                     Err(err) => {
                         let wire = crate::peers::WireError::from(&err);
                         for pos in positions {
-                            items[pos] = Some((None, Err(wire.clone().into())));
+                            items[pos] = Some((ids[pos].clone(), Err(wire.clone().into())));
                         }
                     }
                 }

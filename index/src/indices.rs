@@ -181,6 +181,12 @@ impl Indices {
     /// Creates an index from its metadata, as another node made it.
     /// Installing the same incarnation twice is a no-op.
     pub fn install(&self, meta: IndexMeta) -> Result<Arc<Index>> {
+        if meta.allocation.len() != meta.settings.number_of_shards as usize {
+            return Err(Error::illegal_argument(format!(
+                "index [{}] has no allocation of its {} shards to nodes: it was made by a single node",
+                meta.name, meta.settings.number_of_shards
+            )));
+        }
         let _guard = self.create_lock.lock();
         if let Some(existing) = self.map.read().get(&meta.name) {
             if existing.meta().uuid == meta.uuid {

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod date;
 pub mod document;
 pub mod error;
+pub mod fetch_pushdown;
 pub mod filter;
 pub mod fulltext;
 pub mod ids;

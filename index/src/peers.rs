@@ -98,6 +98,25 @@ impl From<&Error> for WireError {
 
 impl From<WireError> for Error {
     fn from(err: WireError) -> Error {
+        // The name between the first brackets of `no such index [x]` and
+        // `index [x] already exists`.
+        let name = || {
+            let (_, rest) = err.reason.split_once('[')?;
+            rest.split_once(']').map(|(name, _)| name.to_string())
+        };
+        match err.es_type.as_str() {
+            "index_not_found_exception" => {
+                if let Some(name) = name() {
+                    return Error::IndexNotFound(name);
+                }
+            }
+            "resource_already_exists_exception" => {
+                if let Some(name) = name() {
+                    return Error::IndexExists(name);
+                }
+            }
+            _ => {}
+        }
         Error::Remote {
             es_type: err.es_type,
             reason: err.reason,

@@ -191,7 +191,9 @@ impl ClusterState {
 
 /// Installs indices this node does not have and mappings that grew.
 fn install_learned(indices: &Indices, metas: Vec<IndexMeta>) {
-    for meta in metas {
+    // An index without an allocation is its node's own (made before the
+    // node joined a cluster): it is not a cluster index.
+    for meta in metas.into_iter().filter(|m| !m.allocation.is_empty()) {
         match indices.get(&meta.name) {
             Ok(index) => {
                 let mine = index.meta();

@@ -217,6 +217,8 @@ fn a_cluster_answers_as_the_single_node_does() -> Result<()> {
         })
         .sum();
     ensure!(docs_total == 3000, "{shards:?}");
+    let (_, listed) = cluster.coordinator.get("/_cat/indices/docs?format=json")?;
+    ensure!(listed[0]["docs.count"] == json!("3000"), "{listed}");
     let (_, health) = cluster.coordinator.get("/_cluster/health")?;
     ensure!(health["status"] == json!("green"), "{health}");
     ensure!(health["number_of_data_nodes"] == json!(3), "{health}");
@@ -235,6 +237,32 @@ fn a_cluster_answers_as_the_single_node_does() -> Result<()> {
             Ok(())
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    // Searches over several indices read each of them on every data node.
+    load(&cluster.coordinator, "extra", 4, &corpus(500))?;
+    load(&single, "extra", 1, &corpus(500))?;
+    for target in ["docs,extra", "d*,e*"] {
+        let body = json!({
+            "size": 25, "sort": [{"n": "desc"}, {"_index": "asc"}, {"_id": "asc"}], "track_total_hits": true,
+            "aggs": {"k": {"terms": {"field": "k"}}, "s": {"stats": {"field": "f"}}}
+        });
+        let (want_status, want) = single.post(&format!("/{target}/_search"), &body)?;
+        let (got_status, got) = cluster.coordinator.post(&format!("/{target}/_search"), &body)?;
+        ensure!(
+            want_status == 200 && got_status == 200,
+            "{target}: {want_status} {got_status} {got}"
+        );
+        ensure!(
+            want["hits"]["total"] == json!({"value": 3500, "relation": "eq"}),
+            "{want}"
+        );
+        let hits = |b: &Value| comparable(&Case::Search(Value::Null), b.clone());
+        ensure!(same(&hits(&want), &hits(&got)), "{target}: {want} vs {got}");
+        ensure!(
+            same(&want["aggregations"], &got["aggregations"]),
+            "{target}: {want} vs {got}"
+        );
+    }
     Ok(())
 }
 
@@ -456,6 +484,27 @@ fn group_by_sends_partial_groups_to_the_coordinator_not_documents() -> Result<()
         rows > 0 && rows <= groups * 6,
         "{rows} rows reached the coordinator: {analyzed}"
     );
+    // The DSL's plan view shows the stages and the node of each task too.
+    let (status, view) = server.post(
+        "/events/_search?explain_plan=true",
+        &json!({"size": 0, "aggs": {"k": {"terms": {"field": "k"}}}}),
+    )?;
+    let view = view.to_string();
+    ensure!(status == 200 && view.contains("Stage 1"), "{status} {view}");
+    for node in &cluster.data {
+        ensure!(
+            view.contains(&format!("on {}", node.node_id)),
+            "no task on {}: {view}",
+            node.node_id
+        );
+    }
+    // Data nodes leave searches and writes to coordinators.
+    let (status, refused) = cluster.data[0].post("/events/_search", &json!({}))?;
+    ensure!(
+        status == 400 && refused.to_string().contains("coordinator role"),
+        "{status} {refused}"
+    );
+
     let answer = server.sql_rows(&format!("{sql} ORDER BY k"))?;
     let total: i64 = answer.iter().filter_map(|r| r[1].as_i64()).sum();
     ensure!(total == 200_000, "{answer:?}");

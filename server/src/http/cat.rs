@@ -26,7 +26,7 @@ const COLUMNS: [&str; 10] = [
 ];
 
 pub async fn indices(State(node): State<Arc<Node>>, Query(params): Query<Params>) -> ApiResult<Response> {
-    render(node.indices.list(), &params)
+    render(&node, node.indices.list(), &params).await
 }
 
 pub async fn indices_of(
@@ -34,10 +34,13 @@ pub async fn indices_of(
     Path(name): Path<String>,
     Query(params): Query<Params>,
 ) -> ApiResult<Response> {
-    render(node.indices.resolve(&name)?, &params)
+    render(&node, node.indices.resolve(&name)?, &params).await
 }
 
-fn row(index: &Index) -> Vec<String> {
+/// Documents per shard on the other nodes of a cluster.
+type RemoteDocs = std::collections::HashMap<(String, u32), u64>;
+
+fn row(index: &Index, remote: &RemoteDocs) -> Vec<String> {
     let meta = index.meta();
     let size = dir_size(index.dir());
     let health = if meta.settings.number_of_replicas > 0 {
@@ -52,15 +55,31 @@ fn row(index: &Index) -> Vec<String> {
         meta.uuid,
         meta.settings.number_of_shards.to_string(),
         meta.settings.number_of_replicas.to_string(),
-        index.num_docs().to_string(),
+        docs_count(index, remote).to_string(),
         "0".to_string(),
         human_size(size),
         human_size(size),
     ]
 }
 
-fn render(indices: Vec<Arc<Index>>, params: &Params) -> ApiResult<Response> {
-    let rows: Vec<Vec<String>> = indices.iter().map(|i| row(i)).collect();
+/// Searchable documents of an index: its shards on this node, and on the
+/// others as they last answered.
+fn docs_count(index: &Index, remote: &RemoteDocs) -> u64 {
+    let name = index.name();
+    (0..index.num_shards())
+        .map(|n| match index.shard(n) {
+            Some(shard) => shard.num_docs(),
+            None => remote.get(&(name.clone(), n)).copied().unwrap_or(0),
+        })
+        .sum()
+}
+
+async fn render(node: &Node, indices: Vec<Arc<Index>>, params: &Params) -> ApiResult<Response> {
+    let remote = match &node.cluster {
+        Some(cluster) => cluster.shard_docs().await,
+        None => RemoteDocs::new(),
+    };
+    let rows: Vec<Vec<String>> = indices.iter().map(|i| row(i, &remote)).collect();
     render_table(&COLUMNS, rows, params)
 }
 

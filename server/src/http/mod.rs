@@ -102,6 +102,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&node),
+            coordinator_only,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&node),
             auth::require,
         ))
         .layer(axum::middleware::from_fn(compatible_media_type))
@@ -115,6 +119,30 @@ async fn not_found(uri: axum::http::Uri, method: axum::http::Method) -> ApiError
         "illegal_argument_exception",
         format!("no handler found for uri [{}] and method [{method}]", uri.path()),
     )
+}
+
+/// On a node without the coordinator role, only the views of the node and
+/// the cluster (`/`, `/_cluster/...`, `/_cat/...`) are served: searches and
+/// writes go through coordinators, which see every shard.
+async fn coordinator_only(
+    axum::extract::State(node): axum::extract::State<Arc<Node>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let view = path == "/" || path.starts_with("/_cluster/") || path.starts_with("/_cat/");
+    if view || node.roles.contains(&quidditch_cluster::Role::Coordinator) {
+        return next.run(request).await;
+    }
+    ApiError::new(
+        400,
+        "illegal_argument_exception",
+        format!(
+            "node [{}] does not have the coordinator role: send searches and writes to a coordinator",
+            node.node_id
+        ),
+    )
+    .into_response()
 }
 
 /// The `compatible-with` version a request asks for in `Accept` or
