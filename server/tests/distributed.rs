@@ -263,6 +263,35 @@ fn a_cluster_answers_as_the_single_node_does() -> Result<()> {
             "{target}: {want} vs {got}"
         );
     }
+
+    // Percentiles are t-digests merged from every shard: within 1% of the
+    // value range of the single node's, as the DSL documents them.
+    let range = 999.0;
+    for (name, query) in [
+        ("all", json!({"match_all": {}})),
+        ("alpha", json!({"term": {"k": "alpha"}})),
+        ("red", json!({"match": {"t": "red"}})),
+    ] {
+        let body = json!({"size": 0, "query": query, "aggs": {"p": {"percentiles": {"field": "n"}}}});
+        let (_, want) = single.post("/docs/_search", &body)?;
+        let (_, got) = cluster.coordinator.post("/docs/_search", &body)?;
+        let (want, got) = (
+            &want["aggregations"]["p"]["values"],
+            &got["aggregations"]["p"]["values"],
+        );
+        let keys: Vec<String> = want
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        ensure!(keys.len() == 7, "{name}: {want}");
+        for key in keys {
+            let (w, g) = (want[&key].as_f64(), got[&key].as_f64());
+            ensure!(
+                matches!((w, g), (Some(w), Some(g)) if (w - g).abs() <= 0.01 * range),
+                "{name} percentile {key}: single node {w:?}, cluster {g:?}"
+            );
+        }
+    }
     Ok(())
 }
 
