@@ -147,7 +147,16 @@ impl Index {
         let node = peers.as_ref().map(|p| p.node_id().to_string());
         let shards = (0..meta.settings.number_of_shards)
             .map(|n| match (meta.shard_node(n), &node) {
-                (Some(owner), Some(node)) if owner != node => Ok(None),
+                (Some(owner), Some(node)) if owner != node => {
+                    let dir = dir.join("shards").join(n.to_string());
+                    if dir.exists() {
+                        tracing::warn!(
+                            index = %meta.name, shard = n, %owner, node = %node, dir = %dir.display(),
+                            "this node has files of a shard allocated to another node, and leaves them unread: was the node renamed?"
+                        );
+                    }
+                    Ok(None)
+                }
                 (Some(owner), None) => Err(Error::Internal(format!(
                     "index [{}] has shards on node [{owner}], but this node is not in a cluster",
                     meta.name
