@@ -69,6 +69,35 @@ impl Client {
         Ok(channel)
     }
 
+    /// Runs an encoded tantivy leaf over one shard on `node`: its batches.
+    pub async fn scan(
+        &self,
+        node: &NodeInfo,
+        leaf: Vec<u8>,
+    ) -> Result<
+        futures::stream::BoxStream<'static, Result<datafusion::arrow::record_batch::RecordBatch, Error>>,
+        Error,
+    > {
+        let mut ticket = crate::protocol::SCAN_TICKET.to_vec();
+        ticket.extend(leaf);
+        let mut client = arrow_flight::FlightClient::new(self.channel(node)?);
+        let failed = {
+            let (id, addr) = (node.id.clone(), node.flight.clone());
+            move |e: arrow_flight::error::FlightError| {
+                Error::unavailable(format!("reading a shard on node [{id}] at {addr} failed: {e}"))
+            }
+        };
+        let stream = client
+            .do_get(arrow_flight::Ticket {
+                ticket: ticket.into(),
+            })
+            .await
+            .map_err(failed.clone())?;
+        Ok(futures::StreamExt::boxed(futures::TryStreamExt::map_err(
+            stream, failed,
+        )))
+    }
+
     /// Makes `call` on `node` and decodes its answer.
     pub async fn call<T: DeserializeOwned>(&self, node: &NodeInfo, call: &Call) -> Result<T, Error> {
         let value = self.call_value(node, call).await?;

@@ -3,6 +3,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use quidditch_index::index::{DocWrite, IndexMeta};
 use quidditch_index::peers::{ItemResult, Peers, WireItem};
 use quidditch_index::query::LeafQuery;
@@ -139,6 +142,17 @@ impl Peers for ClusterPeers {
         };
         self.block(self.client.call::<serde_json::Value>(&node, &call))
             .map(drop)
+    }
+
+    fn scan(&self, node: &str, leaf: Vec<u8>) -> BoxStream<'static, Result<RecordBatch>> {
+        let node = match self.node(node) {
+            Ok(node) => node,
+            Err(err) => return futures::stream::once(async move { Err(err) }).boxed(),
+        };
+        let client = Arc::clone(&self.client);
+        futures::stream::once(async move { client.scan(&node, leaf).await })
+            .try_flatten()
+            .boxed()
     }
 
     fn term_stats(&self, node: &str, index: &str, query: &LeafQuery) -> Result<TermStats> {

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 /// Largest internal message, either way (the Flight service's limit).
 pub const MAX_MESSAGE: usize = 64 << 20;
 
+/// The prefix of a `DoGet` ticket that runs an encoded tantivy leaf over
+/// one shard of the node (the rest of the ticket).
+pub const SCAN_TICKET: &[u8] = b"quidditch.internal.scan\n";
+
 /// The prefix of every internal action type.
 pub const PREFIX: &str = "quidditch.internal.";
 

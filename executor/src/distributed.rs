@@ -118,15 +118,20 @@ impl Placement {
         let (index, shards) = leaf(ev.plan)?;
         let build = || {
             let slots = self.slots()?;
-            if ev.task_count != slots.len() {
-                return Err(DataFusionError::Plan(format!(
-                    "a stage over index [{}] has {} tasks, but the cluster has {} task slots",
-                    index.name(),
-                    ev.task_count,
-                    slots.len()
-                )));
-            }
-            let groups = self.split(index, shards, &slots)?;
+            let groups = if ev.task_count == slots.len() {
+                self.split(index, shards, &slots)?
+            } else {
+                // The stage has fewer tasks than data nodes (an operator in
+                // it runs in one task, e.g. a null-aware anti join): the
+                // shards go round-robin over the tasks, and a task reads the
+                // shards that are not on its node from their nodes.
+                let tasks = ev.task_count.max(1);
+                let mut groups = vec![Vec::new(); tasks];
+                for (i, &shard) in shards.shards.iter().enumerate() {
+                    groups[i % tasks].push(shard);
+                }
+                groups
+            };
             let width = groups.iter().map(Vec::len).max().unwrap_or(0).max(1);
             let variants = groups
                 .into_iter()
@@ -152,7 +157,10 @@ impl Placement {
             return None;
         }
         let route = || {
-            let slots = self.slots()?;
+            let mut slots = self.slots()?;
+            // A stage with fewer tasks than slots reads remote shards from
+            // its tasks' nodes (see `scale_up`).
+            slots.truncate(ev.task_count);
             if slots.len() != ev.task_count {
                 return Err(DataFusionError::Execution(format!(
                     "the cluster changed while the query was planned: {} tasks for {} task slots",

@@ -11,6 +11,28 @@ use quidditch_index::peers::{WireError, WireItem};
 use quidditch_index::{Error, Indices};
 use serde_json::{Value, json};
 
+/// Runs an encoded tantivy leaf over the one shard of this node it names
+/// and streams its batches, dictionaries and all.
+pub(crate) fn scan(
+    engine: &quidditch_executor::Engine,
+    leaf: &[u8],
+) -> Result<crate::stream::FlightDataStream, tonic::Status> {
+    use futures::{StreamExt, TryStreamExt};
+    let plan =
+        quidditch_index::codec::decode_leaf(leaf, engine.indices()).map_err(crate::error::df_status)?;
+    let ctx = engine
+        .session()
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let stream = plan.execute(0, ctx.task_ctx()).map_err(crate::error::df_status)?;
+    let batches = stream.map(|r| r.map_err(|e| arrow_flight::error::FlightError::ExternalError(Box::new(e))));
+    Ok(arrow_flight::encode::FlightDataEncoderBuilder::new()
+        .with_schema(plan.schema())
+        .with_dictionary_handling(arrow_flight::encode::DictionaryHandling::Resend)
+        .build(batches)
+        .map_err(tonic::Status::from)
+        .boxed())
+}
+
 /// Answers one internal call; failures are answered too, as the error.
 pub(crate) async fn answer(indices: &Arc<Indices>, hello: &Hello, body: &[u8]) -> Vec<u8> {
     let answer = match serde_json::from_slice::<Call>(body) {

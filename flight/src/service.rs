@@ -128,6 +128,9 @@ impl FlightService for QuidditchFlight {
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
         self.authorize(&request).await?;
         let ticket = &request.get_ref().ticket;
+        if let Some(leaf) = ticket.strip_prefix(quidditch_cluster::protocol::SCAN_TICKET) {
+            return Ok(Response::new(crate::internal::scan(self.sql.engine(), leaf)?));
+        }
         if ticket.len() > MAX_TICKET || is_json(ticket) {
             let plain_request = PlainRequest::parse(ticket)?;
             return Ok(Response::new(

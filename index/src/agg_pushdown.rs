@@ -42,7 +42,8 @@ use crate::index::Index;
 use crate::mapping::{FieldType, Mapping};
 use crate::query::LeafQuery;
 use crate::scan::{
-    ShardSet, TantivyScanExec, first_values, for_each_live_block, open_numeric, open_str, tantivy_err,
+    ShardSet, ShardSource, TantivyScanExec, first_values, for_each_live_block, open_numeric, open_str,
+    remote_partition, tantivy_err,
 };
 use crate::schema::kw_column;
 
@@ -430,8 +431,15 @@ impl ExecutionPlan for TantivyAggregateExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let Some(shard) = self.shards.resolve(&self.index, partition)? else {
-            return Ok(Box::pin(EmptyRecordBatchStream::new(Arc::clone(&self.schema))));
+        let shard = match self.shards.resolve(&self.index, partition)? {
+            ShardSource::Local(shard) => shard,
+            ShardSource::Padding => {
+                return Ok(Box::pin(EmptyRecordBatchStream::new(Arc::clone(&self.schema))));
+            }
+            ShardSource::Remote(node, n) => {
+                let one = self.with_shards(ShardSet::padded(vec![n], 1));
+                return remote_partition(&self.index, &one, &node, Arc::clone(&self.schema));
+            }
         };
         let job = AggJob {
             mapping: Arc::clone(&self.mapping),

@@ -60,10 +60,7 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
 }
 
 impl TantivyCodec {
-    fn index(ctx: &TaskContext, name: &str, uuid: &str) -> Result<Arc<Index>> {
-        let indices = ctx.session_config().get_extension::<Indices>().ok_or_else(|| {
-            DataFusionError::Internal("this node's session has no indices to read shards from".into())
-        })?;
+    fn index(indices: &Indices, name: &str, uuid: &str) -> Result<Arc<Index>> {
         let index = indices.get(name).map_err(external)?;
         if index.meta().uuid != uuid {
             return Err(DataFusionError::Plan(format!(
@@ -85,45 +82,10 @@ impl PhysicalExtensionCodec for TantivyCodec {
         if !inputs.is_empty() {
             return Err(DataFusionError::Internal("a tantivy leaf has no inputs".into()));
         }
-        let wire: LeafWire = serde_json::from_slice(buf).map_err(external)?;
-        let index = TantivyCodec::index(ctx, &wire.index, &wire.uuid)?;
-        let mapping = Arc::new(wire.mapping);
-        match wire.leaf {
-            Leaf::Scan {
-                projection,
-                query,
-                sort,
-                fetch,
-                stats,
-            } => {
-                let schema = table_schema(&mapping);
-                Ok(Arc::new(
-                    TantivyScanExec::with_shard_set(
-                        index,
-                        wire.shards,
-                        mapping,
-                        projection,
-                        query,
-                        sort,
-                        fetch,
-                        schema,
-                    )?
-                    .with_stats(stats.map(Arc::new)),
-                ))
-            }
-            Leaf::Aggregate { wire: agg, schema } => {
-                let proto =
-                    datafusion_proto::protobuf::Schema::decode(schema.as_slice()).map_err(external)?;
-                let schema = Schema::try_from(&proto)?;
-                Ok(Arc::new(TantivyAggregateExec::from_wire(
-                    index,
-                    wire.shards,
-                    mapping,
-                    agg,
-                    Arc::new(schema),
-                )?))
-            }
-        }
+        let indices = ctx.session_config().get_extension::<Indices>().ok_or_else(|| {
+            DataFusionError::Internal("this node's session has no indices to read shards from".into())
+        })?;
+        decode_leaf(buf, &indices)
     }
 
     fn try_encode(
@@ -132,36 +94,84 @@ impl PhysicalExtensionCodec for TantivyCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let wire = if let Some(scan) = node.downcast_ref::<TantivyScanExec>() {
-            let (projection, sort, fetch) = scan.parts();
-            LeafWire {
-                index: scan.index().name(),
-                uuid: scan.index().meta().uuid,
-                shards: scan.shard_set().clone(),
-                mapping: scan.mapping().as_ref().clone(),
-                leaf: Leaf::Scan {
-                    projection: projection.to_vec(),
-                    query: scan.query().clone(),
-                    sort: sort.cloned(),
-                    fetch,
-                    stats: scan.stats().map(|s| s.as_ref().clone()),
-                },
-            }
-        } else if let Some(agg) = node.downcast_ref::<TantivyAggregateExec>() {
-            let schema = datafusion_proto::protobuf::Schema::try_from(agg.schema().as_ref())?;
-            LeafWire {
-                index: agg.index().name(),
-                uuid: agg.index().meta().uuid,
-                shards: agg.shard_set().clone(),
-                mapping: agg.mapping().as_ref().clone(),
-                leaf: Leaf::Aggregate {
-                    wire: agg.to_wire(),
-                    schema: schema.encode_to_vec(),
-                },
-            }
-        } else {
-            return not_impl_err!("not a tantivy leaf: {}", node.name());
-        };
-        serde_json::to_writer(buf, &wire).map_err(external)
+        *buf = encode_leaf(node.as_ref())?;
+        Ok(())
     }
+}
+
+/// A tantivy leaf rebuilt over this node's indices.
+pub fn decode_leaf(buf: &[u8], indices: &Indices) -> Result<Arc<dyn ExecutionPlan>> {
+    let wire: LeafWire = serde_json::from_slice(buf).map_err(external)?;
+    let index = TantivyCodec::index(indices, &wire.index, &wire.uuid)?;
+    let mapping = Arc::new(wire.mapping);
+    match wire.leaf {
+        Leaf::Scan {
+            projection,
+            query,
+            sort,
+            fetch,
+            stats,
+        } => {
+            let schema = table_schema(&mapping);
+            Ok(Arc::new(
+                TantivyScanExec::with_shard_set(
+                    index,
+                    wire.shards,
+                    mapping,
+                    projection,
+                    query,
+                    sort,
+                    fetch,
+                    schema,
+                )?
+                .with_stats(stats.map(Arc::new)),
+            ))
+        }
+        Leaf::Aggregate { wire: agg, schema } => {
+            let proto = datafusion_proto::protobuf::Schema::decode(schema.as_slice()).map_err(external)?;
+            let schema = Schema::try_from(&proto)?;
+            Ok(Arc::new(TantivyAggregateExec::from_wire(
+                index,
+                wire.shards,
+                mapping,
+                agg,
+                Arc::new(schema),
+            )?))
+        }
+    }
+}
+
+/// The bytes of a tantivy leaf; an error for any other plan.
+pub fn encode_leaf(node: &dyn ExecutionPlan) -> Result<Vec<u8>> {
+    let wire = if let Some(scan) = node.downcast_ref::<TantivyScanExec>() {
+        let (projection, sort, fetch) = scan.parts();
+        LeafWire {
+            index: scan.index().name(),
+            uuid: scan.index().meta().uuid,
+            shards: scan.shard_set().clone(),
+            mapping: scan.mapping().as_ref().clone(),
+            leaf: Leaf::Scan {
+                projection: projection.to_vec(),
+                query: scan.query().clone(),
+                sort: sort.cloned(),
+                fetch,
+                stats: scan.stats().map(|s| s.as_ref().clone()),
+            },
+        }
+    } else if let Some(agg) = node.downcast_ref::<TantivyAggregateExec>() {
+        let schema = datafusion_proto::protobuf::Schema::try_from(agg.schema().as_ref())?;
+        LeafWire {
+            index: agg.index().name(),
+            uuid: agg.index().meta().uuid,
+            shards: agg.shard_set().clone(),
+            mapping: agg.mapping().as_ref().clone(),
+            leaf: Leaf::Aggregate {
+                wire: agg.to_wire(),
+                schema: schema.encode_to_vec(),
+            },
+        }
+    } else {
+        return not_impl_err!("not a tantivy leaf: {}", node.name());
+    };
+    serde_json::to_vec(&wire).map_err(external)
 }

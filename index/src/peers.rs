@@ -6,6 +6,8 @@
 //! writes to the other nodes. The calls block: they run on blocking threads,
 //! like the rest of the write path.
 
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -39,6 +41,10 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     fn get(&self, node: &str, index: &str, id: &str) -> Result<Option<StoredDoc>>;
     /// Refreshes the shards of an index on `node`.
     fn refresh(&self, node: &str, index: &str) -> Result<()>;
+    /// Runs a tantivy leaf (see [`crate::codec::encode_leaf`]) over one
+    /// shard on `node`, which holds it, and streams its batches: for a task
+    /// that reads shards of several nodes.
+    fn scan(&self, node: &str, leaf: Vec<u8>) -> BoxStream<'static, Result<RecordBatch>>;
     /// The term statistics of a query over an index's shards on `node`.
     fn term_stats(&self, node: &str, index: &str, query: &LeafQuery) -> Result<TermStats>;
 }

@@ -93,17 +93,25 @@ impl ShardSet {
         ShardSet { shards, partitions }
     }
 
-    /// The shard partition `partition` reads, `None` for padding.
-    pub(crate) fn resolve(&self, index: &Index, partition: usize) -> Result<Option<Arc<Shard>>> {
+    /// What partition `partition` reads.
+    pub(crate) fn resolve(&self, index: &Index, partition: usize) -> Result<ShardSource> {
         if partition >= self.partitions {
             return Err(DataFusionError::Internal(format!("no partition {partition}")));
         }
-        match self.shards.get(partition) {
-            Some(&n) => index
-                .local_shard(n)
-                .map(|s| Some(Arc::clone(s)))
-                .map_err(|e| DataFusionError::External(Box::new(e))),
-            None => Ok(None),
+        let Some(&n) = self.shards.get(partition) else {
+            return Ok(ShardSource::Padding);
+        };
+        if let Some(shard) = index.shard(n) {
+            return Ok(ShardSource::Local(Arc::clone(shard)));
+        }
+        match (index.meta().shard_node(n), index.peers()) {
+            (Some(node), Some(_)) => Ok(ShardSource::Remote(node.to_string(), n)),
+            _ => Err(DataFusionError::External(Box::new(
+                index
+                    .local_shard(n)
+                    .err()
+                    .unwrap_or_else(|| crate::Error::Internal(format!("shard [{n}]"))),
+            ))),
         }
     }
 
@@ -121,6 +129,33 @@ impl ShardSet {
             format!("[{}] on {}", list.join(","), nodes.join(","))
         }
     }
+}
+
+/// Where a partition of a leaf reads from.
+pub(crate) enum ShardSource {
+    /// A shard on this node.
+    Local(Arc<Shard>),
+    /// Shard `1` on node `0`: the leaf runs there, over that one shard.
+    Remote(String, u32),
+    /// Nothing: a padding partition.
+    Padding,
+}
+
+/// Runs `leaf` narrowed to shard `shard` on `node` and streams its batches.
+pub(crate) fn remote_partition(
+    index: &Index,
+    leaf: &dyn ExecutionPlan,
+    node: &str,
+    schema: SchemaRef,
+) -> Result<SendableRecordBatchStream> {
+    let peers = index
+        .peers()
+        .ok_or_else(|| DataFusionError::Internal("a remote shard without peers".into()))?;
+    let bytes = crate::codec::encode_leaf(leaf)?;
+    let stream = futures::StreamExt::map(peers.scan(node, bytes), |r| {
+        r.map_err(|e| DataFusionError::External(Box::new(e)))
+    });
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
 }
 
 /// The leaf scan over an index's shards.
@@ -388,8 +423,15 @@ impl ExecutionPlan for TantivyScanExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let Some(shard) = self.shards.resolve(&self.index, partition)? else {
-            return Ok(Box::pin(EmptyRecordBatchStream::new(Arc::clone(&self.schema))));
+        let shard = match self.shards.resolve(&self.index, partition)? {
+            ShardSource::Local(shard) => shard,
+            ShardSource::Padding => {
+                return Ok(Box::pin(EmptyRecordBatchStream::new(Arc::clone(&self.schema))));
+            }
+            ShardSource::Remote(node, n) => {
+                let one = self.with_shards(ShardSet::padded(vec![n], 1))?;
+                return remote_partition(&self.index, &one, &node, Arc::clone(&self.schema));
+            }
         };
         let job = ScanJob {
             shard,

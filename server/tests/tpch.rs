@@ -1,12 +1,8 @@
 //! TPC-H at scale factor 0.1 (tpchgen-arrow), loaded through Flight `DoPut`
-//! as 8 indices on the embedded node and across three data nodes: the
-//! queries of `benchmarks/queries` give the same answers on both.
-//!
-//! One query does not run on the cluster yet, and the test holds it to
-//! its known error so that a fix shows up here: q16's `NOT IN` subquery
-//! becomes a null-aware anti join, whose stage over `supplier` the
-//! distributed planner limits to one task, and one task cannot read shards
-//! that live on several data nodes.
+//! as 8 indices on the embedded node and across three data nodes: the 22
+//! queries of `benchmarks/queries` give the same answers on both. (q16's
+//! `NOT IN` becomes a null-aware anti join, which the distributed planner
+//! runs in one task: that task reads the shards of other nodes from them.)
 
 mod common;
 
@@ -28,9 +24,6 @@ use tpchgen_arrow::{
 };
 
 const SCALE: f64 = 0.1;
-
-/// Queries that fail on the cluster, with the error they fail with.
-const KNOWN_GAPS: [(usize, &str); 1] = [(16, "has 1 tasks, but the cluster has 3 task slots")];
 
 /// The tables, their rows and their shards on the cluster.
 fn tables() -> Result<Vec<(&'static str, u32, Vec<RecordBatch>)>> {
@@ -140,7 +133,7 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 #[test]
-fn tpch_queries_answer_the_same_on_three_data_nodes() -> Result<()> {
+fn the_22_queries_answer_the_same_on_three_data_nodes() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let tables = tables()?;
     let single = Server::start(&dir.path().join("single"))?;
@@ -155,12 +148,6 @@ fn tpch_queries_answer_the_same_on_three_data_nodes() -> Result<()> {
         let got = cluster.coordinator.post("/_sql", &json!({"query": sql}))?;
         ensure!(want.0 == 200, "q{q} on the single node: {}", want.1);
         let rows = want.1["rows"].as_array().map_or(0, Vec::len);
-        if let Some((_, error)) = KNOWN_GAPS.iter().find(|(n, _)| *n == q) {
-            if !(got.0 == 400 && got.1.to_string().contains(error)) {
-                failures.push(format!("q{q} no longer fails as known: {} {}", got.0, got.1));
-            }
-            continue;
-        }
         if got.0 != 200 || !same(&want.1["rows"], &got.1["rows"]) {
             failures.push(format!(
                 "q{q}: single node {} rows, cluster {}: {}",
