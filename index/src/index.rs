@@ -430,12 +430,22 @@ impl Index {
                     })
                 })
                 .collect();
-            if !local.is_empty() {
-                let (positions, writes): (Vec<usize>, Vec<DocWrite>) = local.into_iter().unzip();
-                match self.write_local(writes) {
-                    Ok(batch) => {
-                        touched = batch.touched;
-                        for (pos, item) in positions.into_iter().zip(batch.items) {
+            // Each write gets its node's result, or its node's failure.
+            let mut place = |positions: Vec<usize>, outcome: Result<Vec<ItemResult>>| {
+                let outcome = outcome.and_then(|results| {
+                    if results.len() == positions.len() {
+                        Ok(results)
+                    } else {
+                        Err(Error::Internal(format!(
+                            "a node answered {} results for {} writes",
+                            results.len(),
+                            positions.len()
+                        )))
+                    }
+                });
+                match outcome {
+                    Ok(results) => {
+                        for (pos, item) in positions.into_iter().zip(results) {
                             items[pos] = Some(item);
                         }
                     }
@@ -446,33 +456,18 @@ impl Index {
                         }
                     }
                 }
+            };
+            if !local.is_empty() {
+                let (positions, writes): (Vec<usize>, Vec<DocWrite>) = local.into_iter().unzip();
+                let outcome = self.write_local(writes).map(|batch| {
+                    touched = batch.touched;
+                    batch.items
+                });
+                place(positions, outcome);
             }
             for call in calls {
-                let Ok((positions, outcome)) = call.join() else {
-                    continue;
-                };
-                match outcome {
-                    Ok(results) if results.len() == positions.len() => {
-                        for (pos, item) in positions.into_iter().zip(results) {
-                            items[pos] = Some(item);
-                        }
-                    }
-                    Ok(results) => {
-                        let err = crate::peers::WireError::from(&Error::Internal(format!(
-                            "a node answered {} results for {} writes",
-                            results.len(),
-                            positions.len()
-                        )));
-                        for pos in positions {
-                            items[pos] = Some((ids[pos].clone(), Err(err.clone().into())));
-                        }
-                    }
-                    Err(err) => {
-                        let wire = crate::peers::WireError::from(&err);
-                        for pos in positions {
-                            items[pos] = Some((ids[pos].clone(), Err(wire.clone().into())));
-                        }
-                    }
+                if let Ok((positions, outcome)) = call.join() {
+                    place(positions, outcome);
                 }
             }
         });
@@ -758,10 +753,7 @@ impl Index {
     /// whichever node each is.
     pub fn term_stats(&self, query: &LeafQuery) -> Result<TermStats> {
         let meta = self.meta();
-        let mut stats = TermStats::default();
-        for shard in &self.local {
-            stats.merge(TermStats::of_shard(shard, &meta.mapping, query)?);
-        }
+        let mut stats = self.local_term_stats(query)?;
         if let Some(peers) = &self.peers {
             let nodes: std::collections::BTreeSet<&str> = (0..self.num_shards())
                 .filter(|&n| self.shard(n).is_none())

@@ -38,7 +38,16 @@ pub async fn indices_of(
 }
 
 /// Documents per shard on the other nodes of a cluster.
-type RemoteDocs = std::collections::HashMap<(String, u32), u64>;
+pub(super) type RemoteDocs = std::collections::HashMap<(String, u32), u64>;
+
+/// Searchable documents of shard `n`: on this node, or as its node last
+/// answered (`None` when it did not).
+pub(super) fn shard_docs(index: &Index, name: &str, n: u32, remote: &RemoteDocs) -> Option<u64> {
+    match index.shard(n) {
+        Some(shard) => Some(shard.num_docs()),
+        None => remote.get(&(name.to_string(), n)).copied(),
+    }
+}
 
 fn row(index: &Index, remote: &RemoteDocs) -> Vec<String> {
     let meta = index.meta();
@@ -67,10 +76,7 @@ fn row(index: &Index, remote: &RemoteDocs) -> Vec<String> {
 fn docs_count(index: &Index, remote: &RemoteDocs) -> u64 {
     let name = index.name();
     (0..index.num_shards())
-        .map(|n| match index.shard(n) {
-            Some(shard) => shard.num_docs(),
-            None => remote.get(&(name.clone(), n)).copied().unwrap_or(0),
-        })
+        .map(|n| shard_docs(index, &name, n, remote).unwrap_or(0))
         .sum()
 }
 

@@ -221,8 +221,7 @@ pub async fn cat_shards(State(node): State<Arc<Node>>, Query(params): Query<Para
     for index in indices {
         let name = index.name();
         for (n, (owner, up)) in shard_nodes(&node, &index).into_iter().enumerate() {
-            let local = index.shard(n as u32).map(|s| s.num_docs());
-            let count = local.or_else(|| docs.get(&(name.clone(), n as u32)).copied());
+            let count = super::cat::shard_docs(&index, &name, n as u32, &docs);
             let ip = match &node.cluster {
                 Some(cluster) => cluster
                     .membership
