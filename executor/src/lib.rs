@@ -98,7 +98,11 @@ impl Engine {
             Option<datafusion_distributed::LocalWorkerContext>,
         )>,
     ) -> Result<Engine> {
-        let session_config = SessionConfig::new()
+        let mut session_config = SessionConfig::new();
+        // `0.06` is an exact number, as in standard SQL: compared with a
+        // `scaled_float` (decimal) column it stays exact.
+        session_config.options_mut().sql_parser.parse_float_as_decimal = true;
+        let session_config = session_config
             .with_default_catalog_and_schema(catalog::CATALOG, catalog::SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)

@@ -49,6 +49,17 @@ fn field_mapping(name: &str, ty: &DataType) -> Result<Option<Value>, Status> {
         DataType::Int32 | DataType::UInt16 => "integer",
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "long",
         DataType::Float16 | DataType::Float32 => "float",
+        // Exact decimals stay exact: whole units of their scale.
+        DataType::Decimal32(_, scale)
+        | DataType::Decimal64(_, scale)
+        | DataType::Decimal128(_, scale)
+        | DataType::Decimal256(_, scale)
+            if (0..=18).contains(scale) =>
+        {
+            return Ok(Some(
+                json!({"type": "scaled_float", "scaling_factor": 10f64.powi(i32::from(*scale))}),
+            ));
+        }
         DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..) => "double",
         DataType::Boolean => "boolean",
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "keyword",

@@ -297,6 +297,18 @@ pub fn convert(field: &FieldMapping, value: &Value) -> Option<Option<FieldValue>
             };
             FieldValue::F64(f)
         }
+        FieldType::ScaledFloat => {
+            let f = match value {
+                Value::Number(n) => n.as_f64()?,
+                Value::String(s) => s.trim().parse::<f64>().ok()?,
+                _ => return None,
+            };
+            let units = (f * field.scaling_factor?).round();
+            if !units.is_finite() || units < i64::MIN as f64 || units >= i64::MAX as f64 {
+                return None;
+            }
+            FieldValue::I64(units as i64)
+        }
         FieldType::Date => FieldValue::I64(field.date_format().ok()?.parse_value(value)?),
         FieldType::Boolean => match value {
             Value::Bool(b) => FieldValue::Bool(*b),

@@ -240,6 +240,9 @@ impl Translator<'_> {
                 matches!(ty, FieldType::Keyword | FieldType::Ip | FieldType::Text)
             }
             Some(datafusion::arrow::datatypes::DataType::Int64) => ty.integer_range().is_some(),
+            Some(datafusion::arrow::datatypes::DataType::Decimal128(_, scale)) => {
+                ty == FieldType::ScaledFloat && column.mapping.decimal_scale().is_some_and(|s| scale >= s)
+            }
             Some(_) => false,
         };
         preserved.then_some((name, ty))
@@ -275,6 +278,7 @@ impl Translator<'_> {
                 scalar_i64(value).map(TermValue::I64)
             }
             FieldType::Double | FieldType::Float => scalar_f64(value).map(TermValue::F64),
+            FieldType::ScaledFloat => exact_decimal(value).map(TermValue::F64),
             FieldType::Date => match value {
                 ScalarValue::TimestampMillisecond(Some(ms), _) => Some(TermValue::I64(*ms)),
                 ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1000).map(TermValue::I64),
@@ -361,6 +365,22 @@ fn scalar_i64(v: &ScalarValue) -> Option<i64> {
         ScalarValue::UInt32(Some(n)) => Some(i64::from(*n)),
         ScalarValue::UInt64(Some(n)) => i64::try_from(*n).ok(),
         _ => None,
+    }
+}
+
+/// An integer or a decimal literal as a float, when the float holds it
+/// exactly enough to be rounded back to its digits (a `scaled_float`
+/// field's query rounds it to whole units). Float literals stay with
+/// DataFusion: `0.1` as a float is not the decimal `0.1`.
+fn exact_decimal(v: &ScalarValue) -> Option<f64> {
+    const EXACT: i128 = 1 << 52;
+    match v {
+        ScalarValue::Decimal128(Some(units), _, scale) if units.abs() < EXACT => {
+            Some(*units as f64 / 10f64.powi(i32::from(*scale)))
+        }
+        other => scalar_i64(other)
+            .filter(|n| i128::from(*n).abs() < EXACT)
+            .map(|n| n as f64),
     }
 }
 

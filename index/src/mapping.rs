@@ -31,6 +31,9 @@ pub enum FieldType {
     Double,
     /// 32-bit float.
     Float,
+    /// A decimal number stored as a whole number of `1 / scaling_factor`
+    /// units (a 64-bit integer), so that sums of it are exact.
+    ScaledFloat,
     /// Date, stored as epoch milliseconds.
     Date,
     /// Boolean.
@@ -51,6 +54,7 @@ impl FieldType {
             "byte" => FieldType::Byte,
             "double" => FieldType::Double,
             "float" => FieldType::Float,
+            "scaled_float" => FieldType::ScaledFloat,
             "date" => FieldType::Date,
             "boolean" => FieldType::Boolean,
             "ip" => FieldType::Ip,
@@ -69,6 +73,7 @@ impl FieldType {
             FieldType::Byte => "byte",
             FieldType::Double => "double",
             FieldType::Float => "float",
+            FieldType::ScaledFloat => "scaled_float",
             FieldType::Date => "date",
             FieldType::Boolean => "boolean",
             FieldType::Ip => "ip",
@@ -97,6 +102,9 @@ pub struct FieldMapping {
     /// `strict_date_optional_time||epoch_millis`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// Units per 1 (`scaled_float` only): a power of ten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling_factor: Option<f64>,
     /// Strings longer than this are not indexed (`keyword` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_above: Option<u32>,
@@ -114,6 +122,7 @@ impl FieldMapping {
         FieldMapping {
             ty,
             format: None,
+            scaling_factor: None,
             ignore_above: None,
             fields: BTreeMap::new(),
             multi_valued: false,
@@ -123,6 +132,11 @@ impl FieldMapping {
     /// The parsed date format of a `date` field.
     pub fn date_format(&self) -> Result<DateFormat> {
         DateFormat::parse(self.format.as_deref().unwrap_or(DateFormat::DEFAULT))
+    }
+
+    /// The decimal digits of a `scaled_float` field: `log10(scaling_factor)`.
+    pub fn decimal_scale(&self) -> Option<i8> {
+        self.scaling_factor.and_then(decimal_digits)
     }
 
     fn parse(path: &str, def: &Value) -> Result<FieldMapping> {
@@ -145,6 +159,14 @@ impl FieldMapping {
                     })?;
                     DateFormat::parse(format)?;
                     mapping.format = Some(format.to_string());
+                }
+                "scaling_factor" if ty == FieldType::ScaledFloat => {
+                    let factor = value.as_f64().filter(|f| decimal_digits(*f).is_some()).ok_or_else(|| {
+                        Error::mapper_parsing(format!(
+                            "[scaling_factor] of field [{path}] must be a power of ten from 1 to 1e18, got [{value}]"
+                        ))
+                    })?;
+                    mapping.scaling_factor = Some(factor);
                 }
                 "ignore_above" if ty == FieldType::Keyword => {
                     let n = value
@@ -182,6 +204,11 @@ impl FieldMapping {
                 }
             }
         }
+        if ty == FieldType::ScaledFloat && mapping.scaling_factor.is_none() {
+            return Err(Error::mapper_parsing(format!(
+                "Field [scaling_factor] is required for field [{path}] of type [scaled_float]"
+            )));
+        }
         Ok(mapping)
     }
 
@@ -190,6 +217,9 @@ impl FieldMapping {
         obj.insert("type".into(), json!(self.ty.name()));
         if let Some(format) = &self.format {
             obj.insert("format".into(), json!(format));
+        }
+        if let Some(f) = self.scaling_factor {
+            obj.insert("scaling_factor".into(), json!(f));
         }
         if let Some(n) = self.ignore_above {
             obj.insert("ignore_above".into(), json!(n));
@@ -204,6 +234,11 @@ impl FieldMapping {
         }
         Value::Object(obj)
     }
+}
+
+/// `k` for a scaling factor of `10^k` (`0 <= k <= 18`).
+fn decimal_digits(factor: f64) -> Option<i8> {
+    (0..=18i8).find(|k| 10f64.powi(i32::from(*k)) == factor)
 }
 
 /// What to do with fields that are not in the mapping.

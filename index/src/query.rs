@@ -326,8 +326,20 @@ impl Compiler<'_> {
                 if matches!((lower, upper), (Bound::Unbounded, Bound::Unbounded)) {
                     return self.compile(&LeafQuery::Exists { path: path.clone() });
                 }
-                let lower = map_bound(lower, |v| self.range_term(path, v));
-                let upper = map_bound(upper, |v| self.range_term(path, v));
+                // A bound between two stored values of a `scaled_float` moves
+                // to the one inside the range.
+                let lower = match lower {
+                    Bound::Included(v) => Bound::Included(self.stored(path, v, f64::ceil)),
+                    Bound::Excluded(v) => Bound::Excluded(self.stored(path, v, f64::floor)),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                let upper = match upper {
+                    Bound::Included(v) => Bound::Included(self.stored(path, v, f64::floor)),
+                    Bound::Excluded(v) => Bound::Excluded(self.stored(path, v, f64::ceil)),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                let lower = map_bound(&lower, |v| self.range_term(path, v));
+                let upper = map_bound(&upper, |v| self.range_term(path, v));
                 Box::new(RangeQuery::new(lower, upper))
             }
             LeafQuery::Exists { path } => Box::new(TermQuery::new(
@@ -519,7 +531,46 @@ impl Compiler<'_> {
         })
     }
 
+    /// A value as the index stores it: for a `scaled_float` field the whole
+    /// number of units (`value * scaling_factor`), rounded by `round` unless
+    /// it is a whole number up to floating-point error; other values as they
+    /// are.
+    fn stored(&self, path: &str, value: &TermValue, round: fn(f64) -> f64) -> TermValue {
+        let Some(factor) = self
+            .mapping
+            .column(path)
+            .filter(|c| c.mapping.ty == FieldType::ScaledFloat)
+            .and_then(|c| c.mapping.scaling_factor)
+        else {
+            return value.clone();
+        };
+        let real = match value {
+            TermValue::I64(n) => *n as f64,
+            TermValue::F64(f) => *f,
+            TermValue::Str(s) => match s.trim().parse::<f64>() {
+                Ok(f) => f,
+                Err(_) => return value.clone(),
+            },
+            TermValue::Bool(_) => return value.clone(),
+        };
+        let units = real * factor;
+        let nearest = units.round();
+        let units = if (units - nearest).abs() <= nearest.abs().max(1.0) * 4.0 * f64::EPSILON {
+            nearest
+        } else {
+            round(units)
+        };
+        // `as` saturates at the ends of i64's range.
+        TermValue::I64(units as i64)
+    }
+
+    /// The term of a value of a non-text column.
     fn kw_term(&self, path: &str, value: &TermValue) -> Term {
+        self.stored_term(path, &self.stored(path, value, f64::round))
+    }
+
+    /// The term of a value as stored.
+    fn stored_term(&self, path: &str, value: &TermValue) -> Term {
         let mut term = Term::from_field_json_path(self.fields.kw, path, true);
         match value {
             TermValue::Str(s) => term.append_type_and_str(s),
@@ -545,7 +596,7 @@ impl Compiler<'_> {
                 term.append_type_and_fast_value(*f);
                 term
             }
-            other => self.kw_term(path, other),
+            other => self.stored_term(path, other),
         }
     }
 
@@ -786,7 +837,9 @@ fn range_bound(name: &str, ty: FieldType, bound: UserInputBound, lower: bool) ->
                 ms
             })
         }
-        FieldType::Double | FieldType::Float => TermValue::F64(text.parse().map_err(|_| bad())?),
+        FieldType::Double | FieldType::Float | FieldType::ScaledFloat => {
+            TermValue::F64(text.parse().map_err(|_| bad())?)
+        }
         FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
             let f: f64 = text.parse().map_err(|_| bad())?;
             TermValue::I64(if lower == inclusive { f.ceil() } else { f.floor() } as i64)
@@ -808,7 +861,7 @@ pub fn term_value_from_str(ty: FieldType, s: &str) -> Option<TermValue> {
         FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
             TermValue::I64(s.parse().ok()?)
         }
-        FieldType::Double | FieldType::Float => TermValue::F64(s.parse().ok()?),
+        FieldType::Double | FieldType::Float | FieldType::ScaledFloat => TermValue::F64(s.parse().ok()?),
         FieldType::Date => TermValue::I64(crate::date::parse_iso(s).or_else(|| s.parse().ok())?),
         FieldType::Boolean => TermValue::Bool(s.parse().ok()?),
     })

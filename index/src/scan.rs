@@ -12,13 +12,14 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::arrow::array::Decimal128Array;
 use datafusion::arrow::array::{ArrayBuilder, DictionaryArray};
 use datafusion::arrow::array::{
     ArrayRef, BooleanBuilder, Float32Builder, Float64Array, Float64Builder, Int32Builder, Int64Array,
-    Int64Builder, ListBuilder, RecordBatch, RecordBatchOptions, StringBuilder, TimestampMillisecondArray,
-    TimestampMillisecondBuilder,
+    ListArray, ListBuilder, RecordBatch, RecordBatchOptions, StringBuilder, TimestampMillisecondArray,
 };
-use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -346,9 +347,12 @@ impl TantivyScanExec {
             return None;
         }
         let float = match column.mapping.ty {
-            FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte | FieldType::Date => {
-                false
-            }
+            FieldType::Long
+            | FieldType::Integer
+            | FieldType::Short
+            | FieldType::Byte
+            | FieldType::Date
+            | FieldType::ScaledFloat => false,
             FieldType::Double | FieldType::Float => true,
             _ => return None,
         };
@@ -798,21 +802,12 @@ fn numeric_array(kind: &ColKind, column: Option<&NumColumn>, docs: &[DocId]) -> 
         Some(out)
     }
     let float = matches!(kind, ColKind::Float { .. });
-    let date = matches!(kind, ColKind::Int { date: true, .. });
-    let as_i64 = |v: Vec<i64>| -> ArrayRef {
-        if date {
-            Arc::new(TimestampMillisecondArray::from(v))
-        } else {
-            Arc::new(Int64Array::from(v))
-        }
+    let repr = match kind {
+        ColKind::Int { repr, .. } => *repr,
+        _ => IntRepr::Long,
     };
-    let as_i64_opt = |v: Vec<Option<i64>>| -> ArrayRef {
-        if date {
-            Arc::new(TimestampMillisecondArray::from(v))
-        } else {
-            Arc::new(Int64Array::from(v))
-        }
-    };
+    let as_i64 = |v: Vec<i64>| repr.full_array(v);
+    let as_i64_opt = |v: Vec<Option<i64>>| repr.array(v);
     let u64_to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     match (column, float) {
         (None, true) => Arc::new(Float64Array::new_null(docs.len())),
@@ -1152,7 +1147,7 @@ enum ColKind {
     Int {
         column: String,
         multi: bool,
-        date: bool,
+        repr: IntRepr,
     },
     Float {
         column: String,
@@ -1162,6 +1157,71 @@ enum ColKind {
         column: String,
         multi: bool,
     },
+}
+
+/// What the 64-bit integers of a column stand for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum IntRepr {
+    Long,
+    /// Epoch milliseconds.
+    Date,
+    /// Units of `10^-scale` (`scaled_float`).
+    Decimal(i8),
+}
+
+impl IntRepr {
+    fn data_type(self) -> DataType {
+        match self {
+            IntRepr::Long => DataType::Int64,
+            IntRepr::Date => DataType::Timestamp(TimeUnit::Millisecond, None),
+            IntRepr::Decimal(scale) => DataType::Decimal128(crate::table::DECIMAL_PRECISION, scale),
+        }
+    }
+
+    fn full_array(self, values: Vec<i64>) -> ArrayRef {
+        match self {
+            IntRepr::Long => Arc::new(Int64Array::from(values)),
+            IntRepr::Date => Arc::new(TimestampMillisecondArray::from(values)),
+            IntRepr::Decimal(scale) => Arc::new(
+                Decimal128Array::from_iter_values(values.into_iter().map(i128::from))
+                    .with_precision_and_scale(crate::table::DECIMAL_PRECISION, scale)
+                    .expect("scale within precision"),
+            ),
+        }
+    }
+
+    fn array(self, values: Vec<Option<i64>>) -> ArrayRef {
+        match self {
+            IntRepr::Long => Arc::new(Int64Array::from(values)),
+            IntRepr::Date => Arc::new(TimestampMillisecondArray::from(values)),
+            IntRepr::Decimal(scale) => Arc::new(
+                values
+                    .into_iter()
+                    .map(|v| v.map(i128::from))
+                    .collect::<Decimal128Array>()
+                    .with_precision_and_scale(crate::table::DECIMAL_PRECISION, scale)
+                    .expect("scale within precision"),
+            ),
+        }
+    }
+
+    /// A list per row (NULL for a row without values).
+    fn list(self, rows: impl Iterator<Item = Vec<i64>>) -> ArrayRef {
+        let mut offsets = vec![0i32];
+        let mut flat = Vec::new();
+        let mut valid = Vec::new();
+        for row in rows {
+            valid.push(!row.is_empty());
+            flat.extend(row);
+            offsets.push(i32::try_from(flat.len()).unwrap_or(i32::MAX));
+        }
+        Arc::new(ListArray::new(
+            Arc::new(Field::new("item", self.data_type(), true)),
+            OffsetBuffer::new(offsets.into()),
+            self.full_array(flat),
+            Some(NullBuffer::from(valid)),
+        ))
+    }
 }
 
 /// Readers of one segment.
@@ -1218,13 +1278,18 @@ impl<'a> BatchBuilder<'a> {
                                 ColKind::Int {
                                     column,
                                     multi,
-                                    date: false,
+                                    repr: IntRepr::Long,
                                 }
                             }
                             FieldType::Date => ColKind::Int {
                                 column,
                                 multi,
-                                date: true,
+                                repr: IntRepr::Date,
+                            },
+                            FieldType::ScaledFloat => ColKind::Int {
+                                column,
+                                multi,
+                                repr: IntRepr::Decimal(col.mapping.decimal_scale().unwrap_or(0)),
                             },
                             FieldType::Double | FieldType::Float => ColKind::Float { column, multi },
                             FieldType::Boolean => ColKind::Bool { column, multi },
@@ -1363,14 +1428,9 @@ impl<'a> BatchBuilder<'a> {
             ColKind::Int {
                 column,
                 multi: false,
-                date,
+                repr,
             } => {
-                let values = self.single_numeric(column, rows, runs, NumValue::as_i64);
-                return Ok(if *date {
-                    Arc::new(TimestampMillisecondArray::from(values))
-                } else {
-                    Arc::new(Int64Array::from(values))
-                });
+                return Ok(repr.array(self.single_numeric(column, rows, runs, NumValue::as_i64)));
             }
             ColKind::Float { column, multi: false } => {
                 return Ok(Arc::new(Float64Array::from(self.single_numeric(
@@ -1521,7 +1581,7 @@ impl<'a> BatchBuilder<'a> {
                     Arc::new(single.finish())
                 }
             }
-            ColKind::Int { column, multi, date } => {
+            ColKind::Int { column, multi, repr } => {
                 let values = |addr: &DocAddress| -> Vec<i64> {
                     seg(addr)
                         .and_then(|s| s.nums.get(column))
@@ -1529,39 +1589,14 @@ impl<'a> BatchBuilder<'a> {
                         .map(|c| c.values(addr.doc_id).into_iter().map(NumValue::as_i64).collect())
                         .unwrap_or_default()
                 };
-                match (multi, date) {
-                    (false, false) => {
-                        let mut b = Int64Builder::with_capacity(rows.len());
-                        for (addr, _) in rows {
-                            b.append_option(values(addr).first().copied());
-                        }
-                        Arc::new(b.finish())
-                    }
-                    (false, true) => {
-                        let mut b = TimestampMillisecondBuilder::with_capacity(rows.len());
-                        for (addr, _) in rows {
-                            b.append_option(values(addr).first().copied());
-                        }
-                        Arc::new(b.finish())
-                    }
-                    (true, false) => {
-                        let mut b = ListBuilder::new(Int64Builder::new());
-                        for (addr, _) in rows {
-                            let vals = values(addr);
-                            b.values().append_slice(&vals);
-                            b.append(!vals.is_empty());
-                        }
-                        Arc::new(b.finish())
-                    }
-                    (true, true) => {
-                        let mut b = ListBuilder::new(TimestampMillisecondBuilder::new());
-                        for (addr, _) in rows {
-                            let vals = values(addr);
-                            b.values().append_slice(&vals);
-                            b.append(!vals.is_empty());
-                        }
-                        Arc::new(b.finish())
-                    }
+                if *multi {
+                    repr.list(rows.iter().map(|(addr, _)| values(addr)))
+                } else {
+                    repr.array(
+                        rows.iter()
+                            .map(|(addr, _)| values(addr).first().copied())
+                            .collect(),
+                    )
                 }
             }
             ColKind::Float { column, multi } => {

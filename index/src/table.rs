@@ -1,7 +1,8 @@
 //! An index as a DataFusion table.
 //!
 //! One column per mapped field (keyword as `Dictionary(Int32, Utf8)`, integer
-//! types as `Int64`, floating point as `Float64`, dates as
+//! types as `Int64`, floating point as `Float64`, `scaled_float` as
+//! `Decimal128(19, log10(scaling_factor))`, dates as
 //! `Timestamp(Millisecond)`, booleans, IPs as `Utf8`, `text` read from
 //! `_source`; `List` once a field has held an array), plus `_id`, `_score`
 //! (`Float32`, null without a full-text condition) and `_source`.
@@ -18,7 +19,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::filter::to_leaf_query;
 use crate::index::Index;
-use crate::mapping::{FieldType, Mapping};
+use crate::mapping::{FieldMapping, FieldType, Mapping};
 use crate::query::LeafQuery;
 use crate::scan::TantivyScanExec;
 
@@ -29,15 +30,22 @@ pub const SCORE_COLUMN: &str = "_score";
 /// The `_source` column.
 pub const SOURCE_COLUMN: &str = "_source";
 
+/// The precision of `scaled_float` columns: every 64-bit integer fits.
+pub const DECIMAL_PRECISION: u8 = 19;
+
 /// The Arrow type of a mapped column.
-pub fn arrow_type(ty: FieldType, multi_valued: bool) -> DataType {
-    let scalar = match ty {
+pub fn arrow_type(mapping: &FieldMapping) -> DataType {
+    let multi_valued = mapping.multi_valued;
+    let scalar = match mapping.ty {
         FieldType::Keyword if !multi_valued => {
             DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
         }
         FieldType::Keyword | FieldType::Text | FieldType::Ip => DataType::Utf8,
         FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => DataType::Int64,
         FieldType::Double | FieldType::Float => DataType::Float64,
+        FieldType::ScaledFloat => {
+            DataType::Decimal128(DECIMAL_PRECISION, mapping.decimal_scale().unwrap_or(0))
+        }
         FieldType::Date => DataType::Timestamp(TimeUnit::Millisecond, None),
         FieldType::Boolean => DataType::Boolean,
     };
@@ -52,11 +60,7 @@ pub fn arrow_type(ty: FieldType, multi_valued: bool) -> DataType {
 pub fn table_schema(mapping: &Mapping) -> SchemaRef {
     let mut fields = vec![Field::new(ID_COLUMN, DataType::Utf8, false)];
     for column in mapping.columns() {
-        fields.push(Field::new(
-            &column.path,
-            arrow_type(column.mapping.ty, column.mapping.multi_valued),
-            true,
-        ));
+        fields.push(Field::new(&column.path, arrow_type(&column.mapping), true));
     }
     fields.push(Field::new(SCORE_COLUMN, DataType::Float32, true));
     fields.push(Field::new(SOURCE_COLUMN, DataType::Utf8, true));

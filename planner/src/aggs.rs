@@ -1722,7 +1722,7 @@ impl Renderer<'_> {
                         json!(self.date_formatter(&t.field, None)?.format(*ms, &TimeZone::utc())),
                     );
                 }
-                (Some(FieldType::Double | FieldType::Float), k) => {
+                (Some(FieldType::Double | FieldType::Float | FieldType::ScaledFloat), k) => {
                     b.insert("key".into(), k.as_f64().map_or(Value::Null, float_json));
                 }
                 _ => {

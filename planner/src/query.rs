@@ -480,7 +480,7 @@ impl Lowering<'_> {
                 };
                 TermValue::I64(n.ok_or_else(invalid)?)
             }
-            FieldType::Double | FieldType::Float => {
+            FieldType::Double | FieldType::Float | FieldType::ScaledFloat => {
                 let f = match v {
                     Value::Number(n) => n.as_f64(),
                     Value::String(s) => s.trim().parse().ok(),

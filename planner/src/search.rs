@@ -1206,7 +1206,7 @@ impl Search<'_> {
                 cast(e, DataType::Int64),
                 lit(if high { i64::MAX } else { i64::MIN }),
             ]),
-            Some(FieldType::Double | FieldType::Float) => coalesce(vec![
+            Some(FieldType::Double | FieldType::Float | FieldType::ScaledFloat) => coalesce(vec![
                 cast(e, DataType::Float64),
                 lit(if high { f64::INFINITY } else { f64::NEG_INFINITY }),
             ]),
@@ -1221,7 +1221,7 @@ impl Search<'_> {
             Some(
                 FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte | FieldType::Date,
             ) => json!(if high { i64::MAX } else { i64::MIN }),
-            Some(FieldType::Double | FieldType::Float) => {
+            Some(FieldType::Double | FieldType::Float | FieldType::ScaledFloat) => {
                 json!(if high { "Infinity" } else { "-Infinity" })
             }
             _ => Value::Null,

@@ -78,7 +78,11 @@ pub enum Output {
 /// The type a field has across the targets: the common type, or `None` when
 /// no target maps it.
 pub fn common_type(targets: &[Target], path: &str) -> Option<DataType> {
-    let types: Vec<DataType> = targets.iter().filter_map(|t| t.column_type(path)).collect();
+    let types: Vec<DataType> = targets
+        .iter()
+        .filter_map(|t| t.column_type(path))
+        .map(|t| dsl_type(&t))
+        .collect();
     let first = types.first()?.clone();
     if types.iter().all(|t| *t == first) {
         return Some(first);
@@ -92,6 +96,18 @@ pub fn common_type(targets: &[Target], path: &str) -> Option<DataType> {
         });
     }
     Some(DataType::Utf8)
+}
+
+/// The type the DSL reads a column as: Elasticsearch reports `scaled_float`
+/// values as doubles.
+fn dsl_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Decimal128(..) => DataType::Float64,
+        DataType::List(f) if matches!(f.data_type(), DataType::Decimal128(..)) => {
+            DataType::List(Arc::new(f.as_ref().clone().with_data_type(DataType::Float64)))
+        }
+        other => other.clone(),
+    }
 }
 
 fn element_type(t: &DataType) -> DataType {

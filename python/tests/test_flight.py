@@ -154,6 +154,24 @@ def test_do_put_ingests_a_million_rows(node):
     assert got["_source"] == {"k": 5, "v": 6172.5, "tag": "t0"}
 
 
+def test_decimals_stay_exact_decimals(node):
+    from decimal import Decimal
+
+    client = flight.connect(node.flight)
+    prices = [Decimal("0.10")] * 10 + [Decimal("12345678.99")]
+    table = pa.table({"price": pa.array(prices, pa.decimal128(15, 2))})
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path("prices"), table.schema)
+    writer.write_table(table)
+    writer.done_writing()
+    assert json.loads(reader.read().to_pybytes())["written"] == len(prices)
+    writer.close()
+    mapping = requests.get(f"{node.url}/prices/_mapping", timeout=30).json()
+    assert mapping["prices"]["mappings"]["properties"] == {"price": {"type": "scaled_float", "scaling_factor": 100.0}}
+    got = client.do_get(ticket({"sql": "SELECT sum(price) AS total, max(price) AS top FROM prices"})).read_all()
+    assert got.schema.field("top").type == pa.decimal128(19, 2)
+    assert got.to_pylist() == [{"total": Decimal("12345679.99"), "top": Decimal("12345678.99")}]
+
+
 def test_bad_requests_get_clear_statuses_and_the_node_keeps_serving(node, logs):
     client = flight.connect(node.flight)
     with pytest.raises(pa.ArrowInvalid, match="ticket is not valid JSON"):

@@ -492,3 +492,103 @@ fn cat_indices_and_index_info() -> Result<()> {
     assert_eq!(status, 404);
     Ok(())
 }
+
+#[test]
+fn scaled_float_is_an_exact_decimal() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, body) = s.put(
+        "/prices",
+        &json!({"settings": {"number_of_shards": 3},
+                "mappings": {"properties": {"price": {"type": "scaled_float", "scaling_factor": 100}}}}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let (_, mapping) = s.get("/prices/_mapping")?;
+    assert_eq!(
+        mapping["prices"]["mappings"]["properties"]["price"],
+        json!({"type": "scaled_float", "scaling_factor": 100.0})
+    );
+    // Ten times 0.1, which sums to 0.9999999999999999 in doubles; 0.07 and
+    // 0.05, the ends of the range below; 1.006, stored as 1.01 (rounded to
+    // whole hundredths as Elasticsearch does).
+    let mut lines = Vec::new();
+    for (i, price) in [0.1; 10].into_iter().chain([0.07, 0.05, 1.006]).enumerate() {
+        lines.push(json!({"index": {"_id": i.to_string()}}));
+        lines.push(json!({"price": price}));
+    }
+    lines.push(json!({"index": {"_id": "bad"}}));
+    lines.push(json!({"price": "not a number"}));
+    let (status, body) = s.bulk("/prices/_bulk?refresh=true", &lines)?;
+    assert_eq!(status, 200);
+    assert_eq!(body["items"][13]["index"]["status"], json!(400), "{body}");
+    assert_eq!(body["items"][12]["index"]["status"], json!(201), "{body}");
+
+    let schema = s.sql("SELECT price FROM prices LIMIT 0")?;
+    assert_eq!(schema["columns"][0]["type"], json!("double"), "{schema}");
+    assert_eq!(
+        s.sql_rows("SELECT sum(price) FROM prices WHERE price = 0.1")?,
+        vec![json!([1.0])]
+    );
+    assert_eq!(
+        s.sql_rows("SELECT price FROM prices WHERE _id = '12'")?,
+        vec![json!([1.01])]
+    );
+    for (filter, want) in [
+        ("price BETWEEN 0.06 - 0.01 AND 0.06 + 0.01", 2),
+        ("price > 0.05 AND price < 0.1", 1),
+        ("price >= 1.006", 1),
+        ("price > 1.01", 0),
+        ("price IN (0.07, 1.01)", 2),
+        ("price < 1", 12),
+    ] {
+        let rows = s.sql_rows(&format!("SELECT count(*) FROM prices WHERE {filter}"))?;
+        assert_eq!(rows, vec![json!([want])], "{filter}");
+    }
+    let plan = s.sql_text(
+        "EXPLAIN SELECT count(*) FROM prices WHERE price BETWEEN 0.05 AND 0.07",
+        "txt",
+    )?;
+    assert!(
+        plan.contains("price:[0.05 TO *), price:(* TO 0.07]") && plan.contains("count_only"),
+        "the range runs in the scan: {plan}"
+    );
+
+    // The DSL sees doubles, and its bounds round to stored hundredths inwards.
+    let (status, body) = s.post(
+        "/prices/_search",
+        &json!({"size": 1, "query": {"range": {"price": {"gt": 0.051, "lte": 0.079}}},
+                "sort": [{"price": "desc"}],
+                "aggs": {"total": {"sum": {"field": "price"}}, "p": {"terms": {"field": "price", "size": 1}}}}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["hits"]["total"]["value"], json!(1), "{body}");
+    assert_eq!(body["hits"]["hits"][0]["sort"], json!([0.07]), "{body}");
+    assert_eq!(body["aggregations"]["total"]["value"], json!(0.07), "{body}");
+    assert_eq!(
+        body["aggregations"]["p"]["buckets"][0]["key"],
+        json!(0.07),
+        "{body}"
+    );
+    let (status, body) = s.post("/prices/_count", &json!({"query": {"term": {"price": 0.1}}}))?;
+    assert_eq!((status, &body["count"]), (200, &json!(10)), "{body}");
+
+    // A scaling factor must be given, and a power of ten.
+    for (def, reason) in [
+        (json!({"type": "scaled_float"}), "[scaling_factor] is required"),
+        (
+            json!({"type": "scaled_float", "scaling_factor": 3}),
+            "power of ten",
+        ),
+    ] {
+        let (status, body) = s.put("/bad", &json!({"mappings": {"properties": {"p": def}}}))?;
+        assert_es_error(status, &body, 400, "mapper_parsing_exception");
+        assert!(
+            body["error"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(reason),
+            "{body}"
+        );
+    }
+    Ok(())
+}
