@@ -14,16 +14,23 @@ use quidditch_index::stats::TermStats;
 use quidditch_index::{Error, RefreshPolicy, Result};
 
 use crate::client::Client;
+use crate::etcd::EtcdCluster;
 use crate::membership::{Membership, NodeInfo};
 use crate::protocol::{Call, WireDoc};
 
-/// [`Peers`] of a node in a cluster.
+/// How long an allocation waits for a leader to be elected.
+const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`Peers`] of a node in a cluster. With etcd, index metadata is recorded
+/// there (a create is a compare-and-set, so two coordinators cannot both
+/// create an index) and the leader allocates shards.
 #[derive(Debug)]
 pub struct ClusterPeers {
     node_id: String,
     membership: Arc<dyn Membership>,
     client: Arc<Client>,
     handle: tokio::runtime::Handle,
+    etcd: Option<Arc<EtcdCluster>>,
 }
 
 impl ClusterPeers {
@@ -38,7 +45,31 @@ impl ClusterPeers {
             membership,
             client,
             handle,
+            etcd: None,
         }
+    }
+
+    /// The peers of this node of a cluster kept in etcd.
+    pub fn with_etcd(
+        etcd: Arc<EtcdCluster>,
+        client: Arc<Client>,
+        handle: tokio::runtime::Handle,
+    ) -> ClusterPeers {
+        ClusterPeers {
+            etcd: Some(Arc::clone(&etcd)),
+            ..ClusterPeers::new(etcd, client, handle)
+        }
+    }
+
+    /// The allocation this node makes over the data nodes it knows.
+    fn allocate_here(&self, index: &str, shards: u32) -> Result<Vec<String>> {
+        let data: Vec<String> = self.membership.data_nodes().into_iter().map(|n| n.id).collect();
+        if data.is_empty() {
+            return Err(Error::unavailable(format!(
+                "cannot allocate the shards of [{index}]: the cluster has no data node"
+            )));
+        }
+        Ok(crate::allocation::allocate(index, shards, &data))
     }
 
     fn block<T>(&self, fut: impl Future<Output = T>) -> T {
@@ -76,27 +107,58 @@ impl Peers for ClusterPeers {
     }
 
     fn allocate(&self, index: &str, shards: u32) -> Result<Vec<String>> {
-        let data: Vec<String> = self.membership.data_nodes().into_iter().map(|n| n.id).collect();
-        if data.is_empty() {
-            return Err(Error::unavailable(format!(
-                "cannot allocate the shards of [{index}]: the cluster has no data node"
-            )));
+        let Some(etcd) = &self.etcd else {
+            return self.allocate_here(index, shards);
+        };
+        let leader = self
+            .block(etcd.wait_for_leader(LEADER_WAIT))
+            .ok_or_else(|| Error::Remote {
+                es_type: "master_not_discovered_exception".into(),
+                reason: format!("no master node is elected to allocate the shards of [{index}]"),
+                status: 503,
+            })?;
+        if leader == self.node_id {
+            return self.allocate_here(index, shards);
         }
-        Ok(crate::allocation::allocate(index, shards, &data))
+        let node = self.node(&leader)?;
+        let call = Call::Allocate {
+            index: index.to_string(),
+            shards,
+        };
+        self.block(self.client.call(&node, &call))
     }
 
     fn index_created(&self, meta: &IndexMeta) -> Result<()> {
+        if let Some(etcd) = &self.etcd
+            && !self.block(etcd.create_index(meta)).map_err(Error::unavailable)?
+        {
+            return Err(Error::IndexExists(meta.name.clone()));
+        }
         self.broadcast(Call::InstallIndex { meta: meta.clone() })
     }
 
     fn index_deleted(&self, meta: &IndexMeta) -> Result<()> {
-        self.broadcast(Call::RemoveIndex {
+        let call = Call::RemoveIndex {
             name: meta.name.clone(),
             uuid: meta.uuid.clone(),
-        })
+        };
+        match &self.etcd {
+            // Nodes that do not answer remove it when they see etcd again.
+            Some(etcd) => {
+                self.block(etcd.delete_index(meta)).map_err(Error::unavailable)?;
+                if let Err(err) = self.broadcast(call) {
+                    tracing::warn!(index = %meta.name, %err, "a node did not remove the index yet");
+                }
+                Ok(())
+            }
+            None => self.broadcast(call),
+        }
     }
 
     fn mapping_changed(&self, meta: &IndexMeta) -> Result<()> {
+        if let Some(etcd) = &self.etcd {
+            self.block(etcd.update_index(meta)).map_err(Error::unavailable)?;
+        }
         self.broadcast(Call::PutMapping {
             name: meta.name.clone(),
             uuid: meta.uuid.clone(),

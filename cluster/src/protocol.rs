@@ -79,6 +79,14 @@ pub enum Call {
         /// The query.
         query: LeafQuery,
     },
+    /// The node of each shard of a new index, from the leader: answers
+    /// `Vec<String>`.
+    Allocate {
+        /// Index name.
+        index: String,
+        /// Number of shards.
+        shards: u32,
+    },
 }
 
 impl Call {
@@ -95,6 +103,7 @@ impl Call {
             Call::Refresh { .. } => "refresh",
             Call::ShardStats => "shard_stats",
             Call::TermStats { .. } => "term_stats",
+            Call::Allocate { .. } => "allocate",
         };
         format!("{PREFIX}{name}")
     }

@@ -121,5 +121,12 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             let index = indices.get(&index)?;
             to_value(blocking(move || index.local_term_stats(&query)).await?)
         }
+        Call::Allocate { index, shards } => {
+            let peers = indices
+                .peers()
+                .cloned()
+                .ok_or_else(|| Error::illegal_argument("this node is not part of a cluster"))?;
+            to_value(blocking(move || peers.allocate(&index, shards)).await?)
+        }
     }
 }

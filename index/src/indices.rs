@@ -169,9 +169,12 @@ impl Indices {
         if let Some(peers) = &self.peers
             && let Err(err) = peers.index_created(&meta)
         {
-            // The index exists everywhere or nowhere.
-            let _ = peers.index_deleted(&meta);
-            let _ = self.remove(name);
+            // The index exists everywhere or nowhere. Only this incarnation
+            // goes: another coordinator's may have been installed meanwhile.
+            if !matches!(err, Error::IndexExists(_)) {
+                let _ = peers.index_deleted(&meta);
+            }
+            let _ = self.remove_incarnation(name, &meta.uuid);
             return Err(err);
         }
         tracing::info!(index = name, "created index");
@@ -242,7 +245,8 @@ impl Indices {
         if let Some(peers) = &self.peers {
             peers.index_deleted(&meta)?;
         }
-        self.remove(name)
+        // With etcd the node may have removed it already, following etcd.
+        self.remove_incarnation(name, &meta.uuid)
     }
 
     /// Deletes this node's copy of an index, when it is the incarnation

@@ -1,11 +1,12 @@
-//! A node's view of its cluster: who answers, and the index metadata the
-//! other nodes hold.
+//! A node's view of its cluster: who answers, and the index metadata.
 //!
-//! Every second the node pings the other nodes and installs indices and
-//! mappings it has not seen yet (indices created through another
-//! coordinator), so that a node that joins has the cluster's metadata
-//! within about a second, and a node that stops answering is reported by
-//! `_cluster/health` and `_cat/nodes`.
+//! Every second the node pings the other nodes, so that a node that stops
+//! answering is reported by `_cluster/health` and `_cat/nodes`. With etcd,
+//! the index metadata comes from there: the node reconciles its indices
+//! with etcd's when it starts, then follows etcd's changes. In a static
+//! cluster, the ping also installs indices and mappings that other nodes
+//! have and this one lacks (indices created through another coordinator),
+//! so that a node that joins has the cluster's metadata within a second.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use quidditch_cluster::client::Client;
+use quidditch_cluster::etcd::{EtcdCluster, IndexEvent};
 use quidditch_cluster::protocol::{Call, Hello, ShardStats};
 use quidditch_cluster::{Liveness, Membership, NodeInfo};
 use quidditch_index::Indices;
@@ -39,6 +41,8 @@ pub struct ClusterState {
     pub client: Arc<Client>,
     /// Which nodes answer.
     pub liveness: Arc<Liveness>,
+    /// The cluster's etcd, when it has one.
+    pub etcd: Option<Arc<EtcdCluster>>,
     status: RwLock<BTreeMap<String, NodeStatus>>,
 }
 
@@ -49,8 +53,22 @@ impl ClusterState {
             membership,
             client,
             liveness: Arc::new(Liveness::default()),
+            etcd: None,
             status: RwLock::new(BTreeMap::new()),
         }
+    }
+
+    /// The state of a cluster kept in etcd.
+    pub fn with_etcd(etcd: Arc<EtcdCluster>, client: Arc<Client>) -> ClusterState {
+        ClusterState {
+            etcd: Some(Arc::clone(&etcd)),
+            ..ClusterState::new(etcd, client)
+        }
+    }
+
+    /// The elected leader's id, with etcd.
+    pub fn leader(&self) -> Option<String> {
+        self.etcd.as_ref().and_then(|e| e.leader())
     }
 
     /// The nodes with their last status (this node is always up).
@@ -131,12 +149,12 @@ impl ClusterState {
                 Err(e) => Err(e.to_string()),
             };
             let metas = match &hello {
-                Ok(_) => self
+                Ok(_) if self.etcd.is_none() => self
                     .client
                     .call::<Vec<IndexMeta>>(node, &Call::ListIndices)
                     .await
                     .ok(),
-                Err(_) => None,
+                _ => None,
             };
             (node.id.clone(), hello, metas)
         }))
@@ -186,6 +204,101 @@ impl ClusterState {
                 state.refresh(&indices).await;
             }
         })
+    }
+}
+
+/// Makes this node's indices those of etcd: installs what it lacks, takes
+/// grown mappings, replaces other incarnations, and removes the cluster
+/// indices etcd does not have (deleted while the node was away). Runs
+/// before the node serves.
+pub async fn reconcile(etcd: &EtcdCluster, indices: &Arc<Indices>) -> anyhow::Result<i64> {
+    let (metas, revision) = etcd.indices().await.map_err(anyhow::Error::msg)?;
+    let indices = Arc::clone(indices);
+    tokio::task::spawn_blocking(move || {
+        let names: std::collections::HashSet<String> = metas.iter().map(|m| m.name.clone()).collect();
+        for index in indices.list() {
+            let meta = index.meta();
+            if !meta.allocation.is_empty() && !names.contains(&meta.name) {
+                tracing::info!(index = %meta.name, "removing an index deleted while this node was away");
+                if let Err(err) = indices.remove_incarnation(&meta.name, &meta.uuid) {
+                    tracing::warn!(index = %meta.name, %err, "removing the index failed");
+                }
+            }
+        }
+        for meta in metas {
+            apply(&indices, IndexEvent::Put(meta));
+        }
+    })
+    .await?;
+    Ok(revision)
+}
+
+/// Follows etcd's index metadata from `revision` on, for as long as the
+/// node runs; after a failed watch, reads it whole again.
+pub fn spawn_metadata_follower(
+    etcd: Arc<EtcdCluster>,
+    indices: Arc<Indices>,
+    mut revision: i64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+            let watcher = {
+                let etcd = Arc::clone(&etcd);
+                tokio::spawn(async move {
+                    if let Err(err) = etcd.watch_indices(revision, &tx).await {
+                        tracing::warn!(%err, "following index metadata failed");
+                    }
+                })
+            };
+            while let Some(event) = rx.recv().await {
+                let indices = Arc::clone(&indices);
+                if let Err(err) = tokio::task::spawn_blocking(move || apply(&indices, event)).await {
+                    tracing::error!(%err, "applying index metadata failed");
+                }
+            }
+            let _ = watcher.await;
+            loop {
+                tokio::time::sleep(MONITOR_INTERVAL).await;
+                match etcd.indices().await {
+                    Ok((metas, at)) => {
+                        let indices = Arc::clone(&indices);
+                        let _ = tokio::task::spawn_blocking(move || {
+                            for meta in metas {
+                                apply(&indices, IndexEvent::Put(meta));
+                            }
+                        })
+                        .await;
+                        revision = at;
+                        break;
+                    }
+                    Err(err) => tracing::warn!(%err, "reading index metadata failed"),
+                }
+            }
+        }
+    })
+}
+
+/// Applies one change of etcd's index metadata to this node.
+fn apply(indices: &Indices, event: IndexEvent) {
+    match event {
+        IndexEvent::Put(meta) => {
+            if let Ok(index) = indices.get(&meta.name)
+                && index.meta().uuid != meta.uuid
+            {
+                let old = index.meta();
+                if let Err(err) = indices.remove_incarnation(&old.name, &old.uuid) {
+                    tracing::warn!(index = %old.name, %err, "replacing an old incarnation failed");
+                    return;
+                }
+            }
+            install_learned(indices, vec![meta]);
+        }
+        IndexEvent::Deleted(meta) => {
+            if let Err(err) = indices.remove_incarnation(&meta.name, &meta.uuid) {
+                tracing::warn!(index = %meta.name, %err, "removing a deleted index failed");
+            }
+        }
     }
 }
 

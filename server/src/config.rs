@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Deserialize;
 
+use quidditch_cluster::etcd::EtcdConfig;
 use quidditch_cluster::{NodeInfo, Role, StaticMembership};
 
 use crate::auth::{TokenConfig, UserConfig};
@@ -47,6 +48,17 @@ pub struct ServeArgs {
     /// embedded single node.
     #[arg(long, env = "QUIDDITCH_SEED_NODES")]
     pub seed_nodes: Option<String>,
+    /// etcd client URLs, `http://HOST:PORT,...`: the cluster's membership,
+    /// index metadata and leader election live there.
+    #[arg(long, env = "QUIDDITCH_ETCD")]
+    pub etcd: Option<String>,
+    /// The cluster's name in etcd [default: quidditch].
+    #[arg(long, env = "QUIDDITCH_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Seconds a node stays in the cluster after its last lease renewal
+    /// [default: 5].
+    #[arg(long, env = "QUIDDITCH_LEASE_TTL")]
+    pub lease_ttl: Option<u64>,
     /// TOML configuration file with the same keys (`http_addr`, `data_dir`, ...).
     #[arg(long, env = "QUIDDITCH_CONFIG")]
     pub config: Option<PathBuf>,
@@ -68,6 +80,9 @@ struct FileConfig {
     query_memory_mb: Option<usize>,
     roles: Option<String>,
     seed_nodes: Option<String>,
+    etcd: Option<String>,
+    cluster_name: Option<String>,
+    lease_ttl: Option<u64>,
 }
 
 /// Resolved configuration of a node.
@@ -91,13 +106,17 @@ pub struct ServeConfig {
     pub roles: Vec<Role>,
     /// The data nodes of a static cluster.
     pub seeds: Vec<NodeInfo>,
+    /// The cluster's name.
+    pub cluster_name: String,
+    /// The cluster's etcd, when it has one.
+    pub etcd: Option<EtcdConfig>,
 }
 
 impl ServeConfig {
     /// Whether the node is part of a cluster rather than the embedded
     /// single node.
     pub fn clustered(&self) -> bool {
-        !self.seeds.is_empty() || self.roles.len() != ALL_ROLES.len()
+        !self.seeds.is_empty() || self.etcd.is_some() || self.roles.len() != ALL_ROLES.len()
     }
 }
 
@@ -141,7 +160,37 @@ impl ServeArgs {
             .or(file.node_id)
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "quidditch-1".to_string());
+        let cluster_name = self
+            .cluster_name
+            .or(file.cluster_name)
+            .unwrap_or_else(|| "quidditch".to_string());
+        let lease_ttl = self.lease_ttl.or(file.lease_ttl).unwrap_or(5);
+        anyhow::ensure!(lease_ttl >= 1, "--lease-ttl must be at least 1 second");
+        let etcd = match self.etcd.or(file.etcd) {
+            Some(spec) => {
+                let endpoints: Vec<String> = spec
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                anyhow::ensure!(!endpoints.is_empty(), "--etcd names no endpoint");
+                Some(EtcdConfig {
+                    endpoints,
+                    cluster_name: cluster_name.clone(),
+                    lease_ttl: std::time::Duration::from_secs(lease_ttl),
+                })
+            }
+            None => None,
+        };
+        let seed_nodes = self.seed_nodes.or(file.seed_nodes);
+        anyhow::ensure!(
+            etcd.is_none() || seed_nodes.is_none(),
+            "--seed-nodes and --etcd exclude each other: with etcd, nodes find each other there"
+        );
         Ok(ServeConfig {
+            cluster_name,
+            etcd,
             http_addr,
             flight_addr,
             users: file.users,
@@ -156,7 +205,7 @@ impl ServeArgs {
                 Some(spec) => parse_roles(&spec)?,
                 None => ALL_ROLES.to_vec(),
             },
-            seeds: match self.seed_nodes.or(file.seed_nodes) {
+            seeds: match seed_nodes {
                 Some(spec) => StaticMembership::parse_seeds(&spec).map_err(anyhow::Error::msg)?,
                 None => Vec::new(),
             },

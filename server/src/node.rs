@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use quidditch_cluster::client::Client;
+use quidditch_cluster::etcd::EtcdCluster;
 use quidditch_cluster::peers::ClusterPeers;
 use quidditch_cluster::protocol::Hello;
 use quidditch_cluster::{Membership, NodeInfo, Role, StaticMembership};
@@ -82,21 +83,30 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             auth.is_none(),
             "users and tokens are not supported in a cluster yet: nodes do not authenticate to each other"
         );
-        let membership: Arc<dyn Membership> =
-            Arc::new(StaticMembership::new(local.clone(), config.seeds.clone()));
-        Some(Arc::new(ClusterState::new(
-            membership,
-            Arc::new(Client::default()),
-        )))
+        let client = Arc::new(Client::default());
+        Some(Arc::new(match &config.etcd {
+            Some(etcd) => {
+                let etcd = EtcdCluster::join(etcd, local.clone())
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                ClusterState::with_etcd(etcd, client)
+            }
+            None => {
+                let membership: Arc<dyn Membership> =
+                    Arc::new(StaticMembership::new(local.clone(), config.seeds.clone()));
+                ClusterState::new(membership, client)
+            }
+        }))
     } else {
         None
     };
     let peers = cluster.as_ref().map(|c| {
-        Arc::new(ClusterPeers::new(
-            Arc::clone(&c.membership),
-            Arc::clone(&c.client),
-            tokio::runtime::Handle::current(),
-        )) as Arc<dyn Peers>
+        let handle = tokio::runtime::Handle::current();
+        let peers = match &c.etcd {
+            Some(etcd) => ClusterPeers::with_etcd(Arc::clone(etcd), Arc::clone(&c.client), handle),
+            None => ClusterPeers::new(Arc::clone(&c.membership), Arc::clone(&c.client), handle),
+        };
+        Arc::new(peers) as Arc<dyn Peers>
     });
     let data_dir = config.data_dir.clone();
     let indices = tokio::task::spawn_blocking(move || Indices::open_with(&data_dir, peers))
@@ -130,10 +140,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             )?
         }
     };
-    let monitor = cluster
-        .as_ref()
-        .map(|state| state.spawn_monitor(Arc::clone(&indices)));
+    let mut background = Vec::new();
     if let Some(state) = &cluster {
+        if let Some(etcd) = &state.etcd {
+            let revision = crate::cluster::reconcile(etcd, &indices).await?;
+            background.push(crate::cluster::spawn_metadata_follower(
+                Arc::clone(etcd),
+                Arc::clone(&indices),
+                revision,
+            ));
+            background.extend(etcd.spawn());
+        }
+        background.push(state.spawn_monitor(Arc::clone(&indices)));
         state.refresh(&indices).await;
     }
     let flight = quidditch_flight::flight_service(FlightConfig {
@@ -147,7 +165,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     })?;
     let node = Arc::new(Node {
         node_id: config.node_id.clone(),
-        cluster_name: "quidditch".to_string(),
+        cluster_name: config.cluster_name.clone(),
         indices: Arc::clone(&indices),
         engine,
         started: Instant::now(),
@@ -196,8 +214,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     }
     refresher.abort();
-    if let Some(monitor) = monitor {
-        monitor.abort();
+    for task in background {
+        task.abort();
+    }
+    if let Some(etcd) = node.cluster.as_ref().and_then(|c| c.etcd.as_ref()) {
+        etcd.leave().await;
     }
     tracing::info!("shutting down: committing every shard");
     tokio::task::spawn_blocking(move || indices.close()).await??;

@@ -186,24 +186,32 @@ pub async fn cat_nodes(State(node): State<Arc<Node>>, Query(params): Query<Param
             "*".to_string(),
             node.node_id.clone(),
         ]],
-        Some(cluster) => cluster
-            .nodes()
-            .into_iter()
-            .filter(|(_, up, _)| *up)
-            .map(|(info, _, _)| {
-                let http = cluster.http_of(&info).unwrap_or_default();
-                vec![
-                    info.flight
-                        .rsplit_once(':')
-                        .map_or(String::new(), |(h, _)| h.to_string()),
-                    http,
-                    info.flight.clone(),
-                    role_letters(&info.roles),
-                    "-".to_string(),
-                    info.id,
-                ]
-            })
-            .collect(),
+        Some(cluster) => {
+            let leader = cluster.leader();
+            cluster
+                .nodes()
+                .into_iter()
+                .filter(|(_, up, _)| *up)
+                .map(|(info, _, _)| {
+                    let http = cluster.http_of(&info).unwrap_or_default();
+                    let master = if leader.as_deref() == Some(info.id.as_str()) {
+                        "*"
+                    } else {
+                        "-"
+                    };
+                    vec![
+                        info.flight
+                            .rsplit_once(':')
+                            .map_or(String::new(), |(h, _)| h.to_string()),
+                        http,
+                        info.flight.clone(),
+                        role_letters(&info.roles),
+                        master.to_string(),
+                        info.id,
+                    ]
+                })
+                .collect()
+        }
     };
     render_table(&columns, rows, &params)
 }

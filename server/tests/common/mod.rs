@@ -66,7 +66,92 @@ impl Cluster {
     }
 }
 
+/// A real etcd on free loopback ports, in its own data directory; killed
+/// when dropped.
+pub struct Etcd {
+    child: Child,
+    /// Its client URL.
+    pub url: String,
+}
+
+/// A free loopback port (free when this returns).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Etcd {
+    /// Starts `etcd` (Debian's `etcd-server`) and waits until it answers.
+    pub fn start(data_dir: &Path) -> Result<Etcd> {
+        let (client, peer) = (free_port()?, free_port()?);
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+                "--initial-cluster",
+                &format!("test={peer_url}"),
+                "--log-level",
+                "error",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting etcd (Debian package etcd-server; scripts/test.sh installs it)")?;
+        let etcd = Etcd { child, url };
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        for _ in 0..100 {
+            if http
+                .get(format!("{}/health", etcd.url))
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(etcd);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("etcd did not answer within 10 s")
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Server {
+    /// Starts a node of the cluster `cluster` in `etcd` with these roles,
+    /// with a lease of `ttl` seconds.
+    pub fn start_etcd(etcd: &Etcd, root: &Path, id: &str, roles: &str, ttl: u32) -> Result<Server> {
+        Server::start_with(
+            &root.join(id),
+            &[
+                "--node-id",
+                id,
+                "--roles",
+                roles,
+                "--etcd",
+                &etcd.url,
+                "--cluster-name",
+                "test",
+                "--lease-ttl",
+                &ttl.to_string(),
+            ],
+        )
+    }
+
     /// Starts a node on a free port with this data directory.
     pub fn start(data_dir: &Path) -> Result<Server> {
         Server::start_with(data_dir, &[])

@@ -1,0 +1,495 @@
+//! The cluster in etcd: membership by leases, index metadata, and the
+//! election of the leader among the master-eligible nodes.
+//!
+//! Layout under `/quidditch/<cluster-name>/`:
+//! - `nodes/<id>`: a node's [`NodeInfo`] as JSON, put with the node's lease,
+//!   so that it disappears when the node stops renewing it;
+//! - `indices/<name>`: an index's [`IndexMeta`] (settings, mapping, the node
+//!   of each shard) as JSON;
+//! - `leader`: the election of the master-eligible nodes (etcd's election
+//!   API, campaigning with the node's lease); the value is the node id.
+//!
+//! Every node keeps the live nodes and the leader from watches, so a node
+//! that joins is seen within the latency of a watch event, and one whose
+//! lease expires is gone from [`Membership::nodes`] at that moment.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
+use parking_lot::RwLock;
+use quidditch_index::index::IndexMeta;
+use tokio::sync::watch;
+
+use crate::membership::{Membership, NodeInfo, Role};
+
+/// How long a request to etcd may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait before trying again after etcd failed.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Where the cluster's etcd is and how this node registers.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// Client URLs, `http://host:port`.
+    pub endpoints: Vec<String>,
+    /// The cluster name: the key prefix is `/quidditch/<name>/`.
+    pub cluster_name: String,
+    /// The time to live of the node's lease: a node that stops renewing it
+    /// leaves the cluster this long after its last renewal.
+    pub lease_ttl: Duration,
+}
+
+/// A change of the index metadata in etcd.
+#[derive(Debug, Clone)]
+pub enum IndexEvent {
+    /// An index was created or its mapping changed.
+    Put(IndexMeta),
+    /// This incarnation of an index was deleted.
+    Deleted(IndexMeta),
+}
+
+/// This node's membership of a cluster kept in etcd.
+pub struct EtcdCluster {
+    client: Client,
+    prefix: String,
+    local: NodeInfo,
+    lease_ttl: Duration,
+    nodes: RwLock<BTreeMap<String, NodeInfo>>,
+    leader: watch::Sender<Option<String>>,
+    lease: RwLock<i64>,
+}
+
+impl std::fmt::Debug for EtcdCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdCluster")
+            .field("prefix", &self.prefix)
+            .field("local", &self.local.id)
+            .field("nodes", &self.nodes.read().keys().collect::<Vec<_>>())
+            .field("leader", &self.leader())
+            .finish()
+    }
+}
+
+/// An etcd failure as a message.
+fn failed(what: &str, err: impl std::fmt::Display) -> String {
+    format!("etcd: {what}: {err}")
+}
+
+async fn timed<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+        Ok(result) => result.map_err(|e| failed(what, e)),
+        Err(_) => Err(failed(what, "no answer within 5 s")),
+    }
+}
+
+impl EtcdCluster {
+    /// Connects to etcd, registers `local` under a new lease and loads the
+    /// live nodes; [`EtcdCluster::spawn`] keeps all of it current.
+    pub async fn join(config: &EtcdConfig, local: NodeInfo) -> Result<Arc<EtcdCluster>, String> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(3))
+            .with_keep_alive_while_idle(true);
+        let client = timed(
+            "connecting",
+            Client::connect(config.endpoints.clone(), Some(options)),
+        )
+        .await
+        .map_err(|e| format!("{e} (endpoints {})", config.endpoints.join(",")))?;
+        let (leader, _) = watch::channel(None);
+        let cluster = Arc::new(EtcdCluster {
+            client,
+            prefix: format!("/quidditch/{}/", config.cluster_name),
+            local,
+            lease_ttl: config.lease_ttl,
+            nodes: RwLock::new(BTreeMap::new()),
+            leader,
+            lease: RwLock::new(0),
+        });
+        cluster.register().await?;
+        cluster.load_nodes().await?;
+        Ok(cluster)
+    }
+
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}/{name}", self.prefix)
+    }
+
+    fn election(&self) -> String {
+        format!("{}leader", self.prefix)
+    }
+
+    /// Grants a lease and puts this node under it.
+    async fn register(&self) -> Result<(), String> {
+        let mut client = self.client.clone();
+        let ttl = i64::try_from(self.lease_ttl.as_secs().max(1)).unwrap_or(5);
+        let lease = timed("granting a lease", client.lease_grant(ttl, None))
+            .await?
+            .id();
+        let value = serde_json::to_vec(&self.local).map_err(|e| failed("encoding the node", e))?;
+        timed(
+            "registering the node",
+            client.put(
+                self.key("nodes", &self.local.id),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+        )
+        .await?;
+        *self.lease.write() = lease;
+        Ok(())
+    }
+
+    /// Reads every registered node; returns the revision read at.
+    async fn load_nodes(&self) -> Result<i64, String> {
+        let mut client = self.client.clone();
+        let prefix = format!("{}nodes/", self.prefix);
+        let resp = timed(
+            "listing nodes",
+            client.get(prefix, Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let nodes = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<NodeInfo>(kv.value()).ok())
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        *self.nodes.write() = nodes;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Starts the tasks that keep the lease alive, follow the nodes and the
+    /// leader, and (on master-eligible nodes) campaign for leadership.
+    pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = vec![
+            tokio::spawn(Arc::clone(self).keep_alive()),
+            tokio::spawn(Arc::clone(self).follow_nodes()),
+            tokio::spawn(Arc::clone(self).follow_leader()),
+        ];
+        if self.local.has(Role::Master) {
+            tasks.push(tokio::spawn(Arc::clone(self).campaign()));
+        }
+        tasks
+    }
+
+    /// Renews the lease at a third of its time to live; when it is lost
+    /// (etcd unreachable for longer than that), registers again.
+    async fn keep_alive(self: Arc<Self>) {
+        let interval = self.lease_ttl / 3;
+        loop {
+            let lease = *self.lease.read();
+            let mut client = self.client.clone();
+            match client.lease_keep_alive(lease).await {
+                Ok((mut keeper, mut stream)) => loop {
+                    if keeper.keep_alive().await.is_err() {
+                        break;
+                    }
+                    match tokio::time::timeout(REQUEST_TIMEOUT, stream.message()).await {
+                        Ok(Ok(Some(resp))) if resp.ttl() > 0 => {}
+                        _ => break,
+                    }
+                    tokio::time::sleep(interval).await;
+                },
+                Err(err) => tracing::warn!(%err, "etcd: cannot renew the node's lease"),
+            }
+            tracing::warn!("etcd: the node's lease was lost; registering again");
+            loop {
+                match self.register().await {
+                    Ok(()) => break,
+                    Err(err) => {
+                        tracing::warn!(%err, "etcd: registering again failed");
+                        tokio::time::sleep(RETRY).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Follows `nodes/`: a snapshot, then its changes.
+    async fn follow_nodes(self: Arc<Self>) {
+        loop {
+            if let Err(err) = self.follow_nodes_once().await {
+                tracing::warn!(%err, "etcd: following the nodes failed; reading them again");
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn follow_nodes_once(&self) -> Result<(), String> {
+        let revision = self.load_nodes().await?;
+        let (prefix, mut stream) = self.watch_prefix("nodes", revision).await?;
+        while let Some(resp) = stream.message().await.map_err(|e| failed("watching nodes", e))? {
+            if resp.canceled() {
+                return Err(failed("watching nodes", "the watch was canceled"));
+            }
+            let mut nodes = self.nodes.write();
+            for event in resp.events() {
+                let Some(kv) = event.kv() else { continue };
+                let id = String::from_utf8_lossy(kv.key())
+                    .trim_start_matches(&prefix)
+                    .to_string();
+                match event.event_type() {
+                    EventType::Put => {
+                        if let Ok(node) = serde_json::from_slice::<NodeInfo>(kv.value()) {
+                            if !nodes.contains_key(&id) {
+                                tracing::info!(node = %id, "node joined");
+                            }
+                            nodes.insert(id, node);
+                        }
+                    }
+                    EventType::Delete => {
+                        if nodes.remove(&id).is_some() {
+                            tracing::warn!(node = %id, "node left: its lease ended");
+                        }
+                    }
+                }
+            }
+        }
+        Err(failed("watching nodes", "the watch ended"))
+    }
+
+    /// Watches the keys under `<prefix>/<kind>/` from the revision after
+    /// `revision`, deletions with the value they had; returns the watched
+    /// prefix and the stream.
+    async fn watch_prefix(
+        &self,
+        kind: &str,
+        revision: i64,
+    ) -> Result<(String, etcd_client::WatchStream), String> {
+        let prefix = format!("{}{kind}/", self.prefix);
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_start_revision(revision + 1);
+        let mut client = self.client.clone();
+        let stream = timed(
+            &format!("watching {kind}"),
+            client.watch(prefix.clone(), Some(options)),
+        )
+        .await?;
+        Ok((prefix, stream))
+    }
+
+    /// Follows who leads: etcd's `observe` of the election.
+    async fn follow_leader(self: Arc<Self>) {
+        loop {
+            let mut client = self.client.clone();
+            match client.observe(self.election()).await {
+                Ok(mut stream) => {
+                    while let Ok(Some(resp)) = stream.message().await {
+                        let leader = resp
+                            .kv()
+                            .map(|kv| String::from_utf8_lossy(kv.value()).to_string());
+                        self.set_leader(leader);
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "etcd: observing the election failed"),
+            }
+            // The stream ends when the leader's key goes; until a new leader
+            // is elected there is none.
+            self.set_leader(None);
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    fn set_leader(&self, leader: Option<String>) {
+        self.leader.send_if_modified(|current| {
+            if *current == leader {
+                return false;
+            }
+            match &leader {
+                Some(id) => tracing::info!(leader = %id, "elected leader"),
+                None => tracing::warn!("the cluster has no leader"),
+            }
+            *current = leader;
+            true
+        });
+    }
+
+    /// Campaigns for leadership with the node's lease, again whenever the
+    /// lease (and with it the leadership) is lost.
+    async fn campaign(self: Arc<Self>) {
+        loop {
+            let lease = *self.lease.read();
+            let mut client = self.client.clone();
+            match client
+                .campaign(self.election(), self.local.id.clone(), lease)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(node = %self.local.id, "this node leads the cluster");
+                    // Leadership lasts as long as the lease: wait for a new one.
+                    while *self.lease.read() == lease {
+                        tokio::time::sleep(RETRY).await;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "etcd: campaigning failed");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Leaves the cluster at once: revokes the node's lease, which removes
+    /// its registration and ends its leadership.
+    pub async fn leave(&self) {
+        let lease = *self.lease.read();
+        let mut client = self.client.clone();
+        if let Err(err) = timed("revoking the lease", client.lease_revoke(lease)).await {
+            tracing::warn!(%err, "leaving the cluster");
+        }
+    }
+
+    /// The id of the leader, if one is elected.
+    pub fn leader(&self) -> Option<String> {
+        self.leader.borrow().clone()
+    }
+
+    /// Waits until a leader is elected, for at most `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<String> {
+        let mut rx = self.leader.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|leader| leader.clone())
+    }
+
+    /// Every index's metadata and the revision it was read at.
+    pub async fn indices(&self) -> Result<(Vec<IndexMeta>, i64), String> {
+        let mut client = self.client.clone();
+        let resp = timed(
+            "listing indices",
+            client.get(
+                format!("{}indices/", self.prefix),
+                Some(GetOptions::new().with_prefix()),
+            ),
+        )
+        .await?;
+        let metas = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<IndexMeta>(kv.value()).ok())
+            .collect();
+        Ok((metas, resp.header().map_or(0, |h| h.revision())))
+    }
+
+    /// Sends the changes of the index metadata after `revision` to `tx`
+    /// until the watch fails or `tx` is dropped.
+    pub async fn watch_indices(
+        &self,
+        revision: i64,
+        tx: &tokio::sync::mpsc::Sender<IndexEvent>,
+    ) -> Result<(), String> {
+        let (_, mut stream) = self.watch_prefix("indices", revision).await?;
+        while let Some(resp) = stream
+            .message()
+            .await
+            .map_err(|e| failed("watching indices", e))?
+        {
+            if resp.canceled() {
+                return Err(failed("watching indices", "the watch was canceled"));
+            }
+            for event in resp.events() {
+                let (kv, deleted) = match event.event_type() {
+                    EventType::Put => (event.kv(), false),
+                    EventType::Delete => (event.prev_kv(), true),
+                };
+                let Some(kv) = kv else { continue };
+                let meta = match serde_json::from_slice::<IndexMeta>(kv.value()) {
+                    Ok(meta) => meta,
+                    Err(err) => {
+                        tracing::warn!(%err, "etcd: unreadable index metadata");
+                        continue;
+                    }
+                };
+                let event = if deleted {
+                    IndexEvent::Deleted(meta)
+                } else {
+                    IndexEvent::Put(meta)
+                };
+                if tx.send(event).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Err(failed("watching indices", "the watch ended"))
+    }
+
+    /// Records a new index; `Ok(false)` when an index of that name exists.
+    pub async fn create_index(&self, meta: &IndexMeta) -> Result<bool, String> {
+        let key = self.key("indices", &meta.name);
+        let value = serde_json::to_vec(meta).map_err(|e| failed("encoding index metadata", e))?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)]);
+        let mut client = self.client.clone();
+        Ok(timed("creating an index", client.txn(txn)).await?.succeeded())
+    }
+
+    /// Replaces an index's metadata (a new mapping), if it is the same
+    /// incarnation; `Ok(false)` when it is not there any more.
+    pub async fn update_index(&self, meta: &IndexMeta) -> Result<bool, String> {
+        self.if_incarnation(meta, |key| {
+            serde_json::to_vec(meta)
+                .map(|v| TxnOp::put(key, v, None))
+                .map_err(|e| failed("encoding index metadata", e))
+        })
+        .await
+    }
+
+    /// Deletes an index's metadata if it is this incarnation.
+    pub async fn delete_index(&self, meta: &IndexMeta) -> Result<bool, String> {
+        self.if_incarnation(meta, |key| Ok(TxnOp::delete(key, None)))
+            .await
+    }
+
+    /// Runs `op` on the index's key if the stored metadata is of the same
+    /// incarnation (uuid) as `meta`.
+    async fn if_incarnation(
+        &self,
+        meta: &IndexMeta,
+        op: impl FnOnce(String) -> Result<TxnOp, String>,
+    ) -> Result<bool, String> {
+        let key = self.key("indices", &meta.name);
+        let mut client = self.client.clone();
+        let resp = timed("reading an index", client.get(key.clone(), None)).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(false);
+        };
+        let stored: IndexMeta =
+            serde_json::from_slice(kv.value()).map_err(|e| failed("decoding index metadata", e))?;
+        if stored.uuid != meta.uuid {
+            return Ok(false);
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([op(key)?]);
+        Ok(timed("changing an index", client.txn(txn)).await?.succeeded())
+    }
+}
+
+impl Membership for EtcdCluster {
+    fn local(&self) -> NodeInfo {
+        self.local.clone()
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        let mut nodes = self.nodes.read().clone();
+        nodes.insert(self.local.id.clone(), self.local.clone());
+        nodes.into_values().collect()
+    }
+}

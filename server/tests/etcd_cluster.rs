@@ -1,0 +1,211 @@
+//! Clusters kept in a real etcd: nodes find each other through leases,
+//! index metadata lives in etcd, and the master-eligible nodes elect a
+//! leader that allocates shards.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail, ensure};
+use common::{Etcd, Server, assert_es_error};
+use serde_json::{Value, json};
+
+/// `_cat/nodes` as JSON rows.
+fn cat_nodes(s: &Server) -> Result<Vec<Value>> {
+    let (status, body) = s.get("/_cat/nodes?format=json")?;
+    ensure!(status == 200, "_cat/nodes: {body}");
+    Ok(body.as_array().cloned().unwrap_or_default())
+}
+
+/// The node `s` reports as the elected master, if any.
+fn master(s: &Server) -> Result<Option<String>> {
+    Ok(cat_nodes(s)?
+        .iter()
+        .find(|n| n["master"] == "*")
+        .and_then(|n| n["name"].as_str().map(str::to_string)))
+}
+
+/// Waits until `cond` holds, for at most `limit`.
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what}: not within {limit:?}")
+}
+
+fn index_docs(s: &Server, index: &str, n: usize) -> Result<()> {
+    let mut lines = Vec::new();
+    for i in 0..n {
+        lines.push(json!({"index": {"_id": format!("d{i}")}}));
+        lines.push(json!({"n": i, "tag": format!("t{}", i % 3)}));
+    }
+    let (status, body) = s.bulk(&format!("/{index}/_bulk?refresh=true"), &lines)?;
+    ensure!(status == 200 && body["errors"] == json!(false), "bulk: {body}");
+    Ok(())
+}
+
+fn count(s: &Server, index: &str) -> Result<u64> {
+    let (status, body) = s.post(&format!("/{index}/_count"), &json!({}))?;
+    ensure!(status == 200, "count: {body}");
+    body["count"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no count in {body}"))
+}
+
+#[test]
+fn a_data_node_that_joins_gets_shards_of_new_indices_within_two_seconds() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let etcd = Etcd::start(&dir.path().join("etcd"))?;
+    let coordinator = Server::start_etcd(&etcd, dir.path(), "coord", "coordinator,master", 5)?;
+    let _d0 = Server::start_etcd(&etcd, dir.path(), "data-0", "data", 5)?;
+    let _d1 = Server::start_etcd(&etcd, dir.path(), "data-1", "data", 5)?;
+    wait_until(Duration::from_secs(10), "three nodes and a master", || {
+        Ok(cat_nodes(&coordinator)?.len() == 3 && master(&coordinator)?.as_deref() == Some("coord"))
+    })?;
+    let (status, body) = coordinator.put("/before", &json!({"settings": {"number_of_shards": 2}}))?;
+    ensure!(status == 200, "{body}");
+    index_docs(&coordinator, "before", 20)?;
+
+    let started = Instant::now();
+    let _d2 = Server::start_etcd(&etcd, dir.path(), "data-2", "data", 5)?;
+    wait_until(Duration::from_secs(2), "the coordinator sees data-2", || {
+        Ok(cat_nodes(&coordinator)?.iter().any(|n| n["name"] == "data-2"))
+    })?;
+    // Three shards over three data nodes: one each, data-2 included.
+    let (status, body) = coordinator.put("/after", &json!({"settings": {"number_of_shards": 3}}))?;
+    ensure!(status == 200, "{body}");
+    index_docs(&coordinator, "after", 30)?;
+    let (_, shards) = coordinator.get("/_cat/shards?format=json")?;
+    let on_new: Vec<&Value> = shards
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["index"] == "after" && s["node"] == "data-2")
+        .collect();
+    ensure!(on_new.len() == 1, "data-2 holds one shard of [after]: {shards}");
+    ensure!(count(&coordinator, "after")? == 30);
+    let (status, body) = coordinator.post(
+        "/after/_search",
+        &json!({"size": 0, "aggs": {"tags": {"terms": {"field": "tag.keyword"}}}}),
+    )?;
+    ensure!(status == 200, "{body}");
+    let buckets: Vec<u64> = body["aggregations"]["tags"]["buckets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["doc_count"].as_u64())
+        .collect();
+    ensure!(buckets == vec![10, 10, 10], "{body}");
+    let elapsed = started.elapsed();
+    eprintln!("data-2 started, got a shard and answered within {elapsed:?}");
+    ensure!(
+        elapsed < Duration::from_secs(2),
+        "data-2 served its first query {elapsed:?} after it was started"
+    );
+    // The index made before it joined stays where it was, and answers.
+    ensure!(count(&coordinator, "before")? == 20);
+    Ok(())
+}
+
+#[test]
+fn metadata_lives_in_etcd_and_a_killed_leader_is_replaced() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let etcd = Etcd::start(&dir.path().join("etcd"))?;
+    let mut masters = Vec::new();
+    for i in 0..3 {
+        masters.push(Server::start_etcd(
+            &etcd,
+            dir.path(),
+            &format!("master-{i}"),
+            "coordinator,master",
+            5,
+        )?);
+    }
+    let data = Server::start_etcd(&etcd, dir.path(), "data-0", "data", 5)?;
+    wait_until(Duration::from_secs(10), "four nodes and one master", || {
+        let views: Vec<Option<String>> = masters.iter().map(master).collect::<Result<_>>()?;
+        Ok(cat_nodes(&masters[0])?.len() == 4 && views[0].is_some() && views.iter().all(|v| *v == views[0]))
+    })?;
+
+    // Two coordinators create the same index at once: exactly one wins, and
+    // both end up with the winner's index.
+    let (a, b) = (&masters[1], &masters[2]);
+    let body_a = json!({"mappings": {"properties": {"x": {"type": "keyword"}}}});
+    let body_b = json!({"mappings": {"properties": {"x": {"type": "long"}}}});
+    let (ra, rb) = std::thread::scope(|scope| {
+        let ha = scope.spawn(|| a.put("/race", &body_a));
+        let hb = scope.spawn(|| b.put("/race", &body_b));
+        (ha.join(), hb.join())
+    });
+    let (ra, rb) = (
+        ra.map_err(|_| anyhow::anyhow!("panicked"))??,
+        rb.map_err(|_| anyhow::anyhow!("panicked"))??,
+    );
+    let statuses = [ra.0, rb.0];
+    ensure!(
+        statuses.contains(&200) && statuses.contains(&400),
+        "one create wins: {ra:?} {rb:?}"
+    );
+    let loser = if ra.0 == 400 { &ra } else { &rb };
+    assert_es_error(loser.0, &loser.1, 400, "resource_already_exists_exception");
+    let winner_type = if ra.0 == 200 { "keyword" } else { "long" };
+    wait_until(
+        Duration::from_secs(2),
+        "both coordinators have the winner's mapping",
+        || {
+            let mut same = true;
+            for s in [a, b] {
+                let (_, m) = s.get("/race/_mapping")?;
+                same &= m["race"]["mappings"]["properties"]["x"]["type"] == winner_type;
+            }
+            Ok(same)
+        },
+    )?;
+
+    // A delete on one coordinator reaches the others, and a new index of
+    // the same name is a new index everywhere.
+    index_docs(a, "gone", 5)?;
+    ensure!(count(b, "gone")? == 5);
+    let (status, _) = b.delete("/gone")?;
+    ensure!(status == 200);
+    wait_until(
+        Duration::from_secs(2),
+        "the delete reaches the other coordinator",
+        || Ok(a.get("/gone/_count")?.0 == 404),
+    )?;
+    index_docs(b, "gone", 2)?;
+    ensure!(count(a, "gone")? == 2);
+
+    // SIGKILL the leader: its lease (the default 5 s) expires and another
+    // master takes over.
+    let leader = master(&masters[0])?.ok_or_else(|| anyhow::anyhow!("no leader"))?;
+    let at = masters
+        .iter()
+        .position(|m| m.node_id == leader)
+        .ok_or_else(|| anyhow::anyhow!("leader {leader} is not a master"))?;
+    masters.remove(at).kill()?;
+    let killed = Instant::now();
+    let survivor = &masters[0];
+    wait_until(Duration::from_secs(10), "a new leader", || {
+        Ok(master(survivor)?.is_some_and(|m| m != leader))
+    })?;
+    let new_leader = master(survivor)?;
+    eprintln!(
+        "{leader} killed; {new_leader:?} leads after {:?}",
+        killed.elapsed()
+    );
+    let (status, body) = survivor.put("/after-failover", &json!({"settings": {"number_of_shards": 2}}))?;
+    ensure!(status == 200, "creating an index after the failover: {body}");
+    index_docs(survivor, "after-failover", 7)?;
+    ensure!(count(&masters[1], "after-failover")? == 7);
+    ensure!(
+        !cat_nodes(survivor)?.iter().any(|n| n["name"] == leader),
+        "the killed leader left the cluster"
+    );
+    drop(data);
+    Ok(())
+}
