@@ -15,7 +15,7 @@ use quidditch_index::{Error, RefreshPolicy, Result};
 
 use crate::client::Client;
 use crate::etcd::EtcdCluster;
-use crate::membership::{Membership, NodeInfo};
+use crate::membership::{Liveness, Membership, NodeInfo};
 use crate::protocol::{Call, WireDoc};
 
 /// How long an allocation waits for a leader to be elected.
@@ -28,6 +28,7 @@ const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct ClusterPeers {
     node_id: String,
     membership: Arc<dyn Membership>,
+    liveness: Arc<Liveness>,
     client: Arc<Client>,
     handle: tokio::runtime::Handle,
     etcd: Option<Arc<EtcdCluster>>,
@@ -37,12 +38,14 @@ impl ClusterPeers {
     /// The peers of this node; blocking calls run their requests on `handle`.
     pub fn new(
         membership: Arc<dyn Membership>,
+        liveness: Arc<Liveness>,
         client: Arc<Client>,
         handle: tokio::runtime::Handle,
     ) -> ClusterPeers {
         ClusterPeers {
             node_id: membership.local().id,
             membership,
+            liveness,
             client,
             handle,
             etcd: None,
@@ -52,12 +55,13 @@ impl ClusterPeers {
     /// The peers of this node of a cluster kept in etcd.
     pub fn with_etcd(
         etcd: Arc<EtcdCluster>,
+        liveness: Arc<Liveness>,
         client: Arc<Client>,
         handle: tokio::runtime::Handle,
     ) -> ClusterPeers {
         ClusterPeers {
             etcd: Some(Arc::clone(&etcd)),
-            ..ClusterPeers::new(etcd, client, handle)
+            ..ClusterPeers::new(etcd, liveness, client, handle)
         }
     }
 
@@ -215,6 +219,18 @@ impl Peers for ClusterPeers {
         futures::stream::once(async move { client.scan(&node, leaf).await })
             .try_flatten()
             .boxed()
+    }
+
+    fn unavailable(&self, node: &str) -> Option<String> {
+        if node == self.node_id {
+            return None;
+        }
+        if self.membership.node(node).is_none() {
+            return Some(format!("node [{node}] left the cluster"));
+        }
+        self.liveness
+            .why_down(node)
+            .map(|why| format!("node [{node}] does not answer: {why}"))
     }
 
     fn term_stats(&self, node: &str, index: &str, query: &LeafQuery) -> Result<TermStats> {

@@ -73,12 +73,19 @@ impl Placement {
         Placement { membership, liveness }
     }
 
-    /// The task slots of a leaf stage: the data nodes by id, repeated to at
-    /// least two slots.
+    /// The task slots of a leaf stage: the data nodes that answer, by id,
+    /// repeated to at least two slots.
     pub fn slots(&self) -> Result<Vec<NodeInfo>> {
-        let nodes = self.membership.data_nodes();
+        let nodes: Vec<NodeInfo> = self
+            .membership
+            .data_nodes()
+            .into_iter()
+            .filter(|n| self.liveness.why_down(&n.id).is_none())
+            .collect();
         if nodes.is_empty() {
-            return Err(DataFusionError::Execution("the cluster has no data node".into()));
+            return Err(DataFusionError::Execution(
+                "the cluster has no data node that answers".into(),
+            ));
         }
         Ok(nodes.iter().cycle().take(nodes.len().max(2)).cloned().collect())
     }
@@ -94,8 +101,12 @@ impl Placement {
             let owner = meta.shard_node(shard).unwrap_or(local.as_str());
             let candidates: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].id == owner).collect();
             if candidates.is_empty() {
+                let why = match self.liveness.why_down(owner) {
+                    Some(why) => format!("does not answer ({why})"),
+                    None => "is not a data node of the cluster".to_string(),
+                };
                 return Err(DataFusionError::Execution(format!(
-                    "shard [{shard}] of index [{}] is on node [{owner}], which is not a data node of the cluster",
+                    "shard [{shard}] of index [{}] is on node [{owner}], which {why}",
                     meta.name
                 )));
             }

@@ -23,6 +23,17 @@ use crate::stats::TermStats;
 /// The metadata file of an index directory.
 pub const META_FILE: &str = "index.json";
 
+/// A shard a request cannot read, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardFailure {
+    /// Shard number.
+    pub shard: u32,
+    /// The node that holds it.
+    pub node: String,
+    /// Why it cannot be read.
+    pub reason: String,
+}
+
 /// What is persisted about an index besides its shards.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IndexMeta {
@@ -755,15 +766,39 @@ impl Index {
         let meta = self.meta();
         let mut stats = self.local_term_stats(query)?;
         if let Some(peers) = &self.peers {
+            // Shards that cannot be read are left out of the statistics as
+            // they are left out of the search (see `unavailable_shards`).
             let nodes: std::collections::BTreeSet<&str> = (0..self.num_shards())
                 .filter(|&n| self.shard(n).is_none())
                 .filter_map(|n| meta.shard_node(n))
+                .filter(|node| peers.unavailable(node).is_none())
                 .collect();
             for node in nodes {
                 stats.merge(peers.term_stats(node, &meta.name, query)?);
             }
         }
         Ok(stats)
+    }
+
+    /// The shards of the index whose node cannot serve them now, with the
+    /// node and the reason.
+    pub fn unavailable_shards(&self) -> Vec<ShardFailure> {
+        let Some(peers) = &self.peers else {
+            return Vec::new();
+        };
+        let meta = self.meta();
+        (0..self.num_shards())
+            .filter(|&n| self.shard(n).is_none())
+            .filter_map(|n| {
+                let node = meta.shard_node(n)?;
+                let reason = peers.unavailable(node)?;
+                Some(ShardFailure {
+                    shard: n,
+                    node: node.to_string(),
+                    reason,
+                })
+            })
+            .collect()
     }
 
     /// The term statistics of `query` over the shards on this node.

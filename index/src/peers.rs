@@ -47,6 +47,9 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     fn scan(&self, node: &str, leaf: Vec<u8>) -> BoxStream<'static, Result<RecordBatch>>;
     /// The term statistics of a query over an index's shards on `node`.
     fn term_stats(&self, node: &str, index: &str, query: &LeafQuery) -> Result<TermStats>;
+    /// Why `node` cannot serve its shards now (it left the cluster or does
+    /// not answer), or `None` when it can.
+    fn unavailable(&self, node: &str) -> Option<String>;
 }
 
 /// One write's outcome: its id when known, and its result.

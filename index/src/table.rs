@@ -18,10 +18,10 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::filter::to_leaf_query;
-use crate::index::Index;
+use crate::index::{Index, ShardFailure};
 use crate::mapping::{FieldMapping, FieldType, Mapping};
 use crate::query::LeafQuery;
-use crate::scan::TantivyScanExec;
+use crate::scan::{ShardSet, TantivyScanExec};
 
 /// The `_id` column.
 pub const ID_COLUMN: &str = "_id";
@@ -73,6 +73,8 @@ pub struct IndexTable {
     index: Arc<Index>,
     mapping: Arc<Mapping>,
     schema: SchemaRef,
+    /// Shards left out of scans (their nodes cannot serve them).
+    left_out: Vec<u32>,
 }
 
 impl IndexTable {
@@ -84,7 +86,19 @@ impl IndexTable {
             index,
             mapping,
             schema,
+            left_out: Vec::new(),
         }
+    }
+
+    /// A table over the shards of the index that can be read now, and the
+    /// shards left out (partial results).
+    pub fn available(index: Arc<Index>) -> (IndexTable, Vec<ShardFailure>) {
+        let failures = index.unavailable_shards();
+        let table = IndexTable {
+            left_out: failures.iter().map(|f| f.shard).collect(),
+            ..IndexTable::new(index)
+        };
+        (table, failures)
     }
 
     /// The index.
@@ -157,7 +171,7 @@ impl TableProvider for IndexTable {
         } else {
             None
         };
-        let exec = TantivyScanExec::try_new(
+        let mut exec = TantivyScanExec::try_new(
             Arc::clone(&self.index),
             Arc::clone(&self.mapping),
             Arc::clone(&self.schema),
@@ -167,6 +181,13 @@ impl TableProvider for IndexTable {
             limit,
         )?
         .with_stats(stats);
+        if !self.left_out.is_empty() {
+            let shards: Vec<u32> = (0..self.index.num_shards())
+                .filter(|n| !self.left_out.contains(n))
+                .collect();
+            let partitions = shards.len();
+            exec = exec.with_shards(ShardSet::padded(shards, partitions))?;
+        }
         Ok(Arc::new(exec))
     }
 }

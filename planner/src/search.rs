@@ -106,6 +106,9 @@ pub struct SearchBody {
     track_scores: bool,
     timeout: Option<Duration>,
     explain_plan: bool,
+    /// Whether a search with shards that cannot be read answers from the
+    /// others (`allow_partial_search_results`, default true).
+    allow_partial: bool,
     /// Whether hits carry `_id` (`stored_fields: _none_` drops it).
     ids: bool,
 }
@@ -372,6 +375,7 @@ impl SearchBody {
             track_scores: false,
             timeout: None,
             explain_plan: false,
+            allow_partial: true,
             ids: true,
         };
         let empty = Map::new();
@@ -475,8 +479,17 @@ impl SearchBody {
                 "_source_includes" => s.source.includes = v.split(',').map(str::to_string).collect(),
                 "_source_excludes" => s.source.excludes = v.split(',').map(str::to_string).collect(),
                 "timeout" => s.timeout = Some(parse_time_value(v, "timeout")?),
-                // Every shard is local: there is nothing partial to allow.
-                "allow_partial_search_results" => {}
+                "allow_partial_search_results" => {
+                    s.allow_partial = match v.as_str() {
+                        "true" | "" => true,
+                        "false" => false,
+                        other => {
+                            return Err(Error::illegal_argument(format!(
+                                "Failed to parse value [{other}] as only [true] or [false] are allowed."
+                            )));
+                        }
+                    }
+                }
                 "explain_plan" => s.explain_plan = v != "false",
                 _ => {}
             }
@@ -567,13 +580,67 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Elasticsearch's `_shards` section for these indices (nothing fails locally).
+/// Elasticsearch's `_shards` section for these indices: the shards left
+/// out because their nodes cannot serve them have failed, each with its
+/// index, node and reason.
 fn shards_json(targets: &[Target]) -> Value {
     let total: usize = targets
         .iter()
         .map(|t| t.table.index().num_shards() as usize)
         .sum();
-    json!({"total": total, "successful": total, "skipped": 0, "failed": 0})
+    let failures = failures_json(targets);
+    let mut out = json!({
+        "total": total,
+        "successful": total - failures.len(),
+        "skipped": 0,
+        "failed": failures.len(),
+    });
+    if !failures.is_empty() {
+        out["failures"] = Value::Array(failures);
+    }
+    out
+}
+
+/// The shards left out, as Elasticsearch reports shard failures.
+fn failures_json(targets: &[Target]) -> Vec<Value> {
+    targets
+        .iter()
+        .flat_map(|t| {
+            t.failures.iter().map(|f| {
+                json!({
+                    "shard": f.shard,
+                    "index": t.name,
+                    "node": f.node,
+                    "reason": {"type": "node_not_connected_exception", "reason": f.reason},
+                })
+            })
+        })
+        .collect()
+}
+
+/// With `allow_partial_search_results=false`, the error of a search that
+/// cannot read every shard.
+fn missing_shards(targets: &[Target]) -> Option<Error> {
+    let missing: Vec<String> = targets
+        .iter()
+        .flat_map(|t| t.failures.iter().map(|f| format!("[{}][{}]", t.name, f.shard)))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    Some(
+        Error::new(
+            503,
+            "search_phase_execution_exception",
+            format!(
+                "Search rejected due to missing shards [{}]. Consider using `allow_partial_search_results` setting to bypass this error.",
+                missing.join(", ")
+            ),
+        )
+        .with("phase", json!("query"))
+        .with("grouped", json!(true))
+        .with("failed_shards", Value::Array(failures_json(targets))),
+    )
 }
 
 /// Runs a search: `target` is an index expression (`a,b`, `logs-*`).
@@ -588,6 +655,11 @@ pub async fn search(
     let now = now_ms();
     let body = SearchBody::parse(body, params, now)?;
     let targets = resolve(indices, target)?;
+    if !body.allow_partial
+        && let Some(err) = missing_shards(&targets)
+    {
+        return Err(err);
+    }
     let search = Search {
         ctx,
         targets,

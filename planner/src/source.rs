@@ -12,6 +12,7 @@ use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast, lit};
 use datafusion::prelude::ident;
 use quidditch_index::Indices;
 use quidditch_index::fulltext::search_query_expr;
+use quidditch_index::index::ShardFailure;
 use quidditch_index::mapping::{FieldType, Mapping};
 use quidditch_index::query::LeafQuery;
 use quidditch_index::table::IndexTable;
@@ -25,8 +26,10 @@ use crate::error::{Error, Result};
 pub struct Target {
     /// Index name.
     pub name: String,
-    /// Table over the index.
+    /// Table over the index (over the shards that can be read now).
     pub table: Arc<IndexTable>,
+    /// The shards left out: their nodes cannot serve them.
+    pub failures: Vec<ShardFailure>,
 }
 
 impl Target {
@@ -47,9 +50,13 @@ pub fn resolve(indices: &Indices, expr: &str) -> Result<Vec<Target>> {
     let mut out: Vec<Target> = indices
         .resolve(expr)?
         .into_iter()
-        .map(|index| Target {
-            name: index.name(),
-            table: Arc::new(IndexTable::new(index)),
+        .map(|index| {
+            let (table, failures) = IndexTable::available(index);
+            Target {
+                name: table.index().name(),
+                table: Arc::new(table),
+                failures,
+            }
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -123,9 +123,11 @@ impl ClusterState {
             .collect()
     }
 
-    /// Whether node `id` answered its last ping.
+    /// Whether node `id` is a member and answered its last ping.
     pub fn is_up(&self, id: &str) -> bool {
-        id == self.membership.local().id || matches!(self.status.read().get(id), Some(NodeStatus::Up(_)))
+        id == self.membership.local().id
+            || (self.membership.node(id).is_some()
+                && matches!(self.status.read().get(id), Some(NodeStatus::Up(_))))
     }
 
     /// Pings every other node and installs the metadata they have that

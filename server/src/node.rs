@@ -103,8 +103,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let peers = cluster.as_ref().map(|c| {
         let handle = tokio::runtime::Handle::current();
         let peers = match &c.etcd {
-            Some(etcd) => ClusterPeers::with_etcd(Arc::clone(etcd), Arc::clone(&c.client), handle),
-            None => ClusterPeers::new(Arc::clone(&c.membership), Arc::clone(&c.client), handle),
+            Some(etcd) => ClusterPeers::with_etcd(
+                Arc::clone(etcd),
+                Arc::clone(&c.liveness),
+                Arc::clone(&c.client),
+                handle,
+            ),
+            None => ClusterPeers::new(
+                Arc::clone(&c.membership),
+                Arc::clone(&c.liveness),
+                Arc::clone(&c.client),
+                handle,
+            ),
         };
         Arc::new(peers) as Arc<dyn Peers>
     });

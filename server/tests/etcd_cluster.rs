@@ -209,3 +209,123 @@ fn metadata_lives_in_etcd_and_a_killed_leader_is_replaced() -> Result<()> {
     drop(data);
     Ok(())
 }
+
+/// The documents of each shard of `index`, from `_cat/shards`.
+fn shard_docs(s: &Server, index: &str) -> Result<Vec<(u64, String, u64)>> {
+    let (_, shards) = s.get("/_cat/shards?format=json")?;
+    Ok(shards
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["index"] == index)
+        .filter_map(|r| {
+            Some((
+                r["shard"].as_str()?.parse().ok()?,
+                r["node"].as_str()?.to_string(),
+                r["docs"].as_str()?.parse().ok()?,
+            ))
+        })
+        .collect())
+}
+
+#[test]
+fn losing_data_nodes_without_replicas_gives_exact_partial_results() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let etcd = Etcd::start(&dir.path().join("etcd"))?;
+    let coordinator = Server::start_etcd(&etcd, dir.path(), "coord", "coordinator,master", 2)?;
+    let mut data = Vec::new();
+    for i in 0..5 {
+        data.push(Some(Server::start_etcd(
+            &etcd,
+            dir.path(),
+            &format!("data-{i}"),
+            "data",
+            2,
+        )?));
+    }
+    wait_until(Duration::from_secs(10), "six nodes and a master", || {
+        Ok(cat_nodes(&coordinator)?.len() == 6 && master(&coordinator)?.is_some())
+    })?;
+    let (status, body) = coordinator.put("/logs", &json!({"settings": {"number_of_shards": 10}}))?;
+    ensure!(status == 200, "{body}");
+    index_docs(&coordinator, "logs", 1000)?;
+    let shards = shard_docs(&coordinator, "logs")?;
+    ensure!(
+        shards.len() == 10 && shards.iter().map(|s| s.2).sum::<u64>() == 1000,
+        "{shards:?}"
+    );
+
+    let mut killed: Vec<String> = Vec::new();
+    for victim in 0..3 {
+        let node = data[victim].take().ok_or_else(|| anyhow::anyhow!("no node"))?;
+        killed.push(node.node_id.clone());
+        node.kill()?;
+        let lost: Vec<&(u64, String, u64)> = shards.iter().filter(|s| killed.contains(&s.1)).collect();
+        let remaining: u64 = shards
+            .iter()
+            .filter(|s| !killed.contains(&s.1))
+            .map(|s| s.2)
+            .sum();
+        // Once the node's lease has expired it is out of the cluster.
+        wait_until(Duration::from_secs(10), "the killed node leaves", || {
+            Ok(!cat_nodes(&coordinator)?
+                .iter()
+                .any(|n| n["name"] == killed[victim].as_str()))
+        })?;
+        let started = Instant::now();
+        let (status, body) = coordinator.post(
+            "/logs/_search",
+            &json!({"track_total_hits": true, "size": 0, "aggs": {"n": {"sum": {"field": "n"}}}}),
+        )?;
+        ensure!(status == 200, "{body}");
+        let report = &body["_shards"];
+        ensure!(
+            report["total"] == 10
+                && report["failed"] == json!(lost.len())
+                && report["successful"] == json!(10 - lost.len()),
+            "after losing {killed:?}: {report}"
+        );
+        let mut failed: Vec<(u64, String)> = report["failures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                ensure!(f["index"] == "logs" && f["reason"]["reason"].is_string(), "{f}");
+                Ok((
+                    f["shard"].as_u64().unwrap_or(u64::MAX),
+                    f["node"].as_str().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect::<Result<_>>()?;
+        failed.sort();
+        let want: Vec<(u64, String)> = lost.iter().map(|s| (s.0, s.1.clone())).collect();
+        ensure!(failed == want, "failures {failed:?}, lost {want:?}");
+        ensure!(
+            body["hits"]["total"]["value"] == json!(remaining),
+            "{remaining} documents remain: {body}"
+        );
+        let (_, counted) = coordinator.post("/logs/_count", &json!({}))?;
+        ensure!(counted["count"] == json!(remaining), "{counted}");
+        let (status, body) =
+            coordinator.post("/logs/_search?allow_partial_search_results=false", &json!({}))?;
+        assert_es_error(status, &body, 503, "search_phase_execution_exception");
+        let (status, body) = coordinator.post("/_sql", &json!({"query": "SELECT count(*) FROM logs"}))?;
+        ensure!(
+            status >= 500 && killed.iter().any(|k| body.to_string().contains(k.as_str())),
+            "SQL over lost shards: {status} {body}"
+        );
+        let (_, health) = coordinator.get("/_cluster/health")?;
+        ensure!(
+            health["status"] == "red" && health["unassigned_shards"] == json!(lost.len()),
+            "{health}"
+        );
+        // Nothing hangs: every answer above came back well within the
+        // client's timeout.
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    Ok(())
+}
