@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -44,6 +45,8 @@ pub struct ClusterState {
     /// The cluster's etcd, when it has one.
     pub etcd: Option<Arc<EtcdCluster>>,
     status: RwLock<BTreeMap<String, NodeStatus>>,
+    joins: AtomicU64,
+    leaves: AtomicU64,
 }
 
 impl ClusterState {
@@ -55,6 +58,8 @@ impl ClusterState {
             liveness: Arc::new(Liveness::default()),
             etcd: None,
             status: RwLock::new(BTreeMap::new()),
+            joins: AtomicU64::new(0),
+            leaves: AtomicU64::new(0),
         }
     }
 
@@ -64,6 +69,16 @@ impl ClusterState {
             etcd: Some(Arc::clone(&etcd)),
             ..ClusterState::new(etcd, client)
         }
+    }
+
+    /// Times another node began to answer: it joined, or came back.
+    pub fn joins(&self) -> u64 {
+        self.joins.load(Ordering::Relaxed)
+    }
+
+    /// Times a node that answered stopped answering or left the membership.
+    pub fn leaves(&self) -> u64 {
+        self.leaves.load(Ordering::Relaxed)
     }
 
     /// The elected leader's id, with etcd.
@@ -164,11 +179,23 @@ impl ClusterState {
         let mut learned: Vec<IndexMeta> = Vec::new();
         {
             let mut status = self.status.write();
+            // Nodes that left the membership (their lease ended, or they
+            // left on shutdown).
+            let members: std::collections::HashSet<&str> = others.iter().map(|n| n.id.as_str()).collect();
+            status.retain(|id, s| {
+                let keep = members.contains(id.as_str());
+                if !keep && matches!(s, NodeStatus::Up(_)) {
+                    self.leaves.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %id, "node left the cluster");
+                }
+                keep
+            });
             for (id, hello, metas) in pings {
                 match hello {
                     Ok(h) => {
                         self.liveness.up(&id);
                         if !matches!(status.get(&id), Some(NodeStatus::Up(_))) {
+                            self.joins.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(node = %id, "node is up");
                         }
                         status.insert(id, NodeStatus::Up(h));
@@ -176,6 +203,7 @@ impl ClusterState {
                     Err(why) => {
                         self.liveness.down(&id, why.clone());
                         if matches!(status.get(&id), Some(NodeStatus::Up(_))) {
+                            self.leaves.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(node = %id, %why, "node left: it does not answer");
                         }
                         status.insert(id, NodeStatus::Down(why));

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// The cluster's name in etcd [default: quidditch].
     #[arg(long, env = "QUIDDITCH_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
+    /// The host other nodes reach this one at (its HTTP and Flight ports
+    /// stay those bound) [default: the bound address's IP].
+    #[arg(long, env = "QUIDDITCH_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
     /// Seconds a node stays in the cluster after its last lease renewal
     /// [default: 5].
     #[arg(long, env = "QUIDDITCH_LEASE_TTL")]
@@ -83,6 +87,7 @@ struct FileConfig {
     etcd: Option<String>,
     cluster_name: Option<String>,
     lease_ttl: Option<u64>,
+    advertise_host: Option<String>,
 }
 
 /// Resolved configuration of a node.
@@ -110,6 +115,8 @@ pub struct ServeConfig {
     pub cluster_name: String,
     /// The cluster's etcd, when it has one.
     pub etcd: Option<EtcdConfig>,
+    /// The host other nodes reach this one at, when not the bound IP.
+    pub advertise_host: Option<String>,
 }
 
 impl ServeConfig {
@@ -191,6 +198,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             cluster_name,
             etcd,
+            advertise_host: self.advertise_host.or(file.advertise_host),
             http_addr,
             flight_addr,
             users: file.users,

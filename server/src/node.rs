@@ -51,6 +51,8 @@ pub struct Node {
     pub roles: Vec<Role>,
     /// The cluster, when the node is part of one.
     pub cluster: Option<Arc<ClusterState>>,
+    /// What its searches did.
+    pub search_metrics: http::SearchMetrics,
 }
 
 /// Opens the data directory and serves HTTP until SIGTERM or Ctrl-C, then
@@ -72,10 +74,14 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         memory_limit: Some(config.query_memory),
         ..EngineConfig::default()
     };
+    let advertised = |addr: SocketAddr| match &config.advertise_host {
+        Some(host) => format!("{host}:{}", addr.port()),
+        None => addr.to_string(),
+    };
     let local = NodeInfo {
         id: config.node_id.clone(),
-        flight: flight_addr.to_string(),
-        http: Some(http_addr.to_string()),
+        flight: advertised(flight_addr),
+        http: Some(advertised(http_addr)),
         roles: config.roles.clone(),
     };
     let cluster = if config.clustered() {
@@ -170,7 +176,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         hello: Hello {
             node_id: config.node_id.clone(),
             roles: config.roles.clone(),
-            http: http_addr.to_string(),
+            http: local.http.clone().unwrap_or_default(),
         },
     })?;
     let node = Arc::new(Node {
@@ -185,6 +191,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         flight_addr,
         roles: config.roles.clone(),
         cluster,
+        search_metrics: http::SearchMetrics::default(),
     });
     tracing::info!(%http_addr, %flight_addr, data_dir = %config.data_dir.display(), "quidditch is ready");
     println!(

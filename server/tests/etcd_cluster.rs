@@ -327,5 +327,20 @@ fn losing_data_nodes_without_replicas_gives_exact_partial_results() -> Result<()
             started.elapsed()
         );
     }
+    // Each round ran a search and a count that left out 2, 4, then 6
+    // shards, and a search that refused to.
+    let text = coordinator.get_text("/metrics")?;
+    for (name, want) in [
+        ("quidditch_searches_total", 9),
+        ("quidditch_search_errors_total", 3),
+        ("quidditch_partial_searches_total", 6),
+        ("quidditch_failed_shards_total", 24),
+        ("quidditch_node_joins_total", 5),
+        ("quidditch_node_leaves_total", 3),
+        ("quidditch_leader", 1),
+    ] {
+        let line = format!("{name} {want}");
+        ensure!(text.lines().any(|l| l == line), "no [{line}] in:\n{text}");
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod cluster;
 mod docs;
 mod error;
 mod indices;
+mod metrics;
 mod root;
 mod scroll;
 mod search;
@@ -22,6 +23,7 @@ use axum::routing::{get, post, put};
 use serde_json::Value;
 
 pub use error::{ApiError, ApiResult};
+pub use metrics::SearchMetrics;
 pub use scroll::Scrolls;
 
 use crate::node::Node;
@@ -66,6 +68,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_cat/nodes", get(cluster::cat_nodes))
         .route("/_cat/shards", get(cluster::cat_shards))
         .route("/_cluster/health", get(cluster::health))
+        .route("/metrics", get(metrics::metrics))
         .route("/_cluster/health/{index}", get(cluster::health_of_index))
         .route("/_cat/indices/{index}", get(cat::indices_of))
         .route("/_refresh", post(indices::refresh_all).get(indices::refresh_all))

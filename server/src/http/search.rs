@@ -90,14 +90,23 @@ pub(super) fn respond(out: &Value, params: &Params) -> Response {
     }
 }
 
+/// Counts a search's or count's answer in the node's metrics.
+fn record(node: &Node, out: quidditch_planner::Result<Value>) -> quidditch_planner::Result<Value> {
+    match &out {
+        Ok(answer) => node.search_metrics.answered(answer),
+        Err(_) => node.search_metrics.failed(),
+    }
+    out
+}
+
 async fn run_search(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
     if params.contains_key("scroll") {
         return super::scroll::start(node, target, params, body).await;
     }
     let body = search_body(body)?;
     let ctx = node.engine.session()?;
-    let out = quidditch_planner::search(&ctx, node.engine.indices(), target, body.as_ref(), params).await?;
-    Ok(respond(&out, params))
+    let out = quidditch_planner::search(&ctx, node.engine.indices(), target, body.as_ref(), params).await;
+    Ok(respond(&record(node, out)?, params))
 }
 
 pub async fn search(
@@ -120,8 +129,8 @@ pub async fn search_all(
 async fn run_count(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
     let body = search_body(body)?;
     let ctx = node.engine.session()?;
-    let out = quidditch_planner::count(&ctx, node.engine.indices(), target, body.as_ref(), params).await?;
-    Ok(respond(&out, params))
+    let out = quidditch_planner::count(&ctx, node.engine.indices(), target, body.as_ref(), params).await;
+    Ok(respond(&record(node, out)?, params))
 }
 
 pub async fn count(
@@ -163,6 +172,13 @@ async fn run_msearch(node: &Node, target: Option<&str>, params: &Params, body: &
     let lines = ndjson(body)?;
     let ctx = node.engine.session()?;
     let out = quidditch_planner::msearch(&ctx, node.engine.indices(), target, &lines).await?;
+    for answer in out["responses"].as_array().into_iter().flatten() {
+        if answer.get("error").is_some() {
+            node.search_metrics.failed();
+        } else {
+            node.search_metrics.answered(answer);
+        }
+    }
     Ok(respond(&out, params))
 }
 

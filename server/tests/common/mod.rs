@@ -317,6 +317,15 @@ impl Server {
             .ok_or_else(|| anyhow!("no count in {rows:?}"))
     }
 
+    /// The text a `GET` answers; fails on a non-success status.
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        let resp = self.client.get(format!("{}{path}", self.url)).send()?;
+        if !resp.status().is_success() {
+            bail!("GET {path} failed: {}", resp.status());
+        }
+        Ok(resp.text()?)
+    }
+
     /// Raw text of a SQL answer in `format`.
     pub fn sql_text(&self, query: &str, format: &str) -> Result<String> {
         let resp = self
