@@ -11,6 +11,10 @@ use serde_json::Value;
 
 use crate::node::Node;
 
+/// The path of the metrics, which an index of that name shares for every
+/// method but `GET`.
+pub const NAME: &str = "metrics";
+
 /// What the node's searches did since it started.
 #[derive(Debug, Default)]
 pub struct SearchMetrics {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Path};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -68,7 +68,15 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_cat/nodes", get(cluster::cat_nodes))
         .route("/_cat/shards", get(cluster::cat_shards))
         .route("/_cluster/health", get(cluster::health))
-        .route("/metrics", get(metrics::metrics))
+        // `GET /metrics` is the node's metrics; the other methods keep
+        // their meaning for an index named `metrics`.
+        .route(
+            "/metrics",
+            get(metrics::metrics)
+                .put(|node, body| indices::create(node, Path(metrics::NAME.to_string()), body))
+                .delete(|node| indices::delete(node, Path(metrics::NAME.to_string())))
+                .head(|node| indices::exists(node, Path(metrics::NAME.to_string()))),
+        )
         .route("/_cluster/health/{index}", get(cluster::health_of_index))
         .route("/_cat/indices/{index}", get(cat::indices_of))
         .route("/_refresh", post(indices::refresh_all).get(indices::refresh_all))
