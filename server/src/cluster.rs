@@ -238,15 +238,21 @@ impl ClusterState {
 }
 
 /// Makes this node's indices those of etcd: installs what it lacks, takes
-/// grown mappings, replaces other incarnations, and removes the cluster
-/// indices etcd does not have (deleted while the node was away). Runs
-/// before the node serves.
-pub async fn reconcile(etcd: &EtcdCluster, indices: &Arc<Indices>) -> anyhow::Result<i64> {
+/// grown mappings, replaces other incarnations and, with `remove_absent`,
+/// removes the cluster indices etcd does not have (deleted while the node
+/// was away: only before the node serves, when no create is under way).
+/// Returns the revision read at.
+pub async fn reconcile(
+    etcd: &EtcdCluster,
+    indices: &Arc<Indices>,
+    remove_absent: bool,
+) -> anyhow::Result<i64> {
     let (metas, revision) = etcd.indices().await.map_err(anyhow::Error::msg)?;
     let indices = Arc::clone(indices);
     tokio::task::spawn_blocking(move || {
         let names: std::collections::HashSet<String> = metas.iter().map(|m| m.name.clone()).collect();
-        for index in indices.list() {
+        let absent = if remove_absent { indices.list() } else { Vec::new() };
+        for index in absent {
             let meta = index.meta();
             if !meta.allocation.is_empty() && !names.contains(&meta.name) {
                 tracing::info!(index = %meta.name, "removing an index deleted while this node was away");
@@ -290,15 +296,8 @@ pub fn spawn_metadata_follower(
             let _ = watcher.await;
             loop {
                 tokio::time::sleep(MONITOR_INTERVAL).await;
-                match etcd.indices().await {
-                    Ok((metas, at)) => {
-                        let indices = Arc::clone(&indices);
-                        let _ = tokio::task::spawn_blocking(move || {
-                            for meta in metas {
-                                apply(&indices, IndexEvent::Put(meta));
-                            }
-                        })
-                        .await;
+                match reconcile(&etcd, &indices, false).await {
+                    Ok(at) => {
                         revision = at;
                         break;
                     }

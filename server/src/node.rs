@@ -159,7 +159,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let mut background = Vec::new();
     if let Some(state) = &cluster {
         if let Some(etcd) = &state.etcd {
-            let revision = crate::cluster::reconcile(etcd, &indices).await?;
+            let revision = crate::cluster::reconcile(etcd, &indices, true).await?;
             background.push(crate::cluster::spawn_metadata_follower(
                 Arc::clone(etcd),
                 Arc::clone(&indices),
