@@ -69,7 +69,7 @@ impl Translator<'_> {
                 let (path, ty) = self.column(expr)?;
                 let values = list
                     .iter()
-                    .map(|e| self.literal(ty, e))
+                    .map(|e| self.equality_literal(&path, ty, e))
                     .collect::<Option<Vec<_>>>()?;
                 let q = LeafQuery::Terms {
                     path: path.clone(),
@@ -156,7 +156,11 @@ impl Translator<'_> {
             });
         }
         let (path, ty) = self.column(col)?;
-        let value = self.literal(ty, lit)?;
+        let value = if matches!(op, Operator::Eq | Operator::NotEq) {
+            self.equality_literal(&path, ty, lit)?
+        } else {
+            self.literal(ty, lit)?
+        };
         if ty == FieldType::Boolean && !matches!(op, Operator::Eq | Operator::NotEq) {
             return None;
         }
@@ -259,6 +263,24 @@ impl Translator<'_> {
             Expr::Cast(c) if is_string_type(c.field.data_type()) => self.id_column(&c.expr),
             _ => false,
         }
+    }
+
+    /// A literal compared for equality: for a `scaled_float` column only one
+    /// with no more fractional digits than the column keeps, since the
+    /// index rounds a term to whole units and SQL compares `0.065` with the
+    /// stored `0.07` as unequal.
+    fn equality_literal(&self, path: &str, ty: FieldType, expr: &Expr) -> Option<TermValue> {
+        if ty == FieldType::ScaledFloat {
+            let scale = self.mapping.column(path)?.mapping.decimal_scale()?;
+            let Expr::Literal(ScalarValue::Decimal128(Some(units), _, digits), _) = expr else {
+                return self.literal(ty, expr);
+            };
+            let excess = u32::try_from(i16::from(*digits) - i16::from(scale)).unwrap_or(0);
+            if units % 10i128.checked_pow(excess)? != 0 {
+                return None;
+            }
+        }
+        self.literal(ty, expr)
     }
 
     fn literal(&self, ty: FieldType, expr: &Expr) -> Option<TermValue> {

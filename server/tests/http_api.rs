@@ -540,6 +540,12 @@ fn scaled_float_is_an_exact_decimal() -> Result<()> {
         ("price > 1.01", 0),
         ("price IN (0.07, 1.01)", 2),
         ("price < 1", 12),
+        // More digits than the field keeps: no stored value equals them.
+        ("price = 0.065", 0),
+        ("price = 1.006", 0),
+        ("price = 0.070", 1),
+        ("price <> 0.065", 13),
+        ("price IN (0.065, 0.05)", 1),
     ] {
         let rows = s.sql_rows(&format!("SELECT count(*) FROM prices WHERE {filter}"))?;
         assert_eq!(rows, vec![json!([want])], "{filter}");
