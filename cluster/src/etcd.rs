@@ -7,13 +7,20 @@
 //! - `indices/<name>`: an index's [`IndexMeta`] (settings, mapping, the node
 //!   of each shard) as JSON;
 //! - `leader`: the election of the master-eligible nodes (etcd's election
-//!   API, campaigning with the node's lease); the value is the node id.
+//!   API, campaigning with the node's lease); the value is the node id;
+//! - `cluster_uuid`: the cluster's identity, made by its first node. Every
+//!   node records it in its data directory (`cluster.json`, with the node's
+//!   own uuid) and refuses to join a cluster with another one, so that a
+//!   wrong `--etcd` or `--cluster-name`, or an etcd that lost its data,
+//!   cannot make a node drop indices the cluster seems not to have.
 //!
 //! Every node keeps the live nodes and the leader from watches, so a node
 //! that joins is seen within the latency of a watch event, and one whose
 //! lease expires is gone from [`Membership::nodes`] at that moment.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +29,7 @@ use etcd_client::{
 };
 use parking_lot::RwLock;
 use quidditch_index::index::IndexMeta;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::membership::{Membership, NodeInfo, Role};
@@ -43,6 +51,56 @@ pub struct EtcdConfig {
     pub lease_ttl: Duration,
 }
 
+/// What a node's data directory records of its place in a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Identity {
+    /// This data directory's own id: a node restarted on it is the same node.
+    node_uuid: String,
+    /// The cluster it belongs to, once it joined one.
+    cluster_uuid: Option<String>,
+}
+
+impl Identity {
+    const FILE: &'static str = "cluster.json";
+
+    fn load_or_new(dir: &Path) -> Result<Identity, String> {
+        let path = dir.join(Self::FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| format!("reading {}: {e}", path.display()))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Identity {
+                node_uuid: uuid::Uuid::new_v4().simple().to_string(),
+                cluster_uuid: None,
+            }),
+            Err(err) => Err(format!("reading {}: {err}", path.display())),
+        }
+    }
+
+    /// Writes the identity durably (a temporary file renamed over the old).
+    fn save(&self, dir: &Path) -> Result<(), String> {
+        let path = dir.join(Self::FILE);
+        let tmp = dir.join(format!("{}.tmp", Self::FILE));
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+}
+
+/// A node's registration under `nodes/<id>`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Registration {
+    #[serde(flatten)]
+    node: NodeInfo,
+    /// The uuid of the node's data directory.
+    node_uuid: String,
+}
+
 /// A change of the index metadata in etcd.
 #[derive(Debug, Clone)]
 pub enum IndexEvent {
@@ -61,6 +119,7 @@ pub struct EtcdCluster {
     nodes: RwLock<BTreeMap<String, NodeInfo>>,
     leader: watch::Sender<Option<String>>,
     lease: RwLock<i64>,
+    node_uuid: String,
 }
 
 impl std::fmt::Debug for EtcdCluster {
@@ -90,9 +149,16 @@ async fn timed<T>(
 }
 
 impl EtcdCluster {
-    /// Connects to etcd, registers `local` under a new lease and loads the
-    /// live nodes; [`EtcdCluster::spawn`] keeps all of it current.
-    pub async fn join(config: &EtcdConfig, local: NodeInfo) -> Result<Arc<EtcdCluster>, String> {
+    /// Connects to etcd, checks that the node in `data_dir` belongs to this
+    /// cluster (recording the cluster's uuid there on first joining),
+    /// registers `local` under a new lease and loads the live nodes;
+    /// [`EtcdCluster::spawn`] keeps all of it current.
+    pub async fn join(
+        config: &EtcdConfig,
+        local: NodeInfo,
+        data_dir: &Path,
+    ) -> Result<Arc<EtcdCluster>, String> {
+        let mut identity = Identity::load_or_new(data_dir)?;
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_keep_alive(Duration::from_secs(1), Duration::from_secs(3))
@@ -102,7 +168,7 @@ impl EtcdCluster {
             Client::connect(config.endpoints.clone(), Some(options)),
         )
         .await
-        .map_err(|e| format!("{e} (endpoints {})", config.endpoints.join(",")))?;
+        .map_err(|e| format!("{e} (etcd at {})", config.endpoints.join(",")))?;
         let (leader, _) = watch::channel(None);
         let cluster = Arc::new(EtcdCluster {
             client,
@@ -112,7 +178,17 @@ impl EtcdCluster {
             nodes: RwLock::new(BTreeMap::new()),
             leader,
             lease: RwLock::new(0),
+            node_uuid: identity.node_uuid.clone(),
         });
+        // The client connects lazily: this is the first request.
+        let uuid = cluster
+            .cluster_uuid(identity.cluster_uuid.as_deref())
+            .await
+            .map_err(|e| format!("{e} (etcd at {})", config.endpoints.join(",")))?;
+        if identity.cluster_uuid.as_deref() != Some(uuid.as_str()) {
+            identity.cluster_uuid = Some(uuid);
+            identity.save(data_dir)?;
+        }
         cluster.register().await?;
         cluster.load_nodes().await?;
         Ok(cluster)
@@ -126,23 +202,103 @@ impl EtcdCluster {
         format!("{}leader", self.prefix)
     }
 
-    /// Grants a lease and puts this node under it.
+    /// The cluster's uuid: the one etcd has, or a new one when the cluster
+    /// is new. A node whose data directory belongs to a cluster (`known`)
+    /// only joins that one.
+    async fn cluster_uuid(&self, known: Option<&str>) -> Result<String, String> {
+        let key = format!("{}cluster_uuid", self.prefix);
+        let cluster = self
+            .prefix
+            .trim_start_matches("/quidditch/")
+            .trim_end_matches('/');
+        let mut client = self.client.clone();
+        let stored = timed("reading the cluster's uuid", client.get(key.clone(), None)).await?;
+        let current = stored
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).to_string());
+        match (current, known) {
+            (Some(current), Some(known)) if current != known => Err(format!(
+                "this node's data directory belongs to the cluster with uuid {known}, but cluster [{cluster}] \
+                 in etcd has uuid {current}: wrong --etcd or --cluster-name?"
+            )),
+            (Some(current), _) => Ok(current),
+            (None, Some(known)) => Err(format!(
+                "this node's data directory belongs to the cluster with uuid {known}, but etcd has no \
+                 cluster [{cluster}]: wrong --etcd or --cluster-name, or etcd lost its data?"
+            )),
+            (None, None) => {
+                let new = uuid::Uuid::new_v4().simple().to_string();
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.clone(), new.clone(), None)])
+                    .or_else([TxnOp::get(key, None)]);
+                let resp = timed("recording the cluster's uuid", client.txn(txn)).await?;
+                if resp.succeeded() {
+                    tracing::info!(cluster, uuid = %new, "made a new cluster");
+                    return Ok(new);
+                }
+                // Another node made it first.
+                resp.op_responses()
+                    .into_iter()
+                    .find_map(|op| match op {
+                        etcd_client::TxnOpResponse::Get(get) => get
+                            .kvs()
+                            .first()
+                            .map(|kv| String::from_utf8_lossy(kv.value()).to_string()),
+                        _ => None,
+                    })
+                    .ok_or_else(|| failed("reading the cluster's uuid", "it vanished"))
+            }
+        }
+    }
+
+    /// Grants a lease and puts this node under it. The node's key may be
+    /// held only by this node's own earlier process (same data directory),
+    /// whose registration (and leadership) it takes over; a node id another
+    /// node holds is refused.
     async fn register(&self) -> Result<(), String> {
         let mut client = self.client.clone();
+        let key = self.key("nodes", &self.local.id);
+        let existing = timed("reading the node's registration", client.get(key.clone(), None)).await?;
+        if let Some(kv) = existing.kvs().first() {
+            let other = serde_json::from_slice::<Registration>(kv.value()).map(|r| r.node_uuid);
+            if other.as_deref().ok() != Some(self.node_uuid.as_str()) {
+                return Err(format!(
+                    "node id [{}] is already used by another node of the cluster (at {})",
+                    self.local.id,
+                    serde_json::from_slice::<NodeInfo>(kv.value()).map_or_else(|_| "?".into(), |n| n.flight)
+                ));
+            }
+            if kv.lease() != 0 {
+                tracing::info!(node = %self.local.id, "replacing this node's earlier registration");
+                if let Err(err) = timed("revoking the earlier lease", client.lease_revoke(kv.lease())).await
+                    && !err.contains("not found")
+                {
+                    return Err(err);
+                }
+            }
+        }
         let ttl = i64::try_from(self.lease_ttl.as_secs().max(1)).unwrap_or(5);
         let lease = timed("granting a lease", client.lease_grant(ttl, None))
             .await?
             .id();
-        let value = serde_json::to_vec(&self.local).map_err(|e| failed("encoding the node", e))?;
-        timed(
-            "registering the node",
-            client.put(
-                self.key("nodes", &self.local.id),
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            ),
-        )
-        .await?;
+        let value = serde_json::to_vec(&Registration {
+            node: self.local.clone(),
+            node_uuid: self.node_uuid.clone(),
+        })
+        .map_err(|e| failed("encoding the node", e))?;
+        // Registered only if nobody took the id since it was read.
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)))]);
+        if !timed("registering the node", client.txn(txn)).await?.succeeded() {
+            let _ = client.lease_revoke(lease).await;
+            return Err(format!(
+                "node id [{}] was registered by another node at the same time",
+                self.local.id
+            ));
+        }
         *self.lease.write() = lease;
         Ok(())
     }
@@ -436,6 +592,17 @@ impl EtcdCluster {
         Ok(timed("creating an index", client.txn(txn)).await?.succeeded())
     }
 
+    /// An index's metadata as etcd has it now, with its revision.
+    pub async fn index(&self, name: &str) -> Result<Option<(IndexMeta, i64)>, String> {
+        let mut client = self.client.clone();
+        let resp = timed("reading an index", client.get(self.key("indices", name), None)).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        let meta = serde_json::from_slice(kv.value()).map_err(|e| failed("decoding index metadata", e))?;
+        Ok(Some((meta, kv.mod_revision())))
+    }
+
     /// Replaces an index's metadata (a new mapping), if it is the same
     /// incarnation; `Ok(false)` when it is not there any more.
     pub async fn update_index(&self, meta: &IndexMeta) -> Result<bool, String> {
@@ -460,24 +627,17 @@ impl EtcdCluster {
         meta: &IndexMeta,
         op: impl FnOnce(String) -> Result<TxnOp, String>,
     ) -> Result<bool, String> {
-        let key = self.key("indices", &meta.name);
-        let mut client = self.client.clone();
-        let resp = timed("reading an index", client.get(key.clone(), None)).await?;
-        let Some(kv) = resp.kvs().first() else {
+        let Some((stored, revision)) = self.index(&meta.name).await? else {
             return Ok(false);
         };
-        let stored: IndexMeta =
-            serde_json::from_slice(kv.value()).map_err(|e| failed("decoding index metadata", e))?;
         if stored.uuid != meta.uuid {
             return Ok(false);
         }
+        let key = self.key("indices", &meta.name);
         let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                kv.mod_revision(),
-            )])
+            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])
             .and_then([op(key)?]);
+        let mut client = self.client.clone();
         Ok(timed("changing an index", client.txn(txn)).await?.succeeded())
     }
 }

@@ -287,12 +287,28 @@ pub fn spawn_metadata_follower(
                     }
                 })
             };
-            while let Some(event) = rx.recv().await {
+            while let Some(mut event) = rx.recv().await {
+                // A watch may lag behind what this node did itself (an index
+                // it created anew): only what etcd has now is applied, so an
+                // older incarnation's late event cannot replace a newer one.
+                if let IndexEvent::Put(meta) = &event {
+                    match etcd.index(&meta.name).await {
+                        Ok(Some((current, _))) if current.uuid == meta.uuid => {
+                            event = IndexEvent::Put(current)
+                        }
+                        Ok(_) => continue,
+                        Err(err) => {
+                            tracing::warn!(%err, "reading index metadata failed");
+                            break;
+                        }
+                    }
+                }
                 let indices = Arc::clone(&indices);
                 if let Err(err) = tokio::task::spawn_blocking(move || apply(&indices, event)).await {
                     tracing::error!(%err, "applying index metadata failed");
                 }
             }
+            drop(rx);
             let _ = watcher.await;
             loop {
                 tokio::time::sleep(MONITOR_INTERVAL).await;

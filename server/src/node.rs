@@ -92,7 +92,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let client = Arc::new(Client::default());
         Some(Arc::new(match &config.etcd {
             Some(etcd) => {
-                let etcd = EtcdCluster::join(etcd, local.clone())
+                let etcd = EtcdCluster::join(etcd, local.clone(), &config.data_dir)
                     .await
                     .map_err(anyhow::Error::msg)?;
                 ClusterState::with_etcd(etcd, client)

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
-use common::{Etcd, Server, assert_es_error};
+use common::{Etcd, Server, assert_es_error, etcd_flags};
 use serde_json::{Value, json};
 
 /// `_cat/nodes` as JSON rows.
@@ -342,5 +342,68 @@ fn losing_data_nodes_without_replicas_gives_exact_partial_results() -> Result<()
         let line = format!("{name} {want}");
         ensure!(text.lines().any(|l| l == line), "no [{line}] in:\n{text}");
     }
+    Ok(())
+}
+
+#[test]
+fn bad_cluster_flags_are_refused_and_a_restarted_node_serves_its_shards() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let etcd = Etcd::start(&dir.path().join("etcd"))?;
+    let coordinator = Server::start_etcd(&etcd, dir.path(), "coord", "coordinator,master", 5)?;
+    let _d0 = Server::start_etcd(&etcd, dir.path(), "data-0", "data", 5)?;
+    let d1 = Server::start_etcd(&etcd, dir.path(), "data-1", "data", 5)?;
+    wait_until(Duration::from_secs(10), "three nodes", || {
+        Ok(cat_nodes(&coordinator)?.len() == 3)
+    })?;
+    let (status, body) = coordinator.put(
+        "/logs",
+        &json!({"settings": {"number_of_shards": 4, "number_of_replicas": 0}}),
+    )?;
+    ensure!(status == 200, "create: {body}");
+    index_docs(&coordinator, "logs", 200)?;
+    assert_eq!(count(&coordinator, "logs")?, 200);
+
+    // A second node with a node id in use.
+    let stderr = Server::refused(
+        &dir.path().join("imposter"),
+        &etcd_flags(&etcd.url, "test", "data-0", "data", 5),
+    )?;
+    assert!(
+        stderr.contains("node id [data-0] is already used by another node"),
+        "{stderr}"
+    );
+    // No etcd at the address.
+    let stderr = Server::refused(
+        &dir.path().join("lost"),
+        &etcd_flags("http://127.0.0.1:1", "test", "data-9", "data", 5),
+    )?;
+    assert!(stderr.contains("etcd at http://127.0.0.1:1"), "{stderr}");
+
+    // SIGKILL, and a restart on the same data directory before the lease
+    // ran out: the node takes over its registration and serves its shards.
+    let data_dir = d1.data_dir.clone();
+    d1.kill()?;
+    let flags = etcd_flags(&etcd.url, "test", "data-1", "data", 5);
+    let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let d1 = Server::start_with(&data_dir, &flag_refs)?;
+    wait_until(Duration::from_secs(10), "all documents", || {
+        Ok(count(&coordinator, "logs")? == 200)
+    })?;
+    index_docs(&coordinator, "logs", 300)?;
+    assert_eq!(count(&coordinator, "logs")?, 300);
+
+    // Its data directory belongs to cluster "test": another cluster name,
+    // or an etcd without the cluster, is refused and its data stays.
+    d1.kill()?;
+    let stderr = Server::refused(&data_dir, &etcd_flags(&etcd.url, "other", "data-1", "data", 5))?;
+    assert!(
+        stderr.contains("belongs to the cluster with uuid") && stderr.contains("etcd has no cluster [other]"),
+        "{stderr}"
+    );
+    let d1 = Server::start_with(&data_dir, &flag_refs)?;
+    wait_until(Duration::from_secs(10), "all documents after the refusal", || {
+        Ok(count(&coordinator, "logs")? == 300)
+    })?;
+    drop(d1);
     Ok(())
 }

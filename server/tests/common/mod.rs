@@ -131,25 +131,70 @@ impl Drop for Etcd {
     }
 }
 
+/// The flags of a node `id` of cluster `cluster` in the etcd at `url`.
+pub fn etcd_flags(url: &str, cluster: &str, id: &str, roles: &str, ttl: u32) -> Vec<String> {
+    [
+        "--node-id",
+        id,
+        "--roles",
+        roles,
+        "--etcd",
+        url,
+        "--cluster-name",
+        cluster,
+        "--lease-ttl",
+        &ttl.to_string(),
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
 impl Server {
     /// Starts a node of the cluster `cluster` in `etcd` with these roles,
     /// with a lease of `ttl` seconds.
     pub fn start_etcd(etcd: &Etcd, root: &Path, id: &str, roles: &str, ttl: u32) -> Result<Server> {
+        let flags = etcd_flags(&etcd.url, "test", id, roles, ttl);
         Server::start_with(
             &root.join(id),
-            &[
-                "--node-id",
-                id,
-                "--roles",
-                roles,
-                "--etcd",
-                &etcd.url,
-                "--cluster-name",
-                "test",
-                "--lease-ttl",
-                &ttl.to_string(),
-            ],
+            &flags.iter().map(String::as_str).collect::<Vec<_>>(),
         )
+    }
+
+    /// Runs a node that must refuse to start: it exits with a failure
+    /// within 30 s, without printing its ready line. Returns what it wrote
+    /// to stderr.
+    pub fn refused(data_dir: &Path, flags: &[String]) -> Result<String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quidditch"))
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--flight-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting quidditch")?;
+        for _ in 0..600 {
+            if let Some(status) = child.try_wait()? {
+                let mut stdout = String::new();
+                let mut stderr = String::new();
+                std::io::Read::read_to_string(&mut child.stdout.take().context("stdout")?, &mut stdout)?;
+                std::io::Read::read_to_string(&mut child.stderr.take().context("stderr")?, &mut stderr)?;
+                if status.success() || !stdout.is_empty() {
+                    bail!("the node started ({status}): {stdout}");
+                }
+                return Ok(stderr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        bail!("the node did not exit within 30 s")
     }
 
     /// Starts a node on a free port with this data directory.
