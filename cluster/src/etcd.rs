@@ -603,15 +603,36 @@ impl EtcdCluster {
         Ok(Some((meta, kv.mod_revision())))
     }
 
-    /// Replaces an index's metadata (a new mapping), if it is the same
-    /// incarnation; `Ok(false)` when it is not there any more.
-    pub async fn update_index(&self, meta: &IndexMeta) -> Result<bool, String> {
-        self.if_incarnation(meta, |key| {
-            serde_json::to_vec(meta)
-                .map(|v| TxnOp::put(key, v, None))
-                .map_err(|e| failed("encoding index metadata", e))
-        })
-        .await
+    /// Changes an index's metadata as etcd has it, if it is the incarnation
+    /// of `meta`: `change` edits it and says whether it changed anything.
+    /// Retried when another change came in between. Returns the metadata
+    /// as stored after the change, `None` when the incarnation is gone.
+    pub async fn modify_index(
+        &self,
+        meta: &IndexMeta,
+        mut change: impl FnMut(&mut IndexMeta) -> bool,
+    ) -> Result<Option<IndexMeta>, String> {
+        let key = self.key("indices", &meta.name);
+        for _ in 0..20 {
+            let Some((mut stored, revision)) = self.index(&meta.name).await? else {
+                return Ok(None);
+            };
+            if stored.uuid != meta.uuid {
+                return Ok(None);
+            }
+            if !change(&mut stored) {
+                return Ok(Some(stored));
+            }
+            let value = serde_json::to_vec(&stored).map_err(|e| failed("encoding index metadata", e))?;
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])
+                .and_then([TxnOp::put(key.clone(), value, None)]);
+            let mut client = self.client.clone();
+            if timed("changing an index", client.txn(txn)).await?.succeeded() {
+                return Ok(Some(stored));
+            }
+        }
+        Err(failed("changing an index", "it kept changing under this node"))
     }
 
     /// Deletes an index's metadata if it is this incarnation.

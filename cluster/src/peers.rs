@@ -11,6 +11,7 @@ use quidditch_index::peers::{ItemResult, Peers, WireItem};
 use quidditch_index::query::LeafQuery;
 use quidditch_index::shard::StoredDoc;
 use quidditch_index::stats::TermStats;
+use quidditch_index::translog::Op;
 use quidditch_index::{Error, RefreshPolicy, Result};
 
 use crate::client::Client;
@@ -66,14 +67,14 @@ impl ClusterPeers {
     }
 
     /// The allocation this node makes over the data nodes it knows.
-    fn allocate_here(&self, index: &str, shards: u32) -> Result<Vec<String>> {
+    fn allocate_here(&self, index: &str, shards: u32, replicas: u32) -> Result<Vec<Vec<String>>> {
         let data: Vec<String> = self.membership.data_nodes().into_iter().map(|n| n.id).collect();
         if data.is_empty() {
             return Err(Error::unavailable(format!(
                 "cannot allocate the shards of [{index}]: the cluster has no data node"
             )));
         }
-        Ok(crate::allocation::allocate(index, shards, &data))
+        Ok(crate::allocation::allocate(index, shards, replicas, &data))
     }
 
     fn block<T>(&self, fut: impl Future<Output = T>) -> T {
@@ -110,9 +111,9 @@ impl Peers for ClusterPeers {
         &self.node_id
     }
 
-    fn allocate(&self, index: &str, shards: u32) -> Result<Vec<String>> {
+    fn allocate(&self, index: &str, shards: u32, replicas: u32) -> Result<Vec<Vec<String>>> {
         let Some(etcd) = &self.etcd else {
-            return self.allocate_here(index, shards);
+            return self.allocate_here(index, shards, replicas);
         };
         let leader = self
             .block(etcd.wait_for_leader(LEADER_WAIT))
@@ -122,12 +123,13 @@ impl Peers for ClusterPeers {
                 status: 503,
             })?;
         if leader == self.node_id {
-            return self.allocate_here(index, shards);
+            return self.allocate_here(index, shards, replicas);
         }
         let node = self.node(&leader)?;
         let call = Call::Allocate {
             index: index.to_string(),
             shards,
+            replicas,
         };
         self.block(self.client.call(&node, &call))
     }
@@ -161,7 +163,15 @@ impl Peers for ClusterPeers {
 
     fn mapping_changed(&self, meta: &IndexMeta) -> Result<()> {
         if let Some(etcd) = &self.etcd {
-            self.block(etcd.update_index(meta)).map_err(Error::unavailable)?;
+            let mapping = meta.mapping.clone();
+            self.block(etcd.modify_index(meta, |stored| {
+                let grown = mapping.fields.len() > stored.mapping.fields.len();
+                if grown {
+                    stored.mapping = mapping.clone();
+                }
+                grown
+            }))
+            .map_err(Error::unavailable)?;
         }
         self.broadcast(Call::PutMapping {
             name: meta.name.clone(),
@@ -185,6 +195,62 @@ impl Peers for ClusterPeers {
         };
         let items: Vec<WireItem> = self.block(self.client.call(&node, &call))?;
         Ok(items.into_iter().map(WireItem::into_item).collect())
+    }
+
+    fn replicate(
+        &self,
+        node: &str,
+        meta: &IndexMeta,
+        shard: u32,
+        ops: Vec<Op>,
+        refresh: RefreshPolicy,
+    ) -> Result<()> {
+        let node = self.node(node)?;
+        let call = Call::Replicate {
+            index: meta.name.clone(),
+            uuid: meta.uuid.clone(),
+            shard,
+            ops,
+            refresh,
+        };
+        self.block(self.client.call::<serde_json::Value>(&node, &call))
+            .map(drop)
+    }
+
+    fn copy_failed(&self, meta: &IndexMeta, shard: u32, node: &str, reason: &str) -> Result<IndexMeta> {
+        let Some(etcd) = &self.etcd else {
+            return Err(Error::unavailable(format!(
+                "the replica of shard [{shard}] of index [{}] on node [{node}] failed ({reason}), and a cluster \
+                 without etcd cannot record it out of sync",
+                meta.name
+            )));
+        };
+        tracing::warn!(index = %meta.name, shard, %node, %reason, "marking a copy out of sync");
+        let me = self.node_id.clone();
+        let mut deposed = false;
+        let stored = self
+            .block(etcd.modify_index(meta, |stored| {
+                // A primary that was replaced (its node seemed gone) must not
+                // acknowledge writes its successor may not have.
+                deposed = stored.shard_node(shard) != Some(me.as_str());
+                if deposed {
+                    return false;
+                }
+                let Some(replicas) = stored.replicas.get_mut(shard as usize) else {
+                    return false;
+                };
+                let before = replicas.len();
+                replicas.retain(|n| n != node);
+                replicas.len() != before
+            }))
+            .map_err(Error::unavailable)?;
+        if deposed {
+            return Err(Error::unavailable(format!(
+                "this node is no longer the primary of shard [{shard}] of index [{}]",
+                meta.name
+            )));
+        }
+        stored.ok_or_else(|| Error::IndexNotFound(meta.name.clone()))
     }
 
     fn get(&self, node: &str, index: &str, id: &str) -> Result<Option<StoredDoc>> {
@@ -233,10 +299,11 @@ impl Peers for ClusterPeers {
             .map(|why| format!("node [{node}] does not answer: {why}"))
     }
 
-    fn term_stats(&self, node: &str, index: &str, query: &LeafQuery) -> Result<TermStats> {
+    fn term_stats(&self, node: &str, index: &str, shards: &[u32], query: &LeafQuery) -> Result<TermStats> {
         let node = self.node(node)?;
         let call = Call::TermStats {
             index: index.to_string(),
+            shards: shards.to_vec(),
             query: query.clone(),
         };
         self.block(self.client.call(&node, &call))

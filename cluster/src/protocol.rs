@@ -7,6 +7,7 @@ use quidditch_index::RefreshPolicy;
 use quidditch_index::index::{DocWrite, IndexMeta};
 use quidditch_index::peers::WireItem;
 use quidditch_index::query::LeafQuery;
+use quidditch_index::translog::Op;
 use serde::{Deserialize, Serialize};
 
 /// Largest internal message, either way (the Flight service's limit).
@@ -57,6 +58,20 @@ pub enum Call {
         /// What to make searchable before answering.
         refresh: RefreshPolicy,
     },
+    /// Writes a primary logged, for the node's replica of a shard:
+    /// answers `null` once they are fsynced.
+    Replicate {
+        /// Index name.
+        index: String,
+        /// Incarnation.
+        uuid: String,
+        /// Shard number.
+        shard: u32,
+        /// The logged writes, in the primary's order.
+        ops: Vec<Op>,
+        /// What to make searchable before answering.
+        refresh: RefreshPolicy,
+    },
     /// A realtime get: answers `Option<WireDoc>`.
     Get {
         /// Index name.
@@ -71,21 +86,26 @@ pub enum Call {
     },
     /// Documents per shard of the node: answers `Vec<ShardStats>`.
     ShardStats,
-    /// Term statistics of a query over the node's shards of an index:
-    /// answers `TermStats`.
+    /// Term statistics of a query over some of the node's shards of an
+    /// index: answers `TermStats`.
     TermStats {
         /// Index name.
         index: String,
+        /// The shards.
+        shards: Vec<u32>,
         /// The query.
         query: LeafQuery,
     },
-    /// The node of each shard of a new index, from the leader: answers
-    /// `Vec<String>`.
+    /// The nodes of each shard's copies of a new index, from the leader:
+    /// answers `Vec<Vec<String>>`, the primary first.
     Allocate {
         /// Index name.
         index: String,
         /// Number of shards.
         shards: u32,
+        /// Replicas of each shard.
+        #[serde(default)]
+        replicas: u32,
     },
 }
 
@@ -104,6 +124,7 @@ impl Call {
             Call::ShardStats => "shard_stats",
             Call::TermStats { .. } => "term_stats",
             Call::Allocate { .. } => "allocate",
+            Call::Replicate { .. } => "replicate",
         };
         format!("{PREFIX}{name}")
     }

@@ -98,7 +98,12 @@ impl Placement {
         let mut groups: Vec<Vec<u32>> = vec![Vec::new(); slots.len()];
         let mut turn: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for &shard in &shards.shards {
-            let owner = meta.shard_node(shard).unwrap_or(local.as_str());
+            // The first in-sync copy (the primary first) on a node that answers.
+            let owner = meta
+                .copies(shard)
+                .find(|node| slots.iter().any(|s| s.id == *node))
+                .or_else(|| meta.shard_node(shard))
+                .unwrap_or(local.as_str());
             let candidates: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].id == owner).collect();
             if candidates.is_empty() {
                 let why = match self.liveness.why_down(owner) {

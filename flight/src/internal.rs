@@ -117,16 +117,34 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             }
             Ok(json!(out))
         }
-        Call::TermStats { index, query } => {
+        Call::TermStats { index, shards, query } => {
             let index = indices.get(&index)?;
-            to_value(blocking(move || index.local_term_stats(&query)).await?)
+            to_value(blocking(move || index.local_term_stats(&query, Some(&shards))).await?)
         }
-        Call::Allocate { index, shards } => {
+        Call::Allocate {
+            index,
+            shards,
+            replicas,
+        } => {
             let peers = indices
                 .peers()
                 .cloned()
                 .ok_or_else(|| Error::illegal_argument("this node is not part of a cluster"))?;
-            to_value(blocking(move || peers.allocate(&index, shards)).await?)
+            to_value(blocking(move || peers.allocate(&index, shards, replicas)).await?)
+        }
+        Call::Replicate {
+            index,
+            uuid,
+            shard,
+            ops,
+            refresh,
+        } => {
+            let index = indices.get(&index)?;
+            if index.meta().uuid != uuid {
+                return Err(Error::IndexNotFound(index.name()));
+            }
+            blocking(move || index.apply_replicated(shard, ops, refresh)).await?;
+            Ok(Value::Null)
         }
     }
 }

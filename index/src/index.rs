@@ -19,6 +19,7 @@ use crate::routing::shard_for_id;
 use crate::settings::IndexSettings;
 use crate::shard::{Shard, ShardWrite, StoredDoc};
 use crate::stats::TermStats;
+use crate::translog::Op;
 
 /// The metadata file of an index directory.
 pub const META_FILE: &str = "index.json";
@@ -47,16 +48,37 @@ pub struct IndexMeta {
     pub settings: IndexSettings,
     /// Mapping.
     pub mapping: Mapping,
-    /// The node of each shard; empty when every shard is on this node (the
-    /// embedded node).
+    /// The node of each shard's primary copy; empty when every shard is on
+    /// this node (the embedded node).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allocation: Vec<String>,
+    /// The nodes of each shard's in-sync replicas: copies that have every
+    /// acknowledged write, so that one can replace a lost primary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<String>>,
 }
 
 impl IndexMeta {
-    /// The node that holds `shard`, `None` when every shard is local.
+    /// The node that holds `shard`'s primary, `None` when every shard is local.
     pub fn shard_node(&self, shard: u32) -> Option<&str> {
         self.allocation.get(shard as usize).map(String::as_str)
+    }
+
+    /// The nodes of `shard`'s in-sync replicas.
+    pub fn replica_nodes(&self, shard: u32) -> &[String] {
+        self.replicas.get(shard as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// The nodes of every in-sync copy of `shard`, the primary first.
+    pub fn copies(&self, shard: u32) -> impl Iterator<Item = &str> {
+        self.shard_node(shard)
+            .into_iter()
+            .chain(self.replica_nodes(shard).iter().map(String::as_str))
+    }
+
+    /// Whether `node` holds an in-sync copy of `shard`.
+    pub fn holds(&self, node: &str, shard: u32) -> bool {
+        self.copies(shard).any(|c| c == node)
     }
 }
 
@@ -121,9 +143,13 @@ pub struct BatchResult {
 pub struct Index {
     dir: PathBuf,
     meta: RwLock<IndexMeta>,
-    /// The shards by number; `None` for shards on other nodes.
-    shards: Vec<Option<Arc<Shard>>>,
-    local: Vec<Arc<Shard>>,
+    /// The shards by number; `None` for shards on other nodes. A copy
+    /// opened here serves only while the metadata counts it in sync.
+    shards: RwLock<Vec<Option<Arc<Shard>>>>,
+    /// Per shard: held by a primary while it writes a batch and sends it to
+    /// the replicas, so that every copy gets the writes in the same order.
+    replication: Vec<Mutex<()>>,
+    num_shards: u32,
     peers: Option<Arc<dyn Peers>>,
     /// Serializes mapping updates (and so the parse phase of writes).
     write_lock: Mutex<()>,
@@ -158,7 +184,7 @@ impl Index {
         let node = peers.as_ref().map(|p| p.node_id().to_string());
         let shards = (0..meta.settings.number_of_shards)
             .map(|n| match (meta.shard_node(n), &node) {
-                (Some(owner), Some(node)) if owner != node => {
+                (Some(owner), Some(node)) if !meta.holds(node, n) => {
                     let dir = dir.join("shards").join(n.to_string());
                     if dir.exists() {
                         tracing::warn!(
@@ -176,12 +202,13 @@ impl Index {
                     .map(|s| Some(Arc::new(s))),
             })
             .collect::<Result<Vec<_>>>()?;
-        let local = shards.iter().flatten().cloned().collect();
+        let num_shards = meta.settings.number_of_shards;
         Ok(Index {
             dir: dir.to_path_buf(),
             meta: RwLock::new(meta),
-            shards,
-            local,
+            shards: RwLock::new(shards),
+            replication: (0..num_shards).map(|_| Mutex::new(())).collect(),
+            num_shards,
             peers,
             write_lock: Mutex::new(()),
             deleted: AtomicBool::new(false),
@@ -208,19 +235,44 @@ impl Index {
         self.meta.read().settings.clone()
     }
 
-    /// The shards on this node.
-    pub fn shards(&self) -> &[Arc<Shard>] {
-        &self.local
+    /// The shards on this node: the copies the metadata counts in sync.
+    pub fn shards(&self) -> Vec<Arc<Shard>> {
+        (0..self.num_shards).filter_map(|n| self.shard(n)).collect()
     }
 
-    /// Shard `n`, when it is on this node.
-    pub fn shard(&self, n: u32) -> Option<&Arc<Shard>> {
-        self.shards.get(n as usize).and_then(Option::as_ref)
+    /// Shard `n`, when this node holds an in-sync copy of it.
+    pub fn shard(&self, n: u32) -> Option<Arc<Shard>> {
+        let shard = self.shards.read().get(n as usize).cloned().flatten()?;
+        let Some(peers) = &self.peers else {
+            return Some(shard);
+        };
+        let meta = self.meta.read();
+        (meta.allocation.is_empty() || meta.holds(peers.node_id(), n)).then_some(shard)
+    }
+
+    /// Every copy opened on this node, in sync or not (for refreshes).
+    fn opened(&self) -> Vec<Arc<Shard>> {
+        self.shards.read().iter().flatten().cloned().collect()
     }
 
     /// Number of shards of the index, on every node.
     pub fn num_shards(&self) -> u32 {
-        self.shards.len() as u32
+        self.num_shards
+    }
+
+    /// The node to read shard `n` from: this node when it holds a copy,
+    /// else the first in-sync copy whose node can serve it (the primary
+    /// first). `None` when the shard is local to an unclustered index or
+    /// no copy can be read.
+    pub fn read_node(&self, n: u32) -> Option<String> {
+        let peers = self.peers.as_ref()?;
+        if self.shard(n).is_some() {
+            return Some(peers.node_id().to_string());
+        }
+        let meta = self.meta();
+        meta.copies(n)
+            .find(|node| *node != peers.node_id() && peers.unavailable(node).is_none())
+            .map(str::to_string)
     }
 
     /// The peers of a clustered index.
@@ -229,7 +281,7 @@ impl Index {
     }
 
     /// Shard `n`, or an error naming the node that holds it.
-    pub fn local_shard(&self, n: u32) -> Result<&Arc<Shard>> {
+    pub fn local_shard(&self, n: u32) -> Result<Arc<Shard>> {
         self.shard(n).ok_or_else(|| {
             let meta = self.meta.read();
             match meta.shard_node(n) {
@@ -251,7 +303,7 @@ impl Index {
     /// waiting for a refresh are released.
     pub fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::SeqCst);
-        for shard in &self.local {
+        for shard in self.opened() {
             shard.release_waiters();
         }
     }
@@ -263,7 +315,7 @@ impl Index {
 
     /// Number of documents visible to searches in the shards on this node.
     pub fn num_docs(&self) -> u64 {
-        self.local.iter().map(|s| s.num_docs()).sum()
+        self.shards().iter().map(|s| s.num_docs()).sum()
     }
 
     /// The number of the shard that holds `id`.
@@ -277,8 +329,12 @@ impl Index {
         match (self.shard(n), &self.peers) {
             (Some(shard), _) => shard.get(id),
             (None, Some(peers)) => {
-                let node = self.meta.read().shard_node(n).map(str::to_string);
-                let node = node.ok_or_else(|| Error::Internal(format!("shard [{n}] has no node")))?;
+                let node = self.read_node(n).ok_or_else(|| {
+                    Error::unavailable(format!(
+                        "no copy of shard [{n}] of index [{}] can be read",
+                        self.name()
+                    ))
+                })?;
                 peers.get(&node, &self.name(), id)
             }
             (None, None) => self.local_shard(n)?.get(id),
@@ -344,7 +400,7 @@ impl Index {
     /// must never re-read them with the new one), persists it and sends it
     /// to the other nodes. Callers hold the write lock.
     fn install_mapping(&self, meta: IndexMeta) -> Result<()> {
-        for shard in &self.local {
+        for shard in self.opened() {
             shard.refresh()?;
         }
         write_meta(&self.dir, &meta)?;
@@ -372,7 +428,7 @@ impl Index {
             }
         }
         meta.mapping = mapping;
-        for shard in &self.local {
+        for shard in self.opened() {
             shard.refresh()?;
         }
         write_meta(&self.dir, &meta)?;
@@ -390,8 +446,10 @@ impl Index {
             return Err(Error::IndexNotFound(self.name()));
         }
         match &self.peers {
-            Some(peers) if self.local.len() != self.shards.len() => self.write_routed(peers, writes, refresh),
-            _ => self.write_local(writes),
+            Some(peers) if !self.meta.read().allocation.is_empty() => {
+                self.write_routed(peers, writes, refresh)
+            }
+            _ => self.write_local(writes, refresh),
         }
     }
 
@@ -420,7 +478,7 @@ impl Index {
         for (i, write) in writes.into_iter().enumerate() {
             let n = self.shard_number(write.id().unwrap_or_default());
             match meta.shard_node(n) {
-                Some(node) if self.shard(n).is_none() => {
+                Some(node) if node != peers.node_id() => {
                     remote.entry(node.to_string()).or_default().push((i, write))
                 }
                 _ => local.push((i, write)),
@@ -470,7 +528,7 @@ impl Index {
             };
             if !local.is_empty() {
                 let (positions, writes): (Vec<usize>, Vec<DocWrite>) = local.into_iter().unzip();
-                let outcome = self.write_local(writes).map(|batch| {
+                let outcome = self.write_local(writes, refresh).map(|batch| {
                     touched = batch.touched;
                     batch.items
                 });
@@ -517,8 +575,8 @@ impl Index {
         self.install_mapping(meta)
     }
 
-    /// Applies writes to the shards on this node.
-    fn write_local(&self, writes: Vec<DocWrite>) -> Result<BatchResult> {
+    /// Applies writes to the shards whose primary is on this node.
+    fn write_local(&self, writes: Vec<DocWrite>, refresh: RefreshPolicy) -> Result<BatchResult> {
         let n = writes.len();
         let mut items: Vec<Option<(Option<String>, Result<WriteResult>)>> = (0..n).map(|_| None).collect();
         let mut per_shard: HashMap<u32, Vec<(usize, ShardWrite)>> = HashMap::new();
@@ -536,7 +594,7 @@ impl Index {
                 match self.prepare(i, write, &mut mapping, &mut pending) {
                     Ok((id, changed, shard_write)) => {
                         mapping_changed |= changed;
-                        let shard = shard_for_id(&id, self.shards.len() as u32);
+                        let shard = shard_for_id(&id, self.num_shards);
                         per_shard.entry(shard).or_default().push((i, shard_write));
                     }
                     Err((id, err)) => items[i] = Some((id, Err(err))),
@@ -557,7 +615,7 @@ impl Index {
                     ShardWrite::Index { id, .. } | ShardWrite::Delete { id, .. } => id.clone(),
                 })
                 .collect();
-            let outcomes = match self.local_shard(shard_no).and_then(|shard| shard.write(writes)) {
+            let outcomes = match self.write_shard(shard_no, writes, refresh) {
                 Ok(outcomes) => outcomes,
                 Err(err) => {
                     // The shard could not log the batch: none of its writes happened.
@@ -591,6 +649,100 @@ impl Index {
             .map(|item| item.unwrap_or_else(|| (None, Err(Error::Internal("write lost its result".into())))))
             .collect();
         Ok(BatchResult { items, touched })
+    }
+
+    /// Writes a batch to shard `n`, whose primary is on this node, and sends
+    /// what it logged to every in-sync replica; answers when each replica
+    /// has fsynced it too, or is reported out of sync (and so can no longer
+    /// become primary). A write whose replica can be neither reached nor
+    /// reported fails: it is not acknowledged.
+    fn write_shard(
+        &self,
+        n: u32,
+        writes: Vec<ShardWrite>,
+        refresh: RefreshPolicy,
+    ) -> Result<Vec<Result<crate::shard::WriteOutcome>>> {
+        let shard = self.local_shard(n)?;
+        let _order = self.replication[n as usize].lock();
+        let meta = self.meta();
+        let Some(peers) = self.peers.as_ref().filter(|_| !meta.replica_nodes(n).is_empty()) else {
+            return shard.write(writes);
+        };
+        if meta.shard_node(n) != Some(peers.node_id()) {
+            return Err(Error::unavailable(format!(
+                "shard [{n}] of index [{}] has its primary on node [{}], not here",
+                meta.name,
+                meta.shard_node(n).unwrap_or_default()
+            )));
+        }
+        let (outcomes, ops) = shard.write_logged(writes)?;
+        if ops.is_empty() {
+            return Ok(outcomes);
+        }
+        let failed: Vec<(String, Error)> = std::thread::scope(|scope| {
+            let calls: Vec<_> = meta
+                .replica_nodes(n)
+                .iter()
+                .map(|node| {
+                    let ops = ops.clone();
+                    let meta = &meta;
+                    scope.spawn(move || (node.clone(), peers.replicate(node, meta, n, ops, refresh)))
+                })
+                .collect();
+            calls
+                .into_iter()
+                .filter_map(|c| c.join().ok())
+                .filter_map(|(node, r)| r.err().map(|e| (node, e)))
+                .collect()
+        });
+        for (node, err) in failed {
+            tracing::warn!(index = %meta.name, shard = n, %node, %err, "a replica failed; marking it out of sync");
+            let updated = peers.copy_failed(&meta, n, &node, &err.to_string())?;
+            self.receive_allocation(&updated)?;
+        }
+        Ok(outcomes)
+    }
+
+    /// Applies writes a primary logged to this node's replica of shard `n`,
+    /// making them searchable when `refresh` asks.
+    pub fn apply_replicated(&self, n: u32, ops: Vec<Op>, refresh: RefreshPolicy) -> Result<()> {
+        let shard = self
+            .shards
+            .read()
+            .get(n as usize)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| {
+                Error::unavailable(format!(
+                    "this node has no copy of shard [{n}] of index [{}]",
+                    self.name()
+                ))
+            })?;
+        let mapping = self.mapping();
+        shard.apply_logged(ops, &|id, source| {
+            let value: Value = serde_json::from_str(source)
+                .map_err(|e| Error::Internal(format!("bad replicated source: {e}")))?;
+            parse_document(id, &value, &mapping).map(|(doc, _)| doc)
+        })?;
+        if refresh != RefreshPolicy::None {
+            shard.refresh()?;
+        }
+        Ok(())
+    }
+
+    /// Takes the copies of each shard from newer metadata of this
+    /// incarnation (a promotion, a copy out of sync, a new copy).
+    pub fn receive_allocation(&self, meta: &IndexMeta) -> Result<()> {
+        let _guard = self.write_lock.lock();
+        let mut mine = self.meta();
+        if mine.uuid != meta.uuid || (mine.allocation == meta.allocation && mine.replicas == meta.replicas) {
+            return Ok(());
+        }
+        mine.allocation = meta.allocation.clone();
+        mine.replicas = meta.replicas.clone();
+        write_meta(&self.dir, &mine)?;
+        *self.meta.write() = mine;
+        Ok(())
     }
 
     /// The common case of a batch of new documents that fit the mapping as it
@@ -636,7 +788,7 @@ impl Index {
             };
             match doc {
                 Ok(doc) => {
-                    let shard = shard_for_id(&id, self.shards.len() as u32);
+                    let shard = shard_for_id(&id, self.num_shards);
                     let write = index_write(position, id, true, &source, raw_source, doc, create);
                     per_shard.entry(shard).or_default().push((position, write));
                 }
@@ -754,7 +906,7 @@ impl Index {
         if self.is_deleted() {
             return Ok(());
         }
-        for shard in &self.local {
+        for shard in self.opened() {
             shard.refresh()?;
         }
         Ok(())
@@ -764,17 +916,21 @@ impl Index {
     /// whichever node each is.
     pub fn term_stats(&self, query: &LeafQuery) -> Result<TermStats> {
         let meta = self.meta();
-        let mut stats = self.local_term_stats(query)?;
+        let mut stats = self.local_term_stats(query, None)?;
         if let Some(peers) = &self.peers {
             // Shards that cannot be read are left out of the statistics as
             // they are left out of the search (see `unavailable_shards`).
-            let nodes: std::collections::BTreeSet<&str> = (0..self.num_shards())
-                .filter(|&n| self.shard(n).is_none())
-                .filter_map(|n| meta.shard_node(n))
-                .filter(|node| peers.unavailable(node).is_none())
-                .collect();
-            for node in nodes {
-                stats.merge(peers.term_stats(node, &meta.name, query)?);
+            // One node per shard, as the search reads them (`read_node`);
+            // a node answers for every shard it holds, so it is asked once
+            // and its shards are not counted twice.
+            let mut nodes: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+            for n in (0..self.num_shards()).filter(|&n| self.shard(n).is_none()) {
+                if let Some(node) = self.read_node(n) {
+                    nodes.entry(node).or_default().push(n);
+                }
+            }
+            for (node, shards) in nodes {
+                stats.merge(peers.term_stats(&node, &meta.name, &shards, query)?);
             }
         }
         Ok(stats)
@@ -788,10 +944,12 @@ impl Index {
         };
         let meta = self.meta();
         (0..self.num_shards())
-            .filter(|&n| self.shard(n).is_none())
+            .filter(|&n| self.read_node(n).is_none())
             .filter_map(|n| {
                 let node = meta.shard_node(n)?;
-                let reason = peers.unavailable(node)?;
+                let reason = peers
+                    .unavailable(node)
+                    .unwrap_or_else(|| "no copy of the shard can be read".into());
                 Some(ShardFailure {
                     shard: n,
                     node: node.to_string(),
@@ -801,12 +959,16 @@ impl Index {
             .collect()
     }
 
-    /// The term statistics of `query` over the shards on this node.
-    pub fn local_term_stats(&self, query: &LeafQuery) -> Result<TermStats> {
+    /// The term statistics of `query` over the shards on this node, or
+    /// those of them in `only`.
+    pub fn local_term_stats(&self, query: &LeafQuery, only: Option<&[u32]>) -> Result<TermStats> {
         let mapping = self.mapping();
         let mut stats = TermStats::default();
-        for shard in &self.local {
-            stats.merge(TermStats::of_shard(shard, &mapping, query)?);
+        for shard in self.shards() {
+            if only.is_some_and(|only| !only.contains(&shard.ordinal())) {
+                continue;
+            }
+            stats.merge(TermStats::of_shard(&shard, &mapping, query)?);
         }
         Ok(stats)
     }
@@ -817,10 +979,8 @@ impl Index {
         self.refresh()?;
         if let Some(peers) = &self.peers {
             let meta = self.meta();
-            let nodes: std::collections::BTreeSet<&str> = meta
-                .allocation
-                .iter()
-                .map(String::as_str)
+            let nodes: std::collections::BTreeSet<&str> = (0..meta.settings.number_of_shards)
+                .flat_map(|n| meta.copies(n))
                 .filter(|n| *n != peers.node_id())
                 .collect();
             for node in nodes {

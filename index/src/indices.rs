@@ -75,7 +75,7 @@ pub async fn apply_refresh(
         RefreshPolicy::WaitFor => {
             for (index, shards) in touched {
                 for (shard, seq) in shards {
-                    let shard = Arc::clone(index.local_shard(shard)?);
+                    let shard = index.local_shard(shard)?;
                     if index.settings().refresh_interval.is_none() {
                         tokio::task::spawn_blocking(move || shard.refresh())
                             .await
@@ -153,10 +153,15 @@ impl Indices {
         if self.map.read().contains_key(name) {
             return Err(Error::IndexExists(name.to_string()));
         }
-        let allocation = match &self.peers {
-            Some(peers) => peers.allocate(name, settings.number_of_shards)?,
+        let copies = match &self.peers {
+            Some(peers) => peers.allocate(name, settings.number_of_shards, settings.number_of_replicas)?,
             None => Vec::new(),
         };
+        let allocation = copies.iter().filter_map(|c| c.first().cloned()).collect();
+        let replicas = copies
+            .iter()
+            .map(|c| c.iter().skip(1).cloned().collect())
+            .collect();
         let meta = IndexMeta {
             name: name.to_string(),
             uuid: uuid::Uuid::new_v4().simple().to_string(),
@@ -164,6 +169,7 @@ impl Indices {
             settings,
             mapping,
             allocation,
+            replicas,
         };
         let index = self.create_from(meta.clone())?;
         if let Some(peers) = &self.peers
@@ -458,7 +464,7 @@ mod tests {
             .iter()
             .next()
             .ok_or_else(|| anyhow::anyhow!("nothing written"))?;
-        let shard = Arc::clone(index.local_shard(shard)?);
+        let shard = index.local_shard(shard)?;
         let waiter = tokio::spawn(async move { shard.wait_visible(seq).await });
         indices.delete("waiting")?;
         tokio::time::timeout(Duration::from_secs(10), waiter).await??;

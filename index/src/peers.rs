@@ -16,13 +16,16 @@ use crate::indices::RefreshPolicy;
 use crate::query::LeafQuery;
 use crate::shard::StoredDoc;
 use crate::stats::TermStats;
+use crate::translog::Op;
 
 /// The other nodes of the cluster, as the index layer needs them.
 pub trait Peers: Send + Sync + std::fmt::Debug {
     /// This node's id.
     fn node_id(&self) -> &str;
-    /// The node of each shard of a new index.
-    fn allocate(&self, index: &str, shards: u32) -> Result<Vec<String>>;
+    /// The nodes of the copies of each shard of a new index, the primary
+    /// first: `1 + replicas` copies on distinct data nodes, or as many as
+    /// there are data nodes.
+    fn allocate(&self, index: &str, shards: u32, replicas: u32) -> Result<Vec<Vec<String>>>;
     /// Installs a new index's metadata on every other node.
     fn index_created(&self, meta: &IndexMeta) -> Result<()>;
     /// Removes an index from every other node.
@@ -37,6 +40,19 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
         writes: Vec<DocWrite>,
         refresh: RefreshPolicy,
     ) -> Result<Vec<ItemResult>>;
+    /// Applies on `node`'s replica of `shard` the writes its primary (this
+    /// node) logged; answers once `node` has fsynced them.
+    fn replicate(
+        &self,
+        node: &str,
+        meta: &IndexMeta,
+        shard: u32,
+        ops: Vec<Op>,
+        refresh: RefreshPolicy,
+    ) -> Result<()>;
+    /// Records that `node`'s copy of `shard` missed writes: it is no longer
+    /// in sync. Returns the metadata with the change.
+    fn copy_failed(&self, meta: &IndexMeta, shard: u32, node: &str, reason: &str) -> Result<IndexMeta>;
     /// Realtime get of a document from `node`.
     fn get(&self, node: &str, index: &str, id: &str) -> Result<Option<StoredDoc>>;
     /// Refreshes the shards of an index on `node`.
@@ -45,8 +61,8 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// shard on `node`, which holds it, and streams its batches: for a task
     /// that reads shards of several nodes.
     fn scan(&self, node: &str, leaf: Vec<u8>) -> BoxStream<'static, Result<RecordBatch>>;
-    /// The term statistics of a query over an index's shards on `node`.
-    fn term_stats(&self, node: &str, index: &str, query: &LeafQuery) -> Result<TermStats>;
+    /// The term statistics of a query over these shards of an index, on `node`.
+    fn term_stats(&self, node: &str, index: &str, shards: &[u32], query: &LeafQuery) -> Result<TermStats>;
     /// Why `node` cannot serve its shards now (it left the cluster or does
     /// not answer), or `None` when it can.
     fn unavailable(&self, node: &str) -> Option<String>;

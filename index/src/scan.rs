@@ -103,10 +103,10 @@ impl ShardSet {
             return Ok(ShardSource::Padding);
         };
         if let Some(shard) = index.shard(n) {
-            return Ok(ShardSource::Local(Arc::clone(shard)));
+            return Ok(ShardSource::Local(shard));
         }
-        match (index.meta().shard_node(n), index.peers()) {
-            (Some(node), Some(_)) => Ok(ShardSource::Remote(node.to_string(), n)),
+        match (index.read_node(n), index.peers()) {
+            (Some(node), Some(_)) => Ok(ShardSource::Remote(node, n)),
             _ => Err(DataFusionError::External(Box::new(
                 index
                     .local_shard(n)

@@ -156,50 +156,8 @@ impl Shard {
             .into_iter()
             .filter(|op| op.seq_no >= committed_next_seq)
             .collect::<Vec<_>>();
-        let shard_fields = fields;
         for op in &replayed {
-            match &op.kind {
-                OpKind::Index { source } => {
-                    let doc = reparse(&op.id, source).unwrap_or_else(|err| {
-                        tracing::error!(id = %op.id, %err, "replayed document no longer parses; keeping its source only");
-                        ParsedDoc::default()
-                    });
-                    state
-                        .writer
-                        .delete_term(Term::from_field_text(shard_fields.id, &op.id));
-                    state.writer.add_document(build_doc(
-                        &shard_fields,
-                        &op.id,
-                        op.version,
-                        op.seq_no,
-                        source,
-                        &doc,
-                    ))?;
-                    state.live.insert(
-                        op.id.clone(),
-                        LiveEntry {
-                            version: op.version,
-                            seq_no: op.seq_no,
-                            source: Some(Arc::from(source.as_str())),
-                        },
-                    );
-                }
-                OpKind::Delete => {
-                    state
-                        .writer
-                        .delete_term(Term::from_field_text(shard_fields.id, &op.id));
-                    state.live.insert(
-                        op.id.clone(),
-                        LiveEntry {
-                            version: op.version,
-                            seq_no: op.seq_no,
-                            source: None,
-                        },
-                    );
-                }
-            }
-            state.next_seq = state.next_seq.max(op.seq_no + 1);
-            state.dirty = true;
+            apply_op(&mut state, &fields, op, reparse)?;
         }
         if !replayed.is_empty() {
             tracing::info!(dir = %dir.display(), ops = replayed.len(), "replayed translog");
@@ -248,6 +206,11 @@ impl Shard {
     ///
     /// Each write gets its own outcome; failed writes are not logged.
     pub fn write(&self, writes: Vec<ShardWrite>) -> Result<Vec<Result<WriteOutcome>>> {
+        self.write_logged(writes).map(|(outcomes, _)| outcomes)
+    }
+
+    /// [`Shard::write`], also returning what it logged (for the replicas).
+    pub fn write_logged(&self, writes: Vec<ShardWrite>) -> Result<(Vec<Result<WriteOutcome>>, Vec<Op>)> {
         let mut state = self.state.lock();
         let mut outcomes = Vec::with_capacity(writes.len());
         // Accepted writes, their content, and whether they replace a live document.
@@ -348,7 +311,7 @@ impl Shard {
             }
         }
         if accepted.is_empty() {
-            return Ok(outcomes);
+            return Ok((outcomes, Vec::new()));
         }
         let ops: Vec<Op> = accepted.iter().map(|(op, _, _)| op.clone()).collect();
         state.translog.append(&ops)?;
@@ -385,7 +348,28 @@ impl Shard {
                 }
             }
         }
-        Ok(outcomes)
+        Ok((outcomes, ops))
+    }
+
+    /// Applies writes its primary logged, in their order and with their
+    /// versions and sequence numbers: translog append + fsync, then
+    /// tantivy. Writes it already has (sequence numbers below its next) are
+    /// skipped.
+    pub fn apply_logged(
+        &self,
+        ops: Vec<Op>,
+        reparse: &dyn Fn(&str, &str) -> Result<ParsedDoc>,
+    ) -> Result<()> {
+        let mut state = self.state.lock();
+        let ops: Vec<Op> = ops.into_iter().filter(|op| op.seq_no >= state.next_seq).collect();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        state.translog.append(&ops)?;
+        for op in &ops {
+            apply_op(&mut state, &self.fields, op, reparse)?;
+        }
+        Ok(())
     }
 
     /// Makes every acknowledged write searchable: commit, reload, truncate the translog.
@@ -537,4 +521,39 @@ fn build_doc(
         out.add_text(fields.exists, path);
     }
     out
+}
+
+/// Applies a logged write to the writer and the live versions (a replay,
+/// or a primary's write on a replica).
+fn apply_op(
+    state: &mut WriteState,
+    fields: &Fields,
+    op: &Op,
+    reparse: &dyn Fn(&str, &str) -> Result<ParsedDoc>,
+) -> Result<()> {
+    state.writer.delete_term(Term::from_field_text(fields.id, &op.id));
+    let source = match &op.kind {
+        OpKind::Index { source } => {
+            let doc = reparse(&op.id, source).unwrap_or_else(|err| {
+                tracing::error!(id = %op.id, %err, "logged document does not parse; keeping its source only");
+                ParsedDoc::default()
+            });
+            state
+                .writer
+                .add_document(build_doc(fields, &op.id, op.version, op.seq_no, source, &doc))?;
+            Some(Arc::from(source.as_str()))
+        }
+        OpKind::Delete => None,
+    };
+    state.live.insert(
+        op.id.clone(),
+        LiveEntry {
+            version: op.version,
+            seq_no: op.seq_no,
+            source,
+        },
+    );
+    state.next_seq = state.next_seq.max(op.seq_no + 1);
+    state.dirty = true;
+    Ok(())
 }

@@ -20,7 +20,7 @@ const HEADER: usize = 8;
 const MAX_RECORD: usize = 1 << 30;
 
 /// One logged write.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Op {
     /// Shard-local sequence number.
     pub seq_no: u64,
@@ -33,7 +33,7 @@ pub struct Op {
 }
 
 /// The kind of a logged write.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum OpKind {
     /// The document was indexed with this `_source`.
     Index {

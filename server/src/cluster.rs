@@ -47,6 +47,7 @@ pub struct ClusterState {
     status: RwLock<BTreeMap<String, NodeStatus>>,
     joins: AtomicU64,
     leaves: AtomicU64,
+    retries: AtomicU64,
 }
 
 impl ClusterState {
@@ -60,6 +61,7 @@ impl ClusterState {
             status: RwLock::new(BTreeMap::new()),
             joins: AtomicU64::new(0),
             leaves: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
         }
     }
 
@@ -79,6 +81,37 @@ impl ClusterState {
     /// Times a node that answered stopped answering or left the membership.
     pub fn leaves(&self) -> u64 {
         self.leaves.load(Ordering::Relaxed)
+    }
+
+    /// Requests run again after a node failed them.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// After a request failed with `error`: when the error names another
+    /// node's address (it could not be reached or failed mid-way), that
+    /// node counts as down until it answers a ping again, so that a retry
+    /// reads other copies of its shards (or reports them). Returns whether
+    /// a retry may do better.
+    pub fn blame(&self, error: &str) -> bool {
+        let local = self.membership.local().id;
+        let Some(node) = self
+            .membership
+            .nodes()
+            .into_iter()
+            .find(|n| n.id != local && error.contains(&n.flight))
+        else {
+            return false;
+        };
+        tracing::warn!(node = %node.id, %error, "a node failed a request; retrying without it");
+        self.liveness
+            .down(&node.id, format!("it failed a request: {error}"));
+        self.status.write().insert(
+            node.id.clone(),
+            NodeStatus::Down(format!("it failed a request: {error}")),
+        );
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// The elected leader's id, with etcd.
@@ -324,6 +357,66 @@ pub fn spawn_metadata_follower(
     })
 }
 
+/// On the leader, every [`MONITOR_INTERVAL`]: the copies of shards on
+/// nodes whose lease ended are no longer in sync, and a shard whose
+/// primary was there gets an in-sync replica as its new primary.
+pub fn spawn_allocator(etcd: Arc<EtcdCluster>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MONITOR_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if etcd.leader().as_deref() != Some(etcd.local().id.as_str()) {
+                continue;
+            }
+            let live: std::collections::HashSet<String> = etcd.nodes().into_iter().map(|n| n.id).collect();
+            let metas = match etcd.indices().await {
+                Ok((metas, _)) => metas,
+                Err(err) => {
+                    tracing::warn!(%err, "reading index metadata failed");
+                    continue;
+                }
+            };
+            for meta in metas {
+                if !fail_lost_copies(&mut meta.clone(), &live) {
+                    continue;
+                }
+                match etcd.modify_index(&meta, |m| fail_lost_copies(m, &live)).await {
+                    Ok(Some(m)) => {
+                        tracing::warn!(index = %m.name, primaries = ?m.allocation, replicas = ?m.replicas, "shard copies on departed nodes failed")
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::warn!(index = %meta.name, %err, "failing the copies of departed nodes failed")
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Drops the copies on nodes not in `live` from the in-sync copies, and
+/// promotes the first live replica of a shard whose primary was lost (a
+/// shard without one keeps its lost primary, and is red until it returns).
+/// Returns whether anything changed.
+fn fail_lost_copies(meta: &mut IndexMeta, live: &std::collections::HashSet<String>) -> bool {
+    let mut changed = false;
+    for n in 0..meta.allocation.len() {
+        if meta.replicas.len() <= n {
+            meta.replicas.resize(n + 1, Vec::new());
+        }
+        let replicas = &mut meta.replicas[n];
+        let before = replicas.len();
+        replicas.retain(|r| live.contains(r));
+        changed |= replicas.len() != before;
+        if !live.contains(&meta.allocation[n]) && !replicas.is_empty() {
+            meta.allocation[n] = replicas.remove(0);
+            changed = true;
+        }
+    }
+    changed
+}
+
 /// Applies one change of etcd's index metadata to this node.
 fn apply(indices: &Indices, event: IndexEvent) {
     match event {
@@ -347,7 +440,8 @@ fn apply(indices: &Indices, event: IndexEvent) {
     }
 }
 
-/// Installs indices this node does not have and mappings that grew.
+/// Installs indices this node does not have, mappings that grew, and the
+/// shard copies of the indices it has.
 fn install_learned(indices: &Indices, metas: Vec<IndexMeta>) {
     // An index without an allocation is its node's own (made before the
     // node joined a cluster): it is not a cluster index.
@@ -355,6 +449,9 @@ fn install_learned(indices: &Indices, metas: Vec<IndexMeta>) {
         match indices.get(&meta.name) {
             Ok(index) => {
                 let mine = index.meta();
+                if let Err(err) = index.receive_allocation(&meta) {
+                    tracing::warn!(index = %meta.name, %err, "new shard copies not taken");
+                }
                 if mine.uuid == meta.uuid
                     && mine.mapping != meta.mapping
                     && meta.mapping.fields.len() > mine.mapping.fields.len()

@@ -55,6 +55,18 @@ pub struct Node {
     pub search_metrics: http::SearchMetrics,
 }
 
+impl Node {
+    /// Whether a request that ended in `outcome` should run once more: it
+    /// failed because another node of the cluster did, which now counts as
+    /// down (see [`ClusterState::blame`]).
+    pub fn retry<T, E: std::fmt::Display>(&self, outcome: &Result<T, E>) -> bool {
+        match (outcome, &self.cluster) {
+            (Err(err), Some(cluster)) => cluster.blame(&err.to_string()),
+            _ => false,
+        }
+    }
+}
+
 /// Opens the data directory and serves HTTP until SIGTERM or Ctrl-C, then
 /// commits every shard and returns.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
@@ -166,6 +178,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 revision,
             ));
             background.extend(etcd.spawn());
+            background.push(crate::cluster::spawn_allocator(Arc::clone(etcd)));
         }
         background.push(state.spawn_monitor(Arc::clone(&indices)));
         state.refresh(&indices).await;

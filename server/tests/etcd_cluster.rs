@@ -407,3 +407,136 @@ fn bad_cluster_flags_are_refused_and_a_restarted_node_serves_its_shards() -> Res
     drop(d1);
     Ok(())
 }
+
+/// `_cluster/health` of `s`.
+fn health(s: &Server) -> Result<Value> {
+    let (status, body) = s.get("/_cluster/health")?;
+    ensure!(status == 200, "health: {body}");
+    Ok(body)
+}
+
+/// Writes `n` documents with ids `<prefix>-<i>`; returns the ids the
+/// cluster acknowledged (a write whose primary is gone fails).
+fn write_acked(s: &Server, index: &str, prefix: &str, n: usize) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for i in 0..n {
+        lines.push(json!({"index": {"_id": format!("{prefix}-{i}")}}));
+        lines.push(json!({"n": i, "batch": prefix}));
+    }
+    let (status, body) = s.bulk(&format!("/{index}/_bulk?refresh=true"), &lines)?;
+    ensure!(status == 200, "bulk: {body}");
+    Ok(body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|item| item["index"]["status"] == 201)
+        .filter_map(|item| item["index"]["_id"].as_str().map(str::to_string))
+        .collect())
+}
+
+#[test]
+fn losing_a_data_node_with_one_replica_keeps_every_acknowledged_write() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let etcd = Etcd::start(&dir.path().join("etcd"))?;
+    let coordinator = Server::start_etcd(&etcd, dir.path(), "coord", "coordinator,master", 2)?;
+    let mut data: Vec<Option<Server>> = Vec::new();
+    for i in 0..3 {
+        data.push(Some(Server::start_etcd(
+            &etcd,
+            dir.path(),
+            &format!("data-{i}"),
+            "data",
+            2,
+        )?));
+    }
+    wait_until(Duration::from_secs(10), "four nodes and a master", || {
+        Ok(cat_nodes(&coordinator)?.len() == 4 && master(&coordinator)?.is_some())
+    })?;
+    let (status, body) = coordinator.put(
+        "/logs",
+        &json!({"settings": {"number_of_shards": 6, "number_of_replicas": 1}}),
+    )?;
+    ensure!(status == 200, "{body}");
+    let h = health(&coordinator)?;
+    ensure!(
+        h["status"] == "green" && h["active_shards"] == 12 && h["active_primary_shards"] == 6,
+        "{h}"
+    );
+    let (_, shards) = coordinator.get("/_cat/shards?format=json")?;
+    let rows = shards.as_array().cloned().unwrap_or_default();
+    ensure!(rows.len() == 12, "{shards}");
+    for n in 0..6 {
+        let copies: Vec<&Value> = rows.iter().filter(|r| r["shard"] == json!(n.to_string())).collect();
+        ensure!(
+            copies.len() == 2
+                && copies[0]["prirep"] == "p"
+                && copies[1]["prirep"] == "r"
+                && copies.iter().all(|c| c["state"] == "STARTED")
+                && copies[0]["node"] != copies[1]["node"],
+            "shard {n}: {copies:?}"
+        );
+    }
+
+    // A client writes and searches in a loop; data-1 is killed part-way.
+    let mut acked: Vec<String> = Vec::new();
+    let mut killed_at: Option<Instant> = None;
+    for round in 0.. {
+        acked.extend(write_acked(&coordinator, "logs", &format!("r{round}"), 20)?);
+        let (status, body) = coordinator.post("/logs/_count", &json!({}))?;
+        ensure!(status == 200 || status == 503, "count during the loss: {body}");
+        // Once the lease ended, counts are complete (the lost node's shards
+        // are read from their other copy) and hold every acknowledged write.
+        if killed_at.is_some_and(|at| at.elapsed() > Duration::from_secs(3)) {
+            ensure!(
+                status == 200
+                    && body["_shards"]["failed"] == 0
+                    && body["count"].as_u64().is_some_and(|c| c >= acked.len() as u64),
+                "count after the lease ended: {body}, {} acknowledged",
+                acked.len()
+            );
+        }
+        if round == 3 {
+            data[1].take().ok_or_else(|| anyhow::anyhow!("no node"))?.kill()?;
+            killed_at = Some(Instant::now());
+        }
+        // Until well after the lease (2 s) ended.
+        if killed_at.is_some_and(|at| at.elapsed() > Duration::from_secs(5)) {
+            break;
+        }
+    }
+    ensure!(acked.len() >= 80, "only {} writes acknowledged", acked.len());
+
+    // The replicas of the lost primaries were promoted: every query is
+    // complete and every acknowledged write is there.
+    wait_until(Duration::from_secs(10), "every primary active", || {
+        Ok(health(&coordinator)?["active_primary_shards"] == 6)
+    })?;
+    acked.extend(write_acked(&coordinator, "logs", "after", 20)?);
+    for _ in 0..5 {
+        let (status, body) = coordinator.post(
+            "/logs/_search",
+            &json!({"size": 0, "track_total_hits": true, "query": {"ids": {"values": acked}}}),
+        )?;
+        ensure!(status == 200, "{body}");
+        ensure!(
+            body["_shards"]["successful"] == 6 && body["_shards"]["failed"] == 0,
+            "{}",
+            body["_shards"]
+        );
+        assert_eq!(
+            body["hits"]["total"]["value"],
+            json!(acked.len()),
+            "acknowledged writes"
+        );
+    }
+    let sql = coordinator.sql_rows(&format!(
+        "SELECT count(*) FROM logs WHERE _id IN ({})",
+        acked
+            .iter()
+            .map(|id| format!("'{id}'"))
+            .collect::<Vec<_>>()
+            .join(",")
+    ))?;
+    assert_eq!(sql, vec![json!([acked.len()])]);
+    Ok(())
+}

@@ -49,14 +49,10 @@ pub(super) fn shard_docs(index: &Index, name: &str, n: u32, remote: &RemoteDocs)
     }
 }
 
-fn row(index: &Index, remote: &RemoteDocs) -> Vec<String> {
+fn row(node: &Node, index: &Arc<Index>, remote: &RemoteDocs) -> Vec<String> {
     let meta = index.meta();
     let size = dir_size(index.dir());
-    let health = if meta.settings.number_of_replicas > 0 {
-        "yellow"
-    } else {
-        "green"
-    };
+    let health = super::cluster::ShardCounts::of(node, std::slice::from_ref(index)).status();
     vec![
         health.to_string(),
         "open".to_string(),
@@ -85,7 +81,7 @@ async fn render(node: &Node, indices: Vec<Arc<Index>>, params: &Params) -> ApiRe
         Some(cluster) => cluster.shard_docs().await,
         None => RemoteDocs::new(),
     };
-    let rows: Vec<Vec<String>> = indices.iter().map(|i| row(i, &remote)).collect();
+    let rows: Vec<Vec<String>> = indices.iter().map(|i| row(node, i, &remote)).collect();
     render_table(&COLUMNS, rows, params)
 }
 

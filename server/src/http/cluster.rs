@@ -47,39 +47,68 @@ impl Health {
     }
 }
 
-/// The node of each shard of an index and whether it answers.
-fn shard_nodes(node: &Node, index: &Index) -> Vec<(String, bool)> {
+/// The in-sync copies of each shard of an index (the primary first), with
+/// whether their node answers.
+fn shard_copies(node: &Node, index: &Index) -> Vec<Vec<(String, bool)>> {
     let meta = index.meta();
     (0..index.num_shards())
-        .map(|n| match (meta.shard_node(n), &node.cluster) {
-            (Some(owner), Some(cluster)) => (owner.to_string(), cluster.is_up(owner)),
-            _ => (node.node_id.clone(), true),
+        .map(|n| match &node.cluster {
+            Some(cluster) if meta.shard_node(n).is_some() => meta
+                .copies(n)
+                .map(|owner| (owner.to_string(), cluster.is_up(owner)))
+                .collect(),
+            _ => vec![(node.node_id.clone(), true)],
         })
         .collect()
 }
 
-fn health_of(node: &Node, indices: &[Arc<Index>]) -> (Health, Value) {
-    let mut primaries = 0u64;
-    let mut lost = 0u64;
-    let mut replicas = 0u64;
-    for index in indices {
-        for (_, up) in shard_nodes(node, index) {
-            if up {
-                primaries += 1;
-            } else {
-                lost += 1;
+/// Shard counts of some indices, as `_cluster/health` reports them.
+#[derive(Default)]
+pub(super) struct ShardCounts {
+    active_primaries: u64,
+    active: u64,
+    unassigned: u64,
+    unassigned_primaries: u64,
+}
+
+impl ShardCounts {
+    pub(super) fn of(node: &Node, indices: &[Arc<Index>]) -> ShardCounts {
+        let mut counts = ShardCounts::default();
+        for index in indices {
+            let desired = 1 + u64::from(index.settings().number_of_replicas);
+            for copies in shard_copies(node, index) {
+                let active = copies.iter().filter(|(_, up)| *up).count() as u64;
+                if copies.first().is_some_and(|(_, up)| *up) {
+                    counts.active_primaries += 1;
+                } else {
+                    counts.unassigned_primaries += 1;
+                }
+                counts.active += active;
+                counts.unassigned += desired.saturating_sub(active);
             }
         }
-        replicas += u64::from(index.num_shards()) * u64::from(index.settings().number_of_replicas);
+        counts
     }
-    let unassigned = lost + replicas;
-    let status = if lost > 0 {
-        Health::Red
-    } else if replicas > 0 {
-        Health::Yellow
-    } else {
-        Health::Green
-    };
+
+    /// Red when a primary is not active, yellow when a replica is not.
+    pub(super) fn status(&self) -> &'static str {
+        self.health().name()
+    }
+
+    fn health(&self) -> Health {
+        if self.unassigned_primaries > 0 {
+            Health::Red
+        } else if self.unassigned > 0 {
+            Health::Yellow
+        } else {
+            Health::Green
+        }
+    }
+}
+
+fn health_of(node: &Node, indices: &[Arc<Index>]) -> (Health, Value) {
+    let counts = ShardCounts::of(node, indices);
+    let status = counts.health();
     let (nodes, data_nodes) = match &node.cluster {
         Some(cluster) => {
             let up: Vec<_> = cluster.nodes().into_iter().filter(|(_, up, _)| *up).collect();
@@ -88,11 +117,11 @@ fn health_of(node: &Node, indices: &[Arc<Index>]) -> (Health, Value) {
         }
         None => (1, 1),
     };
-    let total = primaries + unassigned;
+    let total = counts.active + counts.unassigned;
     let percent = if total == 0 {
         100.0
     } else {
-        primaries as f64 * 100.0 / total as f64
+        counts.active as f64 * 100.0 / total as f64
     };
     let body = json!({
         "cluster_name": node.cluster_name,
@@ -100,12 +129,12 @@ fn health_of(node: &Node, indices: &[Arc<Index>]) -> (Health, Value) {
         "timed_out": false,
         "number_of_nodes": nodes,
         "number_of_data_nodes": data_nodes,
-        "active_primary_shards": primaries,
-        "active_shards": primaries,
+        "active_primary_shards": counts.active_primaries,
+        "active_shards": counts.active,
         "relocating_shards": 0,
         "initializing_shards": 0,
-        "unassigned_shards": unassigned,
-        "unassigned_primary_shards": lost,
+        "unassigned_shards": counts.unassigned,
+        "unassigned_primary_shards": counts.unassigned_primaries,
         "delayed_unassigned_shards": 0,
         "number_of_pending_tasks": 0,
         "number_of_in_flight_fetch": 0,
@@ -228,34 +257,49 @@ pub async fn cat_shards(State(node): State<Arc<Node>>, Query(params): Query<Para
     let mut rows = Vec::new();
     for index in indices {
         let name = index.name();
-        for (n, (owner, up)) in shard_nodes(&node, &index).into_iter().enumerate() {
+        let desired = 1 + index.settings().number_of_replicas as usize;
+        for (n, copies) in shard_copies(&node, &index).into_iter().enumerate() {
             let count = super::cat::shard_docs(&index, &name, n as u32, &docs);
-            let ip = match &node.cluster {
-                Some(cluster) => cluster
-                    .membership
-                    .node(&owner)
-                    .and_then(|i| i.flight.rsplit_once(':').map(|(h, _)| h.to_string()))
-                    .unwrap_or_default(),
-                None => node.http_addr.ip().to_string(),
-            };
-            rows.push(vec![
-                name.clone(),
-                n.to_string(),
-                "p".to_string(),
-                if up { "STARTED" } else { "UNASSIGNED" }.to_string(),
-                count.map(|c| c.to_string()).unwrap_or_default(),
-                if up { ip } else { String::new() },
-                if up { owner } else { String::new() },
-            ]);
-            for _ in 0..index.settings().number_of_replicas {
+            let missing = desired.saturating_sub(copies.len());
+            let copies = copies
+                .into_iter()
+                .map(Some)
+                .chain(std::iter::repeat_n(None, missing));
+            for (i, copy) in copies.enumerate() {
+                let prirep = if i == 0 { "p" } else { "r" }.to_string();
+                let (owner, ip) = match copy {
+                    Some((owner, true)) => {
+                        let ip = match &node.cluster {
+                            Some(cluster) => cluster
+                                .membership
+                                .node(&owner)
+                                .and_then(|i| i.flight.rsplit_once(':').map(|(h, _)| h.to_string()))
+                                .unwrap_or_default(),
+                            None => node.http_addr.ip().to_string(),
+                        };
+                        (owner, ip)
+                    }
+                    _ => {
+                        rows.push(vec![
+                            name.clone(),
+                            n.to_string(),
+                            prirep,
+                            "UNASSIGNED".to_string(),
+                            String::new(),
+                            String::new(),
+                            String::new(),
+                        ]);
+                        continue;
+                    }
+                };
                 rows.push(vec![
                     name.clone(),
                     n.to_string(),
-                    "r".to_string(),
-                    "UNASSIGNED".to_string(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
+                    prirep,
+                    "STARTED".to_string(),
+                    count.map(|c| c.to_string()).unwrap_or_default(),
+                    ip,
+                    owner,
                 ]);
             }
         }

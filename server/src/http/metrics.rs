@@ -116,6 +116,13 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
             "Times a node that answered stopped answering or left the cluster.",
             cluster.leaves(),
         );
+        metric(
+            &mut out,
+            "quidditch_retries_total",
+            "counter",
+            "Requests run again without a node that failed them.",
+            cluster.retries(),
+        );
         if cluster.etcd.is_some() {
             let leads = cluster.leader().as_deref() == Some(node.node_id.as_str());
             metric(

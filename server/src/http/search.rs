@@ -104,8 +104,24 @@ async fn run_search(node: &Node, target: &str, params: &Params, body: &[u8]) -> 
         return super::scroll::start(node, target, params, body).await;
     }
     let body = search_body(body)?;
-    let ctx = node.engine.session()?;
-    let out = quidditch_planner::search(&ctx, node.engine.indices(), target, body.as_ref(), params).await;
+    let mut out = quidditch_planner::search(
+        &node.engine.session()?,
+        node.engine.indices(),
+        target,
+        body.as_ref(),
+        params,
+    )
+    .await;
+    if node.retry(&out) {
+        out = quidditch_planner::search(
+            &node.engine.session()?,
+            node.engine.indices(),
+            target,
+            body.as_ref(),
+            params,
+        )
+        .await;
+    }
     Ok(respond(&record(node, out)?, params))
 }
 
@@ -128,8 +144,24 @@ pub async fn search_all(
 
 async fn run_count(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
     let body = search_body(body)?;
-    let ctx = node.engine.session()?;
-    let out = quidditch_planner::count(&ctx, node.engine.indices(), target, body.as_ref(), params).await;
+    let mut out = quidditch_planner::count(
+        &node.engine.session()?,
+        node.engine.indices(),
+        target,
+        body.as_ref(),
+        params,
+    )
+    .await;
+    if node.retry(&out) {
+        out = quidditch_planner::count(
+            &node.engine.session()?,
+            node.engine.indices(),
+            target,
+            body.as_ref(),
+            params,
+        )
+        .await;
+    }
     Ok(respond(&record(node, out)?, params))
 }
 

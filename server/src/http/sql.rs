@@ -41,7 +41,11 @@ pub async fn sql(
             "[query] is required and must be a string",
         )
     })?;
-    let output = node.engine.sql(&query).await?;
+    let mut output = node.engine.sql(&query).await;
+    if node.retry(&output) {
+        output = node.engine.sql(&query).await;
+    }
+    let output = output?;
     let fmt = params.get("format").map(String::as_str).unwrap_or("json");
     let (content_type, text) = match fmt {
         "json" => {
