@@ -1,6 +1,7 @@
 //! The index layer's view of the other nodes, over the internal calls.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
@@ -18,6 +19,9 @@ use crate::client::Client;
 use crate::etcd::EtcdCluster;
 use crate::membership::{Liveness, Membership, NodeInfo};
 use crate::protocol::{Call, WireDoc};
+
+/// The largest part of a file sent in one call when a shard is copied.
+const COPY_CHUNK: usize = 4 << 20;
 
 /// How long an allocation waits for a leader to be elected.
 const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -242,6 +246,94 @@ impl Peers for ClusterPeers {
                 let before = replicas.len();
                 replicas.retain(|n| n != node);
                 replicas.len() != before
+            }))
+            .map_err(Error::unavailable)?;
+        if deposed {
+            return Err(Error::unavailable(format!(
+                "this node is no longer the primary of shard [{shard}] of index [{}]",
+                meta.name
+            )));
+        }
+        stored.ok_or_else(|| Error::IndexNotFound(meta.name.clone()))
+    }
+
+    fn send_copy(
+        &self,
+        node: &str,
+        meta: &IndexMeta,
+        shard: u32,
+        dir: &Path,
+        meta_json: &[u8],
+    ) -> Result<()> {
+        use base64::Engine as _;
+        let node = self.node(node)?;
+        let send = |call: Call| {
+            self.block(self.client.call::<serde_json::Value>(&node, &call))
+                .map(drop)
+        };
+        let (index, uuid) = (meta.name.clone(), meta.uuid.clone());
+        let chunk = |file: &str, offset: u64, data: &[u8]| Call::CopyChunk {
+            index: index.clone(),
+            uuid: uuid.clone(),
+            shard,
+            file: file.to_string(),
+            offset,
+            data: base64::engine::general_purpose::STANDARD.encode(data),
+        };
+        send(Call::CopyStart {
+            index: index.clone(),
+            uuid: uuid.clone(),
+            shard,
+        })?;
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name().to_string_lossy().to_string();
+            // The writer's locks stay; `meta.json` is sent as committed.
+            if name == "meta.json" || name.ends_with(".lock") {
+                continue;
+            }
+            let mut file = match std::fs::File::open(dir.join(&name)) {
+                Ok(file) => file,
+                // Removed by a merge since: the committed state does not
+                // need it (and if it does, the copy fails to open).
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err.into()),
+            };
+            let mut offset = 0u64;
+            let mut buf = vec![0u8; COPY_CHUNK];
+            loop {
+                let read = std::io::Read::read(&mut file, &mut buf)?;
+                if read == 0 && offset > 0 {
+                    break;
+                }
+                send(chunk(&name, offset, &buf[..read]))?;
+                offset += read as u64;
+                if read == 0 {
+                    break;
+                }
+            }
+        }
+        send(chunk("meta.json", 0, meta_json))?;
+        send(Call::CopyFinish { index, uuid, shard })
+    }
+
+    fn copy_in_sync(&self, meta: &IndexMeta, shard: u32, node: &str) -> Result<IndexMeta> {
+        let etcd = self
+            .etcd
+            .as_ref()
+            .ok_or_else(|| Error::unavailable("a cluster without etcd does not record shard copies"))?;
+        let me = self.node_id.clone();
+        let mut deposed = false;
+        let stored = self
+            .block(etcd.modify_index(meta, |stored| {
+                deposed = stored.shard_node(shard) != Some(me.as_str());
+                if deposed || stored.holds(node, shard) {
+                    return false;
+                }
+                if stored.replicas.len() <= shard as usize {
+                    stored.replicas.resize(shard as usize + 1, Vec::new());
+                }
+                stored.replicas[shard as usize].push(node.to_string());
+                true
             }))
             .map_err(Error::unavailable)?;
         if deposed {

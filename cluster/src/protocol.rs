@@ -72,6 +72,51 @@ pub enum Call {
         /// What to make searchable before answering.
         refresh: RefreshPolicy,
     },
+    /// From the leader to a shard's primary: rebuild the shard on
+    /// `target` and record that copy in sync; answers `null` when done.
+    Recover {
+        /// Index name.
+        index: String,
+        /// Incarnation.
+        uuid: String,
+        /// Shard number.
+        shard: u32,
+        /// The node that gets the copy.
+        target: String,
+    },
+    /// From a primary: a copy of a shard follows; answers `null`.
+    CopyStart {
+        /// Index name.
+        index: String,
+        /// Incarnation.
+        uuid: String,
+        /// Shard number.
+        shard: u32,
+    },
+    /// Part of a file of the copy: answers `null`.
+    CopyChunk {
+        /// Index name.
+        index: String,
+        /// Incarnation.
+        uuid: String,
+        /// Shard number.
+        shard: u32,
+        /// File name in the shard's directory.
+        file: String,
+        /// Where in the file `data` goes.
+        offset: u64,
+        /// The bytes, base64.
+        data: String,
+    },
+    /// The copy is complete: the node installs it; answers `null`.
+    CopyFinish {
+        /// Index name.
+        index: String,
+        /// Incarnation.
+        uuid: String,
+        /// Shard number.
+        shard: u32,
+    },
     /// A realtime get: answers `Option<WireDoc>`.
     Get {
         /// Index name.
@@ -125,6 +170,10 @@ impl Call {
             Call::TermStats { .. } => "term_stats",
             Call::Allocate { .. } => "allocate",
             Call::Replicate { .. } => "replicate",
+            Call::Recover { .. } => "recover",
+            Call::CopyStart { .. } => "copy_start",
+            Call::CopyChunk { .. } => "copy_chunk",
+            Call::CopyFinish { .. } => "copy_finish",
         };
         format!("{PREFIX}{name}")
     }

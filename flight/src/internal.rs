@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use quidditch_cluster::client::Answer;
 use quidditch_cluster::protocol::{Call, Hello, ShardStats, WireDoc};
+use quidditch_index::index::Index;
 use quidditch_index::indices::apply_refresh;
 use quidditch_index::peers::{WireError, WireItem};
-use quidditch_index::{Error, Indices};
+use quidditch_index::{Error, Indices, Result};
 use serde_json::{Value, json};
 
 /// Runs an encoded tantivy leaf over the one shard of this node it names
@@ -90,6 +91,42 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             apply_refresh(refresh, vec![(index, batch.touched)]).await?;
             to_value(batch.items.iter().map(WireItem::from_item).collect::<Vec<_>>())
         }
+        Call::Recover {
+            index,
+            uuid,
+            shard,
+            target,
+        } => {
+            let index = incarnation(&indices, &index, &uuid)?;
+            blocking(move || index.recover_to(shard, &target)).await?;
+            Ok(Value::Null)
+        }
+        Call::CopyStart { index, uuid, shard } => {
+            let index = incarnation(&indices, &index, &uuid)?;
+            blocking(move || index.start_copy(shard)).await?;
+            Ok(Value::Null)
+        }
+        Call::CopyChunk {
+            index,
+            uuid,
+            shard,
+            file,
+            offset,
+            data,
+        } => {
+            use base64::Engine as _;
+            let index = incarnation(&indices, &index, &uuid)?;
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|e| Error::illegal_argument(format!("bad shard copy chunk: {e}")))?;
+            blocking(move || index.receive_copy_chunk(shard, &file, offset, &data)).await?;
+            Ok(Value::Null)
+        }
+        Call::CopyFinish { index, uuid, shard } => {
+            let index = incarnation(&indices, &index, &uuid)?;
+            blocking(move || index.install_copy(shard)).await?;
+            Ok(Value::Null)
+        }
         Call::Get { index, id } => {
             let index = indices.get(&index)?;
             let doc = blocking(move || index.get(&id)).await?;
@@ -139,12 +176,18 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             ops,
             refresh,
         } => {
-            let index = indices.get(&index)?;
-            if index.meta().uuid != uuid {
-                return Err(Error::IndexNotFound(index.name()));
-            }
+            let index = incarnation(&indices, &index, &uuid)?;
             blocking(move || index.apply_replicated(shard, ops, refresh)).await?;
             Ok(Value::Null)
         }
     }
+}
+
+/// The index `name` when it is the incarnation `uuid`.
+fn incarnation(indices: &Indices, name: &str, uuid: &str) -> Result<Arc<Index>> {
+    let index = indices.get(name)?;
+    if index.meta().uuid != uuid {
+        return Err(Error::IndexNotFound(name.to_string()));
+    }
+    Ok(index)
 }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -727,6 +728,133 @@ impl Index {
         if refresh != RefreshPolicy::None {
             shard.refresh()?;
         }
+        Ok(())
+    }
+
+    /// Rebuilds shard `n` on `target` from this node's primary: commits
+    /// it, sends its files, and records the new copy in sync. Writes to the
+    /// shard wait meanwhile, so the copy misses none.
+    pub fn recover_to(&self, n: u32, target: &str) -> Result<()> {
+        let peers = self
+            .peers
+            .as_ref()
+            .ok_or_else(|| Error::illegal_argument("this node is not part of a cluster"))?;
+        let shard = self.local_shard(n)?;
+        let _order = self.replication[n as usize].lock();
+        let meta = self.meta();
+        if meta.shard_node(n) != Some(peers.node_id()) {
+            return Err(Error::unavailable(format!(
+                "this node does not hold the primary of shard [{n}] of index [{}]",
+                meta.name
+            )));
+        }
+        if meta.holds(target, n) {
+            return Ok(());
+        }
+        shard.refresh()?;
+        // The commit as it is now: a merge may commit again while the files
+        // are sent, and the copy is of this one.
+        let dir = self.shard_dir(n);
+        let meta_json = std::fs::read(dir.join("meta.json"))?;
+        tracing::info!(index = %meta.name, shard = n, %target, "recovering a copy");
+        peers.send_copy(target, &meta, n, &dir, &meta_json)?;
+        let updated = peers.copy_in_sync(&meta, n, target)?;
+        self.receive_allocation(&updated)?;
+        tracing::info!(index = %meta.name, shard = n, %target, "the copy is in sync");
+        Ok(())
+    }
+
+    /// Where shard `n` lives on this node.
+    pub fn shard_dir(&self, n: u32) -> PathBuf {
+        self.dir.join("shards").join(n.to_string())
+    }
+
+    /// Where a copy of shard `n` sent by its primary is put together.
+    pub fn staging_dir(&self, n: u32) -> PathBuf {
+        self.dir.join("recovery").join(n.to_string())
+    }
+
+    /// Starts receiving a copy of shard `n`: an empty staging directory.
+    pub fn start_copy(&self, n: u32) -> Result<()> {
+        let staged = self.staging_dir(n);
+        if staged.exists() {
+            std::fs::remove_dir_all(&staged)?;
+        }
+        std::fs::create_dir_all(&staged)?;
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` of file `file` of the copy of shard `n`.
+    pub fn receive_copy_chunk(&self, n: u32, file: &str, offset: u64, data: &[u8]) -> Result<()> {
+        use std::io::{Seek, Write};
+        if file.is_empty() || file.contains(['/', '\\']) || file.starts_with("..") {
+            return Err(Error::illegal_argument(format!(
+                "bad file name [{file}] in a shard copy"
+            )));
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(self.staging_dir(n).join(file))?;
+        out.seek(std::io::SeekFrom::Start(offset))?;
+        out.write_all(data)?;
+        Ok(())
+    }
+
+    /// Installs the copy of shard `n` put together in its staging
+    /// directory (fsynced first) in place of the one this node had.
+    pub fn install_copy(&self, n: u32) -> Result<()> {
+        let staged = self.staging_dir(n);
+        for entry in std::fs::read_dir(&staged)? {
+            std::fs::File::open(entry?.path())?.sync_all()?;
+        }
+        std::fs::File::open(&staged)?.sync_all()?;
+        let dir = self.shard_dir(n);
+        let old = self
+            .shards
+            .write()
+            .get_mut(n as usize)
+            .ok_or_else(|| Error::illegal_argument(format!("index [{}] has no shard [{n}]", self.name())))?
+            .take();
+        if let Some(old) = &old {
+            old.release_waiters();
+        }
+        // Its writer holds the directory's lock until the last user (a
+        // refresh, a scan) lets go of it.
+        let mut old = old;
+        let mut waits = 0;
+        while let Some(shard) = old {
+            match Arc::try_unwrap(shard) {
+                Ok(shard) => {
+                    drop(shard);
+                    old = None;
+                }
+                Err(shared) if waits < 200 => {
+                    old = Some(shared);
+                    waits += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(_) => {
+                    return Err(Error::unavailable(format!(
+                        "the old copy of shard [{n}] of index [{}] is still in use",
+                        self.name()
+                    )));
+                }
+            }
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::rename(&staged, &dir)?;
+        std::fs::File::open(self.dir.join("shards"))?.sync_all()?;
+        let mapping = self.mapping();
+        let shard = Shard::open(&dir, n, &|id: &str, source: &str| {
+            let value: Value = serde_json::from_str(source)
+                .map_err(|e| Error::Internal(format!("bad source in translog: {e}")))?;
+            parse_document(id, &value, &mapping).map(|(doc, _)| doc)
+        })?;
+        self.shards.write()[n as usize] = Some(Arc::new(shard));
         Ok(())
     }
 

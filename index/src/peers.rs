@@ -53,6 +53,20 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// Records that `node`'s copy of `shard` missed writes: it is no longer
     /// in sync. Returns the metadata with the change.
     fn copy_failed(&self, meta: &IndexMeta, shard: u32, node: &str, reason: &str) -> Result<IndexMeta>;
+    /// Sends a committed copy of `shard` (the files of `dir`, its
+    /// directory on this node, with `meta_json` as its tantivy `meta.json`)
+    /// to `node`, which installs it in place of any copy it had.
+    fn send_copy(
+        &self,
+        node: &str,
+        meta: &IndexMeta,
+        shard: u32,
+        dir: &std::path::Path,
+        meta_json: &[u8],
+    ) -> Result<()>;
+    /// Records `node`'s copy of `shard` in sync, if this node is still its
+    /// primary. Returns the metadata with the change.
+    fn copy_in_sync(&self, meta: &IndexMeta, shard: u32, node: &str) -> Result<IndexMeta>;
     /// Realtime get of a document from `node`.
     fn get(&self, node: &str, index: &str, id: &str) -> Result<Option<StoredDoc>>;
     /// Refreshes the shards of an index on `node`.

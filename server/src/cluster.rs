@@ -17,7 +17,7 @@ use parking_lot::RwLock;
 use quidditch_cluster::client::Client;
 use quidditch_cluster::etcd::{EtcdCluster, IndexEvent};
 use quidditch_cluster::protocol::{Call, Hello, ShardStats};
-use quidditch_cluster::{Liveness, Membership, NodeInfo};
+use quidditch_cluster::{Liveness, Membership, NodeInfo, Role};
 use quidditch_index::Indices;
 use quidditch_index::index::IndexMeta;
 
@@ -358,10 +358,13 @@ pub fn spawn_metadata_follower(
 }
 
 /// On the leader, every [`MONITOR_INTERVAL`]: the copies of shards on
-/// nodes whose lease ended are no longer in sync, and a shard whose
-/// primary was there gets an in-sync replica as its new primary.
-pub fn spawn_allocator(etcd: Arc<EtcdCluster>) -> tokio::task::JoinHandle<()> {
+/// nodes whose lease ended are no longer in sync, a shard whose primary
+/// was there gets an in-sync replica as its new primary, and a shard with
+/// fewer copies than `1 + number_of_replicas` gets one rebuilt on the data
+/// node with the fewest copies (its primary sends it).
+pub fn spawn_allocator(etcd: Arc<EtcdCluster>, client: Arc<Client>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let recoveries = Arc::new(parking_lot::Mutex::new(Recoveries::new()));
         let mut tick = tokio::time::interval(MONITOR_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -369,7 +372,8 @@ pub fn spawn_allocator(etcd: Arc<EtcdCluster>) -> tokio::task::JoinHandle<()> {
             if etcd.leader().as_deref() != Some(etcd.local().id.as_str()) {
                 continue;
             }
-            let live: std::collections::HashSet<String> = etcd.nodes().into_iter().map(|n| n.id).collect();
+            let nodes = etcd.nodes();
+            let live: std::collections::HashSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
             let metas = match etcd.indices().await {
                 Ok((metas, _)) => metas,
                 Err(err) => {
@@ -377,13 +381,17 @@ pub fn spawn_allocator(etcd: Arc<EtcdCluster>) -> tokio::task::JoinHandle<()> {
                     continue;
                 }
             };
+            let mut current = Vec::new();
             for meta in metas {
-                if !fail_lost_copies(&mut meta.clone(), &live) {
+                let mut planned = meta.clone();
+                if !fail_lost_copies(&mut planned, &live) {
+                    current.push(meta);
                     continue;
                 }
                 match etcd.modify_index(&meta, |m| fail_lost_copies(m, &live)).await {
                     Ok(Some(m)) => {
-                        tracing::warn!(index = %m.name, primaries = ?m.allocation, replicas = ?m.replicas, "shard copies on departed nodes failed")
+                        tracing::warn!(index = %m.name, primaries = ?m.allocation, replicas = ?m.replicas, "shard copies on departed nodes failed");
+                        current.push(m);
                     }
                     Ok(None) => {}
                     Err(err) => {
@@ -391,8 +399,91 @@ pub fn spawn_allocator(etcd: Arc<EtcdCluster>) -> tokio::task::JoinHandle<()> {
                     }
                 }
             }
+            let data: Vec<&NodeInfo> = nodes.iter().filter(|n| n.has(Role::Data)).collect();
+            let plan = plan_recoveries(&current, &data, &recoveries.lock());
+            for (meta, shard, primary, target) in plan {
+                let Some(primary) = nodes.iter().find(|n| n.id == primary).cloned() else {
+                    continue;
+                };
+                let key = (meta.uuid.clone(), shard);
+                recoveries.lock().insert(key.clone(), None);
+                let call = Call::Recover {
+                    index: meta.name.clone(),
+                    uuid: meta.uuid.clone(),
+                    shard,
+                    target: target.clone(),
+                };
+                let client = Arc::clone(&client);
+                let recoveries = Arc::clone(&recoveries);
+                tokio::spawn(async move {
+                    match client.call::<serde_json::Value>(&primary, &call).await {
+                        Ok(_) => {
+                            recoveries.lock().remove(&key);
+                        }
+                        Err(err) => {
+                            tracing::warn!(index = %meta.name, shard, %target, %err, "recovering a shard copy failed");
+                            recoveries.lock().insert(key, Some(std::time::Instant::now()));
+                        }
+                    }
+                });
+            }
         }
     })
+}
+
+/// Shard copies being rebuilt (`None`) or whose rebuild failed (when), by
+/// index incarnation and shard.
+type Recoveries = std::collections::HashMap<(String, u32), Option<std::time::Instant>>;
+
+/// How long after a failed rebuild of a copy the next one starts.
+const RECOVERY_RETRY: Duration = Duration::from_secs(5);
+
+/// The copies to rebuild now: for each shard whose primary is live and
+/// that has fewer in-sync copies than it should, and is not being rebuilt,
+/// one copy on the live data node without one that holds the fewest
+/// copies. Returns (index, shard, primary node, target node).
+fn plan_recoveries(
+    metas: &[IndexMeta],
+    data: &[&NodeInfo],
+    recoveries: &Recoveries,
+) -> Vec<(IndexMeta, u32, String, String)> {
+    let mut load: std::collections::HashMap<String, usize> = data.iter().map(|n| (n.id.clone(), 0)).collect();
+    for meta in metas {
+        for n in 0..meta.allocation.len() as u32 {
+            for copy in meta.copies(n) {
+                if let Some(l) = load.get_mut(copy) {
+                    *l += 1;
+                }
+            }
+        }
+    }
+    let mut plan = Vec::new();
+    for meta in metas {
+        let desired = 1 + meta.settings.number_of_replicas as usize;
+        for n in 0..meta.allocation.len() as u32 {
+            let Some(primary) = meta.shard_node(n).filter(|p| load.contains_key(*p)) else {
+                continue;
+            };
+            let busy = match recoveries.get(&(meta.uuid.clone(), n)) {
+                Some(None) => true,
+                Some(Some(failed)) => failed.elapsed() < RECOVERY_RETRY,
+                None => false,
+            };
+            if busy || meta.copies(n).count() >= desired {
+                continue;
+            }
+            let target = load
+                .iter()
+                .filter(|(node, _)| !meta.holds(node, n))
+                .min_by_key(|(node, l)| (**l, node.as_str()))
+                .map(|(node, _)| node.clone());
+            if let Some(target) = target {
+                *load.entry(target.clone()).or_default() += 1;
+                plan.push((meta.clone(), n, primary.to_string(), target.clone()));
+            }
+        }
+    }
+    plan
 }
 
 /// Drops the copies on nodes not in `live` from the in-sync copies, and

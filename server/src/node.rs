@@ -178,7 +178,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 revision,
             ));
             background.extend(etcd.spawn());
-            background.push(crate::cluster::spawn_allocator(Arc::clone(etcd)));
+            background.push(crate::cluster::spawn_allocator(
+                Arc::clone(etcd),
+                Arc::clone(&state.client),
+            ));
         }
         background.push(state.spawn_monitor(Arc::clone(&indices)));
         state.refresh(&indices).await;

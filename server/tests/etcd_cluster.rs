@@ -466,7 +466,10 @@ fn losing_a_data_node_with_one_replica_keeps_every_acknowledged_write() -> Resul
     let rows = shards.as_array().cloned().unwrap_or_default();
     ensure!(rows.len() == 12, "{shards}");
     for n in 0..6 {
-        let copies: Vec<&Value> = rows.iter().filter(|r| r["shard"] == json!(n.to_string())).collect();
+        let copies: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["shard"] == json!(n.to_string()))
+            .collect();
         ensure!(
             copies.len() == 2
                 && copies[0]["prirep"] == "p"
@@ -538,5 +541,30 @@ fn losing_a_data_node_with_one_replica_keeps_every_acknowledged_write() -> Resul
             .join(",")
     ))?;
     assert_eq!(sql, vec![json!([acked.len()])]);
+
+    // The lost copies are rebuilt on the two nodes left: green again.
+    wait_until(Duration::from_secs(30), "green after recovery", || {
+        Ok(health(&coordinator)?["status"] == "green")
+    })?;
+    let h = health(&coordinator)?;
+    ensure!(h["active_shards"] == 12 && h["unassigned_shards"] == 0, "{h}");
+    acked.extend(write_acked(&coordinator, "logs", "recovered", 20)?);
+
+    // The rebuilt copies are complete: with a second node lost, every
+    // shard is read from the last one.
+    data[0].take().ok_or_else(|| anyhow::anyhow!("no node"))?.kill()?;
+    wait_until(Duration::from_secs(15), "every primary on the last node", || {
+        Ok(health(&coordinator)?["active_primary_shards"] == 6)
+    })?;
+    let (status, body) = coordinator.post(
+        "/logs/_search",
+        &json!({"size": 0, "track_total_hits": true, "query": {"ids": {"values": acked}}}),
+    )?;
+    ensure!(status == 200 && body["_shards"]["failed"] == 0, "{body}");
+    assert_eq!(
+        body["hits"]["total"]["value"],
+        json!(acked.len()),
+        "acknowledged writes"
+    );
     Ok(())
 }
