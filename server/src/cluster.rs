@@ -114,6 +114,35 @@ impl ClusterState {
         true
     }
 
+    /// Pings every other node for at most `limit`: the nodes that do not
+    /// answer in time count as down (a frozen or partitioned node) until
+    /// they answer a ping again. Returns how many did not.
+    pub async fn blame_slow(&self, limit: Duration) -> usize {
+        let local = self.membership.local().id;
+        let others: Vec<NodeInfo> = self
+            .membership
+            .nodes()
+            .into_iter()
+            .filter(|n| n.id != local)
+            .collect();
+        let pings = futures::future::join_all(others.iter().map(|node| async move {
+            let answered = tokio::time::timeout(limit, self.client.call::<Hello>(node, &Call::Ping)).await;
+            (node, matches!(answered, Ok(Ok(_))))
+        }))
+        .await;
+        let mut slow = 0;
+        for (node, answered) in pings {
+            if !answered {
+                let why = format!("it did not answer within {} ms", limit.as_millis());
+                tracing::warn!(node = %node.id, %why, "a node is too slow; leaving it out");
+                self.liveness.down(&node.id, why.clone());
+                self.status.write().insert(node.id.clone(), NodeStatus::Down(why));
+                slow += 1;
+            }
+        }
+        slow
+    }
+
     /// The elected leader's id, with etcd.
     pub fn leader(&self) -> Option<String> {
         self.etcd.as_ref().and_then(|e| e.leader())

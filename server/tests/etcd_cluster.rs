@@ -568,3 +568,58 @@ fn losing_a_data_node_with_one_replica_keeps_every_acknowledged_write() -> Resul
     );
     Ok(())
 }
+
+#[test]
+fn a_frozen_data_node_is_left_out_once_the_timeout_passed_and_serves_again_when_thawed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let etcd = Etcd::start(&dir.path().join("etcd"))?;
+    let coordinator = Server::start_etcd(&etcd, dir.path(), "coord", "coordinator,master", 5)?;
+    let mut data = Vec::new();
+    for i in 0..3 {
+        data.push(Server::start_etcd(
+            &etcd,
+            dir.path(),
+            &format!("data-{i}"),
+            "data",
+            5,
+        )?);
+    }
+    wait_until(Duration::from_secs(10), "four nodes and a master", || {
+        Ok(cat_nodes(&coordinator)?.len() == 4 && master(&coordinator)?.is_some())
+    })?;
+    let (status, body) = coordinator.put("/logs", &json!({"settings": {"number_of_shards": 6}}))?;
+    ensure!(status == 200, "{body}");
+    index_docs(&coordinator, "logs", 600)?;
+    let shards = shard_docs(&coordinator, "logs")?;
+    let frozen: Vec<&(u64, String, u64)> = shards.iter().filter(|s| s.1 == "data-1").collect();
+    ensure!(!frozen.is_empty(), "{shards:?}");
+    let reachable: u64 = shards.iter().filter(|s| s.1 != "data-1").map(|s| s.2).sum();
+
+    data[1].signal("STOP")?;
+    let started = Instant::now();
+    let (status, body) = coordinator.post(
+        "/logs/_search",
+        &json!({"timeout": "1s", "size": 0, "track_total_hits": true}),
+    )?;
+    let took = started.elapsed();
+    ensure!(status == 200, "{body}");
+    // Within the timeout and one second more, with what the other nodes had.
+    ensure!(took < Duration::from_secs(2), "answered after {took:?}");
+    ensure!(body["timed_out"] == true, "{body}");
+    ensure!(
+        body["_shards"]["failed"] == json!(frozen.len())
+            && body["hits"]["total"]["value"] == json!(reachable),
+        "{body}"
+    );
+    for failure in body["_shards"]["failures"].as_array().into_iter().flatten() {
+        ensure!(failure["node"] == "data-1", "{failure}");
+    }
+
+    data[1].signal("CONT")?;
+    wait_until(Duration::from_secs(10), "the thawed node serves", || {
+        let (status, body) =
+            coordinator.post("/logs/_search", &json!({"size": 0, "track_total_hits": true}))?;
+        Ok(status == 200 && body["_shards"]["failed"] == 0 && body["hits"]["total"]["value"] == 600)
+    })?;
+    Ok(())
+}

@@ -267,6 +267,18 @@ impl Server {
         })
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let child = self.child.as_ref().ok_or_else(|| anyhow!("not running"))?;
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} failed");
+        }
+        Ok(())
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill(mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
