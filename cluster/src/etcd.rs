@@ -439,19 +439,31 @@ impl EtcdCluster {
         loop {
             let mut client = self.client.clone();
             match client.observe(self.election()).await {
-                Ok(mut stream) => {
-                    while let Ok(Some(resp)) = stream.message().await {
-                        let leader = resp
-                            .kv()
-                            .map(|kv| String::from_utf8_lossy(kv.value()).to_string());
-                        self.set_leader(leader);
+                Ok(mut stream) => loop {
+                    match stream.message().await {
+                        Ok(Some(resp)) => {
+                            let leader = resp
+                                .kv()
+                                .map(|kv| String::from_utf8_lossy(kv.value()).to_string());
+                            self.set_leader(leader);
+                        }
+                        // The stream ends when the leader's key goes; until
+                        // a new leader is elected there is none.
+                        Ok(None) => {
+                            self.set_leader(None);
+                            break;
+                        }
+                        // etcd cannot be reached: the leader it had stays
+                        // the best knowledge (its lease outlives a short
+                        // outage) until etcd says otherwise.
+                        Err(err) => {
+                            tracing::warn!(%err, "etcd: observing the election failed");
+                            break;
+                        }
                     }
-                }
+                },
                 Err(err) => tracing::warn!(%err, "etcd: observing the election failed"),
             }
-            // The stream ends when the leader's key goes; until a new leader
-            // is elected there is none.
-            self.set_leader(None);
             tokio::time::sleep(RETRY).await;
         }
     }

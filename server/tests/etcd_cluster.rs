@@ -623,3 +623,67 @@ fn a_frozen_data_node_is_left_out_once_the_timeout_passed_and_serves_again_when_
     })?;
     Ok(())
 }
+
+#[test]
+fn with_etcd_down_searches_work_metadata_writes_fail_fast_and_the_cluster_recovers() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut etcd = Etcd::start(&dir.path().join("etcd"))?;
+    let coordinator = Server::start_etcd(&etcd, dir.path(), "coord", "coordinator,master", 5)?;
+    let _d0 = Server::start_etcd(&etcd, dir.path(), "data-0", "data", 5)?;
+    let _d1 = Server::start_etcd(&etcd, dir.path(), "data-1", "data", 5)?;
+    wait_until(Duration::from_secs(10), "three nodes and a master", || {
+        Ok(cat_nodes(&coordinator)?.len() == 3 && master(&coordinator)?.is_some())
+    })?;
+    let (status, body) = coordinator.put("/logs", &json!({"settings": {"number_of_shards": 4}}))?;
+    ensure!(status == 200, "{body}");
+    index_docs(&coordinator, "logs", 100)?;
+
+    etcd.kill()?;
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(5) {
+        let (status, body) =
+            coordinator.post("/logs/_search", &json!({"size": 0, "track_total_hits": true}))?;
+        ensure!(
+            status == 200 && body["_shards"]["failed"] == 0 && body["hits"]["total"]["value"] == 100,
+            "search with etcd down: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Writes that fit the known mapping need no metadata.
+    let (status, body) = coordinator.bulk(
+        "/logs/_bulk?refresh=true",
+        &[json!({"index": {"_id": "during"}}), json!({"n": 1, "tag": "t1"})],
+    )?;
+    ensure!(status == 200 && body["errors"] == false, "{body}");
+    // A new index needs etcd: a 503 at once, not a hang.
+    let started = Instant::now();
+    let (status, body) = coordinator.put("/other", &json!({}))?;
+    ensure!(status == 503, "create with etcd down: {status} {body}");
+    ensure!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    // So does a new field.
+    let (status, body) = coordinator.bulk(
+        "/logs/_bulk",
+        &[json!({"index": {"_id": "new-field"}}), json!({"fresh": "field"})],
+    )?;
+    ensure!(
+        status == 503 || body["items"][0]["index"]["status"] == 503,
+        "a mapping change with etcd down: {status} {body}"
+    );
+
+    etcd.restart()?;
+    wait_until(Duration::from_secs(20), "creating an index works again", || {
+        let (status, _) = coordinator.put("/other", &json!({}))?;
+        Ok(status == 200)
+    })?;
+    wait_until(Duration::from_secs(10), "three nodes and a master again", || {
+        Ok(cat_nodes(&coordinator)?.len() == 3 && master(&coordinator)?.is_some())
+    })?;
+    assert_eq!(count(&coordinator, "logs")?, 101);
+    index_docs(&coordinator, "other", 10)?;
+    assert_eq!(count(&coordinator, "other")?, 10);
+    Ok(())
+}

@@ -69,9 +69,11 @@ impl Cluster {
 /// A real etcd on free loopback ports, in its own data directory; killed
 /// when dropped.
 pub struct Etcd {
-    child: Child,
+    child: Option<Child>,
     /// Its client URL.
     pub url: String,
+    peer_url: String,
+    data_dir: PathBuf,
 }
 
 /// A free loopback port (free when this returns).
@@ -82,23 +84,46 @@ fn free_port() -> Result<u16> {
 impl Etcd {
     /// Starts `etcd` (Debian's `etcd-server`) and waits until it answers.
     pub fn start(data_dir: &Path) -> Result<Etcd> {
-        let (client, peer) = (free_port()?, free_port()?);
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut etcd = Etcd {
+            child: None,
+            url: format!("http://127.0.0.1:{}", free_port()?),
+            peer_url: format!("http://127.0.0.1:{}", free_port()?),
+            data_dir: data_dir.to_path_buf(),
+        };
+        etcd.launch()?;
+        Ok(etcd)
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again on the same ports and data directory.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.launch()
+    }
+
+    fn launch(&mut self) -> Result<()> {
         let child = Command::new("etcd")
             .args(["--name", "test", "--data-dir"])
-            .arg(data_dir)
+            .arg(&self.data_dir)
             .args([
                 "--listen-client-urls",
-                &url,
+                &self.url,
                 "--advertise-client-urls",
-                &url,
+                &self.url,
                 "--listen-peer-urls",
-                &peer_url,
+                &self.peer_url,
                 "--initial-advertise-peer-urls",
-                &peer_url,
+                &self.peer_url,
                 "--initial-cluster",
-                &format!("test={peer_url}"),
+                &format!("test={}", self.peer_url),
                 "--log-level",
                 "error",
             ])
@@ -106,17 +131,17 @@ impl Etcd {
             .stderr(Stdio::null())
             .spawn()
             .context("starting etcd (Debian package etcd-server; scripts/test.sh installs it)")?;
-        let etcd = Etcd { child, url };
+        self.child = Some(child);
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()?;
         for _ in 0..100 {
             if http
-                .get(format!("{}/health", etcd.url))
+                .get(format!("{}/health", self.url))
                 .send()
                 .is_ok_and(|r| r.status().is_success())
             {
-                return Ok(etcd);
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -126,8 +151,7 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.kill();
     }
 }
 
