@@ -387,13 +387,17 @@ pub fn spawn_metadata_follower(
 }
 
 /// On the leader, every [`MONITOR_INTERVAL`]: the copies of shards on
-/// nodes whose lease ended are no longer in sync, a shard whose primary
+/// nodes whose lease ended, or that the leader could not reach for
+/// [`UNREACHABLE_LIMIT`] (a partition), are no longer in sync, a shard whose primary
 /// was there gets an in-sync replica as its new primary, and a shard with
 /// fewer copies than `1 + number_of_replicas` gets one rebuilt on the data
 /// node with the fewest copies (its primary sends it).
-pub fn spawn_allocator(etcd: Arc<EtcdCluster>, client: Arc<Client>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_allocator(state: Arc<ClusterState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let Some(etcd) = state.etcd.clone() else { return };
+        let client = Arc::clone(&state.client);
         let recoveries = Arc::new(parking_lot::Mutex::new(Recoveries::new()));
+        let mut unreachable: std::collections::HashMap<String, std::time::Instant> = Default::default();
         let mut tick = tokio::time::interval(MONITOR_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -402,7 +406,25 @@ pub fn spawn_allocator(etcd: Arc<EtcdCluster>, client: Arc<Client>) -> tokio::ta
                 continue;
             }
             let nodes = etcd.nodes();
-            let live: std::collections::HashSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
+            // Down since when, by the leader's pings (not merely not
+            // contacted yet).
+            unreachable.retain(|id, _| state.liveness.why_down(id).is_some());
+            for node in &nodes {
+                if state.liveness.why_down(&node.id).is_some() {
+                    unreachable
+                        .entry(node.id.clone())
+                        .or_insert_with(std::time::Instant::now);
+                }
+            }
+            let live: std::collections::HashSet<String> = nodes
+                .iter()
+                .filter(|n| {
+                    unreachable
+                        .get(&n.id)
+                        .is_none_or(|since| since.elapsed() < UNREACHABLE_LIMIT)
+                })
+                .map(|n| n.id.clone())
+                .collect();
             let metas = match etcd.indices().await {
                 Ok((metas, _)) => metas,
                 Err(err) => {
@@ -428,7 +450,10 @@ pub fn spawn_allocator(etcd: Arc<EtcdCluster>, client: Arc<Client>) -> tokio::ta
                     }
                 }
             }
-            let data: Vec<&NodeInfo> = nodes.iter().filter(|n| n.has(Role::Data)).collect();
+            let data: Vec<&NodeInfo> = nodes
+                .iter()
+                .filter(|n| n.has(Role::Data) && state.liveness.why_down(&n.id).is_none())
+                .collect();
             let plan = plan_recoveries(&current, &data, &recoveries.lock());
             for (meta, shard, primary, target) in plan {
                 let Some(primary) = nodes.iter().find(|n| n.id == primary).cloned() else {
@@ -459,6 +484,10 @@ pub fn spawn_allocator(etcd: Arc<EtcdCluster>, client: Arc<Client>) -> tokio::ta
         }
     })
 }
+
+/// How long the leader must fail to reach a node before its shard copies
+/// count as lost, as if its lease had ended.
+const UNREACHABLE_LIMIT: Duration = Duration::from_secs(3);
 
 /// Shard copies being rebuilt (`None`) or whose rebuild failed (when), by
 /// index incarnation and shard.

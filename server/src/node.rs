@@ -26,6 +26,10 @@ use crate::cluster::ClusterState;
 use crate::config::ServeConfig;
 use crate::http;
 
+/// How long a node may take to answer a ping when a request failed or
+/// timed out and the node that caused it is sought.
+pub const SLOW_NODE_PING: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Shared state of a running node.
 #[derive(Debug)]
 pub struct Node {
@@ -59,11 +63,18 @@ impl Node {
     /// Whether a request that ended in `outcome` should run once more: it
     /// failed because another node of the cluster did, which now counts as
     /// down (see [`ClusterState::blame`]).
-    pub fn retry<T, E: std::fmt::Display>(&self, outcome: &Result<T, E>) -> bool {
-        match (outcome, &self.cluster) {
-            (Err(err), Some(cluster)) => cluster.blame(&err.to_string()),
-            _ => false,
+    pub async fn retry<T, E: std::fmt::Display>(&self, outcome: &Result<T, E>) -> bool {
+        let (Err(err), Some(cluster)) = (outcome, &self.cluster) else {
+            return false;
+        };
+        let err = err.to_string();
+        if cluster.blame(&err) {
+            return true;
         }
+        // A transport failure that does not name the node (a connection
+        // that went silent): the nodes that do not answer a ping now.
+        const TRANSPORT: [&str; 3] = ["transport error", "http2 error", "tcp connect error"];
+        TRANSPORT.iter().any(|t| err.contains(t)) && cluster.blame_slow(SLOW_NODE_PING).await > 0
     }
 }
 
@@ -178,10 +189,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 revision,
             ));
             background.extend(etcd.spawn());
-            background.push(crate::cluster::spawn_allocator(
-                Arc::clone(etcd),
-                Arc::clone(&state.client),
-            ));
+            background.push(crate::cluster::spawn_allocator(Arc::clone(state)));
         }
         background.push(state.spawn_monitor(Arc::clone(&indices)));
         state.refresh(&indices).await;

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
-use common::{Etcd, Server, assert_es_error, etcd_flags};
+use common::{Etcd, Proxy, Server, assert_es_error, etcd_flags};
 use serde_json::{Value, json};
 
 /// `_cat/nodes` as JSON rows.
@@ -685,5 +685,109 @@ fn with_etcd_down_searches_work_metadata_writes_fail_fast_and_the_cluster_recove
     assert_eq!(count(&coordinator, "logs")?, 101);
     index_docs(&coordinator, "other", 10)?;
     assert_eq!(count(&coordinator, "other")?, 10);
+    Ok(())
+}
+
+#[test]
+fn a_partitioned_data_node_is_left_out_like_a_lost_one_and_serves_again_after_healing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let etcd = Etcd::start(&dir.path().join("etcd"))?;
+    let coordinator = Server::start_etcd(&etcd, dir.path(), "coord", "coordinator,master", 5)?;
+    let _d0 = Server::start_etcd(&etcd, dir.path(), "data-0", "data", 5)?;
+    let _d2 = Server::start_etcd(&etcd, dir.path(), "data-2", "data", 5)?;
+    // data-1 is reached through a proxy: it advertises 127.0.0.2, where the
+    // proxy listens on its port. Its own link to etcd stays up, so its
+    // lease does not end: only the others cannot reach it.
+    let mut flags = etcd_flags(&etcd.url, "test", "data-1", "data", 5);
+    flags.extend(["--advertise-host".to_string(), "127.0.0.2".to_string()]);
+    let d1 = Server::start_with(
+        &dir.path().join("data-1"),
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    let port = d1
+        .flight
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_string())
+        .unwrap_or_default();
+    let proxy = Proxy::start(&format!("127.0.0.2:{port}"), &d1.flight)?;
+    wait_until(Duration::from_secs(10), "four nodes and a master", || {
+        Ok(cat_nodes(&coordinator)?.len() == 4 && master(&coordinator)?.is_some())
+    })?;
+    let (status, body) = coordinator.put("/plain", &json!({"settings": {"number_of_shards": 6}}))?;
+    ensure!(status == 200, "{body}");
+    let (status, body) = coordinator.put(
+        "/copied",
+        &json!({"settings": {"number_of_shards": 6, "number_of_replicas": 1}}),
+    )?;
+    ensure!(status == 200, "{body}");
+    index_docs(&coordinator, "plain", 600)?;
+    let mut acked = write_acked(&coordinator, "copied", "before", 100)?;
+    ensure!(acked.len() == 100, "{acked:?}");
+    let shards = shard_docs(&coordinator, "plain")?;
+    let cut_off: Vec<u64> = shards.iter().filter(|s| s.1 == "data-1").map(|s| s.0).collect();
+    let reachable: u64 = shards.iter().filter(|s| s.1 != "data-1").map(|s| s.2).sum();
+    ensure!(!cut_off.is_empty(), "{shards:?}");
+
+    proxy.cut();
+    // Without replicas: partial results naming the node, or 503.
+    wait_until(
+        Duration::from_secs(15),
+        "the partitioned node's shards are reported",
+        || {
+            let (status, body) =
+                coordinator.post("/plain/_search", &json!({"size": 0, "track_total_hits": true}))?;
+            Ok(status == 200 && body["_shards"]["failed"] == json!(cut_off.len()))
+        },
+    )?;
+    let (status, body) = coordinator.post("/plain/_search", &json!({"size": 0, "track_total_hits": true}))?;
+    ensure!(
+        status == 200 && body["hits"]["total"]["value"] == json!(reachable),
+        "{body}"
+    );
+    let mut failed: Vec<u64> = body["_shards"]["failures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| f["shard"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    failed.sort();
+    ensure!(failed == cut_off, "{failed:?} vs {cut_off:?}");
+    let (status, body) = coordinator.post(
+        "/plain/_search?allow_partial_search_results=false",
+        &json!({"size": 0}),
+    )?;
+    assert_es_error(status, &body, 503, "search_phase_execution_exception");
+
+    // With a replica: complete answers, and once the leader gave up on the
+    // node its primaries moved, so writes are acknowledged again and none
+    // is lost.
+    wait_until(Duration::from_secs(20), "writes acknowledged again", || {
+        let ids = write_acked(&coordinator, "copied", &format!("cut{}", acked.len()), 20)?;
+        let all = ids.len() == 20;
+        acked.extend(ids);
+        Ok(all)
+    })?;
+    let (status, body) = coordinator.post(
+        "/copied/_search",
+        &json!({"size": 0, "track_total_hits": true, "query": {"ids": {"values": acked}}}),
+    )?;
+    ensure!(status == 200 && body["_shards"]["failed"] == 0, "{body}");
+    assert_eq!(body["hits"]["total"]["value"], json!(acked.len()));
+
+    proxy.heal();
+    wait_until(Duration::from_secs(20), "the healed node serves again", || {
+        let (status, body) =
+            coordinator.post("/plain/_search", &json!({"size": 0, "track_total_hits": true}))?;
+        Ok(status == 200 && body["_shards"]["failed"] == 0 && body["hits"]["total"]["value"] == 600)
+    })?;
+    wait_until(Duration::from_secs(30), "green after healing", || {
+        Ok(health(&coordinator)?["status"] == "green")
+    })?;
+    let (status, body) = coordinator.post(
+        "/copied/_search",
+        &json!({"size": 0, "track_total_hits": true, "query": {"ids": {"values": acked}}}),
+    )?;
+    ensure!(status == 200 && body["_shards"]["failed"] == 0, "{body}");
+    assert_eq!(body["hits"]["total"]["value"], json!(acked.len()));
     Ok(())
 }

@@ -99,8 +99,6 @@ fn record(node: &Node, out: quidditch_planner::Result<Value>) -> quidditch_plann
     out
 }
 
-/// How long a node may take to answer a ping once a search timed out.
-const SLOW_NODE_PING: std::time::Duration = std::time::Duration::from_millis(300);
 /// How long the search without the slow nodes may take.
 const RERUN_BUDGET: std::time::Duration = std::time::Duration::from_millis(600);
 
@@ -114,7 +112,7 @@ async fn run_search(node: &Node, target: &str, params: &Params, body: &[u8]) -> 
         quidditch_planner::search(&ctx, node.engine.indices(), target, body, params).await
     };
     let mut out = search(node.engine.session()?).await;
-    if node.retry(&out) {
+    if node.retry(&out).await {
         out = search(node.engine.session()?).await;
     }
     // The request's timeout passed: a node that does not answer a ping
@@ -123,7 +121,7 @@ async fn run_search(node: &Node, target: &str, params: &Params, body: &[u8]) -> 
     // a second more. The answer still says it timed out.
     if let (Ok(answer), Some(cluster)) = (&out, &node.cluster)
         && answer["timed_out"] == true
-        && cluster.blame_slow(SLOW_NODE_PING).await > 0
+        && cluster.blame_slow(crate::node::SLOW_NODE_PING).await > 0
         && let Ok(Ok(mut again)) = tokio::time::timeout(RERUN_BUDGET, search(node.engine.session()?)).await
     {
         again["timed_out"] = Value::Bool(true);
@@ -159,7 +157,7 @@ async fn run_count(node: &Node, target: &str, params: &Params, body: &[u8]) -> A
         params,
     )
     .await;
-    if node.retry(&out) {
+    if node.retry(&out).await {
         out = quidditch_planner::count(
             &node.engine.session()?,
             node.engine.indices(),

@@ -42,7 +42,7 @@ pub async fn sql(
         )
     })?;
     let mut output = node.engine.sql(&query).await;
-    if node.retry(&output) {
+    if node.retry(&output).await {
         output = node.engine.sql(&query).await;
     }
     let output = output?;

@@ -442,3 +442,66 @@ pub fn assert_es_error(status: u16, body: &Value, want_status: u16, want_type: &
         "{body}"
     );
 }
+
+/// A TCP proxy standing for the network in front of a node: while cut,
+/// it still accepts connections but forwards nothing either way (packets
+/// lost, as in a partition), and forwards again once healed.
+pub struct Proxy {
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    /// Listens on `listen` and forwards to `target`.
+    pub fn start(listen: &str, target: &str) -> Result<Proxy> {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let listener = std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+        let cut = Arc::new(AtomicBool::new(false));
+        let target = target.to_string();
+        let flag = Arc::clone(&cut);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ] {
+                    let (Ok(mut from), Ok(mut to)) = (from, to) else {
+                        continue;
+                    };
+                    let cut = Arc::clone(&flag);
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            match std::io::Read::read(&mut from, &mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                                        continue;
+                                    }
+                                    if std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Ok(Proxy { cut })
+    }
+
+    /// Drops everything from now on.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forwards again.
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
