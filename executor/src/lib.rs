@@ -102,6 +102,8 @@ impl Engine {
         // `0.06` is an exact number, as in standard SQL: compared with a
         // `scaled_float` (decimal) column it stays exact.
         session_config.options_mut().sql_parser.parse_float_as_decimal = true;
+        let session_config =
+            session_config.with_option_extension(quidditch_index::table::QuidditchOptions::default());
         let session_config = session_config
             .with_default_catalog_and_schema(catalog::CATALOG, catalog::SCHEMA)
             .with_create_default_catalog_and_schema(false)
@@ -178,16 +180,39 @@ impl Engine {
         Ok(SessionContext::new_with_state(state.build()))
     }
 
+    /// A new session where SQL answers without the shards no node can
+    /// serve, when `allow` (the setting `quidditch.allow_partial_results`).
+    pub fn session_allowing_partial(&self, allow: bool) -> Result<SessionContext> {
+        let ctx = self.session()?;
+        if allow {
+            ctx.state_ref()
+                .write()
+                .config_mut()
+                .options_mut()
+                .set("quidditch.allow_partial_results", "true")?;
+        }
+        Ok(ctx)
+    }
+
     /// Plans a SQL statement in a fresh session.
     pub async fn plan(&self, sql: &str) -> Result<(SessionContext, LogicalPlan)> {
-        let ctx = self.session()?;
+        self.plan_in(self.session()?, sql).await
+    }
+
+    /// Plans a SQL statement in `ctx`.
+    pub async fn plan_in(&self, ctx: SessionContext, sql: &str) -> Result<(SessionContext, LogicalPlan)> {
         let plan = plan_sql(&ctx, sql).await?;
         Ok((ctx, plan))
     }
 
     /// Runs a SQL statement, streaming its result.
     pub async fn sql_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
-        let (ctx, plan) = self.plan(sql).await?;
+        self.sql_stream_in(self.session()?, sql).await
+    }
+
+    /// Runs a SQL statement in `ctx`, streaming its result.
+    pub async fn sql_stream_in(&self, ctx: SessionContext, sql: &str) -> Result<SendableRecordBatchStream> {
+        let (ctx, plan) = self.plan_in(ctx, sql).await?;
         if let LogicalPlan::Explain(explain) = &plan
             && self.placement.is_some()
         {
@@ -225,7 +250,12 @@ impl Engine {
 
     /// Runs a SQL statement and collects its result.
     pub async fn sql(&self, sql: &str) -> Result<QueryOutput> {
-        let stream = self.sql_stream(sql).await?;
+        self.sql_in(self.session()?, sql).await
+    }
+
+    /// Runs a SQL statement in `ctx` and collects its result.
+    pub async fn sql_in(&self, ctx: SessionContext, sql: &str) -> Result<QueryOutput> {
+        let stream = self.sql_stream_in(ctx, sql).await?;
         let schema = stream.schema();
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         Ok(QueryOutput { schema, batches })

@@ -44,7 +44,7 @@ use quidditch_sql::params::{bind, prepare};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{df_status, sql_status};
-use crate::plain::{self, PlainRequest};
+use crate::plain;
 use crate::stream::{self, FlightDataStream, encode_batches, flight_schema};
 use crate::{AuthGate, ingest};
 
@@ -398,13 +398,16 @@ impl FlightSqlService for FlightSql {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement handle is not UTF-8 SQL"))?;
-        Ok(Response::new(
-            plain::execute(&self.engine, &PlainRequest::Sql(sql)).await?,
-        ))
+        let ctx = self
+            .engine
+            .session_allowing_partial(allows_partial(request.metadata()))
+            .map_err(sql_status)?;
+        let (ctx, plan) = self.engine.plan_in(ctx, &sql).await.map_err(sql_status)?;
+        Ok(Response::new(plain::run_plan(ctx, plan).await?))
     }
 
     async fn get_flight_info_prepared_statement(
@@ -687,6 +690,18 @@ impl FlightSqlService for FlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// The call header that allows partial results for the statements of a
+/// connection (ADBC: `adbc.flight.sql.rpc.call_header.x-quidditch-allow-partial-results`).
+pub const ALLOW_PARTIAL_HEADER: &str = "x-quidditch-allow-partial-results";
+
+/// Whether a call's headers allow partial results.
+fn allows_partial(metadata: &tonic::metadata::MetadataMap) -> bool {
+    metadata
+        .get(ALLOW_PARTIAL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 #[cfg(test)]

@@ -67,6 +67,19 @@ pub fn table_schema(mapping: &Mapping) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+datafusion::common::extensions_options! {
+    /// Quidditch's SQL session settings (`SET quidditch.<name> = ...`).
+    pub struct QuidditchOptions {
+        /// Answer without the shards that no node can serve now, instead
+        /// of failing with an error that names them.
+        pub allow_partial_results: bool, default = false
+    }
+}
+
+impl datafusion::config::ConfigExtension for QuidditchOptions {
+    const PREFIX: &'static str = "quidditch";
+}
+
 /// A table over an index, with the mapping as it was when the table was made.
 #[derive(Debug)]
 pub struct IndexTable {
@@ -137,7 +150,7 @@ impl TableProvider for IndexTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -181,9 +194,19 @@ impl TableProvider for IndexTable {
             limit,
         )?
         .with_stats(stats);
-        if !self.left_out.is_empty() {
+        let partial = state
+            .config_options()
+            .extensions
+            .get::<QuidditchOptions>()
+            .is_some_and(|o| o.allow_partial_results);
+        let left_out: Vec<u32> = if partial && self.left_out.is_empty() {
+            self.index.unavailable_shards().iter().map(|f| f.shard).collect()
+        } else {
+            self.left_out.clone()
+        };
+        if !left_out.is_empty() {
             let shards: Vec<u32> = (0..self.index.num_shards())
-                .filter(|n| !self.left_out.contains(n))
+                .filter(|n| !left_out.contains(n))
                 .collect();
             let partitions = shards.len();
             exec = exec.with_shards(ShardSet::padded(shards, partitions))?;

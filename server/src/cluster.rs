@@ -92,14 +92,13 @@ impl ClusterState {
     /// node's address (it could not be reached or failed mid-way), that
     /// node counts as down until it answers a ping again, so that a retry
     /// reads other copies of its shards (or reports them). Returns whether
-    /// a retry may do better.
+    /// a retry may do better (not when the node already counted as down).
     pub fn blame(&self, error: &str) -> bool {
         let local = self.membership.local().id;
-        let Some(node) = self
-            .membership
-            .nodes()
-            .into_iter()
-            .find(|n| n.id != local && error.contains(&n.flight))
+        let Some(node) =
+            self.membership.nodes().into_iter().find(|n| {
+                n.id != local && error.contains(&n.flight) && self.liveness.why_down(&n.id).is_none()
+            })
         else {
             return false;
         };

@@ -228,6 +228,46 @@ fn shard_docs(s: &Server, index: &str) -> Result<Vec<(u64, String, u64)>> {
         .collect())
 }
 
+/// Runs a one-number query over Flight SQL twice: without and with the
+/// call header that allows partial results. Returns the error of the first
+/// run and the number of the second.
+fn flight_sql_count(flight: &str, sql: &str) -> Result<(String, i64)> {
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use datafusion::arrow::array::Int64Array;
+    use futures::TryStreamExt;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{flight}"))?
+            .connect()
+            .await?;
+        let mut client = FlightSqlServiceClient::new(channel);
+        let run = |client: &mut FlightSqlServiceClient<tonic::transport::Channel>| {
+            let mut client = client.clone();
+            let sql = sql.to_string();
+            async move {
+                let info = client.execute(sql, None).await?;
+                let ticket = info.endpoint[0]
+                    .ticket
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("no ticket"))?;
+                let batches: Vec<datafusion::arrow::record_batch::RecordBatch> =
+                    client.do_get(ticket).await?.try_collect().await?;
+                let col = batches
+                    .first()
+                    .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>().cloned())
+                    .ok_or_else(|| anyhow::anyhow!("no Int64 answer"))?;
+                anyhow::Ok(col.value(0))
+            }
+        };
+        let refused = match run(&mut client).await {
+            Ok(n) => bail!("Flight SQL answered {n} over lost shards"),
+            Err(err) => format!("{err:#}"),
+        };
+        client.set_header("x-quidditch-allow-partial-results", "true");
+        Ok((refused, run(&mut client).await?))
+    })
+}
+
 #[test]
 fn losing_data_nodes_without_replicas_gives_exact_partial_results() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -313,6 +353,24 @@ fn losing_data_nodes_without_replicas_gives_exact_partial_results() -> Result<()
         ensure!(
             status >= 500 && killed.iter().any(|k| body.to_string().contains(k.as_str())),
             "SQL over lost shards: {status} {body}"
+        );
+        // Unless the request allows partial results.
+        let (status, body) = coordinator.post(
+            "/_sql",
+            &json!({"query": "SELECT count(*) FROM logs", "allow_partial_search_results": true}),
+        )?;
+        ensure!(
+            status == 200 && body["rows"] == json!([[remaining]]),
+            "{status} {body}"
+        );
+        let (refused, partial) = flight_sql_count(&coordinator.flight, "SELECT count(*) FROM logs")?;
+        ensure!(
+            refused.contains("does not answer") || refused.contains("not a data node"),
+            "{refused}"
+        );
+        ensure!(
+            partial == remaining as i64,
+            "{partial} over Flight SQL, {remaining} remain"
         );
         let (_, health) = coordinator.get("/_cluster/health")?;
         ensure!(

@@ -21,9 +21,19 @@ pub async fn sql(
         .as_object()
         .ok_or_else(|| ApiError::bad_request("request body must be an object"))?;
     let mut query = None;
+    let mut partial = false;
     for (k, v) in obj {
         match k.as_str() {
             "query" => query = v.as_str().map(str::to_string),
+            "allow_partial_search_results" => {
+                partial = v.as_bool().ok_or_else(|| {
+                    ApiError::new(
+                        400,
+                        "parsing_exception",
+                        "[allow_partial_search_results] must be a boolean",
+                    )
+                })?
+            }
             "fetch_size" | "time_zone" | "request_timeout" | "page_timeout" | "columnar" => {}
             other => {
                 return Err(ApiError::new(
@@ -41,9 +51,14 @@ pub async fn sql(
             "[query] is required and must be a string",
         )
     })?;
-    let mut output = node.engine.sql(&query).await;
+    let run = || async {
+        node.engine
+            .sql_in(node.engine.session_allowing_partial(partial)?, &query)
+            .await
+    };
+    let mut output = run().await;
     if node.retry(&output).await {
-        output = node.engine.sql(&query).await;
+        output = run().await;
     }
     let output = output?;
     let fmt = params.get("format").map(String::as_str).unwrap_or("json");
