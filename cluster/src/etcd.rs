@@ -36,6 +36,9 @@ use crate::membership::{Membership, NodeInfo, Role};
 
 /// How long a request to etcd may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node that is not master-eligible waits for a cluster to be
+/// formed by one that is.
+const FORMING_WAIT: Duration = Duration::from_secs(10);
 /// How long to wait before trying again after etcd failed.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -227,6 +230,23 @@ impl EtcdCluster {
                 "this node's data directory belongs to the cluster with uuid {known}, but etcd has no \
                  cluster [{cluster}]: wrong --etcd or --cluster-name, or etcd lost its data?"
             )),
+            // Only a master-eligible node forms a cluster; another waits a
+            // while for one to do it.
+            (None, None) if !self.local.has(Role::Master) => {
+                let deadline = tokio::time::Instant::now() + FORMING_WAIT;
+                while tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(RETRY).await;
+                    let stored = timed("reading the cluster's uuid", client.get(key.clone(), None)).await?;
+                    if let Some(kv) = stored.kvs().first() {
+                        return Ok(String::from_utf8_lossy(kv.value()).to_string());
+                    }
+                }
+                Err(format!(
+                    "etcd has no cluster [{cluster}], and no master-eligible node formed it within {} s: \
+                     wrong --cluster-name?",
+                    FORMING_WAIT.as_secs()
+                ))
+            }
             (None, None) => {
                 let new = uuid::Uuid::new_v4().simple().to_string();
                 let txn = Txn::new()

@@ -436,6 +436,12 @@ fn bad_cluster_flags_are_refused_and_a_restarted_node_serves_its_shards() -> Res
         &etcd_flags("http://127.0.0.1:1", "test", "data-9", "data", 5),
     )?;
     assert!(stderr.contains("etcd at http://127.0.0.1:1"), "{stderr}");
+    // A data node of a cluster nobody formed (a misspelt name).
+    let stderr = Server::refused(
+        &dir.path().join("misspelt"),
+        &etcd_flags(&etcd.url, "tset", "data-8", "data", 5),
+    )?;
+    assert!(stderr.contains("etcd has no cluster [tset]"), "{stderr}");
 
     // SIGKILL, and a restart on the same data directory before the lease
     // ran out: the node takes over its registration and serves its shards.
