@@ -72,15 +72,18 @@ fn ensure_loaded(client: &reqwest::blocking::Client, url: &str, ndjson: &Path, d
 
 /// A cluster of data nodes and a coordinator, each with its own data
 /// directory under `dir` (so a later run finds the same shards).
-struct Cluster {
-    coordinator: NodeProcess,
+pub struct Cluster {
+    /// The coordinator, which every request goes through.
+    pub coordinator: NodeProcess,
     _data: Vec<NodeProcess>,
 }
 
 impl Cluster {
-    fn start(dir: &Path, client: &reqwest::blocking::Client) -> Result<Cluster> {
+    /// Starts `nodes` data nodes and the coordinator, and waits until the
+    /// coordinator sees them all.
+    pub fn start(dir: &Path, nodes: usize, client: &reqwest::blocking::Client) -> Result<Cluster> {
         let mut data = Vec::new();
-        for i in 0..DATA_NODES {
+        for i in 0..nodes {
             let id = format!("data-{i}");
             data.push(NodeProcess::start_with(
                 &dir.join(&id),
@@ -109,7 +112,7 @@ impl Cluster {
                 .get(format!("{}/_cluster/health", coordinator.url))
                 .send()?
                 .json()?;
-            if health["number_of_nodes"].as_u64() == Some(DATA_NODES as u64 + 1) {
+            if health["number_of_nodes"].as_u64() == Some(nodes as u64 + 1) {
                 break;
             }
             if Instant::now() > deadline {
@@ -179,7 +182,7 @@ pub fn run(a: &Common) -> Result<()> {
     }
     let client = client()?;
     let embedded = NodeProcess::start(&dir.join("distributed-embedded"))?;
-    let cluster = Cluster::start(&dir.join("distributed-cluster"), &client)?;
+    let cluster = Cluster::start(&dir.join("distributed-cluster"), DATA_NODES, &client)?;
     ensure_loaded(&client, &embedded.url, &ndjson, a.docs)?;
     ensure_loaded(&client, &cluster.coordinator.url, &ndjson, a.docs).context("loading the cluster")?;
 

@@ -8,6 +8,7 @@ mod flight;
 mod ingest;
 mod results;
 mod scan;
+mod tpch;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,9 @@ enum Suite {
     /// A term query with top-10 hits and a terms aggregation on 1 coordinator + 3 data nodes
     /// versus the embedded node.
     Distributed(Common),
+    /// The 22 TPC-H queries through Flight SQL, checked against DuckDB and timed against DuckDB
+    /// and DataFusion over Parquet.
+    Tpch(tpch::TpchArgs),
 }
 
 /// Options every suite shares.
@@ -68,5 +72,6 @@ fn main() -> anyhow::Result<()> {
         Suite::Aggs(c) => aggs::run(&c),
         Suite::Flight(a) => flight::run(&a),
         Suite::Distributed(a) => distributed::run(&a),
+        Suite::Tpch(a) => tpch::run(&a),
     }
 }

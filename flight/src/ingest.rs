@@ -270,6 +270,32 @@ pub async fn put(
     Ok(summary)
 }
 
+/// Sends `batches` into index `index` of the node whose Flight address is
+/// `addr` (`host:port`) with `DoPut`, as a client does; returns the number
+/// of documents the node wrote.
+pub async fn send(addr: &str, index: &str, batches: Vec<RecordBatch>) -> Result<u64, FlightError> {
+    let external = |e: Box<dyn std::error::Error + Send + Sync>| FlightError::ExternalError(e);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| external(e.into()))?
+        .connect()
+        .await
+        .map_err(|e| external(e.into()))?;
+    let mut client = arrow_flight::FlightClient::new(channel);
+    let encoded = arrow_flight::encode::FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(arrow_flight::FlightDescriptor::new_path(vec![
+            index.to_string(),
+        ])))
+        .build(futures::stream::iter(batches.into_iter().map(Ok)));
+    let results: Vec<_> = client.do_put(encoded).await?.try_collect().await?;
+    let summary: Value = results
+        .first()
+        .and_then(|r| serde_json::from_slice(&r.app_metadata).ok())
+        .ok_or_else(|| FlightError::protocol("the put answered no summary"))?;
+    summary["written"]
+        .as_u64()
+        .ok_or_else(|| FlightError::protocol(format!("the put answered {summary}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,36 +3,37 @@
 import json
 import os
 import subprocess
+import sys
 
 QBENCH = os.environ.get("QBENCH_BIN", "qbench")
 
 
-def test_ingest_and_scan_smoke(tmp_path):
-    for suite in ["ingest", "scan"]:
-        done = subprocess.run(
-            [QBENCH, suite, "--docs", "10000", "--iterations", "2", "--check", "--out", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stderr
-        result = json.loads((tmp_path / f"{suite}.json").read_text())
-        assert result["docs"] == 10000
-        assert result["ratio"] > 0
-    scan = json.loads((tmp_path / "scan.json").read_text())
-    assert scan["answers_match"] is True
+def run_qbench(tmp_path, suite, *args):
+    """Runs a suite with these arguments (the Python of the tests as its
+    reference client); its JSON result."""
+    done = subprocess.run(
+        [QBENCH, suite, *args, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "QBENCH_PYTHON": sys.executable},
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads((tmp_path / f"{suite}.json").read_text())
 
 
 def run_suite(tmp_path, suite):
     """Runs a suite on 10,000 documents with answer checks; its JSON result."""
-    done = subprocess.run(
-        [QBENCH, suite, "--docs", "10000", "--iterations", "2", "--check", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads((tmp_path / f"{suite}.json").read_text())
+    return run_qbench(tmp_path, suite, "--docs", "10000", "--iterations", "2", "--check")
+
+
+def test_ingest_and_scan_smoke(tmp_path):
+    for suite in ["ingest", "scan"]:
+        result = run_suite(tmp_path, suite)
+        assert result["docs"] == 10000
+        assert result["ratio"] > 0
+    scan = json.loads((tmp_path / "scan.json").read_text())
+    assert scan["answers_match"] is True
 
 
 def test_aggs_smoke(tmp_path):
@@ -45,17 +46,7 @@ def test_aggs_smoke(tmp_path):
 
 
 def test_flight_smoke(tmp_path):
-    import sys
-
-    done = subprocess.run(
-        [QBENCH, "flight", "--rows", "100000", "--iterations", "2", "--check", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "QBENCH_PYTHON": sys.executable},
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "flight.json").read_text())
+    result = run_qbench(tmp_path, "flight", "--rows", "100000", "--iterations", "2", "--check")
     assert result["rows"] == 100000
     assert result["answers_match"] is True
     assert result["ratio"] > 0
@@ -67,3 +58,11 @@ def test_distributed_smoke(tmp_path):
     assert [q["query"] for q in result["queries"]] == ["term_top10", "terms_agg"]
     assert all(q["same_answer"] for q in result["queries"])
     assert all(q["ratio_p50"] > 0 for q in result["queries"])
+
+
+def test_tpch_smoke(tmp_path):
+    """TPC-H at SF 0.01: 22 answers checked against DuckDB on the same data."""
+    result = run_qbench(tmp_path, "tpch", "--sf", "0.01", "--iterations", "1")
+    assert result["verified"] == 22
+    assert len(result["queries"]) == 22
+    assert all(q["verified"] and q["datafusion_matches_duckdb"] for q in result["queries"])

@@ -13,10 +13,7 @@ mod common;
 use anyhow::{Context, Result, ensure};
 use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::{FlightClient, FlightDescriptor};
 use common::{Cluster, Server};
-use futures::TryStreamExt;
 use serde_json::{Map, Value, json};
 use tpchgen::generators::{
     CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator, PartSuppGenerator,
@@ -96,20 +93,6 @@ fn mapping(schema: &Schema) -> Result<Value> {
     Ok(json!({"properties": props}))
 }
 
-async fn put(flight: &str, index: &str, batches: Vec<RecordBatch>) -> Result<u64> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{flight}"))?
-        .connect()
-        .await?;
-    let mut client = FlightClient::new(channel);
-    let data = futures::stream::iter(batches.into_iter().map(Ok));
-    let encoded = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![index.to_string()])))
-        .build(data);
-    let results: Vec<_> = client.do_put(encoded).await?.try_collect().await?;
-    let summary: Value = serde_json::from_slice(&results.first().context("no put result")?.app_metadata)?;
-    summary["written"].as_u64().context("no written count")
-}
-
 fn load(server: &Server, tables: &[(&str, u32, Vec<RecordBatch>)], sharded: bool) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     for (name, shards, batches) in tables {
@@ -121,7 +104,11 @@ fn load(server: &Server, tables: &[(&str, u32, Vec<RecordBatch>)], sharded: bool
         )?;
         ensure!(status == 200, "creating {name}: {body}");
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let written = rt.block_on(put(&server.flight, name, batches.clone()))?;
+        let written = rt.block_on(quidditch_flight::ingest::send(
+            &server.flight,
+            name,
+            batches.clone(),
+        ))?;
         ensure!(written == rows as u64, "{name}: wrote {written} of {rows}");
     }
     Ok(())
