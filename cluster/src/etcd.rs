@@ -376,6 +376,16 @@ impl EtcdCluster {
                 },
                 Err(err) => tracing::warn!(%err, "etcd: cannot renew the node's lease"),
             }
+            // The stream broke; the lease may still be alive (etcd was slow
+            // or restarted): keep it, so that the node never seems to leave.
+            let alive = timed("reading the node's lease", client.lease_time_to_live(lease, None))
+                .await
+                .is_ok_and(|r| r.ttl() > 0);
+            if alive {
+                tracing::warn!("etcd: renewing the node's lease failed; renewing it again");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
             tracing::warn!("etcd: the node's lease was lost; registering again");
             loop {
                 match self.register().await {
@@ -655,6 +665,7 @@ impl EtcdCluster {
             if !change(&mut stored) {
                 return Ok(Some(stored));
             }
+            stored.version += 1;
             let value = serde_json::to_vec(&stored).map_err(|e| failed("encoding index metadata", e))?;
             let txn = Txn::new()
                 .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])

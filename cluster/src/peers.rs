@@ -214,6 +214,7 @@ impl Peers for ClusterPeers {
             index: meta.name.clone(),
             uuid: meta.uuid.clone(),
             shard,
+            primary: self.node_id.clone(),
             ops,
             refresh,
         };

@@ -67,6 +67,8 @@ pub enum Call {
         uuid: String,
         /// Shard number.
         shard: u32,
+        /// The node of the primary that sends them.
+        primary: String,
         /// The logged writes, in the primary's order.
         ops: Vec<Op>,
         /// What to make searchable before answering.

@@ -173,11 +173,12 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             index,
             uuid,
             shard,
+            primary,
             ops,
             refresh,
         } => {
             let index = incarnation(&indices, &index, &uuid)?;
-            blocking(move || index.apply_replicated(shard, ops, refresh)).await?;
+            blocking(move || index.apply_replicated(shard, &primary, ops, refresh)).await?;
             Ok(Value::Null)
         }
     }

@@ -57,6 +57,10 @@ pub struct IndexMeta {
     /// acknowledged write, so that one can replace a lost primary.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<Vec<String>>,
+    /// Bumped by every change of the metadata in the cluster's store, so
+    /// that a node never takes older copies for newer ones.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl IndexMeta {
@@ -704,9 +708,25 @@ impl Index {
         Ok(outcomes)
     }
 
-    /// Applies writes a primary logged to this node's replica of shard `n`,
-    /// making them searchable when `refresh` asks.
-    pub fn apply_replicated(&self, n: u32, ops: Vec<Op>, refresh: RefreshPolicy) -> Result<()> {
+    /// Applies writes the primary on node `primary` logged to this node's
+    /// replica of shard `n`, making them searchable when `refresh` asks.
+    /// Refused from a node that is no longer the primary (a replica was
+    /// promoted meanwhile), and on the primary itself.
+    pub fn apply_replicated(
+        &self,
+        n: u32,
+        primary: &str,
+        ops: Vec<Op>,
+        refresh: RefreshPolicy,
+    ) -> Result<()> {
+        let meta = self.meta();
+        if meta.shard_node(n) != Some(primary) {
+            return Err(Error::unavailable(format!(
+                "node [{primary}] is not the primary of shard [{n}] of index [{}] (node [{}] is)",
+                meta.name,
+                meta.shard_node(n).unwrap_or_default()
+            )));
+        }
         let shard = self
             .shards
             .read()
@@ -863,11 +883,12 @@ impl Index {
     pub fn receive_allocation(&self, meta: &IndexMeta) -> Result<()> {
         let _guard = self.write_lock.lock();
         let mut mine = self.meta();
-        if mine.uuid != meta.uuid || (mine.allocation == meta.allocation && mine.replicas == meta.replicas) {
+        if mine.uuid != meta.uuid || meta.version <= mine.version {
             return Ok(());
         }
         mine.allocation = meta.allocation.clone();
         mine.replicas = meta.replicas.clone();
+        mine.version = meta.version;
         write_meta(&self.dir, &mine)?;
         *self.meta.write() = mine;
         Ok(())

@@ -170,6 +170,7 @@ impl Indices {
             mapping,
             allocation,
             replicas,
+            version: 0,
         };
         let index = self.create_from(meta.clone())?;
         if let Some(peers) = &self.peers

@@ -353,17 +353,28 @@ impl Shard {
 
     /// Applies writes its primary logged, in their order and with their
     /// versions and sequence numbers: translog append + fsync, then
-    /// tantivy. Writes it already has (sequence numbers below its next) are
-    /// skipped.
+    /// tantivy. They must follow on from the last write this copy has: a
+    /// gap or an overlap means the copy diverged from its primary (it missed
+    /// writes, or holds some the primary never acknowledged), and it is
+    /// refused, so that the primary takes the copy out of sync.
     pub fn apply_logged(
         &self,
         ops: Vec<Op>,
         reparse: &dyn Fn(&str, &str) -> Result<ParsedDoc>,
     ) -> Result<()> {
         let mut state = self.state.lock();
-        let ops: Vec<Op> = ops.into_iter().filter(|op| op.seq_no >= state.next_seq).collect();
-        if ops.is_empty() {
+        let Some(first) = ops.first() else {
             return Ok(());
+        };
+        let contiguous = ops.iter().zip(first.seq_no..).all(|(op, seq)| op.seq_no == seq);
+        if first.seq_no != state.next_seq || !contiguous {
+            return Err(Error::unavailable(format!(
+                "shard [{}] diverged from its primary: it has writes up to sequence number {}, and was sent {} to {}",
+                self.ordinal,
+                state.next_seq as i64 - 1,
+                first.seq_no,
+                ops.last().map_or(first.seq_no, |op| op.seq_no)
+            )));
         }
         state.translog.append(&ops)?;
         for op in &ops {
@@ -556,4 +567,52 @@ fn apply_op(
     state.next_seq = state.next_seq.max(op.seq_no + 1);
     state.dirty = true;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(seq_no: u64, id: &str) -> Op {
+        Op {
+            seq_no,
+            id: id.to_string(),
+            version: 1,
+            kind: OpKind::Index {
+                source: r#"{"n":1}"#.to_string(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_replica_takes_only_writes_that_follow_on_from_its_own() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let reparse = |_: &str, _: &str| Ok(ParsedDoc::default());
+        let shard = Shard::open(dir.path(), 0, &reparse)?;
+        shard.apply_logged(vec![op(0, "a"), op(1, "b"), op(2, "c")], &reparse)?;
+        // A gap: writes 3 and 4 never arrived.
+        assert!(shard.apply_logged(vec![op(5, "f")], &reparse).is_err());
+        // An overlap: this copy already has write 2.
+        assert!(
+            shard
+                .apply_logged(vec![op(2, "x"), op(3, "d")], &reparse)
+                .is_err()
+        );
+        // Not in order within the batch.
+        assert!(
+            shard
+                .apply_logged(vec![op(3, "d"), op(5, "f")], &reparse)
+                .is_err()
+        );
+        shard.apply_logged(vec![op(3, "d")], &reparse)?;
+        shard.refresh()?;
+        assert_eq!(shard.num_docs(), 4);
+        assert!(shard.get("x")?.is_none());
+        drop(shard);
+        // The writes it took survive a restart.
+        let reopened = Shard::open(dir.path(), 0, &reparse)?;
+        assert_eq!(reopened.num_docs(), 4);
+        reopened.apply_logged(vec![op(4, "e")], &reparse)?;
+        Ok(())
+    }
 }

@@ -21,6 +21,13 @@ use quidditch_cluster::{Liveness, Membership, NodeInfo, Role};
 use quidditch_index::Indices;
 use quidditch_index::index::IndexMeta;
 
+/// Whether `text` names `address` (`host:port`) whole, not as the start of
+/// a longer port.
+fn names_address(text: &str, address: &str) -> bool {
+    text.match_indices(address)
+        .any(|(at, _)| !text[at + address.len()..].starts_with(|c: char| c.is_ascii_digit()))
+}
+
 /// How often the other nodes are pinged.
 pub const MONITOR_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -95,11 +102,9 @@ impl ClusterState {
     /// a retry may do better (not when the node already counted as down).
     pub fn blame(&self, error: &str) -> bool {
         let local = self.membership.local().id;
-        let Some(node) =
-            self.membership.nodes().into_iter().find(|n| {
-                n.id != local && error.contains(&n.flight) && self.liveness.why_down(&n.id).is_none()
-            })
-        else {
+        let Some(node) = self.membership.nodes().into_iter().find(|n| {
+            n.id != local && names_address(error, &n.flight) && self.liveness.why_down(&n.id).is_none()
+        }) else {
             return false;
         };
         tracing::warn!(node = %node.id, %error, "a node failed a request; retrying without it");
@@ -545,7 +550,8 @@ fn plan_recoveries(
 
 /// Drops the copies on nodes not in `live` from the in-sync copies, and
 /// promotes the first live replica of a shard whose primary was lost (a
-/// shard without one keeps its lost primary, and is red until it returns).
+/// shard without one keeps its lost primary, and is red until it returns);
+/// its other replicas are rebuilt from the new primary.
 /// Returns whether anything changed.
 fn fail_lost_copies(meta: &mut IndexMeta, live: &std::collections::HashSet<String>) -> bool {
     let mut changed = false;
@@ -558,7 +564,10 @@ fn fail_lost_copies(meta: &mut IndexMeta, live: &std::collections::HashSet<Strin
         replicas.retain(|r| live.contains(r));
         changed |= replicas.len() != before;
         if !live.contains(&meta.allocation[n]) && !replicas.is_empty() {
+            // The other replicas may hold writes the lost primary sent them
+            // and not the promoted one: they are rebuilt from it.
             meta.allocation[n] = replicas.remove(0);
+            replicas.clear();
             changed = true;
         }
     }
@@ -615,5 +624,53 @@ fn install_learned(indices: &Indices, metas: Vec<IndexMeta>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(primaries: &[&str], replicas: &[&[&str]]) -> IndexMeta {
+        IndexMeta {
+            name: "logs".into(),
+            uuid: "u".into(),
+            creation_date: 0,
+            settings: quidditch_index::settings::IndexSettings {
+                number_of_shards: primaries.len() as u32,
+                number_of_replicas: 2,
+                ..Default::default()
+            },
+            mapping: Default::default(),
+            allocation: primaries.iter().map(|s| s.to_string()).collect(),
+            replicas: replicas
+                .iter()
+                .map(|r| r.iter().map(|s| s.to_string()).collect())
+                .collect(),
+            version: 0,
+        }
+    }
+
+    #[test]
+    fn a_lost_primary_is_replaced_by_its_first_live_replica_and_the_others_are_rebuilt() {
+        let live: std::collections::HashSet<String> = ["b", "c"].iter().map(|s| s.to_string()).collect();
+        let mut m = meta(&["a", "b", "a"], &[&["b", "c"], &["a", "c"], &[]]);
+        assert!(fail_lost_copies(&mut m, &live));
+        assert_eq!(m.allocation, ["b", "b", "a"]);
+        // Shard 0: b promoted, c leaves the in-sync set (it may hold writes b lacks).
+        // Shard 1: the lost replica a leaves. Shard 2: no copy left, the
+        // primary stays (red) until a returns.
+        assert_eq!(
+            m.replicas,
+            vec![Vec::<String>::new(), vec!["c".to_string()], vec![]]
+        );
+        assert!(!fail_lost_copies(&mut m, &live));
+    }
+
+    #[test]
+    fn an_address_is_named_whole() {
+        assert!(names_address("node at 10.0.0.1:900 failed", "10.0.0.1:900"));
+        assert!(names_address("connect error 10.0.0.1:900)", "10.0.0.1:900"));
+        assert!(!names_address("node at 10.0.0.1:9001 failed", "10.0.0.1:900"));
     }
 }
