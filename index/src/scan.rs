@@ -1528,23 +1528,31 @@ impl<'a> BatchBuilder<'a> {
                     docs.extend(run.iter().map(|(a, _)| a.doc_id));
                     let mut ords = vec![None; docs.len()];
                     c.ords().first_vals(&docs, &mut ords);
-                    for ord in ords {
-                        let Some(ord) = ord else {
-                            keys.append_null();
-                            continue;
-                        };
-                        let key = match seen.get(&(seg_ord, ord)) {
-                            Some(k) => *k,
-                            None => {
-                                text.clear();
-                                c.ord_to_str(ord, &mut text).map_err(tantivy_err)?;
-                                let k = values.len() as i32;
-                                values.append_value(&text);
-                                seen.insert((seg_ord, ord), k);
-                                k
+                    // The terms of the run not read yet, in the order of
+                    // their ordinals: one pass over each dictionary block,
+                    // instead of decoding a block from its start per term.
+                    let mut unread: Vec<u64> = ords
+                        .iter()
+                        .flatten()
+                        .copied()
+                        .filter(|ord| !seen.contains_key(&(seg_ord, *ord)))
+                        .collect();
+                    unread.sort_unstable();
+                    unread.dedup();
+                    let mut next = unread.iter();
+                    c.dictionary()
+                        .sorted_ords_to_term_cb(&unread, |bytes| {
+                            if let Some(ord) = next.next() {
+                                seen.insert((seg_ord, *ord), values.len() as i32);
+                                values.append_value(String::from_utf8_lossy(bytes));
                             }
-                        };
-                        keys.append_value(key);
+                        })
+                        .map_err(tantivy_err)?;
+                    for ord in ords {
+                        match ord.and_then(|ord| seen.get(&(seg_ord, ord))) {
+                            Some(key) => keys.append_value(*key),
+                            None => keys.append_null(),
+                        }
                     }
                 }
                 let dict = DictionaryArray::<Int32Type>::try_new(keys.finish(), Arc::new(values.finish()))?;
