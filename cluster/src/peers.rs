@@ -91,6 +91,33 @@ impl ClusterPeers {
             .ok_or_else(|| Error::unavailable(format!("node [{id}] is not in the cluster")))
     }
 
+    /// Changes the copies of `shard` in etcd with `change`, if this node
+    /// still holds its primary there: a primary that was replaced (its node
+    /// seemed gone) must not acknowledge writes its successor may not have.
+    /// Returns the metadata as stored.
+    fn change_as_primary(
+        &self,
+        etcd: &EtcdCluster,
+        meta: &IndexMeta,
+        shard: u32,
+        mut change: impl FnMut(&mut IndexMeta) -> bool,
+    ) -> Result<IndexMeta> {
+        let mut deposed = false;
+        let stored = self
+            .block(etcd.modify_index(meta, |stored| {
+                deposed = stored.shard_node(shard) != Some(self.node_id.as_str());
+                !deposed && change(stored)
+            }))
+            .map_err(Error::unavailable)?;
+        if deposed {
+            return Err(Error::unavailable(format!(
+                "this node is no longer the primary of shard [{shard}] of index [{}]",
+                meta.name
+            )));
+        }
+        stored.ok_or_else(|| Error::IndexNotFound(meta.name.clone()))
+    }
+
     /// Makes `call` on every other node at once; the first failure wins.
     fn broadcast(&self, call: Call) -> Result<()> {
         let others: Vec<NodeInfo> = self
@@ -231,31 +258,14 @@ impl Peers for ClusterPeers {
             )));
         };
         tracing::warn!(index = %meta.name, shard, %node, %reason, "marking a copy out of sync");
-        let me = self.node_id.clone();
-        let mut deposed = false;
-        let stored = self
-            .block(etcd.modify_index(meta, |stored| {
-                // A primary that was replaced (its node seemed gone) must not
-                // acknowledge writes its successor may not have.
-                deposed = stored.shard_node(shard) != Some(me.as_str());
-                if deposed {
-                    return false;
-                }
-                let Some(replicas) = stored.replicas.get_mut(shard as usize) else {
-                    return false;
-                };
-                let before = replicas.len();
-                replicas.retain(|n| n != node);
-                replicas.len() != before
-            }))
-            .map_err(Error::unavailable)?;
-        if deposed {
-            return Err(Error::unavailable(format!(
-                "this node is no longer the primary of shard [{shard}] of index [{}]",
-                meta.name
-            )));
-        }
-        stored.ok_or_else(|| Error::IndexNotFound(meta.name.clone()))
+        self.change_as_primary(etcd, meta, shard, |stored| {
+            let Some(replicas) = stored.replicas.get_mut(shard as usize) else {
+                return false;
+            };
+            let before = replicas.len();
+            replicas.retain(|n| n != node);
+            replicas.len() != before
+        })
     }
 
     fn send_copy(
@@ -322,28 +332,16 @@ impl Peers for ClusterPeers {
             .etcd
             .as_ref()
             .ok_or_else(|| Error::unavailable("a cluster without etcd does not record shard copies"))?;
-        let me = self.node_id.clone();
-        let mut deposed = false;
-        let stored = self
-            .block(etcd.modify_index(meta, |stored| {
-                deposed = stored.shard_node(shard) != Some(me.as_str());
-                if deposed || stored.holds(node, shard) {
-                    return false;
-                }
-                if stored.replicas.len() <= shard as usize {
-                    stored.replicas.resize(shard as usize + 1, Vec::new());
-                }
-                stored.replicas[shard as usize].push(node.to_string());
-                true
-            }))
-            .map_err(Error::unavailable)?;
-        if deposed {
-            return Err(Error::unavailable(format!(
-                "this node is no longer the primary of shard [{shard}] of index [{}]",
-                meta.name
-            )));
-        }
-        stored.ok_or_else(|| Error::IndexNotFound(meta.name.clone()))
+        self.change_as_primary(etcd, meta, shard, |stored| {
+            if stored.holds(node, shard) {
+                return false;
+            }
+            if stored.replicas.len() <= shard as usize {
+                stored.replicas.resize(shard as usize + 1, Vec::new());
+            }
+            stored.replicas[shard as usize].push(node.to_string());
+            true
+        })
     }
 
     fn get(&self, node: &str, index: &str, id: &str) -> Result<Option<StoredDoc>> {

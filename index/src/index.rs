@@ -274,10 +274,12 @@ impl Index {
         if self.shard(n).is_some() {
             return Some(peers.node_id().to_string());
         }
-        let meta = self.meta();
-        meta.copies(n)
-            .find(|node| *node != peers.node_id() && peers.unavailable(node).is_none())
-            .map(str::to_string)
+        // Without cloning the metadata (mapping included): this runs per
+        // shard of every search.
+        let copies: Vec<String> = self.meta.read().copies(n).map(str::to_string).collect();
+        copies
+            .into_iter()
+            .find(|node| node != peers.node_id() && peers.unavailable(node).is_none())
     }
 
     /// The peers of a clustered index.

@@ -122,13 +122,7 @@ impl ClusterState {
     /// answer in time count as down (a frozen or partitioned node) until
     /// they answer a ping again. Returns how many did not.
     pub async fn blame_slow(&self, limit: Duration) -> usize {
-        let local = self.membership.local().id;
-        let others: Vec<NodeInfo> = self
-            .membership
-            .nodes()
-            .into_iter()
-            .filter(|n| n.id != local)
-            .collect();
+        let others = self.others();
         let pings = futures::future::join_all(others.iter().map(|node| async move {
             let answered = tokio::time::timeout(limit, self.client.call::<Hello>(node, &Call::Ping)).await;
             (node, matches!(answered, Ok(Ok(_))))
@@ -204,6 +198,16 @@ impl ClusterState {
             .collect()
     }
 
+    /// The members other than this node.
+    fn others(&self) -> Vec<NodeInfo> {
+        let local = self.membership.local().id;
+        self.membership
+            .nodes()
+            .into_iter()
+            .filter(|n| n.id != local)
+            .collect()
+    }
+
     /// Whether node `id` is a member and answered its last ping.
     pub fn is_up(&self, id: &str) -> bool {
         id == self.membership.local().id
@@ -214,13 +218,7 @@ impl ClusterState {
     /// Pings every other node and installs the metadata they have that
     /// this node lacks.
     pub async fn refresh(&self, indices: &Arc<Indices>) {
-        let local = self.membership.local().id;
-        let others: Vec<NodeInfo> = self
-            .membership
-            .nodes()
-            .into_iter()
-            .filter(|n| n.id != local)
-            .collect();
+        let others = self.others();
         let pings = futures::future::join_all(others.iter().map(|node| async move {
             let hello = self.client.call::<Hello>(node, &Call::Ping).await;
             let hello = match hello {

@@ -37,6 +37,20 @@ fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> Result<bool
     bail!("{what}: not within {limit:?}")
 }
 
+/// A coordinator (the only master-eligible node) and `n` data nodes
+/// `data-<i>` in `etcd`, with leases of `ttl` seconds, once the coordinator
+/// lists them all and a leader is elected.
+fn start_cluster(etcd: &Etcd, root: &std::path::Path, n: usize, ttl: u32) -> Result<(Server, Vec<Server>)> {
+    let coordinator = Server::start_etcd(etcd, root, "coord", "coordinator,master", ttl)?;
+    let data = (0..n)
+        .map(|i| Server::start_etcd(etcd, root, &format!("data-{i}"), "data", ttl))
+        .collect::<Result<Vec<_>>>()?;
+    wait_until(Duration::from_secs(10), "every node and a master", || {
+        Ok(cat_nodes(&coordinator)?.len() == n + 1 && master(&coordinator)?.is_some())
+    })?;
+    Ok((coordinator, data))
+}
+
 fn index_docs(s: &Server, index: &str, n: usize) -> Result<()> {
     let mut lines = Vec::new();
     for i in 0..n {
@@ -272,20 +286,8 @@ fn flight_sql_count(flight: &str, sql: &str) -> Result<(String, i64)> {
 fn losing_data_nodes_without_replicas_gives_exact_partial_results() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let etcd = Etcd::start(&dir.path().join("etcd"))?;
-    let coordinator = Server::start_etcd(&etcd, dir.path(), "coord", "coordinator,master", 2)?;
-    let mut data = Vec::new();
-    for i in 0..5 {
-        data.push(Some(Server::start_etcd(
-            &etcd,
-            dir.path(),
-            &format!("data-{i}"),
-            "data",
-            2,
-        )?));
-    }
-    wait_until(Duration::from_secs(10), "six nodes and a master", || {
-        Ok(cat_nodes(&coordinator)?.len() == 6 && master(&coordinator)?.is_some())
-    })?;
+    let (coordinator, data) = start_cluster(&etcd, dir.path(), 5, 2)?;
+    let mut data: Vec<Option<Server>> = data.into_iter().map(Some).collect();
     let (status, body) = coordinator.put("/logs", &json!({"settings": {"number_of_shards": 10}}))?;
     ensure!(status == 200, "{body}");
     index_docs(&coordinator, "logs", 1000)?;
@@ -502,20 +504,8 @@ fn write_acked(s: &Server, index: &str, prefix: &str, n: usize) -> Result<Vec<St
 fn losing_a_data_node_with_one_replica_keeps_every_acknowledged_write() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let etcd = Etcd::start(&dir.path().join("etcd"))?;
-    let coordinator = Server::start_etcd(&etcd, dir.path(), "coord", "coordinator,master", 2)?;
-    let mut data: Vec<Option<Server>> = Vec::new();
-    for i in 0..3 {
-        data.push(Some(Server::start_etcd(
-            &etcd,
-            dir.path(),
-            &format!("data-{i}"),
-            "data",
-            2,
-        )?));
-    }
-    wait_until(Duration::from_secs(10), "four nodes and a master", || {
-        Ok(cat_nodes(&coordinator)?.len() == 4 && master(&coordinator)?.is_some())
-    })?;
+    let (coordinator, data) = start_cluster(&etcd, dir.path(), 3, 2)?;
+    let mut data: Vec<Option<Server>> = data.into_iter().map(Some).collect();
     let (status, body) = coordinator.put(
         "/logs",
         &json!({"settings": {"number_of_shards": 6, "number_of_replicas": 1}}),
@@ -637,20 +627,7 @@ fn losing_a_data_node_with_one_replica_keeps_every_acknowledged_write() -> Resul
 fn a_frozen_data_node_is_left_out_once_the_timeout_passed_and_serves_again_when_thawed() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let etcd = Etcd::start(&dir.path().join("etcd"))?;
-    let coordinator = Server::start_etcd(&etcd, dir.path(), "coord", "coordinator,master", 5)?;
-    let mut data = Vec::new();
-    for i in 0..3 {
-        data.push(Server::start_etcd(
-            &etcd,
-            dir.path(),
-            &format!("data-{i}"),
-            "data",
-            5,
-        )?);
-    }
-    wait_until(Duration::from_secs(10), "four nodes and a master", || {
-        Ok(cat_nodes(&coordinator)?.len() == 4 && master(&coordinator)?.is_some())
-    })?;
+    let (coordinator, data) = start_cluster(&etcd, dir.path(), 3, 5)?;
     let (status, body) = coordinator.put("/logs", &json!({"settings": {"number_of_shards": 6}}))?;
     ensure!(status == 200, "{body}");
     index_docs(&coordinator, "logs", 600)?;
@@ -692,12 +669,7 @@ fn a_frozen_data_node_is_left_out_once_the_timeout_passed_and_serves_again_when_
 fn with_etcd_down_searches_work_metadata_writes_fail_fast_and_the_cluster_recovers() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut etcd = Etcd::start(&dir.path().join("etcd"))?;
-    let coordinator = Server::start_etcd(&etcd, dir.path(), "coord", "coordinator,master", 5)?;
-    let _d0 = Server::start_etcd(&etcd, dir.path(), "data-0", "data", 5)?;
-    let _d1 = Server::start_etcd(&etcd, dir.path(), "data-1", "data", 5)?;
-    wait_until(Duration::from_secs(10), "three nodes and a master", || {
-        Ok(cat_nodes(&coordinator)?.len() == 3 && master(&coordinator)?.is_some())
-    })?;
+    let (coordinator, _data) = start_cluster(&etcd, dir.path(), 2, 5)?;
     let (status, body) = coordinator.put("/logs", &json!({"settings": {"number_of_shards": 4}}))?;
     ensure!(status == 200, "{body}");
     index_docs(&coordinator, "logs", 100)?;

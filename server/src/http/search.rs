@@ -149,23 +149,13 @@ pub async fn search_all(
 
 async fn run_count(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
     let body = search_body(body)?;
-    let mut out = quidditch_planner::count(
-        &node.engine.session()?,
-        node.engine.indices(),
-        target,
-        body.as_ref(),
-        params,
-    )
-    .await;
+    let body = body.as_ref();
+    let count = |ctx: datafusion::prelude::SessionContext| async move {
+        quidditch_planner::count(&ctx, node.engine.indices(), target, body, params).await
+    };
+    let mut out = count(node.engine.session()?).await;
     if node.retry(&out).await {
-        out = quidditch_planner::count(
-            &node.engine.session()?,
-            node.engine.indices(),
-            target,
-            body.as_ref(),
-            params,
-        )
-        .await;
+        out = count(node.engine.session()?).await;
     }
     Ok(respond(&record(node, out)?, params))
 }

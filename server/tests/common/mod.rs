@@ -155,6 +155,26 @@ impl Drop for Etcd {
     }
 }
 
+/// `quidditch serve` on free loopback ports over `data_dir` with more
+/// flags, its stdout piped (the ready line).
+fn serve_command(data_dir: &Path, flags: &[impl AsRef<std::ffi::OsStr>]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quidditch"));
+    command
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--flight-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(flags)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped());
+    command
+}
+
 /// The flags of a node `id` of cluster `cluster` in the etcd at `url`.
 pub fn etcd_flags(url: &str, cluster: &str, id: &str, roles: &str, ttl: u32) -> Vec<String> {
     [
@@ -188,19 +208,7 @@ impl Server {
     /// within 30 s, without printing its ready line. Returns what it wrote
     /// to stderr.
     pub fn refused(data_dir: &Path, flags: &[String]) -> Result<String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quidditch"))
-            .args([
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--flight-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(flags)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
+        let mut child = serve_command(data_dir, flags)
             .stderr(Stdio::piped())
             .spawn()
             .context("starting quidditch")?;
@@ -243,19 +251,7 @@ impl Server {
 
     /// Starts a node on free ports with this data directory and more flags.
     pub fn start_with(data_dir: &Path, flags: &[&str]) -> Result<Server> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quidditch"))
-            .args([
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--flight-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(flags)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
+        let mut child = serve_command(data_dir, flags)
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting quidditch")?;
