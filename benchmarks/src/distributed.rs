@@ -175,14 +175,15 @@ fn comparable(answer: &Value) -> Value {
 
 pub fn run(a: &Common) -> Result<()> {
     let (_tmp, dir) = work_dir(a.work_dir.as_deref())?;
-    let ndjson = dir.join(format!("logs-{}.ndjson", a.docs));
-    if !ndjson.exists() {
-        eprintln!("generating {} documents", a.docs);
-        corpus::write_ndjson(&ndjson, a.docs)?;
-    }
+    let ndjson = corpus::ndjson(&dir, a.docs)?;
     let client = client()?;
-    let embedded = NodeProcess::start(&dir.join("distributed-embedded"))?;
-    let cluster = Cluster::start(&dir.join("distributed-cluster"), DATA_NODES, &client)?;
+    let version = corpus::VERSION;
+    let embedded = NodeProcess::start(&dir.join(format!("distributed-embedded-v{version}")))?;
+    let cluster = Cluster::start(
+        &dir.join(format!("distributed-cluster-v{version}")),
+        DATA_NODES,
+        &client,
+    )?;
     ensure_loaded(&client, &embedded.url, &ndjson, a.docs)?;
     ensure_loaded(&client, &cluster.coordinator.url, &ndjson, a.docs).context("loading the cluster")?;
 

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use tantivy::schema::{FAST, INDEXED, STORED, STRING, Schema, TEXT};
+use tantivy::schema::{
+    DateOptions, DateTimePrecision, FAST, INDEXED, IndexRecordOption, STORED, STRING, Schema,
+    TextFieldIndexing, TextOptions,
+};
 use tantivy::{Index, TantivyDocument};
 
 use crate::Common;
@@ -51,11 +54,7 @@ pub fn work_dir(given: Option<&Path>) -> Result<(Option<tempfile::TempDir>, Path
 /// Generates the corpus and loads it into both systems, timing each load.
 pub fn prepare(c: &Common) -> Result<Prepared> {
     let (tmp, dir) = work_dir(c.work_dir.as_deref())?;
-    let ndjson = dir.join(format!("logs-{}.ndjson", c.docs));
-    if !ndjson.exists() {
-        eprintln!("generating {} documents", c.docs);
-        corpus::write_ndjson(&ndjson, c.docs)?;
-    }
+    let ndjson = corpus::ndjson(&dir, c.docs)?;
     let tantivy_dir = dir.join("tantivy");
     let quidditch_dir = dir.join("quidditch-data");
     for d in [&tantivy_dir, &quidditch_dir] {
@@ -108,17 +107,33 @@ pub fn run(c: &Common) -> Result<()> {
     )
 }
 
+/// The keyword fields of the corpus.
+const KEYWORDS: [&str; 5] = ["level", "service", "host", "method", "path"];
+
 /// The schema a tantivy user would write for these documents.
 pub fn raw_schema() -> Schema {
     let mut b = Schema::builder();
-    b.add_date_field("@timestamp", FAST | INDEXED);
-    for kw in ["host", "method", "path"] {
+    b.add_date_field(
+        "@timestamp",
+        DateOptions::from(FAST | INDEXED).set_precision(DateTimePrecision::Milliseconds),
+    );
+    for kw in KEYWORDS {
         b.add_text_field(kw, STRING | FAST);
     }
     b.add_i64_field("status", FAST | INDEXED);
     b.add_i64_field("bytes", FAST | INDEXED);
     b.add_f64_field("latency_ms", FAST | INDEXED);
-    b.add_text_field("message", TEXT);
+    // Scored as Quidditch scores text: BM25 without length normalization
+    // (a shard keeps its text in one tantivy JSON field, which has no field
+    // norms), so that the search suite can compare scores.
+    b.add_text_field(
+        "message",
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions)
+                .set_fieldnorms(false),
+        ),
+    );
     b.add_text_field("_source", STORED);
     b.build()
 }
@@ -128,11 +143,9 @@ fn raw_ingest(ndjson: &Path, dir: &Path) -> Result<f64> {
     let schema = raw_schema();
     let index = Index::create_in_dir(dir, schema.clone())?;
     let f = |n: &str| schema.get_field(n);
-    let (ts, host, method, path, status, bytes, latency, message, source) = (
+    let keywords = KEYWORDS.iter().map(|n| f(n)).collect::<Result<Vec<_>, _>>()?;
+    let (ts, status, bytes, latency, message, source) = (
         f("@timestamp")?,
-        f("host")?,
-        f("method")?,
-        f("path")?,
         f("status")?,
         f("bytes")?,
         f("latency_ms")?,
@@ -149,9 +162,9 @@ fn raw_ingest(ndjson: &Path, dir: &Path) -> Result<f64> {
             ts,
             tantivy::DateTime::from_timestamp_millis(v["@timestamp"].as_i64().unwrap_or_default()),
         );
-        doc.add_text(host, v["host"].as_str().unwrap_or_default());
-        doc.add_text(method, v["method"].as_str().unwrap_or_default());
-        doc.add_text(path, v["path"].as_str().unwrap_or_default());
+        for (name, field) in KEYWORDS.iter().zip(&keywords) {
+            doc.add_text(*field, v[name].as_str().unwrap_or_default());
+        }
         doc.add_i64(status, v["status"].as_i64().unwrap_or_default());
         doc.add_i64(bytes, v["bytes"].as_i64().unwrap_or_default());
         doc.add_f64(latency, v["latency_ms"].as_f64().unwrap_or_default());

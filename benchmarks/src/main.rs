@@ -8,6 +8,7 @@ mod flight;
 mod ingest;
 mod results;
 mod scan;
+mod search;
 mod tpch;
 
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ enum Suite {
     /// A term query with top-10 hits and a terms aggregation on 1 coordinator + 3 data nodes
     /// versus the embedded node.
     Distributed(Common),
+    /// A query mix (term, match, phrase, bool, range, top 10 by score and by timestamp, count)
+    /// through the HTTP DSL and Flight SQL at concurrency 1, 4 and 16 versus raw tantivy.
+    Search(Common),
     /// The 22 TPC-H queries through Flight SQL, checked against DuckDB and timed against DuckDB
     /// and DataFusion over Parquet.
     Tpch(tpch::TpchArgs),
@@ -72,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Aggs(c) => aggs::run(&c),
         Suite::Flight(a) => flight::run(&a),
         Suite::Distributed(a) => distributed::run(&a),
+        Suite::Search(c) => search::run(&c),
         Suite::Tpch(a) => tpch::run(&a),
     }
 }

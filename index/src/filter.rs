@@ -18,6 +18,40 @@ pub fn to_leaf_query(expr: &Expr, mapping: &Mapping) -> Option<LeafQuery> {
     Translator { mapping }.expr(expr)
 }
 
+/// Whether a filter holds a full-text function. Only those score in SQL:
+/// a comparison next to `match(...)` filters without adding to `_score`,
+/// as a `filter` clause of a DSL `bool` query does.
+pub fn has_fulltext(expr: &Expr) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    expr.exists(|e| Ok(matches!(e, Expr::ScalarFunction(_))))
+        .unwrap_or(false)
+}
+
+/// The conjunction of translated filters, each with whether it scores
+/// (see [`has_fulltext`]): the scoring ones are `must` clauses, the others
+/// `filter` clauses; without a scoring one, a plain conjunction.
+pub fn conjunction(parts: Vec<(LeafQuery, bool)>) -> LeafQuery {
+    if !parts.iter().any(|(_, scores)| *scores) {
+        return LeafQuery::and(parts.into_iter().map(|(q, _)| q).collect());
+    }
+    let (must, filter): (Vec<_>, Vec<_>) = parts.into_iter().partition(|(_, scores)| *scores);
+    LeafQuery::Bool {
+        must: must.into_iter().map(|(q, _)| q).collect(),
+        should: vec![],
+        must_not: vec![],
+        filter: filter.into_iter().map(|(q, _)| q).collect(),
+        minimum_should_match: None,
+    }
+}
+
+/// A branch that matches without adding to the score.
+fn filter_clause(q: LeafQuery) -> LeafQuery {
+    LeafQuery::ConstantScore {
+        query: Box::new(q),
+        score: 0.0,
+    }
+}
+
 struct Translator<'a> {
     mapping: &'a Mapping,
 }
@@ -26,20 +60,28 @@ impl Translator<'_> {
     fn expr(&self, expr: &Expr) -> Option<LeafQuery> {
         match expr {
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
-                Operator::And => Some(LeafQuery::Bool {
-                    must: vec![self.expr(left)?, self.expr(right)?],
-                    should: vec![],
-                    must_not: vec![],
-                    filter: vec![],
-                    minimum_should_match: None,
-                }),
-                Operator::Or => Some(LeafQuery::Bool {
-                    must: vec![],
-                    should: vec![self.expr(left)?, self.expr(right)?],
-                    must_not: vec![],
-                    filter: vec![],
-                    minimum_should_match: None,
-                }),
+                Operator::And => Some(conjunction(vec![
+                    (self.expr(left)?, has_fulltext(left)),
+                    (self.expr(right)?, has_fulltext(right)),
+                ])),
+                Operator::Or => {
+                    let scored = has_fulltext(left) || has_fulltext(right);
+                    let branch = |e: &Expr| {
+                        let q = self.expr(e)?;
+                        Some(if scored && !has_fulltext(e) {
+                            filter_clause(q)
+                        } else {
+                            q
+                        })
+                    };
+                    Some(LeafQuery::Bool {
+                        must: vec![],
+                        should: vec![branch(left)?, branch(right)?],
+                        must_not: vec![],
+                        filter: vec![],
+                        minimum_should_match: None,
+                    })
+                }
                 _ => self.comparison(left, *op, right),
             },
             Expr::Not(inner) => self.not(inner),

@@ -17,10 +17,9 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::filter::to_leaf_query;
+use crate::filter::{conjunction, has_fulltext, to_leaf_query};
 use crate::index::{Index, ShardFailure};
 use crate::mapping::{FieldMapping, FieldType, Mapping};
-use crate::query::LeafQuery;
 use crate::scan::{ShardSet, TantivyScanExec};
 
 /// The `_id` column.
@@ -158,17 +157,18 @@ impl TableProvider for IndexTable {
         let queries = filters
             .iter()
             .map(|f| {
-                to_leaf_query(f, &self.mapping).ok_or_else(|| {
+                let q = to_leaf_query(f, &self.mapping).ok_or_else(|| {
                     datafusion::error::DataFusionError::Internal(format!(
                         "filter {f} was accepted for pushdown but cannot be translated"
                     ))
-                })
+                })?;
+                Ok((q, has_fulltext(f)))
             })
             .collect::<Result<Vec<_>>>()?;
         let projection = projection
             .cloned()
             .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
-        let query = LeafQuery::and(queries);
+        let query = conjunction(queries);
         // Scores use the statistics of every shard (see `stats`).
         let scored = projection
             .iter()
