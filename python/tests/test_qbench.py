@@ -66,3 +66,22 @@ def test_tpch_smoke(tmp_path):
     assert result["verified"] == 22
     assert len(result["queries"]) == 22
     assert all(q["verified"] and q["datafusion_matches_duckdb"] for q in result["queries"])
+
+
+def test_search_smoke(tmp_path):
+    """The query mix on 10,000 documents: every answer of the HTTP DSL and
+    of Flight SQL checked against raw tantivy's, at the three concurrencies."""
+    result = run_suite(tmp_path, "search")
+    assert result["docs"] == 10000
+    names = [q["query"] for q in result["queries"]]
+    assert names == [
+        "term", "match", "phrase", "bool", "range", "top10_by_score", "top10_by_timestamp", "count",
+    ]
+    for q in result["queries"]:
+        assert q["same_answer"], q["query"]
+        assert [r["concurrency"] for r in q["runs"]] == [1, 4, 16]
+        for run in q["runs"]:
+            for interface in ["http", "flight_sql", "tantivy"]:
+                stats = run[interface]
+                assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
+                assert stats["qps"] > 0

@@ -2,7 +2,7 @@
 
 mod common;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use common::{Server, assert_es_error};
 use serde_json::{Value, json};
 
@@ -596,5 +596,59 @@ fn scaled_float_is_an_exact_decimal() -> Result<()> {
             "{body}"
         );
     }
+    Ok(())
+}
+
+/// In SQL only full-text functions score: a comparison next to `match`
+/// filters as a DSL `bool` `filter` clause does, so `_score` is the same
+/// with it or without it, and the same as the DSL's.
+#[test]
+fn sql_comparisons_filter_without_scoring() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put(
+        "/notes",
+        &json!({"mappings": {"properties": {"body": {"type": "text"}, "n": {"type": "long"}, "tag": {"type": "keyword"}}}}),
+    )?;
+    assert_eq!(status, 200);
+    let lines = [
+        json!({"index": {"_id": "1"}}),
+        json!({"body": "storm over the river", "n": 1, "tag": "a"}),
+        json!({"index": {"_id": "2"}}),
+        json!({"body": "storm storm", "n": 2, "tag": "b"}),
+        json!({"index": {"_id": "3"}}),
+        json!({"body": "quiet river", "n": 1, "tag": "a"}),
+    ];
+    let (status, body) = s.bulk("/notes/_bulk?refresh=true", &lines)?;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)));
+
+    let score_of_1 = |condition: &str| -> Result<f64> {
+        let rows = s.sql_rows(&format!(
+            "SELECT _id, _score FROM notes WHERE {condition} ORDER BY _score DESC"
+        ))?;
+        let row = rows.iter().find(|r| r[0] == json!("1"));
+        row.and_then(|r| r[1].as_f64())
+            .ok_or_else(|| anyhow!("document 1 not in {rows:?}"))
+    };
+    let alone = score_of_1("match(body, 'storm')")?;
+    assert!(alone > 0.0);
+    for condition in [
+        "match(body, 'storm') AND n = 1",
+        "match(body, 'storm') AND tag = 'a' AND n >= 1 AND n < 5",
+        "match(body, 'storm') AND tag <> 'b'",
+        "(match(body, 'storm') OR n = 7) AND tag = 'a'",
+    ] {
+        let score = score_of_1(condition)?;
+        assert!((score - alone).abs() < 1e-6, "{condition}: {score} vs {alone}");
+    }
+    let (status, dsl) = s.post(
+        "/notes/_search",
+        &json!({"query": {"bool": {"must": [{"match": {"body": "storm"}}],
+                                   "filter": [{"term": {"tag": "a"}}, {"range": {"n": {"gte": 1}}}]}}}),
+    )?;
+    assert_eq!(status, 200);
+    assert_eq!(dsl["hits"]["hits"][0]["_id"], json!("1"), "{dsl}");
+    let dsl_score = dsl["hits"]["hits"][0]["_score"].as_f64().unwrap_or_default();
+    assert!((dsl_score - alone).abs() < 1e-6, "DSL {dsl_score} vs SQL {alone}");
     Ok(())
 }
