@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/quidditch-target}"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 VENV="${QUIDDITCH_VENV:-/var/tmp/quidditch-venv}"
 
-install_system_packages protobuf-compiler etcd-server
+install_system_packages protobuf-compiler etcd-server fonts-dejavu-core
 
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"

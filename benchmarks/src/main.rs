@@ -6,6 +6,7 @@ mod corpus;
 mod distributed;
 mod flight;
 mod ingest;
+mod report;
 mod results;
 mod scan;
 mod search;
@@ -44,6 +45,8 @@ enum Suite {
     /// A query mix (term, match, phrase, bool, range, top 10 by score and by timestamp, count)
     /// through the HTTP DSL and Flight SQL at concurrency 1, 4 and 16 versus raw tantivy.
     Search(Common),
+    /// `REPORT.md` and PNG charts of the latest results of every suite.
+    Report(report::ReportArgs),
     /// The 22 TPC-H queries through Flight SQL, checked against DuckDB and timed against DuckDB
     /// and DataFusion over Parquet.
     Tpch(tpch::TpchArgs),
@@ -78,5 +81,6 @@ fn main() -> anyhow::Result<()> {
         Suite::Distributed(a) => distributed::run(&a),
         Suite::Search(c) => search::run(&c),
         Suite::Tpch(a) => tpch::run(&a),
+        Suite::Report(a) => report::run(&a),
     }
 }

@@ -369,9 +369,15 @@ impl Compiler<'_> {
                         IndexRecordOption::Basic,
                     )));
                 }
-                let terms = self.analyze(path, text)?;
+                let mut terms = self.analyze(path, text)?;
                 if terms.is_empty() {
                     return Ok(Box::new(EmptyQuery));
+                }
+                // One term scores the same alone, and a term query's top-k
+                // skips blocks that cannot beat the k-th hit, ties included.
+                if terms.len() == 1 {
+                    let (_, term) = terms.remove(0);
+                    return Ok(Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)));
                 }
                 let occur = if *conjunction { Occur::Must } else { Occur::Should };
                 let clauses: Vec<(Occur, Box<dyn Query>)> = terms

@@ -85,3 +85,24 @@ def test_search_smoke(tmp_path):
                 stats = run[interface]
                 assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
                 assert stats["qps"] > 0
+
+
+def test_report_of_the_committed_results(tmp_path):
+    """`qbench report` turns the results in benchmarks/results into
+    REPORT.md and one PNG chart per suite."""
+    results = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "results")
+    done = subprocess.run(
+        [QBENCH, "report", "--results", results, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = (tmp_path / "REPORT.md").read_text()
+    for chart in ["tpch.png", "tpch-cluster.png", "aggs.png", "search.png", "search-qps.png", "summary.png"]:
+        png = tmp_path / chart
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", chart
+        assert f"({chart})" in report, chart
+    for heading in ["TPC-H", "Aggregations", "Search", "Ingest", "Scan", "Flight", "Distributed"]:
+        assert f"## {heading}" in report
+    assert "Not run" not in report
