@@ -73,10 +73,13 @@ fn cases() -> Vec<Case> {
             json!({"extended_stats": {"field": "bytes"}}),
             1e-9,
         ),
+        // Both sides are sketches (Quidditch a t-digest, tantivy a DDSketch),
+        // each within about 2 % of the exact value on this corpus's long
+        // latency tail, so they may differ from each other by twice that.
         same(
             "percentiles",
             json!({"percentiles": {"field": "latency_ms", "percents": [50, 95, 99]}}),
-            0.02,
+            0.05,
         ),
         same("cardinality", json!({"cardinality": {"field": "bytes"}}), 0.03),
     ]
