@@ -257,7 +257,8 @@ fn matches_official(q: i32, answer: &[Vec<Value>], official: &[Vec<String>]) -> 
         }),
         Value::String(s) => s.trim() == theirs,
         Value::Null => theirs.is_empty() || theirs.eq_ignore_ascii_case("null"),
-        other => other.to_string() == theirs,
+        Value::Bool(b) => theirs.parse::<bool>() == Ok(*b),
+        _ => false,
     };
     let rows_equal = |ours: &[&Vec<Value>], theirs: &[&Vec<String>]| {
         ours.len() == theirs.len()
