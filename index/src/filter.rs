@@ -35,8 +35,12 @@ pub fn conjunction(parts: Vec<(LeafQuery, bool)>) -> LeafQuery {
         return LeafQuery::and(parts.into_iter().map(|(q, _)| q).collect());
     }
     let (must, filter): (Vec<_>, Vec<_>) = parts.into_iter().partition(|(_, scores)| *scores);
+    let must: Vec<LeafQuery> = must.into_iter().map(|(q, _)| q).collect();
+    if filter.is_empty() {
+        return LeafQuery::and(must);
+    }
     LeafQuery::Bool {
-        must: must.into_iter().map(|(q, _)| q).collect(),
+        must,
         should: vec![],
         must_not: vec![],
         filter: filter.into_iter().map(|(q, _)| q).collect(),
