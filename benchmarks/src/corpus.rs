@@ -32,7 +32,7 @@ const PATHS: [&str; 6] = [
     "/search",
 ];
 /// Services, most frequent first.
-pub const SERVICES: [&str; 12] = [
+const SERVICES: [&str; 12] = [
     "frontend",
     "checkout",
     "payments",
@@ -186,14 +186,14 @@ const COMMON_WORDS: [&str; 118] = [
 const VOCABULARY: usize = 5_000;
 
 /// A small deterministic generator (xorshift).
-pub struct Rng(u64);
+struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
+    fn new(seed: u64) -> Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -202,12 +202,12 @@ impl Rng {
         x
     }
 
-    pub fn below(&mut self, n: u64) -> u64 {
+    fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
     /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
+    fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
@@ -275,7 +275,7 @@ fn vocabulary() -> Vec<String> {
 }
 
 /// Makes the documents of a corpus, one after the other.
-pub struct Generator {
+struct Generator {
     rng: Rng,
     next: usize,
     words: Vec<String>,
@@ -299,7 +299,7 @@ impl Default for Generator {
 
 impl Generator {
     /// The next document as a JSON line.
-    pub fn next_doc(&mut self) -> String {
+    fn next_doc(&mut self) -> String {
         let i = self.next;
         self.next += 1;
         let rng = &mut self.rng;

@@ -237,12 +237,11 @@ fn official_answer(q: i32) -> Result<Vec<Vec<String>>> {
 }
 
 /// Whether an answer is the official one: whole numbers (counts, keys)
-/// exactly, decimals to their 2 decimals or 1e-6 relative (far within the
-/// TPC-H validation rules of clause 2.1.3.5: sums to $100, averages and
-/// ratios to 1 %; the shipped Q17 answer, 348406.02, is 0.03 from the
-/// 348406.054 that DuckDB, DataFusion and Quidditch all compute), text
-/// exactly; rows in order or, where the order differs only among ties, as
-/// a multiset. In the official answer of Q11 the
+/// exactly, decimals to 0.01 or 1e-6 relative (the shipped Q17 answer,
+/// 348406.02, is 0.03 from the 348406.054 that DuckDB, DataFusion and
+/// Quidditch all compute; TPC-H's own validation rules, clause 2.1.3.5,
+/// allow $100 on sums and 1 % on averages and ratios), text exactly; rows
+/// in order, or else as a multiset. In the official answer of Q11 the
 /// `ps_partkey` column is cut to its first 4 characters, so it is compared
 /// by prefix.
 fn matches_official(q: i32, answer: &[Vec<Value>], official: &[Vec<String>]) -> bool {
@@ -483,7 +482,7 @@ pub fn run(a: &TpchArgs) -> Result<()> {
             } else {
                 None
             };
-            let verified = official.unwrap_or(matches_duckdb);
+            let verified = official.unwrap_or(true) && matches_duckdb;
             if !verified {
                 failures.push(format!(
                     "q{q}: {} rows, DuckDB {}; same as DuckDB's: {matches_duckdb}; the official answer: {}",

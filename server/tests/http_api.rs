@@ -652,3 +652,46 @@ fn sql_comparisons_filter_without_scoring() -> Result<()> {
     assert!((dsl_score - alone).abs() < 1e-6, "DSL {dsl_score} vs SQL {alone}");
     Ok(())
 }
+
+/// The best hit is found however deep it sits in the postings: a segment of
+/// 2,000 matching documents, where the only one with the term three times
+/// is the 1,501st (block-max pruning must not skip its block).
+#[test]
+fn top_hits_by_score_are_found_past_the_first_postings_block() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put(
+        "/w",
+        &json!({"mappings": {"properties": {"body": {"type": "text"}}}}),
+    )?;
+    assert_eq!(status, 200);
+    let mut lines = Vec::new();
+    for i in 0..2000 {
+        lines.push(json!({"index": {"_id": i.to_string()}}));
+        let body = if i == 1500 {
+            "storm storm storm"
+        } else {
+            "storm river"
+        };
+        lines.push(json!({"body": body}));
+    }
+    let (status, body) = s.bulk("/w/_bulk?refresh=true", &lines)?;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)));
+    for text in ["storm", "storm calm"] {
+        let (status, answer) = s.post(
+            "/w/_search",
+            &json!({"query": {"match": {"body": text}}, "size": 1, "_source": false}),
+        )?;
+        assert_eq!(status, 200);
+        assert_eq!(
+            answer["hits"]["hits"][0]["_id"],
+            json!("1500"),
+            "{text}: {answer}"
+        );
+        let rows = s.sql_rows(&format!(
+            "SELECT _id FROM w WHERE match(body, '{text}') ORDER BY _score DESC LIMIT 1"
+        ))?;
+        assert_eq!(rows, vec![json!(["1500"])], "{text}");
+    }
+    Ok(())
+}
