@@ -373,8 +373,8 @@ impl Compiler<'_> {
                 if terms.is_empty() {
                     return Ok(Box::new(EmptyQuery));
                 }
-                // One term scores the same alone, and a term query's top-k
-                // skips blocks that cannot beat the k-th hit, ties included.
+                // One term scores the same alone, without a boolean query
+                // around it.
                 if terms.len() == 1 {
                     let (_, term) = terms.remove(0);
                     return Ok(Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)));
