@@ -152,7 +152,8 @@ fn measure(
     Ok((times, answer))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p`-th percentile (nearest rank) of sorted values; NaN of none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

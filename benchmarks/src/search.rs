@@ -43,6 +43,7 @@ use tantivy::schema::{Field, IndexRecordOption, Schema};
 use tantivy::{DocAddress, DocId, Index, Order, Score, Searcher, SegmentReader, TantivyDocument, Term};
 
 use crate::Common;
+use crate::distributed::percentile;
 use crate::ingest::{NodeProcess, SHARDS, prepare};
 
 /// Concurrency levels of every query.
@@ -371,8 +372,6 @@ impl Targets {
         let searcher = self.searcher.clone();
         let query = q.tantivy.box_clone();
         let (kind, source) = (q.kind, self.source);
-        let source_of =
-            move |searcher: &Searcher, address: DocAddress| Self::timestamp(searcher, source, address);
         Box::new(move || match kind {
             Kind::Count => Ok(Answer::Count(searcher.search(&*query, &Count)? as u64)),
             Kind::Ranked => {
@@ -384,7 +383,12 @@ impl Targets {
                 let top = searcher.search(&*query, &every_hit)?;
                 let hits = top
                     .into_iter()
-                    .map(|(score, address)| Ok((source_of(&searcher, address)?, Some(f64::from(score)))))
+                    .map(|(score, address)| {
+                        Ok((
+                            Self::timestamp(&searcher, source, address)?,
+                            Some(f64::from(score)),
+                        ))
+                    })
                     .collect::<Result<_>>()?;
                 Ok(Answer::Hits(hits))
             }
@@ -394,7 +398,7 @@ impl Targets {
                 let top = searcher.search(&*query, &by_time)?;
                 let hits = top
                     .into_iter()
-                    .map(|(_, address)| Ok((source_of(&searcher, address)?, None)))
+                    .map(|(_, address)| Ok((Self::timestamp(&searcher, source, address)?, None)))
                     .collect::<Result<_>>()?;
                 Ok(Answer::Hits(hits))
             }
@@ -440,11 +444,6 @@ impl Stats {
     fn json(&self) -> Value {
         json!({"p50_ms": self.p50, "p95_ms": self.p95, "p99_ms": self.p99, "qps": self.qps})
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Runs `per_worker` requests on each worker, all at once on their own
