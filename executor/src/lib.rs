@@ -31,7 +31,8 @@ pub struct EngineConfig {
     pub target_partitions: usize,
     /// Rows per batch.
     pub batch_size: usize,
-    /// Memory limit of one query's operators, in bytes (`None`: unlimited).
+    /// Memory limit of the operators of the queries running on the node, in
+    /// bytes (`None`: unlimited).
     pub memory_limit: Option<usize>,
 }
 
@@ -132,8 +133,13 @@ impl Engine {
             .position(|r| r.name() == "SanityCheckPlan")
             .unwrap_or(rules.len());
         rules.insert(at, Arc::new(quidditch_index::fetch_pushdown::FetchPushdown));
-        let mut base =
-            SessionStateBuilder::new_from_existing(ctx.state()).with_physical_optimizer_rules(rules);
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = config.memory_limit {
+            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+        }
+        let mut base = SessionStateBuilder::new_from_existing(ctx.state())
+            .with_physical_optimizer_rules(rules)
+            .with_runtime_env(runtime.build_arc()?);
         let mut placement = None;
         if let Some((p, local)) = cluster {
             base = distributed::coordinator_state(base, p.clone())?;
@@ -163,20 +169,18 @@ impl Engine {
     }
 
     /// A new session: default catalog `quidditch.public` holding every index,
-    /// full-text functions registered, memory pool bounded.
+    /// full-text functions registered, and the node's bounded memory pool,
+    /// which the queries running at the same time share.
     pub fn session(&self) -> Result<SessionContext> {
-        let mut runtime = RuntimeEnvBuilder::new();
-        if let Some(limit) = self.config.memory_limit {
-            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
-        }
-        let mut state =
-            SessionStateBuilder::new_from_existing(self.base.clone()).with_runtime_env(runtime.build_arc()?);
-        if let Some(placement) = &self.placement {
-            // Leaf stages have one task per slot; the slots follow the cluster.
-            let slots = placement.slots()?.len();
-            state =
-                datafusion_distributed::DistributedExt::with_distributed_max_tasks_per_stage(state, slots)?;
-        }
+        let Some(placement) = &self.placement else {
+            return Ok(SessionContext::new_with_state(self.base.clone()));
+        };
+        // Leaf stages have one task per slot; the slots follow the cluster.
+        let slots = placement.slots()?.len();
+        let state = datafusion_distributed::DistributedExt::with_distributed_max_tasks_per_stage(
+            SessionStateBuilder::new_from_existing(self.base.clone()),
+            slots,
+        )?;
         Ok(SessionContext::new_with_state(state.build()))
     }
 

@@ -203,7 +203,12 @@ impl Index {
                     "index [{}] has shards on node [{owner}], but this node is not in a cluster",
                     meta.name
                 ))),
-                _ => Shard::open(&dir.join("shards").join(n.to_string()), n, &reparse)
+                _ => Shard::open(
+                    &dir.join("shards").join(n.to_string()),
+                    n,
+                    writer_threads(meta.settings.number_of_shards),
+                    &reparse,
+                )
                     .map(|s| Some(Arc::new(s))),
             })
             .collect::<Result<Vec<_>>>()?;
@@ -871,11 +876,16 @@ impl Index {
         std::fs::rename(&staged, &dir)?;
         std::fs::File::open(self.dir.join("shards"))?.sync_all()?;
         let mapping = self.mapping();
-        let shard = Shard::open(&dir, n, &|id: &str, source: &str| {
-            let value: Value = serde_json::from_str(source)
-                .map_err(|e| Error::Internal(format!("bad source in translog: {e}")))?;
-            parse_document(id, &value, &mapping).map(|(doc, _)| doc)
-        })?;
+        let shard = Shard::open(
+            &dir,
+            n,
+            writer_threads(self.num_shards),
+            &|id: &str, source: &str| {
+                let value: Value = serde_json::from_str(source)
+                    .map_err(|e| Error::Internal(format!("bad source in translog: {e}")))?;
+                parse_document(id, &value, &mapping).map(|(doc, _)| doc)
+            },
+        )?;
         self.shards.write()[n as usize] = Some(Arc::new(shard));
         Ok(())
     }
@@ -1209,6 +1219,14 @@ fn index_write(
         position,
         follows: None,
     }
+}
+
+/// Indexing threads of each shard's writer: the cores (at most 2) shared
+/// among the index's shards, so that the shards of one bulk index in
+/// parallel without more segments per refresh than cores.
+fn writer_threads(num_shards: u32) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    (cores / num_shards.max(1) as usize).max(1)
 }
 
 /// Parses a document, applying its mapping update when it parsed.

@@ -117,10 +117,12 @@ impl Shard {
     /// Opens or creates the shard in `dir` and replays its translog.
     ///
     /// `reparse` turns a logged source back into typed content with the
-    /// current mapping.
+    /// current mapping; `writer_threads` is the number of indexing threads
+    /// (each writes its own segment at every refresh).
     pub fn open(
         dir: &Path,
         ordinal: u32,
+        writer_threads: usize,
         reparse: &dyn Fn(&str, &str) -> Result<ParsedDoc>,
     ) -> Result<Shard> {
         std::fs::create_dir_all(dir)?;
@@ -137,8 +139,7 @@ impl Shard {
             .and_then(|p| serde_json::from_str::<Value>(p).ok())
             .and_then(|v| v.get("next_seq").and_then(Value::as_u64))
             .unwrap_or(0);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-        let writer = index.writer_with_num_threads(threads, WRITER_MEMORY)?;
+        let writer = index.writer_with_num_threads(writer_threads.max(1), WRITER_MEMORY)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -313,32 +314,35 @@ impl Shard {
         if accepted.is_empty() {
             return Ok((outcomes, Vec::new()));
         }
-        let ops: Vec<Op> = accepted.iter().map(|(op, _, _)| op.clone()).collect();
+        let (ops, contents): (Vec<Op>, Vec<(Option<ParsedDoc>, bool)>) = accepted
+            .into_iter()
+            .map(|(op, doc, replaces)| (op, (doc, replaces)))
+            .unzip();
         state.translog.append(&ops)?;
         state.next_seq = next_seq;
         state.dirty = true;
-        for (op, doc, replaces) in accepted {
+        for (op, (doc, replaces)) in ops.iter().zip(contents) {
             if replaces {
                 state
                     .writer
                     .delete_term(Term::from_field_text(self.fields.id, &op.id));
             }
-            match (op.kind, doc) {
+            match (&op.kind, doc) {
                 (OpKind::Index { source }, Some(doc)) => {
-                    let tdoc = build_doc(&self.fields, &op.id, op.version, op.seq_no, &source, &doc);
+                    let tdoc = build_doc(&self.fields, &op.id, op.version, op.seq_no, source, doc);
                     state.writer.add_document(tdoc)?;
                     state.live.insert(
-                        op.id,
+                        op.id.clone(),
                         LiveEntry {
                             version: op.version,
                             seq_no: op.seq_no,
-                            source: Some(Arc::from(source)),
+                            source: Some(Arc::from(source.as_str())),
                         },
                     );
                 }
                 _ => {
                     state.live.insert(
-                        op.id,
+                        op.id.clone(),
                         LiveEntry {
                             version: op.version,
                             seq_no: op.seq_no,
@@ -484,23 +488,26 @@ fn build_doc(
     version: u64,
     seq_no: u64,
     source: &str,
-    doc: &ParsedDoc,
+    doc: ParsedDoc,
 ) -> TantivyDocument {
     let mut out = TantivyDocument::new();
     out.add_text(fields.id, id);
     out.add_u64(fields.version, version);
     out.add_u64(fields.seq_no, seq_no);
     out.add_text(fields.source, source);
+    for path in doc.present_paths() {
+        out.add_text(fields.exists, path);
+    }
     let mut kw: BTreeMap<String, OwnedValue> = BTreeMap::new();
-    for (path, values) in &doc.values {
+    for (path, values) in doc.values {
         let mut owned: Vec<OwnedValue> = values
-            .iter()
+            .into_iter()
             .map(|v| match v {
-                FieldValue::Str(s) => OwnedValue::Str(s.clone()),
-                FieldValue::I64(n) => OwnedValue::I64(*n),
-                FieldValue::F64(f) => OwnedValue::F64(*f),
-                FieldValue::Bool(b) => OwnedValue::Bool(*b),
-                FieldValue::Ip(ip) => OwnedValue::Str(crate::document::ip_to_string(*ip)),
+                FieldValue::Str(s) => OwnedValue::Str(s),
+                FieldValue::I64(n) => OwnedValue::I64(n),
+                FieldValue::F64(f) => OwnedValue::F64(f),
+                FieldValue::Bool(b) => OwnedValue::Bool(b),
+                FieldValue::Ip(ip) => OwnedValue::Str(crate::document::ip_to_string(ip)),
             })
             .collect();
         let value = if owned.len() == 1 {
@@ -508,28 +515,25 @@ fn build_doc(
         } else {
             OwnedValue::Array(owned)
         };
-        kw.insert(path.clone(), value);
+        kw.insert(path, value);
     }
     if !kw.is_empty() {
         out.add_object(fields.kw, kw);
     }
     let text: BTreeMap<String, OwnedValue> = doc
         .text
-        .iter()
-        .map(|(path, values)| {
+        .into_iter()
+        .map(|(path, mut values)| {
             let v = if values.len() == 1 {
-                OwnedValue::Str(values[0].clone())
+                OwnedValue::Str(values.remove(0))
             } else {
-                OwnedValue::Array(values.iter().cloned().map(OwnedValue::Str).collect())
+                OwnedValue::Array(values.into_iter().map(OwnedValue::Str).collect())
             };
-            (path.clone(), v)
+            (path, v)
         })
         .collect();
     if !text.is_empty() {
         out.add_object(fields.text, text);
-    }
-    for path in doc.present_paths() {
-        out.add_text(fields.exists, path);
     }
     out
 }
@@ -551,7 +555,7 @@ fn apply_op(
             });
             state
                 .writer
-                .add_document(build_doc(fields, &op.id, op.version, op.seq_no, source, &doc))?;
+                .add_document(build_doc(fields, &op.id, op.version, op.seq_no, source, doc))?;
             Some(Arc::from(source.as_str()))
         }
         OpKind::Delete => None,
@@ -588,7 +592,7 @@ mod tests {
     fn a_replica_takes_only_writes_that_follow_on_from_its_own() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let reparse = |_: &str, _: &str| Ok(ParsedDoc::default());
-        let shard = Shard::open(dir.path(), 0, &reparse)?;
+        let shard = Shard::open(dir.path(), 0, 1, &reparse)?;
         shard.apply_logged(vec![op(0, "a"), op(1, "b"), op(2, "c")], &reparse)?;
         // A gap: writes 3 and 4 never arrived.
         assert!(shard.apply_logged(vec![op(5, "f")], &reparse).is_err());
@@ -610,7 +614,7 @@ mod tests {
         assert!(shard.get("x")?.is_none());
         drop(shard);
         // The writes it took survive a restart.
-        let reopened = Shard::open(dir.path(), 0, &reparse)?;
+        let reopened = Shard::open(dir.path(), 0, 1, &reparse)?;
         assert_eq!(reopened.num_docs(), 4);
         reopened.apply_logged(vec![op(4, "e")], &reparse)?;
         Ok(())

@@ -36,7 +36,7 @@ pub struct ServeArgs {
     /// Node name [default: the host name].
     #[arg(long, env = "QUIDDITCH_NODE_ID")]
     pub node_id: Option<String>,
-    /// Memory limit of a query's operators, in MiB [default: 4096].
+    /// Memory limit of the operators of the queries running on the node, in MiB [default: 4096].
     #[arg(long, env = "QUIDDITCH_QUERY_MEMORY_MB")]
     pub query_memory_mb: Option<usize>,
     /// Roles of the node, comma-separated: coordinator, data, master
