@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::Common;
 use crate::corpus;
 use crate::ingest::{NodeProcess, sibling_binary, work_dir};
+use crate::results::percentile;
 
 /// Shards of the index: one per data node of the cluster, and the same on
 /// the embedded node.
@@ -150,15 +151,6 @@ fn measure(
     }
     times.sort_by(f64::total_cmp);
     Ok((times, answer))
-}
-
-/// The `p`-th percentile (nearest rank) of sorted values; NaN of none.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// What both setups must agree on: totals, the scores of the top hits, and buckets.

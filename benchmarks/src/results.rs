@@ -4,6 +4,15 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+/// The `p`-th percentile (nearest rank) of sorted values; NaN of none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// Facts about the machine the figures come from.
 pub fn machine() -> Value {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());

@@ -43,8 +43,8 @@ use tantivy::schema::{Field, IndexRecordOption, Schema};
 use tantivy::{DocAddress, DocId, Index, Order, Score, Searcher, SegmentReader, TantivyDocument, Term};
 
 use crate::Common;
-use crate::distributed::percentile;
 use crate::ingest::{NodeProcess, SHARDS, prepare};
+use crate::results::percentile;
 
 /// Concurrency levels of every query.
 const CONCURRENCY: [usize; 3] = [1, 4, 16];
