@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
+    WatchOptions,
 };
 use parking_lot::RwLock;
 use quidditch_index::index::IndexMeta;
@@ -573,11 +574,7 @@ impl EtcdCluster {
             ),
         )
         .await?;
-        let metas = resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| serde_json::from_slice::<IndexMeta>(kv.value()).ok())
-            .collect();
+        let metas = resp.kvs().iter().filter_map(|kv| decode_meta(kv).ok()).collect();
         Ok((metas, resp.header().map_or(0, |h| h.revision())))
     }
 
@@ -603,7 +600,7 @@ impl EtcdCluster {
                     EventType::Delete => (event.prev_kv(), true),
                 };
                 let Some(kv) = kv else { continue };
-                let meta = match serde_json::from_slice::<IndexMeta>(kv.value()) {
+                let meta = match decode_meta(kv) {
                     Ok(meta) => meta,
                     Err(err) => {
                         tracing::warn!(%err, "etcd: unreadable index metadata");
@@ -623,15 +620,19 @@ impl EtcdCluster {
         Err(failed("watching indices", "the watch ended"))
     }
 
-    /// Records a new index; `Ok(false)` when an index of that name exists.
-    pub async fn create_index(&self, meta: &IndexMeta) -> Result<bool, String> {
+    /// Records a new index and returns the revision that created it;
+    /// `Ok(None)` when an index of that name exists.
+    pub async fn create_index(&self, meta: &IndexMeta) -> Result<Option<i64>, String> {
         let key = self.key("indices", &meta.name);
         let value = serde_json::to_vec(meta).map_err(|e| failed("encoding index metadata", e))?;
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
         let mut client = self.client.clone();
-        Ok(timed("creating an index", client.txn(txn)).await?.succeeded())
+        let resp = timed("creating an index", client.txn(txn)).await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map_or(0, |h| h.revision())))
     }
 
     /// An index's metadata as etcd has it now, with its revision.
@@ -641,7 +642,7 @@ impl EtcdCluster {
         let Some(kv) = resp.kvs().first() else {
             return Ok(None);
         };
-        let meta = serde_json::from_slice(kv.value()).map_err(|e| failed("decoding index metadata", e))?;
+        let meta = decode_meta(kv).map_err(|e| failed("decoding index metadata", e))?;
         Ok(Some((meta, kv.mod_revision())))
     }
 
@@ -704,6 +705,14 @@ impl EtcdCluster {
         let mut client = self.client.clone();
         Ok(timed("changing an index", client.txn(txn)).await?.succeeded())
     }
+}
+
+/// An index's metadata as stored in etcd, with the revision that created
+/// the key (this incarnation).
+fn decode_meta(kv: &KeyValue) -> Result<IndexMeta, serde_json::Error> {
+    let mut meta: IndexMeta = serde_json::from_slice(kv.value())?;
+    meta.created_revision = kv.create_revision();
+    Ok(meta)
 }
 
 impl Membership for EtcdCluster {

@@ -165,13 +165,17 @@ impl Peers for ClusterPeers {
         self.block(self.client.call(&node, &call))
     }
 
-    fn index_created(&self, meta: &IndexMeta) -> Result<()> {
-        if let Some(etcd) = &self.etcd
-            && !self.block(etcd.create_index(meta)).map_err(Error::unavailable)?
-        {
-            return Err(Error::IndexExists(meta.name.clone()));
+    fn index_created(&self, meta: &IndexMeta) -> Result<i64> {
+        let mut meta = meta.clone();
+        if let Some(etcd) = &self.etcd {
+            meta.created_revision = self
+                .block(etcd.create_index(&meta))
+                .map_err(Error::unavailable)?
+                .ok_or_else(|| Error::IndexExists(meta.name.clone()))?;
         }
-        self.broadcast(Call::InstallIndex { meta: meta.clone() })
+        let revision = meta.created_revision;
+        self.broadcast(Call::InstallIndex { meta })?;
+        Ok(revision)
     }
 
     fn index_deleted(&self, meta: &IndexMeta) -> Result<()> {
@@ -398,5 +402,58 @@ impl Peers for ClusterPeers {
             query: query.clone(),
         };
         self.block(self.client.call(&node, &call))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quidditch_index::Indices;
+    use quidditch_index::settings::IndexSettings;
+
+    use super::*;
+    use crate::membership::{Role, StaticMembership};
+
+    #[tokio::test]
+    async fn of_two_incarnations_of_a_name_a_node_keeps_the_one_created_last_in_the_store()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let local = NodeInfo {
+            id: "node-1".into(),
+            flight: "127.0.0.1:1".into(),
+            http: None,
+            roles: vec![Role::Data],
+        };
+        let peers = ClusterPeers::new(
+            Arc::new(StaticMembership::new(local, Vec::new())),
+            Arc::new(Liveness::default()),
+            Arc::new(Client::default()),
+            tokio::runtime::Handle::current(),
+        );
+        let indices = Indices::open_with(dir.path(), Some(Arc::new(peers)))?;
+        let incarnation = |uuid: &str, created_revision: i64| IndexMeta {
+            name: "logs".into(),
+            uuid: uuid.into(),
+            creation_date: 0,
+            settings: IndexSettings::default(),
+            mapping: Default::default(),
+            allocation: vec!["node-1".into()],
+            replicas: vec![Vec::new()],
+            version: 0,
+            created_revision,
+        };
+        let b_dir = indices.install(incarnation("b", 12))?.dir().to_path_buf();
+        // A late read of an incarnation deleted before "b" was created.
+        assert!(matches!(
+            indices.install(incarnation("a", 10)),
+            Err(Error::IndexExists(_))
+        ));
+        assert_eq!(indices.get("logs")?.meta().uuid, "b");
+        assert_eq!(indices.install(incarnation("b", 12))?.meta().uuid, "b");
+        // The index deleted and created again while this node was away.
+        let c_dir = indices.install(incarnation("c", 15))?.dir().to_path_buf();
+        assert_eq!(indices.get("logs")?.meta().uuid, "c");
+        assert_eq!(indices.list().len(), 1);
+        assert!(!b_dir.exists() && c_dir.exists());
+        Ok(())
     }
 }

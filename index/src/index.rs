@@ -61,6 +61,15 @@ pub struct IndexMeta {
     /// that a node never takes older copies for newer ones.
     #[serde(default)]
     pub version: u64,
+    /// The cluster store's revision that created this incarnation (0 when
+    /// unknown, and on a node without a store): of two incarnations of a
+    /// name, a node keeps the one created last.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_revision: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl IndexMeta {
@@ -887,6 +896,16 @@ impl Index {
             },
         )?;
         self.shards.write()[n as usize] = Some(Arc::new(shard));
+        Ok(())
+    }
+
+    /// Records the cluster store's revision that created this incarnation.
+    pub fn set_created_revision(&self, revision: i64) -> Result<()> {
+        let _guard = self.write_lock.lock();
+        let mut mine = self.meta();
+        mine.created_revision = revision;
+        write_meta(&self.dir, &mine)?;
+        *self.meta.write() = mine;
         Ok(())
     }
 

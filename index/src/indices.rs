@@ -171,25 +171,34 @@ impl Indices {
             allocation,
             replicas,
             version: 0,
+            created_revision: 0,
         };
         let index = self.create_from(meta.clone())?;
-        if let Some(peers) = &self.peers
-            && let Err(err) = peers.index_created(&meta)
-        {
-            // The index exists everywhere or nowhere. Only this incarnation
-            // goes: another coordinator's may have been installed meanwhile.
-            if !matches!(err, Error::IndexExists(_)) {
-                let _ = peers.index_deleted(&meta);
+        if let Some(peers) = &self.peers {
+            match peers.index_created(&meta) {
+                Ok(0) => {}
+                Ok(revision) => index.set_created_revision(revision)?,
+                Err(err) => {
+                    // The index exists everywhere or nowhere. Only this
+                    // incarnation goes: another coordinator's may have been
+                    // installed meanwhile.
+                    if !matches!(err, Error::IndexExists(_)) {
+                        let _ = peers.index_deleted(&meta);
+                    }
+                    let _ = self.remove_incarnation(name, &meta.uuid);
+                    return Err(err);
+                }
             }
-            let _ = self.remove_incarnation(name, &meta.uuid);
-            return Err(err);
         }
         tracing::info!(index = name, "created index");
         Ok(index)
     }
 
     /// Creates an index from its metadata, as another node made it.
-    /// Installing the same incarnation twice is a no-op.
+    /// Installing the same incarnation twice is a no-op; an incarnation
+    /// created later in the cluster store (a higher `created_revision`)
+    /// replaces this node's, an earlier one does not (a late copy of
+    /// metadata from before a delete and re-create).
     pub fn install(&self, meta: IndexMeta) -> Result<Arc<Index>> {
         if meta.allocation.len() != meta.settings.number_of_shards as usize {
             return Err(Error::illegal_argument(format!(
@@ -198,11 +207,18 @@ impl Indices {
             )));
         }
         let _guard = self.create_lock.lock();
-        if let Some(existing) = self.map.read().get(&meta.name) {
-            if existing.meta().uuid == meta.uuid {
-                return Ok(Arc::clone(existing));
+        let existing = self.map.read().get(&meta.name).cloned();
+        if let Some(existing) = existing {
+            let mine = existing.meta();
+            if mine.uuid == meta.uuid {
+                return Ok(existing);
             }
-            return Err(Error::IndexExists(meta.name));
+            if meta.created_revision <= mine.created_revision {
+                return Err(Error::IndexExists(meta.name));
+            }
+            drop(existing);
+            tracing::info!(index = %meta.name, old = %mine.uuid, "replacing an older incarnation");
+            self.remove(&meta.name)?;
         }
         let name = meta.name.clone();
         let index = self.create_from(meta)?;

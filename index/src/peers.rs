@@ -26,8 +26,10 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// first: `1 + replicas` copies on distinct data nodes, or as many as
     /// there are data nodes.
     fn allocate(&self, index: &str, shards: u32, replicas: u32) -> Result<Vec<Vec<String>>>;
-    /// Installs a new index's metadata on every other node.
-    fn index_created(&self, meta: &IndexMeta) -> Result<()>;
+    /// Records a new index in the cluster and installs its metadata on
+    /// every other node. Returns the cluster store's revision that created
+    /// it (0 without a store).
+    fn index_created(&self, meta: &IndexMeta) -> Result<i64>;
     /// Removes an index from every other node.
     fn index_deleted(&self, meta: &IndexMeta) -> Result<()>;
     /// Sends an index's new mapping to every other node.

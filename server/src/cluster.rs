@@ -18,8 +18,8 @@ use quidditch_cluster::client::Client;
 use quidditch_cluster::etcd::{EtcdCluster, IndexEvent};
 use quidditch_cluster::protocol::{Call, Hello, ShardStats};
 use quidditch_cluster::{Liveness, Membership, NodeInfo, Role};
-use quidditch_index::Indices;
 use quidditch_index::index::IndexMeta;
+use quidditch_index::{Error, Indices};
 
 /// Whether `text` names `address` (`host:port`) whole, not as the start of
 /// a longer port.
@@ -575,18 +575,7 @@ fn fail_lost_copies(meta: &mut IndexMeta, live: &std::collections::HashSet<Strin
 /// Applies one change of etcd's index metadata to this node.
 fn apply(indices: &Indices, event: IndexEvent) {
     match event {
-        IndexEvent::Put(meta) => {
-            if let Ok(index) = indices.get(&meta.name)
-                && index.meta().uuid != meta.uuid
-            {
-                let old = index.meta();
-                if let Err(err) = indices.remove_incarnation(&old.name, &old.uuid) {
-                    tracing::warn!(index = %old.name, %err, "replacing an old incarnation failed");
-                    return;
-                }
-            }
-            install_learned(indices, vec![meta]);
-        }
+        IndexEvent::Put(meta) => install_learned(indices, vec![meta]),
         IndexEvent::Deleted(meta) => {
             if let Err(err) = indices.remove_incarnation(&meta.name, &meta.uuid) {
                 tracing::warn!(index = %meta.name, %err, "removing a deleted index failed");
@@ -595,30 +584,35 @@ fn apply(indices: &Indices, event: IndexEvent) {
     }
 }
 
-/// Installs indices this node does not have, mappings that grew, and the
-/// shard copies of the indices it has.
+/// Installs indices this node does not have or has an older incarnation
+/// of, mappings that grew, and the shard copies of the indices it has.
 fn install_learned(indices: &Indices, metas: Vec<IndexMeta>) {
     // An index without an allocation is its node's own (made before the
     // node joined a cluster): it is not a cluster index.
     for meta in metas.into_iter().filter(|m| !m.allocation.is_empty()) {
         match indices.get(&meta.name) {
-            Ok(index) => {
+            Ok(index) if index.meta().uuid == meta.uuid => {
                 let mine = index.meta();
                 if let Err(err) = index.receive_allocation(&meta) {
                     tracing::warn!(index = %meta.name, %err, "new shard copies not taken");
                 }
-                if mine.uuid == meta.uuid
-                    && mine.mapping != meta.mapping
+                if mine.mapping != meta.mapping
                     && meta.mapping.fields.len() > mine.mapping.fields.len()
                     && let Err(err) = index.receive_mapping(meta.mapping)
                 {
                     tracing::warn!(index = %meta.name, %err, "mapping from another node not taken");
                 }
             }
-            Err(_) => {
+            // None, or another incarnation: `install` keeps the one etcd
+            // created last, so a late read of an older one changes nothing.
+            _ => {
                 let name = meta.name.clone();
-                if let Err(err) = indices.install(meta) {
-                    tracing::warn!(index = %name, %err, "index from another node not installed");
+                match indices.install(meta) {
+                    Ok(_) => {}
+                    Err(Error::IndexExists(_)) => {
+                        tracing::debug!(index = %name, "an older incarnation's metadata ignored")
+                    }
+                    Err(err) => tracing::warn!(index = %name, %err, "index from another node not installed"),
                 }
             }
         }
@@ -646,6 +640,7 @@ mod tests {
                 .map(|r| r.iter().map(|s| s.to_string()).collect())
                 .collect(),
             version: 0,
+            created_revision: 0,
         }
     }
 
