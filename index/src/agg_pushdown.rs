@@ -3,8 +3,8 @@
 //! DataFusion splits an aggregate into a Partial step per partition (one per
 //! shard) and a Final step. When the Partial step reads a [`TantivyScanExec`]
 //! directly, groups by at most one single-valued keyword or integer column and computes
-//! only `count`, `sum`, `min`, `max` and `avg` of single-valued numeric or
-//! date columns, [`AggregatePushdown`] replaces the pair by a
+//! only `count`, `sum`, `min`, `max`, `avg` and the sum of squares of
+//! single-valued numeric or date columns, [`AggregatePushdown`] replaces the pair by a
 //! [`TantivyAggregateExec`]: it folds each segment's fast-field values
 //! straight into per-ordinal accumulators, as tantivy's own aggregations do,
 //! and emits the partial states the Final step expects. Nothing is
@@ -25,12 +25,13 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::EmptyRecordBatchStream;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::expressions::{CastExpr, Column as ColumnExpr, Literal};
+use datafusion::physical_plan::expressions::{BinaryExpr, CastExpr, Column as ColumnExpr, Literal};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -42,8 +43,8 @@ use crate::index::Index;
 use crate::mapping::{FieldType, Mapping};
 use crate::query::LeafQuery;
 use crate::scan::{
-    ShardSet, ShardSource, TantivyScanExec, first_values, for_each_live_block, open_numeric, open_str,
-    remote_partition, tantivy_err,
+    BlockValues, NumBuf, ShardSet, ShardSource, TantivyScanExec, for_each_first_ord, for_each_live_block,
+    open_numeric, open_str, remote_partition, tantivy_err,
 };
 use crate::schema::kw_column;
 
@@ -86,6 +87,8 @@ enum Fun {
     Min,
     Max,
     Avg,
+    /// The sum of the squares of a column's values (`sum(x * x)`).
+    SumSq,
 }
 
 /// One aggregate: its function, the column it reads, and the state types.
@@ -118,6 +121,12 @@ fn uncast(expr: &Arc<dyn PhysicalExpr>) -> Option<&Arc<dyn PhysicalExpr>> {
         Some(_) => None,
         None => Some(expr),
     }
+}
+
+/// `x` of `x * x`.
+fn squared(expr: &Arc<dyn PhysicalExpr>) -> Option<&Arc<dyn PhysicalExpr>> {
+    let product = expr.downcast_ref::<BinaryExpr>()?;
+    (*product.op() == Operator::Multiply && product.left().eq(product.right())).then(|| product.left())
 }
 
 /// The scan column an expression reads (through a projection of columns,
@@ -193,25 +202,31 @@ impl TantivyAggregateExec {
                 return None;
             }
             let args = expr.expressions();
-            let fun = match (expr.fun().name(), args.as_slice()) {
-                ("count", [arg])
+            let [arg] = args.as_slice() else {
+                return None;
+            };
+            let (fun, arg) = match expr.fun().name() {
+                "count"
                     if arg
                         .downcast_ref::<Literal>()
                         .is_some_and(|l| !l.value().is_null()) =>
                 {
-                    Fun::CountRows
+                    (Fun::CountRows, arg)
                 }
-                ("count", [_]) => Fun::Count,
-                ("sum", [_]) => Fun::Sum,
-                ("min", [_]) => Fun::Min,
-                ("max", [_]) => Fun::Max,
-                ("avg", [_]) => Fun::Avg,
+                "count" => (Fun::Count, arg),
+                "sum" => match squared(arg) {
+                    Some(x) => (Fun::SumSq, x),
+                    None => (Fun::Sum, arg),
+                },
+                "min" => (Fun::Min, arg),
+                "max" => (Fun::Max, arg),
+                "avg" => (Fun::Avg, arg),
                 _ => return None,
             };
             let column = match fun {
                 Fun::CountRows => None,
                 _ => {
-                    let name = scan_column(&args[0], projection, scan, true)?;
+                    let name = scan_column(arg, projection, scan, true)?;
                     let numeric = matches!(
                         column_type(mapping, &name)?,
                         FieldType::Long
@@ -236,6 +251,7 @@ impl TantivyAggregateExec {
                 match fun {
                     Fun::CountRows | Fun::Count => states == [DataType::Int64],
                     Fun::Sum => matches!(states[..], [DataType::Int64 | DataType::Float64]),
+                    Fun::SumSq => states == [DataType::Float64],
                     Fun::Min | Fun::Max => matches!(
                         states[..],
                         [DataType::Int64
@@ -514,6 +530,7 @@ enum Key {
 struct Acc {
     n: u64,
     sum_f: f64,
+    sum_sq: f64,
     sum_i: i64,
     min_f: f64,
     max_f: f64,
@@ -531,6 +548,7 @@ impl Acc {
             self.max_f = self.max_f.max(v);
         }
         self.sum_f += v;
+        self.sum_sq += v * v;
         self.n += 1;
     }
 
@@ -546,32 +564,17 @@ impl Acc {
         self.n += 1;
     }
 
-    fn add_block_f(&mut self, values: &[f64]) {
-        if values.is_empty() {
-            return;
+    /// The aggregate of a block's values: as doubles when `float` (with the
+    /// sum of their squares when `squares`), else as integers.
+    fn of_block(values: BlockValues, float: bool, squares: bool) -> Acc {
+        match (values, float) {
+            (BlockValues::F64(v), true) => fold_f64(v, |x| x, squares),
+            (BlockValues::I64(v), true) => fold_f64(v, |x| x as f64, squares),
+            (BlockValues::U64(v), true) => fold_f64(v, |x| x as f64, squares),
+            (BlockValues::I64(v), false) => fold_i64(v, |x| x),
+            (BlockValues::U64(v), false) => fold_i64(v, |x| i64::try_from(x).unwrap_or(i64::MAX)),
+            (BlockValues::F64(v), false) => fold_i64(v, |x| x as i64),
         }
-        let block = Acc {
-            n: values.len() as u64,
-            sum_f: values.iter().sum(),
-            min_f: values.iter().copied().fold(f64::INFINITY, f64::min),
-            max_f: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            ..Acc::default()
-        };
-        self.merge(&block);
-    }
-
-    fn add_block_i(&mut self, values: &[i64]) {
-        if values.is_empty() {
-            return;
-        }
-        let block = Acc {
-            n: values.len() as u64,
-            sum_i: values.iter().fold(0i64, |a, b| a.wrapping_add(*b)),
-            min_i: values.iter().copied().min().unwrap_or(0),
-            max_i: values.iter().copied().max().unwrap_or(0),
-            ..Acc::default()
-        };
-        self.merge(&block);
     }
 
     fn merge(&mut self, o: &Acc) {
@@ -584,11 +587,85 @@ impl Acc {
         }
         self.n += o.n;
         self.sum_f += o.sum_f;
+        self.sum_sq += o.sum_sq;
         self.sum_i = self.sum_i.wrapping_add(o.sum_i);
         self.min_f = self.min_f.min(o.min_f);
         self.max_f = self.max_f.max(o.max_f);
         self.min_i = self.min_i.min(o.min_i);
         self.max_i = self.max_i.max(o.max_i);
+    }
+}
+
+/// Independent accumulators a block is folded into, so that the loop
+/// keeps several additions and comparisons in flight (and vectorizes).
+const LANES: usize = 4;
+
+/// Folds doubles: count, sum, min, max and, with `squares`, the sum of
+/// squares.
+fn fold_f64<T: Copy>(values: &[T], conv: impl Fn(T) -> f64, squares: bool) -> Acc {
+    let Some(&first) = values.first() else {
+        return Acc::default();
+    };
+    let first = conv(first);
+    let (mut sum, mut sq) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let (mut min, mut max) = ([first; LANES], [first; LANES]);
+    let mut lane = |l: usize, v: f64| {
+        sum[l] += v;
+        if squares {
+            sq[l] += v * v;
+        }
+        min[l] = if v < min[l] { v } else { min[l] };
+        max[l] = if v > max[l] { v } else { max[l] };
+    };
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (l, v) in chunk.iter().enumerate() {
+            lane(l, conv(*v));
+        }
+    }
+    for v in rest {
+        lane(0, conv(*v));
+    }
+    Acc {
+        n: values.len() as u64,
+        sum_f: sum.iter().sum(),
+        sum_sq: sq.iter().sum(),
+        min_f: min.iter().copied().fold(f64::INFINITY, f64::min),
+        max_f: max.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        ..Acc::default()
+    }
+}
+
+/// Folds integers: count, (wrapping) sum, min and max.
+fn fold_i64<T: Copy>(values: &[T], conv: impl Fn(T) -> i64) -> Acc {
+    let Some(&first) = values.first() else {
+        return Acc::default();
+    };
+    let first = conv(first);
+    let mut sum = [0i64; LANES];
+    let (mut min, mut max) = ([first; LANES], [first; LANES]);
+    let mut lane = |l: usize, v: i64| {
+        sum[l] = sum[l].wrapping_add(v);
+        min[l] = min[l].min(v);
+        max[l] = max[l].max(v);
+    };
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (l, v) in chunk.iter().enumerate() {
+            lane(l, conv(*v));
+        }
+    }
+    for v in rest {
+        lane(0, conv(*v));
+    }
+    Acc {
+        n: values.len() as u64,
+        sum_i: sum.iter().fold(0i64, |a, b| a.wrapping_add(*b)),
+        min_i: min.iter().copied().min().unwrap_or(first),
+        max_i: max.iter().copied().max().unwrap_or(first),
+        ..Acc::default()
     }
 }
 
@@ -617,7 +694,7 @@ impl AggSpec {
     /// Whether the state is kept as doubles (else integers).
     fn float(&self) -> bool {
         match self.fun {
-            Fun::Avg => true,
+            Fun::Avg | Fun::SumSq => true,
             Fun::Sum | Fun::Min | Fun::Max => self.states[0] == DataType::Float64,
             // Counting needs only presence; doubles share a read with the
             // other aggregates of the column.
@@ -673,20 +750,27 @@ impl AggJob {
             let mut int_slots: HashMap<i64, usize, BuildHasherDefault<IntHasher>> = HashMap::default();
             let mut int_keys: Vec<i64> = Vec::new();
             let mut slots: Vec<usize> = Vec::with_capacity(BLOCK);
-            let mut floats: Vec<f64> = Vec::with_capacity(BLOCK);
-            let mut ints: Vec<i64> = Vec::with_capacity(BLOCK);
+            let mut buf = NumBuf::default();
             let grouped = self.group.is_some();
+            // Per aggregate: whether the block read for it also sums squares
+            // (for a sum of squares of the same column).
+            let squares: Vec<bool> = self
+                .aggs
+                .iter()
+                .map(|a| {
+                    self.aggs
+                        .iter()
+                        .any(|b| b.fun == Fun::SumSq && b.column == a.column)
+                })
+                .collect();
             let mut fold = |docs: &[DocId]| {
                 slots.clear();
                 if let Some(c) = &str_col {
-                    slots.extend(
-                        first_values(c.ords(), docs)
-                            .into_iter()
-                            .map(|o| o.map_or(0, |o| o as usize + 1)),
-                    );
+                    slots.resize(docs.len(), 0);
+                    for_each_first_ord(c, docs, &mut buf, |i, o| slots[i] = o as usize + 1);
                 } else if let Some(c) = &int_col {
                     slots.resize(docs.len(), 0);
-                    c.for_each_i64(docs, |i, v| {
+                    c.for_each_i64(docs, &mut buf, |i, v| {
                         slots[i] = *int_slots.entry(v).or_insert_with(|| {
                             int_keys.push(v);
                             rows.push(0);
@@ -715,28 +799,19 @@ impl AggJob {
                         // The block is folded once and merged into each.
                         let read = (spec.column.as_deref(), spec.float());
                         if last_read != Some(read) {
-                            block = Acc::default();
-                            if spec.float() {
-                                floats.clear();
-                                col.for_each_f64(docs, |_, v| floats.push(v));
-                                block.add_block_f(&floats);
-                            } else {
-                                ints.clear();
-                                col.for_each_i64(docs, |_, v| ints.push(v));
-                                block.add_block_i(&ints);
-                            }
+                            block = Acc::of_block(col.read_block(docs, &mut buf), spec.float(), squares[j]);
                         }
                         accs[j].merge(&block);
                         last_read = Some(read);
                         continue;
                     }
                     if spec.float() {
-                        col.for_each_f64(docs, |i, v| {
+                        col.for_each_f64(docs, &mut buf, |i, v| {
                             let slot = if grouped { slots[i] } else { 0 };
                             accs[slot * naggs + j].add_f(v);
                         });
                     } else {
-                        col.for_each_i64(docs, |i, v| {
+                        col.for_each_i64(docs, &mut buf, |i, v| {
                             let slot = if grouped { slots[i] } else { 0 };
                             accs[slot * naggs + j].add_i(v);
                         });
@@ -837,6 +912,7 @@ impl AggJob {
                     columns.push(Arc::new(accs.clone().map(|(_, a)| a.n).collect::<UInt64Array>()));
                     columns.push(opt_f(|a| a.sum_f));
                 }
+                Fun::SumSq => columns.push(opt_f(|a| a.sum_sq)),
                 Fun::Sum | Fun::Min | Fun::Max => {
                     let (ff, fi): (StateF64, StateI64) = match spec.fun {
                         Fun::Sum => (|a| a.sum_f, |a| a.sum_i),

@@ -849,7 +849,7 @@ fn numeric_array(kind: &ColKind, column: Option<&NumColumn>, docs: &[DocId]) -> 
 /// The first value of each document (`None` without one). Optional columns
 /// translate the whole block of doc ids to value rows at once and read the
 /// values in one batch.
-pub(crate) fn first_values<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
+fn first_values<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
     col: &Column<T>,
     docs: &[DocId],
 ) -> Vec<Option<T>> {
@@ -910,29 +910,100 @@ pub(crate) fn for_each_live_block(
     outcome
 }
 
+/// Buffers reused from block to block to read a column's values.
+#[derive(Debug, Default)]
+pub(crate) struct ColumnBuf {
+    docs: Vec<DocId>,
+    rows: Vec<u32>,
+}
+
+/// Reads into `values` the first value of each document of `docs` (sorted)
+/// that has one, in order. Returns `true` when every document had one
+/// (`values[i]` is `docs[i]`'s); otherwise `buf.docs[i]` is the document of
+/// `values[i]`.
+fn read_first<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
+    col: &Column<T>,
+    docs: &[DocId],
+    buf: &mut ColumnBuf,
+    values: &mut Vec<T>,
+) -> bool {
+    values.clear();
+    let cardinality = col.get_cardinality();
+    if cardinality == tantivy::columnar::Cardinality::Full {
+        values.resize(docs.len(), T::default());
+        col.values.get_vals(docs, values);
+        return true;
+    }
+    buf.docs.clear();
+    buf.rows.clear();
+    col.row_ids_for_docs(docs, &mut buf.docs, &mut buf.rows);
+    if cardinality == tantivy::columnar::Cardinality::Multivalued {
+        let mut kept = 0;
+        for i in 0..buf.docs.len() {
+            if kept == 0 || buf.docs[i] != buf.docs[kept - 1] {
+                buf.docs[kept] = buf.docs[i];
+                buf.rows[kept] = buf.rows[i];
+                kept += 1;
+            }
+        }
+        buf.docs.truncate(kept);
+        buf.rows.truncate(kept);
+    }
+    values.resize(buf.rows.len(), T::default());
+    col.values.get_vals(&buf.rows, values);
+    values.len() == docs.len()
+}
+
 /// Calls `f(i, value)` with the first value of each document `docs[i]` that
 /// has one, reading the values of the block in one batch.
 fn for_each_first<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
     col: &Column<T>,
     docs: &[DocId],
+    buf: &mut ColumnBuf,
+    values: &mut Vec<T>,
     mut f: impl FnMut(usize, T),
 ) {
-    match col.get_cardinality() {
-        tantivy::columnar::Cardinality::Full => {
-            let mut vals = vec![T::default(); docs.len()];
-            col.values.get_vals(docs, &mut vals);
-            for (i, v) in vals.into_iter().enumerate() {
-                f(i, v);
-            }
+    if read_first(col, docs, buf, values) {
+        for (i, v) in values.iter().enumerate() {
+            f(i, *v);
         }
-        _ => {
-            for (i, v) in first_values(col, docs).into_iter().enumerate() {
-                if let Some(v) = v {
-                    f(i, v);
-                }
-            }
-        }
+        return;
     }
+    let mut i = 0;
+    for (doc, v) in buf.docs.iter().zip(values.iter()) {
+        while docs[i] < *doc {
+            i += 1;
+        }
+        f(i, *v);
+        i += 1;
+    }
+}
+
+/// Buffers reused from block to block to read a numeric column.
+#[derive(Debug, Default)]
+pub(crate) struct NumBuf {
+    column: ColumnBuf,
+    i64s: Vec<i64>,
+    u64s: Vec<u64>,
+    f64s: Vec<f64>,
+}
+
+/// The values of a block of documents, as the column stores them.
+pub(crate) enum BlockValues<'a> {
+    I64(&'a [i64]),
+    U64(&'a [u64]),
+    F64(&'a [f64]),
+}
+
+/// Calls `f(i, ordinal)` with the first term ordinal of each document
+/// `docs[i]` that has one.
+pub(crate) fn for_each_first_ord(
+    col: &StrColumn,
+    docs: &[DocId],
+    buf: &mut NumBuf,
+    f: impl FnMut(usize, u64),
+) {
+    for_each_first(col.ords(), docs, &mut buf.column, &mut buf.u64s, f);
 }
 
 /// A matching document and its score (when scoring).
@@ -1035,21 +1106,53 @@ pub(crate) enum NumColumn {
 
 impl NumColumn {
     /// Calls `f(i, value)` for each document `docs[i]` that has a value, as a double.
-    pub(crate) fn for_each_f64(&self, docs: &[DocId], mut f: impl FnMut(usize, f64)) {
+    pub(crate) fn for_each_f64(&self, docs: &[DocId], buf: &mut NumBuf, mut f: impl FnMut(usize, f64)) {
+        let NumBuf {
+            column,
+            i64s,
+            u64s,
+            f64s,
+        } = buf;
         match self {
-            NumColumn::I64(c) => for_each_first(c, docs, |i, v| f(i, v as f64)),
-            NumColumn::U64(c) => for_each_first(c, docs, |i, v| f(i, v as f64)),
-            NumColumn::F64(c) => for_each_first(c, docs, f),
+            NumColumn::I64(c) => for_each_first(c, docs, column, i64s, |i, v| f(i, v as f64)),
+            NumColumn::U64(c) => for_each_first(c, docs, column, u64s, |i, v| f(i, v as f64)),
+            NumColumn::F64(c) => for_each_first(c, docs, column, f64s, f),
         }
     }
 
     /// Calls `f(i, value)` for each document `docs[i]` that has a value, as an
     /// integer (doubles truncated).
-    pub(crate) fn for_each_i64(&self, docs: &[DocId], mut f: impl FnMut(usize, i64)) {
+    pub(crate) fn for_each_i64(&self, docs: &[DocId], buf: &mut NumBuf, mut f: impl FnMut(usize, i64)) {
+        let NumBuf {
+            column,
+            i64s,
+            u64s,
+            f64s,
+        } = buf;
         match self {
-            NumColumn::I64(c) => for_each_first(c, docs, f),
-            NumColumn::U64(c) => for_each_first(c, docs, |i, v| f(i, i64::try_from(v).unwrap_or(i64::MAX))),
-            NumColumn::F64(c) => for_each_first(c, docs, |i, v| f(i, v as i64)),
+            NumColumn::I64(c) => for_each_first(c, docs, column, i64s, f),
+            NumColumn::U64(c) => for_each_first(c, docs, column, u64s, |i, v| {
+                f(i, i64::try_from(v).unwrap_or(i64::MAX))
+            }),
+            NumColumn::F64(c) => for_each_first(c, docs, column, f64s, |i, v| f(i, v as i64)),
+        }
+    }
+
+    /// The values of the documents of `docs` that have one, in order.
+    pub(crate) fn read_block<'a>(&self, docs: &[DocId], buf: &'a mut NumBuf) -> BlockValues<'a> {
+        match self {
+            NumColumn::I64(c) => {
+                read_first(c, docs, &mut buf.column, &mut buf.i64s);
+                BlockValues::I64(&buf.i64s)
+            }
+            NumColumn::U64(c) => {
+                read_first(c, docs, &mut buf.column, &mut buf.u64s);
+                BlockValues::U64(&buf.u64s)
+            }
+            NumColumn::F64(c) => {
+                read_first(c, docs, &mut buf.column, &mut buf.f64s);
+                BlockValues::F64(&buf.f64s)
+            }
         }
     }
 

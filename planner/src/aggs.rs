@@ -20,8 +20,7 @@ use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Result as DfResult;
 use datafusion::functions_aggregate::expr_fn::{
-    approx_distinct, approx_percentile_cont, avg, count, max, min, stddev, stddev_pop, sum, var_pop,
-    var_sample,
+    approx_distinct, approx_percentile_cont, avg, count, max, min, sum,
 };
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -765,8 +764,9 @@ pub struct AggPlan {
     branches: Vec<Option<usize>>,
     /// Whether the plan gives document counts (else only metrics).
     counts: bool,
-    /// Metric children whose values the plan computes, with their column count.
-    metrics: Vec<(usize, usize)>,
+    /// Metric children whose values the plan computes, with their kind and
+    /// column count.
+    metrics: Vec<(usize, MetricKind, usize)>,
     label: String,
 }
 
@@ -793,10 +793,11 @@ pub struct AggResults {
     children: HashMap<NodeId, ChildRows>,
 }
 
+/// The columns a metric's plan computes.
 fn metric_columns(m: &MetricAgg) -> usize {
     match m.kind {
         MetricKind::Stats => 5,
-        MetricKind::ExtendedStats => 10,
+        MetricKind::ExtendedStats => 6,
         MetricKind::Percentiles => m.percents.len(),
         _ => 1,
     }
@@ -1078,7 +1079,10 @@ impl<'a> Planner<'a> {
             node: path.to_vec(),
             branches: combo.to_vec(),
             counts,
-            metrics: metrics.iter().map(|(i, m)| (*i, metric_columns(m))).collect(),
+            metrics: metrics
+                .iter()
+                .map(|(i, m)| (*i, m.kind, metric_columns(m)))
+                .collect(),
             label: if names.is_empty() {
                 "(top-level metrics)".into()
             } else {
@@ -1329,17 +1333,15 @@ fn metric_exprs(
             avg(x.clone()),
             sum(x),
         ],
+        // The variances and standard deviations follow from these, as
+        // Elasticsearch computes them (see `derive_extended_stats`).
         MetricKind::ExtendedStats => vec![
             count(x.clone()),
             min(x.clone()),
             max(x.clone()),
             avg(x.clone()),
             sum(x.clone()),
-            sum(x.clone() * x.clone()),
-            var_pop(x.clone()),
-            var_sample(x.clone()),
-            stddev_pop(x.clone()),
-            stddev(x),
+            sum(x.clone() * x),
         ],
         MetricKind::Percentiles => m
             .percents
@@ -1552,16 +1554,40 @@ fn read_rows(plan: &AggPlan, batch: &RecordBatch, out: &mut HashMap<Vec<Key>, Ro
         if plan.counts {
             entry.count = count;
         }
-        for (child, n) in &plan.metrics {
+        for (child, kind, n) in &plan.metrics {
             let mut values = Vec::with_capacity(*n);
             for _ in 0..*n {
                 values.push(json_at(batch.column(c).as_ref(), row)?);
                 c += 1;
             }
+            if *kind == MetricKind::ExtendedStats {
+                derive_extended_stats(&mut values);
+            }
             entry.metrics.insert(*child, values);
         }
     }
     Ok(())
+}
+
+/// Appends to `count, min, max, avg, sum, sum_of_squares` the population
+/// and sample variances and standard deviations, by Elasticsearch's
+/// formulas (`InternalExtendedStats`): `(sum_of_squares - sum² / count) /
+/// count` (over `count - 1` for the sample), never below zero.
+fn derive_extended_stats(values: &mut Vec<Value>) {
+    let f = |v: &Value| v.as_f64();
+    let (count, sum, squares) = (f(&values[0]), f(&values[4]), f(&values[5]));
+    let variance = |over: f64| -> Value {
+        match (count, sum, squares) {
+            (Some(n), Some(s), Some(q)) if n > 0.0 => json!(((q - s * s / n) / over).max(0.0)),
+            _ => Value::Null,
+        }
+    };
+    let n = count.unwrap_or(0.0);
+    let population = variance(n);
+    let sampling = variance(n - 1.0);
+    let root = |v: &Value| v.as_f64().map_or(Value::Null, |v| json!(v.sqrt()));
+    let (std_population, std_sampling) = (root(&population), root(&sampling));
+    values.extend([population, sampling, std_population, std_sampling]);
 }
 
 /// Renders the `aggregations` section of the response.
