@@ -20,12 +20,14 @@ use datafusion::arrow::array::{
     UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef, TimeUnit};
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::EmptyRecordBatchStream;
@@ -34,6 +36,7 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::expressions::{BinaryExpr, CastExpr, Column as ColumnExpr, Literal};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use tantivy::DocId;
@@ -154,6 +157,18 @@ fn scan_column(
     (field.fields().get(index).map(|f| f.name().as_str()) == Some(name.as_str())).then_some(name)
 }
 
+fn is_number(ty: FieldType) -> bool {
+    matches!(
+        ty,
+        FieldType::Long
+            | FieldType::Integer
+            | FieldType::Short
+            | FieldType::Byte
+            | FieldType::Double
+            | FieldType::Float
+    )
+}
+
 fn column_type(mapping: &Mapping, name: &str) -> Option<FieldType> {
     let c = mapping.column(name)?;
     (!c.mapping.multi_valued).then_some(c.mapping.ty)
@@ -165,7 +180,13 @@ impl TantivyAggregateExec {
         if *agg.mode() != AggregateMode::Partial || agg.filter_expr().iter().any(Option::is_some) {
             return None;
         }
-        let input = agg.input();
+        // A round-robin repartition spreads a scan with fewer shards than
+        // target partitions over more Partial steps; the scan-side aggregate
+        // needs no more than one partition per shard.
+        let input = match agg.input().downcast_ref::<RepartitionExec>() {
+            Some(r) if matches!(r.partitioning(), Partitioning::RoundRobinBatch(_)) => r.input(),
+            _ => agg.input(),
+        };
         let projection = input.downcast_ref::<ProjectionExec>();
         let scan_plan = match projection {
             Some(p) => p.input(),
@@ -181,17 +202,20 @@ impl TantivyAggregateExec {
             return None;
         }
         let group = match groups.expr().first() {
-            Some((expr, _)) => {
-                let name = scan_column(expr, projection, scan, false)?;
-                let kind = match column_type(mapping, &name)? {
-                    FieldType::Keyword => GroupKind::Keyword,
-                    FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
-                        GroupKind::Integer
-                    }
-                    _ => return None,
-                };
-                Some((name, kind))
-            }
+            Some((expr, _)) => Some(match bucket_group(expr, projection, scan) {
+                Some(bucket) => bucket,
+                None => {
+                    let name = scan_column(expr, projection, scan, false)?;
+                    let kind = match column_type(mapping, &name)? {
+                        FieldType::Keyword => GroupKind::Keyword,
+                        FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
+                            GroupKind::Integer
+                        }
+                        _ => return None,
+                    };
+                    (name, kind)
+                }
+            }),
             None => None,
         };
         let schema = agg.schema();
@@ -227,17 +251,8 @@ impl TantivyAggregateExec {
                 Fun::CountRows => None,
                 _ => {
                     let name = scan_column(arg, projection, scan, true)?;
-                    let numeric = matches!(
-                        column_type(mapping, &name)?,
-                        FieldType::Long
-                            | FieldType::Integer
-                            | FieldType::Short
-                            | FieldType::Byte
-                            | FieldType::Double
-                            | FieldType::Float
-                            | FieldType::Date
-                    );
-                    if !numeric {
+                    let ty = column_type(mapping, &name)?;
+                    if !(is_number(ty) || ty == FieldType::Date) {
                         return None;
                     }
                     Some(name)
@@ -272,14 +287,7 @@ impl TantivyAggregateExec {
         {
             return None;
         }
-        let group_type = match &group {
-            Some((_, GroupKind::Keyword)) => Some(DataType::Dictionary(
-                Box::new(DataType::Int32),
-                Box::new(DataType::Utf8),
-            )),
-            Some((_, GroupKind::Integer)) => Some(DataType::Int64),
-            None => None,
-        };
+        let group_type = group.as_ref().map(|(_, kind)| kind.key_type());
         if group_type.is_some_and(|t| schema.fields()[0].data_type() != &t) {
             return None;
         }
@@ -407,7 +415,15 @@ impl DisplayAs for TantivyAggregateExec {
             self.index.name(),
             self.shards.describe(&self.index),
             self.query.describe(),
-            self.group.as_ref().map_or("", |(g, _)| g.as_str()),
+            self.group.as_ref().map_or(String::new(), |(g, kind)| match kind {
+                GroupKind::Keyword | GroupKind::Integer => g.clone(),
+                GroupKind::Histogram { interval, offset } => {
+                    format!("histogram({g}, interval={interval}, offset={offset})")
+                }
+                GroupKind::FixedDate { step, offset } => {
+                    format!("date_histogram({g}, fixed={step}ms, offset={offset})")
+                }
+            }),
             aggs.join(", ")
         )
     }
@@ -516,6 +532,96 @@ impl Hasher for IntHasher {
 enum GroupKind {
     Keyword,
     Integer,
+    /// `histogram_bucket(x, interval, offset)` of a numeric column.
+    Histogram {
+        interval: f64,
+        offset: f64,
+    },
+    /// `date_histogram_bucket(ms, 'fixed:<step>', 'UTC', offset)` of a date
+    /// column.
+    FixedDate {
+        step: i64,
+        offset: i64,
+    },
+}
+
+impl GroupKind {
+    /// The type of the group key column.
+    fn key_type(&self) -> DataType {
+        match self {
+            GroupKind::Keyword => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            GroupKind::Integer | GroupKind::FixedDate { .. } => DataType::Int64,
+            GroupKind::Histogram { .. } => DataType::Float64,
+        }
+    }
+}
+
+/// The key of the `histogram` bucket of `x`: the multiple of `interval`
+/// (shifted by `offset`) at or below it.
+pub fn histogram_key(x: f64, interval: f64, offset: f64) -> f64 {
+    ((x - offset) / interval).floor() * interval + offset
+}
+
+/// The start of the fixed `step` (milliseconds) bucket of the epoch
+/// milliseconds `ms`, the buckets laid out from `offset`.
+pub fn fixed_date_key(ms: i64, step: i64, offset: i64) -> i64 {
+    (ms - offset).div_euclid(step) * step + offset
+}
+
+/// The bucket group of a `histogram_bucket` or `date_histogram_bucket`
+/// (fixed interval, UTC) call on a scan column, with its literal arguments.
+fn bucket_group(
+    expr: &Arc<dyn PhysicalExpr>,
+    projection: Option<&ProjectionExec>,
+    scan: &TantivyScanExec,
+) -> Option<(String, GroupKind)> {
+    let call = expr.downcast_ref::<ScalarFunctionExpr>()?;
+    let literal = |i: usize| {
+        call.args()
+            .get(i)?
+            .downcast_ref::<Literal>()
+            .map(|l| l.value().clone())
+    };
+    let mapping = scan.mapping();
+    match call.name() {
+        "histogram_bucket" => {
+            let (Some(ScalarValue::Float64(Some(interval))), Some(ScalarValue::Float64(Some(offset)))) =
+                (literal(1), literal(2))
+            else {
+                return None;
+            };
+            let name = scan_column(call.args().first()?, projection, scan, true)?;
+            (is_number(column_type(mapping, &name)?) && interval > 0.0)
+                .then_some((name, GroupKind::Histogram { interval, offset }))
+        }
+        "date_histogram_bucket" => {
+            let (
+                Some(ScalarValue::Utf8(Some(interval))),
+                Some(ScalarValue::Utf8(Some(tz))),
+                Some(ScalarValue::Int64(Some(offset))),
+            ) = (literal(1), literal(2), literal(3))
+            else {
+                return None;
+            };
+            let step = interval
+                .strip_prefix("fixed:")?
+                .parse::<i64>()
+                .ok()
+                .filter(|s| *s > 0)?;
+            if tz != "UTC" {
+                return None;
+            }
+            let ms = call.args().first()?;
+            let ms = match ms.downcast_ref::<CastExpr>() {
+                Some(cast) if *cast.cast_type() == DataType::Int64 => cast.expr(),
+                _ => ms,
+            };
+            let name = scan_column(ms, projection, scan, false)?;
+            (column_type(mapping, &name)? == FieldType::Date)
+                .then_some((name, GroupKind::FixedDate { step, offset }))
+        }
+        _ => None,
+    }
 }
 
 /// A group key (`None`: documents without a value, SQL's NULL group).
@@ -725,7 +831,7 @@ impl AggJob {
         for segment in searcher.segment_readers() {
             let (str_col, int_col) = match &self.group {
                 Some((g, GroupKind::Keyword)) => (open_str(segment, &kw_column(g))?, None),
-                Some((g, GroupKind::Integer)) => (None, open_numeric(segment, &kw_column(g))?),
+                Some((g, _)) => (None, open_numeric(segment, &kw_column(g))?),
                 None => (None, None),
             };
             let columns = self
@@ -737,7 +843,7 @@ impl AggJob {
                 })
                 .collect::<Result<Vec<_>>>()?;
             // Slot 0 holds documents without a key; keyword ordinal `o` is
-            // slot `o + 1`; integer keys get slots as they appear.
+            // slot `o + 1`; integer and bucket keys get slots as they appear.
             let terms = str_col.as_ref().map_or(0, |c| c.num_terms());
             // Flat per-slot state: one row count and `naggs` accumulators per
             // slot, without an allocation per dictionary term.
@@ -768,16 +874,28 @@ impl AggJob {
                 if let Some(c) = &str_col {
                     slots.resize(docs.len(), 0);
                     for_each_first_ord(c, docs, &mut buf, |i, o| slots[i] = o as usize + 1);
-                } else if let Some(c) = &int_col {
+                } else if let (Some(c), Some((_, kind))) = (&int_col, &self.group) {
                     slots.resize(docs.len(), 0);
-                    c.for_each_i64(docs, &mut buf, |i, v| {
-                        slots[i] = *int_slots.entry(v).or_insert_with(|| {
-                            int_keys.push(v);
+                    let mut slot_of = |i: usize, key: i64| {
+                        slots[i] = *int_slots.entry(key).or_insert_with(|| {
+                            int_keys.push(key);
                             rows.push(0);
                             accs.extend(std::iter::repeat_n(Acc::default(), naggs));
                             rows.len() - 1
                         });
-                    });
+                    };
+                    // Integer keys; a histogram key's bits.
+                    match *kind {
+                        GroupKind::Histogram { interval, offset } => {
+                            c.for_each_f64(docs, &mut buf, |i, v| {
+                                slot_of(i, histogram_key(v, interval, offset).to_bits() as i64)
+                            })
+                        }
+                        GroupKind::FixedDate { step, offset } => {
+                            c.for_each_i64(docs, &mut buf, |i, v| slot_of(i, fixed_date_key(v, step, offset)))
+                        }
+                        _ => c.for_each_i64(docs, &mut buf, slot_of),
+                    }
                 } else if grouped {
                     slots.resize(docs.len(), 0);
                 }
@@ -877,7 +995,17 @@ impl AggJob {
                 let dict = DictionaryArray::<Int32Type>::try_new(keys.into(), Arc::new(values))?;
                 columns.push(Arc::new(dict));
             }
-            Some((_, GroupKind::Integer)) => {
+            Some((_, GroupKind::Histogram { .. })) => {
+                let keys: Float64Array = groups
+                    .iter()
+                    .map(|(k, _)| match k {
+                        Some(Key::Int(bits)) => Some(f64::from_bits(*bits as u64)),
+                        _ => None,
+                    })
+                    .collect();
+                columns.push(Arc::new(keys));
+            }
+            Some((_, GroupKind::Integer | GroupKind::FixedDate { .. })) => {
                 let keys: Int64Array = groups
                     .iter()
                     .map(|(k, _)| match k {

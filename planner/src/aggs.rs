@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Result as DfResult;
 use datafusion::functions_aggregate::expr_fn::{
@@ -28,6 +28,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 use futures::future::try_join_all;
+use quidditch_index::agg_pushdown::{fixed_date_key, histogram_key};
 use quidditch_index::mapping::FieldType;
 use quidditch_index::query::LeafQuery;
 use serde_json::{Map, Value, json};
@@ -1117,8 +1118,11 @@ impl<'a> Planner<'a> {
                     Some(m) => datafusion::functions::expr_fn::coalesce(vec![x, lit(m)]),
                     None => x,
                 };
-                datafusion::functions::expr_fn::floor((x - lit(h.offset)) / lit(h.interval)) * lit(h.interval)
-                    + lit(h.offset)
+                let udf = ScalarUDF::new_from_impl(HistogramBucket::new());
+                Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                    Arc::new(udf),
+                    vec![x, lit(h.interval), lit(h.offset)],
+                ))
             }
             AggKind::DateHistogram(d) => {
                 let ms = cast(input, DataType::Int64);
@@ -1412,7 +1416,7 @@ impl Bucketer {
             Interval::Fixed(step) => {
                 if let TimeZone::Fixed(offset) = self.tz {
                     let shift = i64::from(offset.local_minus_utc()) * 1000;
-                    return (shifted + shift).div_euclid(*step) * step - shift + self.offset;
+                    return fixed_date_key(ms + shift, *step, self.offset) - shift;
                 }
                 // Intervals are laid out on the local clock; a bucket starts
                 // at the instant its local start time names.
@@ -1451,7 +1455,70 @@ impl DateBucket {
 /// The functions DSL plans use besides DataFusion's own, for every node
 /// that runs parts of them.
 pub fn udfs() -> Vec<Arc<ScalarUDF>> {
-    vec![Arc::new(ScalarUDF::new_from_impl(DateBucket::new()))]
+    vec![
+        Arc::new(ScalarUDF::new_from_impl(DateBucket::new())),
+        Arc::new(ScalarUDF::new_from_impl(HistogramBucket::new())),
+    ]
+}
+
+/// `histogram_bucket(x, interval, offset)`: the key of the `histogram`
+/// bucket of `x` ([`histogram_key`]); `interval` and `offset` are literals,
+/// so that a scan can compute the buckets itself.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct HistogramBucket {
+    signature: Signature,
+}
+
+impl HistogramBucket {
+    fn new() -> HistogramBucket {
+        HistogramBucket {
+            signature: Signature::exact(
+                vec![DataType::Float64, DataType::Float64, DataType::Float64],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for HistogramBucket {
+    fn name(&self) -> &str {
+        "histogram_bucket"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let literal = |i: usize| match args.args.get(i) {
+            Some(ColumnarValue::Scalar(datafusion::common::ScalarValue::Float64(Some(v)))) => Ok(*v),
+            _ => Err(datafusion::error::DataFusionError::Internal(format!(
+                "argument {i} of histogram_bucket must be a double literal"
+            ))),
+        };
+        let (interval, offset) = (literal(1)?, literal(2)?);
+        let input = match args.args.first() {
+            Some(ColumnarValue::Array(a)) => Arc::clone(a),
+            Some(ColumnarValue::Scalar(v)) => v.to_array()?,
+            None => {
+                return Err(datafusion::error::DataFusionError::Internal(
+                    "histogram_bucket takes a value".into(),
+                ));
+            }
+        };
+        let input = input.as_any().downcast_ref::<Float64Array>().ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal("histogram_bucket takes Float64".into())
+        })?;
+        let out: Float64Array = input
+            .iter()
+            .map(|v| v.map(|x| histogram_key(x, interval, offset)))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+    }
 }
 
 impl ScalarUDFImpl for DateBucket {

@@ -193,6 +193,45 @@ fn dsl_aggregations_match_sql() -> Result<()> {
         bucket_counts(&a["d"]["buckets"]) == want,
         "date_histogram 7d: {a} vs {want:?}"
     );
+    // Both ran inside the scan (the buckets computed from fast fields),
+    // as does a histogram with a metric under it; a calendar interval
+    // (months of different lengths) is left to DataFusion.
+    for (agg, inside) in [
+        (
+            json!({"histogram": {"field": "n", "interval": 100}}),
+            Some("histogram(n, interval=100"),
+        ),
+        (
+            json!({"histogram": {"field": "x", "interval": 5, "offset": 1}, "aggs": {"m": {"max": {"field": "n"}}}}),
+            Some("histogram(x, interval=5, offset=1)"),
+        ),
+        (
+            json!({"date_histogram": {"field": "ts", "fixed_interval": "7d"}}),
+            Some("date_histogram(ts, fixed=604800000ms"),
+        ),
+        (
+            json!({"date_histogram": {"field": "ts", "calendar_interval": "month"}}),
+            None,
+        ),
+    ] {
+        let (status, view) = server.post(
+            "/xcheck/_search?explain_plan=true",
+            &json!({"size": 0, "aggs": {"a": agg}}),
+        )?;
+        ensure!(status == 200, "{view}");
+        let physical = view["plans"]
+            .as_array()
+            .and_then(|plans| plans.iter().find(|p| p["purpose"] == "aggregation a"))
+            .and_then(|p| p["physical_plan"].as_str())
+            .with_context(|| format!("no aggregation plan in {view}"))?;
+        match inside {
+            Some(group) => ensure!(
+                physical.contains("TantivyAggregateExec") && physical.contains(group),
+                "{agg}: {physical}"
+            ),
+            None => ensure!(!physical.contains("TantivyAggregateExec"), "{agg}: {physical}"),
+        }
+    }
 
     // range and filters.
     let a = search(
