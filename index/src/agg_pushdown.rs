@@ -2,13 +2,16 @@
 //!
 //! DataFusion splits an aggregate into a Partial step per partition (one per
 //! shard) and a Final step. When the Partial step reads a [`TantivyScanExec`]
-//! directly, groups by at most one single-valued keyword or integer column and computes
-//! only `count`, `sum`, `min`, `max`, `avg` and the sum of squares of
-//! single-valued numeric or date columns, [`AggregatePushdown`] replaces the pair by a
+//! directly (or through a round-robin repartition), groups by at most one
+//! single-valued keyword or integer column or a `histogram_bucket` /
+//! fixed-interval UTC `date_histogram_bucket` of one, and computes only
+//! `count`, `sum`, `min`, `max`, `avg` and the sum of squares of
+//! single-valued numeric or date columns (and, without a group,
+//! `approx_percentile_cont`), [`AggregatePushdown`] replaces the pair by a
 //! [`TantivyAggregateExec`]: it folds each segment's fast-field values
-//! straight into per-ordinal accumulators, as tantivy's own aggregations do,
-//! and emits the partial states the Final step expects. Nothing is
-//! materialized per document.
+//! straight into per-key accumulators (t-digests for percentiles), as
+//! tantivy's own aggregations do, and emits the partial states the Final
+//! step expects. Nothing is materialized per document.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -39,6 +42,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion_functions_aggregate_common::tdigest::{DEFAULT_MAX_SIZE, TDigest};
 use tantivy::DocId;
 use tantivy::query::EnableScoring;
 
@@ -92,6 +96,20 @@ enum Fun {
     Avg,
     /// The sum of the squares of a column's values (`sum(x * x)`).
     SumSq,
+    /// `approx_percentile_cont(p) WITHIN GROUP (ORDER BY x)` without a
+    /// group: its state is a t-digest of the values, whatever `p`.
+    Percentile,
+}
+
+impl Fun {
+    /// How many partial state columns the aggregate has.
+    fn states(self) -> usize {
+        match self {
+            Fun::Avg => 2,
+            Fun::Percentile => 6,
+            _ => 1,
+        }
+    }
 }
 
 /// One aggregate: its function, the column it reads, and the state types.
@@ -222,29 +240,33 @@ impl TantivyAggregateExec {
         let mut field = usize::from(group.is_some());
         let mut aggs = Vec::new();
         for expr in agg.aggr_expr() {
-            if expr.is_distinct() || !expr.order_bys().is_empty() {
+            if expr.is_distinct() {
                 return None;
             }
             let args = expr.expressions();
-            let [arg] = args.as_slice() else {
-                return None;
-            };
-            let (fun, arg) = match expr.fun().name() {
-                "count"
+            let (fun, arg) = match (expr.fun().name(), args.as_slice(), expr.order_bys()) {
+                // The digest's default size (no third argument), ordered
+                // ascending by the value it digests.
+                ("approx_percentile_cont", [x, _], [order])
+                    if group.is_none() && !order.options.descending && order.expr.eq(x) =>
+                {
+                    (Fun::Percentile, x)
+                }
+                ("count", [arg], [])
                     if arg
                         .downcast_ref::<Literal>()
                         .is_some_and(|l| !l.value().is_null()) =>
                 {
                     (Fun::CountRows, arg)
                 }
-                "count" => (Fun::Count, arg),
-                "sum" => match squared(arg) {
+                ("count", [arg], []) => (Fun::Count, arg),
+                ("sum", [arg], []) => match squared(arg) {
                     Some(x) => (Fun::SumSq, x),
                     None => (Fun::Sum, arg),
                 },
-                "min" => (Fun::Min, arg),
-                "max" => (Fun::Max, arg),
-                "avg" => (Fun::Avg, arg),
+                ("min", [arg], []) => (Fun::Min, arg),
+                ("max", [arg], []) => (Fun::Max, arg),
+                ("avg", [arg], []) => (Fun::Avg, arg),
                 _ => return None,
             };
             let column = match fun {
@@ -258,7 +280,7 @@ impl TantivyAggregateExec {
                     Some(name)
                 }
             };
-            let n = if fun == Fun::Avg { 2 } else { 1 };
+            let n = fun.states();
             let states: Vec<DataType> = (field..field + n)
                 .map(|i| schema.fields().get(i).map(|f| f.data_type().clone()))
                 .collect::<Option<_>>()?;
@@ -274,6 +296,10 @@ impl TantivyAggregateExec {
                             | DataType::Timestamp(TimeUnit::Millisecond, None)]
                     ),
                     Fun::Avg => states == [DataType::UInt64, DataType::Float64],
+                    Fun::Percentile => {
+                        matches!(states[..], [DataType::UInt64, _, _, _, _, DataType::List(_)])
+                            && states[1..5].iter().all(|t| *t == DataType::Float64)
+                    }
                 };
             if !supported {
                 return None;
@@ -378,7 +404,7 @@ impl TantivyAggregateExec {
         let mut field = usize::from(wire.group.is_some());
         let mut aggs = Vec::new();
         for (fun, column) in wire.aggs {
-            let n = if fun == Fun::Avg { 2 } else { 1 };
+            let n = fun.states();
             let states = (field..field + n)
                 .map(|i| schema.fields().get(i).map(|f| f.data_type().clone()))
                 .collect::<Option<Vec<_>>>()
@@ -522,8 +548,12 @@ impl Hasher for IntHasher {
         }
     }
 
+    /// A folded multiply: every bit of the key reaches both the low bits
+    /// (the bucket) and the high bits (the tag) of the hash, also for keys
+    /// that differ only in their high bits (the bits of doubles).
     fn write_i64(&mut self, v: i64) {
-        self.0 = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+        let product = u128::from(v as u64) * 0x9E37_79B9_7F4A_7C15_u128;
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
     }
 }
 
@@ -775,6 +805,50 @@ fn fold_i64<T: Copy>(values: &[T], conv: impl Fn(T) -> i64) -> Acc {
     }
 }
 
+/// Values digested at a time, as `approx_percentile_cont` digests a batch.
+const SKETCH_BATCH: usize = 8192;
+
+/// A t-digest of a column's values, kept as `approx_percentile_cont` keeps
+/// it: batches of values are sorted and merged into the digest.
+struct Sketch {
+    digest: TDigest,
+    pending: Vec<f64>,
+}
+
+impl Sketch {
+    fn new() -> Sketch {
+        Sketch {
+            digest: TDigest::new(DEFAULT_MAX_SIZE),
+            pending: Vec::with_capacity(SKETCH_BATCH),
+        }
+    }
+
+    fn add(&mut self, values: BlockValues) {
+        match values {
+            BlockValues::F64(v) => self.pending.extend_from_slice(v),
+            BlockValues::I64(v) => self.pending.extend(v.iter().map(|x| *x as f64)),
+            BlockValues::U64(v) => self.pending.extend(v.iter().map(|x| *x as f64)),
+        }
+        if self.pending.len() >= SKETCH_BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.pending.sort_unstable_by(f64::total_cmp);
+        self.digest = self.digest.merge_sorted_f64(&self.pending);
+        self.pending.clear();
+    }
+
+    fn finish(&mut self) -> TDigest {
+        self.flush();
+        self.digest.clone()
+    }
+}
+
 /// Reads a double state out of an accumulator.
 type StateF64 = fn(&Acc) -> f64;
 /// Reads an integer state out of an accumulator.
@@ -800,7 +874,7 @@ impl AggSpec {
     /// Whether the state is kept as doubles (else integers).
     fn float(&self) -> bool {
         match self.fun {
-            Fun::Avg | Fun::SumSq => true,
+            Fun::Avg | Fun::SumSq | Fun::Percentile => true,
             Fun::Sum | Fun::Min | Fun::Max => self.states[0] == DataType::Float64,
             // Counting needs only presence; doubles share a read with the
             // other aggregates of the column.
@@ -828,6 +902,25 @@ impl AggJob {
             accs: vec![Acc::default(); self.aggs.len()],
         };
         let mut groups: HashMap<Option<Key>, Group> = HashMap::new();
+        // One digest per column, however many percentiles read it: the
+        // aggregate that digests the column, per aggregate.
+        let digested_by: Vec<usize> = self
+            .aggs
+            .iter()
+            .enumerate()
+            .map(|(j, a)| {
+                self.aggs
+                    .iter()
+                    .position(|b| b.fun == Fun::Percentile && b.column == a.column)
+                    .unwrap_or(j)
+            })
+            .collect();
+        let mut sketches: Vec<Option<Sketch>> = self
+            .aggs
+            .iter()
+            .enumerate()
+            .map(|(j, a)| (a.fun == Fun::Percentile && digested_by[j] == j).then(Sketch::new))
+            .collect();
         for segment in searcher.segment_readers() {
             let (str_col, int_col) = match &self.group {
                 Some((g, GroupKind::Keyword)) => (open_str(segment, &kw_column(g))?, None),
@@ -876,13 +969,22 @@ impl AggJob {
                     for_each_first_ord(c, docs, &mut buf, |i, o| slots[i] = o as usize + 1);
                 } else if let (Some(c), Some((_, kind))) = (&int_col, &self.group) {
                     slots.resize(docs.len(), 0);
+                    // Neighbouring documents often share a key (documents
+                    // indexed in time order share a date bucket): the last
+                    // key's slot is reused without hashing.
+                    let mut last: Option<(i64, usize)> = None;
                     let mut slot_of = |i: usize, key: i64| {
-                        slots[i] = *int_slots.entry(key).or_insert_with(|| {
-                            int_keys.push(key);
-                            rows.push(0);
-                            accs.extend(std::iter::repeat_n(Acc::default(), naggs));
-                            rows.len() - 1
-                        });
+                        let slot = match last {
+                            Some((k, slot)) if k == key => slot,
+                            _ => *int_slots.entry(key).or_insert_with(|| {
+                                int_keys.push(key);
+                                rows.push(0);
+                                accs.extend(std::iter::repeat_n(Acc::default(), naggs));
+                                rows.len() - 1
+                            }),
+                        };
+                        last = Some((key, slot));
+                        slots[i] = slot;
                     };
                     // Integer keys; a histogram key's bits.
                     match *kind {
@@ -910,6 +1012,12 @@ impl AggJob {
                 let mut block = Acc::default();
                 for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
                     let Some(col) = col else { continue };
+                    if spec.fun == Fun::Percentile {
+                        if let Some(sketch) = sketches[j].as_mut() {
+                            sketch.add(col.read_block(docs, &mut buf));
+                        }
+                        continue;
+                    }
                     if !grouped {
                         // One group: fold the block's values in tight loops,
                         // reading a column once for the aggregates that
@@ -972,10 +1080,14 @@ impl AggJob {
         if self.group.is_none() && groups.is_empty() {
             groups.insert(None, empty);
         }
-        self.batch(groups)
+        let digests: Vec<Option<TDigest>> = digested_by
+            .iter()
+            .map(|&owner| sketches[owner].as_mut().map(Sketch::finish))
+            .collect();
+        self.batch(groups, &digests)
     }
 
-    fn batch(&self, groups: HashMap<Option<Key>, Group>) -> Result<RecordBatch> {
+    fn batch(&self, groups: HashMap<Option<Key>, Group>, digests: &[Option<TDigest>]) -> Result<RecordBatch> {
         let groups: Vec<(Option<Key>, Group)> = groups.into_iter().collect();
         let mut columns: Vec<ArrayRef> = Vec::new();
         match &self.group {
@@ -1041,6 +1153,14 @@ impl AggJob {
                     columns.push(opt_f(|a| a.sum_f));
                 }
                 Fun::SumSq => columns.push(opt_f(|a| a.sum_sq)),
+                Fun::Percentile => {
+                    let digest = digests[j]
+                        .clone()
+                        .unwrap_or_else(|| TDigest::new(DEFAULT_MAX_SIZE));
+                    for state in digest.to_scalar_state() {
+                        columns.push(state.to_array_of_size(groups.len())?);
+                    }
+                }
                 Fun::Sum | Fun::Min | Fun::Max => {
                     let (ff, fi): (StateF64, StateI64) = match spec.fun {
                         Fun::Sum => (|a| a.sum_f, |a| a.sum_i),
