@@ -50,8 +50,8 @@ use crate::index::Index;
 use crate::mapping::{FieldType, Mapping};
 use crate::query::LeafQuery;
 use crate::scan::{
-    BlockValues, NumBuf, ShardSet, ShardSource, TantivyScanExec, for_each_first_ord, for_each_live_block,
-    open_numeric, open_str, remote_partition, tantivy_err,
+    BlockValues, NumBuf, ShardSet, ShardSource, TantivyScanExec, first_ords, for_each_first_ord,
+    for_each_live_block, open_numeric, open_str, remote_partition, tantivy_err,
 };
 use crate::schema::kw_column;
 
@@ -813,6 +813,19 @@ const SKETCH_BATCH: usize = 8192;
 struct Sketch {
     digest: TDigest,
     pending: Vec<f64>,
+    keys: Vec<u64>,
+}
+
+/// An integer that orders as the double `v` does (IEEE 754 total order):
+/// integers sort faster than doubles compared with `total_cmp`.
+fn order_key(v: f64) -> u64 {
+    let bits = v.to_bits();
+    if bits >> 63 == 1 { !bits } else { bits | 1 << 63 }
+}
+
+/// The double of an [`order_key`].
+fn from_order_key(key: u64) -> f64 {
+    f64::from_bits(if key >> 63 == 1 { key & !(1 << 63) } else { !key })
 }
 
 impl Sketch {
@@ -820,6 +833,7 @@ impl Sketch {
         Sketch {
             digest: TDigest::new(DEFAULT_MAX_SIZE),
             pending: Vec::with_capacity(SKETCH_BATCH),
+            keys: Vec::with_capacity(SKETCH_BATCH),
         }
     }
 
@@ -838,7 +852,11 @@ impl Sketch {
         if self.pending.is_empty() {
             return;
         }
-        self.pending.sort_unstable_by(f64::total_cmp);
+        self.keys.clear();
+        self.keys.extend(self.pending.iter().map(|v| order_key(*v)));
+        self.keys.sort_unstable();
+        self.pending.clear();
+        self.pending.extend(self.keys.iter().map(|k| from_order_key(*k)));
         self.digest = self.digest.merge_sorted_f64(&self.pending);
         self.pending.clear();
     }
@@ -962,9 +980,19 @@ impl AggJob {
                         .any(|b| b.fun == Fun::SumSq && b.column == a.column)
                 })
                 .collect();
+            // Only row counts per keyword (a bare `terms`): the ordinals are
+            // counted as they are read, without a slot per document.
+            let counts_only = self.aggs.iter().all(|a| a.fun == Fun::CountRows);
             let mut fold = |docs: &[DocId]| {
                 slots.clear();
-                if let Some(c) = &str_col {
+                if let (Some(c), true) = (&str_col, counts_only) {
+                    let ords = first_ords(c, docs, &mut buf);
+                    rows[0] += (docs.len() - ords.len()) as i64;
+                    for o in ords {
+                        rows[*o as usize + 1] += 1;
+                    }
+                    return;
+                } else if let Some(c) = &str_col {
                     slots.resize(docs.len(), 0);
                     for_each_first_ord(c, docs, &mut buf, |i, o| slots[i] = o as usize + 1);
                 } else if let (Some(c), Some((_, kind))) = (&int_col, &self.group) {
@@ -1176,5 +1204,42 @@ impl AggJob {
             }
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_keys_sort_doubles_in_total_order_and_give_them_back() {
+        let mut values = vec![
+            3.5,
+            -0.0,
+            0.0,
+            -1e300,
+            f64::INFINITY,
+            -2.25,
+            f64::MIN_POSITIVE,
+            1e-300,
+            f64::NEG_INFINITY,
+            42.0,
+        ];
+        let mut keys: Vec<u64> = values.iter().map(|v| order_key(*v)).collect();
+        keys.sort_unstable();
+        values.sort_by(f64::total_cmp);
+        let back: Vec<u64> = keys.iter().map(|k| from_order_key(*k).to_bits()).collect();
+        assert_eq!(back, values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn histogram_and_fixed_date_keys_floor_from_the_offset() {
+        assert_eq!(histogram_key(12.0, 5.0, 0.0), 10.0);
+        assert_eq!(histogram_key(-0.5, 5.0, 0.0), -5.0);
+        assert_eq!(histogram_key(6.0, 5.0, 1.0), 6.0);
+        assert_eq!(histogram_key(5.9, 5.0, 1.0), 1.0);
+        assert_eq!(fixed_date_key(599_999, 600_000, 0), 0);
+        assert_eq!(fixed_date_key(-1, 600_000, 0), -600_000);
+        assert_eq!(fixed_date_key(650_000, 600_000, 60_000), 60_000);
     }
 }

@@ -995,6 +995,12 @@ pub(crate) enum BlockValues<'a> {
     F64(&'a [f64]),
 }
 
+/// The first term ordinal of each document of `docs` that has one, in order.
+pub(crate) fn first_ords<'a>(col: &StrColumn, docs: &[DocId], buf: &'a mut NumBuf) -> &'a [u64] {
+    read_first(col.ords(), docs, &mut buf.column, &mut buf.u64s);
+    &buf.u64s
+}
+
 /// Calls `f(i, ordinal)` with the first term ordinal of each document
 /// `docs[i]` that has one.
 pub(crate) fn for_each_first_ord(
