@@ -736,6 +736,22 @@ impl Acc {
 /// keeps several additions and comparisons in flight (and vectorizes).
 const LANES: usize = 4;
 
+/// Calls `lane(l, conv(value))` for every value, value `i` in lane
+/// `i % LANES` (the tail in lane 0).
+#[inline(always)]
+fn for_each_lane<T: Copy, V>(values: &[T], conv: impl Fn(T) -> V, lane: &mut impl FnMut(usize, V)) {
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (l, v) in chunk.iter().enumerate() {
+            lane(l, conv(*v));
+        }
+    }
+    for v in rest {
+        lane(0, conv(*v));
+    }
+}
+
 /// Folds doubles: count, sum, min, max and, with `squares`, the sum of
 /// squares.
 fn fold_f64<T: Copy>(values: &[T], conv: impl Fn(T) -> f64, squares: bool) -> Acc {
@@ -753,16 +769,7 @@ fn fold_f64<T: Copy>(values: &[T], conv: impl Fn(T) -> f64, squares: bool) -> Ac
         min[l] = if v < min[l] { v } else { min[l] };
         max[l] = if v > max[l] { v } else { max[l] };
     };
-    let chunks = values.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (l, v) in chunk.iter().enumerate() {
-            lane(l, conv(*v));
-        }
-    }
-    for v in rest {
-        lane(0, conv(*v));
-    }
+    for_each_lane(values, conv, &mut lane);
     Acc {
         n: values.len() as u64,
         sum_f: sum.iter().sum(),
@@ -786,16 +793,7 @@ fn fold_i64<T: Copy>(values: &[T], conv: impl Fn(T) -> i64) -> Acc {
         min[l] = min[l].min(v);
         max[l] = max[l].max(v);
     };
-    let chunks = values.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (l, v) in chunk.iter().enumerate() {
-            lane(l, conv(*v));
-        }
-    }
-    for v in rest {
-        lane(0, conv(*v));
-    }
+    for_each_lane(values, conv, &mut lane);
     Acc {
         n: values.len() as u64,
         sum_i: sum.iter().fold(0i64, |a, b| a.wrapping_add(*b)),

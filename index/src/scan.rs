@@ -1113,34 +1113,28 @@ pub(crate) enum NumColumn {
 impl NumColumn {
     /// Calls `f(i, value)` for each document `docs[i]` that has a value, as a double.
     pub(crate) fn for_each_f64(&self, docs: &[DocId], buf: &mut NumBuf, mut f: impl FnMut(usize, f64)) {
-        let NumBuf {
-            column,
-            i64s,
-            u64s,
-            f64s,
-        } = buf;
         match self {
-            NumColumn::I64(c) => for_each_first(c, docs, column, i64s, |i, v| f(i, v as f64)),
-            NumColumn::U64(c) => for_each_first(c, docs, column, u64s, |i, v| f(i, v as f64)),
-            NumColumn::F64(c) => for_each_first(c, docs, column, f64s, f),
+            NumColumn::I64(c) => {
+                for_each_first(c, docs, &mut buf.column, &mut buf.i64s, |i, v| f(i, v as f64))
+            }
+            NumColumn::U64(c) => {
+                for_each_first(c, docs, &mut buf.column, &mut buf.u64s, |i, v| f(i, v as f64))
+            }
+            NumColumn::F64(c) => for_each_first(c, docs, &mut buf.column, &mut buf.f64s, f),
         }
     }
 
     /// Calls `f(i, value)` for each document `docs[i]` that has a value, as an
     /// integer (doubles truncated).
     pub(crate) fn for_each_i64(&self, docs: &[DocId], buf: &mut NumBuf, mut f: impl FnMut(usize, i64)) {
-        let NumBuf {
-            column,
-            i64s,
-            u64s,
-            f64s,
-        } = buf;
         match self {
-            NumColumn::I64(c) => for_each_first(c, docs, column, i64s, f),
-            NumColumn::U64(c) => for_each_first(c, docs, column, u64s, |i, v| {
+            NumColumn::I64(c) => for_each_first(c, docs, &mut buf.column, &mut buf.i64s, f),
+            NumColumn::U64(c) => for_each_first(c, docs, &mut buf.column, &mut buf.u64s, |i, v| {
                 f(i, i64::try_from(v).unwrap_or(i64::MAX))
             }),
-            NumColumn::F64(c) => for_each_first(c, docs, column, f64s, |i, v| f(i, v as i64)),
+            NumColumn::F64(c) => {
+                for_each_first(c, docs, &mut buf.column, &mut buf.f64s, |i, v| f(i, v as i64))
+            }
         }
     }
 

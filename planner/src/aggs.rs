@@ -1494,25 +1494,14 @@ impl ScalarUDFImpl for HistogramBucket {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let literal = |i: usize| match args.args.get(i) {
-            Some(ColumnarValue::Scalar(datafusion::common::ScalarValue::Float64(Some(v)))) => Ok(*v),
-            _ => Err(datafusion::error::DataFusionError::Internal(format!(
-                "argument {i} of histogram_bucket must be a double literal"
+        let double = |i: usize| match literal_arg(&args, i, self.name())? {
+            datafusion::common::ScalarValue::Float64(Some(v)) => Ok(v),
+            other => Err(datafusion::error::DataFusionError::Internal(format!(
+                "argument {i} of histogram_bucket must be a double, not {other:?}"
             ))),
         };
-        let (interval, offset) = (literal(1)?, literal(2)?);
-        let input = match args.args.first() {
-            Some(ColumnarValue::Array(a)) => Arc::clone(a),
-            Some(ColumnarValue::Scalar(v)) => v.to_array()?,
-            None => {
-                return Err(datafusion::error::DataFusionError::Internal(
-                    "histogram_bucket takes a value".into(),
-                ));
-            }
-        };
-        let input = input.as_any().downcast_ref::<Float64Array>().ok_or_else(|| {
-            datafusion::error::DataFusionError::Internal("histogram_bucket takes Float64".into())
-        })?;
+        let (interval, offset) = (double(1)?, double(2)?);
+        let input: Float64Array = value_arg(&args, self.name(), "Float64")?;
         let out: Float64Array = input
             .iter()
             .map(|v| v.map(|x| histogram_key(x, interval, offset)))
@@ -1535,12 +1524,7 @@ impl ScalarUDFImpl for DateBucket {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let literal = |i: usize| match args.args.get(i) {
-            Some(ColumnarValue::Scalar(v)) => Ok(v.clone()),
-            _ => Err(datafusion::error::DataFusionError::Internal(format!(
-                "argument {i} of date_histogram_bucket must be a literal"
-            ))),
-        };
+        let literal = |i: usize| literal_arg(&args, i, self.name());
         let (interval, tz, offset) = match (literal(1)?, literal(2)?, literal(3)?) {
             (
                 datafusion::common::ScalarValue::Utf8(Some(i)),
@@ -1554,21 +1538,37 @@ impl ScalarUDFImpl for DateBucket {
             }
         };
         let bucketer = Bucketer::from_args(&interval, &tz, offset)?;
-        let input = match args.args.first() {
-            Some(ColumnarValue::Array(a)) => Arc::clone(a),
-            Some(ColumnarValue::Scalar(v)) => v.to_array()?,
-            None => {
-                return Err(datafusion::error::DataFusionError::Internal(
-                    "date_histogram_bucket takes a value".into(),
-                ));
-            }
-        };
-        let input = input.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {
-            datafusion::error::DataFusionError::Internal("date_histogram_bucket takes Int64".into())
-        })?;
+        let input: Int64Array = value_arg(&args, self.name(), "Int64")?;
         let out: Int64Array = input.iter().map(|v| v.map(|ms| bucketer.bucket(ms))).collect();
         Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
     }
+}
+
+/// Argument `i` of the bucket function `name`, which must be a literal.
+fn literal_arg(args: &ScalarFunctionArgs, i: usize, name: &str) -> DfResult<datafusion::common::ScalarValue> {
+    match args.args.get(i) {
+        Some(ColumnarValue::Scalar(v)) => Ok(v.clone()),
+        _ => Err(datafusion::error::DataFusionError::Internal(format!(
+            "argument {i} of {name} must be a literal"
+        ))),
+    }
+}
+
+/// The values (first argument) of the bucket function `name`, as an array
+/// of its input type `ty`.
+fn value_arg<A: Array + Clone + 'static>(args: &ScalarFunctionArgs, name: &str, ty: &str) -> DfResult<A> {
+    let input = match args.args.first() {
+        Some(ColumnarValue::Array(a)) => Arc::clone(a),
+        Some(ColumnarValue::Scalar(v)) => v.to_array()?,
+        None => {
+            return Err(datafusion::error::DataFusionError::Internal(format!(
+                "{name} takes a value"
+            )));
+        }
+    };
+    input.as_any().downcast_ref::<A>().cloned().ok_or_else(|| {
+        datafusion::error::DataFusionError::Internal(format!("{name} takes {ty}, not {}", input.data_type()))
+    })
 }
 
 /// Runs the aggregation plans concurrently.
