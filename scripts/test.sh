@@ -26,6 +26,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 echo "== pytest"
-cargo build --bin quidditch --bin qbench
+# The binaries with the features the test build resolved, so that no
+# dependency is compiled twice.
+cargo build --workspace --all-targets
 QUIDDITCH_BIN="$CARGO_TARGET_DIR/debug/quidditch" QBENCH_BIN="$CARGO_TARGET_DIR/debug/qbench" \
     "$VENV/bin/python" -m pytest -q python/tests

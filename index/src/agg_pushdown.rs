@@ -589,13 +589,64 @@ impl GroupKind {
 /// The key of the `histogram` bucket of `x`: the multiple of `interval`
 /// (shifted by `offset`) at or below it.
 pub fn histogram_key(x: f64, interval: f64, offset: f64) -> f64 {
-    ((x - offset) / interval).floor() * interval + offset
+    histogram_number(x, interval, offset) * interval + offset
+}
+
+/// The number of the `histogram` bucket of `x`: its key is this many
+/// intervals past `offset`.
+fn histogram_number(x: f64, interval: f64, offset: f64) -> f64 {
+    ((x - offset) / interval).floor()
 }
 
 /// The start of the fixed `step` (milliseconds) bucket of the epoch
 /// milliseconds `ms`, the buckets laid out from `offset`.
 pub fn fixed_date_key(ms: i64, step: i64, offset: i64) -> i64 {
-    (ms - offset).div_euclid(step) * step + offset
+    fixed_date_number(ms, step, offset) * step + offset
+}
+
+/// The number of the fixed `step` bucket of `ms`, counted from `offset`.
+fn fixed_date_number(ms: i64, step: i64, offset: i64) -> i64 {
+    (ms - offset).div_euclid(step)
+}
+
+/// Bucket numbers of at most this magnitude are whole integers that convert
+/// to `i64` exactly.
+const ORDINAL_LIMIT: f64 = 4_611_686_018_427_387_904.0;
+
+/// Ordinals of a window around the first one a segment meets: clustered
+/// group keys (the buckets of a histogram, the days of a date histogram)
+/// find their slot by an index, others through a hash map.
+#[derive(Debug, Default)]
+struct OrdinalSlots {
+    base: i64,
+    /// Slot + 1 per ordinal `base + i`; 0 for none yet. Empty until the
+    /// first ordinal.
+    window: Vec<u32>,
+    spill: HashMap<i64, usize, BuildHasherDefault<IntHasher>>,
+}
+
+/// Ordinals an [`OrdinalSlots`] window holds.
+const WINDOW: usize = 8192;
+
+impl OrdinalSlots {
+    /// The slot of `ordinal`, from `new_slot` the first time.
+    #[inline]
+    fn slot(&mut self, ordinal: i64, new_slot: impl FnOnce() -> usize) -> usize {
+        if self.window.is_empty() {
+            self.window = vec![0; WINDOW];
+            self.base = ordinal.saturating_sub(WINDOW as i64 / 2);
+        }
+        let at = ordinal.wrapping_sub(self.base) as u64;
+        match usize::try_from(at).ok().and_then(|at| self.window.get_mut(at)) {
+            Some(s) => {
+                if *s == 0 {
+                    *s = u32::try_from(new_slot() + 1).expect("fewer slots than documents in a segment");
+                }
+                *s as usize - 1
+            }
+            None => *self.spill.entry(ordinal).or_insert_with(new_slot),
+        }
+    }
 }
 
 /// The bucket group of a `histogram_bucket` or `date_histogram_bucket`
@@ -958,11 +1009,17 @@ impl AggJob {
             // slot, without an allocation per dictionary term.
             let naggs = self.aggs.len();
             let slot_bytes = std::mem::size_of::<i64>() + naggs * std::mem::size_of::<Acc>();
-            let segment_bytes = (terms + 1) * slot_bytes;
+            let window_bytes = if int_col.is_some() {
+                WINDOW * std::mem::size_of::<u32>()
+            } else {
+                0
+            };
+            let segment_bytes = (terms + 1) * slot_bytes + window_bytes;
             reservation.try_grow(segment_bytes)?;
             let mut rows = vec![0i64; terms + 1];
             let mut accs = vec![Acc::default(); (terms + 1) * naggs];
-            let mut int_slots: HashMap<i64, usize, BuildHasherDefault<IntHasher>> = HashMap::default();
+            let mut ordinals = OrdinalSlots::default();
+            let mut by_bits: HashMap<i64, usize, BuildHasherDefault<IntHasher>> = HashMap::default();
             let mut int_keys: Vec<i64> = Vec::new();
             let mut slots: Vec<usize> = Vec::with_capacity(BLOCK);
             let mut buf = NumBuf::default();
@@ -995,34 +1052,33 @@ impl AggJob {
                     for_each_first_ord(c, docs, &mut buf, |i, o| slots[i] = o as usize + 1);
                 } else if let (Some(c), Some((_, kind))) = (&int_col, &self.group) {
                     slots.resize(docs.len(), 0);
-                    // Neighbouring documents often share a key (documents
-                    // indexed in time order share a date bucket): the last
-                    // key's slot is reused without hashing.
-                    let mut last: Option<(i64, usize)> = None;
-                    let mut slot_of = |i: usize, key: i64| {
-                        let slot = match last {
-                            Some((k, slot)) if k == key => slot,
-                            _ => *int_slots.entry(key).or_insert_with(|| {
-                                int_keys.push(key);
-                                rows.push(0);
-                                accs.extend(std::iter::repeat_n(Acc::default(), naggs));
-                                rows.len() - 1
-                            }),
-                        };
-                        last = Some((key, slot));
-                        slots[i] = slot;
+                    let mut new_slot = |key: i64| {
+                        int_keys.push(key);
+                        rows.push(0);
+                        accs.extend(std::iter::repeat_n(Acc::default(), naggs));
+                        rows.len() - 1
                     };
-                    // Integer keys; a histogram key's bits.
+                    // Slots by bucket number; a histogram key too far out
+                    // for an integer number by its bits.
                     match *kind {
                         GroupKind::Histogram { interval, offset } => {
                             c.for_each_f64(docs, &mut buf, |i, v| {
-                                slot_of(i, histogram_key(v, interval, offset).to_bits() as i64)
+                                let n = histogram_number(v, interval, offset);
+                                let key = || (n * interval + offset).to_bits() as i64;
+                                slots[i] = if n.abs() < ORDINAL_LIMIT {
+                                    ordinals.slot(n as i64, || new_slot(key()))
+                                } else {
+                                    *by_bits.entry(key()).or_insert_with(|| new_slot(key()))
+                                };
                             })
                         }
-                        GroupKind::FixedDate { step, offset } => {
-                            c.for_each_i64(docs, &mut buf, |i, v| slot_of(i, fixed_date_key(v, step, offset)))
+                        GroupKind::FixedDate { step, offset } => c.for_each_i64(docs, &mut buf, |i, v| {
+                            let n = fixed_date_number(v, step, offset);
+                            slots[i] = ordinals.slot(n, || new_slot(n * step + offset));
+                        }),
+                        _ => {
+                            c.for_each_i64(docs, &mut buf, |i, v| slots[i] = ordinals.slot(v, || new_slot(v)))
                         }
-                        _ => c.for_each_i64(docs, &mut buf, slot_of),
                     }
                 } else if grouped {
                     slots.resize(docs.len(), 0);
@@ -1239,5 +1295,47 @@ mod tests {
         assert_eq!(fixed_date_key(599_999, 600_000, 0), 0);
         assert_eq!(fixed_date_key(-1, 600_000, 0), -600_000);
         assert_eq!(fixed_date_key(650_000, 600_000, 60_000), 60_000);
+    }
+
+    #[test]
+    fn ordinal_slots_give_each_ordinal_one_slot_in_and_beyond_the_window() {
+        let mut slots = OrdinalSlots::default();
+        let mut made = Vec::new();
+        let ordinals = [
+            100,
+            101,
+            100,
+            100 - WINDOW as i64,
+            100 + WINDOW as i64,
+            i64::MIN,
+            i64::MAX,
+            -3,
+            101,
+            i64::MAX,
+            100 + WINDOW as i64,
+        ];
+        let got: Vec<usize> = ordinals
+            .iter()
+            .map(|&o| {
+                slots.slot(o, || {
+                    made.push(o);
+                    made.len() - 1
+                })
+            })
+            .collect();
+        assert_eq!(
+            made,
+            vec![
+                100,
+                101,
+                100 - WINDOW as i64,
+                100 + WINDOW as i64,
+                i64::MIN,
+                i64::MAX,
+                -3
+            ]
+        );
+        assert_eq!(got, vec![0, 1, 0, 2, 3, 4, 5, 6, 1, 5, 3]);
+        assert_eq!(slots.spill.len(), 4, "the far ordinals live outside the window");
     }
 }
