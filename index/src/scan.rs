@@ -931,7 +931,14 @@ fn read_first<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + '
     let cardinality = col.get_cardinality();
     if cardinality == tantivy::columnar::Cardinality::Full {
         values.resize(docs.len(), T::default());
-        col.values.get_vals(docs, values);
+        match docs {
+            // A run of consecutive documents (every document matches):
+            // bitpacked columns unpack a range in batches.
+            [first, .., last] if (last - first) as usize == docs.len() - 1 => {
+                col.values.get_range(u64::from(*first), values)
+            }
+            _ => col.values.get_vals(docs, values),
+        }
         return true;
     }
     buf.docs.clear();
