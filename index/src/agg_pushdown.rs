@@ -589,7 +589,15 @@ impl GroupKind {
 /// The key of the `histogram` bucket of `x`: the multiple of `interval`
 /// (shifted by `offset`) at or below it.
 pub fn histogram_key(x: f64, interval: f64, offset: f64) -> f64 {
-    ((x - offset) / interval).floor() * interval + offset
+    match histogram_ordinal(x, interval, offset) {
+        Some(n) => ordinal_key(n, interval, offset),
+        None => ((x - offset) / interval).floor() * interval + offset,
+    }
+}
+
+/// The key of the `histogram` bucket numbered `n`.
+fn ordinal_key(n: i64, interval: f64, offset: f64) -> f64 {
+    n as f64 * interval + offset
 }
 
 /// The number of the `histogram` bucket of `x` (its key is this many
@@ -1071,7 +1079,7 @@ impl AggJob {
                             c.for_each_f64(docs, &mut buf, |i, v| {
                                 slots[i] = match histogram_ordinal(v, interval, offset) {
                                     Some(n) => ordinals.slot(n, || {
-                                        new_slot((n as f64 * interval + offset).to_bits() as i64)
+                                        new_slot(ordinal_key(n, interval, offset).to_bits() as i64)
                                     }),
                                     None => {
                                         let key = histogram_key(v, interval, offset).to_bits() as i64;
@@ -1303,9 +1311,8 @@ mod tests {
         for x in [
             12.0, -0.5, -5.0, -5.000001, 0.0, -0.0, 4999.999, 5000.0, 1e17, -1e17, 2.5e19,
         ] {
-            let key = histogram_key(x, 5.0, 1.0);
             match histogram_ordinal(x, 5.0, 1.0) {
-                Some(n) => assert_eq!(n as f64 * 5.0 + 1.0, key, "{x}"),
+                Some(n) => assert_eq!(n as f64 * 5.0 + 1.0, ((x - 1.0) / 5.0).floor() * 5.0 + 1.0, "{x}"),
                 None => assert!(x.abs() > 1e19, "{x}"),
             }
         }
