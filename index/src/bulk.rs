@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::index::{DocWrite, Index, WriteResult};
@@ -201,7 +203,7 @@ fn malformed(lineno: usize, detail: &str) -> Error {
 #[derive(Debug)]
 pub struct BulkOutcome {
     /// Elasticsearch's bulk response.
-    pub response: Value,
+    pub response: BulkResponse,
     /// Touched indices with the highest sequence number written per shard.
     pub touched: Vec<(Arc<Index>, HashMap<u32, u64>)>,
 }
@@ -213,7 +215,7 @@ type IndexWrites = Vec<(usize, Action, DocWrite)>;
 pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>, refresh: RefreshPolicy) -> Result<BulkOutcome> {
     let started = Instant::now();
     let n = items.len();
-    let mut slots: Vec<Option<Value>> = vec![None; n];
+    let mut slots: Vec<Option<ItemResponse>> = (0..n).map(|_| None).collect();
     let mut by_index: Vec<(String, IndexWrites)> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         match by_index.iter_mut().find(|(name, _)| *name == item.index) {
@@ -223,6 +225,7 @@ pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>, refresh: RefreshPol
     }
     let mut touched = Vec::new();
     for (name, writes) in by_index {
+        let name: Arc<str> = Arc::from(name);
         let only_deletes = writes.iter().all(|(_, a, _)| *a == Action::Delete);
         let index = if only_deletes {
             indices.get(&name)
@@ -233,7 +236,7 @@ pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>, refresh: RefreshPol
             Ok(index) => index,
             Err(err) => {
                 for (i, action, write) in writes {
-                    slots[i] = Some(item_error(action, &name, write_id(&write), &err));
+                    slots[i] = Some(ItemResponse::failed(action, &name, write_id(&write), &err));
                 }
                 continue;
             }
@@ -245,37 +248,116 @@ pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>, refresh: RefreshPol
             Ok(batch) => batch,
             Err(err) => {
                 for (pos, action) in positions.into_iter().zip(actions) {
-                    slots[pos] = Some(item_error(action, &name, None, &err));
+                    slots[pos] = Some(ItemResponse::failed(action, &name, None, &err));
                 }
                 continue;
             }
         };
         for ((pos, action), (id, result)) in positions.into_iter().zip(actions).zip(batch.items) {
             slots[pos] = Some(match result {
-                Ok(ok) => item_ok(action, &name, &ok),
-                Err(err) => item_error(action, &name, id, &err),
+                Ok(ok) => ItemResponse::done(action, &name, ok),
+                Err(err) => ItemResponse::failed(action, &name, id, &err),
             });
         }
         touched.push((index, batch.touched));
     }
-    let mut errors = false;
-    let items: Vec<Value> = slots
+    let items: Vec<ItemResponse> = slots
         .into_iter()
         .map(|slot| {
-            let v = slot.unwrap_or_else(|| json!({}));
-            errors |= v
-                .as_object()
-                .and_then(|o| o.values().next())
-                .is_some_and(|i| i.get("error").is_some());
-            v
+            slot.unwrap_or_else(|| {
+                ItemResponse::failed(
+                    Action::Index,
+                    "",
+                    None,
+                    &Error::Internal("bulk item lost its result".into()),
+                )
+            })
         })
         .collect();
-    let response = json!({
-        "errors": errors,
-        "took": started.elapsed().as_millis() as u64,
-        "items": items,
-    });
+    let response = BulkResponse {
+        took: started.elapsed().as_millis() as u64,
+        errors: items.iter().any(|i| i.outcome.is_err()),
+        items,
+    };
     Ok(BulkOutcome { response, touched })
+}
+
+/// Elasticsearch's bulk response, serialized as it is (no JSON tree in between).
+#[derive(Debug, Serialize)]
+pub struct BulkResponse {
+    /// Milliseconds the bulk took.
+    pub took: u64,
+    /// Whether some item failed.
+    pub errors: bool,
+    /// Per-item results, in request order.
+    pub items: Vec<ItemResponse>,
+}
+
+/// One item of a bulk response: `{"<action>": {...}}`.
+#[derive(Debug)]
+pub struct ItemResponse {
+    action: Action,
+    index: Arc<str>,
+    /// The write's result, or the document id (when known) with the
+    /// status, type and reason of its failure.
+    outcome: std::result::Result<WriteResult, ItemError>,
+}
+
+#[derive(Debug)]
+struct ItemError {
+    id: Option<String>,
+    status: u16,
+    es_type: &'static str,
+    reason: String,
+}
+
+impl ItemResponse {
+    fn done(action: Action, index: &Arc<str>, result: WriteResult) -> ItemResponse {
+        ItemResponse {
+            action,
+            index: Arc::clone(index),
+            outcome: Ok(result),
+        }
+    }
+
+    fn failed(action: Action, index: &str, id: Option<String>, err: &Error) -> ItemResponse {
+        ItemResponse {
+            action,
+            index: Arc::from(index),
+            outcome: Err(ItemError {
+                id,
+                status: err.status(),
+                es_type: err.es_type(),
+                reason: err.to_string(),
+            }),
+        }
+    }
+}
+
+impl Serialize for ItemResponse {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut outer = s.serialize_map(Some(1))?;
+        let action = self.action.name();
+        match &self.outcome {
+            Ok(r) => {
+                outer.serialize_entry(action, &WriteBody::new(&self.index, r, Some(result_status(r))))?
+            }
+            Err(e) => outer.serialize_entry(
+                action,
+                &FailedBody {
+                    _index: &self.index,
+                    _id: &e.id,
+                    status: e.status,
+                    error: ErrorBody {
+                        es_type: e.es_type,
+                        reason: &e.reason,
+                        index: &self.index,
+                    },
+                },
+            )?,
+        }
+        outer.end()
+    }
 }
 
 fn write_id(write: &DocWrite) -> Option<String> {
@@ -294,39 +376,71 @@ pub fn result_status(result: &WriteResult) -> u16 {
     }
 }
 
-/// Elasticsearch's per-write success body (also the single-document API response).
+/// Elasticsearch's per-write success body (also the single-document API
+/// response, which adds `forced_refresh`).
 pub fn write_body(index: &str, r: &WriteResult) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("_index".into(), json!(index));
-    m.insert("_id".into(), json!(r.id));
-    m.insert("_version".into(), json!(r.version));
-    m.insert("result".into(), json!(r.result));
-    m.insert(
-        "_shards".into(),
-        json!({"total": 1, "successful": 1, "failed": 0}),
-    );
-    m.insert("_seq_no".into(), json!(r.seq_no));
-    m.insert("_primary_term".into(), json!(1));
-    m
+    match serde_json::to_value(WriteBody::new(index, r, None)) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
 }
 
-fn item_ok(action: Action, index: &str, r: &WriteResult) -> Value {
-    let mut m = write_body(index, r);
-    m.insert("status".into(), json!(result_status(r)));
-    json!({ action.name(): m })
+/// A successful write as Elasticsearch reports it; bulk items add `status`.
+#[derive(Serialize)]
+struct WriteBody<'a> {
+    _index: &'a str,
+    _id: &'a str,
+    _version: u64,
+    result: &'a str,
+    _shards: ShardsOk,
+    _seq_no: u64,
+    _primary_term: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
 }
 
-fn item_error(action: Action, index: &str, id: Option<String>, err: &Error) -> Value {
-    let mut m = Map::new();
-    m.insert("_index".into(), json!(index));
-    m.insert("_id".into(), json!(id));
-    m.insert("status".into(), json!(err.status()));
-    let mut e = Map::new();
-    e.insert("type".into(), json!(err.es_type()));
-    e.insert("reason".into(), json!(err.to_string()));
-    e.insert("index".into(), json!(index));
-    m.insert("error".into(), Value::Object(e));
-    json!({ action.name(): m })
+impl<'a> WriteBody<'a> {
+    fn new(index: &'a str, r: &'a WriteResult, status: Option<u16>) -> WriteBody<'a> {
+        WriteBody {
+            _index: index,
+            _id: &r.id,
+            _version: r.version,
+            result: r.result,
+            _shards: ShardsOk {
+                total: 1,
+                successful: 1,
+                failed: 0,
+            },
+            _seq_no: r.seq_no,
+            _primary_term: 1,
+            status,
+        }
+    }
+}
+
+/// `_shards` of a write acknowledged by its primary.
+#[derive(Serialize)]
+struct ShardsOk {
+    total: u32,
+    successful: u32,
+    failed: u32,
+}
+
+/// A failed bulk item.
+#[derive(Serialize)]
+struct FailedBody<'a> {
+    _index: &'a str,
+    _id: &'a Option<String>,
+    status: u16,
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    #[serde(rename = "type")]
+    es_type: &'a str,
+    reason: &'a str,
+    index: &'a str,
 }
 
 #[cfg(test)]

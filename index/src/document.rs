@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::mapping::{Dynamic, FieldMapping, FieldType, Mapping};
 
-/// A typed value of a non-text field, as stored in the columnar store.
+/// A typed value of a non-text field, as stored in the columnar store (IP
+/// addresses as their canonical text).
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
     /// Keyword.
@@ -20,8 +21,6 @@ pub enum FieldValue {
     F64(f64),
     /// Boolean.
     Bool(bool),
-    /// IP address (IPv4 mapped into IPv6).
-    Ip(Ipv6Addr),
 }
 
 /// A document's indexable content.
@@ -34,16 +33,15 @@ pub struct ParsedDoc {
 }
 
 impl ParsedDoc {
-    /// Paths that hold at least one value (for `exists` queries). As in
-    /// Elasticsearch, text without any token (`""`) does not count.
-    pub fn present_paths(&self) -> impl Iterator<Item = &String> {
+    /// Text paths that hold at least one token, for `exists` queries (a
+    /// non-text value is found by its column). As in Elasticsearch, text
+    /// without any token (`""`) does not count.
+    pub fn text_paths_with_tokens(&self) -> impl Iterator<Item = &String> {
         let has_token = |values: &Vec<String>| values.iter().any(|v| v.chars().any(char::is_alphanumeric));
-        self.values.keys().chain(
-            self.text
-                .iter()
-                .filter(move |(_, v)| has_token(v))
-                .map(|(k, _)| k),
-        )
+        self.text
+            .iter()
+            .filter(move |(_, v)| has_token(v))
+            .map(|(k, _)| k)
     }
 }
 
@@ -318,7 +316,7 @@ pub fn convert(field: &FieldMapping, value: &Value) -> Option<Option<FieldValue>
         },
         FieldType::Ip => {
             let ip: IpAddr = value.as_str()?.parse().ok()?;
-            FieldValue::Ip(to_v6(ip))
+            FieldValue::Str(ip_to_string(to_v6(ip)))
         }
     };
     Some(Some(v))

@@ -9,9 +9,9 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 use tantivy::columnar::NumericalValue;
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, DisjunctionMaxQuery, EmptyQuery, FuzzyTermQuery,
-    Occur, PhrasePrefixQuery, PhraseQuery, Query, QueryParser, RangeQuery, RegexQuery, TermQuery,
-    TermSetQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, DisjunctionMaxQuery, EmptyQuery, ExistsQuery,
+    FuzzyTermQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, QueryParser, RangeQuery, RegexQuery,
+    TermQuery, TermSetQuery,
 };
 use tantivy::query_grammar::{UserInputAst, UserInputBound, UserInputLeaf};
 use tantivy::schema::IndexRecordOption;
@@ -20,7 +20,7 @@ use tantivy::{Index, Term};
 
 use crate::error::{Error, Result};
 use crate::mapping::{FieldType, Mapping};
-use crate::schema::{Fields, names};
+use crate::schema::{Fields, kw_column, names};
 
 /// A typed value in a term or range query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -342,10 +342,17 @@ impl Compiler<'_> {
                 let upper = map_bound(&upper, |v| self.range_term(path, v));
                 Box::new(RangeQuery::new(lower, upper))
             }
-            LeafQuery::Exists { path } => Box::new(TermQuery::new(
-                Term::from_field_text(self.fields.exists, path),
-                IndexRecordOption::Basic,
-            )),
+            // Non-text values are columnar: their column says which documents
+            // have one. Analyzed text has no column and is marked per document.
+            LeafQuery::Exists { path } => match self.mapping.column(path) {
+                Some(c) if c.mapping.ty != FieldType::Text => {
+                    Box::new(ExistsQuery::new(kw_column(path), false))
+                }
+                _ => Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.exists, path),
+                    IndexRecordOption::Basic,
+                )),
+            },
             LeafQuery::Prefix { path, prefix } => {
                 if self.is_text(path)? {
                     return self.regex(path, &format!("{}.*", regex::escape(prefix)), false);

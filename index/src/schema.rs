@@ -24,7 +24,7 @@ pub mod names {
     pub const KW: &str = "_kw";
     /// Text mapped values (JSON, analyzed, positions).
     pub const TEXT: &str = "_text";
-    /// Paths present in the document, for `exists` queries.
+    /// Text paths present in the document, for `exists` queries.
     pub const EXISTS: &str = "_exists";
 }
 

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tantivy::columnar::Column;
-use tantivy::schema::{IndexRecordOption, OwnedValue, Value as _};
+use tantivy::schema::document::{ReferenceValue, ReferenceValueLeaf};
+use tantivy::schema::{IndexRecordOption, Value as _};
 use tantivy::{
     DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
 };
@@ -212,16 +213,25 @@ impl Shard {
 
     /// [`Shard::write`], also returning what it logged (for the replicas).
     pub fn write_logged(&self, writes: Vec<ShardWrite>) -> Result<(Vec<Result<WriteOutcome>>, Vec<Op>)> {
+        // The tantivy documents are built before taking the lock; only the
+        // version and sequence number are stamped under it.
+        let docs: Vec<Option<TantivyDocument>> = writes
+            .iter()
+            .map(|w| match w {
+                ShardWrite::Index { id, source, doc, .. } => Some(base_doc(&self.fields, id, source, doc)),
+                ShardWrite::Delete { .. } => None,
+            })
+            .collect();
         let mut state = self.state.lock();
         let mut outcomes = Vec::with_capacity(writes.len());
         // Accepted writes, their content, and whether they replace a live document.
-        let mut accepted: Vec<(Op, Option<ParsedDoc>, bool)> = Vec::new();
+        let mut accepted: Vec<(Op, Option<TantivyDocument>, bool)> = Vec::new();
         // Versions of ids touched earlier in this batch.
         let mut batch: HashMap<String, Option<u64>> = HashMap::new();
         // Positions of the writes of this batch that succeeded.
         let mut succeeded: HashSet<usize> = HashSet::new();
         let mut next_seq = state.next_seq;
-        for write in writes {
+        for (write, tdoc) in writes.into_iter().zip(docs) {
             let id = match &write {
                 ShardWrite::Index { id, .. } | ShardWrite::Delete { id, .. } => id.clone(),
             };
@@ -241,7 +251,6 @@ impl Shard {
                 ShardWrite::Index {
                     id,
                     source,
-                    doc,
                     create,
                     expect_version,
                     position,
@@ -283,7 +292,7 @@ impl Shard {
                             version,
                             kind: OpKind::Index { source },
                         },
-                        Some(doc),
+                        tdoc,
                         current.is_some(),
                     ));
                 }
@@ -314,7 +323,7 @@ impl Shard {
         if accepted.is_empty() {
             return Ok((outcomes, Vec::new()));
         }
-        let (ops, contents): (Vec<Op>, Vec<(Option<ParsedDoc>, bool)>) = accepted
+        let (ops, contents): (Vec<Op>, Vec<(Option<TantivyDocument>, bool)>) = accepted
             .into_iter()
             .map(|(op, doc, replaces)| (op, (doc, replaces)))
             .unzip();
@@ -328,8 +337,8 @@ impl Shard {
                     .delete_term(Term::from_field_text(self.fields.id, &op.id));
             }
             match (&op.kind, doc) {
-                (OpKind::Index { source }, Some(doc)) => {
-                    let tdoc = build_doc(&self.fields, &op.id, op.version, op.seq_no, source, doc);
+                (OpKind::Index { source }, Some(mut tdoc)) => {
+                    stamp(&mut tdoc, &self.fields, op.version, op.seq_no);
                     state.writer.add_document(tdoc)?;
                     state.live.insert(
                         op.id.clone(),
@@ -482,60 +491,107 @@ impl Shard {
     }
 }
 
-fn build_doc(
-    fields: &Fields,
-    id: &str,
-    version: u64,
-    seq_no: u64,
-    source: &str,
-    doc: ParsedDoc,
-) -> TantivyDocument {
+/// The tantivy document of a write, but for its version and sequence
+/// number ([`stamp`]).
+fn base_doc(fields: &Fields, id: &str, source: &str, doc: &ParsedDoc) -> TantivyDocument {
     let mut out = TantivyDocument::new();
     out.add_text(fields.id, id);
-    out.add_u64(fields.version, version);
-    out.add_u64(fields.seq_no, seq_no);
     out.add_text(fields.source, source);
-    for path in doc.present_paths() {
+    for path in doc.text_paths_with_tokens() {
         out.add_text(fields.exists, path);
     }
-    let mut kw: BTreeMap<String, OwnedValue> = BTreeMap::new();
-    for (path, values) in doc.values {
-        let mut owned: Vec<OwnedValue> = values
-            .into_iter()
-            .map(|v| match v {
-                FieldValue::Str(s) => OwnedValue::Str(s),
-                FieldValue::I64(n) => OwnedValue::I64(n),
-                FieldValue::F64(f) => OwnedValue::F64(f),
-                FieldValue::Bool(b) => OwnedValue::Bool(b),
-                FieldValue::Ip(ip) => OwnedValue::Str(crate::document::ip_to_string(ip)),
-            })
-            .collect();
-        let value = if owned.len() == 1 {
-            owned.remove(0)
-        } else {
-            OwnedValue::Array(owned)
-        };
-        kw.insert(path, value);
+    if !doc.values.is_empty() {
+        out.add_field_value(fields.kw, JsonView::Values(&doc.values));
     }
-    if !kw.is_empty() {
-        out.add_object(fields.kw, kw);
-    }
-    let text: BTreeMap<String, OwnedValue> = doc
-        .text
-        .into_iter()
-        .map(|(path, mut values)| {
-            let v = if values.len() == 1 {
-                OwnedValue::Str(values.remove(0))
-            } else {
-                OwnedValue::Array(values.into_iter().map(OwnedValue::Str).collect())
-            };
-            (path, v)
-        })
-        .collect();
-    if !text.is_empty() {
-        out.add_object(fields.text, text);
+    if !doc.text.is_empty() {
+        out.add_field_value(fields.text, JsonView::Texts(&doc.text));
     }
     out
+}
+
+/// Adds a write's version and sequence number to its document.
+fn stamp(doc: &mut TantivyDocument, fields: &Fields, version: u64, seq_no: u64) {
+    doc.add_u64(fields.version, version);
+    doc.add_u64(fields.seq_no, seq_no);
+}
+
+/// A parsed document's values seen as tantivy JSON values (an object of
+/// column paths), so that tantivy copies them straight into its compact
+/// document without a tree of owned values in between. A path with one
+/// value maps to that value, a path with several to an array.
+#[derive(Debug, Clone, Copy)]
+enum JsonView<'a> {
+    Values(&'a BTreeMap<String, Vec<FieldValue>>),
+    Texts(&'a BTreeMap<String, Vec<String>>),
+    ValueList(&'a [FieldValue]),
+    TextList(&'a [String]),
+    Value(&'a FieldValue),
+    Text(&'a str),
+}
+
+impl<'a> tantivy::schema::Value<'a> for JsonView<'a> {
+    type ArrayIter = JsonViewItems<'a>;
+    type ObjectIter = JsonViewEntries<'a>;
+
+    fn as_value(&self) -> ReferenceValue<'a, Self> {
+        match *self {
+            JsonView::Values(m) => ReferenceValue::Object(JsonViewEntries::Values(m.iter())),
+            JsonView::Texts(m) => ReferenceValue::Object(JsonViewEntries::Texts(m.iter())),
+            JsonView::ValueList(v) => ReferenceValue::Array(JsonViewItems::Values(v.iter())),
+            JsonView::TextList(v) => ReferenceValue::Array(JsonViewItems::Texts(v.iter())),
+            JsonView::Value(v) => ReferenceValue::Leaf(match v {
+                FieldValue::Str(s) => ReferenceValueLeaf::Str(s),
+                FieldValue::I64(n) => ReferenceValueLeaf::I64(*n),
+                FieldValue::F64(f) => ReferenceValueLeaf::F64(*f),
+                FieldValue::Bool(b) => ReferenceValueLeaf::Bool(*b),
+            }),
+            JsonView::Text(s) => ReferenceValue::Leaf(ReferenceValueLeaf::Str(s)),
+        }
+    }
+}
+
+enum JsonViewItems<'a> {
+    Values(std::slice::Iter<'a, FieldValue>),
+    Texts(std::slice::Iter<'a, String>),
+}
+
+impl<'a> Iterator for JsonViewItems<'a> {
+    type Item = JsonView<'a>;
+
+    fn next(&mut self) -> Option<JsonView<'a>> {
+        match self {
+            JsonViewItems::Values(it) => it.next().map(JsonView::Value),
+            JsonViewItems::Texts(it) => it.next().map(|s| JsonView::Text(s)),
+        }
+    }
+}
+
+enum JsonViewEntries<'a> {
+    Values(std::collections::btree_map::Iter<'a, String, Vec<FieldValue>>),
+    Texts(std::collections::btree_map::Iter<'a, String, Vec<String>>),
+}
+
+impl<'a> Iterator for JsonViewEntries<'a> {
+    type Item = (&'a str, JsonView<'a>);
+
+    fn next(&mut self) -> Option<(&'a str, JsonView<'a>)> {
+        match self {
+            JsonViewEntries::Values(it) => it.next().map(|(k, v)| {
+                let view = match v.as_slice() {
+                    [one] => JsonView::Value(one),
+                    many => JsonView::ValueList(many),
+                };
+                (k.as_str(), view)
+            }),
+            JsonViewEntries::Texts(it) => it.next().map(|(k, v)| {
+                let view = match v.as_slice() {
+                    [one] => JsonView::Text(one),
+                    many => JsonView::TextList(many),
+                };
+                (k.as_str(), view)
+            }),
+        }
+    }
 }
 
 /// Applies a logged write to the writer and the live versions (a replay,
@@ -553,9 +609,9 @@ fn apply_op(
                 tracing::error!(id = %op.id, %err, "logged document does not parse; keeping its source only");
                 ParsedDoc::default()
             });
-            state
-                .writer
-                .add_document(build_doc(fields, &op.id, op.version, op.seq_no, source, doc))?;
+            let mut tdoc = base_doc(fields, &op.id, source, &doc);
+            stamp(&mut tdoc, fields, op.version, op.seq_no);
+            state.writer.add_document(tdoc)?;
             Some(Arc::from(source.as_str()))
         }
         OpKind::Delete => None,

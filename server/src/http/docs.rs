@@ -12,7 +12,7 @@ use quidditch_index::indices::apply_refresh;
 use quidditch_index::{Error, RefreshPolicy};
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, Params, es_json, ok_json, parse_body};
+use super::{ApiError, ApiResult, Params, es_json, es_json_bytes, ok_json, parse_body};
 use crate::node::Node;
 
 fn refresh_policy(params: &Params) -> ApiResult<RefreshPolicy> {
@@ -257,16 +257,20 @@ async fn run_bulk(
     node: &Node,
     default_index: Option<String>,
     params: &Params,
-    body: &[u8],
+    body: Bytes,
 ) -> ApiResult<Response> {
     let policy = refresh_policy(params)?;
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("bulk body is not UTF-8"))?;
-    let items = parse_bulk(text, default_index.as_deref())?;
     let indices = Arc::clone(&node.indices);
-    let BulkOutcome { response, touched } =
-        tokio::task::spawn_blocking(move || execute_bulk(&indices, items, policy)).await??;
+    let (response, touched) = tokio::task::spawn_blocking(move || {
+        let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("bulk body is not UTF-8"))?;
+        let items = parse_bulk(text, default_index.as_deref())?;
+        let BulkOutcome { response, touched } = execute_bulk(&indices, items, policy)?;
+        let response = serde_json::to_vec(&response).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok::<_, ApiError>((response, touched))
+    })
+    .await??;
     apply_refresh(policy, touched).await?;
-    Ok(ok_json(&response))
+    Ok(es_json_bytes(StatusCode::OK, response))
 }
 
 pub async fn bulk(
@@ -274,7 +278,7 @@ pub async fn bulk(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    run_bulk(&node, None, &params, &body).await
+    run_bulk(&node, None, &params, body).await
 }
 
 pub async fn bulk_index(
@@ -283,5 +287,5 @@ pub async fn bulk_index(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    run_bulk(&node, Some(index), &params, &body).await
+    run_bulk(&node, Some(index), &params, body).await
 }

@@ -191,7 +191,12 @@ async fn compatible_media_type(request: axum::extract::Request, next: axum::midd
 
 /// A JSON response with Elasticsearch's product header.
 pub fn es_json(status: StatusCode, body: &Value) -> Response {
-    let mut resp = (status, body.to_string()).into_response();
+    es_json_bytes(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// A JSON response with Elasticsearch's product header, from serialized JSON.
+pub fn es_json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = (status, body).into_response();
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert("x-elastic-product", HeaderValue::from_static("Elasticsearch"));
