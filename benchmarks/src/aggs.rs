@@ -2,7 +2,7 @@
 //! JSON DSL (in-process: planner + executor over the shards `qbench ingest`
 //! loaded) versus tantivy's native aggregation of the same request on a
 //! 2-thread executor over the raw tantivy index of the same documents.
-//! Every answer is compared with the reference before it is timed.
+//! Every answer is compared with the reference; the two sides run in turns.
 //!
 //! Tantivy has no `filters` aggregation: its reference is one `filter`
 //! aggregation per bucket, in the same request.
@@ -19,7 +19,7 @@ use tantivy::{Executor, Index};
 
 use crate::Common;
 use crate::ingest::prepare;
-use crate::scan::{tantivy_aggregate, timed};
+use crate::scan::{tantivy_aggregate, timed_pair};
 
 /// One benchmark case: the DSL aggregation and tantivy's request.
 struct Case {
@@ -182,20 +182,23 @@ pub fn run(c: &Common) -> Result<()> {
     println!("|---|---:|---:|---:|---|");
     for case in cases() {
         let body = json!({"size": 0, "track_total_hits": false, "aggs": case.dsl});
-        let (q_ms, ours) = timed(c.iterations, || {
-            rt.block_on(async {
-                let ctx = engine.session()?;
-                let out =
-                    quidditch_planner::search(&ctx, engine.indices(), "logs", Some(&body), &params).await?;
-                Ok::<_, anyhow::Error>(out["aggregations"].clone())
-            })
-        })?;
         let aggs: Aggregations = serde_json::from_value(case.reference.clone())?;
-        let (t_ms, theirs) = timed(c.iterations, || {
-            Ok(serde_json::to_value(tantivy_aggregate(
-                &searcher, &executor, &aggs,
-            )?)?)
-        })?;
+        let ((q_ms, ours), (t_ms, theirs)) = timed_pair(
+            c.iterations,
+            || {
+                rt.block_on(async {
+                    let ctx = engine.session()?;
+                    let out = quidditch_planner::search(&ctx, engine.indices(), "logs", Some(&body), &params)
+                        .await?;
+                    Ok::<_, anyhow::Error>(out["aggregations"].clone())
+                })
+            },
+            || {
+                Ok(serde_json::to_value(tantivy_aggregate(
+                    &searcher, &executor, &aggs,
+                )?)?)
+            },
+        )?;
         let same = same_answer(&case, &ours, &theirs);
         println!(
             "| {} | {q_ms:.2} | {t_ms:.2} | {:.2} | {} |",

@@ -31,8 +31,6 @@ pub fn run(c: &Common) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let indices = Arc::new(Indices::open(&p.quidditch_dir)?);
     let engine = Engine::new(Arc::clone(&indices), EngineConfig::default())?;
-    let (q_ms, q_answer) = timed(c.iterations, || rt.block_on(quidditch_answer(&engine)))?;
-
     let index = Index::open_in_dir(&p.tantivy_dir)?;
     let reader = index.reader()?;
     let searcher = reader.searcher();
@@ -40,9 +38,11 @@ pub fn run(c: &Common) -> Result<()> {
     let aggs: Aggregations = serde_json::from_value(json!({
         "by_status": {"terms": {"field": "status", "size": 100}, "aggs": {"avg_bytes": {"avg": {"field": "bytes"}}}}
     }))?;
-    let (t_ms, t_answer) = timed(c.iterations, || {
-        tantivy_answer(&tantivy_aggregate(&searcher, &executor, &aggs)?)
-    })?;
+    let ((q_ms, q_answer), (t_ms, t_answer)) = timed_pair(
+        c.iterations,
+        || rt.block_on(quidditch_answer(&engine)),
+        || tantivy_answer(&tantivy_aggregate(&searcher, &executor, &aggs)?),
+    )?;
     let same = answers_match(&q_answer, &t_answer);
     println!(
         "scan `{QUERY}` over {} docs: quidditch {q_ms:.2} ms, tantivy aggregation (2 threads) {t_ms:.2} ms, ratio {:.2}, answers {}",
@@ -85,17 +85,36 @@ pub fn tantivy_aggregate(
     )?)
 }
 
-/// Median wall time in ms over `iterations` runs after one warm-up, and the last answer.
-pub fn timed<T>(iterations: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)> {
-    let mut last = f()?;
-    let mut times = Vec::with_capacity(iterations);
-    for _ in 0..iterations.max(1) {
-        let start = Instant::now();
-        last = f()?;
-        times.push(start.elapsed().as_secs_f64() * 1000.0);
+/// Median wall times in ms of `ours` and `theirs` over `iterations` runs
+/// each after one warm-up, and their last answers. The two run in turns
+/// (which one goes first alternates), so that a slow spell of the machine
+/// hits both sides alike.
+pub fn timed_pair<A, B>(
+    iterations: usize,
+    mut ours: impl FnMut() -> Result<A>,
+    mut theirs: impl FnMut() -> Result<B>,
+) -> Result<((f64, A), (f64, B))> {
+    let mut a = ours()?;
+    let mut b = theirs()?;
+    let (mut a_ms, mut b_ms) = (Vec::with_capacity(iterations), Vec::with_capacity(iterations));
+    for i in 0..iterations.max(1) {
+        for side in [i % 2, 1 - i % 2] {
+            let start = Instant::now();
+            if side == 0 {
+                a = ours()?;
+                a_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+            } else {
+                b = theirs()?;
+                b_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
     }
+    Ok(((median(a_ms), a), (median(b_ms), b)))
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], last))
+    times[times.len() / 2]
 }
 
 async fn quidditch_answer(engine: &Engine) -> Result<Answer> {

@@ -100,6 +100,7 @@ impl<'a> Parser<'a> {
     }
 
     fn object(&mut self, prefix: &str, obj: &Map<String, Value>) -> Result<()> {
+        let mut path = String::with_capacity(prefix.len() + 32);
         for (key, value) in obj {
             if key.is_empty() {
                 return Err(Error::document_parsing(format!(
@@ -107,11 +108,12 @@ impl<'a> Parser<'a> {
                     self.id
                 )));
             }
-            let path = if prefix.is_empty() {
-                key.clone()
-            } else {
-                format!("{prefix}.{key}")
-            };
+            path.clear();
+            if !prefix.is_empty() {
+                path.push_str(prefix);
+                path.push('.');
+            }
+            path.push_str(key);
             if prefix.is_empty() && key.starts_with('_') {
                 return Err(Error::document_parsing(format!(
                     "field [{key}] is a metadata field and cannot be added inside a document"
@@ -151,6 +153,15 @@ impl<'a> Parser<'a> {
         let prefix_is_leaf = path
             .match_indices('.')
             .any(|(i, _)| self.lookup(&path[..i]).is_some());
+        // The common case: a field of the mapping the document does not change.
+        let base: &'a Mapping = self.base;
+        if !prefix_is_leaf
+            && let Some(field) = base.fields.get(path)
+            && (!in_array || field.multi_valued)
+            && !self.added.contains_key(path)
+        {
+            return self.add_with_subfields(path, field, value);
+        }
         if prefix_is_leaf {
             return Err(Error::document_parsing(format!(
                 "failed to parse field [{path}] in document with id '{}': an ancestor of [{path}] is mapped as a concrete field",
@@ -189,7 +200,6 @@ impl<'a> Parser<'a> {
             }
             Some(_) => {}
         }
-        let base: &'a Mapping = self.base;
         let owned;
         let field: &FieldMapping = match self.added.get(path) {
             Some(f) => {
@@ -201,6 +211,10 @@ impl<'a> Parser<'a> {
                 .get(path)
                 .ok_or_else(|| Error::Internal(format!("field [{path}] vanished from the mapping")))?,
         };
+        self.add_with_subfields(path, field, value)
+    }
+
+    fn add_with_subfields(&mut self, path: &str, field: &FieldMapping, value: &Value) -> Result<()> {
         self.add(path, field, value)?;
         for (name, sub) in &field.fields {
             self.add(&format!("{path}.{name}"), sub, value)?;
