@@ -1118,6 +1118,16 @@ pub(crate) enum NumColumn {
 }
 
 impl NumColumn {
+    /// Whether every document has exactly one value.
+    pub(crate) fn is_full(&self) -> bool {
+        let cardinality = match self {
+            NumColumn::I64(c) => c.get_cardinality(),
+            NumColumn::U64(c) => c.get_cardinality(),
+            NumColumn::F64(c) => c.get_cardinality(),
+        };
+        cardinality == tantivy::columnar::Cardinality::Full
+    }
+
     /// Calls `f(i, value)` for each document `docs[i]` that has a value, as a double.
     pub(crate) fn for_each_f64(&self, docs: &[DocId], buf: &mut NumBuf, mut f: impl FnMut(usize, f64)) {
         match self {
