@@ -7,7 +7,7 @@
 
 use tantivy::schema::Field;
 use tantivy::schema::{
-    FAST, INDEXED, IndexRecordOption, JsonObjectOptions, STRING, Schema, TextFieldIndexing, TextOptions,
+    FAST, IndexRecordOption, JsonObjectOptions, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 
 /// Field names of the shard schema.
@@ -52,7 +52,7 @@ pub fn build() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let id = b.add_text_field(names::ID, STRING | FAST);
     let version = b.add_u64_field(names::VERSION, FAST);
-    let seq_no = b.add_u64_field(names::SEQ_NO, FAST | INDEXED);
+    let seq_no = b.add_u64_field(names::SEQ_NO, FAST);
     let source = b.add_text_field(names::SOURCE, TextOptions::default().set_stored());
     let kw_opts = JsonObjectOptions::default()
         .set_indexing_options(
