@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::index::{DocWrite, Index, WriteResult};
@@ -267,7 +267,7 @@ pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>, refresh: RefreshPol
             slot.unwrap_or_else(|| {
                 ItemResponse::failed(
                     Action::Index,
-                    "",
+                    &Arc::from(""),
                     None,
                     &Error::Internal("bulk item lost its result".into()),
                 )
@@ -320,10 +320,10 @@ impl ItemResponse {
         }
     }
 
-    fn failed(action: Action, index: &str, id: Option<String>, err: &Error) -> ItemResponse {
+    fn failed(action: Action, index: &Arc<str>, id: Option<String>, err: &Error) -> ItemResponse {
         ItemResponse {
             action,
-            index: Arc::from(index),
+            index: Arc::clone(index),
             outcome: Err(ItemError {
                 id,
                 status: err.status(),
@@ -340,7 +340,11 @@ impl Serialize for ItemResponse {
         let action = self.action.name();
         match &self.outcome {
             Ok(r) => {
-                outer.serialize_entry(action, &WriteBody::new(&self.index, r, Some(result_status(r))))?
+                let body = WriteBody {
+                    status: Some(result_status(r)),
+                    ..WriteBody::new(&self.index, r)
+                };
+                outer.serialize_entry(action, &body)?
             }
             Err(e) => outer.serialize_entry(
                 action,
@@ -376,18 +380,11 @@ pub fn result_status(result: &WriteResult) -> u16 {
     }
 }
 
-/// Elasticsearch's per-write success body (also the single-document API
-/// response, which adds `forced_refresh`).
-pub fn write_body(index: &str, r: &WriteResult) -> Map<String, Value> {
-    match serde_json::to_value(WriteBody::new(index, r, None)) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    }
-}
-
-/// A successful write as Elasticsearch reports it; bulk items add `status`.
-#[derive(Serialize)]
-struct WriteBody<'a> {
+/// A successful write as Elasticsearch reports it: the single-document
+/// API's body (with `forced_refresh` when the write asked for a refresh)
+/// and, with `status`, a bulk item's.
+#[derive(Debug, Serialize)]
+pub struct WriteBody<'a> {
     _index: &'a str,
     _id: &'a str,
     _version: u64,
@@ -397,10 +394,13 @@ struct WriteBody<'a> {
     _primary_term: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forced_refresh: Option<bool>,
 }
 
 impl<'a> WriteBody<'a> {
-    fn new(index: &'a str, r: &'a WriteResult, status: Option<u16>) -> WriteBody<'a> {
+    /// The body of write `r` to `index`.
+    pub fn new(index: &'a str, r: &'a WriteResult) -> WriteBody<'a> {
         WriteBody {
             _index: index,
             _id: &r.id,
@@ -413,13 +413,21 @@ impl<'a> WriteBody<'a> {
             },
             _seq_no: r.seq_no,
             _primary_term: 1,
-            status,
+            status: None,
+            forced_refresh: None,
         }
+    }
+
+    /// With `forced_refresh`: whether the write refreshed the index itself
+    /// (`refresh=true`) rather than waiting for a refresh (`wait_for`).
+    pub fn forced_refresh(mut self, forced: bool) -> WriteBody<'a> {
+        self.forced_refresh = Some(forced);
+        self
     }
 }
 
 /// `_shards` of a write acknowledged by its primary.
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct ShardsOk {
     total: u32,
     successful: u32,

@@ -501,10 +501,10 @@ fn base_doc(fields: &Fields, id: &str, source: &str, doc: &ParsedDoc) -> Tantivy
         out.add_text(fields.exists, path);
     }
     if !doc.values.is_empty() {
-        out.add_field_value(fields.kw, JsonView::Values(&doc.values));
+        out.add_field_value(fields.kw, JsonView::Object(&doc.values));
     }
     if !doc.text.is_empty() {
-        out.add_field_value(fields.text, JsonView::Texts(&doc.text));
+        out.add_field_value(fields.text, JsonView::Object(&doc.text));
     }
     out
 }
@@ -519,79 +519,67 @@ fn stamp(doc: &mut TantivyDocument, fields: &Fields, version: u64, seq_no: u64) 
 /// column paths), so that tantivy copies them straight into its compact
 /// document without a tree of owned values in between. A path with one
 /// value maps to that value, a path with several to an array.
-#[derive(Debug, Clone, Copy)]
-enum JsonView<'a> {
-    Values(&'a BTreeMap<String, Vec<FieldValue>>),
-    Texts(&'a BTreeMap<String, Vec<String>>),
-    ValueList(&'a [FieldValue]),
-    TextList(&'a [String]),
-    Value(&'a FieldValue),
-    Text(&'a str),
+#[derive(Debug)]
+enum JsonView<'a, T> {
+    Object(&'a BTreeMap<String, Vec<T>>),
+    List(&'a [T]),
+    One(&'a T),
 }
 
-impl<'a> tantivy::schema::Value<'a> for JsonView<'a> {
-    type ArrayIter = JsonViewItems<'a>;
-    type ObjectIter = JsonViewEntries<'a>;
+// Copy whatever `T` is (a derive would ask `T: Copy`).
+impl<T> Clone for JsonView<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for JsonView<'_, T> {}
+
+/// A value of a parsed document as a tantivy leaf.
+trait Leaf: Send + Sync + std::fmt::Debug {
+    fn leaf(&self) -> ReferenceValueLeaf<'_>;
+}
+
+impl Leaf for FieldValue {
+    fn leaf(&self) -> ReferenceValueLeaf<'_> {
+        match self {
+            FieldValue::Str(s) => ReferenceValueLeaf::Str(s),
+            FieldValue::I64(n) => ReferenceValueLeaf::I64(*n),
+            FieldValue::F64(f) => ReferenceValueLeaf::F64(*f),
+            FieldValue::Bool(b) => ReferenceValueLeaf::Bool(*b),
+        }
+    }
+}
+
+impl Leaf for String {
+    fn leaf(&self) -> ReferenceValueLeaf<'_> {
+        ReferenceValueLeaf::Str(self)
+    }
+}
+
+impl<'a, T: Leaf> tantivy::schema::Value<'a> for JsonView<'a, T> {
+    type ArrayIter = std::iter::Map<std::slice::Iter<'a, T>, fn(&'a T) -> JsonView<'a, T>>;
+    type ObjectIter = std::iter::Map<
+        std::collections::btree_map::Iter<'a, String, Vec<T>>,
+        fn((&'a String, &'a Vec<T>)) -> (&'a str, JsonView<'a, T>),
+    >;
 
     fn as_value(&self) -> ReferenceValue<'a, Self> {
         match *self {
-            JsonView::Values(m) => ReferenceValue::Object(JsonViewEntries::Values(m.iter())),
-            JsonView::Texts(m) => ReferenceValue::Object(JsonViewEntries::Texts(m.iter())),
-            JsonView::ValueList(v) => ReferenceValue::Array(JsonViewItems::Values(v.iter())),
-            JsonView::TextList(v) => ReferenceValue::Array(JsonViewItems::Texts(v.iter())),
-            JsonView::Value(v) => ReferenceValue::Leaf(match v {
-                FieldValue::Str(s) => ReferenceValueLeaf::Str(s),
-                FieldValue::I64(n) => ReferenceValueLeaf::I64(*n),
-                FieldValue::F64(f) => ReferenceValueLeaf::F64(*f),
-                FieldValue::Bool(b) => ReferenceValueLeaf::Bool(*b),
-            }),
-            JsonView::Text(s) => ReferenceValue::Leaf(ReferenceValueLeaf::Str(s)),
+            JsonView::Object(m) => ReferenceValue::Object(m.iter().map(path_view as _)),
+            JsonView::List(values) => ReferenceValue::Array(values.iter().map(JsonView::One as _)),
+            JsonView::One(v) => ReferenceValue::Leaf(v.leaf()),
         }
     }
 }
 
-enum JsonViewItems<'a> {
-    Values(std::slice::Iter<'a, FieldValue>),
-    Texts(std::slice::Iter<'a, String>),
-}
-
-impl<'a> Iterator for JsonViewItems<'a> {
-    type Item = JsonView<'a>;
-
-    fn next(&mut self) -> Option<JsonView<'a>> {
-        match self {
-            JsonViewItems::Values(it) => it.next().map(JsonView::Value),
-            JsonViewItems::Texts(it) => it.next().map(|s| JsonView::Text(s)),
-        }
-    }
-}
-
-enum JsonViewEntries<'a> {
-    Values(std::collections::btree_map::Iter<'a, String, Vec<FieldValue>>),
-    Texts(std::collections::btree_map::Iter<'a, String, Vec<String>>),
-}
-
-impl<'a> Iterator for JsonViewEntries<'a> {
-    type Item = (&'a str, JsonView<'a>);
-
-    fn next(&mut self) -> Option<(&'a str, JsonView<'a>)> {
-        match self {
-            JsonViewEntries::Values(it) => it.next().map(|(k, v)| {
-                let view = match v.as_slice() {
-                    [one] => JsonView::Value(one),
-                    many => JsonView::ValueList(many),
-                };
-                (k.as_str(), view)
-            }),
-            JsonViewEntries::Texts(it) => it.next().map(|(k, v)| {
-                let view = match v.as_slice() {
-                    [one] => JsonView::Text(one),
-                    many => JsonView::TextList(many),
-                };
-                (k.as_str(), view)
-            }),
-        }
-    }
+/// One column path of a [`JsonView::Object`] and its value or values.
+fn path_view<'a, T>((path, values): (&'a String, &'a Vec<T>)) -> (&'a str, JsonView<'a, T>) {
+    let view = match values.as_slice() {
+        [one] => JsonView::One(one),
+        many => JsonView::List(many),
+    };
+    (path.as_str(), view)
 }
 
 /// Applies a logged write to the writer and the live versions (a replay,

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use quidditch_index::bulk::{BulkOutcome, execute_bulk, parse_bulk, parse_update, result_status, write_body};
+use quidditch_index::bulk::{BulkOutcome, WriteBody, execute_bulk, parse_bulk, parse_update, result_status};
 use quidditch_index::index::DocWrite;
 use quidditch_index::indices::apply_refresh;
 use quidditch_index::{Error, RefreshPolicy};
@@ -42,11 +42,12 @@ async fn write_one(node: &Node, index: &str, write: DocWrite, params: &Params) -
     let result = result?;
     apply_refresh(policy, vec![(target, batch.touched)]).await?;
     let status = StatusCode::from_u16(result_status(&result)).unwrap_or(StatusCode::OK);
-    let mut body = write_body(index, &result);
+    let mut body = WriteBody::new(index, &result);
     if policy == RefreshPolicy::WaitFor || policy == RefreshPolicy::Immediate {
-        body.insert("forced_refresh".into(), json!(policy == RefreshPolicy::Immediate));
+        body = body.forced_refresh(policy == RefreshPolicy::Immediate);
     }
-    Ok(es_json(status, &Value::Object(body)))
+    let body = serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(es_json_bytes(status, body))
 }
 
 fn source_body(body: &[u8]) -> ApiResult<Value> {
