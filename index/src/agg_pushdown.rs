@@ -50,7 +50,7 @@ use crate::index::Index;
 use crate::mapping::{FieldType, Mapping};
 use crate::query::LeafQuery;
 use crate::scan::{
-    BlockValues, NumBuf, ShardSet, ShardSource, TantivyScanExec, first_ords, for_each_first_ord,
+    BlockValues, NumBuf, NumColumn, ShardSet, ShardSource, TantivyScanExec, first_ords, for_each_first_ord,
     for_each_live_block, open_numeric, open_str, remote_partition, tantivy_err,
 };
 use crate::schema::kw_column;
@@ -1008,14 +1008,23 @@ impl AggJob {
                 Some((g, _)) => (None, open_numeric(segment, &kw_column(g))?),
                 None => (None, None),
             };
-            let columns = self
-                .aggs
-                .iter()
-                .map(|a| match &a.column {
-                    Some(c) => open_numeric(segment, &kw_column(c)),
-                    None => Ok(None),
-                })
-                .collect::<Result<Vec<_>>>()?;
+            // Each column opened once, however many aggregates read it (`stats`).
+            let mut opened: HashMap<&str, Option<NumColumn>> = HashMap::new();
+            let mut columns = Vec::with_capacity(self.aggs.len());
+            for a in &self.aggs {
+                let col = match a.column.as_deref() {
+                    Some(c) => match opened.get(c) {
+                        Some(col) => col.clone(),
+                        None => {
+                            let col = open_numeric(segment, &kw_column(c))?;
+                            opened.insert(c, col.clone());
+                            col
+                        }
+                    },
+                    None => None,
+                };
+                columns.push(col);
+            }
             // Slot 0 holds documents without a key; keyword ordinal `o` is
             // slot `o + 1`; integer and bucket keys get slots as they appear.
             let terms = str_col.as_ref().map_or(0, |c| c.num_terms());

@@ -36,7 +36,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use serde_json::Value;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::columnar::{Column, ColumnType, DynamicColumn, StrColumn};
+use tantivy::columnar::{Column, ColumnType, DynamicColumn, MonotonicallyMappableToU64, StrColumn};
 use tantivy::query::{EnableScoring, Query, Weight};
 use tantivy::schema::Value as _;
 use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TantivyDocument};
@@ -795,64 +795,27 @@ fn all_single_numeric(kinds: &[ColKind]) -> bool {
 
 /// One numeric column for a batch of doc ids of one segment.
 fn numeric_array(kind: &ColKind, column: Option<&NumColumn>, docs: &[DocId]) -> ArrayRef {
-    fn full<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
-        col: &Column<T>,
-        docs: &[DocId],
-    ) -> Option<Vec<T>> {
-        if col.get_cardinality() != tantivy::columnar::Cardinality::Full {
-            return None;
-        }
-        let mut out = vec![T::default(); docs.len()];
-        col.values.get_vals(docs, &mut out);
-        Some(out)
-    }
-    let float = matches!(kind, ColKind::Float { .. });
-    let repr = match kind {
-        ColKind::Int { repr, .. } => *repr,
-        _ => IntRepr::Long,
+    let values = match column {
+        Some(col) => col.first_values(docs),
+        None => vec![None; docs.len()],
     };
-    let as_i64 = |v: Vec<i64>| repr.full_array(v);
-    let as_i64_opt = |v: Vec<Option<i64>>| repr.array(v);
-    let u64_to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    match (column, float) {
-        (None, true) => Arc::new(Float64Array::new_null(docs.len())),
-        (None, false) => as_i64_opt(vec![None; docs.len()]),
-        (Some(NumColumn::F64(c)), true) => match full(c, docs) {
-            Some(v) => Arc::new(Float64Array::from(v)),
-            None => Arc::new(Float64Array::from(first_values(c, docs))),
-        },
-        (Some(NumColumn::I64(c)), false) => match full(c, docs) {
-            Some(v) => as_i64(v),
-            None => as_i64_opt(first_values(c, docs)),
-        },
-        (Some(NumColumn::I64(c)), true) => Arc::new(Float64Array::from_iter(
-            first_values(c, docs).into_iter().map(|v| v.map(|n| n as f64)),
+    match kind {
+        ColKind::Int { repr, .. } if values.iter().all(Option::is_some) => {
+            repr.full_array(values.into_iter().flatten().map(NumValue::as_i64).collect())
+        }
+        ColKind::Int { repr, .. } => {
+            repr.array(values.into_iter().map(|v| v.map(NumValue::as_i64)).collect())
+        }
+        _ => Arc::new(Float64Array::from_iter(
+            values.into_iter().map(|v| v.map(NumValue::as_f64)),
         )),
-        (Some(NumColumn::U64(c)), true) => Arc::new(Float64Array::from_iter(
-            first_values(c, docs).into_iter().map(|v| v.map(|n| n as f64)),
-        )),
-        (Some(NumColumn::U64(c)), false) => as_i64_opt(
-            first_values(c, docs)
-                .into_iter()
-                .map(|v| v.map(u64_to_i64))
-                .collect(),
-        ),
-        (Some(NumColumn::F64(c)), false) => as_i64_opt(
-            first_values(c, docs)
-                .into_iter()
-                .map(|v| v.map(|f| f as i64))
-                .collect(),
-        ),
     }
 }
 
 /// The first value of each document (`None` without one). Optional columns
 /// translate the whole block of doc ids to value rows at once and read the
 /// values in one batch.
-fn first_values<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
-    col: &Column<T>,
-    docs: &[DocId],
-) -> Vec<Option<T>> {
+fn first_values(col: &Column<u64>, docs: &[DocId]) -> Vec<Option<u64>> {
     let mut out = vec![None; docs.len()];
     if col.get_cardinality() != tantivy::columnar::Cardinality::Optional {
         col.first_vals(docs, &mut out);
@@ -861,7 +824,7 @@ fn first_values<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd +
     let mut doc_out = Vec::with_capacity(docs.len());
     let mut rows = Vec::with_capacity(docs.len());
     col.row_ids_for_docs(docs, &mut doc_out, &mut rows);
-    let mut vals = vec![T::default(); rows.len()];
+    let mut vals = vec![0; rows.len()];
     col.values.get_vals(&rows, &mut vals);
     let mut i = 0;
     for (doc, val) in doc_out.iter().zip(vals) {
@@ -921,16 +884,11 @@ pub(crate) struct ColumnBuf {
 /// that has one, in order. Returns `true` when every document had one
 /// (`values[i]` is `docs[i]`'s); otherwise `buf.docs[i]` is the document of
 /// `values[i]`.
-fn read_first<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
-    col: &Column<T>,
-    docs: &[DocId],
-    buf: &mut ColumnBuf,
-    values: &mut Vec<T>,
-) -> bool {
+fn read_first(col: &Column<u64>, docs: &[DocId], buf: &mut ColumnBuf, values: &mut Vec<u64>) -> bool {
     values.clear();
     let cardinality = col.get_cardinality();
     if cardinality == tantivy::columnar::Cardinality::Full {
-        values.resize(docs.len(), T::default());
+        values.resize(docs.len(), 0);
         match docs {
             // A run of consecutive documents (every document matches):
             // bitpacked columns unpack a range in batches.
@@ -956,19 +914,19 @@ fn read_first<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + '
         buf.docs.truncate(kept);
         buf.rows.truncate(kept);
     }
-    values.resize(buf.rows.len(), T::default());
+    values.resize(buf.rows.len(), 0);
     col.values.get_vals(&buf.rows, values);
     values.len() == docs.len()
 }
 
 /// Calls `f(i, value)` with the first value of each document `docs[i]` that
 /// has one, reading the values of the block in one batch.
-fn for_each_first<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd + 'static>(
-    col: &Column<T>,
+fn for_each_first(
+    col: &Column<u64>,
     docs: &[DocId],
     buf: &mut ColumnBuf,
-    values: &mut Vec<T>,
-    mut f: impl FnMut(usize, T),
+    values: &mut Vec<u64>,
+    mut f: impl FnMut(usize, u64),
 ) {
     if read_first(col, docs, buf, values) {
         for (i, v) in values.iter().enumerate() {
@@ -990,8 +948,8 @@ fn for_each_first<T: Copy + Default + Send + Sync + std::fmt::Debug + PartialOrd
 #[derive(Debug, Default)]
 pub(crate) struct NumBuf {
     column: ColumnBuf,
+    raw: Vec<u64>,
     i64s: Vec<i64>,
-    u64s: Vec<u64>,
     f64s: Vec<f64>,
 }
 
@@ -1004,8 +962,8 @@ pub(crate) enum BlockValues<'a> {
 
 /// The first term ordinal of each document of `docs` that has one, in order.
 pub(crate) fn first_ords<'a>(col: &StrColumn, docs: &[DocId], buf: &'a mut NumBuf) -> &'a [u64] {
-    read_first(col.ords(), docs, &mut buf.column, &mut buf.u64s);
-    &buf.u64s
+    read_first(col.ords(), docs, &mut buf.column, &mut buf.raw);
+    &buf.raw
 }
 
 /// Calls `f(i, ordinal)` with the first term ordinal of each document
@@ -1016,7 +974,7 @@ pub(crate) fn for_each_first_ord(
     buf: &mut NumBuf,
     f: impl FnMut(usize, u64),
 ) {
-    for_each_first(col.ords(), docs, &mut buf.column, &mut buf.u64s, f);
+    for_each_first(col.ords(), docs, &mut buf.column, &mut buf.raw, f);
 }
 
 /// A matching document and its score (when scoring).
@@ -1109,88 +1067,103 @@ enum NumValue {
     F(f64),
 }
 
+/// How a numeric column's stored `u64`s map back to its values.
+#[derive(Debug, Clone, Copy)]
+enum NumKind {
+    I64,
+    U64,
+    F64,
+}
+
 /// A numeric column whatever type tantivy chose for it in this segment
-/// (JSON fields store whole floats as integers).
-pub(crate) enum NumColumn {
-    I64(Column<i64>),
-    U64(Column<u64>),
-    F64(Column<f64>),
+/// (JSON fields store whole floats as integers), read as the `u64`s it
+/// stores and mapped back here: tantivy's typed `i64` and `f64` views read a
+/// range value by value, the `u64` view unpacks it in batches.
+#[derive(Clone)]
+pub(crate) struct NumColumn {
+    kind: NumKind,
+    raw: Column<u64>,
 }
 
 impl NumColumn {
     /// Whether every document has exactly one value.
     pub(crate) fn is_full(&self) -> bool {
-        let cardinality = match self {
-            NumColumn::I64(c) => c.get_cardinality(),
-            NumColumn::U64(c) => c.get_cardinality(),
-            NumColumn::F64(c) => c.get_cardinality(),
-        };
-        cardinality == tantivy::columnar::Cardinality::Full
+        self.raw.get_cardinality() == tantivy::columnar::Cardinality::Full
+    }
+
+    fn value(&self, raw: u64) -> NumValue {
+        match self.kind {
+            NumKind::I64 => NumValue::I(i64::from_u64(raw)),
+            NumKind::U64 => NumValue::I(i64::try_from(raw).unwrap_or(i64::MAX)),
+            NumKind::F64 => NumValue::F(f64::from_u64(raw)),
+        }
     }
 
     /// Calls `f(i, value)` for each document `docs[i]` that has a value, as a double.
     pub(crate) fn for_each_f64(&self, docs: &[DocId], buf: &mut NumBuf, mut f: impl FnMut(usize, f64)) {
-        match self {
-            NumColumn::I64(c) => {
-                for_each_first(c, docs, &mut buf.column, &mut buf.i64s, |i, v| f(i, v as f64))
+        let (col, values) = (&mut buf.column, &mut buf.raw);
+        match self.kind {
+            NumKind::I64 => {
+                for_each_first(&self.raw, docs, col, values, |i, v| f(i, i64::from_u64(v) as f64))
             }
-            NumColumn::U64(c) => {
-                for_each_first(c, docs, &mut buf.column, &mut buf.u64s, |i, v| f(i, v as f64))
-            }
-            NumColumn::F64(c) => for_each_first(c, docs, &mut buf.column, &mut buf.f64s, f),
+            NumKind::U64 => for_each_first(&self.raw, docs, col, values, |i, v| f(i, v as f64)),
+            NumKind::F64 => for_each_first(&self.raw, docs, col, values, |i, v| f(i, f64::from_u64(v))),
         }
     }
 
     /// Calls `f(i, value)` for each document `docs[i]` that has a value, as an
     /// integer (doubles truncated).
     pub(crate) fn for_each_i64(&self, docs: &[DocId], buf: &mut NumBuf, mut f: impl FnMut(usize, i64)) {
-        match self {
-            NumColumn::I64(c) => for_each_first(c, docs, &mut buf.column, &mut buf.i64s, f),
-            NumColumn::U64(c) => for_each_first(c, docs, &mut buf.column, &mut buf.u64s, |i, v| {
+        let (col, values) = (&mut buf.column, &mut buf.raw);
+        match self.kind {
+            NumKind::I64 => for_each_first(&self.raw, docs, col, values, |i, v| f(i, i64::from_u64(v))),
+            NumKind::U64 => for_each_first(&self.raw, docs, col, values, |i, v| {
                 f(i, i64::try_from(v).unwrap_or(i64::MAX))
             }),
-            NumColumn::F64(c) => {
-                for_each_first(c, docs, &mut buf.column, &mut buf.f64s, |i, v| f(i, v as i64))
+            NumKind::F64 => {
+                for_each_first(&self.raw, docs, col, values, |i, v| f(i, f64::from_u64(v) as i64))
             }
         }
     }
 
     /// The values of the documents of `docs` that have one, in order.
     pub(crate) fn read_block<'a>(&self, docs: &[DocId], buf: &'a mut NumBuf) -> BlockValues<'a> {
-        match self {
-            NumColumn::I64(c) => {
-                read_first(c, docs, &mut buf.column, &mut buf.i64s);
+        read_first(&self.raw, docs, &mut buf.column, &mut buf.raw);
+        match self.kind {
+            NumKind::U64 => BlockValues::U64(&buf.raw),
+            NumKind::I64 => {
+                buf.i64s.clear();
+                buf.i64s.extend(buf.raw.iter().map(|v| i64::from_u64(*v)));
                 BlockValues::I64(&buf.i64s)
             }
-            NumColumn::U64(c) => {
-                read_first(c, docs, &mut buf.column, &mut buf.u64s);
-                BlockValues::U64(&buf.u64s)
-            }
-            NumColumn::F64(c) => {
-                read_first(c, docs, &mut buf.column, &mut buf.f64s);
+            NumKind::F64 => {
+                buf.f64s.clear();
+                buf.f64s.extend(buf.raw.iter().map(|v| f64::from_u64(*v)));
                 BlockValues::F64(&buf.f64s)
             }
         }
     }
 
     fn first_f64_or_i64(&self, doc: DocId, float: bool) -> Option<NumValue> {
-        let v = match self {
-            NumColumn::I64(c) => NumValue::I(c.first(doc)?),
-            NumColumn::U64(c) => NumValue::I(i64::try_from(c.first(doc)?).unwrap_or(i64::MAX)),
-            NumColumn::F64(c) => NumValue::F(c.first(doc)?),
-        };
+        let v = self.value(self.raw.first(doc)?);
         Some(if float { NumValue::F(v.as_f64()) } else { v })
     }
 
     fn values(&self, doc: DocId) -> Vec<NumValue> {
-        match self {
-            NumColumn::I64(c) => c.values_for_doc(doc).map(NumValue::I).collect(),
-            NumColumn::U64(c) => c
-                .values_for_doc(doc)
-                .map(|v| NumValue::I(i64::try_from(v).unwrap_or(i64::MAX)))
-                .collect(),
-            NumColumn::F64(c) => c.values_for_doc(doc).map(NumValue::F).collect(),
+        self.raw.values_for_doc(doc).map(|v| self.value(v)).collect()
+    }
+
+    /// The first value of each document of `docs` (`None` without one).
+    fn first_values(&self, docs: &[DocId]) -> Vec<Option<NumValue>> {
+        if self.is_full() {
+            let mut raw = vec![0; docs.len()];
+            self.raw.values.get_vals(docs, &mut raw);
+            return raw.into_iter().map(|v| Some(self.value(v))).collect();
         }
+        first_values(&self.raw, docs)
+            .into_iter()
+            .map(|v| v.map(|v| self.value(v)))
+            .collect()
     }
 }
 
@@ -1216,16 +1189,16 @@ pub(crate) fn open_numeric(segment: &SegmentReader, name: &str) -> Result<Option
         .dynamic_column_handles(name)
         .map_err(tantivy_err)?;
     for handle in handles {
-        let col = match handle.column_type() {
-            ColumnType::I64 | ColumnType::U64 | ColumnType::F64 => handle.open().map_err(tantivy_err)?,
+        let kind = match handle.column_type() {
+            ColumnType::I64 => NumKind::I64,
+            ColumnType::U64 => NumKind::U64,
+            ColumnType::F64 => NumKind::F64,
             _ => continue,
         };
-        return Ok(match col {
-            DynamicColumn::I64(c) => Some(NumColumn::I64(c)),
-            DynamicColumn::U64(c) => Some(NumColumn::U64(c)),
-            DynamicColumn::F64(c) => Some(NumColumn::F64(c)),
-            _ => None,
-        });
+        return Ok(handle
+            .open_u64_lenient()
+            .map_err(tantivy_err)?
+            .map(|raw| NumColumn { kind, raw }));
     }
     Ok(None)
 }
@@ -1518,24 +1491,7 @@ impl<'a> BatchBuilder<'a> {
                 .and_then(|s| s.nums.get(column))
                 .and_then(Option::as_ref);
             match col {
-                Some(NumColumn::I64(c)) => {
-                    let mut buf = vec![None; docs.len()];
-                    c.first_vals(&docs, &mut buf);
-                    out.extend(buf.into_iter().map(|v| v.map(|v| convert(NumValue::I(v)))));
-                }
-                Some(NumColumn::U64(c)) => {
-                    let mut buf = vec![None; docs.len()];
-                    c.first_vals(&docs, &mut buf);
-                    out.extend(
-                        buf.into_iter()
-                            .map(|v| v.map(|v| convert(NumValue::I(i64::try_from(v).unwrap_or(i64::MAX))))),
-                    );
-                }
-                Some(NumColumn::F64(c)) => {
-                    let mut buf = vec![None; docs.len()];
-                    c.first_vals(&docs, &mut buf);
-                    out.extend(buf.into_iter().map(|v| v.map(|v| convert(NumValue::F(v)))));
-                }
+                Some(c) => out.extend(c.first_values(&docs).into_iter().map(|v| v.map(&convert))),
                 None => out.extend(std::iter::repeat_n(None, docs.len())),
             }
         }

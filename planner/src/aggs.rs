@@ -1572,17 +1572,7 @@ fn value_arg<A: Array + Clone + 'static>(args: &ScalarFunctionArgs, name: &str, 
 }
 
 /// Runs the aggregation plans concurrently.
-///
-/// Their final aggregation runs in one partition of `ctx`: what reaches it
-/// is the shards' partial states, one row per bucket and shard, which is
-/// merged faster in place than hash-repartitioned across tasks first.
 pub async fn run(ctx: &SessionContext, plans: &[AggPlan]) -> Result<AggResults> {
-    ctx.state_ref()
-        .write()
-        .config_mut()
-        .options_mut()
-        .optimizer
-        .repartition_aggregations = false;
     let batches = try_join_all(plans.iter().map(|p| async move {
         let df = ctx.execute_logical_plan(p.plan.clone()).await?;
         Ok::<_, Error>(df.collect().await?)
