@@ -43,8 +43,9 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion_functions_aggregate_common::tdigest::{DEFAULT_MAX_SIZE, TDigest};
-use tantivy::DocId;
-use tantivy::query::EnableScoring;
+use rayon::prelude::*;
+use tantivy::query::{EnableScoring, Weight};
+use tantivy::{DocId, SegmentReader};
 
 use crate::index::Index;
 use crate::mapping::{FieldType, Mapping};
@@ -506,7 +507,7 @@ impl ExecutionPlan for TantivyAggregateExec {
             aggs: self.aggs.clone(),
             schema: Arc::clone(&self.schema),
         };
-        let mut reservation =
+        let reservation =
             MemoryConsumer::new(format!("TantivyAggregateExec[{partition}]")).register(context.memory_pool());
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let elapsed = MetricBuilder::new(&self.metrics).elapsed_compute(partition);
@@ -514,7 +515,7 @@ impl ExecutionPlan for TantivyAggregateExec {
         let fut = async move {
             tokio::task::spawn_blocking(move || {
                 let _timer = elapsed.timer();
-                let batch = job.run(&shard, &mut reservation)?;
+                let batch = job.run(&shard, &reservation)?;
                 output_rows.add(batch.num_rows());
                 Ok(batch)
             })
@@ -928,6 +929,13 @@ impl Sketch {
         self.flush();
         self.digest.clone()
     }
+
+    /// Adds the values `other` digested.
+    fn merge(&mut self, mut other: Sketch) {
+        self.flush();
+        other.flush();
+        self.digest = TDigest::merge_digests([&self.digest, &other.digest]);
+    }
 }
 
 /// Reads a double state out of an accumulator.
@@ -940,6 +948,13 @@ type StateI64 = fn(&Acc) -> i64;
 struct Group {
     rows: i64,
     accs: Vec<Acc>,
+}
+
+/// The aggregation of some of a shard's segments.
+struct Partial {
+    groups: HashMap<Option<Key>, Group>,
+    /// Per aggregate, the digest of its column when it owns one.
+    sketches: Vec<Option<Sketch>>,
 }
 
 /// The aggregation of one shard, run on a blocking thread.
@@ -968,7 +983,11 @@ impl AggSpec {
 impl AggJob {
     /// Aggregates one shard; the group states are reserved from the
     /// query's memory pool as they grow.
-    fn run(&self, shard: &crate::shard::Shard, reservation: &mut MemoryReservation) -> Result<RecordBatch> {
+    ///
+    /// The segments of the shard are spread over rayon's pool, which the
+    /// shards aggregated at the same time share: a shard whose task starts
+    /// late, or a shard with more documents, does not leave a core idle.
+    fn run(&self, shard: &crate::shard::Shard, reservation: &MemoryReservation) -> Result<RecordBatch> {
         let searcher = shard.searcher();
         let fields = shard.fields();
         let query = self
@@ -978,11 +997,6 @@ impl AggJob {
         let weight = query
             .weight(EnableScoring::disabled_from_searcher(&searcher))
             .map_err(tantivy_err)?;
-        let empty = Group {
-            rows: 0,
-            accs: vec![Acc::default(); self.aggs.len()],
-        };
-        let mut groups: HashMap<Option<Key>, Group> = HashMap::new();
         // One digest per column, however many percentiles read it: the
         // aggregate that digests the column, per aggregate.
         let digested_by: Vec<usize> = self
@@ -996,207 +1010,273 @@ impl AggJob {
                     .unwrap_or(j)
             })
             .collect();
-        let mut sketches: Vec<Option<Sketch>> = self
-            .aggs
-            .iter()
-            .enumerate()
-            .map(|(j, a)| (a.fun == Fun::Percentile && digested_by[j] == j).then(Sketch::new))
-            .collect();
-        for segment in searcher.segment_readers() {
-            let (str_col, int_col) = match &self.group {
-                Some((g, GroupKind::Keyword)) => (open_str(segment, &kw_column(g))?, None),
-                Some((g, _)) => (None, open_numeric(segment, &kw_column(g))?),
-                None => (None, None),
-            };
-            // Each column opened once, however many aggregates read it (`stats`).
-            let mut opened: HashMap<&str, Option<NumColumn>> = HashMap::new();
-            let mut columns = Vec::with_capacity(self.aggs.len());
-            for a in &self.aggs {
-                let col = match a.column.as_deref() {
-                    Some(c) => match opened.get(c) {
-                        Some(col) => col.clone(),
-                        None => {
-                            let col = open_numeric(segment, &kw_column(c))?;
-                            opened.insert(c, col.clone());
-                            col
-                        }
-                    },
-                    None => None,
-                };
-                columns.push(col);
-            }
-            // Slot 0 holds documents without a key; keyword ordinal `o` is
-            // slot `o + 1`; integer and bucket keys get slots as they appear.
-            let terms = str_col.as_ref().map_or(0, |c| c.num_terms());
-            // Flat per-slot state: one row count and `naggs` accumulators per
-            // slot, without an allocation per dictionary term.
-            let naggs = self.aggs.len();
-            let slot_bytes = std::mem::size_of::<i64>() + naggs * std::mem::size_of::<Acc>();
-            let window_bytes = if int_col.is_some() {
-                WINDOW * std::mem::size_of::<u32>()
-            } else {
-                0
-            };
-            let segment_bytes = (terms + 1) * slot_bytes + window_bytes;
-            reservation.try_grow(segment_bytes)?;
-            let mut rows = vec![0i64; terms + 1];
-            let mut accs = vec![Acc::default(); (terms + 1) * naggs];
-            let mut ordinals = OrdinalSlots::default();
-            let mut by_bits: HashMap<i64, usize, BuildHasherDefault<IntHasher>> = HashMap::default();
-            let mut int_keys: Vec<i64> = Vec::new();
-            let mut slots: Vec<usize> = Vec::with_capacity(BLOCK);
-            let mut buf = NumBuf::default();
-            let grouped = self.group.is_some();
-            // Per aggregate: whether the block read for it also sums squares
-            // (for a sum of squares of the same column).
-            let squares: Vec<bool> = self
+        let new_partial = || Partial {
+            groups: HashMap::new(),
+            sketches: self
                 .aggs
                 .iter()
-                .map(|a| {
-                    self.aggs
-                        .iter()
-                        .any(|b| b.fun == Fun::SumSq && b.column == a.column)
-                })
-                .collect();
-            // Only row counts per keyword (a bare `terms`): the ordinals are
-            // counted as they are read, without a slot per document.
-            let counts_only = self.aggs.iter().all(|a| a.fun == Fun::CountRows);
-            let mut fold = |docs: &[DocId]| {
-                slots.clear();
-                if let (Some(c), true) = (&str_col, counts_only) {
-                    let ords = first_ords(c, docs, &mut buf);
-                    rows[0] += (docs.len() - ords.len()) as i64;
-                    for o in ords {
-                        rows[*o as usize + 1] += 1;
-                    }
-                    return;
-                } else if let Some(c) = &str_col {
-                    slots.resize(docs.len(), 0);
-                    for_each_first_ord(c, docs, &mut buf, |i, o| slots[i] = o as usize + 1);
-                } else if let (Some(c), Some((_, kind))) = (&int_col, &self.group) {
-                    slots.resize(docs.len(), 0);
-                    let mut new_slot = |key: i64| {
-                        int_keys.push(key);
-                        rows.push(0);
-                        accs.extend(std::iter::repeat_n(Acc::default(), naggs));
-                        rows.len() - 1
-                    };
-                    // Slots by bucket number; a histogram key too far out
-                    // for an integer number by its bits.
-                    match *kind {
-                        GroupKind::Histogram { interval, offset } => {
-                            c.for_each_f64(docs, &mut buf, |i, v| {
-                                slots[i] = match histogram_ordinal(v, interval, offset) {
-                                    Some(n) => ordinals.slot(n, || {
-                                        new_slot(ordinal_key(n, interval, offset).to_bits() as i64)
-                                    }),
-                                    None => {
-                                        let key = histogram_key(v, interval, offset).to_bits() as i64;
-                                        *by_bits.entry(key).or_insert_with(|| new_slot(key))
-                                    }
-                                };
-                            })
-                        }
-                        GroupKind::FixedDate { step, offset } => c.for_each_i64(docs, &mut buf, |i, v| {
-                            let n = fixed_date_number(v, step, offset);
-                            slots[i] = ordinals.slot(n, || new_slot(n * step + offset));
-                        }),
-                        _ => {
-                            c.for_each_i64(docs, &mut buf, |i, v| slots[i] = ordinals.slot(v, || new_slot(v)))
-                        }
-                    }
-                } else if grouped {
-                    slots.resize(docs.len(), 0);
-                }
-                if grouped {
-                    for s in &slots {
-                        rows[*s] += 1;
-                    }
-                } else {
-                    rows[0] += docs.len() as i64;
-                }
-                let mut last_read: Option<(Option<&str>, bool)> = None;
-                let mut block = Acc::default();
-                for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
-                    let Some(col) = col else { continue };
-                    if spec.fun == Fun::Percentile {
-                        if let Some(sketch) = sketches[j].as_mut() {
-                            sketch.add(col.read_block(docs, &mut buf));
-                        }
-                        continue;
-                    }
-                    if !grouped && spec.fun == Fun::Count && col.is_full() {
-                        // Every document has one value: counting needs no read.
-                        accs[j].n += docs.len() as u64;
-                        continue;
-                    }
-                    if !grouped {
-                        // One group: fold the block's values in tight loops,
-                        // reading a column once for the aggregates that
-                        // follow each other on it (`stats`).
-                        // The block is folded once and merged into each.
-                        let read = (spec.column.as_deref(), spec.float());
-                        if last_read != Some(read) {
-                            block = Acc::of_block(col.read_block(docs, &mut buf), spec.float(), squares[j]);
-                        }
-                        accs[j].merge(&block);
-                        last_read = Some(read);
-                        continue;
-                    }
-                    if spec.float() {
-                        col.for_each_f64(docs, &mut buf, |i, v| {
-                            let slot = if grouped { slots[i] } else { 0 };
-                            accs[slot * naggs + j].add_f(v);
-                        });
-                    } else {
-                        col.for_each_i64(docs, &mut buf, |i, v| {
-                            let slot = if grouped { slots[i] } else { 0 };
-                            accs[slot * naggs + j].add_i(v);
-                        });
-                    }
-                }
-            };
-            for_each_live_block(weight.as_ref(), segment, BLOCK, |docs| {
-                fold(docs);
-                Ok(true)
-            })?;
-            let mut text = String::new();
-            for (slot, &count) in rows.iter().enumerate() {
-                if count == 0 {
-                    continue;
-                }
-                let key = match (&str_col, slot) {
-                    (_, 0) => None,
-                    (Some(c), s) => {
-                        text.clear();
-                        c.ord_to_str(s as u64 - 1, &mut text).map_err(tantivy_err)?;
-                        Some(Key::Str(text.clone()))
-                    }
-                    (None, s) => int_keys.get(s - terms - 1).map(|v| Key::Int(*v)),
-                };
-                if !groups.contains_key(&key) {
-                    let key_bytes = match &key {
-                        Some(Key::Str(s)) => s.len(),
-                        _ => 0,
-                    };
-                    reservation.try_grow(key_bytes + slot_bytes + std::mem::size_of::<Option<Key>>())?;
-                }
-                let entry = groups.entry(key).or_insert_with(|| empty.clone());
-                entry.rows += count;
-                for (a, b) in entry.accs.iter_mut().zip(&accs[slot * naggs..(slot + 1) * naggs]) {
-                    a.merge(b);
-                }
-            }
-            reservation.shrink(segment_bytes);
-        }
+                .enumerate()
+                .map(|(j, a)| (a.fun == Fun::Percentile && digested_by[j] == j).then(Sketch::new))
+                .collect(),
+        };
+        let Partial {
+            mut groups,
+            mut sketches,
+        } = searcher
+            .segment_readers()
+            .par_iter()
+            .try_fold(new_partial, |mut partial, segment| {
+                self.segment(segment, weight.as_ref(), &mut partial, &reservation)
+                    .map(|()| partial)
+            })
+            .try_reduce(new_partial, |a, b| Ok(self.merge(a, b, reservation)))?;
         if self.group.is_none() && groups.is_empty() {
-            groups.insert(None, empty);
+            groups.insert(None, self.empty_group());
         }
         let digests: Vec<Option<TDigest>> = digested_by
             .iter()
             .map(|&owner| sketches[owner].as_mut().map(Sketch::finish))
             .collect();
         self.batch(groups, &digests)
+    }
+
+    fn empty_group(&self) -> Group {
+        Group {
+            rows: 0,
+            accs: vec![Acc::default(); self.aggs.len()],
+        }
+    }
+
+    /// The bytes reserved for a group state under `key`.
+    fn group_bytes(&self, key: &Option<Key>) -> usize {
+        let key_bytes = match key {
+            Some(Key::Str(s)) => s.len(),
+            _ => 0,
+        };
+        key_bytes + self.slot_bytes() + std::mem::size_of::<Option<Key>>()
+    }
+
+    /// The bytes of one slot's row count and accumulators.
+    fn slot_bytes(&self) -> usize {
+        std::mem::size_of::<i64>() + self.aggs.len() * std::mem::size_of::<Acc>()
+    }
+
+    /// Merges two partial aggregations of disjoint segments; the groups both
+    /// hold are released once.
+    fn merge(&self, mut a: Partial, b: Partial, reservation: &MemoryReservation) -> Partial {
+        if a.groups.len() < b.groups.len() {
+            return self.merge(b, a, reservation);
+        }
+        let mut released = 0;
+        for (key, group) in b.groups {
+            match a.groups.get_mut(&key) {
+                Some(into) => {
+                    released += self.group_bytes(&key);
+                    into.rows += group.rows;
+                    for (x, y) in into.accs.iter_mut().zip(&group.accs) {
+                        x.merge(y);
+                    }
+                }
+                None => {
+                    a.groups.insert(key, group);
+                }
+            }
+        }
+        reservation.shrink(released);
+        for (x, y) in a.sketches.iter_mut().zip(b.sketches) {
+            if let (Some(x), Some(y)) = (x.as_mut(), y) {
+                x.merge(y);
+            }
+        }
+        a
+    }
+
+    /// Aggregates the documents of one segment into `partial`.
+    fn segment(
+        &self,
+        segment: &SegmentReader,
+        weight: &dyn Weight,
+        partial: &mut Partial,
+        reservation: &MemoryReservation,
+    ) -> Result<()> {
+        let Partial { groups, sketches } = partial;
+        let (str_col, int_col) = match &self.group {
+            Some((g, GroupKind::Keyword)) => (open_str(segment, &kw_column(g))?, None),
+            Some((g, _)) => (None, open_numeric(segment, &kw_column(g))?),
+            None => (None, None),
+        };
+        // Each column opened once, however many aggregates read it (`stats`).
+        let mut opened: HashMap<&str, Option<NumColumn>> = HashMap::new();
+        let mut columns = Vec::with_capacity(self.aggs.len());
+        for a in &self.aggs {
+            let col = match a.column.as_deref() {
+                Some(c) => match opened.get(c) {
+                    Some(col) => col.clone(),
+                    None => {
+                        let col = open_numeric(segment, &kw_column(c))?;
+                        opened.insert(c, col.clone());
+                        col
+                    }
+                },
+                None => None,
+            };
+            columns.push(col);
+        }
+        // Slot 0 holds documents without a key; keyword ordinal `o` is
+        // slot `o + 1`; integer and bucket keys get slots as they appear.
+        let terms = str_col.as_ref().map_or(0, |c| c.num_terms());
+        // Flat per-slot state: one row count and `naggs` accumulators per
+        // slot, without an allocation per dictionary term.
+        let naggs = self.aggs.len();
+        let slot_bytes = self.slot_bytes();
+        let window_bytes = if int_col.is_some() {
+            WINDOW * std::mem::size_of::<u32>()
+        } else {
+            0
+        };
+        let segment_bytes = (terms + 1) * slot_bytes + window_bytes;
+        reservation.try_grow(segment_bytes)?;
+        let mut rows = vec![0i64; terms + 1];
+        let mut accs = vec![Acc::default(); (terms + 1) * naggs];
+        let mut ordinals = OrdinalSlots::default();
+        let mut by_bits: HashMap<i64, usize, BuildHasherDefault<IntHasher>> = HashMap::default();
+        let mut int_keys: Vec<i64> = Vec::new();
+        let mut slots: Vec<usize> = Vec::with_capacity(BLOCK);
+        let mut buf = NumBuf::default();
+        let grouped = self.group.is_some();
+        // Per aggregate: whether the block read for it also sums squares
+        // (for a sum of squares of the same column).
+        let squares: Vec<bool> = self
+            .aggs
+            .iter()
+            .map(|a| {
+                self.aggs
+                    .iter()
+                    .any(|b| b.fun == Fun::SumSq && b.column == a.column)
+            })
+            .collect();
+        // Only row counts per keyword (a bare `terms`): the ordinals are
+        // counted as they are read, without a slot per document.
+        let counts_only = self.aggs.iter().all(|a| a.fun == Fun::CountRows);
+        let mut fold = |docs: &[DocId]| {
+            slots.clear();
+            if let (Some(c), true) = (&str_col, counts_only) {
+                let ords = first_ords(c, docs, &mut buf);
+                rows[0] += (docs.len() - ords.len()) as i64;
+                for o in ords {
+                    rows[*o as usize + 1] += 1;
+                }
+                return;
+            } else if let Some(c) = &str_col {
+                slots.resize(docs.len(), 0);
+                for_each_first_ord(c, docs, &mut buf, |i, o| slots[i] = o as usize + 1);
+            } else if let (Some(c), Some((_, kind))) = (&int_col, &self.group) {
+                slots.resize(docs.len(), 0);
+                let mut new_slot = |key: i64| {
+                    int_keys.push(key);
+                    rows.push(0);
+                    accs.extend(std::iter::repeat_n(Acc::default(), naggs));
+                    rows.len() - 1
+                };
+                // Slots by bucket number; a histogram key too far out
+                // for an integer number by its bits.
+                match *kind {
+                    GroupKind::Histogram { interval, offset } => c.for_each_f64(docs, &mut buf, |i, v| {
+                        slots[i] = match histogram_ordinal(v, interval, offset) {
+                            Some(n) => ordinals
+                                .slot(n, || new_slot(ordinal_key(n, interval, offset).to_bits() as i64)),
+                            None => {
+                                let key = histogram_key(v, interval, offset).to_bits() as i64;
+                                *by_bits.entry(key).or_insert_with(|| new_slot(key))
+                            }
+                        };
+                    }),
+                    GroupKind::FixedDate { step, offset } => c.for_each_i64(docs, &mut buf, |i, v| {
+                        let n = fixed_date_number(v, step, offset);
+                        slots[i] = ordinals.slot(n, || new_slot(n * step + offset));
+                    }),
+                    _ => c.for_each_i64(docs, &mut buf, |i, v| slots[i] = ordinals.slot(v, || new_slot(v))),
+                }
+            } else if grouped {
+                slots.resize(docs.len(), 0);
+            }
+            if grouped {
+                for s in &slots {
+                    rows[*s] += 1;
+                }
+            } else {
+                rows[0] += docs.len() as i64;
+            }
+            let mut last_read: Option<(Option<&str>, bool)> = None;
+            let mut block = Acc::default();
+            for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
+                let Some(col) = col else { continue };
+                if spec.fun == Fun::Percentile {
+                    if let Some(sketch) = sketches[j].as_mut() {
+                        sketch.add(col.read_block(docs, &mut buf));
+                    }
+                    continue;
+                }
+                if !grouped && spec.fun == Fun::Count && col.is_full() {
+                    // Every document has one value: counting needs no read.
+                    accs[j].n += docs.len() as u64;
+                    continue;
+                }
+                if !grouped {
+                    // One group: fold the block's values in tight loops,
+                    // reading a column once for the aggregates that
+                    // follow each other on it (`stats`).
+                    // The block is folded once and merged into each.
+                    let read = (spec.column.as_deref(), spec.float());
+                    if last_read != Some(read) {
+                        block = Acc::of_block(col.read_block(docs, &mut buf), spec.float(), squares[j]);
+                    }
+                    accs[j].merge(&block);
+                    last_read = Some(read);
+                    continue;
+                }
+                if spec.float() {
+                    col.for_each_f64(docs, &mut buf, |i, v| {
+                        let slot = if grouped { slots[i] } else { 0 };
+                        accs[slot * naggs + j].add_f(v);
+                    });
+                } else {
+                    col.for_each_i64(docs, &mut buf, |i, v| {
+                        let slot = if grouped { slots[i] } else { 0 };
+                        accs[slot * naggs + j].add_i(v);
+                    });
+                }
+            }
+        };
+        for_each_live_block(weight, segment, BLOCK, |docs| {
+            fold(docs);
+            Ok(true)
+        })?;
+        let mut text = String::new();
+        for (slot, &count) in rows.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let key = match (&str_col, slot) {
+                (_, 0) => None,
+                (Some(c), s) => {
+                    text.clear();
+                    c.ord_to_str(s as u64 - 1, &mut text).map_err(tantivy_err)?;
+                    Some(Key::Str(text.clone()))
+                }
+                (None, s) => int_keys.get(s - terms - 1).map(|v| Key::Int(*v)),
+            };
+            if !groups.contains_key(&key) {
+                reservation.try_grow(self.group_bytes(&key))?;
+            }
+            let entry = groups.entry(key).or_insert_with(|| self.empty_group());
+            entry.rows += count;
+            for (a, b) in entry.accs.iter_mut().zip(&accs[slot * naggs..(slot + 1) * naggs]) {
+                a.merge(b);
+            }
+        }
+        reservation.shrink(segment_bytes);
+        Ok(())
     }
 
     fn batch(&self, groups: HashMap<Option<Key>, Group>, digests: &[Option<TDigest>]) -> Result<RecordBatch> {
