@@ -1026,7 +1026,7 @@ impl AggJob {
             .segment_readers()
             .par_iter()
             .try_fold(new_partial, |mut partial, segment| {
-                self.segment(segment, weight.as_ref(), &mut partial, &reservation)
+                self.segment(segment, weight.as_ref(), &mut partial, reservation)
                     .map(|()| partial)
             })
             .try_reduce(new_partial, |a, b| Ok(self.merge(a, b, reservation)))?;
