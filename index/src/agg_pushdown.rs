@@ -44,6 +44,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion_functions_aggregate_common::tdigest::{DEFAULT_MAX_SIZE, TDigest};
 use rayon::prelude::*;
+use tantivy::columnar::MonotonicallyMappableToU64;
 use tantivy::query::{EnableScoring, Weight};
 use tantivy::{DocId, SegmentReader};
 
@@ -770,12 +771,12 @@ impl Acc {
     /// sum of their squares when `squares`), else as integers.
     fn of_block(values: BlockValues, float: bool, squares: bool) -> Acc {
         match (values, float) {
-            (BlockValues::F64(v), true) => fold_f64(v, |x| x, squares),
-            (BlockValues::I64(v), true) => fold_f64(v, |x| x as f64, squares),
+            (BlockValues::F64(v), true) => fold_f64(v, f64::from_u64, squares),
+            (BlockValues::I64(v), true) => fold_f64(v, |x| i64::from_u64(x) as f64, squares),
             (BlockValues::U64(v), true) => fold_f64(v, |x| x as f64, squares),
-            (BlockValues::I64(v), false) => fold_i64(v, |x| x),
+            (BlockValues::I64(v), false) => fold_i64(v, i64::from_u64),
             (BlockValues::U64(v), false) => fold_i64(v, |x| i64::try_from(x).unwrap_or(i64::MAX)),
-            (BlockValues::F64(v), false) => fold_i64(v, |x| x as i64),
+            (BlockValues::F64(v), false) => fold_i64(v, |x| f64::from_u64(x) as i64),
         }
     }
 
@@ -805,7 +806,7 @@ const LANES: usize = 4;
 /// Calls `lane(l, conv(value))` for every value, value `i` in lane
 /// `i % LANES` (the tail in lane 0).
 #[inline(always)]
-fn for_each_lane<T: Copy, V>(values: &[T], conv: impl Fn(T) -> V, lane: &mut impl FnMut(usize, V)) {
+fn for_each_lane<V>(values: &[u64], conv: impl Fn(u64) -> V, lane: &mut impl FnMut(usize, V)) {
     let chunks = values.chunks_exact(LANES);
     let rest = chunks.remainder();
     for chunk in chunks {
@@ -820,7 +821,7 @@ fn for_each_lane<T: Copy, V>(values: &[T], conv: impl Fn(T) -> V, lane: &mut imp
 
 /// Folds doubles: count, sum, min, max and, with `squares`, the sum of
 /// squares.
-fn fold_f64<T: Copy>(values: &[T], conv: impl Fn(T) -> f64, squares: bool) -> Acc {
+fn fold_f64(values: &[u64], conv: impl Fn(u64) -> f64, squares: bool) -> Acc {
     let Some(&first) = values.first() else {
         return Acc::default();
     };
@@ -847,7 +848,7 @@ fn fold_f64<T: Copy>(values: &[T], conv: impl Fn(T) -> f64, squares: bool) -> Ac
 }
 
 /// Folds integers: count, (wrapping) sum, min and max.
-fn fold_i64<T: Copy>(values: &[T], conv: impl Fn(T) -> i64) -> Acc {
+fn fold_i64(values: &[u64], conv: impl Fn(u64) -> i64) -> Acc {
     let Some(&first) = values.first() else {
         return Acc::default();
     };
@@ -903,8 +904,8 @@ impl Sketch {
 
     fn add(&mut self, values: BlockValues) {
         match values {
-            BlockValues::F64(v) => self.pending.extend_from_slice(v),
-            BlockValues::I64(v) => self.pending.extend(v.iter().map(|x| *x as f64)),
+            BlockValues::F64(v) => self.pending.extend(v.iter().map(|x| f64::from_u64(*x))),
+            BlockValues::I64(v) => self.pending.extend(v.iter().map(|x| i64::from_u64(*x) as f64)),
             BlockValues::U64(v) => self.pending.extend(v.iter().map(|x| *x as f64)),
         }
         if self.pending.len() >= SKETCH_BATCH {

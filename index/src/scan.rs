@@ -949,15 +949,15 @@ fn for_each_first(
 pub(crate) struct NumBuf {
     column: ColumnBuf,
     raw: Vec<u64>,
-    i64s: Vec<i64>,
-    f64s: Vec<f64>,
 }
 
-/// The values of a block of documents, as the column stores them.
+/// The values of a block of documents as the column stores them, `u64`s
+/// that readers map back in their own loops: by `i64::from_u64`, as they
+/// are, or by `f64::from_u64`.
 pub(crate) enum BlockValues<'a> {
-    I64(&'a [i64]),
+    I64(&'a [u64]),
     U64(&'a [u64]),
-    F64(&'a [f64]),
+    F64(&'a [u64]),
 }
 
 /// The first term ordinal of each document of `docs` that has one, in order.
@@ -1130,17 +1130,9 @@ impl NumColumn {
     pub(crate) fn read_block<'a>(&self, docs: &[DocId], buf: &'a mut NumBuf) -> BlockValues<'a> {
         read_first(&self.raw, docs, &mut buf.column, &mut buf.raw);
         match self.kind {
+            NumKind::I64 => BlockValues::I64(&buf.raw),
             NumKind::U64 => BlockValues::U64(&buf.raw),
-            NumKind::I64 => {
-                buf.i64s.clear();
-                buf.i64s.extend(buf.raw.iter().map(|v| i64::from_u64(*v)));
-                BlockValues::I64(&buf.i64s)
-            }
-            NumKind::F64 => {
-                buf.f64s.clear();
-                buf.f64s.extend(buf.raw.iter().map(|v| f64::from_u64(*v)));
-                BlockValues::F64(&buf.f64s)
-            }
+            NumKind::F64 => BlockValues::F64(&buf.raw),
         }
     }
 

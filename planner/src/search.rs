@@ -643,7 +643,6 @@ fn missing_shards(targets: &[Target]) -> Option<Error> {
     )
 }
 
-/// Runs a search: `target` is an index expression (`a,b`, `logs-*`).
 /// Optimizer settings for the plans a search compiles to.
 ///
 /// - A final aggregation runs in one partition: what reaches it is the
@@ -660,6 +659,8 @@ fn tune_session(ctx: &SessionContext) {
     optimizer.max_passes = 1;
 }
 
+/// Runs a search: `target` is an index expression (`a,b`, `logs-*`). The
+/// optimizer settings of `ctx` are tuned for it (`tune_session`).
 pub async fn search(
     ctx: &SessionContext,
     indices: &Indices,
