@@ -3,8 +3,9 @@
 //! DataFusion splits an aggregate into a Partial step per partition (one per
 //! shard) and a Final step. When the Partial step reads a [`TantivyScanExec`]
 //! directly (or through a round-robin repartition), groups by at most one
-//! single-valued keyword or integer column or a `histogram_bucket` /
-//! fixed-interval UTC `date_histogram_bucket` of one, and computes only
+//! single-valued keyword or integer column or a `histogram_bucket`,
+//! fixed-interval UTC `date_histogram_bucket` or `range_bucket` of one, and
+//! computes only
 //! `count`, `sum`, `min`, `max`, `avg` and the sum of squares of
 //! single-valued numeric or date columns (and, without a group,
 //! `approx_percentile_cont`), [`AggregatePushdown`] replaces the pair by a
@@ -451,6 +452,15 @@ impl DisplayAs for TantivyAggregateExec {
                 GroupKind::FixedDate { step, offset } => {
                     format!("date_histogram({g}, fixed={step}ms, offset={offset})")
                 }
+                GroupKind::Range(r) => {
+                    let bound = |b: Option<f64>| b.map_or("*".to_string(), |b| b.to_string());
+                    let ranges: Vec<String> = r
+                        .ranges()
+                        .iter()
+                        .map(|(from, to)| format!("{}..{}", bound(*from), bound(*to)))
+                        .collect();
+                    format!("range({g}, [{}])", ranges.join(", "))
+                }
             }),
             aggs.join(", ")
         )
@@ -560,7 +570,7 @@ impl Hasher for IntHasher {
 }
 
 /// The type of a group column.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 enum GroupKind {
     Keyword,
     Integer,
@@ -575,6 +585,9 @@ enum GroupKind {
         step: i64,
         offset: i64,
     },
+    /// `range_bucket(x, from, to, ...)` of a numeric or date column: the
+    /// number of the range `x` falls in.
+    Range(RangeBuckets),
 }
 
 impl GroupKind {
@@ -582,9 +595,123 @@ impl GroupKind {
     fn key_type(&self) -> DataType {
         match self {
             GroupKind::Keyword => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-            GroupKind::Integer | GroupKind::FixedDate { .. } => DataType::Int64,
+            GroupKind::Integer | GroupKind::FixedDate { .. } | GroupKind::Range(_) => DataType::Int64,
             GroupKind::Histogram { .. } => DataType::Float64,
         }
+    }
+}
+
+/// The ranges of a `range` aggregation whose ranges do not overlap, each
+/// from its inclusive `from` to its exclusive `to` (`None`: unbounded), as
+/// Elasticsearch compares them: as doubles.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "RangeList", try_from = "RangeList")]
+pub struct RangeBuckets {
+    /// The ranges in their given order: a range's number is its position.
+    ranges: RangeList,
+    /// The bounds of the non-empty ranges, ascending, without repeats: they
+    /// cut the number line into intervals that each lie in one range or in
+    /// none.
+    bounds: Vec<f64>,
+    /// Per interval (values with `k` bounds at or below them), the number of
+    /// its range.
+    intervals: Vec<Option<i64>>,
+}
+
+/// `(from, to)` per range.
+type RangeList = Vec<(Option<f64>, Option<f64>)>;
+
+impl From<RangeBuckets> for RangeList {
+    fn from(r: RangeBuckets) -> RangeList {
+        r.ranges
+    }
+}
+
+impl TryFrom<RangeList> for RangeBuckets {
+    type Error = String;
+
+    fn try_from(ranges: RangeList) -> std::result::Result<RangeBuckets, String> {
+        RangeBuckets::new(ranges).ok_or_else(|| "overlapping ranges".to_string())
+    }
+}
+
+impl RangeBuckets {
+    /// The ranges, or `None` when two of them overlap (a value may then
+    /// fall in several) or a bound is not a number.
+    pub fn new(ranges: RangeList) -> Option<RangeBuckets> {
+        let span = |(from, to): &(Option<f64>, Option<f64>)| {
+            (from.unwrap_or(f64::NEG_INFINITY), to.unwrap_or(f64::INFINITY))
+        };
+        // An empty range holds no value; the others must follow each other.
+        let mut live: Vec<(f64, f64, usize)> = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (span(r).0, span(r).1, i))
+            .filter(|(from, to, _)| from < to || from.is_nan() || to.is_nan())
+            .collect();
+        if live.iter().any(|(from, to, _)| from.is_nan() || to.is_nan()) {
+            return None;
+        }
+        live.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if live.windows(2).any(|w| w[1].0 < w[0].1) {
+            return None;
+        }
+        let mut bounds: Vec<f64> = live
+            .iter()
+            .flat_map(|(from, to, _)| [*from, *to])
+            .filter(|b| b.is_finite())
+            .collect();
+        bounds.sort_by(f64::total_cmp);
+        bounds.dedup();
+        let intervals = (0..=bounds.len())
+            .map(|k| {
+                let lo = if k == 0 { f64::NEG_INFINITY } else { bounds[k - 1] };
+                let hi = bounds.get(k).copied().unwrap_or(f64::INFINITY);
+                live.iter()
+                    .find(|(from, to, _)| *from <= lo && hi <= *to)
+                    .map(|(_, _, i)| *i as i64)
+            })
+            .collect();
+        Some(RangeBuckets {
+            ranges,
+            bounds,
+            intervals,
+        })
+    }
+
+    /// The interval `x` lies in: how many bounds are at or below it.
+    #[inline]
+    pub fn interval(&self, x: f64) -> usize {
+        if self.bounds.len() <= 16 {
+            self.bounds.iter().map(|b| usize::from(*b <= x)).sum()
+        } else {
+            self.bounds.partition_point(|b| *b <= x)
+        }
+    }
+
+    /// The number of the range an interval lies in.
+    #[inline]
+    pub fn interval_range(&self, interval: usize) -> Option<i64> {
+        self.intervals[interval]
+    }
+
+    /// How many intervals the bounds make.
+    pub fn intervals(&self) -> usize {
+        self.intervals.len()
+    }
+
+    /// The number of the range `x` falls in.
+    #[inline]
+    pub fn key(&self, x: f64) -> Option<i64> {
+        if x.is_nan() {
+            return None;
+        }
+        self.interval_range(self.interval(x))
+    }
+
+    /// The ranges, in their given order.
+    pub fn ranges(&self) -> &[(Option<f64>, Option<f64>)] {
+        &self.ranges
     }
 }
 
@@ -665,8 +792,9 @@ impl OrdinalSlots {
     }
 }
 
-/// The bucket group of a `histogram_bucket` or `date_histogram_bucket`
-/// (fixed interval, UTC) call on a scan column, with its literal arguments.
+/// The bucket group of a `histogram_bucket`, `date_histogram_bucket` (fixed
+/// interval, UTC) or `range_bucket` call on a scan column, with its literal
+/// arguments.
 fn bucket_group(
     expr: &Arc<dyn PhysicalExpr>,
     projection: Option<&ProjectionExec>,
@@ -716,6 +844,29 @@ fn bucket_group(
             let name = scan_column(ms, projection, scan, false)?;
             (column_type(mapping, &name)? == FieldType::Date)
                 .then_some((name, GroupKind::FixedDate { step, offset }))
+        }
+        "range_bucket" => {
+            let bounds = (1..call.args().len())
+                .map(|i| match literal(i)? {
+                    ScalarValue::Float64(Some(b)) => Some(b),
+                    _ => None,
+                })
+                .collect::<Option<Vec<f64>>>()?;
+            let finite = |b: f64| b.is_finite().then_some(b);
+            let ranges = bounds
+                .chunks_exact(2)
+                .map(|p| (finite(p[0]), finite(p[1])))
+                .collect();
+            let buckets = RangeBuckets::new(ranges).filter(|_| bounds.len() % 2 == 0)?;
+            // A date column's epoch milliseconds, cast to doubles.
+            let x = uncast(call.args().first()?)?;
+            let x = match x.downcast_ref::<CastExpr>() {
+                Some(cast) if *cast.cast_type() == DataType::Int64 => cast.expr(),
+                _ => x,
+            };
+            let name = scan_column(x, projection, scan, true)?;
+            let ty = column_type(mapping, &name)?;
+            (is_number(ty) || ty == FieldType::Date).then_some((name, GroupKind::Range(buckets)))
         }
         _ => None,
     }
@@ -1159,9 +1310,24 @@ impl AggJob {
         // Only row counts per keyword (a bare `terms`): the ordinals are
         // counted as they are read, without a slot per document.
         let counts_only = self.aggs.iter().all(|a| a.fun == Fun::CountRows);
+        // Only row counts per range (a bare `range`): the values are counted
+        // per interval between the ranges' bounds.
+        let count_ranges = match &self.group {
+            Some((_, GroupKind::Range(r))) if counts_only => Some(r),
+            _ => None,
+        };
+        let mut interval_rows = vec![0i64; count_ranges.map_or(0, |r| r.intervals())];
         let mut fold = |docs: &[DocId]| {
             slots.clear();
-            if let (Some(c), true) = (&str_col, counts_only) {
+            if let (Some(c), Some(r)) = (&int_col, count_ranges) {
+                rows[0] += docs.len() as i64;
+                c.for_each_f64(docs, &mut buf, |_, v| {
+                    if !v.is_nan() {
+                        interval_rows[r.interval(v)] += 1;
+                    }
+                });
+                return;
+            } else if let (Some(c), true) = (&str_col, counts_only) {
                 let ords = first_ords(c, docs, &mut buf);
                 rows[0] += (docs.len() - ords.len()) as i64;
                 for o in ords {
@@ -1181,8 +1347,8 @@ impl AggJob {
                 };
                 // Slots by bucket number; a histogram key too far out
                 // for an integer number by its bits.
-                match *kind {
-                    GroupKind::Histogram { interval, offset } => c.for_each_f64(docs, &mut buf, |i, v| {
+                match kind {
+                    &GroupKind::Histogram { interval, offset } => c.for_each_f64(docs, &mut buf, |i, v| {
                         slots[i] = match histogram_ordinal(v, interval, offset) {
                             Some(n) => ordinals
                                 .slot(n, || new_slot(ordinal_key(n, interval, offset).to_bits() as i64)),
@@ -1192,9 +1358,16 @@ impl AggJob {
                             }
                         };
                     }),
-                    GroupKind::FixedDate { step, offset } => c.for_each_i64(docs, &mut buf, |i, v| {
+                    &GroupKind::FixedDate { step, offset } => c.for_each_i64(docs, &mut buf, |i, v| {
                         let n = fixed_date_number(v, step, offset);
                         slots[i] = ordinals.slot(n, || new_slot(n * step + offset));
+                    }),
+                    // A value in no range stays in slot 0, with the
+                    // documents without one.
+                    GroupKind::Range(r) => c.for_each_f64(docs, &mut buf, |i, v| {
+                        if let Some(n) = r.key(v) {
+                            slots[i] = ordinals.slot(n, || new_slot(n));
+                        }
                     }),
                     _ => c.for_each_i64(docs, &mut buf, |i, v| slots[i] = ordinals.slot(v, || new_slot(v))),
                 }
@@ -1253,6 +1426,17 @@ impl AggJob {
             fold(docs);
             Ok(true)
         })?;
+        // Slot 0 holds the documents of no range.
+        if let Some(r) = count_ranges {
+            for (k, &count) in interval_rows.iter().enumerate() {
+                if let (Some(n), true) = (r.interval_range(k), count > 0) {
+                    rows[0] -= count;
+                    int_keys.push(n);
+                    rows.push(count);
+                    accs.extend(std::iter::repeat_n(Acc::default(), naggs));
+                }
+            }
+        }
         let mut text = String::new();
         for (slot, &count) in rows.iter().enumerate() {
             if count == 0 {
@@ -1310,7 +1494,7 @@ impl AggJob {
                     .collect();
                 columns.push(Arc::new(keys));
             }
-            Some((_, GroupKind::Integer | GroupKind::FixedDate { .. })) => {
+            Some((_, GroupKind::Integer | GroupKind::FixedDate { .. } | GroupKind::Range(_))) => {
                 let keys: Int64Array = groups
                     .iter()
                     .map(|(k, _)| match k {
@@ -1414,6 +1598,55 @@ mod tests {
         assert_eq!(fixed_date_key(599_999, 600_000, 0), 0);
         assert_eq!(fixed_date_key(-1, 600_000, 0), -600_000);
         assert_eq!(fixed_date_key(650_000, 600_000, 60_000), 60_000);
+    }
+
+    #[test]
+    fn range_buckets_number_the_range_holding_a_value_from_inclusive_to_exclusive() {
+        let buckets = RangeBuckets::new(vec![
+            (Some(300.0), None),
+            (Some(100.0), Some(200.0)),
+            (Some(150.0), Some(150.0)),
+            (None, Some(20.0)),
+        ])
+        .expect("the ranges do not overlap");
+        let keys: Vec<Option<i64>> = [
+            f64::NEG_INFINITY,
+            -1e300,
+            19.99,
+            20.0,
+            99.0,
+            100.0,
+            150.0,
+            199.9,
+            200.0,
+            300.0,
+            f64::INFINITY,
+            f64::NAN,
+        ]
+        .iter()
+        .map(|x| buckets.key(*x))
+        .collect();
+        assert_eq!(
+            keys,
+            [
+                Some(3),
+                Some(3),
+                Some(3),
+                None,
+                None,
+                Some(1),
+                Some(1),
+                Some(1),
+                None,
+                Some(0),
+                Some(0),
+                None
+            ]
+        );
+        assert!(RangeBuckets::new(vec![(None, Some(50.0)), (Some(0.0), Some(500.0))]).is_none());
+        assert!(RangeBuckets::new(vec![(Some(0.0), Some(10.0)), (Some(0.0), Some(10.0))]).is_none());
+        assert!(RangeBuckets::new(vec![(Some(0.0), Some(10.0)), (Some(10.0), None)]).is_some());
+        assert!(RangeBuckets::new(vec![(Some(f64::NAN), None)]).is_none());
     }
 
     #[test]

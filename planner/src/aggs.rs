@@ -8,8 +8,10 @@
 //! aggregation the planner builds one aggregate plan per combination of
 //! branches of it and its ancestors, grouped by the keys of its group
 //! ancestors and itself, computing the document count and the metrics of its
-//! metric sub-aggregations. Metrics over multi-valued fields get a plan of
-//! their own that unnests the values. Bucket selection (`size`, `order`,
+//! metric sub-aggregations. A plan that only counts, without a group level,
+//! groups by the number of the range instead of taking one branch of a
+//! `range` whose ranges do not overlap (`range_bucket`). Metrics over
+//! multi-valued fields get a plan of their own that unnests the values. Bucket selection (`size`, `order`,
 //! `min_doc_count`), empty-bucket filling and rendering happen on the small
 //! grouped results.
 
@@ -28,7 +30,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 use futures::future::try_join_all;
-use quidditch_index::agg_pushdown::{fixed_date_key, histogram_key};
+use quidditch_index::agg_pushdown::{RangeBuckets, fixed_date_key, histogram_key};
 use quidditch_index::mapping::FieldType;
 use quidditch_index::query::LeafQuery;
 use serde_json::{Map, Value, json};
@@ -760,9 +762,9 @@ pub struct AggPlan {
     /// The plan.
     pub plan: LogicalPlan,
     node: NodeId,
-    /// Per bucket level (the node's ancestors and itself): the branch taken,
-    /// or `None` for a group level whose key is the next group column.
-    branches: Vec<Option<usize>>,
+    /// Per bucket level (the node's ancestors and itself): how the plan
+    /// splits it.
+    steps: Vec<Step>,
     /// Whether the plan gives document counts (else only metrics).
     counts: bool,
     /// Metric children whose values the plan computes, with their kind and
@@ -838,6 +840,20 @@ struct Level<'a> {
     node: &'a AggNode,
 }
 
+/// How a plan splits one bucket level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    /// The plan counts one bucket of a `range` or `filters`, a query of its
+    /// own pushed into the scans.
+    Branch(usize),
+    /// The next group column holds the level's key.
+    Group,
+    /// The next group column holds the number of the `range` bucket the
+    /// value falls in (null: none). For ranges that do not overlap, one
+    /// grouped plan replaces a plan per range.
+    Ranges,
+}
+
 impl<'a> Planner<'a> {
     /// Plans the metrics of a level (top-level metrics: one plan without
     /// groups) and every bucket aggregation below it.
@@ -911,7 +927,7 @@ impl<'a> Planner<'a> {
         counts: bool,
     ) -> Result<()> {
         let (scalar, list): (Vec<_>, Vec<_>) = metrics.iter().partition(|(_, m)| !self.is_list(&m.field));
-        let combos = branch_combinations(levels);
+        let combos = self.combinations(levels, metrics.is_empty())?;
         // `min_doc_count: 0` on terms lists every term of the indices, also
         // those no matching document has: their keys come from a plan over
         // all documents.
@@ -929,6 +945,57 @@ impl<'a> Planner<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The ranges of a `range` aggregation that one grouped plan can count:
+    /// over a single-valued number or date, ranges that do not overlap.
+    fn range_buckets(&self, r: &RangeAgg) -> Result<Option<RangeBuckets>> {
+        let is_date = match common_type(self.targets, &r.field) {
+            Some(DataType::Timestamp(..)) => true,
+            Some(t) if t.is_numeric() => false,
+            _ => return Ok(None),
+        };
+        Ok(RangeBuckets::new(range_bounds(r, is_date, self.now_ms)?))
+    }
+
+    /// Every way a plan splits the levels: one plan per combination of the
+    /// branches of `range` and `filters` levels. Grouping levels are keys.
+    /// Plans that only count, without a grouping level, group by the deepest
+    /// `range` whose ranges do not overlap instead: the scans count each
+    /// range in one pass (one key at most, so that they can aggregate it
+    /// themselves). With metrics, a plan per range folds its documents'
+    /// values in ungrouped loops, which costs less than grouping each value.
+    fn combinations(&self, levels: &[Level], counts_only: bool) -> Result<Vec<Vec<Step>>> {
+        let mut ranged = None;
+        if counts_only && levels.iter().all(|l| group_field(l.node).is_none()) {
+            for (i, level) in levels.iter().enumerate().rev() {
+                if let AggKind::Range(r) = &level.node.kind
+                    && self.range_buckets(r)?.is_some()
+                {
+                    ranged = Some(i);
+                    break;
+                }
+            }
+        }
+        let mut combos: Vec<Vec<Step>> = vec![vec![]];
+        for (i, level) in levels.iter().enumerate() {
+            let steps = match branch_count(level.node) {
+                _ if ranged == Some(i) => vec![Step::Ranges],
+                Some(n) => (0..n).map(Step::Branch).collect(),
+                None => vec![Step::Group],
+            };
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    steps.iter().map(move |s| {
+                        let mut c = c.clone();
+                        c.push(*s);
+                        c
+                    })
+                })
+                .collect();
+        }
+        Ok(combos)
     }
 
     fn branch_query(&self, level: &Level, branch: usize, target: &Target) -> Result<LeafQuery> {
@@ -969,7 +1036,7 @@ impl<'a> Planner<'a> {
         &mut self,
         path: &[usize],
         levels: &[Level<'a>],
-        combo: &[Option<usize>],
+        combo: &[Step],
         metrics: &[&(usize, &MetricAgg)],
         counts: bool,
         all_docs: bool,
@@ -977,8 +1044,8 @@ impl<'a> Planner<'a> {
         let base = self.base;
         let query_for = |t: &Target| -> Result<LeafQuery> {
             let mut parts = vec![if all_docs { LeafQuery::All } else { base(t)? }];
-            for (level, branch) in levels.iter().zip(combo) {
-                if let Some(b) = branch {
+            for (level, step) in levels.iter().zip(combo) {
+                if let Step::Branch(b) = step {
                     parts.push(self.branch_query(level, *b, t)?);
                 }
             }
@@ -989,8 +1056,13 @@ impl<'a> Planner<'a> {
         };
         let mut outputs = Vec::new();
         let mut unnest = Vec::new();
-        for (i, level) in levels.iter().enumerate() {
-            if let Some(field) = group_field(level.node) {
+        let key_field = |i: usize| match (combo[i], &levels[i].node.kind) {
+            (Step::Ranges, AggKind::Range(r)) => Some(r.field.as_str()),
+            (Step::Group, _) => group_field(levels[i].node),
+            _ => None,
+        };
+        for i in 0..levels.len() {
+            if let Some(field) = key_field(i) {
                 let alias = format!("__g{i}");
                 if self.is_list(field) {
                     unnest.push(alias.clone());
@@ -1027,7 +1099,7 @@ impl<'a> Planner<'a> {
         }
         let mut groups = Vec::new();
         for (i, level) in levels.iter().enumerate() {
-            let Some(field) = group_field(level.node) else {
+            let Some(field) = key_field(i) else {
                 continue;
             };
             let input = col(format!("__g{i}"));
@@ -1048,11 +1120,9 @@ impl<'a> Planner<'a> {
             distinct.append(&mut groups);
             distinct.extend((0..metrics.len()).map(|j| col(format!("__m{j}"))));
             builder = builder.aggregate(distinct, Vec::<Expr>::new())?;
-            groups = levels
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| group_field(l.node).is_some())
-                .map(|(i, _)| col(format!("__k{i}")))
+            groups = (0..levels.len())
+                .filter(|i| key_field(*i).is_some())
+                .map(|i| col(format!("__k{i}")))
                 .collect();
         }
         // After deduplication the count reads `_id`, which keeps the
@@ -1078,7 +1148,7 @@ impl<'a> Planner<'a> {
         self.plans.push(AggPlan {
             plan,
             node: path.to_vec(),
-            branches: combo.to_vec(),
+            steps: combo.to_vec(),
             counts,
             metrics: metrics
                 .iter()
@@ -1141,6 +1211,25 @@ impl<'a> Planner<'a> {
                     ],
                 ))
             }
+            AggKind::Range(r) => {
+                let buckets = self
+                    .range_buckets(r)?
+                    .ok_or_else(|| Error::internal("grouped ranges overlap"))?;
+                let x = match ty {
+                    Some(DataType::Timestamp(..)) => cast(cast(input, DataType::Int64), DataType::Float64),
+                    _ => cast(input, DataType::Float64),
+                };
+                let mut args = vec![x];
+                for (from, to) in buckets.ranges() {
+                    args.push(lit(from.unwrap_or(f64::NEG_INFINITY)));
+                    args.push(lit(to.unwrap_or(f64::INFINITY)));
+                }
+                let udf = ScalarUDF::new_from_impl(RangeBucket::new());
+                Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                    Arc::new(udf),
+                    args,
+                ))
+            }
             _ => return Err(Error::internal("key of a branch aggregation")),
         })
     }
@@ -1190,30 +1279,24 @@ fn branch_count(node: &AggNode) -> Option<usize> {
     }
 }
 
-fn branch_combinations(levels: &[Level]) -> Vec<Vec<Option<usize>>> {
-    let mut combos: Vec<Vec<Option<usize>>> = vec![vec![]];
-    for level in levels {
-        combos = match branch_count(level.node) {
-            None => combos
-                .into_iter()
-                .map(|mut c| {
-                    c.push(None);
-                    c
-                })
-                .collect(),
-            Some(n) => combos
-                .into_iter()
-                .flat_map(|c| {
-                    (0..n).map(move |b| {
-                        let mut c = c.clone();
-                        c.push(Some(b));
-                        c
-                    })
-                })
-                .collect(),
-        };
-    }
-    combos
+/// The `from` and `to` of each range, as numbers (epoch milliseconds on a
+/// date field).
+fn range_bounds(r: &RangeAgg, is_date: bool, now_ms: i64) -> Result<Vec<(Option<f64>, Option<f64>)>> {
+    let bound = |v: &Option<Value>| -> Result<Option<f64>> {
+        v.as_ref()
+            .map(|v| {
+                if is_date {
+                    resolve_date(v, r.format.as_deref(), now_ms, false).map(|ms| ms as f64)
+                } else {
+                    num(v, "range")
+                }
+            })
+            .transpose()
+    };
+    r.ranges
+        .iter()
+        .map(|s| Ok((bound(&s.from)?, bound(&s.to)?)))
+        .collect()
 }
 
 fn key_filter_expr(t: &TermsAgg, key: Expr) -> Expr {
@@ -1458,7 +1541,64 @@ pub fn udfs() -> Vec<Arc<ScalarUDF>> {
     vec![
         Arc::new(ScalarUDF::new_from_impl(DateBucket::new())),
         Arc::new(ScalarUDF::new_from_impl(HistogramBucket::new())),
+        Arc::new(ScalarUDF::new_from_impl(RangeBucket::new())),
     ]
+}
+
+/// `range_bucket(x, from_0, to_0, from_1, to_1, ...)`: the number of the
+/// range `x` falls in ([`RangeBuckets::key`]), null for none. The bounds are
+/// literal doubles, infinite where a range is open, so that a scan can
+/// compute the buckets itself; the ranges must not overlap.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RangeBucket {
+    signature: Signature,
+}
+
+impl RangeBucket {
+    fn new() -> RangeBucket {
+        RangeBucket {
+            signature: Signature::variadic(vec![DataType::Float64], Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for RangeBucket {
+    fn name(&self) -> &str {
+        "range_bucket"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let bad = |what: String| datafusion::error::DataFusionError::Internal(what);
+        let bounds = (1..args.args.len())
+            .map(|i| match literal_arg(&args, i, self.name())? {
+                datafusion::common::ScalarValue::Float64(Some(b)) => Ok(b),
+                other => Err(bad(format!(
+                    "bound {i} of range_bucket must be a double, not {other:?}"
+                ))),
+            })
+            .collect::<DfResult<Vec<f64>>>()?;
+        if bounds.len() % 2 != 0 {
+            return Err(bad("range_bucket takes a from and a to per range".into()));
+        }
+        let finite = |b: f64| b.is_finite().then_some(b);
+        let ranges = bounds
+            .chunks_exact(2)
+            .map(|p| (finite(p[0]), finite(p[1])))
+            .collect();
+        let buckets =
+            RangeBuckets::new(ranges).ok_or_else(|| bad("the ranges of range_bucket overlap".into()))?;
+        let input: Float64Array = value_arg(&args, self.name(), "Float64")?;
+        let out: Int64Array = input.iter().map(|v| v.and_then(|x| buckets.key(x))).collect();
+        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+    }
 }
 
 /// `histogram_bucket(x, interval, offset)`: the key of the `histogram`
@@ -1601,18 +1741,31 @@ pub async fn run(ctx: &SessionContext, plans: &[AggPlan]) -> Result<AggResults> 
 }
 
 fn read_rows(plan: &AggPlan, batch: &RecordBatch, out: &mut HashMap<Vec<Key>, Row>) -> Result<()> {
-    let groups = plan.branches.iter().filter(|b| b.is_none()).count();
-    for row in 0..batch.num_rows() {
-        let mut key = Vec::with_capacity(plan.branches.len());
+    let groups = plan
+        .steps
+        .iter()
+        .filter(|s| !matches!(s, Step::Branch(_)))
+        .count();
+    'rows: for row in 0..batch.num_rows() {
+        let mut key = Vec::with_capacity(plan.steps.len());
         let mut g = 0;
-        for b in &plan.branches {
-            match b {
-                Some(i) => key.push(Key::Branch(*i)),
-                None => {
-                    key.push(Key::from_json(&json_at(batch.column(g).as_ref(), row)?));
-                    g += 1;
+        for step in &plan.steps {
+            let value = match step {
+                Step::Branch(i) => {
+                    key.push(Key::Branch(*i));
+                    continue;
                 }
-            }
+                _ => Key::from_json(&json_at(batch.column(g).as_ref(), row)?),
+            };
+            g += 1;
+            key.push(match (step, value) {
+                (Step::Ranges, Key::Int(i)) => {
+                    Key::Branch(usize::try_from(i).map_err(|_| Error::internal(format!("range number {i}")))?)
+                }
+                // Values in no range.
+                (Step::Ranges, _) => continue 'rows,
+                (_, value) => value,
+            });
         }
         let entry = out.entry(key).or_default();
         let mut c = groups;
@@ -1970,23 +2123,11 @@ impl Renderer<'_> {
         } else {
             None
         };
-        let bound = |v: &Option<Value>| -> Result<Option<f64>> {
-            v.as_ref()
-                .map(|v| {
-                    if is_date {
-                        resolve_date(v, r.format.as_deref(), self.now_ms, false).map(|ms| ms as f64)
-                    } else {
-                        num(v, "range")
-                    }
-                })
-                .transpose()
-        };
-        let mut order: Vec<(usize, Option<f64>, Option<f64>)> = r
-            .ranges
-            .iter()
+        let mut order: Vec<(usize, Option<f64>, Option<f64>)> = range_bounds(r, is_date, self.now_ms)?
+            .into_iter()
             .enumerate()
-            .map(|(i, s)| Ok((i, bound(&s.from)?, bound(&s.to)?)))
-            .collect::<Result<_>>()?;
+            .map(|(i, (from, to))| (i, from, to))
+            .collect();
         order.sort_by(|a, b| {
             let from =
                 a.1.unwrap_or(f64::NEG_INFINITY)
