@@ -1437,18 +1437,36 @@ impl AggJob {
                 }
             }
         }
-        let mut text = String::new();
+        // The terms of the counted ordinals, in one pass over the dictionary.
+        let mut names = Vec::new();
+        if let Some(c) = &str_col {
+            let ords: Vec<u64> = (1..=terms)
+                .filter(|s| rows[*s] > 0)
+                .map(|s| s as u64 - 1)
+                .collect();
+            let mut valid = true;
+            let found = c
+                .dictionary()
+                .sorted_ords_to_term_cb(&ords, |bytes| match std::str::from_utf8(bytes) {
+                    Ok(name) => names.push(name.to_string()),
+                    Err(_) => valid = false,
+                })
+                .map_err(tantivy_err)?;
+            if !(found && valid) {
+                return Err(DataFusionError::Internal(format!(
+                    "the dictionary of a keyword column of segment {} lacks a term",
+                    segment.segment_id().uuid_string()
+                )));
+            }
+        }
+        let mut names = names.into_iter();
         for (slot, &count) in rows.iter().enumerate() {
             if count == 0 {
                 continue;
             }
             let key = match (&str_col, slot) {
                 (_, 0) => None,
-                (Some(c), s) => {
-                    text.clear();
-                    c.ord_to_str(s as u64 - 1, &mut text).map_err(tantivy_err)?;
-                    Some(Key::Str(text.clone()))
-                }
+                (Some(_), _) => names.next().map(Key::Str),
                 (None, s) => int_keys.get(s - terms - 1).map(|v| Key::Int(*v)),
             };
             if !groups.contains_key(&key) {

@@ -885,7 +885,8 @@ pub(crate) struct ColumnBuf {
 /// (`values[i]` is `docs[i]`'s); otherwise `buf.docs[i]` is the document of
 /// `values[i]`.
 fn read_first(col: &Column<u64>, docs: &[DocId], buf: &mut ColumnBuf, values: &mut Vec<u64>) -> bool {
-    values.clear();
+    // Every value is overwritten: resizing keeps the previous block's
+    // values rather than zeroing the buffer again.
     let cardinality = col.get_cardinality();
     if cardinality == tantivy::columnar::Cardinality::Full {
         values.resize(docs.len(), 0);
