@@ -53,8 +53,8 @@ use crate::index::Index;
 use crate::mapping::{FieldType, Mapping};
 use crate::query::LeafQuery;
 use crate::scan::{
-    BlockValues, NumBuf, NumColumn, ShardSet, ShardSource, TantivyScanExec, first_ords, for_each_first_ord,
-    for_each_live_block, open_numeric, open_str, remote_partition, tantivy_err,
+    BlockValues, NumBuf, NumColumn, ShardSet, ShardSource, TantivyScanExec, first_ords, for_each_doc_block,
+    for_each_first_ord, for_each_live_block, open_numeric, open_str, remote_partition, tantivy_err,
 };
 use crate::schema::kw_column;
 
@@ -950,8 +950,9 @@ impl Acc {
     }
 }
 
-/// Independent accumulators a block is folded into, so that the loop
-/// keeps several additions and comparisons in flight (and vectorizes).
+/// Independent accumulators a block is folded into (or counters per
+/// keyword ordinal), so that the loop keeps several additions and
+/// comparisons in flight (and vectorizes).
 const LANES: usize = 4;
 
 /// Calls `lane(l, conv(value))` for every value, value `i` in lane
@@ -1286,8 +1287,21 @@ impl AggJob {
         } else {
             0
         };
-        let segment_bytes = (terms + 1) * slot_bytes + window_bytes;
+        // Only row counts per keyword (a bare `terms`): the ordinals are
+        // counted as they are read, without a slot per document, each in
+        // one of `LANES` interleaved counters (`LANES * ordinal + lane`), so
+        // that the increments of one ordinal in a run do not wait on each
+        // other.
+        let counts_only = self.aggs.iter().all(|a| a.fun == Fun::CountRows);
+        let lane_counts = if str_col.is_some() && counts_only {
+            terms * LANES
+        } else {
+            0
+        };
+        let segment_bytes =
+            (terms + 1) * slot_bytes + window_bytes + lane_counts * std::mem::size_of::<u32>();
         reservation.try_grow(segment_bytes)?;
+        let mut lanes = vec![0u32; lane_counts];
         let mut rows = vec![0i64; terms + 1];
         let mut accs = vec![Acc::default(); (terms + 1) * naggs];
         let mut ordinals = OrdinalSlots::default();
@@ -1307,9 +1321,6 @@ impl AggJob {
                     .any(|b| b.fun == Fun::SumSq && b.column == a.column)
             })
             .collect();
-        // Only row counts per keyword (a bare `terms`): the ordinals are
-        // counted as they are read, without a slot per document.
-        let counts_only = self.aggs.iter().all(|a| a.fun == Fun::CountRows);
         // Only row counts per range (a bare `range`): the values are counted
         // per interval between the ranges' bounds.
         let count_ranges = match &self.group {
@@ -1330,9 +1341,7 @@ impl AggJob {
             } else if let (Some(c), true) = (&str_col, counts_only) {
                 let ords = first_ords(c, docs, &mut buf);
                 rows[0] += (docs.len() - ords.len()) as i64;
-                for o in ords {
-                    rows[*o as usize + 1] += 1;
-                }
+                for_each_lane(ords, |o| o as usize, &mut |lane, o| lanes[o * LANES + lane] += 1);
                 return;
             } else if let Some(c) = &str_col {
                 slots.resize(docs.len(), 0);
@@ -1422,10 +1431,17 @@ impl AggJob {
                 }
             }
         };
-        for_each_live_block(weight, segment, BLOCK, |docs| {
-            fold(docs);
-            Ok(true)
-        })?;
+        if self.query == LeafQuery::All && segment.alive_bitset().is_none() {
+            for_each_doc_block(segment.max_doc(), BLOCK, &mut fold);
+        } else {
+            for_each_live_block(weight, segment, BLOCK, |docs| {
+                fold(docs);
+                Ok(true)
+            })?;
+        }
+        for (o, counts) in lanes.chunks_exact(LANES).enumerate() {
+            rows[o + 1] += counts.iter().map(|c| i64::from(*c)).sum::<i64>();
+        }
         // Slot 0 holds the documents of no range.
         if let Some(r) = count_ranges {
             for (k, &count) in interval_rows.iter().enumerate() {

@@ -873,6 +873,22 @@ pub(crate) fn for_each_live_block(
     outcome
 }
 
+/// Calls `f` with every document of a segment without deletions, `block` at
+/// a time: what `for_each_live_block` gives for a query matching all, without
+/// running it.
+pub(crate) fn for_each_doc_block(max_doc: DocId, block: usize, mut f: impl FnMut(&[DocId])) {
+    let mut docs: Vec<DocId> = Vec::with_capacity(block);
+    let step = DocId::try_from(block).unwrap_or(DocId::MAX);
+    let mut start: DocId = 0;
+    while start < max_doc {
+        let end = start.saturating_add(step).min(max_doc);
+        docs.clear();
+        docs.extend(start..end);
+        f(&docs);
+        start = end;
+    }
+}
+
 /// Buffers reused from block to block to read a column's values.
 #[derive(Debug, Default)]
 pub(crate) struct ColumnBuf {
