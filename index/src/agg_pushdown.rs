@@ -1083,11 +1083,24 @@ impl Sketch {
         self.digest.clone()
     }
 
-    /// Adds the values `other` digested.
+    /// Adds the values `other` digested. Values not digested yet are
+    /// added as values, so that the segments of a shard with few values
+    /// give the digest their values would give read one after another;
+    /// only digests are merged as digests (which costs accuracy).
     fn merge(&mut self, mut other: Sketch) {
-        self.flush();
-        other.flush();
-        self.digest = TDigest::merge_digests([&self.digest, &other.digest]);
+        if self.digest.count() == 0.0 && other.digest.count() > 0.0 {
+            std::mem::swap(self, &mut other);
+        }
+        if other.digest.count() > 0.0 {
+            self.flush();
+            other.flush();
+            self.digest = TDigest::merge_digests([&self.digest, &other.digest]);
+            return;
+        }
+        self.pending.append(&mut other.pending);
+        if self.pending.len() >= SKETCH_BATCH {
+            self.flush();
+        }
     }
 }
 
@@ -1632,6 +1645,29 @@ mod tests {
         assert_eq!(fixed_date_key(599_999, 600_000, 0), 0);
         assert_eq!(fixed_date_key(-1, 600_000, 0), -600_000);
         assert_eq!(fixed_date_key(650_000, 600_000, 60_000), 60_000);
+    }
+
+    #[test]
+    fn sketches_of_few_values_merge_into_the_digest_of_all_values() {
+        let values: Vec<u64> = (0..600u64).map(|i| (i * 7919) % 1000).collect();
+        let mut whole = Sketch::new();
+        whole.add(BlockValues::U64(&values));
+        let mut parts: Vec<Sketch> = values
+            .chunks(50)
+            .map(|chunk| {
+                let mut s = Sketch::new();
+                s.add(BlockValues::U64(chunk));
+                s
+            })
+            .collect();
+        let mut merged = parts.pop().expect("parts");
+        for part in parts {
+            merged.merge(part);
+        }
+        let (whole, merged) = (whole.finish(), merged.finish());
+        for q in [0.01, 0.25, 0.5, 0.75, 0.99] {
+            assert_eq!(whole.estimate_quantile(q), merged.estimate_quantile(q), "{q}");
+        }
     }
 
     #[test]
