@@ -639,19 +639,19 @@ impl RangeBuckets {
     /// The ranges, or `None` when two of them overlap (a value may then
     /// fall in several) or a bound is not a number.
     pub fn new(ranges: RangeList) -> Option<RangeBuckets> {
-        let span = |(from, to): &(Option<f64>, Option<f64>)| {
-            (from.unwrap_or(f64::NEG_INFINITY), to.unwrap_or(f64::INFINITY))
-        };
+        if ranges
+            .iter()
+            .any(|(from, to)| from.is_some_and(f64::is_nan) || to.is_some_and(f64::is_nan))
+        {
+            return None;
+        }
         // An empty range holds no value; the others must follow each other.
         let mut live: Vec<(f64, f64, usize)> = ranges
             .iter()
             .enumerate()
-            .map(|(i, r)| (span(r).0, span(r).1, i))
-            .filter(|(from, to, _)| from < to || from.is_nan() || to.is_nan())
+            .map(|(i, (from, to))| (from.unwrap_or(f64::NEG_INFINITY), to.unwrap_or(f64::INFINITY), i))
+            .filter(|(from, to, _)| from < to)
             .collect();
-        if live.iter().any(|(from, to, _)| from.is_nan() || to.is_nan()) {
-            return None;
-        }
         live.sort_by(|a, b| a.0.total_cmp(&b.0));
         if live.windows(2).any(|w| w[1].0 < w[0].1) {
             return None;
@@ -677,6 +677,29 @@ impl RangeBuckets {
             bounds,
             intervals,
         })
+    }
+
+    /// The ranges of `range_bucket`'s literal bounds: a `from` and a `to`
+    /// per range, infinite where it is open.
+    pub fn from_bounds(bounds: &[f64]) -> Option<RangeBuckets> {
+        if !bounds.len().is_multiple_of(2) {
+            return None;
+        }
+        let finite = |b: f64| b.is_finite().then_some(b);
+        RangeBuckets::new(
+            bounds
+                .chunks_exact(2)
+                .map(|p| (finite(p[0]), finite(p[1])))
+                .collect(),
+        )
+    }
+
+    /// The literal bounds of `range_bucket` ([`RangeBuckets::from_bounds`]).
+    pub fn literal_bounds(&self) -> Vec<f64> {
+        self.ranges
+            .iter()
+            .flat_map(|(from, to)| [from.unwrap_or(f64::NEG_INFINITY), to.unwrap_or(f64::INFINITY)])
+            .collect()
     }
 
     /// The interval `x` lies in: how many bounds are at or below it.
@@ -852,12 +875,7 @@ fn bucket_group(
                     _ => None,
                 })
                 .collect::<Option<Vec<f64>>>()?;
-            let finite = |b: f64| b.is_finite().then_some(b);
-            let ranges = bounds
-                .chunks_exact(2)
-                .map(|p| (finite(p[0]), finite(p[1])))
-                .collect();
-            let buckets = RangeBuckets::new(ranges).filter(|_| bounds.len() % 2 == 0)?;
+            let buckets = RangeBuckets::from_bounds(&bounds)?;
             // A date column's epoch milliseconds, cast to doubles.
             let x = uncast(call.args().first()?)?;
             let x = match x.downcast_ref::<CastExpr>() {
@@ -1713,6 +1731,11 @@ mod tests {
                 None
             ]
         );
+        assert_eq!(
+            RangeBuckets::from_bounds(&buckets.literal_bounds()),
+            Some(buckets)
+        );
+        assert!(RangeBuckets::from_bounds(&[0.0, 10.0, 20.0]).is_none());
         assert!(RangeBuckets::new(vec![(None, Some(50.0)), (Some(0.0), Some(500.0))]).is_none());
         assert!(RangeBuckets::new(vec![(Some(0.0), Some(10.0)), (Some(0.0), Some(10.0))]).is_none());
         assert!(RangeBuckets::new(vec![(Some(0.0), Some(10.0)), (Some(10.0), None)]).is_some());

@@ -1220,10 +1220,7 @@ impl<'a> Planner<'a> {
                     _ => cast(input, DataType::Float64),
                 };
                 let mut args = vec![x];
-                for (from, to) in buckets.ranges() {
-                    args.push(lit(from.unwrap_or(f64::NEG_INFINITY)));
-                    args.push(lit(to.unwrap_or(f64::INFINITY)));
-                }
+                args.extend(buckets.literal_bounds().into_iter().map(lit));
                 let udf = ScalarUDF::new_from_impl(RangeBucket::new());
                 Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
                     Arc::new(udf),
@@ -1585,16 +1582,9 @@ impl ScalarUDFImpl for RangeBucket {
                 ))),
             })
             .collect::<DfResult<Vec<f64>>>()?;
-        if bounds.len() % 2 != 0 {
-            return Err(bad("range_bucket takes a from and a to per range".into()));
-        }
-        let finite = |b: f64| b.is_finite().then_some(b);
-        let ranges = bounds
-            .chunks_exact(2)
-            .map(|p| (finite(p[0]), finite(p[1])))
-            .collect();
-        let buckets =
-            RangeBuckets::new(ranges).ok_or_else(|| bad("the ranges of range_bucket overlap".into()))?;
+        let buckets = RangeBuckets::from_bounds(&bounds).ok_or_else(|| {
+            bad("range_bucket takes a from and a to per range, ranges that do not overlap".into())
+        })?;
         let input: Float64Array = value_arg(&args, self.name(), "Float64")?;
         let out: Int64Array = input.iter().map(|v| v.and_then(|x| buckets.key(x))).collect();
         Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
