@@ -215,16 +215,24 @@ impl Peers for ClusterPeers {
         })
     }
 
+    fn stored_index(&self, name: &str) -> Result<Option<IndexMeta>> {
+        let Some(etcd) = &self.etcd else { return Ok(None) };
+        self.block(etcd.index(name))
+            .map(|stored| stored.map(|(meta, _)| meta))
+            .map_err(Error::unavailable)
+    }
+
     fn write(
         &self,
         node: &str,
-        index: &str,
+        meta: &IndexMeta,
         writes: Vec<DocWrite>,
         refresh: RefreshPolicy,
     ) -> Result<Vec<ItemResult>> {
         let node = self.node(node)?;
         let call = Call::Bulk {
-            index: index.to_string(),
+            index: meta.name.clone(),
+            uuid: meta.uuid.clone(),
             writes,
             refresh,
         };

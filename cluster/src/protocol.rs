@@ -53,6 +53,8 @@ pub enum Call {
     Bulk {
         /// Index name.
         index: String,
+        /// The incarnation written to.
+        uuid: String,
         /// The writes, in request order.
         writes: Vec<DocWrite>,
         /// What to make searchable before answering.

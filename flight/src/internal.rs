@@ -73,19 +73,17 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             Ok(Value::Null)
         }
         Call::PutMapping { name, uuid, mapping } => {
-            let index = indices.get(&name)?;
-            if index.meta().uuid != uuid {
-                return Err(Error::IndexNotFound(name));
-            }
+            let index = current(&indices, &name, Some(&uuid)).await?;
             blocking(move || index.receive_mapping(mapping)).await?;
             Ok(Value::Null)
         }
         Call::Bulk {
             index,
+            uuid,
             writes,
             refresh,
         } => {
-            let index = indices.get(&index)?;
+            let index = current(&indices, &index, Some(&uuid)).await?;
             let target = Arc::clone(&index);
             let batch = blocking(move || target.write(writes, refresh)).await?;
             apply_refresh(refresh, vec![(index, batch.touched)]).await?;
@@ -97,12 +95,12 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             shard,
             target,
         } => {
-            let index = incarnation(&indices, &index, &uuid)?;
+            let index = current(&indices, &index, Some(&uuid)).await?;
             blocking(move || index.recover_to(shard, &target)).await?;
             Ok(Value::Null)
         }
         Call::CopyStart { index, uuid, shard } => {
-            let index = incarnation(&indices, &index, &uuid)?;
+            let index = current(&indices, &index, Some(&uuid)).await?;
             blocking(move || index.start_copy(shard)).await?;
             Ok(Value::Null)
         }
@@ -115,7 +113,7 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             data,
         } => {
             use base64::Engine as _;
-            let index = incarnation(&indices, &index, &uuid)?;
+            let index = current(&indices, &index, Some(&uuid)).await?;
             let data = base64::engine::general_purpose::STANDARD
                 .decode(data)
                 .map_err(|e| Error::illegal_argument(format!("bad shard copy chunk: {e}")))?;
@@ -123,12 +121,12 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             Ok(Value::Null)
         }
         Call::CopyFinish { index, uuid, shard } => {
-            let index = incarnation(&indices, &index, &uuid)?;
+            let index = current(&indices, &index, Some(&uuid)).await?;
             blocking(move || index.install_copy(shard)).await?;
             Ok(Value::Null)
         }
         Call::Get { index, id } => {
-            let index = indices.get(&index)?;
+            let index = current(&indices, &index, None).await?;
             let doc = blocking(move || index.get(&id)).await?;
             to_value(doc.map(|d| WireDoc {
                 version: d.version,
@@ -137,7 +135,7 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             }))
         }
         Call::Refresh { index } => {
-            let index = indices.get(&index)?;
+            let index = current(&indices, &index, None).await?;
             blocking(move || index.refresh()).await?;
             Ok(Value::Null)
         }
@@ -155,7 +153,7 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             Ok(json!(out))
         }
         Call::TermStats { index, shards, query } => {
-            let index = indices.get(&index)?;
+            let index = current(&indices, &index, None).await?;
             to_value(blocking(move || index.local_term_stats(&query, Some(&shards))).await?)
         }
         Call::Allocate {
@@ -177,18 +175,18 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             ops,
             refresh,
         } => {
-            let index = incarnation(&indices, &index, &uuid)?;
+            let index = current(&indices, &index, Some(&uuid)).await?;
             blocking(move || index.apply_replicated(shard, &primary, ops, refresh)).await?;
             Ok(Value::Null)
         }
     }
 }
 
-/// The index `name` when it is the incarnation `uuid`.
-fn incarnation(indices: &Indices, name: &str, uuid: &str) -> Result<Arc<Index>> {
-    let index = indices.get(name)?;
-    if index.meta().uuid != uuid {
-        return Err(Error::IndexNotFound(name.to_string()));
-    }
-    Ok(index)
+/// The index `name` (the incarnation `uuid` when given), read from the
+/// cluster store first when this node has not learned it yet
+/// ([`Indices::get_current`]).
+async fn current(indices: &Arc<Indices>, name: &str, uuid: Option<&str>) -> Result<Arc<Index>> {
+    let indices = Arc::clone(indices);
+    let (name, uuid) = (name.to_string(), uuid.map(str::to_string));
+    blocking(move || indices.get_current(&name, uuid.as_deref())).await
 }

@@ -61,13 +61,14 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
 
 impl TantivyCodec {
     fn index(indices: &Indices, name: &str, uuid: &str) -> Result<Arc<Index>> {
-        let index = indices.get(name).map_err(external)?;
-        if index.meta().uuid != uuid {
-            return Err(DataFusionError::Plan(format!(
-                "index [{name}] on this node is another incarnation than the one the query was planned on"
-            )));
+        match indices.get_current(name, Some(uuid)) {
+            Err(crate::Error::IndexNotFound(_)) if indices.get(name).is_ok() => {
+                Err(DataFusionError::Plan(format!(
+                    "index [{name}] on this node is another incarnation than the one the query was planned on"
+                )))
+            }
+            other => other.map_err(external),
         }
-        Ok(index)
     }
 }
 

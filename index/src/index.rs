@@ -492,7 +492,6 @@ impl Index {
         self.extend_mapping(&writes)?;
         // Every write's id, for the results of writes whose node failed.
         let ids: Vec<Option<String>> = writes.iter().map(|w| w.id().map(str::to_string)).collect();
-        let name = self.name();
         let meta = self.meta();
         let mut local = Vec::new();
         let mut remote: BTreeMap<String, Vec<(usize, DocWrite)>> = BTreeMap::new();
@@ -512,10 +511,10 @@ impl Index {
             let calls: Vec<_> = remote
                 .into_iter()
                 .map(|(node, batch)| {
-                    let name = &name;
+                    let meta = &meta;
                     scope.spawn(move || {
                         let (positions, writes): (Vec<usize>, Vec<DocWrite>) = batch.into_iter().unzip();
-                        let outcome = peers.write(&node, name, writes, refresh);
+                        let outcome = peers.write(&node, meta, writes, refresh);
                         (positions, outcome)
                     })
                 })

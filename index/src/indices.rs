@@ -249,13 +249,41 @@ impl Indices {
             .ok_or_else(|| Error::IndexNotFound(name.to_string()))
     }
 
+    /// The index named `name`, the incarnation `uuid` when one is named,
+    /// as another node asks for it. This node may not know it yet: another
+    /// node created it (or re-created it) and this node has not followed
+    /// the cluster store that far. Then it is read from the store and
+    /// installed first, so that what another node acknowledged is known
+    /// here when that node's next call comes.
+    pub fn get_current(&self, name: &str, uuid: Option<&str>) -> Result<Arc<Index>> {
+        let wanted = |index: &Arc<Index>| uuid.is_none_or(|u| index.meta().uuid == u);
+        match self.get(name) {
+            Ok(index) if wanted(&index) => return Ok(index),
+            Ok(_) | Err(Error::IndexNotFound(_)) => {}
+            Err(err) => return Err(err),
+        }
+        let not_found = || Error::IndexNotFound(name.to_string());
+        let Some(peers) = &self.peers else {
+            return Err(not_found());
+        };
+        let stored = peers
+            .stored_index(name)?
+            .filter(|meta| !meta.allocation.is_empty())
+            .ok_or_else(not_found)?;
+        match self.install(stored) {
+            Ok(_) | Err(Error::IndexExists(_)) => {}
+            Err(err) => return Err(err),
+        }
+        self.get(name).ok().filter(wanted).ok_or_else(not_found)
+    }
+
     /// The index named `name`, created with defaults when missing
     /// (Elasticsearch's `action.auto_create_index`).
     pub fn get_or_create(&self, name: &str) -> Result<Arc<Index>> {
         match self.get(name) {
             Ok(index) => Ok(index),
             Err(Error::IndexNotFound(_)) => match self.create(name, None) {
-                Err(Error::IndexExists(_)) => self.get(name),
+                Err(Error::IndexExists(_)) => self.get_current(name, None),
                 other => other,
             },
             Err(err) => Err(err),

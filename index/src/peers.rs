@@ -34,11 +34,15 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     fn index_deleted(&self, meta: &IndexMeta) -> Result<()>;
     /// Sends an index's new mapping to every other node.
     fn mapping_changed(&self, meta: &IndexMeta) -> Result<()>;
-    /// Applies writes on `node`, which holds their shards; one result per write.
+    /// The metadata of index `name` as the cluster store holds it now;
+    /// `None` when the store has no such index or there is no store.
+    fn stored_index(&self, name: &str) -> Result<Option<IndexMeta>>;
+    /// Applies writes on `node`, which holds their shards of the incarnation
+    /// `meta` of an index; one result per write.
     fn write(
         &self,
         node: &str,
-        index: &str,
+        meta: &IndexMeta,
         writes: Vec<DocWrite>,
         refresh: RefreshPolicy,
     ) -> Result<Vec<ItemResult>>;
