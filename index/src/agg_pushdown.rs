@@ -99,9 +99,10 @@ enum Fun {
     Avg,
     /// The sum of the squares of a column's values (`sum(x * x)`).
     SumSq,
-    /// `approx_percentile_cont(p) WITHIN GROUP (ORDER BY x)` without a
-    /// group: its state is a t-digest of the values, whatever `p`.
-    Percentile,
+    /// `approx_percentile_cont(p[, centroids]) WITHIN GROUP (ORDER BY x)`
+    /// without a group: its state is a t-digest of the values with so many
+    /// centroids at most, whatever `p`.
+    Percentile(usize),
 }
 
 impl Fun {
@@ -109,7 +110,7 @@ impl Fun {
     fn states(self) -> usize {
         match self {
             Fun::Avg => 2,
-            Fun::Percentile => 6,
+            Fun::Percentile(_) => 6,
             _ => 1,
         }
     }
@@ -144,6 +145,19 @@ fn uncast(expr: &Arc<dyn PhysicalExpr>) -> Option<&Arc<dyn PhysicalExpr>> {
         Some(cast) if *cast.cast_type() == DataType::Float64 => Some(cast.expr()),
         Some(_) => None,
         None => Some(expr),
+    }
+}
+
+/// The digest size `approx_percentile_cont` is given after its percentile:
+/// the default without one, else its positive integer literal.
+fn digest_size(rest: &[Arc<dyn PhysicalExpr>]) -> Option<usize> {
+    match rest {
+        [] => Some(DEFAULT_MAX_SIZE),
+        [size] => match size.downcast_ref::<Literal>()?.value().cast_to(&DataType::UInt64) {
+            Ok(ScalarValue::UInt64(Some(n))) if n > 0 => usize::try_from(n).ok(),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -248,12 +262,12 @@ impl TantivyAggregateExec {
             }
             let args = expr.expressions();
             let (fun, arg) = match (expr.fun().name(), args.as_slice(), expr.order_bys()) {
-                // The digest's default size (no third argument), ordered
-                // ascending by the value it digests.
-                ("approx_percentile_cont", [x, _], [order])
+                // Ordered ascending by the value it digests, with the
+                // digest's default size or a literal one.
+                ("approx_percentile_cont", [x, _, size @ ..], [order])
                     if group.is_none() && !order.options.descending && order.expr.eq(x) =>
                 {
-                    (Fun::Percentile, x)
+                    (Fun::Percentile(digest_size(size)?), x)
                 }
                 ("count", [arg], [])
                     if arg
@@ -299,7 +313,7 @@ impl TantivyAggregateExec {
                             | DataType::Timestamp(TimeUnit::Millisecond, None)]
                     ),
                     Fun::Avg => states == [DataType::UInt64, DataType::Float64],
-                    Fun::Percentile => {
+                    Fun::Percentile(_) => {
                         matches!(states[..], [DataType::UInt64, _, _, _, _, DataType::List(_)])
                             && states[1..5].iter().all(|t| *t == DataType::Float64)
                     }
@@ -436,7 +450,13 @@ impl DisplayAs for TantivyAggregateExec {
         let aggs: Vec<String> = self
             .aggs
             .iter()
-            .map(|a| format!("{:?}({})", a.fun, a.column.as_deref().unwrap_or("*")))
+            .map(|a| {
+                let column = a.column.as_deref().unwrap_or("*");
+                match a.fun {
+                    Fun::Percentile(size) => format!("Percentile({column}, {size})"),
+                    fun => format!("{fun:?}({column})"),
+                }
+            })
             .collect();
         write!(
             f,
@@ -1064,9 +1084,9 @@ fn from_order_key(key: u64) -> f64 {
 }
 
 impl Sketch {
-    fn new() -> Sketch {
+    fn new(size: usize) -> Sketch {
         Sketch {
-            digest: TDigest::new(DEFAULT_MAX_SIZE),
+            digest: TDigest::new(size),
             pending: Vec::with_capacity(SKETCH_BATCH),
             keys: Vec::with_capacity(SKETCH_BATCH),
         }
@@ -1154,7 +1174,7 @@ impl AggSpec {
     /// Whether the state is kept as doubles (else integers).
     fn float(&self) -> bool {
         match self.fun {
-            Fun::Avg | Fun::SumSq | Fun::Percentile => true,
+            Fun::Avg | Fun::SumSq | Fun::Percentile(_) => true,
             Fun::Sum | Fun::Min | Fun::Max => self.states[0] == DataType::Float64,
             // Counting needs only presence; doubles share a read with the
             // other aggregates of the column.
@@ -1190,7 +1210,9 @@ impl AggJob {
             .map(|(j, a)| {
                 self.aggs
                     .iter()
-                    .position(|b| b.fun == Fun::Percentile && b.column == a.column)
+                    .position(|b| {
+                        matches!(b.fun, Fun::Percentile(_)) && b.fun == a.fun && b.column == a.column
+                    })
                     .unwrap_or(j)
             })
             .collect();
@@ -1200,7 +1222,10 @@ impl AggJob {
                 .aggs
                 .iter()
                 .enumerate()
-                .map(|(j, a)| (a.fun == Fun::Percentile && digested_by[j] == j).then(Sketch::new))
+                .map(|(j, a)| match a.fun {
+                    Fun::Percentile(size) if digested_by[j] == j => Some(Sketch::new(size)),
+                    _ => None,
+                })
                 .collect(),
         };
         let Partial {
@@ -1425,7 +1450,7 @@ impl AggJob {
             let mut block = Acc::default();
             for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
                 let Some(col) = col else { continue };
-                if spec.fun == Fun::Percentile {
+                if matches!(spec.fun, Fun::Percentile(_)) {
                     if let Some(sketch) = sketches[j].as_mut() {
                         sketch.add(col.read_block(docs, &mut buf));
                     }
@@ -1595,10 +1620,8 @@ impl AggJob {
                     columns.push(opt_f(|a| a.sum_f));
                 }
                 Fun::SumSq => columns.push(opt_f(|a| a.sum_sq)),
-                Fun::Percentile => {
-                    let digest = digests[j]
-                        .clone()
-                        .unwrap_or_else(|| TDigest::new(DEFAULT_MAX_SIZE));
+                Fun::Percentile(size) => {
+                    let digest = digests[j].clone().unwrap_or_else(|| TDigest::new(size));
                     for state in digest.to_scalar_state() {
                         columns.push(state.to_array_of_size(groups.len())?);
                     }
@@ -1668,12 +1691,12 @@ mod tests {
     #[test]
     fn sketches_of_few_values_merge_into_the_digest_of_all_values() {
         let values: Vec<u64> = (0..600u64).map(|i| (i * 7919) % 1000).collect();
-        let mut whole = Sketch::new();
+        let mut whole = Sketch::new(DEFAULT_MAX_SIZE);
         whole.add(BlockValues::U64(&values));
         let mut parts: Vec<Sketch> = values
             .chunks(50)
             .map(|chunk| {
-                let mut s = Sketch::new();
+                let mut s = Sketch::new(DEFAULT_MAX_SIZE);
                 s.add(BlockValues::U64(chunk));
                 s
             })

@@ -172,6 +172,13 @@ struct MetricAgg {
 
 const DEFAULT_PERCENTS: [f64; 7] = [1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0];
 
+/// The centroids of a `percentiles` t-digest. DataFusion's default of 100
+/// strays by up to about 1% of the value range at the median once the
+/// digests of several shards are merged (3,000 values over 6 shards); 300
+/// keeps it near 0.5%. Sorting the values, not the centroids, is the cost
+/// of a digest, so the larger one costs little.
+const PERCENTILE_CENTROIDS: u64 = 300;
+
 /// Elasticsearch's default `search.max_buckets`.
 const MAX_BUCKETS: usize = 65_536;
 
@@ -1430,7 +1437,13 @@ fn metric_exprs(
         MetricKind::Percentiles => m
             .percents
             .iter()
-            .map(|p| approx_percentile_cont(x.clone().sort(true, false), lit(p / 100.0), None))
+            .map(|p| {
+                approx_percentile_cont(
+                    x.clone().sort(true, false),
+                    lit(p / 100.0),
+                    Some(lit(PERCENTILE_CENTROIDS)),
+                )
+            })
             .collect(),
     }
     .into_iter()

@@ -210,7 +210,7 @@ fn dsl_aggregations_match_sql() -> Result<()> {
             json!({"date_histogram": {"field": "ts", "fixed_interval": "7d"}}),
             Some("date_histogram(ts, fixed=604800000ms"),
         ),
-        (json!({"percentiles": {"field": "x"}}), Some("Percentile(x)")),
+        (json!({"percentiles": {"field": "x"}}), Some("Percentile(x, 300)")),
         (
             json!({"date_histogram": {"field": "ts", "calendar_interval": "month"}}),
             None,
