@@ -137,6 +137,12 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<LoadStats> {
 
 type Totals = Mutex<(u64, u64, Vec<String>)>;
 
+/// Whether a bulk response reports failed items.
+#[derive(serde::Deserialize)]
+struct BulkHead {
+    errors: bool,
+}
+
 fn send_loop(
     url: &str,
     rx: &Mutex<Receiver<(String, u64)>>,
@@ -158,10 +164,13 @@ fn send_loop(
         if !status.is_success() {
             bail!("bulk request failed with {status}: {text}");
         }
-        let v: Value = serde_json::from_str(&text).context("bulk response is not JSON")?;
+        // The items are read only when some failed: a response of thousands
+        // of successes is skimmed, not built into a tree.
+        let head: BulkHead = serde_json::from_str(&text).context("bulk response is not JSON")?;
         let mut failed = 0u64;
         let mut reasons = Vec::new();
-        if v.get("errors").and_then(Value::as_bool) == Some(true) {
+        if head.errors {
+            let v: Value = serde_json::from_str(&text).context("bulk response is not JSON")?;
             for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
                 if let Some(err) = item
                     .as_object()
