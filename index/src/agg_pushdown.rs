@@ -324,10 +324,7 @@ impl TantivyAggregateExec {
             field += n;
             aggs.push(AggSpec { fun, column, states });
         }
-        // A bare count is the scan's own `count_only` (tantivy's Count
-        // collector, answered from document frequencies where it can).
-        if field != schema.fields().len() || (group.is_none() && aggs.iter().all(|a| a.fun == Fun::CountRows))
-        {
+        if field != schema.fields().len() {
             return None;
         }
         let group_type = group.as_ref().map(|(_, kind)| kind.key_type());
@@ -1309,6 +1306,17 @@ impl AggJob {
         reservation: &MemoryReservation,
     ) -> Result<()> {
         let Partial { groups, sketches } = partial;
+        // A bare count: tantivy counts the segment's matches, from document
+        // frequencies where it can (all documents, a term), without
+        // visiting them.
+        if self.group.is_none() && self.aggs.iter().all(|a| a.fun == Fun::CountRows) {
+            let count = weight.count(segment).map_err(tantivy_err)?;
+            if !groups.contains_key(&None) {
+                reservation.try_grow(self.group_bytes(&None))?;
+            }
+            groups.entry(None).or_insert_with(|| self.empty_group()).rows += i64::from(count);
+            return Ok(());
+        }
         let (str_col, int_col) = match &self.group {
             Some((g, GroupKind::Keyword)) => (open_str(segment, &kw_column(g))?, None),
             Some((g, _)) => (None, open_numeric(segment, &kw_column(g))?),
