@@ -182,10 +182,13 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
     }
 }
 
-/// The index `name` (the incarnation `uuid` when given), read from the
-/// cluster store first when this node has not learned it yet
-/// ([`Indices::get_current`]).
+/// The index `name` (the incarnation `uuid` when given); read from the
+/// cluster store, off the async threads, only when this node has not
+/// learned it yet ([`Indices::get_current`]).
 async fn current(indices: &Arc<Indices>, name: &str, uuid: Option<&str>) -> Result<Arc<Index>> {
+    if let Ok(index) = indices.get_incarnation(name, uuid) {
+        return Ok(index);
+    }
     let indices = Arc::clone(indices);
     let (name, uuid) = (name.to_string(), uuid.map(str::to_string));
     blocking(move || indices.get_current(&name, uuid.as_deref())).await

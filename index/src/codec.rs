@@ -148,7 +148,7 @@ pub fn encode_leaf(node: &dyn ExecutionPlan) -> Result<Vec<u8>> {
         let (projection, sort, fetch) = scan.parts();
         LeafWire {
             index: scan.index().name(),
-            uuid: scan.index().meta().uuid,
+            uuid: scan.index().uuid(),
             shards: scan.shard_set().clone(),
             mapping: scan.mapping().as_ref().clone(),
             leaf: Leaf::Scan {
@@ -163,7 +163,7 @@ pub fn encode_leaf(node: &dyn ExecutionPlan) -> Result<Vec<u8>> {
         let schema = datafusion_proto::protobuf::Schema::try_from(agg.schema().as_ref())?;
         LeafWire {
             index: agg.index().name(),
-            uuid: agg.index().meta().uuid,
+            uuid: agg.index().uuid(),
             shards: agg.shard_set().clone(),
             mapping: agg.mapping().as_ref().clone(),
             leaf: Leaf::Aggregate {

@@ -239,6 +239,11 @@ impl Index {
         self.meta.read().name.clone()
     }
 
+    /// The id of this incarnation of the index.
+    pub fn uuid(&self) -> String {
+        self.meta.read().uuid.clone()
+    }
+
     /// A snapshot of the metadata.
     pub fn meta(&self) -> IndexMeta {
         self.meta.read().clone()

@@ -256,11 +256,9 @@ impl Indices {
     /// installed first, so that what another node acknowledged is known
     /// here when that node's next call comes.
     pub fn get_current(&self, name: &str, uuid: Option<&str>) -> Result<Arc<Index>> {
-        let wanted = |index: &Arc<Index>| uuid.is_none_or(|u| index.meta().uuid == u);
-        match self.get(name) {
-            Ok(index) if wanted(&index) => return Ok(index),
-            Ok(_) | Err(Error::IndexNotFound(_)) => {}
-            Err(err) => return Err(err),
+        match self.get_incarnation(name, uuid) {
+            Err(Error::IndexNotFound(_)) => {}
+            known => return known,
         }
         let not_found = || Error::IndexNotFound(name.to_string());
         let Some(peers) = &self.peers else {
@@ -274,7 +272,17 @@ impl Indices {
             Ok(_) | Err(Error::IndexExists(_)) => {}
             Err(err) => return Err(err),
         }
-        self.get(name).ok().filter(wanted).ok_or_else(not_found)
+        self.get_incarnation(name, uuid)
+    }
+
+    /// The index named `name` as this node has it, when it is the
+    /// incarnation `uuid` (any incarnation without one).
+    pub fn get_incarnation(&self, name: &str, uuid: Option<&str>) -> Result<Arc<Index>> {
+        let index = self.get(name)?;
+        if uuid.is_some_and(|u| index.uuid() != u) {
+            return Err(Error::IndexNotFound(name.to_string()));
+        }
+        Ok(index)
     }
 
     /// The index named `name`, created with defaults when missing
@@ -304,7 +312,7 @@ impl Indices {
     /// `uuid` (another node deleted it).
     pub fn remove_incarnation(&self, name: &str, uuid: &str) -> Result<()> {
         match self.get(name) {
-            Ok(index) if index.meta().uuid == uuid => self.remove(name),
+            Ok(index) if index.uuid() == uuid => self.remove(name),
             Ok(_) | Err(Error::IndexNotFound(_)) => Ok(()),
             Err(err) => Err(err),
         }

@@ -591,7 +591,7 @@ fn install_learned(indices: &Indices, metas: Vec<IndexMeta>) {
     // node joined a cluster): it is not a cluster index.
     for meta in metas.into_iter().filter(|m| !m.allocation.is_empty()) {
         match indices.get(&meta.name) {
-            Ok(index) if index.meta().uuid == meta.uuid => {
+            Ok(index) if index.uuid() == meta.uuid => {
                 let mine = index.meta();
                 if let Err(err) = index.receive_allocation(&meta) {
                     tracing::warn!(index = %meta.name, %err, "new shard copies not taken");
