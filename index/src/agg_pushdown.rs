@@ -12,7 +12,10 @@
 //! [`TantivyAggregateExec`]: it folds each segment's fast-field values
 //! straight into per-key accumulators (t-digests for percentiles), as
 //! tantivy's own aggregations do, and emits the partial states the Final
-//! step expects. Nothing is materialized per document.
+//! step expects. Nothing is materialized per document. Where it can, it
+//! does not visit documents at all: a bare count is tantivy's count of the
+//! query, and a bare count per keyword over every document of a segment
+//! without deletions is the keywords' document frequencies.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -45,9 +48,10 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion_functions_aggregate_common::tdigest::{DEFAULT_MAX_SIZE, TDigest};
 use rayon::prelude::*;
-use tantivy::columnar::MonotonicallyMappableToU64;
+use tantivy::columnar::{Cardinality, MonotonicallyMappableToU64};
 use tantivy::query::{EnableScoring, Weight};
-use tantivy::{DocId, SegmentReader};
+use tantivy::schema::Field;
+use tantivy::{DocId, SegmentReader, Term};
 
 use crate::index::Index;
 use crate::mapping::{FieldType, Mapping};
@@ -907,6 +911,53 @@ fn bucket_group(
     }
 }
 
+/// A group key and its number of documents.
+type KeyCount = (Option<Key>, i64);
+
+/// The number of documents of each keyword of the single-valued keyword
+/// column `path` in a segment without deletions, and of the documents without
+/// one, from the document frequencies of the column's terms.
+///
+/// `None` when the dictionary cannot answer for the column: it is missing
+/// or multi-valued, or the document frequencies do not add up to the
+/// documents with a value (a value the index left out, such as a token
+/// longer than tantivy indexes).
+fn keyword_doc_freqs(segment: &SegmentReader, kw: Field, path: &str) -> Result<Option<Vec<KeyCount>>> {
+    let Some(col) = open_str(segment, &kw_column(path))? else {
+        return Ok(None);
+    };
+    if col.ords().get_cardinality() == Cardinality::Multivalued {
+        return Ok(None);
+    }
+    let with_value = col.ords().values.num_vals();
+    let mut prefix = Term::from_field_json_path(kw, path, true);
+    prefix.append_type_and_str("");
+    let prefix = prefix.serialized_value_bytes();
+    let inverted = segment.inverted_index(kw).map_err(tantivy_err)?;
+    let mut terms = inverted.terms().range().ge(prefix).into_stream()?;
+    let mut counts = Vec::new();
+    let mut counted = 0u64;
+    while terms.advance() {
+        let Some(name) = terms.key().strip_prefix(prefix) else {
+            break;
+        };
+        let Ok(name) = std::str::from_utf8(name) else {
+            return Ok(None);
+        };
+        let docs = terms.value().doc_freq;
+        counted += u64::from(docs);
+        counts.push((Some(Key::Str(name.to_string())), i64::from(docs)));
+    }
+    if counted != u64::from(with_value) {
+        return Ok(None);
+    }
+    let without = segment.max_doc() - with_value;
+    if without > 0 {
+        counts.push((None, i64::from(without)));
+    }
+    Ok(Some(counts))
+}
+
 /// A group key (`None`: documents without a value, SQL's NULL group).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
@@ -964,6 +1015,21 @@ impl Acc {
             (BlockValues::U64(v), false) => fold_i64(v, |x| i64::try_from(x).unwrap_or(i64::MAX)),
             (BlockValues::F64(v), false) => fold_i64(v, |x| f64::from_u64(x) as i64),
         }
+    }
+
+    /// The fold as doubles of the integers this fold folded, when it is
+    /// exact: integers whose partial sums all stay within 2^53 add up in
+    /// doubles without rounding, in any order, so that folding their
+    /// doubles would give this fold converted.
+    fn ints_as_doubles(&self) -> Option<Acc> {
+        let largest = self.min_i.unsigned_abs().max(self.max_i.unsigned_abs());
+        (u128::from(self.n) * u128::from(largest) < 1 << f64::MANTISSA_DIGITS).then(|| Acc {
+            n: self.n,
+            sum_f: self.sum_i as f64,
+            min_f: self.min_i as f64,
+            max_f: self.max_i as f64,
+            ..Acc::default()
+        })
     }
 
     fn merge(&mut self, o: &Acc) {
@@ -1232,7 +1298,7 @@ impl AggJob {
             .segment_readers()
             .par_iter()
             .try_fold(new_partial, |mut partial, segment| {
-                self.segment(segment, weight.as_ref(), &mut partial, reservation)
+                self.segment(segment, fields.kw, weight.as_ref(), &mut partial, reservation)
                     .map(|()| partial)
             })
             .try_reduce(new_partial, |a, b| Ok(self.merge(a, b, reservation)))?;
@@ -1301,6 +1367,7 @@ impl AggJob {
     fn segment(
         &self,
         segment: &SegmentReader,
+        kw: Field,
         weight: &dyn Weight,
         partial: &mut Partial,
         reservation: &MemoryReservation,
@@ -1315,6 +1382,23 @@ impl AggJob {
                 reservation.try_grow(self.group_bytes(&None))?;
             }
             groups.entry(None).or_insert_with(|| self.empty_group()).rows += i64::from(count);
+            return Ok(());
+        }
+        // A bare `terms` over every document of a segment without
+        // deletions: each keyword's count is its document frequency in the
+        // term dictionary, read without visiting the documents.
+        if let Some((g, GroupKind::Keyword)) = &self.group
+            && self.query == LeafQuery::All
+            && segment.alive_bitset().is_none()
+            && self.aggs.iter().all(|a| a.fun == Fun::CountRows)
+            && let Some(counts) = keyword_doc_freqs(segment, kw, g)?
+        {
+            for (key, count) in counts {
+                if !groups.contains_key(&key) {
+                    reservation.try_grow(self.group_bytes(&key))?;
+                }
+                groups.entry(key).or_insert_with(|| self.empty_group()).rows += count;
+            }
             return Ok(());
         }
         let (str_col, int_col) = match &self.group {
@@ -1385,6 +1469,38 @@ impl AggJob {
                     .any(|b| b.fun == Fun::SumSq && b.column == a.column)
             })
             .collect();
+        // One group: the aggregates that fold a column's values, by column
+        // and by how they fold them (as doubles, with squares, or as
+        // integers). Each block of a column is read once and folded once
+        // per way, and each fold is merged into the aggregates it serves
+        // (`stats` reads its column once, for two folds).
+        type Flavors = Vec<(bool, bool, Vec<usize>)>;
+        let mut folds: Vec<(&NumColumn, Flavors)> = Vec::new();
+        let mut fold_columns: Vec<Option<&str>> = Vec::new();
+        for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
+            let Some(col) = col else { continue };
+            let counted_without_read = spec.fun == Fun::Count && col.is_full();
+            if grouped || matches!(spec.fun, Fun::Percentile(_)) || counted_without_read {
+                continue;
+            }
+            let flavor = (spec.float(), spec.float() && squares[j]);
+            let at = match fold_columns.iter().position(|c| *c == spec.column.as_deref()) {
+                Some(at) => at,
+                None => {
+                    fold_columns.push(spec.column.as_deref());
+                    folds.push((col, Vec::new()));
+                    folds.len() - 1
+                }
+            };
+            let flavors = &mut folds[at].1;
+            match flavors.iter_mut().find(|(f, s, _)| (*f, *s) == flavor) {
+                Some((_, _, served)) => served.push(j),
+                None => flavors.push((flavor.0, flavor.1, vec![j])),
+            }
+        }
+        for (_, flavors) in &mut folds {
+            flavors.sort_by_key(|(float, _, _)| *float);
+        }
         // Only row counts per range (a bare `range`): the values are counted
         // per interval between the ranges' bounds.
         let count_ranges = match &self.group {
@@ -1454,8 +1570,25 @@ impl AggJob {
             } else {
                 rows[0] += docs.len() as i64;
             }
-            let mut last_read: Option<(Option<&str>, bool)> = None;
-            let mut block = Acc::default();
+            for (col, flavors) in &folds {
+                let values = col.read_block(docs, &mut buf);
+                // Integer folds come first: the doubles of integers are
+                // derived from them where that is exact.
+                let mut ints: Option<Acc> = None;
+                for (float, squares, served) in flavors {
+                    let derived = match (values, *float, *squares, &ints) {
+                        (BlockValues::I64(_), true, false, Some(i)) => i.ints_as_doubles(),
+                        _ => None,
+                    };
+                    let block = derived.unwrap_or_else(|| Acc::of_block(values, *float, *squares));
+                    if !float {
+                        ints = Some(block);
+                    }
+                    for &j in served {
+                        accs[j].merge(&block);
+                    }
+                }
+            }
             for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
                 let Some(col) = col else { continue };
                 if matches!(spec.fun, Fun::Percentile(_)) {
@@ -1470,16 +1603,7 @@ impl AggJob {
                     continue;
                 }
                 if !grouped {
-                    // One group: fold the block's values in tight loops,
-                    // reading a column once for the aggregates that
-                    // follow each other on it (`stats`).
-                    // The block is folded once and merged into each.
-                    let read = (spec.column.as_deref(), spec.float());
-                    if last_read != Some(read) {
-                        block = Acc::of_block(col.read_block(docs, &mut buf), spec.float(), squares[j]);
-                    }
-                    accs[j].merge(&block);
-                    last_read = Some(read);
+                    // Folded above.
                     continue;
                 }
                 if spec.float() {
@@ -1694,6 +1818,24 @@ mod tests {
         assert_eq!(fixed_date_key(599_999, 600_000, 0), 0);
         assert_eq!(fixed_date_key(-1, 600_000, 0), -600_000);
         assert_eq!(fixed_date_key(650_000, 600_000, 60_000), 60_000);
+    }
+
+    #[test]
+    fn doubles_derived_from_an_integer_fold_are_those_of_folding_doubles() {
+        let values: Vec<i64> = (0..4099).map(|i| (i * 7919) % 100_003 - 50_000).collect();
+        let raw: Vec<u64> = values.iter().map(|v| v.to_u64()).collect();
+        let ints = Acc::of_block(BlockValues::I64(&raw), false, false);
+        let derived = ints.ints_as_doubles().expect("small integers");
+        let folded = Acc::of_block(BlockValues::I64(&raw), true, false);
+        assert_eq!(derived.n, folded.n);
+        assert_eq!(derived.sum_f.to_bits(), folded.sum_f.to_bits());
+        assert_eq!(derived.min_f.to_bits(), folded.min_f.to_bits());
+        assert_eq!(derived.max_f.to_bits(), folded.max_f.to_bits());
+        assert_eq!(derived.sum_f, values.iter().sum::<i64>() as f64);
+        // Sums that may round in doubles are folded as doubles instead.
+        let big: Vec<u64> = [1i64 << 52, 3, 1 << 52].iter().map(|v| v.to_u64()).collect();
+        let ints = Acc::of_block(BlockValues::I64(&big), false, false);
+        assert!(ints.ints_as_doubles().is_none());
     }
 
     #[test]

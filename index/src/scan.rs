@@ -971,6 +971,7 @@ pub(crate) struct NumBuf {
 /// The values of a block of documents as the column stores them, `u64`s
 /// that readers map back in their own loops: by `i64::from_u64`, as they
 /// are, or by `f64::from_u64`.
+#[derive(Clone, Copy)]
 pub(crate) enum BlockValues<'a> {
     I64(&'a [u64]),
     U64(&'a [u64]),

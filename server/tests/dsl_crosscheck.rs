@@ -477,3 +477,74 @@ fn multi_valued_fields_count_documents_once_per_bucket() -> Result<()> {
     );
     Ok(())
 }
+
+/// A `terms` over every document counts each keyword from the term
+/// dictionary in segments without deletions, and visits the documents of the
+/// others: either way the counts are those of the live documents.
+#[test]
+fn terms_over_every_document_count_the_live_documents() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let (status, body) = server.put(
+        "/kw",
+        &json!({
+            "settings": {"number_of_shards": 2},
+            "mappings": {"properties": {"k": {"type": "keyword"}, "n": {"type": "long"}}}
+        }),
+    )?;
+    ensure!(status == 200, "{body}");
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut docs: BTreeMap<u64, Option<&str>> = BTreeMap::new();
+    let mut write = |ids: std::ops::Range<u64>, docs: &mut BTreeMap<u64, Option<&str>>| -> Result<()> {
+        let mut lines = Vec::new();
+        for id in ids {
+            let k = (rng.below(5) != 0).then(|| CATS[rng.below(6) as usize]);
+            lines.push(json!({"index": {"_id": id.to_string()}}));
+            lines.push(match k {
+                Some(k) => json!({"k": k, "n": id}),
+                None => json!({"n": id}),
+            });
+            docs.insert(id, k);
+        }
+        let (status, body) = server.bulk("/kw/_bulk?refresh=true", &lines)?;
+        ensure!(status == 200 && body["errors"] == json!(false), "{body}");
+        Ok(())
+    };
+    // A refresh per bulk: several segments per shard.
+    for round in 0..3 {
+        write(round * 400..(round + 1) * 400, &mut docs)?;
+    }
+    let check = |docs: &BTreeMap<u64, Option<&str>>, when: &str| -> Result<()> {
+        let mut want: BTreeMap<String, i64> = BTreeMap::new();
+        for k in docs.values().flatten() {
+            *want.entry(k.to_string()).or_default() += 1;
+        }
+        let (status, resp) = server.post(
+            "/kw/_search",
+            &json!({"size": 0, "aggs": {"t": {"terms": {"field": "k", "size": 100}}}}),
+        )?;
+        ensure!(status == 200, "{resp}");
+        let got = bucket_counts(&resp["aggregations"]["t"]["buckets"]);
+        ensure!(got == want, "terms {when}: {got:?} vs {want:?}");
+        // SQL's NULL group holds the documents without a keyword.
+        let without = docs.values().filter(|k| k.is_none()).count() as i64;
+        ensure!(without > 0, "every document has a keyword");
+        want.insert("null".into(), without);
+        let got = sql_counts(&server, "SELECT k, count(*) FROM kw GROUP BY k")?;
+        ensure!(got == want, "GROUP BY {when}: {got:?} vs {want:?}");
+        Ok(())
+    };
+    check(&docs, "after loading")?;
+    // Replacing documents deletes their old versions from older segments.
+    write(100..300, &mut docs)?;
+    let lines: Vec<Value> = (700..760)
+        .map(|id| json!({"delete": {"_id": id.to_string()}}))
+        .collect();
+    let (status, body) = server.bulk("/kw/_bulk?refresh=true", &lines)?;
+    ensure!(status == 200 && body["errors"] == json!(false), "{body}");
+    for id in 700..760 {
+        docs.remove(&id);
+    }
+    check(&docs, "after replacing and deleting")?;
+    Ok(())
+}
