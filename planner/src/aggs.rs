@@ -806,8 +806,8 @@ pub struct AggResults {
 /// The columns a metric's plan computes.
 fn metric_columns(m: &MetricAgg) -> usize {
     match m.kind {
-        MetricKind::Stats => 5,
-        MetricKind::ExtendedStats => 6,
+        MetricKind::Stats => 4,
+        MetricKind::ExtendedStats => 5,
         MetricKind::Percentiles => m.percents.len(),
         _ => 1,
     }
@@ -1417,20 +1417,13 @@ fn metric_exprs(
         MetricKind::Sum => vec![sum(x)],
         MetricKind::ValueCount => vec![count(raw)],
         MetricKind::Cardinality => vec![approx_distinct(raw)],
-        MetricKind::Stats => vec![
-            count(x.clone()),
-            min(x.clone()),
-            max(x.clone()),
-            avg(x.clone()),
-            sum(x),
-        ],
-        // The variances and standard deviations follow from these, as
-        // Elasticsearch computes them (see `derive_extended_stats`).
+        // The average, and the variances and standard deviations, follow
+        // from these, as Elasticsearch computes them (see `derive_stats`).
+        MetricKind::Stats => vec![count(x.clone()), min(x.clone()), max(x.clone()), sum(x)],
         MetricKind::ExtendedStats => vec![
             count(x.clone()),
             min(x.clone()),
             max(x.clone()),
-            avg(x.clone()),
             sum(x.clone()),
             sum(x.clone() * x),
         ],
@@ -1783,8 +1776,8 @@ fn read_rows(plan: &AggPlan, batch: &RecordBatch, out: &mut HashMap<Vec<Key>, Ro
                 values.push(json_at(batch.column(c).as_ref(), row)?);
                 c += 1;
             }
-            if *kind == MetricKind::ExtendedStats {
-                derive_extended_stats(&mut values);
+            if matches!(kind, MetricKind::Stats | MetricKind::ExtendedStats) {
+                derive_stats(&mut values);
             }
             entry.metrics.insert(*child, values);
         }
@@ -1792,12 +1785,22 @@ fn read_rows(plan: &AggPlan, batch: &RecordBatch, out: &mut HashMap<Vec<Key>, Ro
     Ok(())
 }
 
-/// Appends to `count, min, max, avg, sum, sum_of_squares` the population
-/// and sample variances and standard deviations, by Elasticsearch's
-/// formulas (`InternalExtendedStats`): `(sum_of_squares - sum² / count) /
-/// count` (over `count - 1` for the sample), never below zero.
-fn derive_extended_stats(values: &mut Vec<Value>) {
+/// Completes `count, min, max, sum` (and `sum_of_squares` for
+/// `extended_stats`) by Elasticsearch's formulas (`InternalStats`,
+/// `InternalExtendedStats`): the average `sum / count` goes before `sum`;
+/// after `sum_of_squares` come the population and sample variances and
+/// standard deviations, `(sum_of_squares - sum² / count) / count` (over
+/// `count - 1` for the sample), never below zero.
+fn derive_stats(values: &mut Vec<Value>) {
     let f = |v: &Value| v.as_f64();
+    let avg = match (f(&values[0]), f(&values[3])) {
+        (Some(n), Some(s)) if n > 0.0 => json!(s / n),
+        _ => Value::Null,
+    };
+    values.insert(3, avg);
+    if values.len() < 6 {
+        return;
+    }
     let (count, sum, squares) = (f(&values[0]), f(&values[4]), f(&values[5]));
     let variance = |over: f64| -> Value {
         match (count, sum, squares) {
