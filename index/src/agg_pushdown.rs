@@ -1373,10 +1373,11 @@ impl AggJob {
         reservation: &MemoryReservation,
     ) -> Result<()> {
         let Partial { groups, sketches } = partial;
+        let counts_only = self.aggs.iter().all(|a| a.fun == Fun::CountRows);
         // A bare count: tantivy counts the segment's matches, from document
         // frequencies where it can (all documents, a term), without
         // visiting them.
-        if self.group.is_none() && self.aggs.iter().all(|a| a.fun == Fun::CountRows) {
+        if self.group.is_none() && counts_only {
             let count = weight.count(segment).map_err(tantivy_err)?;
             if !groups.contains_key(&None) {
                 reservation.try_grow(self.group_bytes(&None))?;
@@ -1390,7 +1391,7 @@ impl AggJob {
         if let Some((g, GroupKind::Keyword)) = &self.group
             && self.query == LeafQuery::All
             && segment.alive_bitset().is_none()
-            && self.aggs.iter().all(|a| a.fun == Fun::CountRows)
+            && counts_only
             && let Some(counts) = keyword_doc_freqs(segment, kw, g)?
         {
             for (key, count) in counts {
@@ -1440,7 +1441,6 @@ impl AggJob {
         // one of `LANES` interleaved counters (`LANES * ordinal + lane`), so
         // that the increments of one ordinal in a run do not wait on each
         // other.
-        let counts_only = self.aggs.iter().all(|a| a.fun == Fun::CountRows);
         let lane_counts = if str_col.is_some() && counts_only {
             terms * LANES
         } else {
@@ -1475,8 +1475,7 @@ impl AggJob {
         // per way, and each fold is merged into the aggregates it serves
         // (`stats` reads its column once, for two folds).
         type Flavors = Vec<(bool, bool, Vec<usize>)>;
-        let mut folds: Vec<(&NumColumn, Flavors)> = Vec::new();
-        let mut fold_columns: Vec<Option<&str>> = Vec::new();
+        let mut folds: Vec<(Option<&str>, &NumColumn, Flavors)> = Vec::new();
         for (j, (spec, col)) in self.aggs.iter().zip(&columns).enumerate() {
             let Some(col) = col else { continue };
             let counted_without_read = spec.fun == Fun::Count && col.is_full();
@@ -1484,21 +1483,20 @@ impl AggJob {
                 continue;
             }
             let flavor = (spec.float(), spec.float() && squares[j]);
-            let at = match fold_columns.iter().position(|c| *c == spec.column.as_deref()) {
+            let at = match folds.iter().position(|(c, _, _)| *c == spec.column.as_deref()) {
                 Some(at) => at,
                 None => {
-                    fold_columns.push(spec.column.as_deref());
-                    folds.push((col, Vec::new()));
+                    folds.push((spec.column.as_deref(), col, Vec::new()));
                     folds.len() - 1
                 }
             };
-            let flavors = &mut folds[at].1;
+            let flavors = &mut folds[at].2;
             match flavors.iter_mut().find(|(f, s, _)| (*f, *s) == flavor) {
                 Some((_, _, served)) => served.push(j),
                 None => flavors.push((flavor.0, flavor.1, vec![j])),
             }
         }
-        for (_, flavors) in &mut folds {
+        for (_, _, flavors) in &mut folds {
             flavors.sort_by_key(|(float, _, _)| *float);
         }
         // Only row counts per range (a bare `range`): the values are counted
@@ -1570,7 +1568,7 @@ impl AggJob {
             } else {
                 rows[0] += docs.len() as i64;
             }
-            for (col, flavors) in &folds {
+            for (_, col, flavors) in &folds {
                 let values = col.read_block(docs, &mut buf);
                 // Integer folds come first: the doubles of integers are
                 // derived from them where that is exact.

@@ -1777,7 +1777,7 @@ fn read_rows(plan: &AggPlan, batch: &RecordBatch, out: &mut HashMap<Vec<Key>, Ro
                 c += 1;
             }
             if matches!(kind, MetricKind::Stats | MetricKind::ExtendedStats) {
-                derive_stats(&mut values);
+                derive_stats(*kind, &mut values);
             }
             entry.metrics.insert(*child, values);
         }
@@ -1791,14 +1791,14 @@ fn read_rows(plan: &AggPlan, batch: &RecordBatch, out: &mut HashMap<Vec<Key>, Ro
 /// after `sum_of_squares` come the population and sample variances and
 /// standard deviations, `(sum_of_squares - sum² / count) / count` (over
 /// `count - 1` for the sample), never below zero.
-fn derive_stats(values: &mut Vec<Value>) {
+fn derive_stats(kind: MetricKind, values: &mut Vec<Value>) {
     let f = |v: &Value| v.as_f64();
     let avg = match (f(&values[0]), f(&values[3])) {
         (Some(n), Some(s)) if n > 0.0 => json!(s / n),
         _ => Value::Null,
     };
     values.insert(3, avg);
-    if values.len() < 6 {
+    if kind != MetricKind::ExtendedStats {
         return;
     }
     let (count, sum, squares) = (f(&values[0]), f(&values[4]), f(&values[5]));
