@@ -62,6 +62,7 @@ pub fn parse_document(id: &str, source: &Value, mapping: &Mapping) -> Result<(Pa
         added: BTreeMap::new(),
         doc: ParsedDoc::default(),
         seen: HashSet::new(),
+        seen_unmapped: HashSet::new(),
     };
     parser.object("", obj)?;
     Ok((parser.doc, parser.added))
@@ -79,8 +80,11 @@ struct Parser<'a> {
     base: &'a Mapping,
     added: MappingUpdate,
     doc: ParsedDoc,
-    /// Paths that already got a value in this document.
-    seen: HashSet<String>,
+    /// Mapped paths that already got a value in this document, as the
+    /// mapping's own keys (no copy per value).
+    seen: HashSet<&'a str>,
+    /// Paths the mapping did not have when the document started, likewise.
+    seen_unmapped: HashSet<String>,
 }
 
 impl<'a> Parser<'a> {
@@ -149,7 +153,11 @@ impl<'a> Parser<'a> {
     fn scalar(&mut self, path: &str, value: &Value, in_array: bool) -> Result<()> {
         // A second value for a path (arrays of objects, `a.b` beside `{"a": {"b"}}`)
         // makes the field multi-valued just as an array does.
-        let in_array = !self.seen.insert(path.to_string()) || in_array;
+        let repeated = match self.base.fields.get_key_value(path) {
+            Some((key, _)) => !self.seen.insert(key.as_str()),
+            None => !self.seen_unmapped.insert(path.to_string()),
+        };
+        let in_array = repeated || in_array;
         let prefix_is_leaf = path
             .match_indices('.')
             .any(|(i, _)| self.lookup(&path[..i]).is_some());

@@ -108,7 +108,7 @@ impl Translog {
 
     /// Appends `ops` and fsyncs. On failure the log is cut back to where it was.
     pub fn append(&mut self, ops: &[Op]) -> Result<()> {
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(ops.iter().map(encoded_len).sum());
         for op in ops {
             encode(op, &mut buf)?;
         }
@@ -145,6 +145,15 @@ impl Translog {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
+
+/// The bytes [`encode`] writes for `op`.
+fn encoded_len(op: &Op) -> usize {
+    let body = match &op.kind {
+        OpKind::Index { source } => 4 + source.len(),
+        OpKind::Delete => 0,
+    };
+    HEADER + 8 + 8 + 1 + 4 + op.id.len() + body
 }
 
 fn encode(op: &Op, buf: &mut Vec<u8>) -> Result<()> {
@@ -246,6 +255,22 @@ mod tests {
                 source: format!("{{\"n\":{seq_no}}}"),
             },
         }
+    }
+
+    #[test]
+    fn encoded_len_is_what_encode_writes() -> anyhow::Result<()> {
+        let delete = Op {
+            seq_no: 9,
+            id: "gone".into(),
+            version: 4,
+            kind: OpKind::Delete,
+        };
+        for op in [op(7), delete] {
+            let mut buf = Vec::new();
+            encode(&op, &mut buf)?;
+            assert_eq!(buf.len(), encoded_len(&op));
+        }
+        Ok(())
     }
 
     #[test]
