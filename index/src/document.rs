@@ -23,25 +23,30 @@ pub enum FieldValue {
     Bool(bool),
 }
 
-/// A document's indexable content.
+/// A document's indexable content: each value with its column path, in
+/// document order. A path with several values appears once per value.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ParsedDoc {
-    /// Non-text values by column path.
-    pub values: BTreeMap<String, Vec<FieldValue>>,
-    /// Analyzed text by column path.
-    pub text: BTreeMap<String, Vec<String>>,
+    /// Non-text values.
+    pub values: Vec<(String, FieldValue)>,
+    /// Analyzed text.
+    pub text: Vec<(String, String)>,
 }
 
 impl ParsedDoc {
-    /// Text paths that hold at least one token, for `exists` queries (a
-    /// non-text value is found by its column). As in Elasticsearch, text
-    /// without any token (`""`) does not count.
-    pub fn text_paths_with_tokens(&self) -> impl Iterator<Item = &String> {
-        let has_token = |values: &Vec<String>| values.iter().any(|v| v.chars().any(char::is_alphanumeric));
-        self.text
+    /// Text paths that hold at least one token, each once, for `exists`
+    /// queries (a non-text value is found by its column). As in
+    /// Elasticsearch, text without any token (`""`) does not count.
+    pub fn text_paths_with_tokens(&self) -> Vec<&str> {
+        let mut paths: Vec<&str> = self
+            .text
             .iter()
-            .filter(move |(_, v)| has_token(v))
-            .map(|(k, _)| k)
+            .filter(|(_, v)| v.chars().any(char::is_alphanumeric))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        paths.sort_unstable();
+        paths.dedup();
+        paths
     }
 }
 
@@ -238,14 +243,14 @@ impl<'a> Parser<'a> {
                 Value::Bool(b) => b.to_string(),
                 _ => return Err(self.type_error(path, field, value)),
             };
-            self.doc.text.entry(path.to_string()).or_default().push(text);
+            self.doc.text.push((path.to_string(), text));
             return Ok(());
         }
         let Some(converted) = convert(field, value) else {
             return Err(self.type_error(path, field, value));
         };
         if let Some(v) = converted {
-            self.doc.values.entry(path.to_string()).or_default().push(v);
+            self.doc.values.push((path.to_string(), v));
         }
         Ok(())
     }
@@ -399,6 +404,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The values under `path`, in document order.
+    fn at<T: Clone>(entries: &[(String, T)], path: &str) -> Vec<T> {
+        entries
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     #[test]
     fn maps_dynamically_and_flattens_objects() -> Result<()> {
         let mut mapping = Mapping::default();
@@ -409,14 +423,14 @@ mod tests {
         assert_eq!(mapping.fields["user.age"].ty, FieldType::Long);
         assert_eq!(mapping.fields["user.name"].ty, FieldType::Text);
         assert!(mapping.fields["tags"].multi_valued);
-        assert_eq!(doc.values["user.age"], vec![FieldValue::I64(31)]);
+        assert_eq!(at(&doc.values, "user.age"), vec![FieldValue::I64(31)]);
         assert_eq!(
-            doc.values["user.name.keyword"],
+            at(&doc.values, "user.name.keyword"),
             vec![FieldValue::Str("ann".into())]
         );
-        assert_eq!(doc.text["tags"], vec!["a".to_string(), "b".to_string()]);
-        assert_eq!(doc.values["score"], vec![FieldValue::F64(1.5)]);
-        assert_eq!(doc.values["ok"], vec![FieldValue::Bool(true)]);
+        assert_eq!(at(&doc.text, "tags"), vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(at(&doc.values, "score"), vec![FieldValue::F64(1.5)]);
+        assert_eq!(at(&doc.values, "ok"), vec![FieldValue::Bool(true)]);
         Ok(())
     }
 
@@ -432,7 +446,7 @@ mod tests {
         );
         assert!(parse_document("8", &json!({"n": 3_000_000_000i64}), &mapping).is_err());
         let (doc, _) = parse_document("9", &json!({"n": "42"}), &mapping)?;
-        assert_eq!(doc.values["n"], vec![FieldValue::I64(42)]);
+        assert_eq!(at(&doc.values, "n"), vec![FieldValue::I64(42)]);
         Ok(())
     }
 
@@ -441,7 +455,10 @@ mod tests {
         let mapping = Mapping::default();
         let (doc, update) = parse_document("1", &json!({"l": [{"x": 1}, {"x": 2}]}), &mapping)?;
         assert!(update["l.x"].multi_valued);
-        assert_eq!(doc.values["l.x"], vec![FieldValue::I64(1), FieldValue::I64(2)]);
+        assert_eq!(
+            at(&doc.values, "l.x"),
+            vec![FieldValue::I64(1), FieldValue::I64(2)]
+        );
         Ok(())
     }
 

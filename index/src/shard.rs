@@ -6,7 +6,7 @@
 //! reader and truncates the translog. Until then, writes are tracked in a
 //! live version map so that versions and realtime `GET`s are right.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -494,7 +494,10 @@ impl Shard {
 /// The tantivy document of a write, but for its version and sequence
 /// number ([`stamp`]).
 fn base_doc(fields: &Fields, id: &str, source: &str, doc: &ParsedDoc) -> TantivyDocument {
-    let mut out = TantivyDocument::new();
+    // The document's bytes: the id, the source, and each value under its
+    // path, whose text the source already holds (with a node per value).
+    let values = doc.values.len() + doc.text.len();
+    let mut out = TantivyDocument::with_capacity(id.len() + 2 * source.len() + 16 * values + 64);
     out.add_text(fields.id, id);
     out.add_text(fields.source, source);
     for path in doc.text_paths_with_tokens() {
@@ -517,12 +520,12 @@ fn stamp(doc: &mut TantivyDocument, fields: &Fields, version: u64, seq_no: u64) 
 
 /// A parsed document's values seen as tantivy JSON values (an object of
 /// column paths), so that tantivy copies them straight into its compact
-/// document without a tree of owned values in between. A path with one
-/// value maps to that value, a path with several to an array.
+/// document without a tree of owned values in between. A path with several
+/// values is a key repeated once per value, which tantivy indexes as it
+/// does the elements of an array (same path, positions running on).
 #[derive(Debug)]
 enum JsonView<'a, T> {
-    Object(&'a BTreeMap<String, Vec<T>>),
-    List(&'a [T]),
+    Object(&'a [(String, T)]),
     One(&'a T),
 }
 
@@ -558,28 +561,21 @@ impl Leaf for String {
 }
 
 impl<'a, T: Leaf> tantivy::schema::Value<'a> for JsonView<'a, T> {
-    type ArrayIter = std::iter::Map<std::slice::Iter<'a, T>, fn(&'a T) -> JsonView<'a, T>>;
-    type ObjectIter = std::iter::Map<
-        std::collections::btree_map::Iter<'a, String, Vec<T>>,
-        fn((&'a String, &'a Vec<T>)) -> (&'a str, JsonView<'a, T>),
-    >;
+    type ArrayIter = std::iter::Empty<JsonView<'a, T>>;
+    type ObjectIter =
+        std::iter::Map<std::slice::Iter<'a, (String, T)>, fn(&'a (String, T)) -> (&'a str, JsonView<'a, T>)>;
 
     fn as_value(&self) -> ReferenceValue<'a, Self> {
         match *self {
-            JsonView::Object(m) => ReferenceValue::Object(m.iter().map(path_view as _)),
-            JsonView::List(values) => ReferenceValue::Array(values.iter().map(JsonView::One as _)),
+            JsonView::Object(entries) => ReferenceValue::Object(entries.iter().map(path_view as _)),
             JsonView::One(v) => ReferenceValue::Leaf(v.leaf()),
         }
     }
 }
 
-/// One column path of a [`JsonView::Object`] and its value or values.
-fn path_view<'a, T>((path, values): (&'a String, &'a Vec<T>)) -> (&'a str, JsonView<'a, T>) {
-    let view = match values.as_slice() {
-        [one] => JsonView::One(one),
-        many => JsonView::List(many),
-    };
-    (path.as_str(), view)
+/// One value of a [`JsonView::Object`] under its column path.
+fn path_view<T>((path, value): &(String, T)) -> (&str, JsonView<'_, T>) {
+    (path.as_str(), JsonView::One(value))
 }
 
 /// Applies a logged write to the writer and the live versions (a replay,
