@@ -88,7 +88,7 @@ struct Parser<'a> {
     /// Mapped paths that already got a value in this document, as the
     /// mapping's own keys (no copy per value).
     seen: HashSet<&'a str>,
-    /// Paths the mapping did not have when the document started, likewise.
+    /// Other paths that already got a value in this document (copied).
     seen_unmapped: HashSet<String>,
 }
 

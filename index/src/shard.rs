@@ -522,7 +522,8 @@ fn stamp(doc: &mut TantivyDocument, fields: &Fields, version: u64, seq_no: u64) 
 /// column paths), so that tantivy copies them straight into its compact
 /// document without a tree of owned values in between. A path with several
 /// values is a key repeated once per value, which tantivy indexes as it
-/// does the elements of an array (same path, positions running on).
+/// does the elements of an array: under the same path, each value's
+/// positions following the last one's with a gap.
 #[derive(Debug)]
 enum JsonView<'a, T> {
     Object(&'a [(String, T)]),
@@ -626,6 +627,61 @@ mod tests {
                 source: r#"{"n":1}"#.to_string(),
             },
         }
+    }
+
+    /// Several values of one path are repeated keys of the JSON object:
+    /// each is found, a phrase does not run from one value into the next,
+    /// and the column holds every value, as for the elements of an array.
+    #[test]
+    fn repeated_paths_index_like_array_elements() -> anyhow::Result<()> {
+        use tantivy::collector::Count;
+        use tantivy::query::{PhraseQuery, TermQuery};
+
+        let dir = tempfile::tempdir()?;
+        let reparse = |_: &str, _: &str| Ok(ParsedDoc::default());
+        let shard = Shard::open(dir.path(), 0, 1, &reparse)?;
+        let doc = ParsedDoc {
+            values: vec![
+                ("n".to_string(), FieldValue::I64(3)),
+                ("n".to_string(), FieldValue::I64(5)),
+            ],
+            text: vec![
+                ("t".to_string(), "quick brown".to_string()),
+                ("t".to_string(), "fox".to_string()),
+            ],
+        };
+        let write = ShardWrite::Index {
+            id: "1".into(),
+            source: "{}".into(),
+            doc,
+            create: false,
+            expect_version: None,
+            generated_id: false,
+            position: 0,
+            follows: None,
+        };
+        shard
+            .write(vec![write])?
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        shard.refresh()?;
+        let fields = shard.fields();
+        let word = |w: &str| {
+            let mut term = Term::from_field_json_path(fields.text, "t", true);
+            term.append_type_and_str(w);
+            term
+        };
+        let searcher = shard.searcher();
+        let count = |q: &dyn tantivy::query::Query| searcher.search(q, &Count);
+        assert_eq!(count(&TermQuery::new(word("fox"), IndexRecordOption::Basic))?, 1);
+        assert_eq!(count(&PhraseQuery::new(vec![word("quick"), word("brown")]))?, 1);
+        assert_eq!(count(&PhraseQuery::new(vec![word("brown"), word("fox")]))?, 0);
+        let column: Column<i64> = searcher
+            .segment_reader(0)
+            .fast_fields()
+            .i64(&schema::kw_column("n"))?;
+        assert_eq!(column.values_for_doc(0).collect::<Vec<_>>(), vec![3, 5]);
+        Ok(())
     }
 
     #[test]
