@@ -158,7 +158,9 @@ impl<'a> Parser<'a> {
     fn scalar(&mut self, path: &str, value: &Value, in_array: bool) -> Result<()> {
         // A second value for a path (arrays of objects, `a.b` beside `{"a": {"b"}}`)
         // makes the field multi-valued just as an array does.
-        let repeated = match self.base.fields.get_key_value(path) {
+        let base: &'a Mapping = self.base;
+        let mapped = base.fields.get_key_value(path);
+        let repeated = match mapped {
             Some((key, _)) => !self.seen.insert(key.as_str()),
             None => !self.seen_unmapped.insert(path.to_string()),
         };
@@ -167,9 +169,8 @@ impl<'a> Parser<'a> {
             .match_indices('.')
             .any(|(i, _)| self.lookup(&path[..i]).is_some());
         // The common case: a field of the mapping the document does not change.
-        let base: &'a Mapping = self.base;
         if !prefix_is_leaf
-            && let Some(field) = base.fields.get(path)
+            && let Some((_, field)) = mapped
             && (!in_array || field.multi_valued)
             && !self.added.contains_key(path)
         {
