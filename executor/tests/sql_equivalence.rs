@@ -152,8 +152,7 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
         .iter()
         .map(|p| DocWrite::Index {
             id: Some(p.name.clone()),
-            source: person_json(p),
-            raw_source: None,
+            source: person_json(p).to_string().into(),
             create: true,
         })
         .collect();
@@ -168,8 +167,9 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
         .iter()
         .map(|o| DocWrite::Index {
             id: None,
-            source: json!({"person": o.0, "amount": o.1, "qty": o.2}),
-            raw_source: None,
+            source: json!({"person": o.0, "amount": o.1, "qty": o.2})
+                .to_string()
+                .into(),
             create: true,
         })
         .collect();

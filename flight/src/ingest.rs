@@ -169,8 +169,7 @@ fn documents(batch: &RecordBatch) -> Result<Vec<DocWrite>, Status> {
         .enumerate()
         .map(|(i, source)| DocWrite::Index {
             id: ids.as_ref().and_then(|ids| ids[i].clone()),
-            source,
-            raw_source: None,
+            source: source.to_string().into(),
             create: false,
         })
         .collect())

@@ -6,14 +6,17 @@
 //! documents (mapping conflicts, version conflicts) are reported per item
 //! beside the successful ones.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::de::IgnoredAny;
 use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::document::Key;
 use crate::error::{Error, Result};
 use crate::index::{DocWrite, Index, WriteResult};
 use crate::indices::{Indices, RefreshPolicy};
@@ -59,73 +62,42 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
     let mut lines = body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     while let Some((lineno, line)) = lines.next() {
         let lineno = lineno + 1;
-        let action_line: Value = serde_json::from_str(line).map_err(|e| malformed(lineno, &e.to_string()))?;
-        let obj = action_line
-            .as_object()
-            .filter(|o| o.len() == 1)
-            .ok_or_else(|| malformed(lineno, "expected an object with a single action"))?;
-        let (name, meta) = obj
-            .iter()
-            .next()
-            .ok_or_else(|| malformed(lineno, "empty action"))?;
-        let action = match name.as_str() {
-            "index" => Action::Index,
-            "create" => Action::Create,
-            "update" => Action::Update,
-            "delete" => Action::Delete,
-            other => {
-                return Err(Error::illegal_argument(format!(
-                    "Malformed action/metadata line [{lineno}], expected one of [create, delete, index, update] but found [{other}]"
-                )));
-            }
+        let (action, index, id) = match plain_action(line) {
+            Some((action, index, id)) => (action, index.or_else(|| default_index.map(str::to_string)), id),
+            None => action_line(line, lineno, default_index)?,
         };
-        let meta = meta
-            .as_object()
-            .ok_or_else(|| malformed(lineno, "action metadata must be an object"))?;
-        let mut index = default_index.map(str::to_string);
-        let mut id = None;
-        for (k, v) in meta {
-            match k.as_str() {
-                "_index" => index = Some(as_string(v, lineno, "_index")?),
-                "_id" => id = Some(as_string(v, lineno, "_id")?),
-                "routing" | "_routing" | "retry_on_conflict" | "require_alias" | "pipeline" | "version"
-                | "version_type" | "if_seq_no" | "if_primary_term" | "op_type" | "dynamic_templates" => {}
-                other => {
-                    return Err(Error::illegal_argument(format!(
-                        "Action/metadata line [{lineno}] contains an unknown parameter [{other}]"
-                    )));
-                }
-            }
-        }
         let index = index.ok_or_else(|| Error::BadRequest {
             es_type: "action_request_validation_exception",
             reason: "Validation Failed: 1: index is missing;".into(),
         })?;
-        let mut source_line = || -> Result<(Value, &str)> {
+        let mut source_line = || -> Result<(usize, &str)> {
             let (n, line) = lines
                 .next()
                 .ok_or_else(|| malformed(lineno, "the action is missing its source line"))?;
-            let value = serde_json::from_str(line).map_err(|e| Error::BadRequest {
-                es_type: "x_content_parse_exception",
-                reason: format!("[{}] failed to parse source line: {e}", n + 1),
-            })?;
-            Ok((value, line))
+            Ok((n + 1, line.trim()))
+        };
+        let parse_error = |n: usize, e: serde_json::Error| Error::BadRequest {
+            es_type: "x_content_parse_exception",
+            reason: format!("[{n}] failed to parse source line: {e}"),
         };
         let write = match action {
             Action::Index | Action::Create => {
-                let (source, raw) = source_line()?;
-                if !source.is_object() {
-                    return Err(malformed(lineno + 1, "document source must be an object"));
+                // Checked to be JSON here; it is parsed against the mapping
+                // when its index writes it.
+                let (n, source) = source_line()?;
+                serde_json::from_str::<IgnoredAny>(source).map_err(|e| parse_error(n, e))?;
+                if !source.starts_with('{') {
+                    return Err(malformed(n, "document source must be an object"));
                 }
                 DocWrite::Index {
                     id,
-                    source,
-                    raw_source: Some(raw.trim().to_string()),
+                    source: Arc::from(source),
                     create: action == Action::Create,
                 }
             }
             Action::Update => {
-                let (body, _) = source_line()?;
+                let (n, line) = source_line()?;
+                let body: Value = serde_json::from_str(line).map_err(|e| parse_error(n, e))?;
                 let id = id.ok_or_else(|| Error::BadRequest {
                     es_type: "action_request_validation_exception",
                     reason: "Validation Failed: 1: id is missing;".into(),
@@ -149,6 +121,101 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
         });
     }
     Ok(items)
+}
+
+/// An action line of any shape, with Elasticsearch's error for each way it
+/// can be wrong: the action, its target index (if any) and its id.
+fn action_line(
+    line: &str,
+    lineno: usize,
+    default_index: Option<&str>,
+) -> Result<(Action, Option<String>, Option<String>)> {
+    let action_line: Value = serde_json::from_str(line).map_err(|e| malformed(lineno, &e.to_string()))?;
+    let obj = action_line
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or_else(|| malformed(lineno, "expected an object with a single action"))?;
+    let (name, meta) = obj
+        .iter()
+        .next()
+        .ok_or_else(|| malformed(lineno, "empty action"))?;
+    let action = match name.as_str() {
+        "index" => Action::Index,
+        "create" => Action::Create,
+        "update" => Action::Update,
+        "delete" => Action::Delete,
+        other => {
+            return Err(Error::illegal_argument(format!(
+                "Malformed action/metadata line [{lineno}], expected one of [create, delete, index, update] but found [{other}]"
+            )));
+        }
+    };
+    let meta = meta
+        .as_object()
+        .ok_or_else(|| malformed(lineno, "action metadata must be an object"))?;
+    let mut index = default_index.map(str::to_string);
+    let mut id = None;
+    for (k, v) in meta {
+        match k.as_str() {
+            "_index" => index = Some(as_string(v, lineno, "_index")?),
+            "_id" => id = Some(as_string(v, lineno, "_id")?),
+            "routing" | "_routing" | "retry_on_conflict" | "require_alias" | "pipeline" | "version"
+            | "version_type" | "if_seq_no" | "if_primary_term" | "op_type" | "dynamic_templates" => {}
+            other => {
+                return Err(Error::illegal_argument(format!(
+                    "Action/metadata line [{lineno}] contains an unknown parameter [{other}]"
+                )));
+            }
+        }
+    }
+    Ok((action, index, id))
+}
+
+/// The common shape of an action line, read without a JSON tree: one
+/// action whose metadata holds at most `_index` and `_id`, as strings.
+/// Anything else goes through [`action_line`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainAction<'a> {
+    #[serde(borrow, default)]
+    index: Option<PlainMeta<'a>>,
+    #[serde(borrow, default)]
+    create: Option<PlainMeta<'a>>,
+    #[serde(borrow, default)]
+    update: Option<PlainMeta<'a>>,
+    #[serde(borrow, default)]
+    delete: Option<PlainMeta<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainMeta<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    _index: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    _id: Option<Cow<'a, str>>,
+}
+
+/// A string that is there (not `null`), borrowed when it has no escapes.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Cow<'de, str>>, D::Error> {
+    Key::deserialize(d).map(|Key(k)| Some(k))
+}
+
+/// The action, index and id of a plain action line; `None` for any other line.
+fn plain_action(line: &str) -> Option<(Action, Option<String>, Option<String>)> {
+    let plain: PlainAction = serde_json::from_str(line).ok()?;
+    let (action, meta) = match (plain.index, plain.create, plain.update, plain.delete) {
+        (Some(meta), None, None, None) => (Action::Index, meta),
+        (None, Some(meta), None, None) => (Action::Create, meta),
+        (None, None, Some(meta), None) => (Action::Update, meta),
+        (None, None, None, Some(meta)) => (Action::Delete, meta),
+        _ => return None,
+    };
+    Some((
+        action,
+        meta._index.map(Cow::into_owned),
+        meta._id.map(Cow::into_owned),
+    ))
 }
 
 /// Parses the body of an `update` (`{"doc": ..., "doc_as_upsert": ..., "upsert": ...}`).
@@ -473,6 +540,29 @@ mod tests {
         );
         assert_eq!(items[0].index, "a");
         assert_eq!(items[1].index, "b");
+        Ok(())
+    }
+
+    #[test]
+    fn plain_action_lines_read_as_the_general_reader_reads_them() -> Result<()> {
+        for line in [
+            r#"{"index":{}}"#,
+            r#"{"create":{"_index":"a","_id":"x\"y"}}"#,
+            r#"{"delete":{"_id":"7"}}"#,
+            r#"{"update":{"_index":"b"}}"#,
+        ] {
+            assert_eq!(plain_action(line), Some(action_line(line, 1, None)?));
+        }
+        // Other shapes go the general way.
+        assert_eq!(plain_action(r#"{"index":{"_id":7}}"#), None);
+        assert_eq!(
+            action_line(r#"{"index":{"_id":7}}"#, 1, None)?.2.as_deref(),
+            Some("7")
+        );
+        assert_eq!(plain_action(r#"{"index":{"_id":null}}"#), None);
+        assert!(action_line(r#"{"index":{"_id":null}}"#, 1, None).is_err());
+        assert_eq!(plain_action(r#"{"index":{},"delete":{}}"#), None);
+        assert_eq!(plain_action(r#"{"index":{"routing":"r"}}"#), None);
         Ok(())
     }
 

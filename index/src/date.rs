@@ -3,7 +3,7 @@
 //! Dates are stored as UTC epoch milliseconds.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
-use serde_json::Value;
+use serde_json::Number;
 
 use crate::error::{Error, Result};
 
@@ -50,20 +50,14 @@ impl DateFormat {
         Ok(DateFormat { parts })
     }
 
-    /// Parses a JSON value (string or number) into epoch milliseconds.
-    pub fn parse_value(&self, value: &Value) -> Option<i64> {
-        match value {
-            Value::Number(n) => {
-                let as_int = n.as_i64().or_else(|| n.as_f64().map(|f| f as i64))?;
-                self.parts.iter().find_map(|part| match part {
-                    Part::EpochMillis => Some(as_int),
-                    Part::EpochSecond => as_int.checked_mul(1000),
-                    _ => None,
-                })
-            }
-            Value::String(s) => self.parse_str(s),
+    /// Parses a JSON number into epoch milliseconds.
+    pub fn parse_number(&self, n: &Number) -> Option<i64> {
+        let as_int = n.as_i64().or_else(|| n.as_f64().map(|f| f as i64))?;
+        self.parts.iter().find_map(|part| match part {
+            Part::EpochMillis => Some(as_int),
+            Part::EpochSecond => as_int.checked_mul(1000),
             _ => None,
-        }
+        })
     }
 
     /// Parses a string into epoch milliseconds.
@@ -231,26 +225,25 @@ fn translate_pattern(pattern: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn default_format_accepts_iso_and_epoch_millis() -> Result<()> {
         let f = DateFormat::parse(DateFormat::DEFAULT)?;
-        assert_eq!(f.parse_value(&json!("1970-01-02")), Some(86_400_000));
-        assert_eq!(f.parse_value(&json!("1970-01-01T00:00:01.5Z")), Some(1_500));
-        assert_eq!(f.parse_value(&json!("1970-01-01T01:00:00+01:00")), Some(0));
-        assert_eq!(f.parse_value(&json!(1234)), Some(1234));
+        assert_eq!(f.parse_str("1970-01-02"), Some(86_400_000));
+        assert_eq!(f.parse_str("1970-01-01T00:00:01.5Z"), Some(1_500));
+        assert_eq!(f.parse_str("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(f.parse_number(&1234.into()), Some(1234));
         // As in Elasticsearch, a digits-only string is read as a year first.
-        assert_eq!(f.parse_value(&json!("1234")), Some(-23_225_875_200_000));
-        assert_eq!(f.parse_value(&json!("yesterday")), None);
+        assert_eq!(f.parse_str("1234"), Some(-23_225_875_200_000));
+        assert_eq!(f.parse_str("yesterday"), None);
         Ok(())
     }
 
     #[test]
     fn custom_patterns() -> Result<()> {
         let f = DateFormat::parse("yyyy-MM-dd HH:mm:ss||epoch_second")?;
-        assert_eq!(f.parse_value(&json!("1970-01-01 00:01:00")), Some(60_000));
-        assert_eq!(f.parse_value(&json!(2)), Some(2_000));
+        assert_eq!(f.parse_str("1970-01-01 00:01:00"), Some(60_000));
+        assert_eq!(f.parse_number(&2.into()), Some(2_000));
         let d = DateFormat::parse("dd/MM/yyyy")?;
         assert_eq!(d.parse_str("02/01/1970"), Some(86_400_000));
         assert!(DateFormat::parse("yyyy-QQ").is_err());

@@ -2,10 +2,17 @@
 //! mapping unmapped fields dynamically on the way.
 
 use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::LazyLock;
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Number, Value};
+
+use crate::date::DateFormat;
 use crate::error::{Error, Result};
 use crate::mapping::{Dynamic, FieldMapping, FieldType, Mapping};
 
@@ -54,22 +61,27 @@ impl ParsedDoc {
 /// that became multi-valued), by path.
 pub type MappingUpdate = BTreeMap<String, FieldMapping>;
 
-/// Parses `source` against `mapping`. Returns the typed content and the
-/// mapping changes the document needs; the caller applies them only when the
-/// whole document parsed.
-pub fn parse_document(id: &str, source: &Value, mapping: &Mapping) -> Result<(ParsedDoc, MappingUpdate)> {
-    let obj = source
-        .as_object()
-        .ok_or_else(|| Error::document_parsing(format!("document with id '{id}' is not a JSON object")))?;
+/// Parses the JSON text `source` against `mapping`, walking the text
+/// directly (no JSON tree in between; keys and strings are borrowed from the
+/// text unless they hold escapes). Returns the typed content and the mapping
+/// changes the document needs; the caller applies them only when the whole
+/// document parsed.
+pub fn parse_document(id: &str, source: &str, mapping: &Mapping) -> Result<(ParsedDoc, MappingUpdate)> {
     let mut parser = Parser {
         id,
         base: mapping,
         added: BTreeMap::new(),
         doc: ParsedDoc::default(),
-        seen: HashSet::new(),
+        seen: HashSet::with_capacity_and_hasher(mapping.fields.len().min(64), BuildHasherDefault::default()),
         seen_unmapped: HashSet::new(),
+        error: None,
     };
-    parser.object("", obj)?;
+    let mut de = serde_json::Deserializer::from_str(source);
+    let walked = Root(&mut parser).deserialize(&mut de).and_then(|()| de.end());
+    if let Some(err) = parser.error {
+        return Err(err);
+    }
+    walked.map_err(|e| Error::document_parsing(format!("failed to parse document with id '{id}': {e}")))?;
     Ok((parser.doc, parser.added))
 }
 
@@ -80,16 +92,42 @@ pub fn apply_update(mapping: &mut Mapping, update: MappingUpdate) {
     }
 }
 
+/// A JSON scalar of a document, its string borrowed from the document's
+/// text where it holds no escapes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar<'s> {
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number, as JSON gives it.
+    Number(Number),
+    /// A string.
+    Str(Cow<'s, str>),
+}
+
+impl Scalar<'_> {
+    /// The scalar as JSON's text renders it, strings without quotes.
+    fn text(&self) -> String {
+        match self {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Number(n) => n.to_string(),
+            Scalar::Str(s) => s.to_string(),
+        }
+    }
+}
+
 struct Parser<'a> {
     id: &'a str,
     base: &'a Mapping,
     added: MappingUpdate,
     doc: ParsedDoc,
     /// Mapped paths that already got a value in this document, as the
-    /// mapping's own keys (no copy per value).
-    seen: HashSet<&'a str>,
+    /// addresses of the mapping's own keys (no copy or hash of the path).
+    seen: HashSet<usize, BuildHasherDefault<AddressHasher>>,
     /// Other paths that already got a value in this document (copied).
     seen_unmapped: HashSet<String>,
+    /// Why the document does not fit the mapping: the walk stops at the
+    /// first such error, which is then reported instead of the walk's own.
+    error: Option<Error>,
 }
 
 impl<'a> Parser<'a> {
@@ -108,13 +146,30 @@ impl<'a> Parser<'a> {
         under(&self.base.fields) || under(&self.added)
     }
 
-    fn object(&mut self, prefix: &str, obj: &Map<String, Value>) -> Result<()> {
+    /// Remembers why the document fails and stops the walk.
+    fn fail<E: de::Error>(&mut self, err: Error) -> std::result::Result<(), E> {
+        self.error = Some(err);
+        Err(E::custom("the document does not fit its mapping"))
+    }
+
+    /// The walk of an object's fields under `prefix` (`""` at the root).
+    fn object<'de, A: MapAccess<'de>>(
+        &mut self,
+        prefix: &str,
+        mut map: A,
+    ) -> std::result::Result<(), A::Error> {
         let mut path = String::with_capacity(prefix.len() + 32);
-        for (key, value) in obj {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if key.is_empty() {
-                return Err(Error::document_parsing(format!(
+                let err = Error::document_parsing(format!(
                     "field name cannot be empty in document with id '{}'",
                     self.id
+                ));
+                return self.fail(err);
+            }
+            if prefix.is_empty() && key.starts_with('_') {
+                return self.fail(Error::document_parsing(format!(
+                    "field [{key}] is a metadata field and cannot be added inside a document"
                 )));
             }
             path.clear();
@@ -122,46 +177,23 @@ impl<'a> Parser<'a> {
                 path.push_str(prefix);
                 path.push('.');
             }
-            path.push_str(key);
-            if prefix.is_empty() && key.starts_with('_') {
-                return Err(Error::document_parsing(format!(
-                    "field [{key}] is a metadata field and cannot be added inside a document"
-                )));
-            }
-            self.value(&path, value, false)?;
+            path.push_str(&key);
+            map.next_value_seed(ValueSeed {
+                parser: &mut *self,
+                path: &path,
+                in_array: false,
+            })?;
         }
         Ok(())
     }
 
-    fn value(&mut self, path: &str, value: &Value, in_array: bool) -> Result<()> {
-        match value {
-            Value::Null => Ok(()),
-            Value::Object(obj) => {
-                if self.lookup(path).is_some() {
-                    return Err(Error::document_parsing(format!(
-                        "failed to parse field [{path}] in document with id '{}': tried to parse field [{path}] as a concrete value, but found an object",
-                        self.id
-                    )));
-                }
-                self.object(path, obj)
-            }
-            Value::Array(items) => {
-                for item in items {
-                    self.value(path, item, true)?;
-                }
-                Ok(())
-            }
-            scalar => self.scalar(path, scalar, in_array),
-        }
-    }
-
-    fn scalar(&mut self, path: &str, value: &Value, in_array: bool) -> Result<()> {
+    fn scalar(&mut self, path: &str, value: &Scalar<'_>, in_array: bool) -> Result<()> {
         // A second value for a path (arrays of objects, `a.b` beside `{"a": {"b"}}`)
         // makes the field multi-valued just as an array does.
         let base: &'a Mapping = self.base;
         let mapped = base.fields.get_key_value(path);
         let repeated = match mapped {
-            Some((key, _)) => !self.seen.insert(key.as_str()),
+            Some((key, _)) => !self.seen.insert(key.as_ptr() as usize),
             None => !self.seen_unmapped.insert(path.to_string()),
         };
         let in_array = repeated || in_array;
@@ -228,7 +260,7 @@ impl<'a> Parser<'a> {
         self.add_with_subfields(path, field, value)
     }
 
-    fn add_with_subfields(&mut self, path: &str, field: &FieldMapping, value: &Value) -> Result<()> {
+    fn add_with_subfields(&mut self, path: &str, field: &FieldMapping, value: &Scalar<'_>) -> Result<()> {
         self.add(path, field, value)?;
         for (name, sub) in &field.fields {
             self.add(&format!("{path}.{name}"), sub, value)?;
@@ -236,15 +268,9 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn add(&mut self, path: &str, field: &FieldMapping, value: &Value) -> Result<()> {
+    fn add(&mut self, path: &str, field: &FieldMapping, value: &Scalar<'_>) -> Result<()> {
         if field.ty == FieldType::Text {
-            let text = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                _ => return Err(self.type_error(path, field, value)),
-            };
-            self.doc.text.push((path.to_string(), text));
+            self.doc.text.push((path.to_string(), value.text()));
             return Ok(());
         }
         let Some(converted) = convert(field, value) else {
@@ -256,16 +282,177 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn type_error(&self, path: &str, field: &FieldMapping, value: &Value) -> Error {
-        let preview = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
+    fn type_error(&self, path: &str, field: &FieldMapping, value: &Scalar<'_>) -> Error {
         Error::document_parsing(format!(
-            "failed to parse field [{path}] of type [{}] in document with id '{}'. Preview of field's value: '{preview}'",
+            "failed to parse field [{path}] of type [{}] in document with id '{}'. Preview of field's value: '{}'",
             field.ty.name(),
-            self.id
+            self.id,
+            value.text()
         ))
+    }
+}
+
+/// Hashes an address (of a mapping key, each its own allocation). The
+/// product's high half is folded into the low bits, which pick the bucket.
+#[derive(Debug, Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let x = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = x ^ (x >> 32);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// The document's root, which must be an object.
+struct Root<'p, 'a>(&'p mut Parser<'a>);
+
+impl<'de> DeserializeSeed<'de> for Root<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> std::result::Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Root<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<(), A::Error> {
+        self.0.object("", map)
+    }
+}
+
+/// A key of an object (or any string), borrowed from the text when it
+/// holds no escapes.
+pub(crate) struct Key<'de>(pub(crate) Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> std::result::Result<Self, D::Error> {
+        de.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v.to_string())))
+    }
+}
+
+/// The value of `path`: a scalar, an array of values, an object or null.
+struct ValueSeed<'p, 'a> {
+    parser: &'p mut Parser<'a>,
+    path: &'p str,
+    in_array: bool,
+}
+
+impl ValueSeed<'_, '_> {
+    fn scalar<E: de::Error>(self, value: Scalar<'_>) -> std::result::Result<(), E> {
+        match self.parser.scalar(self.path, &value, self.in_array) {
+            Ok(()) => Ok(()),
+            Err(err) => self.parser.fail(err),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> std::result::Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Number(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Number(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<(), E> {
+        match Number::from_f64(v) {
+            Some(n) => self.scalar(Scalar::Number(n)),
+            None => Err(E::custom("a number must be finite")),
+        }
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        while seq
+            .next_element_seed(ValueSeed {
+                parser: &mut *self.parser,
+                path: self.path,
+                in_array: true,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<(), A::Error> {
+        let path = self.path;
+        if self.parser.lookup(path).is_some() {
+            let err = Error::document_parsing(format!(
+                "failed to parse field [{path}] in document with id '{}': tried to parse field [{path}] as a concrete value, but found an object",
+                self.parser.id
+            ));
+            return self.parser.fail(err);
+        }
+        self.parser.object(path, map)
     }
 }
 
@@ -273,15 +460,10 @@ impl<'a> Parser<'a> {
 ///
 /// `None` means the value does not fit the type; `Some(None)` means it is
 /// valid but not indexed (a keyword longer than `ignore_above`).
-pub fn convert(field: &FieldMapping, value: &Value) -> Option<Option<FieldValue>> {
+pub fn convert(field: &FieldMapping, value: &Scalar<'_>) -> Option<Option<FieldValue>> {
     let v = match field.ty {
         FieldType::Keyword => {
-            let s = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                _ => return None,
-            };
+            let s = value.text();
             if field
                 .ignore_above
                 .is_some_and(|max| s.chars().count() > max as usize)
@@ -290,12 +472,12 @@ pub fn convert(field: &FieldMapping, value: &Value) -> Option<Option<FieldValue>
             }
             FieldValue::Str(s)
         }
-        FieldType::Text => FieldValue::Str(value.as_str()?.to_string()),
+        FieldType::Text => FieldValue::Str(value.text()),
         FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
             let (min, max) = field.ty.integer_range()?;
             let n = match value {
-                Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(truncate_f64))?,
-                Value::String(s) => s
+                Scalar::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(truncate_f64))?,
+                Scalar::Str(s) => s
                     .trim()
                     .parse::<i64>()
                     .ok()
@@ -309,8 +491,8 @@ pub fn convert(field: &FieldMapping, value: &Value) -> Option<Option<FieldValue>
         }
         FieldType::Double | FieldType::Float => {
             let f = match value {
-                Value::Number(n) => n.as_f64()?,
-                Value::String(s) => s.trim().parse::<f64>().ok()?,
+                Scalar::Number(n) => n.as_f64()?,
+                Scalar::Str(s) => s.trim().parse::<f64>().ok()?,
                 _ => return None,
             };
             if !f.is_finite() {
@@ -325,8 +507,8 @@ pub fn convert(field: &FieldMapping, value: &Value) -> Option<Option<FieldValue>
         }
         FieldType::ScaledFloat => {
             let f = match value {
-                Value::Number(n) => n.as_f64()?,
-                Value::String(s) => s.trim().parse::<f64>().ok()?,
+                Scalar::Number(n) => n.as_f64()?,
+                Scalar::Str(s) => s.trim().parse::<f64>().ok()?,
                 _ => return None,
             };
             let units = (f * field.scaling_factor?).round();
@@ -335,20 +517,39 @@ pub fn convert(field: &FieldMapping, value: &Value) -> Option<Option<FieldValue>
             }
             FieldValue::I64(units as i64)
         }
-        FieldType::Date => FieldValue::I64(field.date_format().ok()?.parse_value(value)?),
+        FieldType::Date => {
+            let parsed;
+            let format = match &field.format {
+                None => DEFAULT_DATE_FORMAT.as_ref()?,
+                Some(_) => {
+                    parsed = field.date_format().ok()?;
+                    &parsed
+                }
+            };
+            FieldValue::I64(match value {
+                Scalar::Number(n) => format.parse_number(n)?,
+                Scalar::Str(s) => format.parse_str(s)?,
+                Scalar::Bool(_) => return None,
+            })
+        }
         FieldType::Boolean => match value {
-            Value::Bool(b) => FieldValue::Bool(*b),
-            Value::String(s) if s == "true" => FieldValue::Bool(true),
-            Value::String(s) if s == "false" || s.is_empty() => FieldValue::Bool(false),
+            Scalar::Bool(b) => FieldValue::Bool(*b),
+            Scalar::Str(s) if s == "true" => FieldValue::Bool(true),
+            Scalar::Str(s) if s == "false" || s.is_empty() => FieldValue::Bool(false),
             _ => return None,
         },
         FieldType::Ip => {
-            let ip: IpAddr = value.as_str()?.parse().ok()?;
+            let Scalar::Str(s) = value else { return None };
+            let ip: IpAddr = s.parse().ok()?;
             FieldValue::Str(ip_to_string(to_v6(ip)))
         }
     };
     Some(Some(v))
 }
+
+/// The format of a `date` field that names none, parsed once.
+static DEFAULT_DATE_FORMAT: LazyLock<Option<DateFormat>> =
+    LazyLock::new(|| DateFormat::parse(DateFormat::DEFAULT).ok());
 
 fn truncate_f64(f: f64) -> Option<i64> {
     (f.is_finite() && f >= i64::MIN as f64 && f <= i64::MAX as f64).then_some(f.trunc() as i64)
@@ -405,6 +606,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Parses a document given as a JSON value.
+    fn parse(id: &str, source: &Value, mapping: &Mapping) -> Result<(ParsedDoc, MappingUpdate)> {
+        parse_document(id, &source.to_string(), mapping)
+    }
+
     /// The values under `path`, in document order.
     fn at<T: Clone>(entries: &[(String, T)], path: &str) -> Vec<T> {
         entries
@@ -418,7 +624,7 @@ mod tests {
     fn maps_dynamically_and_flattens_objects() -> Result<()> {
         let mut mapping = Mapping::default();
         let src = json!({"user": {"name": "ann", "age": 31}, "tags": ["a", "b"], "score": 1.5, "ok": true});
-        let (doc, update) = parse_document("1", &src, &mapping)?;
+        let (doc, update) = parse("1", &src, &mapping)?;
         assert_eq!(update.len(), 5);
         apply_update(&mut mapping, update);
         assert_eq!(mapping.fields["user.age"].ty, FieldType::Long);
@@ -438,15 +644,15 @@ mod tests {
     #[test]
     fn value_that_does_not_fit_fails_the_document() -> Result<()> {
         let mapping = Mapping::from_es(&json!({"properties": {"n": {"type": "integer"}}}))?;
-        let err = parse_document("7", &json!({"n": "abc"}), &mapping).err();
+        let err = parse("7", &json!({"n": "abc"}), &mapping).err();
         assert_eq!(
             err.map(|e| e.to_string()).as_deref(),
             Some(
                 "failed to parse field [n] of type [integer] in document with id '7'. Preview of field's value: 'abc'"
             )
         );
-        assert!(parse_document("8", &json!({"n": 3_000_000_000i64}), &mapping).is_err());
-        let (doc, _) = parse_document("9", &json!({"n": "42"}), &mapping)?;
+        assert!(parse("8", &json!({"n": 3_000_000_000i64}), &mapping).is_err());
+        let (doc, _) = parse("9", &json!({"n": "42"}), &mapping)?;
         assert_eq!(at(&doc.values, "n"), vec![FieldValue::I64(42)]);
         Ok(())
     }
@@ -454,7 +660,7 @@ mod tests {
     #[test]
     fn repeated_values_make_a_field_multi_valued() -> Result<()> {
         let mapping = Mapping::default();
-        let (doc, update) = parse_document("1", &json!({"l": [{"x": 1}, {"x": 2}]}), &mapping)?;
+        let (doc, update) = parse("1", &json!({"l": [{"x": 1}, {"x": 2}]}), &mapping)?;
         assert!(update["l.x"].multi_valued);
         assert_eq!(
             at(&doc.values, "l.x"),
@@ -466,18 +672,18 @@ mod tests {
     #[test]
     fn a_path_is_either_an_object_or_a_value() -> Result<()> {
         let mut mapping = Mapping::default();
-        let (_, update) = parse_document("1", &json!({"a": {"b": 1}}), &mapping)?;
+        let (_, update) = parse("1", &json!({"a": {"b": 1}}), &mapping)?;
         apply_update(&mut mapping, update);
-        let err = parse_document("2", &json!({"a": 2}), &mapping).err();
+        let err = parse("2", &json!({"a": 2}), &mapping).err();
         assert_eq!(err.map(|e| e.es_type()), Some("document_parsing_exception"));
-        assert!(parse_document("3", &json!({"a": {"b": 3}}), &mapping).is_ok());
+        assert!(parse("3", &json!({"a": {"b": 3}}), &mapping).is_ok());
         Ok(())
     }
 
     #[test]
     fn strict_mapping_rejects_new_fields() -> Result<()> {
         let mapping = Mapping::from_es(&json!({"dynamic": "strict", "properties": {}}))?;
-        let err = parse_document("1", &json!({"x": 1}), &mapping).err();
+        let err = parse("1", &json!({"x": 1}), &mapping).err();
         assert_eq!(err.map(|e| e.es_type()), Some("strict_dynamic_mapping_exception"));
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! An index: settings, mapping, and its shards on disk.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,10 +105,9 @@ pub enum DocWrite {
     Index {
         /// Document id, if given.
         id: Option<String>,
-        /// Document source.
-        source: Value,
-        /// The source as the client sent it, kept verbatim when given.
-        raw_source: Option<String>,
+        /// The document's JSON object, as text; it is its `_source` verbatim.
+        #[serde(with = "crate::translog::shared_text")]
+        source: Arc<str>,
         /// `create` semantics: fail if it exists.
         create: bool,
     },
@@ -191,9 +191,7 @@ impl Index {
             .map_err(|e| Error::Internal(format!("corrupt index metadata in {}: {e}", dir.display())))?;
         let mapping = meta.mapping.clone();
         let reparse = move |id: &str, source: &str| -> Result<crate::document::ParsedDoc> {
-            let value: Value = serde_json::from_str(source)
-                .map_err(|e| Error::Internal(format!("bad source in translog: {e}")))?;
-            parse_document(id, &value, &mapping).map(|(doc, _)| doc)
+            parse_document(id, source, &mapping).map(|(doc, _)| doc)
         };
         let node = peers.as_ref().map(|p| p.node_id().to_string());
         let shards = (0..meta.settings.number_of_shards)
@@ -581,13 +579,17 @@ impl Index {
         let mut mapping = self.mapping();
         let mut changed = false;
         for write in writes {
-            let sources: [Option<&Value>; 2] = match write {
-                DocWrite::Index { source, .. } => [Some(source), None],
-                DocWrite::Update { doc, upsert, .. } => [doc.as_ref(), upsert.as_ref()],
-                DocWrite::Delete { .. } => [None, None],
+            let sources: Vec<Cow<str>> = match write {
+                DocWrite::Index { source, .. } => vec![Cow::Borrowed(source)],
+                DocWrite::Update { doc, upsert, .. } => doc
+                    .iter()
+                    .chain(upsert)
+                    .map(|v| Cow::Owned(v.to_string()))
+                    .collect(),
+                DocWrite::Delete { .. } => Vec::new(),
             };
-            for source in sources.into_iter().flatten() {
-                if let Ok((_, c)) = parse_with(write.id().unwrap_or_default(), source, &mut mapping) {
+            for source in sources {
+                if let Ok((_, c)) = parse_with(write.id().unwrap_or_default(), &source, &mut mapping) {
                     changed |= c;
                 }
             }
@@ -614,7 +616,7 @@ impl Index {
             let mut mapping = self.mapping();
             let mut mapping_changed = false;
             // Sources written earlier in this batch, for updates of the same id.
-            let mut pending: HashMap<String, (Option<Value>, usize)> = HashMap::new();
+            let mut pending: HashMap<String, (Option<Arc<str>>, usize)> = HashMap::new();
             for (i, write) in writes.into_iter().enumerate() {
                 match self.prepare(i, write, &mut mapping, &mut pending) {
                     Ok((id, changed, shard_write)) => {
@@ -761,9 +763,7 @@ impl Index {
             })?;
         let mapping = self.mapping();
         shard.apply_logged(ops, &|id, source| {
-            let value: Value = serde_json::from_str(source)
-                .map_err(|e| Error::Internal(format!("bad replicated source: {e}")))?;
-            parse_document(id, &value, &mapping).map(|(doc, _)| doc)
+            parse_document(id, source, &mapping).map(|(doc, _)| doc)
         })?;
         if refresh != RefreshPolicy::None {
             shard.refresh()?;
@@ -893,11 +893,7 @@ impl Index {
             &dir,
             n,
             writer_threads(self.num_shards),
-            &|id: &str, source: &str| {
-                let value: Value = serde_json::from_str(source)
-                    .map_err(|e| Error::Internal(format!("bad source in translog: {e}")))?;
-                parse_document(id, &value, &mapping).map(|(doc, _)| doc)
-            },
+            &|id: &str, source: &str| parse_document(id, source, &mapping).map(|(doc, _)| doc),
         )?;
         self.shards.write()[n as usize] = Some(Arc::new(shard));
         Ok(())
@@ -961,19 +957,13 @@ impl Index {
             }
         }
         for (position, (write, (id, doc))) in writes.into_iter().zip(parsed).enumerate() {
-            let DocWrite::Index {
-                source,
-                raw_source,
-                create,
-                ..
-            } = write
-            else {
+            let DocWrite::Index { source, create, .. } = write else {
                 continue;
             };
             match doc {
                 Ok(doc) => {
                     let shard = shard_for_id(&id, self.num_shards);
-                    let write = index_write(position, id, true, &source, raw_source, doc, create);
+                    let write = index_write(position, id, true, source, doc, create);
                     per_shard.entry(shard).or_default().push((position, write));
                 }
                 Err(err) => items[position] = Some((Some(id), Err(err))),
@@ -989,15 +979,10 @@ impl Index {
         position: usize,
         write: DocWrite,
         mapping: &mut Mapping,
-        pending: &mut HashMap<String, (Option<Value>, usize)>,
+        pending: &mut HashMap<String, (Option<Arc<str>>, usize)>,
     ) -> std::result::Result<(String, bool, ShardWrite), (Option<String>, Error)> {
         match write {
-            DocWrite::Index {
-                id,
-                source,
-                raw_source,
-                create,
-            } => {
+            DocWrite::Index { id, source, create } => {
                 let generated_id = id.is_none();
                 let id = match id {
                     Some(id) => validate_id(id).map_err(|e| (None, e))?,
@@ -1008,8 +993,7 @@ impl Index {
                     position,
                     id.clone(),
                     generated_id,
-                    &source,
-                    raw_source,
+                    Arc::clone(&source),
                     doc,
                     create,
                 );
@@ -1031,15 +1015,14 @@ impl Index {
                 let (current, expect_version, follows) = match pending.get(&id) {
                     Some((source, from)) => (source.clone(), None, Some(*from)),
                     None => match self.get(&id).map_err(fail)? {
-                        Some(stored) => {
-                            let v: Value = serde_json::from_str(&stored.source).map_err(|e| {
-                                fail(Error::Internal(format!("stored source is not JSON: {e}")))
-                            })?;
-                            (Some(v), Some(stored.version), None)
-                        }
+                        Some(stored) => (Some(stored.source), Some(stored.version), None),
                         None => (None, None, None),
                     },
                 };
+                let current = current
+                    .map(|text| serde_json::from_str::<Value>(&text))
+                    .transpose()
+                    .map_err(|e| fail(Error::Internal(format!("stored source is not JSON: {e}"))))?;
                 let new_source = match (current, doc) {
                     (Some(mut cur), Some(partial)) => {
                         merge_json(&mut cur, partial);
@@ -1059,9 +1042,9 @@ impl Index {
                         }
                     },
                 };
-                let (parsed, changed) = parse_with(&id, &new_source, mapping).map_err(fail)?;
-                let text = new_source.to_string();
-                pending.insert(id.clone(), (Some(new_source), position));
+                let text: Arc<str> = Arc::from(new_source.to_string());
+                let (parsed, changed) = parse_with(&id, &text, mapping).map_err(fail)?;
+                pending.insert(id.clone(), (Some(Arc::clone(&text)), position));
                 Ok((
                     id.clone(),
                     changed,
@@ -1221,20 +1204,18 @@ fn check_no_fields_at(mapping: &Mapping, path: &str) -> Result<()> {
     Ok(())
 }
 
-/// The shard write that indexes a parsed document, keeping the client's
-/// source text when it was given.
+/// The shard write that indexes a parsed document.
 fn index_write(
     position: usize,
     id: String,
     generated_id: bool,
-    source: &Value,
-    raw_source: Option<String>,
+    source: Arc<str>,
     doc: crate::document::ParsedDoc,
     create: bool,
 ) -> ShardWrite {
     ShardWrite::Index {
         id,
-        source: raw_source.unwrap_or_else(|| source.to_string()),
+        source,
         doc,
         create,
         expect_version: None,
@@ -1253,7 +1234,7 @@ fn writer_threads(num_shards: u32) -> usize {
 }
 
 /// Parses a document, applying its mapping update when it parsed.
-fn parse_with(id: &str, source: &Value, mapping: &mut Mapping) -> Result<(crate::document::ParsedDoc, bool)> {
+fn parse_with(id: &str, source: &str, mapping: &mut Mapping) -> Result<(crate::document::ParsedDoc, bool)> {
     let (doc, update) = parse_document(id, source, mapping)?;
     let changed = !update.is_empty();
     crate::document::apply_update(mapping, update);

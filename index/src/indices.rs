@@ -507,8 +507,7 @@ mod tests {
         let index = indices.create("waiting", Some(&settings))?;
         let write = crate::index::DocWrite::Index {
             id: Some("1".into()),
-            source: serde_json::json!({"a": 1}),
-            raw_source: None,
+            source: r#"{"a": 1}"#.into(),
             create: false,
         };
         let batch = index.write(vec![write], RefreshPolicy::None)?;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use crate::date::DateFormat;
+use crate::document::Scalar;
 use crate::error::{Error, Result};
 
 /// The type of a mapped field.
@@ -373,12 +374,12 @@ impl Mapping {
 
     /// The mapping Elasticsearch's dynamic mapping gives a new field from its first value,
     /// or `None` for a value that maps to nothing (null, empty array).
-    pub fn dynamic_for(value: &Value) -> Option<FieldMapping> {
+    pub fn dynamic_for(value: &Scalar<'_>) -> Option<FieldMapping> {
         match value {
-            Value::Bool(_) => Some(FieldMapping::new(FieldType::Boolean)),
-            Value::Number(n) if n.is_i64() || n.is_u64() => Some(FieldMapping::new(FieldType::Long)),
-            Value::Number(_) => Some(FieldMapping::new(FieldType::Float)),
-            Value::String(s) => {
+            Scalar::Bool(_) => Some(FieldMapping::new(FieldType::Boolean)),
+            Scalar::Number(n) if n.is_i64() || n.is_u64() => Some(FieldMapping::new(FieldType::Long)),
+            Scalar::Number(_) => Some(FieldMapping::new(FieldType::Float)),
+            Scalar::Str(s) => {
                 if crate::date::looks_like_dynamic_date(s) {
                     Some(FieldMapping::new(FieldType::Date))
                 } else {
@@ -389,8 +390,6 @@ impl Mapping {
                     Some(text)
                 }
             }
-            Value::Array(items) => items.iter().find_map(Mapping::dynamic_for),
-            Value::Null | Value::Object(_) => None,
         }
     }
 }
@@ -482,15 +481,15 @@ mod tests {
 
     #[test]
     fn dynamic_rules_follow_elasticsearch() {
-        let ty = |v: Value| Mapping::dynamic_for(&v).map(|m| m.ty);
-        assert_eq!(ty(json!(3)), Some(FieldType::Long));
-        assert_eq!(ty(json!(3.5)), Some(FieldType::Float));
-        assert_eq!(ty(json!(true)), Some(FieldType::Boolean));
-        assert_eq!(ty(json!("2024-01-02T03:04:05Z")), Some(FieldType::Date));
-        assert_eq!(ty(json!("hello world")), Some(FieldType::Text));
-        assert_eq!(ty(json!([null, 7])), Some(FieldType::Long));
-        assert_eq!(ty(json!(null)), None);
-        let text = Mapping::dynamic_for(&json!("x")).map(|m| m.fields.contains_key("keyword"));
+        let ty = |v: Scalar| Mapping::dynamic_for(&v).map(|m| m.ty);
+        let text = |s: &'static str| Scalar::Str(s.into());
+        assert_eq!(ty(Scalar::Number(3.into())), Some(FieldType::Long));
+        let fraction = serde_json::Number::from_f64(3.5).map(Scalar::Number);
+        assert_eq!(fraction.and_then(ty), Some(FieldType::Float));
+        assert_eq!(ty(Scalar::Bool(true)), Some(FieldType::Boolean));
+        assert_eq!(ty(text("2024-01-02T03:04:05Z")), Some(FieldType::Date));
+        assert_eq!(ty(text("hello world")), Some(FieldType::Text));
+        let text = Mapping::dynamic_for(&text("x")).map(|m| m.fields.contains_key("keyword"));
         assert_eq!(text, Some(true));
     }
 }

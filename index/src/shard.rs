@@ -55,7 +55,7 @@ pub enum ShardWrite {
         /// Document id.
         id: String,
         /// Original JSON source.
-        source: String,
+        source: Arc<str>,
         /// Parsed, typed content.
         doc: ParsedDoc,
         /// `create`: fail if the document exists.
@@ -226,26 +226,25 @@ impl Shard {
         let mut outcomes = Vec::with_capacity(writes.len());
         // Accepted writes, their content, and whether they replace a live document.
         let mut accepted: Vec<(Op, Option<TantivyDocument>, bool)> = Vec::new();
-        // Versions of ids touched earlier in this batch.
+        // Versions of ids touched earlier in this batch (a generated id is
+        // not touched twice).
         let mut batch: HashMap<String, Option<u64>> = HashMap::new();
-        // Positions of the writes of this batch that succeeded.
+        // Positions of the writes of this batch that succeeded, when a later
+        // write builds on one.
+        let builds_on_earlier = writes
+            .iter()
+            .any(|w| matches!(w, ShardWrite::Index { follows: Some(_), .. }));
         let mut succeeded: HashSet<usize> = HashSet::new();
         let mut next_seq = state.next_seq;
         for (write, tdoc) in writes.into_iter().zip(docs) {
-            let id = match &write {
-                ShardWrite::Index { id, .. } | ShardWrite::Delete { id, .. } => id.clone(),
+            let (id, generated) = match &write {
+                ShardWrite::Index { id, generated_id, .. } => (id.as_str(), *generated_id),
+                ShardWrite::Delete { id, .. } => (id.as_str(), false),
             };
-            let generated = matches!(
-                write,
-                ShardWrite::Index {
-                    generated_id: true,
-                    ..
-                }
-            );
-            let current = match batch.get(&id) {
+            let current = match batch.get(id) {
                 Some(v) => *v,
                 None if generated => None,
-                None => self.current_version(&state, &id)?,
+                None => self.current_version(&state, id)?,
             };
             match write {
                 ShardWrite::Index {
@@ -275,11 +274,15 @@ impl Shard {
                         }));
                         continue;
                     }
-                    succeeded.insert(position);
+                    if builds_on_earlier {
+                        succeeded.insert(position);
+                    }
                     let version = current.map_or(1, |v| v + 1);
                     let seq_no = next_seq;
                     next_seq += 1;
-                    batch.insert(id.clone(), Some(version));
+                    if !generated {
+                        batch.insert(id.clone(), Some(version));
+                    }
                     outcomes.push(Ok(WriteOutcome {
                         version,
                         seq_no,
@@ -297,7 +300,9 @@ impl Shard {
                     ));
                 }
                 ShardWrite::Delete { id, position } => {
-                    succeeded.insert(position);
+                    if builds_on_earlier {
+                        succeeded.insert(position);
+                    }
                     let seq_no = next_seq;
                     next_seq += 1;
                     let version = current.map_or(1, |v| v + 1);
@@ -345,7 +350,7 @@ impl Shard {
                         LiveEntry {
                             version: op.version,
                             seq_no: op.seq_no,
-                            source: Some(Arc::from(source.as_str())),
+                            source: Some(Arc::clone(source)),
                         },
                     );
                 }
@@ -597,7 +602,7 @@ fn apply_op(
             let mut tdoc = base_doc(fields, &op.id, source, &doc);
             stamp(&mut tdoc, fields, op.version, op.seq_no);
             state.writer.add_document(tdoc)?;
-            Some(Arc::from(source.as_str()))
+            Some(Arc::clone(source))
         }
         OpKind::Delete => None,
     };
@@ -624,7 +629,7 @@ mod tests {
             id: id.to_string(),
             version: 1,
             kind: OpKind::Index {
-                source: r#"{"n":1}"#.to_string(),
+                source: r#"{"n":1}"#.into(),
             },
         }
     }

@@ -12,6 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -38,7 +39,8 @@ pub enum OpKind {
     /// The document was indexed with this `_source`.
     Index {
         /// The original JSON source text.
-        source: String,
+        #[serde(with = "shared_text")]
+        source: Arc<str>,
     },
     /// The document was deleted.
     Delete,
@@ -209,7 +211,9 @@ fn decode(data: &[u8]) -> Option<(Op, usize)> {
     let kind = r.take(1)?[0];
     let id = r.string()?;
     let kind = match kind {
-        KIND_INDEX => OpKind::Index { source: r.string()? },
+        KIND_INDEX => OpKind::Index {
+            source: Arc::from(r.string()?),
+        },
         KIND_DELETE => OpKind::Delete,
         _ => return None,
     };
@@ -242,6 +246,21 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Serde of a shared text (`Arc<str>`) as a string.
+pub(crate) mod shared_text {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(d).map(Arc::from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,7 +271,7 @@ mod tests {
             id: format!("doc-{seq_no}"),
             version: 1,
             kind: OpKind::Index {
-                source: format!("{{\"n\":{seq_no}}}"),
+                source: format!("{{\"n\":{seq_no}}}").into(),
             },
         }
     }

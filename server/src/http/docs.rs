@@ -70,18 +70,15 @@ async fn index_source(
     params: &Params,
     body: &[u8],
 ) -> ApiResult<Response> {
+    source_body(body)?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::new(400, "parse_exception", format!("request body is not UTF-8: {e}")))?;
     let write = DocWrite::Index {
         id,
-        source: source_body(body)?,
-        raw_source: raw_text(body),
+        source: Arc::from(text.trim()),
         create,
     };
     write_one(node, index, write, params).await
-}
-
-/// The request body as sent, to keep `_source` verbatim.
-fn raw_text(body: &[u8]) -> Option<String> {
-    std::str::from_utf8(body).ok().map(|s| s.trim().to_string())
 }
 
 pub async fn index_doc(
