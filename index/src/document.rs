@@ -31,16 +31,70 @@ pub enum FieldValue {
 }
 
 /// A document's indexable content: each value with its column path, in
-/// document order. A path with several values appears once per value.
+/// document order. A path with several values appears once per value. The
+/// paths are kept one after another in one string (a document has one
+/// allocation for them, not one per value).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ParsedDoc {
-    /// Non-text values.
-    pub values: Vec<(String, FieldValue)>,
-    /// Analyzed text.
-    pub text: Vec<(String, String)>,
+    /// Every path, one after another; consecutive values of one path share it.
+    paths: String,
+    /// Non-text values, each with its path in `paths`.
+    values: Vec<(PathSpan, FieldValue)>,
+    /// Analyzed text, each with its path in `paths`.
+    text: Vec<(PathSpan, String)>,
+    /// The path the last value was added under.
+    last: Option<PathSpan>,
+}
+
+/// Where a path lies in [`ParsedDoc`]'s path string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathSpan {
+    start: u32,
+    end: u32,
 }
 
 impl ParsedDoc {
+    /// Adds a non-text value under `path`.
+    pub fn push_value(&mut self, path: &str, value: FieldValue) {
+        let span = self.span(path);
+        self.values.push((span, value));
+    }
+
+    /// Adds analyzed text under `path`.
+    pub fn push_text(&mut self, path: &str, text: String) {
+        let span = self.span(path);
+        self.text.push((span, text));
+    }
+
+    fn span(&mut self, path: &str) -> PathSpan {
+        if let Some(last) = self.last.filter(|&last| self.path(last) == path) {
+            return last;
+        }
+        let start = self.paths.len() as u32;
+        self.paths.push_str(path);
+        let span = PathSpan {
+            start,
+            end: self.paths.len() as u32,
+        };
+        self.last = Some(span);
+        span
+    }
+
+    /// The path at `span`.
+    pub fn path(&self, span: PathSpan) -> &str {
+        &self.paths[span.start as usize..span.end as usize]
+    }
+
+    /// The non-text values with their paths' spans.
+    pub fn values(&self) -> &[(PathSpan, FieldValue)] {
+        &self.values
+    }
+
+    /// The texts with their paths' spans.
+    pub fn texts(&self) -> &[(PathSpan, String)] {
+        &self.text
+    }
+
     /// Text paths that hold at least one token, each once, for `exists`
     /// queries (a non-text value is found by its column). As in
     /// Elasticsearch, text without any token (`""`) does not count.
@@ -49,7 +103,7 @@ impl ParsedDoc {
             .text
             .iter()
             .filter(|(_, v)| v.chars().any(char::is_alphanumeric))
-            .map(|(k, _)| k.as_str())
+            .map(|(span, _)| self.path(*span))
             .collect();
         paths.sort_unstable();
         paths.dedup();
@@ -262,22 +316,30 @@ impl<'a> Parser<'a> {
 
     fn add_with_subfields(&mut self, path: &str, field: &FieldMapping, value: &Scalar<'_>) -> Result<()> {
         self.add(path, field, value)?;
+        if field.fields.is_empty() {
+            return Ok(());
+        }
+        let mut sub_path = String::with_capacity(path.len() + 16);
         for (name, sub) in &field.fields {
-            self.add(&format!("{path}.{name}"), sub, value)?;
+            sub_path.clear();
+            sub_path.push_str(path);
+            sub_path.push('.');
+            sub_path.push_str(name);
+            self.add(&sub_path, sub, value)?;
         }
         Ok(())
     }
 
     fn add(&mut self, path: &str, field: &FieldMapping, value: &Scalar<'_>) -> Result<()> {
         if field.ty == FieldType::Text {
-            self.doc.text.push((path.to_string(), value.text()));
+            self.doc.push_text(path, value.text());
             return Ok(());
         }
         let Some(converted) = convert(field, value) else {
             return Err(self.type_error(path, field, value));
         };
         if let Some(v) = converted {
-            self.doc.values.push((path.to_string(), v));
+            self.doc.push_value(path, v);
         }
         Ok(())
     }
@@ -612,10 +674,10 @@ mod tests {
     }
 
     /// The values under `path`, in document order.
-    fn at<T: Clone>(entries: &[(String, T)], path: &str) -> Vec<T> {
+    fn at<T: Clone>(doc: &ParsedDoc, entries: &[(PathSpan, T)], path: &str) -> Vec<T> {
         entries
             .iter()
-            .filter(|(p, _)| p == path)
+            .filter(|(p, _)| doc.path(*p) == path)
             .map(|(_, v)| v.clone())
             .collect()
     }
@@ -630,15 +692,35 @@ mod tests {
         assert_eq!(mapping.fields["user.age"].ty, FieldType::Long);
         assert_eq!(mapping.fields["user.name"].ty, FieldType::Text);
         assert!(mapping.fields["tags"].multi_valued);
-        assert_eq!(at(&doc.values, "user.age"), vec![FieldValue::I64(31)]);
+        assert_eq!(at(&doc, doc.values(), "user.age"), vec![FieldValue::I64(31)]);
         assert_eq!(
-            at(&doc.values, "user.name.keyword"),
+            at(&doc, doc.values(), "user.name.keyword"),
             vec![FieldValue::Str("ann".into())]
         );
-        assert_eq!(at(&doc.text, "tags"), vec!["a".to_string(), "b".to_string()]);
-        assert_eq!(at(&doc.values, "score"), vec![FieldValue::F64(1.5)]);
-        assert_eq!(at(&doc.values, "ok"), vec![FieldValue::Bool(true)]);
+        assert_eq!(
+            at(&doc, doc.texts(), "tags"),
+            vec!["a".to_string(), "b".to_string()]
+        );
+        assert_eq!(at(&doc, doc.values(), "score"), vec![FieldValue::F64(1.5)]);
+        assert_eq!(at(&doc, doc.values(), "ok"), vec![FieldValue::Bool(true)]);
         Ok(())
+    }
+
+    #[test]
+    fn each_value_keeps_its_own_path() {
+        let mut doc = ParsedDoc::default();
+        doc.push_value("a", FieldValue::I64(1));
+        doc.push_value("a", FieldValue::I64(2));
+        doc.push_text("b", "x".into());
+        doc.push_value("a.c", FieldValue::I64(3));
+        doc.push_value("a", FieldValue::I64(4));
+        let paths: Vec<&str> = doc.values().iter().map(|(p, _)| doc.path(*p)).collect();
+        assert_eq!(paths, vec!["a", "a", "a.c", "a"]);
+        assert_eq!(at(&doc, doc.texts(), "b"), vec!["x".to_string()]);
+        assert_eq!(
+            at(&doc, doc.values(), "a"),
+            vec![FieldValue::I64(1), FieldValue::I64(2), FieldValue::I64(4)]
+        );
     }
 
     #[test]
@@ -653,7 +735,7 @@ mod tests {
         );
         assert!(parse("8", &json!({"n": 3_000_000_000i64}), &mapping).is_err());
         let (doc, _) = parse("9", &json!({"n": "42"}), &mapping)?;
-        assert_eq!(at(&doc.values, "n"), vec![FieldValue::I64(42)]);
+        assert_eq!(at(&doc, doc.values(), "n"), vec![FieldValue::I64(42)]);
         Ok(())
     }
 
@@ -663,7 +745,7 @@ mod tests {
         let (doc, update) = parse("1", &json!({"l": [{"x": 1}, {"x": 2}]}), &mapping)?;
         assert!(update["l.x"].multi_valued);
         assert_eq!(
-            at(&doc.values, "l.x"),
+            at(&doc, doc.values(), "l.x"),
             vec![FieldValue::I64(1), FieldValue::I64(2)]
         );
         Ok(())

@@ -657,18 +657,21 @@ impl Index {
                 }
             };
             for ((pos, id), outcome) in positions.into_iter().zip(ids).zip(outcomes) {
-                let result = outcome.map(|o| {
-                    let seq = touched.entry(shard_no).or_insert(o.seq_no);
-                    *seq = (*seq).max(o.seq_no);
-                    WriteResult {
-                        id: id.clone(),
-                        shard: shard_no,
-                        version: o.version,
-                        seq_no: o.seq_no,
-                        result: o.result,
+                items[pos] = Some(match outcome {
+                    Ok(o) => {
+                        let seq = touched.entry(shard_no).or_insert(o.seq_no);
+                        *seq = (*seq).max(o.seq_no);
+                        let result = WriteResult {
+                            id,
+                            shard: shard_no,
+                            version: o.version,
+                            seq_no: o.seq_no,
+                            result: o.result,
+                        };
+                        (None, Ok(result))
                     }
+                    Err(err) => (Some(id), Err(err)),
                 });
-                items[pos] = Some((Some(id), result));
             }
         }
         let items = items

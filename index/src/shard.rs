@@ -20,7 +20,7 @@ use tantivy::{
 };
 use tokio::sync::watch;
 
-use crate::document::{FieldValue, ParsedDoc};
+use crate::document::{FieldValue, ParsedDoc, PathSpan};
 use crate::error::{Error, Result};
 use crate::schema::{self, Fields, names};
 use crate::translog::{Op, OpKind, Translog};
@@ -501,18 +501,18 @@ impl Shard {
 fn base_doc(fields: &Fields, id: &str, source: &str, doc: &ParsedDoc) -> TantivyDocument {
     // The document's bytes: the id, the source, and each value under its
     // path, whose text the source already holds (with a node per value).
-    let values = doc.values.len() + doc.text.len();
+    let values = doc.values().len() + doc.texts().len();
     let mut out = TantivyDocument::with_capacity(id.len() + 2 * source.len() + 16 * values + 64);
     out.add_text(fields.id, id);
     out.add_text(fields.source, source);
     for path in doc.text_paths_with_tokens() {
         out.add_text(fields.exists, path);
     }
-    if !doc.values.is_empty() {
-        out.add_field_value(fields.kw, JsonView::Object(&doc.values));
+    if !doc.values().is_empty() {
+        out.add_field_value(fields.kw, JsonView::Object(doc, doc.values()));
     }
-    if !doc.text.is_empty() {
-        out.add_field_value(fields.text, JsonView::Object(&doc.text));
+    if !doc.texts().is_empty() {
+        out.add_field_value(fields.text, JsonView::Object(doc, doc.texts()));
     }
     out
 }
@@ -531,7 +531,8 @@ fn stamp(doc: &mut TantivyDocument, fields: &Fields, version: u64, seq_no: u64) 
 /// positions following the last one's with a gap.
 #[derive(Debug)]
 enum JsonView<'a, T> {
-    Object(&'a [(String, T)]),
+    /// Entries of the document, with the document that holds their paths.
+    Object(&'a ParsedDoc, &'a [(PathSpan, T)]),
     One(&'a T),
 }
 
@@ -568,20 +569,32 @@ impl Leaf for String {
 
 impl<'a, T: Leaf> tantivy::schema::Value<'a> for JsonView<'a, T> {
     type ArrayIter = std::iter::Empty<JsonView<'a, T>>;
-    type ObjectIter =
-        std::iter::Map<std::slice::Iter<'a, (String, T)>, fn(&'a (String, T)) -> (&'a str, JsonView<'a, T>)>;
+    type ObjectIter = PathValues<'a, T>;
 
     fn as_value(&self) -> ReferenceValue<'a, Self> {
         match *self {
-            JsonView::Object(entries) => ReferenceValue::Object(entries.iter().map(path_view as _)),
+            JsonView::Object(doc, entries) => ReferenceValue::Object(PathValues {
+                doc,
+                entries: entries.iter(),
+            }),
             JsonView::One(v) => ReferenceValue::Leaf(v.leaf()),
         }
     }
 }
 
-/// One value of a [`JsonView::Object`] under its column path.
-fn path_view<T>((path, value): &(String, T)) -> (&str, JsonView<'_, T>) {
-    (path.as_str(), JsonView::One(value))
+/// The values of a [`JsonView::Object`], each under its column path.
+struct PathValues<'a, T> {
+    doc: &'a ParsedDoc,
+    entries: std::slice::Iter<'a, (PathSpan, T)>,
+}
+
+impl<'a, T> Iterator for PathValues<'a, T> {
+    type Item = (&'a str, JsonView<'a, T>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (span, value) = self.entries.next()?;
+        Some((self.doc.path(*span), JsonView::One(value)))
+    }
 }
 
 /// Applies a logged write to the writer and the live versions (a replay,
@@ -645,16 +658,11 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let reparse = |_: &str, _: &str| Ok(ParsedDoc::default());
         let shard = Shard::open(dir.path(), 0, 1, &reparse)?;
-        let doc = ParsedDoc {
-            values: vec![
-                ("n".to_string(), FieldValue::I64(3)),
-                ("n".to_string(), FieldValue::I64(5)),
-            ],
-            text: vec![
-                ("t".to_string(), "quick brown".to_string()),
-                ("t".to_string(), "fox".to_string()),
-            ],
-        };
+        let mut doc = ParsedDoc::default();
+        doc.push_value("n", FieldValue::I64(3));
+        doc.push_value("n", FieldValue::I64(5));
+        doc.push_text("t", "quick brown".to_string());
+        doc.push_text("t", "fox".to_string());
         let write = ShardWrite::Index {
             id: "1".into(),
             source: "{}".into(),
