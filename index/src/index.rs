@@ -928,9 +928,10 @@ impl Index {
         Ok(())
     }
 
-    /// The common case of a batch of new documents that fit the mapping as it
-    /// is: parsed without taking the index's write lock, so that concurrent
-    /// bulks parse in parallel. Hands the writes back when the batch has
+    /// The common case of a batch of documents to index that fit the mapping
+    /// as it is: parsed without taking the index's write lock, so that
+    /// concurrent bulks parse in parallel (the shard resolves versions, and
+    /// repeated ids, in order). Hands the writes back when the batch has
     /// updates or deletes, or needs a mapping change; they then go through
     /// the sequential path.
     #[allow(clippy::type_complexity)]
@@ -940,36 +941,43 @@ impl Index {
         items: &mut [Option<(Option<String>, Result<WriteResult>)>],
         per_shard: &mut HashMap<u32, Vec<(usize, ShardWrite)>>,
     ) -> std::result::Result<(), Vec<DocWrite>> {
-        if !writes
-            .iter()
-            .all(|w| matches!(w, DocWrite::Index { id: None, .. }))
-        {
+        if !writes.iter().all(|w| matches!(w, DocWrite::Index { .. })) {
             return Err(writes);
         }
         let mapping = self.meta.read().mapping.clone();
+        // Each write's id (whether generated) and parsed document, or its failure.
         let mut parsed = Vec::with_capacity(writes.len());
         for write in &writes {
-            let DocWrite::Index { source, .. } = write else {
+            let DocWrite::Index { id, source, .. } = write else {
                 return Err(writes);
             };
-            let id = crate::ids::generate();
+            let (id, generated) = match id {
+                Some(id) => match validate_id(id.clone()) {
+                    Ok(id) => (id, false),
+                    Err(err) => {
+                        parsed.push(Err((None, err)));
+                        continue;
+                    }
+                },
+                None => (crate::ids::generate(), true),
+            };
             match parse_document(&id, source, &mapping) {
-                Ok((doc, update)) if update.is_empty() => parsed.push((id, Ok(doc))),
+                Ok((doc, update)) if update.is_empty() => parsed.push(Ok((id, generated, doc))),
                 Ok(_) => return Err(writes),
-                Err(err) => parsed.push((id, Err(err))),
+                Err(err) => parsed.push(Err((Some(id), err))),
             }
         }
-        for (position, (write, (id, doc))) in writes.into_iter().zip(parsed).enumerate() {
+        for (position, (write, parsed)) in writes.into_iter().zip(parsed).enumerate() {
             let DocWrite::Index { source, create, .. } = write else {
                 continue;
             };
-            match doc {
-                Ok(doc) => {
+            match parsed {
+                Ok((id, generated, doc)) => {
                     let shard = shard_for_id(&id, self.num_shards);
-                    let write = index_write(position, id, true, source, doc, create);
+                    let write = index_write(position, id, generated, source, doc, create);
                     per_shard.entry(shard).or_default().push((position, write));
                 }
-                Err(err) => items[position] = Some((Some(id), Err(err))),
+                Err((id, err)) => items[position] = Some((id, Err(err))),
             }
         }
         Ok(())

@@ -210,6 +210,69 @@ fn bulk_reports_each_item_beside_successes() -> Result<()> {
     Ok(())
 }
 
+/// A bulk of only `index` and `create` writes with ids is parsed outside
+/// the index's write lock; its shards still resolve versions and repeated
+/// ids in request order.
+#[test]
+fn bulk_with_ids_resolves_versions_in_request_order() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put(
+        "/items",
+        &json!({"mappings": {"properties": {"n": {"type": "integer"}}}}),
+    )?;
+    assert_eq!(status, 200);
+    let (status, body) = s.bulk(
+        "/items/_bulk?refresh=true",
+        &[
+            json!({"index": {"_id": "a"}}),
+            json!({"n": 1}),
+            json!({"index": {"_id": "a"}}),
+            json!({"n": 2}),
+            json!({"create": {"_id": "a"}}),
+            json!({"n": 3}),
+            json!({"create": {"_id": "b"}}),
+            json!({"n": 4}),
+            json!({"index": {"_id": ""}}),
+            json!({"n": 5}),
+            json!({"index": {"_id": "c"}}),
+            json!({"n": "x"}),
+        ],
+    )?;
+    assert_eq!(status, 200);
+    let summary: Vec<(i64, Value, Value)> = body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.as_object().and_then(|o| o.values().next()))
+        .map(|r| {
+            (
+                r["status"].as_i64().unwrap_or(0),
+                r.get("result")
+                    .cloned()
+                    .unwrap_or_else(|| r["error"]["type"].clone()),
+                r["_version"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (201, json!("created"), json!(1)),
+            (200, json!("updated"), json!(2)),
+            (409, json!("version_conflict_engine_exception"), Value::Null),
+            (201, json!("created"), json!(1)),
+            (400, json!("illegal_argument_exception"), Value::Null),
+            (400, json!("document_parsing_exception"), Value::Null),
+        ]
+    );
+    assert_eq!(
+        s.sql_rows("SELECT _id, n FROM items ORDER BY _id")?,
+        vec![json!(["a", 2]), json!(["b", 4])]
+    );
+    Ok(())
+}
+
 #[test]
 fn refresh_semantics() -> Result<()> {
     let dir = tempfile::tempdir()?;
