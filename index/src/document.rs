@@ -213,6 +213,7 @@ impl<'a> Parser<'a> {
         mut map: A,
     ) -> std::result::Result<(), A::Error> {
         let mut path = String::with_capacity(prefix.len() + 32);
+        let mut keys = KeySet::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if key.is_empty() {
                 let err = Error::document_parsing(format!(
@@ -232,6 +233,12 @@ impl<'a> Parser<'a> {
                 path.push('.');
             }
             path.push_str(&key);
+            if let Err(key) = keys.insert(key) {
+                return self.fail(Error::document_parsing(format!(
+                    "failed to parse: Duplicate field '{key}' in document with id '{}'",
+                    self.id
+                )));
+            }
             map.next_value_seed(ValueSeed {
                 parser: &mut *self,
                 path: &path,
@@ -351,6 +358,46 @@ impl<'a> Parser<'a> {
             self.id,
             value.text()
         ))
+    }
+}
+
+/// The keys an object has had so far, so that a repeated key fails the
+/// document as in Elasticsearch: a short list, and a hash set beyond it.
+struct KeySet<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: HashSet<Cow<'de, str>>,
+}
+
+impl Default for KeySet<'_> {
+    fn default() -> Self {
+        KeySet {
+            few: Vec::with_capacity(KeySet::FEW),
+            many: HashSet::new(),
+        }
+    }
+}
+
+impl<'de> KeySet<'de> {
+    /// Keys kept in the list before they move to the set.
+    const FEW: usize = 16;
+
+    /// Adds `key`, or hands it back when the object already has it.
+    fn insert(&mut self, key: Cow<'de, str>) -> std::result::Result<(), Cow<'de, str>> {
+        if self.many.is_empty() {
+            if self.few.contains(&key) {
+                return Err(key);
+            }
+            if self.few.len() < Self::FEW {
+                self.few.push(key);
+                return Ok(());
+            }
+            self.many.extend(self.few.drain(..));
+        }
+        if self.many.contains(&key) {
+            return Err(key);
+        }
+        self.many.insert(key);
+        Ok(())
     }
 }
 
@@ -703,6 +750,34 @@ mod tests {
         );
         assert_eq!(at(&doc, doc.values(), "score"), vec![FieldValue::F64(1.5)]);
         assert_eq!(at(&doc, doc.values(), "ok"), vec![FieldValue::Bool(true)]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_repeated_key_fails_the_document() -> Result<()> {
+        let mapping = Mapping::default();
+        let many: Vec<String> = (0..20).map(|i| format!("\"k{i}\":{i}")).collect();
+        for source in [
+            r#"{"a":1,"a":2}"#.to_string(),
+            r#"{"o":{"x":1},"o":{"y":2}}"#.to_string(),
+            r#"{"a":1,"\u0061":2}"#.to_string(),
+            format!("{{{},\"k3\":0}}", many.join(",")),
+        ] {
+            let err = parse_document("1", &source, &mapping).err();
+            assert_eq!(
+                err.as_ref().map(Error::es_type),
+                Some("document_parsing_exception"),
+                "{source}"
+            );
+            assert!(err.is_some_and(|e| e.to_string().contains("Duplicate field")));
+        }
+        // The same path by two routes is two values, not a repeated key.
+        let (doc, _) = parse_document("1", r#"{"a.b":1,"a":{"b":2}}"#, &mapping)?;
+        assert_eq!(
+            at(&doc, doc.values(), "a.b"),
+            vec![FieldValue::I64(1), FieldValue::I64(2)]
+        );
+        assert!(parse_document("1", &format!("{{{}}}", many.join(",")), &mapping).is_ok());
         Ok(())
     }
 
