@@ -1,17 +1,18 @@
 //! The `_bulk` API: NDJSON parsing, execution across indices, and
 //! Elasticsearch's response shape.
 //!
-//! The whole body is validated before anything is written: a malformed line
-//! rejects the request with a 400 and stores nothing. Errors of individual
-//! documents (mapping conflicts, version conflicts) are reported per item
-//! beside the successful ones.
+//! The whole body is checked before anything is written: a line that is not
+//! JSON rejects the request with a 400 and stores nothing. Errors of
+//! individual documents (mapping conflicts, version conflicts, and JSON that
+//! is well formed but cannot be read: a number out of range, a lone
+//! surrogate escape, nesting deeper than 128) are reported per item beside
+//! the successful ones.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::de::IgnoredAny;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -74,7 +75,7 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
             let (n, line) = lines
                 .next()
                 .ok_or_else(|| malformed(lineno, "the action is missing its source line"))?;
-            Ok((n + 1, line.trim()))
+            Ok((n + 1, line))
         };
         let parse_error = |n: usize, e: serde_json::Error| Error::BadRequest {
             es_type: "x_content_parse_exception",
@@ -82,10 +83,11 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
         };
         let write = match action {
             Action::Index | Action::Create => {
-                // Checked to be JSON here; it is parsed against the mapping
-                // when its index writes it.
-                let (n, source) = source_line()?;
-                serde_json::from_str::<IgnoredAny>(source).map_err(|e| parse_error(n, e))?;
+                // Checked to be JSON text here; it is parsed against the
+                // mapping when its index writes it.
+                let (n, line) = source_line()?;
+                serde_json::from_str::<IgnoredAny>(line).map_err(|e| parse_error(n, e))?;
+                let source = line.trim_matches(JSON_WHITESPACE);
                 if !source.starts_with('{') {
                     return Err(malformed(n, "document source must be an object"));
                 }
@@ -171,51 +173,97 @@ fn action_line(
     Ok((action, index, id))
 }
 
-/// The common shape of an action line, read without a JSON tree: one
-/// action whose metadata holds at most `_index` and `_id`, as strings.
-/// Anything else goes through [`action_line`].
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlainAction<'a> {
-    #[serde(borrow, default)]
-    index: Option<PlainMeta<'a>>,
-    #[serde(borrow, default)]
-    create: Option<PlainMeta<'a>>,
-    #[serde(borrow, default)]
-    update: Option<PlainMeta<'a>>,
-    #[serde(borrow, default)]
-    delete: Option<PlainMeta<'a>>,
+/// The common shape of an action line, read without a JSON tree: an
+/// object with one action, whose metadata is an object holding at most
+/// `_index` and `_id`, as strings. Anything else goes through
+/// [`action_line`].
+struct PlainAction {
+    action: Action,
+    index: Option<String>,
+    id: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlainMeta<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    _index: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    _id: Option<Cow<'a, str>>,
+impl<'de> Deserialize<'de> for PlainAction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(PlainActionVisitor)
+    }
 }
 
-/// A string that is there (not `null`), borrowed when it has no escapes.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Cow<'de, str>>, D::Error> {
-    Key::deserialize(d).map(|Key(k)| Some(k))
+struct PlainActionVisitor;
+
+impl<'de> Visitor<'de> for PlainActionVisitor {
+    type Value = PlainAction;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with one action")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<PlainAction, A::Error> {
+        let Some(Key(name)) = map.next_key::<Key<'de>>()? else {
+            return Err(de::Error::custom("no action"));
+        };
+        let action = match name.as_ref() {
+            "index" => Action::Index,
+            "create" => Action::Create,
+            "update" => Action::Update,
+            "delete" => Action::Delete,
+            _ => return Err(de::Error::custom("not an action")),
+        };
+        let PlainMeta { index, id } = map.next_value()?;
+        if map.next_key::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("more than one action"));
+        }
+        Ok(PlainAction { action, index, id })
+    }
+}
+
+/// Plain action metadata: an object with at most `_index` and `_id`, each a
+/// string and there once.
+struct PlainMeta {
+    index: Option<String>,
+    id: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for PlainMeta {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(PlainMetaVisitor)
+    }
+}
+
+struct PlainMetaVisitor;
+
+impl<'de> Visitor<'de> for PlainMetaVisitor {
+    type Value = PlainMeta;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("action metadata")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<PlainMeta, A::Error> {
+        let mut meta = PlainMeta {
+            index: None,
+            id: None,
+        };
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let slot = match key.as_ref() {
+                "_index" => &mut meta.index,
+                "_id" => &mut meta.id,
+                _ => return Err(de::Error::custom("other metadata")),
+            };
+            if slot.is_some() {
+                return Err(de::Error::custom("repeated metadata"));
+            }
+            let Key(value) = map.next_value()?;
+            *slot = Some(value.into_owned());
+        }
+        Ok(meta)
+    }
 }
 
 /// The action, index and id of a plain action line; `None` for any other line.
 fn plain_action(line: &str) -> Option<(Action, Option<String>, Option<String>)> {
     let plain: PlainAction = serde_json::from_str(line).ok()?;
-    let (action, meta) = match (plain.index, plain.create, plain.update, plain.delete) {
-        (Some(meta), None, None, None) => (Action::Index, meta),
-        (None, Some(meta), None, None) => (Action::Create, meta),
-        (None, None, Some(meta), None) => (Action::Update, meta),
-        (None, None, None, Some(meta)) => (Action::Delete, meta),
-        _ => return None,
-    };
-    Some((
-        action,
-        meta._index.map(Cow::into_owned),
-        meta._id.map(Cow::into_owned),
-    ))
+    Some((plain.action, plain.index, plain.id))
 }
 
 /// Parses the body of an `update` (`{"doc": ..., "doc_as_upsert": ..., "upsert": ...}`).
@@ -261,6 +309,9 @@ fn as_string(v: &Value, lineno: usize, key: &str) -> Result<String> {
         _ => Err(malformed(lineno, &format!("[{key}] must be a string"))),
     }
 }
+
+/// The characters JSON allows around a value.
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\r', '\n'];
 
 fn malformed(lineno: usize, detail: &str) -> Error {
     Error::illegal_argument(format!("Malformed action/metadata line [{lineno}]: {detail}"))
@@ -563,11 +614,26 @@ mod tests {
         assert!(action_line(r#"{"index":{"_id":null}}"#, 1, None).is_err());
         assert_eq!(plain_action(r#"{"index":{},"delete":{}}"#), None);
         assert_eq!(plain_action(r#"{"index":{"routing":"r"}}"#), None);
+        // Shapes that are not action lines at all are left to the general
+        // reader, which rejects them.
+        for line in [
+            r#"[{"_id":"1"}]"#,
+            r#"{"index":["a","1"]}"#,
+            r#"{"index":[]}"#,
+            r#"{"index":null,"delete":{"_id":"1"}}"#,
+        ] {
+            assert_eq!(plain_action(line), None, "{line}");
+            assert!(action_line(line, 1, None).is_err(), "{line}");
+        }
+        assert_eq!(plain_action(r#"{"index":{"_id":"1","_id":"2"}}"#), None);
         Ok(())
     }
 
     #[test]
     fn malformed_lines_reject_the_request() {
+        // Only JSON's whitespace may surround a source.
+        let err = parse_bulk("{\"index\":{}}\n{\"a\":1}\u{c}\n", Some("a")).err();
+        assert_eq!(err.as_ref().map(Error::status), Some(400));
         let err = parse_bulk("{\"index\":{}}\n{not json\n", Some("a")).err();
         assert_eq!(err.as_ref().map(Error::status), Some(400));
         let err = parse_bulk("{\"frobnicate\":{}}\n", Some("a")).err();

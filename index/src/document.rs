@@ -49,8 +49,8 @@ pub struct ParsedDoc {
 /// Where a path lies in [`ParsedDoc`]'s path string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathSpan {
-    start: u32,
-    end: u32,
+    start: usize,
+    end: usize,
 }
 
 impl ParsedDoc {
@@ -70,11 +70,11 @@ impl ParsedDoc {
         if let Some(last) = self.last.filter(|&last| self.path(last) == path) {
             return last;
         }
-        let start = self.paths.len() as u32;
+        let start = self.paths.len();
         self.paths.push_str(path);
         let span = PathSpan {
             start,
-            end: self.paths.len() as u32,
+            end: self.paths.len(),
         };
         self.last = Some(span);
         span
@@ -82,7 +82,7 @@ impl ParsedDoc {
 
     /// The path at `span`.
     pub fn path(&self, span: PathSpan) -> &str {
-        &self.paths[span.start as usize..span.end as usize]
+        &self.paths[span.start..span.end]
     }
 
     /// The non-text values with their paths' spans.
@@ -147,7 +147,7 @@ pub fn apply_update(mapping: &mut Mapping, update: MappingUpdate) {
 }
 
 /// A JSON scalar of a document, its string borrowed from the document's
-/// text where it holds no escapes.
+/// text (or, when it holds escapes, from the parser's buffer).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar<'s> {
     /// `true` or `false`.
@@ -155,7 +155,7 @@ pub enum Scalar<'s> {
     /// A number, as JSON gives it.
     Number(Number),
     /// A string.
-    Str(Cow<'s, str>),
+    Str(&'s str),
 }
 
 impl Scalar<'_> {
@@ -293,9 +293,7 @@ impl<'a> Parser<'a> {
                 }
                 Dynamic::False => return Ok(()),
                 Dynamic::True => {
-                    let Some(mut field) = Mapping::dynamic_for(value) else {
-                        return Ok(());
-                    };
+                    let mut field = Mapping::dynamic_for(value);
                     field.multi_valued = in_array;
                     self.added.insert(path.to_string(), field);
                 }
@@ -533,11 +531,11 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     }
 
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Str(Cow::Borrowed(v)))
+        self.scalar(Scalar::Str(v))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Str(Cow::Borrowed(v)))
+        self.scalar(Scalar::Str(v))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
@@ -581,7 +579,10 @@ pub fn convert(field: &FieldMapping, value: &Scalar<'_>) -> Option<Option<FieldV
             }
             FieldValue::Str(s)
         }
-        FieldType::Text => FieldValue::Str(value.text()),
+        FieldType::Text => match value {
+            Scalar::Str(s) => FieldValue::Str(s.to_string()),
+            _ => return None,
+        },
         FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
             let (min, max) = field.ty.integer_range()?;
             let n = match value {
@@ -643,8 +644,8 @@ pub fn convert(field: &FieldMapping, value: &Scalar<'_>) -> Option<Option<FieldV
         }
         FieldType::Boolean => match value {
             Scalar::Bool(b) => FieldValue::Bool(*b),
-            Scalar::Str(s) if s == "true" => FieldValue::Bool(true),
-            Scalar::Str(s) if s == "false" || s.is_empty() => FieldValue::Bool(false),
+            Scalar::Str("true") => FieldValue::Bool(true),
+            Scalar::Str("false" | "") => FieldValue::Bool(false),
             _ => return None,
         },
         FieldType::Ip => {

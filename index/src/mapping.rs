@@ -372,23 +372,19 @@ impl Mapping {
         })
     }
 
-    /// The mapping Elasticsearch's dynamic mapping gives a new field from its first value,
-    /// or `None` for a value that maps to nothing (null, empty array).
-    pub fn dynamic_for(value: &Scalar<'_>) -> Option<FieldMapping> {
+    /// The mapping Elasticsearch's dynamic mapping gives a new field from its first value.
+    pub fn dynamic_for(value: &Scalar<'_>) -> FieldMapping {
         match value {
-            Scalar::Bool(_) => Some(FieldMapping::new(FieldType::Boolean)),
-            Scalar::Number(n) if n.is_i64() || n.is_u64() => Some(FieldMapping::new(FieldType::Long)),
-            Scalar::Number(_) => Some(FieldMapping::new(FieldType::Float)),
-            Scalar::Str(s) => {
-                if crate::date::looks_like_dynamic_date(s) {
-                    Some(FieldMapping::new(FieldType::Date))
-                } else {
-                    let mut text = FieldMapping::new(FieldType::Text);
-                    let mut keyword = FieldMapping::new(FieldType::Keyword);
-                    keyword.ignore_above = Some(256);
-                    text.fields.insert("keyword".into(), keyword);
-                    Some(text)
-                }
+            Scalar::Bool(_) => FieldMapping::new(FieldType::Boolean),
+            Scalar::Number(n) if n.is_i64() || n.is_u64() => FieldMapping::new(FieldType::Long),
+            Scalar::Number(_) => FieldMapping::new(FieldType::Float),
+            Scalar::Str(s) if crate::date::looks_like_dynamic_date(s) => FieldMapping::new(FieldType::Date),
+            Scalar::Str(_) => {
+                let mut text = FieldMapping::new(FieldType::Text);
+                let mut keyword = FieldMapping::new(FieldType::Keyword);
+                keyword.ignore_above = Some(256);
+                text.fields.insert("keyword".into(), keyword);
+                text
             }
         }
     }
@@ -481,15 +477,14 @@ mod tests {
 
     #[test]
     fn dynamic_rules_follow_elasticsearch() {
-        let ty = |v: Scalar| Mapping::dynamic_for(&v).map(|m| m.ty);
-        let text = |s: &'static str| Scalar::Str(s.into());
-        assert_eq!(ty(Scalar::Number(3.into())), Some(FieldType::Long));
+        let ty = |v: Scalar| Mapping::dynamic_for(&v).ty;
+        assert_eq!(ty(Scalar::Number(3.into())), FieldType::Long);
         let fraction = serde_json::Number::from_f64(3.5).map(Scalar::Number);
-        assert_eq!(fraction.and_then(ty), Some(FieldType::Float));
-        assert_eq!(ty(Scalar::Bool(true)), Some(FieldType::Boolean));
-        assert_eq!(ty(text("2024-01-02T03:04:05Z")), Some(FieldType::Date));
-        assert_eq!(ty(text("hello world")), Some(FieldType::Text));
-        let text = Mapping::dynamic_for(&text("x")).map(|m| m.fields.contains_key("keyword"));
-        assert_eq!(text, Some(true));
+        assert_eq!(fraction.map(ty), Some(FieldType::Float));
+        assert_eq!(ty(Scalar::Bool(true)), FieldType::Boolean);
+        assert_eq!(ty(Scalar::Str("2024-01-02T03:04:05Z")), FieldType::Date);
+        assert_eq!(ty(Scalar::Str("hello world")), FieldType::Text);
+        let text = Mapping::dynamic_for(&Scalar::Str("x"));
+        assert!(text.fields.contains_key("keyword"));
     }
 }
