@@ -121,6 +121,23 @@ pub type MappingUpdate = BTreeMap<String, FieldMapping>;
 /// changes the document needs; the caller applies them only when the whole
 /// document parsed.
 pub fn parse_document(id: &str, source: &str, mapping: &Mapping) -> Result<(ParsedDoc, MappingUpdate)> {
+    parse(id, source, mapping, false)
+}
+
+/// Parses a logged source (a translog replay, or a write its primary sent)
+/// as [`parse_document`] does, except that a key repeated in one object is
+/// kept as one more value: the build that acknowledged the write may have
+/// taken it, and an acknowledged document stays searchable.
+pub fn parse_logged_document(id: &str, source: &str, mapping: &Mapping) -> Result<ParsedDoc> {
+    parse(id, source, mapping, true).map(|(doc, _)| doc)
+}
+
+fn parse(
+    id: &str,
+    source: &str,
+    mapping: &Mapping,
+    repeated_keys: bool,
+) -> Result<(ParsedDoc, MappingUpdate)> {
     let mut parser = Parser {
         id,
         base: mapping,
@@ -128,6 +145,7 @@ pub fn parse_document(id: &str, source: &str, mapping: &Mapping) -> Result<(Pars
         doc: ParsedDoc::default(),
         seen: HashSet::with_capacity_and_hasher(mapping.fields.len().min(64), BuildHasherDefault::default()),
         seen_unmapped: HashSet::new(),
+        repeated_keys,
         error: None,
     };
     let mut de = serde_json::Deserializer::from_str(source);
@@ -179,6 +197,9 @@ struct Parser<'a> {
     seen: HashSet<usize, BuildHasherDefault<AddressHasher>>,
     /// Other paths that already got a value in this document (copied).
     seen_unmapped: HashSet<String>,
+    /// Whether a key repeated in one object is one more value (else it fails
+    /// the document).
+    repeated_keys: bool,
     /// Why the document does not fit the mapping: the walk stops at the
     /// first such error, which is then reported instead of the walk's own.
     error: Option<Error>,
@@ -233,7 +254,9 @@ impl<'a> Parser<'a> {
                 path.push('.');
             }
             path.push_str(&key);
-            if let Err(key) = keys.insert(key) {
+            if let Err(key) = keys.insert(key)
+                && !self.repeated_keys
+            {
                 return self.fail(Error::document_parsing(format!(
                     "failed to parse: Duplicate field '{key}' in document with id '{}'",
                     self.id
@@ -779,6 +802,12 @@ mod tests {
             vec![FieldValue::I64(1), FieldValue::I64(2)]
         );
         assert!(parse_document("1", &format!("{{{}}}", many.join(",")), &mapping).is_ok());
+        // A logged source keeps a repeated key as one more value.
+        let doc = parse_logged_document("1", r#"{"a":1,"a":2}"#, &mapping)?;
+        assert_eq!(
+            at(&doc, doc.values(), "a"),
+            vec![FieldValue::I64(1), FieldValue::I64(2)]
+        );
         Ok(())
     }
 

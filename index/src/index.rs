@@ -11,7 +11,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::document::parse_document;
+use crate::document::{parse_document, parse_logged_document};
 use crate::error::{Error, Result};
 use crate::indices::RefreshPolicy;
 use crate::mapping::{Dynamic, Mapping};
@@ -191,7 +191,7 @@ impl Index {
             .map_err(|e| Error::Internal(format!("corrupt index metadata in {}: {e}", dir.display())))?;
         let mapping = meta.mapping.clone();
         let reparse = move |id: &str, source: &str| -> Result<crate::document::ParsedDoc> {
-            parse_document(id, source, &mapping).map(|(doc, _)| doc)
+            parse_logged_document(id, source, &mapping)
         };
         let node = peers.as_ref().map(|p| p.node_id().to_string());
         let shards = (0..meta.settings.number_of_shards)
@@ -765,9 +765,7 @@ impl Index {
                 ))
             })?;
         let mapping = self.mapping();
-        shard.apply_logged(ops, &|id, source| {
-            parse_document(id, source, &mapping).map(|(doc, _)| doc)
-        })?;
+        shard.apply_logged(ops, &|id, source| parse_logged_document(id, source, &mapping))?;
         if refresh != RefreshPolicy::None {
             shard.refresh()?;
         }
@@ -896,7 +894,7 @@ impl Index {
             &dir,
             n,
             writer_threads(self.num_shards),
-            &|id: &str, source: &str| parse_document(id, source, &mapping).map(|(doc, _)| doc),
+            &|id: &str, source: &str| parse_logged_document(id, source, &mapping),
         )?;
         self.shards.write()[n as usize] = Some(Arc::new(shard));
         Ok(())
