@@ -1,6 +1,5 @@
 //! An index: settings, mapping, and its shards on disk.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -579,19 +578,19 @@ impl Index {
         let mut mapping = self.mapping();
         let mut changed = false;
         for write in writes {
-            let sources: Vec<Cow<str>> = match write {
-                DocWrite::Index { source, .. } => vec![Cow::Borrowed(source)],
-                DocWrite::Update { doc, upsert, .. } => doc
-                    .iter()
-                    .chain(upsert)
-                    .map(|v| Cow::Owned(v.to_string()))
-                    .collect(),
-                DocWrite::Delete { .. } => Vec::new(),
-            };
-            for source in sources {
-                if let Ok((_, c)) = parse_with(write.id().unwrap_or_default(), &source, &mut mapping) {
+            let mut extend = |source: &str| {
+                if let Ok((_, c)) = parse_with(write.id().unwrap_or_default(), source, &mut mapping) {
                     changed |= c;
                 }
+            };
+            match write {
+                DocWrite::Index { source, .. } => extend(source),
+                DocWrite::Update { doc, upsert, .. } => {
+                    for partial in doc.iter().chain(upsert) {
+                        extend(&partial.to_string());
+                    }
+                }
+                DocWrite::Delete { .. } => {}
             }
         }
         if !changed {

@@ -144,15 +144,42 @@ fn dynamic_mapping_follows_elasticsearch_rules() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn bulk_reports_each_item_beside_successes() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let s = Server::start(dir.path())?;
+/// A server with an index `items` whose `n` is an `integer`.
+fn items_server(dir: &std::path::Path) -> Result<Server> {
+    let s = Server::start(dir)?;
     let (status, _) = s.put(
         "/items",
         &json!({"mappings": {"properties": {"n": {"type": "integer"}}}}),
     )?;
     assert_eq!(status, 200);
+    Ok(s)
+}
+
+/// Each item of a bulk response: its action, status, `result` (or error
+/// type) and `_version`.
+fn item_outcomes(body: &Value) -> Vec<(String, i64, Value, Value)> {
+    body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.as_object().and_then(|o| o.iter().next()))
+        .map(|(action, r)| {
+            (
+                action.clone(),
+                r["status"].as_i64().unwrap_or(0),
+                r.get("result")
+                    .cloned()
+                    .unwrap_or_else(|| r["error"]["type"].clone()),
+                r["_version"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bulk_reports_each_item_beside_successes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = items_server(dir.path())?;
     let (status, body) = s.bulk(
         "/_bulk?refresh=true",
         &[
@@ -174,24 +201,9 @@ fn bulk_reports_each_item_beside_successes() -> Result<()> {
     )?;
     assert_eq!(status, 200);
     assert_eq!(body["errors"], json!(true));
-    let summary: Vec<(String, i64, Value)> = body["items"]
-        .as_array()
+    let summary: Vec<(String, i64, Value)> = item_outcomes(&body)
         .into_iter()
-        .flatten()
-        .map(|item| {
-            let (action, r) = item
-                .as_object()
-                .and_then(|o| o.iter().next())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .unwrap_or_default();
-            (
-                action,
-                r["status"].as_i64().unwrap_or(0),
-                r.get("result")
-                    .cloned()
-                    .unwrap_or_else(|| r["error"]["type"].clone()),
-            )
-        })
+        .map(|(action, status, result, _)| (action, status, result))
         .collect();
     assert_eq!(
         summary,
@@ -216,12 +228,7 @@ fn bulk_reports_each_item_beside_successes() -> Result<()> {
 #[test]
 fn bulk_with_ids_resolves_versions_in_request_order() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let s = Server::start(dir.path())?;
-    let (status, _) = s.put(
-        "/items",
-        &json!({"mappings": {"properties": {"n": {"type": "integer"}}}}),
-    )?;
-    assert_eq!(status, 200);
+    let s = items_server(dir.path())?;
     let (status, body) = s.bulk(
         "/items/_bulk?refresh=true",
         &[
@@ -240,20 +247,9 @@ fn bulk_with_ids_resolves_versions_in_request_order() -> Result<()> {
         ],
     )?;
     assert_eq!(status, 200);
-    let summary: Vec<(i64, Value, Value)> = body["items"]
-        .as_array()
+    let summary: Vec<(i64, Value, Value)> = item_outcomes(&body)
         .into_iter()
-        .flatten()
-        .filter_map(|item| item.as_object().and_then(|o| o.values().next()))
-        .map(|r| {
-            (
-                r["status"].as_i64().unwrap_or(0),
-                r.get("result")
-                    .cloned()
-                    .unwrap_or_else(|| r["error"]["type"].clone()),
-                r["_version"].clone(),
-            )
-        })
+        .map(|(_, status, result, version)| (status, result, version))
         .collect();
     assert_eq!(
         summary,

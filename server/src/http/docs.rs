@@ -10,6 +10,7 @@ use quidditch_index::bulk::{BulkOutcome, WriteBody, execute_bulk, parse_bulk, pa
 use quidditch_index::index::DocWrite;
 use quidditch_index::indices::apply_refresh;
 use quidditch_index::{Error, RefreshPolicy};
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, Params, es_json, es_json_bytes, ok_json, parse_body};
@@ -53,12 +54,33 @@ async fn write_one(node: &Node, index: &str, write: DocWrite, params: &Params) -
 fn source_body(body: &[u8]) -> ApiResult<Value> {
     match parse_body(body)? {
         Some(v @ Value::Object(_)) => Ok(v),
-        _ => Err(ApiError::new(
-            400,
-            "parse_exception",
-            "request body is required and must be a JSON object",
-        )),
+        _ => Err(not_an_object()),
     }
+}
+
+/// The request body as one document's source, kept as sent: checked to be
+/// a JSON object without building a JSON tree (its index parses the text
+/// against the mapping).
+fn source_text(body: &[u8]) -> ApiResult<Arc<str>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(not_an_object());
+    }
+    serde_json::from_slice::<IgnoredAny>(body).map_err(|e| ApiError::bad_json(&e))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::new(400, "parse_exception", format!("request body is not UTF-8: {e}")))?
+        .trim_matches([' ', '\t', '\r', '\n']);
+    if !text.starts_with('{') {
+        return Err(not_an_object());
+    }
+    Ok(Arc::from(text))
+}
+
+fn not_an_object() -> ApiError {
+    ApiError::new(
+        400,
+        "parse_exception",
+        "request body is required and must be a JSON object",
+    )
 }
 
 /// Indexes the request body as one document.
@@ -70,12 +92,9 @@ async fn index_source(
     params: &Params,
     body: &[u8],
 ) -> ApiResult<Response> {
-    source_body(body)?;
-    let text = std::str::from_utf8(body)
-        .map_err(|e| ApiError::new(400, "parse_exception", format!("request body is not UTF-8: {e}")))?;
     let write = DocWrite::Index {
         id,
-        source: Arc::from(text.trim()),
+        source: source_text(body)?,
         create,
     };
     write_one(node, index, write, params).await
