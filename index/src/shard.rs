@@ -1,14 +1,23 @@
 //! One shard: a tantivy index directory plus its translog.
 //!
 //! Writes are serialized per shard: they are appended to the translog and
-//! fsynced, then applied to the tantivy writer. A refresh commits tantivy
+//! fsynced, then handed to the tantivy writer. A refresh commits tantivy
 //! (recording the next sequence number in the commit payload), reloads the
-//! reader and truncates the translog. Until then, writes are tracked in a
-//! live version map so that versions and realtime `GET`s are right.
+//! reader and drops the translog generations the commit holds. Until then,
+//! writes are tracked in a live version map so that versions and realtime
+//! `GET`s are right.
+//!
+//! A commit takes its snapshot under the write lock, but runs without it:
+//! writes go on meanwhile (logged and acknowledged as always), their
+//! changes wait for the writer in order, and the writer takes them when the
+//! commit is done. The live map the snapshot holds is kept beside the new
+//! one until the reader sees the commit, as Elasticsearch's live version
+//! map does.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -25,8 +34,10 @@ use crate::error::{Error, Result};
 use crate::schema::{self, Fields, names};
 use crate::translog::{Op, OpKind, Translog};
 
-const TRANSLOG_FILE: &str = "translog.log";
 const WRITER_MEMORY: usize = 128 << 20;
+/// Changes that may wait for the writer while a commit runs; writes past
+/// this many wait for the commit.
+const MAX_PENDING: usize = 50_000;
 
 /// A stored document as `GET` returns it.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,11 +102,40 @@ pub struct WriteOutcome {
 }
 
 struct WriteState {
-    writer: IndexWriter,
     translog: Translog,
+    /// Writes since the snapshot of the last commit.
     live: HashMap<String, LiveEntry>,
+    /// Writes of the snapshot of a commit the reader does not see yet.
+    refreshing: HashMap<String, LiveEntry>,
+    /// Changes waiting for the writer while a commit holds it, in order.
+    pending: Vec<Change>,
     next_seq: u64,
     dirty: bool,
+}
+
+impl WriteState {
+    fn live_entry(&self, id: &str) -> Option<&LiveEntry> {
+        self.live.get(id).or_else(|| self.refreshing.get(id))
+    }
+}
+
+/// A change for the tantivy writer. Changes reach it in the order of their
+/// sequence numbers.
+enum Change {
+    Delete(Term),
+    Add(TantivyDocument),
+}
+
+fn apply_change(writer: &IndexWriter, change: Change) -> Result<()> {
+    match change {
+        Change::Delete(term) => {
+            writer.delete_term(term);
+        }
+        Change::Add(doc) => {
+            writer.add_document(doc)?;
+        }
+    }
+    Ok(())
 }
 
 /// One shard of an index.
@@ -104,7 +144,15 @@ pub struct Shard {
     index: Index,
     reader: IndexReader,
     fields: Fields,
+    /// Lock order: `writer`, then `state`; a write that holds `state` only
+    /// tries `writer`.
     state: Mutex<WriteState>,
+    writer: Mutex<IndexWriter>,
+    /// The length of `state.pending`, read without the lock.
+    pending_len: AtomicUsize,
+    /// Commits waiting for the writer: writes leave it to them rather than
+    /// take it first.
+    commits_waiting: AtomicUsize,
     visible_seq: watch::Sender<u64>,
 }
 
@@ -145,11 +193,12 @@ impl Shard {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        let (translog, replay) = Translog::open(&dir.join(TRANSLOG_FILE))?;
+        let (translog, replay) = Translog::open(dir)?;
         let mut state = WriteState {
-            writer,
             translog,
             live: HashMap::new(),
+            refreshing: HashMap::new(),
+            pending: Vec::new(),
             next_seq: committed_next_seq,
             dirty: false,
         };
@@ -159,7 +208,9 @@ impl Shard {
             .filter(|op| op.seq_no >= committed_next_seq)
             .collect::<Vec<_>>();
         for op in &replayed {
-            apply_op(&mut state, &fields, op, reparse)?;
+            apply_op(&mut state, &fields, op, reparse, &mut |change| {
+                apply_change(&writer, change)
+            })?;
         }
         if !replayed.is_empty() {
             tracing::info!(dir = %dir.display(), ops = replayed.len(), "replayed translog");
@@ -171,6 +222,9 @@ impl Shard {
             reader,
             fields,
             state: Mutex::new(state),
+            writer: Mutex::new(writer),
+            pending_len: AtomicUsize::new(0),
+            commits_waiting: AtomicUsize::new(0),
             visible_seq,
         };
         if !replayed.is_empty() {
@@ -222,6 +276,10 @@ impl Shard {
                 ShardWrite::Delete { .. } => None,
             })
             .collect();
+        if self.pending_len.load(Ordering::Relaxed) >= MAX_PENDING {
+            // Too much waits for a running commit: wait for it too.
+            drop(self.writer.lock());
+        }
         let mut state = self.state.lock();
         let mut outcomes = Vec::with_capacity(writes.len());
         // Accepted writes, their content, and whether they replace a live document.
@@ -335,16 +393,15 @@ impl Shard {
         state.translog.append(&ops)?;
         state.next_seq = next_seq;
         state.dirty = true;
+        let mut changes = Vec::with_capacity(ops.len());
         for (op, (doc, replaces)) in ops.iter().zip(contents) {
             if replaces {
-                state
-                    .writer
-                    .delete_term(Term::from_field_text(self.fields.id, &op.id));
+                changes.push(Change::Delete(Term::from_field_text(self.fields.id, &op.id)));
             }
             match (&op.kind, doc) {
                 (OpKind::Index { source }, Some(mut tdoc)) => {
                     stamp(&mut tdoc, &self.fields, op.version, op.seq_no);
-                    state.writer.add_document(tdoc)?;
+                    changes.push(Change::Add(tdoc));
                     state.live.insert(
                         op.id.clone(),
                         LiveEntry {
@@ -366,7 +423,31 @@ impl Shard {
                 }
             }
         }
+        self.hand_over(&mut state, changes)?;
         Ok((outcomes, ops))
+    }
+
+    /// Hands changes to the writer after those already waiting; while a
+    /// commit holds the writer, they wait in `state.pending`.
+    fn hand_over(&self, state: &mut WriteState, changes: Vec<Change>) -> Result<()> {
+        let writer = if self.commits_waiting.load(Ordering::Acquire) > 0 {
+            None
+        } else {
+            self.writer.try_lock()
+        };
+        match writer {
+            Some(writer) => {
+                self.pending_len.store(0, Ordering::Relaxed);
+                for change in state.pending.drain(..).chain(changes) {
+                    apply_change(&writer, change)?;
+                }
+            }
+            None => {
+                state.pending.extend(changes);
+                self.pending_len.store(state.pending.len(), Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Applies writes its primary logged, in their order and with their
@@ -395,30 +476,66 @@ impl Shard {
             )));
         }
         state.translog.append(&ops)?;
+        let mut changes = Vec::with_capacity(2 * ops.len());
         for op in &ops {
-            apply_op(&mut state, &self.fields, op, reparse)?;
+            apply_op(&mut state, &self.fields, op, reparse, &mut |change| {
+                changes.push(change);
+                Ok(())
+            })?;
         }
-        Ok(())
+        self.hand_over(&mut state, changes)
     }
 
-    /// Makes every acknowledged write searchable: commit, reload, truncate the translog.
+    /// Makes every acknowledged write searchable: commit, reload, drop the
+    /// translog generations the commit holds. Writes go on while it runs.
     /// Returns whether anything was committed.
     pub fn refresh(&self) -> Result<bool> {
-        let mut state = self.state.lock();
-        if !state.dirty {
-            return Ok(false);
+        self.commits_waiting.fetch_add(1, Ordering::AcqRel);
+        let mut writer = self.writer.lock();
+        self.commits_waiting.fetch_sub(1, Ordering::AcqRel);
+        let (next_seq, waiting) = {
+            let mut state = self.state.lock();
+            if !state.dirty {
+                return Ok(false);
+            }
+            state.translog.roll()?;
+            let snapshot = std::mem::take(&mut state.live);
+            if state.refreshing.is_empty() {
+                state.refreshing = snapshot;
+            } else {
+                // A failed commit left its snapshot: this one holds it too.
+                state.refreshing.extend(snapshot);
+            }
+            state.dirty = false;
+            self.pending_len.store(0, Ordering::Relaxed);
+            (state.next_seq, std::mem::take(&mut state.pending))
+        };
+        // Writes wait for the writer meanwhile: these changes go first.
+        if let Err(err) = self.commit(&mut writer, waiting, next_seq) {
+            self.state.lock().dirty = true;
+            return Err(err);
         }
-        let next_seq = state.next_seq;
-        let mut prepared = state.writer.prepare_commit()?;
+        {
+            let mut state = self.state.lock();
+            state.translog.drop_rolled()?;
+            state.refreshing.clear();
+        }
+        // The changes that waited meanwhile go to the writer with the next
+        // write (which hands them over before its own), or the next commit.
+        drop(writer);
+        self.visible_seq.send_replace(next_seq);
+        Ok(true)
+    }
+
+    fn commit(&self, writer: &mut IndexWriter, waiting: Vec<Change>, next_seq: u64) -> Result<()> {
+        for change in waiting {
+            apply_change(writer, change)?;
+        }
+        let mut prepared = writer.prepare_commit()?;
         prepared.set_payload(&serde_json::json!({ "next_seq": next_seq }).to_string());
         prepared.commit()?;
         self.reader.reload()?;
-        state.translog.truncate()?;
-        state.live.clear();
-        state.dirty = false;
-        drop(state);
-        self.visible_seq.send_replace(next_seq);
-        Ok(true)
+        Ok(())
     }
 
     /// Waits until a refresh has made writes up to `seq_no` searchable.
@@ -437,7 +554,7 @@ impl Shard {
     pub fn get(&self, id: &str) -> Result<Option<StoredDoc>> {
         {
             let state = self.state.lock();
-            if let Some(entry) = state.live.get(id) {
+            if let Some(entry) = state.live_entry(id) {
                 return Ok(entry.source.as_ref().map(|source| StoredDoc {
                     version: entry.version,
                     seq_no: entry.seq_no,
@@ -462,7 +579,7 @@ impl Shard {
     }
 
     fn current_version(&self, state: &WriteState, id: &str) -> Result<Option<u64>> {
-        if let Some(entry) = state.live.get(id) {
+        if let Some(entry) = state.live_entry(id) {
             return Ok(entry.source.as_ref().map(|_| entry.version));
         }
         let searcher = self.reader.searcher();
@@ -604,8 +721,9 @@ fn apply_op(
     fields: &Fields,
     op: &Op,
     reparse: &dyn Fn(&str, &str) -> Result<ParsedDoc>,
+    apply: &mut dyn FnMut(Change) -> Result<()>,
 ) -> Result<()> {
-    state.writer.delete_term(Term::from_field_text(fields.id, &op.id));
+    apply(Change::Delete(Term::from_field_text(fields.id, &op.id)))?;
     let source = match &op.kind {
         OpKind::Index { source } => {
             let doc = reparse(&op.id, source).unwrap_or_else(|err| {
@@ -614,7 +732,7 @@ fn apply_op(
             });
             let mut tdoc = base_doc(fields, &op.id, source, &doc);
             stamp(&mut tdoc, fields, op.version, op.seq_no);
-            state.writer.add_document(tdoc)?;
+            apply(Change::Add(tdoc))?;
             Some(Arc::clone(source))
         }
         OpKind::Delete => None,
@@ -636,6 +754,35 @@ fn apply_op(
 mod tests {
     use super::*;
 
+    fn no_reparse(_: &str, _: &str) -> Result<ParsedDoc> {
+        Ok(ParsedDoc::default())
+    }
+
+    fn open(dir: &Path) -> Result<Shard> {
+        Shard::open(dir, 0, 1, &no_reparse)
+    }
+
+    /// An unconditional index write of `doc`.
+    fn index_write_of(id: &str, source: &str, doc: ParsedDoc) -> ShardWrite {
+        ShardWrite::Index {
+            id: id.into(),
+            source: source.into(),
+            doc,
+            create: false,
+            expect_version: None,
+            generated_id: false,
+            position: 0,
+            follows: None,
+        }
+    }
+
+    /// The write of `{"n": n}`.
+    fn index_write(id: &str, n: i64) -> ShardWrite {
+        let mut doc = ParsedDoc::default();
+        doc.push_value("n", FieldValue::I64(n));
+        index_write_of(id, &format!(r#"{{"n":{n}}}"#), doc)
+    }
+
     fn op(seq_no: u64, id: &str) -> Op {
         Op {
             seq_no,
@@ -656,23 +803,13 @@ mod tests {
         use tantivy::query::{PhraseQuery, TermQuery};
 
         let dir = tempfile::tempdir()?;
-        let reparse = |_: &str, _: &str| Ok(ParsedDoc::default());
-        let shard = Shard::open(dir.path(), 0, 1, &reparse)?;
+        let shard = open(dir.path())?;
         let mut doc = ParsedDoc::default();
         doc.push_value("n", FieldValue::I64(3));
         doc.push_value("n", FieldValue::I64(5));
         doc.push_text("t", "quick brown".to_string());
         doc.push_text("t", "fox".to_string());
-        let write = ShardWrite::Index {
-            id: "1".into(),
-            source: "{}".into(),
-            doc,
-            create: false,
-            expect_version: None,
-            generated_id: false,
-            position: 0,
-            follows: None,
-        };
+        let write = index_write_of("1", "{}", doc);
         shard
             .write(vec![write])?
             .into_iter()
@@ -697,35 +834,103 @@ mod tests {
         Ok(())
     }
 
+    /// While a commit holds the writer, writes are acknowledged with the
+    /// right versions and wait for it; the next commit holds them.
+    #[test]
+    fn writes_wait_for_a_running_commit_in_order() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let shard = open(dir.path())?;
+        shard.write(vec![index_write("a", 1)])?;
+        let commit = shard.writer.lock();
+        let outcomes = shard.write(vec![index_write("a", 2), index_write("b", 3)])?;
+        let versions: Vec<u64> = outcomes
+            .into_iter()
+            .map(|o| o.map(|o| o.version))
+            .collect::<Result<_>>()?;
+        assert_eq!(versions, vec![2, 1]);
+        // The replacement of `a` waits as a delete and an add.
+        assert_eq!(shard.state.lock().pending.len(), 3);
+        assert_eq!(shard.get("a")?.map(|d| d.source), Some(r#"{"n":2}"#.into()));
+        drop(commit);
+        shard.refresh()?;
+        assert!(shard.state.lock().pending.is_empty());
+        assert_eq!(shard.num_docs(), 2);
+        assert_eq!(shard.get("a")?.map(|d| d.version), Some(2));
+        Ok(())
+    }
+
+    /// Writes racing with commits are all there after a restart that no
+    /// commit preceded: a commit deletes only the translog generations it
+    /// holds.
+    #[test]
+    fn writes_racing_commits_survive_a_restart() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let shard = open(dir.path())?;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (ids, rounds) = (50, 40);
+        let commits = std::thread::scope(|scope| -> anyhow::Result<usize> {
+            let committer = scope.spawn(|| -> Result<usize> {
+                let mut commits = 0;
+                while !done.load(Ordering::Relaxed) {
+                    commits += usize::from(shard.refresh()?);
+                }
+                Ok(commits)
+            });
+            for round in 0..rounds {
+                let writes = (0..ids).map(|i| index_write(&format!("d{i}"), round)).collect();
+                for outcome in shard.write(writes)? {
+                    assert_eq!(outcome?.version, round as u64 + 1);
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+            committer
+                .join()
+                .map_err(|_| anyhow::anyhow!("committer panicked"))?
+                .map_err(Into::into)
+        })?;
+        assert!(commits > 0);
+        drop(shard);
+        let reopened = open(dir.path())?;
+        reopened.refresh()?;
+        assert_eq!(reopened.num_docs(), ids as u64);
+        for i in 0..ids {
+            let doc = reopened
+                .get(&format!("d{i}"))?
+                .ok_or_else(|| anyhow::anyhow!("d{i} lost"))?;
+            assert_eq!(doc.version, rounds as u64);
+            assert_eq!(&*doc.source, format!(r#"{{"n":{}}}"#, rounds - 1));
+        }
+        Ok(())
+    }
+
     #[test]
     fn a_replica_takes_only_writes_that_follow_on_from_its_own() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let reparse = |_: &str, _: &str| Ok(ParsedDoc::default());
-        let shard = Shard::open(dir.path(), 0, 1, &reparse)?;
-        shard.apply_logged(vec![op(0, "a"), op(1, "b"), op(2, "c")], &reparse)?;
+        let shard = open(dir.path())?;
+        shard.apply_logged(vec![op(0, "a"), op(1, "b"), op(2, "c")], &no_reparse)?;
         // A gap: writes 3 and 4 never arrived.
-        assert!(shard.apply_logged(vec![op(5, "f")], &reparse).is_err());
+        assert!(shard.apply_logged(vec![op(5, "f")], &no_reparse).is_err());
         // An overlap: this copy already has write 2.
         assert!(
             shard
-                .apply_logged(vec![op(2, "x"), op(3, "d")], &reparse)
+                .apply_logged(vec![op(2, "x"), op(3, "d")], &no_reparse)
                 .is_err()
         );
         // Not in order within the batch.
         assert!(
             shard
-                .apply_logged(vec![op(3, "d"), op(5, "f")], &reparse)
+                .apply_logged(vec![op(3, "d"), op(5, "f")], &no_reparse)
                 .is_err()
         );
-        shard.apply_logged(vec![op(3, "d")], &reparse)?;
+        shard.apply_logged(vec![op(3, "d")], &no_reparse)?;
         shard.refresh()?;
         assert_eq!(shard.num_docs(), 4);
         assert!(shard.get("x")?.is_none());
         drop(shard);
         // The writes it took survive a restart.
-        let reopened = Shard::open(dir.path(), 0, 1, &reparse)?;
+        let reopened = open(dir.path())?;
         assert_eq!(reopened.num_docs(), 4);
-        reopened.apply_logged(vec![op(4, "e")], &reparse)?;
+        reopened.apply_logged(vec![op(4, "e")], &no_reparse)?;
         Ok(())
     }
 }

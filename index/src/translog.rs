@@ -6,8 +6,12 @@
 //! (little-endian; the source only for index operations). Opening the log
 //! replays every complete record; a torn or corrupt tail (a crash in the middle
 //! of an append) is detected by length or checksum, logged, and cut off.
-//! A tantivy commit records the last sequence number it holds and truncates
-//! the log.
+//! A tantivy commit records the next sequence number it does not hold. It
+//! rolls the log where it takes its snapshot (the current file becomes a
+//! numbered generation, and a new current file takes the writes made while
+//! the commit runs) and deletes the rolled generations once it is durable.
+//! Opening replays the generations a crash left behind, then the current
+//! file; the shard skips the records its last commit holds.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -46,12 +50,20 @@ pub enum OpKind {
     Delete,
 }
 
-/// An open translog file.
+/// The file new records go to, in the shard's directory.
+pub const CURRENT_FILE: &str = "translog.log";
+
+/// An open translog: the file new records are appended to, and the
+/// generations rolled off it that wait for the commit that holds their
+/// writes.
 #[derive(Debug)]
 pub struct Translog {
     file: File,
-    path: PathBuf,
+    dir: PathBuf,
     len: u64,
+    /// Rolled generations, oldest first.
+    rolled: Vec<PathBuf>,
+    next_generation: u64,
 }
 
 /// What opening a translog found.
@@ -63,49 +75,49 @@ pub struct Replay {
     pub dropped_bytes: u64,
 }
 
+/// The generation number of a rolled file's name (`translog-N.log`).
+fn generation(name: &str) -> Option<u64> {
+    name.strip_prefix("translog-")?.strip_suffix(".log")?.parse().ok()
+}
+
 impl Translog {
-    /// Opens (or creates) the translog at `path` and reads back its records.
-    pub fn open(path: &Path) -> Result<(Translog, Replay)> {
+    /// Opens (or creates) the translog in `dir` and reads back its records:
+    /// those of the rolled generations a crash left behind, oldest first,
+    /// then those of the current file.
+    pub fn open(dir: &Path) -> Result<(Translog, Replay)> {
+        let mut rolled: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                Some((generation(path.file_name()?.to_str()?)?, path))
+            })
+            .collect();
+        rolled.sort();
+        let next_generation = rolled.last().map_or(1, |(n, _)| n + 1);
+        let mut replay = Replay {
+            ops: Vec::new(),
+            dropped_bytes: 0,
+        };
+        for (_, path) in &rolled {
+            let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+            read_records(path, &mut file, &mut replay)?;
+        }
+        let path = dir.join(CURRENT_FILE);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)?;
-        let mut ops = Vec::new();
-        let mut pos = 0usize;
-        while pos < data.len() {
-            match decode(&data[pos..]) {
-                Some((op, used)) => {
-                    ops.push(op);
-                    pos += used;
-                }
-                None => break,
-            }
-        }
-        let dropped_bytes = (data.len() - pos) as u64;
-        if dropped_bytes > 0 {
-            tracing::warn!(
-                path = %path.display(),
-                dropped_bytes,
-                kept_records = ops.len(),
-                "translog has a torn or corrupt tail; dropping it"
-            );
-            file.set_len(pos as u64)?;
-            file.sync_all()?;
-        }
-        file.seek(SeekFrom::Start(pos as u64))?;
+            .open(&path)?;
+        File::open(dir)?.sync_all()?;
+        let len = read_records(&path, &mut file, &mut replay)?;
         let log = Translog {
             file,
-            path: path.to_path_buf(),
-            len: pos as u64,
+            dir: dir.to_path_buf(),
+            len,
+            rolled: rolled.into_iter().map(|(_, path)| path).collect(),
+            next_generation,
         };
-        Ok((log, Replay { ops, dropped_bytes }))
+        Ok((log, replay))
     }
 
     /// Appends `ops` and fsyncs. On failure the log is cut back to where it was.
@@ -121,7 +133,7 @@ impl Translog {
                 Ok(())
             }
             Err(err) => {
-                tracing::error!(path = %self.path.display(), %err, "translog append failed; rolling back");
+                tracing::error!(dir = %self.dir.display(), %err, "translog append failed; rolling back");
                 self.file.set_len(self.len)?;
                 self.file.seek(SeekFrom::Start(self.len))?;
                 Err(err.into())
@@ -129,12 +141,49 @@ impl Translog {
         }
     }
 
-    /// Empties the log after a commit made its records durable in tantivy.
-    pub fn truncate(&mut self) -> Result<()> {
-        self.file.set_len(0)?;
-        self.file.seek(SeekFrom::Start(0))?;
-        self.file.sync_all()?;
+    /// Starts a new generation: records appended from now on go to a new
+    /// current file, and those appended so far wait in the rolled
+    /// generations until [`Translog::drop_rolled`]. A commit rolls the log
+    /// where it takes its snapshot, so that writes can go on while it runs.
+    pub fn roll(&mut self) -> Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        let current = self.dir.join(CURRENT_FILE);
+        let rolled = self.dir.join(format!("translog-{}.log", self.next_generation));
+        std::fs::rename(&current, &rolled)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&current)
+            .and_then(|file| File::open(&self.dir)?.sync_all().map(|()| file));
+        let file = match file {
+            Ok(file) => file,
+            Err(err) => {
+                // Appends would otherwise go to a rolled file, which a commit
+                // that does not hold them then deletes.
+                std::fs::rename(&rolled, &current)?;
+                return Err(err.into());
+            }
+        };
+        self.file = file;
         self.len = 0;
+        self.next_generation += 1;
+        self.rolled.push(rolled);
+        Ok(())
+    }
+
+    /// Deletes the rolled generations, once a commit holds their records.
+    pub fn drop_rolled(&mut self) -> Result<()> {
+        if self.rolled.is_empty() {
+            return Ok(());
+        }
+        for path in self.rolled.drain(..) {
+            std::fs::remove_file(path)?;
+        }
+        File::open(&self.dir)?.sync_all()?;
         Ok(())
     }
 
@@ -147,6 +196,40 @@ impl Translog {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
+
+/// Reads the complete records of one file into `replay`, cuts off a torn
+/// or corrupt tail, and leaves the file positioned at its end. Returns the
+/// length kept.
+fn read_records(path: &Path, file: &mut File, replay: &mut Replay) -> Result<u64> {
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    let mut pos = 0usize;
+    let mut kept = 0usize;
+    while pos < data.len() {
+        match decode(&data[pos..]) {
+            Some((op, used)) => {
+                replay.ops.push(op);
+                pos += used;
+                kept += 1;
+            }
+            None => break,
+        }
+    }
+    let dropped_bytes = (data.len() - pos) as u64;
+    if dropped_bytes > 0 {
+        tracing::warn!(
+            path = %path.display(),
+            dropped_bytes,
+            kept_records = kept,
+            "translog has a torn or corrupt tail; dropping it"
+        );
+        file.set_len(pos as u64)?;
+        file.sync_all()?;
+        replay.dropped_bytes += dropped_bytes;
+    }
+    file.seek(SeekFrom::Start(pos as u64))?;
+    Ok(pos as u64)
 }
 
 /// The bytes [`encode`] writes for `op`.
@@ -295,8 +378,7 @@ mod tests {
     #[test]
     fn replays_what_was_appended() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join("translog");
-        let (mut log, replay) = Translog::open(&path)?;
+        let (mut log, replay) = Translog::open(dir.path())?;
         assert!(replay.ops.is_empty());
         log.append(&[op(0), op(1)])?;
         let delete = Op {
@@ -307,7 +389,7 @@ mod tests {
         };
         log.append(&[op(2), delete.clone()])?;
         drop(log);
-        let (_, replay) = Translog::open(&path)?;
+        let (_, replay) = Translog::open(dir.path())?;
         assert_eq!(replay.ops, vec![op(0), op(1), op(2), delete]);
         assert_eq!(replay.dropped_bytes, 0);
         Ok(())
@@ -316,8 +398,8 @@ mod tests {
     #[test]
     fn torn_tail_is_dropped_and_log_stays_usable() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join("translog");
-        let (mut log, _) = Translog::open(&path)?;
+        let path = dir.path().join(CURRENT_FILE);
+        let (mut log, _) = Translog::open(dir.path())?;
         log.append(&[op(0), op(1)])?;
         let full = log.len();
         drop(log);
@@ -325,12 +407,12 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&path)?;
         f.set_len(full - 5)?;
         drop(f);
-        let (mut log, replay) = Translog::open(&path)?;
+        let (mut log, replay) = Translog::open(dir.path())?;
         assert_eq!(replay.ops, vec![op(0)]);
         assert!(replay.dropped_bytes > 0);
         log.append(&[op(2)])?;
         drop(log);
-        let (_, replay) = Translog::open(&path)?;
+        let (_, replay) = Translog::open(dir.path())?;
         assert_eq!(replay.ops, vec![op(0), op(2)]);
         Ok(())
     }
@@ -338,31 +420,50 @@ mod tests {
     #[test]
     fn corrupt_checksum_is_detected() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join("translog");
-        let (mut log, _) = Translog::open(&path)?;
+        let path = dir.path().join(CURRENT_FILE);
+        let (mut log, _) = Translog::open(dir.path())?;
         log.append(&[op(0), op(1)])?;
         drop(log);
         let mut data = std::fs::read(&path)?;
         let last = data.len() - 2;
         data[last] ^= 0xff;
         std::fs::write(&path, &data)?;
-        let (_, replay) = Translog::open(&path)?;
+        let (_, replay) = Translog::open(dir.path())?;
         assert_eq!(replay.ops, vec![op(0)]);
         Ok(())
     }
 
+    /// Writes made while a commit runs survive it; a crash before the
+    /// commit deletes the rolled generation replays both, in order.
     #[test]
-    fn truncate_empties_the_log() -> anyhow::Result<()> {
+    fn rolled_generations_wait_for_the_commit() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join("translog");
-        let (mut log, _) = Translog::open(&path)?;
-        log.append(&[op(0)])?;
-        log.truncate()?;
-        assert!(log.is_empty());
-        log.append(&[op(1)])?;
+        let (mut log, _) = Translog::open(dir.path())?;
+        log.append(&[op(0), op(1)])?;
+        log.roll()?;
+        log.append(&[op(2)])?;
         drop(log);
-        let (_, replay) = Translog::open(&path)?;
-        assert_eq!(replay.ops, vec![op(1)]);
+        let (mut log, replay) = Translog::open(dir.path())?;
+        assert_eq!(replay.ops, vec![op(0), op(1), op(2)]);
+        log.append(&[op(3)])?;
+        log.roll()?;
+        log.append(&[op(4)])?;
+        log.drop_rolled()?;
+        drop(log);
+        let (mut log, replay) = Translog::open(dir.path())?;
+        assert_eq!(replay.ops, vec![op(4)]);
+        // A roll with nothing appended since the last one starts no generation.
+        log.roll()?;
+        log.roll()?;
+        let generations = std::fs::read_dir(dir.path())?
+            .filter(|e| e.as_ref().is_ok_and(|e| e.file_name() != CURRENT_FILE))
+            .count();
+        assert_eq!(generations, 1);
+        log.append(&[op(5)])?;
+        log.drop_rolled()?;
+        drop(log);
+        let (_, replay) = Translog::open(dir.path())?;
+        assert_eq!(replay.ops, vec![op(5)]);
         Ok(())
     }
 }
