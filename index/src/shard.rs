@@ -9,8 +9,8 @@
 //!
 //! A commit takes its snapshot under the write lock, but runs without it:
 //! writes go on meanwhile (logged and acknowledged as always), their
-//! changes wait for the writer in order, and the writer takes them when the
-//! commit is done. The live map the snapshot holds is kept beside the new
+//! changes wait for the writer in order and reach it with the next write
+//! after the commit (or the next commit). The live map the snapshot holds is kept beside the new
 //! one until the reader sees the commit, as Elasticsearch's live version
 //! map does.
 
@@ -276,10 +276,7 @@ impl Shard {
                 ShardWrite::Delete { .. } => None,
             })
             .collect();
-        if self.pending_len.load(Ordering::Relaxed) >= MAX_PENDING {
-            // Too much waits for a running commit: wait for it too.
-            drop(self.writer.lock());
-        }
+        self.wait_if_too_much_pending();
         let mut state = self.state.lock();
         let mut outcomes = Vec::with_capacity(writes.len());
         // Accepted writes, their content, and whether they replace a live document.
@@ -427,6 +424,14 @@ impl Shard {
         Ok((outcomes, ops))
     }
 
+    /// Waits for a running commit when too many changes wait for it
+    /// already (before taking the state lock, which the commit needs).
+    fn wait_if_too_much_pending(&self) {
+        if self.pending_len.load(Ordering::Relaxed) >= MAX_PENDING {
+            drop(self.writer.lock());
+        }
+    }
+
     /// Hands changes to the writer after those already waiting; while a
     /// commit holds the writer, they wait in `state.pending`.
     fn hand_over(&self, state: &mut WriteState, changes: Vec<Change>) -> Result<()> {
@@ -461,6 +466,7 @@ impl Shard {
         ops: Vec<Op>,
         reparse: &dyn Fn(&str, &str) -> Result<ParsedDoc>,
     ) -> Result<()> {
+        self.wait_if_too_much_pending();
         let mut state = self.state.lock();
         let Some(first) = ops.first() else {
             return Ok(());
@@ -517,13 +523,15 @@ impl Shard {
         }
         {
             let mut state = self.state.lock();
-            state.translog.drop_rolled()?;
+            state.translog.drop_rolled();
             state.refreshing.clear();
         }
         // The changes that waited meanwhile go to the writer with the next
         // write (which hands them over before its own), or the next commit.
         drop(writer);
-        self.visible_seq.send_replace(next_seq);
+        // A later refresh may have published first.
+        self.visible_seq
+            .send_modify(|visible| *visible = (*visible).max(next_seq));
         Ok(true)
     }
 

@@ -59,6 +59,8 @@ pub const CURRENT_FILE: &str = "translog.log";
 #[derive(Debug)]
 pub struct Translog {
     file: File,
+    /// Where `file` is: the current file, unless a roll failed halfway.
+    path: PathBuf,
     dir: PathBuf,
     len: u64,
     /// Rolled generations, oldest first.
@@ -112,6 +114,7 @@ impl Translog {
         let len = read_records(&path, &mut file, &mut replay)?;
         let log = Translog {
             file,
+            path,
             dir: dir.to_path_buf(),
             len,
             rolled: rolled.into_iter().map(|(_, path)| path).collect(),
@@ -149,9 +152,10 @@ impl Translog {
         if self.len == 0 {
             return Ok(());
         }
-        let current = self.dir.join(CURRENT_FILE);
         let rolled = self.dir.join(format!("translog-{}.log", self.next_generation));
-        std::fs::rename(&current, &rolled)?;
+        self.next_generation += 1;
+        std::fs::rename(&self.path, &rolled)?;
+        let current = self.dir.join(CURRENT_FILE);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -159,32 +163,42 @@ impl Translog {
             .truncate(true)
             .open(&current)
             .and_then(|file| File::open(&self.dir)?.sync_all().map(|()| file));
-        let file = match file {
-            Ok(file) => file,
-            Err(err) => {
-                // Appends would otherwise go to a rolled file, which a commit
-                // that does not hold them then deletes.
-                std::fs::rename(&rolled, &current)?;
-                return Err(err.into());
+        match file {
+            Ok(file) => {
+                self.file = file;
+                self.path = current;
+                self.len = 0;
+                self.rolled.push(rolled);
+                Ok(())
             }
-        };
-        self.file = file;
-        self.len = 0;
-        self.next_generation += 1;
-        self.rolled.push(rolled);
-        Ok(())
+            Err(err) => {
+                // Appends go on to the renamed file, which no commit deletes
+                // (it is not among the rolled ones) and which a replay reads
+                // before the current file.
+                self.path = rolled;
+                Err(err.into())
+            }
+        }
     }
 
     /// Deletes the rolled generations, once a commit holds their records.
-    pub fn drop_rolled(&mut self) -> Result<()> {
+    /// A file that cannot be deleted stays for the next try, and is
+    /// harmless meanwhile: a replay skips the records a commit holds.
+    pub fn drop_rolled(&mut self) {
         if self.rolled.is_empty() {
-            return Ok(());
+            return;
         }
-        for path in self.rolled.drain(..) {
-            std::fs::remove_file(path)?;
+        self.rolled.retain(|path| match std::fs::remove_file(path) {
+            Ok(()) => false,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "cannot delete a committed translog generation");
+                true
+            }
+        });
+        if let Err(err) = File::open(&self.dir).and_then(|dir| dir.sync_all()) {
+            tracing::warn!(dir = %self.dir.display(), %err, "cannot sync the translog directory");
         }
-        File::open(&self.dir)?.sync_all()?;
-        Ok(())
     }
 
     /// Current size in bytes.
@@ -448,7 +462,7 @@ mod tests {
         log.append(&[op(3)])?;
         log.roll()?;
         log.append(&[op(4)])?;
-        log.drop_rolled()?;
+        log.drop_rolled();
         drop(log);
         let (mut log, replay) = Translog::open(dir.path())?;
         assert_eq!(replay.ops, vec![op(4)]);
@@ -460,7 +474,7 @@ mod tests {
             .count();
         assert_eq!(generations, 1);
         log.append(&[op(5)])?;
-        log.drop_rolled()?;
+        log.drop_rolled();
         drop(log);
         let (_, replay) = Translog::open(dir.path())?;
         assert_eq!(replay.ops, vec![op(5)]);
