@@ -8,11 +8,11 @@
 //! `GET`s are right.
 //!
 //! A commit takes its snapshot under the write lock, but runs without it:
-//! writes go on meanwhile (logged and acknowledged as always), their
+//! writes go on meanwhile (logged and acknowledged as always), and their
 //! changes wait for the writer in order and reach it with the next write
-//! after the commit (or the next commit). The live map the snapshot holds is kept beside the new
-//! one until the reader sees the commit, as Elasticsearch's live version
-//! map does.
+//! after the commit (or the next commit). The live map the snapshot holds
+//! is kept beside the new one until the reader sees the commit, as
+//! Elasticsearch's live version map does.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
