@@ -338,7 +338,12 @@ pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>, refresh: RefreshPol
     for (i, item) in items.into_iter().enumerate() {
         match by_index.iter_mut().find(|(name, _)| *name == item.index) {
             Some((_, v)) => v.push((i, item.action, item.write)),
-            None => by_index.push((item.index, vec![(i, item.action, item.write)])),
+            None => {
+                // Most bulks write one index: room for every remaining item.
+                let mut writes = Vec::with_capacity(n - i);
+                writes.push((i, item.action, item.write));
+                by_index.push((item.index, writes));
+            }
         }
     }
     let mut touched = Vec::new();

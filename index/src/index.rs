@@ -16,7 +16,7 @@ use crate::indices::RefreshPolicy;
 use crate::mapping::{Dynamic, Mapping};
 use crate::peers::{ItemResult, Peers};
 use crate::query::LeafQuery;
-use crate::routing::shard_for_id;
+use crate::routing::{shard_for_id, shard_share};
 use crate::settings::IndexSettings;
 use crate::shard::{Shard, ShardWrite, StoredDoc};
 use crate::stats::TermStats;
@@ -621,7 +621,10 @@ impl Index {
                     Ok((id, changed, shard_write)) => {
                         mapping_changed |= changed;
                         let shard = shard_for_id(&id, self.num_shards);
-                        per_shard.entry(shard).or_default().push((i, shard_write));
+                        per_shard
+                            .entry(shard)
+                            .or_insert_with(|| Vec::with_capacity(shard_share(n, self.num_shards)))
+                            .push((i, shard_write));
                     }
                     Err((id, err)) => items[i] = Some((id, Err(err))),
                 }
@@ -942,8 +945,9 @@ impl Index {
             return Err(writes);
         }
         let mapping = self.meta.read().mapping.clone();
+        let writes_len = writes.len();
         // Each write's id (whether generated) and parsed document, or its failure.
-        let mut parsed = Vec::with_capacity(writes.len());
+        let mut parsed = Vec::with_capacity(writes_len);
         for write in &writes {
             let DocWrite::Index { id, source, .. } = write else {
                 return Err(writes);
@@ -972,7 +976,10 @@ impl Index {
                 Ok((id, generated, doc)) => {
                     let shard = shard_for_id(&id, self.num_shards);
                     let write = index_write(position, id, generated, source, doc, create);
-                    per_shard.entry(shard).or_default().push((position, write));
+                    per_shard
+                        .entry(shard)
+                        .or_insert_with(|| Vec::with_capacity(shard_share(writes_len, self.num_shards)))
+                        .push((position, write));
                 }
                 Err((id, err)) => items[position] = Some((id, Err(err))),
             }

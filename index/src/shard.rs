@@ -280,7 +280,7 @@ impl Shard {
         let mut state = self.state.lock();
         let mut outcomes = Vec::with_capacity(writes.len());
         // Accepted writes, their content, and whether they replace a live document.
-        let mut accepted: Vec<(Op, Option<TantivyDocument>, bool)> = Vec::new();
+        let mut accepted: Vec<(Op, Option<TantivyDocument>, bool)> = Vec::with_capacity(writes.len());
         // Versions of ids touched earlier in this batch (a generated id is
         // not touched twice).
         let mut batch: HashMap<String, Option<u64>> = HashMap::new();

@@ -21,6 +21,8 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 
 const HEADER: usize = 8;
+/// The largest encoding buffer an open translog keeps between appends.
+const KEPT_BUFFER: usize = 4 << 20;
 /// Upper bound of one record, to reject garbage lengths quickly.
 const MAX_RECORD: usize = 1 << 30;
 
@@ -65,6 +67,8 @@ pub struct Translog {
     len: u64,
     /// Rolled generations, oldest first.
     rolled: Vec<PathBuf>,
+    /// Encoding buffer of [`Translog::append`].
+    buf: Vec<u8>,
     next_generation: u64,
 }
 
@@ -118,6 +122,7 @@ impl Translog {
             dir: dir.to_path_buf(),
             len,
             rolled: rolled.into_iter().map(|(_, path)| path).collect(),
+            buf: Vec::new(),
             next_generation,
         };
         Ok((log, replay))
@@ -125,11 +130,23 @@ impl Translog {
 
     /// Appends `ops` and fsyncs. On failure the log is cut back to where it was.
     pub fn append(&mut self, ops: &[Op]) -> Result<()> {
-        let mut buf = Vec::with_capacity(ops.iter().map(encoded_len).sum());
-        for op in ops {
-            encode(op, &mut buf)?;
+        // The buffer is kept from one append to the next, so that a bulk's
+        // records are not encoded into freshly mapped memory each time.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let result = self.append_with(ops, &mut buf);
+        if buf.capacity() <= KEPT_BUFFER {
+            self.buf = buf;
         }
-        let result = self.file.write_all(&buf).and_then(|()| self.file.sync_data());
+        result
+    }
+
+    fn append_with(&mut self, ops: &[Op], buf: &mut Vec<u8>) -> Result<()> {
+        buf.reserve(ops.iter().map(encoded_len).sum());
+        for op in ops {
+            encode(op, buf)?;
+        }
+        let result = self.file.write_all(buf).and_then(|()| self.file.sync_data());
         match result {
             Ok(()) => {
                 self.len += buf.len() as u64;
