@@ -16,7 +16,7 @@ use crate::indices::RefreshPolicy;
 use crate::mapping::{Dynamic, Mapping};
 use crate::peers::{ItemResult, Peers};
 use crate::query::LeafQuery;
-use crate::routing::{shard_for_id, shard_share};
+use crate::routing::shard_for_id;
 use crate::settings::IndexSettings;
 use crate::shard::{Shard, ShardWrite, StoredDoc};
 use crate::stats::TermStats;
@@ -620,11 +620,7 @@ impl Index {
                 match self.prepare(i, write, &mut mapping, &mut pending) {
                     Ok((id, changed, shard_write)) => {
                         mapping_changed |= changed;
-                        let shard = shard_for_id(&id, self.num_shards);
-                        per_shard
-                            .entry(shard)
-                            .or_insert_with(|| Vec::with_capacity(shard_share(n, self.num_shards)))
-                            .push((i, shard_write));
+                        self.shard_batch(&mut per_shard, &id, n).push((i, shard_write));
                     }
                     Err((id, err)) => items[i] = Some((id, Err(err))),
                 }
@@ -807,6 +803,21 @@ impl Index {
         Ok(())
     }
 
+    /// The writes for the shard of `id` in a batch of `batch_len`, made
+    /// with room for the shard's even share and a quarter more, so that the
+    /// vector (of large elements) rarely grows, and then once.
+    fn shard_batch<'a>(
+        &self,
+        per_shard: &'a mut HashMap<u32, Vec<(usize, ShardWrite)>>,
+        id: &str,
+        batch_len: usize,
+    ) -> &'a mut Vec<(usize, ShardWrite)> {
+        let even = batch_len / self.num_shards.max(1) as usize;
+        per_shard
+            .entry(shard_for_id(id, self.num_shards))
+            .or_insert_with(|| Vec::with_capacity(even + even / 4 + 1))
+    }
+
     /// Where shard `n` lives on this node.
     pub fn shard_dir(&self, n: u32) -> PathBuf {
         self.dir.join("shards").join(n.to_string())
@@ -945,9 +956,9 @@ impl Index {
             return Err(writes);
         }
         let mapping = self.meta.read().mapping.clone();
-        let writes_len = writes.len();
+        let batch_len = writes.len();
         // Each write's id (whether generated) and parsed document, or its failure.
-        let mut parsed = Vec::with_capacity(writes_len);
+        let mut parsed = Vec::with_capacity(batch_len);
         for write in &writes {
             let DocWrite::Index { id, source, .. } = write else {
                 return Err(writes);
@@ -974,12 +985,11 @@ impl Index {
             };
             match parsed {
                 Ok((id, generated, doc)) => {
-                    let shard = shard_for_id(&id, self.num_shards);
-                    let write = index_write(position, id, generated, source, doc, create);
-                    per_shard
-                        .entry(shard)
-                        .or_insert_with(|| Vec::with_capacity(shard_share(writes_len, self.num_shards)))
-                        .push((position, write));
+                    let batch = self.shard_batch(per_shard, &id, batch_len);
+                    batch.push((
+                        position,
+                        index_write(position, id, generated, source, doc, create),
+                    ));
                 }
                 Err((id, err)) => items[position] = Some((id, Err(err))),
             }

@@ -11,14 +11,6 @@ pub fn shard_for_id(id: &str, number_of_shards: u32) -> u32 {
     hash.rem_euclid(number_of_shards.max(1) as i32) as u32
 }
 
-/// Room for one shard's writes of a batch of `n`: its even share and a
-/// quarter more, so that a vector of the batch's writes (large elements)
-/// rarely grows, and then once.
-pub(crate) fn shard_share(n: usize, number_of_shards: u32) -> usize {
-    let even = n / number_of_shards.max(1) as usize;
-    even + even / 4 + 1
-}
-
 /// MurmurHash3, x86 32-bit variant.
 pub fn murmur3_32(data: &[u8], seed: u32) -> u32 {
     const C1: u32 = 0xcc9e_2d51;

@@ -153,7 +153,7 @@ impl Translog {
                 Ok(())
             }
             Err(err) => {
-                tracing::error!(dir = %self.dir.display(), %err, "translog append failed; rolling back");
+                tracing::error!(path = %self.path.display(), %err, "translog append failed; rolling back");
                 self.file.set_len(self.len)?;
                 self.file.seek(SeekFrom::Start(self.len))?;
                 Err(err.into())
