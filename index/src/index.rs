@@ -18,7 +18,7 @@ use crate::peers::{ItemResult, Peers};
 use crate::query::LeafQuery;
 use crate::routing::shard_for_id;
 use crate::settings::IndexSettings;
-use crate::shard::{Shard, ShardWrite, StoredDoc};
+use crate::shard::{Reparse, Shard, ShardWrite, StoredDoc};
 use crate::stats::TermStats;
 use crate::translog::Op;
 
@@ -155,7 +155,8 @@ pub struct BatchResult {
 /// An open index.
 pub struct Index {
     dir: PathBuf,
-    meta: RwLock<IndexMeta>,
+    /// Shared with the shards, which parse logged writes by its mapping.
+    meta: Arc<RwLock<IndexMeta>>,
     /// The shards by number; `None` for shards on other nodes. A copy
     /// opened here serves only while the metadata counts it in sync.
     shards: RwLock<Vec<Option<Arc<Shard>>>>,
@@ -188,10 +189,7 @@ impl Index {
     pub fn open(dir: &Path, peers: Option<Arc<dyn Peers>>) -> Result<Index> {
         let meta: IndexMeta = serde_json::from_slice(&std::fs::read(dir.join(META_FILE))?)
             .map_err(|e| Error::Internal(format!("corrupt index metadata in {}: {e}", dir.display())))?;
-        let mapping = meta.mapping.clone();
-        let reparse = move |id: &str, source: &str| -> Result<crate::document::ParsedDoc> {
-            parse_logged_document(id, source, &mapping)
-        };
+        let shared = Arc::new(RwLock::new(meta.clone()));
         let node = peers.as_ref().map(|p| p.node_id().to_string());
         let shards = (0..meta.settings.number_of_shards)
             .map(|n| match (meta.shard_node(n), &node) {
@@ -213,7 +211,7 @@ impl Index {
                     &dir.join("shards").join(n.to_string()),
                     n,
                     writer_threads(meta.settings.number_of_shards),
-                    &reparse,
+                    reparse(&shared),
                 )
                     .map(|s| Some(Arc::new(s))),
             })
@@ -221,7 +219,7 @@ impl Index {
         let num_shards = meta.settings.number_of_shards;
         Ok(Index {
             dir: dir.to_path_buf(),
-            meta: RwLock::new(meta),
+            meta: shared,
             shards: RwLock::new(shards),
             replication: (0..num_shards).map(|_| Mutex::new(())).collect(),
             num_shards,
@@ -762,8 +760,7 @@ impl Index {
                     self.name()
                 ))
             })?;
-        let mapping = self.mapping();
-        shard.apply_logged(ops, &|id, source| parse_logged_document(id, source, &mapping))?;
+        shard.apply_logged(ops)?;
         if refresh != RefreshPolicy::None {
             shard.refresh()?;
         }
@@ -902,13 +899,7 @@ impl Index {
         }
         std::fs::rename(&staged, &dir)?;
         std::fs::File::open(self.dir.join("shards"))?.sync_all()?;
-        let mapping = self.mapping();
-        let shard = Shard::open(
-            &dir,
-            n,
-            writer_threads(self.num_shards),
-            &|id: &str, source: &str| parse_logged_document(id, source, &mapping),
-        )?;
+        let shard = Shard::open(&dir, n, writer_threads(self.num_shards), reparse(&self.meta))?;
         self.shards.write()[n as usize] = Some(Arc::new(shard));
         Ok(())
     }
@@ -1248,6 +1239,13 @@ fn index_write(
         position,
         follows: None,
     }
+}
+
+/// Parses a shard's logged writes by the index's mapping as it is when the
+/// shard replays them (it holds every field they were written with).
+fn reparse(meta: &Arc<RwLock<IndexMeta>>) -> Reparse {
+    let meta = Arc::clone(meta);
+    Arc::new(move |id, source| parse_logged_document(id, source, &meta.read().mapping))
 }
 
 /// Indexing threads of each shard's writer: the cores (at most 2) shared

@@ -13,6 +13,12 @@
 //! after the commit (or the next commit). The live map the snapshot holds
 //! is kept beside the new one until the reader sees the commit, as
 //! Elasticsearch's live version map does.
+//!
+//! If the tantivy writer fails (a commit that cannot write its segments, an
+//! indexing thread that died), the changes it took are gone with it, but
+//! the translog still holds their writes: the shard rolls the writer back to
+//! its last commit and replays the translog past it, before anything else
+//! reaches the writer and before any commit can drop a translog generation.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -22,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::Mutex;
 use serde_json::Value;
 use tantivy::columnar::Column;
+use tantivy::directory::MmapDirectory;
 use tantivy::schema::document::{ReferenceValue, ReferenceValueLeaf};
 use tantivy::schema::{IndexRecordOption, Value as _};
 use tantivy::{
@@ -38,6 +45,10 @@ const WRITER_MEMORY: usize = 128 << 20;
 /// Changes that may wait for the writer while a commit runs; writes past
 /// this many wait for the commit.
 const MAX_PENDING: usize = 50_000;
+
+/// Turns a logged source back into typed content with the index's current
+/// mapping (for translog replays).
+pub type Reparse = Arc<dyn Fn(&str, &str) -> Result<ParsedDoc> + Send + Sync>;
 
 /// A stored document as `GET` returns it.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +122,9 @@ struct WriteState {
     pending: Vec<Change>,
     next_seq: u64,
     dirty: bool,
+    /// The writer failed and could not be rebuilt yet: it holds none of the
+    /// changes since the last commit, and must be rebuilt before any commit.
+    writer_failed: bool,
 }
 
 impl WriteState {
@@ -154,6 +168,7 @@ pub struct Shard {
     /// take it first.
     commits_waiting: AtomicUsize,
     visible_seq: watch::Sender<u64>,
+    reparse: Reparse,
 }
 
 impl std::fmt::Debug for Shard {
@@ -165,29 +180,30 @@ impl std::fmt::Debug for Shard {
 impl Shard {
     /// Opens or creates the shard in `dir` and replays its translog.
     ///
-    /// `reparse` turns a logged source back into typed content with the
-    /// current mapping; `writer_threads` is the number of indexing threads
-    /// (each writes its own segment at every refresh).
-    pub fn open(
+    /// `writer_threads` is the number of indexing threads (each writes its
+    /// own segment at every refresh).
+    pub fn open(dir: &Path, ordinal: u32, writer_threads: usize, reparse: Reparse) -> Result<Shard> {
+        std::fs::create_dir_all(dir)?;
+        let directory = MmapDirectory::open(dir).map_err(|e| Error::Internal(e.to_string()))?;
+        Shard::open_in(dir, Box::new(directory), ordinal, writer_threads, reparse)
+    }
+
+    /// [`Shard::open`] with the tantivy index in `directory` (the files of
+    /// `dir`, seen through it).
+    fn open_in(
         dir: &Path,
+        directory: Box<dyn tantivy::Directory>,
         ordinal: u32,
         writer_threads: usize,
-        reparse: &dyn Fn(&str, &str) -> Result<ParsedDoc>,
+        reparse: Reparse,
     ) -> Result<Shard> {
-        std::fs::create_dir_all(dir)?;
         let (schema, fields) = schema::build();
         let index = if dir.join("meta.json").exists() {
-            Index::open_in_dir(dir)?
+            Index::open(directory)?
         } else {
-            Index::create_in_dir(dir, schema)?
+            Index::create(directory, schema, tantivy::IndexSettings::default())?
         };
-        let committed_next_seq = index
-            .load_metas()?
-            .payload
-            .as_deref()
-            .and_then(|p| serde_json::from_str::<Value>(p).ok())
-            .and_then(|v| v.get("next_seq").and_then(Value::as_u64))
-            .unwrap_or(0);
+        let committed_next_seq = committed_next_seq(&index)?;
         let writer = index.writer_with_num_threads(writer_threads.max(1), WRITER_MEMORY)?;
         let reader = index
             .reader_builder()
@@ -201,6 +217,7 @@ impl Shard {
             pending: Vec::new(),
             next_seq: committed_next_seq,
             dirty: false,
+            writer_failed: false,
         };
         let replayed = replay
             .ops
@@ -208,7 +225,7 @@ impl Shard {
             .filter(|op| op.seq_no >= committed_next_seq)
             .collect::<Vec<_>>();
         for op in &replayed {
-            apply_op(&mut state, &fields, op, reparse, &mut |change| {
+            apply_op(&mut state, &fields, op, &*reparse, &mut |change| {
                 apply_change(&writer, change)
             })?;
         }
@@ -226,6 +243,7 @@ impl Shard {
             pending_len: AtomicUsize::new(0),
             commits_waiting: AtomicUsize::new(0),
             visible_seq,
+            reparse,
         };
         if !replayed.is_empty() {
             shard.refresh()?;
@@ -420,7 +438,7 @@ impl Shard {
                 }
             }
         }
-        self.hand_over(&mut state, changes)?;
+        self.hand_over(&mut state, changes);
         Ok((outcomes, ops))
     }
 
@@ -434,17 +452,30 @@ impl Shard {
 
     /// Hands changes to the writer after those already waiting; while a
     /// commit holds the writer, they wait in `state.pending`.
-    fn hand_over(&self, state: &mut WriteState, changes: Vec<Change>) -> Result<()> {
+    fn hand_over(&self, state: &mut WriteState, changes: Vec<Change>) {
         let writer = if self.commits_waiting.load(Ordering::Acquire) > 0 {
             None
         } else {
             self.writer.try_lock()
         };
         match writer {
-            Some(writer) => {
+            Some(mut writer) => {
                 self.pending_len.store(0, Ordering::Relaxed);
-                for change in state.pending.drain(..).chain(changes) {
-                    apply_change(&writer, change)?;
+                if !state.writer_failed {
+                    let handed = state
+                        .pending
+                        .drain(..)
+                        .chain(changes)
+                        .try_for_each(|change| apply_change(&writer, change));
+                    match handed {
+                        Ok(()) => return,
+                        Err(err) => tracing::error!(shard = self.ordinal, %err, "the index writer failed"),
+                    }
+                }
+                // The writes are logged: they wait in the translog until
+                // the writer is rebuilt (by the next write or commit).
+                if let Err(err) = self.rebuild_writer(&mut writer, state) {
+                    tracing::error!(shard = self.ordinal, %err, "cannot rebuild the index writer");
                 }
             }
             None => {
@@ -452,6 +483,33 @@ impl Shard {
                 self.pending_len.store(state.pending.len(), Ordering::Relaxed);
             }
         }
+    }
+
+    /// Rolls the writer back to the last commit (dropping whatever it took
+    /// since, which a failure may have lost in part) and hands it every
+    /// logged write past that commit again, in order. Until this succeeds,
+    /// the shard commits nothing, so that the translog keeps those writes.
+    fn rebuild_writer(&self, writer: &mut IndexWriter, state: &mut WriteState) -> Result<()> {
+        state.writer_failed = true;
+        // The changes waiting for the writer are among those replayed.
+        state.pending.clear();
+        self.pending_len.store(0, Ordering::Relaxed);
+        writer.rollback()?;
+        let committed = committed_next_seq(&self.index)?;
+        let ops = state.translog.read_all()?;
+        let mut replayed = 0;
+        for op in ops.iter().filter(|op| op.seq_no >= committed) {
+            apply_op(state, &self.fields, op, &*self.reparse, &mut |change| {
+                apply_change(writer, change)
+            })?;
+            replayed += 1;
+        }
+        state.writer_failed = false;
+        tracing::warn!(
+            shard = self.ordinal,
+            replayed,
+            "rebuilt the index writer from the translog"
+        );
         Ok(())
     }
 
@@ -461,11 +519,7 @@ impl Shard {
     /// gap or an overlap means the copy diverged from its primary (it missed
     /// writes, or holds some the primary never acknowledged), and it is
     /// refused, so that the primary takes the copy out of sync.
-    pub fn apply_logged(
-        &self,
-        ops: Vec<Op>,
-        reparse: &dyn Fn(&str, &str) -> Result<ParsedDoc>,
-    ) -> Result<()> {
+    pub fn apply_logged(&self, ops: Vec<Op>) -> Result<()> {
         self.wait_if_too_much_pending();
         let mut state = self.state.lock();
         let Some(first) = ops.first() else {
@@ -484,12 +538,13 @@ impl Shard {
         state.translog.append(&ops)?;
         let mut changes = Vec::with_capacity(2 * ops.len());
         for op in &ops {
-            apply_op(&mut state, &self.fields, op, reparse, &mut |change| {
+            apply_op(&mut state, &self.fields, op, &*self.reparse, &mut |change| {
                 changes.push(change);
                 Ok(())
             })?;
         }
-        self.hand_over(&mut state, changes)
+        self.hand_over(&mut state, changes);
+        Ok(())
     }
 
     /// Makes every acknowledged write searchable: commit, reload, drop the
@@ -504,6 +559,9 @@ impl Shard {
             if !state.dirty {
                 return Ok(false);
             }
+            if state.writer_failed {
+                self.rebuild_writer(&mut writer, &mut state)?;
+            }
             state.translog.roll()?;
             let snapshot = std::mem::take(&mut state.live);
             if state.refreshing.is_empty() {
@@ -517,9 +575,18 @@ impl Shard {
             (state.next_seq, std::mem::take(&mut state.pending))
         };
         // Writes wait for the writer meanwhile: these changes go first.
-        if let Err(err) = self.commit(&mut writer, waiting, next_seq) {
-            self.state.lock().dirty = true;
+        if let Err(err) = commit(&mut writer, waiting, next_seq) {
+            tracing::error!(shard = self.ordinal, %err, "commit failed");
+            let mut state = self.state.lock();
+            state.dirty = true;
+            if let Err(rebuild) = self.rebuild_writer(&mut writer, &mut state) {
+                tracing::error!(shard = self.ordinal, err = %rebuild, "cannot rebuild the index writer");
+            }
             return Err(err);
+        }
+        if let Err(err) = self.reader.reload() {
+            self.state.lock().dirty = true;
+            return Err(err.into());
         }
         {
             let mut state = self.state.lock();
@@ -533,17 +600,6 @@ impl Shard {
         self.visible_seq
             .send_modify(|visible| *visible = (*visible).max(next_seq));
         Ok(true)
-    }
-
-    fn commit(&self, writer: &mut IndexWriter, waiting: Vec<Change>, next_seq: u64) -> Result<()> {
-        for change in waiting {
-            apply_change(writer, change)?;
-        }
-        let mut prepared = writer.prepare_commit()?;
-        prepared.set_payload(&serde_json::json!({ "next_seq": next_seq }).to_string());
-        prepared.commit()?;
-        self.reader.reload()?;
-        Ok(())
     }
 
     /// Waits until a refresh has made writes up to `seq_no` searchable.
@@ -619,6 +675,29 @@ impl Shard {
         }
         Ok(None)
     }
+}
+
+/// Hands the writer the changes that waited for it, and commits, recording
+/// the next sequence number.
+fn commit(writer: &mut IndexWriter, waiting: Vec<Change>, next_seq: u64) -> Result<()> {
+    for change in waiting {
+        apply_change(writer, change)?;
+    }
+    let mut prepared = writer.prepare_commit()?;
+    prepared.set_payload(&serde_json::json!({ "next_seq": next_seq }).to_string());
+    prepared.commit()?;
+    Ok(())
+}
+
+/// The sequence number after the last write the index's commit holds.
+fn committed_next_seq(index: &Index) -> Result<u64> {
+    Ok(index
+        .load_metas()?
+        .payload
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<Value>(p).ok())
+        .and_then(|v| v.get("next_seq").and_then(Value::as_u64))
+        .unwrap_or(0))
 }
 
 /// The tantivy document of a write, but for its version and sequence
@@ -760,6 +839,10 @@ fn apply_op(
 
 #[cfg(test)]
 mod tests {
+    use tantivy::directory::WritePtr;
+    use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
+    use tantivy::directory::{WatchCallback, WatchHandle};
+
     use super::*;
 
     fn no_reparse(_: &str, _: &str) -> Result<ParsedDoc> {
@@ -767,7 +850,7 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Result<Shard> {
-        Shard::open(dir, 0, 1, &no_reparse)
+        Shard::open(dir, 0, 1, Arc::new(no_reparse))
     }
 
     /// An unconditional index write of `doc`.
@@ -911,26 +994,105 @@ mod tests {
         Ok(())
     }
 
+    /// The files of a directory, but creating one fails while `fail` is
+    /// set, as on a full or failing disk.
+    #[derive(Debug, Clone)]
+    struct FailingDirectory {
+        inner: MmapDirectory,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl tantivy::Directory for FailingDirectory {
+        fn get_file_handle(
+            &self,
+            path: &Path,
+        ) -> std::result::Result<Arc<dyn tantivy::directory::FileHandle>, OpenReadError> {
+            self.inner.get_file_handle(path)
+        }
+
+        fn delete(&self, path: &Path) -> std::result::Result<(), DeleteError> {
+            self.inner.delete(path)
+        }
+
+        fn exists(&self, path: &Path) -> std::result::Result<bool, OpenReadError> {
+            self.inner.exists(path)
+        }
+
+        fn open_write(&self, path: &Path) -> std::result::Result<WritePtr, OpenWriteError> {
+            if self.fail.load(Ordering::SeqCst) {
+                let err = std::io::Error::other("the disk failed");
+                return Err(OpenWriteError::wrap_io_error(err, path.to_path_buf()));
+            }
+            self.inner.open_write(path)
+        }
+
+        fn atomic_read(&self, path: &Path) -> std::result::Result<Vec<u8>, OpenReadError> {
+            self.inner.atomic_read(path)
+        }
+
+        fn atomic_write(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+            self.inner.atomic_write(path, data)
+        }
+
+        fn sync_directory(&self) -> std::io::Result<()> {
+            self.inner.sync_directory()
+        }
+
+        fn acquire_lock(
+            &self,
+            lock: &tantivy::directory::Lock,
+        ) -> std::result::Result<tantivy::directory::DirectoryLock, LockError> {
+            self.inner.acquire_lock(lock)
+        }
+
+        fn watch(&self, callback: WatchCallback) -> tantivy::Result<WatchHandle> {
+            self.inner.watch(callback)
+        }
+    }
+
+    /// A commit that cannot write its segments loses the changes the
+    /// writer took (and, with them, its indexing thread), but not the
+    /// writes: the shard rebuilds the writer from the translog, and the
+    /// next commit, which drops the translog generations, holds them all.
+    #[test]
+    fn a_failed_commit_loses_no_acknowledged_write() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let directory = FailingDirectory {
+            inner: MmapDirectory::open(dir.path())?,
+            fail: Arc::clone(&fail),
+        };
+        let shard = Shard::open_in(dir.path(), Box::new(directory), 0, 1, Arc::new(no_reparse))?;
+        let writes = |prefix: &str| (0..10).map(|i| index_write(&format!("{prefix}{i}"), i)).collect();
+        assert!(shard.write(writes("a"))?.iter().all(Result::is_ok));
+        fail.store(true, Ordering::SeqCst);
+        assert!(shard.refresh().is_err());
+        fail.store(false, Ordering::SeqCst);
+        assert!(shard.write(writes("b"))?.iter().all(Result::is_ok));
+        assert!(shard.refresh()?);
+        assert_eq!(shard.num_docs(), 20);
+        assert_eq!(shard.get("a3")?.map(|d| d.version), Some(1));
+        drop(shard);
+        let reopened = open(dir.path())?;
+        assert_eq!(reopened.num_docs(), 20);
+        for id in ["a0", "a9", "b0", "b9"] {
+            assert!(reopened.get(id)?.is_some(), "{id} is lost");
+        }
+        Ok(())
+    }
+
     #[test]
     fn a_replica_takes_only_writes_that_follow_on_from_its_own() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let shard = open(dir.path())?;
-        shard.apply_logged(vec![op(0, "a"), op(1, "b"), op(2, "c")], &no_reparse)?;
+        shard.apply_logged(vec![op(0, "a"), op(1, "b"), op(2, "c")])?;
         // A gap: writes 3 and 4 never arrived.
-        assert!(shard.apply_logged(vec![op(5, "f")], &no_reparse).is_err());
+        assert!(shard.apply_logged(vec![op(5, "f")]).is_err());
         // An overlap: this copy already has write 2.
-        assert!(
-            shard
-                .apply_logged(vec![op(2, "x"), op(3, "d")], &no_reparse)
-                .is_err()
-        );
+        assert!(shard.apply_logged(vec![op(2, "x"), op(3, "d")]).is_err());
         // Not in order within the batch.
-        assert!(
-            shard
-                .apply_logged(vec![op(3, "d"), op(5, "f")], &no_reparse)
-                .is_err()
-        );
-        shard.apply_logged(vec![op(3, "d")], &no_reparse)?;
+        assert!(shard.apply_logged(vec![op(3, "d"), op(5, "f")]).is_err());
+        shard.apply_logged(vec![op(3, "d")])?;
         shard.refresh()?;
         assert_eq!(shard.num_docs(), 4);
         assert!(shard.get("x")?.is_none());
@@ -938,7 +1100,7 @@ mod tests {
         // The writes it took survive a restart.
         let reopened = open(dir.path())?;
         assert_eq!(reopened.num_docs(), 4);
-        reopened.apply_logged(vec![op(4, "e")], &no_reparse)?;
+        reopened.apply_logged(vec![op(4, "e")])?;
         Ok(())
     }
 }

@@ -218,6 +218,16 @@ impl Translog {
         }
     }
 
+    /// Every record the log holds, those of the rolled generations first:
+    /// each write the shard has not committed is among them.
+    pub fn read_all(&self) -> Result<Vec<Op>> {
+        let mut ops = Vec::new();
+        for path in self.rolled.iter().chain([&self.path]) {
+            decode_records(&std::fs::read(path)?, &mut ops);
+        }
+        Ok(ops)
+    }
+
     /// Current size in bytes.
     pub fn len(&self) -> u64 {
         self.len
@@ -235,18 +245,9 @@ impl Translog {
 fn read_records(path: &Path, file: &mut File, replay: &mut Replay) -> Result<u64> {
     let mut data = Vec::new();
     file.read_to_end(&mut data)?;
-    let mut pos = 0usize;
-    let mut kept = 0usize;
-    while pos < data.len() {
-        match decode(&data[pos..]) {
-            Some((op, used)) => {
-                replay.ops.push(op);
-                pos += used;
-                kept += 1;
-            }
-            None => break,
-        }
-    }
+    let before = replay.ops.len();
+    let pos = decode_records(&data, &mut replay.ops);
+    let kept = replay.ops.len() - before;
     let dropped_bytes = (data.len() - pos) as u64;
     if dropped_bytes > 0 {
         tracing::warn!(
@@ -264,6 +265,17 @@ fn read_records(path: &Path, file: &mut File, replay: &mut Replay) -> Result<u64
 }
 
 /// The bytes [`encode`] writes for `op`.
+/// Decodes the complete records at the start of `data` into `ops`;
+/// returns where they end.
+fn decode_records(data: &[u8], ops: &mut Vec<Op>) -> usize {
+    let mut pos = 0;
+    while let Some((op, used)) = decode(&data[pos..]) {
+        ops.push(op);
+        pos += used;
+    }
+    pos
+}
+
 fn encoded_len(op: &Op) -> usize {
     let body = match &op.kind {
         OpKind::Index { source } => 4 + source.len(),
@@ -479,7 +491,10 @@ mod tests {
         log.append(&[op(3)])?;
         log.roll()?;
         log.append(&[op(4)])?;
+        // What the open log holds: the rolled generations, then the current file.
+        assert_eq!(log.read_all()?, vec![op(0), op(1), op(2), op(3), op(4)]);
         log.drop_rolled();
+        assert_eq!(log.read_all()?, vec![op(4)]);
         drop(log);
         let (mut log, replay) = Translog::open(dir.path())?;
         assert_eq!(replay.ops, vec![op(4)]);
