@@ -16,9 +16,10 @@
 //!
 //! If the tantivy writer fails (a commit that cannot write its segments, an
 //! indexing thread that died), the changes it took are gone with it, but
-//! the translog still holds their writes: the shard rolls the writer back to
-//! its last commit and replays the translog past it, before anything else
-//! reaches the writer and before any commit can drop a translog generation.
+//! the translog still holds their writes. Writes go on being logged and
+//! acknowledged; the next refresh rolls the writer back to its last commit
+//! and replays the translog past it before it commits, so that no commit
+//! drops a translog generation whose writes tantivy lost.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -122,8 +123,8 @@ struct WriteState {
     pending: Vec<Change>,
     next_seq: u64,
     dirty: bool,
-    /// The writer failed and could not be rebuilt yet: it holds none of the
-    /// changes since the last commit, and must be rebuilt before any commit.
+    /// The writer failed: it may have lost changes since the last commit,
+    /// takes no more, and is rebuilt from the translog before any commit.
     writer_failed: bool,
 }
 
@@ -459,23 +460,22 @@ impl Shard {
             self.writer.try_lock()
         };
         match writer {
-            Some(mut writer) => {
+            Some(writer) => {
                 self.pending_len.store(0, Ordering::Relaxed);
-                if !state.writer_failed {
-                    let handed = state
-                        .pending
-                        .drain(..)
-                        .chain(changes)
-                        .try_for_each(|change| apply_change(&writer, change));
-                    match handed {
-                        Ok(()) => return,
-                        Err(err) => tracing::error!(shard = self.ordinal, %err, "the index writer failed"),
-                    }
+                // Once the writer failed, the writes wait in the translog
+                // for the refresh that rebuilds it.
+                if state.writer_failed {
+                    state.pending.clear();
+                    return;
                 }
-                // The writes are logged: they wait in the translog until
-                // the writer is rebuilt (by the next write or commit).
-                if let Err(err) = self.rebuild_writer(&mut writer, state) {
-                    tracing::error!(shard = self.ordinal, %err, "cannot rebuild the index writer");
+                let handed = state
+                    .pending
+                    .drain(..)
+                    .chain(changes)
+                    .try_for_each(|change| apply_change(&writer, change));
+                if let Err(err) = handed {
+                    tracing::error!(shard = self.ordinal, %err, "the index writer failed; the next refresh rebuilds it");
+                    state.writer_failed = true;
                 }
             }
             None => {
@@ -485,12 +485,12 @@ impl Shard {
         }
     }
 
-    /// Rolls the writer back to the last commit (dropping whatever it took
-    /// since, which a failure may have lost in part) and hands it every
-    /// logged write past that commit again, in order. Until this succeeds,
-    /// the shard commits nothing, so that the translog keeps those writes.
+    /// Rolls the failed writer back to the last commit (dropping whatever
+    /// it took since, which the failure may have lost in part) and hands it
+    /// every logged write past that commit again, in order. Until this
+    /// succeeds, the shard commits nothing, so that the translog keeps
+    /// those writes.
     fn rebuild_writer(&self, writer: &mut IndexWriter, state: &mut WriteState) -> Result<()> {
-        state.writer_failed = true;
         // The changes waiting for the writer are among those replayed.
         state.pending.clear();
         self.pending_len.store(0, Ordering::Relaxed);
@@ -576,12 +576,10 @@ impl Shard {
         };
         // Writes wait for the writer meanwhile: these changes go first.
         if let Err(err) = commit(&mut writer, waiting, next_seq) {
-            tracing::error!(shard = self.ordinal, %err, "commit failed");
+            tracing::error!(shard = self.ordinal, %err, "commit failed; the next refresh rebuilds the index writer");
             let mut state = self.state.lock();
             state.dirty = true;
-            if let Err(rebuild) = self.rebuild_writer(&mut writer, &mut state) {
-                tracing::error!(shard = self.ordinal, err = %rebuild, "cannot rebuild the index writer");
-            }
+            state.writer_failed = true;
             return Err(err);
         }
         if let Err(err) = self.reader.reload() {
@@ -1050,19 +1048,25 @@ mod tests {
         }
     }
 
+    /// A shard in `dir` whose file creations fail while the flag is set.
+    fn failing_shard(dir: &Path) -> anyhow::Result<(Shard, Arc<std::sync::atomic::AtomicBool>)> {
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let directory = FailingDirectory {
+            inner: MmapDirectory::open(dir)?,
+            fail: Arc::clone(&fail),
+        };
+        let shard = Shard::open_in(dir, Box::new(directory), 0, 1, Arc::new(no_reparse))?;
+        Ok((shard, fail))
+    }
+
     /// A commit that cannot write its segments loses the changes the
     /// writer took (and, with them, its indexing thread), but not the
-    /// writes: the shard rebuilds the writer from the translog, and the
-    /// next commit, which drops the translog generations, holds them all.
+    /// writes: the next refresh rebuilds the writer from the translog, and
+    /// its commit, which drops the translog generations, holds them all.
     #[test]
     fn a_failed_commit_loses_no_acknowledged_write() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let directory = FailingDirectory {
-            inner: MmapDirectory::open(dir.path())?,
-            fail: Arc::clone(&fail),
-        };
-        let shard = Shard::open_in(dir.path(), Box::new(directory), 0, 1, Arc::new(no_reparse))?;
+        let (shard, fail) = failing_shard(dir.path())?;
         let writes = |prefix: &str| (0..10).map(|i| index_write(&format!("{prefix}{i}"), i)).collect();
         assert!(shard.write(writes("a"))?.iter().all(Result::is_ok));
         fail.store(true, Ordering::SeqCst);
@@ -1078,6 +1082,35 @@ mod tests {
         for id in ["a0", "a9", "b0", "b9"] {
             assert!(reopened.get(id)?.is_some(), "{id} is lost");
         }
+        Ok(())
+    }
+
+    /// An indexing thread that dies (here: it cannot create its segment's
+    /// files) kills tantivy's writer, and the changes it held are gone.
+    /// Writes meanwhile are still acknowledged (they are logged), and once
+    /// the disk is back the writer is rebuilt from the translog: every
+    /// acknowledged write is searchable, and survives a restart.
+    #[test]
+    fn writes_outlive_a_dead_indexing_thread() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (shard, fail) = failing_shard(dir.path())?;
+        let writes = |batch: usize| (0..10).map(|i| index_write(&format!("{batch}-{i}"), i)).collect();
+        assert!(shard.write(writes(0))?.iter().all(Result::is_ok));
+        assert!(shard.refresh()?);
+        fail.store(true, Ordering::SeqCst);
+        // The first change kills the indexing thread; a later one finds the
+        // writer dead, and the changes wait in the translog from then on.
+        for batch in 1..=5 {
+            assert!(shard.write(writes(batch))?.iter().all(Result::is_ok));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        fail.store(false, Ordering::SeqCst);
+        assert!(shard.write(writes(6))?.iter().all(Result::is_ok));
+        assert!(shard.refresh()?);
+        assert_eq!(shard.num_docs(), 70);
+        drop(shard);
+        let reopened = open(dir.path())?;
+        assert_eq!(reopened.num_docs(), 70);
         Ok(())
     }
 
