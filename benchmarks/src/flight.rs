@@ -22,6 +22,7 @@ use parquet::arrow::ArrowWriter;
 use serde_json::{Value, json};
 
 use crate::ingest::NodeProcess;
+use crate::results::median;
 
 const INDEX: &str = "flightbench";
 const BATCH: usize = 65_536;
@@ -142,11 +143,6 @@ for _ in range(iterations):
     runs.append({"seconds": time.perf_counter() - started, "rows": rows, "bytes": nbytes, "k_sum": k_sum})
 print(json.dumps(runs))
 "#;
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
 
 pub fn run(a: &FlightArgs) -> Result<()> {
     let tmp;

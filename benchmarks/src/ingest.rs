@@ -1,7 +1,9 @@
 //! `qbench ingest`: docs/s of `quidditch load` into a running embedded node
 //! (HTTP `_bulk`, translog fsync per bulk, refresh at the end) versus a raw
 //! tantivy `IndexWriter` with 2 indexing threads committing once, on the same
-//! generated documents.
+//! generated documents. Each round loads both (in turns first), and the
+//! figures are the medians of the rounds, so that one slow moment of a
+//! shared machine does not decide the ratio.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -54,7 +56,15 @@ pub fn work_dir(given: Option<&Path>) -> Result<(Option<tempfile::TempDir>, Path
 /// Generates the corpus and loads it into both systems, timing each load.
 pub fn prepare(c: &Common) -> Result<Prepared> {
     let (tmp, dir) = work_dir(c.work_dir.as_deref())?;
-    let ndjson = corpus::ndjson(&dir, c.docs)?;
+    let mut p = load_both(&dir, c.docs, true)?;
+    p._tmp = tmp;
+    Ok(p)
+}
+
+/// Loads the corpus of `docs` documents (generated once into `dir`) into
+/// fresh directories of both systems, the raw writer first or not.
+fn load_both(dir: &Path, docs: usize, raw_first: bool) -> Result<Prepared> {
+    let ndjson = corpus::ndjson(dir, docs)?;
     let tantivy_dir = dir.join("tantivy");
     let quidditch_dir = dir.join("quidditch-data");
     for d in [&tantivy_dir, &quidditch_dir] {
@@ -62,23 +72,40 @@ pub fn prepare(c: &Common) -> Result<Prepared> {
             std::fs::remove_dir_all(d)?;
         }
     }
-    eprintln!("raw tantivy ingest");
-    let raw_secs = raw_ingest(&ndjson, &tantivy_dir)?;
-    eprintln!("quidditch load");
-    let quidditch_secs = quidditch_ingest(&ndjson, &quidditch_dir)?;
+    let (mut raw_secs, mut quidditch_secs) = (0.0, 0.0);
+    for raw in [raw_first, !raw_first] {
+        if raw {
+            eprintln!("raw tantivy ingest");
+            raw_secs = raw_ingest(&ndjson, &tantivy_dir)?;
+        } else {
+            eprintln!("quidditch load");
+            quidditch_secs = quidditch_ingest(&ndjson, &quidditch_dir)?;
+        }
+    }
     Ok(Prepared {
         tantivy_dir,
         quidditch_dir,
         raw_secs,
         quidditch_secs,
-        _tmp: tmp,
+        _tmp: None,
     })
 }
 
 pub fn run(c: &Common) -> Result<()> {
-    let p = prepare(c)?;
-    let raw_rate = c.docs as f64 / p.raw_secs;
-    let q_rate = c.docs as f64 / p.quidditch_secs;
+    let (_tmp, dir) = work_dir(c.work_dir.as_deref())?;
+    let mut rounds = Vec::new();
+    let mut last = None;
+    for round in 0..c.iterations.max(1) {
+        eprintln!("round {}", round + 1);
+        let p = load_both(&dir, c.docs, round % 2 == 0)?;
+        rounds.push(json!({
+            "quidditch_docs_per_s": c.docs as f64 / p.quidditch_secs,
+            "reference_docs_per_s": c.docs as f64 / p.raw_secs,
+        }));
+        last = Some(p);
+    }
+    let rate = |key: &str| crate::results::median(rounds.iter().filter_map(|r| r[key].as_f64()).collect());
+    let (q_rate, raw_rate) = (rate("quidditch_docs_per_s"), rate("reference_docs_per_s"));
     println!(
         "ingest {} docs: quidditch load {:.0} docs/s, raw tantivy {:.0} docs/s, ratio {:.2}",
         c.docs,
@@ -86,7 +113,7 @@ pub fn run(c: &Common) -> Result<()> {
         raw_rate,
         q_rate / raw_rate
     );
-    if c.check {
+    if let (true, Some(p)) = (c.check, last) {
         let count = crate::scan::quidditch_count(&p.quidditch_dir)?;
         if count != c.docs as u64 {
             bail!("quidditch holds {count} documents, expected {}", c.docs);
@@ -101,8 +128,7 @@ pub fn run(c: &Common) -> Result<()> {
             "reference": "raw tantivy IndexWriter, 2 indexing threads, one commit",
             "reference_docs_per_s": raw_rate,
             "ratio": q_rate / raw_rate,
-            "quidditch_secs": p.quidditch_secs,
-            "reference_secs": p.raw_secs,
+            "rounds": rounds,
         }),
     )
 }

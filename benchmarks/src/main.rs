@@ -64,7 +64,8 @@ pub struct Common {
     /// Where to write the JSON result.
     #[arg(long, default_value = "benchmarks/results")]
     pub out: PathBuf,
-    /// Timed repetitions (scan, aggs; 20 requests each for distributed).
+    /// Timed repetitions (rounds of both loads for ingest; scan, aggs; 20
+    /// requests each for distributed).
     #[arg(long, default_value_t = 10)]
     pub iterations: usize,
     /// Fail unless every answer matches the reference (used by the smoke test).

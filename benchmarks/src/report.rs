@@ -597,9 +597,13 @@ fn stat(run: &Value, interface: &str, key: &str) -> Result<f64> {
 
 fn ingest(r: &mut Report, suite: &str, v: &Value) -> Result<()> {
     let (docs, reference) = (thousands(num(v, "docs")?), text(v, "reference")?);
+    let rounds = match v["rounds"].as_array().map(Vec::len) {
+        Some(n) => format!(" Medians of {n} rounds, each loading both (in turns first)."),
+        None => String::new(),
+    };
     writeln!(
         r.body,
-        "`quidditch load` of {docs} docs into a running node. Reference: {reference}.\n"
+        "`quidditch load` of {docs} docs into a running node. Reference: {reference}.{rounds}\n"
     )?;
     let fig = [num(v, "quidditch_docs_per_s")?, num(v, "reference_docs_per_s")?];
     let ratio = r.single(suite, "docs/s", fig, Some(("≥ 0.70", fig[0] / fig[1] >= 0.7)))?;

@@ -20,6 +20,7 @@ use tantivy::{Executor, Index};
 
 use crate::Common;
 use crate::ingest::prepare;
+use crate::results::median;
 
 const QUERY: &str = "SELECT status, count(*) AS n, avg(bytes) AS avg_bytes FROM logs GROUP BY status";
 
@@ -110,11 +111,6 @@ pub fn timed_pair<A, B>(
         }
     }
     Ok(((median(a_ms), a), (median(b_ms), b)))
-}
-
-fn median(mut times: Vec<f64>) -> f64 {
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
 }
 
 async fn quidditch_answer(engine: &Engine) -> Result<Answer> {
