@@ -170,6 +170,7 @@ pub struct Shard {
     commits_waiting: AtomicUsize,
     visible_seq: watch::Sender<u64>,
     reparse: Reparse,
+    writer_threads: usize,
 }
 
 impl std::fmt::Debug for Shard {
@@ -205,7 +206,8 @@ impl Shard {
             Index::create(directory, schema, tantivy::IndexSettings::default())?
         };
         let committed_next_seq = committed_next_seq(&index)?;
-        let writer = index.writer_with_num_threads(writer_threads.max(1), WRITER_MEMORY)?;
+        let writer_threads = writer_threads.max(1);
+        let writer = index.writer_with_num_threads(writer_threads, WRITER_MEMORY)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -245,6 +247,7 @@ impl Shard {
             commits_waiting: AtomicUsize::new(0),
             visible_seq,
             reparse,
+            writer_threads,
         };
         if !replayed.is_empty() {
             shard.refresh()?;
@@ -494,12 +497,22 @@ impl Shard {
         // The changes waiting for the writer are among those replayed.
         state.pending.clear();
         self.pending_len.store(0, Ordering::Relaxed);
-        writer.rollback()?;
+        if let Err(err) = writer.rollback() {
+            // tantivy's rollback gives up the writer's directory lock when
+            // it fails: a new writer takes it.
+            tracing::warn!(shard = self.ordinal, %err, "rollback failed; opening a new index writer");
+            *writer = self
+                .index
+                .writer_with_num_threads(self.writer_threads, WRITER_MEMORY)?;
+        }
         let committed = committed_next_seq(&self.index)?;
         let ops = state.translog.read_all()?;
         let mut replayed = 0;
+        // The live versions already hold every write since the last
+        // reload: only the writer learns them again, so that a replay
+        // that fails half-way leaves them as they are.
         for op in ops.iter().filter(|op| op.seq_no >= committed) {
-            apply_op(state, &self.fields, op, &*self.reparse, &mut |change| {
+            replay_op(&self.fields, op, &*self.reparse, &mut |change| {
                 apply_change(writer, change)
             })?;
             replayed += 1;
@@ -799,6 +812,30 @@ impl<'a, T> Iterator for PathValues<'a, T> {
     }
 }
 
+/// Hands the writer a logged write's changes (the delete of what its id
+/// held, and its document); returns its source (`None` for a delete).
+fn replay_op(
+    fields: &Fields,
+    op: &Op,
+    reparse: &dyn Fn(&str, &str) -> Result<ParsedDoc>,
+    apply: &mut dyn FnMut(Change) -> Result<()>,
+) -> Result<Option<Arc<str>>> {
+    apply(Change::Delete(Term::from_field_text(fields.id, &op.id)))?;
+    match &op.kind {
+        OpKind::Index { source } => {
+            let doc = reparse(&op.id, source).unwrap_or_else(|err| {
+                tracing::error!(id = %op.id, %err, "logged document does not parse; keeping its source only");
+                ParsedDoc::default()
+            });
+            let mut tdoc = base_doc(fields, &op.id, source, &doc);
+            stamp(&mut tdoc, fields, op.version, op.seq_no);
+            apply(Change::Add(tdoc))?;
+            Ok(Some(Arc::clone(source)))
+        }
+        OpKind::Delete => Ok(None),
+    }
+}
+
 /// Applies a logged write to the writer and the live versions (a replay,
 /// or a primary's write on a replica).
 fn apply_op(
@@ -808,20 +845,7 @@ fn apply_op(
     reparse: &dyn Fn(&str, &str) -> Result<ParsedDoc>,
     apply: &mut dyn FnMut(Change) -> Result<()>,
 ) -> Result<()> {
-    apply(Change::Delete(Term::from_field_text(fields.id, &op.id)))?;
-    let source = match &op.kind {
-        OpKind::Index { source } => {
-            let doc = reparse(&op.id, source).unwrap_or_else(|err| {
-                tracing::error!(id = %op.id, %err, "logged document does not parse; keeping its source only");
-                ParsedDoc::default()
-            });
-            let mut tdoc = base_doc(fields, &op.id, source, &doc);
-            stamp(&mut tdoc, fields, op.version, op.seq_no);
-            apply(Change::Add(tdoc))?;
-            Some(Arc::clone(source))
-        }
-        OpKind::Delete => None,
-    };
+    let source = replay_op(fields, op, reparse, apply)?;
     state.live.insert(
         op.id.clone(),
         LiveEntry {
@@ -992,8 +1016,8 @@ mod tests {
         Ok(())
     }
 
-    /// The files of a directory, but creating one fails while `fail` is
-    /// set, as on a full or failing disk.
+    /// The files of a directory, but creating or replacing one fails while
+    /// `fail` is set, as on a full or failing disk.
     #[derive(Debug, Clone)]
     struct FailingDirectory {
         inner: MmapDirectory,
@@ -1029,6 +1053,9 @@ mod tests {
         }
 
         fn atomic_write(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("the disk failed"));
+            }
             self.inner.atomic_write(path, data)
         }
 
@@ -1069,13 +1096,25 @@ mod tests {
         let (shard, fail) = failing_shard(dir.path())?;
         let writes = |prefix: &str| (0..10).map(|i| index_write(&format!("{prefix}{i}"), i)).collect();
         assert!(shard.write(writes("a"))?.iter().all(Result::is_ok));
+        assert!(
+            shard
+                .write(vec![index_write("a3", 33)])?
+                .iter()
+                .all(Result::is_ok)
+        );
         fail.store(true, Ordering::SeqCst);
         assert!(shard.refresh().is_err());
+        // Rebuilding fails too while the disk does, and leaves the versions.
+        assert!(shard.refresh().is_err());
+        assert_eq!(shard.get("a3")?.map(|d| d.version), Some(2));
         fail.store(false, Ordering::SeqCst);
         assert!(shard.write(writes("b"))?.iter().all(Result::is_ok));
         assert!(shard.refresh()?);
         assert_eq!(shard.num_docs(), 20);
-        assert_eq!(shard.get("a3")?.map(|d| d.version), Some(1));
+        assert_eq!(
+            shard.get("a3")?.map(|d| (d.version, d.source)),
+            Some((2, r#"{"n":33}"#.into()))
+        );
         drop(shard);
         let reopened = open(dir.path())?;
         assert_eq!(reopened.num_docs(), 20);
@@ -1104,6 +1143,7 @@ mod tests {
             assert!(shard.write(writes(batch))?.iter().all(Result::is_ok));
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        assert!(shard.state.lock().writer_failed);
         fail.store(false, Ordering::SeqCst);
         assert!(shard.write(writes(6))?.iter().all(Result::is_ok));
         assert!(shard.refresh()?);

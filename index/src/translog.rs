@@ -219,11 +219,20 @@ impl Translog {
     }
 
     /// Every record the log holds, those of the rolled generations first:
-    /// each write the shard has not committed is among them.
+    /// each write the shard has not committed is among them. A record that
+    /// does not decode is an error, not the end: no append is in flight
+    /// while the log is borrowed, so the records after it would be lost.
     pub fn read_all(&self) -> Result<Vec<Op>> {
         let mut ops = Vec::new();
         for path in self.rolled.iter().chain([&self.path]) {
-            decode_records(&std::fs::read(path)?, &mut ops);
+            let data = std::fs::read(path)?;
+            let end = decode_records(&data, &mut ops);
+            if end < data.len() {
+                return Err(Error::Internal(format!(
+                    "translog {} has a corrupt record at byte {end}",
+                    path.display()
+                )));
+            }
         }
         Ok(ops)
     }
@@ -264,7 +273,6 @@ fn read_records(path: &Path, file: &mut File, replay: &mut Replay) -> Result<u64
     Ok(pos as u64)
 }
 
-/// The bytes [`encode`] writes for `op`.
 /// Decodes the complete records at the start of `data` into `ops`;
 /// returns where they end.
 fn decode_records(data: &[u8], ops: &mut Vec<Op>) -> usize {
@@ -276,6 +284,7 @@ fn decode_records(data: &[u8], ops: &mut Vec<Op>) -> usize {
     pos
 }
 
+/// The bytes [`encode`] writes for `op`.
 fn encoded_len(op: &Op) -> usize {
     let body = match &op.kind {
         OpKind::Index { source } => 4 + source.len(),
