@@ -56,9 +56,10 @@ pub fn work_dir(given: Option<&Path>) -> Result<(Option<tempfile::TempDir>, Path
 /// Generates the corpus and loads it into both systems, timing each load.
 pub fn prepare(c: &Common) -> Result<Prepared> {
     let (tmp, dir) = work_dir(c.work_dir.as_deref())?;
-    let mut p = load_both(&dir, c.docs, true)?;
-    p._tmp = tmp;
-    Ok(p)
+    Ok(Prepared {
+        _tmp: tmp,
+        ..load_both(&dir, c.docs, true)?
+    })
 }
 
 /// Loads the corpus of `docs` documents (generated once into `dir`) into

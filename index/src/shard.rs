@@ -861,9 +861,8 @@ fn apply_op(
 
 #[cfg(test)]
 mod tests {
-    use tantivy::directory::WritePtr;
     use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
-    use tantivy::directory::{WatchCallback, WatchHandle};
+    use tantivy::directory::{WatchCallback, WatchHandle, WritePtr};
 
     use super::*;
 
