@@ -5,7 +5,9 @@
 //! `[seq_no: u64][version: u64][kind: u8][id_len: u32][id][source_len: u32][source]`
 //! (little-endian; the source only for index operations). Opening the log
 //! replays every complete record; a torn or corrupt tail (a crash in the middle
-//! of an append) is detected by length or checksum, logged, and cut off.
+//! of an append) is detected by length or checksum, logged, and cut off. Only
+//! the newest file holding records takes appends, so only its tail can be
+//! torn: undecodable bytes in an older file fail the open instead.
 //! A tantivy commit records the next sequence number it does not hold. It
 //! rolls the log where it takes its snapshot (the current file becomes a
 //! numbered generation, and a new current file takes the writes made while
@@ -103,9 +105,9 @@ impl Translog {
             ops: Vec::new(),
             dropped_bytes: 0,
         };
+        let mut rolled_files = Vec::with_capacity(rolled.len());
         for (_, path) in &rolled {
-            let mut file = OpenOptions::new().read(true).write(true).open(path)?;
-            read_records(path, &mut file, &mut replay)?;
+            rolled_files.push(OpenOptions::new().read(true).write(true).open(path)?);
         }
         let path = dir.join(CURRENT_FILE);
         let mut file = OpenOptions::new()
@@ -115,7 +117,44 @@ impl Translog {
             .truncate(false)
             .open(&path)?;
         File::open(dir)?.sync_all()?;
-        let len = read_records(&path, &mut file, &mut replay)?;
+        let mut files: Vec<(&Path, &mut File)> = rolled
+            .iter()
+            .map(|(_, path)| path.as_path())
+            .zip(rolled_files.iter_mut())
+            .chain([(path.as_path(), &mut file)])
+            .collect();
+        let mut contents = Vec::with_capacity(files.len());
+        for (_, file) in &mut files {
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)?;
+            contents.push(data);
+        }
+        // Appends go to the newest file holding records (the current one,
+        // or the last generation when a roll could not create the current
+        // file), so only its tail can be a torn append. Undecodable bytes
+        // anywhere else are damage to acknowledged writes, and the records
+        // past them cannot be found: opening fails and the files are left
+        // as they are.
+        let last_written = contents.iter().rposition(|data| !data.is_empty()).unwrap_or(0);
+        let mut len = 0;
+        for (n, ((path, file), data)) in files.into_iter().zip(&contents).enumerate() {
+            let before = replay.ops.len();
+            let end = decode_records(data, &mut replay.ops);
+            if end < data.len() && n != last_written {
+                return Err(Error::Internal(format!(
+                    "translog {} is corrupt at byte {end}, before later acknowledged writes; it is left as it is",
+                    path.display()
+                )));
+            }
+            len = cut_torn_tail(
+                path,
+                file,
+                data.len(),
+                end,
+                replay.ops.len() - before,
+                &mut replay,
+            )?;
+        }
         let log = Translog {
             file,
             path,
@@ -248,29 +287,30 @@ impl Translog {
     }
 }
 
-/// Reads the complete records of one file into `replay`, cuts off a torn
-/// or corrupt tail, and leaves the file positioned at its end. Returns the
-/// length kept.
-fn read_records(path: &Path, file: &mut File, replay: &mut Replay) -> Result<u64> {
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)?;
-    let before = replay.ops.len();
-    let pos = decode_records(&data, &mut replay.ops);
-    let kept = replay.ops.len() - before;
-    let dropped_bytes = (data.len() - pos) as u64;
+/// Cuts the bytes of `file` (`len` long) past `end`, a torn append, and
+/// leaves it positioned at the end of what it keeps, which it returns.
+fn cut_torn_tail(
+    path: &Path,
+    file: &mut File,
+    len: usize,
+    end: usize,
+    kept_records: usize,
+    replay: &mut Replay,
+) -> Result<u64> {
+    let dropped_bytes = (len - end) as u64;
     if dropped_bytes > 0 {
         tracing::warn!(
             path = %path.display(),
             dropped_bytes,
-            kept_records = kept,
+            kept_records,
             "translog has a torn or corrupt tail; dropping it"
         );
-        file.set_len(pos as u64)?;
+        file.set_len(end as u64)?;
         file.sync_all()?;
         replay.dropped_bytes += dropped_bytes;
     }
-    file.seek(SeekFrom::Start(pos as u64))?;
-    Ok(pos as u64)
+    file.seek(SeekFrom::Start(end as u64))?;
+    Ok(end as u64)
 }
 
 /// Decodes the complete records at the start of `data` into `ops`;
@@ -485,16 +525,70 @@ mod tests {
         Ok(())
     }
 
-    /// Writes made while a commit runs survive it; a crash before the
-    /// commit deletes the rolled generation replays both, in order.
-    #[test]
-    fn rolled_generations_wait_for_the_commit() -> anyhow::Result<()> {
+    /// The one generation of `dir`.
+    fn generation_file(dir: &Path) -> anyhow::Result<PathBuf> {
+        let mut found = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .filter(|p| {
+                p.as_ref()
+                    .is_ok_and(|p| p.file_name() != Some(CURRENT_FILE.as_ref()))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        assert_eq!(found.len(), 1);
+        Ok(found.remove(0))
+    }
+
+    /// A closed log whose generation holds `op(0)` and `op(1)` and whose
+    /// current file holds `current`; returns the generation's path too.
+    fn rolled_log(current: &[Op]) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
         let dir = tempfile::tempdir()?;
         let (mut log, _) = Translog::open(dir.path())?;
         log.append(&[op(0), op(1)])?;
         log.roll()?;
-        log.append(&[op(2)])?;
+        log.append(current)?;
         drop(log);
+        let rolled = generation_file(dir.path())?;
+        Ok((dir, rolled))
+    }
+
+    /// A damaged record in a generation older than the newest file holding
+    /// records is not a torn append: the open fails and changes no file.
+    #[test]
+    fn damage_before_later_records_fails_the_open() -> anyhow::Result<()> {
+        let (dir, rolled) = rolled_log(&[op(2)])?;
+        let mut data = std::fs::read(&rolled)?;
+        data[HEADER + 2] ^= 0xff;
+        std::fs::write(&rolled, &data)?;
+        let current = std::fs::read(dir.path().join(CURRENT_FILE))?;
+        let err = Translog::open(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("is corrupt at byte 0"), "{err}");
+        assert_eq!(std::fs::read(&rolled)?, data);
+        assert_eq!(std::fs::read(dir.path().join(CURRENT_FILE))?, current);
+        Ok(())
+    }
+
+    /// When the current file is empty, the last generation may have taken
+    /// the last append (a roll that could not create the current file), so
+    /// its torn tail is cut as the current file's would be.
+    #[test]
+    fn the_newest_generation_may_end_torn() -> anyhow::Result<()> {
+        let (dir, rolled) = rolled_log(&[])?;
+        let len = std::fs::metadata(&rolled)?.len();
+        OpenOptions::new().write(true).open(&rolled)?.set_len(len - 5)?;
+        let (_, replay) = Translog::open(dir.path())?;
+        assert_eq!(replay.ops, vec![op(0)]);
+        assert!(replay.dropped_bytes > 0);
+        Ok(())
+    }
+
+    /// Writes made while a commit runs survive it; a crash before the
+    /// commit deletes the rolled generation replays both, in order.
+    #[test]
+    fn rolled_generations_wait_for_the_commit() -> anyhow::Result<()> {
+        let (dir, _) = rolled_log(&[op(2)])?;
         let (mut log, replay) = Translog::open(dir.path())?;
         assert_eq!(replay.ops, vec![op(0), op(1), op(2)]);
         log.append(&[op(3)])?;
