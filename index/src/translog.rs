@@ -72,6 +72,9 @@ pub struct Translog {
     /// Encoding buffer of [`Translog::append`].
     buf: Vec<u8>,
     next_generation: u64,
+    /// A failed append could not be cut back: its bytes may sit before
+    /// later appends, so the log takes none until it is reopened.
+    broken: bool,
 }
 
 /// What opening a translog found.
@@ -117,32 +120,31 @@ impl Translog {
             .truncate(false)
             .open(&path)?;
         File::open(dir)?.sync_all()?;
-        let mut files: Vec<(&Path, &mut File)> = rolled
+        let files: Vec<(&Path, &mut File)> = rolled
             .iter()
             .map(|(_, path)| path.as_path())
             .zip(rolled_files.iter_mut())
             .chain([(path.as_path(), &mut file)])
             .collect();
-        let mut contents = Vec::with_capacity(files.len());
-        for (_, file) in &mut files {
-            let mut data = Vec::new();
-            file.read_to_end(&mut data)?;
-            contents.push(data);
-        }
         // Appends go to the newest file holding records (the current one,
         // or the last generation when a roll could not create the current
         // file), so only its tail can be a torn append. Undecodable bytes
         // anywhere else are damage to acknowledged writes, and the records
-        // past them cannot be found: opening fails and the files are left
-        // as they are.
-        let last_written = contents.iter().rposition(|data| !data.is_empty()).unwrap_or(0);
+        // past them cannot be found: opening fails and cuts nothing.
+        let mut sizes = Vec::with_capacity(files.len());
+        for (_, file) in &files {
+            sizes.push(file.metadata()?.len());
+        }
+        let last_written = sizes.iter().rposition(|&size| size > 0).unwrap_or(0);
         let mut len = 0;
-        for (n, ((path, file), data)) in files.into_iter().zip(&contents).enumerate() {
+        for (n, (path, file)) in files.into_iter().enumerate() {
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)?;
             let before = replay.ops.len();
-            let end = decode_records(data, &mut replay.ops);
+            let end = decode_records(&data, &mut replay.ops);
             if end < data.len() && n != last_written {
                 return Err(Error::Internal(format!(
-                    "translog {} is corrupt at byte {end}, before later acknowledged writes; it is left as it is",
+                    "translog {} is corrupt at byte {end}, before later acknowledged writes; nothing was cut",
                     path.display()
                 )));
             }
@@ -163,6 +165,7 @@ impl Translog {
             rolled: rolled.into_iter().map(|(_, path)| path).collect(),
             buf: Vec::new(),
             next_generation,
+            broken: false,
         };
         Ok((log, replay))
     }
@@ -181,6 +184,7 @@ impl Translog {
     }
 
     fn append_with(&mut self, ops: &[Op], buf: &mut Vec<u8>) -> Result<()> {
+        self.check_usable()?;
         buf.reserve(ops.iter().map(encoded_len).sum());
         for op in ops {
             encode(op, buf)?;
@@ -193,11 +197,25 @@ impl Translog {
             }
             Err(err) => {
                 tracing::error!(path = %self.path.display(), %err, "translog append failed; rolling back");
-                self.file.set_len(self.len)?;
-                self.file.seek(SeekFrom::Start(self.len))?;
+                let cut = self.file.set_len(self.len);
+                if let Err(cut_err) = cut.and_then(|()| self.file.seek(SeekFrom::Start(self.len))) {
+                    tracing::error!(path = %self.path.display(), %cut_err, "translog cannot be rolled back; it takes no more writes until the shard is reopened");
+                    self.broken = true;
+                }
                 Err(err.into())
             }
         }
+    }
+
+    /// Fails once an append could not be cut back (see `broken`).
+    fn check_usable(&self) -> Result<()> {
+        if self.broken {
+            return Err(Error::Internal(format!(
+                "translog {} holds a failed append it could not cut back; reopen the shard",
+                self.path.display()
+            )));
+        }
+        Ok(())
     }
 
     /// Starts a new generation: records appended from now on go to a new
@@ -205,6 +223,7 @@ impl Translog {
     /// generations until [`Translog::drop_rolled`]. A commit rolls the log
     /// where it takes its snapshot, so that writes can go on while it runs.
     pub fn roll(&mut self) -> Result<()> {
+        self.check_usable()?;
         if self.len == 0 {
             return Ok(());
         }
