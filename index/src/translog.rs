@@ -108,10 +108,6 @@ impl Translog {
             ops: Vec::new(),
             dropped_bytes: 0,
         };
-        let mut rolled_files = Vec::with_capacity(rolled.len());
-        for (_, path) in &rolled {
-            rolled_files.push(OpenOptions::new().read(true).write(true).open(path)?);
-        }
         let path = dir.join(CURRENT_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -120,43 +116,19 @@ impl Translog {
             .truncate(false)
             .open(&path)?;
         File::open(dir)?.sync_all()?;
-        let files: Vec<(&Path, &mut File)> = rolled
-            .iter()
-            .map(|(_, path)| path.as_path())
-            .zip(rolled_files.iter_mut())
-            .chain([(path.as_path(), &mut file)])
-            .collect();
         // Appends go to the newest file holding records (the current one,
         // or the last generation when a roll could not create the current
-        // file), so only its tail can be a torn append. Undecodable bytes
-        // anywhere else are damage to acknowledged writes, and the records
-        // past them cannot be found: opening fails and cuts nothing.
-        let mut sizes = Vec::with_capacity(files.len());
-        for (_, file) in &files {
-            sizes.push(file.metadata()?.len());
+        // file), so only its tail can be a torn append.
+        let mut sizes = Vec::with_capacity(rolled.len() + 1);
+        for p in rolled.iter().map(|(_, p)| p).chain([&path]) {
+            sizes.push(std::fs::metadata(p)?.len());
         }
         let last_written = sizes.iter().rposition(|&size| size > 0).unwrap_or(0);
-        let mut len = 0;
-        for (n, (path, file)) in files.into_iter().enumerate() {
-            let mut data = Vec::new();
-            file.read_to_end(&mut data)?;
-            let before = replay.ops.len();
-            let end = decode_records(&data, &mut replay.ops);
-            if end < data.len() && n != last_written {
-                return Err(Error::Internal(format!(
-                    "translog {} is corrupt at byte {end}, before later acknowledged writes; nothing was cut",
-                    path.display()
-                )));
-            }
-            len = cut_torn_tail(
-                path,
-                file,
-                data.len(),
-                end,
-                replay.ops.len() - before,
-                &mut replay,
-            )?;
+        for (n, (_, rolled_path)) in rolled.iter().enumerate() {
+            let mut rolled_file = OpenOptions::new().read(true).write(true).open(rolled_path)?;
+            read_records(rolled_path, &mut rolled_file, n == last_written, &mut replay)?;
         }
+        let len = read_records(&path, &mut file, rolled.len() == last_written, &mut replay)?;
         let log = Translog {
             file,
             path,
@@ -286,10 +258,7 @@ impl Translog {
             let data = std::fs::read(path)?;
             let end = decode_records(&data, &mut ops);
             if end < data.len() {
-                return Err(Error::Internal(format!(
-                    "translog {} has a corrupt record at byte {end}",
-                    path.display()
-                )));
+                return Err(corrupt_at(path, end));
             }
         }
         Ok(ops)
@@ -306,22 +275,25 @@ impl Translog {
     }
 }
 
-/// Cuts the bytes of `file` (`len` long) past `end`, a torn append, and
-/// leaves it positioned at the end of what it keeps, which it returns.
-fn cut_torn_tail(
-    path: &Path,
-    file: &mut File,
-    len: usize,
-    end: usize,
-    kept_records: usize,
-    replay: &mut Replay,
-) -> Result<u64> {
-    let dropped_bytes = (len - end) as u64;
+/// Reads the complete records of one file into `replay` and leaves the
+/// file positioned at their end, which it returns. Bytes past them are cut
+/// off when the file `may_end_torn` (a torn append); anywhere else they are
+/// damage to acknowledged writes, whose later records cannot be found, and
+/// fail the read without cutting anything.
+fn read_records(path: &Path, file: &mut File, may_end_torn: bool, replay: &mut Replay) -> Result<u64> {
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    let before = replay.ops.len();
+    let end = decode_records(&data, &mut replay.ops);
+    let dropped_bytes = (data.len() - end) as u64;
     if dropped_bytes > 0 {
+        if !may_end_torn {
+            return Err(corrupt_at(path, end));
+        }
         tracing::warn!(
             path = %path.display(),
             dropped_bytes,
-            kept_records,
+            kept_records = replay.ops.len() - before,
             "translog has a torn or corrupt tail; dropping it"
         );
         file.set_len(end as u64)?;
@@ -330,6 +302,14 @@ fn cut_torn_tail(
     }
     file.seek(SeekFrom::Start(end as u64))?;
     Ok(end as u64)
+}
+
+/// The error of a record that does not decode before the end of its file.
+fn corrupt_at(path: &Path, end: usize) -> Error {
+    Error::Internal(format!(
+        "translog {} is corrupt at byte {end}, before acknowledged writes logged after it; nothing was cut",
+        path.display()
+    ))
 }
 
 /// Decodes the complete records at the start of `data` into `ops`;
