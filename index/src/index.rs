@@ -187,8 +187,7 @@ impl Index {
     /// Opens an existing index and replays the translogs of the shards on
     /// this node.
     pub fn open(dir: &Path, peers: Option<Arc<dyn Peers>>) -> Result<Index> {
-        let meta: IndexMeta = serde_json::from_slice(&std::fs::read(dir.join(META_FILE))?)
-            .map_err(|e| Error::Internal(format!("corrupt index metadata in {}: {e}", dir.display())))?;
+        let meta = read_meta(dir)?;
         let shared = Arc::new(RwLock::new(meta.clone()));
         let node = peers.as_ref().map(|p| p.node_id().to_string());
         let shards = (0..meta.settings.number_of_shards)
@@ -1314,4 +1313,10 @@ fn write_meta(dir: &Path, meta: &IndexMeta) -> Result<()> {
 /// Whether `dir` holds an index.
 pub fn is_index_dir(dir: &Path) -> bool {
     dir.join(META_FILE).exists()
+}
+
+/// The metadata of the index stored in `dir`.
+pub fn read_meta(dir: &Path) -> Result<IndexMeta> {
+    serde_json::from_slice(&std::fs::read(dir.join(META_FILE))?)
+        .map_err(|e| Error::Internal(format!("corrupt index metadata in {}: {e}", dir.display())))
 }

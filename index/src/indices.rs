@@ -9,7 +9,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::index::{Index, IndexMeta, is_index_dir};
+use crate::index::{Index, IndexMeta, is_index_dir, read_meta};
 use crate::mapping::Mapping;
 use crate::peers::Peers;
 use crate::settings::IndexSettings;
@@ -18,6 +18,8 @@ use crate::settings::IndexSettings;
 pub struct Indices {
     root: PathBuf,
     map: RwLock<BTreeMap<String, Arc<Index>>>,
+    /// Indices whose files did not open when the node started.
+    failed: RwLock<BTreeMap<String, FailedIndex>>,
     create_lock: Mutex<()>,
     peers: Option<Arc<dyn Peers>>,
 }
@@ -26,6 +28,81 @@ impl std::fmt::Debug for Indices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Indices").field("root", &self.root).finish()
     }
+}
+
+/// An index whose files this node could not open when it started (damaged
+/// metadata, a shard whose files or translog do not read). The node serves
+/// its other indices; this one keeps its name and its files, answers every
+/// request with a 503 naming the cause, shows red in `_cat/indices` and
+/// `_cluster/health`, and goes only when it is deleted.
+#[derive(Debug, Clone)]
+pub struct FailedIndex {
+    /// Index name (from its metadata, else from its directory's name).
+    pub name: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its metadata, when that much could be read.
+    pub meta: Option<IndexMeta>,
+    /// Why it did not open.
+    pub reason: String,
+}
+
+impl FailedIndex {
+    fn of(dir: &Path, err: &Error) -> FailedIndex {
+        let meta = read_meta(dir).ok();
+        let name = match &meta {
+            Some(meta) => meta.name.clone(),
+            None => name_of_dir(dir),
+        };
+        FailedIndex {
+            name,
+            dir: dir.to_path_buf(),
+            meta,
+            reason: err.to_string(),
+        }
+    }
+
+    /// The error every request for it answers.
+    pub fn error(&self) -> Error {
+        Error::unavailable(format!(
+            "index [{}] could not be opened on this node: {}",
+            self.name, self.reason
+        ))
+    }
+}
+
+/// The index name in an index directory's name (`<name>-<uuid>`).
+fn name_of_dir(dir: &Path) -> String {
+    let file_name = dir.file_name().unwrap_or_default().to_string_lossy();
+    match file_name.rsplit_once('-') {
+        Some((name, uuid)) if uuid.len() == 32 && uuid.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name.to_string()
+        }
+        _ => file_name.into_owned(),
+    }
+}
+
+/// Deletes an index directory. Removing the metadata first makes the
+/// deletion atomic: a crash part-way through leaves files that are no
+/// longer an index. Indexing threads of dropped writers may still be
+/// flushing into the directory: removing it is retried, and a leftover (no
+/// longer an index) is only logged.
+fn erase(dir: &Path) -> Result<()> {
+    std::fs::remove_file(dir.join(crate::index::META_FILE))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    let mut attempt = 0;
+    while let Err(err) = std::fs::remove_dir_all(dir) {
+        attempt += 1;
+        if err.kind() == std::io::ErrorKind::NotFound {
+            break;
+        }
+        if attempt == 20 {
+            tracing::warn!(dir = %dir.display(), %err, "could not remove the files of a deleted index");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// How a write request makes its documents searchable (`?refresh=`).
@@ -102,19 +179,31 @@ impl Indices {
     pub fn open_with(data_dir: &Path, peers: Option<Arc<dyn Peers>>) -> Result<Indices> {
         let root = data_dir.join("indices");
         std::fs::create_dir_all(&root)?;
-        let mut map = BTreeMap::new();
+        let (mut map, mut failed) = (BTreeMap::new(), BTreeMap::new());
         for entry in std::fs::read_dir(&root)? {
             let path = entry?.path();
             if !is_index_dir(&path) {
                 continue;
             }
-            let index = Index::open(&path, peers.clone())?;
-            tracing::info!(index = %index.name(), docs = index.num_docs(), "opened index");
-            map.insert(index.name(), Arc::new(index));
+            match Index::open(&path, peers.clone()) {
+                Ok(index) => {
+                    tracing::info!(index = %index.name(), docs = index.num_docs(), "opened index");
+                    map.insert(index.name(), Arc::new(index));
+                }
+                Err(err) => {
+                    let index = FailedIndex::of(&path, &err);
+                    tracing::error!(
+                        index = %index.name, dir = %path.display(), %err,
+                        "could not open the index: it answers 503 until it is deleted"
+                    );
+                    failed.insert(index.name.clone(), index);
+                }
+            }
         }
         Ok(Indices {
             root,
             map: RwLock::new(map),
+            failed: RwLock::new(failed),
             create_lock: Mutex::new(()),
             peers,
         })
@@ -150,7 +239,7 @@ impl Indices {
             }
         }
         let _guard = self.create_lock.lock();
-        if self.map.read().contains_key(name) {
+        if self.exists(name) {
             return Err(Error::IndexExists(name.to_string()));
         }
         let copies = match &self.peers {
@@ -220,6 +309,9 @@ impl Indices {
             tracing::info!(index = %meta.name, old = %mine.uuid, "replacing an older incarnation");
             self.remove(&meta.name)?;
         }
+        if self.failed.read().contains_key(&meta.name) {
+            return Err(Error::IndexExists(meta.name));
+        }
         let name = meta.name.clone();
         let index = self.create_from(meta)?;
         tracing::info!(index = %name, "installed index from another node");
@@ -242,11 +334,26 @@ impl Indices {
 
     /// The index named `name`.
     pub fn get(&self, name: &str) -> Result<Arc<Index>> {
-        self.map
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::IndexNotFound(name.to_string()))
+        let index = self.map.read().get(name).cloned();
+        index.ok_or_else(|| self.missing(name))
+    }
+
+    /// Whether an index named `name` exists, open or failed.
+    fn exists(&self, name: &str) -> bool {
+        self.map.read().contains_key(name) || self.failed.read().contains_key(name)
+    }
+
+    /// The error for a name that names no open index.
+    fn missing(&self, name: &str) -> Error {
+        match self.failed.read().get(name) {
+            Some(failed) => failed.error(),
+            None => Error::IndexNotFound(name.to_string()),
+        }
+    }
+
+    /// The indices that did not open, by name.
+    pub fn failed(&self) -> Vec<FailedIndex> {
+        self.failed.read().values().cloned().collect()
     }
 
     /// The index named `name`, the incarnation `uuid` when one is named,
@@ -300,6 +407,13 @@ impl Indices {
 
     /// Deletes an index and its files, on every node.
     pub fn delete(&self, name: &str) -> Result<()> {
+        let failed = self.failed.read().get(name).cloned();
+        if let Some(failed) = failed {
+            if let (Some(peers), Some(meta)) = (&self.peers, &failed.meta) {
+                peers.index_deleted(meta)?;
+            }
+            return self.remove_failed(name);
+        }
         let meta = self.get(name)?.meta();
         if let Some(peers) = &self.peers {
             peers.index_deleted(&meta)?;
@@ -311,6 +425,17 @@ impl Indices {
     /// Deletes this node's copy of an index, when it is the incarnation
     /// `uuid` (another node deleted it).
     pub fn remove_incarnation(&self, name: &str, uuid: &str) -> Result<()> {
+        let failed_uuid = self
+            .failed
+            .read()
+            .get(name)
+            .map(|f| f.meta.as_ref().map(|m| m.uuid.clone()));
+        if let Some(failed_uuid) = failed_uuid {
+            return match failed_uuid {
+                Some(u) if u == uuid => self.remove_failed(name),
+                _ => Ok(()),
+            };
+        }
         match self.get(name) {
             Ok(index) if index.uuid() == uuid => self.remove(name),
             Ok(_) | Err(Error::IndexNotFound(_)) => Ok(()),
@@ -325,28 +450,20 @@ impl Indices {
             .remove(name)
             .ok_or_else(|| Error::IndexNotFound(name.to_string()))?;
         index.mark_deleted();
-        // Removing the metadata first makes the deletion atomic: a crash
-        // part-way through leaves files that are no longer an index.
-        std::fs::remove_file(index.dir().join(crate::index::META_FILE))?;
-        std::fs::File::open(index.dir())?.sync_all()?;
-        // Indexing threads of the dropped writers may still be flushing into
-        // the directory: removing it is retried, and a leftover (no longer an
-        // index) is only logged.
         let dir = index.dir().to_path_buf();
         drop(index);
-        let mut attempt = 0;
-        while let Err(err) = std::fs::remove_dir_all(&dir) {
-            attempt += 1;
-            if err.kind() == std::io::ErrorKind::NotFound {
-                break;
-            }
-            if attempt == 20 {
-                tracing::warn!(dir = %dir.display(), %err, "could not remove the files of a deleted index");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        erase(&dir)?;
         tracing::info!(index = name, "deleted index");
+        Ok(())
+    }
+
+    /// Deletes the files of an index that did not open.
+    fn remove_failed(&self, name: &str) -> Result<()> {
+        let failed = self.failed.write().remove(name);
+        if let Some(failed) = failed {
+            erase(&failed.dir)?;
+            tracing::info!(index = name, "deleted an index that did not open");
+        }
         Ok(())
     }
 
@@ -356,12 +473,21 @@ impl Indices {
     }
 
     /// Resolves a comma-separated list of names and wildcards (`logs-*`).
-    /// A concrete name that does not exist is an error; a wildcard may match nothing.
+    /// A concrete name that does not exist is an error; a wildcard may match
+    /// nothing. An index that did not open is an error either way, so that
+    /// no answer leaves it out unsaid.
     pub fn resolve(&self, expr: &str) -> Result<Vec<Arc<Index>>> {
         let map = self.map.read();
         let mut out: Vec<Arc<Index>> = Vec::new();
         for part in expr.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             if part == "_all" || part.contains('*') {
+                let failed = self.failed.read();
+                if let Some(index) = failed
+                    .values()
+                    .find(|f| part == "_all" || wildcard_match(part, &f.name))
+                {
+                    return Err(index.error());
+                }
                 for (name, index) in map.iter() {
                     if (part == "_all" || wildcard_match(part, name))
                         && !out.iter().any(|i| Arc::ptr_eq(i, index))
@@ -370,11 +496,38 @@ impl Indices {
                     }
                 }
             } else {
-                let index = map
-                    .get(part)
-                    .ok_or_else(|| Error::IndexNotFound(part.to_string()))?;
+                let index = map.get(part).ok_or_else(|| self.missing(part))?;
                 if !out.iter().any(|i| Arc::ptr_eq(i, index)) {
                     out.push(Arc::clone(index));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names a comma-separated list of names and wildcards matches,
+    /// among the open indices and those that did not open (which can be
+    /// deleted and answer `HEAD`). A concrete name that does not exist is
+    /// an error.
+    pub fn resolve_names(&self, expr: &str) -> Result<Vec<String>> {
+        let (map, failed) = (self.map.read(), self.failed.read());
+        let mut out: Vec<String> = Vec::new();
+        for part in expr.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let matched: Vec<&String> = if part == "_all" || part.contains('*') {
+                map.keys()
+                    .chain(failed.keys())
+                    .filter(|name| part == "_all" || wildcard_match(part, name))
+                    .collect()
+            } else {
+                let name = map
+                    .get_key_value(part)
+                    .map(|(name, _)| name)
+                    .or_else(|| failed.get_key_value(part).map(|(name, _)| name));
+                vec![name.ok_or_else(|| Error::IndexNotFound(part.to_string()))?]
+            };
+            for name in matched {
+                if !out.contains(name) {
+                    out.push(name.clone());
                 }
             }
         }
@@ -497,6 +650,51 @@ mod tests {
         assert!(validate_name("_x").is_err());
         assert!(validate_name("a b").is_err());
         assert!(validate_name("").is_err());
+    }
+
+    #[test]
+    fn an_index_whose_metadata_does_not_read_fails_alone() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let indices = Indices::open(dir.path())?;
+        let (bad, good) = (indices.create("logs-2024", None)?, indices.create("other", None)?);
+        let bad_dir = bad.dir().to_path_buf();
+        drop((bad, good));
+        indices.close()?;
+        drop(indices);
+        std::fs::write(bad_dir.join(crate::index::META_FILE), b"not json")?;
+
+        let indices = Indices::open(dir.path())?;
+        assert_eq!(
+            indices.list().iter().map(|i| i.name()).collect::<Vec<_>>(),
+            ["other"]
+        );
+        let failed = indices.failed();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(
+            (failed[0].name.as_str(), failed[0].meta.is_none()),
+            ("logs-2024", true)
+        );
+        let err = indices
+            .get("logs-2024")
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("it opened"))?;
+        assert_eq!(
+            (err.status(), err.es_type()),
+            (503, "unavailable_shards_exception")
+        );
+        assert!(err.to_string().contains("corrupt index metadata"), "{err}");
+        assert!(matches!(
+            indices.create("logs-2024", None),
+            Err(Error::IndexExists(_))
+        ));
+        assert_eq!(indices.resolve_names("logs-*")?, ["logs-2024"]);
+        assert!(indices.resolve("logs-*").is_err());
+
+        indices.delete("logs-2024")?;
+        assert!(!bad_dir.exists());
+        assert!(indices.failed().is_empty());
+        indices.create("logs-2024", None)?;
+        Ok(())
     }
 
     #[tokio::test]

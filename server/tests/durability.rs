@@ -1,4 +1,5 @@
-//! Acknowledged writes survive SIGKILL; a torn translog tail is dropped, not fatal.
+//! Acknowledged writes survive SIGKILL; a torn translog tail is dropped, not
+//! fatal; an index whose files do not open fails alone, not the node.
 
 mod common;
 
@@ -6,7 +7,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 
 use anyhow::Result;
-use common::Server;
+use common::{Server, assert_es_error};
 use serde_json::{Value, json};
 
 fn translogs(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -142,5 +143,81 @@ fn sigterm_commits_every_shard_and_exits_cleanly() -> Result<()> {
     }
     let server = Server::start(dir.path())?;
     assert_eq!(server.count("metrics")?, 40);
+    Ok(())
+}
+
+/// The tantivy metadata file of shard 0 of `index`.
+fn shard_meta(data_dir: &std::path::Path, index: &str) -> Result<std::path::PathBuf> {
+    for entry in std::fs::read_dir(data_dir.join("indices"))? {
+        let dir = entry?.path();
+        let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if name.rsplit_once('-').is_some_and(|(n, _)| n == index) {
+            return Ok(dir.join("shards").join("0").join("meta.json"));
+        }
+    }
+    anyhow::bail!("no directory of index {index}")
+}
+
+#[test]
+fn an_index_that_does_not_open_fails_alone() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    for index in ["good", "bad"] {
+        create_unrefreshed(&server, index, 1)?;
+        let lines: Vec<Value> = (0..5)
+            .flat_map(|i| [json!({"index": {"_id": i.to_string()}}), json!({"n": i})])
+            .collect();
+        let (status, body) = server.bulk(&format!("/{index}/_bulk?refresh=true"), &lines)?;
+        assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    }
+    assert!(server.terminate()?.success());
+    let damaged = shard_meta(dir.path(), "bad")?;
+    std::fs::write(&damaged, b"{ not tantivy metadata")?;
+
+    let server = Server::start(dir.path())?;
+    assert_eq!(server.count("good")?, 5);
+    let unavailable = |(status, body): (u16, Value)| {
+        assert_es_error(status, &body, 503, "unavailable_shards_exception");
+        let reason = body["error"]["reason"].as_str().unwrap_or_default().to_string();
+        assert!(reason.contains("index [bad] could not be opened"), "{body}");
+    };
+    unavailable(server.post("/bad/_search", &json!({"query": {"match_all": {}}}))?);
+    unavailable(server.post("/_all/_search", &json!({"query": {"match_all": {}}}))?);
+    unavailable(server.get("/bad/_doc/1")?);
+    unavailable(server.put("/bad/_doc/9", &json!({"n": 9}))?);
+    unavailable(server.post("/_sql", &json!({"query": "SELECT count(*) FROM bad"}))?);
+    let (status, body) = server.put("/bad", &json!({}))?;
+    assert_es_error(status, &body, 400, "resource_already_exists_exception");
+    let (status, _) = server.request("HEAD", "/bad", None, "")?;
+    assert_eq!(status, 200);
+    // Its files are left as they were.
+    assert_eq!(std::fs::read(&damaged)?, b"{ not tantivy metadata");
+
+    let (_, cat) = server.get("/_cat/indices?format=json")?;
+    let health: Vec<(&str, &str)> = cat
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["index"].as_str().unwrap_or(""),
+                r["health"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(health, [("bad", "red"), ("good", "green")], "{cat}");
+    let (status, body) = server.get("/_cluster/health")?;
+    assert_eq!((status, &body["status"]), (200, &json!("red")), "{body}");
+    assert_eq!(body["unassigned_primary_shards"], json!(1), "{body}");
+
+    // Deleting it frees the name.
+    let (status, body) = server.delete("/bad")?;
+    assert_eq!(status, 200, "{body}");
+    assert!(!damaged.exists());
+    let (_, body) = server.get("/_cluster/health")?;
+    assert_eq!(body["status"], json!("green"), "{body}");
+    create_unrefreshed(&server, "bad", 1)?;
+    assert_eq!(server.count("bad")?, 0);
+    assert_eq!(server.count("good")?, 5);
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider, TableProvider};
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::SessionContext;
 use quidditch_index::Indices;
 use quidditch_index::table::IndexTable;
@@ -35,11 +35,12 @@ impl SchemaProvider for IndexSchemaProvider {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        Ok(self
-            .indices
-            .get(name)
-            .ok()
-            .map(|index| Arc::new(IndexTable::new(index)) as Arc<dyn TableProvider>))
+        match self.indices.get(name) {
+            Ok(index) => Ok(Some(Arc::new(IndexTable::new(index)))),
+            Err(quidditch_index::Error::IndexNotFound(_)) => Ok(None),
+            // An index that did not open answers why, not "no such table".
+            Err(err) => Err(DataFusionError::External(Box::new(err))),
+        }
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use quidditch_index::Index;
+use quidditch_index::indices::FailedIndex;
 use serde_json::{Value, json};
 
 use super::{ApiResult, Params, ok_json};
@@ -26,7 +27,21 @@ const COLUMNS: [&str; 10] = [
 ];
 
 pub async fn indices(State(node): State<Arc<Node>>, Query(params): Query<Params>) -> ApiResult<Response> {
-    render(&node, node.indices.list(), &params).await
+    let remote = remote_docs(&node).await;
+    let mut rows: Vec<(String, Vec<String>)> = node
+        .indices
+        .list()
+        .iter()
+        .map(|i| (i.name(), row(&node, i, &remote)))
+        .collect();
+    rows.extend(
+        node.indices
+            .failed()
+            .iter()
+            .map(|f| (f.name.clone(), failed_row(f))),
+    );
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    render_table(&COLUMNS, rows.into_iter().map(|(_, r)| r).collect(), &params)
 }
 
 pub async fn indices_of(
@@ -76,11 +91,41 @@ fn docs_count(index: &Index, remote: &RemoteDocs) -> u64 {
         .sum()
 }
 
-async fn render(node: &Node, indices: Vec<Arc<Index>>, params: &Params) -> ApiResult<Response> {
-    let remote = match &node.cluster {
+/// A row of an index that did not open: red, without document counts (as
+/// Elasticsearch shows an index whose primaries are unassigned).
+fn failed_row(index: &FailedIndex) -> Vec<String> {
+    let size = human_size(dir_size(&index.dir));
+    let (uuid, pri, rep) = match &index.meta {
+        Some(meta) => (
+            meta.uuid.clone(),
+            meta.settings.number_of_shards.to_string(),
+            meta.settings.number_of_replicas.to_string(),
+        ),
+        None => Default::default(),
+    };
+    vec![
+        "red".to_string(),
+        "open".to_string(),
+        index.name.clone(),
+        uuid,
+        pri,
+        rep,
+        String::new(),
+        String::new(),
+        size.clone(),
+        size,
+    ]
+}
+
+async fn remote_docs(node: &Node) -> RemoteDocs {
+    match &node.cluster {
         Some(cluster) => cluster.shard_docs().await,
         None => RemoteDocs::new(),
-    };
+    }
+}
+
+async fn render(node: &Node, indices: Vec<Arc<Index>>, params: &Params) -> ApiResult<Response> {
+    let remote = remote_docs(node).await;
     let rows: Vec<Vec<String>> = indices.iter().map(|i| row(node, i, &remote)).collect();
     render_table(&COLUMNS, rows, params)
 }

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use quidditch_cluster::Role;
 use quidditch_index::Index;
+use quidditch_index::indices::FailedIndex;
 use serde_json::{Value, json};
 
 use super::cat::render_table;
@@ -73,7 +74,22 @@ pub(super) struct ShardCounts {
 
 impl ShardCounts {
     pub(super) fn of(node: &Node, indices: &[Arc<Index>]) -> ShardCounts {
+        ShardCounts::with_failed(node, indices, &[])
+    }
+
+    /// Counts of `indices` and of indices that did not open, whose shards
+    /// are all unassigned.
+    fn with_failed(node: &Node, indices: &[Arc<Index>], failed: &[FailedIndex]) -> ShardCounts {
         let mut counts = ShardCounts::default();
+        for meta in failed.iter().filter_map(|f| f.meta.as_ref()) {
+            let shards = u64::from(meta.settings.number_of_shards);
+            counts.unassigned_primaries += shards;
+            counts.unassigned += shards * (1 + u64::from(meta.settings.number_of_replicas));
+        }
+        // One whose metadata did not read has at least a primary unassigned.
+        let unknown = failed.iter().filter(|f| f.meta.is_none()).count() as u64;
+        counts.unassigned_primaries += unknown;
+        counts.unassigned += unknown;
         for index in indices {
             let desired = 1 + u64::from(index.settings().number_of_replicas);
             for copies in shard_copies(node, index) {
@@ -106,8 +122,8 @@ impl ShardCounts {
     }
 }
 
-fn health_of(node: &Node, indices: &[Arc<Index>]) -> (Health, Value) {
-    let counts = ShardCounts::of(node, indices);
+fn health_of(node: &Node, indices: &[Arc<Index>], failed: &[FailedIndex]) -> (Health, Value) {
+    let counts = ShardCounts::with_failed(node, indices, failed);
     let status = counts.health();
     let (nodes, data_nodes) = match &node.cluster {
         Some(cluster) => {
@@ -158,11 +174,11 @@ async fn health_for(node: &Node, target: Option<&str>, params: &Params) -> ApiRe
         .checked_add(timeout)
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
     loop {
-        let indices = match target {
-            Some(t) => node.indices.resolve(t)?,
-            None => node.indices.list(),
+        let (indices, failed) = match target {
+            Some(t) => (node.indices.resolve(t)?, Vec::new()),
+            None => (node.indices.list(), node.indices.failed()),
         };
-        let (status, mut out) = health_of(node, &indices);
+        let (status, mut out) = health_of(node, &indices, &failed);
         let satisfied = wait_for.is_none_or(|w| status <= w);
         if satisfied {
             return Ok(es_json(StatusCode::OK, &out));

@@ -28,8 +28,8 @@ pub async fn create(
 pub async fn delete(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
     let indices = Arc::clone(&node.indices);
     tokio::task::spawn_blocking(move || {
-        for index in indices.resolve(&name)? {
-            indices.delete(&index.name())?;
+        for name in indices.resolve_names(&name)? {
+            indices.delete(&name)?;
         }
         Ok::<_, quidditch_index::Error>(())
     })
@@ -38,7 +38,7 @@ pub async fn delete(State(node): State<Arc<Node>>, Path(name): Path<String>) -> 
 }
 
 pub async fn exists(State(node): State<Arc<Node>>, Path(name): Path<String>) -> Response {
-    let found = node.indices.resolve(&name).is_ok_and(|v| !v.is_empty());
+    let found = node.indices.resolve_names(&name).is_ok_and(|v| !v.is_empty());
     if found {
         StatusCode::OK
     } else {
