@@ -109,6 +109,18 @@ impl Error {
         }
     }
 
+    /// Whether the files are held by another index writer: another process
+    /// has the data directory.
+    pub fn is_lock_busy(&self) -> bool {
+        matches!(
+            self,
+            Error::Tantivy(tantivy::TantivyError::LockFailure(
+                tantivy::directory::error::LockError::LockBusy,
+                _
+            ))
+        )
+    }
+
     /// A shard's node that could not be reached (`unavailable_shards_exception`, 503).
     pub fn unavailable(reason: impl Into<String>) -> Self {
         Error::Remote {

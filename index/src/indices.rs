@@ -190,6 +190,9 @@ impl Indices {
                     tracing::info!(index = %index.name(), docs = index.num_docs(), "opened index");
                     map.insert(index.name(), Arc::new(index));
                 }
+                // Another process has the data directory: nothing here is
+                // damaged, and this node must not start over it.
+                Err(err) if err.is_lock_busy() => return Err(err),
                 Err(err) => {
                     let index = FailedIndex::of(&path, &err);
                     tracing::error!(
