@@ -30,8 +30,9 @@ impl std::fmt::Debug for Indices {
     }
 }
 
-/// An index whose files this node could not open when it started (damaged
-/// metadata, a shard whose files or translog do not read). The node serves
+/// An index whose files the embedded single node could not open when it
+/// started (damaged metadata, a shard whose files or translog do not
+/// read). The node serves
 /// its other indices; this one keeps its name and its files, answers every
 /// request with a 503 naming the cause, shows red in `_cat/indices` and
 /// `_cluster/health`, and goes only when it is deleted.
@@ -191,8 +192,10 @@ impl Indices {
                     map.insert(index.name(), Arc::new(index));
                 }
                 // Another process has the data directory: nothing here is
-                // damaged, and this node must not start over it.
-                Err(err) if err.is_lock_busy() => return Err(err),
+                // damaged, and this node must not start over it. A node of a
+                // cluster stays down too, so that the leader fails its shards
+                // over to their replicas.
+                Err(err) if err.is_lock_busy() || peers.is_some() => return Err(err),
                 Err(err) => {
                     let index = FailedIndex::of(&path, &err);
                     tracing::error!(
@@ -312,9 +315,6 @@ impl Indices {
             tracing::info!(index = %meta.name, old = %mine.uuid, "replacing an older incarnation");
             self.remove(&meta.name)?;
         }
-        if self.failed.read().contains_key(&meta.name) {
-            return Err(Error::IndexExists(meta.name));
-        }
         let name = meta.name.clone();
         let index = self.create_from(meta)?;
         tracing::info!(index = %name, "installed index from another node");
@@ -410,11 +410,8 @@ impl Indices {
 
     /// Deletes an index and its files, on every node.
     pub fn delete(&self, name: &str) -> Result<()> {
-        let failed = self.failed.read().get(name).cloned();
-        if let Some(failed) = failed {
-            if let (Some(peers), Some(meta)) = (&self.peers, &failed.meta) {
-                peers.index_deleted(meta)?;
-            }
+        // Only the embedded single node keeps failed indices.
+        if self.failed.read().contains_key(name) {
             return self.remove_failed(name);
         }
         let meta = self.get(name)?.meta();
@@ -428,17 +425,6 @@ impl Indices {
     /// Deletes this node's copy of an index, when it is the incarnation
     /// `uuid` (another node deleted it).
     pub fn remove_incarnation(&self, name: &str, uuid: &str) -> Result<()> {
-        let failed_uuid = self
-            .failed
-            .read()
-            .get(name)
-            .map(|f| f.meta.as_ref().map(|m| m.uuid.clone()));
-        if let Some(failed_uuid) = failed_uuid {
-            return match failed_uuid {
-                Some(u) if u == uuid => self.remove_failed(name),
-                _ => Ok(()),
-            };
-        }
         match self.get(name) {
             Ok(index) if index.uuid() == uuid => self.remove(name),
             Ok(_) | Err(Error::IndexNotFound(_)) => Ok(()),
