@@ -470,8 +470,42 @@ fn bad_cluster_flags_are_refused_and_a_restarted_node_serves_its_shards() -> Res
     wait_until(Duration::from_secs(10), "all documents after the refusal", || {
         Ok(count(&coordinator, "logs")? == 300)
     })?;
+
+    // A copy that does not open keeps a node of a cluster down (its shards
+    // are failed over to replicas, not served as 503 by a node that looks
+    // up), and its files stay as they were.
+    d1.kill()?;
+    let shard_meta = shard_meta_files(&data_dir)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("data-1 holds no shard"))?;
+    let good = std::fs::read(&shard_meta)?;
+    std::fs::write(&shard_meta, b"{ not tantivy metadata")?;
+    let stderr = Server::refused(&data_dir, &flags)?;
+    assert!(stderr.contains("Meta file cannot be deserialized"), "{stderr}");
+    assert_eq!(std::fs::read(&shard_meta)?, b"{ not tantivy metadata");
+    std::fs::write(&shard_meta, good)?;
+    let d1 = Server::start_with(&data_dir, &flag_refs)?;
+    wait_until(Duration::from_secs(10), "all documents after the repair", || {
+        Ok(count(&coordinator, "logs")? == 300)
+    })?;
     drop(d1);
     Ok(())
+}
+
+/// The tantivy metadata files of the shards under a node's data directory.
+fn shard_meta_files(data_dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for index in std::fs::read_dir(data_dir.join("indices"))? {
+        let shards = index?.path().join("shards");
+        for shard in std::fs::read_dir(&shards).into_iter().flatten() {
+            let meta = shard?.path().join("meta.json");
+            if meta.exists() {
+                out.push(meta);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `_cluster/health` of `s`.
