@@ -43,6 +43,9 @@ pub enum Error {
     /// Tantivy failed.
     #[error("tantivy error: {0}")]
     Tantivy(#[from] tantivy::TantivyError),
+    /// Stored files that do not read back as they were written (damage).
+    #[error("{0}")]
+    Corrupt(String),
     /// A broken invariant: a bug, not a user error.
     #[error("internal error: {0}")]
     Internal(String),
@@ -94,7 +97,7 @@ impl Error {
             Error::IndexNotFound(_) => "index_not_found_exception",
             Error::IndexExists(_) => "resource_already_exists_exception",
             Error::VersionConflict { .. } => "version_conflict_engine_exception",
-            Error::Io(_) | Error::Tantivy(_) | Error::Internal(_) => "exception",
+            Error::Io(_) | Error::Tantivy(_) | Error::Corrupt(_) | Error::Internal(_) => "exception",
         }
     }
 
@@ -104,20 +107,17 @@ impl Error {
             Error::BadRequest { .. } | Error::Mapping { .. } | Error::IndexExists(_) => 400,
             Error::IndexNotFound(_) => 404,
             Error::VersionConflict { .. } => 409,
-            Error::Io(_) | Error::Tantivy(_) | Error::Internal(_) => 500,
+            Error::Io(_) | Error::Tantivy(_) | Error::Corrupt(_) | Error::Internal(_) => 500,
             Error::Remote { status, .. } => *status,
         }
     }
 
-    /// Whether the files are held by another index writer: another process
-    /// has the data directory.
-    pub fn is_lock_busy(&self) -> bool {
+    /// Whether this is damage to stored files (ours, or tantivy's own
+    /// corruption check), rather than a failure of the machine or a misuse.
+    pub fn is_damage(&self) -> bool {
         matches!(
             self,
-            Error::Tantivy(tantivy::TantivyError::LockFailure(
-                tantivy::directory::error::LockError::LockBusy,
-                _
-            ))
+            Error::Corrupt(_) | Error::Tantivy(tantivy::TantivyError::DataCorruption(_))
         )
     }
 

@@ -1318,5 +1318,5 @@ pub fn is_index_dir(dir: &Path) -> bool {
 /// The metadata of the index stored in `dir`.
 pub fn read_meta(dir: &Path) -> Result<IndexMeta> {
     serde_json::from_slice(&std::fs::read(dir.join(META_FILE))?)
-        .map_err(|e| Error::Internal(format!("corrupt index metadata in {}: {e}", dir.display())))
+        .map_err(|e| Error::Corrupt(format!("corrupt index metadata in {}: {e}", dir.display())))
 }

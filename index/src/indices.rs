@@ -30,12 +30,12 @@ impl std::fmt::Debug for Indices {
     }
 }
 
-/// An index whose files the embedded single node could not open when it
-/// started (damaged metadata, a shard whose files or translog do not
-/// read). The node serves
-/// its other indices; this one keeps its name and its files, answers every
-/// request with a 503 naming the cause, shows red in `_cat/indices` and
-/// `_cluster/health`, and goes only when it is deleted.
+/// An index that the embedded single node found damaged when it started
+/// (unreadable metadata, a tantivy file or translog that fails its checks).
+/// The node serves its other indices; this one keeps its name and its
+/// files, answers reads and writes with a 503 naming the cause, shows red
+/// in `_cat/indices` and `_cluster/health`, and goes only when it is
+/// deleted.
 #[derive(Debug, Clone)]
 pub struct FailedIndex {
     /// Index name (from its metadata, else from its directory's name).
@@ -191,11 +191,13 @@ impl Indices {
                     tracing::info!(index = %index.name(), docs = index.num_docs(), "opened index");
                     map.insert(index.name(), Arc::new(index));
                 }
-                // Another process has the data directory: nothing here is
-                // damaged, and this node must not start over it. A node of a
-                // cluster stays down too, so that the leader fails its shards
-                // over to their replicas.
-                Err(err) if err.is_lock_busy() || peers.is_some() => return Err(err),
+                // Only damage fails an index alone, and only on the embedded
+                // single node. Anything else (the directory in use by another
+                // process, a cluster's directory without its cluster, a
+                // machine out of file handles) leaves the files as they are
+                // and the node down; so does damage on a node of a cluster,
+                // so that the leader can promote its shards' replicas.
+                Err(err) if !err.is_damage() || peers.is_some() => return Err(err),
                 Err(err) => {
                     let index = FailedIndex::of(&path, &err);
                     tracing::error!(
@@ -352,11 +354,6 @@ impl Indices {
             Some(failed) => failed.error(),
             None => Error::IndexNotFound(name.to_string()),
         }
-    }
-
-    /// The indices that did not open, by name.
-    pub fn failed(&self) -> Vec<FailedIndex> {
-        self.failed.read().values().cloned().collect()
     }
 
     /// The index named `name`, the incarnation `uuid` when one is named,
@@ -523,6 +520,17 @@ impl Indices {
         Ok(out)
     }
 
+    /// The open and the failed indices a list of names and wildcards
+    /// matches (for the views that show failed indices as red).
+    pub fn resolve_with_failed(&self, expr: &str) -> Result<(Vec<Arc<Index>>, Vec<FailedIndex>)> {
+        let names = self.resolve_names(expr)?;
+        let (map, failed) = (self.map.read(), self.failed.read());
+        Ok((
+            names.iter().filter_map(|n| map.get(n).cloned()).collect(),
+            names.iter().filter_map(|n| failed.get(n).cloned()).collect(),
+        ))
+    }
+
     /// Refreshes every index.
     pub fn refresh_all(&self) -> Result<()> {
         for index in self.list() {
@@ -657,7 +665,7 @@ mod tests {
             indices.list().iter().map(|i| i.name()).collect::<Vec<_>>(),
             ["other"]
         );
-        let failed = indices.failed();
+        let (_, failed) = indices.resolve_with_failed("_all")?;
         assert_eq!(failed.len(), 1);
         assert_eq!(
             (failed[0].name.as_str(), failed[0].meta.is_none()),
@@ -677,11 +685,11 @@ mod tests {
             Err(Error::IndexExists(_))
         ));
         assert_eq!(indices.resolve_names("logs-*")?, ["logs-2024"]);
-        assert!(indices.resolve("logs-*").is_err());
+        assert!(matches!(indices.resolve("logs-*"), Err(e) if e.status() == 503));
 
         indices.delete("logs-2024")?;
         assert!(!bad_dir.exists());
-        assert!(indices.failed().is_empty());
+        assert!(indices.resolve_with_failed("_all")?.1.is_empty());
         indices.create("logs-2024", None)?;
         Ok(())
     }

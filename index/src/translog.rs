@@ -306,7 +306,7 @@ fn read_records(path: &Path, file: &mut File, may_end_torn: bool, replay: &mut R
 
 /// The error of a record that does not decode before the end of its file.
 fn corrupt_at(path: &Path, end: usize) -> Error {
-    Error::Internal(format!(
+    Error::Corrupt(format!(
         "translog {} is corrupt at byte {end}, before acknowledged writes logged after it; nothing was cut",
         path.display()
     ))

@@ -1,6 +1,6 @@
 use std::ffi::c_long;
 
-use libmimalloc_sys::{mi_option_set, mi_option_t};
+use libmimalloc_sys::{mi_option_set_default, mi_option_t};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -17,15 +17,13 @@ const PURGE_DELAY: mi_option_t = 15;
 /// refresh (a tenth of the node's CPU while loading).
 const PURGE_DELAY_MS: c_long = 10_000;
 
-/// Sets the purge delay unless the environment chose one
+/// Sets the purge delay, unless the environment chose one
 /// (`MIMALLOC_PURGE_DELAY`, read by mimalloc at process start).
 #[allow(unsafe_code)]
 fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's option values (a plain store into
-        // its option table); `PURGE_DELAY` is within `_mi_option_last`.
-        unsafe { mi_option_set(PURGE_DELAY, PURGE_DELAY_MS) };
-    }
+    // SAFETY: sets one of mimalloc's option values (a plain store into its
+    // option table); `PURGE_DELAY` is within `_mi_option_last`.
+    unsafe { mi_option_set_default(PURGE_DELAY, PURGE_DELAY_MS) };
 }
 
 fn main() -> anyhow::Result<()> {

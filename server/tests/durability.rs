@@ -209,6 +209,11 @@ fn an_index_that_does_not_open_fails_alone() -> Result<()> {
     let (status, body) = server.get("/_cluster/health")?;
     assert_eq!((status, &body["status"]), (200, &json!("red")), "{body}");
     assert_eq!(body["unassigned_primary_shards"], json!(1), "{body}");
+    let (status, body) = server.get("/_cluster/health/b*")?;
+    assert_eq!((status, &body["status"]), (200, &json!("red")), "{body}");
+    let (status, body) = server.get("/_cat/indices/bad?format=json")?;
+    assert_eq!((status, &body[0]["health"]), (200, &json!("red")), "{body}");
+    unavailable(server.post("/_refresh", &json!({}))?);
 
     // Deleting it frees the name.
     let (status, body) = server.delete("/bad")?;

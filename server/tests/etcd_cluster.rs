@@ -471,9 +471,9 @@ fn bad_cluster_flags_are_refused_and_a_restarted_node_serves_its_shards() -> Res
         Ok(count(&coordinator, "logs")? == 300)
     })?;
 
-    // A copy that does not open keeps a node of a cluster down (its shards
-    // are failed over to replicas, not served as 503 by a node that looks
-    // up), and its files stay as they were.
+    // A copy that does not open keeps a node of a cluster down (so that the
+    // leader can promote replicas, where there are any, rather than leave
+    // primaries with a node that looks up), and its files stay as they were.
     d1.kill()?;
     let shard_meta = shard_meta_files(&data_dir)?
         .into_iter()
@@ -485,6 +485,9 @@ fn bad_cluster_flags_are_refused_and_a_restarted_node_serves_its_shards() -> Res
     assert!(stderr.contains("Meta file cannot be deserialized"), "{stderr}");
     assert_eq!(std::fs::read(&shard_meta)?, b"{ not tantivy metadata");
     std::fs::write(&shard_meta, good)?;
+    // Started as an embedded node, without its cluster, it refuses too.
+    let stderr = Server::refused(&data_dir, &[])?;
+    assert!(stderr.contains("but this node is not in a cluster"), "{stderr}");
     let d1 = Server::start_with(&data_dir, &flag_refs)?;
     wait_until(Duration::from_secs(10), "all documents after the repair", || {
         Ok(count(&coordinator, "logs")? == 300)

@@ -27,21 +27,7 @@ const COLUMNS: [&str; 10] = [
 ];
 
 pub async fn indices(State(node): State<Arc<Node>>, Query(params): Query<Params>) -> ApiResult<Response> {
-    let remote = remote_docs(&node).await;
-    let mut rows: Vec<(String, Vec<String>)> = node
-        .indices
-        .list()
-        .iter()
-        .map(|i| (i.name(), row(&node, i, &remote)))
-        .collect();
-    rows.extend(
-        node.indices
-            .failed()
-            .iter()
-            .map(|f| (f.name.clone(), failed_row(f))),
-    );
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    render_table(&COLUMNS, rows.into_iter().map(|(_, r)| r).collect(), &params)
+    render(&node, node.indices.resolve_with_failed("_all")?, &params).await
 }
 
 pub async fn indices_of(
@@ -49,7 +35,7 @@ pub async fn indices_of(
     Path(name): Path<String>,
     Query(params): Query<Params>,
 ) -> ApiResult<Response> {
-    render(&node, node.indices.resolve(&name)?, &params).await
+    render(&node, node.indices.resolve_with_failed(&name)?, &params).await
 }
 
 /// Documents per shard on the other nodes of a cluster.
@@ -117,17 +103,22 @@ fn failed_row(index: &FailedIndex) -> Vec<String> {
     ]
 }
 
-async fn remote_docs(node: &Node) -> RemoteDocs {
-    match &node.cluster {
+async fn render(
+    node: &Node,
+    (indices, failed): (Vec<Arc<Index>>, Vec<FailedIndex>),
+    params: &Params,
+) -> ApiResult<Response> {
+    let remote = match &node.cluster {
         Some(cluster) => cluster.shard_docs().await,
         None => RemoteDocs::new(),
-    }
-}
-
-async fn render(node: &Node, indices: Vec<Arc<Index>>, params: &Params) -> ApiResult<Response> {
-    let remote = remote_docs(node).await;
-    let rows: Vec<Vec<String>> = indices.iter().map(|i| row(node, i, &remote)).collect();
-    render_table(&COLUMNS, rows, params)
+    };
+    let mut rows: Vec<(String, Vec<String>)> = indices
+        .iter()
+        .map(|i| (i.name(), row(node, i, &remote)))
+        .collect();
+    rows.extend(failed.iter().map(|f| (f.name.clone(), failed_row(f))));
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    render_table(&COLUMNS, rows.into_iter().map(|(_, r)| r).collect(), params)
 }
 
 /// A `_cat` answer: aligned text (`?v` adds the header line) or `?format=json`.

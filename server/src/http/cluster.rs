@@ -174,10 +174,7 @@ async fn health_for(node: &Node, target: Option<&str>, params: &Params) -> ApiRe
         .checked_add(timeout)
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
     loop {
-        let (indices, failed) = match target {
-            Some(t) => (node.indices.resolve(t)?, Vec::new()),
-            None => (node.indices.list(), node.indices.failed()),
-        };
+        let (indices, failed) = node.indices.resolve_with_failed(target.unwrap_or("_all"))?;
         let (status, mut out) = health_of(node, &indices, &failed);
         let satisfied = wait_for.is_none_or(|w| status <= w);
         if satisfied {

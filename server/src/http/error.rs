@@ -76,6 +76,7 @@ impl From<quidditch_index::Error> for ApiError {
                 .with("resource.id", json!(name)),
             quidditch_index::Error::Io(_)
             | quidditch_index::Error::Tantivy(_)
+            | quidditch_index::Error::Corrupt(_)
             | quidditch_index::Error::Internal(_) => {
                 tracing::error!(%err, "internal error");
                 e

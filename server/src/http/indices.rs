@@ -106,7 +106,7 @@ pub async fn refresh(State(node): State<Arc<Node>>, Path(name): Path<String>) ->
 }
 
 pub async fn refresh_all(State(node): State<Arc<Node>>) -> ApiResult<Response> {
-    refresh_targets(node.indices.list()).await
+    refresh_targets(node.indices.resolve("_all")?).await
 }
 
 async fn refresh_targets(targets: Vec<Arc<quidditch_index::Index>>) -> ApiResult<Response> {
