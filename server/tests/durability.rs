@@ -214,6 +214,21 @@ fn an_index_that_does_not_open_fails_alone() -> Result<()> {
     let (status, body) = server.get("/_cat/indices/bad?format=json")?;
     assert_eq!((status, &body[0]["health"]), (200, &json!("red")), "{body}");
     unavailable(server.post("/_refresh", &json!({}))?);
+    let (status, shards) = server.get("/_cat/shards?format=json")?;
+    let states: Vec<(&str, &str, &str)> = shards
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap_or("");
+            (field("index"), field("prirep"), field("state"))
+        })
+        .collect();
+    assert_eq!(
+        (status, states),
+        (200, vec![("bad", "p", "UNASSIGNED"), ("good", "p", "STARTED")]),
+        "{shards}"
+    );
 
     // Deleting it frees the name.
     let (status, body) = server.delete("/bad")?;

@@ -258,10 +258,23 @@ pub async fn cat_nodes(State(node): State<Arc<Node>>, Query(params): Query<Param
     render_table(&columns, rows, &params)
 }
 
+/// A `_cat/shards` row of a copy no node serves.
+fn unassigned_row(index: &str, shard: u32, prirep: &str) -> Vec<String> {
+    vec![
+        index.to_string(),
+        shard.to_string(),
+        prirep.to_string(),
+        "UNASSIGNED".to_string(),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]
+}
+
 /// `GET /_cat/shards`.
 pub async fn cat_shards(State(node): State<Arc<Node>>, Query(params): Query<Params>) -> ApiResult<Response> {
     let columns = ["index", "shard", "prirep", "state", "docs", "ip", "node"];
-    let mut indices = node.indices.list();
+    let (mut indices, failed) = node.indices.resolve_with_failed("_all")?;
     indices.sort_by_key(|i| i.name());
     let docs = match &node.cluster {
         Some(cluster) => cluster.shard_docs().await,
@@ -293,15 +306,7 @@ pub async fn cat_shards(State(node): State<Arc<Node>>, Query(params): Query<Para
                         (owner, ip)
                     }
                     _ => {
-                        rows.push(vec![
-                            name.clone(),
-                            n.to_string(),
-                            prirep,
-                            "UNASSIGNED".to_string(),
-                            String::new(),
-                            String::new(),
-                            String::new(),
-                        ]);
+                        rows.push(unassigned_row(&name, n as u32, &prirep));
                         continue;
                     }
                 };
@@ -317,5 +322,16 @@ pub async fn cat_shards(State(node): State<Arc<Node>>, Query(params): Query<Para
             }
         }
     }
+    // Every copy of an index that did not open is unassigned.
+    for meta in failed.iter().filter_map(|f| f.meta.as_ref()) {
+        for n in 0..meta.settings.number_of_shards {
+            for copy in 0..=meta.settings.number_of_replicas {
+                let prirep = if copy == 0 { "p" } else { "r" };
+                rows.push(unassigned_row(&meta.name, n, prirep));
+            }
+        }
+    }
+    // By index (a stable sort keeps each index's shards in order).
+    rows.sort_by(|a, b| a[0].cmp(&b[0]));
     render_table(&columns, rows, &params)
 }
