@@ -106,6 +106,38 @@ fn erase(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The names, open or failed, that a comma-separated list of names and
+/// wildcards (`logs-*`, `_all`) matches, each once, in the list's order. A
+/// concrete name that does not exist is an error; a wildcard may match
+/// nothing.
+fn matching<'a>(
+    map: &'a BTreeMap<String, Arc<Index>>,
+    failed: &'a BTreeMap<String, FailedIndex>,
+    expr: &str,
+) -> Result<Vec<&'a String>> {
+    let mut out: Vec<&String> = Vec::new();
+    for part in expr.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let matched: Vec<&String> = if part == "_all" || part.contains('*') {
+            map.keys()
+                .chain(failed.keys())
+                .filter(|name| part == "_all" || wildcard_match(part, name))
+                .collect()
+        } else {
+            let name = map
+                .get_key_value(part)
+                .map(|(name, _)| name)
+                .or_else(|| failed.get_key_value(part).map(|(name, _)| name));
+            vec![name.ok_or_else(|| Error::IndexNotFound(part.to_string()))?]
+        };
+        for name in matched {
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// How a write request makes its documents searchable (`?refresh=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum RefreshPolicy {
@@ -463,32 +495,14 @@ impl Indices {
     /// nothing. An index that did not open is an error either way, so that
     /// no answer leaves it out unsaid.
     pub fn resolve(&self, expr: &str) -> Result<Vec<Arc<Index>>> {
-        let map = self.map.read();
-        let mut out: Vec<Arc<Index>> = Vec::new();
-        for part in expr.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            if part == "_all" || part.contains('*') {
-                let failed = self.failed.read();
-                if let Some(index) = failed
-                    .values()
-                    .find(|f| part == "_all" || wildcard_match(part, &f.name))
-                {
-                    return Err(index.error());
-                }
-                for (name, index) in map.iter() {
-                    if (part == "_all" || wildcard_match(part, name))
-                        && !out.iter().any(|i| Arc::ptr_eq(i, index))
-                    {
-                        out.push(Arc::clone(index));
-                    }
-                }
-            } else {
-                let index = map.get(part).ok_or_else(|| self.missing(part))?;
-                if !out.iter().any(|i| Arc::ptr_eq(i, index)) {
-                    out.push(Arc::clone(index));
-                }
-            }
-        }
-        Ok(out)
+        let (map, failed) = (self.map.read(), self.failed.read());
+        matching(&map, &failed, expr)?
+            .into_iter()
+            .map(|name| match map.get(name) {
+                Some(index) => Ok(Arc::clone(index)),
+                None => Err(failed[name].error()),
+            })
+            .collect()
     }
 
     /// The names a comma-separated list of names and wildcards matches,
@@ -497,37 +511,17 @@ impl Indices {
     /// an error.
     pub fn resolve_names(&self, expr: &str) -> Result<Vec<String>> {
         let (map, failed) = (self.map.read(), self.failed.read());
-        let mut out: Vec<String> = Vec::new();
-        for part in expr.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let matched: Vec<&String> = if part == "_all" || part.contains('*') {
-                map.keys()
-                    .chain(failed.keys())
-                    .filter(|name| part == "_all" || wildcard_match(part, name))
-                    .collect()
-            } else {
-                let name = map
-                    .get_key_value(part)
-                    .map(|(name, _)| name)
-                    .or_else(|| failed.get_key_value(part).map(|(name, _)| name));
-                vec![name.ok_or_else(|| Error::IndexNotFound(part.to_string()))?]
-            };
-            for name in matched {
-                if !out.contains(name) {
-                    out.push(name.clone());
-                }
-            }
-        }
-        Ok(out)
+        Ok(matching(&map, &failed, expr)?.into_iter().cloned().collect())
     }
 
     /// The open and the failed indices a list of names and wildcards
     /// matches (for the views that show failed indices as red).
     pub fn resolve_with_failed(&self, expr: &str) -> Result<(Vec<Arc<Index>>, Vec<FailedIndex>)> {
-        let names = self.resolve_names(expr)?;
         let (map, failed) = (self.map.read(), self.failed.read());
+        let names = matching(&map, &failed, expr)?;
         Ok((
-            names.iter().filter_map(|n| map.get(n).cloned()).collect(),
-            names.iter().filter_map(|n| failed.get(n).cloned()).collect(),
+            names.iter().filter_map(|n| map.get(*n).cloned()).collect(),
+            names.iter().filter_map(|n| failed.get(*n).cloned()).collect(),
         ))
     }
 

@@ -112,13 +112,11 @@ async fn render(
         Some(cluster) => cluster.shard_docs().await,
         None => RemoteDocs::new(),
     };
-    let mut rows: Vec<(String, Vec<String>)> = indices
-        .iter()
-        .map(|i| (i.name(), row(node, i, &remote)))
-        .collect();
-    rows.extend(failed.iter().map(|f| (f.name.clone(), failed_row(f))));
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    render_table(&COLUMNS, rows.into_iter().map(|(_, r)| r).collect(), params)
+    let mut rows: Vec<Vec<String>> = indices.iter().map(|i| row(node, i, &remote)).collect();
+    rows.extend(failed.iter().map(failed_row));
+    // By the `index` column.
+    rows.sort_by(|a, b| a[2].cmp(&b[2]));
+    render_table(&COLUMNS, rows, params)
 }
 
 /// A `_cat` answer: aligned text (`?v` adds the header line) or `?format=json`.
