@@ -63,12 +63,22 @@ impl FailedIndex {
         }
     }
 
-    /// The error every request for it answers.
+    /// The error every request that needs it answers.
     pub fn error(&self) -> Error {
-        Error::unavailable(format!(
+        Error::unavailable(self.explanation())
+    }
+
+    /// What is wrong with it, as its error and its shard failures say.
+    pub fn explanation(&self) -> String {
+        format!(
             "index [{}] could not be opened on this node: {}",
             self.name, self.reason
-        ))
+        )
+    }
+
+    /// Its primary shards: as its metadata says, or one when that did not read.
+    pub fn num_shards(&self) -> u32 {
+        self.meta.as_ref().map_or(1, |m| m.settings.number_of_shards)
     }
 }
 

@@ -17,6 +17,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, and, cast,
 use datafusion::prelude::{SessionContext, ident};
 use futures::future::try_join_all;
 use quidditch_index::Indices;
+use quidditch_index::indices::FailedIndex;
 use quidditch_index::mapping::FieldType;
 use quidditch_index::query::LeafQuery;
 use serde_json::{Map, Value, json};
@@ -27,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::query::{QueryContext, lower, lower_opt, token_name};
 use crate::source::{
     Output, Target, common_type, date_formatter, field_type, filtered_scan, float_json, json_at,
-    json_literal, resolve, union_source,
+    json_literal, resolve, resolve_partial, union_source,
 };
 
 /// Elasticsearch's default `index.max_result_window`.
@@ -582,13 +583,14 @@ fn now_ms() -> i64 {
 
 /// Elasticsearch's `_shards` section for these indices: the shards left
 /// out because their nodes cannot serve them have failed, each with its
-/// index, node and reason.
-fn shards_json(targets: &[Target]) -> Value {
+/// index, node and reason, as has every shard of an index that did not open.
+fn shards_json(targets: &[Target], failed: &[FailedIndex]) -> Value {
     let total: usize = targets
         .iter()
         .map(|t| t.table.index().num_shards() as usize)
+        .chain(failed.iter().map(|f| f.num_shards() as usize))
         .sum();
-    let failures = failures_json(targets);
+    let failures = failures_json(targets, failed);
     let mut out = json!({
         "total": total,
         "successful": total - failures.len(),
@@ -602,28 +604,41 @@ fn shards_json(targets: &[Target]) -> Value {
 }
 
 /// The shards left out, as Elasticsearch reports shard failures.
-fn failures_json(targets: &[Target]) -> Vec<Value> {
-    targets
-        .iter()
-        .flat_map(|t| {
-            t.failures.iter().map(|f| {
-                json!({
-                    "shard": f.shard,
-                    "index": t.name,
-                    "node": f.node,
-                    "reason": {"type": "node_not_connected_exception", "reason": f.reason},
-                })
+fn failures_json(targets: &[Target], failed: &[FailedIndex]) -> Vec<Value> {
+    let unreachable = targets.iter().flat_map(|t| {
+        t.failures.iter().map(|f| {
+            json!({
+                "shard": f.shard,
+                "index": t.name,
+                "node": f.node,
+                "reason": {"type": "node_not_connected_exception", "reason": f.reason},
             })
         })
-        .collect()
+    });
+    let unopened = failed.iter().flat_map(|f| {
+        (0..f.num_shards()).map(|shard| {
+            json!({
+                "shard": shard,
+                "index": f.name,
+                "node": null,
+                "reason": {"type": "unavailable_shards_exception", "reason": f.explanation()},
+            })
+        })
+    });
+    unreachable.chain(unopened).collect()
 }
 
 /// With `allow_partial_search_results=false`, the error of a search that
 /// cannot read every shard.
-fn missing_shards(targets: &[Target]) -> Option<Error> {
+fn missing_shards(targets: &[Target], failed: &[FailedIndex]) -> Option<Error> {
     let missing: Vec<String> = targets
         .iter()
         .flat_map(|t| t.failures.iter().map(|f| format!("[{}][{}]", t.name, f.shard)))
+        .chain(
+            failed
+                .iter()
+                .flat_map(|f| (0..f.num_shards()).map(|shard| format!("[{}][{shard}]", f.name))),
+        )
         .collect();
     if missing.is_empty() {
         return None;
@@ -639,7 +654,7 @@ fn missing_shards(targets: &[Target]) -> Option<Error> {
         )
         .with("phase", json!("query"))
         .with("grouped", json!(true))
-        .with("failed_shards", Value::Array(failures_json(targets))),
+        .with("failed_shards", Value::Array(failures_json(targets, failed))),
     )
 }
 
@@ -696,9 +711,9 @@ pub async fn search(
     let started = Instant::now();
     let now = now_ms();
     let body = SearchBody::parse(body, params, now)?;
-    let targets = resolve(indices, target)?;
+    let (targets, failed) = resolve_partial(indices, target)?;
     if !body.allow_partial
-        && let Some(err) = missing_shards(&targets)
+        && let Some(err) = missing_shards(&targets, &failed)
     {
         return Err(err);
     }
@@ -721,7 +736,7 @@ pub async fn search(
                 return Ok(json!({
                     "took": started.elapsed().as_millis() as u64,
                     "timed_out": true,
-                    "_shards": shards_json(&search.targets),
+                    "_shards": shards_json(&search.targets, &failed),
                     "hits": {"total": {"value": 0, "relation": "gte"}, "max_score": null, "hits": []},
                 }));
             }
@@ -731,7 +746,7 @@ pub async fn search(
     let mut out = json!({
         "took": started.elapsed().as_millis() as u64,
         "timed_out": false,
-        "_shards": shards_json(&search.targets),
+        "_shards": shards_json(&search.targets, &failed),
         "hits": hits,
     });
     if let Some(a) = aggregations {
@@ -805,7 +820,7 @@ pub async fn count(
     if let Some(q) = params.get("q") {
         query = Some(json!({"query_string": {"query": q}}));
     }
-    let targets = resolve(indices, target)?;
+    let (targets, failed) = resolve_partial(indices, target)?;
     let now = now_ms();
     let mut plans = Vec::new();
     for t in &targets {
@@ -819,7 +834,7 @@ pub async fn count(
         plans.push(count_plan(t, &q, None)?);
     }
     let total = run_counts(ctx, &plans).await?;
-    Ok(json!({"count": total, "_shards": shards_json(&targets)}))
+    Ok(json!({"count": total, "_shards": shards_json(&targets, &failed)}))
 }
 
 fn count_plan(target: &Target, query: &LeafQuery, min_score: Option<f32>) -> Result<LogicalPlan> {

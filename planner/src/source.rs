@@ -12,7 +12,8 @@ use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast, lit};
 use datafusion::prelude::ident;
 use quidditch_index::Indices;
 use quidditch_index::fulltext::search_query_expr;
-use quidditch_index::index::ShardFailure;
+use quidditch_index::index::{Index, ShardFailure};
+use quidditch_index::indices::FailedIndex;
 use quidditch_index::mapping::{FieldType, Mapping};
 use quidditch_index::query::LeafQuery;
 use quidditch_index::table::IndexTable;
@@ -47,8 +48,26 @@ impl Target {
 
 /// The indices an index expression (`a,b`, `logs-*`, `_all`) names.
 pub fn resolve(indices: &Indices, expr: &str) -> Result<Vec<Target>> {
+    Ok(targets(indices.resolve(expr)?))
+}
+
+/// The indices a search over an index expression reads, and those it
+/// names that did not open on this node: the search answers from the
+/// others and reports every shard of these as failed, as it does shards
+/// whose node is down. When none of the indices it names opened, it is the
+/// first one's error.
+pub fn resolve_partial(indices: &Indices, expr: &str) -> Result<(Vec<Target>, Vec<FailedIndex>)> {
+    let (open, failed) = indices.resolve_with_failed(expr)?;
+    if open.is_empty()
+        && let Some(first) = failed.first()
+    {
+        return Err(first.error().into());
+    }
+    Ok((targets(open), failed))
+}
+
+fn targets(indices: Vec<Arc<Index>>) -> Vec<Target> {
     let mut out: Vec<Target> = indices
-        .resolve(expr)?
         .into_iter()
         .map(|index| {
             let (table, failures) = IndexTable::available(index);
@@ -60,7 +79,7 @@ pub fn resolve(indices: &Indices, expr: &str) -> Result<Vec<Target>> {
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    out
 }
 
 /// A column of the unioned rows.

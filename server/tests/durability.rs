@@ -182,7 +182,50 @@ fn an_index_that_does_not_open_fails_alone() -> Result<()> {
         assert!(reason.contains("index [bad] could not be opened"), "{body}");
     };
     unavailable(server.post("/bad/_search", &json!({"query": {"match_all": {}}}))?);
-    unavailable(server.post("/_all/_search", &json!({"query": {"match_all": {}}}))?);
+    unavailable(server.post("/b*/_count", &json!({}))?);
+    // A search over it and others answers from the others, with its shard
+    // among the failed ones, as Elasticsearch answers with a red index.
+    let (status, body) = server.post("/_all/_search", &json!({"query": {"match_all": {}}}))?;
+    assert_eq!(
+        (status, &body["hits"]["total"]["value"]),
+        (200, &json!(5)),
+        "{body}"
+    );
+    let shards = &body["_shards"];
+    assert_eq!(
+        (&shards["total"], &shards["successful"], &shards["failed"]),
+        (&json!(2), &json!(1), &json!(1)),
+        "{body}"
+    );
+    let failure = &shards["failures"][0];
+    assert_eq!(
+        (&failure["index"], &failure["shard"]),
+        (&json!("bad"), &json!(0)),
+        "{body}"
+    );
+    assert_eq!(
+        failure["reason"]["type"],
+        json!("unavailable_shards_exception"),
+        "{body}"
+    );
+    let (status, body) = server.post("/good,bad/_count", &json!({}))?;
+    assert_eq!(
+        (status, &body["count"], &body["_shards"]["failed"]),
+        (200, &json!(5), &json!(1)),
+        "{body}"
+    );
+    let (status, body) = server.post(
+        "/_all/_search?allow_partial_search_results=false",
+        &json!({"query": {"match_all": {}}}),
+    )?;
+    assert_es_error(status, &body, 503, "search_phase_execution_exception");
+    assert!(
+        body["error"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[bad][0]"),
+        "{body}"
+    );
     unavailable(server.get("/bad/_doc/1")?);
     unavailable(server.put("/bad/_doc/9", &json!({"n": 9}))?);
     unavailable(server.post("/_sql", &json!({"query": "SELECT count(*) FROM bad"}))?);

@@ -81,15 +81,12 @@ impl ShardCounts {
     /// are all unassigned.
     fn with_failed(node: &Node, indices: &[Arc<Index>], failed: &[FailedIndex]) -> ShardCounts {
         let mut counts = ShardCounts::default();
-        for meta in failed.iter().filter_map(|f| f.meta.as_ref()) {
-            let shards = u64::from(meta.settings.number_of_shards);
+        for f in failed {
+            let shards = u64::from(f.num_shards());
+            let replicas = f.meta.as_ref().map_or(0, |m| m.settings.number_of_replicas);
             counts.unassigned_primaries += shards;
-            counts.unassigned += shards * (1 + u64::from(meta.settings.number_of_replicas));
+            counts.unassigned += shards * (1 + u64::from(replicas));
         }
-        // One whose metadata did not read has at least a primary unassigned.
-        let unknown = failed.iter().filter(|f| f.meta.is_none()).count() as u64;
-        counts.unassigned_primaries += unknown;
-        counts.unassigned += unknown;
         for index in indices {
             let desired = 1 + u64::from(index.settings().number_of_replicas);
             for copies in shard_copies(node, index) {
