@@ -2,12 +2,15 @@
 //!
 //! Every write is appended here and fsynced before it is acknowledged. A
 //! record is `[len: u32 LE][crc32: u32 LE][payload]`, the payload being
-//! `[seq_no: u64][version: u64][kind: u8][id_len: u32][id][source_len: u32][source]`
-//! (little-endian; the source only for index operations). Opening the log
-//! replays every complete record; a torn or corrupt tail (a crash in the middle
-//! of an append) is detected by length or checksum, logged, and cut off. Only
-//! the newest file holding records takes appends, so only its tail can be
-//! torn: undecodable bytes in an older file fail the open instead.
+//! `[seq_no: u64][version: u64][kind: u8][append: u64][id_len: u32][id][source_len: u32][source]`
+//! (little-endian; `append` is the file offset where the append that wrote
+//! the record began; the source only for index operations). Opening the
+//! log replays every complete record; a torn tail (a crash in the middle of
+//! an append) is detected by length or checksum, logged, and cut off. Only
+//! the newest file holding records takes appends, and only its last append
+//! can be torn: undecodable bytes in an older file, or in front of a record
+//! whose append began after them, are damage to acknowledged writes and
+//! fail the open instead.
 //! A tantivy commit records the next sequence number it does not hold. It
 //! rolls the log where it takes its snapshot (the current file becomes a
 //! numbered generation, and a new current file takes the writes made while
@@ -159,7 +162,7 @@ impl Translog {
         self.check_usable()?;
         buf.reserve(ops.iter().map(encoded_len).sum());
         for op in ops {
-            encode(op, buf)?;
+            encode(op, self.len, buf)?;
         }
         let result = self.file.write_all(buf).and_then(|()| self.file.sync_data());
         match result {
@@ -287,7 +290,7 @@ fn read_records(path: &Path, file: &mut File, may_end_torn: bool, replay: &mut R
     let end = decode_records(&data, &mut replay.ops);
     let dropped_bytes = (data.len() - end) as u64;
     if dropped_bytes > 0 {
-        if !may_end_torn {
+        if !may_end_torn || appended_after(&data, end) {
             return Err(corrupt_at(path, end));
         }
         tracing::warn!(
@@ -304,6 +307,16 @@ fn read_records(path: &Path, file: &mut File, may_end_torn: bool, replay: &mut R
     Ok(end as u64)
 }
 
+/// Whether an append began past `end`, where the records of `data` stop
+/// decoding: a record found past it that says so. The records of a torn
+/// append all say where it began, which is at or before `end` (the records
+/// in front of `end` decoded); one whose append began past `end` was written
+/// by a later append, so the bytes at `end` were synced and acknowledged.
+fn appended_after(data: &[u8], end: usize) -> bool {
+    (end + 1..data.len())
+        .any(|at| matches!(decode(&data[at..]), Some((_, _, Some(append))) if append > end as u64))
+}
+
 /// The error of a record that does not decode before the end of its file.
 fn corrupt_at(path: &Path, end: usize) -> Error {
     Error::Corrupt(format!(
@@ -316,7 +329,7 @@ fn corrupt_at(path: &Path, end: usize) -> Error {
 /// returns where they end.
 fn decode_records(data: &[u8], ops: &mut Vec<Op>) -> usize {
     let mut pos = 0;
-    while let Some((op, used)) = decode(&data[pos..]) {
+    while let Some((op, used, _)) = decode(&data[pos..]) {
         ops.push(op);
         pos += used;
     }
@@ -329,10 +342,11 @@ fn encoded_len(op: &Op) -> usize {
         OpKind::Index { source } => 4 + source.len(),
         OpKind::Delete => 0,
     };
-    HEADER + 8 + 8 + 1 + 4 + op.id.len() + body
+    HEADER + 8 + 8 + 1 + 8 + 4 + op.id.len() + body
 }
 
-fn encode(op: &Op, buf: &mut Vec<u8>) -> Result<()> {
+/// Encodes `op` as a record of the append that began at file offset `append`.
+fn encode(op: &Op, append: u64, buf: &mut Vec<u8>) -> Result<()> {
     let too_large = || Error::illegal_argument("document too large for the translog");
     let start = buf.len();
     buf.extend_from_slice(&[0u8; HEADER]);
@@ -342,6 +356,7 @@ fn encode(op: &Op, buf: &mut Vec<u8>) -> Result<()> {
     match &op.kind {
         OpKind::Index { source } => {
             buf.push(KIND_INDEX);
+            buf.extend_from_slice(&append.to_le_bytes());
             buf.extend_from_slice(&id_len.to_le_bytes());
             buf.extend_from_slice(op.id.as_bytes());
             let len = u32::try_from(source.len()).map_err(|_| too_large())?;
@@ -350,6 +365,7 @@ fn encode(op: &Op, buf: &mut Vec<u8>) -> Result<()> {
         }
         OpKind::Delete => {
             buf.push(KIND_DELETE);
+            buf.extend_from_slice(&append.to_le_bytes());
             buf.extend_from_slice(&id_len.to_le_bytes());
             buf.extend_from_slice(op.id.as_bytes());
         }
@@ -365,10 +381,16 @@ fn encode(op: &Op, buf: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
-const KIND_INDEX: u8 = 0;
-const KIND_DELETE: u8 = 1;
+/// Record kinds. Those of earlier builds, without the append's offset, are
+/// still read.
+const KIND_INDEX: u8 = 2;
+const KIND_DELETE: u8 = 3;
+const KIND_INDEX_UNPLACED: u8 = 0;
+const KIND_DELETE_UNPLACED: u8 = 1;
 
-fn decode(data: &[u8]) -> Option<(Op, usize)> {
+/// The record at the start of `data`: the write, the bytes it takes, and
+/// where its append began (unknown for the records of earlier builds).
+fn decode(data: &[u8]) -> Option<(Op, usize, Option<u64>)> {
     let header = data.get(..HEADER)?;
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
@@ -383,12 +405,16 @@ fn decode(data: &[u8]) -> Option<(Op, usize)> {
     let seq_no = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
     let version = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
     let kind = r.take(1)?[0];
+    let append = match kind {
+        KIND_INDEX | KIND_DELETE => Some(u64::from_le_bytes(r.take(8)?.try_into().ok()?)),
+        _ => None,
+    };
     let id = r.string()?;
     let kind = match kind {
-        KIND_INDEX => OpKind::Index {
+        KIND_INDEX | KIND_INDEX_UNPLACED => OpKind::Index {
             source: Arc::from(r.string()?),
         },
-        KIND_DELETE => OpKind::Delete,
+        KIND_DELETE | KIND_DELETE_UNPLACED => OpKind::Delete,
         _ => return None,
     };
     if !r.0.is_empty() {
@@ -402,6 +428,7 @@ fn decode(data: &[u8]) -> Option<(Op, usize)> {
             kind,
         },
         HEADER + len,
+        append,
     ))
 }
 
@@ -460,7 +487,7 @@ mod tests {
         };
         for op in [op(7), delete] {
             let mut buf = Vec::new();
-            encode(&op, &mut buf)?;
+            encode(&op, 0, &mut buf)?;
             assert_eq!(buf.len(), encoded_len(&op));
         }
         Ok(())
@@ -515,13 +542,28 @@ mod tests {
         let (mut log, _) = Translog::open(dir.path())?;
         log.append(&[op(0), op(1)])?;
         drop(log);
-        let mut data = std::fs::read(&path)?;
-        let last = data.len() - 2;
-        data[last] ^= 0xff;
-        std::fs::write(&path, &data)?;
+        let len = std::fs::metadata(&path)?.len();
+        flip(&path, usize::try_from(len)? - 2)?;
         let (_, replay) = Translog::open(dir.path())?;
         assert_eq!(replay.ops, vec![op(0)]);
         Ok(())
+    }
+
+    /// Damages the byte at `at` of the file; returns the file's new bytes.
+    fn flip(path: &Path, at: usize) -> anyhow::Result<Vec<u8>> {
+        let mut data = std::fs::read(path)?;
+        data[at] ^= 0xff;
+        std::fs::write(path, &data)?;
+        Ok(data)
+    }
+
+    /// Checks that opening the log of `dir` fails on damage at byte 0.
+    fn refused_at_0(dir: &Path) {
+        let err = Translog::open(dir)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("is corrupt at byte 0"), "{err}");
     }
 
     /// The one generation of `dir`.
@@ -555,17 +597,83 @@ mod tests {
     #[test]
     fn damage_before_later_records_fails_the_open() -> anyhow::Result<()> {
         let (dir, rolled) = rolled_log(&[op(2)])?;
-        let mut data = std::fs::read(&rolled)?;
-        data[HEADER + 2] ^= 0xff;
-        std::fs::write(&rolled, &data)?;
+        let data = flip(&rolled, HEADER + 2)?;
         let current = std::fs::read(dir.path().join(CURRENT_FILE))?;
-        let err = Translog::open(dir.path())
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.contains("is corrupt at byte 0"), "{err}");
+        refused_at_0(dir.path());
         assert_eq!(std::fs::read(&rolled)?, data);
         assert_eq!(std::fs::read(dir.path().join(CURRENT_FILE))?, current);
+        Ok(())
+    }
+
+    /// Damage in front of a later append's records is damage to synced,
+    /// acknowledged writes even in the newest file: the open fails and
+    /// changes nothing.
+    #[test]
+    fn damage_before_a_later_append_fails_the_open() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(CURRENT_FILE);
+        let (mut log, _) = Translog::open(dir.path())?;
+        log.append(&[op(0), op(1)])?;
+        log.append(&[op(2)])?;
+        drop(log);
+        let data = flip(&path, HEADER + 2)?;
+        refused_at_0(dir.path());
+        assert_eq!(std::fs::read(&path)?, data);
+        Ok(())
+    }
+
+    /// A crash may leave the later records of its last append on disk but
+    /// not an earlier one: that append was never acknowledged, and is cut
+    /// whole.
+    #[test]
+    fn a_torn_append_is_cut_whole() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(CURRENT_FILE);
+        let (mut log, _) = Translog::open(dir.path())?;
+        log.append(&[op(0)])?;
+        let first = usize::try_from(log.len())?;
+        log.append(&[op(1), op(2)])?;
+        drop(log);
+        flip(&path, first + HEADER + 2)?;
+        let (_, replay) = Translog::open(dir.path())?;
+        assert_eq!(replay.ops, vec![op(0)]);
+        assert_eq!(std::fs::metadata(&path)?.len(), first as u64);
+        Ok(())
+    }
+
+    /// Records of earlier builds, which do not say where their append
+    /// began, are still replayed.
+    #[test]
+    fn records_of_earlier_builds_are_read() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut data = Vec::new();
+        for (seq_no, kind, source) in [
+            (0u64, KIND_INDEX_UNPLACED, Some("{\"n\":0}")),
+            (1, KIND_DELETE_UNPLACED, None),
+        ] {
+            let mut payload = Vec::new();
+            payload.extend_from_slice(&seq_no.to_le_bytes());
+            payload.extend_from_slice(&1u64.to_le_bytes());
+            payload.push(kind);
+            payload.extend_from_slice(&5u32.to_le_bytes());
+            payload.extend_from_slice(b"doc-0");
+            if let Some(source) = source {
+                payload.extend_from_slice(&u32::try_from(source.len())?.to_le_bytes());
+                payload.extend_from_slice(source.as_bytes());
+            }
+            data.extend_from_slice(&u32::try_from(payload.len())?.to_le_bytes());
+            data.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            data.extend_from_slice(&payload);
+        }
+        std::fs::write(dir.path().join(CURRENT_FILE), &data)?;
+        let (_, replay) = Translog::open(dir.path())?;
+        let delete = Op {
+            seq_no: 1,
+            id: "doc-0".into(),
+            version: 1,
+            kind: OpKind::Delete,
+        };
+        assert_eq!(replay.ops, vec![op(0), delete]);
         Ok(())
     }
 

@@ -146,6 +146,64 @@ fn sigterm_commits_every_shard_and_exits_cleanly() -> Result<()> {
     Ok(())
 }
 
+/// Creates the one-shard indices `good` and `bad` and writes documents
+/// 0..`docs` to each in `bulks` bulks, with `params`.
+fn good_and_bad(server: &Server, docs: usize, bulks: usize, params: &str) -> Result<()> {
+    for index in ["good", "bad"] {
+        create_unrefreshed(server, index, 1)?;
+        let lines: Vec<Value> = (0..docs)
+            .flat_map(|i| [json!({"index": {"_id": i.to_string()}}), json!({"n": i})])
+            .collect();
+        for part in lines.chunks(lines.len() / bulks) {
+            let (status, body) = server.bulk(&format!("/{index}/_bulk{params}"), part)?;
+            assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+        }
+    }
+    Ok(())
+}
+
+/// A translog generation that a crash left behind uncommitted, with a
+/// record that does not decode in front of a later append: cutting there
+/// would lose the acknowledged writes after it, so its index stays failed,
+/// files untouched, while the node serves the others.
+#[test]
+fn a_damaged_translog_generation_fails_its_index_alone() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    // Two bulks, two appends: the damage hits the first.
+    good_and_bad(&server, 20, 2, "")?;
+    server.kill()?;
+    let shard = shard_meta(dir.path(), "bad")?.with_file_name("");
+    let rolled = shard.join("translog-1.log");
+    std::fs::rename(shard.join("translog.log"), &rolled)?;
+    let mut bytes = std::fs::read(&rolled)?;
+    bytes[20] ^= 0xff;
+    std::fs::write(&rolled, &bytes)?;
+
+    let server = Server::start(dir.path())?;
+    assert_eq!(server.count("good")?, 20);
+    let (status, body) = server.post("/bad/_search", &json!({}))?;
+    assert_es_error(status, &body, 503, "unavailable_shards_exception");
+    let reason = body["error"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("index [bad] could not be opened") && reason.contains("translog-1.log is corrupt"),
+        "{body}"
+    );
+    let (status, body) = server.bulk(
+        "/good/_bulk?refresh=true",
+        &[json!({"index": {"_id": "x"}}), json!({"n": 99})],
+    )?;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    assert_eq!(server.count("good")?, 21);
+    assert!(server.terminate()?.success());
+    assert_eq!(
+        std::fs::read(&rolled)?,
+        bytes,
+        "the damaged generation is left as it was"
+    );
+    Ok(())
+}
+
 /// The tantivy metadata file of shard 0 of `index`.
 fn shard_meta(data_dir: &std::path::Path, index: &str) -> Result<std::path::PathBuf> {
     for entry in std::fs::read_dir(data_dir.join("indices"))? {
@@ -162,14 +220,7 @@ fn shard_meta(data_dir: &std::path::Path, index: &str) -> Result<std::path::Path
 fn an_index_that_does_not_open_fails_alone() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let server = Server::start(dir.path())?;
-    for index in ["good", "bad"] {
-        create_unrefreshed(&server, index, 1)?;
-        let lines: Vec<Value> = (0..5)
-            .flat_map(|i| [json!({"index": {"_id": i.to_string()}}), json!({"n": i})])
-            .collect();
-        let (status, body) = server.bulk(&format!("/{index}/_bulk?refresh=true"), &lines)?;
-        assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
-    }
+    good_and_bad(&server, 5, 1, "?refresh=true")?;
     assert!(server.terminate()?.success());
     let damaged = shard_meta(dir.path(), "bad")?;
     std::fs::write(&damaged, b"{ not tantivy metadata")?;
