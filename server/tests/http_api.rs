@@ -532,14 +532,32 @@ fn cat_indices_and_index_info() -> Result<()> {
     assert_eq!(status, 200);
     let (status, _) = s.bulk(
         "/alpha/_bulk?refresh=true",
-        &[json!({"index": {}}), json!({"a": 1})],
+        &[
+            json!({"index": {}}),
+            json!({"a": 1}),
+            json!({"index": {}}),
+            json!({"a": 2}),
+        ],
     )?;
     assert_eq!(status, 200);
     let (status, cat) = s.get("/_cat/indices?format=json")?;
     assert_eq!(status, 200);
     assert_eq!(cat[0]["index"], json!("alpha"));
     assert_eq!(cat[0]["pri"], json!("3"));
-    assert_eq!(cat[0]["docs.count"], json!("1"));
+    assert_eq!(cat[0]["docs.count"], json!("2"));
+    let (status, counted) = s.get("/_cat/count/alpha?format=json")?;
+    assert_eq!((status, &counted[0]["count"]), (200, &json!("2")), "{counted}");
+    let (status, counted) = s.post(
+        "/_cat/count/alpha?format=json",
+        &json!({"query": {"term": {"a": 2}}}),
+    )?;
+    assert_eq!((status, &counted[0]["count"]), (200, &json!("1")), "{counted}");
+    let text = s.get_text("/_cat/count?v")?;
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0], ["epoch", "timestamp", "count"], "{text}");
+    assert_eq!((lines.len(), lines[1].len(), lines[1][2]), (2, 3, "2"), "{text}");
+    let (status, body) = s.get("/_cat/count/nope")?;
+    assert_es_error(status, &body, 404, "index_not_found_exception");
     assert_eq!(cat[0]["health"], json!("green"));
     let (status, info) = s.get("/alpha")?;
     assert_eq!(status, 200);

@@ -1,8 +1,10 @@
-//! `GET /_cat/indices`: text (with `?v` for headers) or `?format=json`, and
-//! the table rendering every `_cat` endpoint shares.
+//! `GET /_cat/indices` and `GET|POST /_cat/count`: text (with `?v` for
+//! headers) or `?format=json`, and the table rendering every `_cat`
+//! endpoint shares.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +38,37 @@ pub async fn indices_of(
     Query(params): Query<Params>,
 ) -> ApiResult<Response> {
     render(&node, node.indices.resolve_with_failed(&name)?, &params).await
+}
+
+/// `_cat/count`: the documents of every index, as `_count` counts them
+/// (the body may hold a `query`, as `_count`'s does).
+pub async fn count(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    count_rows(&node, "_all", &params, &body).await
+}
+
+/// `_cat/count/{target}`.
+pub async fn count_of(
+    State(node): State<Arc<Node>>,
+    Path(target): Path<String>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    count_rows(&node, &target, &params, &body).await
+}
+
+async fn count_rows(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
+    let answer = super::search::counted(node, target, &Params::new(), body).await?;
+    let now = chrono::Utc::now();
+    let row = vec![
+        now.timestamp().to_string(),
+        now.format("%H:%M:%S").to_string(),
+        answer["count"].to_string(),
+    ];
+    render_table(&["epoch", "timestamp", "count"], vec![row], params)
 }
 
 /// Documents per shard on the other nodes of a cluster.

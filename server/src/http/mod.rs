@@ -65,6 +65,8 @@ pub fn router(node: Arc<Node>) -> Router {
             post(search::msearch_index).get(search::msearch_index),
         )
         .route("/_cat/indices", get(cat::indices))
+        .route("/_cat/count", get(cat::count).post(cat::count))
+        .route("/_cat/count/{index}", get(cat::count_of).post(cat::count_of))
         .route("/_cat/nodes", get(cluster::cat_nodes))
         .route("/_cat/shards", get(cluster::cat_shards))
         .route("/_cluster/health", get(cluster::health))

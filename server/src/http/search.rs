@@ -148,6 +148,11 @@ pub async fn search_all(
 }
 
 async fn run_count(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
+    Ok(respond(&counted(node, target, params, body).await?, params))
+}
+
+/// The `_count` answer of a request (also read by `_cat/count`).
+pub(super) async fn counted(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Value> {
     let body = search_body(body)?;
     let body = body.as_ref();
     let count = |ctx: datafusion::prelude::SessionContext| async move {
@@ -157,7 +162,7 @@ async fn run_count(node: &Node, target: &str, params: &Params, body: &[u8]) -> A
     if node.retry(&out).await {
         out = count(node.engine.session()?).await;
     }
-    Ok(respond(&record(node, out)?, params))
+    Ok(record(node, out)?)
 }
 
 pub async fn count(
