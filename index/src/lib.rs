@@ -16,6 +16,7 @@ pub mod error;
 pub mod fetch_pushdown;
 pub mod filter;
 pub mod fulltext;
+pub mod highlight;
 pub mod ids;
 pub mod index;
 pub mod indices;

@@ -13,6 +13,7 @@
 pub mod aggs;
 pub mod dates;
 pub mod error;
+pub mod highlight;
 pub mod query;
 pub mod search;
 pub mod simple_query;

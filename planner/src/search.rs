@@ -25,6 +25,7 @@ use serde_json::{Map, Value, json};
 use crate::aggs::{self, AggTree};
 use crate::dates::TimeZone;
 use crate::error::{Error, Result};
+use crate::highlight::{self, Highlight};
 use crate::query::{QueryContext, lower, lower_opt, token_name};
 use crate::source::{
     Output, Target, common_type, date_formatter, field_type, filtered_scan, float_json, json_at,
@@ -112,6 +113,7 @@ pub struct SearchBody {
     allow_partial: bool,
     /// Whether hits carry `_id` (`stored_fields: _none_` drops it).
     ids: bool,
+    highlight: Option<Highlight>,
 }
 
 fn usize_param(v: &Value, name: &str) -> Result<usize> {
@@ -378,6 +380,7 @@ impl SearchBody {
             explain_plan: false,
             allow_partial: true,
             ids: true,
+            highlight: None,
         };
         let empty = Map::new();
         let m = match body {
@@ -413,6 +416,7 @@ impl SearchBody {
                     )
                 }
                 "aggs" | "aggregations" => s.aggs = Some(aggs::parse(v, now_ms)?),
+                "highlight" => s.highlight = Some(highlight::parse(v)?),
                 "fields" => parse_fields(v, false, &mut s.fields)?,
                 "docvalue_fields" => parse_fields(v, true, &mut s.fields)?,
                 "stored_fields" => {
@@ -1051,7 +1055,7 @@ impl Search<'_> {
         if scoring {
             outputs.push(Output::Meta("_score"));
         }
-        if self.body.source.enabled {
+        if self.body.source.enabled || self.body.highlight.is_some() {
             outputs.push(Output::Meta("_source"));
         }
         for (i, key) in self.body.sort.iter().enumerate() {
@@ -1192,6 +1196,14 @@ impl Search<'_> {
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
+        let highlight = match &self.body.highlight {
+            Some(h) => Some(h.prepare(
+                &self.targets,
+                &|t| lower_opt(self.body.query.as_ref(), &self.query_ctx(t)).map_err(|e| e.in_index(&t.name)),
+                self.now_ms,
+            )?),
+            None => None,
+        };
         let scoring = self.body.needs_score();
         let mut hits = Vec::new();
         let mut top_score: Option<f64> = None;
@@ -1223,12 +1235,21 @@ impl Search<'_> {
                     top_score = Some(top_score.map_or(s, |t: f64| t.max(s)));
                 }
                 hit.insert("_score".into(), score.clone());
-                if self.body.source.enabled
-                    && let Some(text) = get("_source")?.as_str()
-                {
+                if let Some(text) = get("_source")?.as_str() {
                     let source: Value = serde_json::from_str(text)
                         .map_err(|e| Error::internal(format!("stored _source is not JSON: {e}")))?;
-                    hit.insert("_source".into(), filter_source(&source, &self.body.source));
+                    if self.body.source.enabled {
+                        hit.insert("_source".into(), filter_source(&source, &self.body.source));
+                    }
+                    let index = hit["_index"].as_str().unwrap_or_default();
+                    if let Some(marked) = highlight
+                        .as_ref()
+                        .map(|h| h.hit(index, &source))
+                        .transpose()?
+                        .flatten()
+                    {
+                        hit.insert("highlight".into(), marked);
+                    }
                 }
                 if !fields.is_empty() {
                     let mut out = Map::new();
@@ -1406,7 +1427,7 @@ fn comparable(e: Expr, ty: &Option<DataType>) -> Expr {
 
 /// Whether `path` matches a field pattern where `*` stands for any text
 /// (no regex is compiled: `_source` filtering runs this per hit and key).
-fn pattern_matches(pattern: &str, path: &str) -> bool {
+pub(crate) fn pattern_matches(pattern: &str, path: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
     let Some(mut rest) = path.strip_prefix(first) else {

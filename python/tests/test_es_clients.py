@@ -64,6 +64,13 @@ def test_client_round_trip(node, flavor):
     assert buckets == {c: sum(1 for i in matching if doc(i)["code"] == c) for c in {doc(i)["code"] for i in matching}}
     assert resp["aggregations"]["total"]["value"] == sum(doc(i)["bytes"] for i in matching)
 
+    marked = {"query": {"match": {"msg": "node3"}}, "size": 2, "sort": [{"bytes": "asc"}], "highlight": {"fields": {"msg": {}}}}
+    if flavor == "elasticsearch":
+        resp = client.search(index=index, **marked)
+    else:
+        resp = client.search(index=index, body=marked)
+    assert [h["highlight"] for h in resp["hits"]["hits"]] == [{"msg": [f"event {i} on <em>node3</em>"]} for i in (3, 7)]
+
     got = client.get(index=index, id="42")
     assert got["found"] and got["_source"] == doc(42)
 
