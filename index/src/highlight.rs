@@ -5,8 +5,9 @@
 use std::collections::{HashMap, HashSet};
 
 use tantivy::Term;
+use tantivy::query::{BooleanQuery, Occur, Query};
 use tantivy::schema::Type;
-use tantivy::tokenizer::TokenizerManager;
+use tantivy::tokenizer::{TextAnalyzer, TokenizerManager};
 
 use crate::error::{Error, Result};
 use crate::mapping::{FieldType, Mapping};
@@ -25,13 +26,13 @@ impl QueryTerms {
     /// The terms of `query` over an index with `mapping`: those of the
     /// tantivy query it compiles to (terms, term sets, phrases; not the
     /// terms that prefixes, wildcards, regular expressions and fuzzy
-    /// queries expand to in a shard).
+    /// queries expand to in a shard), but for those it must not match.
     pub fn of(query: &LeafQuery, mapping: &Mapping) -> Result<QueryTerms> {
         let (tantivy_schema, fields) = schema::build();
         let index = tantivy::Index::create_in_ram(tantivy_schema);
-        let compiled = query.compile(mapping, &fields, &index)?;
+        let compiled = without_negations(query).compile(mapping, &fields, &index)?;
         let mut out = QueryTerms::default();
-        compiled.query_terms(&mut |term, _| {
+        positive_terms(compiled.as_ref(), &mut |term| {
             let into = if term.field() == fields.text {
                 &mut out.text
             } else if term.field() == fields.kw {
@@ -64,6 +65,55 @@ impl QueryTerms {
             .filter(|(p, _)| any_field || p.as_str() == path)
             .flat_map(|(_, terms)| terms.iter().map(String::as_str))
             .collect()
+    }
+}
+
+/// `query` without the clauses documents must not match, whose terms are
+/// not marked.
+fn without_negations(query: &LeafQuery) -> LeafQuery {
+    let all = |queries: &[LeafQuery]| queries.iter().map(without_negations).collect();
+    match query {
+        LeafQuery::Bool {
+            must,
+            should,
+            filter,
+            minimum_should_match,
+            ..
+        } => LeafQuery::Bool {
+            must: all(must),
+            should: all(should),
+            must_not: vec![],
+            filter: all(filter),
+            minimum_should_match: *minimum_should_match,
+        },
+        LeafQuery::Boost { query, boost } => LeafQuery::Boost {
+            query: Box::new(without_negations(query)),
+            boost: *boost,
+        },
+        LeafQuery::ConstantScore { query, score } => LeafQuery::ConstantScore {
+            query: Box::new(without_negations(query)),
+            score: *score,
+        },
+        LeafQuery::DisMax { queries, tie_breaker } => LeafQuery::DisMax {
+            queries: all(queries),
+            tie_breaker: *tie_breaker,
+        },
+        other => other.clone(),
+    }
+}
+
+/// Visits the terms of a compiled query, but for those of the clauses of
+/// its boolean queries that must not match (a query string's `-term`).
+fn positive_terms<'a>(query: &'a dyn Query, visit: &mut dyn FnMut(&'a Term)) {
+    match query.downcast_ref::<BooleanQuery>() {
+        Some(boolean) => {
+            for (occur, clause) in boolean.clauses() {
+                if *occur != Occur::MustNot {
+                    positive_terms(clause.as_ref(), visit);
+                }
+            }
+        }
+        None => query.query_terms(&mut |term, _| visit(term)),
     }
 }
 
@@ -127,10 +177,14 @@ pub fn fragments(
     options: &FragmentOptions,
 ) -> Result<Vec<String>> {
     let wanted = terms.for_field(path, ty, options.any_field);
+    let mut analyzer = TokenizerManager::default()
+        .get("default")
+        .ok_or_else(|| Error::Internal("default tokenizer missing".into()))?;
+    // Each fragment with its number of marks.
     let mut found: Vec<(usize, String)> = Vec::new();
     for value in values {
         let marks = if ty == FieldType::Text {
-            token_marks(value, &wanted)?
+            token_marks(&mut analyzer, value, &wanted)
         } else if wanted.contains(value) {
             vec![(0, value.len())]
         } else {
@@ -139,7 +193,8 @@ pub fn fragments(
         if marks.is_empty() {
             continue;
         }
-        if options.number_of_fragments == 0 {
+        // A keyword value is one term, marked whole.
+        if options.number_of_fragments == 0 || ty != FieldType::Text {
             found.push((marks.len(), marked(value, 0..value.len(), &marks, options)));
             continue;
         }
@@ -157,30 +212,32 @@ pub fn fragments(
     if found.is_empty() {
         return Ok(no_match(values, options));
     }
-    if options.order_by_score {
-        found.sort_by_key(|(marks, _)| std::cmp::Reverse(*marks));
-    }
+    // The fragments with the most marks (the first of equals), in the
+    // text's order unless ordered by score.
     let limit = match options.number_of_fragments {
         0 => found.len(),
         n => n,
     };
-    Ok(found.into_iter().take(limit).map(|(_, text)| text).collect())
+    let mut ranked: Vec<(usize, (usize, String))> = found.into_iter().enumerate().collect();
+    ranked.sort_by_key(|(at, (marks, _))| (std::cmp::Reverse(*marks), *at));
+    ranked.truncate(limit);
+    if !options.order_by_score {
+        ranked.sort_by_key(|(at, _)| *at);
+    }
+    Ok(ranked.into_iter().map(|(_, (_, text))| text).collect())
 }
 
 /// Byte ranges of the tokens of `text` that are among `wanted`, analyzed
 /// as text fields are indexed.
-fn token_marks(text: &str, wanted: &HashSet<&str>) -> Result<Vec<(usize, usize)>> {
-    let mut tokenizer = TokenizerManager::default()
-        .get("default")
-        .ok_or_else(|| Error::Internal("default tokenizer missing".into()))?;
-    let mut stream = tokenizer.token_stream(text);
+fn token_marks(analyzer: &mut TextAnalyzer, text: &str, wanted: &HashSet<&str>) -> Vec<(usize, usize)> {
+    let mut stream = analyzer.token_stream(text);
     let mut marks = Vec::new();
     while let Some(token) = stream.next() {
         if wanted.contains(token.text.as_str()) {
             marks.push((token.offset_from, token.offset_to));
         }
     }
-    Ok(marks)
+    marks
 }
 
 /// The fragments of `text`: its sentences, a sentence longer than
@@ -326,6 +383,33 @@ mod tests {
     }
 
     #[test]
+    fn terms_that_must_not_match_are_not_marked() -> anyhow::Result<()> {
+        let match_title = |text: &str| LeafQuery::Match {
+            path: "title".into(),
+            text: text.into(),
+            conjunction: false,
+        };
+        let q = terms(&LeafQuery::Bool {
+            must: vec![match_title("rust")],
+            should: vec![],
+            must_not: vec![match_title("language")],
+            filter: vec![],
+            minimum_should_match: None,
+        })?;
+        let options = FragmentOptions::default();
+        let out = fragments(&["Rust language"], "title", FieldType::Text, &q, &options)?;
+        assert_eq!(out, ["<em>Rust</em> language"]);
+        let q = terms(&LeafQuery::QueryString {
+            query: "title:rust -title:language".into(),
+            fields: vec![],
+            conjunction: false,
+        })?;
+        let out = fragments(&["Rust language"], "title", FieldType::Text, &q, &options)?;
+        assert_eq!(out, ["<em>Rust</em> language"]);
+        Ok(())
+    }
+
+    #[test]
     fn long_text_answers_the_sentences_that_hold_marks() -> anyhow::Result<()> {
         let q = terms(&LeafQuery::Match {
             path: "body".into(),
@@ -343,6 +427,30 @@ mod tests {
         assert_eq!(
             fragments(&[text], "body", FieldType::Text, &q, &one)?,
             ["A quick brown <em>fox</em>."]
+        );
+        // The fragments with the most marks, in the text's order.
+        let two = "One fox. No. A fox and a fox. Fox, fox and fox!";
+        let best = FragmentOptions {
+            number_of_fragments: 2,
+            ..FragmentOptions::default()
+        };
+        assert_eq!(
+            fragments(&[two], "body", FieldType::Text, &q, &best)?,
+            [
+                "A <em>fox</em> and a <em>fox</em>.",
+                "<em>Fox</em>, <em>fox</em> and <em>fox</em>!"
+            ]
+        );
+        let by_score = FragmentOptions {
+            order_by_score: true,
+            ..best
+        };
+        assert_eq!(
+            fragments(&[two], "body", FieldType::Text, &q, &by_score)?,
+            [
+                "<em>Fox</em>, <em>fox</em> and <em>fox</em>!",
+                "A <em>fox</em> and a <em>fox</em>."
+            ]
         );
         let whole = FragmentOptions {
             number_of_fragments: 0,
@@ -378,6 +486,18 @@ mod tests {
             fragments(&["a&b", "c"], "tag", FieldType::Keyword, &q, &html)?,
             ["[a&amp;b]"]
         );
+        let q = terms(&LeafQuery::Term {
+            path: "tag".into(),
+            value: crate::query::TermValue::Str("St. Louis! Yes".into()),
+        })?;
+        let out = fragments(
+            &["St. Louis! Yes"],
+            "tag",
+            FieldType::Keyword,
+            &q,
+            &FragmentOptions::default(),
+        )?;
+        assert_eq!(out, ["<em>St. Louis! Yes</em>"]);
         let q = terms(&LeafQuery::MatchPhrase {
             path: "title".into(),
             text: "data systems".into(),

@@ -290,7 +290,8 @@ fn read_records(path: &Path, file: &mut File, may_end_torn: bool, replay: &mut R
     let end = decode_records(&data, &mut replay.ops);
     let dropped_bytes = (data.len() - end) as u64;
     if dropped_bytes > 0 {
-        if !may_end_torn || appended_after(&data, end) {
+        let last_seq = replay.ops.last().map(|op| op.seq_no);
+        if !may_end_torn || appended_after(&data, end, last_seq) {
             return Err(corrupt_at(path, end));
         }
         tracing::warn!(
@@ -308,13 +309,25 @@ fn read_records(path: &Path, file: &mut File, may_end_torn: bool, replay: &mut R
 }
 
 /// Whether an append began past `end`, where the records of `data` stop
-/// decoding: a record found past it that says so. The records of a torn
-/// append all say where it began, which is at or before `end` (the records
-/// in front of `end` decoded); one whose append began past `end` was written
-/// by a later append, so the bytes at `end` were synced and acknowledged.
-fn appended_after(data: &[u8], end: usize) -> bool {
-    (end + 1..data.len())
-        .any(|at| matches!(decode(&data[at..]), Some((_, _, Some(append))) if append > end as u64))
+/// decoding: a record found past it that says so, and that comes after the
+/// last record decoded (`last_seq`). The records of a torn append all say
+/// where it began, which is at or before `end` (the records in front of
+/// `end` decoded); one whose append began past `end` was written by a later
+/// append, so the bytes at `end` were synced and acknowledged. Only places
+/// whose kind and append offset could be such a record's are decoded (a
+/// record's append began at or before the record), so that the scan reads
+/// each byte about once.
+fn appended_after(data: &[u8], end: usize, last_seq: Option<u64>) -> bool {
+    const KIND_AT: usize = HEADER + 16;
+    (end + 1..data.len()).any(|at| {
+        let Some(fixed) = data.get(at + KIND_AT..at + KIND_AT + 9) else {
+            return false;
+        };
+        let append = u64::from_le_bytes(fixed[1..].try_into().expect("8 bytes"));
+        let placed = matches!(fixed[0], KIND_INDEX | KIND_DELETE) && append > end as u64 && append <= at as u64;
+        placed
+            && matches!(decode(&data[at..]), Some((op, _, Some(_))) if last_seq.is_none_or(|last| op.seq_no > last))
+    })
 }
 
 /// The error of a record that does not decode before the end of its file.

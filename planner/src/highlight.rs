@@ -63,7 +63,11 @@ fn parse_options(
                     o.pre_tag = r#"<em class="hlt1">"#.into();
                     o.post_tag = "</em>".into();
                 }
-                _ => return Err(Error::illegal_argument(format!("Unknown tag schema [{v}]"))),
+                Some("default") => {}
+                _ => {
+                    let name = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                    return Err(Error::illegal_argument(format!("Unknown tag schema [{name}]")));
+                }
             },
             "fragment_size" => o.fragment_size = count(key, v)?.max(1),
             "number_of_fragments" => o.number_of_fragments = count(key, v)?,
@@ -76,19 +80,28 @@ fn parse_options(
                     _ => return Err(bad(key, "[score] or [none]")),
                 }
             }
-            "encoder" => {
-                o.html = match v.as_str() {
-                    Some("html") => true,
-                    Some("default") => false,
-                    _ => return Err(bad(key, "[html] or [default]")),
-                }
-            }
+            // As in Elasticsearch, any encoder but `html` is the default one.
+            "encoder" => o.html = v.as_str() == Some("html"),
             // Every highlighter type answers as the unified one does here.
             "type" => match v.as_str() {
                 Some("unified" | "plain" | "fvh") => {}
                 _ => return Err(Error::illegal_argument(format!("unknown highlighter type [{v}]"))),
             },
             "highlight_query" if v.is_object() => query = Some(v.clone()),
+            // Options of Elasticsearch's other highlighters and of its
+            // break iterators, which the fragments here do not use.
+            "boundary_scanner"
+            | "boundary_chars"
+            | "boundary_max_scan"
+            | "boundary_scanner_locale"
+            | "fragmenter"
+            | "phrase_limit"
+            | "matched_fields"
+            | "force_source"
+            | "max_analyzed_offset"
+            | "highlight_filter"
+            | "fragment_offset"
+            | "options" => {}
             "highlight_query" => return Err(bad(key, "a query object")),
             other => {
                 return Err(Error::parsing(format!("[highlight] unknown field [{other}]")));

@@ -625,7 +625,7 @@ fn failures_json(targets: &[Target], failed: &[FailedIndex]) -> Vec<Value> {
                 "shard": shard,
                 "index": f.name,
                 "node": null,
-                "reason": {"type": "unavailable_shards_exception", "reason": f.explanation()},
+                "reason": {"type": "no_shard_available_action_exception", "reason": f.explanation()},
             })
         })
     });

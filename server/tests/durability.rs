@@ -256,7 +256,7 @@ fn an_index_that_does_not_open_fails_alone() -> Result<()> {
     );
     assert_eq!(
         failure["reason"]["type"],
-        json!("unavailable_shards_exception"),
+        json!("no_shard_available_action_exception"),
         "{body}"
     );
     let (status, body) = server.post("/good,bad/_count", &json!({}))?;

@@ -552,6 +552,8 @@ fn cat_indices_and_index_info() -> Result<()> {
         &json!({"query": {"term": {"a": 2}}}),
     )?;
     assert_eq!((status, &counted[0]["count"]), (200, &json!("1")), "{counted}");
+    let (status, counted) = s.get("/_cat/count/alpha?q=a:1&format=json")?;
+    assert_eq!((status, &counted[0]["count"]), (200, &json!("1")), "{counted}");
     let text = s.get_text("/_cat/count?v")?;
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(lines[0], ["epoch", "timestamp", "count"], "{text}");

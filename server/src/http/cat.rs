@@ -41,7 +41,7 @@ pub async fn indices_of(
 }
 
 /// `_cat/count`: the documents of every index, as `_count` counts them
-/// (the body may hold a `query`, as `_count`'s does).
+/// (the body may hold a `query`, and `?q=` a query string, as `_count`'s).
 pub async fn count(
     State(node): State<Arc<Node>>,
     Query(params): Query<Params>,
@@ -61,7 +61,7 @@ pub async fn count_of(
 }
 
 async fn count_rows(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
-    let answer = super::search::counted(node, target, &Params::new(), body).await?;
+    let answer = super::search::counted(node, target, params, body).await?;
     let now = chrono::Utc::now();
     let row = vec![
         now.timestamp().to_string(),
