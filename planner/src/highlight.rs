@@ -104,7 +104,8 @@ fn parse_options(
             | "options" => {}
             "highlight_query" => return Err(bad(key, "a query object")),
             other => {
-                return Err(Error::parsing(format!("[highlight] unknown field [{other}]")));
+                let object = if top { "highlight" } else { "highlight_field" };
+                return Err(Error::x_content(format!("[{object}] unknown field [{other}]")));
             }
         }
     }
