@@ -80,6 +80,12 @@ impl FailedIndex {
     pub fn num_shards(&self) -> u32 {
         self.meta.as_ref().map_or(1, |m| m.settings.number_of_shards)
     }
+
+    /// Its replicas of each shard: as its metadata says, or none when that
+    /// did not read.
+    pub fn num_replicas(&self) -> u32 {
+        self.meta.as_ref().map_or(0, |m| m.settings.number_of_replicas)
+    }
 }
 
 /// The index name in an index directory's name (`<name>-<uuid>`).

@@ -635,14 +635,10 @@ fn failures_json(targets: &[Target], failed: &[FailedIndex]) -> Vec<Value> {
 /// With `allow_partial_search_results=false`, the error of a search that
 /// cannot read every shard.
 fn missing_shards(targets: &[Target], failed: &[FailedIndex]) -> Option<Error> {
-    let missing: Vec<String> = targets
+    let failures = failures_json(targets, failed);
+    let missing: Vec<String> = failures
         .iter()
-        .flat_map(|t| t.failures.iter().map(|f| format!("[{}][{}]", t.name, f.shard)))
-        .chain(
-            failed
-                .iter()
-                .flat_map(|f| (0..f.num_shards()).map(|shard| format!("[{}][{shard}]", f.name))),
-        )
+        .map(|f| format!("[{}][{}]", f["index"].as_str().unwrap_or_default(), f["shard"]))
         .collect();
     if missing.is_empty() {
         return None;
@@ -658,7 +654,7 @@ fn missing_shards(targets: &[Target], failed: &[FailedIndex]) -> Option<Error> {
         )
         .with("phase", json!("query"))
         .with("grouped", json!(true))
-        .with("failed_shards", Value::Array(failures_json(targets, failed))),
+        .with("failed_shards", Value::Array(failures)),
     )
 }
 

@@ -83,9 +83,8 @@ impl ShardCounts {
         let mut counts = ShardCounts::default();
         for f in failed {
             let shards = u64::from(f.num_shards());
-            let replicas = f.meta.as_ref().map_or(0, |m| m.settings.number_of_replicas);
             counts.unassigned_primaries += shards;
-            counts.unassigned += shards * (1 + u64::from(replicas));
+            counts.unassigned += shards * (1 + u64::from(f.num_replicas()));
         }
         for index in indices {
             let desired = 1 + u64::from(index.settings().number_of_replicas);
@@ -319,12 +318,13 @@ pub async fn cat_shards(State(node): State<Arc<Node>>, Query(params): Query<Para
             }
         }
     }
-    // Every copy of an index that did not open is unassigned.
-    for meta in failed.iter().filter_map(|f| f.meta.as_ref()) {
-        for n in 0..meta.settings.number_of_shards {
-            for copy in 0..=meta.settings.number_of_replicas {
+    // Every copy of an index that did not open is unassigned, as
+    // `_cluster/health` counts them.
+    for f in &failed {
+        for n in 0..f.num_shards() {
+            for copy in 0..=f.num_replicas() {
                 let prirep = if copy == 0 { "p" } else { "r" };
-                rows.push(unassigned_row(&meta.name, n, prirep));
+                rows.push(unassigned_row(&f.name, n, prirep));
             }
         }
     }
