@@ -120,7 +120,10 @@ impl Client {
             r#type: call.action_type(),
             body: body.into(),
         });
-        if matches!(call, Call::Ping | Call::ListIndices | Call::ShardStats) {
+        if matches!(
+            call,
+            Call::Ping | Call::ListIndices | Call::ShardStats | Call::Segments
+        ) {
             action.set_timeout(QUICK_TIMEOUT);
         }
         let failed = |status: tonic::Status| {

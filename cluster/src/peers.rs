@@ -8,6 +8,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use quidditch_index::index::{DocWrite, IndexMeta};
+use quidditch_index::merge::ForceMerge;
 use quidditch_index::peers::{ItemResult, Peers, WireItem};
 use quidditch_index::query::LeafQuery;
 use quidditch_index::shard::StoredDoc;
@@ -374,6 +375,17 @@ impl Peers for ClusterPeers {
         let node = self.node(node)?;
         let call = Call::Refresh {
             index: index.to_string(),
+        };
+        self.block(self.client.call::<serde_json::Value>(&node, &call))
+            .map(drop)
+    }
+
+    fn force_merge(&self, node: &str, index: &str, how: ForceMerge, flush: bool) -> Result<()> {
+        let node = self.node(node)?;
+        let call = Call::ForceMerge {
+            index: index.to_string(),
+            how,
+            flush,
         };
         self.block(self.client.call::<serde_json::Value>(&node, &call))
             .map(drop)

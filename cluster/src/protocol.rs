@@ -5,6 +5,7 @@
 use quidditch_index::Mapping;
 use quidditch_index::RefreshPolicy;
 use quidditch_index::index::{DocWrite, IndexMeta};
+use quidditch_index::merge::{ForceMerge, SegmentStats};
 use quidditch_index::peers::WireItem;
 use quidditch_index::query::LeafQuery;
 use quidditch_index::translog::Op;
@@ -133,8 +134,20 @@ pub enum Call {
         /// Index name.
         index: String,
     },
+    /// Force-merges the node's shards of an index: answers `null`.
+    ForceMerge {
+        /// Index name.
+        index: String,
+        /// What to merge.
+        how: ForceMerge,
+        /// Whether to refresh first.
+        flush: bool,
+    },
     /// Documents per shard of the node: answers `Vec<ShardStats>`.
     ShardStats,
+    /// The searchable segments of each shard of the node: answers
+    /// `Vec<ShardSegments>`.
+    Segments,
     /// Term statistics of a query over some of the node's shards of an
     /// index: answers `TermStats`.
     TermStats {
@@ -170,7 +183,9 @@ impl Call {
             Call::Bulk { .. } => "bulk",
             Call::Get { .. } => "get",
             Call::Refresh { .. } => "refresh",
+            Call::ForceMerge { .. } => "force_merge",
             Call::ShardStats => "shard_stats",
+            Call::Segments => "segments",
             Call::TermStats { .. } => "term_stats",
             Call::Allocate { .. } => "allocate",
             Call::Replicate { .. } => "replicate",
@@ -214,6 +229,17 @@ pub struct ShardStats {
     pub shard: u32,
     /// Searchable documents.
     pub docs: u64,
+}
+
+/// The segments of one shard of a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardSegments {
+    /// Index name.
+    pub index: String,
+    /// Shard number.
+    pub shard: u32,
+    /// Its searchable segments.
+    pub segments: Vec<SegmentStats>,
 }
 
 /// The answer to a bulk call.

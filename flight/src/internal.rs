@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use quidditch_cluster::client::Answer;
-use quidditch_cluster::protocol::{Call, Hello, ShardStats, WireDoc};
+use quidditch_cluster::protocol::{Call, Hello, ShardSegments, ShardStats, WireDoc};
 use quidditch_index::index::Index;
 use quidditch_index::indices::apply_refresh;
 use quidditch_index::peers::{WireError, WireItem};
@@ -138,6 +138,29 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             let index = current(&indices, &index, None).await?;
             blocking(move || index.refresh()).await?;
             Ok(Value::Null)
+        }
+        Call::ForceMerge { index, how, flush } => {
+            let index = current(&indices, &index, None).await?;
+            blocking(move || index.force_merge(how, flush)).await?;
+            Ok(Value::Null)
+        }
+        Call::Segments => {
+            let list = indices.list();
+            let out = blocking(move || {
+                let mut out = Vec::new();
+                for index in list {
+                    for shard in index.shards() {
+                        out.push(ShardSegments {
+                            index: index.name(),
+                            shard: shard.ordinal(),
+                            segments: shard.segments()?,
+                        });
+                    }
+                }
+                Ok::<_, quidditch_index::Error>(out)
+            })
+            .await?;
+            Ok(json!(out))
         }
         Call::ShardStats => {
             let mut out = Vec::new();

@@ -14,6 +14,7 @@ use crate::document::{parse_document, parse_logged_document};
 use crate::error::{Error, Result};
 use crate::indices::RefreshPolicy;
 use crate::mapping::{Dynamic, Mapping};
+use crate::merge::ForceMerge;
 use crate::peers::{ItemResult, Peers};
 use crate::query::LeafQuery;
 use crate::routing::shard_for_id;
@@ -1159,6 +1160,29 @@ impl Index {
     /// holds shards of the index to refresh them.
     pub fn refresh_everywhere(&self) -> Result<()> {
         self.refresh()?;
+        self.on_other_nodes(|peers, node, name| peers.refresh(node, name))
+    }
+
+    /// Force-merges every shard on this node (see [`Shard::force_merge`]).
+    pub fn force_merge(&self, how: ForceMerge, flush: bool) -> Result<()> {
+        if self.is_deleted() {
+            return Ok(());
+        }
+        for shard in self.opened() {
+            shard.force_merge(how, flush)?;
+        }
+        Ok(())
+    }
+
+    /// Force-merges every copy of every shard, on whichever node each is.
+    pub fn force_merge_everywhere(&self, how: ForceMerge, flush: bool) -> Result<()> {
+        self.force_merge(how, flush)?;
+        self.on_other_nodes(|peers, node, name| peers.force_merge(node, name, how, flush))
+    }
+
+    /// Calls `f` for each other node that holds a copy of a shard of the
+    /// index (none without peers).
+    fn on_other_nodes(&self, f: impl Fn(&dyn Peers, &str, &str) -> Result<()>) -> Result<()> {
         if let Some(peers) = &self.peers {
             let meta = self.meta();
             let nodes: std::collections::BTreeSet<&str> = (0..meta.settings.number_of_shards)
@@ -1166,7 +1190,7 @@ impl Index {
                 .filter(|n| *n != peers.node_id())
                 .collect();
             for node in nodes {
-                peers.refresh(node, &meta.name)?;
+                f(peers.as_ref(), node, &meta.name)?;
             }
         }
         Ok(())

@@ -21,6 +21,7 @@ pub mod ids;
 pub mod index;
 pub mod indices;
 pub mod mapping;
+pub mod merge;
 pub mod peers;
 pub mod query;
 pub mod routing;

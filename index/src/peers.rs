@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::index::{DocWrite, IndexMeta, WriteResult};
 use crate::indices::RefreshPolicy;
+use crate::merge::ForceMerge;
 use crate::query::LeafQuery;
 use crate::shard::StoredDoc;
 use crate::stats::TermStats;
@@ -77,6 +78,8 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     fn get(&self, node: &str, index: &str, id: &str) -> Result<Option<StoredDoc>>;
     /// Refreshes the shards of an index on `node`.
     fn refresh(&self, node: &str, index: &str) -> Result<()>;
+    /// Force-merges the shards of an index on `node`.
+    fn force_merge(&self, node: &str, index: &str, how: ForceMerge, flush: bool) -> Result<()>;
     /// Runs a tantivy leaf (see [`crate::codec::encode_leaf`]) over one
     /// shard on `node`, which holds it, and streams its batches: for a task
     /// that reads shards of several nodes.

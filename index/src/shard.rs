@@ -30,15 +30,18 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
+use tantivy::index::SegmentComponent;
 use tantivy::schema::document::{ReferenceValue, ReferenceValueLeaf};
 use tantivy::schema::{IndexRecordOption, Value as _};
 use tantivy::{
-    DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
+    Directory as _, DocAddress, DocSet, HasLen as _, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher,
+    SegmentMeta, TantivyDocument, Term,
 };
 use tokio::sync::watch;
 
 use crate::document::{FieldValue, ParsedDoc, PathSpan};
 use crate::error::{Error, Result};
+use crate::merge::{self, ForceMerge, SegmentStats};
 use crate::schema::{self, Fields, names};
 use crate::translog::{Op, OpKind, Translog};
 
@@ -613,6 +616,81 @@ impl Shard {
         Ok(true)
     }
 
+    /// The shard's searchable segments: those of its last commit, which
+    /// every refresh makes.
+    pub fn segments(&self) -> Result<Vec<SegmentStats>> {
+        let directory = self.index.directory();
+        Ok(self
+            .index
+            .searchable_segment_metas()?
+            .into_iter()
+            .map(|meta| SegmentStats {
+                id: meta.id().short_uuid_string(),
+                docs: u64::from(meta.num_docs()),
+                deleted: u64::from(meta.num_deleted_docs()),
+                bytes: [
+                    SegmentComponent::Postings,
+                    SegmentComponent::Positions,
+                    SegmentComponent::Terms,
+                    SegmentComponent::Store,
+                    SegmentComponent::FastFields,
+                    SegmentComponent::FieldNorms,
+                    SegmentComponent::Delete,
+                ]
+                .into_iter()
+                .filter(|c| *c != SegmentComponent::Delete || meta.has_deletes())
+                .filter_map(|c| directory.open_read(&meta.relative_path(c)).ok())
+                .map(|file| file.len() as u64)
+                .sum(),
+            })
+            .collect())
+    }
+
+    /// Merges segments as `how` asks, after a refresh when `flush` (so that
+    /// every acknowledged write is in a segment the merge can take). Writes
+    /// and searches go on meanwhile; searches see the merged segments once
+    /// this returns.
+    pub fn force_merge(&self, how: ForceMerge, flush: bool) -> Result<()> {
+        if flush {
+            self.refresh()?;
+        }
+        // A background merge of some of the same segments may end first:
+        // tantivy then drops the merge that ends second, which is planned
+        // again over the segments that are left.
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let metas = self.index.searchable_segment_metas()?;
+            let groups = match how {
+                ForceMerge::Policy => {
+                    let policy = self.writer.lock().get_merge_policy();
+                    policy
+                        .compute_merge_candidates(&metas)
+                        .into_iter()
+                        .map(|candidate| candidate.0)
+                        .collect()
+                }
+                _ => merge::plan(how, &metas.iter().map(candidate).collect::<Vec<_>>()),
+            };
+            if groups.is_empty() {
+                break;
+            }
+            let merges: Vec<_> = {
+                let mut writer = self.writer.lock();
+                groups.iter().map(|group| writer.merge(group)).collect()
+            };
+            let failed = merges.into_iter().map(|merge| merge.wait()).find_map(|r| r.err());
+            match failed {
+                None => break,
+                Some(err) if attempt == ATTEMPTS => return Err(err.into()),
+                Some(err) => {
+                    tracing::debug!(shard = self.ordinal, %err, "a forced merge was dropped; planning it again");
+                }
+            }
+        }
+        self.reader.reload()?;
+        Ok(())
+    }
+
     /// Waits until a refresh has made writes up to `seq_no` searchable.
     pub async fn wait_visible(&self, seq_no: u64) {
         let mut rx = self.visible_seq.subscribe();
@@ -730,6 +808,15 @@ fn base_doc(fields: &Fields, id: &str, source: &str, doc: &ParsedDoc) -> Tantivy
         out.add_field_value(fields.text, JsonView::Object(doc, doc.texts()));
     }
     out
+}
+
+/// A segment as a force merge plans with it.
+fn candidate(meta: &SegmentMeta) -> merge::Candidate {
+    merge::Candidate {
+        id: meta.id(),
+        max_doc: meta.max_doc(),
+        deleted: meta.num_deleted_docs(),
+    }
 }
 
 /// Adds a write's version and sequence number to its document.

@@ -159,6 +159,30 @@ def test_cluster_health_and_cat(node):
     assert sum(int(s["docs"]) for s in shards if s["index"] == "three") == 1
 
 
+@pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
+def test_flush_force_merge_and_segments(node, flavor):
+    client, helpers = clients(node.url)[flavor]
+    index = f"merge-{flavor}"
+    client.indices.create(index=index, body={"settings": {"number_of_shards": 1, "refresh_interval": "-1"}})
+    for batch in range(3):
+        actions = ({"_index": index, "_id": f"{batch}-{i}", "_source": doc(i)} for i in range(100))
+        helpers.bulk(client, actions)
+        client.indices.flush(index=index)
+    assert client.count(index=index)["count"] == 300
+    segments = client.cat.segments(index=index, format="json")
+    assert len(segments) >= 3
+    assert sum(int(s["docs.count"]) for s in segments) == 300
+    merged = client.indices.forcemerge(index=index, max_num_segments=1)
+    assert merged["_shards"] == {"total": 1, "successful": 1, "failed": 0}
+    segments = client.cat.segments(index=index, format="json")
+    assert [(s["index"], s["shard"], s["prirep"], s["docs.count"], s["docs.deleted"]) for s in segments] == [
+        (index, "0", "p", "300", "0")
+    ]
+    with pytest.raises((elasticsearch.BadRequestError, opensearchpy.RequestError)) as bad:
+        client.indices.forcemerge(index=index, max_num_segments=1, only_expunge_deletes=True)
+    assert "only_expunge_deletes" in str(bad.value)
+
+
 def test_mget(node):
     client = elasticsearch.Elasticsearch(node.url)
     client.index(index="m1", id="1", document={"a": 1})

@@ -16,9 +16,10 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use quidditch_cluster::client::Client;
 use quidditch_cluster::etcd::{EtcdCluster, IndexEvent};
-use quidditch_cluster::protocol::{Call, Hello, ShardStats};
+use quidditch_cluster::protocol::{Call, Hello, ShardSegments, ShardStats};
 use quidditch_cluster::{Liveness, Membership, NodeInfo, Role};
 use quidditch_index::index::IndexMeta;
+use quidditch_index::merge::SegmentStats;
 use quidditch_index::{Error, Indices};
 
 /// Whether `text` names `address` (`host:port`) whole, not as the start of
@@ -177,14 +178,40 @@ impl ClusterState {
         }
     }
 
-    /// Documents per shard on the nodes that answer, by index and shard.
-    pub async fn shard_docs(&self) -> std::collections::HashMap<(String, u32), u64> {
-        let up: Vec<NodeInfo> = self
-            .nodes()
+    /// The members that answered their last ping.
+    fn up_nodes(&self) -> Vec<NodeInfo> {
+        self.nodes()
             .into_iter()
             .filter(|(_, up, _)| *up)
             .map(|(n, _, _)| n)
-            .collect();
+            .collect()
+    }
+
+    /// The searchable segments of the shard copies on the nodes that
+    /// answer, by index, shard and node.
+    pub async fn shard_segments(
+        &self,
+    ) -> std::collections::HashMap<(String, u32, String), Vec<SegmentStats>> {
+        let up = self.up_nodes();
+        let answers = futures::future::join_all(
+            up.iter()
+                .map(|node| self.client.call::<Vec<ShardSegments>>(node, &Call::Segments)),
+        )
+        .await;
+        up.into_iter()
+            .zip(answers)
+            .filter_map(|(node, answer)| Some((node.id, answer.ok()?)))
+            .flat_map(|(node, shards)| {
+                shards
+                    .into_iter()
+                    .map(move |s| ((s.index, s.shard, node.clone()), s.segments))
+            })
+            .collect()
+    }
+
+    /// Documents per shard on the nodes that answer, by index and shard.
+    pub async fn shard_docs(&self) -> std::collections::HashMap<(String, u32), u64> {
+        let up = self.up_nodes();
         let answers = futures::future::join_all(
             up.iter()
                 .map(|node| self.client.call::<Vec<ShardStats>>(node, &Call::ShardStats)),

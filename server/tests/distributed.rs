@@ -587,3 +587,54 @@ fn group_by_sends_partial_groups_to_the_coordinator_not_documents() -> Result<()
     ensure!(total == 200_000, "{answer:?}");
     Ok(())
 }
+
+/// `_cat/segments` rows of `index` through `server`, as (shard, docs.count).
+fn segment_rows(server: &Server, index: &str) -> Result<Vec<(u64, u64)>> {
+    let (status, rows) = server.get(&format!("/_cat/segments/{index}?format=json"))?;
+    ensure!(status == 200, "{rows}");
+    let num = |row: &Value, key: &str| row[key].as_str().and_then(|v| v.parse::<u64>().ok());
+    rows.as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            num(row, "shard")
+                .zip(num(row, "docs.count"))
+                .ok_or_else(|| anyhow::anyhow!("bad row {row}"))
+        })
+        .collect()
+}
+
+#[test]
+fn force_merge_reaches_the_shards_on_every_data_node() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(dir.path(), 3)?;
+    let server = &cluster.coordinator;
+    load(server, "docs", 5, &corpus(1000))?;
+    // A second refresh of 100 more documents: two segments per shard, all
+    // of them listed from the data nodes that hold them.
+    let mut lines = Vec::new();
+    for (i, doc) in corpus(100).into_iter().enumerate() {
+        lines.push(json!({"index": {"_id": format!("more{i}")}}));
+        lines.push(doc);
+    }
+    let (status, body) = server.bulk("/docs/_bulk?refresh=true", &lines)?;
+    ensure!(status == 200 && body["errors"] == json!(false), "{body}");
+    let before = segment_rows(server, "docs")?;
+    let shards: std::collections::BTreeSet<u64> = before.iter().map(|r| r.0).collect();
+    ensure!(shards == (0..5).collect(), "{before:?}");
+    ensure!(before.iter().map(|r| r.1).sum::<u64>() == 1100, "{before:?}");
+    ensure!(before.len() >= 10, "every shard took both refreshes: {before:?}");
+
+    let (status, body) = server.post("/docs/_forcemerge?max_num_segments=1", &json!({}))?;
+    ensure!(status == 200 && body["_shards"]["failed"] == json!(0), "{body}");
+    let mut after = segment_rows(server, "docs")?;
+    after.sort();
+    ensure!(
+        after.iter().map(|r| r.0).eq(0..5),
+        "one segment per shard: {after:?}"
+    );
+    ensure!(after.iter().map(|r| r.1).sum::<u64>() == 1100, "{after:?}");
+    let (status, body) = server.post("/docs/_count", &json!({}))?;
+    ensure!(status == 200 && body["count"] == json!(1100), "{body}");
+    Ok(())
+}

@@ -537,6 +537,19 @@ fn write_acked(s: &Server, index: &str, prefix: &str, n: usize) -> Result<Vec<St
         .collect())
 }
 
+/// The `_cat` rows of shard `n`'s two copies: its primary, then its replica.
+fn primary_and_replica(rows: &[Value], n: u32) -> Result<(&Value, &Value)> {
+    let copies: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["shard"] == json!(n.to_string()))
+        .collect();
+    ensure!(
+        copies.len() == 2 && copies[0]["prirep"] == "p" && copies[1]["prirep"] == "r",
+        "shard {n}: {copies:?}"
+    );
+    Ok((copies[0], copies[1]))
+}
+
 #[test]
 fn losing_a_data_node_with_one_replica_keeps_every_acknowledged_write() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -557,22 +570,38 @@ fn losing_a_data_node_with_one_replica_keeps_every_acknowledged_write() -> Resul
     let rows = shards.as_array().cloned().unwrap_or_default();
     ensure!(rows.len() == 12, "{shards}");
     for n in 0..6 {
-        let copies: Vec<&Value> = rows
-            .iter()
-            .filter(|r| r["shard"] == json!(n.to_string()))
-            .collect();
+        let (primary, replica) = primary_and_replica(&rows, n)?;
         ensure!(
-            copies.len() == 2
-                && copies[0]["prirep"] == "p"
-                && copies[1]["prirep"] == "r"
-                && copies.iter().all(|c| c["state"] == "STARTED")
-                && copies[0]["node"] != copies[1]["node"],
-            "shard {n}: {copies:?}"
+            primary["state"] == "STARTED"
+                && replica["state"] == "STARTED"
+                && primary["node"] != replica["node"],
+            "shard {n}: {primary} {replica}"
         );
     }
 
-    // A client writes and searches in a loop; data-1 is killed part-way.
+    // A force merge reaches every copy, replicas too, and `_cat/segments`
+    // lists each copy's segments from the node that holds it.
     let mut acked: Vec<String> = Vec::new();
+    // Two refreshed bulks: two segments per copy before the merge.
+    acked.extend(write_acked(&coordinator, "logs", "seg0", 60)?);
+    acked.extend(write_acked(&coordinator, "logs", "seg1", 60)?);
+    let (status, body) = coordinator.post("/logs/_forcemerge?max_num_segments=1", &json!({}))?;
+    ensure!(status == 200, "{body}");
+    let (_, segments) = coordinator.get("/_cat/segments/logs?format=json")?;
+    let rows = segments.as_array().cloned().unwrap_or_default();
+    let docs = |r: &Value| r["docs.count"].as_str().and_then(|d| d.parse::<u64>().ok());
+    let mut primaries = 0;
+    for n in 0..6 {
+        let (primary, replica) = primary_and_replica(&rows, n)?;
+        ensure!(
+            docs(primary).is_some() && docs(primary) == docs(replica),
+            "shard {n}: one merged segment per copy, alike: {primary} {replica}"
+        );
+        primaries += docs(primary).unwrap_or(0);
+    }
+    ensure!(primaries == 120, "{segments}");
+
+    // A client writes and searches in a loop; data-1 is killed part-way.
     let mut killed_at: Option<Instant> = None;
     for round in 0.. {
         acked.extend(write_acked(&coordinator, "logs", &format!("r{round}"), 20)?);

@@ -779,3 +779,121 @@ fn top_hits_by_score_are_found_past_the_first_postings_block() -> Result<()> {
     }
     Ok(())
 }
+
+/// `_cat/segments` rows of `index` (JSON), as (docs.count, docs.deleted).
+fn segments(s: &Server, index: &str) -> Result<Vec<(u64, u64)>> {
+    let (status, rows) = s.get(&format!("/_cat/segments/{index}?format=json"))?;
+    assert_eq!(status, 200, "{rows}");
+    let num = |row: &Value, key: &str| -> Result<u64> {
+        row[key]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("no {key} in {row}"))
+    };
+    rows.as_array()
+        .ok_or_else(|| anyhow!("not a list: {rows}"))?
+        .iter()
+        .map(|row| {
+            assert_eq!(row["index"], json!(index));
+            assert!(
+                row["segment"].as_str().is_some_and(|s| s.starts_with('_')),
+                "{row}"
+            );
+            Ok((num(row, "docs.count")?, num(row, "docs.deleted")?))
+        })
+        .collect()
+}
+
+#[test]
+fn force_merge_flush_and_segments() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let settings = json!({"settings": {"number_of_shards": 1, "refresh_interval": "-1"}});
+    let (status, _) = s.put("/m", &settings)?;
+    assert_eq!(status, 200);
+    // Four refreshes of ten documents each: four segments at least.
+    for batch in 0..4 {
+        let mut lines = Vec::new();
+        for i in 0..10 {
+            lines.push(json!({"index": {"_id": format!("{batch}-{i}")}}));
+            lines.push(json!({"batch": batch, "i": i}));
+        }
+        let (status, body) = s.bulk("/m/_bulk?refresh=true", &lines)?;
+        assert_eq!((status, &body["errors"]), (200, &json!(false)));
+    }
+    // Eight deletions in the first batch's segment, one in the second's.
+    let mut deletes: Vec<Value> = (0..8)
+        .map(|i| json!({"delete": {"_id": format!("0-{i}")}}))
+        .collect();
+    deletes.push(json!({"delete": {"_id": "1-0"}}));
+    let (status, _) = s.bulk("/m/_bulk", &deletes)?;
+    assert_eq!(status, 200);
+    // A flush commits: the deletions are searchable after it.
+    let (status, body) = s.post("/m/_flush", &json!({}))?;
+    assert_eq!((status, &body["_shards"]["failed"]), (200, &json!(0)));
+    assert_eq!(s.count("m")?, 31);
+    // Each refresh left a segment with live documents (tantivy drops a
+    // segment whose documents are all deleted, and the two indexing
+    // threads may have split a batch).
+    let before = segments(&s, "m")?;
+    assert!(before.len() >= 4, "{before:?}");
+    assert_eq!(before.iter().map(|s| s.0).sum::<u64>(), 31);
+    assert!(
+        (1..=9).contains(&before.iter().map(|s| s.1).sum::<u64>()),
+        "{before:?}"
+    );
+
+    // Only the segments over a tenth deleted are merged, into one.
+    let heavy = |s: &&(u64, u64)| s.1 * 10 > s.0 + s.1;
+    let mut kept: Vec<(u64, u64)> = before.iter().filter(|s| !heavy(s)).copied().collect();
+    let rewritten: u64 = before.iter().filter(heavy).map(|s| s.0).sum();
+    if rewritten > 0 {
+        kept.push((rewritten, 0));
+    }
+    let (status, body) = s.post("/m/_forcemerge?only_expunge_deletes=true", &json!({}))?;
+    assert_eq!(
+        (status, &body["_shards"]["successful"]),
+        (200, &json!(1)),
+        "{body}"
+    );
+    let mut expunged = segments(&s, "m")?;
+    expunged.sort();
+    kept.sort();
+    assert_eq!(expunged, kept, "before: {before:?}");
+
+    // Writes since the last refresh are merged too (the merge flushes first).
+    let (status, _) = s.put("/m/_doc/late", &json!({"batch": 9}))?;
+    assert_eq!(status, 201);
+    let (status, _) = s.post("/_forcemerge?max_num_segments=1", &json!({}))?;
+    assert_eq!(status, 200);
+    assert_eq!(segments(&s, "m")?, vec![(32, 0)]);
+    assert_eq!(s.count("m")?, 32);
+    let rows = s.sql_rows("SELECT count(*) FROM m WHERE batch = 3")?;
+    assert_eq!(rows[0][0], json!(10));
+    let (status, doc) = s.get("/m/_doc/3-9")?;
+    assert_eq!((status, &doc["_source"]["i"]), (200, &json!(9)));
+    // Writes go on after it.
+    let (status, _) = s.put("/m/_doc/after?refresh=true", &json!({"batch": 10}))?;
+    assert_eq!(status, 201);
+    assert_eq!(s.count("m")?, 33);
+
+    // Bad parameters and targets change nothing.
+    let (status, body) = s.post(
+        "/m/_forcemerge?max_num_segments=1&only_expunge_deletes=true",
+        &json!({}),
+    )?;
+    assert_es_error(status, &body, 400, "action_request_validation_exception");
+    for bad in ["max_num_segments=0", "max_num_segments=x", "flush=maybe"] {
+        let (status, body) = s.post(&format!("/m/_forcemerge?{bad}"), &json!({}))?;
+        assert_es_error(status, &body, 400, "illegal_argument_exception");
+    }
+    let (status, body) = s.post("/nope/_forcemerge", &json!({}))?;
+    assert_es_error(status, &body, 404, "index_not_found_exception");
+    let (status, body) = s.get("/_cat/segments/nope")?;
+    assert_es_error(status, &body, 404, "index_not_found_exception");
+    assert_eq!(s.count("m")?, 33);
+    let text = s.get_text("/_cat/segments?v")?;
+    assert!(text.starts_with("index"), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    Ok(())
+}

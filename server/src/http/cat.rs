@@ -207,7 +207,7 @@ fn dir_size(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-fn human_size(bytes: u64) -> String {
+pub(super) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["b", "kb", "mb", "gb", "tb"];
     let mut v = bytes as f64;
     let mut unit = 0;

@@ -267,6 +267,96 @@ fn unassigned_row(index: &str, shard: u32, prirep: &str) -> Vec<String> {
     ]
 }
 
+/// The address of node `owner`, as `_cat` lists it.
+fn ip_of(node: &Node, owner: &str) -> String {
+    match &node.cluster {
+        Some(cluster) => cluster
+            .membership
+            .node(owner)
+            .and_then(|i| i.flight.rsplit_once(':').map(|(h, _)| h.to_string()))
+            .unwrap_or_default(),
+        None => node.http_addr.ip().to_string(),
+    }
+}
+
+/// `GET /_cat/segments`.
+pub async fn cat_segments(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<Params>,
+) -> ApiResult<Response> {
+    segments_of(&node, "_all", &params).await
+}
+
+/// `GET /_cat/segments/{index}`.
+pub async fn cat_segments_of(
+    State(node): State<Arc<Node>>,
+    Path(target): Path<String>,
+    Query(params): Query<Params>,
+) -> ApiResult<Response> {
+    segments_of(&node, &target, &params).await
+}
+
+/// A row per searchable segment of each started shard copy; copies whose
+/// node does not answer are left out, as Elasticsearch lists only started
+/// copies.
+async fn segments_of(node: &Node, target: &str, params: &Params) -> ApiResult<Response> {
+    let columns = [
+        "index",
+        "shard",
+        "prirep",
+        "ip",
+        "segment",
+        "docs.count",
+        "docs.deleted",
+        "size",
+        "committed",
+        "searchable",
+        "compound",
+    ];
+    let mut indices = node.indices.resolve(target)?;
+    indices.sort_by_key(|i| i.name());
+    let remote = match &node.cluster {
+        Some(cluster) => cluster.shard_segments().await,
+        None => Default::default(),
+    };
+    let mut rows = Vec::new();
+    for index in indices {
+        let name = index.name();
+        for (n, copies) in shard_copies(node, &index).into_iter().enumerate() {
+            let n = n as u32;
+            for (i, (owner, up)) in copies.into_iter().enumerate() {
+                let local = index.shard(n).filter(|_| owner == node.node_id);
+                let segments = match local {
+                    Some(shard) => shard.segments()?,
+                    None if up => match remote.get(&(name.clone(), n, owner.clone())) {
+                        Some(segments) => segments.clone(),
+                        None => continue,
+                    },
+                    None => continue,
+                };
+                let prirep = if i == 0 { "p" } else { "r" };
+                let ip = ip_of(node, &owner);
+                rows.extend(segments.into_iter().map(|s| {
+                    vec![
+                        name.clone(),
+                        n.to_string(),
+                        prirep.to_string(),
+                        ip.clone(),
+                        format!("_{}", s.id),
+                        s.docs.to_string(),
+                        s.deleted.to_string(),
+                        super::cat::human_size(s.bytes),
+                        "true".to_string(),
+                        "true".to_string(),
+                        "false".to_string(),
+                    ]
+                }));
+            }
+        }
+    }
+    render_table(&columns, rows, params)
+}
+
 /// `GET /_cat/shards`.
 pub async fn cat_shards(State(node): State<Arc<Node>>, Query(params): Query<Params>) -> ApiResult<Response> {
     let columns = ["index", "shard", "prirep", "state", "docs", "ip", "node"];
@@ -291,14 +381,7 @@ pub async fn cat_shards(State(node): State<Arc<Node>>, Query(params): Query<Para
                 let prirep = if i == 0 { "p" } else { "r" }.to_string();
                 let (owner, ip) = match copy {
                     Some((owner, true)) => {
-                        let ip = match &node.cluster {
-                            Some(cluster) => cluster
-                                .membership
-                                .node(&owner)
-                                .and_then(|i| i.flight.rsplit_once(':').map(|(h, _)| h.to_string()))
-                                .unwrap_or_default(),
-                            None => node.http_addr.ip().to_string(),
-                        };
+                        let ip = ip_of(&node, &owner);
                         (owner, ip)
                     }
                     _ => {

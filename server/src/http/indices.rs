@@ -1,14 +1,16 @@
-//! Index administration: create, delete, exists, get, mapping, refresh.
+//! Index administration: create, delete, exists, get, mapping, refresh
+//! (which is also `_flush`: a refresh commits), force merge.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use quidditch_index::merge::{self, ForceMerge};
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, ApiResult, ok_json, parse_body};
+use super::{ApiError, ApiResult, Params, ok_json, parse_body};
 use crate::node::Node;
 
 pub async fn create(
@@ -107,6 +109,44 @@ pub async fn refresh(State(node): State<Arc<Node>>, Path(name): Path<String>) ->
 
 pub async fn refresh_all(State(node): State<Arc<Node>>) -> ApiResult<Response> {
     refresh_targets(node.indices.resolve("_all")?).await
+}
+
+/// `POST /{index}/_forcemerge`: `max_num_segments`, `only_expunge_deletes`,
+/// `flush` (default true); answers once every copy is merged.
+pub async fn force_merge(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> ApiResult<Response> {
+    force_merge_targets(node.indices.resolve(&name)?, &params).await
+}
+
+/// `POST /_forcemerge`: every index.
+pub async fn force_merge_all(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<Params>,
+) -> ApiResult<Response> {
+    force_merge_targets(node.indices.resolve("_all")?, &params).await
+}
+
+async fn force_merge_targets(
+    targets: Vec<Arc<quidditch_index::Index>>,
+    params: &Params,
+) -> ApiResult<Response> {
+    let param = |name: &str| params.get(name).map(String::as_str);
+    let how = ForceMerge::from_params(param("max_num_segments"), param("only_expunge_deletes"))?;
+    let flush = merge::flag(param("flush"), true)?;
+    let shards: usize = targets.iter().map(|i| i.num_shards() as usize).sum();
+    tokio::task::spawn_blocking(move || {
+        for index in targets {
+            index.force_merge_everywhere(how, flush)?;
+        }
+        Ok::<_, quidditch_index::Error>(())
+    })
+    .await??;
+    Ok(ok_json(
+        &json!({"_shards": {"total": shards, "successful": shards, "failed": 0}}),
+    ))
 }
 
 async fn refresh_targets(targets: Vec<Arc<quidditch_index::Index>>) -> ApiResult<Response> {

@@ -69,6 +69,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_cat/count/{index}", get(cat::count_of).post(cat::count_of))
         .route("/_cat/nodes", get(cluster::cat_nodes))
         .route("/_cat/shards", get(cluster::cat_shards))
+        .route("/_cat/segments", get(cluster::cat_segments))
+        .route("/_cat/segments/{index}", get(cluster::cat_segments_of))
         .route("/_cluster/health", get(cluster::health))
         // `GET /metrics` is the node's metrics; the other methods keep
         // their meaning for an index named `metrics`.
@@ -82,6 +84,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_cluster/health/{index}", get(cluster::health_of_index))
         .route("/_cat/indices/{index}", get(cat::indices_of))
         .route("/_refresh", post(indices::refresh_all).get(indices::refresh_all))
+        // A refresh commits every shard, which is what a flush does.
+        .route("/_flush", post(indices::refresh_all).get(indices::refresh_all))
+        .route("/_forcemerge", post(indices::force_merge_all))
         .route(
             "/{index}",
             put(indices::create)
@@ -97,6 +102,8 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/{index}/_settings", get(indices::settings))
         .route("/{index}/_refresh", post(indices::refresh).get(indices::refresh))
+        .route("/{index}/_flush", post(indices::refresh).get(indices::refresh))
+        .route("/{index}/_forcemerge", post(indices::force_merge))
         .route("/{index}/_bulk", post(docs::bulk_index).put(docs::bulk_index))
         .route("/{index}/_doc", post(docs::index_auto_id))
         .route(
