@@ -40,11 +40,7 @@ pub enum ForceMerge {
 
 impl ForceMerge {
     /// From `_forcemerge`'s parameters, refused as Elasticsearch refuses them.
-    pub fn from_params(
-        max_num_segments: Option<&str>,
-        only_expunge_deletes: Option<&str>,
-    ) -> Result<ForceMerge> {
-        let expunge = flag(only_expunge_deletes, false)?;
+    pub fn from_params(max_num_segments: Option<&str>, expunge: bool) -> Result<ForceMerge> {
         let max = match max_num_segments {
             None | Some("-1") => None,
             Some(v) => match v.parse::<usize>() {
@@ -66,19 +62,6 @@ impl ForceMerge {
             (None, true) => Ok(ForceMerge::ExpungeDeletes),
             (None, false) => Ok(ForceMerge::Policy),
         }
-    }
-}
-
-/// A boolean request parameter, `default` when absent (an empty value,
-/// as in `?flush`, is `true`).
-pub fn flag(value: Option<&str>, default: bool) -> Result<bool> {
-    match value {
-        None => Ok(default),
-        Some("" | "true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(other) => Err(Error::illegal_argument(format!(
-            "Failed to parse value [{other}] as only [true] or [false] are allowed."
-        ))),
     }
 }
 
@@ -166,28 +149,27 @@ mod tests {
 
     #[test]
     fn parameters_are_checked() {
-        assert_eq!(ForceMerge::from_params(None, None).ok(), Some(ForceMerge::Policy));
         assert_eq!(
-            ForceMerge::from_params(Some("1"), Some("false")).ok(),
+            ForceMerge::from_params(None, false).ok(),
+            Some(ForceMerge::Policy)
+        );
+        assert_eq!(
+            ForceMerge::from_params(Some("1"), false).ok(),
             Some(ForceMerge::MaxSegments(1))
         );
         assert_eq!(
-            ForceMerge::from_params(None, Some("true")).ok(),
+            ForceMerge::from_params(None, true).ok(),
             Some(ForceMerge::ExpungeDeletes)
         );
         assert!(matches!(
-            ForceMerge::from_params(Some("1"), Some("true")),
+            ForceMerge::from_params(Some("1"), true),
             Err(Error::BadRequest {
                 es_type: "action_request_validation_exception",
                 ..
             })
         ));
         for bad in ["0", "x", "-2"] {
-            assert!(ForceMerge::from_params(Some(bad), None).is_err(), "{bad}");
+            assert!(ForceMerge::from_params(Some(bad), false).is_err(), "{bad}");
         }
-        assert!(ForceMerge::from_params(None, Some("yes")).is_err());
-        assert_eq!(flag(None, true).ok(), Some(true));
-        assert_eq!(flag(Some(""), false).ok(), Some(true));
-        assert_eq!(flag(Some("false"), true).ok(), Some(false));
     }
 }

@@ -580,6 +580,7 @@ fn parse_kind(name: &str, agg: &str, body: &Value, now_ms: i64) -> Result<AggKin
                 crate::query::lower(
                     q,
                     &QueryContext {
+                        index: "",
                         mapping: &Default::default(),
                         now_ms: 0,
                     },
@@ -1007,6 +1008,7 @@ impl<'a> Planner<'a> {
 
     fn branch_query(&self, level: &Level, branch: usize, target: &Target) -> Result<LeafQuery> {
         let ctx = QueryContext {
+            index: &target.name,
             mapping: target.mapping(),
             now_ms: self.now_ms,
         };

@@ -196,6 +196,7 @@ impl Highlight {
                 let terms = match &spec.query {
                     Some(q) => {
                         let ctx = QueryContext {
+                            index: &target.name,
                             mapping: target.mapping(),
                             now_ms,
                         };

@@ -19,11 +19,16 @@ use crate::simple_query::{self, SimpleQuery};
 /// What lowering a query needs to know.
 #[derive(Debug, Clone, Copy)]
 pub struct QueryContext<'a> {
+    /// Name of the index the query runs on (what `_index` holds).
+    pub index: &'a str,
     /// Mapping of the index the query runs on.
     pub mapping: &'a Mapping,
     /// The request's `now`, in epoch milliseconds (date math).
     pub now_ms: i64,
 }
+
+/// The metadata field naming each document's index.
+const INDEX_FIELD: &str = "_index";
 
 /// Lowers a query clause (`{"match": {...}}`) for one index.
 pub fn lower(query: &Value, ctx: &QueryContext) -> Result<LeafQuery> {
@@ -299,6 +304,20 @@ pub fn field_with_boost(spec: &str) -> Result<(String, f32)> {
 }
 
 impl Lowering<'_> {
+    /// A query on `_index`, which every document of the index holds alike:
+    /// all of them (scored `boost`, as Elasticsearch's constant-score
+    /// `_index` queries) or none.
+    fn on_index(&self, matches: bool, boost: f32) -> LeafQuery {
+        if matches {
+            LeafQuery::ConstantScore {
+                query: Box::new(LeafQuery::All),
+                score: boost,
+            }
+        } else {
+            LeafQuery::None
+        }
+    }
+
     fn column(&self, field: &str) -> Option<Column> {
         self.ctx.mapping.column(field)
     }
@@ -546,6 +565,9 @@ impl Lowering<'_> {
                 boost,
             ));
         }
+        if field == INDEX_FIELD {
+            return Ok(self.on_index(text_of(value, "term")? == self.ctx.index, boost));
+        }
         let Some(col) = self.column(field) else {
             return Ok(LeafQuery::None);
         };
@@ -594,6 +616,13 @@ impl Lowering<'_> {
                 query: Box::new(LeafQuery::Ids { ids }),
                 score: boost,
             });
+        }
+        if field == INDEX_FIELD {
+            let names = values
+                .iter()
+                .map(|v| text_of(v, "terms"))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(self.on_index(names.iter().any(|n| n == self.ctx.index), boost));
         }
         let Some(col) = self.column(field) else {
             return Ok(LeafQuery::None);
@@ -684,6 +713,9 @@ impl Lowering<'_> {
 
     /// `match` of `text` on one field.
     fn match_field(&self, field: &str, text: &str, opts: &MatchOptions) -> Result<LeafQuery> {
+        if field == INDEX_FIELD {
+            return Ok(self.on_index(text == self.ctx.index, 1.0));
+        }
         let Some(col) = self.column(field) else {
             return Ok(LeafQuery::None);
         };
@@ -1103,6 +1135,18 @@ impl Lowering<'_> {
             .map(|v| as_bool(v, clause, "case_insensitive"))
             .transpose()?
             .unwrap_or(false);
+        if field == INDEX_FIELD && clause != "regexp" {
+            let name = self.ctx.index;
+            let matches = match clause {
+                "prefix" if case_insensitive => name.to_lowercase().starts_with(&value.to_lowercase()),
+                "prefix" => name.starts_with(&value),
+                _ => regex::RegexBuilder::new(&format!("^(?:{})$", wildcard_regex(&value)))
+                    .case_insensitive(case_insensitive)
+                    .build()
+                    .is_ok_and(|re| re.is_match(name)),
+            };
+            return Ok(self.on_index(matches, self.boost(m, clause)?));
+        }
         let Some(col) = self.column(field) else {
             return Ok(LeafQuery::None);
         };
@@ -1556,4 +1600,49 @@ fn check_query_string(query: &str) -> Result<()> {
     tantivy::query_grammar::parse_query(query)
         .map(|_| ())
         .map_err(|_| shard_error(format!("Failed to parse query [{query}]")))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn index_queries_take_the_whole_index_or_nothing() -> Result<()> {
+        let mapping = Mapping::default();
+        let ctx = QueryContext {
+            index: "logs-2",
+            mapping: &mapping,
+            now_ms: 0,
+        };
+        let all = |boost: f32| LeafQuery::ConstantScore {
+            query: Box::new(LeafQuery::All),
+            score: boost,
+        };
+        for (query, matches) in [
+            (json!({"term": {"_index": "logs-2"}}), true),
+            (json!({"term": {"_index": {"value": "logs-1"}}}), false),
+            (json!({"terms": {"_index": ["a", "logs-2"]}}), true),
+            (json!({"prefix": {"_index": "logs-"}}), true),
+            (
+                json!({"prefix": {"_index": {"value": "LOGS", "case_insensitive": true}}}),
+                true,
+            ),
+            (json!({"wildcard": {"_index": "l*-?"}}), true),
+            (json!({"wildcard": {"_index": "l*-??"}}), false),
+            (json!({"match": {"_index": "logs-2"}}), true),
+        ] {
+            let want = if matches { all(1.0) } else { LeafQuery::None };
+            assert_eq!(lower(&query, &ctx)?, want, "{query}");
+        }
+        assert_eq!(
+            lower(
+                &json!({"term": {"_index": {"value": "logs-2", "boost": 2.0}}}),
+                &ctx
+            )?,
+            all(2.0)
+        );
+        Ok(())
+    }
 }

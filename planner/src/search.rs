@@ -827,6 +827,7 @@ pub async fn count(
         let q = lower_opt(
             query.as_ref(),
             &QueryContext {
+                index: &t.name,
                 mapping: t.mapping(),
                 now_ms: now,
             },
@@ -894,6 +895,7 @@ struct FieldColumn {
 impl Search<'_> {
     fn query_ctx<'t>(&self, target: &'t Target) -> QueryContext<'t> {
         QueryContext {
+            index: &target.name,
             mapping: target.mapping(),
             now_ms: self.now_ms,
         }

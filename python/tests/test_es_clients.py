@@ -183,6 +183,45 @@ def test_flush_force_merge_and_segments(node, flavor):
     assert "only_expunge_deletes" in str(bad.value)
 
 
+def test_field_caps_match_what_searches_do(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    client.indices.create(
+        index="caps-a",
+        mappings={"properties": {"title": {"type": "text", "fields": {"raw": {"type": "keyword"}}},
+                                 "user": {"properties": {"age": {"type": "integer"}}},
+                                 "code": {"type": "long"}}},
+    )
+    client.indices.create(index="caps-b", mappings={"properties": {"code": {"type": "keyword"}}})
+    client.index(index="caps-a", id="1", document={"title": "Red fox", "user": {"age": 3}, "code": 7}, refresh=True)
+    client.index(index="caps-b", id="2", document={"code": "x7"}, refresh=True)
+    caps = client.field_caps(index="caps-*", fields="*")
+    assert caps["indices"] == ["caps-a", "caps-b"]
+    fields = caps["fields"]
+    assert fields["title"] == {"text": {"type": "text", "metadata_field": False, "searchable": True, "aggregatable": False}}
+    assert fields["title.raw"]["keyword"]["aggregatable"] is True
+    assert fields["user"]["object"]["searchable"] is False
+    assert fields["user.age"] == {"integer": {"type": "integer", "metadata_field": False, "searchable": True, "aggregatable": True}}
+    assert fields["code"]["long"]["indices"] == ["caps-a"] and fields["code"]["keyword"]["indices"] == ["caps-b"]
+    assert fields["_index"]["_index"] == {"type": "_index", "metadata_field": True, "searchable": True, "aggregatable": False}
+    assert fields["_id"]["_id"]["searchable"] is True
+    # What field_caps claims, the search API does: _index and _id are searchable.
+    found = client.search(index="caps-*", query={"bool": {"filter": [{"term": {"_index": "caps-a"}}, {"ids": {"values": ["1"]}}]}})
+    assert [h["_id"] for h in found["hits"]["hits"]] == ["1"]
+    for query in [{"terms": {"_index": ["caps-b", "other"]}}, {"prefix": {"_index": "caps-b"}},
+                  {"wildcard": {"_index": "c?ps-b*"}}, {"match": {"_index": "caps-b"}}]:
+        hits = client.search(index="caps-*", query=query)["hits"]["hits"]
+        assert [(h["_index"], h["_id"]) for h in hits] == [("caps-b", "2")], query
+    only = client.field_caps(index="caps-a", fields="user*,code", types="integer,long")["fields"]
+    assert set(only) == {"user.age", "code"}
+    unmapped = client.field_caps(index="caps-*", fields="title", include_unmapped=True)["fields"]["title"]
+    assert unmapped["unmapped"]["indices"] == ["caps-b"] and unmapped["text"]["indices"] == ["caps-a"]
+    with pytest.raises(elasticsearch.BadRequestError) as bad:
+        client.field_caps(index="caps-a", fields="")
+    assert bad.value.meta.status == 400
+    with pytest.raises(elasticsearch.NotFoundError):
+        client.field_caps(index="caps-none", fields="*")
+
+
 def test_mget(node):
     client = elasticsearch.Elasticsearch(node.url)
     client.index(index="m1", id="1", document={"a": 1})

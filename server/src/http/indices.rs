@@ -7,10 +7,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use quidditch_index::merge::{self, ForceMerge};
+use quidditch_index::merge::ForceMerge;
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, ApiResult, Params, ok_json, parse_body};
+use super::{ApiError, ApiResult, Params, bool_param, ok_json, parse_body};
 use crate::node::Node;
 
 pub async fn create(
@@ -133,9 +133,11 @@ async fn force_merge_targets(
     targets: Vec<Arc<quidditch_index::Index>>,
     params: &Params,
 ) -> ApiResult<Response> {
-    let param = |name: &str| params.get(name).map(String::as_str);
-    let how = ForceMerge::from_params(param("max_num_segments"), param("only_expunge_deletes"))?;
-    let flush = merge::flag(param("flush"), true)?;
+    let how = ForceMerge::from_params(
+        params.get("max_num_segments").map(String::as_str),
+        bool_param(params, "only_expunge_deletes", false)?,
+    )?;
+    let flush = bool_param(params, "flush", true)?;
     let shards: usize = targets.iter().map(|i| i.num_shards() as usize).sum();
     tokio::task::spawn_blocking(move || {
         for index in targets {

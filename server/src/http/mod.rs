@@ -5,6 +5,7 @@ mod cat;
 mod cluster;
 mod docs;
 mod error;
+mod field_caps;
 mod indices;
 mod metrics;
 mod root;
@@ -88,6 +89,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_flush", post(indices::refresh_all).get(indices::refresh_all))
         .route("/_forcemerge", post(indices::force_merge_all))
         .route(
+            "/_field_caps",
+            get(field_caps::field_caps_all).post(field_caps::field_caps_all),
+        )
+        .route(
             "/{index}",
             put(indices::create)
                 .delete(indices::delete)
@@ -104,6 +109,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/{index}/_refresh", post(indices::refresh).get(indices::refresh))
         .route("/{index}/_flush", post(indices::refresh).get(indices::refresh))
         .route("/{index}/_forcemerge", post(indices::force_merge))
+        .route(
+            "/{index}/_field_caps",
+            get(field_caps::field_caps).post(field_caps::field_caps),
+        )
         .route("/{index}/_bulk", post(docs::bulk_index).put(docs::bulk_index))
         .route("/{index}/_doc", post(docs::index_auto_id))
         .route(
@@ -218,6 +227,21 @@ pub fn ok_json(body: &Value) -> Response {
 }
 
 /// Parses an optional JSON body.
+/// A boolean query parameter, `default` when absent (an empty value, as in
+/// `?flush`, is `true`).
+pub fn bool_param(params: &Params, name: &str, default: bool) -> ApiResult<bool> {
+    match params.get(name).map(String::as_str) {
+        None => Ok(default),
+        Some("" | "true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(ApiError::new(
+            400,
+            "illegal_argument_exception",
+            format!("Failed to parse value [{other}] as only [true] or [false] are allowed."),
+        )),
+    }
+}
+
 pub fn parse_body(body: &[u8]) -> ApiResult<Option<Value>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
