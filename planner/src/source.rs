@@ -22,6 +22,9 @@ use serde_json::{Value, json};
 use crate::dates::DateFormatter;
 use crate::error::{Error, Result};
 
+/// The metadata field naming each document's index.
+const INDEX_FIELD: &str = "_index";
+
 /// One index a request reads, with the mapping its table was made with.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -43,6 +46,15 @@ impl Target {
     pub fn column_type(&self, name: &str) -> Option<DataType> {
         let schema = datafusion::datasource::TableProvider::schema(self.table.as_ref());
         schema.field_with_name(name).ok().map(|f| f.data_type().clone())
+    }
+
+    /// Arrow type of a field aggregations and sorts read: a column, or
+    /// `_index` (the index name, alike in every row).
+    pub fn field_type(&self, path: &str) -> Option<DataType> {
+        if path == INDEX_FIELD {
+            return Some(DataType::Utf8);
+        }
+        self.column_type(path)
     }
 }
 
@@ -106,7 +118,7 @@ pub enum Output {
 pub fn common_type(targets: &[Target], path: &str) -> Option<DataType> {
     let types: Vec<DataType> = targets
         .iter()
-        .filter_map(|t| t.column_type(path))
+        .filter_map(|t| t.field_type(path))
         .map(|t| dsl_type(&t))
         .collect();
     let first = types.first()?.clone();
@@ -204,8 +216,9 @@ pub fn union_source(
                     Output::Meta(name) => ident(*name),
                     Output::Field { path, alias, reduce } => {
                         let ty = ty.clone().unwrap_or(DataType::Utf8);
-                        let expr = match (target.column_type(path), reduce) {
+                        let expr = match (target.field_type(path), reduce) {
                             (None, _) => cast(lit(ScalarValue::Null), ty.clone()),
+                            (Some(_), _) if path == INDEX_FIELD => cast(lit(target.name.clone()), ty.clone()),
                             (Some(DataType::List(_)), Some(max)) => {
                                 let e = if *max {
                                     datafusion::functions_nested::expr_fn::array_max(ident(path))

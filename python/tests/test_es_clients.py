@@ -202,15 +202,20 @@ def test_field_caps_match_what_searches_do(node):
     assert fields["user"]["object"]["searchable"] is False
     assert fields["user.age"] == {"integer": {"type": "integer", "metadata_field": False, "searchable": True, "aggregatable": True}}
     assert fields["code"]["long"]["indices"] == ["caps-a"] and fields["code"]["keyword"]["indices"] == ["caps-b"]
-    assert fields["_index"]["_index"] == {"type": "_index", "metadata_field": True, "searchable": True, "aggregatable": False}
+    assert fields["_index"]["_index"] == {"type": "_index", "metadata_field": True, "searchable": True, "aggregatable": True}
     assert fields["_id"]["_id"]["searchable"] is True
-    # What field_caps claims, the search API does: _index and _id are searchable.
+    # What field_caps claims, the search API does: _index and _id are searchable, _index aggregatable.
     found = client.search(index="caps-*", query={"bool": {"filter": [{"term": {"_index": "caps-a"}}, {"ids": {"values": ["1"]}}]}})
     assert [h["_id"] for h in found["hits"]["hits"]] == ["1"]
     for query in [{"terms": {"_index": ["caps-b", "other"]}}, {"prefix": {"_index": "caps-b"}},
                   {"wildcard": {"_index": "c?ps-b*"}}, {"match": {"_index": "caps-b"}}]:
         hits = client.search(index="caps-*", query=query)["hits"]["hits"]
         assert [(h["_index"], h["_id"]) for h in hits] == [("caps-b", "2")], query
+    aggs = {"i": {"terms": {"field": "_index"}, "aggs": {"codes": {"value_count": {"field": "code"}}}},
+            "n": {"cardinality": {"field": "_index"}}}
+    by_index = client.search(index="caps-*", size=0, aggs=aggs)["aggregations"]
+    assert [(b["key"], b["doc_count"], b["codes"]["value"]) for b in by_index["i"]["buckets"]] == [("caps-a", 1, 1), ("caps-b", 1, 1)]
+    assert by_index["n"]["value"] == 2
     only = client.field_caps(index="caps-a", fields="user*,code", types="integer,long")["fields"]
     assert set(only) == {"user.age", "code"}
     unmapped = client.field_caps(index="caps-*", fields="title", include_unmapped=True)["fields"]["title"]

@@ -117,11 +117,9 @@ fn index_fields(mapping: &Mapping) -> BTreeMap<String, Caps> {
         searchable,
         aggregatable,
     };
-    // `_index` is searchable (term, terms, prefix, wildcard and match
-    // queries), but aggregations do not read it.
     let mut out = BTreeMap::from([
         ("_id".to_string(), meta("_id", true, false)),
-        ("_index".to_string(), meta("_index", true, false)),
+        ("_index".to_string(), meta("_index", true, true)),
         ("_source".to_string(), meta("_source", false, false)),
     ]);
     for path in mapping.fields.keys() {
