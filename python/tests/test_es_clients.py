@@ -227,6 +227,20 @@ def test_field_caps_match_what_searches_do(node):
         client.field_caps(index="caps-none", fields="*")
 
 
+@pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
+def test_reindex_into_a_new_mapping(node, flavor):
+    client, helpers = clients(node.url)[flavor]
+    source, dest = f"old-{flavor}", f"new-{flavor}"
+    helpers.bulk(client, ({"_index": source, "_id": str(i), "_source": {"code": str(i % 50)}} for i in range(300)))
+    client.indices.refresh(index=source)
+    client.indices.create(index=dest, body={"mappings": {"properties": {"code": {"type": "long"}}}})
+    done = client.reindex(body={"source": {"index": source}, "dest": {"index": dest}}, refresh=True)
+    assert (done["total"], done["created"], done["failures"]) == (300, 300, [])
+    assert client.count(index=dest)["count"] == 300
+    top = client.search(index=dest, body={"size": 0, "aggs": {"m": {"max": {"field": "code"}}}})
+    assert top["aggregations"]["m"]["value"] == 49
+
+
 def test_mget(node):
     client = elasticsearch.Elasticsearch(node.url)
     client.index(index="m1", id="1", document={"a": 1})

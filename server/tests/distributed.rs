@@ -638,3 +638,46 @@ fn force_merge_reaches_the_shards_on_every_data_node() -> Result<()> {
     ensure!(status == 200 && body["count"] == json!(1100), "{body}");
     Ok(())
 }
+
+#[test]
+fn reindex_on_a_cluster_copies_every_document() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(dir.path(), 3)?;
+    let server = &cluster.coordinator;
+    load(server, "docs", 5, &corpus(1200))?;
+    let (status, body) = server.put("/copy", &json!({"settings": {"number_of_shards": 3}}))?;
+    ensure!(status == 200, "{body}");
+    let (status, body) = server.post(
+        "/_reindex?refresh=true",
+        &json!({"source": {"index": "docs", "size": 500}, "dest": {"index": "copy"}}),
+    )?;
+    ensure!(
+        status == 200 && body["created"] == json!(1200) && body["batches"] == json!(3),
+        "{body}"
+    );
+    // The same documents, under the same ids, on the copy's shards.
+    let sums = |index: &str| {
+        server.sql_rows(&format!(
+            "SELECT count(*), count(DISTINCT _id), sum(n) FROM {index}"
+        ))
+    };
+    ensure!(
+        sums("copy")? == sums("docs")?,
+        "{:?} {:?}",
+        sums("copy")?,
+        sums("docs")?
+    );
+    let (_, shards) = server.get("/_cat/shards?format=json")?;
+    let nodes: std::collections::BTreeSet<&str> = shards
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["index"] == "copy")
+        .filter_map(|s| s["node"].as_str())
+        .collect();
+    ensure!(
+        nodes.len() == 3,
+        "the copy's shards are on the data nodes: {shards}"
+    );
+    Ok(())
+}

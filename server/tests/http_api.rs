@@ -897,3 +897,122 @@ fn force_merge_flush_and_segments() -> Result<()> {
     assert_eq!(text.lines().count(), 3, "{text}");
     Ok(())
 }
+
+#[test]
+fn reindex_copies_into_a_new_mapping() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    // `n` arrives as strings, so the source maps it as text.
+    let mut lines = Vec::new();
+    for i in 0..25 {
+        lines.push(json!({"index": {"_id": i.to_string()}}));
+        lines.push(json!({"n": i.to_string(), "tag": if i % 2 == 0 { "even" } else { "odd" }, "msg": format!("doc {i}")}));
+    }
+    let (status, _) = s.bulk("/src/_bulk?refresh=true", &lines)?;
+    assert_eq!(status, 200);
+    let (status, _) = s.put(
+        "/dst",
+        &json!({"mappings": {"properties": {"n": {"type": "long"}}}}),
+    )?;
+    assert_eq!(status, 200);
+
+    let copy = json!({
+        "source": {"index": "src", "query": {"term": {"tag": "even"}}, "size": 4},
+        "dest": {"index": "dst"},
+    });
+    let (status, body) = s.post("/_reindex?refresh=true", &copy)?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["total"],
+            &body["created"],
+            &body["updated"],
+            &body["batches"]
+        ),
+        (&json!(13), &json!(13), &json!(0), &json!(4)),
+        "{body}"
+    );
+    assert_eq!(body["failures"], json!([]));
+    // The destination's mapping applies: `n` is a number there.
+    let rows = s.sql_rows("SELECT sum(n), count(*) FROM dst")?;
+    assert_eq!(rows, vec![json!([156, 13])]);
+    let (status, doc) = s.get("/dst/_doc/12")?;
+    assert_eq!(status, 200);
+    assert_eq!(doc["_source"], json!({"n": "12", "tag": "even", "msg": "doc 12"}));
+    let (_, again) = s.post("/_reindex?refresh=true", &copy)?;
+    assert_eq!((&again["created"], &again["updated"]), (&json!(0), &json!(13)));
+
+    // `op_type: create` conflicts with every id the destination holds: the
+    // first page (ids 0, 1, 10, 11 in id order) writes what does not
+    // conflict, then the copy stops, unless conflicts proceed.
+    let create =
+        json!({"source": {"index": "src", "size": 4}, "dest": {"index": "dst", "op_type": "create"}});
+    let (status, body) = s.post("/_reindex", &create)?;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        (&body["version_conflicts"], &body["created"], &body["batches"]),
+        (&json!(2), &json!(2), &json!(1)),
+        "{body}"
+    );
+    let failed: Vec<&Value> = body["failures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| &f["id"])
+        .collect();
+    assert_eq!(failed, [&json!("0"), &json!("10")]);
+    assert_eq!(
+        body["failures"][0]["cause"]["type"],
+        json!("version_conflict_engine_exception")
+    );
+    let mut proceed = create.clone();
+    proceed["conflicts"] = json!("proceed");
+    let (status, body) = s.post("/_reindex?refresh=true", &proceed)?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["total"], &body["created"], &body["version_conflicts"]),
+        (&json!(25), &json!(10), &json!(15))
+    );
+    assert_eq!(s.count("dst")?, 25);
+
+    // A missing destination is created; `_source` filtering and
+    // `max_docs` apply.
+    let some =
+        json!({"source": {"index": "src", "_source": ["msg"]}, "dest": {"index": "fresh"}, "max_docs": 3});
+    let (status, body) = s.post("/_reindex?refresh=true", &some)?;
+    assert_eq!((status, &body["created"]), (200, &json!(3)), "{body}");
+    let (_, doc) = s.get("/fresh/_doc/0")?;
+    assert_eq!(doc["_source"], json!({"msg": "doc 0"}));
+    assert_eq!(s.count("fresh")?, 3);
+
+    // Bad requests change nothing.
+    for (bad, status_want, type_want) in [
+        (
+            json!({"source": {"index": "src"}, "dest": {"index": "src"}}),
+            400,
+            "action_request_validation_exception",
+        ),
+        (
+            json!({"source": {"index": "nope"}, "dest": {"index": "x"}}),
+            404,
+            "index_not_found_exception",
+        ),
+        (
+            json!({"source": {"index": "src"}, "dest": {"index": "x"}, "script": {"source": "ctx"}}),
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            json!({"source": {"index": "src"}}),
+            400,
+            "action_request_validation_exception",
+        ),
+    ] {
+        let (status, body) = s.post("/_reindex", &bad)?;
+        assert_es_error(status, &body, status_want, type_want);
+    }
+    let (status, _) = s.get("/x")?;
+    assert_eq!(status, 404);
+    assert_eq!((s.count("dst")?, s.count("fresh")?), (25, 3));
+    Ok(())
+}

@@ -8,6 +8,7 @@ mod error;
 mod field_caps;
 mod indices;
 mod metrics;
+mod reindex;
 mod root;
 mod scroll;
 mod search;
@@ -88,6 +89,7 @@ pub fn router(node: Arc<Node>) -> Router {
         // A refresh commits every shard, which is what a flush does.
         .route("/_flush", post(indices::refresh_all).get(indices::refresh_all))
         .route("/_forcemerge", post(indices::force_merge_all))
+        .route("/_reindex", post(reindex::reindex))
         .route(
             "/_field_caps",
             get(field_caps::field_caps_all).post(field_caps::field_caps_all),

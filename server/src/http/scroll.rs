@@ -333,7 +333,7 @@ pub async fn clear_path(State(node): State<Arc<Node>>, Path(ids): Path<String>) 
 }
 
 /// `max_docs`: a non-negative integer, as a number or a string.
-fn max_docs_value(v: &Value) -> ApiResult<u64> {
+pub(super) fn max_docs_value(v: &Value) -> ApiResult<u64> {
     let n = match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse::<u64>().ok(),
@@ -372,6 +372,37 @@ fn delete_ids(indices: &Indices, ids: Vec<(String, String)>) -> ApiResult<(u64, 
         }
     }
     Ok((deleted, failures))
+}
+
+/// What `_delete_by_query` and `_reindex` report beside their own counts.
+#[derive(Debug, Default)]
+pub(super) struct ByQueryStats {
+    /// Documents read.
+    pub total: u64,
+    /// Pages read.
+    pub batches: u64,
+    /// Writes that failed.
+    pub failures: Vec<Value>,
+}
+
+impl ByQueryStats {
+    /// The response body, in Elasticsearch's shape (nothing is throttled
+    /// or retried here).
+    pub fn render(self, started: Instant) -> Value {
+        json!({
+            "took": started.elapsed().as_millis() as u64,
+            "timed_out": false,
+            "total": self.total,
+            "batches": self.batches,
+            "version_conflicts": 0,
+            "noops": 0,
+            "retries": {"bulk": 0, "search": 0},
+            "throttled_millis": 0,
+            "requests_per_second": -1.0,
+            "throttled_until_millis": 0,
+            "failures": self.failures,
+        })
+    }
 }
 
 /// `POST /{index}/_delete_by_query`: deletes every document the query
@@ -418,10 +449,10 @@ pub async fn delete_by_query(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let mut after: Option<Value> = None;
-    let (mut total, mut deleted, mut batches) = (0u64, 0u64, 0u64);
-    let mut failures = Vec::new();
+    let mut stats = ByQueryStats::default();
+    let mut deleted = 0u64;
     loop {
-        let remaining = max_docs.map_or(DELETE_PAGE as u64, |m| (m - total).min(DELETE_PAGE as u64));
+        let remaining = max_docs.map_or(DELETE_PAGE as u64, |m| (m - stats.total).min(DELETE_PAGE as u64));
         if remaining == 0 {
             break;
         }
@@ -455,14 +486,14 @@ pub async fn delete_by_query(
             .iter()
             .filter_map(|h| Some((h["_index"].as_str()?.to_string(), h["_id"].as_str()?.to_string())))
             .collect();
-        total += ids.len() as u64;
-        batches += 1;
+        stats.total += ids.len() as u64;
+        stats.batches += 1;
         let indices = Arc::clone(node.engine.indices());
         let (d, f) = tokio::task::spawn_blocking(move || delete_ids(&indices, ids))
             .await
             .map_err(ApiError::internal)??;
         deleted += d;
-        failures.extend(f);
+        stats.failures.extend(f);
         if hits.len() < remaining as usize {
             break;
         }
@@ -479,18 +510,7 @@ pub async fn delete_by_query(
         .await
         .map_err(ApiError::internal)??;
     }
-    Ok(ok_json(&json!({
-        "took": started.elapsed().as_millis() as u64,
-        "timed_out": false,
-        "total": total,
-        "deleted": deleted,
-        "batches": batches,
-        "version_conflicts": 0,
-        "noops": 0,
-        "retries": {"bulk": 0, "search": 0},
-        "throttled_millis": 0,
-        "requests_per_second": -1.0,
-        "throttled_until_millis": 0,
-        "failures": failures,
-    })))
+    let mut out = stats.render(started);
+    out["deleted"] = json!(deleted);
+    Ok(ok_json(&out))
 }

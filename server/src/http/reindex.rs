@@ -1,0 +1,345 @@
+//! `POST /_reindex`: copies the documents a query matches from source
+//! indices into a destination index, a page at a time, through the same
+//! write path as `_bulk` (so the destination maps them as it maps any
+//! write, and creates itself when missing). This is how a mapping changes:
+//! into a new index with the new mapping.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use quidditch_index::index::DocWrite;
+use quidditch_index::{Error, RefreshPolicy};
+use serde_json::{Map, Value, json};
+
+use super::scroll::{ByQueryStats, max_docs_value};
+use super::search::search_body;
+use super::{ApiError, ApiResult, Params, bool_param, es_json};
+use crate::node::Node;
+
+/// Documents read and written per batch unless `source.size` says.
+const DEFAULT_BATCH: u64 = 1000;
+
+/// A reindex request.
+#[derive(Debug, PartialEq)]
+struct Request {
+    /// The source index expression.
+    source: String,
+    query: Option<Value>,
+    /// The source's `_source` filter.
+    fields: Option<Value>,
+    batch: u64,
+    dest: String,
+    /// `op_type: create`: documents whose id the destination holds conflict.
+    create: bool,
+    max_docs: Option<u64>,
+    /// `conflicts: proceed`: version conflicts are counted, not fatal.
+    proceed: bool,
+}
+
+fn unknown(section: &str, key: &str) -> ApiError {
+    ApiError::new(
+        400,
+        "parsing_exception",
+        format!("[{section}] unknown field [{key}]"),
+    )
+}
+
+fn invalid(reason: &str) -> ApiError {
+    ApiError::new(
+        400,
+        "action_request_validation_exception",
+        format!("Validation Failed: 1: {reason};"),
+    )
+}
+
+fn object<'v>(v: &'v Value, what: &str) -> ApiResult<&'v Map<String, Value>> {
+    v.as_object()
+        .ok_or_else(|| ApiError::new(400, "parsing_exception", format!("[{what}] must be an object")))
+}
+
+/// An index name, or a list of them joined as an index expression.
+fn index_names(v: &Value, what: &str) -> ApiResult<String> {
+    let names: Option<Vec<&str>> = match v {
+        Value::String(s) => Some(vec![s.as_str()]),
+        Value::Array(items) => items.iter().map(Value::as_str).collect(),
+        _ => None,
+    };
+    names
+        .filter(|n| !n.is_empty())
+        .map(|n| n.join(","))
+        .ok_or_else(|| ApiError::bad_request(format!("[{what}] must be an index name or a list of them")))
+}
+
+fn conflicts(v: &str) -> ApiResult<bool> {
+    match v {
+        "abort" => Ok(false),
+        "proceed" => Ok(true),
+        other => Err(ApiError::bad_request(format!(
+            "conflicts may only be \"proceed\" or \"abort\" but was [{other}]"
+        ))),
+    }
+}
+
+fn parse(body: Option<&Value>, params: &Params) -> ApiResult<Request> {
+    let mut req = Request {
+        source: String::new(),
+        query: None,
+        fields: None,
+        batch: DEFAULT_BATCH,
+        dest: String::new(),
+        create: false,
+        max_docs: params
+            .get("max_docs")
+            .map(|v| max_docs_value(&json!(v)))
+            .transpose()?,
+        proceed: params
+            .get("conflicts")
+            .map(|c| conflicts(c))
+            .transpose()?
+            .unwrap_or(false),
+    };
+    let body = object(body.unwrap_or(&Value::Null), "reindex").map_err(|_| invalid("source is missing"))?;
+    for (key, v) in body {
+        match key.as_str() {
+            "source" => {
+                for (k, v) in object(v, "source")? {
+                    match k.as_str() {
+                        "index" => req.source = index_names(v, "source.index")?,
+                        "query" => req.query = Some(v.clone()),
+                        "_source" if v == &json!(false) => {
+                            return Err(ApiError::bad_request(
+                                "reindex copies each document's [_source]: it cannot be [false]",
+                            ));
+                        }
+                        "_source" => req.fields = Some(v.clone()),
+                        "size" => {
+                            req.batch = v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                                ApiError::bad_request(format!(
+                                    "[source.size] must be a positive integer, got [{v}]"
+                                ))
+                            })?;
+                        }
+                        "remote" | "sort" | "slice" | "runtime_mappings" => {
+                            return Err(ApiError::bad_request(format!(
+                                "[source.{k}] is not supported: reindex reads the indices of this cluster, in index and id order"
+                            )));
+                        }
+                        other => return Err(unknown("source", other)),
+                    }
+                }
+            }
+            "dest" => {
+                for (k, v) in object(v, "dest")? {
+                    match k.as_str() {
+                        "index" => {
+                            req.dest = v
+                                .as_str()
+                                .ok_or_else(|| ApiError::bad_request("[dest.index] must be an index name"))?
+                                .to_string();
+                        }
+                        "op_type" => {
+                            req.create = match v.as_str() {
+                                Some("index") => false,
+                                Some("create") => true,
+                                _ => {
+                                    return Err(ApiError::bad_request(format!(
+                                        "opType must be \"index\" or \"create\", got [{v}]"
+                                    )));
+                                }
+                            };
+                        }
+                        "version_type" | "pipeline" | "routing" => {
+                            return Err(ApiError::bad_request(format!("[dest.{k}] is not supported")));
+                        }
+                        other => return Err(unknown("dest", other)),
+                    }
+                }
+            }
+            "max_docs" => req.max_docs = Some(max_docs_value(v)?),
+            "conflicts" => {
+                req.proceed = conflicts(
+                    v.as_str()
+                        .ok_or_else(|| ApiError::bad_request("[conflicts] must be a string"))?,
+                )?;
+            }
+            "script" => return Err(ApiError::bad_request("scripts are not supported")),
+            other => return Err(unknown("reindex", other)),
+        }
+    }
+    if req.source.is_empty() {
+        return Err(invalid(
+            "use _all if you really want to copy from all existing indexes",
+        ));
+    }
+    if req.dest.is_empty() {
+        return Err(invalid("index must be specified"));
+    }
+    Ok(req)
+}
+
+/// `POST /_reindex`. Answers once every document is copied, or at the first
+/// failure (a version conflict, with `conflicts: abort`, the default),
+/// with that failure's status.
+pub async fn reindex(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    let req = parse(search_body(&body)?.as_ref(), &params)?;
+    if !bool_param(&params, "wait_for_completion", true)? {
+        return Err(ApiError::bad_request(
+            "wait_for_completion=false is not supported: reindex answers when the copy is done",
+        ));
+    }
+    let refresh = RefreshPolicy::parse(params.get("refresh").map(String::as_str))?;
+    let sources = node.indices.resolve(&req.source)?;
+    if sources.iter().any(|i| i.name() == req.dest) {
+        return Err(invalid(&format!(
+            "reindex cannot write into an index its reading from [{}]",
+            req.dest
+        )));
+    }
+    let mut stats = ByQueryStats::default();
+    let (mut created, mut updated, mut conflicts) = (0u64, 0u64, 0u64);
+    let mut status = StatusCode::OK;
+    let mut after: Option<Value> = None;
+    'pages: loop {
+        let size = req
+            .max_docs
+            .map_or(req.batch, |m| (m - stats.total).min(req.batch));
+        if size == 0 {
+            break;
+        }
+        let mut page = json!({
+            "size": size,
+            "track_total_hits": false,
+            "sort": [{"_index": "asc"}, {"_id": "asc"}],
+        });
+        if let Some(q) = &req.query {
+            page["query"] = q.clone();
+        }
+        if let Some(f) = &req.fields {
+            page["_source"] = f.clone();
+        }
+        if let Some(a) = &after {
+            page["search_after"] = a.clone();
+        }
+        let session = node.engine.session()?;
+        let out = quidditch_planner::search(
+            &session,
+            node.engine.indices(),
+            &req.source,
+            Some(&page),
+            &Params::new(),
+        )
+        .await?;
+        let hits = out["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        if hits.is_empty() {
+            break;
+        }
+        after = hits.last().and_then(|h| h.get("sort").cloned());
+        let writes: Vec<DocWrite> = hits
+            .iter()
+            .map(|h| DocWrite::Index {
+                id: h["_id"].as_str().map(str::to_string),
+                source: Arc::from(h.get("_source").unwrap_or(&json!({})).to_string()),
+                create: req.create,
+            })
+            .collect();
+        let indices = Arc::clone(&node.indices);
+        let dest = req.dest.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            indices.get_or_create(&dest)?.write(writes, RefreshPolicy::None)
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        stats.total += hits.len() as u64;
+        stats.batches += 1;
+        for (id, item) in result.items {
+            match item {
+                Ok(r) if r.result == "created" => created += 1,
+                Ok(_) => updated += 1,
+                Err(err) => {
+                    let conflict = matches!(err, Error::VersionConflict { .. });
+                    conflicts += u64::from(conflict);
+                    if conflict && req.proceed {
+                        continue;
+                    }
+                    status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    stats.failures.push(json!({
+                        "index": req.dest,
+                        "id": id,
+                        "cause": {"type": err.es_type(), "reason": err.to_string(), "index": req.dest},
+                        "status": err.status(),
+                    }));
+                }
+            }
+        }
+        if !stats.failures.is_empty() || hits.len() < size as usize {
+            break 'pages;
+        }
+    }
+    if refresh != RefreshPolicy::None && (created + updated) > 0 {
+        let dest = node.indices.get(&req.dest)?;
+        tokio::task::spawn_blocking(move || dest.refresh_everywhere())
+            .await
+            .map_err(ApiError::internal)??;
+    }
+    let mut out = stats.render(started);
+    out["created"] = json!(created);
+    out["updated"] = json!(updated);
+    out["deleted"] = json!(0);
+    out["version_conflicts"] = json!(conflicts);
+    Ok(es_json(status, &out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(body: Value) -> ApiResult<Request> {
+        parse(Some(&body), &Params::new())
+    }
+
+    #[test]
+    fn requests_are_read_and_checked() {
+        let req = parsed(json!({
+            "source": {"index": ["a", "b"], "query": {"term": {"x": 1}}, "_source": ["x"], "size": 10},
+            "dest": {"index": "c", "op_type": "create"},
+            "max_docs": 5,
+            "conflicts": "proceed",
+        }));
+        assert_eq!(
+            req.ok(),
+            Some(Request {
+                source: "a,b".into(),
+                query: Some(json!({"term": {"x": 1}})),
+                fields: Some(json!(["x"])),
+                batch: 10,
+                dest: "c".into(),
+                create: true,
+                max_docs: Some(5),
+                proceed: true,
+            })
+        );
+        for bad in [
+            json!({"dest": {"index": "c"}}),
+            json!({"source": {"index": "a"}}),
+            json!({"source": {"index": "a", "nope": 1}, "dest": {"index": "c"}}),
+            json!({"source": {"index": "a"}, "dest": {"index": "c", "op_type": "upsert"}}),
+            json!({"source": {"index": "a"}, "dest": {"index": "c"}, "conflicts": "ignore"}),
+            json!({"source": {"index": "a"}, "dest": {"index": "c"}, "script": {"source": "x"}}),
+            json!({"source": {"index": "a", "_source": false}, "dest": {"index": "c"}}),
+            json!({"source": {"index": []}, "dest": {"index": "c"}}),
+            json!({"source": {"index": "a", "size": 0}, "dest": {"index": "c"}}),
+        ] {
+            assert!(parsed(bad.clone()).is_err(), "{bad}");
+        }
+        assert!(parse(None, &Params::new()).is_err());
+    }
+}
