@@ -985,6 +985,23 @@ fn reindex_copies_into_a_new_mapping() -> Result<()> {
     assert_eq!(doc["_source"], json!({"msg": "doc 0"}));
     assert_eq!(s.count("fresh")?, 3);
 
+    // A pattern reads the indices it names when the copy starts, not the
+    // destination it creates.
+    let (status, body) = s.post(
+        "/_reindex?refresh=true",
+        &json!({"source": {"index": "fr*", "size": 1}, "dest": {"index": "fresh-2"}}),
+    )?;
+    assert_eq!(
+        (status, &body["total"], &body["created"]),
+        (200, &json!(3), &json!(3)),
+        "{body}"
+    );
+    let (status, body) = s.post(
+        "/_reindex",
+        &json!({"source": {"index": "none*"}, "dest": {"index": "y"}}),
+    )?;
+    assert_eq!((status, &body["total"]), (200, &json!(0)), "{body}");
+
     // Bad requests change nothing.
     for (bad, status_want, type_want) in [
         (
@@ -1011,8 +1028,10 @@ fn reindex_copies_into_a_new_mapping() -> Result<()> {
         let (status, body) = s.post("/_reindex", &bad)?;
         assert_es_error(status, &body, status_want, type_want);
     }
-    let (status, _) = s.get("/x")?;
-    assert_eq!(status, 404);
+    for never in ["/x", "/y"] {
+        let (status, _) = s.get(never)?;
+        assert_eq!(status, 404, "{never}");
+    }
     assert_eq!((s.count("dst")?, s.count("fresh")?), (25, 3));
     Ok(())
 }

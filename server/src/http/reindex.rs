@@ -197,18 +197,27 @@ pub async fn reindex(
         ));
     }
     let refresh = RefreshPolicy::parse(params.get("refresh").map(String::as_str))?;
-    let sources = node.indices.resolve(&req.source)?;
-    if sources.iter().any(|i| i.name() == req.dest) {
+    // The sources are the indices the expression names now: a destination
+    // that a pattern would match once created is not read.
+    let sources: Vec<String> = node
+        .indices
+        .resolve(&req.source)?
+        .iter()
+        .map(|i| i.name())
+        .collect();
+    if sources.contains(&req.dest) {
         return Err(invalid(&format!(
             "reindex cannot write into an index its reading from [{}]",
             req.dest
         )));
     }
+    let sources = sources.join(",");
     let mut stats = ByQueryStats::default();
     let (mut created, mut updated, mut conflicts) = (0u64, 0u64, 0u64);
     let mut status = StatusCode::OK;
     let mut after: Option<Value> = None;
-    'pages: loop {
+    // A pattern that names no index copies nothing.
+    'pages: while !sources.is_empty() {
         let size = req
             .max_docs
             .map_or(req.batch, |m| (m - stats.total).min(req.batch));
@@ -233,7 +242,7 @@ pub async fn reindex(
         let out = quidditch_planner::search(
             &session,
             node.engine.indices(),
-            &req.source,
+            &sources,
             Some(&page),
             &Params::new(),
         )
