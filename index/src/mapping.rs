@@ -213,7 +213,8 @@ impl FieldMapping {
         Ok(mapping)
     }
 
-    fn render(&self) -> Value {
+    /// The field as Elasticsearch shows it in a mapping.
+    pub fn render(&self) -> Value {
         let mut obj = Map::new();
         obj.insert("type".into(), json!(self.ty.name()));
         if let Some(format) = &self.format {

@@ -241,6 +241,27 @@ def test_reindex_into_a_new_mapping(node, flavor):
     assert top["aggregations"]["m"]["value"] == 49
 
 
+def test_mappings_settings_and_health_of_every_index(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    client.indices.create(index="every-a", mappings={"properties": {"title": {"type": "text", "fields": {"raw": {"type": "keyword"}}}}})
+    client.indices.create(index="every-b", settings={"number_of_shards": 2}, mappings={"properties": {"n": {"type": "long"}}})
+    mappings = client.indices.get_mapping()
+    assert mappings["every-a"]["mappings"]["properties"]["title"]["fields"]["raw"] == {"type": "keyword"}
+    assert mappings["every-b"]["mappings"]["properties"]["n"] == {"type": "long"}
+    settings = client.indices.get_settings()
+    assert settings["every-b"]["settings"]["index"]["number_of_shards"] == "2"
+    fields = client.indices.get_field_mapping(index="every-*", fields="title.raw,n")
+    assert fields["every-a"]["mappings"] == {"title.raw": {"full_name": "title.raw", "mapping": {"raw": {"type": "keyword"}}}}
+    assert fields["every-b"]["mappings"] == {"n": {"full_name": "n", "mapping": {"n": {"type": "long"}}}}
+    assert client.indices.get_field_mapping(fields="nothing*")["every-a"]["mappings"] == {}
+    health = client.cat.health(format="json")
+    assert len(health) == 1
+    row = health[0]
+    assert (row["status"], row["node.total"], row["node.data"]) == ("green", "1", "1")
+    assert int(row["shards"]) >= 3 and row["active_shards_percent"] == "100.0%"
+    assert "status" in client.cat.health(v=True).body.splitlines()[0]
+
+
 def test_mget(node):
     client = elasticsearch.Elasticsearch(node.url)
     client.index(index="m1", id="1", document={"a": 1})

@@ -62,13 +62,15 @@ pub async fn count_of(
 
 async fn count_rows(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
     let answer = super::search::counted(node, target, params, body).await?;
-    let now = chrono::Utc::now();
-    let row = vec![
-        now.timestamp().to_string(),
-        now.format("%H:%M:%S").to_string(),
-        answer["count"].to_string(),
-    ];
+    let mut row = epoch_columns();
+    row.push(answer["count"].to_string());
     render_table(&["epoch", "timestamp", "count"], vec![row], params)
+}
+
+/// The `epoch` and `timestamp` columns of a `_cat` row taken now.
+pub(super) fn epoch_columns() -> Vec<String> {
+    let now = chrono::Utc::now();
+    vec![now.timestamp().to_string(), now.format("%H:%M:%S").to_string()]
 }
 
 /// Documents per shard on the other nodes of a cluster.

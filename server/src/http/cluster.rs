@@ -184,6 +184,55 @@ async fn health_for(node: &Node, target: Option<&str>, params: &Params) -> ApiRe
     }
 }
 
+/// `GET /_cat/health`: `_cluster/health` as one row.
+pub async fn cat_health(State(node): State<Arc<Node>>, Query(params): Query<Params>) -> ApiResult<Response> {
+    let (indices, failed) = node.indices.resolve_with_failed("_all")?;
+    let (_, h) = health_of(&node, &indices, &failed);
+    let mut row = super::cat::epoch_columns();
+    row.push(node.cluster_name.clone());
+    row.extend(
+        [
+            "status",
+            "number_of_nodes",
+            "number_of_data_nodes",
+            "active_shards",
+            "active_primary_shards",
+            "relocating_shards",
+            "initializing_shards",
+            "unassigned_shards",
+            "unassigned_primary_shards",
+            "number_of_pending_tasks",
+        ]
+        .map(|key| match &h[key] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+    );
+    row.push("-".to_string());
+    row.push(format!(
+        "{:.1}%",
+        h["active_shards_percent_as_number"].as_f64().unwrap_or(0.0)
+    ));
+    let columns = [
+        "epoch",
+        "timestamp",
+        "cluster",
+        "status",
+        "node.total",
+        "node.data",
+        "shards",
+        "pri",
+        "relo",
+        "init",
+        "unassign",
+        "unassign.pri",
+        "pending_tasks",
+        "max_task_wait_time",
+        "active_shards_percent",
+    ];
+    render_table(&columns, vec![row], &params)
+}
+
 /// `GET /_cluster/health`.
 pub async fn health(State(node): State<Arc<Node>>, Query(params): Query<Params>) -> ApiResult<Response> {
     health_for(&node, None, &params).await

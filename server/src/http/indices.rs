@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use quidditch_index::indices::wildcard_match;
 use quidditch_index::merge::ForceMerge;
 use serde_json::{Map, Value, json};
 
@@ -73,6 +74,52 @@ pub async fn mapping(State(node): State<Arc<Node>>, Path(name): Path<String>) ->
     Ok(ok_json(&Value::Object(out)))
 }
 
+/// `GET /_mapping`: every index's mapping.
+pub async fn mapping_all(node: State<Arc<Node>>) -> ApiResult<Response> {
+    mapping(node, Path("_all".to_string())).await
+}
+
+/// `GET /{index}/_mapping/field/{fields}`: the mappings of some fields
+/// (names or `*` patterns, comma-separated), each under its full path,
+/// as Elasticsearch answers.
+pub async fn field_mapping(
+    State(node): State<Arc<Node>>,
+    Path((name, fields)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    field_mapping_of(&node, &name, &fields)
+}
+
+/// `GET /_mapping/field/{fields}`: over every index.
+pub async fn field_mapping_all(
+    State(node): State<Arc<Node>>,
+    Path(fields): Path<String>,
+) -> ApiResult<Response> {
+    field_mapping_of(&node, "_all", &fields)
+}
+
+fn field_mapping_of(node: &Node, target: &str, fields: &str) -> ApiResult<Response> {
+    let patterns: Vec<&str> = fields
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut out = Map::new();
+    for index in node.indices.resolve(target)? {
+        let mut found = Map::new();
+        for column in index.mapping().columns() {
+            if patterns.iter().any(|p| wildcard_match(p, &column.path)) {
+                let leaf = column.path.rsplit('.').next().unwrap_or(&column.path).to_string();
+                found.insert(
+                    column.path.clone(),
+                    json!({"full_name": column.path, "mapping": {leaf: column.mapping.render()}}),
+                );
+            }
+        }
+        out.insert(index.name(), json!({"mappings": found}));
+    }
+    Ok(ok_json(&Value::Object(out)))
+}
+
 /// `PUT /{index}/_mapping`: adds fields to the mapping of each index named.
 pub async fn put_mapping(
     State(node): State<Arc<Node>>,
@@ -87,6 +134,11 @@ pub async fn put_mapping(
         tokio::task::spawn_blocking(move || index.put_mapping(update, dynamic)).await??;
     }
     Ok(ok_json(&json!({"acknowledged": true})))
+}
+
+/// `GET /_settings`: every index's settings.
+pub async fn settings_all(node: State<Arc<Node>>) -> ApiResult<Response> {
+    settings(node, Path("_all".to_string())).await
 }
 
 /// `GET /{index}/_settings`.

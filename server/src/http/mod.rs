@@ -71,6 +71,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_cat/count/{index}", get(cat::count_of).post(cat::count_of))
         .route("/_cat/nodes", get(cluster::cat_nodes))
         .route("/_cat/shards", get(cluster::cat_shards))
+        .route("/_cat/health", get(cluster::cat_health))
         .route("/_cat/segments", get(cluster::cat_segments))
         .route("/_cat/segments/{index}", get(cluster::cat_segments_of))
         .route("/_cluster/health", get(cluster::health))
@@ -107,6 +108,10 @@ pub fn router(node: Arc<Node>) -> Router {
                 .put(indices::put_mapping)
                 .post(indices::put_mapping),
         )
+        .route("/_mapping", get(indices::mapping_all))
+        .route("/_mapping/field/{fields}", get(indices::field_mapping_all))
+        .route("/{index}/_mapping/field/{fields}", get(indices::field_mapping))
+        .route("/_settings", get(indices::settings_all))
         .route("/{index}/_settings", get(indices::settings))
         .route("/{index}/_refresh", post(indices::refresh).get(indices::refresh))
         .route("/{index}/_flush", post(indices::refresh).get(indices::refresh))
