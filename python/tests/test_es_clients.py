@@ -181,6 +181,17 @@ def test_flush_force_merge_and_segments(node, flavor):
     with pytest.raises((elasticsearch.BadRequestError, opensearchpy.RequestError)) as bad:
         client.indices.forcemerge(index=index, max_num_segments=1, only_expunge_deletes=True)
     assert "only_expunge_deletes" in str(bad.value)
+    client.delete(index=index, id="0-1", refresh=True)
+    stats = client.indices.stats(index=index)
+    assert stats["_shards"] == {"total": 1, "successful": 1, "failed": 0}
+    primaries = stats["indices"][index]["primaries"]
+    assert (primaries["docs"], primaries["segments"]) == ({"count": 299, "deleted": 1}, {"count": 1})
+    assert primaries["store"]["size_in_bytes"] > 0 and stats["_all"]["total"] == primaries
+    docs_only = client.indices.stats(index=index, metric="docs")["_all"]["primaries"]
+    assert docs_only == {"docs": {"count": 299, "deleted": 1}}
+    assert index in client.indices.stats()["indices"]
+    shards = client.indices.stats(index=index, level="shards")["indices"][index]["shards"]
+    assert [(c["routing"]["primary"], c["docs"]["count"]) for c in shards["0"]] == [(True, 299)]
 
 
 def test_field_caps_match_what_searches_do(node):

@@ -600,6 +600,15 @@ fn losing_a_data_node_with_one_replica_keeps_every_acknowledged_write() -> Resul
         primaries += docs(primary).unwrap_or(0);
     }
     ensure!(primaries == 120, "{segments}");
+    // `_stats` sums the primaries, and every copy.
+    let (status, stats) = coordinator.get("/logs/_stats/docs")?;
+    ensure!(
+        status == 200
+            && stats["_all"]["primaries"]["docs"]["count"] == 120
+            && stats["_all"]["total"]["docs"]["count"] == 240
+            && stats["_shards"]["successful"] == 12,
+        "{stats}"
+    );
 
     // A client writes and searches in a loop; data-1 is killed part-way.
     let mut killed_at: Option<Instant> = None;

@@ -14,6 +14,7 @@ use axum::response::Response;
 use quidditch_cluster::Role;
 use quidditch_index::Index;
 use quidditch_index::indices::FailedIndex;
+use quidditch_index::merge::SegmentStats;
 use serde_json::{Value, json};
 
 use super::cat::render_table;
@@ -362,16 +363,53 @@ async fn segments_of(node: &Node, target: &str, params: &Params) -> ApiResult<Re
         "searchable",
         "compound",
     ];
-    let mut indices = node.indices.resolve(target)?;
+    let mut rows = Vec::new();
+    for copy in started_copies(node, &node.indices.resolve(target)?).await? {
+        let prirep = if copy.primary { "p" } else { "r" };
+        let ip = ip_of(node, &copy.node);
+        rows.extend(copy.segments.into_iter().map(|s| {
+            vec![
+                copy.index.clone(),
+                copy.shard.to_string(),
+                prirep.to_string(),
+                ip.clone(),
+                format!("_{}", s.id),
+                s.docs.to_string(),
+                s.deleted.to_string(),
+                super::cat::human_size(s.bytes),
+                "true".to_string(),
+                "true".to_string(),
+                "false".to_string(),
+            ]
+        }));
+    }
+    render_table(&columns, rows, params)
+}
+
+/// A started copy of a shard, with its searchable segments.
+pub(super) struct StartedCopy {
+    pub index: String,
+    pub shard: u32,
+    pub primary: bool,
+    /// Its node.
+    pub node: String,
+    pub segments: Vec<SegmentStats>,
+}
+
+/// The started copies of the shards of `indices` (by index name, then
+/// shard, the primary first): on this node, read here; on the others, as
+/// they answer now (a copy whose node does not answer is left out).
+pub(super) async fn started_copies(node: &Node, indices: &[Arc<Index>]) -> ApiResult<Vec<StartedCopy>> {
+    let mut indices: Vec<&Arc<Index>> = indices.iter().collect();
     indices.sort_by_key(|i| i.name());
     let remote = match &node.cluster {
         Some(cluster) => cluster.shard_segments().await,
         None => Default::default(),
     };
-    let mut rows = Vec::new();
+    let mut out = Vec::new();
     for index in indices {
         let name = index.name();
-        for (n, copies) in shard_copies(node, &index).into_iter().enumerate() {
+        for (n, copies) in shard_copies(node, index).into_iter().enumerate() {
             let n = n as u32;
             for (i, (owner, up)) in copies.into_iter().enumerate() {
                 let local = index.shard(n).filter(|_| owner == node.node_id);
@@ -383,27 +421,17 @@ async fn segments_of(node: &Node, target: &str, params: &Params) -> ApiResult<Re
                     },
                     None => continue,
                 };
-                let prirep = if i == 0 { "p" } else { "r" };
-                let ip = ip_of(node, &owner);
-                rows.extend(segments.into_iter().map(|s| {
-                    vec![
-                        name.clone(),
-                        n.to_string(),
-                        prirep.to_string(),
-                        ip.clone(),
-                        format!("_{}", s.id),
-                        s.docs.to_string(),
-                        s.deleted.to_string(),
-                        super::cat::human_size(s.bytes),
-                        "true".to_string(),
-                        "true".to_string(),
-                        "false".to_string(),
-                    ]
-                }));
+                out.push(StartedCopy {
+                    index: name.clone(),
+                    shard: n,
+                    primary: i == 0,
+                    node: owner,
+                    segments,
+                });
             }
         }
     }
-    render_table(&columns, rows, params)
+    Ok(out)
 }
 
 /// `GET /_cat/shards`.

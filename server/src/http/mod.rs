@@ -13,6 +13,7 @@ mod root;
 mod scroll;
 mod search;
 mod sql;
+mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,6 +72,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_cat/count/{index}", get(cat::count_of).post(cat::count_of))
         .route("/_cat/nodes", get(cluster::cat_nodes))
         .route("/_cat/shards", get(cluster::cat_shards))
+        .route("/_stats", get(stats::all))
+        .route("/_stats/{metric}", get(stats::all_metric))
+        .route("/{index}/_stats", get(stats::of))
+        .route("/{index}/_stats/{metric}", get(stats::of_metric))
         .route("/_cat/health", get(cluster::cat_health))
         .route("/_cat/segments", get(cluster::cat_segments))
         .route("/_cat/segments/{index}", get(cluster::cat_segments_of))
