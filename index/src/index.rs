@@ -1160,7 +1160,13 @@ impl Index {
     /// holds shards of the index to refresh them.
     pub fn refresh_everywhere(&self) -> Result<()> {
         self.refresh()?;
-        self.on_other_nodes(|peers, node, name| peers.refresh(node, name))
+        if let Some(peers) = &self.peers {
+            let name = self.name();
+            for node in self.other_nodes() {
+                peers.refresh(&node, &name)?;
+            }
+        }
+        Ok(())
     }
 
     /// Force-merges every shard on this node (see [`Shard::force_merge`]).
@@ -1174,26 +1180,46 @@ impl Index {
         Ok(())
     }
 
-    /// Force-merges every copy of every shard, on whichever node each is.
-    pub fn force_merge_everywhere(&self, how: ForceMerge, flush: bool) -> Result<()> {
+    /// Force-merges every copy of every shard: this node's, then the other
+    /// nodes' all at once. Returns the nodes that failed, with their error
+    /// (their copies may be merged in part).
+    pub fn force_merge_everywhere(&self, how: ForceMerge, flush: bool) -> Result<Vec<(String, Error)>> {
         self.force_merge(how, flush)?;
-        self.on_other_nodes(|peers, node, name| peers.force_merge(node, name, how, flush))
+        let Some(peers) = &self.peers else {
+            return Ok(Vec::new());
+        };
+        let name = self.name();
+        let nodes = self.other_nodes();
+        Ok(std::thread::scope(|scope| {
+            let calls: Vec<_> = nodes
+                .iter()
+                .map(|node| scope.spawn(|| peers.force_merge(node, &name, how, flush)))
+                .collect();
+            nodes
+                .iter()
+                .zip(calls)
+                .filter_map(|(node, call)| {
+                    let result = call
+                        .join()
+                        .unwrap_or_else(|_| Err(Error::Internal("a force merge call panicked".into())));
+                    result.err().map(|err| (node.clone(), err))
+                })
+                .collect()
+        }))
     }
 
-    /// Calls `f` for each other node that holds a copy of a shard of the
-    /// index (none without peers).
-    fn on_other_nodes(&self, f: impl Fn(&dyn Peers, &str, &str) -> Result<()>) -> Result<()> {
-        if let Some(peers) = &self.peers {
-            let meta = self.meta();
-            let nodes: std::collections::BTreeSet<&str> = (0..meta.settings.number_of_shards)
-                .flat_map(|n| meta.copies(n))
-                .filter(|n| *n != peers.node_id())
-                .collect();
-            for node in nodes {
-                f(peers.as_ref(), node, &meta.name)?;
-            }
-        }
-        Ok(())
+    /// The other nodes that hold a copy of a shard of the index (none
+    /// without peers).
+    fn other_nodes(&self) -> Vec<String> {
+        let Some(peers) = &self.peers else {
+            return Vec::new();
+        };
+        let meta = self.meta();
+        let nodes: std::collections::BTreeSet<&str> = (0..meta.settings.number_of_shards)
+            .flat_map(|n| meta.copies(n))
+            .filter(|n| *n != peers.node_id())
+            .collect();
+        nodes.into_iter().map(str::to_string).collect()
     }
 }
 

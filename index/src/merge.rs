@@ -30,7 +30,8 @@ pub struct SegmentStats {
 pub enum ForceMerge {
     /// What the merge policy asks for now (no `max_num_segments`).
     Policy,
-    /// Down to at most this many segments, and no deleted documents left
+    /// Down to at most this many segments; once few enough, the segments
+    /// holding deleted documents are rewritten without them
     /// (`max_num_segments`).
     MaxSegments(usize),
     /// The segments whose deleted documents are more than a tenth of them
@@ -84,11 +85,11 @@ impl Candidate {
 }
 
 /// The merges that bring `segments` to what `how` asks (each group is
-/// merged into one segment), when `how` is not [`ForceMerge::Policy`]:
-/// that one asks the merge policy.
-pub fn plan(how: ForceMerge, segments: &[Candidate]) -> Vec<Vec<SegmentId>> {
-    match how {
-        ForceMerge::Policy => Vec::new(),
+/// merged into one segment); `None` for [`ForceMerge::Policy`], whose
+/// merges the merge policy plans.
+pub fn plan(how: ForceMerge, segments: &[Candidate]) -> Option<Vec<Vec<SegmentId>>> {
+    Some(match how {
+        ForceMerge::Policy => return None,
         ForceMerge::ExpungeDeletes => {
             let heavy: Vec<SegmentId> = segments
                 .iter()
@@ -110,7 +111,7 @@ pub fn plan(how: ForceMerge, segments: &[Candidate]) -> Vec<Vec<SegmentId>> {
             .filter(|s| s.deleted > 0)
             .map(|s| vec![s.id])
             .collect(),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -130,21 +131,24 @@ mod tests {
         let s = [segment(100, 0), segment(10, 0), segment(50, 40), segment(30, 0)];
         // Live sizes 100, 10, 10, 30: down to two, the three smallest merge.
         let groups = plan(ForceMerge::MaxSegments(2), &s);
-        assert_eq!(groups, vec![vec![s[1].id, s[2].id, s[3].id]]);
-        let one = plan(ForceMerge::MaxSegments(1), &s);
+        assert_eq!(groups, Some(vec![vec![s[1].id, s[2].id, s[3].id]]));
+        let one = plan(ForceMerge::MaxSegments(1), &s).unwrap_or_default();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].len(), 4);
         // Already few enough: only the segment with deletions is rewritten.
-        assert_eq!(plan(ForceMerge::MaxSegments(4), &s), vec![vec![s[2].id]]);
-        assert!(plan(ForceMerge::MaxSegments(4), &s[..2]).is_empty());
+        assert_eq!(plan(ForceMerge::MaxSegments(4), &s), Some(vec![vec![s[2].id]]));
+        assert_eq!(plan(ForceMerge::MaxSegments(4), &s[..2]), Some(vec![]));
     }
 
     #[test]
     fn expunge_takes_segments_over_a_tenth_deleted() {
         let s = [segment(100, 10), segment(100, 11), segment(10, 9), segment(5, 0)];
-        assert_eq!(plan(ForceMerge::ExpungeDeletes, &s), vec![vec![s[1].id, s[2].id]]);
-        assert!(plan(ForceMerge::ExpungeDeletes, &s[..1]).is_empty());
-        assert!(plan(ForceMerge::Policy, &s).is_empty());
+        assert_eq!(
+            plan(ForceMerge::ExpungeDeletes, &s),
+            Some(vec![vec![s[1].id, s[2].id]])
+        );
+        assert_eq!(plan(ForceMerge::ExpungeDeletes, &s[..1]), Some(vec![]));
+        assert_eq!(plan(ForceMerge::Policy, &s), None);
     }
 
     #[test]

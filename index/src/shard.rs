@@ -35,7 +35,7 @@ use tantivy::schema::document::{ReferenceValue, ReferenceValueLeaf};
 use tantivy::schema::{IndexRecordOption, Value as _};
 use tantivy::{
     Directory as _, DocAddress, DocSet, HasLen as _, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher,
-    SegmentMeta, TantivyDocument, Term,
+    SegmentMeta, TantivyDocument, TantivyError, Term,
 };
 use tokio::sync::watch;
 
@@ -616,8 +616,9 @@ impl Shard {
         Ok(true)
     }
 
-    /// The shard's searchable segments: those of its last commit, which
-    /// every refresh makes.
+    /// The shard's committed segments: those of its last commit (which
+    /// every refresh makes, and searches see), and of the merges that
+    /// ended since.
     pub fn segments(&self) -> Result<Vec<SegmentStats>> {
         let directory = self.index.directory();
         Ok(self
@@ -654,14 +655,18 @@ impl Shard {
         if flush {
             self.refresh()?;
         }
-        // A background merge of some of the same segments may end first:
-        // tantivy then drops the merge that ends second, which is planned
-        // again over the segments that are left.
-        const ATTEMPTS: usize = 5;
-        for attempt in 1..=ATTEMPTS {
+        // Rounds of merges until the plan is empty: a round may leave work
+        // for the next (segments with deleted documents, once few enough),
+        // and a background merge of some of the same segments may end first,
+        // when tantivy drops the merge that ends second (as it drops the
+        // merges of a writer rolled back): those are planned again. Writes
+        // that go on meanwhile may leave work for ever: the rounds are few.
+        const ROUNDS: usize = 5;
+        for round in 1..=ROUNDS {
             let metas = self.index.searchable_segment_metas()?;
-            let groups = match how {
-                ForceMerge::Policy => {
+            let groups = match merge::plan(how, &metas.iter().map(candidate).collect::<Vec<_>>()) {
+                Some(groups) => groups,
+                None => {
                     let policy = self.writer.lock().get_merge_policy();
                     policy
                         .compute_merge_candidates(&metas)
@@ -669,7 +674,6 @@ impl Shard {
                         .map(|candidate| candidate.0)
                         .collect()
                 }
-                _ => merge::plan(how, &metas.iter().map(candidate).collect::<Vec<_>>()),
             };
             if groups.is_empty() {
                 break;
@@ -678,13 +682,16 @@ impl Shard {
                 let mut writer = self.writer.lock();
                 groups.iter().map(|group| writer.merge(group)).collect()
             };
-            let failed = merges.into_iter().map(|merge| merge.wait()).find_map(|r| r.err());
-            match failed {
-                None => break,
-                Some(err) if attempt == ATTEMPTS => return Err(err.into()),
-                Some(err) => {
+            // Every merge is waited for before the next round plans.
+            let results: Vec<_> = merges.into_iter().map(|merge| merge.wait()).collect();
+            match results.into_iter().find_map(|r| r.err()) {
+                None => {}
+                Some(err @ (TantivyError::InvalidArgument(_) | TantivyError::SystemError(_)))
+                    if round < ROUNDS =>
+                {
                     tracing::debug!(shard = self.ordinal, %err, "a forced merge was dropped; planning it again");
                 }
+                Some(err) => return Err(err.into()),
             }
         }
         self.reader.reload()?;

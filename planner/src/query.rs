@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use crate::dates::{TimeZone, parse_date_math};
 use crate::error::{Error, Result};
 use crate::simple_query::{self, SimpleQuery};
+use crate::source::INDEX_FIELD;
 
 /// What lowering a query needs to know.
 #[derive(Debug, Clone, Copy)]
@@ -26,9 +27,6 @@ pub struct QueryContext<'a> {
     /// The request's `now`, in epoch milliseconds (date math).
     pub now_ms: i64,
 }
-
-/// The metadata field naming each document's index.
-const INDEX_FIELD: &str = "_index";
 
 /// Lowers a query clause (`{"match": {...}}`) for one index.
 pub fn lower(query: &Value, ctx: &QueryContext) -> Result<LeafQuery> {
@@ -566,7 +564,13 @@ impl Lowering<'_> {
             ));
         }
         if field == INDEX_FIELD {
-            return Ok(self.on_index(text_of(value, "term")? == self.ctx.index, boost));
+            let name = text_of(value, "term")?;
+            let matches = if case_insensitive {
+                name.eq_ignore_ascii_case(self.ctx.index)
+            } else {
+                name == self.ctx.index
+            };
+            return Ok(self.on_index(matches, boost));
         }
         let Some(col) = self.column(field) else {
             return Ok(LeafQuery::None);
@@ -1135,9 +1139,14 @@ impl Lowering<'_> {
             .map(|v| as_bool(v, clause, "case_insensitive"))
             .transpose()?
             .unwrap_or(false);
-        if field == INDEX_FIELD && clause != "regexp" {
+        if field == INDEX_FIELD {
             let name = self.ctx.index;
             let matches = match clause {
+                "regexp" => {
+                    return Err(shard_error(format!(
+                        "Can only use regexp queries on keyword and text fields - not on [{INDEX_FIELD}] which is of type [{INDEX_FIELD}]"
+                    )));
+                }
                 "prefix" if case_insensitive => name.to_lowercase().starts_with(&value.to_lowercase()),
                 "prefix" => name.starts_with(&value),
                 _ => regex::RegexBuilder::new(&format!("^(?:{})$", wildcard_regex(&value)))
@@ -1632,6 +1641,11 @@ mod tests {
             (json!({"wildcard": {"_index": "l*-?"}}), true),
             (json!({"wildcard": {"_index": "l*-??"}}), false),
             (json!({"match": {"_index": "logs-2"}}), true),
+            (
+                json!({"term": {"_index": {"value": "Logs-2", "case_insensitive": true}}}),
+                true,
+            ),
+            (json!({"term": {"_index": "Logs-2"}}), false),
         ] {
             let want = if matches { all(1.0) } else { LeafQuery::None };
             assert_eq!(lower(&query, &ctx)?, want, "{query}");
@@ -1643,6 +1657,7 @@ mod tests {
             )?,
             all(2.0)
         );
+        assert!(lower(&json!({"regexp": {"_index": "logs.*"}}), &ctx).is_err());
         Ok(())
     }
 }

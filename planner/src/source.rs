@@ -23,7 +23,7 @@ use crate::dates::DateFormatter;
 use crate::error::{Error, Result};
 
 /// The metadata field naming each document's index.
-const INDEX_FIELD: &str = "_index";
+pub(crate) const INDEX_FIELD: &str = "_index";
 
 /// One index a request reads, with the mapping its table was made with.
 #[derive(Debug, Clone)]
@@ -48,8 +48,8 @@ impl Target {
         schema.field_with_name(name).ok().map(|f| f.data_type().clone())
     }
 
-    /// Arrow type of a field aggregations and sorts read: a column, or
-    /// `_index` (the index name, alike in every row).
+    /// Arrow type of a field aggregations read: a column, or `_index` (the
+    /// index name, alike in every row).
     pub fn field_type(&self, path: &str) -> Option<DataType> {
         if path == INDEX_FIELD {
             return Some(DataType::Utf8);

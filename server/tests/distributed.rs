@@ -636,6 +636,26 @@ fn force_merge_reaches_the_shards_on_every_data_node() -> Result<()> {
     ensure!(after.iter().map(|r| r.1).sum::<u64>() == 1100, "{after:?}");
     let (status, body) = server.post("/docs/_count", &json!({}))?;
     ensure!(status == 200 && body["count"] == json!(1100), "{body}");
+
+    // A data node that is gone: its shards are reported failed, by name,
+    // and the others are merged.
+    let mut cluster = cluster;
+    let gone = cluster.data.remove(2);
+    let gone_id = gone.node_id.clone();
+    gone.kill()?;
+    let (status, body) = cluster.coordinator.post("/docs/_forcemerge", &json!({}))?;
+    let failures = body["_shards"]["failures"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        status == 200
+            && !failures.is_empty()
+            && failures.iter().all(|f| f["node"] == json!(gone_id))
+            && body["_shards"]["failed"] == json!(failures.len())
+            && body["_shards"]["successful"].as_u64() == Some(5 - failures.len() as u64),
+        "{body}"
+    );
     Ok(())
 }
 

@@ -585,6 +585,12 @@ fn losing_a_data_node_with_one_replica_keeps_every_acknowledged_write() -> Resul
     // Two refreshed bulks: two segments per copy before the merge.
     acked.extend(write_acked(&coordinator, "logs", "seg0", 60)?);
     acked.extend(write_acked(&coordinator, "logs", "seg1", 60)?);
+    let (_, segments) = coordinator.get("/_cat/segments/logs?format=json")?;
+    let rows = segments.as_array().cloned().unwrap_or_default();
+    ensure!(
+        rows.len() > 12,
+        "more than one segment in some copies: {segments}"
+    );
     let (status, body) = coordinator.post("/logs/_forcemerge?max_num_segments=1", &json!({}))?;
     ensure!(status == 200, "{body}");
     let (_, segments) = coordinator.get("/_cat/segments/logs?format=json")?;

@@ -7,10 +7,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use quidditch_index::Index;
 use quidditch_index::indices::wildcard_match;
 use quidditch_index::merge::ForceMerge;
 use serde_json::{Map, Value, json};
 
+use super::cluster::ShardCounts;
 use super::{ApiError, ApiResult, Params, bool_param, ok_json, parse_body};
 use crate::node::Node;
 
@@ -155,12 +157,11 @@ pub async fn settings(State(node): State<Arc<Node>>, Path(name): Path<String>) -
 }
 
 pub async fn refresh(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
-    let targets = node.indices.resolve(&name)?;
-    refresh_targets(targets).await
+    refresh_targets(&node, node.indices.resolve(&name)?).await
 }
 
 pub async fn refresh_all(State(node): State<Arc<Node>>) -> ApiResult<Response> {
-    refresh_targets(node.indices.resolve("_all")?).await
+    refresh_targets(&node, node.indices.resolve("_all")?).await
 }
 
 /// `POST /{index}/_forcemerge`: `max_num_segments`, `only_expunge_deletes`,
@@ -181,30 +182,60 @@ pub async fn force_merge_all(
     force_merge_targets(node.indices.resolve("_all")?, &params).await
 }
 
-async fn force_merge_targets(
-    targets: Vec<Arc<quidditch_index::Index>>,
-    params: &Params,
-) -> ApiResult<Response> {
+/// Merges every copy of the shards of `targets`. A node that fails is
+/// listed under `_shards.failures`, one entry per copy it holds, as
+/// Elasticsearch lists the shards a broadcast could not reach.
+async fn force_merge_targets(targets: Vec<Arc<Index>>, params: &Params) -> ApiResult<Response> {
     let how = ForceMerge::from_params(
         params.get("max_num_segments").map(String::as_str),
         bool_param(params, "only_expunge_deletes", false)?,
     )?;
     let flush = bool_param(params, "flush", true)?;
-    let shards: usize = targets.iter().map(|i| i.num_shards() as usize).sum();
-    tokio::task::spawn_blocking(move || {
-        for index in targets {
-            index.force_merge_everywhere(how, flush)?;
-        }
-        Ok::<_, quidditch_index::Error>(())
+    let results = tokio::task::spawn_blocking(move || {
+        targets
+            .into_iter()
+            .map(|index| Ok((index.meta(), index.force_merge_everywhere(how, flush)?)))
+            .collect::<quidditch_index::Result<Vec<_>>>()
     })
     .await??;
-    Ok(ok_json(
-        &json!({"_shards": {"total": shards, "successful": shards, "failed": 0}}),
-    ))
+    let (mut total, mut successful) = (0u64, 0u64);
+    let mut failures = Vec::new();
+    for (meta, failed) in results {
+        total +=
+            u64::from(meta.settings.number_of_shards) * (1 + u64::from(meta.settings.number_of_replicas));
+        for n in 0..meta.settings.number_of_shards {
+            // The embedded node holds every shard, with no copies listed.
+            if meta.shard_node(n).is_none() {
+                successful += 1;
+                continue;
+            }
+            for copy in meta.copies(n) {
+                match failed.iter().find(|(node, _)| node == copy) {
+                    None => successful += 1,
+                    Some((_, err)) => {
+                        let status =
+                            StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                        failures.push(json!({
+                            "shard": n,
+                            "index": meta.name,
+                            "node": copy,
+                            "status": status.canonical_reason().unwrap_or("").to_uppercase().replace(' ', "_"),
+                            "reason": {"type": err.es_type(), "reason": err.to_string()},
+                        }));
+                    }
+                }
+            }
+        }
+    }
+    let mut shards = json!({"total": total, "successful": successful, "failed": failures.len()});
+    if !failures.is_empty() {
+        shards["failures"] = json!(failures);
+    }
+    Ok(ok_json(&json!({ "_shards": shards })))
 }
 
-async fn refresh_targets(targets: Vec<Arc<quidditch_index::Index>>) -> ApiResult<Response> {
-    let shards: usize = targets.iter().map(|i| i.num_shards() as usize).sum();
+async fn refresh_targets(node: &Node, targets: Vec<Arc<Index>>) -> ApiResult<Response> {
+    let (active, total) = ShardCounts::of(node, &targets).copies();
     tokio::task::spawn_blocking(move || {
         for index in targets {
             index.refresh_everywhere()?;
@@ -213,6 +244,6 @@ async fn refresh_targets(targets: Vec<Arc<quidditch_index::Index>>) -> ApiResult
     })
     .await??;
     Ok(ok_json(
-        &json!({"_shards": {"total": shards, "successful": shards, "failed": 0}}),
+        &json!({"_shards": {"total": total, "successful": active, "failed": 0}}),
     ))
 }

@@ -238,7 +238,6 @@ pub fn ok_json(body: &Value) -> Response {
     es_json(StatusCode::OK, body)
 }
 
-/// Parses an optional JSON body.
 /// A boolean query parameter, `default` when absent (an empty value, as in
 /// `?flush`, is `true`).
 pub fn bool_param(params: &Params, name: &str, default: bool) -> ApiResult<bool> {
@@ -254,6 +253,7 @@ pub fn bool_param(params: &Params, name: &str, default: bool) -> ApiResult<bool>
     }
 }
 
+/// Parses an optional JSON body.
 pub fn parse_body(body: &[u8]) -> ApiResult<Option<Value>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);

@@ -216,11 +216,21 @@ pub async fn reindex(
     let (mut created, mut updated, mut conflicts) = (0u64, 0u64, 0u64);
     let mut status = StatusCode::OK;
     let mut after: Option<Value> = None;
+    // A shard that cannot be read fails the copy, rather than leave its
+    // documents out.
+    let strict = Params::from([("allow_partial_search_results".to_string(), "false".to_string())]);
     // A pattern that names no index copies nothing.
     'pages: while !sources.is_empty() {
+        // With `conflicts: proceed`, `max_docs` counts the documents
+        // written, as Elasticsearch counts them; else those read.
+        let done = if req.proceed {
+            created + updated
+        } else {
+            stats.total
+        };
         let size = req
             .max_docs
-            .map_or(req.batch, |m| (m - stats.total).min(req.batch));
+            .map_or(req.batch, |m| m.saturating_sub(done).min(req.batch));
         if size == 0 {
             break;
         }
@@ -239,14 +249,8 @@ pub async fn reindex(
             page["search_after"] = a.clone();
         }
         let session = node.engine.session()?;
-        let out = quidditch_planner::search(
-            &session,
-            node.engine.indices(),
-            &sources,
-            Some(&page),
-            &Params::new(),
-        )
-        .await?;
+        let out = quidditch_planner::search(&session, node.engine.indices(), &sources, Some(&page), &strict)
+            .await?;
         let hits = out["hits"]["hits"].as_array().cloned().unwrap_or_default();
         if hits.is_empty() {
             break;
@@ -279,7 +283,10 @@ pub async fn reindex(
                     if conflict && req.proceed {
                         continue;
                     }
-                    status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    // The response has the highest status of its failures.
+                    let failed =
+                        StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    status = status.max(failed);
                     stats.failures.push(json!({
                         "index": req.dest,
                         "id": id,

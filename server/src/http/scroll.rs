@@ -443,11 +443,14 @@ pub async fn delete_by_query(
         ));
     }
     let refresh = RefreshPolicy::parse(params.get("refresh").map(String::as_str))?;
-    let search_params: Params = params
+    let mut search_params: Params = params
         .iter()
         .filter(|(k, _)| matches!(k.as_str(), "q" | "df" | "default_operator"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // A shard that cannot be read fails the request, rather than leave its
+    // documents undeleted.
+    search_params.insert("allow_partial_search_results".into(), "false".into());
     let mut after: Option<Value> = None;
     let mut stats = ByQueryStats::default();
     let mut deleted = 0u64;

@@ -64,7 +64,10 @@ fn metrics(path: &str, names: Option<&str>) -> ApiResult<Vec<&'static str>> {
                 return Err(ApiError::new(
                     400,
                     "illegal_argument_exception",
-                    format!("request [{path}] contains unrecognized metric: [{name}]"),
+                    format!(
+                        "request [{path}] asks for metric [{name}]: this node keeps [{}] only",
+                        METRICS.join(", ")
+                    ),
                 ));
             }
         }
@@ -105,9 +108,14 @@ pub async fn of_metric(
 }
 
 async fn respond(node: &Node, target: &str, metric: Option<&str>, params: &Params) -> ApiResult<Response> {
+    let prefix = if target == "_all" {
+        String::new()
+    } else {
+        format!("/{target}")
+    };
     let path = match metric {
-        Some(m) => format!("/_stats/{m}"),
-        None => "/_stats".to_string(),
+        Some(m) => format!("{prefix}/_stats/{m}"),
+        None => format!("{prefix}/_stats"),
     };
     let metrics = metrics(&path, metric)?;
     let level = params.get("level").map_or("indices", String::as_str);
@@ -162,12 +170,11 @@ async fn respond(node: &Node, target: &str, metric: Option<&str>, params: &Param
         }
         per_index.insert(name, stats);
     }
-    let copies_total: u64 = indices
-        .iter()
-        .map(|i| u64::from(i.num_shards()) * (1 + u64::from(i.settings().number_of_replicas)))
-        .sum();
+    // Copies that are started but whose node did not answer have failed.
+    let (active, total_copies) = ShardCounts::of(node, &indices).copies();
+    let answered = copies.len() as u64;
     let mut out = json!({
-        "_shards": {"total": copies_total, "successful": copies.len(), "failed": 0},
+        "_shards": {"total": total_copies, "successful": answered, "failed": active.saturating_sub(answered)},
         "_all": {"primaries": primaries.render(&metrics), "total": total.render(&metrics)},
     });
     if level != "cluster" {
