@@ -639,8 +639,25 @@ fn force_merge_reaches_the_shards_on_every_data_node() -> Result<()> {
 
     // A data node that is gone: its shards are reported failed, by name,
     // and the others are merged.
+    // (A copy's destination made beforehand, on a node that stays.)
+    let (status, body) = server.put("/partial", &json!({"settings": {"number_of_shards": 1}}))?;
+    ensure!(status == 200, "{body}");
+    let (_, shards) = server.get("/_cat/shards?format=json")?;
+    let dest_node = shards
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["index"] == "partial")
+        .and_then(|s| s["node"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no shard of partial: {shards}"))?;
     let mut cluster = cluster;
-    let gone = cluster.data.remove(2);
+    let victim = cluster
+        .data
+        .iter()
+        .position(|d| d.node_id != dest_node)
+        .ok_or_else(|| anyhow::anyhow!("no other data node"))?;
+    let gone = cluster.data.remove(victim);
     let gone_id = gone.node_id.clone();
     gone.kill()?;
     let (status, body) = cluster.coordinator.post("/docs/_forcemerge", &json!({}))?;
@@ -655,6 +672,39 @@ fn force_merge_reaches_the_shards_on_every_data_node() -> Result<()> {
             && body["_shards"]["failed"] == json!(failures.len())
             && body["_shards"]["successful"].as_u64() == Some(5 - failures.len() as u64),
         "{body}"
+    );
+    // Once the coordinator counts the node out (partial counts answer), a
+    // copy or a deletion by query that cannot read every shard fails with
+    // 503, rather than leave the gone node's documents out, and changes
+    // nothing.
+    let mut live = None;
+    for _ in 0..100 {
+        let (status, body) = cluster.coordinator.post("/docs/_count", &json!({}))?;
+        if status == 200 && body["_shards"]["failed"].as_u64() > Some(0) {
+            live = body["count"].as_u64();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let live = live.ok_or_else(|| anyhow::anyhow!("the gone node's shards were never counted out"))?;
+    let (status, body) = cluster.coordinator.post(
+        "/_reindex",
+        &json!({"source": {"index": "docs"}, "dest": {"index": "partial"}}),
+    )?;
+    ensure!(status == 503, "{status} {body}");
+    let (status, body) = cluster
+        .coordinator
+        .post("/docs/_delete_by_query", &json!({"query": {"match_all": {}}}))?;
+    ensure!(status == 503, "{status} {body}");
+    let (status, body) = cluster.coordinator.post("/docs/_count", &json!({}))?;
+    ensure!(
+        status == 200 && body["count"].as_u64() == Some(live),
+        "nothing deleted: {body}"
+    );
+    let (status, body) = cluster.coordinator.post("/partial/_count", &json!({}))?;
+    ensure!(
+        status == 200 && body["count"] == json!(0),
+        "nothing was copied: {body}"
     );
     Ok(())
 }
