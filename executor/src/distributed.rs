@@ -212,6 +212,18 @@ impl Placement {
     }
 }
 
+/// Why a data node could not be reached, when `err` is the transport
+/// failure of a call to one (a worker stream that could not start, or broke
+/// off), rather than an error the node answered with.
+pub fn unreachable_node(err: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<String> {
+    let status = err.downcast_ref::<tonic::Status>()?;
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    )
+    .then(|| status.message().to_string())
+}
+
 /// The URL of a node's gRPC services.
 pub fn node_url(node: &NodeInfo) -> Result<Url> {
     Url::parse(&node.url()).map_err(|e| {
@@ -348,4 +360,28 @@ pub fn worker(
         }
     })
     .with_runtime_env(runtime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_failures_name_the_unreachable_node() {
+        let failure = |status: tonic::Status| {
+            let err = DataFusionError::External(Box::new(status));
+            match err {
+                DataFusionError::External(inner) => unreachable_node(inner.as_ref()),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            failure(tonic::Status::unavailable("tcp connect error")).as_deref(),
+            Some("tcp connect error")
+        );
+        assert!(failure(tonic::Status::deadline_exceeded("slow")).is_some());
+        // An error the node answered with is not a transport failure.
+        assert_eq!(failure(tonic::Status::internal("DataFusionError")), None);
+        assert_eq!(unreachable_node(&std::io::Error::other("disk")), None);
+    }
 }

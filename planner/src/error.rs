@@ -185,6 +185,14 @@ impl From<datafusion::error::DataFusionError> for Error {
                 if let Some(e) = inner.downcast_ref::<quidditch_index::Error>() {
                     return Error::new(e.status(), e.es_type(), e.to_string()).on_shards();
                 }
+                if let Some(why) = quidditch_executor::distributed::unreachable_node(inner.as_ref()) {
+                    return Error::new(
+                        503,
+                        "unavailable_shards_exception",
+                        format!("a data node did not answer: {why}"),
+                    )
+                    .on_shards();
+                }
                 Error::internal(inner.to_string())
             }
             D::Plan(msg) => Error::new(400, "query_shard_exception", msg.clone()).on_shards(),

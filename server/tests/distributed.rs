@@ -660,6 +660,7 @@ fn force_merge_reaches_the_shards_on_every_data_node() -> Result<()> {
     let gone = cluster.data.remove(victim);
     let gone_id = gone.node_id.clone();
     gone.kill()?;
+
     let (status, body) = cluster.coordinator.post("/docs/_forcemerge", &json!({}))?;
     let failures = body["_shards"]["failures"]
         .as_array()
@@ -673,6 +674,13 @@ fn force_merge_reaches_the_shards_on_every_data_node() -> Result<()> {
             && body["_shards"]["successful"].as_u64() == Some(5 - failures.len() as u64),
         "{body}"
     );
+    // Until the coordinator counts the node out, a search that reaches it
+    // fails as unavailable (503), not as an internal error.
+    let sorted = json!({"size": 10, "sort": [{"_index": "asc"}, {"_id": "asc"}]});
+    for _ in 0..3 {
+        let (status, body) = cluster.coordinator.post("/docs/_search", &sorted)?;
+        ensure!(status == 200 || status == 503, "{status} {body}");
+    }
     // Once the coordinator counts the node out (partial counts answer), a
     // copy or a deletion by query that cannot read every shard fails with
     // 503, rather than leave the gone node's documents out, and changes
