@@ -1162,7 +1162,7 @@ impl Index {
         self.refresh()?;
         if let Some(peers) = &self.peers {
             let name = self.name();
-            for node in self.other_nodes() {
+            for node in self.other_nodes(&self.meta()) {
                 peers.refresh(&node, &name)?;
             }
         }
@@ -1181,19 +1181,25 @@ impl Index {
     }
 
     /// Force-merges every copy of every shard: this node's, then the other
-    /// nodes' all at once. Returns the nodes that failed, with their error
-    /// (their copies may be merged in part).
-    pub fn force_merge_everywhere(&self, how: ForceMerge, flush: bool) -> Result<Vec<(String, Error)>> {
+    /// nodes' all at once. Returns the metadata whose copies it merged, and
+    /// the nodes that failed, with their error (their copies may be merged
+    /// in part).
+    pub fn force_merge_everywhere(
+        &self,
+        how: ForceMerge,
+        flush: bool,
+    ) -> Result<(IndexMeta, Vec<(String, Error)>)> {
         self.force_merge(how, flush)?;
+        let meta = self.meta();
         let Some(peers) = &self.peers else {
-            return Ok(Vec::new());
+            return Ok((meta, Vec::new()));
         };
-        let name = self.name();
-        let nodes = self.other_nodes();
-        Ok(std::thread::scope(|scope| {
+        let nodes = self.other_nodes(&meta);
+        let name = &meta.name;
+        let failed = std::thread::scope(|scope| {
             let calls: Vec<_> = nodes
                 .iter()
-                .map(|node| scope.spawn(|| peers.force_merge(node, &name, how, flush)))
+                .map(|node| scope.spawn(|| peers.force_merge(node, name, how, flush)))
                 .collect();
             nodes
                 .iter()
@@ -1205,16 +1211,16 @@ impl Index {
                     result.err().map(|err| (node.clone(), err))
                 })
                 .collect()
-        }))
+        });
+        Ok((meta, failed))
     }
 
-    /// The other nodes that hold a copy of a shard of the index (none
-    /// without peers).
-    fn other_nodes(&self) -> Vec<String> {
+    /// The other nodes that `meta` lists as holding a copy of a shard of
+    /// the index (none without peers).
+    fn other_nodes(&self, meta: &IndexMeta) -> Vec<String> {
         let Some(peers) = &self.peers else {
             return Vec::new();
         };
-        let meta = self.meta();
         let nodes: std::collections::BTreeSet<&str> = (0..meta.settings.number_of_shards)
             .flat_map(|n| meta.copies(n))
             .filter(|n| *n != peers.node_id())

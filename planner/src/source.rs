@@ -48,8 +48,9 @@ impl Target {
         schema.field_with_name(name).ok().map(|f| f.data_type().clone())
     }
 
-    /// Arrow type of a field aggregations read: a column, or `_index` (the
-    /// index name, alike in every row).
+    /// Arrow type of a field aggregations and sort keys read (through
+    /// [`common_type`]): a column, or `_index` (the index name, alike in
+    /// every row).
     pub fn field_type(&self, path: &str) -> Option<DataType> {
         if path == INDEX_FIELD {
             return Some(DataType::Utf8);

@@ -103,12 +103,12 @@ impl ShardCounts {
         counts
     }
 
-    /// Red when a primary is not active, yellow when a replica is not.
     /// The started copies, and every copy (unassigned ones too).
     pub(super) fn copies(&self) -> (u64, u64) {
         (self.active, self.active + self.unassigned)
     }
 
+    /// Red when a primary is not active, yellow when a replica is not.
     pub(super) fn status(&self) -> &'static str {
         self.health().name()
     }

@@ -194,7 +194,7 @@ async fn force_merge_targets(targets: Vec<Arc<Index>>, params: &Params) -> ApiRe
     let results = tokio::task::spawn_blocking(move || {
         targets
             .into_iter()
-            .map(|index| Ok((index.meta(), index.force_merge_everywhere(how, flush)?)))
+            .map(|index| index.force_merge_everywhere(how, flush))
             .collect::<quidditch_index::Result<Vec<_>>>()
     })
     .await??;

@@ -182,8 +182,8 @@ fn parse(body: Option<&Value>, params: &Params) -> ApiResult<Request> {
 }
 
 /// `POST /_reindex`. Answers once every document is copied, or at the first
-/// failure (a version conflict, with `conflicts: abort`, the default),
-/// with that failure's status.
+/// failed page (a version conflict, with `conflicts: abort`, the default),
+/// with the highest status of its failures.
 pub async fn reindex(
     State(node): State<Arc<Node>>,
     Query(params): Query<Params>,
