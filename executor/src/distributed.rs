@@ -216,12 +216,23 @@ impl Placement {
 /// failure of a call to one (a worker stream that could not start, or broke
 /// off), rather than an error the node answered with.
 pub fn unreachable_node(err: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<String> {
-    let status = err.downcast_ref::<tonic::Status>()?;
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-    )
-    .then(|| status.message().to_string())
+    const TRANSPORT: [tonic::Code; 3] = [
+        tonic::Code::Unavailable,
+        tonic::Code::DeadlineExceeded,
+        tonic::Code::Cancelled,
+    ];
+    if let Some(status) = err.downcast_ref::<tonic::Status>() {
+        return TRANSPORT
+            .contains(&status.code())
+            .then(|| status.message().to_string());
+    }
+    // A data node that could not reach another relays the status as the
+    // text of a generic error, which starts with the status code.
+    let text = err.to_string();
+    TRANSPORT
+        .iter()
+        .any(|code| text.starts_with(&format!("code: '{code}'")))
+        .then_some(text)
 }
 
 /// The URL of a node's gRPC services.
@@ -291,7 +302,10 @@ impl ChannelResolver for NodeChannels {
                     .keep_alive_timeout(quidditch_cluster::client::KEEPALIVE_TIMEOUT)
                     .keep_alive_while_idle(true);
                 let channel = endpoint.connect().await.map_err(|e| {
-                    DataFusionError::Execution(format!("{} does not answer: {e}", self.node_name(url)))
+                    DataFusionError::External(Box::new(tonic::Status::unavailable(format!(
+                        "{} does not answer: {e}",
+                        self.node_name(url)
+                    ))))
                 })?;
                 self.channels.lock().insert(url.clone(), channel.clone());
                 channel
@@ -383,5 +397,13 @@ mod tests {
         // An error the node answered with is not a transport failure.
         assert_eq!(failure(tonic::Status::internal("DataFusionError")), None);
         assert_eq!(unreachable_node(&std::io::Error::other("disk")), None);
+        // A status relayed by another data node arrives as its text only.
+        let relayed = std::io::Error::other(tonic::Status::unavailable("tcp connect error").to_string());
+        assert!(
+            unreachable_node(&relayed).is_some_and(|why| why.contains("tcp connect error")),
+            "{relayed}"
+        );
+        let answered = std::io::Error::other(tonic::Status::internal("DataFusionError").to_string());
+        assert_eq!(unreachable_node(&answered), None);
     }
 }

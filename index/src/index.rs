@@ -1180,20 +1180,20 @@ impl Index {
         Ok(())
     }
 
-    /// Force-merges every copy of every shard: this node's, then the other
+    /// Force-merges every copy of every shard: this node's and the other
     /// nodes' all at once. Returns the metadata whose copies it merged, and
-    /// the nodes that failed, with their error (their copies may be merged
-    /// in part).
+    /// the nodes that failed, this one included, with their error (their
+    /// copies may be merged in part).
     pub fn force_merge_everywhere(
         &self,
         how: ForceMerge,
         flush: bool,
     ) -> Result<(IndexMeta, Vec<(String, Error)>)> {
-        self.force_merge(how, flush)?;
-        let meta = self.meta();
         let Some(peers) = &self.peers else {
-            return Ok((meta, Vec::new()));
+            self.force_merge(how, flush)?;
+            return Ok((self.meta(), Vec::new()));
         };
+        let meta = self.meta();
         let nodes = self.other_nodes(&meta);
         let name = &meta.name;
         let failed = std::thread::scope(|scope| {
@@ -1201,16 +1201,17 @@ impl Index {
                 .iter()
                 .map(|node| scope.spawn(|| peers.force_merge(node, name, how, flush)))
                 .collect();
-            nodes
-                .iter()
-                .zip(calls)
-                .filter_map(|(node, call)| {
-                    let result = call
-                        .join()
-                        .unwrap_or_else(|_| Err(Error::Internal("a force merge call panicked".into())));
-                    result.err().map(|err| (node.clone(), err))
-                })
-                .collect()
+            let local = self
+                .force_merge(how, flush)
+                .err()
+                .map(|err| (peers.node_id().to_string(), err));
+            let remote = nodes.iter().zip(calls).filter_map(|(node, call)| {
+                let result = call
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Internal("a force merge call panicked".into())));
+                result.err().map(|err| (node.clone(), err))
+            });
+            local.into_iter().chain(remote).collect()
         });
         Ok((meta, failed))
     }

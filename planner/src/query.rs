@@ -566,7 +566,7 @@ impl Lowering<'_> {
         if field == INDEX_FIELD {
             let name = text_of(value, "term")?;
             let matches = if case_insensitive {
-                name.eq_ignore_ascii_case(self.ctx.index)
+                name.to_lowercase() == self.ctx.index.to_lowercase()
             } else {
                 name == self.ctx.index
             };
@@ -1144,7 +1144,7 @@ impl Lowering<'_> {
             let matches = match clause {
                 "regexp" => {
                     return Err(shard_error(format!(
-                        "Can only use regexp queries on keyword and text fields - not on [{INDEX_FIELD}] which is of type [{INDEX_FIELD}]"
+                        "failed to create query: Can only use regexp queries on keyword and text fields - not on [{INDEX_FIELD}] which is of type [{INDEX_FIELD}]"
                     )));
                 }
                 "prefix" if case_insensitive => name.to_lowercase().starts_with(&value.to_lowercase()),
