@@ -216,6 +216,31 @@ impl Peers for ClusterPeers {
         })
     }
 
+    fn aliases_changed(&self, meta: &IndexMeta) -> Result<IndexMeta> {
+        let Some(etcd) = &self.etcd else {
+            let mut changed = meta.clone();
+            changed.version += 1;
+            self.broadcast(Call::PutAliases {
+                meta: changed.clone(),
+            })?;
+            return Ok(changed);
+        };
+        let aliases = meta.aliases.clone();
+        let stored = self
+            .block(etcd.modify_index(meta, |stored| {
+                let changed = stored.aliases != aliases;
+                stored.aliases = aliases.clone();
+                changed
+            }))
+            .map_err(Error::unavailable)?
+            .ok_or_else(|| Error::IndexNotFound(meta.name.clone()))?;
+        // Nodes that do not answer take the change when they see etcd again.
+        if let Err(err) = self.broadcast(Call::PutAliases { meta: stored.clone() }) {
+            tracing::warn!(index = %meta.name, %err, "a node did not take the new aliases yet");
+        }
+        Ok(stored)
+    }
+
     fn stored_index(&self, name: &str) -> Result<Option<IndexMeta>> {
         let Some(etcd) = &self.etcd else { return Ok(None) };
         self.block(etcd.index(name))
@@ -460,6 +485,7 @@ mod tests {
             replicas: vec![Vec::new()],
             version: 0,
             created_revision,
+            aliases: Default::default(),
         };
         let b_dir = indices.install(incarnation("b", 12))?.dir().to_path_buf();
         // A late read of an incarnation deleted before "b" was created.

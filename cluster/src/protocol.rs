@@ -50,6 +50,11 @@ pub enum Call {
         /// The whole new mapping.
         mapping: Mapping,
     },
+    /// New aliases of an index, in its newer metadata: answers `null`.
+    PutAliases {
+        /// The metadata with the aliases.
+        meta: IndexMeta,
+    },
     /// Writes to shards on the node: answers `Vec<WireItem>`, one per write.
     Bulk {
         /// Index name.
@@ -180,6 +185,7 @@ impl Call {
             Call::InstallIndex { .. } => "install_index",
             Call::RemoveIndex { .. } => "remove_index",
             Call::PutMapping { .. } => "put_mapping",
+            Call::PutAliases { .. } => "put_aliases",
             Call::Bulk { .. } => "bulk",
             Call::Get { .. } => "get",
             Call::Refresh { .. } => "refresh",

@@ -77,6 +77,11 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             blocking(move || index.receive_mapping(mapping)).await?;
             Ok(Value::Null)
         }
+        Call::PutAliases { meta } => {
+            let index = current(&indices, &meta.name, Some(&meta.uuid)).await?;
+            blocking(move || index.receive_allocation(&meta)).await?;
+            Ok(Value::Null)
+        }
         Call::Bulk {
             index,
             uuid,

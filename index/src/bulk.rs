@@ -351,12 +351,17 @@ pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>, refresh: RefreshPol
         let name: Arc<str> = Arc::from(name);
         let only_deletes = writes.iter().all(|(_, a, _)| *a == Action::Delete);
         let index = if only_deletes {
-            indices.get(&name)
+            indices.write_index(&name)
         } else {
             indices.get_or_create(&name)
         };
-        let index = match index {
-            Ok(index) => index,
+        let (index, name) = match index {
+            // Items name the index written, not the alias they wrote through.
+            Ok(index) if *index.name() != *name => {
+                let concrete = Arc::from(index.name());
+                (index, concrete)
+            }
+            Ok(index) => (index, name),
             Err(err) => {
                 for (i, action, write) in writes {
                     slots[i] = Some(ItemResponse::failed(action, &name, write_id(&write), &err));

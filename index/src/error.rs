@@ -23,6 +23,14 @@ pub enum Error {
         /// Human-readable reason.
         reason: String,
     },
+    /// Something else the request names does not exist (an alias).
+    #[error("{reason}")]
+    NotFound {
+        /// Elasticsearch error type, e.g. `aliases_not_found_exception`.
+        es_type: &'static str,
+        /// Human-readable reason.
+        reason: String,
+    },
     /// The named index does not exist.
     #[error("no such index [{0}]")]
     IndexNotFound(String),
@@ -92,7 +100,9 @@ impl Error {
     /// The Elasticsearch error type name of this error.
     pub fn es_type(&self) -> &'static str {
         match self {
-            Error::BadRequest { es_type, .. } | Error::Mapping { es_type, .. } => es_type,
+            Error::BadRequest { es_type, .. }
+            | Error::Mapping { es_type, .. }
+            | Error::NotFound { es_type, .. } => es_type,
             Error::Remote { es_type, .. } => es_type_name(es_type),
             Error::IndexNotFound(_) => "index_not_found_exception",
             Error::IndexExists(_) => "resource_already_exists_exception",
@@ -105,7 +115,7 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::BadRequest { .. } | Error::Mapping { .. } | Error::IndexExists(_) => 400,
-            Error::IndexNotFound(_) => 404,
+            Error::IndexNotFound(_) | Error::NotFound { .. } => 404,
             Error::VersionConflict { .. } => 409,
             Error::Io(_) | Error::Tantivy(_) | Error::Corrupt(_) | Error::Internal(_) => 500,
             Error::Remote { status, .. } => *status,
@@ -144,6 +154,8 @@ fn es_type_name(name: &str) -> &'static str {
         "resource_already_exists_exception",
         "version_conflict_engine_exception",
         "invalid_index_name_exception",
+        "invalid_alias_name_exception",
+        "aliases_not_found_exception",
         "unavailable_shards_exception",
         "action_request_validation_exception",
     ];

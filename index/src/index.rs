@@ -67,10 +67,23 @@ pub struct IndexMeta {
     /// name, a node keeps the one created last.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub created_revision: i64,
+    /// The aliases that name this index, as Elasticsearch keeps them in
+    /// each index's metadata.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, AliasMeta>,
 }
 
 fn is_zero(n: &i64) -> bool {
     *n == 0
+}
+
+/// What an alias says of one index it names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasMeta {
+    /// Whether writes through the alias go to this index (`None`: only
+    /// when the alias names this index alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_write_index: Option<bool>,
 }
 
 impl IndexMeta {
@@ -914,8 +927,9 @@ impl Index {
         Ok(())
     }
 
-    /// Takes the copies of each shard from newer metadata of this
-    /// incarnation (a promotion, a copy out of sync, a new copy).
+    /// Takes the copies of each shard and the aliases from newer metadata
+    /// of this incarnation (a promotion, a copy out of sync, a new copy, an
+    /// alias added or removed).
     pub fn receive_allocation(&self, meta: &IndexMeta) -> Result<()> {
         let _guard = self.write_lock.lock();
         let mut mine = self.meta();
@@ -924,7 +938,39 @@ impl Index {
         }
         mine.allocation = meta.allocation.clone();
         mine.replicas = meta.replicas.clone();
+        mine.aliases = meta.aliases.clone();
         mine.version = meta.version;
+        write_meta(&self.dir, &mine)?;
+        *self.meta.write() = mine;
+        Ok(())
+    }
+
+    /// Whether the alias `name` names this index.
+    pub fn has_alias(&self, name: &str) -> bool {
+        self.meta.read().aliases.contains_key(name)
+    }
+
+    /// The aliases that name this index.
+    pub fn aliases(&self) -> BTreeMap<String, AliasMeta> {
+        self.meta.read().aliases.clone()
+    }
+
+    /// Replaces the aliases that name this index, in the cluster's store
+    /// first and then on every node.
+    pub fn set_aliases(&self, aliases: BTreeMap<String, AliasMeta>) -> Result<()> {
+        if self.is_deleted() {
+            return Err(Error::IndexNotFound(self.name()));
+        }
+        let _guard = self.write_lock.lock();
+        let mut mine = self.meta();
+        mine.aliases = aliases;
+        if let Some(peers) = &self.peers {
+            let stored = peers.aliases_changed(&mine)?;
+            mine.allocation = stored.allocation;
+            mine.replicas = stored.replicas;
+            mine.aliases = stored.aliases;
+            mine.version = mine.version.max(stored.version);
+        }
         write_meta(&self.dir, &mine)?;
         *self.meta.write() = mine;
         Ok(())

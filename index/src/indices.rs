@@ -14,6 +14,10 @@ use crate::mapping::Mapping;
 use crate::peers::Peers;
 use crate::settings::IndexSettings;
 
+mod aliases;
+
+pub use aliases::{AliasAction, AliasState, alias_meta, aliases_missing, validate_alias_name};
+
 /// All indices of a node, stored under `<data_dir>/indices/<name>`.
 pub struct Indices {
     root: PathBuf,
@@ -21,6 +25,8 @@ pub struct Indices {
     /// Indices whose files did not open when the node started.
     failed: RwLock<BTreeMap<String, FailedIndex>>,
     create_lock: Mutex<()>,
+    /// Serializes this node's alias changes.
+    alias_lock: Mutex<()>,
     peers: Option<Arc<dyn Peers>>,
 }
 
@@ -122,28 +128,61 @@ fn erase(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The names, open or failed, that a comma-separated list of names and
-/// wildcards (`logs-*`, `_all`) matches, each once, in the list's order. A
-/// concrete name that does not exist is an error; a wildcard may match
-/// nothing.
+/// The names, open or failed, that a comma-separated list of names,
+/// aliases and wildcards (`logs-*`, `_all`) matches, each once, in the
+/// list's order. An alias stands for the indices it names, and a wildcard
+/// matches aliases too. A concrete name that is neither an index nor an
+/// alias is an error; a wildcard may match nothing.
 fn matching<'a>(
     map: &'a BTreeMap<String, Arc<Index>>,
     failed: &'a BTreeMap<String, FailedIndex>,
     expr: &str,
 ) -> Result<Vec<&'a String>> {
+    matching_names(map, failed, expr, true)
+}
+
+/// [`matching`], with aliases or without them (index names only).
+fn matching_names<'a>(
+    map: &'a BTreeMap<String, Arc<Index>>,
+    failed: &'a BTreeMap<String, FailedIndex>,
+    expr: &str,
+    with_aliases: bool,
+) -> Result<Vec<&'a String>> {
     let mut out: Vec<&String> = Vec::new();
     for part in expr.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let matched: Vec<&String> = if part == "_all" || part.contains('*') {
+            let aliased = map.iter().filter(|(_, index)| {
+                with_aliases
+                    && part != "_all"
+                    && index.aliases().keys().any(|alias| wildcard_match(part, alias))
+            });
             map.keys()
                 .chain(failed.keys())
                 .filter(|name| part == "_all" || wildcard_match(part, name))
+                .chain(aliased.map(|(name, _)| name))
                 .collect()
+        } else if let Some((name, _)) = map.get_key_value(part) {
+            vec![name]
+        } else if let Some((name, _)) = failed.get_key_value(part) {
+            vec![name]
+        } else if !with_aliases {
+            if map.values().any(|index| index.has_alias(part)) {
+                return Err(Error::illegal_argument(format!(
+                    "The provided expression [{part}] matches an alias, specify the corresponding concrete \
+                     indices instead."
+                )));
+            }
+            return Err(Error::IndexNotFound(part.to_string()));
         } else {
-            let name = map
-                .get_key_value(part)
+            let named: Vec<&String> = map
+                .iter()
+                .filter(|(_, index)| index.has_alias(part))
                 .map(|(name, _)| name)
-                .or_else(|| failed.get_key_value(part).map(|(name, _)| name));
-            vec![name.ok_or_else(|| Error::IndexNotFound(part.to_string()))?]
+                .collect();
+            if named.is_empty() {
+                return Err(Error::IndexNotFound(part.to_string()));
+            }
+            named
         };
         for name in matched {
             if !out.contains(&name) {
@@ -261,6 +300,7 @@ impl Indices {
             map: RwLock::new(map),
             failed: RwLock::new(failed),
             create_lock: Mutex::new(()),
+            alias_lock: Mutex::new(()),
             peers,
         })
     }
@@ -276,6 +316,7 @@ impl Indices {
         validate_name(name)?;
         let mut settings = IndexSettings::default();
         let mut mapping = Mapping::default();
+        let mut aliases = BTreeMap::new();
         if let Some(body) = body {
             let obj = body
                 .as_object()
@@ -284,7 +325,14 @@ impl Indices {
                 match key.as_str() {
                     "settings" => settings = IndexSettings::from_es(value)?,
                     "mappings" => mapping = Mapping::from_es(value)?,
-                    "aliases" => {}
+                    "aliases" => {
+                        let defs = value
+                            .as_object()
+                            .ok_or_else(|| Error::illegal_argument("[aliases] must be an object"))?;
+                        for (alias, def) in defs {
+                            aliases.insert(alias.clone(), alias_meta(alias, def)?);
+                        }
+                    }
                     other => {
                         return Err(Error::BadRequest {
                             es_type: "parse_exception",
@@ -298,6 +346,7 @@ impl Indices {
         if self.exists(name) {
             return Err(Error::IndexExists(name.to_string()));
         }
+        self.check_new_index_aliases(name, &aliases)?;
         let copies = match &self.peers {
             Some(peers) => peers.allocate(name, settings.number_of_shards, settings.number_of_replicas)?,
             None => Vec::new(),
@@ -317,6 +366,7 @@ impl Indices {
             replicas,
             version: 0,
             created_revision: 0,
+            aliases,
         };
         let index = self.create_from(meta.clone())?;
         if let Some(peers) = &self.peers {
@@ -440,10 +490,11 @@ impl Indices {
         Ok(index)
     }
 
-    /// The index named `name`, created with defaults when missing
-    /// (Elasticsearch's `action.auto_create_index`).
+    /// The index that writes to `name` go to ([`Indices::write_index`]),
+    /// created with defaults when there is none (Elasticsearch's
+    /// `action.auto_create_index`).
     pub fn get_or_create(&self, name: &str) -> Result<Arc<Index>> {
-        match self.get(name) {
+        match self.write_index(name) {
             Ok(index) => Ok(index),
             Err(Error::IndexNotFound(_)) => match self.create(name, None) {
                 Err(Error::IndexExists(_)) => self.get_current(name, None),
@@ -528,6 +579,18 @@ impl Indices {
     pub fn resolve_names(&self, expr: &str) -> Result<Vec<String>> {
         let (map, failed) = (self.map.read(), self.failed.read());
         Ok(matching(&map, &failed, expr)?.into_iter().cloned().collect())
+    }
+
+    /// The index names (open or failed) a list of names and wildcards
+    /// matches, aliases left out: for what only an index's own name may
+    /// ask (deleting it, changing its aliases). An alias named alone is an
+    /// error that says so.
+    pub fn resolve_concrete_names(&self, expr: &str) -> Result<Vec<String>> {
+        let (map, failed) = (self.map.read(), self.failed.read());
+        Ok(matching_names(&map, &failed, expr, false)?
+            .into_iter()
+            .cloned()
+            .collect())
     }
 
     /// The open and the failed indices a list of names and wildcards

@@ -35,6 +35,10 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     fn index_deleted(&self, meta: &IndexMeta) -> Result<()>;
     /// Sends an index's new mapping to every other node.
     fn mapping_changed(&self, meta: &IndexMeta) -> Result<()>;
+    /// Records an index's new aliases (those of `meta`) in the cluster and
+    /// sends them to every other node. Returns the metadata as the cluster
+    /// now has it.
+    fn aliases_changed(&self, meta: &IndexMeta) -> Result<IndexMeta>;
     /// The metadata of index `name` as the cluster store holds it now;
     /// `None` when the store has no such index or there is no store.
     fn stored_index(&self, name: &str) -> Result<Option<IndexMeta>>;

@@ -668,6 +668,7 @@ mod tests {
                 .collect(),
             version: 0,
             created_revision: 0,
+            aliases: Default::default(),
         }
     }
 

@@ -1036,3 +1036,154 @@ fn reindex_copies_into_a_new_mapping() -> Result<()> {
     assert_eq!((s.count("dst")?, s.count("fresh")?), (25, 3));
     Ok(())
 }
+
+/// The `_index` of every hit of a search.
+fn hit_indices(body: &Value) -> Vec<String> {
+    let mut names: Vec<String> = body["hits"]["hits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["_index"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn aliases_name_indices_for_searches_and_writes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, body) = s.put("/v1", &json!({"aliases": {"books": {}}}))?;
+    assert_eq!(status, 200, "{body}");
+
+    // An alias that names one index takes its writes and single-document reads.
+    let lines = [
+        json!({"index": {"_id": "1"}}),
+        json!({"title": "dune"}),
+        json!({"index": {"_id": "2"}}),
+        json!({"title": "emma"}),
+    ];
+    let (status, body) = s.bulk("/books/_bulk?refresh=true", &lines)?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"][0]["index"]["_index"], json!("v1"), "{body}");
+    let (status, body) = s.put("/books/_doc/3?refresh=true", &json!({"title": "ulysses"}))?;
+    assert_eq!((status, &body["_index"]), (201, &json!("v1")), "{body}");
+    let (status, doc) = s.get("/books/_doc/1")?;
+    assert_eq!(
+        (status, &doc["_index"], &doc["found"]),
+        (200, &json!("v1"), &json!(true))
+    );
+    let (_, v1) = s.get("/v1")?;
+    assert_eq!(v1["v1"]["aliases"], json!({"books": {}}));
+
+    // With a second index it reads both, and writes need a write index.
+    let (status, _) = s.put("/v2/_doc/9?refresh=true", &json!({"title": "walden"}))?;
+    assert_eq!(status, 201);
+    let add = json!({"actions": [{"add": {"index": "v2", "alias": "books"}}]});
+    let (status, body) = s.post("/_aliases", &add)?;
+    assert_eq!((status, &body["acknowledged"]), (200, &json!(true)), "{body}");
+    let (status, body) = s.get("/books/_search")?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(hit_indices(&body), ["v1", "v1", "v1", "v2"]);
+    let (_, body) = s.get("/boo*/_count")?;
+    assert_eq!(body["count"], json!(4), "{body}");
+    let (status, body) = s.put("/books/_doc/4", &json!({"title": "beloved"}))?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    assert!(
+        body["error"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no write index"),
+        "{body}"
+    );
+    let (status, body) = s.get("/books/_doc/1")?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+
+    // Moving the alias is one request; the write index takes the writes.
+    let swap = json!({"actions": [
+        {"remove": {"index": "v1", "alias": "books"}},
+        {"add": {"index": "v2", "alias": "books", "is_write_index": true}},
+    ]});
+    let (status, body) = s.post("/_aliases", &swap)?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.get("/_alias/books")?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"v2": {"aliases": {"books": {"is_write_index": true}}}})
+    );
+    let (status, body) = s.put("/books/_doc/5?refresh=true", &json!({"title": "beloved"}))?;
+    assert_eq!((status, &body["_index"]), (201, &json!("v2")), "{body}");
+    assert_eq!((s.count("v1")?, s.count("v2")?, s.count("books")?), (3, 2, 2));
+
+    // The views: by index, by pattern, HEAD, and _cat/aliases.
+    let (status, body) = s.put("/v1/_alias/old", &json!({}))?;
+    assert_eq!((status, &body["acknowledged"]), (200, &json!(true)), "{body}");
+    let (_, body) = s.get("/_alias")?;
+    assert_eq!(
+        body,
+        json!({"v1": {"aliases": {"old": {}}}, "v2": {"aliases": {"books": {"is_write_index": true}}}})
+    );
+    let (_, body) = s.get("/v1/_alias/o*")?;
+    assert_eq!(body, json!({"v1": {"aliases": {"old": {}}}}));
+    assert_eq!(s.request("HEAD", "/_alias/old", None, "")?.0, 200);
+    assert_eq!(s.request("HEAD", "/v2/_alias/old", None, "")?.0, 404);
+    let (status, body) = s.get("/_alias/nope")?;
+    assert_eq!(status, 404);
+    assert_eq!(body, json!({"error": "alias [nope] missing", "status": 404}));
+    let (_, rows) = s.get("/_cat/aliases?format=json")?;
+    let rows: Vec<(&Value, &Value, &Value)> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| (&r["alias"], &r["index"], &r["is_write_index"]))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (&json!("books"), &json!("v2"), &json!("true")),
+            (&json!("old"), &json!("v1"), &json!("-"))
+        ]
+    );
+
+    // Bad requests change nothing: two write indices (after an add that
+    // would have been fine), a name taken by an index or an alias, a
+    // filter, removing what is not there, deleting an index by its alias.
+    let two_writers = json!({"actions": [
+        {"add": {"index": "v1", "alias": "fresh"}},
+        {"add": {"index": "v1", "alias": "books", "is_write_index": true}},
+    ]});
+    let (status, body) = s.post("/_aliases", &two_writers)?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    assert_eq!(s.get("/_alias/fresh")?.0, 404);
+    let (status, body) = s.put("/v1/_alias/v2", &json!({}))?;
+    assert_es_error(status, &body, 400, "invalid_alias_name_exception");
+    let (status, body) = s.put("/books", &json!({}))?;
+    assert_es_error(status, &body, 400, "invalid_index_name_exception");
+    let (status, body) = s.put("/v1/_alias/f", &json!({"filter": {"term": {"title": "dune"}}}))?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    let (status, body) = s.delete("/v1/_alias/nope")?;
+    assert_es_error(status, &body, 404, "aliases_not_found_exception");
+    let (status, body) = s.delete("/books")?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    assert_eq!((s.count("v1")?, s.count("v2")?), (3, 2));
+
+    // Aliases survive a restart; `remove_index` deletes the index.
+    s.terminate()?;
+    let s = Server::start(dir.path())?;
+    let (_, body) = s.get("/_alias/books,old")?;
+    assert_eq!(
+        body,
+        json!({"v1": {"aliases": {"old": {}}}, "v2": {"aliases": {"books": {"is_write_index": true}}}})
+    );
+    let (status, body) = s.delete("/v1/_alias/old")?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.post(
+        "/_aliases",
+        &json!({"actions": [{"remove_index": {"index": "v1"}}]}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.get("/v1")?.0, 404);
+    assert_eq!(s.count("books")?, 2);
+    Ok(())
+}

@@ -1,4 +1,5 @@
-//! The catalog: every index is a table of `quidditch.public`.
+//! The catalog: every index is a table of `quidditch.public`, and so is
+//! every alias that names one index.
 
 use std::sync::Arc;
 
@@ -35,7 +36,7 @@ impl SchemaProvider for IndexSchemaProvider {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        match self.indices.get(name) {
+        match self.indices.single_index(name) {
             Ok(index) => Ok(Some(Arc::new(IndexTable::new(index)))),
             Err(quidditch_index::Error::IndexNotFound(_)) => Ok(None),
             // An index that did not open answers why, not "no such table".
@@ -44,7 +45,7 @@ impl SchemaProvider for IndexSchemaProvider {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.indices.get(name).is_ok()
+        self.indices.single_index(name).is_ok()
     }
 }
 

@@ -27,7 +27,7 @@ async fn write_one(node: &Node, index: &str, write: DocWrite, params: &Params) -
     let name = index.to_string();
     let (target, batch) = tokio::task::spawn_blocking(move || {
         let target = if is_delete {
-            indices.get(&name)?
+            indices.write_index(&name)?
         } else {
             indices.get_or_create(&name)?
         };
@@ -41,9 +41,10 @@ async fn write_one(node: &Node, index: &str, write: DocWrite, params: &Params) -
         .next()
         .ok_or_else(|| ApiError::internal("write produced no result"))?;
     let result = result?;
+    let concrete = target.name();
     apply_refresh(policy, vec![(target, batch.touched)]).await?;
     let status = StatusCode::from_u16(result_status(&result)).unwrap_or(StatusCode::OK);
-    let mut body = WriteBody::new(index, &result);
+    let mut body = WriteBody::new(&concrete, &result);
     if policy == RefreshPolicy::WaitFor || policy == RefreshPolicy::Immediate {
         body = body.forced_refresh(policy == RefreshPolicy::Immediate);
     }
@@ -158,7 +159,8 @@ pub async fn delete(
 /// The realtime get of one document, as Elasticsearch renders it, and
 /// whether it was found.
 async fn get_json(node: &Node, index: &str, id: &str) -> ApiResult<(bool, Value)> {
-    let target = node.indices.get(index)?;
+    let target = node.indices.single_index(index)?;
+    let index = &target.name();
     let id_owned = id.to_string();
     let doc = tokio::task::spawn_blocking(move || target.get(&id_owned)).await??;
     Ok(match doc {
@@ -260,7 +262,7 @@ pub async fn head(
     State(node): State<Arc<Node>>,
     Path((index, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let target = node.indices.get(&index)?;
+    let target = node.indices.single_index(&index)?;
     let doc = tokio::task::spawn_blocking(move || target.get(&id)).await??;
     Ok(if doc.is_some() {
         StatusCode::OK

@@ -33,7 +33,7 @@ pub async fn create(
 pub async fn delete(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
     let indices = Arc::clone(&node.indices);
     tokio::task::spawn_blocking(move || {
-        for name in indices.resolve_names(&name)? {
+        for name in indices.resolve_concrete_names(&name)? {
             indices.delete(&name)?;
         }
         Ok::<_, quidditch_index::Error>(())
@@ -59,7 +59,7 @@ pub async fn get(State(node): State<Arc<Node>>, Path(name): Path<String>) -> Api
         out.insert(
             meta.name.clone(),
             json!({
-                "aliases": {},
+                "aliases": meta.aliases,
                 "mappings": meta.mapping.to_es(),
                 "settings": meta.settings.to_es(&meta.name, &meta.uuid, meta.creation_date),
             }),

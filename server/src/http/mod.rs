@@ -1,5 +1,6 @@
 //! The Elasticsearch-compatible HTTP API.
 
+mod aliases;
 mod auth;
 mod cat;
 mod cluster;
@@ -39,6 +40,11 @@ pub type Params = HashMap<String, String>;
 
 /// The router of a node.
 pub fn router(node: Arc<Node>) -> Router {
+    let alias = put(aliases::put)
+        .post(aliases::put)
+        .delete(aliases::delete)
+        .get(aliases::get_of_named)
+        .head(aliases::exists_of);
     Router::new()
         .route("/", get(root::info).head(root::head))
         .route("/_bulk", post(docs::bulk).put(docs::bulk))
@@ -67,6 +73,15 @@ pub fn router(node: Arc<Node>) -> Router {
             "/{index}/_msearch",
             post(search::msearch_index).get(search::msearch_index),
         )
+        .route("/_aliases", post(aliases::update).get(aliases::get_all))
+        .route("/_alias", get(aliases::get_all))
+        .route("/_alias/{name}", get(aliases::get_named).head(aliases::exists))
+        .route("/{index}/_alias", get(aliases::get_of))
+        .route("/{index}/_aliases", get(aliases::get_of))
+        .route("/{index}/_alias/{name}", alias.clone())
+        .route("/{index}/_aliases/{name}", alias)
+        .route("/_cat/aliases", get(aliases::cat))
+        .route("/_cat/aliases/{name}", get(aliases::cat_named))
         .route("/_cat/indices", get(cat::indices))
         .route("/_cat/count", get(cat::count).post(cat::count))
         .route("/_cat/count/{index}", get(cat::count_of).post(cat::count_of))

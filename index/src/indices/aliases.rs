@@ -1,0 +1,318 @@
+//! Aliases: other names for one or more indices, kept in each index's
+//! metadata as Elasticsearch keeps them. Searches through an alias read
+//! every index it names; writes go to its write index (the index marked
+//! `is_write_index`, or the only index it names).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Indices, validate_name, wildcard_match};
+use crate::error::{Error, Result};
+use crate::index::{AliasMeta, Index};
+
+/// One action of `POST /_aliases`, its index expressions already resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AliasAction {
+    /// Makes `alias` name each of `indices`.
+    Add {
+        /// Concrete index names.
+        indices: Vec<String>,
+        /// A concrete alias name.
+        alias: String,
+        /// What the alias says of these indices.
+        meta: AliasMeta,
+    },
+    /// Removes the aliases matching `aliases` (names or wildcards) from
+    /// each of `indices`; `must_exist: false` lets it match nothing.
+    Remove {
+        /// Concrete index names.
+        indices: Vec<String>,
+        /// Alias names and wildcards.
+        aliases: Vec<String>,
+        /// Whether matching nothing is an error.
+        must_exist: bool,
+    },
+    /// Deletes each of `indices`.
+    RemoveIndex {
+        /// Concrete index names.
+        indices: Vec<String>,
+    },
+}
+
+/// Per index, the aliases that name it.
+pub type AliasState = BTreeMap<String, BTreeMap<String, AliasMeta>>;
+
+/// Elasticsearch's rules for alias names: those of index names.
+pub fn validate_alias_name(name: &str) -> Result<()> {
+    validate_name(name).map_err(|err| match err {
+        Error::BadRequest { reason, .. } => Error::BadRequest {
+            es_type: "invalid_alias_name_exception",
+            reason: reason.replacen("Invalid index name", "Invalid alias name", 1),
+        },
+        other => other,
+    })
+}
+
+/// What an alias definition (`{"is_write_index": true}`) says, refusing
+/// the options this node does not apply.
+pub fn alias_meta(alias: &str, body: &Value) -> Result<AliasMeta> {
+    let obj = match body {
+        Value::Null => return Ok(AliasMeta::default()),
+        Value::Object(obj) => obj,
+        _ => {
+            return Err(Error::illegal_argument(format!(
+                "the definition of alias [{alias}] must be an object"
+            )));
+        }
+    };
+    let mut meta = AliasMeta::default();
+    for (key, value) in obj {
+        match key.as_str() {
+            "is_write_index" => {
+                meta.is_write_index = Some(value.as_bool().ok_or_else(|| {
+                    Error::illegal_argument(format!("[is_write_index] of alias [{alias}] must be a boolean"))
+                })?);
+            }
+            "is_hidden" if value == &Value::Bool(false) => {}
+            "filter" | "routing" | "index_routing" | "search_routing" | "is_hidden" => {
+                return Err(Error::illegal_argument(format!(
+                    "alias [{alias}]: [{key}] is not supported; an alias here names whole indices"
+                )));
+            }
+            other => {
+                return Err(Error::illegal_argument(format!(
+                    "alias [{alias}]: unknown field [{other}]"
+                )));
+            }
+        }
+    }
+    Ok(meta)
+}
+
+/// Fails when an alias would have two write indices.
+fn check_write_indices(state: &AliasState) -> Result<()> {
+    let mut writers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (index, aliases) in state {
+        for (alias, meta) in aliases {
+            if meta.is_write_index == Some(true) {
+                writers.entry(alias).or_default().push(index);
+            }
+        }
+    }
+    match writers.into_iter().find(|(_, indices)| indices.len() > 1) {
+        Some((alias, indices)) => Err(Error::illegal_argument(format!(
+            "alias [{alias}] has more than one write index [{}]",
+            indices.join(",")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The index that writes through `alias` go to, among `holders` (the
+/// indices it names, with what it says of each).
+fn write_index_of(alias: &str, holders: Vec<(Arc<Index>, AliasMeta)>) -> Result<Arc<Index>> {
+    let only = holders.len() == 1;
+    let mut chosen = None;
+    for (index, meta) in holders {
+        match meta.is_write_index {
+            Some(true) => return Ok(index),
+            None if only => chosen = Some(index),
+            _ => {}
+        }
+    }
+    chosen.ok_or_else(|| {
+        Error::illegal_argument(format!(
+            "no write index is defined for alias [{alias}]. The write index may be explicitly disabled using \
+             is_write_index=false or the alias points to multiple indices without one being designated as a \
+             write index"
+        ))
+    })
+}
+
+impl Indices {
+    /// The open indices the alias `name` names, with what it says of each.
+    fn alias_holders(&self, name: &str) -> Vec<(Arc<Index>, AliasMeta)> {
+        self.map
+            .read()
+            .values()
+            .filter_map(|index| {
+                let meta = index.aliases().remove(name)?;
+                Some((Arc::clone(index), meta))
+            })
+            .collect()
+    }
+
+    /// Whether an alias named `name` exists.
+    pub(super) fn alias_exists(&self, name: &str) -> bool {
+        self.map.read().values().any(|index| index.has_alias(name))
+    }
+
+    /// The index that writes to `name` go to: the index of that name, or
+    /// the write index of the alias of that name.
+    pub fn write_index(&self, name: &str) -> Result<Arc<Index>> {
+        match self.get(name) {
+            Err(Error::IndexNotFound(_)) => {
+                let holders = self.alias_holders(name);
+                if holders.is_empty() {
+                    return Err(Error::IndexNotFound(name.to_string()));
+                }
+                write_index_of(name, holders)
+            }
+            found => found,
+        }
+    }
+
+    /// The one index a single-document read of `name` reads: the index of
+    /// that name, or the only index the alias of that name names.
+    pub fn single_index(&self, name: &str) -> Result<Arc<Index>> {
+        match self.get(name) {
+            Err(Error::IndexNotFound(_)) => {
+                let mut holders = self.alias_holders(name);
+                match holders.len() {
+                    0 => Err(Error::IndexNotFound(name.to_string())),
+                    1 => Ok(holders.remove(0).0),
+                    _ => Err(Error::illegal_argument(format!(
+                        "alias [{name}] has more than one index associated with it [{}], can't execute a \
+                         single index op",
+                        holders
+                            .iter()
+                            .map(|(i, _)| i.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))),
+                }
+            }
+            found => found,
+        }
+    }
+
+    /// The aliases of every open index.
+    pub fn alias_state(&self) -> AliasState {
+        self.map
+            .read()
+            .iter()
+            .map(|(name, index)| (name.clone(), index.aliases()))
+            .collect()
+    }
+
+    /// The aliases a new index is created with, checked against the
+    /// indices and aliases there are.
+    pub(super) fn check_new_index_aliases(
+        &self,
+        name: &str,
+        aliases: &BTreeMap<String, AliasMeta>,
+    ) -> Result<()> {
+        if self.alias_exists(name) {
+            return Err(Error::BadRequest {
+                es_type: "invalid_index_name_exception",
+                reason: format!("Invalid index name [{name}], already exists as alias"),
+            });
+        }
+        for alias in aliases.keys() {
+            self.check_alias_name(alias)?;
+            if alias == name {
+                return Err(alias_is_index(alias));
+            }
+        }
+        let mut state = self.alias_state();
+        state.insert(name.to_string(), aliases.clone());
+        check_write_indices(&state)
+    }
+
+    fn check_alias_name(&self, alias: &str) -> Result<()> {
+        validate_alias_name(alias)?;
+        if self.exists(alias) {
+            return Err(alias_is_index(alias));
+        }
+        Ok(())
+    }
+
+    /// Applies the actions of `POST /_aliases` in order, all checked
+    /// before any is applied. Indices that gain aliases change before
+    /// those that lose some, so that moving an alias never leaves it
+    /// naming nothing; then the indices of `remove_index` are deleted.
+    pub fn update_aliases(&self, actions: &[AliasAction]) -> Result<()> {
+        let _guard = self.alias_lock.lock();
+        let before = self.alias_state();
+        let mut after = before.clone();
+        let mut deleted = Vec::new();
+        for action in actions {
+            match action {
+                AliasAction::Add { indices, alias, meta } => {
+                    self.check_alias_name(alias)?;
+                    for index in indices {
+                        after
+                            .get_mut(index)
+                            .ok_or_else(|| Error::IndexNotFound(index.clone()))?
+                            .insert(alias.clone(), meta.clone());
+                    }
+                }
+                AliasAction::Remove {
+                    indices,
+                    aliases,
+                    must_exist,
+                } => {
+                    let mut removed = false;
+                    for index in indices {
+                        let held = after
+                            .get_mut(index)
+                            .ok_or_else(|| Error::IndexNotFound(index.clone()))?;
+                        let before_len = held.len();
+                        held.retain(|name, _| {
+                            !aliases.iter().any(|p| p == "_all" || wildcard_match(p, name))
+                        });
+                        removed |= held.len() != before_len;
+                    }
+                    if !removed && *must_exist {
+                        return Err(aliases_missing(aliases));
+                    }
+                }
+                AliasAction::RemoveIndex { indices } => {
+                    for index in indices {
+                        after
+                            .remove(index)
+                            .ok_or_else(|| Error::IndexNotFound(index.clone()))?;
+                        deleted.push(index.clone());
+                    }
+                }
+            }
+        }
+        check_write_indices(&after)?;
+        let changed: Vec<(&String, &BTreeMap<String, AliasMeta>)> = after
+            .iter()
+            .filter(|(name, aliases)| before.get(*name) != Some(*aliases))
+            .collect();
+        let (gaining, losing): (Vec<_>, Vec<_>) = changed.into_iter().partition(|(name, aliases)| {
+            before
+                .get(*name)
+                .is_some_and(|old| old.iter().all(|(alias, meta)| aliases.get(alias) == Some(meta)))
+        });
+        for (name, aliases) in gaining.into_iter().chain(losing) {
+            self.get(name)?.set_aliases(aliases.clone())?;
+        }
+        for name in deleted {
+            self.delete(&name)?;
+        }
+        Ok(())
+    }
+}
+
+/// The error for an alias named like an index.
+fn alias_is_index(alias: &str) -> Error {
+    Error::BadRequest {
+        es_type: "invalid_alias_name_exception",
+        reason: format!(
+            "Invalid alias name [{alias}]: an index or data stream exists with the same name as the alias"
+        ),
+    }
+}
+
+/// Elasticsearch's error for aliases to remove that do not exist.
+pub fn aliases_missing(aliases: &[String]) -> Error {
+    Error::NotFound {
+        es_type: "aliases_not_found_exception",
+        reason: format!("aliases [{}] missing", aliases.join(",")),
+    }
+}
