@@ -252,6 +252,35 @@ def test_reindex_into_a_new_mapping(node, flavor):
     assert top["aggregations"]["m"]["value"] == 49
 
 
+@pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
+def test_aliases_swap_with_a_reindex(node, flavor):
+    client, helpers = clients(node.url)[flavor]
+    old, new, alias = f"v1-{flavor}", f"v2-{flavor}", f"items-{flavor}"
+    client.indices.create(index=old, body={"aliases": {alias: {}}})
+    helpers.bulk(client, ({"_index": alias, "_id": str(i), "_source": {"code": str(i)}} for i in range(40)))
+    client.indices.refresh(index=alias)
+    assert client.count(index=alias)["count"] == 40
+    assert client.get(index=alias, id="7")["_index"] == old
+    client.indices.create(index=new, body={"mappings": {"properties": {"code": {"type": "long"}}}})
+    client.reindex(body={"source": {"index": alias}, "dest": {"index": new}}, refresh=True)
+    client.indices.update_aliases(body={"actions": [
+        {"remove": {"index": old, "alias": alias}},
+        {"add": {"index": new, "alias": alias, "is_write_index": True}},
+    ]})
+    assert dict(client.indices.get_alias(name=alias)) == {new: {"aliases": {alias: {"is_write_index": True}}}}
+    assert client.indices.exists_alias(name=alias)
+    top = client.search(index=alias, body={"size": 0, "aggs": {"m": {"max": {"field": "code"}}}})
+    assert top["aggregations"]["m"]["value"] == 39
+    assert client.index(index=alias, id="new", body={"code": 40}, refresh=True)["_index"] == new
+    rows = list(client.cat.aliases(name=alias, format="json"))
+    assert [(r["alias"], r["index"], r["is_write_index"]) for r in rows] == [(alias, new, "true")]
+    client.indices.delete_alias(index=new, name=alias)
+    assert not client.indices.exists_alias(name=alias)
+    missing = elasticsearch.NotFoundError if flavor == "elasticsearch" else opensearchpy.NotFoundError
+    with pytest.raises(missing):
+        client.indices.get_alias(name=alias)
+
+
 def test_mappings_settings_and_health_of_every_index(node):
     client = elasticsearch.Elasticsearch(node.url)
     client.indices.create(index="every-a", mappings={"properties": {"title": {"type": "text", "fields": {"raw": {"type": "keyword"}}}}})

@@ -194,6 +194,21 @@ fn metadata_lives_in_etcd_and_a_killed_leader_is_replaced() -> Result<()> {
     index_docs(b, "gone", 2)?;
     ensure!(count(a, "gone")? == 2);
 
+    // An alias made on one coordinator is known on the other when the
+    // request is answered: searches and writes go through it there.
+    let actions = json!({"actions": [{"add": {"index": "gone", "alias": "current", "is_write_index": true}}]});
+    let (status, body) = a.post("/_aliases", &actions)?;
+    ensure!(status == 200, "adding an alias: {body}");
+    let (status, body) = b.get("/_alias/current")?;
+    ensure!(
+        status == 200 && body == json!({"gone": {"aliases": {"current": {"is_write_index": true}}}}),
+        "the other coordinator's view of the alias: {status} {body}"
+    );
+    ensure!(count(b, "current")? == 2);
+    let (status, body) = b.put("/current/_doc/via-alias?refresh=true", &json!({"n": 99}))?;
+    ensure!(status == 201 && body["_index"] == "gone", "a write through the alias: {body}");
+    ensure!(count(a, "gone")? == 3);
+
     // SIGKILL the leader: its lease (the default 5 s) expires and another
     // master takes over.
     let leader = master(&masters[0])?.ok_or_else(|| anyhow::anyhow!("no leader"))?;
@@ -216,6 +231,11 @@ fn metadata_lives_in_etcd_and_a_killed_leader_is_replaced() -> Result<()> {
     ensure!(status == 200, "creating an index after the failover: {body}");
     index_docs(survivor, "after-failover", 7)?;
     ensure!(count(&masters[1], "after-failover")? == 7);
+    let (_, body) = survivor.get("/_alias")?;
+    ensure!(
+        body["gone"]["aliases"]["current"] == json!({"is_write_index": true}),
+        "the alias outlives the leader: {body}"
+    );
     ensure!(
         !cat_nodes(survivor)?.iter().any(|n| n["name"] == leader),
         "the killed leader left the cluster"
