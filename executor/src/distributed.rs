@@ -212,28 +212,7 @@ impl Placement {
     }
 }
 
-/// Why a data node could not be reached, when `err` is the transport
-/// failure of a call to one (a worker stream that could not start, or broke
-/// off), rather than an error the node answered with.
-pub fn unreachable_node(err: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<String> {
-    const TRANSPORT: [tonic::Code; 3] = [
-        tonic::Code::Unavailable,
-        tonic::Code::DeadlineExceeded,
-        tonic::Code::Cancelled,
-    ];
-    if let Some(status) = err.downcast_ref::<tonic::Status>() {
-        return TRANSPORT
-            .contains(&status.code())
-            .then(|| status.message().to_string());
-    }
-    // A data node that could not reach another relays the status as the
-    // text of a generic error, which starts with the status code.
-    let text = err.to_string();
-    TRANSPORT
-        .iter()
-        .any(|code| text.starts_with(&format!("code: '{code}'")))
-        .then_some(text)
-}
+pub use quidditch_sql::error::unreachable_node;
 
 /// The URL of a node's gRPC services.
 pub fn node_url(node: &NodeInfo) -> Result<Url> {
@@ -374,36 +353,4 @@ pub fn worker(
         }
     })
     .with_runtime_env(runtime))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transport_failures_name_the_unreachable_node() {
-        let failure = |status: tonic::Status| {
-            let err = DataFusionError::External(Box::new(status));
-            match err {
-                DataFusionError::External(inner) => unreachable_node(inner.as_ref()),
-                _ => None,
-            }
-        };
-        assert_eq!(
-            failure(tonic::Status::unavailable("tcp connect error")).as_deref(),
-            Some("tcp connect error")
-        );
-        assert!(failure(tonic::Status::deadline_exceeded("slow")).is_some());
-        // An error the node answered with is not a transport failure.
-        assert_eq!(failure(tonic::Status::internal("DataFusionError")), None);
-        assert_eq!(unreachable_node(&std::io::Error::other("disk")), None);
-        // A status relayed by another data node arrives as its text only.
-        let relayed = std::io::Error::other(tonic::Status::unavailable("tcp connect error").to_string());
-        assert!(
-            unreachable_node(&relayed).is_some_and(|why| why.contains("tcp connect error")),
-            "{relayed}"
-        );
-        let answered = std::io::Error::other(tonic::Status::internal("DataFusionError").to_string());
-        assert_eq!(unreachable_node(&answered), None);
-    }
 }

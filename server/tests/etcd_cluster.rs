@@ -196,7 +196,8 @@ fn metadata_lives_in_etcd_and_a_killed_leader_is_replaced() -> Result<()> {
 
     // An alias made on one coordinator is known on the other when the
     // request is answered: searches and writes go through it there.
-    let actions = json!({"actions": [{"add": {"index": "gone", "alias": "current", "is_write_index": true}}]});
+    let actions =
+        json!({"actions": [{"add": {"index": "gone", "alias": "current", "is_write_index": true}}]});
     let (status, body) = a.post("/_aliases", &actions)?;
     ensure!(status == 200, "adding an alias: {body}");
     let (status, body) = b.get("/_alias/current")?;
@@ -206,7 +207,10 @@ fn metadata_lives_in_etcd_and_a_killed_leader_is_replaced() -> Result<()> {
     );
     ensure!(count(b, "current")? == 2);
     let (status, body) = b.put("/current/_doc/via-alias?refresh=true", &json!({"n": 99}))?;
-    ensure!(status == 201 && body["_index"] == "gone", "a write through the alias: {body}");
+    ensure!(
+        status == 201 && body["_index"] == "gone",
+        "a write through the alias: {body}"
+    );
     ensure!(count(a, "gone")? == 3);
 
     // SIGKILL the leader: its lease (the default 5 s) expires and another
