@@ -154,6 +154,7 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
             id: Some(p.name.clone()),
             source: person_json(p).to_string().into(),
             create: true,
+            if_seq_no: None,
         })
         .collect();
     let result = index.write(writes, quidditch_index::RefreshPolicy::None)?;
@@ -171,6 +172,7 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
                 .to_string()
                 .into(),
             create: true,
+            if_seq_no: None,
         })
         .collect();
     let result = oindex.write(writes, quidditch_index::RefreshPolicy::None)?;

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::document::Key;
 use crate::error::{Error, Result};
-use crate::index::{DocWrite, Index, WriteResult};
+use crate::index::{DocWrite, Index, SeqNoCondition, WriteResult};
 use crate::indices::{Indices, RefreshPolicy};
 
 /// The action of a bulk item.
@@ -63,10 +63,18 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
     let mut lines = body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     while let Some((lineno, line)) = lines.next() {
         let lineno = lineno + 1;
-        let (action, index, id) = match plain_action(line) {
-            Some((action, index, id)) => (action, index.or_else(|| default_index.map(str::to_string)), id),
+        let (action, index, id, if_seq_no) = match plain_action(line) {
+            Some((action, index, id)) => (
+                action,
+                index.or_else(|| default_index.map(str::to_string)),
+                id,
+                None,
+            ),
             None => action_line(line, lineno, default_index)?,
         };
+        if action == Action::Create && if_seq_no.is_some() {
+            return Err(create_with_condition());
+        }
         let index = index.ok_or_else(|| Error::BadRequest {
             es_type: "action_request_validation_exception",
             reason: "Validation Failed: 1: index is missing;".into(),
@@ -95,6 +103,7 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
                     id,
                     source: Arc::from(source),
                     create: action == Action::Create,
+                    if_seq_no,
                 }
             }
             Action::Update => {
@@ -104,14 +113,14 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
                     es_type: "action_request_validation_exception",
                     reason: "Validation Failed: 1: id is missing;".into(),
                 })?;
-                parse_update(id, &body)?
+                with_condition(parse_update(id, &body)?, if_seq_no)
             }
             Action::Delete => {
                 let id = id.ok_or_else(|| Error::BadRequest {
                     es_type: "action_request_validation_exception",
                     reason: "Validation Failed: 1: id is missing;".into(),
                 })?;
-                DocWrite::Delete { id }
+                DocWrite::Delete { id, if_seq_no }
             }
         };
         items.push(BulkItem { action, index, write });
@@ -125,13 +134,58 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
     Ok(items)
 }
 
+/// Elasticsearch's error for a `create` with `if_seq_no`.
+pub fn create_with_condition() -> Error {
+    Error::BadRequest {
+        es_type: "action_request_validation_exception",
+        reason: "Validation Failed: 1: create operations do not support compare and set. use index instead;"
+            .into(),
+    }
+}
+
+/// An update write with its condition.
+pub fn with_condition(write: DocWrite, condition: Option<SeqNoCondition>) -> DocWrite {
+    match write {
+        DocWrite::Update {
+            id,
+            doc,
+            doc_as_upsert,
+            upsert,
+            ..
+        } => DocWrite::Update {
+            id,
+            doc,
+            doc_as_upsert,
+            upsert,
+            if_seq_no: condition,
+        },
+        other => other,
+    }
+}
+
+/// Elasticsearch's error for `version` (internal versioning is not a
+/// condition it accepts; external versions are not kept here).
+pub fn version_refused(version_type: Option<&str>) -> Error {
+    match version_type {
+        None | Some("internal") => Error::BadRequest {
+            es_type: "action_request_validation_exception",
+            reason: "Validation Failed: 1: internal versioning can not be used for optimistic concurrency \
+                     control. Please use `if_seq_no` and `if_primary_term` instead;"
+                .into(),
+        },
+        Some(other) => Error::illegal_argument(format!(
+            "[version_type] {other} is not supported: use `if_seq_no` and `if_primary_term`"
+        )),
+    }
+}
+
+/// The action, target index, id and condition of an action line.
+type ActionLine = (Action, Option<String>, Option<String>, Option<SeqNoCondition>);
+
 /// An action line of any shape, with Elasticsearch's error for each way it
-/// can be wrong: the action, its target index (if any) and its id.
-fn action_line(
-    line: &str,
-    lineno: usize,
-    default_index: Option<&str>,
-) -> Result<(Action, Option<String>, Option<String>)> {
+/// can be wrong: the action, its target index (if any), its id and its
+/// condition (`if_seq_no`, `if_primary_term`).
+fn action_line(line: &str, lineno: usize, default_index: Option<&str>) -> Result<ActionLine> {
     let action_line: Value = serde_json::from_str(line).map_err(|e| malformed(lineno, &e.to_string()))?;
     let obj = action_line
         .as_object()
@@ -157,12 +211,25 @@ fn action_line(
         .ok_or_else(|| malformed(lineno, "action metadata must be an object"))?;
     let mut index = default_index.map(str::to_string);
     let mut id = None;
+    let (mut seq_no, mut primary_term) = (None, None);
+    let number = |v: &Value, key: &str| {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .ok_or_else(|| malformed(lineno, &format!("[{key}] must be a number")))
+    };
+    if meta.contains_key("version") {
+        return Err(version_refused(meta.get("version_type").and_then(Value::as_str)));
+    }
     for (k, v) in meta {
         match k.as_str() {
             "_index" => index = Some(as_string(v, lineno, "_index")?),
             "_id" => id = Some(as_string(v, lineno, "_id")?),
-            "routing" | "_routing" | "retry_on_conflict" | "require_alias" | "pipeline" | "version"
-            | "version_type" | "if_seq_no" | "if_primary_term" | "op_type" | "dynamic_templates" => {}
+            "if_seq_no" => seq_no = Some(number(v, k)?),
+            "if_primary_term" => primary_term = Some(number(v, k)?),
+            "version_type" if v == "internal" => {}
+            "version_type" => return Err(version_refused(v.as_str())),
+            "routing" | "_routing" | "retry_on_conflict" | "require_alias" | "pipeline" | "op_type"
+            | "dynamic_templates" => {}
             other => {
                 return Err(Error::illegal_argument(format!(
                     "Action/metadata line [{lineno}] contains an unknown parameter [{other}]"
@@ -170,7 +237,12 @@ fn action_line(
             }
         }
     }
-    Ok((action, index, id))
+    Ok((
+        action,
+        index,
+        id,
+        SeqNoCondition::from_params(seq_no, primary_term)?,
+    ))
 }
 
 /// The common shape of an action line, read without a JSON tree: an
@@ -295,6 +367,7 @@ pub fn parse_update(id: String, body: &Value) -> Result<DocWrite> {
         });
     }
     Ok(DocWrite::Update {
+        if_seq_no: None,
         id,
         doc,
         doc_as_upsert,
@@ -495,7 +568,7 @@ impl Serialize for ItemResponse {
 fn write_id(write: &DocWrite) -> Option<String> {
     match write {
         DocWrite::Index { id, .. } => id.clone(),
-        DocWrite::Update { id, .. } | DocWrite::Delete { id } => Some(id.clone()),
+        DocWrite::Update { id, .. } | DocWrite::Delete { id, .. } => Some(id.clone()),
     }
 }
 
@@ -540,7 +613,7 @@ impl<'a> WriteBody<'a> {
                 failed: 0,
             },
             _seq_no: r.seq_no,
-            _primary_term: 1,
+            _primary_term: crate::index::PRIMARY_TERM,
             status: None,
             forced_refresh: None,
         }
@@ -612,7 +685,9 @@ mod tests {
             r#"{"delete":{"_id":"7"}}"#,
             r#"{"update":{"_index":"b"}}"#,
         ] {
-            assert_eq!(plain_action(line), Some(action_line(line, 1, None)?));
+            let (action, index, id, condition) = action_line(line, 1, None)?;
+            assert_eq!(condition, None);
+            assert_eq!(plain_action(line), Some((action, index, id)));
         }
         // Other shapes go the general way.
         assert_eq!(plain_action(r#"{"index":{"_id":7}}"#), None);

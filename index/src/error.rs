@@ -45,6 +45,25 @@ pub enum Error {
         /// Current version of the document.
         version: u64,
     },
+    /// A write conditional on the sequence number of the document's last
+    /// write (`if_seq_no`, `if_primary_term`) met another one.
+    #[error(
+        "[{id}]: version conflict, required seqNo [{required}], primary term [{required_term}]. {}",
+        match current {
+            Some(seq_no) => format!("current document has seqNo [{seq_no}] and primary term [{}]", crate::index::PRIMARY_TERM),
+            None => "but no document was found".to_string(),
+        }
+    )]
+    SeqNoConflict {
+        /// Document id.
+        id: String,
+        /// The sequence number the write required.
+        required: u64,
+        /// The primary term the write required.
+        required_term: u64,
+        /// The sequence number of the document's last write, if it exists.
+        current: Option<u64>,
+    },
     /// Storage failed underneath us.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -106,7 +125,9 @@ impl Error {
             Error::Remote { es_type, .. } => es_type_name(es_type),
             Error::IndexNotFound(_) => "index_not_found_exception",
             Error::IndexExists(_) => "resource_already_exists_exception",
-            Error::VersionConflict { .. } => "version_conflict_engine_exception",
+            Error::VersionConflict { .. } | Error::SeqNoConflict { .. } => {
+                "version_conflict_engine_exception"
+            }
             Error::Io(_) | Error::Tantivy(_) | Error::Corrupt(_) | Error::Internal(_) => "exception",
         }
     }
@@ -116,7 +137,7 @@ impl Error {
         match self {
             Error::BadRequest { .. } | Error::Mapping { .. } | Error::IndexExists(_) => 400,
             Error::IndexNotFound(_) | Error::NotFound { .. } => 404,
-            Error::VersionConflict { .. } => 409,
+            Error::VersionConflict { .. } | Error::SeqNoConflict { .. } => 409,
             Error::Io(_) | Error::Tantivy(_) | Error::Corrupt(_) | Error::Internal(_) => 500,
             Error::Remote { status, .. } => *status,
         }

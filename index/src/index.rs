@@ -110,6 +110,63 @@ impl IndexMeta {
     }
 }
 
+/// The primary term every response reports: a shard's copies are
+/// ordered by sequence number alone, so there is one term.
+pub const PRIMARY_TERM: u64 = 1;
+
+/// The condition of an optimistic write (`if_seq_no`, `if_primary_term`):
+/// the document's last write must be the one with this sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqNoCondition {
+    /// Required sequence number of the document's last write.
+    pub seq_no: u64,
+    /// Required primary term.
+    pub primary_term: u64,
+}
+
+impl SeqNoCondition {
+    /// The condition of `if_seq_no` and `if_primary_term`, which come
+    /// together or not at all, with Elasticsearch's validation errors.
+    pub fn from_params(seq_no: Option<i64>, primary_term: Option<i64>) -> Result<Option<SeqNoCondition>> {
+        let invalid = |why: String| Error::BadRequest {
+            es_type: "action_request_validation_exception",
+            reason: format!("Validation Failed: 1: {why};"),
+        };
+        match (seq_no, primary_term) {
+            (None, None) => Ok(None),
+            (Some(_), None | Some(0)) => Err(invalid(format!(
+                "ifSeqNo is set, but primary term is [{}]",
+                primary_term.unwrap_or(0)
+            ))),
+            (None, Some(_)) => Err(invalid("ifPrimaryTerm is set, but seqNo is [-2]".into())),
+            (Some(seq_no), Some(_)) if seq_no < 0 => Err(Error::illegal_argument(format!(
+                "sequence numbers must be non negative. got [{seq_no}]."
+            ))),
+            (Some(_), Some(term)) if term < 0 => Err(Error::illegal_argument(format!(
+                "primary term must be positive. got [{term}]"
+            ))),
+            (Some(seq_no), Some(term)) => Ok(Some(SeqNoCondition {
+                seq_no: seq_no as u64,
+                primary_term: term as u64,
+            })),
+        }
+    }
+
+    /// The conflict this condition meets when the document's last write
+    /// has sequence number `current` (`None`: no document).
+    pub fn check(&self, id: &str, current: Option<u64>) -> Result<()> {
+        if current == Some(self.seq_no) && self.primary_term == PRIMARY_TERM {
+            return Ok(());
+        }
+        Err(Error::SeqNoConflict {
+            id: id.to_string(),
+            required: self.seq_no,
+            required_term: self.primary_term,
+            current,
+        })
+    }
+}
+
 /// One write of a bulk request, before routing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -123,6 +180,9 @@ pub enum DocWrite {
         source: Arc<str>,
         /// `create` semantics: fail if it exists.
         create: bool,
+        /// Write only over this last write of the document.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_seq_no: Option<SeqNoCondition>,
     },
     /// Partial update.
     Update {
@@ -134,11 +194,17 @@ pub enum DocWrite {
         doc_as_upsert: bool,
         /// Document to index when the id is missing.
         upsert: Option<Value>,
+        /// Update only over this last write of the document.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_seq_no: Option<SeqNoCondition>,
     },
     /// Delete by id.
     Delete {
         /// Document id.
         id: String,
+        /// Delete only over this last write of the document.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_seq_no: Option<SeqNoCondition>,
     },
 }
 
@@ -1017,7 +1083,13 @@ impl Index {
             }
         }
         for (position, (write, parsed)) in writes.into_iter().zip(parsed).enumerate() {
-            let DocWrite::Index { source, create, .. } = write else {
+            let DocWrite::Index {
+                source,
+                create,
+                if_seq_no,
+                ..
+            } = write
+            else {
                 continue;
             };
             match parsed {
@@ -1025,7 +1097,7 @@ impl Index {
                     let batch = self.shard_batch(per_shard, &id, batch_len);
                     batch.push((
                         position,
-                        index_write(position, id, generated, source, doc, create),
+                        index_write(position, id, generated, source, doc, create, if_seq_no),
                     ));
                 }
                 Err((id, err)) => items[position] = Some((id, Err(err))),
@@ -1044,7 +1116,12 @@ impl Index {
         pending: &mut HashMap<String, (Option<Arc<str>>, usize)>,
     ) -> std::result::Result<(String, bool, ShardWrite), (Option<String>, Error)> {
         match write {
-            DocWrite::Index { id, source, create } => {
+            DocWrite::Index {
+                id,
+                source,
+                create,
+                if_seq_no,
+            } => {
                 let generated_id = id.is_none();
                 let id = match id {
                     Some(id) => validate_id(id).map_err(|e| (None, e))?,
@@ -1058,6 +1135,7 @@ impl Index {
                     Arc::clone(&source),
                     doc,
                     create,
+                    if_seq_no,
                 );
                 // A create of an id this batch already wrote can only fail:
                 // later updates build on the earlier write.
@@ -1071,15 +1149,35 @@ impl Index {
                 doc,
                 doc_as_upsert,
                 upsert,
+                if_seq_no,
             } => {
                 let id = validate_id(id).map_err(|e| (None, e))?;
                 let fail = |e: Error| (Some(id.clone()), e);
                 let (current, expect_version, follows) = match pending.get(&id) {
+                    // A write earlier in this batch has no sequence number
+                    // yet: a condition on one cannot hold.
+                    Some(_) if if_seq_no.is_some() => {
+                        let current = self.get(&id).map_err(fail)?.map(|d| d.seq_no);
+                        return Err(fail(Error::SeqNoConflict {
+                            id: id.clone(),
+                            required: if_seq_no.map_or(0, |c| c.seq_no),
+                            required_term: if_seq_no.map_or(0, |c| c.primary_term),
+                            current,
+                        }));
+                    }
                     Some((source, from)) => (source.clone(), None, Some(*from)),
-                    None => match self.get(&id).map_err(fail)? {
-                        Some(stored) => (Some(stored.source), Some(stored.version), None),
-                        None => (None, None, None),
-                    },
+                    None => {
+                        let stored = self.get(&id).map_err(fail)?;
+                        if let Some(condition) = if_seq_no {
+                            condition
+                                .check(&id, stored.as_ref().map(|d| d.seq_no))
+                                .map_err(fail)?;
+                        }
+                        match stored {
+                            Some(stored) => (Some(stored.source), Some(stored.version), None),
+                            None => (None, None, None),
+                        }
+                    }
                 };
                 let current = current
                     .map(|text| serde_json::from_str::<Value>(&text))
@@ -1116,16 +1214,25 @@ impl Index {
                         doc: parsed,
                         create: false,
                         expect_version,
+                        condition: None,
                         generated_id: false,
                         position,
                         follows,
                     },
                 ))
             }
-            DocWrite::Delete { id } => {
+            DocWrite::Delete { id, if_seq_no } => {
                 let id = validate_id(id).map_err(|e| (None, e))?;
                 pending.insert(id.clone(), (None, position));
-                Ok((id.clone(), false, ShardWrite::Delete { id, position }))
+                Ok((
+                    id.clone(),
+                    false,
+                    ShardWrite::Delete {
+                        id,
+                        position,
+                        condition: if_seq_no,
+                    },
+                ))
             }
         }
     }
@@ -1281,7 +1388,7 @@ impl DocWrite {
     pub fn id(&self) -> Option<&str> {
         match self {
             DocWrite::Index { id, .. } => id.as_deref(),
-            DocWrite::Update { id, .. } | DocWrite::Delete { id } => Some(id),
+            DocWrite::Update { id, .. } | DocWrite::Delete { id, .. } => Some(id),
         }
     }
 }
@@ -1330,6 +1437,7 @@ fn index_write(
     source: Arc<str>,
     doc: crate::document::ParsedDoc,
     create: bool,
+    condition: Option<SeqNoCondition>,
 ) -> ShardWrite {
     ShardWrite::Index {
         id,
@@ -1337,6 +1445,7 @@ fn index_write(
         doc,
         create,
         expect_version: None,
+        condition,
         generated_id,
         position,
         follows: None,

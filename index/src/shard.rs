@@ -41,6 +41,7 @@ use tokio::sync::watch;
 
 use crate::document::{FieldValue, ParsedDoc, PathSpan};
 use crate::error::{Error, Result};
+use crate::index::SeqNoCondition;
 use crate::merge::{self, ForceMerge, SegmentStats};
 use crate::schema::{self, Fields, names};
 use crate::translog::{Op, OpKind, Translog};
@@ -88,6 +89,8 @@ pub enum ShardWrite {
         create: bool,
         /// Fail unless the current version is this one (for updates).
         expect_version: Option<u64>,
+        /// Fail unless the document's last write is this one (`if_seq_no`).
+        condition: Option<SeqNoCondition>,
         /// The id was generated for this write, so no document has it yet.
         generated_id: bool,
         /// Position of this write in its batch.
@@ -102,6 +105,8 @@ pub enum ShardWrite {
         id: String,
         /// Position of this write in its batch.
         position: usize,
+        /// Fail unless the document's last write is this one (`if_seq_no`).
+        condition: Option<SeqNoCondition>,
     },
 }
 
@@ -306,9 +311,9 @@ impl Shard {
         let mut outcomes = Vec::with_capacity(writes.len());
         // Accepted writes, their content, and whether they replace a live document.
         let mut accepted: Vec<(Op, Option<TantivyDocument>, bool)> = Vec::with_capacity(writes.len());
-        // Versions of ids touched earlier in this batch (a generated id is
-        // not touched twice).
-        let mut batch: HashMap<String, Option<u64>> = HashMap::new();
+        // Versions and sequence numbers of ids touched earlier in this
+        // batch (a generated id is not touched twice).
+        let mut batch: HashMap<String, Option<(u64, u64)>> = HashMap::new();
         // Positions of the writes of this batch that succeeded, when a later
         // write builds on one.
         let builds_on_earlier = writes
@@ -321,11 +326,19 @@ impl Shard {
                 ShardWrite::Index { id, generated_id, .. } => (id.as_str(), *generated_id),
                 ShardWrite::Delete { id, .. } => (id.as_str(), false),
             };
-            let current = match batch.get(id) {
+            let last = match batch.get(id) {
                 Some(v) => *v,
                 None if generated => None,
-                None => self.current_version(&state, id)?,
+                None => self.last_write(&state, id)?,
             };
+            let current = last.map(|(version, _)| version);
+            let condition = match &write {
+                ShardWrite::Index { condition, .. } | ShardWrite::Delete { condition, .. } => *condition,
+            };
+            if let Some(Err(err)) = condition.map(|c| c.check(id, last.map(|(_, seq_no)| seq_no))) {
+                outcomes.push(Err(err));
+                continue;
+            }
             match write {
                 ShardWrite::Index {
                     id,
@@ -361,7 +374,7 @@ impl Shard {
                     let seq_no = next_seq;
                     next_seq += 1;
                     if !generated {
-                        batch.insert(id.clone(), Some(version));
+                        batch.insert(id.clone(), Some((version, seq_no)));
                     }
                     outcomes.push(Ok(WriteOutcome {
                         version,
@@ -379,7 +392,7 @@ impl Shard {
                         current.is_some(),
                     ));
                 }
-                ShardWrite::Delete { id, position } => {
+                ShardWrite::Delete { id, position, .. } => {
                     if builds_on_earlier {
                         succeeded.insert(position);
                     }
@@ -741,12 +754,15 @@ impl Shard {
         }))
     }
 
-    fn current_version(&self, state: &WriteState, id: &str) -> Result<Option<u64>> {
+    /// The version and sequence number of the live document `id`.
+    fn last_write(&self, state: &WriteState, id: &str) -> Result<Option<(u64, u64)>> {
         if let Some(entry) = state.live_entry(id) {
-            return Ok(entry.source.as_ref().map(|_| entry.version));
+            return Ok(entry.source.as_ref().map(|_| (entry.version, entry.seq_no)));
         }
         let searcher = self.reader.searcher();
-        Ok(self.lookup(&searcher, id)?.map(|(_, version, _)| version))
+        Ok(self
+            .lookup(&searcher, id)?
+            .map(|(_, version, seq_no)| (version, seq_no)))
     }
 
     fn lookup(&self, searcher: &Searcher, id: &str) -> Result<Option<(DocAddress, u64, u64)>> {
@@ -979,6 +995,7 @@ mod tests {
             doc,
             create: false,
             expect_version: None,
+            condition: None,
             generated_id: false,
             position: 0,
             follows: None,

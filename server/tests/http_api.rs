@@ -1187,3 +1187,110 @@ fn aliases_name_indices_for_searches_and_writes() -> Result<()> {
     assert_eq!(s.count("books")?, 2);
     Ok(())
 }
+
+#[test]
+fn writes_conditional_on_the_last_sequence_number() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, first) = s.put("/occ/_doc/1", &json!({"v": 1}))?;
+    assert_eq!(status, 201, "{first}");
+    let seq = |body: &Value| {
+        body["_seq_no"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no _seq_no in {body}"))
+    };
+    let s1 = seq(&first)?;
+    assert_eq!(first["_primary_term"], json!(1));
+    let (status, second) = s.put(
+        &format!("/occ/_doc/1?if_seq_no={s1}&if_primary_term=1"),
+        &json!({"v": 2}),
+    )?;
+    assert_eq!(status, 200, "{second}");
+    let s2 = seq(&second)?;
+    assert!(s2 > s1);
+
+    // A write over a stale sequence number conflicts and changes nothing.
+    let (status, body) = s.put(
+        &format!("/occ/_doc/1?if_seq_no={s1}&if_primary_term=1"),
+        &json!({"v": 3}),
+    )?;
+    assert_es_error(status, &body, 409, "version_conflict_engine_exception");
+    let reason = body["error"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains(&format!("required seqNo [{s1}]"))
+            && reason.contains(&format!("current document has seqNo [{s2}]")),
+        "{reason}"
+    );
+    let (status, body) = s.post(
+        &format!("/occ/_update/1?if_seq_no={s1}&if_primary_term=1"),
+        &json!({"doc": {"v": 4}}),
+    )?;
+    assert_es_error(status, &body, 409, "version_conflict_engine_exception");
+    let (status, body) = s.delete(&format!("/occ/_doc/1?if_seq_no={s1}&if_primary_term=1"))?;
+    assert_es_error(status, &body, 409, "version_conflict_engine_exception");
+    let (status, body) = s.put(
+        &format!("/occ/_doc/1?if_seq_no={s2}&if_primary_term=2"),
+        &json!({"v": 5}),
+    )?;
+    assert_es_error(status, &body, 409, "version_conflict_engine_exception");
+    let (_, doc) = s.get("/occ/_doc/1")?;
+    assert_eq!((&doc["_source"], &doc["_seq_no"]), (&json!({"v": 2}), &json!(s2)));
+    let (status, body) = s.put("/occ/_doc/2?if_seq_no=0&if_primary_term=1", &json!({"v": 1}))?;
+    assert_es_error(status, &body, 409, "version_conflict_engine_exception");
+    assert!(
+        body["error"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no document was found"),
+        "{body}"
+    );
+
+    // The current sequence number lets each kind of write through.
+    let (status, updated) = s.post(
+        &format!("/occ/_update/1?if_seq_no={s2}&if_primary_term=1"),
+        &json!({"doc": {"w": 1}}),
+    )?;
+    assert_eq!(status, 200, "{updated}");
+    let s3 = seq(&updated)?;
+    let (_, doc) = s.get("/occ/_doc/1")?;
+    assert_eq!(doc["_source"], json!({"v": 2, "w": 1}));
+
+    // In a bulk the condition fails its own item only.
+    let lines = [
+        json!({"index": {"_id": "1", "if_seq_no": s2, "if_primary_term": 1}}),
+        json!({"v": 6}),
+        json!({"index": {"_id": "9"}}),
+        json!({"v": 9}),
+        json!({"delete": {"_id": "1", "if_seq_no": s3, "if_primary_term": 1}}),
+    ];
+    let (status, body) = s.bulk("/occ/_bulk", &lines)?;
+    assert_eq!((status, &body["errors"]), (200, &json!(true)), "{body}");
+    let statuses: Vec<&Value> = body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.as_object()?.values().next().map(|v| &v["status"]))
+        .collect();
+    assert_eq!(statuses, [&json!(409), &json!(201), &json!(200)], "{body}");
+    assert_eq!(s.get("/occ/_doc/1")?.0, 404);
+
+    // Malformed conditions and versions are refused before anything is written.
+    let (status, body) = s.put("/occ/_doc/5?if_seq_no=1", &json!({"v": 1}))?;
+    assert_es_error(status, &body, 400, "action_request_validation_exception");
+    let (status, body) = s.put("/occ/_create/5?if_seq_no=1&if_primary_term=1", &json!({"v": 1}))?;
+    assert_es_error(status, &body, 400, "action_request_validation_exception");
+    let (status, body) = s.put("/occ/_doc/5?version=3", &json!({"v": 1}))?;
+    assert_es_error(status, &body, 400, "action_request_validation_exception");
+    let lines = [
+        json!({"index": {"_id": "6"}}),
+        json!({"v": 6}),
+        json!({"index": {"_id": "7", "version": 2, "version_type": "external"}}),
+        json!({"v": 7}),
+    ];
+    let (status, body) = s.bulk("/occ/_bulk", &lines)?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    for id in ["5", "6", "7"] {
+        assert_eq!(s.get(&format!("/occ/_doc/{id}"))?.0, 404, "{id}");
+    }
+    Ok(())
+}

@@ -6,8 +6,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use quidditch_index::bulk::{BulkOutcome, WriteBody, execute_bulk, parse_bulk, parse_update, result_status};
-use quidditch_index::index::DocWrite;
+use quidditch_index::bulk::{
+    BulkOutcome, WriteBody, create_with_condition, execute_bulk, parse_bulk, parse_update, result_status,
+    version_refused, with_condition,
+};
+use quidditch_index::index::{DocWrite, SeqNoCondition};
 use quidditch_index::indices::apply_refresh;
 use quidditch_index::{Error, RefreshPolicy};
 use serde::de::IgnoredAny;
@@ -18,6 +21,32 @@ use crate::node::Node;
 
 fn refresh_policy(params: &Params) -> ApiResult<RefreshPolicy> {
     Ok(RefreshPolicy::parse(params.get("refresh").map(String::as_str))?)
+}
+
+/// The condition of `?if_seq_no=&if_primary_term=`; `?version=` is
+/// refused, as Elasticsearch refuses internal versions as a condition.
+fn condition(params: &Params) -> ApiResult<Option<SeqNoCondition>> {
+    if params.contains_key("version") {
+        return Err(version_refused(params.get("version_type").map(String::as_str)).into());
+    }
+    let number = |key: &str| -> ApiResult<Option<i64>> {
+        params
+            .get(key)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    ApiError::new(
+                        400,
+                        "illegal_argument_exception",
+                        format!("[{key}] must be a number, got [{v}]"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    Ok(SeqNoCondition::from_params(
+        number("if_seq_no")?,
+        number("if_primary_term")?,
+    )?)
 }
 
 async fn write_one(node: &Node, index: &str, write: DocWrite, params: &Params) -> ApiResult<Response> {
@@ -93,10 +122,15 @@ async fn index_source(
     params: &Params,
     body: &[u8],
 ) -> ApiResult<Response> {
+    let if_seq_no = condition(params)?;
+    if create && if_seq_no.is_some() {
+        return Err(create_with_condition().into());
+    }
     let write = DocWrite::Index {
         id,
         source: source_text(body)?,
         create,
+        if_seq_no,
     };
     write_one(node, index, write, params).await
 }
@@ -144,7 +178,7 @@ pub async fn update(
     body: Bytes,
 ) -> ApiResult<Response> {
     let body = source_body(&body)?;
-    let write = parse_update(id, &body)?;
+    let write = with_condition(parse_update(id, &body)?, condition(&params)?);
     write_one(&node, &index, write, &params).await
 }
 
@@ -153,7 +187,11 @@ pub async fn delete(
     Path((index, id)): Path<(String, String)>,
     Query(params): Query<Params>,
 ) -> ApiResult<Response> {
-    write_one(&node, &index, DocWrite::Delete { id }, &params).await
+    let write = DocWrite::Delete {
+        id,
+        if_seq_no: condition(&params)?,
+    };
+    write_one(&node, &index, write, &params).await
 }
 
 /// The realtime get of one document, as Elasticsearch renders it, and
@@ -170,7 +208,7 @@ async fn get_json(node: &Node, index: &str, id: &str) -> ApiResult<(bool, Value)
                 true,
                 json!({
                     "_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
-                    "_primary_term": 1, "found": true, "_source": source,
+                    "_primary_term": quidditch_index::index::PRIMARY_TERM, "found": true, "_source": source,
                 }),
             )
         }

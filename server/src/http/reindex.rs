@@ -262,6 +262,7 @@ pub async fn reindex(
                 id: h["_id"].as_str().map(str::to_string),
                 source: Arc::from(h.get("_source").unwrap_or(&json!({})).to_string()),
                 create: req.create,
+                if_seq_no: None,
             })
             .collect();
         let indices = Arc::clone(&node.indices);

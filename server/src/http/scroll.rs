@@ -352,7 +352,10 @@ pub(super) fn max_docs_value(v: &Value) -> ApiResult<u64> {
 fn delete_ids(indices: &Indices, ids: Vec<(String, String)>) -> ApiResult<(u64, Vec<Value>)> {
     let mut by_index: HashMap<String, Vec<DocWrite>> = HashMap::new();
     for (index, id) in ids {
-        by_index.entry(index).or_default().push(DocWrite::Delete { id });
+        by_index
+            .entry(index)
+            .or_default()
+            .push(DocWrite::Delete { id, if_seq_no: None });
     }
     let mut deleted = 0;
     let mut failures = Vec::new();
