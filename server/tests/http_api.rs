@@ -1294,3 +1294,81 @@ fn writes_conditional_on_the_last_sequence_number() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn update_by_query_indexes_documents_again_by_the_current_mapping() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put(
+        "/ubq",
+        &json!({"mappings": {"properties": {"title": {"type": "text"}, "n": {"type": "long"}}}}),
+    )?;
+    assert_eq!(status, 200);
+    let mut lines = Vec::new();
+    for i in 0..12 {
+        lines.push(json!({"index": {"_id": i.to_string()}}));
+        lines.push(json!({"title": if i % 3 == 0 { "red fox" } else { "blue jay" }, "n": i}));
+    }
+    let (status, _) = s.bulk("/ubq/_bulk?refresh=true", &lines)?;
+    assert_eq!(status, 200);
+    // A multi-field mapped now covers only documents written from now on.
+    let (status, body) = s.put(
+        "/ubq/_mapping",
+        &json!({"properties": {"title": {"type": "text", "fields": {"raw": {"type": "keyword"}}}}}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let raw_buckets = || -> Result<Vec<(Value, Value)>> {
+        let (_, body) = s.post(
+            "/ubq/_search",
+            &json!({"size": 0, "aggs": {"t": {"terms": {"field": "title.raw"}}}}),
+        )?;
+        Ok(body["aggregations"]["t"]["buckets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| (b["key"].clone(), b["doc_count"].clone()))
+            .collect())
+    };
+    assert_eq!(raw_buckets()?, []);
+
+    // The query and max_docs choose what is written again.
+    let (status, body) = s.post(
+        "/ubq/_update_by_query?refresh=true",
+        &json!({"query": {"match": {"title": "fox"}}, "max_docs": 3}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["total"],
+            &body["updated"],
+            &body["version_conflicts"],
+            &body["failures"]
+        ),
+        (&json!(3), &json!(3), &json!(0), &json!([]))
+    );
+    assert_eq!(raw_buckets()?, [(json!("red fox"), json!(3))]);
+    let (status, body) = s.post("/ubq/_update_by_query?refresh=true", &json!({}))?;
+    assert_eq!((status, &body["updated"]), (200, &json!(12)), "{body}");
+    assert_eq!(
+        raw_buckets()?,
+        [(json!("blue jay"), json!(8)), (json!("red fox"), json!(4))]
+    );
+    // Each write is a new version of the same document.
+    let (_, doc) = s.get("/ubq/_doc/0")?;
+    assert_eq!(
+        (&doc["_version"], &doc["_source"]),
+        (&json!(3), &json!({"title": "red fox", "n": 0}))
+    );
+    assert_eq!(s.count("ubq")?, 12);
+
+    let (status, body) = s.post(
+        "/ubq/_update_by_query",
+        &json!({"script": {"source": "ctx._source.n++"}}),
+    )?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    let (status, body) = s.post("/ubq/_update_by_query?conflicts=maybe", &json!({}))?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    let (_, doc) = s.get("/ubq/_doc/0")?;
+    assert_eq!(doc["_version"], json!(3));
+    Ok(())
+}

@@ -2,6 +2,7 @@
 
 mod aliases;
 mod auth;
+mod by_query;
 mod cat;
 mod cluster;
 mod docs;
@@ -66,7 +67,8 @@ pub fn router(node: Arc<Node>) -> Router {
                 .get(scroll::next_path)
                 .delete(scroll::clear_path),
         )
-        .route("/{index}/_delete_by_query", post(scroll::delete_by_query))
+        .route("/{index}/_delete_by_query", post(by_query::delete_by_query))
+        .route("/{index}/_update_by_query", post(by_query::update_by_query))
         .route("/{index}/_search", post(search::search).get(search::search))
         .route("/{index}/_count", post(search::count).get(search::count))
         .route(

@@ -9,15 +9,14 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
+use quidditch_index::RefreshPolicy;
 use quidditch_index::index::DocWrite;
-use quidditch_index::{Error, RefreshPolicy};
 use serde_json::{Map, Value, json};
 
-use super::scroll::{ByQueryStats, max_docs_value};
+use super::by_query::{ByQueryStats, Pages, conflicts_value, limits, max_docs_value};
 use super::search::search_body;
-use super::{ApiError, ApiResult, Params, bool_param, es_json};
+use super::{ApiError, ApiResult, Params, bool_param};
 use crate::node::Node;
 
 /// Documents read and written per batch unless `source.size` says.
@@ -74,17 +73,8 @@ fn index_names(v: &Value, what: &str) -> ApiResult<String> {
         .ok_or_else(|| ApiError::bad_request(format!("[{what}] must be an index name or a list of them")))
 }
 
-fn conflicts(v: &str) -> ApiResult<bool> {
-    match v {
-        "abort" => Ok(false),
-        "proceed" => Ok(true),
-        other => Err(ApiError::bad_request(format!(
-            "conflicts may only be \"proceed\" or \"abort\" but was [{other}]"
-        ))),
-    }
-}
-
 fn parse(body: Option<&Value>, params: &Params) -> ApiResult<Request> {
+    let (max_docs, proceed) = limits(params)?;
     let mut req = Request {
         source: String::new(),
         query: None,
@@ -92,15 +82,8 @@ fn parse(body: Option<&Value>, params: &Params) -> ApiResult<Request> {
         batch: DEFAULT_BATCH,
         dest: String::new(),
         create: false,
-        max_docs: params
-            .get("max_docs")
-            .map(|v| max_docs_value(&json!(v)))
-            .transpose()?,
-        proceed: params
-            .get("conflicts")
-            .map(|c| conflicts(c))
-            .transpose()?
-            .unwrap_or(false),
+        max_docs,
+        proceed,
     };
     let body = object(body.unwrap_or(&Value::Null), "reindex").map_err(|_| invalid("source is missing"))?;
     for (key, v) in body {
@@ -161,7 +144,7 @@ fn parse(body: Option<&Value>, params: &Params) -> ApiResult<Request> {
             }
             "max_docs" => req.max_docs = Some(max_docs_value(v)?),
             "conflicts" => {
-                req.proceed = conflicts(
+                req.proceed = conflicts_value(
                     v.as_str()
                         .ok_or_else(|| ApiError::bad_request("[conflicts] must be a string"))?,
                 )?;
@@ -212,15 +195,12 @@ pub async fn reindex(
         )));
     }
     let sources = sources.join(",");
+    let fields = req.fields.clone().unwrap_or(json!(true));
+    let mut pages = Pages::new(&sources, req.query.clone(), fields, &Params::new());
     let mut stats = ByQueryStats::default();
-    let (mut created, mut updated, mut conflicts) = (0u64, 0u64, 0u64);
-    let mut status = StatusCode::OK;
-    let mut after: Option<Value> = None;
-    // A shard that cannot be read fails the copy, rather than leave its
-    // documents out.
-    let strict = Params::from([("allow_partial_search_results".to_string(), "false".to_string())]);
+    let (mut created, mut updated) = (0u64, 0u64);
     // A pattern that names no index copies nothing.
-    'pages: while !sources.is_empty() {
+    while !sources.is_empty() {
         // With `conflicts: proceed`, `max_docs` counts the documents
         // written, as Elasticsearch counts them; else those read.
         let done = if req.proceed {
@@ -234,28 +214,10 @@ pub async fn reindex(
         if size == 0 {
             break;
         }
-        let mut page = json!({
-            "size": size,
-            "track_total_hits": false,
-            "sort": [{"_index": "asc"}, {"_id": "asc"}],
-        });
-        if let Some(q) = &req.query {
-            page["query"] = q.clone();
-        }
-        if let Some(f) = &req.fields {
-            page["_source"] = f.clone();
-        }
-        if let Some(a) = &after {
-            page["search_after"] = a.clone();
-        }
-        let session = node.engine.session()?;
-        let out = quidditch_planner::search(&session, node.engine.indices(), &sources, Some(&page), &strict)
-            .await?;
-        let hits = out["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        let hits = pages.next(&node, size).await?;
         if hits.is_empty() {
             break;
         }
-        after = hits.last().and_then(|h| h.get("sort").cloned());
         let writes: Vec<DocWrite> = hits
             .iter()
             .map(|h| DocWrite::Index {
@@ -278,41 +240,23 @@ pub async fn reindex(
             match item {
                 Ok(r) if r.result == "created" => created += 1,
                 Ok(_) => updated += 1,
-                Err(err) => {
-                    let conflict = matches!(err, Error::VersionConflict { .. });
-                    conflicts += u64::from(conflict);
-                    if conflict && req.proceed {
-                        continue;
-                    }
-                    // The response has the highest status of its failures.
-                    let failed =
-                        StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                    status = status.max(failed);
-                    stats.failures.push(json!({
-                        "index": req.dest,
-                        "id": id,
-                        "cause": {"type": err.es_type(), "reason": err.to_string(), "index": req.dest},
-                        "status": err.status(),
-                    }));
-                }
+                Err(err) => stats.failed(&req.dest, id, &err, req.proceed),
             }
         }
         if !stats.failures.is_empty() || hits.len() < size as usize {
-            break 'pages;
+            break;
         }
     }
     if refresh != RefreshPolicy::None && (created + updated) > 0 {
-        let dest = node.indices.get(&req.dest)?;
+        let dest = node.indices.write_index(&req.dest)?;
         tokio::task::spawn_blocking(move || dest.refresh_everywhere())
             .await
             .map_err(ApiError::internal)??;
     }
-    let mut out = stats.render(started);
-    out["created"] = json!(created);
-    out["updated"] = json!(updated);
-    out["deleted"] = json!(0);
-    out["version_conflicts"] = json!(conflicts);
-    Ok(es_json(status, &out))
+    Ok(stats.respond(
+        started,
+        json!({"created": created, "updated": updated, "deleted": 0}),
+    ))
 }
 
 #[cfg(test)]

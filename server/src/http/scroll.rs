@@ -1,6 +1,6 @@
 //! Scrolling (`_search?scroll=1m`, `POST /_search/scroll`,
-//! `DELETE /_search/scroll`) and `_delete_by_query`, as the Elasticsearch
-//! clients' `helpers.scan` and `delete_by_query` use them.
+//! `DELETE /_search/scroll`), as the Elasticsearch clients' `helpers.scan`
+//! uses it.
 //!
 //! A scroll pages with `search_after` over the request's sort (by default
 //! none) with `_index` and `_id` appended as tiebreakers, so the order is
@@ -18,8 +18,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use parking_lot::Mutex;
-use quidditch_index::index::DocWrite;
-use quidditch_index::{Indices, RefreshPolicy};
 use quidditch_planner::search::{parse_time_value, sort_param};
 use serde_json::{Map, Value, json};
 
@@ -29,9 +27,6 @@ use crate::node::Node;
 
 /// Open scrolls a node keeps at most (Elasticsearch's `search.max_open_scroll_context`).
 const MAX_SCROLLS: usize = 500;
-
-/// Documents deleted per page of a delete-by-query.
-const DELETE_PAGE: usize = 1000;
 
 /// What a scroll needs to fetch its next page.
 #[derive(Debug, Clone)]
@@ -330,193 +325,4 @@ pub async fn clear_path(State(node): State<Arc<Node>>, Path(ids): Path<String>) 
         ids.split(',').filter(|id| node.scrolls.remove(id)).count()
     };
     Ok(ok_json(&json!({"succeeded": true, "num_freed": freed})))
-}
-
-/// `max_docs`: a non-negative integer, as a number or a string.
-pub(super) fn max_docs_value(v: &Value) -> ApiResult<u64> {
-    let n = match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse::<u64>().ok(),
-        _ => None,
-    };
-    n.ok_or_else(|| {
-        ApiError::new(
-            400,
-            "action_request_validation_exception",
-            format!("Validation Failed: 1: maxDocs must be a non-negative integer, got [{v}];"),
-        )
-    })
-}
-
-/// Deletes `ids` from their indices; the number deleted.
-fn delete_ids(indices: &Indices, ids: Vec<(String, String)>) -> ApiResult<(u64, Vec<Value>)> {
-    let mut by_index: HashMap<String, Vec<DocWrite>> = HashMap::new();
-    for (index, id) in ids {
-        by_index
-            .entry(index)
-            .or_default()
-            .push(DocWrite::Delete { id, if_seq_no: None });
-    }
-    let mut deleted = 0;
-    let mut failures = Vec::new();
-    for (name, writes) in by_index {
-        let index = indices.get(&name)?;
-        for (id, item) in index.write(writes, RefreshPolicy::None)?.items {
-            match item {
-                Ok(r) if r.result == "deleted" => deleted += 1,
-                Ok(_) => {}
-                Err(e) => failures.push(json!({
-                    "index": name,
-                    "id": id,
-                    "cause": {"type": e.es_type(), "reason": e.to_string()},
-                    "status": e.status(),
-                })),
-            }
-        }
-    }
-    Ok((deleted, failures))
-}
-
-/// What `_delete_by_query` and `_reindex` report beside their own counts.
-#[derive(Debug, Default)]
-pub(super) struct ByQueryStats {
-    /// Documents read.
-    pub total: u64,
-    /// Pages read.
-    pub batches: u64,
-    /// Writes that failed.
-    pub failures: Vec<Value>,
-}
-
-impl ByQueryStats {
-    /// The response body, in Elasticsearch's shape (nothing is throttled
-    /// or retried here).
-    pub fn render(self, started: Instant) -> Value {
-        json!({
-            "took": started.elapsed().as_millis() as u64,
-            "timed_out": false,
-            "total": self.total,
-            "batches": self.batches,
-            "version_conflicts": 0,
-            "noops": 0,
-            "retries": {"bulk": 0, "search": 0},
-            "throttled_millis": 0,
-            "requests_per_second": -1.0,
-            "throttled_until_millis": 0,
-            "failures": self.failures,
-        })
-    }
-}
-
-/// `POST /{index}/_delete_by_query`: deletes every document the query
-/// matches, a page at a time.
-pub async fn delete_by_query(
-    State(node): State<Arc<Node>>,
-    Path(target): Path<String>,
-    Query(params): Query<Params>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    let started = Instant::now();
-    let body = search_body(&body)?;
-    let mut query = None;
-    let mut max_docs: Option<u64> = match params.get("max_docs") {
-        Some(v) => Some(max_docs_value(&json!(v))?),
-        None => None,
-    };
-    if let Some(Value::Object(m)) = &body {
-        for (k, v) in m {
-            match k.as_str() {
-                "query" => query = Some(v.clone()),
-                "max_docs" => max_docs = Some(max_docs_value(v)?),
-                other => {
-                    return Err(ApiError::new(
-                        400,
-                        "parsing_exception",
-                        format!("[delete_by_query] unknown field [{other}]"),
-                    ));
-                }
-            }
-        }
-    }
-    if query.is_none() && !params.contains_key("q") {
-        return Err(ApiError::new(
-            400,
-            "action_request_validation_exception",
-            "Validation Failed: 1: query is missing;",
-        ));
-    }
-    let refresh = RefreshPolicy::parse(params.get("refresh").map(String::as_str))?;
-    let mut search_params: Params = params
-        .iter()
-        .filter(|(k, _)| matches!(k.as_str(), "q" | "df" | "default_operator"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    // A shard that cannot be read fails the request, rather than leave its
-    // documents undeleted.
-    search_params.insert("allow_partial_search_results".into(), "false".into());
-    let mut after: Option<Value> = None;
-    let mut stats = ByQueryStats::default();
-    let mut deleted = 0u64;
-    loop {
-        let remaining = max_docs.map_or(DELETE_PAGE as u64, |m| (m - stats.total).min(DELETE_PAGE as u64));
-        if remaining == 0 {
-            break;
-        }
-        let mut page_body = json!({
-            "size": remaining,
-            "_source": false,
-            "track_total_hits": false,
-            "sort": [{"_index": "asc"}, {"_id": "asc"}],
-        });
-        if let Some(q) = &query {
-            page_body["query"] = q.clone();
-        }
-        if let Some(a) = &after {
-            page_body["search_after"] = a.clone();
-        }
-        let session = node.engine.session()?;
-        let out = quidditch_planner::search(
-            &session,
-            node.engine.indices(),
-            &target,
-            Some(&page_body),
-            &search_params,
-        )
-        .await?;
-        let hits = out["hits"]["hits"].as_array().cloned().unwrap_or_default();
-        if hits.is_empty() {
-            break;
-        }
-        after = hits.last().and_then(|h| h.get("sort").cloned());
-        let ids: Vec<(String, String)> = hits
-            .iter()
-            .filter_map(|h| Some((h["_index"].as_str()?.to_string(), h["_id"].as_str()?.to_string())))
-            .collect();
-        stats.total += ids.len() as u64;
-        stats.batches += 1;
-        let indices = Arc::clone(node.engine.indices());
-        let (d, f) = tokio::task::spawn_blocking(move || delete_ids(&indices, ids))
-            .await
-            .map_err(ApiError::internal)??;
-        deleted += d;
-        stats.failures.extend(f);
-        if hits.len() < remaining as usize {
-            break;
-        }
-    }
-    if refresh != RefreshPolicy::None {
-        let indices = Arc::clone(node.engine.indices());
-        let target = target.clone();
-        tokio::task::spawn_blocking(move || -> quidditch_index::Result<()> {
-            for index in indices.resolve(&target)? {
-                index.refresh_everywhere()?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(ApiError::internal)??;
-    }
-    let mut out = stats.render(started);
-    out["deleted"] = json!(deleted);
-    Ok(ok_json(&out))
 }
