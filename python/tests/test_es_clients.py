@@ -281,6 +281,23 @@ def test_aliases_swap_with_a_reindex(node, flavor):
         client.indices.get_alias(name=alias)
 
 
+def test_conditional_writes_and_update_by_query(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    first = client.index(index="occ", id="1", document={"title": "red fox"}, refresh=True)
+    second = client.index(index="occ", id="1", document={"title": "blue jay"}, if_seq_no=first["_seq_no"], if_primary_term=first["_primary_term"])
+    with pytest.raises(elasticsearch.ConflictError):
+        client.index(index="occ", id="1", document={"title": "stale"}, if_seq_no=first["_seq_no"], if_primary_term=1)
+    with pytest.raises(elasticsearch.ConflictError):
+        client.delete(index="occ", id="1", if_seq_no=first["_seq_no"], if_primary_term=1)
+    got = client.get(index="occ", id="1")
+    assert (got["_source"], got["_seq_no"]) == ({"title": "blue jay"}, second["_seq_no"])
+    client.indices.put_mapping(index="occ", properties={"title": {"type": "text", "fields": {"raw": {"type": "keyword"}}}})
+    done = client.update_by_query(index="occ", refresh=True, conflicts="proceed")
+    assert (done["total"], done["updated"], done["version_conflicts"], done["failures"]) == (1, 1, 0, [])
+    found = client.search(index="occ", query={"term": {"title.raw": "blue jay"}})
+    assert [h["_id"] for h in found["hits"]["hits"]] == ["1"]
+
+
 def test_mappings_settings_and_health_of_every_index(node):
     client = elasticsearch.Elasticsearch(node.url)
     client.indices.create(index="every-a", mappings={"properties": {"title": {"type": "text", "fields": {"raw": {"type": "keyword"}}}}})
