@@ -53,25 +53,36 @@ pub struct BulkItem {
     pub action: Action,
     /// Target index.
     pub index: String,
+    /// `require_alias`: the target must be an alias.
+    pub require_alias: bool,
     /// The write.
     pub write: DocWrite,
 }
 
-/// Parses a bulk NDJSON body. `default_index` comes from `/{index}/_bulk`.
-pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkItem>> {
+/// Parses a bulk NDJSON body. `default_index` comes from `/{index}/_bulk`,
+/// and `require_alias` from `?require_alias=`, which action lines override.
+pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) -> Result<Vec<BulkItem>> {
     let mut items = Vec::new();
     let mut lines = body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     while let Some((lineno, line)) = lines.next() {
         let lineno = lineno + 1;
-        let (action, index, id, if_seq_no) = match plain_action(line) {
-            Some((action, index, id)) => (
+        let ActionLine {
+            action,
+            index,
+            id,
+            if_seq_no,
+            require_alias: line_requires_alias,
+        } = match plain_action(line) {
+            Some((action, index, id)) => ActionLine {
                 action,
-                index.or_else(|| default_index.map(str::to_string)),
+                index: index.or_else(|| default_index.map(str::to_string)),
                 id,
-                None,
-            ),
+                if_seq_no: None,
+                require_alias: None,
+            },
             None => action_line(line, lineno, default_index)?,
         };
+        let require_alias = line_requires_alias.unwrap_or(require_alias);
         if action == Action::Create && if_seq_no.is_some() {
             return Err(create_with_condition());
         }
@@ -123,7 +134,12 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>) -> Result<Vec<BulkIte
                 DocWrite::Delete { id, if_seq_no }
             }
         };
-        items.push(BulkItem { action, index, write });
+        items.push(BulkItem {
+            action,
+            index,
+            require_alias,
+            write,
+        });
     }
     if items.is_empty() {
         return Err(Error::BadRequest {
@@ -179,8 +195,18 @@ pub fn version_refused(version_type: Option<&str>) -> Error {
     }
 }
 
-/// The action, target index, id and condition of an action line.
-type ActionLine = (Action, Option<String>, Option<String>, Option<SeqNoCondition>);
+/// What an action line says.
+#[derive(Debug, PartialEq)]
+struct ActionLine {
+    action: Action,
+    /// The target index, if any.
+    index: Option<String>,
+    id: Option<String>,
+    /// `if_seq_no` and `if_primary_term`.
+    if_seq_no: Option<SeqNoCondition>,
+    /// `require_alias`, when the line says.
+    require_alias: Option<bool>,
+}
 
 /// An action line of any shape, with Elasticsearch's error for each way it
 /// can be wrong: the action, its target index (if any), its id and its
@@ -212,6 +238,7 @@ fn action_line(line: &str, lineno: usize, default_index: Option<&str>) -> Result
     let mut index = default_index.map(str::to_string);
     let mut id = None;
     let (mut seq_no, mut primary_term) = (None, None);
+    let mut require_alias = None;
     let number = |v: &Value, key: &str| {
         v.as_i64()
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -228,8 +255,13 @@ fn action_line(line: &str, lineno: usize, default_index: Option<&str>) -> Result
             "if_primary_term" => primary_term = Some(number(v, k)?),
             "version_type" if v == "internal" => {}
             "version_type" => return Err(version_refused(v.as_str())),
-            "routing" | "_routing" | "retry_on_conflict" | "require_alias" | "pipeline" | "op_type"
-            | "dynamic_templates" => {}
+            "require_alias" => {
+                require_alias = Some(
+                    v.as_bool()
+                        .ok_or_else(|| malformed(lineno, "[require_alias] must be a boolean"))?,
+                );
+            }
+            "routing" | "_routing" | "retry_on_conflict" | "pipeline" | "op_type" | "dynamic_templates" => {}
             other => {
                 return Err(Error::illegal_argument(format!(
                     "Action/metadata line [{lineno}] contains an unknown parameter [{other}]"
@@ -237,12 +269,13 @@ fn action_line(line: &str, lineno: usize, default_index: Option<&str>) -> Result
             }
         }
     }
-    Ok((
+    Ok(ActionLine {
         action,
         index,
         id,
-        SeqNoCondition::from_params(seq_no, primary_term)?,
-    ))
+        if_seq_no: SeqNoCondition::from_params(seq_no, primary_term)?,
+        require_alias,
+    })
 }
 
 /// The common shape of an action line, read without a JSON tree: an
@@ -402,6 +435,15 @@ pub struct BulkOutcome {
 /// The writes of one index with their positions in the request.
 type IndexWrites = Vec<(usize, Action, DocWrite)>;
 
+/// Elasticsearch's error for a write with `require_alias` to a name that
+/// is not an alias.
+pub fn not_an_alias(name: &str) -> Error {
+    Error::NotFound {
+        es_type: "index_not_found_exception",
+        reason: format!("[require_alias] request flag is [true] and [{name}] is not an alias"),
+    }
+}
+
 /// Executes parsed bulk items. Blocking: run it on a blocking thread.
 pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>, refresh: RefreshPolicy) -> Result<BulkOutcome> {
     let started = Instant::now();
@@ -409,6 +451,16 @@ pub fn execute_bulk(indices: &Indices, items: Vec<BulkItem>, refresh: RefreshPol
     let mut slots: Vec<Option<ItemResponse>> = (0..n).map(|_| None).collect();
     let mut by_index: Vec<(String, IndexWrites)> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
+        if item.require_alias && !indices.is_alias(&item.index) {
+            let err = not_an_alias(&item.index);
+            slots[i] = Some(ItemResponse::failed(
+                item.action,
+                &Arc::from(item.index.as_str()),
+                write_id(&item.write),
+                &err,
+            ));
+            continue;
+        }
         match by_index.iter_mut().find(|(name, _)| *name == item.index) {
             Some((_, v)) => v.push((i, item.action, item.write)),
             None => {
@@ -666,7 +718,7 @@ mod tests {
 {"doc":{"y":3}}
 {"delete":{"_id":"2"}}
 "#;
-        let items = parse_bulk(body, Some("b"))?;
+        let items = parse_bulk(body, Some("b"), false)?;
         let actions: Vec<Action> = items.iter().map(|i| i.action).collect();
         assert_eq!(
             actions,
@@ -685,14 +737,20 @@ mod tests {
             r#"{"delete":{"_id":"7"}}"#,
             r#"{"update":{"_index":"b"}}"#,
         ] {
-            let (action, index, id, condition) = action_line(line, 1, None)?;
-            assert_eq!(condition, None);
+            let ActionLine {
+                action,
+                index,
+                id,
+                if_seq_no,
+                require_alias,
+            } = action_line(line, 1, None)?;
+            assert_eq!((if_seq_no, require_alias), (None, None));
             assert_eq!(plain_action(line), Some((action, index, id)));
         }
         // Other shapes go the general way.
         assert_eq!(plain_action(r#"{"index":{"_id":7}}"#), None);
         assert_eq!(
-            action_line(r#"{"index":{"_id":7}}"#, 1, None)?.2.as_deref(),
+            action_line(r#"{"index":{"_id":7}}"#, 1, None)?.id.as_deref(),
             Some("7")
         );
         assert_eq!(plain_action(r#"{"index":{"_id":null}}"#), None);
@@ -717,17 +775,17 @@ mod tests {
     #[test]
     fn malformed_lines_reject_the_request() {
         // Only JSON's whitespace may surround a source.
-        let err = parse_bulk("{\"index\":{}}\n{\"a\":1}\u{c}\n", Some("a")).err();
+        let err = parse_bulk("{\"index\":{}}\n{\"a\":1}\u{c}\n", Some("a"), false).err();
         assert_eq!(err.as_ref().map(Error::status), Some(400));
-        let err = parse_bulk("{\"index\":{}}\n{not json\n", Some("a")).err();
+        let err = parse_bulk("{\"index\":{}}\n{not json\n", Some("a"), false).err();
         assert_eq!(err.as_ref().map(Error::status), Some(400));
-        let err = parse_bulk("{\"frobnicate\":{}}\n", Some("a")).err();
+        let err = parse_bulk("{\"frobnicate\":{}}\n", Some("a"), false).err();
         assert!(
             err.map(|e| e.to_string())
                 .unwrap_or_default()
                 .contains("frobnicate")
         );
-        let err = parse_bulk("{\"index\":{}}\n{}\n", None).err();
+        let err = parse_bulk("{\"index\":{}}\n{}\n", None, false).err();
         assert_eq!(
             err.map(|e| e.es_type()),
             Some("action_request_validation_exception")

@@ -1185,6 +1185,31 @@ fn aliases_name_indices_for_searches_and_writes() -> Result<()> {
     assert_eq!(status, 200, "{body}");
     assert_eq!(s.get("/v1")?.0, 404);
     assert_eq!(s.count("books")?, 2);
+
+    // `require_alias` refuses writes to an index by its own name.
+    let (status, body) = s.put("/v2/_doc/x?require_alias=true", &json!({"title": "x"}))?;
+    assert_es_error(status, &body, 404, "index_not_found_exception");
+    let (status, body) = s.put(
+        "/books/_doc/y?require_alias=true&refresh=true",
+        &json!({"title": "y"}),
+    )?;
+    assert_eq!((status, &body["_index"]), (201, &json!("v2")), "{body}");
+    let lines = [
+        json!({"index": {"_index": "v2", "_id": "z", "require_alias": true}}),
+        json!({"title": "z"}),
+        json!({"index": {"_index": "books", "_id": "w"}}),
+        json!({"title": "w"}),
+    ];
+    let (status, body) = s.bulk("/_bulk?refresh=true&require_alias=true", &lines)?;
+    assert_eq!(status, 200, "{body}");
+    let statuses: Vec<&Value> = body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| &item["index"]["status"])
+        .collect();
+    assert_eq!(statuses, [&json!(404), &json!(201)], "{body}");
+    assert_eq!(s.count("books")?, 4);
     Ok(())
 }
 

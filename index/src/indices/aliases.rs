@@ -145,7 +145,7 @@ impl Indices {
     }
 
     /// Whether an alias named `name` exists.
-    pub(super) fn alias_exists(&self, name: &str) -> bool {
+    pub fn is_alias(&self, name: &str) -> bool {
         self.map.read().values().any(|index| index.has_alias(name))
     }
 
@@ -204,7 +204,7 @@ impl Indices {
         name: &str,
         aliases: &BTreeMap<String, AliasMeta>,
     ) -> Result<()> {
-        if self.alias_exists(name) {
+        if self.is_alias(name) {
             return Err(Error::BadRequest {
                 es_type: "invalid_index_name_exception",
                 reason: format!("Invalid index name [{name}], already exists as alias"),

@@ -7,8 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quidditch_index::bulk::{
-    BulkOutcome, WriteBody, create_with_condition, execute_bulk, parse_bulk, parse_update, result_status,
-    version_refused, with_condition,
+    BulkOutcome, WriteBody, create_with_condition, execute_bulk, not_an_alias, parse_bulk, parse_update,
+    result_status, version_refused, with_condition,
 };
 use quidditch_index::index::{DocWrite, SeqNoCondition};
 use quidditch_index::indices::apply_refresh;
@@ -16,7 +16,7 @@ use quidditch_index::{Error, RefreshPolicy};
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, Params, es_json, es_json_bytes, ok_json, parse_body};
+use super::{ApiError, ApiResult, Params, bool_param, es_json, es_json_bytes, ok_json, parse_body};
 use crate::node::Node;
 
 fn refresh_policy(params: &Params) -> ApiResult<RefreshPolicy> {
@@ -51,6 +51,9 @@ fn condition(params: &Params) -> ApiResult<Option<SeqNoCondition>> {
 
 async fn write_one(node: &Node, index: &str, write: DocWrite, params: &Params) -> ApiResult<Response> {
     let policy = refresh_policy(params)?;
+    if bool_param(params, "require_alias", false)? && !node.indices.is_alias(index) {
+        return Err(not_an_alias(index).into());
+    }
     let indices = Arc::clone(&node.indices);
     let is_delete = matches!(write, DocWrite::Delete { .. });
     let name = index.to_string();
@@ -317,10 +320,11 @@ async fn run_bulk(
     body: Bytes,
 ) -> ApiResult<Response> {
     let policy = refresh_policy(params)?;
+    let require_alias = bool_param(params, "require_alias", false)?;
     let indices = Arc::clone(&node.indices);
     let (response, touched) = tokio::task::spawn_blocking(move || {
         let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("bulk body is not UTF-8"))?;
-        let items = parse_bulk(text, default_index.as_deref())?;
+        let items = parse_bulk(text, default_index.as_deref(), require_alias)?;
         let BulkOutcome { response, touched } = execute_bulk(&indices, items, policy)?;
         let response = serde_json::to_vec(&response).map_err(|e| ApiError::internal(e.to_string()))?;
         Ok::<_, ApiError>((response, touched))
