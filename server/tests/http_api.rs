@@ -1210,6 +1210,13 @@ fn aliases_name_indices_for_searches_and_writes() -> Result<()> {
         .collect();
     assert_eq!(statuses, [&json!(404), &json!(201)], "{body}");
     assert_eq!(s.count("books")?, 4);
+    // A copy into the index it reads is refused through the alias too.
+    let (status, body) = s.post(
+        "/_reindex",
+        &json!({"source": {"index": "v2"}, "dest": {"index": "books"}}),
+    )?;
+    assert_es_error(status, &body, 400, "action_request_validation_exception");
+    assert_eq!(s.count("books")?, 4);
     Ok(())
 }
 

@@ -188,7 +188,10 @@ pub async fn reindex(
         .iter()
         .map(|i| i.name())
         .collect();
-    if sources.contains(&req.dest) {
+    // The index the copy writes to, when it exists (through an alias, its
+    // write index).
+    let dest = node.indices.write_index(&req.dest).map(|i| i.name());
+    if sources.contains(dest.as_ref().unwrap_or(&req.dest)) {
         return Err(invalid(&format!(
             "reindex cannot write into an index its reading from [{}]",
             req.dest
