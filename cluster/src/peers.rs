@@ -1,5 +1,6 @@
 //! The index layer's view of the other nodes, over the internal calls.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use quidditch_index::index::{DocWrite, IndexMeta};
+use quidditch_index::index::{AliasMeta, DocWrite, IndexMeta};
 use quidditch_index::merge::ForceMerge;
 use quidditch_index::peers::{ItemResult, Peers, WireItem};
 use quidditch_index::query::LeafQuery;
@@ -216,20 +217,25 @@ impl Peers for ClusterPeers {
         })
     }
 
-    fn aliases_changed(&self, meta: &IndexMeta) -> Result<IndexMeta> {
+    fn aliases_changed(&self, meta: &IndexMeta, old: &BTreeMap<String, AliasMeta>) -> Result<IndexMeta> {
         let Some(etcd) = &self.etcd else {
-            let mut changed = meta.clone();
-            changed.version += 1;
-            self.broadcast(Call::PutAliases {
-                meta: changed.clone(),
-            })?;
-            return Ok(changed);
+            // Without a store, two nodes' changes could not be ordered.
+            return Err(Error::illegal_argument(
+                "aliases in a cluster need etcd, which orders the changes of every node",
+            ));
         };
-        let aliases = meta.aliases.clone();
+        let new = &meta.aliases;
         let stored = self
             .block(etcd.modify_index(meta, |stored| {
-                let changed = stored.aliases != aliases;
-                stored.aliases = aliases.clone();
+                let mut aliases = stored.aliases.clone();
+                aliases.retain(|name, _| new.contains_key(name) || !old.contains_key(name));
+                for (name, alias) in new {
+                    if old.get(name) != Some(alias) {
+                        aliases.insert(name.clone(), alias.clone());
+                    }
+                }
+                let changed = aliases != stored.aliases;
+                stored.aliases = aliases;
                 changed
             }))
             .map_err(Error::unavailable)?

@@ -999,7 +999,7 @@ impl Index {
     pub fn receive_allocation(&self, meta: &IndexMeta) -> Result<()> {
         let _guard = self.write_lock.lock();
         let mut mine = self.meta();
-        if mine.uuid != meta.uuid || meta.version <= mine.version {
+        if mine.uuid != meta.uuid || meta.version <= mine.version || self.is_deleted() {
             return Ok(());
         }
         mine.allocation = meta.allocation.clone();
@@ -1021,25 +1021,27 @@ impl Index {
         self.meta.read().aliases.clone()
     }
 
-    /// Replaces the aliases that name this index, in the cluster's store
-    /// first and then on every node.
+    /// Replaces the aliases that name this index. In a cluster the change
+    /// goes to the cluster's store first, which orders it with other
+    /// nodes' changes, and is then taken here as every node takes it (no
+    /// lock is held across the calls).
     pub fn set_aliases(&self, aliases: BTreeMap<String, AliasMeta>) -> Result<()> {
-        if self.is_deleted() {
-            return Err(Error::IndexNotFound(self.name()));
-        }
-        let _guard = self.write_lock.lock();
-        let mut mine = self.meta();
-        mine.aliases = aliases;
-        if let Some(peers) = &self.peers {
-            let stored = peers.aliases_changed(&mine)?;
-            mine.allocation = stored.allocation;
-            mine.replicas = stored.replicas;
-            mine.aliases = stored.aliases;
-            mine.version = mine.version.max(stored.version);
-        }
-        write_meta(&self.dir, &mine)?;
-        *self.meta.write() = mine;
-        Ok(())
+        let Some(peers) = &self.peers else {
+            let _guard = self.write_lock.lock();
+            if self.is_deleted() {
+                return Err(Error::IndexNotFound(self.name()));
+            }
+            let mut mine = self.meta();
+            mine.aliases = aliases;
+            write_meta(&self.dir, &mine)?;
+            *self.meta.write() = mine;
+            return Ok(());
+        };
+        let old = self.aliases();
+        let mut changed = self.meta();
+        changed.aliases = aliases;
+        let stored = peers.aliases_changed(&changed, &old)?;
+        self.receive_allocation(&stored)
     }
 
     /// The common case of a batch of documents to index that fit the mapping

@@ -6,12 +6,14 @@
 //! writes to the other nodes. The calls block: they run on blocking threads,
 //! like the rest of the write path.
 
+use std::collections::BTreeMap;
+
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::index::{DocWrite, IndexMeta, WriteResult};
+use crate::index::{AliasMeta, DocWrite, IndexMeta, WriteResult};
 use crate::indices::RefreshPolicy;
 use crate::merge::ForceMerge;
 use crate::query::LeafQuery;
@@ -35,10 +37,12 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     fn index_deleted(&self, meta: &IndexMeta) -> Result<()>;
     /// Sends an index's new mapping to every other node.
     fn mapping_changed(&self, meta: &IndexMeta) -> Result<()>;
-    /// Records an index's new aliases (those of `meta`) in the cluster and
-    /// sends them to every other node. Returns the metadata as the cluster
-    /// now has it.
-    fn aliases_changed(&self, meta: &IndexMeta) -> Result<IndexMeta>;
+    /// Records the change of an index's aliases from `old` to those of
+    /// `meta` in the cluster (applied to the aliases the cluster holds, so
+    /// that other nodes' changes to other aliases stay) and sends the
+    /// result to every other node. Returns the metadata as the cluster now
+    /// has it.
+    fn aliases_changed(&self, meta: &IndexMeta, old: &BTreeMap<String, AliasMeta>) -> Result<IndexMeta>;
     /// The metadata of index `name` as the cluster store holds it now;
     /// `None` when the store has no such index or there is no store.
     fn stored_index(&self, name: &str) -> Result<Option<IndexMeta>>;

@@ -212,6 +212,32 @@ fn metadata_lives_in_etcd_and_a_killed_leader_is_replaced() -> Result<()> {
         "a write through the alias: {body}"
     );
     ensure!(count(a, "gone")? == 3);
+    // Two coordinators adding aliases to one index at once keep both.
+    let add = |alias: &str| json!({"actions": [{"add": {"index": "gone", "alias": alias}}]});
+    let (ra, rb) = std::thread::scope(|scope| {
+        let ha = scope.spawn(|| a.post("/_aliases", &add("from-a")));
+        let hb = scope.spawn(|| b.post("/_aliases", &add("from-b")));
+        (ha.join(), hb.join())
+    });
+    for r in [ra, rb] {
+        let (status, body) = r.map_err(|_| anyhow::anyhow!("panicked"))??;
+        ensure!(status == 200, "a concurrent alias change: {body}");
+    }
+    wait_until(
+        Duration::from_secs(2),
+        "both coordinators list both aliases",
+        || {
+            let mut both = true;
+            for s in [a, b] {
+                let (_, body) = s.get("/gone/_alias")?;
+                let names = &body["gone"]["aliases"];
+                both &= names.get("from-a").is_some()
+                    && names.get("from-b").is_some()
+                    && names.get("current").is_some();
+            }
+            Ok(both)
+        },
+    )?;
 
     // SIGKILL the leader: its lease (the default 5 s) expires and another
     // master takes over.

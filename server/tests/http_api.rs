@@ -1079,6 +1079,8 @@ fn aliases_name_indices_for_searches_and_writes() -> Result<()> {
     // With a second index it reads both, and writes need a write index.
     let (status, _) = s.put("/v2/_doc/9?refresh=true", &json!({"title": "walden"}))?;
     assert_eq!(status, 201);
+    let (_, v2) = s.get("/v2")?;
+    assert_eq!(v2["v2"]["aliases"], json!({}));
     let add = json!({"actions": [{"add": {"index": "v2", "alias": "books"}}]});
     let (status, body) = s.post("/_aliases", &add)?;
     assert_eq!((status, &body["acknowledged"]), (200, &json!(true)), "{body}");
@@ -1146,9 +1148,21 @@ fn aliases_name_indices_for_searches_and_writes() -> Result<()> {
         ]
     );
 
+    // A swap whose remove finds nothing yet still adds; capitals are fine
+    // in alias names.
+    let first_swap = json!({"actions": [
+        {"remove": {"index": "*", "alias": "Latest"}},
+        {"add": {"index": "v2", "alias": "Latest"}},
+    ]});
+    let (status, body) = s.post("/_aliases", &first_swap)?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.delete("/_all/_alias/Latest")?;
+    assert_eq!(status, 200, "{body}");
+
     // Bad requests change nothing: two write indices (after an add that
     // would have been fine), a name taken by an index or an alias, a
     // filter, removing what is not there, deleting an index by its alias.
+    let (_, aliases_before) = s.get("/_alias")?;
     let two_writers = json!({"actions": [
         {"add": {"index": "v1", "alias": "fresh"}},
         {"add": {"index": "v1", "alias": "books", "is_write_index": true}},
@@ -1166,6 +1180,26 @@ fn aliases_name_indices_for_searches_and_writes() -> Result<()> {
     assert_es_error(status, &body, 404, "aliases_not_found_exception");
     let (status, body) = s.delete("/books")?;
     assert_es_error(status, &body, 400, "illegal_argument_exception");
+    let only_missing = json!({"actions": [{"remove": {"index": "v1", "alias": "nope"}}]});
+    let (status, body) = s.post("/_aliases", &only_missing)?;
+    assert_es_error(status, &body, 404, "aliases_not_found_exception");
+    let required = json!({"actions": [
+        {"add": {"index": "v1", "alias": "fresh"}},
+        {"remove": {"index": "v1", "alias": "nope", "must_exist": true}},
+    ]});
+    let (status, body) = s.post("/_aliases", &required)?;
+    assert_es_error(status, &body, 404, "resource_not_found_exception");
+    let (status, body) = s.post(
+        "/_aliases",
+        &json!({"actions": [{"add": {"index": "zz*", "alias": "fresh"}}]}),
+    )?;
+    assert_es_error(status, &body, 404, "index_not_found_exception");
+    let (status, body) = s.post(
+        "/_aliases",
+        &json!({"actions": [{"remove_index": {"index": "v*"}}]}),
+    )?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    assert_eq!(s.get("/_alias")?.1, aliases_before);
     assert_eq!((s.count("v1")?, s.count("v2")?), (3, 2));
 
     // Aliases survive a restart; `remove_index` deletes the index.

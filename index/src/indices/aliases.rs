@@ -25,14 +25,14 @@ pub enum AliasAction {
         meta: AliasMeta,
     },
     /// Removes the aliases matching `aliases` (names or wildcards) from
-    /// each of `indices`; `must_exist: false` lets it match nothing.
+    /// each of `indices`.
     Remove {
         /// Concrete index names.
         indices: Vec<String>,
         /// Alias names and wildcards.
         aliases: Vec<String>,
-        /// Whether matching nothing is an error.
-        must_exist: bool,
+        /// `Some(true)`: matching nothing fails the request.
+        must_exist: Option<bool>,
     },
     /// Deletes each of `indices`.
     RemoveIndex {
@@ -44,12 +44,16 @@ pub enum AliasAction {
 /// Per index, the aliases that name it.
 pub type AliasState = BTreeMap<String, BTreeMap<String, AliasMeta>>;
 
-/// Elasticsearch's rules for alias names: those of index names.
+/// Elasticsearch's rules for alias names: those of index names, but for
+/// case (an alias may have capitals).
 pub fn validate_alias_name(name: &str) -> Result<()> {
-    validate_name(name).map_err(|err| match err {
-        Error::BadRequest { reason, .. } => Error::BadRequest {
+    validate_name(&name.to_lowercase()).map_err(|err| match err {
+        Error::BadRequest { .. } => Error::BadRequest {
             es_type: "invalid_alias_name_exception",
-            reason: reason.replacen("Invalid index name", "Invalid alias name", 1),
+            reason: format!(
+                "Invalid alias name [{name}]: {}",
+                err.to_string().rsplit_once("], ").map_or("", |(_, why)| why)
+            ),
         },
         other => other,
     })
@@ -235,13 +239,19 @@ impl Indices {
     /// naming nothing; then the indices of `remove_index` are deleted.
     pub fn update_aliases(&self, actions: &[AliasAction]) -> Result<()> {
         let _guard = self.alias_lock.lock();
+        // No index is created meanwhile, under a name an alias takes here.
+        let _creating = self.create_lock.lock();
         let before = self.alias_state();
         let mut after = before.clone();
         let mut deleted = Vec::new();
+        // A request none of whose actions does anything fails, naming the
+        // aliases it would have removed.
+        let (mut applied, mut missing) = (false, Vec::new());
         for action in actions {
             match action {
                 AliasAction::Add { indices, alias, meta } => {
                     self.check_alias_name(alias)?;
+                    applied = true;
                     for index in indices {
                         after
                             .get_mut(index)
@@ -265,8 +275,15 @@ impl Indices {
                         });
                         removed |= held.len() != before_len;
                     }
-                    if !removed && *must_exist {
-                        return Err(aliases_missing(aliases));
+                    if !removed && *must_exist == Some(true) {
+                        return Err(Error::NotFound {
+                            es_type: "resource_not_found_exception",
+                            reason: format!("required alias [{}] does not exist", aliases.join(",")),
+                        });
+                    }
+                    applied |= removed;
+                    if !removed {
+                        missing.extend(aliases.iter().cloned());
                     }
                 }
                 AliasAction::RemoveIndex { indices } => {
@@ -276,20 +293,39 @@ impl Indices {
                             .ok_or_else(|| Error::IndexNotFound(index.clone()))?;
                         deleted.push(index.clone());
                     }
+                    applied |= !indices.is_empty();
                 }
             }
         }
+        if !applied {
+            return Err(aliases_missing(&missing));
+        }
         check_write_indices(&after)?;
-        let changed: Vec<(&String, &BTreeMap<String, AliasMeta>)> = after
+        let empty = BTreeMap::new();
+        let mut changed: Vec<(&String, &BTreeMap<String, AliasMeta>)> = after
             .iter()
             .filter(|(name, aliases)| before.get(*name) != Some(*aliases))
             .collect();
-        let (gaining, losing): (Vec<_>, Vec<_>) = changed.into_iter().partition(|(name, aliases)| {
-            before
-                .get(*name)
-                .is_some_and(|old| old.iter().all(|(alias, meta)| aliases.get(alias) == Some(meta)))
+        // An index that becomes an alias's write index changes first, then
+        // those that gain or change an alias, then those that only lose
+        // some: moving an alias, or its write index, never leaves it
+        // naming nothing or without a write index.
+        changed.sort_by_key(|(name, aliases)| {
+            let old = before.get(*name).unwrap_or(&empty);
+            let new_entries: Vec<&AliasMeta> = aliases
+                .iter()
+                .filter(|(alias, meta)| old.get(*alias) != Some(*meta))
+                .map(|(_, meta)| meta)
+                .collect();
+            if new_entries.iter().any(|meta| meta.is_write_index == Some(true)) {
+                0
+            } else if !new_entries.is_empty() {
+                1
+            } else {
+                2
+            }
         });
-        for (name, aliases) in gaining.into_iter().chain(losing) {
+        for (name, aliases) in changed {
             self.get(name)?.set_aliases(aliases.clone())?;
         }
         for name in deleted {

@@ -36,7 +36,7 @@ pub async fn put(
     let definition = parse_body(&body)?.unwrap_or(Value::Null);
     let indices = Arc::clone(&node.indices);
     tokio::task::spawn_blocking(move || {
-        let targets = indices.resolve_concrete_names(&index)?;
+        let targets = action_indices(&indices, std::slice::from_ref(&index))?;
         let actions = names(&name)
             .into_iter()
             .map(|alias| {
@@ -61,9 +61,9 @@ pub async fn delete(
     let indices = Arc::clone(&node.indices);
     tokio::task::spawn_blocking(move || {
         let action = AliasAction::Remove {
-            indices: indices.resolve_concrete_names(&index)?,
+            indices: action_indices(&indices, std::slice::from_ref(&index))?,
             aliases: names(&name),
-            must_exist: true,
+            must_exist: None,
         };
         indices.update_aliases(&[action])
     })
@@ -254,14 +254,12 @@ fn parse_actions(indices: &Indices, body: &Value) -> quidditch_index::Result<Vec
             .ok_or_else(|| Error::illegal_argument(format!("[{kind}] must be an object")))?;
         let targets = one_or_many(spec, "index", "indices")?
             .ok_or_else(|| Error::illegal_argument(format!("[{kind}] needs [index] or [indices]")))?;
-        let mut resolved = Vec::new();
-        for expr in targets {
-            for name in indices.resolve_concrete_names(&expr)? {
-                if !resolved.contains(&name) {
-                    resolved.push(name);
-                }
-            }
+        if kind == "remove_index" && targets.iter().any(|t| t == "_all" || t.contains('*')) {
+            return Err(Error::illegal_argument(
+                "Wildcard expressions or all indices are not allowed in [remove_index]",
+            ));
         }
+        let resolved = action_indices(indices, &targets)?;
         let aliases = || {
             one_or_many(spec, "alias", "aliases")?
                 .ok_or_else(|| Error::illegal_argument(format!("[{kind}] needs [alias] or [aliases]")))
@@ -287,10 +285,11 @@ fn parse_actions(indices: &Indices, body: &Value) -> quidditch_index::Result<Vec
             }
             "remove" => {
                 let must_exist = match spec.get("must_exist") {
-                    None | Some(Value::Null) => true,
-                    Some(v) => v
-                        .as_bool()
-                        .ok_or_else(|| Error::illegal_argument("[must_exist] must be a boolean"))?,
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(
+                        v.as_bool()
+                            .ok_or_else(|| Error::illegal_argument("[must_exist] must be a boolean"))?,
+                    ),
                 };
                 actions.push(AliasAction::Remove {
                     indices: resolved,
@@ -307,6 +306,29 @@ fn parse_actions(indices: &Indices, body: &Value) -> quidditch_index::Result<Vec
         }
     }
     Ok(actions)
+}
+
+/// The open indices an action's index expressions name: a wildcard that
+/// names none is a 404 (indices that did not open are left out of it).
+fn action_indices(indices: &Indices, targets: &[String]) -> quidditch_index::Result<Vec<String>> {
+    let open = indices.alias_state();
+    let mut resolved = Vec::new();
+    for expr in targets {
+        let named: Vec<String> = indices
+            .resolve_concrete_names(expr)?
+            .into_iter()
+            .filter(|name| open.contains_key(name) || !(expr == "_all" || expr.contains('*')))
+            .collect();
+        if named.is_empty() {
+            return Err(quidditch_index::Error::IndexNotFound(expr.clone()));
+        }
+        for name in named {
+            if !resolved.contains(&name) {
+                resolved.push(name);
+            }
+        }
+    }
+    Ok(resolved)
 }
 
 /// The strings under `one` (a string) or `many` (an array of strings).
