@@ -89,10 +89,10 @@ fn field_mapping(name: &str, ty: &DataType) -> Result<Option<Value>, Status> {
 }
 
 /// Columns a put drops: what query results carry besides fields (`_index`,
-/// `_score`, `_source`, so that a result can be put back) and pandas' index
-/// columns.
+/// `_score`, `_source`, `_version`, `_seq_no`, so that a result can be put
+/// back) and pandas' index columns.
 fn dropped(name: &str) -> bool {
-    matches!(name, "_index" | "_score" | "_source")
+    matches!(name, "_index" | "_score" | "_source" | "_version" | "_seq_no")
         || (name.starts_with("__index_level_") && name.ends_with("__"))
 }
 

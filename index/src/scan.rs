@@ -16,7 +16,8 @@ use datafusion::arrow::array::Decimal128Array;
 use datafusion::arrow::array::{ArrayBuilder, DictionaryArray};
 use datafusion::arrow::array::{
     ArrayRef, BooleanBuilder, Float32Builder, Float64Array, Float64Builder, Int32Builder, Int64Array,
-    ListArray, ListBuilder, RecordBatch, RecordBatchOptions, StringBuilder, TimestampMillisecondArray,
+    Int64Builder, ListArray, ListBuilder, RecordBatch, RecordBatchOptions, StringBuilder,
+    TimestampMillisecondArray,
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, SchemaRef, TimeUnit};
@@ -48,7 +49,7 @@ use crate::query::LeafQuery;
 use crate::schema::{Fields, kw_column, names};
 use crate::shard::Shard;
 use crate::stats::TermStats;
-use crate::table::{ID_COLUMN, SCORE_COLUMN, SOURCE_COLUMN};
+use crate::table::{ID_COLUMN, SCORE_COLUMN, SEQ_NO_COLUMN, SOURCE_COLUMN, VERSION_COLUMN};
 
 /// An order the scan delivers itself.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -1238,6 +1239,10 @@ enum ColKind {
     Id,
     Score,
     Source,
+    /// A u64 column of every document (`_version`, `_seq_no`).
+    Meta {
+        column: &'static str,
+    },
     /// Text, read from `_source` at `source_path`.
     Text {
         source_path: String,
@@ -1336,6 +1341,8 @@ impl IntRepr {
 #[derive(Default)]
 struct SegmentColumns {
     id: Option<StrColumn>,
+    /// `_version` and `_seq_no`, when the batch has them.
+    metas: HashMap<&'static str, Column<u64>>,
     strs: HashMap<String, Option<StrColumn>>,
     nums: HashMap<String, Option<NumColumn>>,
     bools: HashMap<String, Option<Column<bool>>>,
@@ -1366,6 +1373,12 @@ impl<'a> BatchBuilder<'a> {
                     ID_COLUMN => ColKind::Id,
                     SCORE_COLUMN => ColKind::Score,
                     SOURCE_COLUMN => ColKind::Source,
+                    VERSION_COLUMN => ColKind::Meta {
+                        column: names::VERSION,
+                    },
+                    SEQ_NO_COLUMN => ColKind::Meta {
+                        column: names::SEQ_NO,
+                    },
                     path => {
                         let Some(col) = mapping.column(path) else {
                             return ColKind::Text {
@@ -1436,6 +1449,10 @@ impl<'a> BatchBuilder<'a> {
                     }
                     ColKind::Bool { column, .. } => {
                         cols.bools.insert(column.clone(), open_bool(reader, column)?);
+                    }
+                    ColKind::Meta { column } => {
+                        cols.metas
+                            .insert(column, reader.fast_fields().u64(column).map_err(tantivy_err)?);
                     }
                     _ => {}
                 }
@@ -1548,6 +1565,16 @@ impl<'a> BatchBuilder<'a> {
                         }
                         None => b.append_value(""),
                     }
+                }
+                Arc::new(b.finish())
+            }
+            ColKind::Meta { column } => {
+                let mut b = Int64Builder::with_capacity(rows.len());
+                for (addr, _) in rows {
+                    let value = seg(addr)
+                        .and_then(|s| s.metas.get(column))
+                        .and_then(|c| c.first(addr.doc_id));
+                    b.append_option(value.map(|v| v as i64));
                 }
                 Arc::new(b.finish())
             }

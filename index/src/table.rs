@@ -28,6 +28,10 @@ pub const ID_COLUMN: &str = "_id";
 pub const SCORE_COLUMN: &str = "_score";
 /// The `_source` column.
 pub const SOURCE_COLUMN: &str = "_source";
+/// The `_version` column: the version of each document's last write.
+pub const VERSION_COLUMN: &str = "_version";
+/// The `_seq_no` column: the sequence number of each document's last write.
+pub const SEQ_NO_COLUMN: &str = "_seq_no";
 
 /// The precision of `scaled_float` columns: every 64-bit integer fits.
 pub const DECIMAL_PRECISION: u8 = 19;
@@ -63,6 +67,8 @@ pub fn table_schema(mapping: &Mapping) -> SchemaRef {
     }
     fields.push(Field::new(SCORE_COLUMN, DataType::Float32, true));
     fields.push(Field::new(SOURCE_COLUMN, DataType::Utf8, true));
+    fields.push(Field::new(VERSION_COLUMN, DataType::Int64, true));
+    fields.push(Field::new(SEQ_NO_COLUMN, DataType::Int64, true));
     Arc::new(Schema::new(fields))
 }
 

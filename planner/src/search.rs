@@ -113,7 +113,23 @@ pub struct SearchBody {
     allow_partial: bool,
     /// Whether hits carry `_id` (`stored_fields: _none_` drops it).
     ids: bool,
+    /// Whether hits carry `_version` (`version: true`).
+    version: bool,
+    /// Whether hits carry `_seq_no` and `_primary_term`
+    /// (`seq_no_primary_term: true`).
+    seq_no: bool,
     highlight: Option<Highlight>,
+}
+
+/// A boolean option of the search body (`true`, `false`, or their text).
+fn bool_value(v: &Value, name: &str) -> Result<bool> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s == "true" || s == "false" => Ok(s == "true"),
+        other => Err(Error::parsing(format!(
+            "[{name}] must be a boolean, got [{other}]"
+        ))),
+    }
 }
 
 fn usize_param(v: &Value, name: &str) -> Result<usize> {
@@ -380,6 +396,8 @@ impl SearchBody {
             explain_plan: false,
             allow_partial: true,
             ids: true,
+            version: false,
+            seq_no: false,
             highlight: None,
         };
         let empty = Map::new();
@@ -449,7 +467,9 @@ impl SearchBody {
                         "timeout",
                     )?)
                 }
-                "explain" | "version" | "seq_no_primary_term" | "profile" => {}
+                "version" => s.version = bool_value(v, "version")?,
+                "seq_no_primary_term" => s.seq_no = bool_value(v, "seq_no_primary_term")?,
+                "explain" | "profile" => {}
                 other => {
                     return Err(Error::parsing(format!(
                         "Unknown key for a {} in [{other}].",
@@ -1053,6 +1073,12 @@ impl Search<'_> {
         if scoring {
             outputs.push(Output::Meta("_score"));
         }
+        if self.body.version {
+            outputs.push(Output::Meta("_version"));
+        }
+        if self.body.seq_no {
+            outputs.push(Output::Meta("_seq_no"));
+        }
         if self.body.source.enabled || self.body.highlight.is_some() {
             outputs.push(Output::Meta("_source"));
         }
@@ -1219,6 +1245,16 @@ impl Search<'_> {
                 hit.insert("_index".into(), get("_index")?);
                 if self.body.ids {
                     hit.insert("_id".into(), get("_id")?);
+                }
+                if self.body.version {
+                    hit.insert("_version".into(), get("_version")?);
+                }
+                if self.body.seq_no {
+                    hit.insert("_seq_no".into(), get("_seq_no")?);
+                    hit.insert(
+                        "_primary_term".into(),
+                        json!(quidditch_index::index::PRIMARY_TERM),
+                    );
                 }
                 let score = if scoring
                     && (self.body.sorted_by_score()

@@ -1254,6 +1254,11 @@ fn aliases_name_indices_for_searches_and_writes() -> Result<()> {
     Ok(())
 }
 
+/// The `_version` a get answers for a document of `occ`.
+fn doc_version(s: &Server, id: &str) -> Result<Value> {
+    Ok(s.get(&format!("/occ/_doc/{id}"))?.1["_version"].clone())
+}
+
 #[test]
 fn writes_conditional_on_the_last_sequence_number() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -1321,6 +1326,21 @@ fn writes_conditional_on_the_last_sequence_number() -> Result<()> {
     let (_, doc) = s.get("/occ/_doc/1")?;
     assert_eq!(doc["_source"], json!({"v": 2, "w": 1}));
 
+    // Hits carry what a conditional write needs, when asked.
+    s.post("/occ/_refresh", &json!({}))?;
+    let (_, found) = s.post(
+        "/occ/_search",
+        &json!({"version": true, "seq_no_primary_term": true, "query": {"ids": {"values": ["1"]}}}),
+    )?;
+    let hit = &found["hits"]["hits"][0];
+    assert_eq!(
+        (&hit["_seq_no"], &hit["_primary_term"], &hit["_version"]),
+        (&json!(s3), &json!(1), &doc_version(&s, "1")?),
+        "{found}"
+    );
+    let (_, plain) = s.post("/occ/_search", &json!({"query": {"ids": {"values": ["1"]}}}))?;
+    assert!(plain["hits"]["hits"][0].get("_seq_no").is_none(), "{plain}");
+
     // In a bulk the condition fails its own item only.
     let lines = [
         json!({"index": {"_id": "1", "if_seq_no": s2, "if_primary_term": 1}}),
@@ -1367,7 +1387,10 @@ fn update_by_query_indexes_documents_again_by_the_current_mapping() -> Result<()
     let s = Server::start(dir.path())?;
     let (status, _) = s.put(
         "/ubq",
-        &json!({"mappings": {"properties": {"title": {"type": "text"}, "n": {"type": "long"}}}}),
+        &json!({
+            "settings": {"refresh_interval": "-1"},
+            "mappings": {"properties": {"title": {"type": "text"}, "n": {"type": "long"}}},
+        }),
     )?;
     assert_eq!(status, 200);
     let mut lines = Vec::new();
@@ -1436,5 +1459,40 @@ fn update_by_query_indexes_documents_again_by_the_current_mapping() -> Result<()
     assert_es_error(status, &body, 400, "illegal_argument_exception");
     let (_, doc) = s.get("/ubq/_doc/0")?;
     assert_eq!(doc["_version"], json!(3));
+
+    // A document written after the searcher it was matched in is a
+    // version conflict: neither overwritten with what the query saw nor
+    // deleted. (The index refreshes only when asked.)
+    let (status, _) = s.put("/ubq/_doc/0", &json!({"title": "red fox", "n": 100}))?;
+    assert_eq!(status, 200);
+    let (status, body) = s.post("/ubq/_update_by_query", &json!({}))?;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        (
+            &body["updated"],
+            &body["version_conflicts"],
+            &body["failures"][0]["cause"]["type"]
+        ),
+        (&json!(11), &json!(1), &json!("version_conflict_engine_exception")),
+        "{body}"
+    );
+    let (_, doc) = s.get("/ubq/_doc/0")?;
+    assert_eq!(doc["_source"]["n"], json!(100));
+    s.post("/ubq/_refresh", &json!({}))?;
+    let (status, _) = s.put("/ubq/_doc/1", &json!({"title": "blue jay", "n": 101}))?;
+    assert_eq!(status, 200);
+    let (status, body) = s.post(
+        "/ubq/_delete_by_query?conflicts=proceed&refresh=true",
+        &json!({"query": {"match_all": {}}}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["deleted"], &body["version_conflicts"]),
+        (&json!(11), &json!(1)),
+        "{body}"
+    );
+    assert_eq!(s.count("ubq")?, 1);
+    let (_, doc) = s.get("/ubq/_doc/1")?;
+    assert_eq!(doc["_source"]["n"], json!(101));
     Ok(())
 }

@@ -86,6 +86,7 @@ impl Pages {
         let mut body = json!({
             "size": size,
             "_source": self.source,
+            "seq_no_primary_term": true,
             "track_total_hits": false,
             "sort": [{"_index": "asc"}, {"_id": "asc"}],
         });
@@ -112,11 +113,27 @@ impl Pages {
     }
 }
 
-/// The `(_index, _id)` of each hit.
-fn hit_ids(hits: &[Value]) -> Vec<(String, String)> {
+/// The `_index`, `_id` and `_seq_no` of each hit.
+fn hit_ids(hits: &[Value]) -> ApiResult<Vec<(String, String, u64)>> {
     hits.iter()
-        .filter_map(|h| Some((h["_index"].as_str()?.to_string(), h["_id"].as_str()?.to_string())))
+        .map(|h| {
+            let ids = (h["_index"].as_str(), h["_id"].as_str(), h["_seq_no"].as_u64());
+            match ids {
+                (Some(index), Some(id), Some(seq_no)) => Ok((index.to_string(), id.to_string(), seq_no)),
+                _ => Err(ApiError::internal(format!(
+                    "a hit without _index, _id or _seq_no: {h}"
+                ))),
+            }
+        })
         .collect()
+}
+
+/// The condition that a document is still as the query matched it.
+fn unchanged(seq_no: u64) -> SeqNoCondition {
+    SeqNoCondition {
+        seq_no,
+        primary_term: PRIMARY_TERM,
+    }
 }
 
 /// What `_delete_by_query`, `_update_by_query` and `_reindex` report
@@ -278,26 +295,27 @@ type Written = Vec<(
     Vec<(Option<String>, quidditch_index::Result<&'static str>)>,
 )>;
 
-/// The write a by-query request makes of a document of an index.
-type WriteOf = fn(&quidditch_index::Index, String) -> quidditch_index::Result<Option<DocWrite>>;
+/// The write a by-query request makes of a document of an index, given
+/// its id and the sequence number of the write the query matched.
+type WriteOf = fn(&quidditch_index::Index, String, u64) -> quidditch_index::Result<Option<DocWrite>>;
 
 /// Applies to each document of `ids` the write `write` makes of it.
 fn write_each(
     indices: &Indices,
-    ids: Vec<(String, String)>,
+    ids: Vec<(String, String, u64)>,
     write: WriteOf,
 ) -> quidditch_index::Result<Written> {
-    let mut by_index: HashMap<String, Vec<String>> = HashMap::new();
-    for (index, id) in ids {
-        by_index.entry(index).or_default().push(id);
+    let mut by_index: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+    for (index, id, seq_no) in ids {
+        by_index.entry(index).or_default().push((id, seq_no));
     }
     let mut written = Vec::new();
     for (name, ids) in by_index {
         let index = indices.get(&name)?;
         let mut results = Vec::new();
         let mut writes = Vec::new();
-        for id in ids {
-            match write(&index, id.clone()) {
+        for (id, seq_no) in ids {
+            match write(&index, id.clone(), seq_no) {
                 Ok(Some(w)) => writes.push(w),
                 Ok(None) => {}
                 Err(err) => results.push((Some(id), Err(err))),
@@ -340,7 +358,7 @@ async fn write_matches(
         stats.total += hits.len() as u64;
         stats.batches += 1;
         let indices = Arc::clone(node.engine.indices());
-        let ids = hit_ids(&hits);
+        let ids = hit_ids(&hits)?;
         let results = tokio::task::spawn_blocking(move || write_each(&indices, ids, write))
             .await
             .map_err(ApiError::internal)??;
@@ -362,7 +380,9 @@ async fn write_matches(
 }
 
 /// `POST /{index}/_delete_by_query`: deletes every document the query
-/// matches, a page at a time.
+/// matches, a page at a time. Each delete is conditional on the write the
+/// query matched: a document changed meanwhile is a version conflict, not
+/// deleted.
 pub async fn delete_by_query(
     State(node): State<Arc<Node>>,
     Path(target): Path<String>,
@@ -378,19 +398,22 @@ pub async fn delete_by_query(
             "Validation Failed: 1: query is missing;",
         ));
     }
-    let (stats, deleted) = write_matches(&node, &target, req, &params, |_, id| {
-        Ok(Some(DocWrite::Delete { id, if_seq_no: None }))
+    let (stats, deleted) = write_matches(&node, &target, req, &params, |_, id, seq_no| {
+        Ok(Some(DocWrite::Delete {
+            id,
+            if_seq_no: Some(unchanged(seq_no)),
+        }))
     })
     .await?;
     Ok(stats.respond(started, json!({"deleted": deleted})))
 }
 
 /// `POST /{index}/_update_by_query`: writes every document the query
-/// matches again as it is now, so that the mapping as it is now indexes it
-/// (a field mapped after the document was written covers it then). Each
-/// write is conditional on the document's last write: a document changed
-/// or deleted meanwhile is a version conflict, never overwritten. Scripts
-/// are refused.
+/// matches again, so that the mapping as it is now indexes it (a field
+/// mapped after the document was written covers it then). Each write is
+/// conditional on the write the query matched: a document changed or
+/// deleted meanwhile is a version conflict, never overwritten. Scripts are
+/// refused.
 pub async fn update_by_query(
     State(node): State<Arc<Node>>,
     Path(target): Path<String>,
@@ -399,18 +422,19 @@ pub async fn update_by_query(
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let req = by_query("update_by_query", &params, &body)?;
-    let (stats, updated) = write_matches(&node, &target, req, &params, |index, id| {
+    let (stats, updated) = write_matches(&node, &target, req, &params, |index, id, seq_no| {
+        // The source as stored (the hit's would be re-serialized), when the
+        // document is still the one the query matched.
         let Some(doc) = index.get(&id)? else {
             return Err(Error::DeletedMeanwhile { id });
         };
+        let condition = unchanged(seq_no);
+        condition.check(&id, Some(doc.seq_no))?;
         Ok(Some(DocWrite::Index {
             id: Some(id),
             source: doc.source,
             create: false,
-            if_seq_no: Some(SeqNoCondition {
-                seq_no: doc.seq_no,
-                primary_term: PRIMARY_TERM,
-            }),
+            if_seq_no: Some(condition),
         }))
     })
     .await?;
