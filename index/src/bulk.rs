@@ -160,23 +160,11 @@ pub fn create_with_condition() -> Error {
 }
 
 /// An update write with its condition.
-pub fn with_condition(write: DocWrite, condition: Option<SeqNoCondition>) -> DocWrite {
-    match write {
-        DocWrite::Update {
-            id,
-            doc,
-            doc_as_upsert,
-            upsert,
-            ..
-        } => DocWrite::Update {
-            id,
-            doc,
-            doc_as_upsert,
-            upsert,
-            if_seq_no: condition,
-        },
-        other => other,
+pub fn with_condition(mut write: DocWrite, condition: Option<SeqNoCondition>) -> DocWrite {
+    if let DocWrite::Update { if_seq_no, .. } = &mut write {
+        *if_seq_no = condition;
     }
+    write
 }
 
 /// Elasticsearch's error for `version` (internal versioning is not a

@@ -297,7 +297,7 @@ type Written = Vec<(
 
 /// The write a by-query request makes of a document of an index, given
 /// its id and the sequence number of the write the query matched.
-type WriteOf = fn(&quidditch_index::Index, String, u64) -> quidditch_index::Result<Option<DocWrite>>;
+type WriteOf = fn(&quidditch_index::Index, String, u64) -> quidditch_index::Result<DocWrite>;
 
 /// Applies to each document of `ids` the write `write` makes of it.
 fn write_each(
@@ -316,8 +316,7 @@ fn write_each(
         let mut writes = Vec::new();
         for (id, seq_no) in ids {
             match write(&index, id.clone(), seq_no) {
-                Ok(Some(w)) => writes.push(w),
-                Ok(None) => {}
+                Ok(w) => writes.push(w),
                 Err(err) => results.push((Some(id), Err(err))),
             }
         }
@@ -399,10 +398,10 @@ pub async fn delete_by_query(
         ));
     }
     let (stats, deleted) = write_matches(&node, &target, req, &params, |_, id, seq_no| {
-        Ok(Some(DocWrite::Delete {
+        Ok(DocWrite::Delete {
             id,
             if_seq_no: Some(unchanged(seq_no)),
-        }))
+        })
     })
     .await?;
     Ok(stats.respond(started, json!({"deleted": deleted})))
@@ -430,12 +429,12 @@ pub async fn update_by_query(
         };
         let condition = unchanged(seq_no);
         condition.check(&id, Some(doc.seq_no))?;
-        Ok(Some(DocWrite::Index {
+        Ok(DocWrite::Index {
             id: Some(id),
             source: doc.source,
             create: false,
             if_seq_no: Some(condition),
-        }))
+        })
     })
     .await?;
     Ok(stats.respond(started, json!({"updated": updated, "deleted": 0})))
