@@ -9,6 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use quidditch_index::index::{AliasMeta, DocWrite, IndexMeta};
+use quidditch_index::indices::apply_alias_change;
 use quidditch_index::merge::ForceMerge;
 use quidditch_index::peers::{ItemResult, Peers, WireItem};
 use quidditch_index::query::LeafQuery;
@@ -227,13 +228,7 @@ impl Peers for ClusterPeers {
         let new = &meta.aliases;
         let stored = self
             .block(etcd.modify_index(meta, |stored| {
-                let mut aliases = stored.aliases.clone();
-                aliases.retain(|name, _| new.contains_key(name) || !old.contains_key(name));
-                for (name, alias) in new {
-                    if old.get(name) != Some(alias) {
-                        aliases.insert(name.clone(), alias.clone());
-                    }
-                }
+                let aliases = apply_alias_change(&stored.aliases, old, new);
                 let changed = aliases != stored.aliases;
                 stored.aliases = aliases;
                 changed

@@ -82,7 +82,9 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) 
             },
             None => action_line(line, lineno, default_index)?,
         };
-        let require_alias = line_requires_alias.unwrap_or(require_alias);
+        // A delete writes no document, so it needs no alias to name its
+        // index (as in Elasticsearch).
+        let require_alias = action != Action::Delete && line_requires_alias.unwrap_or(require_alias);
         if action == Action::Create && if_seq_no.is_some() {
             return Err(create_with_condition());
         }
@@ -124,7 +126,7 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) 
                     es_type: "action_request_validation_exception",
                     reason: "Validation Failed: 1: id is missing;".into(),
                 })?;
-                with_condition(parse_update(id, &body)?, if_seq_no)
+                with_condition(parse_update(id, &body)?, if_seq_no)?
             }
             Action::Delete => {
                 let id = id.ok_or_else(|| Error::BadRequest {
@@ -159,12 +161,34 @@ pub fn create_with_condition() -> Error {
     }
 }
 
-/// An update write with its condition.
-pub fn with_condition(mut write: DocWrite, condition: Option<SeqNoCondition>) -> DocWrite {
-    if let DocWrite::Update { if_seq_no, .. } = &mut write {
+/// An update write with its condition; an upsert takes none, as in
+/// Elasticsearch (the document it would create has no last write).
+pub fn with_condition(mut write: DocWrite, condition: Option<SeqNoCondition>) -> Result<DocWrite> {
+    if let DocWrite::Update {
+        if_seq_no,
+        upsert,
+        doc_as_upsert,
+        ..
+    } = &mut write
+    {
+        if condition.is_some() {
+            let refused = if upsert.is_some() {
+                Some("upsert requests don't support `if_seq_no` and `if_primary_term`")
+            } else if *doc_as_upsert {
+                Some("doc_as_upsert is not supported in combination with `if_seq_no` and `if_primary_term`")
+            } else {
+                None
+            };
+            if let Some(why) = refused {
+                return Err(Error::BadRequest {
+                    es_type: "action_request_validation_exception",
+                    reason: format!("Validation Failed: 1: {why};"),
+                });
+            }
+        }
         *if_seq_no = condition;
     }
-    write
+    Ok(write)
 }
 
 /// Elasticsearch's error for `version` (internal versioning is not a

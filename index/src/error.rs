@@ -64,13 +64,6 @@ pub enum Error {
         /// The sequence number of the document's last write, if it exists.
         current: Option<u64>,
     },
-    /// A document a by-query request matched was deleted before it was
-    /// written again.
-    #[error("[{id}]: version conflict, the document was deleted after the query matched it")]
-    DeletedMeanwhile {
-        /// Document id.
-        id: String,
-    },
     /// Storage failed underneath us.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -132,7 +125,7 @@ impl Error {
             Error::Remote { es_type, .. } => es_type_name(es_type),
             Error::IndexNotFound(_) => "index_not_found_exception",
             Error::IndexExists(_) => "resource_already_exists_exception",
-            Error::VersionConflict { .. } | Error::SeqNoConflict { .. } | Error::DeletedMeanwhile { .. } => {
+            Error::VersionConflict { .. } | Error::SeqNoConflict { .. } => {
                 "version_conflict_engine_exception"
             }
             Error::Io(_) | Error::Tantivy(_) | Error::Corrupt(_) | Error::Internal(_) => "exception",
@@ -144,9 +137,7 @@ impl Error {
         match self {
             Error::BadRequest { .. } | Error::Mapping { .. } | Error::IndexExists(_) => 400,
             Error::IndexNotFound(_) | Error::NotFound { .. } => 404,
-            Error::VersionConflict { .. } | Error::SeqNoConflict { .. } | Error::DeletedMeanwhile { .. } => {
-                409
-            }
+            Error::VersionConflict { .. } | Error::SeqNoConflict { .. } => 409,
             Error::Io(_) | Error::Tantivy(_) | Error::Corrupt(_) | Error::Internal(_) => 500,
             Error::Remote { status, .. } => *status,
         }

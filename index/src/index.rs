@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::document::{parse_document, parse_logged_document};
 use crate::error::{Error, Result};
-use crate::indices::RefreshPolicy;
+use crate::indices::{RefreshPolicy, apply_alias_change};
 use crate::mapping::{Dynamic, Mapping};
 use crate::merge::ForceMerge;
 use crate::peers::{ItemResult, Peers};
@@ -158,12 +158,27 @@ impl SeqNoCondition {
         if current == Some(self.seq_no) && self.primary_term == PRIMARY_TERM {
             return Ok(());
         }
-        Err(Error::SeqNoConflict {
-            id: id.to_string(),
+        Err(self.conflict(id.to_string(), current))
+    }
+
+    /// The conflict of this condition with a document whose last write has
+    /// sequence number `current` (`None`: no document).
+    pub fn conflict(&self, id: String, current: Option<u64>) -> Error {
+        Error::SeqNoConflict {
+            id,
             required: self.seq_no,
             required_term: self.primary_term,
             current,
-        })
+        }
+    }
+
+    /// The condition that the document's last write is still the one with
+    /// sequence number `seq_no`.
+    pub fn unchanged(seq_no: u64) -> SeqNoCondition {
+        SeqNoCondition {
+            seq_no,
+            primary_term: PRIMARY_TERM,
+        }
     }
 }
 
@@ -1021,26 +1036,31 @@ impl Index {
         self.meta.read().aliases.clone()
     }
 
-    /// Replaces the aliases that name this index. In a cluster the change
-    /// goes to the cluster's store first, which orders it with other
-    /// nodes' changes, and is then taken here as every node takes it (no
-    /// lock is held across the calls).
-    pub fn set_aliases(&self, aliases: BTreeMap<String, AliasMeta>) -> Result<()> {
+    /// Changes the aliases that name this index from `old`, the aliases
+    /// the change was computed from, to `aliases` (see
+    /// [`apply_alias_change`]). In a cluster the change goes to the
+    /// cluster's store first, which orders it with other nodes' changes, and
+    /// is then taken here as every node takes it (no lock is held across
+    /// the calls).
+    pub fn set_aliases(
+        &self,
+        old: &BTreeMap<String, AliasMeta>,
+        aliases: &BTreeMap<String, AliasMeta>,
+    ) -> Result<()> {
         let Some(peers) = &self.peers else {
             let _guard = self.write_lock.lock();
             if self.is_deleted() {
                 return Err(Error::IndexNotFound(self.name()));
             }
             let mut mine = self.meta();
-            mine.aliases = aliases;
+            mine.aliases = apply_alias_change(&mine.aliases, old, aliases);
             write_meta(&self.dir, &mine)?;
             *self.meta.write() = mine;
             return Ok(());
         };
-        let old = self.aliases();
         let mut changed = self.meta();
-        changed.aliases = aliases;
-        let stored = peers.aliases_changed(&changed, &old)?;
+        changed.aliases = aliases.clone();
+        let stored = peers.aliases_changed(&changed, old)?;
         self.receive_allocation(&stored)
     }
 
@@ -1155,31 +1175,33 @@ impl Index {
             } => {
                 let id = validate_id(id).map_err(|e| (None, e))?;
                 let fail = |e: Error| (Some(id.clone()), e);
-                let (current, expect_version, follows) = match pending.get(&id) {
+                // The source the update builds on, the condition the shard
+                // writes it under, whether it must create the document (an
+                // upsert), and the write of this batch it follows.
+                let (current, condition, create, follows) = match (pending.get(&id), if_seq_no) {
                     // A write earlier in this batch has no sequence number
                     // yet: a condition on one cannot hold.
-                    Some(_) if if_seq_no.is_some() => {
+                    (Some(_), Some(condition)) => {
                         let current = self.get(&id).map_err(fail)?.map(|d| d.seq_no);
-                        return Err(fail(Error::SeqNoConflict {
-                            id: id.clone(),
-                            required: if_seq_no.map_or(0, |c| c.seq_no),
-                            required_term: if_seq_no.map_or(0, |c| c.primary_term),
-                            current,
-                        }));
+                        return Err(fail(condition.conflict(id.clone(), current)));
                     }
-                    Some((source, from)) => (source.clone(), None, Some(*from)),
-                    None => {
-                        let stored = self.get(&id).map_err(fail)?;
-                        if let Some(condition) = if_seq_no {
-                            condition
-                                .check(&id, stored.as_ref().map(|d| d.seq_no))
-                                .map_err(fail)?;
+                    (Some((source, from)), None) => (source.clone(), None, false, Some(*from)),
+                    (None, _) => match self.get(&id).map_err(fail)? {
+                        // The merge is built on this write: the shard
+                        // writes it only over that write, so that a write
+                        // between the read and the shard's lock is not lost.
+                        Some(stored) => {
+                            if let Some(condition) = if_seq_no {
+                                condition.check(&id, Some(stored.seq_no)).map_err(fail)?;
+                            }
+                            let unchanged = SeqNoCondition::unchanged(stored.seq_no);
+                            (Some(stored.source), Some(unchanged), false, None)
                         }
-                        match stored {
-                            Some(stored) => (Some(stored.source), Some(stored.version), None),
-                            None => (None, None, None),
-                        }
-                    }
+                        None if if_seq_no.is_some() => return Err(fail(document_missing(&id))),
+                        // An upsert creates the document, so that one
+                        // written meanwhile is not replaced.
+                        None => (None, None, true, None),
+                    },
                 };
                 let current = current
                     .map(|text| serde_json::from_str::<Value>(&text))
@@ -1196,12 +1218,7 @@ impl Index {
                     (None, Some(partial)) if doc_as_upsert => partial,
                     (None, _) => match upsert {
                         Some(u) => u,
-                        None => {
-                            return Err(fail(Error::BadRequest {
-                                es_type: "document_missing_exception",
-                                reason: format!("[{id}]: document missing"),
-                            }));
-                        }
+                        None => return Err(fail(document_missing(&id))),
                     },
                 };
                 let text: Arc<str> = Arc::from(new_source.to_string());
@@ -1214,9 +1231,8 @@ impl Index {
                         id,
                         source: text,
                         doc: parsed,
-                        create: false,
-                        expect_version,
-                        condition: None,
+                        create,
+                        condition,
                         generated_id: false,
                         position,
                         follows,
@@ -1431,6 +1447,14 @@ fn check_no_fields_at(mapping: &Mapping, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Elasticsearch's error for an update of a document that does not exist.
+fn document_missing(id: &str) -> Error {
+    Error::NotFound {
+        es_type: "document_missing_exception",
+        reason: format!("[{id}]: document missing"),
+    }
+}
+
 /// The shard write that indexes a parsed document.
 fn index_write(
     position: usize,
@@ -1446,7 +1470,6 @@ fn index_write(
         source,
         doc,
         create,
-        expect_version: None,
         condition,
         generated_id,
         position,
@@ -1533,4 +1556,81 @@ pub fn is_index_dir(dir: &Path) -> bool {
 pub fn read_meta(dir: &Path) -> Result<IndexMeta> {
     serde_json::from_slice(&std::fs::read(dir.join(META_FILE))?)
         .map_err(|e| Error::Corrupt(format!("corrupt index metadata in {}: {e}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::indices::Indices;
+
+    fn index(id: &str, source: Value) -> DocWrite {
+        DocWrite::Index {
+            id: Some(id.into()),
+            source: Arc::from(source.to_string()),
+            create: false,
+            if_seq_no: None,
+        }
+    }
+
+    fn update(id: &str, doc: Value) -> DocWrite {
+        DocWrite::Update {
+            id: id.into(),
+            doc: Some(doc),
+            doc_as_upsert: false,
+            upsert: None,
+            if_seq_no: None,
+        }
+    }
+
+    /// An update merges into the source it read; a write that lands
+    /// between that read and the shard's lock must fail the update, not be
+    /// overwritten by the merge of the older source. The two steps run
+    /// apart here, with the other write between them.
+    #[test]
+    fn an_update_is_written_only_over_the_write_it_merged_into() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let indices = Indices::open(dir.path())?;
+        let idx = indices.create("docs", None)?;
+        idx.write(vec![index("1", json!({"a": 1}))], RefreshPolicy::None)?;
+
+        let cases = [
+            vec![index("1", json!({"a": 2}))],
+            // A delete and a re-index bring the version back to 1: only the
+            // sequence number tells the writes apart.
+            vec![
+                DocWrite::Delete {
+                    id: "1".into(),
+                    if_seq_no: None,
+                },
+                index("1", json!({"a": 3})),
+            ],
+        ];
+        for between in cases {
+            let read = idx.get("1")?.map(|d| d.seq_no);
+            let mut mapping = idx.mapping();
+            let (_, _, prepared) = idx
+                .prepare(0, update("1", json!({"b": 1})), &mut mapping, &mut HashMap::new())
+                .map_err(|(_, e)| e)?;
+            idx.write(between, RefreshPolicy::None)?;
+            let newer = idx.get("1")?.map(|d| (d.version, d.seq_no, d.source.to_string()));
+            let outcome = idx.write_shard(idx.shard_number("1"), vec![prepared], RefreshPolicy::None)?;
+            let Some(Err(err)) = outcome.into_iter().next() else {
+                anyhow::bail!("the update was written over the newer write");
+            };
+            assert_eq!(err.status(), 409, "{err}");
+            assert!(
+                err.to_string()
+                    .contains(&format!("required seqNo [{}]", read.unwrap_or(u64::MAX))),
+                "{err}"
+            );
+            assert_eq!(
+                idx.get("1")?.map(|d| (d.version, d.seq_no, d.source.to_string())),
+                newer,
+                "the newer write stays"
+            );
+        }
+        Ok(())
+    }
 }

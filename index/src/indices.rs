@@ -16,7 +16,9 @@ use crate::settings::IndexSettings;
 
 mod aliases;
 
-pub use aliases::{AliasAction, AliasState, alias_meta, aliases_missing, validate_alias_name};
+pub use aliases::{
+    AliasAction, AliasState, alias_meta, aliases_missing, apply_alias_change, validate_alias_name,
+};
 
 /// All indices of a node, stored under `<data_dir>/indices/<name>`.
 pub struct Indices {
@@ -342,7 +344,10 @@ impl Indices {
                 }
             }
         }
-        let _guard = self.create_lock.lock();
+        // The lock orders local creations; it is released before the
+        // other nodes are told, since each installs under its own lock: two
+        // coordinators creating indices at once would wait on each other.
+        let guard = self.create_lock.lock();
         if self.exists(name) {
             return Err(Error::IndexExists(name.to_string()));
         }
@@ -369,6 +374,7 @@ impl Indices {
             aliases,
         };
         let index = self.create_from(meta.clone())?;
+        drop(guard);
         if let Some(peers) = &self.peers {
             match peers.index_created(&meta) {
                 Ok(0) => {}

@@ -87,8 +87,6 @@ pub enum ShardWrite {
         doc: ParsedDoc,
         /// `create`: fail if the document exists.
         create: bool,
-        /// Fail unless the current version is this one (for updates).
-        expect_version: Option<u64>,
         /// Fail unless the document's last write is this one (`if_seq_no`).
         condition: Option<SeqNoCondition>,
         /// The id was generated for this write, so no document has it yet.
@@ -344,7 +342,6 @@ impl Shard {
                     id,
                     source,
                     create,
-                    expect_version,
                     position,
                     follows,
                     ..
@@ -358,13 +355,6 @@ impl Shard {
                     }
                     if let Some(version) = current.filter(|_| create) {
                         outcomes.push(Err(Error::VersionConflict { id, version }));
-                        continue;
-                    }
-                    if expect_version.is_some() && expect_version != current {
-                        outcomes.push(Err(Error::VersionConflict {
-                            id,
-                            version: current.unwrap_or(0),
-                        }));
                         continue;
                     }
                     if builds_on_earlier {
@@ -994,7 +984,6 @@ mod tests {
             source: source.into(),
             doc,
             create: false,
-            expect_version: None,
             condition: None,
             generated_id: false,
             position: 0,

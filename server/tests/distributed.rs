@@ -723,7 +723,12 @@ fn reindex_on_a_cluster_copies_every_document() -> Result<()> {
     let cluster = Cluster::start(dir.path(), 3)?;
     let server = &cluster.coordinator;
     load(server, "docs", 5, &corpus(1200))?;
-    let (status, body) = server.put("/copy", &json!({"settings": {"number_of_shards": 3}}))?;
+    // The copy refreshes only when asked, so that a write can land after
+    // the searcher a by-query request reads.
+    let (status, body) = server.put(
+        "/copy",
+        &json!({"settings": {"number_of_shards": 3, "refresh_interval": "-1"}}),
+    )?;
     ensure!(status == 200, "{body}");
     let (status, body) = server.post(
         "/_reindex?refresh=true",
@@ -756,6 +761,58 @@ fn reindex_on_a_cluster_copies_every_document() -> Result<()> {
     ensure!(
         nodes.len() == 3,
         "the copy's shards are on the data nodes: {shards}"
+    );
+
+    // The data nodes decide conflicts, and the coordinator counts theirs
+    // as conflicts: with `proceed`, a copy that creates only goes on past
+    // every document it finds.
+    let (status, body) = server.post(
+        "/_reindex",
+        &json!({
+            "source": {"index": "docs", "size": 500},
+            "dest": {"index": "copy", "op_type": "create"},
+            "conflicts": "proceed",
+        }),
+    )?;
+    ensure!(
+        status == 200
+            && body["created"] == json!(0)
+            && body["version_conflicts"] == json!(1200)
+            && body["failures"] == json!([]),
+        "{status} {body}"
+    );
+    let (_, doc) = server.get("/copy/_doc/d7")?;
+    let seq_no = doc["_seq_no"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no _seq_no: {doc}"))?;
+    let (status, body) = server.put(
+        &format!("/copy/_doc/d7?if_seq_no={}&if_primary_term=1", seq_no + 1),
+        &doc["_source"],
+    )?;
+    ensure!(
+        status == 409 && body["error"]["type"] == "version_conflict_engine_exception",
+        "{status} {body}"
+    );
+    let (status, body) = server.put(
+        &format!("/copy/_doc/d7?if_seq_no={seq_no}&if_primary_term=1"),
+        &doc["_source"],
+    )?;
+    let new_seq_no = body["_seq_no"].as_u64().filter(|&n| n > seq_no);
+    ensure!(status == 200 && new_seq_no.is_some(), "{status} {body}");
+    // d7 changed after the copy's last refresh: `_update_by_query` finds
+    // it changed on its node, and counts it as a conflict.
+    let (status, body) = server.post("/copy/_update_by_query?conflicts=proceed", &json!({}))?;
+    ensure!(
+        status == 200
+            && body["updated"] == json!(1199)
+            && body["version_conflicts"] == json!(1)
+            && body["failures"] == json!([]),
+        "{status} {body}"
+    );
+    let (_, after) = server.get("/copy/_doc/d7")?;
+    ensure!(
+        after["_seq_no"].as_u64() == new_seq_no && after["_source"] == doc["_source"],
+        "{after}"
     );
     Ok(())
 }

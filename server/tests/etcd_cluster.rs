@@ -180,6 +180,24 @@ fn metadata_lives_in_etcd_and_a_killed_leader_is_replaced() -> Result<()> {
         },
     )?;
 
+    // Two coordinators create different indices at once: each tells the
+    // other, neither waits on the other, both indices exist everywhere.
+    let (ra, rb) = std::thread::scope(|scope| {
+        let ha = scope.spawn(|| a.put("/made-on-a", &json!({})));
+        let hb = scope.spawn(|| b.put("/made-on-b", &json!({})));
+        (ha.join(), hb.join())
+    });
+    for r in [ra, rb] {
+        let (status, body) = r.map_err(|_| anyhow::anyhow!("panicked"))??;
+        ensure!(status == 200, "a concurrent create: {body}");
+    }
+    for s in [a, b] {
+        for name in ["/made-on-a", "/made-on-b"] {
+            let (status, body) = s.get(name)?;
+            ensure!(status == 200, "{name} on {}: {body}", s.node_id);
+        }
+    }
+
     // A delete on one coordinator reaches the others, and a new index of
     // the same name is a new index everywhere.
     index_docs(a, "gone", 5)?;

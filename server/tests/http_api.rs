@@ -212,7 +212,7 @@ fn bulk_reports_each_item_beside_successes() -> Result<()> {
             ("create".into(), 409, json!("version_conflict_engine_exception")),
             ("index".into(), 400, json!("document_parsing_exception")),
             ("update".into(), 200, json!("updated")),
-            ("update".into(), 400, json!("document_missing_exception")),
+            ("update".into(), 404, json!("document_missing_exception")),
             ("update".into(), 201, json!("created")),
             ("delete".into(), 404, json!("not_found")),
             ("delete".into(), 200, json!("deleted")),
@@ -1228,11 +1228,18 @@ fn aliases_name_indices_for_searches_and_writes() -> Result<()> {
         &json!({"title": "y"}),
     )?;
     assert_eq!((status, &body["_index"]), (201, &json!("v2")), "{body}");
+    // An action line overrides the request's flag; a missing name is not
+    // created; a delete writes no document and needs no alias.
     let lines = [
         json!({"index": {"_index": "v2", "_id": "z", "require_alias": true}}),
         json!({"title": "z"}),
         json!({"index": {"_index": "books", "_id": "w"}}),
         json!({"title": "w"}),
+        json!({"index": {"_index": "v2", "_id": "u", "require_alias": false}}),
+        json!({"title": "u"}),
+        json!({"index": {"_index": "nope", "_id": "n"}}),
+        json!({"title": "n"}),
+        json!({"delete": {"_index": "v2", "_id": "u"}}),
     ];
     let (status, body) = s.bulk("/_bulk?refresh=true&require_alias=true", &lines)?;
     assert_eq!(status, 200, "{body}");
@@ -1240,17 +1247,24 @@ fn aliases_name_indices_for_searches_and_writes() -> Result<()> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|item| &item["index"]["status"])
+        .filter_map(|item| item.as_object()?.values().next().map(|v| &v["status"]))
         .collect();
-    assert_eq!(statuses, [&json!(404), &json!(201)], "{body}");
-    assert_eq!(s.count("books")?, 4);
+    assert_eq!(
+        statuses,
+        [&json!(404), &json!(201), &json!(201), &json!(404), &json!(200)],
+        "{body}"
+    );
+    assert_eq!(s.get("/nope")?.0, 404);
+    let (status, body) = s.delete("/v2/_doc/y?require_alias=true&refresh=true")?;
+    assert_eq!((status, &body["result"]), (200, &json!("deleted")), "{body}");
+    assert_eq!(s.count("books")?, 3);
     // A copy into the index it reads is refused through the alias too.
     let (status, body) = s.post(
         "/_reindex",
         &json!({"source": {"index": "v2"}, "dest": {"index": "books"}}),
     )?;
     assert_es_error(status, &body, 400, "action_request_validation_exception");
-    assert_eq!(s.count("books")?, 4);
+    assert_eq!(s.count("books")?, 3);
     Ok(())
 }
 
@@ -1359,6 +1373,39 @@ fn writes_conditional_on_the_last_sequence_number() -> Result<()> {
         .collect();
     assert_eq!(statuses, [&json!(409), &json!(201), &json!(200)], "{body}");
     assert_eq!(s.get("/occ/_doc/1")?.0, 404);
+    // A write earlier in the same bulk is a last write no client could
+    // have seen the sequence number of.
+    let lines = [
+        json!({"index": {"_id": "8"}}),
+        json!({"v": 8}),
+        json!({"update": {"_id": "8", "if_seq_no": s3, "if_primary_term": 1}}),
+        json!({"doc": {"w": 8}}),
+    ];
+    let (status, body) = s.bulk("/occ/_bulk", &lines)?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["items"][0]["index"]["status"],
+            &body["items"][1]["update"]["status"]
+        ),
+        (&json!(201), &json!(409)),
+        "{body}"
+    );
+    assert_eq!(s.get("/occ/_doc/8")?.1["_source"], json!({"v": 8}));
+    // An update needs the document; an upsert cannot be conditional.
+    let (status, body) = s.post(
+        "/occ/_update/1?if_seq_no=0&if_primary_term=1",
+        &json!({"doc": {"v": 1}}),
+    )?;
+    assert_es_error(status, &body, 404, "document_missing_exception");
+    for body in [
+        json!({"doc": {"v": 1}, "upsert": {"v": 0}}),
+        json!({"doc": {"v": 1}, "doc_as_upsert": true}),
+    ] {
+        let (status, body) = s.post("/occ/_update/1?if_seq_no=0&if_primary_term=1", &body)?;
+        assert_es_error(status, &body, 400, "action_request_validation_exception");
+    }
+    assert_eq!(s.get("/occ/_doc/1")?.0, 404);
 
     // Malformed conditions and versions are refused before anything is written.
     let (status, body) = s.put("/occ/_doc/5?if_seq_no=1", &json!({"v": 1}))?;
@@ -1367,6 +1414,8 @@ fn writes_conditional_on_the_last_sequence_number() -> Result<()> {
     assert_es_error(status, &body, 400, "action_request_validation_exception");
     let (status, body) = s.put("/occ/_doc/5?version=3", &json!({"v": 1}))?;
     assert_es_error(status, &body, 400, "action_request_validation_exception");
+    let (status, body) = s.put("/occ/_doc/5?version_type=external", &json!({"v": 1}))?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
     let lines = [
         json!({"index": {"_id": "6"}}),
         json!({"v": 6}),
@@ -1479,6 +1528,17 @@ fn update_by_query_indexes_documents_again_by_the_current_mapping() -> Result<()
     let (_, doc) = s.get("/ubq/_doc/0")?;
     assert_eq!(doc["_source"]["n"], json!(100));
     s.post("/ubq/_refresh", &json!({}))?;
+    // So is a document deleted after it.
+    let (status, _) = s.delete("/ubq/_doc/2")?;
+    assert_eq!(status, 200);
+    let (status, body) = s.post(
+        "/ubq/_update_by_query",
+        &json!({"query": {"ids": {"values": ["2"]}}}),
+    )?;
+    assert_eq!((status, &body["updated"]), (409, &json!(0)), "{body}");
+    let reason = body["failures"][0]["cause"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("no document was found"), "{body}");
+    assert_eq!(s.get("/ubq/_doc/2")?.0, 404);
     let (status, _) = s.put("/ubq/_doc/1", &json!({"title": "blue jay", "n": 101}))?;
     assert_eq!(status, 200);
     let (status, body) = s.post(
@@ -1488,7 +1548,7 @@ fn update_by_query_indexes_documents_again_by_the_current_mapping() -> Result<()
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (&body["deleted"], &body["version_conflicts"]),
-        (&json!(11), &json!(1)),
+        (&json!(10), &json!(2)),
         "{body}"
     );
     assert_eq!(s.count("ubq")?, 1);

@@ -326,13 +326,33 @@ impl Indices {
             }
         });
         for (name, aliases) in changed {
-            self.get(name)?.set_aliases(aliases.clone())?;
+            let old = before.get(name).unwrap_or(&empty);
+            self.get(name)?.set_aliases(old, aliases)?;
         }
         for name in deleted {
             self.delete(&name)?;
         }
         Ok(())
     }
+}
+
+/// The aliases of an index after a change from `old` to `new` made on a
+/// copy that may be behind `current`: what the change removed goes, what it
+/// added or changed is set, and the rest of `current` (another node's
+/// change meanwhile) stays.
+pub fn apply_alias_change(
+    current: &BTreeMap<String, AliasMeta>,
+    old: &BTreeMap<String, AliasMeta>,
+    new: &BTreeMap<String, AliasMeta>,
+) -> BTreeMap<String, AliasMeta> {
+    let mut aliases = current.clone();
+    aliases.retain(|name, _| new.contains_key(name) || !old.contains_key(name));
+    for (name, alias) in new {
+        if old.get(name) != Some(alias) {
+            aliases.insert(name.clone(), alias.clone());
+        }
+    }
+    aliases
 }
 
 /// The error for an alias named like an index.

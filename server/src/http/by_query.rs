@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use quidditch_index::index::{DocWrite, PRIMARY_TERM, SeqNoCondition};
+use quidditch_index::index::{DocWrite, SeqNoCondition};
 use quidditch_index::{Error, Indices, RefreshPolicy};
 use serde_json::{Value, json};
 
@@ -128,14 +128,6 @@ fn hit_ids(hits: &[Value]) -> ApiResult<Vec<(String, String, u64)>> {
         .collect()
 }
 
-/// The condition that a document is still as the query matched it.
-fn unchanged(seq_no: u64) -> SeqNoCondition {
-    SeqNoCondition {
-        seq_no,
-        primary_term: PRIMARY_TERM,
-    }
-}
-
 /// What `_delete_by_query`, `_update_by_query` and `_reindex` report
 /// beside their own counts.
 #[derive(Debug)]
@@ -169,10 +161,9 @@ impl ByQueryStats {
     /// under `conflicts: proceed` is only counted; anything else is a
     /// failure that stops the run.
     pub fn failed(&mut self, index: &str, id: Option<String>, err: &Error, proceed: bool) {
-        let conflict = matches!(
-            err,
-            Error::VersionConflict { .. } | Error::SeqNoConflict { .. } | Error::DeletedMeanwhile { .. }
-        );
+        // A remote primary's conflict arrives as `Error::Remote`: the type
+        // names it either way.
+        let conflict = err.es_type() == "version_conflict_engine_exception";
         self.conflicts += u64::from(conflict);
         if conflict && proceed {
             return;
@@ -400,7 +391,7 @@ pub async fn delete_by_query(
     let (stats, deleted) = write_matches(&node, &target, req, &params, |_, id, seq_no| {
         Ok(DocWrite::Delete {
             id,
-            if_seq_no: Some(unchanged(seq_no)),
+            if_seq_no: Some(SeqNoCondition::unchanged(seq_no)),
         })
     })
     .await?;
@@ -424,17 +415,16 @@ pub async fn update_by_query(
     let (stats, updated) = write_matches(&node, &target, req, &params, |index, id, seq_no| {
         // The source as stored (the hit's would be re-serialized), when the
         // document is still the one the query matched.
-        let Some(doc) = index.get(&id)? else {
-            return Err(Error::DeletedMeanwhile { id });
-        };
-        let condition = unchanged(seq_no);
-        condition.check(&id, Some(doc.seq_no))?;
-        Ok(DocWrite::Index {
-            id: Some(id),
-            source: doc.source,
-            create: false,
-            if_seq_no: Some(condition),
-        })
+        let condition = SeqNoCondition::unchanged(seq_no);
+        match index.get(&id)? {
+            Some(doc) if doc.seq_no == seq_no => Ok(DocWrite::Index {
+                id: Some(id),
+                source: doc.source,
+                create: false,
+                if_seq_no: Some(condition),
+            }),
+            stored => Err(condition.conflict(id, stored.map(|d| d.seq_no))),
+        }
     })
     .await?;
     Ok(stats.respond(started, json!({"updated": updated, "deleted": 0})))

@@ -26,8 +26,9 @@ fn refresh_policy(params: &Params) -> ApiResult<RefreshPolicy> {
 /// The condition of `?if_seq_no=&if_primary_term=`; `?version=` is
 /// refused, as Elasticsearch refuses internal versions as a condition.
 fn condition(params: &Params) -> ApiResult<Option<SeqNoCondition>> {
-    if params.contains_key("version") {
-        return Err(version_refused(params.get("version_type").map(String::as_str)).into());
+    let version_type = params.get("version_type").map(String::as_str);
+    if params.contains_key("version") || version_type.is_some_and(|t| t != "internal") {
+        return Err(version_refused(version_type).into());
     }
     let number = |key: &str| -> ApiResult<Option<i64>> {
         params
@@ -51,11 +52,12 @@ fn condition(params: &Params) -> ApiResult<Option<SeqNoCondition>> {
 
 async fn write_one(node: &Node, index: &str, write: DocWrite, params: &Params) -> ApiResult<Response> {
     let policy = refresh_policy(params)?;
-    if bool_param(params, "require_alias", false)? && !node.indices.is_alias(index) {
+    let is_delete = matches!(write, DocWrite::Delete { .. });
+    // A delete writes no document, so it needs no alias to name its index.
+    if !is_delete && bool_param(params, "require_alias", false)? && !node.indices.is_alias(index) {
         return Err(not_an_alias(index).into());
     }
     let indices = Arc::clone(&node.indices);
-    let is_delete = matches!(write, DocWrite::Delete { .. });
     let name = index.to_string();
     let (target, batch) = tokio::task::spawn_blocking(move || {
         let target = if is_delete {
@@ -181,7 +183,7 @@ pub async fn update(
     body: Bytes,
 ) -> ApiResult<Response> {
     let body = source_body(&body)?;
-    let write = with_condition(parse_update(id, &body)?, condition(&params)?);
+    let write = with_condition(parse_update(id, &body)?, condition(&params)?)?;
     write_one(&node, &index, write, &params).await
 }
 
