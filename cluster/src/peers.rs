@@ -383,18 +383,23 @@ impl Peers for ClusterPeers {
         })
     }
 
-    fn get(&self, node: &str, index: &str, id: &str) -> Result<Option<StoredDoc>> {
+    fn get(&self, node: &str, index: &str, ids: &[String]) -> Result<Vec<Option<StoredDoc>>> {
         let node = self.node(node)?;
         let call = Call::Get {
             index: index.to_string(),
-            id: id.to_string(),
+            ids: ids.to_vec(),
         };
-        let doc: Option<WireDoc> = self.block(self.client.call(&node, &call))?;
-        Ok(doc.map(|d| StoredDoc {
-            version: d.version,
-            seq_no: d.seq_no,
-            source: d.source.into(),
-        }))
+        let docs: Vec<Option<WireDoc>> = self.block(self.client.call(&node, &call))?;
+        Ok(docs
+            .into_iter()
+            .map(|doc| {
+                doc.map(|d| StoredDoc {
+                    version: d.version,
+                    seq_no: d.seq_no,
+                    source: d.source.into(),
+                })
+            })
+            .collect())
     }
 
     fn refresh(&self, node: &str, index: &str) -> Result<()> {

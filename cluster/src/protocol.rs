@@ -127,12 +127,12 @@ pub enum Call {
         /// Shard number.
         shard: u32,
     },
-    /// A realtime get: answers `Option<WireDoc>`.
+    /// Realtime gets: answers a `Option<WireDoc>` per id, in order.
     Get {
         /// Index name.
         index: String,
-        /// Document id.
-        id: String,
+        /// Document ids.
+        ids: Vec<String>,
     },
     /// Refreshes the node's shards of an index: answers `null`.
     Refresh {

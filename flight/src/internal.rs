@@ -130,14 +130,20 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             blocking(move || index.install_copy(shard)).await?;
             Ok(Value::Null)
         }
-        Call::Get { index, id } => {
+        Call::Get { index, ids } => {
             let index = current(&indices, &index, None).await?;
-            let doc = blocking(move || index.get(&id)).await?;
-            to_value(doc.map(|d| WireDoc {
-                version: d.version,
-                seq_no: d.seq_no,
-                source: d.source.to_string(),
-            }))
+            let docs = blocking(move || index.get_many(&ids).into_iter().collect::<Result<Vec<_>>>()).await?;
+            to_value(
+                docs.into_iter()
+                    .map(|doc| {
+                        doc.map(|d| WireDoc {
+                            version: d.version,
+                            seq_no: d.seq_no,
+                            source: d.source.to_string(),
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            )
         }
         Call::Refresh { index } => {
             let index = current(&indices, &index, None).await?;

@@ -440,20 +440,83 @@ impl Index {
 
     /// Realtime get by id, from whichever node holds the document.
     pub fn get(&self, id: &str) -> Result<Option<StoredDoc>> {
-        let n = self.shard_number(id);
-        match (self.shard(n), &self.peers) {
-            (Some(shard), _) => shard.get(id),
-            (None, Some(peers)) => {
-                let node = self.read_node(n).ok_or_else(|| {
-                    Error::unavailable(format!(
+        self.get_many(&[id.to_string()])
+            .pop()
+            .unwrap_or_else(|| Err(Error::Internal("a get produced no result".into())))
+    }
+
+    /// Realtime gets by id, in the order of `ids`, from whichever nodes
+    /// hold the documents: one call per node, made in parallel, not one per
+    /// document. A shard that cannot be read fails its own documents.
+    pub fn get_many(&self, ids: &[String]) -> Vec<Result<Option<StoredDoc>>> {
+        let mut out: Vec<Option<Result<Option<StoredDoc>>>> = (0..ids.len()).map(|_| None).collect();
+        // Positions of the ids each other node is asked for.
+        let mut remote: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, id) in ids.iter().enumerate() {
+            let n = self.shard_number(id);
+            let local = match (self.shard(n), &self.peers) {
+                (Some(shard), _) => shard.get(id),
+                (None, Some(_)) => match self.read_node(n) {
+                    Some(node) => {
+                        remote.entry(node).or_default().push(i);
+                        continue;
+                    }
+                    None => Err(Error::unavailable(format!(
                         "no copy of shard [{n}] of index [{}] can be read",
                         self.name()
-                    ))
-                })?;
-                peers.get(&node, &self.name(), id)
-            }
-            (None, None) => self.local_shard(n)?.get(id),
+                    ))),
+                },
+                (None, None) => self.local_shard(n).and_then(|shard| shard.get(id)),
+            };
+            out[i] = Some(local);
         }
+        if let Some(peers) = self.peers.as_ref().filter(|_| !remote.is_empty()) {
+            let name = self.name();
+            let answers = std::thread::scope(|scope| {
+                let calls: Vec<_> = remote
+                    .into_iter()
+                    .map(|(node, positions)| {
+                        let name = &name;
+                        scope.spawn(move || {
+                            let wanted: Vec<String> = positions.iter().map(|&i| ids[i].clone()).collect();
+                            let answer = peers.get(&node, name, &wanted);
+                            (positions, answer)
+                        })
+                    })
+                    .collect();
+                calls
+                    .into_iter()
+                    .filter_map(|call| call.join().ok())
+                    .collect::<Vec<_>>()
+            });
+            for (positions, answer) in answers {
+                match answer {
+                    Ok(docs) if docs.len() == positions.len() => {
+                        for (i, doc) in positions.into_iter().zip(docs) {
+                            out[i] = Some(Ok(doc));
+                        }
+                    }
+                    Ok(docs) => {
+                        let err = format!("a node answered {} documents for {}", docs.len(), positions.len());
+                        for i in positions {
+                            out[i] = Some(Err(Error::Internal(err.clone())));
+                        }
+                    }
+                    Err(err) => {
+                        for i in positions {
+                            out[i] = Some(Err(Error::Remote {
+                                es_type: err.es_type().to_string(),
+                                reason: err.to_string(),
+                                status: err.status(),
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|doc| doc.unwrap_or_else(|| Err(Error::Internal("a get lost its result".into()))))
+            .collect()
     }
 
     /// Adds the fields of `update` to the mapping (Elasticsearch's

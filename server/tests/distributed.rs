@@ -809,6 +809,42 @@ fn reindex_on_a_cluster_copies_every_document() -> Result<()> {
             && body["failures"] == json!([]),
         "{status} {body}"
     );
+    // `_mget` reads each node's documents in one call, and answers in the
+    // order asked, each as a get would, or with its own error.
+    let ids = ["d3", "d7", "missing", "d1199", "d0"];
+    let mut asked: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"_index": "copy", "_id": id}))
+        .collect();
+    asked.insert(2, json!({"_index": "nowhere", "_id": "d1"}));
+    let (status, body) = server.post("/_mget", &json!({"docs": asked}))?;
+    ensure!(status == 200, "{body}");
+    let got: Vec<(Value, Value, Value)> = body["docs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| (d["_id"].clone(), d["found"].clone(), d["error"]["type"].clone()))
+        .collect();
+    ensure!(
+        got == [
+            (json!("d3"), json!(true), Value::Null),
+            (json!("d7"), json!(true), Value::Null),
+            (json!("d1"), Value::Null, json!("index_not_found_exception")),
+            (json!("missing"), json!(false), Value::Null),
+            (json!("d1199"), json!(true), Value::Null),
+            (json!("d0"), json!(true), Value::Null),
+        ],
+        "{body}"
+    );
+    for doc in body["docs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["found"] == true)
+    {
+        let (_, one) = server.get(&format!("/copy/_doc/{}", doc["_id"].as_str().unwrap_or("")))?;
+        ensure!(*doc == one, "{doc} {one}");
+    }
     let (_, after) = server.get("/copy/_doc/d7")?;
     ensure!(
         after["_seq_no"].as_u64() == new_seq_no && after["_source"] == doc["_source"],

@@ -286,9 +286,10 @@ type Written = Vec<(
     Vec<(Option<String>, quidditch_index::Result<&'static str>)>,
 )>;
 
-/// The write a by-query request makes of a document of an index, given
-/// its id and the sequence number of the write the query matched.
-type WriteOf = fn(&quidditch_index::Index, String, u64) -> quidditch_index::Result<DocWrite>;
+/// The writes a by-query request makes of documents of an index, given
+/// their ids and the sequence numbers of the writes the query matched: a
+/// write or the failure of each, in order.
+type WriteOf = fn(&quidditch_index::Index, Vec<(String, u64)>) -> Vec<quidditch_index::Result<DocWrite>>;
 
 /// Applies to each document of `ids` the write `write` makes of it.
 fn write_each(
@@ -305,8 +306,9 @@ fn write_each(
         let index = indices.get(&name)?;
         let mut results = Vec::new();
         let mut writes = Vec::new();
-        for (id, seq_no) in ids {
-            match write(&index, id.clone(), seq_no) {
+        let names: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
+        for (id, made) in names.into_iter().zip(write(&index, ids)) {
+            match made {
                 Ok(w) => writes.push(w),
                 Err(err) => results.push((Some(id), Err(err))),
             }
@@ -388,11 +390,15 @@ pub async fn delete_by_query(
             "Validation Failed: 1: query is missing;",
         ));
     }
-    let (stats, deleted) = write_matches(&node, &target, req, &params, |_, id, seq_no| {
-        Ok(DocWrite::Delete {
-            id,
-            if_seq_no: Some(SeqNoCondition::unchanged(seq_no)),
-        })
+    let (stats, deleted) = write_matches(&node, &target, req, &params, |_, ids| {
+        ids.into_iter()
+            .map(|(id, seq_no)| {
+                Ok(DocWrite::Delete {
+                    id,
+                    if_seq_no: Some(SeqNoCondition::unchanged(seq_no)),
+                })
+            })
+            .collect()
     })
     .await?;
     Ok(stats.respond(started, json!({"deleted": deleted})))
@@ -412,19 +418,25 @@ pub async fn update_by_query(
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let req = by_query("update_by_query", &params, &body)?;
-    let (stats, updated) = write_matches(&node, &target, req, &params, |index, id, seq_no| {
-        // The source as stored (the hit's would be re-serialized), when the
-        // document is still the one the query matched.
-        let condition = SeqNoCondition::unchanged(seq_no);
-        match index.get(&id)? {
-            Some(doc) if doc.seq_no == seq_no => Ok(DocWrite::Index {
-                id: Some(id),
-                source: doc.source,
-                create: false,
-                if_seq_no: Some(condition),
-            }),
-            stored => Err(condition.conflict(id, stored.map(|d| d.seq_no))),
-        }
+    let (stats, updated) = write_matches(&node, &target, req, &params, |index, ids| {
+        // The sources as stored (the hits' would be re-serialized), read
+        // together, when each document is still the one the query matched.
+        let wanted: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
+        ids.into_iter()
+            .zip(index.get_many(&wanted))
+            .map(|((id, seq_no), stored)| {
+                let condition = SeqNoCondition::unchanged(seq_no);
+                match stored? {
+                    Some(doc) if doc.seq_no == seq_no => Ok(DocWrite::Index {
+                        id: Some(id),
+                        source: doc.source,
+                        create: false,
+                        if_seq_no: Some(condition),
+                    }),
+                    stored => Err(condition.conflict(id, stored.map(|d| d.seq_no))),
+                }
+            })
+            .collect()
     })
     .await?;
     Ok(stats.respond(started, json!({"updated": updated, "deleted": 0})))

@@ -12,6 +12,7 @@ use quidditch_index::bulk::{
 };
 use quidditch_index::index::{DocWrite, SeqNoCondition};
 use quidditch_index::indices::apply_refresh;
+use quidditch_index::shard::StoredDoc;
 use quidditch_index::{Error, RefreshPolicy};
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
@@ -203,9 +204,17 @@ pub async fn delete(
 /// whether it was found.
 async fn get_json(node: &Node, index: &str, id: &str) -> ApiResult<(bool, Value)> {
     let target = node.indices.single_index(index)?;
-    let index = &target.name();
     let id_owned = id.to_string();
-    let doc = tokio::task::spawn_blocking(move || target.get(&id_owned)).await??;
+    let (target, doc) = tokio::task::spawn_blocking(move || {
+        let doc = target.get(&id_owned);
+        (target, doc)
+    })
+    .await?;
+    doc_json(&target.name(), id, doc?)
+}
+
+/// A document as a get answers it, and whether it was found.
+fn doc_json(index: &str, id: &str, doc: Option<StoredDoc>) -> ApiResult<(bool, Value)> {
     Ok(match doc {
         Some(doc) => {
             let source: Value = serde_json::from_str(&doc.source).map_err(ApiError::internal)?;
@@ -272,8 +281,10 @@ async fn run_mget(node: &Node, default_index: Option<&str>, body: &[u8]) -> ApiR
             ));
         }
     }
-    let mut docs = Vec::with_capacity(wanted.len());
-    for (index, id) in wanted {
+    // The documents of each named index are read together: one call per
+    // node that holds some of them.
+    let mut by_name: Vec<(String, Vec<(usize, String)>)> = Vec::new();
+    for (position, (index, id)) in wanted.into_iter().enumerate() {
         let Some(index) = index else {
             return Err(ApiError::new(
                 400,
@@ -281,11 +292,44 @@ async fn run_mget(node: &Node, default_index: Option<&str>, body: &[u8]) -> ApiR
                 "Validation Failed: 1: index is missing for doc 0;",
             ));
         };
-        docs.push(match get_json(node, &index, &id).await {
-            Ok((_, doc)) => doc,
-            Err(e) => json!({"_index": index, "_id": id, "error": e.error_object()}),
-        });
+        match by_name.iter_mut().find(|(name, _)| *name == index) {
+            Some((_, ids)) => ids.push((position, id)),
+            None => by_name.push((index, vec![(position, id)])),
+        }
     }
+    let mut answered: Vec<(usize, Value)> = Vec::new();
+    for (name, ids) in by_name {
+        let failed = |e: &ApiError, id: &str| json!({"_index": name, "_id": id, "error": e.error_object()});
+        let target = match node.indices.single_index(&name) {
+            Ok(target) => target,
+            Err(e) => {
+                let e = ApiError::from(e);
+                answered.extend(ids.iter().map(|(at, id)| (*at, failed(&e, id))));
+                continue;
+            }
+        };
+        let wanted: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+        let (target, found) = tokio::task::spawn_blocking(move || {
+            let found = target.get_many(&wanted);
+            (target, found)
+        })
+        .await?;
+        let concrete = target.name();
+        for ((at, id), doc) in ids.into_iter().zip(found) {
+            let doc = doc
+                .map_err(ApiError::from)
+                .and_then(|doc| doc_json(&concrete, &id, doc));
+            answered.push((
+                at,
+                match doc {
+                    Ok((_, doc)) => doc,
+                    Err(e) => failed(&e, &id),
+                },
+            ));
+        }
+    }
+    answered.sort_by_key(|(at, _)| *at);
+    let docs: Vec<Value> = answered.into_iter().map(|(_, doc)| doc).collect();
     Ok(ok_json(&json!({"docs": docs})))
 }
 
