@@ -1556,3 +1556,81 @@ fn update_by_query_indexes_documents_again_by_the_current_mapping() -> Result<()
     assert_eq!(doc["_source"]["n"], json!(101));
     Ok(())
 }
+
+/// SQL reads an alias of several indices, a pattern or a list as the
+/// union of their rows: each column any of them maps, NULL where one lacks
+/// it, and full-text functions and top-k still inside each index's scan.
+#[test]
+fn sql_reads_several_indices_as_one_table() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    for (name, n_type) in [("sales-a", "long"), ("sales-b", "double")] {
+        let (status, body) = s.put(
+            &format!("/{name}"),
+            &json!({"mappings": {"properties": {"title": {"type": "text"}, "n": {"type": n_type}}}}),
+        )?;
+        assert_eq!(status, 200, "{body}");
+    }
+    let lines = [
+        json!({"index": {"_index": "sales-a", "_id": "a1"}}),
+        json!({"title": "red fox", "n": 1}),
+        json!({"index": {"_index": "sales-a", "_id": "a2"}}),
+        json!({"title": "blue jay", "n": 2}),
+        json!({"index": {"_index": "sales-b", "_id": "b1"}}),
+        json!({"title": "quick fox fox", "n": 2.5, "region": "north"}),
+    ];
+    let (status, body) = s.bulk("/_bulk?refresh=true", &lines)?;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    let (status, body) = s.post(
+        "/_aliases",
+        &json!({"actions": [{"add": {"index": "sales-*", "alias": "sales"}}]}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+
+    for table in ["sales", "\"sales-*\"", "\"sales-a,sales-b\""] {
+        assert_eq!(
+            s.sql_rows(&format!("SELECT count(*), sum(n), count(region) FROM {table}"))?,
+            vec![json!([3, 5.5, 1])],
+            "{table}"
+        );
+    }
+    assert_eq!(
+        s.sql_rows("SELECT _id, n, region FROM sales ORDER BY _id")?,
+        vec![
+            json!(["a1", 1.0, null]),
+            json!(["a2", 2.0, null]),
+            json!(["b1", 2.5, "north"])
+        ]
+    );
+    // Each index scores its own documents, as each shard does.
+    let query = "SELECT _id FROM sales WHERE match(title, 'fox') ORDER BY _score DESC LIMIT 5";
+    let mut found = s.sql_rows(query)?;
+    found.sort_by_key(|row| row[0].to_string());
+    assert_eq!(found, vec![json!(["a1"]), json!(["b1"])]);
+    let plan = s.sql_text(&format!("EXPLAIN {query}"), "txt")?;
+    for index in ["sales-a", "sales-b"] {
+        assert!(
+            plan.contains(&format!("TantivyScanExec: index={index}"))
+                && plan.contains("query=match(title, 'fox')"),
+            "{plan}"
+        );
+    }
+    assert_eq!(s.count("sales")?, 3);
+
+    // Columns no type can hold for both indices are refused, naming them.
+    let (status, body) = s.put(
+        "/sales-c",
+        &json!({"mappings": {"properties": {"n": {"type": "keyword"}}}}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.post("/_sql", &json!({"query": "SELECT count(*) FROM \"sales-*\""}))?;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("column [n]"),
+        "{body}"
+    );
+    Ok(())
+}

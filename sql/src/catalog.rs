@@ -1,13 +1,19 @@
 //! The catalog: every index is a table of `quidditch.public`, and so is
-//! every alias that names one index.
+//! every alias; an alias that names several indices, a pattern
+//! (`"logs-*"`) or a list (`"a,b"`) is the union of their rows.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider, TableProvider};
+use datafusion::common::{Column, ScalarValue, TableReference};
+use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast, lit};
 use quidditch_index::Indices;
+use quidditch_index::index::Index;
 use quidditch_index::table::IndexTable;
 
 /// The catalog name.
@@ -36,8 +42,13 @@ impl SchemaProvider for IndexSchemaProvider {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        match self.indices.single_index(name) {
-            Ok(index) => Ok(Some(Arc::new(IndexTable::new(index)))),
+        if let Ok(index) = self.indices.single_index(name) {
+            return Ok(Some(Arc::new(IndexTable::new(index))));
+        }
+        match self.indices.resolve(name) {
+            Ok(mut indices) if indices.len() == 1 => Ok(Some(Arc::new(IndexTable::new(indices.remove(0))))),
+            Ok(indices) if indices.is_empty() => Ok(None),
+            Ok(indices) => union_table(indices).map(Some),
             Err(quidditch_index::Error::IndexNotFound(_)) => Ok(None),
             // An index that did not open answers why, not "no such table".
             Err(err) => Err(DataFusionError::External(Box::new(err))),
@@ -45,8 +56,74 @@ impl SchemaProvider for IndexSchemaProvider {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.indices.single_index(name).is_ok()
+        self.indices
+            .resolve(name)
+            .is_ok_and(|indices| !indices.is_empty())
     }
+}
+
+/// The rows of several indices as one table, a view over the union of
+/// their scans (so each scan still takes the filters, limits and full-text
+/// functions pushed down to it): every column any of them has, NULL where
+/// an index lacks it, of the type they share (whole numbers of different
+/// widths as `Int64`, other numbers as `Float64`).
+fn union_table(indices: Vec<Arc<Index>>) -> Result<Arc<dyn TableProvider>> {
+    let tables: Vec<Arc<IndexTable>> = indices
+        .into_iter()
+        .map(|i| Arc::new(IndexTable::new(i)))
+        .collect();
+    let mut columns: Vec<(String, DataType)> = Vec::new();
+    for table in &tables {
+        for field in table.schema().fields() {
+            match columns.iter_mut().find(|(name, _)| name == field.name()) {
+                None => columns.push((field.name().clone(), field.data_type().clone())),
+                Some((name, ty)) => *ty = shared_type(name, ty, field.data_type())?,
+            }
+        }
+    }
+    let mut union: Option<LogicalPlanBuilder> = None;
+    for table in tables {
+        let schema = table.schema();
+        let exprs: Vec<Expr> = columns
+            .iter()
+            .map(|(name, ty)| {
+                let value = match schema.field_with_name(name) {
+                    Ok(field) if field.data_type() == ty => Expr::Column(Column::new_unqualified(name)),
+                    Ok(_) => cast(Expr::Column(Column::new_unqualified(name)), ty.clone()),
+                    Err(_) => cast(lit(ScalarValue::Null), ty.clone()),
+                };
+                value.alias(name)
+            })
+            .collect();
+        let reference = TableReference::bare(table.index().name());
+        let plan = LogicalPlanBuilder::scan(reference, provider_as_source(table), None)?
+            .project(exprs)?
+            .build()?;
+        union = Some(match union {
+            None => LogicalPlanBuilder::from(plan),
+            Some(union) => union.union(plan)?,
+        });
+    }
+    let plan = union
+        .ok_or_else(|| DataFusionError::Internal("a union of no indices".into()))?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
+/// The type two indices' columns of one name share.
+fn shared_type(name: &str, a: &DataType, b: &DataType) -> Result<DataType> {
+    if a == b {
+        return Ok(a.clone());
+    }
+    if a.is_integer() && b.is_integer() {
+        return Ok(DataType::Int64);
+    }
+    if a.is_numeric() && b.is_numeric() {
+        return Ok(DataType::Float64);
+    }
+    Err(DataFusionError::Plan(format!(
+        "column [{name}] is {a} in one index and {b} in another: the indices cannot be read as one table"
+    )))
 }
 
 /// Registers the index catalog (as the default catalog) and the full-text functions.
