@@ -4,6 +4,11 @@
 //! top `n`) at `n` rows per shard. DataFusion's own limit pushdown stops at
 //! projections that add columns (the DSL's `_index` literal), which left a
 //! top-k scan collecting every match.
+//!
+//! It also gives a top-k over a union (the indices of an alias or a
+//! pattern) to each branch: `SortExec(fetch k)` over `UnionExec` keeps
+//! its sort, which merges the branches, and each branch's scan sorts and
+//! keeps its own top `k` per shard, rather than sending every match up.
 
 use std::sync::Arc;
 
@@ -14,6 +19,9 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sort_pushdown::SortOrderPushdownResult;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::union::UnionExec;
 
 use crate::scan::TantivyScanExec;
 
@@ -46,6 +54,40 @@ fn push(limit: &LocalLimitExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     Ok(Some(Arc::new(LocalLimitExec::new(below, fetch))))
 }
 
+/// A top-k sort over a union with the sort and the fetch given to each
+/// branch that takes them exactly (a scan, through its projection); the
+/// sort stays above to merge the branches.
+fn push_into_union(sort: &SortExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let (Some(fetch), Some(union)) = (sort.fetch(), sort.input().downcast_ref::<UnionExec>()) else {
+        return Ok(None);
+    };
+    let mut changed = false;
+    let mut branches = Vec::with_capacity(union.children().len());
+    for branch in union.children() {
+        // The union's columns are each branch's columns, in order.
+        branches.push(match branch.try_pushdown_sort(sort.expr())? {
+            SortOrderPushdownResult::Exact { inner } => {
+                changed = true;
+                inner
+                    .with_fetch(Some(fetch))
+                    .unwrap_or_else(|| Arc::new(LocalLimitExec::new(inner, fetch)))
+            }
+            _ => Arc::clone(branch),
+        });
+    }
+    if !changed {
+        return Ok(None);
+    }
+    let union = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+        Arc::clone(sort.input()),
+        branches,
+    )?;
+    let sort = SortExec::new(sort.expr().clone(), union)
+        .with_fetch(Some(fetch))
+        .with_preserve_partitioning(sort.preserve_partitioning());
+    Ok(Some(Arc::new(sort)))
+}
+
 /// Replaces, bottom up, every node for which `f` gives a replacement.
 pub(crate) fn replace_nodes(
     plan: Arc<dyn ExecutionPlan>,
@@ -66,9 +108,14 @@ impl PhysicalOptimizerRule for FetchPushdown {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        replace_nodes(plan, |node| match node.downcast_ref::<LocalLimitExec>() {
-            Some(limit) => push(limit),
-            None => Ok(None),
+        replace_nodes(plan, |node| {
+            if let Some(limit) = node.downcast_ref::<LocalLimitExec>() {
+                return push(limit);
+            }
+            match node.downcast_ref::<SortExec>() {
+                Some(sort) => push_into_union(sort),
+                None => Ok(None),
+            }
         })
     }
 
