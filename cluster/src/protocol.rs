@@ -4,6 +4,7 @@
 
 use quidditch_index::Mapping;
 use quidditch_index::RefreshPolicy;
+use quidditch_index::activity::ActivityStats;
 use quidditch_index::index::{DocWrite, IndexMeta};
 use quidditch_index::merge::{ForceMerge, SegmentStats};
 use quidditch_index::peers::WireItem;
@@ -246,6 +247,9 @@ pub struct ShardSegments {
     pub shard: u32,
     /// Its searchable segments.
     pub segments: Vec<SegmentStats>,
+    /// What the copy did since its node started.
+    #[serde(default)]
+    pub activity: ActivityStats,
 }
 
 /// The answer to a bulk call.

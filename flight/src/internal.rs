@@ -165,6 +165,7 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
                             index: index.name(),
                             shard: shard.ordinal(),
                             segments: shard.segments()?,
+                            activity: shard.activity().read(),
                         });
                     }
                 }

@@ -547,7 +547,10 @@ impl ExecutionPlan for TantivyAggregateExec {
         let fut = async move {
             tokio::task::spawn_blocking(move || {
                 let _timer = elapsed.timer();
-                let batch = job.run(&shard, &reservation)?;
+                let started = std::time::Instant::now();
+                let batch = job.run(&shard, &reservation);
+                shard.activity().searched(started.elapsed(), None);
+                let batch = batch?;
                 output_rows.add(batch.num_rows());
                 Ok(batch)
             })

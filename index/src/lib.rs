@@ -7,6 +7,7 @@
 //! DataFusion, and [`scan::TantivyScanExec`] is the leaf of every query plan:
 //! it runs [`query::LeafQuery`]s inside tantivy and emits Arrow batches.
 
+pub mod activity;
 pub mod agg_pushdown;
 pub mod bulk;
 pub mod codec;

@@ -451,6 +451,7 @@ impl ExecutionPlan for TantivyScanExec {
             docs_scanned: MetricBuilder::new(&self.metrics).counter("docs_scanned", partition),
             elapsed_compute: MetricBuilder::new(&self.metrics).elapsed_compute(partition),
             send_time: std::cell::Cell::new(std::time::Duration::ZERO),
+            fetch_time: std::cell::Cell::new(None),
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
         tokio::task::spawn_blocking(move || {
@@ -524,6 +525,8 @@ struct ScanJob {
     /// Time spent in tantivy and building batches (not waiting for the consumer).
     elapsed_compute: datafusion::physical_plan::metrics::Time,
     send_time: std::cell::Cell<std::time::Duration>,
+    /// Time spent reading stored documents, if the scan read any.
+    fetch_time: std::cell::Cell<Option<std::time::Duration>>,
 }
 
 type Sender = tokio::sync::mpsc::Sender<Result<RecordBatch>>;
@@ -538,6 +541,10 @@ impl ScanJob {
         let result = self.run_inner(tx);
         let busy = started.elapsed().saturating_sub(self.send_time.get());
         self.elapsed_compute.add_duration(busy);
+        let fetched = self.fetch_time.get();
+        self.shard
+            .activity()
+            .searched(busy.saturating_sub(fetched.unwrap_or_default()), fetched);
         result
     }
 
@@ -557,6 +564,21 @@ impl ScanJob {
         let scoring = self.query.is_scoring()
             && (self.schema.field_with_name(SCORE_COLUMN).is_ok() || self.sort == Some(ScanSort::Score));
         let mut builder = BatchBuilder::new(&self.schema, &self.mapping, &fields, &searcher);
+        let result = self.scan_with(&searcher, query.as_ref(), scoring, &mut builder, tx);
+        self.fetch_time.set(builder.fetched);
+        result
+    }
+
+    /// The rows of the query, sorted and limited as the scan was asked, in
+    /// batches made by `builder`.
+    fn scan_with(
+        &self,
+        searcher: &Searcher,
+        query: &dyn Query,
+        scoring: bool,
+        builder: &mut BatchBuilder,
+        tx: &Sender,
+    ) -> Result<()> {
         match &self.sort {
             Some(ScanSort::Score) => {
                 let limit = self.fetch.unwrap_or(searcher.num_docs() as usize).max(1);
@@ -569,15 +591,15 @@ impl ScanJob {
                 let schema = self.shard.tantivy_index().schema();
                 let top = match &self.stats {
                     Some(stats) => searcher.search_with_statistics_provider(
-                        query.as_ref(),
+                        query,
                         &collector,
-                        &stats.provider(&searcher, &schema),
+                        &stats.provider(searcher, &schema),
                     ),
-                    None => searcher.search(query.as_ref(), &collector),
+                    None => searcher.search(query, &collector),
                 }
                 .map_err(tantivy_err)?;
                 let rows: Vec<Row> = top.into_iter().map(|(s, a)| (a, Some(s))).collect();
-                self.emit_rows(&mut builder, &rows, tx)
+                self.emit_rows(builder, &rows, tx)
             }
             Some(ScanSort::Column {
                 path,
@@ -587,8 +609,8 @@ impl ScanJob {
             }) => {
                 let limit = self.fetch.unwrap_or(usize::MAX);
                 let rows = self.top_by_column(
-                    &searcher,
-                    query.as_ref(),
+                    searcher,
+                    query,
                     scoring,
                     path,
                     *descending,
@@ -596,12 +618,12 @@ impl ScanJob {
                     *float,
                     limit,
                 )?;
-                self.emit_rows(&mut builder, &rows, tx)
+                self.emit_rows(builder, &rows, tx)
             }
             None if !scoring && self.fetch.is_none() && all_single_numeric(&builder.kinds) => {
-                self.numeric_scan(&searcher, query.as_ref(), &builder.kinds, tx)
+                self.numeric_scan(searcher, query, &builder.kinds, tx)
             }
-            None => self.full_scan(&searcher, query.as_ref(), scoring, &mut builder, tx),
+            None => self.full_scan(searcher, query, scoring, builder, tx),
         }
     }
 
@@ -1355,6 +1377,8 @@ struct BatchBuilder<'a> {
     searcher: &'a Searcher,
     segments: HashMap<u32, SegmentColumns>,
     needs_source: bool,
+    /// Time spent reading stored documents, if any were read.
+    fetched: Option<std::time::Duration>,
 }
 
 impl<'a> BatchBuilder<'a> {
@@ -1429,6 +1453,7 @@ impl<'a> BatchBuilder<'a> {
             searcher,
             segments: HashMap::new(),
             needs_source,
+            fetched: None,
         }
     }
 
@@ -1469,6 +1494,7 @@ impl<'a> BatchBuilder<'a> {
         for (seg_ord, _) in &runs {
             self.segment(*seg_ord)?;
         }
+        let reading = std::time::Instant::now();
         let sources: Vec<Option<(String, Value)>> = if self.needs_source {
             rows.iter()
                 .map(|(addr, _)| {
@@ -1486,6 +1512,9 @@ impl<'a> BatchBuilder<'a> {
         } else {
             Vec::new()
         };
+        if self.needs_source {
+            self.fetched = Some(self.fetched.unwrap_or_default() + reading.elapsed());
+        }
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.kinds.len());
         for kind in &self.kinds {
             arrays.push(self.column(kind, rows, &runs, &sources)?);

@@ -25,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -39,6 +40,7 @@ use tantivy::{
 };
 use tokio::sync::watch;
 
+use crate::activity::Activity;
 use crate::document::{FieldValue, ParsedDoc, PathSpan};
 use crate::error::{Error, Result};
 use crate::index::SeqNoCondition;
@@ -177,6 +179,7 @@ pub struct Shard {
     visible_seq: watch::Sender<u64>,
     reparse: Reparse,
     writer_threads: usize,
+    activity: Activity,
 }
 
 impl std::fmt::Debug for Shard {
@@ -254,6 +257,7 @@ impl Shard {
             visible_seq,
             reparse,
             writer_threads,
+            activity: Activity::default(),
         };
         if !replayed.is_empty() {
             shard.refresh()?;
@@ -295,6 +299,7 @@ impl Shard {
 
     /// [`Shard::write`], also returning what it logged (for the replicas).
     pub fn write_logged(&self, writes: Vec<ShardWrite>) -> Result<(Vec<Result<WriteOutcome>>, Vec<Op>)> {
+        let started = Instant::now();
         // The tantivy documents are built before taking the lock; only the
         // version and sequence number are stamped under it.
         let docs: Vec<Option<TantivyDocument>> = writes
@@ -449,7 +454,21 @@ impl Shard {
             }
         }
         self.hand_over(&mut state, changes);
+        drop(state);
+        self.record_writes(&ops, started);
         Ok((outcomes, ops))
+    }
+
+    /// Counts logged writes in the shard's indexing statistics.
+    fn record_writes(&self, ops: &[Op], started: Instant) {
+        let deleted = ops.iter().filter(|op| matches!(op.kind, OpKind::Delete)).count() as u64;
+        self.activity
+            .wrote(ops.len() as u64 - deleted, deleted, started.elapsed());
+    }
+
+    /// What the shard copy did since it opened.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// Waits for a running commit when too many changes wait for it
@@ -539,6 +558,7 @@ impl Shard {
     /// writes, or holds some the primary never acknowledged), and it is
     /// refused, so that the primary takes the copy out of sync.
     pub fn apply_logged(&self, ops: Vec<Op>) -> Result<()> {
+        let started = Instant::now();
         self.wait_if_too_much_pending();
         let mut state = self.state.lock();
         let Some(first) = ops.first() else {
@@ -563,6 +583,8 @@ impl Shard {
             })?;
         }
         self.hand_over(&mut state, changes);
+        drop(state);
+        self.record_writes(&ops, started);
         Ok(())
     }
 

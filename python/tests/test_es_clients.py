@@ -192,6 +192,18 @@ def test_flush_force_merge_and_segments(node, flavor):
     assert index in client.indices.stats()["indices"]
     shards = client.indices.stats(index=index, level="shards")["indices"][index]["shards"]
     assert [(c["routing"]["primary"], c["docs"]["count"]) for c in shards["0"]] == [(True, 299)]
+    # Indexing and search activity: 300 documents and one delete written;
+    # each scan or aggregation a search makes of the shard is a query (a
+    # search for hits and their total makes two), and the one that read
+    # sources a fetch too.
+    activity = client.indices.stats(index=index, metric="indexing,search")["_all"]["primaries"]
+    assert (activity["indexing"]["index_total"], activity["indexing"]["delete_total"]) == (300, 1)
+    before = activity["search"]
+    client.search(index=index, body={"query": {"match_all": {}}, "size": 3})
+    client.search(index=index, body={"query": {"match_all": {}}, "size": 0})
+    after = client.indices.stats(index=index, metric="search")["_all"]["primaries"]["search"]
+    assert after["query_total"] - before["query_total"] >= 2
+    assert after["fetch_total"] - before["fetch_total"] == 1
 
 
 def test_field_caps_match_what_searches_do(node):

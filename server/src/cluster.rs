@@ -18,6 +18,7 @@ use quidditch_cluster::client::Client;
 use quidditch_cluster::etcd::{EtcdCluster, IndexEvent};
 use quidditch_cluster::protocol::{Call, Hello, ShardSegments, ShardStats};
 use quidditch_cluster::{Liveness, Membership, NodeInfo, Role};
+use quidditch_index::activity::ActivityStats;
 use quidditch_index::index::IndexMeta;
 use quidditch_index::merge::SegmentStats;
 use quidditch_index::{Error, Indices};
@@ -191,7 +192,7 @@ impl ClusterState {
     /// answer, by index, shard and node.
     pub async fn shard_segments(
         &self,
-    ) -> std::collections::HashMap<(String, u32, String), Vec<SegmentStats>> {
+    ) -> std::collections::HashMap<(String, u32, String), (Vec<SegmentStats>, ActivityStats)> {
         let up = self.up_nodes();
         let answers = futures::future::join_all(
             up.iter()
@@ -204,7 +205,7 @@ impl ClusterState {
             .flat_map(|(node, shards)| {
                 shards
                     .into_iter()
-                    .map(move |s| ((s.index, s.shard, node.clone()), s.segments))
+                    .map(move |s| ((s.index, s.shard, node.clone()), (s.segments, s.activity)))
             })
             .collect()
     }

@@ -683,6 +683,15 @@ fn losing_a_data_node_with_one_replica_keeps_every_acknowledged_write() -> Resul
             && stats["_shards"]["successful"] == 12,
         "{stats}"
     );
+    // So does the indexing: each write once on its primary, and again on
+    // its replica, which the primary sends it to.
+    let (status, stats) = coordinator.get("/logs/_stats/indexing")?;
+    ensure!(
+        status == 200
+            && stats["_all"]["primaries"]["indexing"]["index_total"] == 120
+            && stats["_all"]["total"]["indexing"]["index_total"] == 240,
+        "{stats}"
+    );
 
     // A client writes and searches in a loop; data-1 is killed part-way.
     let mut killed_at: Option<Instant> = None;

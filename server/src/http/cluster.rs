@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use quidditch_cluster::Role;
 use quidditch_index::Index;
+use quidditch_index::activity::ActivityStats;
 use quidditch_index::indices::FailedIndex;
 use quidditch_index::merge::SegmentStats;
 use serde_json::{Value, json};
@@ -399,6 +400,8 @@ pub(super) struct StartedCopy {
     /// Its node.
     pub node: String,
     pub segments: Vec<SegmentStats>,
+    /// What it did since its node started.
+    pub activity: ActivityStats,
 }
 
 /// The started copies of the shards of `indices` (by index name, then
@@ -418,10 +421,10 @@ pub(super) async fn started_copies(node: &Node, indices: &[Arc<Index>]) -> ApiRe
             let n = n as u32;
             for (i, (owner, up)) in copies.into_iter().enumerate() {
                 let local = index.shard(n).filter(|_| owner == node.node_id);
-                let segments = match local {
-                    Some(shard) => shard.segments()?,
+                let (segments, activity) = match local {
+                    Some(shard) => (shard.segments()?, shard.activity().read()),
                     None if up => match remote.get(&(name.clone(), n, owner.clone())) {
-                        Some(segments) => segments.clone(),
+                        Some(answer) => answer.clone(),
                         None => continue,
                     },
                     None => continue,
@@ -432,6 +435,7 @@ pub(super) async fn started_copies(node: &Node, indices: &[Arc<Index>]) -> ApiRe
                     primary: i == 0,
                     node: owner,
                     segments,
+                    activity,
                 });
             }
         }

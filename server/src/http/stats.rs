@@ -1,11 +1,13 @@
-//! `_stats`: documents, store size and segments of indices, summed over
-//! their primaries and over every started copy, in Elasticsearch's shape.
+//! `_stats`: documents, store size, indexing and search activity and
+//! segments of indices, summed over their primaries and over every started
+//! copy, in Elasticsearch's shape. Activity counts from each node's start.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use quidditch_index::activity::ActivityStats;
 use serde_json::{Map, Value, json};
 
 use super::cluster::{ShardCounts, started_copies};
@@ -13,7 +15,7 @@ use super::{ApiError, ApiResult, Params, ok_json};
 use crate::node::Node;
 
 /// The metrics `_stats` reports.
-const METRICS: [&str; 3] = ["docs", "store", "segments"];
+const METRICS: [&str; 5] = ["docs", "store", "indexing", "search", "segments"];
 
 /// Sums over some shard copies.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,7 @@ struct Sums {
     deleted: u64,
     bytes: u64,
     segments: u64,
+    activity: ActivityStats,
 }
 
 impl Sums {
@@ -30,15 +33,25 @@ impl Sums {
         self.deleted += other.deleted;
         self.bytes += other.bytes;
         self.segments += other.segments;
+        self.activity.add(&other.activity);
     }
 
     fn render(&self, metrics: &[&str]) -> Value {
+        let a = &self.activity;
         let mut out = Map::new();
         for metric in metrics {
             let section = match *metric {
                 "docs" => json!({"count": self.docs, "deleted": self.deleted}),
                 "store" => json!({"size_in_bytes": self.bytes, "total_data_set_size_in_bytes": self.bytes,
                                   "reserved_in_bytes": 0}),
+                "indexing" => json!({
+                    "index_total": a.index_total, "index_time_in_millis": a.index_time_ms,
+                    "delete_total": a.delete_total, "delete_time_in_millis": a.delete_time_ms,
+                }),
+                "search" => json!({
+                    "query_total": a.query_total, "query_time_in_millis": a.query_time_ms,
+                    "fetch_total": a.fetch_total, "fetch_time_in_millis": a.fetch_time_ms,
+                }),
                 _ => json!({"count": self.segments}),
             };
             out.insert((*metric).to_string(), section);
@@ -130,13 +143,17 @@ async fn respond(node: &Node, target: &str, metric: Option<&str>, params: &Param
     let mut by_index: BTreeMap<String, (Sums, Sums)> = BTreeMap::new();
     let mut shards: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for copy in &copies {
-        let mut sums = Sums::default();
+        let mut sums = Sums {
+            activity: copy.activity,
+            ..Sums::default()
+        };
         for s in &copy.segments {
             sums.add(Sums {
                 docs: s.docs,
                 deleted: s.deleted,
                 bytes: s.bytes,
                 segments: 1,
+                activity: ActivityStats::default(),
             });
         }
         let entry = by_index.entry(copy.index.clone()).or_default();
@@ -195,7 +212,7 @@ mod tests {
             Some(vec!["store", "docs"])
         );
         assert_eq!(metrics("/_stats/_all", Some("_all")).ok(), Some(METRICS.to_vec()));
-        assert!(metrics("/_stats/indexing", Some("indexing")).is_err());
+        assert!(metrics("/_stats/fielddata", Some("fielddata")).is_err());
     }
 
     #[test]
@@ -205,6 +222,7 @@ mod tests {
             deleted: 1,
             bytes: 10,
             segments: 2,
+            activity: ActivityStats::default(),
         };
         assert_eq!(
             s.render(&["docs", "segments"]),
