@@ -1621,6 +1621,16 @@ fn sql_reads_several_indices_as_one_table() -> Result<()> {
         );
     }
     assert_eq!(s.count("sales")?, 3);
+    // The alias is listed beside the indices, as a view of them.
+    let tables = s.sql_rows("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name")?;
+    assert_eq!(
+        tables,
+        vec![
+            json!(["sales", "VIEW"]),
+            json!(["sales-a", "BASE TABLE"]),
+            json!(["sales-b", "BASE TABLE"])
+        ]
+    );
 
     // Columns no type can hold for both indices are refused, naming them.
     let (status, body) = s.put(

@@ -38,7 +38,15 @@ impl IndexSchemaProvider {
 #[async_trait]
 impl SchemaProvider for IndexSchemaProvider {
     fn table_names(&self) -> Vec<String> {
-        self.indices.list().iter().map(|i| i.name()).collect()
+        let mut names: Vec<String> = self.indices.list().iter().map(|i| i.name()).collect();
+        let aliases: std::collections::BTreeSet<String> = self
+            .indices
+            .alias_state()
+            .into_values()
+            .flat_map(|aliases| aliases.into_keys())
+            .collect();
+        names.extend(aliases);
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
