@@ -169,16 +169,17 @@ impl Peers for ClusterPeers {
     }
 
     fn index_created(&self, meta: &IndexMeta) -> Result<i64> {
-        let mut meta = meta.clone();
-        if let Some(etcd) = &self.etcd {
-            meta.created_revision = self
-                .block(etcd.create_index(&meta))
+        match &self.etcd {
+            Some(etcd) => self
+                .block(etcd.create_index(meta))
                 .map_err(Error::unavailable)?
-                .ok_or_else(|| Error::IndexExists(meta.name.clone()))?;
+                .ok_or_else(|| Error::IndexExists(meta.name.clone())),
+            None => Ok(0),
         }
-        let revision = meta.created_revision;
-        self.broadcast(Call::InstallIndex { meta })?;
-        Ok(revision)
+    }
+
+    fn index_announced(&self, meta: &IndexMeta) -> Result<()> {
+        self.broadcast(Call::InstallIndex { meta: meta.clone() })
     }
 
     fn index_deleted(&self, meta: &IndexMeta) -> Result<()> {

@@ -72,6 +72,7 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) 
             id,
             if_seq_no,
             require_alias: line_requires_alias,
+            retry_on_conflict,
         } = match plain_action(line) {
             Some((action, index, id)) => ActionLine {
                 action,
@@ -79,6 +80,7 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) 
                 id,
                 if_seq_no: None,
                 require_alias: None,
+                retry_on_conflict: 0,
             },
             None => action_line(line, lineno, default_index)?,
         };
@@ -126,7 +128,7 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) 
                     es_type: "action_request_validation_exception",
                     reason: "Validation Failed: 1: id is missing;".into(),
                 })?;
-                with_condition(parse_update(id, &body)?, if_seq_no)?
+                with_options(parse_update(id, &body)?, if_seq_no, retry_on_conflict)?
             }
             Action::Delete => {
                 let id = id.ok_or_else(|| Error::BadRequest {
@@ -161,13 +163,20 @@ pub fn create_with_condition() -> Error {
     }
 }
 
-/// An update write with its condition; an upsert takes none, as in
-/// Elasticsearch (the document it would create has no last write).
-pub fn with_condition(mut write: DocWrite, condition: Option<SeqNoCondition>) -> Result<DocWrite> {
+/// An update write with its condition (an upsert takes none, as in
+/// Elasticsearch: the document it would create has no last write) and its
+/// `retry_on_conflict` (which a condition excludes: a compare-and-write
+/// cannot be tried again).
+pub fn with_options(
+    mut write: DocWrite,
+    condition: Option<SeqNoCondition>,
+    retries: u32,
+) -> Result<DocWrite> {
     if let DocWrite::Update {
         if_seq_no,
         upsert,
         doc_as_upsert,
+        retry_on_conflict,
         ..
     } = &mut write
     {
@@ -176,6 +185,8 @@ pub fn with_condition(mut write: DocWrite, condition: Option<SeqNoCondition>) ->
                 Some("upsert requests don't support `if_seq_no` and `if_primary_term`")
             } else if *doc_as_upsert {
                 Some("doc_as_upsert is not supported in combination with `if_seq_no` and `if_primary_term`")
+            } else if retries > 0 {
+                Some("compare and write operations can not be retried")
             } else {
                 None
             };
@@ -187,6 +198,7 @@ pub fn with_condition(mut write: DocWrite, condition: Option<SeqNoCondition>) ->
             }
         }
         *if_seq_no = condition;
+        *retry_on_conflict = retries;
     }
     Ok(write)
 }
@@ -218,6 +230,8 @@ struct ActionLine {
     if_seq_no: Option<SeqNoCondition>,
     /// `require_alias`, when the line says.
     require_alias: Option<bool>,
+    /// `retry_on_conflict` (updates only).
+    retry_on_conflict: u32,
 }
 
 /// An action line of any shape, with Elasticsearch's error for each way it
@@ -251,6 +265,7 @@ fn action_line(line: &str, lineno: usize, default_index: Option<&str>) -> Result
     let mut id = None;
     let (mut seq_no, mut primary_term) = (None, None);
     let mut require_alias = None;
+    let mut retry_on_conflict = 0;
     let number = |v: &Value, key: &str| {
         v.as_i64()
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -273,7 +288,11 @@ fn action_line(line: &str, lineno: usize, default_index: Option<&str>) -> Result
                         .ok_or_else(|| malformed(lineno, "[require_alias] must be a boolean"))?,
                 );
             }
-            "routing" | "_routing" | "retry_on_conflict" | "pipeline" | "op_type" | "dynamic_templates" => {}
+            "retry_on_conflict" => {
+                retry_on_conflict = u32::try_from(number(v, k)?)
+                    .map_err(|_| malformed(lineno, "[retry_on_conflict] must be a non-negative number"))?;
+            }
+            "routing" | "_routing" | "pipeline" | "op_type" | "dynamic_templates" => {}
             other => {
                 return Err(Error::illegal_argument(format!(
                     "Action/metadata line [{lineno}] contains an unknown parameter [{other}]"
@@ -287,6 +306,7 @@ fn action_line(line: &str, lineno: usize, default_index: Option<&str>) -> Result
         id,
         if_seq_no: SeqNoCondition::from_params(seq_no, primary_term)?,
         require_alias,
+        retry_on_conflict,
     })
 }
 
@@ -413,6 +433,7 @@ pub fn parse_update(id: String, body: &Value) -> Result<DocWrite> {
     }
     Ok(DocWrite::Update {
         if_seq_no: None,
+        retry_on_conflict: 0,
         id,
         doc,
         doc_as_upsert,
@@ -755,8 +776,9 @@ mod tests {
                 id,
                 if_seq_no,
                 require_alias,
+                retry_on_conflict,
             } = action_line(line, 1, None)?;
-            assert_eq!((if_seq_no, require_alias), (None, None));
+            assert_eq!((if_seq_no, require_alias, retry_on_conflict), (None, None, 0));
             assert_eq!(plain_action(line), Some((action, index, id)));
         }
         // Other shapes go the general way.

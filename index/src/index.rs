@@ -212,6 +212,10 @@ pub enum DocWrite {
         /// Update only over this last write of the document.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         if_seq_no: Option<SeqNoCondition>,
+        /// How many times to read the document and merge again when a
+        /// write lands between the read and the update (`retry_on_conflict`).
+        #[serde(default)]
+        retry_on_conflict: u32,
     },
     /// Delete by id.
     Delete {
@@ -756,8 +760,41 @@ impl Index {
         self.install_mapping(meta)
     }
 
-    /// Applies writes to the shards whose primary is on this node.
+    /// Applies writes to the shards whose primary is on this node; an
+    /// update with `retry_on_conflict` that meets a version conflict reads
+    /// the document and merges again, up to that many times.
     fn write_local(&self, writes: Vec<DocWrite>, refresh: RefreshPolicy) -> Result<BatchResult> {
+        let retried: Vec<(usize, DocWrite, u32)> = writes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| match w {
+                DocWrite::Update {
+                    retry_on_conflict, ..
+                } if *retry_on_conflict > 0 => Some((i, w.clone(), *retry_on_conflict)),
+                _ => None,
+            })
+            .collect();
+        let mut batch = self.write_local_once(writes, refresh)?;
+        for (position, write, retries) in retried {
+            for _ in 0..retries {
+                if !matches!(&batch.items[position].1, Err(err) if err.status() == 409) {
+                    break;
+                }
+                let again = self.write_local_once(vec![write.clone()], refresh)?;
+                for (shard, seq_no) in again.touched {
+                    let highest = batch.touched.entry(shard).or_insert(seq_no);
+                    *highest = (*highest).max(seq_no);
+                }
+                if let Some(item) = again.items.into_iter().next() {
+                    batch.items[position] = item;
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// [`Index::write_local`], each write tried once.
+    fn write_local_once(&self, writes: Vec<DocWrite>, refresh: RefreshPolicy) -> Result<BatchResult> {
         let n = writes.len();
         let mut items: Vec<Option<(Option<String>, Result<WriteResult>)>> = (0..n).map(|_| None).collect();
         let mut per_shard: HashMap<u32, Vec<(usize, ShardWrite)>> = HashMap::new();
@@ -1235,6 +1272,7 @@ impl Index {
                 doc_as_upsert,
                 upsert,
                 if_seq_no,
+                ..
             } => {
                 let id = validate_id(id).map_err(|e| (None, e))?;
                 let fail = |e: Error| (Some(id.clone()), e);
@@ -1644,6 +1682,7 @@ mod tests {
             doc_as_upsert: false,
             upsert: None,
             if_seq_no: None,
+            retry_on_conflict: 0,
         }
     }
 
@@ -1659,9 +1698,9 @@ mod tests {
         idx.write(vec![index("1", json!({"a": 1}))], RefreshPolicy::None)?;
 
         let cases = [
-            vec![index("1", json!({"a": 2}))],
-            // A delete and a re-index bring the version back to 1: only the
-            // sequence number tells the writes apart.
+            // A delete and a re-index bring the version back to 1, the
+            // version the update read: only the sequence number tells the
+            // writes apart.
             vec![
                 DocWrite::Delete {
                     id: "1".into(),
@@ -1669,6 +1708,7 @@ mod tests {
                 },
                 index("1", json!({"a": 3})),
             ],
+            vec![index("1", json!({"a": 2}))],
         ];
         for between in cases {
             let read = idx.get("1")?.map(|d| d.seq_no);

@@ -112,6 +112,16 @@ fn name_of_dir(dir: &Path) -> String {
 /// longer an index. Indexing threads of dropped writers may still be
 /// flushing into the directory: removing it is retried, and a leftover (no
 /// longer an index) is only logged.
+/// Deletes an index taken out of the map, and its files.
+fn discard(name: &str, index: Arc<Index>) -> Result<()> {
+    index.mark_deleted();
+    let dir = index.dir().to_path_buf();
+    drop(index);
+    erase(&dir)?;
+    tracing::info!(index = name, "deleted index");
+    Ok(())
+}
+
 fn erase(dir: &Path) -> Result<()> {
     std::fs::remove_file(dir.join(crate::index::META_FILE))?;
     std::fs::File::open(dir)?.sync_all()?;
@@ -344,9 +354,11 @@ impl Indices {
                 }
             }
         }
-        // The lock orders local creations; it is released before the
-        // other nodes are told, since each installs under its own lock: two
-        // coordinators creating indices at once would wait on each other.
+        // The lock orders local creations, and holds until the cluster's
+        // store has ordered this one (so that no other metadata of the name
+        // replaces it meanwhile); it is released before the other nodes are
+        // told, since each installs under its own lock: two coordinators
+        // creating indices at once would wait on each other.
         let guard = self.create_lock.lock();
         if self.exists(name) {
             return Err(Error::IndexExists(name.to_string()));
@@ -361,7 +373,7 @@ impl Indices {
             .iter()
             .map(|c| c.iter().skip(1).cloned().collect())
             .collect();
-        let meta = IndexMeta {
+        let mut meta = IndexMeta {
             name: name.to_string(),
             uuid: uuid::Uuid::new_v4().simple().to_string(),
             creation_date: chrono::Utc::now().timestamp_millis(),
@@ -374,22 +386,35 @@ impl Indices {
             aliases,
         };
         let index = self.create_from(meta.clone())?;
-        drop(guard);
-        if let Some(peers) = &self.peers {
-            match peers.index_created(&meta) {
-                Ok(0) => {}
-                Ok(revision) => index.set_created_revision(revision)?,
-                Err(err) => {
-                    // The index exists everywhere or nowhere. Only this
-                    // incarnation goes: another coordinator's may have been
-                    // installed meanwhile.
-                    if !matches!(err, Error::IndexExists(_)) {
-                        let _ = peers.index_deleted(&meta);
-                    }
-                    let _ = self.remove_incarnation(name, &meta.uuid);
-                    return Err(err);
-                }
+        let Some(peers) = &self.peers else {
+            tracing::info!(index = name, "created index");
+            return Ok(index);
+        };
+        let stored = peers.index_created(&meta).and_then(|revision| {
+            meta.created_revision = revision;
+            if revision > 0 {
+                index.set_created_revision(revision)?;
             }
+            Ok(())
+        });
+        drop(guard);
+        // The index exists everywhere or nowhere. Only this incarnation goes:
+        // another coordinator's may have been installed meanwhile.
+        let outcome = match stored {
+            // The store holds another node's index of this name: no other
+            // node has this one.
+            Err(err @ Error::IndexExists(_)) => Err(err),
+            Err(err) => {
+                let _ = peers.index_deleted(&meta);
+                Err(err)
+            }
+            Ok(()) => peers.index_announced(&meta).inspect_err(|_| {
+                let _ = peers.index_deleted(&meta);
+            }),
+        };
+        if let Err(err) = outcome {
+            let _ = self.remove_incarnation(name, &meta.uuid);
+            return Err(err);
         }
         tracing::info!(index = name, "created index");
         Ok(index)
@@ -527,10 +552,18 @@ impl Indices {
     /// Deletes this node's copy of an index, when it is the incarnation
     /// `uuid` (another node deleted it).
     pub fn remove_incarnation(&self, name: &str, uuid: &str) -> Result<()> {
-        match self.get(name) {
-            Ok(index) if index.uuid() == uuid => self.remove(name),
-            Ok(_) | Err(Error::IndexNotFound(_)) => Ok(()),
-            Err(err) => Err(err),
+        // Checked and taken out in one step: another incarnation installed
+        // meanwhile stays.
+        let index = {
+            let mut map = self.map.write();
+            match map.get(name) {
+                Some(index) if index.uuid() == uuid => map.remove(name),
+                _ => None,
+            }
+        };
+        match index {
+            Some(index) => discard(name, index),
+            None => Ok(()),
         }
     }
 
@@ -540,12 +573,7 @@ impl Indices {
             .write()
             .remove(name)
             .ok_or_else(|| Error::IndexNotFound(name.to_string()))?;
-        index.mark_deleted();
-        let dir = index.dir().to_path_buf();
-        drop(index);
-        erase(&dir)?;
-        tracing::info!(index = name, "deleted index");
-        Ok(())
+        discard(name, index)
     }
 
     /// Deletes the files of an index that did not open.

@@ -29,10 +29,13 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// first: `1 + replicas` copies on distinct data nodes, or as many as
     /// there are data nodes.
     fn allocate(&self, index: &str, shards: u32, replicas: u32) -> Result<Vec<Vec<String>>>;
-    /// Records a new index in the cluster and installs its metadata on
-    /// every other node. Returns the cluster store's revision that created
-    /// it (0 without a store).
+    /// Records a new index in the cluster's store. Returns the store's
+    /// revision that created it (0 without a store); fails with
+    /// `IndexExists` when another node's index of that name is there.
     fn index_created(&self, meta: &IndexMeta) -> Result<i64>;
+    /// Installs a new index's metadata (with its created revision) on every
+    /// other node.
+    fn index_announced(&self, meta: &IndexMeta) -> Result<()>;
     /// Removes an index from every other node.
     fn index_deleted(&self, meta: &IndexMeta) -> Result<()>;
     /// Sends an index's new mapping to every other node.

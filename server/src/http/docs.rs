@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quidditch_index::bulk::{
     BulkOutcome, WriteBody, create_with_condition, execute_bulk, not_an_alias, parse_bulk, parse_update,
-    result_status, version_refused, with_condition,
+    result_status, version_refused, with_options,
 };
 use quidditch_index::index::{DocWrite, SeqNoCondition};
 use quidditch_index::indices::apply_refresh;
@@ -184,7 +184,15 @@ pub async fn update(
     body: Bytes,
 ) -> ApiResult<Response> {
     let body = source_body(&body)?;
-    let write = with_condition(parse_update(id, &body)?, condition(&params)?)?;
+    let retries = match params.get("retry_on_conflict") {
+        Some(v) => v.parse::<u32>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "[retry_on_conflict] must be a non-negative number, got [{v}]"
+            ))
+        })?,
+        None => 0,
+    };
+    let write = with_options(parse_update(id, &body)?, condition(&params)?, retries)?;
     write_one(&node, &index, write, &params).await
 }
 
