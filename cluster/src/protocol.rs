@@ -247,7 +247,7 @@ pub struct ShardSegments {
     pub shard: u32,
     /// Its searchable segments.
     pub segments: Vec<SegmentStats>,
-    /// What the copy did since its node started.
+    /// What the copy did since it was opened.
     #[serde(default)]
     pub activity: ActivityStats,
 }

@@ -1,4 +1,4 @@
-//! What a shard copy did since its node started: Elasticsearch's indexing
+//! What a shard copy did since it was opened: Elasticsearch's indexing
 //! and search statistics (`_stats` `indexing` and `search`), kept per copy
 //! so that the primaries and every copy can be summed apart.
 
@@ -86,7 +86,7 @@ impl Activity {
         }
     }
 
-    /// The counters now.
+    /// The counters now (since the copy was opened on its node).
     pub fn read(&self) -> ActivityStats {
         let ms = |a: &AtomicU64| a.load(Ordering::Relaxed) / 1_000_000;
         ActivityStats {

@@ -68,9 +68,15 @@ fn push_into_union(sort: &SortExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         branches.push(match branch.try_pushdown_sort(sort.expr())? {
             SortOrderPushdownResult::Exact { inner } => {
                 changed = true;
-                inner
-                    .with_fetch(Some(fetch))
-                    .unwrap_or_else(|| Arc::new(LocalLimitExec::new(inner, fetch)))
+                match inner.with_fetch(Some(fetch)) {
+                    Some(fetched) => fetched,
+                    // A projection takes no fetch: the limit above it goes
+                    // to the scan under it, as for any such limit.
+                    None => {
+                        let limit = LocalLimitExec::new(inner, fetch);
+                        push(&limit)?.unwrap_or_else(|| Arc::new(limit))
+                    }
+                }
             }
             _ => Arc::clone(branch),
         });

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, Result, plan_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, lit,
@@ -65,7 +65,14 @@ impl ScalarUDFImpl for FullTextFunction {
         Ok(DataType::Boolean)
     }
 
-    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        // A field an index does not map (a NULL in its branch of a union of
+        // indices) holds no text: it matches nothing, as in Elasticsearch.
+        if matches!(self.name, MATCH | MATCH_PHRASE)
+            && matches!(args.args.first(), Some(ColumnarValue::Scalar(field)) if field.is_null())
+        {
+            return Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(false))));
+        }
         plan_err!("{}", not_absorbed_message(self.name))
     }
 }

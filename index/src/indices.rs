@@ -107,11 +107,6 @@ fn name_of_dir(dir: &Path) -> String {
     }
 }
 
-/// Deletes an index directory. Removing the metadata first makes the
-/// deletion atomic: a crash part-way through leaves files that are no
-/// longer an index. Indexing threads of dropped writers may still be
-/// flushing into the directory: removing it is retried, and a leftover (no
-/// longer an index) is only logged.
 /// Deletes an index taken out of the map, and its files.
 fn discard(name: &str, index: Arc<Index>) -> Result<()> {
     index.mark_deleted();
@@ -122,6 +117,11 @@ fn discard(name: &str, index: Arc<Index>) -> Result<()> {
     Ok(())
 }
 
+/// Deletes an index directory. Removing the metadata first makes the
+/// deletion atomic: a crash part-way through leaves files that are no
+/// longer an index. Indexing threads of dropped writers may still be
+/// flushing into the directory: removing it is retried, and a leftover (no
+/// longer an index) is only logged.
 fn erase(dir: &Path) -> Result<()> {
     std::fs::remove_file(dir.join(crate::index::META_FILE))?;
     std::fs::File::open(dir)?.sync_all()?;

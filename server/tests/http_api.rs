@@ -1564,10 +1564,15 @@ fn update_by_query_indexes_documents_again_by_the_current_mapping() -> Result<()
 fn sql_reads_several_indices_as_one_table() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let s = Server::start(dir.path())?;
-    for (name, n_type) in [("sales-a", "long"), ("sales-b", "double")] {
+    // `region` is a keyword in one index and dynamic text in the other.
+    for (name, n_type, region) in [("sales-a", "long", Some("keyword")), ("sales-b", "double", None)] {
+        let mut properties = json!({"title": {"type": "text"}, "n": {"type": n_type}});
+        if let Some(ty) = region {
+            properties["region"] = json!({"type": ty});
+        }
         let (status, body) = s.put(
             &format!("/{name}"),
-            &json!({"mappings": {"properties": {"title": {"type": "text"}, "n": {"type": n_type}}}}),
+            &json!({"mappings": {"properties": properties}}),
         )?;
         assert_eq!(status, 200, "{body}");
     }
@@ -1577,7 +1582,7 @@ fn sql_reads_several_indices_as_one_table() -> Result<()> {
         json!({"index": {"_index": "sales-a", "_id": "a2"}}),
         json!({"title": "blue jay", "n": 2}),
         json!({"index": {"_index": "sales-b", "_id": "b1"}}),
-        json!({"title": "quick fox fox", "n": 2.5, "region": "north"}),
+        json!({"title": "quick fox fox", "n": 2.5, "region": "north", "note": "late delivery"}),
     ];
     let (status, body) = s.bulk("/_bulk?refresh=true", &lines)?;
     assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
@@ -1621,6 +1626,22 @@ fn sql_reads_several_indices_as_one_table() -> Result<()> {
         );
     }
     assert_eq!(s.count("sales")?, 3);
+    // A full-text condition on a field one index lacks matches nothing
+    // there; the other index's scan runs it.
+    assert_eq!(
+        s.sql_rows("SELECT _id FROM sales WHERE match(note, 'delivery')")?,
+        vec![json!(["b1"])]
+    );
+    // A branch that projects a column its index lacks still takes the top-k.
+    let plan = s.sql_text(
+        "EXPLAIN SELECT _id, note FROM sales WHERE match(title, 'fox') ORDER BY _score DESC LIMIT 2",
+        "txt",
+    )?;
+    let topk_scans = plan
+        .lines()
+        .filter(|l| l.contains("TantivyScanExec") && l.contains("topk=_score DESC, fetch=2"))
+        .count();
+    assert_eq!(topk_scans, 2, "{plan}");
     // The alias is listed beside the indices, as a view of them.
     let tables = s.sql_rows("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name")?;
     assert_eq!(
@@ -1646,6 +1667,24 @@ fn sql_reads_several_indices_as_one_table() -> Result<()> {
             .unwrap_or("")
             .contains("column [n]"),
         "{body}"
+    );
+    // Such an alias is left out of the table list, which still answers.
+    let (status, body) = s.post(
+        "/_aliases",
+        &json!({"actions": [{"add": {"indices": ["sales-a", "sales-c"], "alias": "mixed"}}]}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let tables = s.sql_rows(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name",
+    )?;
+    assert_eq!(
+        tables,
+        vec![
+            json!(["sales"]),
+            json!(["sales-a"]),
+            json!(["sales-b"]),
+            json!(["sales-c"])
+        ]
     );
     Ok(())
 }

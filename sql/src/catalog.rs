@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::{Column, ScalarValue, TableReference};
 use datafusion::datasource::{ViewTable, provider_as_source};
@@ -35,21 +35,10 @@ impl IndexSchemaProvider {
     }
 }
 
-#[async_trait]
-impl SchemaProvider for IndexSchemaProvider {
-    fn table_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.indices.list().iter().map(|i| i.name()).collect();
-        let aliases: std::collections::BTreeSet<String> = self
-            .indices
-            .alias_state()
-            .into_values()
-            .flat_map(|aliases| aliases.into_keys())
-            .collect();
-        names.extend(aliases);
-        names
-    }
-
-    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+impl IndexSchemaProvider {
+    /// The table a name reads: an index, an alias of one, or the union of
+    /// the indices an alias, a pattern or a list names.
+    fn provider(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         if let Ok(index) = self.indices.single_index(name) {
             return Ok(Some(Arc::new(IndexTable::new(index))));
         }
@@ -61,6 +50,32 @@ impl SchemaProvider for IndexSchemaProvider {
             // An index that did not open answers why, not "no such table".
             Err(err) => Err(DataFusionError::External(Box::new(err))),
         }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for IndexSchemaProvider {
+    /// The indices, and the aliases that can be read as a table (an alias
+    /// over indices with columns of no shared type, or over an index that
+    /// did not open, is left out rather than failing the whole listing).
+    fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.indices.list().iter().map(|i| i.name()).collect();
+        let aliases: std::collections::BTreeSet<String> = self
+            .indices
+            .alias_state()
+            .into_values()
+            .flat_map(|aliases| aliases.into_keys())
+            .collect();
+        names.extend(
+            aliases
+                .into_iter()
+                .filter(|alias| matches!(self.provider(alias), Ok(Some(_)))),
+        );
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        self.provider(name)
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -118,20 +133,35 @@ fn union_table(indices: Vec<Arc<Index>>) -> Result<Arc<dyn TableProvider>> {
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
-/// The type two indices' columns of one name share.
+/// The type two indices' columns of one name share: strings of any
+/// encoding as `Utf8`, whole numbers of different widths as `Int64`, other
+/// numbers as `Float64`, and a value beside a list of such values (a field
+/// that held an array in one index) as that list.
 fn shared_type(name: &str, a: &DataType, b: &DataType) -> Result<DataType> {
-    if a == b {
-        return Ok(a.clone());
-    }
-    if a.is_integer() && b.is_integer() {
-        return Ok(DataType::Int64);
-    }
-    if a.is_numeric() && b.is_numeric() {
-        return Ok(DataType::Float64);
-    }
-    Err(DataFusionError::Plan(format!(
-        "column [{name}] is {a} in one index and {b} in another: the indices cannot be read as one table"
-    )))
+    let is_string = |t: &DataType| match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, value) => matches!(**value, DataType::Utf8),
+        _ => false,
+    };
+    let element = |t: &DataType| match t {
+        DataType::List(field) => field.data_type().clone(),
+        other => other.clone(),
+    };
+    Ok(match (a, b) {
+        _ if a == b => a.clone(),
+        (DataType::List(_), _) | (_, DataType::List(_)) => {
+            let shared = shared_type(name, &element(a), &element(b))?;
+            DataType::List(Arc::new(Field::new_list_field(shared, true)))
+        }
+        _ if is_string(a) && is_string(b) => DataType::Utf8,
+        _ if a.is_integer() && b.is_integer() => DataType::Int64,
+        _ if a.is_numeric() && b.is_numeric() => DataType::Float64,
+        _ => {
+            return Err(DataFusionError::Plan(format!(
+                "column [{name}] is {a} in one index and {b} in another: the indices cannot be read as one table"
+            )));
+        }
+    })
 }
 
 /// Registers the index catalog (as the default catalog) and the full-text functions.

@@ -400,7 +400,7 @@ pub(super) struct StartedCopy {
     /// Its node.
     pub node: String,
     pub segments: Vec<SegmentStats>,
-    /// What it did since its node started.
+    /// What it did since it was opened.
     pub activity: ActivityStats,
 }
 

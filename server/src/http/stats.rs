@@ -1,6 +1,7 @@
 //! `_stats`: documents, store size, indexing and search activity and
 //! segments of indices, summed over their primaries and over every started
-//! copy, in Elasticsearch's shape. Activity counts from each node's start.
+//! copy, in Elasticsearch's shape. Activity counts from when each copy
+//! was opened on its node.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
