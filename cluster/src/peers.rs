@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use quidditch_index::index::{AliasMeta, DocWrite, IndexMeta};
 use quidditch_index::indices::apply_alias_change;
 use quidditch_index::merge::ForceMerge;
-use quidditch_index::peers::{ItemResult, Peers, WireItem};
+use quidditch_index::peers::{ItemResult, Peers, WireError, WireItem};
 use quidditch_index::query::LeafQuery;
 use quidditch_index::shard::StoredDoc;
 use quidditch_index::stats::TermStats;
@@ -384,21 +384,25 @@ impl Peers for ClusterPeers {
         })
     }
 
-    fn get(&self, node: &str, index: &str, ids: &[String]) -> Result<Vec<Option<StoredDoc>>> {
+    fn get(&self, node: &str, index: &str, ids: &[String]) -> Result<Vec<Result<Option<StoredDoc>>>> {
         let node = self.node(node)?;
         let call = Call::Get {
             index: index.to_string(),
             ids: ids.to_vec(),
         };
-        let docs: Vec<Option<WireDoc>> = self.block(self.client.call(&node, &call))?;
+        let docs: Vec<std::result::Result<Option<WireDoc>, WireError>> =
+            self.block(self.client.call(&node, &call))?;
         Ok(docs
             .into_iter()
             .map(|doc| {
-                doc.map(|d| StoredDoc {
-                    version: d.version,
-                    seq_no: d.seq_no,
-                    source: d.source.into(),
+                doc.map(|doc| {
+                    doc.map(|d| StoredDoc {
+                        version: d.version,
+                        seq_no: d.seq_no,
+                        source: d.source.into(),
+                    })
                 })
+                .map_err(Error::from)
             })
             .collect())
     }

@@ -128,7 +128,8 @@ pub enum Call {
         /// Shard number.
         shard: u32,
     },
-    /// Realtime gets: answers a `Option<WireDoc>` per id, in order.
+    /// Realtime gets: answers a `Result<Option<WireDoc>, WireError>` per
+    /// id, in order.
     Get {
         /// Index name.
         index: String,

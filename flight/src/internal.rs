@@ -132,15 +132,18 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
         }
         Call::Get { index, ids } => {
             let index = current(&indices, &index, None).await?;
-            let docs = blocking(move || index.get_many(&ids).into_iter().collect::<Result<Vec<_>>>()).await?;
+            let docs = blocking(move || Ok(index.get_many(&ids))).await?;
             to_value(
                 docs.into_iter()
                     .map(|doc| {
-                        doc.map(|d| WireDoc {
-                            version: d.version,
-                            seq_no: d.seq_no,
-                            source: d.source.to_string(),
+                        doc.map(|doc| {
+                            doc.map(|d| WireDoc {
+                                version: d.version,
+                                seq_no: d.seq_no,
+                                source: d.source.to_string(),
+                            })
                         })
+                        .map_err(|e| WireError::from(&e))
                     })
                     .collect::<Vec<_>>(),
             )

@@ -497,7 +497,7 @@ impl Index {
                 match answer {
                     Ok(docs) if docs.len() == positions.len() => {
                         for (i, doc) in positions.into_iter().zip(docs) {
-                            out[i] = Some(Ok(doc));
+                            out[i] = Some(doc);
                         }
                     }
                     Ok(docs) => {
@@ -762,8 +762,43 @@ impl Index {
 
     /// Applies writes to the shards whose primary is on this node; an
     /// update with `retry_on_conflict` that meets a version conflict reads
-    /// the document and merges again, up to that many times.
+    /// the document and merges again, up to that many times, before any
+    /// later write of the batch to the same id (as Elasticsearch retries
+    /// an item in place).
     fn write_local(&self, writes: Vec<DocWrite>, refresh: RefreshPolicy) -> Result<BatchResult> {
+        let retries = |w: &DocWrite| match w {
+            DocWrite::Update {
+                retry_on_conflict, ..
+            } => *retry_on_conflict,
+            _ => 0,
+        };
+        if writes.iter().all(|w| retries(w) == 0) {
+            return self.write_local_once(writes, refresh);
+        }
+        // The batch is cut after each such update that a later write of
+        // the batch names again.
+        let ids: Vec<Option<String>> = writes.iter().map(|w| w.id().map(str::to_string)).collect();
+        let n = writes.len();
+        let mut done = BatchResult {
+            items: Vec::with_capacity(n),
+            touched: HashMap::new(),
+        };
+        let mut run = Vec::new();
+        for (i, write) in writes.into_iter().enumerate() {
+            let cut = retries(&write) > 0 && ids[i + 1..].contains(&ids[i]);
+            run.push(write);
+            if cut || i + 1 == n {
+                let batch = self.write_retrying(std::mem::take(&mut run), refresh)?;
+                done.items.extend(batch.items);
+                merge_touched(&mut done.touched, batch.touched);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Applies writes, then tries each update with `retry_on_conflict`
+    /// that met a version conflict again, up to that many times.
+    fn write_retrying(&self, writes: Vec<DocWrite>, refresh: RefreshPolicy) -> Result<BatchResult> {
         let retried: Vec<(usize, DocWrite, u32)> = writes
             .iter()
             .enumerate()
@@ -781,10 +816,7 @@ impl Index {
                     break;
                 }
                 let again = self.write_local_once(vec![write.clone()], refresh)?;
-                for (shard, seq_no) in again.touched {
-                    let highest = batch.touched.entry(shard).or_insert(seq_no);
-                    *highest = (*highest).max(seq_no);
-                }
+                merge_touched(&mut batch.touched, again.touched);
                 if let Some(item) = again.items.into_iter().next() {
                     batch.items[position] = item;
                 }
@@ -1546,6 +1578,14 @@ fn check_no_fields_at(mapping: &Mapping, path: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Adds the highest sequence numbers written per shard of `more`.
+fn merge_touched(touched: &mut HashMap<u32, u64>, more: HashMap<u32, u64>) {
+    for (shard, seq_no) in more {
+        let highest = touched.entry(shard).or_insert(seq_no);
+        *highest = (*highest).max(seq_no);
+    }
 }
 
 /// Elasticsearch's error for an update of a document that does not exist.

@@ -85,8 +85,9 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// Records `node`'s copy of `shard` in sync, if this node is still its
     /// primary. Returns the metadata with the change.
     fn copy_in_sync(&self, meta: &IndexMeta, shard: u32, node: &str) -> Result<IndexMeta>;
-    /// Realtime gets of documents from `node`, in the order of `ids`.
-    fn get(&self, node: &str, index: &str, ids: &[String]) -> Result<Vec<Option<StoredDoc>>>;
+    /// Realtime gets of documents from `node`, in the order of `ids`, each
+    /// with its own failure (a shard of the node that cannot be read).
+    fn get(&self, node: &str, index: &str, ids: &[String]) -> Result<Vec<Result<Option<StoredDoc>>>>;
     /// Refreshes the shards of an index on `node`.
     fn refresh(&self, node: &str, index: &str) -> Result<()>;
     /// Force-merges the shards of an index on `node`.

@@ -1725,17 +1725,26 @@ fn concurrent_updates_retry_on_conflict_and_lose_nothing() -> Result<()> {
     let keys = doc["_source"].as_object().map_or(0, |o| o.len());
     assert_eq!((keys, &doc["_version"]), (41, &json!(41)), "{doc}");
 
-    // A bulk update line takes it too; a conditional update cannot retry.
+    // A bulk update line takes it too, and the writes after it to the same
+    // id apply after it, in order; a conditional update cannot retry.
     let lines = [
         json!({"update": {"_id": "c", "retry_on_conflict": 3}}),
         json!({"doc": {"bulk": true}}),
+        json!({"index": {"_id": "c"}}),
+        json!({"replaced": true}),
+        json!({"update": {"_id": "c"}}),
+        json!({"doc": {"after": 1}}),
     ];
     let (status, body) = s.bulk("/counters/_bulk", &lines)?;
-    assert_eq!(
-        (status, &body["items"][0]["update"]["status"]),
-        (200, &json!(200)),
-        "{body}"
-    );
+    let statuses: Vec<&Value> = body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.as_object()?.values().next().map(|v| &v["status"]))
+        .collect();
+    assert_eq!((status, statuses), (200, vec![&json!(200); 3]), "{body}");
+    let (_, doc) = s.get("/counters/_doc/c")?;
+    assert_eq!(doc["_source"], json!({"replaced": true, "after": 1}));
     let (status, body) = s.post(
         "/counters/_update/c?retry_on_conflict=2&if_seq_no=1&if_primary_term=1",
         &json!({"doc": {"x": 1}}),
