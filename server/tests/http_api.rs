@@ -176,6 +176,14 @@ fn item_outcomes(body: &Value) -> Vec<(String, i64, Value, Value)> {
         .collect()
 }
 
+/// The status of each item of a bulk response.
+fn item_statuses(body: &Value) -> Vec<i64> {
+    item_outcomes(body)
+        .into_iter()
+        .map(|(_, status, _, _)| status)
+        .collect()
+}
+
 #[test]
 fn bulk_reports_each_item_beside_successes() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -1243,17 +1251,8 @@ fn aliases_name_indices_for_searches_and_writes() -> Result<()> {
     ];
     let (status, body) = s.bulk("/_bulk?refresh=true&require_alias=true", &lines)?;
     assert_eq!(status, 200, "{body}");
-    let statuses: Vec<&Value> = body["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|item| item.as_object()?.values().next().map(|v| &v["status"]))
-        .collect();
-    assert_eq!(
-        statuses,
-        [&json!(404), &json!(201), &json!(201), &json!(404), &json!(200)],
-        "{body}"
-    );
+    let statuses = item_statuses(&body);
+    assert_eq!(statuses, [404, 201, 201, 404, 200], "{body}");
     assert_eq!(s.get("/nope")?.0, 404);
     let (status, body) = s.delete("/v2/_doc/y?require_alias=true&refresh=true")?;
     assert_eq!((status, &body["result"]), (200, &json!("deleted")), "{body}");
@@ -1365,13 +1364,8 @@ fn writes_conditional_on_the_last_sequence_number() -> Result<()> {
     ];
     let (status, body) = s.bulk("/occ/_bulk", &lines)?;
     assert_eq!((status, &body["errors"]), (200, &json!(true)), "{body}");
-    let statuses: Vec<&Value> = body["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|item| item.as_object()?.values().next().map(|v| &v["status"]))
-        .collect();
-    assert_eq!(statuses, [&json!(409), &json!(201), &json!(200)], "{body}");
+    let statuses = item_statuses(&body);
+    assert_eq!(statuses, [409, 201, 200], "{body}");
     assert_eq!(s.get("/occ/_doc/1")?.0, 404);
     // A write earlier in the same bulk is a last write no client could
     // have seen the sequence number of.
@@ -1736,13 +1730,8 @@ fn concurrent_updates_retry_on_conflict_and_lose_nothing() -> Result<()> {
         json!({"doc": {"after": 1}}),
     ];
     let (status, body) = s.bulk("/counters/_bulk", &lines)?;
-    let statuses: Vec<&Value> = body["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|item| item.as_object()?.values().next().map(|v| &v["status"]))
-        .collect();
-    assert_eq!((status, statuses), (200, vec![&json!(200); 3]), "{body}");
+    let statuses = item_statuses(&body);
+    assert_eq!((status, statuses), (200, vec![200; 3]), "{body}");
     let (_, doc) = s.get("/counters/_doc/c")?;
     assert_eq!(doc["_source"], json!({"replaced": true, "after": 1}));
     let (status, body) = s.post(
