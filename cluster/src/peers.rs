@@ -394,16 +394,7 @@ impl Peers for ClusterPeers {
             self.block(self.client.call(&node, &call))?;
         Ok(docs
             .into_iter()
-            .map(|doc| {
-                doc.map(|doc| {
-                    doc.map(|d| StoredDoc {
-                        version: d.version,
-                        seq_no: d.seq_no,
-                        source: d.source.into(),
-                    })
-                })
-                .map_err(Error::from)
-            })
+            .map(|doc| doc.map(|doc| doc.map(StoredDoc::from)).map_err(Error::from))
             .collect())
     }
 

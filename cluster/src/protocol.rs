@@ -9,6 +9,7 @@ use quidditch_index::index::{DocWrite, IndexMeta};
 use quidditch_index::merge::{ForceMerge, SegmentStats};
 use quidditch_index::peers::WireItem;
 use quidditch_index::query::LeafQuery;
+use quidditch_index::shard::StoredDoc;
 use quidditch_index::translog::Op;
 use serde::{Deserialize, Serialize};
 
@@ -226,6 +227,26 @@ pub struct WireDoc {
     pub seq_no: u64,
     /// Source text.
     pub source: String,
+}
+
+impl From<StoredDoc> for WireDoc {
+    fn from(doc: StoredDoc) -> WireDoc {
+        WireDoc {
+            version: doc.version,
+            seq_no: doc.seq_no,
+            source: doc.source.to_string(),
+        }
+    }
+}
+
+impl From<WireDoc> for StoredDoc {
+    fn from(doc: WireDoc) -> StoredDoc {
+        StoredDoc {
+            version: doc.version,
+            seq_no: doc.seq_no,
+            source: doc.source.into(),
+        }
+    }
 }
 
 /// One shard copy on a node.

@@ -136,14 +136,8 @@ async fn run(indices: Arc<Indices>, hello: &Hello, call: Call) -> Result<Value, 
             to_value(
                 docs.into_iter()
                     .map(|doc| {
-                        doc.map(|doc| {
-                            doc.map(|d| WireDoc {
-                                version: d.version,
-                                seq_no: d.seq_no,
-                                source: d.source.to_string(),
-                            })
-                        })
-                        .map_err(|e| WireError::from(&e))
+                        doc.map(|doc| doc.map(WireDoc::from))
+                            .map_err(|e| WireError::from(&e))
                     })
                     .collect::<Vec<_>>(),
             )

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::indices::{RefreshPolicy, apply_alias_change};
 use crate::mapping::{Dynamic, Mapping};
 use crate::merge::ForceMerge;
-use crate::peers::{ItemResult, Peers};
+use crate::peers::{ItemResult, Peers, WireError};
 use crate::query::LeafQuery;
 use crate::routing::shard_for_id;
 use crate::settings::IndexSettings;
@@ -508,11 +508,7 @@ impl Index {
                     }
                     Err(err) => {
                         for i in positions {
-                            out[i] = Some(Err(Error::Remote {
-                                es_type: err.es_type().to_string(),
-                                reason: err.to_string(),
-                                status: err.status(),
-                            }));
+                            out[i] = Some(Err(Error::from(WireError::from(&err))));
                         }
                     }
                 }

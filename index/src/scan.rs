@@ -1494,9 +1494,10 @@ impl<'a> BatchBuilder<'a> {
         for (seg_ord, _) in &runs {
             self.segment(*seg_ord)?;
         }
-        let reading = std::time::Instant::now();
         let sources: Vec<Option<(String, Value)>> = if self.needs_source {
-            rows.iter()
+            let reading = std::time::Instant::now();
+            let sources = rows
+                .iter()
                 .map(|(addr, _)| {
                     let doc: TantivyDocument = self.searcher.doc(*addr).map_err(tantivy_err)?;
                     let text = doc
@@ -1508,13 +1509,12 @@ impl<'a> BatchBuilder<'a> {
                         (t, parsed)
                     }))
                 })
-                .collect::<Result<_>>()?
+                .collect::<Result<_>>()?;
+            self.fetched = Some(self.fetched.unwrap_or_default() + reading.elapsed());
+            sources
         } else {
             Vec::new()
         };
-        if self.needs_source {
-            self.fetched = Some(self.fetched.unwrap_or_default() + reading.elapsed());
-        }
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.kinds.len());
         for kind in &self.kinds {
             arrays.push(self.column(kind, rows, &runs, &sources)?);
