@@ -488,6 +488,7 @@ mod tests {
             version: 0,
             created_revision,
             aliases: Default::default(),
+            own_fields: Vec::new(),
         };
         let b_dir = indices.install(incarnation("b", 12))?.dir().to_path_buf();
         // A late read of an incarnation deleted before "b" was created.

@@ -50,7 +50,6 @@ use datafusion_functions_aggregate_common::tdigest::{DEFAULT_MAX_SIZE, TDigest};
 use rayon::prelude::*;
 use tantivy::columnar::{Cardinality, MonotonicallyMappableToU64};
 use tantivy::query::{EnableScoring, Weight};
-use tantivy::schema::Field;
 use tantivy::{DocId, SegmentReader, Term};
 
 use crate::index::Index;
@@ -60,7 +59,7 @@ use crate::scan::{
     BlockValues, NumBuf, NumColumn, ShardSet, ShardSource, TantivyScanExec, first_ords, for_each_doc_block,
     for_each_first_ord, for_each_live_block, open_numeric, open_str, remote_partition, tantivy_err,
 };
-use crate::schema::kw_column;
+use crate::schema::Fields;
 
 /// Documents folded at a time.
 const BLOCK: usize = 4096;
@@ -925,18 +924,26 @@ type KeyCount = (Option<Key>, i64);
 /// or multi-valued, or the document frequencies do not add up to the
 /// documents with a value (a value the index left out, such as a token
 /// longer than tantivy indexes).
-fn keyword_doc_freqs(segment: &SegmentReader, kw: Field, path: &str) -> Result<Option<Vec<KeyCount>>> {
-    let Some(col) = open_str(segment, &kw_column(path))? else {
+fn keyword_doc_freqs(segment: &SegmentReader, fields: &Fields, path: &str) -> Result<Option<Vec<KeyCount>>> {
+    let Some(col) = open_str(segment, &fields.column(path))? else {
         return Ok(None);
     };
     if col.ords().get_cardinality() == Cardinality::Multivalued {
         return Ok(None);
     }
     let with_value = col.ords().values.num_vals();
-    let mut prefix = Term::from_field_json_path(kw, path, true);
-    prefix.append_type_and_str("");
+    // A field of its own holds the column's terms alone; the JSON field
+    // holds them after their path.
+    let (field, prefix) = match fields.own(path) {
+        Some(field) => (field, Term::from_field_text(field, "")),
+        None => {
+            let mut prefix = Term::from_field_json_path(fields.kw, path, true);
+            prefix.append_type_and_str("");
+            (fields.kw, prefix)
+        }
+    };
     let prefix = prefix.serialized_value_bytes();
-    let inverted = segment.inverted_index(kw).map_err(tantivy_err)?;
+    let inverted = segment.inverted_index(field).map_err(tantivy_err)?;
     let mut terms = inverted.terms().range().ge(prefix).into_stream()?;
     let mut counts = Vec::new();
     let mut counted = 0u64;
@@ -1262,7 +1269,7 @@ impl AggJob {
         let fields = shard.fields();
         let query = self
             .query
-            .compile(&self.mapping, &fields, shard.tantivy_index())
+            .compile(&self.mapping, fields, shard.tantivy_index())
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         let weight = query
             .weight(EnableScoring::disabled_from_searcher(&searcher))
@@ -1301,7 +1308,7 @@ impl AggJob {
             .segment_readers()
             .par_iter()
             .try_fold(new_partial, |mut partial, segment| {
-                self.segment(segment, fields.kw, weight.as_ref(), &mut partial, reservation)
+                self.segment(segment, fields, weight.as_ref(), &mut partial, reservation)
                     .map(|()| partial)
             })
             .try_reduce(new_partial, |a, b| Ok(self.merge(a, b, reservation)))?;
@@ -1370,7 +1377,7 @@ impl AggJob {
     fn segment(
         &self,
         segment: &SegmentReader,
-        kw: Field,
+        fields: &Fields,
         weight: &dyn Weight,
         partial: &mut Partial,
         reservation: &MemoryReservation,
@@ -1395,7 +1402,7 @@ impl AggJob {
             && self.query == LeafQuery::All
             && segment.alive_bitset().is_none()
             && counts_only
-            && let Some(counts) = keyword_doc_freqs(segment, kw, g)?
+            && let Some(counts) = keyword_doc_freqs(segment, fields, g)?
         {
             for (key, count) in counts {
                 if !groups.contains_key(&key) {
@@ -1406,8 +1413,8 @@ impl AggJob {
             return Ok(());
         }
         let (str_col, int_col) = match &self.group {
-            Some((g, GroupKind::Keyword)) => (open_str(segment, &kw_column(g))?, None),
-            Some((g, _)) => (None, open_numeric(segment, &kw_column(g))?),
+            Some((g, GroupKind::Keyword)) => (open_str(segment, &fields.column(g))?, None),
+            Some((g, _)) => (None, open_numeric(segment, &fields.column(g))?),
             None => (None, None),
         };
         // Each column opened once, however many aggregates read it (`stats`).
@@ -1418,7 +1425,7 @@ impl AggJob {
                 Some(c) => match opened.get(c) {
                     Some(col) => col.clone(),
                     None => {
-                        let col = open_numeric(segment, &kw_column(c))?;
+                        let col = open_numeric(segment, &fields.column(c))?;
                         opened.insert(c, col.clone());
                         col
                     }

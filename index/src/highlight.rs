@@ -28,8 +28,10 @@ impl QueryTerms {
     /// terms that prefixes, wildcards, regular expressions and fuzzy
     /// queries expand to in a shard), but for those it must not match.
     pub fn of(query: &LeafQuery, mapping: &Mapping) -> Result<QueryTerms> {
-        let (tantivy_schema, fields) = schema::build();
-        let index = tantivy::Index::create_in_ram(tantivy_schema);
+        // Compiled for a shard without fields of their own, so that every
+        // term carries its path.
+        let index = tantivy::Index::create_in_ram(schema::build([]));
+        let fields = schema::Fields::of(&index.schema())?;
         let compiled = without_negations(query).compile(mapping, &fields, &index)?;
         let mut out = QueryTerms::default();
         positive_terms(compiled.as_ref(), &mut |term| {

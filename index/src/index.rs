@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::document::{parse_document, parse_logged_document};
 use crate::error::{Error, Result};
 use crate::indices::{RefreshPolicy, apply_alias_change};
-use crate::mapping::{Dynamic, Mapping};
+use crate::mapping::{Dynamic, FieldType, Mapping};
 use crate::merge::ForceMerge;
 use crate::peers::{ItemResult, Peers, WireError};
 use crate::query::LeafQuery;
@@ -71,6 +71,11 @@ pub struct IndexMeta {
     /// each index's metadata.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aliases: BTreeMap<String, AliasMeta>,
+    /// The column paths mapped when the index was created. Each has a
+    /// tantivy field of its own in every copy of every shard; fields mapped
+    /// later share the shards' JSON fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub own_fields: Vec<String>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -87,6 +92,14 @@ pub struct AliasMeta {
 }
 
 impl IndexMeta {
+    /// The paths with a field of their own, with their types.
+    pub fn own_field_types(&self) -> Vec<(String, FieldType)> {
+        self.own_fields
+            .iter()
+            .filter_map(|path| Some((path.clone(), self.mapping.column(path)?.mapping.ty)))
+            .collect()
+    }
+
     /// The node that holds `shard`'s primary, `None` when every shard is local.
     pub fn shard_node(&self, shard: u32) -> Option<&str> {
         self.allocation.get(shard as usize).map(String::as_str)
@@ -309,6 +322,7 @@ impl Index {
                     &dir.join("shards").join(n.to_string()),
                     n,
                     writer_threads(meta.settings.number_of_shards),
+                    &meta.own_field_types(),
                     reparse(&shared),
                 )
                     .map(|s| Some(Arc::new(s))),
@@ -1121,7 +1135,14 @@ impl Index {
         }
         std::fs::rename(&staged, &dir)?;
         std::fs::File::open(self.dir.join("shards"))?.sync_all()?;
-        let shard = Shard::open(&dir, n, writer_threads(self.num_shards), reparse(&self.meta))?;
+        let own = self.meta.read().own_field_types();
+        let shard = Shard::open(
+            &dir,
+            n,
+            writer_threads(self.num_shards),
+            &own,
+            reparse(&self.meta),
+        )?;
         self.shards.write()[n as usize] = Some(Arc::new(shard));
         Ok(())
     }

@@ -378,6 +378,7 @@ impl Indices {
             uuid: uuid::Uuid::new_v4().simple().to_string(),
             creation_date: chrono::Utc::now().timestamp_millis(),
             settings,
+            own_fields: mapping.columns().into_iter().map(|c| c.path).collect(),
             mapping,
             allocation,
             replicas,

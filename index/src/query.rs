@@ -14,13 +14,13 @@ use tantivy::query::{
     TermQuery, TermSetQuery,
 };
 use tantivy::query_grammar::{UserInputAst, UserInputBound, UserInputLeaf};
-use tantivy::schema::IndexRecordOption;
+use tantivy::schema::{Field, IndexRecordOption, Type};
 use tantivy::tokenizer::TokenizerManager;
 use tantivy::{Index, Term};
 
 use crate::error::{Error, Result};
 use crate::mapping::{FieldType, Mapping};
-use crate::schema::{Fields, kw_column, names};
+use crate::schema::{Fields, names};
 
 /// A typed value in a term or range query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -315,13 +315,10 @@ impl Compiler<'_> {
         Ok(match q {
             LeafQuery::All => Box::new(AllQuery),
             LeafQuery::None => Box::new(EmptyQuery),
-            LeafQuery::Term { path, value } => Box::new(TermQuery::new(
-                self.kw_term(path, value),
-                IndexRecordOption::Basic,
+            LeafQuery::Term { path, value } => self.term_query(path, value),
+            LeafQuery::Terms { path, values } => Box::new(TermSetQuery::new(
+                values.iter().filter_map(|v| self.kw_term(path, v)),
             )),
-            LeafQuery::Terms { path, values } => {
-                Box::new(TermSetQuery::new(values.iter().map(|v| self.kw_term(path, v))))
-            }
             LeafQuery::Range { path, lower, upper } => {
                 if matches!((lower, upper), (Bound::Unbounded, Bound::Unbounded)) {
                     return self.compile(&LeafQuery::Exists { path: path.clone() });
@@ -338,15 +335,16 @@ impl Compiler<'_> {
                     Bound::Excluded(v) => Bound::Excluded(self.stored(path, v, f64::ceil)),
                     Bound::Unbounded => Bound::Unbounded,
                 };
-                let lower = map_bound(&lower, |v| self.range_term(path, v));
-                let upper = map_bound(&upper, |v| self.range_term(path, v));
-                Box::new(RangeQuery::new(lower, upper))
+                match (self.range_bound(path, &lower), self.range_bound(path, &upper)) {
+                    (Some(lower), Some(upper)) => Box::new(RangeQuery::new(lower, upper)),
+                    _ => Box::new(EmptyQuery),
+                }
             }
             // Non-text values are columnar: their column says which documents
             // have one. Analyzed text has no column and is marked per document.
             LeafQuery::Exists { path } => match self.mapping.column(path) {
                 Some(c) if c.mapping.ty != FieldType::Text => {
-                    Box::new(ExistsQuery::new(kw_column(path), false))
+                    Box::new(ExistsQuery::new(self.fields.column(path), false))
                 }
                 _ => Box::new(TermQuery::new(
                     Term::from_field_text(self.fields.exists, path),
@@ -357,9 +355,13 @@ impl Compiler<'_> {
                 if self.is_text(path)? {
                     return self.regex(path, &format!("{}.*", regex::escape(prefix)), false);
                 }
-                let lower = self.kw_term(path, &TermValue::Str(prefix.clone()));
-                let upper = match prefix_successor(prefix) {
-                    Some(next) => Bound::Excluded(self.kw_term(path, &TermValue::Str(next))),
+                let Some(lower) = self.kw_term(path, &TermValue::Str(prefix.clone())) else {
+                    return Ok(Box::new(EmptyQuery));
+                };
+                let upper = match prefix_successor(prefix)
+                    .and_then(|next| self.kw_term(path, &TermValue::Str(next)))
+                {
+                    Some(next) => Bound::Excluded(next),
                     None => Bound::Unbounded,
                 };
                 Box::new(RangeQuery::new(Bound::Included(lower), upper))
@@ -371,10 +373,7 @@ impl Compiler<'_> {
             } => {
                 if !self.is_text(path)? {
                     let value = self.parse_kw_value(path, text)?;
-                    return Ok(Box::new(TermQuery::new(
-                        self.kw_term(path, &value),
-                        IndexRecordOption::Basic,
-                    )));
+                    return Ok(self.term_query(path, &value));
                 }
                 let mut terms = self.analyze(path, text)?;
                 if terms.is_empty() {
@@ -401,10 +400,7 @@ impl Compiler<'_> {
             LeafQuery::MatchPhrase { path, text, slop } => {
                 if !self.is_text(path)? {
                     let value = self.parse_kw_value(path, text)?;
-                    return Ok(Box::new(TermQuery::new(
-                        self.kw_term(path, &value),
-                        IndexRecordOption::Basic,
-                    )));
+                    return Ok(self.term_query(path, &value));
                 }
                 let terms = self.analyze(path, text)?;
                 match terms.len() {
@@ -429,11 +425,14 @@ impl Compiler<'_> {
                 transpositions,
             } => {
                 let term = if self.is_text(path)? {
-                    self.text_term(path, term)
+                    Some(self.text_term(path, term))
                 } else {
                     self.kw_term(path, &TermValue::Str(term.clone()))
                 };
-                Box::new(FuzzyTermQuery::new(term, *distance, *transpositions))
+                match term {
+                    Some(term) => Box::new(FuzzyTermQuery::new(term, *distance, *transpositions)),
+                    None => Box::new(EmptyQuery),
+                }
             }
             LeafQuery::PhrasePrefix {
                 path,
@@ -449,8 +448,8 @@ impl Compiler<'_> {
                 let terms = self.analyze(path, text)?;
                 match terms.as_slice() {
                     [] => Box::new(EmptyQuery),
-                    [(_, last)] => {
-                        let prefix = last.value().as_str().unwrap_or_default().to_string();
+                    [_] => {
+                        let prefix = analyze(text).pop().unwrap_or_default();
                         self.regex(path, &format!("{}.*", regex::escape(&prefix)), false)?
                     }
                     _ => {
@@ -577,13 +576,39 @@ impl Compiler<'_> {
         TermValue::I64(units as i64)
     }
 
-    /// The term of a value of a non-text column.
-    fn kw_term(&self, path: &str, value: &TermValue) -> Term {
+    /// The query for documents with a value of a non-text column.
+    fn term_query(&self, path: &str, value: &TermValue) -> Box<dyn Query> {
+        match self.kw_term(path, value) {
+            Some(term) => Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+            None => Box::new(EmptyQuery),
+        }
+    }
+
+    /// The term of a value of a non-text column; `None` when the column
+    /// cannot hold it.
+    fn kw_term(&self, path: &str, value: &TermValue) -> Option<Term> {
         self.stored_term(path, &self.stored(path, value, f64::round))
     }
 
+    /// The type of the values of a field of its own.
+    fn value_type(&self, field: Field) -> Type {
+        self.index
+            .schema()
+            .get_field_entry(field)
+            .field_type()
+            .value_type()
+    }
+
     /// The term of a value as stored.
-    fn stored_term(&self, path: &str, value: &TermValue) -> Term {
+    fn stored_term(&self, path: &str, value: &TermValue) -> Option<Term> {
+        match self.fields.own(path) {
+            Some(field) => own_term(field, self.value_type(field), value),
+            None => Some(self.json_term(path, value)),
+        }
+    }
+
+    /// The term of a value in the JSON field of non-text values.
+    fn json_term(&self, path: &str, value: &TermValue) -> Term {
         let mut term = Term::from_field_json_path(self.fields.kw, path, true);
         match value {
             TermValue::Str(s) => term.append_type_and_str(s),
@@ -600,20 +625,34 @@ impl Compiler<'_> {
         term
     }
 
-    /// A range bound: both bounds of a range must have the same numeric type,
-    /// and the fast-field range coerces it to each segment's column type.
-    fn range_term(&self, path: &str, value: &TermValue) -> Term {
-        let mut term = Term::from_field_json_path(self.fields.kw, path, true);
-        match value {
-            TermValue::F64(f) => {
-                term.append_type_and_fast_value(*f);
-                term
-            }
-            other => self.stored_term(path, other),
+    /// A range bound as a term; `None` when the column cannot hold it, so
+    /// that the range matches nothing.
+    fn range_bound(&self, path: &str, bound: &Bound<TermValue>) -> Option<Bound<Term>> {
+        let Some(field) = self.fields.own(path) else {
+            // Both bounds of a range on a JSON field must have the same
+            // numeric type, and the fast-field range coerces it to each
+            // segment's column type.
+            return Some(map_bound(bound, |v| match v {
+                TermValue::F64(f) => {
+                    let mut term = Term::from_field_json_path(self.fields.kw, path, true);
+                    term.append_type_and_fast_value(*f);
+                    term
+                }
+                other => self.json_term(path, other),
+            }));
+        };
+        let ty = self.value_type(field);
+        match bound {
+            Bound::Included(v) => own_term(field, ty, v).map(Bound::Included),
+            Bound::Excluded(v) => own_term(field, ty, v).map(Bound::Excluded),
+            Bound::Unbounded => Some(Bound::Unbounded),
         }
     }
 
     fn text_term(&self, path: &str, token: &str) -> Term {
+        if let Some(field) = self.fields.own(path) {
+            return Term::from_field_text(field, token);
+        }
         let mut term = Term::from_field_json_path(self.fields.text, path, true);
         term.append_type_and_str(token);
         term
@@ -622,14 +661,22 @@ impl Compiler<'_> {
     /// A regular expression over the string terms of a column: the pattern
     /// must match a whole term, as in Lucene.
     fn regex(&self, path: &str, pattern: &str, case_insensitive: bool) -> Result<Box<dyn Query>> {
-        let field = if self.is_text(path)? {
-            self.fields.text
-        } else {
-            self.fields.kw
-        };
-        let json_path: Vec<String> = path.split('.').map(regex::escape).collect();
         let flags = if case_insensitive { "(?i)" } else { "" };
-        let full = format!("{}\\x00s{flags}(?:{pattern})", json_path.join("\\x01"));
+        let (field, full) = match self.fields.own(path) {
+            Some(field) => (field, format!("{flags}(?:{pattern})")),
+            None => {
+                let field = if self.is_text(path)? {
+                    self.fields.text
+                } else {
+                    self.fields.kw
+                };
+                let json_path: Vec<String> = path.split('.').map(regex::escape).collect();
+                (
+                    field,
+                    format!("{}\\x00s{flags}(?:{pattern})", json_path.join("\\x01")),
+                )
+            }
+        };
         let regex = tantivy_fst::Regex::new(&full)
             .map_err(|e| Error::illegal_argument(format!("invalid regular expression [{pattern}]: {e}")))?;
         Ok(Box::new(RegexQuery::from_regex(regex, field)))
@@ -643,9 +690,7 @@ impl Compiler<'_> {
         let mut stream = tokenizer.token_stream(text);
         let mut out = Vec::new();
         while let Some(token) = stream.next() {
-            let mut term = Term::from_field_json_path(self.fields.text, path, true);
-            term.append_type_and_str(&token.text);
-            out.push((token.position, term));
+            out.push((token.position, self.text_term(path, &token.text)));
         }
         Ok(out)
     }
@@ -801,6 +846,9 @@ impl Compiler<'_> {
     /// The schema path of a field; an unmapped field matches nothing, as in
     /// Elasticsearch, so it maps to a path that holds no terms.
     fn schema_path(&self, name: &str) -> Result<String> {
+        if let Some(field) = self.fields.own(name) {
+            return Ok(self.index.schema().get_field_name(field).to_string());
+        }
         let root = if self.mapping.column(name).is_some() && self.is_text(name)? {
             names::TEXT
         } else {
@@ -877,6 +925,23 @@ pub fn term_value_from_str(ty: FieldType, s: &str) -> Option<TermValue> {
         FieldType::Double | FieldType::Float | FieldType::ScaledFloat => TermValue::F64(s.parse().ok()?),
         FieldType::Date => TermValue::I64(crate::date::parse_iso(s).or_else(|| s.parse().ok())?),
         FieldType::Boolean => TermValue::Bool(s.parse().ok()?),
+    })
+}
+
+/// The term of a value in a field of its own of type `ty`; `None` when no
+/// value of the field can equal it (as no term of a JSON field's other
+/// types would match).
+fn own_term(field: Field, ty: Type, value: &TermValue) -> Option<Term> {
+    Some(match (ty, value) {
+        (Type::Str, TermValue::Str(s)) => Term::from_field_text(field, s),
+        (Type::I64, TermValue::I64(n)) => Term::from_field_i64(field, *n),
+        (Type::I64, TermValue::F64(f)) if f.fract() == 0.0 && f.abs() < i64::MAX as f64 => {
+            Term::from_field_i64(field, *f as i64)
+        }
+        (Type::F64, TermValue::F64(f)) => Term::from_field_f64(field, *f),
+        (Type::F64, TermValue::I64(n)) => Term::from_field_f64(field, *n as f64),
+        (Type::Bool, TermValue::Bool(b)) => Term::from_field_bool(field, *b),
+        _ => return None,
     })
 }
 

@@ -46,7 +46,7 @@ use crate::document::values_at;
 use crate::index::Index;
 use crate::mapping::{FieldType, Mapping};
 use crate::query::LeafQuery;
-use crate::schema::{Fields, kw_column, names};
+use crate::schema::{Fields, names};
 use crate::shard::Shard;
 use crate::stats::TermStats;
 use crate::table::{ID_COLUMN, SCORE_COLUMN, SEQ_NO_COLUMN, SOURCE_COLUMN, VERSION_COLUMN};
@@ -556,14 +556,14 @@ impl ScanJob {
         let fields = self.shard.fields();
         let query = self
             .query
-            .compile(&self.mapping, &fields, self.shard.tantivy_index())
+            .compile(&self.mapping, fields, self.shard.tantivy_index())
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         if self.schema.fields().is_empty() {
             return self.count_only(&searcher, query.as_ref(), tx);
         }
         let scoring = self.query.is_scoring()
             && (self.schema.field_with_name(SCORE_COLUMN).is_ok() || self.sort == Some(ScanSort::Score));
-        let mut builder = BatchBuilder::new(&self.schema, &self.mapping, &fields, &searcher);
+        let mut builder = BatchBuilder::new(&self.schema, &self.mapping, fields, &searcher);
         let result = self.scan_with(&searcher, query.as_ref(), scoring, &mut builder, tx);
         self.fetch_time.set(builder.fetched);
         result
@@ -765,7 +765,7 @@ impl ScanJob {
         let mut heap: BinaryHeap<HeapEntry> = BinaryHeap::new();
         let mut matched = 0usize;
         for (ord, segment) in searcher.segment_readers().iter().enumerate() {
-            let column = open_numeric(segment, &kw_column(path))?;
+            let column = open_numeric(segment, &self.shard.fields().column(path))?;
             let mut scorer = weight.scorer(segment, 1.0).map_err(tantivy_err)?;
             let alive = segment.alive_bitset();
             let mut doc = scorer.doc();
@@ -1411,7 +1411,7 @@ impl<'a> BatchBuilder<'a> {
                             };
                         };
                         let multi = col.mapping.multi_valued;
-                        let column = kw_column(path);
+                        let column = fields.column(path);
                         match col.mapping.ty {
                             FieldType::Text => ColKind::Text {
                                 source_path: col.source_path.clone(),
@@ -1449,7 +1449,7 @@ impl<'a> BatchBuilder<'a> {
         BatchBuilder {
             schema: Arc::clone(schema),
             kinds,
-            fields: *fields,
+            fields: fields.clone(),
             searcher,
             segments: HashMap::new(),
             needs_source,

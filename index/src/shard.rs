@@ -44,6 +44,7 @@ use crate::activity::Activity;
 use crate::document::{FieldValue, ParsedDoc, PathSpan};
 use crate::error::{Error, Result};
 use crate::index::SeqNoCondition;
+use crate::mapping::FieldType;
 use crate::merge::{self, ForceMerge, SegmentStats};
 use crate::schema::{self, Fields, names};
 use crate::translog::{Op, OpKind, Translog};
@@ -192,11 +193,18 @@ impl Shard {
     /// Opens or creates the shard in `dir` and replays its translog.
     ///
     /// `writer_threads` is the number of indexing threads (each writes its
-    /// own segment at every refresh).
-    pub fn open(dir: &Path, ordinal: u32, writer_threads: usize, reparse: Reparse) -> Result<Shard> {
+    /// own segment at every refresh). A new shard gives each of `own`'s
+    /// column paths a field of its own; an existing one keeps its schema.
+    pub fn open(
+        dir: &Path,
+        ordinal: u32,
+        writer_threads: usize,
+        own: &[(String, FieldType)],
+        reparse: Reparse,
+    ) -> Result<Shard> {
         std::fs::create_dir_all(dir)?;
         let directory = MmapDirectory::open(dir).map_err(|e| Error::Internal(e.to_string()))?;
-        Shard::open_in(dir, Box::new(directory), ordinal, writer_threads, reparse)
+        Shard::open_in(dir, Box::new(directory), ordinal, writer_threads, own, reparse)
     }
 
     /// [`Shard::open`] with the tantivy index in `directory` (the files of
@@ -206,14 +214,16 @@ impl Shard {
         directory: Box<dyn tantivy::Directory>,
         ordinal: u32,
         writer_threads: usize,
+        own: &[(String, FieldType)],
         reparse: Reparse,
     ) -> Result<Shard> {
-        let (schema, fields) = schema::build();
         let index = if dir.join("meta.json").exists() {
             Index::open(directory)?
         } else {
+            let schema = schema::build(own.iter().map(|(path, ty)| (path.as_str(), *ty)));
             Index::create(directory, schema, tantivy::IndexSettings::default())?
         };
+        let fields = Fields::of(&index.schema())?;
         let committed_next_seq = committed_next_seq(&index)?;
         let writer_threads = writer_threads.max(1);
         let writer = index.writer_with_num_threads(writer_threads, WRITER_MEMORY)?;
@@ -271,8 +281,8 @@ impl Shard {
     }
 
     /// Schema field handles.
-    pub fn fields(&self) -> Fields {
-        self.fields
+    pub fn fields(&self) -> &Fields {
+        &self.fields
     }
 
     /// A searcher over the last refreshed state.
@@ -839,11 +849,32 @@ fn base_doc(fields: &Fields, id: &str, source: &str, doc: &ParsedDoc) -> Tantivy
     for path in doc.text_paths_with_tokens() {
         out.add_text(fields.exists, path);
     }
-    if !doc.values().is_empty() {
-        out.add_field_value(fields.kw, JsonView::Object(doc, doc.values()));
+    // Values of paths with a field of their own go to it; the others, by
+    // position, to the JSON field.
+    let mut rest = Vec::new();
+    for (i, (span, value)) in doc.values().iter().enumerate() {
+        match fields.own(doc.path(*span)) {
+            Some(field) => match value {
+                FieldValue::Str(s) => out.add_text(field, s),
+                FieldValue::I64(n) => out.add_i64(field, *n),
+                FieldValue::F64(f) => out.add_f64(field, *f),
+                FieldValue::Bool(b) => out.add_bool(field, *b),
+            },
+            None => rest.push(i),
+        }
     }
-    if !doc.texts().is_empty() {
-        out.add_field_value(fields.text, JsonView::Object(doc, doc.texts()));
+    if !rest.is_empty() {
+        out.add_field_value(fields.kw, JsonView::Object(doc, doc.values(), &rest));
+    }
+    rest.clear();
+    for (i, (span, text)) in doc.texts().iter().enumerate() {
+        match fields.own(doc.path(*span)) {
+            Some(field) => out.add_text(field, text),
+            None => rest.push(i),
+        }
+    }
+    if !rest.is_empty() {
+        out.add_field_value(fields.text, JsonView::Object(doc, doc.texts(), &rest));
     }
     out
 }
@@ -871,8 +902,9 @@ fn stamp(doc: &mut TantivyDocument, fields: &Fields, version: u64, seq_no: u64) 
 /// positions following the last one's with a gap.
 #[derive(Debug)]
 enum JsonView<'a, T> {
-    /// Entries of the document, with the document that holds their paths.
-    Object(&'a ParsedDoc, &'a [(PathSpan, T)]),
+    /// Entries of the document (those at the given positions), with the
+    /// document that holds their paths.
+    Object(&'a ParsedDoc, &'a [(PathSpan, T)], &'a [usize]),
     One(&'a T),
 }
 
@@ -913,9 +945,10 @@ impl<'a, T: Leaf> tantivy::schema::Value<'a> for JsonView<'a, T> {
 
     fn as_value(&self) -> ReferenceValue<'a, Self> {
         match *self {
-            JsonView::Object(doc, entries) => ReferenceValue::Object(PathValues {
+            JsonView::Object(doc, entries, positions) => ReferenceValue::Object(PathValues {
                 doc,
-                entries: entries.iter(),
+                entries,
+                positions: positions.iter(),
             }),
             JsonView::One(v) => ReferenceValue::Leaf(v.leaf()),
         }
@@ -925,14 +958,15 @@ impl<'a, T: Leaf> tantivy::schema::Value<'a> for JsonView<'a, T> {
 /// The values of a [`JsonView::Object`], each under its column path.
 struct PathValues<'a, T> {
     doc: &'a ParsedDoc,
-    entries: std::slice::Iter<'a, (PathSpan, T)>,
+    entries: &'a [(PathSpan, T)],
+    positions: std::slice::Iter<'a, usize>,
 }
 
 impl<'a, T> Iterator for PathValues<'a, T> {
     type Item = (&'a str, JsonView<'a, T>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (span, value) = self.entries.next()?;
+        let (span, value) = &self.entries[*self.positions.next()?];
         Some((self.doc.path(*span), JsonView::One(value)))
     }
 }
@@ -996,7 +1030,7 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Result<Shard> {
-        Shard::open(dir, 0, 1, Arc::new(no_reparse))
+        Shard::open(dir, 0, 1, &[], Arc::new(no_reparse))
     }
 
     /// An unconditional index write of `doc`.
@@ -1066,7 +1100,7 @@ mod tests {
         let column: Column<i64> = searcher
             .segment_reader(0)
             .fast_fields()
-            .i64(&schema::kw_column("n"))?;
+            .i64(&fields.column("n"))?;
         assert_eq!(column.values_for_doc(0).collect::<Vec<_>>(), vec![3, 5]);
         Ok(())
     }
@@ -1206,7 +1240,7 @@ mod tests {
             inner: MmapDirectory::open(dir)?,
             fail: Arc::clone(&fail),
         };
-        let shard = Shard::open_in(dir, Box::new(directory), 0, 1, Arc::new(no_reparse))?;
+        let shard = Shard::open_in(dir, Box::new(directory), 0, 1, &[], Arc::new(no_reparse))?;
         Ok((shard, fail))
     }
 

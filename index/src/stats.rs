@@ -38,7 +38,7 @@ impl TermStats {
     /// The statistics of `query`'s terms in one shard.
     pub fn of_shard(shard: &Shard, mapping: &Mapping, query: &LeafQuery) -> Result<TermStats> {
         let searcher = shard.searcher();
-        let compiled = query.compile(mapping, &shard.fields(), shard.tantivy_index())?;
+        let compiled = query.compile(mapping, shard.fields(), shard.tantivy_index())?;
         let schema = shard.tantivy_index().schema();
         let mut terms: Vec<Term> = Vec::new();
         compiled.query_terms(&mut |term, _| terms.push(term.clone()));

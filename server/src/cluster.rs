@@ -670,6 +670,7 @@ mod tests {
             version: 0,
             created_revision: 0,
             aliases: Default::default(),
+            own_fields: Vec::new(),
         }
     }
 
