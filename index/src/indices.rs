@@ -827,6 +827,34 @@ mod tests {
         Ok(())
     }
 
+    /// Two write indices of one alias (as two coordinators' changes,
+    /// each checked alone, can leave it once merged) fail writes through
+    /// the alias instead of sending them to either index.
+    #[test]
+    fn an_alias_with_two_write_indices_takes_no_writes() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let indices = Indices::open(dir.path())?;
+        let writer = crate::index::AliasMeta {
+            is_write_index: Some(true),
+        };
+        let (a, b) = (indices.create("a", None)?, indices.create("b", None)?);
+        let only_a = BTreeMap::from([("w".to_string(), writer)]);
+        a.set_aliases(&BTreeMap::new(), &only_a)?;
+        assert_eq!(indices.write_index("w")?.name(), "a");
+        b.set_aliases(&BTreeMap::new(), &only_a)?;
+        let err = indices
+            .write_index("w")
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("a write index was chosen"))?;
+        assert_eq!(err.status(), 400);
+        assert!(
+            err.to_string()
+                .contains("alias [w] has more than one write index [a,b]"),
+            "{err}"
+        );
+        Ok(())
+    }
+
     #[test]
     fn wildcards() {
         assert!(wildcard_match("logs-*", "logs-1"));

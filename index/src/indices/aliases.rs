@@ -115,18 +115,29 @@ fn check_write_indices(state: &AliasState) -> Result<()> {
 }
 
 /// The index that writes through `alias` go to, among `holders` (the
-/// indices it names, with what it says of each).
+/// indices it names, with what it says of each). Two write indices (two
+/// coordinators' changes merged in the cluster's store, each checked
+/// alone) fail every write rather than send it to either.
 fn write_index_of(alias: &str, holders: Vec<(Arc<Index>, AliasMeta)>) -> Result<Arc<Index>> {
     let only = holders.len() == 1;
+    let mut writers = Vec::new();
     let mut chosen = None;
     for (index, meta) in holders {
         match meta.is_write_index {
-            Some(true) => return Ok(index),
+            Some(true) => writers.push(index),
             None if only => chosen = Some(index),
             _ => {}
         }
     }
-    chosen.ok_or_else(|| {
+    if writers.len() > 1 {
+        let mut names: Vec<String> = writers.iter().map(|i| i.name()).collect();
+        names.sort();
+        return Err(Error::illegal_argument(format!(
+            "alias [{alias}] has more than one write index [{}]",
+            names.join(",")
+        )));
+    }
+    writers.pop().or(chosen).ok_or_else(|| {
         Error::illegal_argument(format!(
             "no write index is defined for alias [{alias}]. The write index may be explicitly disabled using \
              is_write_index=false or the alias points to multiple indices without one being designated as a \
