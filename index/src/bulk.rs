@@ -62,7 +62,9 @@ pub struct BulkItem {
 /// Parses a bulk NDJSON body. `default_index` comes from `/{index}/_bulk`,
 /// and `require_alias` from `?require_alias=`, which action lines override.
 pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) -> Result<Vec<BulkItem>> {
-    let mut items = Vec::new();
+    // Most actions take two lines: room for them all at once, not grown
+    // (and copied) as they come.
+    let mut items = Vec::with_capacity(body.bytes().filter(|&b| b == b'\n').count() / 2 + 1);
     let mut lines = body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     while let Some((lineno, line)) = lines.next() {
         let lineno = lineno + 1;
