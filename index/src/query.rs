@@ -13,7 +13,7 @@ use tantivy::query::{
     FuzzyTermQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, QueryParser, RangeQuery, RegexQuery,
     TermQuery, TermSetQuery,
 };
-use tantivy::query_grammar::{UserInputAst, UserInputBound, UserInputLeaf};
+use tantivy::query_grammar::{UserInputAst, UserInputBound, UserInputLeaf, UserInputLiteral};
 use tantivy::schema::{Field, IndexRecordOption, Type};
 use tantivy::tokenizer::TokenizerManager;
 use tantivy::{Index, Term};
@@ -641,6 +641,10 @@ impl Compiler<'_> {
                 other => self.json_term(path, other),
             }));
         };
+        // Analyzed text has no column to range over, as in the JSON field.
+        if !self.index.schema().get_field_entry(field).is_fast() {
+            return None;
+        }
         let ty = self.value_type(field);
         match bound {
             Bound::Included(v) => own_term(field, ty, v).map(Bound::Included),
@@ -663,6 +667,9 @@ impl Compiler<'_> {
     fn regex(&self, path: &str, pattern: &str, case_insensitive: bool) -> Result<Box<dyn Query>> {
         let flags = if case_insensitive { "(?i)" } else { "" };
         let (field, full) = match self.fields.own(path) {
+            // Only strings match patterns, as in the JSON fields (whose
+            // pattern starts with the string type's marker).
+            Some(field) if self.value_type(field) != Type::Str => return Ok(Box::new(EmptyQuery)),
             Some(field) => (field, format!("{flags}(?:{pattern})")),
             None => {
                 let field = if self.is_text(path)? {
@@ -804,10 +811,7 @@ impl Compiler<'_> {
             }
             UserInputAst::Leaf(leaf) => match *leaf {
                 UserInputLeaf::Literal(mut lit) => match lit.field_name.take() {
-                    Some(name) => {
-                        lit.field_name = Some(self.schema_path(&name)?);
-                        UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(lit)))
-                    }
+                    Some(name) => self.literal(&name, lit)?,
                     None => {
                         if defaults.is_empty() {
                             return Ok(UserInputAst::Clause(vec![]));
@@ -816,9 +820,7 @@ impl Compiler<'_> {
                             defaults
                                 .iter()
                                 .map(|(field, boost)| {
-                                    let mut l = lit.clone();
-                                    l.field_name = Some(self.schema_path(field)?);
-                                    let leaf = UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(l)));
+                                    let leaf = self.literal(field, lit.clone())?;
                                     let leaf = if *boost == 1.0 {
                                         leaf
                                     } else {
@@ -841,6 +843,30 @@ impl Compiler<'_> {
                 other => UserInputAst::Leaf(Box::new(other)),
             },
         })
+    }
+
+    /// A query-string literal of field `name`. A number or a date becomes
+    /// a range of the field's type from the literal to itself (so a bare
+    /// day is the whole day, as for a `term` query on a date), rather than
+    /// a term that tantivy's parser would read by the type of the field
+    /// holding it; other literals search the field's schema path.
+    fn literal(&self, name: &str, mut lit: UserInputLiteral) -> Result<UserInputAst> {
+        let numeric = self.mapping.column(name).is_some_and(|c| {
+            c.mapping.ty.integer_range().is_some()
+                || matches!(
+                    c.mapping.ty,
+                    FieldType::Double | FieldType::Float | FieldType::ScaledFloat | FieldType::Date
+                )
+        });
+        if numeric && !lit.prefix {
+            return Ok(UserInputAst::Leaf(Box::new(UserInputLeaf::Range {
+                field: Some(name.to_string()),
+                lower: UserInputBound::Inclusive(lit.phrase.clone()),
+                upper: UserInputBound::Inclusive(lit.phrase),
+            })));
+        }
+        lit.field_name = Some(self.schema_path(name)?);
+        Ok(UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(lit))))
     }
 
     /// The schema path of a field; an unmapped field matches nothing, as in

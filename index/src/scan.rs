@@ -582,8 +582,8 @@ impl ScanJob {
         match &self.sort {
             Some(ScanSort::Score) => {
                 let limit = self.fetch.unwrap_or(searcher.num_docs() as usize).max(1);
-                // Every hit is scored: text lives in a JSON field, which keeps
-                // no field norms, and on such a field tantivy's block-max WAND
+                // Every hit is scored: no field keeps norms (a JSON field has
+                // none), and on such a field tantivy's block-max WAND
                 // (`order_by_score`) skips blocks holding the best hits.
                 let collector = TopDocs::with_limit(limit).tweak_score(|_: &tantivy::SegmentReader| {
                     |_: tantivy::DocId, score: tantivy::Score| score

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions, NumericOptions, STRING, Schema,
-    TextFieldIndexing, TextOptions,
+    FAST, Field, IndexRecordOption, JsonObjectOptions, NumericOptions, STRING, Schema, TextFieldIndexing,
+    TextOptions,
 };
 
 use crate::error::{Error, Result};
@@ -122,11 +122,7 @@ pub fn build<'a>(own: impl IntoIterator<Item = (&'a str, FieldType)>) -> Schema 
     b.add_u64_field(names::SEQ_NO, FAST);
     b.add_text_field(names::SOURCE, TextOptions::default().set_stored());
     let kw_opts = JsonObjectOptions::default()
-        .set_indexing_options(
-            TextFieldIndexing::default()
-                .set_tokenizer("raw")
-                .set_index_option(IndexRecordOption::Basic),
-        )
+        .set_indexing_options(raw())
         .set_fast("raw")
         .set_expand_dots_enabled();
     b.add_json_field(names::KW, kw_opts);
@@ -135,19 +131,24 @@ pub fn build<'a>(own: impl IntoIterator<Item = (&'a str, FieldType)>) -> Schema 
         .set_expand_dots_enabled();
     b.add_json_field(names::TEXT, text_opts);
     b.add_text_field(names::EXISTS, STRING);
-    let numeric = || NumericOptions::from(INDEXED | FAST);
+    // No field norms on the fields of their own either: a JSON field has
+    // none, and a score must not depend on how many values (or tokens) a
+    // document has in a field whether it was mapped at creation or later.
+    let numeric = || NumericOptions::default().set_indexed().set_fast();
+    let keyword = || {
+        TextOptions::default()
+            .set_indexing_options(raw().set_fieldnorms(false))
+            .set_fast("raw")
+    };
     for (path, ty) in own {
         let value = format!("{}.{path}", names::FIELD);
         match ty {
             FieldType::Text => {
-                // No field norms: scored as the text of `_text`, which (a JSON
-                // field) has none, so that a score does not depend on whether
-                // its field was mapped at creation.
                 let opts = TextOptions::default().set_indexing_options(analyzed().set_fieldnorms(false));
                 b.add_text_field(&format!("{}.{path}", names::ANALYZED), opts);
             }
             FieldType::Keyword | FieldType::Ip => {
-                b.add_text_field(&value, STRING | FAST);
+                b.add_text_field(&value, keyword());
             }
             FieldType::Long
             | FieldType::Integer
@@ -166,6 +167,13 @@ pub fn build<'a>(own: impl IntoIterator<Item = (&'a str, FieldType)>) -> Schema 
         }
     }
     b.build()
+}
+
+/// How exact values are indexed: whole, without frequencies.
+fn raw() -> TextFieldIndexing {
+    TextFieldIndexing::default()
+        .set_tokenizer("raw")
+        .set_index_option(IndexRecordOption::Basic)
 }
 
 /// How text is analyzed: the default tokenizer, with positions.

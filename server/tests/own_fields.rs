@@ -47,7 +47,9 @@ fn doc(i: u64) -> Value {
         "addr": format!("10.0.{}.{}", i % 4, i % 250),
         "title": format!("{} {} {}", word(0), word(1), word(2)),
     });
-    if !i.is_multiple_of(4) {
+    if i % 8 == 1 {
+        doc["tags"] = json!([KINDS[(i % 3) as usize]]);
+    } else if !i.is_multiple_of(4) {
         doc["tags"] = json!([KINDS[(i % 3) as usize], KINDS[(i % 2 + 3) as usize]]);
     }
     if i % 6 != 1 {
@@ -213,6 +215,16 @@ fn fields_mapped_at_creation_answer_as_fields_mapped_later() -> Result<()> {
             Hits::Some,
         ),
         (
+            json!({"query_string": {"query": "n:5 OR price:3.75"}}),
+            Hits::Some,
+        ),
+        (json!({"query_string": {"query": "ts:2024-01-03"}}), Hits::Some),
+        (
+            json!({"query_string": {"query": "5", "fields": ["title", "small"]}}),
+            Hits::Some,
+        ),
+        (json!({"wildcard": {"ok": "*"}}), Hits::None),
+        (
             json!({"bool": {"must": [{"match": {"body": "brown"}}], "filter": [{"range": {"f": {"lt": 3}}}], "must_not": [{"term": {"kind": "alpha"}}]}}),
             Hits::Some,
         ),
@@ -229,6 +241,26 @@ fn fields_mapped_at_creation_answer_as_fields_mapped_later() -> Result<()> {
             Hits::Some => ensure!(0 < own_total && own_total < DOCS, "{query}: {own_total} hits"),
             Hits::None => ensure!(own_total == 0, "{query}: {own_total} hits"),
         }
+    }
+
+    // A keyword's score does not depend on how many values a document has
+    // (no field norms), as in Elasticsearch.
+    for index in ["own", "late"] {
+        let answer = search(
+            &server,
+            index,
+            &json!({"query": {"term": {"tags": "alpha"}}, "size": DOCS}),
+        )?;
+        let scores: Vec<f64> = answer["hits"]["hits"]
+            .as_array()
+            .context("hits")?
+            .iter()
+            .filter_map(|h| h["_score"].as_f64())
+            .collect();
+        ensure!(
+            scores.len() > 1 && scores.iter().all(|s| (s - scores[0]).abs() < 1e-6),
+            "{index}: {scores:?}"
+        );
     }
 
     // Sorts on columns, through the scan's top-k.
