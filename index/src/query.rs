@@ -346,9 +346,14 @@ impl Compiler<'_> {
                 Some(c) if c.mapping.ty != FieldType::Text => {
                     Box::new(ExistsQuery::new(self.fields.column(path), false))
                 }
-                _ => Box::new(TermQuery::new(
-                    Term::from_field_text(self.fields.exists, path),
-                    IndexRecordOption::Basic,
+                // Constant, as the column's `exists` is (and as in
+                // Elasticsearch): not a BM25 score of the marker term.
+                _ => Box::new(ConstScoreQuery::new(
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(self.fields.exists, path),
+                        IndexRecordOption::Basic,
+                    )),
+                    1.0,
                 )),
             },
             LeafQuery::Prefix { path, prefix } => {

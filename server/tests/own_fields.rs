@@ -263,6 +263,25 @@ fn fields_mapped_at_creation_answer_as_fields_mapped_later() -> Result<()> {
         );
     }
 
+    // `exists` scores 1, on text as on columns, as in Elasticsearch.
+    for (index, field) in [
+        ("own", "body"),
+        ("late", "body"),
+        ("own", "tags"),
+        ("late", "tags"),
+    ] {
+        let answer = search(
+            &server,
+            index,
+            &json!({"query": {"exists": {"field": field}}, "size": DOCS}),
+        )?;
+        let hits = answer["hits"]["hits"].as_array().context("hits")?;
+        ensure!(
+            hits.len() > 1 && hits.iter().all(|h| h["_score"].as_f64() == Some(1.0)),
+            "{index} {field}: {answer}"
+        );
+    }
+
     // Sorts on columns, through the scan's top-k.
     for sort in [
         json!([{"n": "desc"}, {"_id": "asc"}]),
