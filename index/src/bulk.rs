@@ -59,12 +59,16 @@ pub struct BulkItem {
     pub write: DocWrite,
 }
 
+/// The most bulk items room is made for before they are parsed.
+const MAX_PREALLOCATED_ITEMS: usize = 65_536;
+
 /// Parses a bulk NDJSON body. `default_index` comes from `/{index}/_bulk`,
 /// and `require_alias` from `?require_alias=`, which action lines override.
 pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) -> Result<Vec<BulkItem>> {
-    // Most actions take two lines: room for them all at once, not grown
-    // (and copied) as they come.
-    let mut items = Vec::with_capacity(body.bytes().filter(|&b| b == b'\n').count() / 2 + 1);
+    // Most actions take two lines: room for them all at once (up to a
+    // bound, whatever the body holds), not grown and copied as they come.
+    let lines = body.bytes().filter(|&b| b == b'\n').count();
+    let mut items = Vec::with_capacity((lines / 2 + 1).min(MAX_PREALLOCATED_ITEMS));
     let mut lines = body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     while let Some((lineno, line)) = lines.next() {
         let lineno = lineno + 1;

@@ -852,6 +852,13 @@ mod tests {
                 .contains("alias [w] has more than one write index [a,b]"),
             "{err}"
         );
+        // Changes that leave the alias as it is still go through.
+        indices.create("c", None)?;
+        indices.update_aliases(&[AliasAction::Add {
+            indices: vec!["c".into()],
+            alias: "other".into(),
+            meta: crate::index::AliasMeta::default(),
+        }])?;
         Ok(())
     }
 

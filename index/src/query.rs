@@ -553,6 +553,15 @@ impl Compiler<'_> {
     /// it is a whole number up to floating-point error; other values as they
     /// are.
     fn stored(&self, path: &str, value: &TermValue, round: fn(f64) -> f64) -> TermValue {
+        // A `float` field holds its values as f32 (widened back to f64).
+        if let TermValue::F64(f) = value
+            && self
+                .mapping
+                .column(path)
+                .is_some_and(|c| c.mapping.ty == FieldType::Float)
+        {
+            return TermValue::F64(f64::from(*f as f32));
+        }
         let Some(factor) = self
             .mapping
             .column(path)
@@ -780,6 +789,21 @@ impl Compiler<'_> {
                     };
                     self.compile(&range)?
                 }
+                UserInputLeaf::Literal(lit)
+                    if let Some(ty) = lit.field_name.as_deref().and_then(|n| self.typed_column(n)) =>
+                {
+                    self.typed_literal(lit.field_name.as_deref().unwrap_or_default(), ty, &lit.phrase)?
+                }
+                UserInputLeaf::Set {
+                    field: Some(name),
+                    elements,
+                } if let Some(ty) = self.typed_column(&name) => {
+                    let values = elements
+                        .iter()
+                        .map(|e| self.typed_value(&name, ty, e))
+                        .collect::<Result<Vec<_>>>()?;
+                    self.compile(&LeafQuery::Terms { path: name, values })?
+                }
                 other => parser
                     .build_query_from_user_input_ast(UserInputAst::Leaf(Box::new(other)))
                     .map_err(|e| Error::BadRequest {
@@ -840,6 +864,7 @@ impl Compiler<'_> {
                 range @ UserInputLeaf::Range { .. } => UserInputAst::Leaf(Box::new(range)),
                 UserInputLeaf::Set { field, elements } => {
                     let field = match field {
+                        Some(name) if self.typed_column(&name).is_some() => Some(name),
                         Some(name) => Some(self.schema_path(&name)?),
                         None => None,
                     };
@@ -850,28 +875,86 @@ impl Compiler<'_> {
         })
     }
 
-    /// A query-string literal of field `name`. A number or a date becomes
-    /// a range of the field's type from the literal to itself (so a bare
-    /// day is the whole day, as for a `term` query on a date), rather than
-    /// a term that tantivy's parser would read by the type of the field
-    /// holding it; other literals search the field's schema path.
+    /// The type of column `name` when query-string values of it are
+    /// typed here (numbers, dates, booleans) rather than by tantivy's
+    /// parser, which would read them by the type of the field holding the
+    /// column: a field of its own or a JSON field.
+    fn typed_column(&self, name: &str) -> Option<FieldType> {
+        let ty = self.mapping.column(name)?.mapping.ty;
+        (!matches!(ty, FieldType::Keyword | FieldType::Ip | FieldType::Text)).then_some(ty)
+    }
+
+    /// A query-string literal of field `name`: a typed column keeps the
+    /// user's name, for [`Compiler::build`] to type its value; other
+    /// literals search the field's schema path.
     fn literal(&self, name: &str, mut lit: UserInputLiteral) -> Result<UserInputAst> {
-        let numeric = self.mapping.column(name).is_some_and(|c| {
-            c.mapping.ty.integer_range().is_some()
-                || matches!(
-                    c.mapping.ty,
-                    FieldType::Double | FieldType::Float | FieldType::ScaledFloat | FieldType::Date
-                )
+        lit.field_name = Some(match self.typed_column(name) {
+            Some(_) if !lit.prefix => name.to_string(),
+            _ => self.schema_path(name)?,
         });
-        if numeric && !lit.prefix {
-            return Ok(UserInputAst::Leaf(Box::new(UserInputLeaf::Range {
-                field: Some(name.to_string()),
-                lower: UserInputBound::Inclusive(lit.phrase.clone()),
-                upper: UserInputBound::Inclusive(lit.phrase),
-            })));
-        }
-        lit.field_name = Some(self.schema_path(name)?);
         Ok(UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(lit))))
+    }
+
+    /// A query-string value of typed column `name`, as a `term` query's
+    /// value is read (a 400 when it does not parse, as in Elasticsearch).
+    fn typed_value(&self, name: &str, ty: FieldType, text: &str) -> Result<TermValue> {
+        let bad = || {
+            Error::illegal_argument(format!(
+                "failed to parse [{text}] for field [{name}] of type [{}]",
+                ty.name()
+            ))
+        };
+        let text = text.trim();
+        Ok(match ty {
+            FieldType::Date => TermValue::I64(self.date_millis(name, text)?.ok_or_else(bad)?),
+            FieldType::Boolean => TermValue::Bool(text.parse().map_err(|_| bad())?),
+            FieldType::Double | FieldType::Float | FieldType::ScaledFloat => TermValue::F64(
+                text.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(bad)?,
+            ),
+            _ => {
+                let (min, max) = ty.integer_range().ok_or_else(bad)?;
+                let n = text.parse::<i64>().ok().or_else(|| {
+                    let f = text.parse::<f64>().ok()?;
+                    (f.is_finite() && f.fract() == 0.0 && f.abs() < i64::MAX as f64).then_some(f as i64)
+                });
+                TermValue::I64(n.filter(|n| (min..=max).contains(n)).ok_or_else(bad)?)
+            }
+        })
+    }
+
+    /// A date of column `name` in its mapping's format, in epoch millis.
+    fn date_millis(&self, name: &str, text: &str) -> Result<Option<i64>> {
+        let Some(column) = self.mapping.column(name) else {
+            return Ok(None);
+        };
+        let format = column.mapping.date_format()?;
+        Ok(format.parse_str(text).or_else(|| {
+            text.parse::<serde_json::Number>()
+                .ok()
+                .and_then(|n| format.parse_number(&n))
+        }))
+    }
+
+    /// The query of a query-string literal of typed column `name`: its
+    /// value, or for a date the period it names (a bare day is the whole
+    /// day, as for a `term` query on a date).
+    fn typed_literal(&self, name: &str, ty: FieldType, text: &str) -> Result<Box<dyn Query>> {
+        let value = self.typed_value(name, ty, text)?;
+        let query = match (ty, value) {
+            (FieldType::Date, TermValue::I64(start)) => LeafQuery::Range {
+                path: name.to_string(),
+                lower: Bound::Included(TermValue::I64(start)),
+                upper: Bound::Included(TermValue::I64(crate::date::end_of_period(text.trim(), start))),
+            },
+            (_, value) => LeafQuery::Term {
+                path: name.to_string(),
+                value,
+            },
+        };
+        self.compile(&query)
     }
 
     /// The schema path of a field; an unmapped field matches nothing, as in

@@ -220,6 +220,11 @@ fn fields_mapped_at_creation_answer_as_fields_mapped_later() -> Result<()> {
         ),
         (json!({"query_string": {"query": "ts:2024-01-03"}}), Hits::Some),
         (
+            json!({"query_string": {"query": "n: IN [3 5] AND ok:true"}}),
+            Hits::Some,
+        ),
+        (json!({"query_string": {"query": "n:5.0 OR d:1.5"}}), Hits::Some),
+        (
             json!({"query_string": {"query": "5", "fields": ["title", "small"]}}),
             Hits::Some,
         ),

@@ -95,8 +95,8 @@ pub fn alias_meta(alias: &str, body: &Value) -> Result<AliasMeta> {
     Ok(meta)
 }
 
-/// Fails when an alias would have two write indices.
-fn check_write_indices(state: &AliasState) -> Result<()> {
+/// The write indices of each alias.
+fn write_indices(state: &AliasState) -> BTreeMap<&str, Vec<&str>> {
     let mut writers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (index, aliases) in state {
         for (alias, meta) in aliases {
@@ -105,7 +105,19 @@ fn check_write_indices(state: &AliasState) -> Result<()> {
             }
         }
     }
-    match writers.into_iter().find(|(_, indices)| indices.len() > 1) {
+    writers
+}
+
+/// Fails when a change from `before` to `after` would give an alias two
+/// write indices. An alias that had two already (two coordinators'
+/// changes merged in the cluster's store) fails its own writes, not
+/// changes that leave it as it is.
+fn check_write_indices(before: &AliasState, after: &AliasState) -> Result<()> {
+    let had = write_indices(before);
+    let doubled = write_indices(after)
+        .into_iter()
+        .find(|(alias, indices)| indices.len() > 1 && had.get(alias) != Some(indices));
+    match doubled {
         Some((alias, indices)) => Err(Error::illegal_argument(format!(
             "alias [{alias}] has more than one write index [{}]",
             indices.join(",")
@@ -231,9 +243,10 @@ impl Indices {
                 return Err(alias_is_index(alias));
             }
         }
-        let mut state = self.alias_state();
-        state.insert(name.to_string(), aliases.clone());
-        check_write_indices(&state)
+        let before = self.alias_state();
+        let mut after = before.clone();
+        after.insert(name.to_string(), aliases.clone());
+        check_write_indices(&before, &after)
     }
 
     fn check_alias_name(&self, alias: &str) -> Result<()> {
@@ -311,7 +324,7 @@ impl Indices {
         if !applied {
             return Err(aliases_missing(&missing));
         }
-        check_write_indices(&after)?;
+        check_write_indices(&before, &after)?;
         let empty = BTreeMap::new();
         let mut changed: Vec<(&String, &BTreeMap<String, AliasMeta>)> = after
             .iter()
