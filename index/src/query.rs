@@ -794,6 +794,22 @@ impl Compiler<'_> {
                 {
                     self.typed_literal(lit.field_name.as_deref().unwrap_or_default(), ty, &lit.phrase)?
                 }
+                // `field:*` and `field:/pattern/`, of the user's field: as the
+                // `exists` and `regexp` queries (an unmapped field matches
+                // nothing).
+                UserInputLeaf::Exists { field } => match self.mapping.column(&field) {
+                    Some(column) => self.compile(&LeafQuery::Exists {
+                        path: column.source_path,
+                    })?,
+                    None => Box::new(EmptyQuery),
+                },
+                UserInputLeaf::Regex {
+                    field: Some(name),
+                    pattern,
+                } => match self.mapping.column(&name) {
+                    Some(_) => self.regex(&name, &pattern, false)?,
+                    None => Box::new(EmptyQuery),
+                },
                 UserInputLeaf::Set {
                     field: Some(name),
                     elements,

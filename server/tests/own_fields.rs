@@ -225,6 +225,11 @@ fn fields_mapped_at_creation_answer_as_fields_mapped_later() -> Result<()> {
         ),
         (json!({"query_string": {"query": "n:5.0 OR d:1.5"}}), Hits::Some),
         (
+            json!({"query_string": {"query": "tags:* AND kind:/al.*/"}}),
+            Hits::Some,
+        ),
+        (json!({"query_string": {"query": "body:* AND n:*"}}), Hits::Some),
+        (
             json!({"query_string": {"query": "5", "fields": ["title", "small"]}}),
             Hits::Some,
         ),
