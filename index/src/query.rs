@@ -789,11 +789,11 @@ impl Compiler<'_> {
                     };
                     self.compile(&range)?
                 }
-                UserInputLeaf::Literal(lit)
-                    if let Some(ty) = lit.field_name.as_deref().and_then(|n| self.typed_column(n)) =>
-                {
-                    self.typed_literal(lit.field_name.as_deref().unwrap_or_default(), ty, &lit.phrase)?
-                }
+                UserInputLeaf::Literal(UserInputLiteral {
+                    field_name: Some(name),
+                    phrase,
+                    ..
+                }) if self.typed_column(&name).is_some() => self.typed_literal(&name, &phrase)?,
                 // `field:*` and `field:/pattern/`, of the user's field: as the
                 // `exists` and `regexp` queries (an unmapped field matches
                 // nothing).
@@ -813,10 +813,10 @@ impl Compiler<'_> {
                 UserInputLeaf::Set {
                     field: Some(name),
                     elements,
-                } if let Some(ty) = self.typed_column(&name) => {
+                } if self.typed_column(&name).is_some() => {
                     let values = elements
                         .iter()
-                        .map(|e| self.typed_value(&name, ty, e))
+                        .map(|e| self.typed_value(&name, e))
                         .collect::<Result<Vec<_>>>()?;
                     self.compile(&LeafQuery::Terms { path: name, values })?
                 }
@@ -913,7 +913,10 @@ impl Compiler<'_> {
 
     /// A query-string value of typed column `name`, as a `term` query's
     /// value is read (a 400 when it does not parse, as in Elasticsearch).
-    fn typed_value(&self, name: &str, ty: FieldType, text: &str) -> Result<TermValue> {
+    fn typed_value(&self, name: &str, text: &str) -> Result<TermValue> {
+        let ty = self
+            .typed_column(name)
+            .ok_or_else(|| Error::Internal(format!("[{name}] is not typed")))?;
         let bad = || {
             Error::illegal_argument(format!(
                 "failed to parse [{text}] for field [{name}] of type [{}]",
@@ -957,15 +960,15 @@ impl Compiler<'_> {
     /// The query of a query-string literal of typed column `name`: its
     /// value, or for a date the period it names (a bare day is the whole
     /// day, as for a `term` query on a date).
-    fn typed_literal(&self, name: &str, ty: FieldType, text: &str) -> Result<Box<dyn Query>> {
-        let value = self.typed_value(name, ty, text)?;
-        let query = match (ty, value) {
-            (FieldType::Date, TermValue::I64(start)) => LeafQuery::Range {
+    fn typed_literal(&self, name: &str, text: &str) -> Result<Box<dyn Query>> {
+        let date = self.typed_column(name) == Some(FieldType::Date);
+        let query = match self.typed_value(name, text)? {
+            TermValue::I64(start) if date => LeafQuery::Range {
                 path: name.to_string(),
                 lower: Bound::Included(TermValue::I64(start)),
                 upper: Bound::Included(TermValue::I64(crate::date::end_of_period(text.trim(), start))),
             },
-            (_, value) => LeafQuery::Term {
+            value => LeafQuery::Term {
                 path: name.to_string(),
                 value,
             },
