@@ -176,9 +176,10 @@ fn documents(batch: &RecordBatch) -> Result<Vec<DocWrite>, Status> {
         .collect())
 }
 
-/// The index to write into, created from the schema when missing.
+/// The index to write into: the index of that name, or the write index
+/// of the alias of that name; created from the schema when neither exists.
 fn target(indices: &Indices, name: &str, schema: &Schema) -> Result<(Arc<Index>, bool), Status> {
-    match indices.get(name) {
+    match indices.write_index(name) {
         Ok(index) => Ok((index, false)),
         Err(quidditch_index::Error::IndexNotFound(_)) => {
             let body = json!({"mappings": mapping_for(schema)?});
@@ -186,7 +187,7 @@ fn target(indices: &Indices, name: &str, schema: &Schema) -> Result<(Arc<Index>,
                 Ok(index) => Ok((index, true)),
                 // Created by a concurrent put.
                 Err(quidditch_index::Error::IndexExists(_)) => {
-                    Ok((indices.get(name).map_err(index_status)?, false))
+                    Ok((indices.write_index(name).map_err(index_status)?, false))
                 }
                 Err(e) => Err(index_status(e)),
             }

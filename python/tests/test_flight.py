@@ -217,3 +217,23 @@ def test_query_results_can_be_put_back(node, logs):
     writer.close()
     copied = client.do_get(ticket({"sql": "SELECT _id, status FROM copy ORDER BY _id"})).read_all()
     assert copied.to_pylist() == sorted(({"_id": i, "status": s} for i, s in zip(hits["_id"].to_pylist(), hits["status"].to_pylist())), key=lambda r: r["_id"])
+
+
+def test_do_put_to_an_alias_writes_to_its_write_index(node):
+    client = flight.connect(node.flight)
+    for name in ["rows-1", "rows-2"]:
+        assert requests.put(f"{node.url}/{name}", json={"mappings": {"properties": {"k": {"type": "long"}}}}, timeout=30).ok
+    actions = [
+        {"add": {"index": "rows-1", "alias": "rows"}},
+        {"add": {"index": "rows-2", "alias": "rows", "is_write_index": True}},
+    ]
+    assert requests.post(f"{node.url}/_aliases", json={"actions": actions}, timeout=30).ok
+    table = pa.table({"k": pa.array([1, 2, 3], pa.int64())})
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path("rows"), table.schema)
+    writer.write_table(table)
+    writer.done_writing()
+    assert json.loads(reader.read().to_pybytes())["written"] == 3
+    writer.close()
+    requests.post(f"{node.url}/rows/_refresh", timeout=30)
+    counts = {name: requests.get(f"{node.url}/{name}/_count", timeout=30).json()["count"] for name in ["rows-1", "rows-2"]}
+    assert counts == {"rows-1": 0, "rows-2": 3}
