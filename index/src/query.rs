@@ -553,20 +553,17 @@ impl Compiler<'_> {
     /// it is a whole number up to floating-point error; other values as they
     /// are.
     fn stored(&self, path: &str, value: &TermValue, round: fn(f64) -> f64) -> TermValue {
+        let Some(column) = self.mapping.column(path) else {
+            return value.clone();
+        };
         // A `float` field holds its values as f32 (widened back to f64).
-        if let TermValue::F64(f) = value
-            && self
-                .mapping
-                .column(path)
-                .is_some_and(|c| c.mapping.ty == FieldType::Float)
-        {
+        if let (FieldType::Float, TermValue::F64(f)) = (column.mapping.ty, value) {
             return TermValue::F64(f64::from(*f as f32));
         }
-        let Some(factor) = self
+        let Some(factor) = column
             .mapping
-            .column(path)
-            .filter(|c| c.mapping.ty == FieldType::ScaledFloat)
-            .and_then(|c| c.mapping.scaling_factor)
+            .scaling_factor
+            .filter(|_| column.mapping.ty == FieldType::ScaledFloat)
         else {
             return value.clone();
         };

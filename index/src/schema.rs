@@ -99,11 +99,6 @@ impl Fields {
         self.own.get(path).copied()
     }
 
-    /// Whether some paths have fields of their own.
-    pub fn has_own(&self) -> bool {
-        !self.own.is_empty()
-    }
-
     /// The columnar (fast field) name of non-text column `path`.
     pub fn column(&self, path: &str) -> String {
         match self.own.contains_key(path) {
