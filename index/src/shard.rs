@@ -5,7 +5,10 @@
 //! (recording the next sequence number in the commit payload), reloads the
 //! reader and drops the translog generations the commit holds. Until then,
 //! writes are tracked in a live version map so that versions and realtime
-//! `GET`s are right.
+//! `GET`s are right. Writes with generated ids (whose ids no other write
+//! has) skip the map, as Elasticsearch's append-only writes skip its
+//! version map: the range of their ids is kept instead, and the first
+//! lookup of an id in that range lists them from the translog.
 //!
 //! A commit takes its snapshot under the write lock, but runs without it:
 //! writes go on meanwhile (logged and acknowledged as always), and their
@@ -128,6 +131,10 @@ struct WriteState {
     live: HashMap<String, LiveEntry>,
     /// Writes of the snapshot of a commit the reader does not see yet.
     refreshing: HashMap<String, LiveEntry>,
+    /// Writes with generated ids that `live` does not list.
+    unlisted: Unlisted,
+    /// Those of them that `refreshing` does not list.
+    unlisted_refreshing: Unlisted,
     /// Changes waiting for the writer while a commit holds it, in order.
     pending: Vec<Change>,
     next_seq: u64,
@@ -141,6 +148,98 @@ impl WriteState {
     fn live_entry(&self, id: &str) -> Option<&LiveEntry> {
         self.live.get(id).or_else(|| self.refreshing.get(id))
     }
+
+    /// The live entry of `id`, listing the unlisted writes first when `id`
+    /// may be one of theirs.
+    fn listed_entry(&mut self, id: &str) -> Result<Option<&LiveEntry>> {
+        if self.live_entry(id).is_none() && self.may_be_unlisted(id) {
+            self.list_unlisted()?;
+        }
+        Ok(self.live_entry(id))
+    }
+
+    fn may_be_unlisted(&self, id: &str) -> bool {
+        self.unlisted.may_hold(id) || self.unlisted_refreshing.may_hold(id)
+    }
+
+    /// Lists the unlisted writes in `live`, reading them back from the
+    /// translog, which holds every write the reader does not see.
+    fn list_unlisted(&mut self) -> Result<()> {
+        let first = [&self.unlisted, &self.unlisted_refreshing]
+            .iter()
+            .filter_map(|u| u.first_seq)
+            .min();
+        let Some(first_seq) = first else {
+            return Ok(());
+        };
+        for op in self.translog.read_all()? {
+            let OpKind::Index { source } = op.kind else {
+                continue;
+            };
+            let later_listed = self.live_entry(&op.id).is_some_and(|e| e.seq_no >= op.seq_no);
+            if op.seq_no < first_seq || !self.may_be_unlisted(&op.id) || later_listed {
+                continue;
+            }
+            let entry = LiveEntry {
+                version: op.version,
+                seq_no: op.seq_no,
+                source: Some(source),
+            };
+            self.live.insert(op.id, entry);
+        }
+        self.unlisted = Unlisted::default();
+        self.unlisted_refreshing = Unlisted::default();
+        Ok(())
+    }
+}
+
+/// The writes with generated ids since some sequence number that skipped
+/// the live map: the first sequence number and the smallest and largest
+/// id, so that a lookup of an id outside that range (every id a client
+/// chose, nearly always) needs no listing.
+#[derive(Debug, Default)]
+struct Unlisted {
+    first_seq: Option<u64>,
+    ids: Option<(String, String)>,
+}
+
+impl Unlisted {
+    fn add(&mut self, id: &str, seq_no: u64) {
+        self.first_seq = Some(self.first_seq.map_or(seq_no, |s| s.min(seq_no)));
+        match &mut self.ids {
+            Some((low, high)) => {
+                if id < low.as_str() {
+                    *low = id.to_string();
+                } else if id > high.as_str() {
+                    *high = id.to_string();
+                }
+            }
+            None => self.ids = Some((id.to_string(), id.to_string())),
+        }
+    }
+
+    fn merge(&mut self, other: Unlisted) {
+        if let (Some(seq), Some((low, high))) = (other.first_seq, other.ids) {
+            self.add(&low, seq);
+            self.add(&high, seq);
+        }
+    }
+
+    fn may_hold(&self, id: &str) -> bool {
+        self.ids
+            .as_ref()
+            .is_some_and(|(low, high)| low.as_str() <= id && id <= high.as_str())
+    }
+}
+
+/// What a write accepted under the lock brings beside its logged op.
+struct Accepted {
+    /// Its document (none for a delete).
+    doc: Option<TantivyDocument>,
+    /// It replaces a live document.
+    replaces: bool,
+    /// Its id was generated for it.
+    generated: bool,
 }
 
 /// A change for the tantivy writer. Changes reach it in the order of their
@@ -236,6 +335,8 @@ impl Shard {
             translog,
             live: HashMap::new(),
             refreshing: HashMap::new(),
+            unlisted: Unlisted::default(),
+            unlisted_refreshing: Unlisted::default(),
             pending: Vec::new(),
             next_seq: committed_next_seq,
             dirty: false,
@@ -322,8 +423,7 @@ impl Shard {
         self.wait_if_too_much_pending();
         let mut state = self.state.lock();
         let mut outcomes = Vec::with_capacity(writes.len());
-        // Accepted writes, their content, and whether they replace a live document.
-        let mut accepted: Vec<(Op, Option<TantivyDocument>, bool)> = Vec::with_capacity(writes.len());
+        let mut accepted: Vec<(Op, Accepted)> = Vec::with_capacity(writes.len());
         // Versions and sequence numbers of ids touched earlier in this
         // batch (a generated id is not touched twice).
         let mut batch: HashMap<String, Option<(u64, u64)>> = HashMap::new();
@@ -342,7 +442,7 @@ impl Shard {
             let last = match batch.get(id) {
                 Some(v) => *v,
                 None if generated => None,
-                None => self.last_write(&state, id)?,
+                None => self.last_write(&mut state, id)?,
             };
             let current = last.map(|(version, _)| version);
             let condition = match &write {
@@ -393,8 +493,11 @@ impl Shard {
                             version,
                             kind: OpKind::Index { source },
                         },
-                        tdoc,
-                        current.is_some(),
+                        Accepted {
+                            doc: tdoc,
+                            replaces: current.is_some(),
+                            generated,
+                        },
                     ));
                 }
                 ShardWrite::Delete { id, position, .. } => {
@@ -417,8 +520,11 @@ impl Shard {
                             version,
                             kind: OpKind::Delete,
                         },
-                        None,
-                        current.is_some(),
+                        Accepted {
+                            doc: None,
+                            replaces: current.is_some(),
+                            generated: false,
+                        },
                     ));
                 }
             }
@@ -426,19 +532,29 @@ impl Shard {
         if accepted.is_empty() {
             return Ok((outcomes, Vec::new()));
         }
-        let (ops, contents): (Vec<Op>, Vec<(Option<TantivyDocument>, bool)>) = accepted
-            .into_iter()
-            .map(|(op, doc, replaces)| (op, (doc, replaces)))
-            .unzip();
+        let (ops, contents): (Vec<Op>, Vec<Accepted>) = accepted.into_iter().unzip();
         state.translog.append(&ops)?;
         state.next_seq = next_seq;
         state.dirty = true;
         let mut changes = Vec::with_capacity(ops.len());
-        for (op, (doc, replaces)) in ops.iter().zip(contents) {
+        for (
+            op,
+            Accepted {
+                doc,
+                replaces,
+                generated,
+            },
+        ) in ops.iter().zip(contents)
+        {
             if replaces {
                 changes.push(Change::Delete(Term::from_field_text(self.fields.id, &op.id)));
             }
             match (&op.kind, doc) {
+                (OpKind::Index { .. }, Some(mut tdoc)) if generated => {
+                    stamp(&mut tdoc, &self.fields, op.version, op.seq_no);
+                    changes.push(Change::Add(tdoc));
+                    state.unlisted.add(&op.id, op.seq_no);
+                }
                 (OpKind::Index { source }, Some(mut tdoc)) => {
                     stamp(&mut tdoc, &self.fields, op.version, op.seq_no);
                     changes.push(Change::Add(tdoc));
@@ -621,6 +737,8 @@ impl Shard {
                 // A failed commit left its snapshot: this one holds it too.
                 state.refreshing.extend(snapshot);
             }
+            let unlisted = std::mem::take(&mut state.unlisted);
+            state.unlisted_refreshing.merge(unlisted);
             state.dirty = false;
             self.pending_len.store(0, Ordering::Relaxed);
             (state.next_seq, std::mem::take(&mut state.pending))
@@ -641,6 +759,7 @@ impl Shard {
             let mut state = self.state.lock();
             state.translog.drop_rolled();
             state.refreshing.clear();
+            state.unlisted_refreshing = Unlisted::default();
         }
         // The changes that waited meanwhile go to the writer with the next
         // write (which hands them over before its own), or the next commit.
@@ -751,8 +870,8 @@ impl Shard {
     /// Realtime get: sees acknowledged writes even before a refresh.
     pub fn get(&self, id: &str) -> Result<Option<StoredDoc>> {
         {
-            let state = self.state.lock();
-            if let Some(entry) = state.live_entry(id) {
+            let mut state = self.state.lock();
+            if let Some(entry) = state.listed_entry(id)? {
                 return Ok(entry.source.as_ref().map(|source| StoredDoc {
                     version: entry.version,
                     seq_no: entry.seq_no,
@@ -777,8 +896,8 @@ impl Shard {
     }
 
     /// The version and sequence number of the live document `id`.
-    fn last_write(&self, state: &WriteState, id: &str) -> Result<Option<(u64, u64)>> {
-        if let Some(entry) = state.live_entry(id) {
+    fn last_write(&self, state: &mut WriteState, id: &str) -> Result<Option<(u64, u64)>> {
+        if let Some(entry) = state.listed_entry(id)? {
             return Ok(entry.source.as_ref().map(|_| (entry.version, entry.seq_no)));
         }
         let searcher = self.reader.searcher();
@@ -1171,6 +1290,118 @@ mod tests {
             assert_eq!(doc.version, rounds as u64);
             assert_eq!(&*doc.source, format!(r#"{{"n":{}}}"#, rounds - 1));
         }
+        Ok(())
+    }
+
+    /// A write with an id generated for it, of `{"n": n}`.
+    fn generated_write(n: i64) -> ShardWrite {
+        let mut write = index_write(&crate::ids::generate(), n);
+        if let ShardWrite::Index { generated_id, .. } = &mut write {
+            *generated_id = true;
+        }
+        write
+    }
+
+    fn id_of(write: &ShardWrite) -> String {
+        match write {
+            ShardWrite::Index { id, .. } | ShardWrite::Delete { id, .. } => id.clone(),
+        }
+    }
+
+    /// Writes with generated ids skip the live map, yet a realtime get, a
+    /// write to the same id and a conditional write see them before any
+    /// refresh, as they see a write with a chosen id.
+    #[test]
+    fn writes_with_generated_ids_are_seen_before_a_refresh() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let shard = open(dir.path())?;
+        let writes: Vec<ShardWrite> = (0..20).map(generated_write).collect();
+        let ids: Vec<String> = writes.iter().map(id_of).collect();
+        shard.write(writes)?;
+        assert!(shard.state.lock().live.is_empty());
+        let doc = shard
+            .get(&ids[3])?
+            .ok_or_else(|| anyhow::anyhow!("{} not found", ids[3]))?;
+        assert_eq!((doc.version, doc.seq_no, &*doc.source), (1, 3, r#"{"n":3}"#));
+        // An id of the range that no write has.
+        let mut missing = ids[5].clone();
+        missing.push('x');
+        assert!(shard.get(&missing)?.is_none());
+        // The replacement and the delete of documents nobody listed yet.
+        let outcomes = shard.write(vec![
+            index_write(&ids[7], 70),
+            ShardWrite::Delete {
+                id: ids[8].clone(),
+                position: 1,
+                condition: None,
+            },
+        ])?;
+        let results: Vec<(&str, u64)> = outcomes
+            .iter()
+            .map(|o| o.as_ref().map(|o| (o.result, o.version)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(results, vec![("updated", 2), ("deleted", 2)]);
+        // A write conditioned on the last write of one.
+        let mut conditioned = index_write(&ids[9], 90);
+        if let ShardWrite::Index { condition, .. } = &mut conditioned {
+            *condition = Some(crate::index::SeqNoCondition {
+                seq_no: 9,
+                primary_term: crate::index::PRIMARY_TERM,
+            });
+        }
+        assert_eq!(
+            shard.write(vec![conditioned])?[0]
+                .as_ref()
+                .map(|o| o.version)
+                .ok(),
+            Some(2)
+        );
+        // Generated writes after the listing, then a refresh and more.
+        shard.write((20..25).map(generated_write).collect())?;
+        shard.refresh()?;
+        let later: Vec<ShardWrite> = (25..30).map(generated_write).collect();
+        let later_ids: Vec<String> = later.iter().map(id_of).collect();
+        shard.write(later)?;
+        assert_eq!(shard.get(&ids[7])?.map(|d| d.version), Some(2));
+        assert!(shard.get(&ids[8])?.is_none());
+        assert_eq!(shard.get(&later_ids[4])?.map(|d| d.seq_no), Some(32));
+        shard.refresh()?;
+        assert_eq!(shard.num_docs(), 29);
+        Ok(())
+    }
+
+    /// A get right after each write with a generated id finds it while
+    /// commits run and move the live map aside.
+    #[test]
+    fn generated_ids_are_found_while_commits_run() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let shard = open(dir.path())?;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let committer = scope.spawn(|| -> Result<()> {
+                while !done.load(Ordering::Relaxed) {
+                    shard.refresh()?;
+                }
+                Ok(())
+            });
+            let found = (0..200).try_for_each(|round| -> anyhow::Result<()> {
+                let write = generated_write(round);
+                let id = id_of(&write);
+                shard.write(vec![write])?;
+                let doc = shard.get(&id)?.ok_or_else(|| anyhow::anyhow!("{id} not found"))?;
+                assert_eq!(&*doc.source, format!(r#"{{"n":{round}}}"#));
+                Ok(())
+            });
+            done.store(true, Ordering::Relaxed);
+            found?;
+            committer
+                .join()
+                .map_err(|_| anyhow::anyhow!("committer panicked"))?
+                .map_err(Into::into)
+        })?;
+        shard.refresh()?;
+        assert_eq!(shard.num_docs(), 200);
         Ok(())
     }
 
