@@ -127,7 +127,8 @@ pub struct WriteOutcome {
 
 struct WriteState {
     translog: Translog,
-    /// Writes since the snapshot of the last commit.
+    /// Writes since the snapshot of the last commit (but those of
+    /// `unlisted`), and those a listing added.
     live: HashMap<String, LiveEntry>,
     /// Writes of the snapshot of a commit the reader does not see yet.
     refreshing: HashMap<String, LiveEntry>,
@@ -135,6 +136,11 @@ struct WriteState {
     unlisted: Unlisted,
     /// Those of them that `refreshing` does not list.
     unlisted_refreshing: Unlisted,
+    /// A lookup listed the unlisted writes since the last snapshot: until
+    /// the next one, writes with generated ids go to `live` too, so that a
+    /// client reading each document it just wrote causes one listing per
+    /// refresh, not one per read.
+    list_generated: bool,
     /// Changes waiting for the writer while a commit holds it, in order.
     pending: Vec<Change>,
     next_seq: u64,
@@ -189,6 +195,7 @@ impl WriteState {
         }
         self.unlisted = Unlisted::default();
         self.unlisted_refreshing = Unlisted::default();
+        self.list_generated = true;
         Ok(())
     }
 }
@@ -337,6 +344,7 @@ impl Shard {
             refreshing: HashMap::new(),
             unlisted: Unlisted::default(),
             unlisted_refreshing: Unlisted::default(),
+            list_generated: false,
             pending: Vec::new(),
             next_seq: committed_next_seq,
             dirty: false,
@@ -550,7 +558,7 @@ impl Shard {
                 changes.push(Change::Delete(Term::from_field_text(self.fields.id, &op.id)));
             }
             match (&op.kind, doc) {
-                (OpKind::Index { .. }, Some(mut tdoc)) if generated => {
+                (OpKind::Index { .. }, Some(mut tdoc)) if generated && !state.list_generated => {
                     stamp(&mut tdoc, &self.fields, op.version, op.seq_no);
                     changes.push(Change::Add(tdoc));
                     state.unlisted.add(&op.id, op.seq_no);
@@ -659,9 +667,9 @@ impl Shard {
         let committed = committed_next_seq(&self.index)?;
         let ops = state.translog.read_all()?;
         let mut replayed = 0;
-        // The live versions already hold every write since the last
-        // reload: only the writer learns them again, so that a replay
-        // that fails half-way leaves them as they are.
+        // The live versions already hold (or list on demand) every write
+        // since the last reload: only the writer learns them again, so that
+        // a replay that fails half-way leaves them as they are.
         for op in ops.iter().filter(|op| op.seq_no >= committed) {
             replay_op(&self.fields, op, &*self.reparse, &mut |change| {
                 apply_change(writer, change)
@@ -739,6 +747,7 @@ impl Shard {
             }
             let unlisted = std::mem::take(&mut state.unlisted);
             state.unlisted_refreshing.merge(unlisted);
+            state.list_generated = false;
             state.dirty = false;
             self.pending_len.store(0, Ordering::Relaxed);
             (state.next_seq, std::mem::take(&mut state.pending))
@@ -1357,12 +1366,21 @@ mod tests {
                 .ok(),
             Some(2)
         );
-        // Generated writes after the listing, then a refresh and more.
-        shard.write((20..25).map(generated_write).collect())?;
+        // Generated writes after the listing are listed until the next
+        // refresh; those after it are not.
+        let listed: Vec<ShardWrite> = (20..25).map(generated_write).collect();
+        let listed_ids: Vec<String> = listed.iter().map(id_of).collect();
+        shard.write(listed)?;
+        assert!(
+            listed_ids
+                .iter()
+                .all(|id| shard.state.lock().live.contains_key(id))
+        );
         shard.refresh()?;
         let later: Vec<ShardWrite> = (25..30).map(generated_write).collect();
         let later_ids: Vec<String> = later.iter().map(id_of).collect();
         shard.write(later)?;
+        assert!(shard.state.lock().live.is_empty());
         assert_eq!(shard.get(&ids[7])?.map(|d| d.version), Some(2));
         assert!(shard.get(&ids[8])?.is_none());
         assert_eq!(shard.get(&later_ids[4])?.map(|d| d.seq_no), Some(32));
