@@ -1057,6 +1057,16 @@ impl Lowering<'_> {
             Ok(Some(match col.mapping.ty {
                 FieldType::Date => TermValue::I64(self.date_value(&col, v, format, tz.as_ref(), round_up)?),
                 FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
+                    // An integer bound is taken exactly (a long beyond 2^53
+                    // has no f64 of its own); only a fraction is rounded.
+                    let exact = match v {
+                        Value::Number(n) => n.as_i64(),
+                        Value::String(s) => s.trim().parse().ok(),
+                        _ => None,
+                    };
+                    if let Some(n) = exact {
+                        return Ok(Some(TermValue::I64(n)));
+                    }
                     let f = match v {
                         Value::Number(n) => n.as_f64(),
                         Value::String(s) => s.trim().parse().ok(),

@@ -694,6 +694,48 @@ fn scaled_float_is_an_exact_decimal() -> Result<()> {
 /// In SQL only full-text functions score: a comparison next to `match`
 /// filters as a DSL `bool` `filter` clause does, so `_score` is the same
 /// with it or without it, and the same as the DSL's.
+/// A `range` on a long takes integer bounds exactly, beyond 2^53 too, where
+/// neighbouring longs share one f64; a fractional bound still rounds inwards.
+#[test]
+fn long_range_bounds_are_exact() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, body) = s.put(
+        "/big",
+        &json!({"mappings": {"properties": {"n": {"type": "long"}}}}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let base: i64 = 1 << 53;
+    let mut lines = Vec::new();
+    for (i, n) in [base - 1, base, base + 1, base + 2, 1, 2].into_iter().enumerate() {
+        lines.push(json!({"index": {"_id": i.to_string()}}));
+        lines.push(json!({"n": n}));
+    }
+    let (status, body) = s.bulk("/big/_bulk?refresh=true", &lines)?;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    for (range, want) in [
+        (json!({"gte": base + 1, "lte": base + 1}), vec!["2"]),
+        (json!({"gt": base}), vec!["2", "3"]),
+        (json!({"lt": base + 1, "gt": base - 1}), vec!["1"]),
+        (json!({"gte": (base + 1).to_string(), "lt": base + 2}), vec!["2"]),
+        (json!({"gt": 1.5, "lt": 3}), vec!["5"]),
+    ] {
+        let (status, body) = s.post(
+            "/big/_search",
+            &json!({"query": {"range": {"n": range}}, "sort": [{"n": "asc"}]}),
+        )?;
+        assert_eq!(status, 200, "{body}");
+        let ids: Vec<&str> = body["hits"]["hits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h["_id"].as_str())
+            .collect();
+        assert_eq!(ids, want, "{range}");
+    }
+    Ok(())
+}
+
 #[test]
 fn sql_comparisons_filter_without_scoring() -> Result<()> {
     let dir = tempfile::tempdir()?;
