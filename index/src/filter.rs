@@ -258,6 +258,7 @@ impl Translator<'_> {
                 query: text_arg(query)?,
                 fields: vec![],
                 conjunction: false,
+                lenient: false,
             }),
             (SEARCH_QUERY, [json]) => serde_json::from_str(&text_arg(json)?).ok(),
             _ => None,

@@ -405,6 +405,7 @@ mod tests {
             query: "title:rust -title:language".into(),
             fields: vec![],
             conjunction: false,
+            lenient: false,
         })?;
         let out = fragments(&["Rust language"], "title", FieldType::Text, &q, &options)?;
         assert_eq!(out, ["<em>Rust</em> language"]);

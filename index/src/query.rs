@@ -105,6 +105,10 @@ pub enum LeafQuery {
         /// Terms without an operator are ANDed (else ORed).
         #[serde(default)]
         conjunction: bool,
+        /// Values that do not parse for their field's type match nothing
+        /// (else they fail the query).
+        #[serde(default)]
+        lenient: bool,
     },
     /// Terms within an edit distance of a term.
     Fuzzy {
@@ -422,7 +426,8 @@ impl Compiler<'_> {
                 query,
                 fields,
                 conjunction,
-            } => self.query_string(query, fields, *conjunction)?,
+                lenient,
+            } => self.query_string(query, fields, *conjunction, *lenient)?,
             LeafQuery::Fuzzy {
                 path,
                 term,
@@ -718,6 +723,7 @@ impl Compiler<'_> {
         query: &str,
         fields: &[(String, f32)],
         conjunction: bool,
+        lenient: bool,
     ) -> Result<Box<dyn Query>> {
         let ast = tantivy::query_grammar::parse_query(query).map_err(|_| Error::BadRequest {
             es_type: "query_shard_exception",
@@ -739,25 +745,41 @@ impl Compiler<'_> {
             vec![self.fields.text],
             self.tokenizers.clone(),
         );
-        self.build(ast, &parser, conjunction).map_err(|e| match e {
-            Error::BadRequest { es_type, reason } => Error::BadRequest {
-                es_type,
-                reason: format!("Failed to parse query [{query}]: {reason}"),
-            },
-            other => other,
-        })
+        self.build(ast, &parser, conjunction, lenient)
+            .map_err(|e| match e {
+                Error::BadRequest { es_type, reason } => Error::BadRequest {
+                    es_type,
+                    reason: format!("Failed to parse query [{query}]: {reason}"),
+                },
+                other => other,
+            })
     }
 
     /// Builds the query of a rewritten query-string AST: boolean structure
     /// and ranges here (ranges as typed [`LeafQuery::Range`]s, so both bounds
-    /// have the field's type), terms and phrases by tantivy's parser.
-    fn build(&self, ast: UserInputAst, parser: &QueryParser, conjunction: bool) -> Result<Box<dyn Query>> {
+    /// have the field's type), terms and phrases by tantivy's parser. When
+    /// `lenient`, a value that does not parse for its field's type matches
+    /// nothing instead of failing the query, as in Elasticsearch.
+    fn build(
+        &self,
+        ast: UserInputAst,
+        parser: &QueryParser,
+        conjunction: bool,
+        lenient: bool,
+    ) -> Result<Box<dyn Query>> {
+        let or_lenient = |built: Result<Box<dyn Query>>| match built {
+            Err(Error::BadRequest { .. }) if lenient => Ok(Box::new(EmptyQuery) as Box<dyn Query>),
+            other => other,
+        };
         Ok(match ast {
             UserInputAst::Clause(clauses) => {
                 let default = if conjunction { Occur::Must } else { Occur::Should };
                 let mut subs = Vec::with_capacity(clauses.len());
                 for (occur, a) in clauses {
-                    subs.push((occur.unwrap_or(default), self.build(a, parser, conjunction)?));
+                    subs.push((
+                        occur.unwrap_or(default),
+                        self.build(a, parser, conjunction, lenient)?,
+                    ));
                 }
                 if !subs.is_empty() && subs.iter().all(|(o, _)| *o == Occur::MustNot) {
                     subs.push((
@@ -768,7 +790,7 @@ impl Compiler<'_> {
                 Box::new(BooleanQuery::new(subs))
             }
             UserInputAst::Boost(inner, boost) => Box::new(BoostQuery::new(
-                self.build(*inner, parser, conjunction)?,
+                self.build(*inner, parser, conjunction, lenient)?,
                 boost.into_inner() as f32,
             )),
             UserInputAst::Leaf(leaf) => match *leaf {
@@ -779,18 +801,20 @@ impl Compiler<'_> {
                         return Ok(Box::new(EmptyQuery));
                     };
                     let ty = column.mapping.ty;
-                    let range = LeafQuery::Range {
-                        lower: range_bound(&name, ty, lower, true)?,
-                        upper: range_bound(&name, ty, upper, false)?,
-                        path: name,
-                    };
-                    self.compile(&range)?
+                    or_lenient((|| {
+                        let range = LeafQuery::Range {
+                            lower: range_bound(&name, ty, lower, true)?,
+                            upper: range_bound(&name, ty, upper, false)?,
+                            path: name,
+                        };
+                        self.compile(&range)
+                    })())?
                 }
                 UserInputLeaf::Literal(UserInputLiteral {
                     field_name: Some(name),
                     phrase,
                     ..
-                }) if self.typed_column(&name).is_some() => self.typed_literal(&name, &phrase)?,
+                }) if self.typed_column(&name).is_some() => or_lenient(self.typed_literal(&name, &phrase))?,
                 // `field:*` and `field:/pattern/`, of the user's field: as the
                 // `exists` and `regexp` queries (an unmapped field matches
                 // nothing).
@@ -811,10 +835,14 @@ impl Compiler<'_> {
                     field: Some(name),
                     elements,
                 } if self.typed_column(&name).is_some() => {
-                    let values = elements
-                        .iter()
-                        .map(|e| self.typed_value(&name, e))
-                        .collect::<Result<Vec<_>>>()?;
+                    let mut values = Vec::with_capacity(elements.len());
+                    for e in &elements {
+                        match self.typed_value(&name, e) {
+                            Ok(value) => values.push(value),
+                            Err(Error::BadRequest { .. }) if lenient => {}
+                            Err(err) => return Err(err),
+                        }
+                    }
                     self.compile(&LeafQuery::Terms { path: name, values })?
                 }
                 other => parser
@@ -1031,9 +1059,15 @@ fn range_bound(name: &str, ty: FieldType, bound: UserInputBound, lower: bool) ->
         FieldType::Double | FieldType::Float | FieldType::ScaledFloat => {
             TermValue::F64(text.parse().map_err(|_| bad())?)
         }
+        // An integer bound is exact (beyond 2^53 too); a fraction rounds inwards.
         FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
-            let f: f64 = text.parse().map_err(|_| bad())?;
-            TermValue::I64(if lower == inclusive { f.ceil() } else { f.floor() } as i64)
+            match text.parse::<i64>() {
+                Ok(n) => TermValue::I64(n),
+                Err(_) => {
+                    let f: f64 = text.parse().map_err(|_| bad())?;
+                    TermValue::I64(if lower == inclusive { f.ceil() } else { f.floor() } as i64)
+                }
+            }
         }
         FieldType::Boolean => TermValue::Bool(text.parse().map_err(|_| bad())?),
         FieldType::Keyword | FieldType::Ip | FieldType::Text => TermValue::Str(text),

@@ -1317,6 +1317,11 @@ impl Lowering<'_> {
             query: query.to_string(),
             fields: self.query_fields(m, "query_string")?,
             conjunction: Self::default_operator_and(m, "query_string")?,
+            lenient: m
+                .get("lenient")
+                .map(|v| as_bool(v, "query_string", "lenient"))
+                .transpose()?
+                .unwrap_or(false),
         };
         Ok(boosted(q, self.boost(m, "query_string")?))
     }

@@ -733,6 +733,14 @@ fn long_range_bounds_are_exact() -> Result<()> {
             .collect();
         assert_eq!(ids, want, "{range}");
     }
+    // A query string's range bounds too.
+    let (status, body) = s.post(
+        "/big/_search",
+        &json!({"query": {"query_string": {"query": format!("n:[{} TO {}]", base + 1, base + 1)}}}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["hits"]["hits"][0]["_id"], json!("2"), "{body}");
+    assert_eq!(body["hits"]["total"]["value"], json!(1), "{body}");
     Ok(())
 }
 

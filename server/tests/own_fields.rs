@@ -234,6 +234,19 @@ fn fields_mapped_at_creation_answer_as_fields_mapped_later() -> Result<()> {
             Hits::Some,
         ),
         (json!({"wildcard": {"ok": "*"}}), Hits::None),
+        // `lenient`: values that do not parse for their field match nothing.
+        (
+            json!({"query_string": {"query": "quick OR n:abc OR d:[x TO 3]", "fields": ["title"], "lenient": true}}),
+            Hits::Some,
+        ),
+        (
+            json!({"query_string": {"query": "n:abc OR ts:yesterday", "lenient": true}}),
+            Hits::None,
+        ),
+        (
+            json!({"query_string": {"query": "n: IN [5 abc]", "lenient": true}}),
+            Hits::Some,
+        ),
         (
             json!({"bool": {"must": [{"match": {"body": "brown"}}], "filter": [{"range": {"f": {"lt": 3}}}], "must_not": [{"term": {"kind": "alpha"}}]}}),
             Hits::Some,
@@ -250,6 +263,21 @@ fn fields_mapped_at_creation_answer_as_fields_mapped_later() -> Result<()> {
         match expected {
             Hits::Some => ensure!(0 < own_total && own_total < DOCS, "{query}: {own_total} hits"),
             Hits::None => ensure!(own_total == 0, "{query}: {own_total} hits"),
+        }
+    }
+
+    // Without `lenient`, such a value is the client's error.
+    for index in ["own", "late"] {
+        for query in ["n:abc", "n: IN [5 abc]", "d:[x TO 3]"] {
+            let body = json!({"query": {"query_string": {"query": query}}});
+            let (status, answer) = server.post(&format!("/{index}/_search"), &body)?;
+            ensure!(
+                status == 400
+                    && answer["error"]["root_cause"][0]["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("failed to parse")),
+                "{index} {query}: {status} {answer}"
+            );
         }
     }
 
