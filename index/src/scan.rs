@@ -1475,9 +1475,12 @@ impl<'a> BatchBuilder<'a> {
                     ColKind::Bool { column, .. } => {
                         cols.bools.insert(column.clone(), open_bool(reader, column)?);
                     }
+                    // A segment none of whose documents was written twice has
+                    // no `_version` column: every version in it is 1.
                     ColKind::Meta { column } => {
-                        cols.metas
-                            .insert(column, reader.fast_fields().u64(column).map_err(tantivy_err)?);
+                        if let Some(values) = reader.fast_fields().column_opt(column).map_err(tantivy_err)? {
+                            cols.metas.insert(column, values);
+                        }
                     }
                     _ => {}
                 }
@@ -1602,7 +1605,8 @@ impl<'a> BatchBuilder<'a> {
                 for (addr, _) in rows {
                     let value = seg(addr)
                         .and_then(|s| s.metas.get(column))
-                        .and_then(|c| c.first(addr.doc_id));
+                        .and_then(|c| c.first(addr.doc_id))
+                        .or((*column == names::VERSION).then_some(1));
                     b.append_option(value.map(|v| v as i64));
                 }
                 Arc::new(b.finish())

@@ -927,11 +927,11 @@ impl Shard {
             while doc != tantivy::TERMINATED {
                 if alive.is_none_or(|a| a.is_alive(doc)) {
                     let fast = segment.fast_fields();
-                    let version: Column<u64> = fast.u64(names::VERSION)?;
+                    let version: Option<Column<u64>> = fast.column_opt(names::VERSION)?;
                     let seq: Column<u64> = fast.u64(names::SEQ_NO)?;
                     return Ok(Some((
                         DocAddress::new(ord as u32, doc),
-                        version.first(doc).unwrap_or(1),
+                        version.and_then(|v| v.first(doc)).unwrap_or(1),
                         seq.first(doc).unwrap_or(0),
                     )));
                 }
@@ -1016,9 +1016,13 @@ fn candidate(meta: &SegmentMeta) -> merge::Candidate {
     }
 }
 
-/// Adds a write's version and sequence number to its document.
+/// Adds a write's version (but the first, which readers take for a
+/// missing one: a document written once, as most are, costs its column
+/// nothing) and sequence number to its document.
 fn stamp(doc: &mut TantivyDocument, fields: &Fields, version: u64, seq_no: u64) {
-    doc.add_u64(fields.version, version);
+    if version > 1 {
+        doc.add_u64(fields.version, version);
+    }
     doc.add_u64(fields.seq_no, seq_no);
 }
 

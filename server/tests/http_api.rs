@@ -352,6 +352,30 @@ fn replace_get_and_delete_by_id() -> Result<()> {
         s.sql_rows("SELECT _id, \"title.keyword\" FROM docs")?,
         vec![json!(["1", "second"])]
     );
+    // Versions read back from the index (a first version has no value in
+    // the `_version` column), by SQL, a search and a get after a refresh.
+    let (status, _) = s.put("/docs/_doc/2?refresh=true", &json!({"title": "other"}))?;
+    assert_eq!(status, 201);
+    assert_eq!(
+        s.sql_rows("SELECT _id, _version FROM docs ORDER BY _id")?,
+        vec![json!(["1", 2]), json!(["2", 1])]
+    );
+    let (_, body) = s.post(
+        "/docs/_search",
+        &json!({"version": true, "sort": [{"_id": "asc"}]}),
+    )?;
+    let versions: Vec<&Value> = body["hits"]["hits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| &h["_version"])
+        .collect();
+    assert_eq!(versions, [&json!(2), &json!(1)], "{body}");
+    assert_eq!(s.get("/docs/_doc/2")?.1["_version"], json!(1));
+    let (status, body) = s.put("/docs/_doc/2?refresh=true", &json!({"title": "other again"}))?;
+    assert_eq!((status, &body["_version"]), (200, &json!(2)), "{body}");
+    let (status, body) = s.request("DELETE", "/docs/_doc/2?refresh=true", None, "")?;
+    assert_eq!((status, &body["_version"]), (200, &json!(3)), "{body}");
     let (status, body) = s.request("DELETE", "/docs/_doc/1?refresh=true", None, "")?;
     assert_eq!(
         (status, &body["result"], &body["_version"]),
