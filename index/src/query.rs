@@ -801,11 +801,12 @@ impl Compiler<'_> {
                         return Ok(Box::new(EmptyQuery));
                     };
                     let ty = column.mapping.ty;
+                    let date = |text: &str| self.date_millis(&name, text).ok().flatten();
                     or_lenient((|| {
                         let range = LeafQuery::Range {
-                            lower: range_bound(&name, ty, lower, true)?,
-                            upper: range_bound(&name, ty, upper, false)?,
-                            path: name,
+                            lower: range_bound(&name, ty, lower, true, &date)?,
+                            upper: range_bound(&name, ty, upper, false, &date)?,
+                            path: name.clone(),
                         };
                         self.compile(&range)
                     })())?
@@ -1030,10 +1031,18 @@ pub fn analyze(text: &str) -> Vec<String> {
     out
 }
 
-/// A query-string range bound as a typed value of the field: dates as epoch
-/// millis (a bare day rounds up to its last millisecond where the bound
-/// includes it, as in Elasticsearch), integers rounded inwards.
-fn range_bound(name: &str, ty: FieldType, bound: UserInputBound, lower: bool) -> Result<Bound<TermValue>> {
+/// A query-string range bound as a typed value of column `name` of type
+/// `ty`: dates as epoch millis, read by `date` (the field's format) or as
+/// ISO-8601 or epoch millis (a bare day rounds up to its last millisecond
+/// where the bound includes it, as in Elasticsearch), integers exactly,
+/// fractions rounded inwards.
+fn range_bound(
+    name: &str,
+    ty: FieldType,
+    bound: UserInputBound,
+    lower: bool,
+    date: &dyn Fn(&str) -> Option<i64>,
+) -> Result<Bound<TermValue>> {
     let (text, inclusive) = match bound {
         UserInputBound::Inclusive(s) => (s, true),
         UserInputBound::Exclusive(s) => (s, false),
@@ -1047,7 +1056,8 @@ fn range_bound(name: &str, ty: FieldType, bound: UserInputBound, lower: bool) ->
     };
     let value = match ty {
         FieldType::Date => {
-            let ms = crate::date::parse_iso(&text)
+            let ms = date(&text)
+                .or_else(|| crate::date::parse_iso(&text))
                 .or_else(|| text.parse::<i64>().ok())
                 .ok_or_else(bad)?;
             TermValue::I64(if lower != inclusive {

@@ -768,6 +768,48 @@ fn long_range_bounds_are_exact() -> Result<()> {
     Ok(())
 }
 
+/// A query string's date range reads its bounds in the field's format, and
+/// a bare day bound covers the whole day.
+#[test]
+fn query_string_date_ranges_read_the_field_format() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let mapping =
+        json!({"mappings": {"properties": {"d": {"type": "date", "format": "dd.MM.yyyy||epoch_millis"}}}});
+    let (status, body) = s.put("/days", &mapping)?;
+    assert_eq!(status, 200, "{body}");
+    let mut lines = Vec::new();
+    for (i, d) in ["29.02.2024", "01.03.2024", "02.03.2024", "03.03.2024"]
+        .into_iter()
+        .enumerate()
+    {
+        lines.push(json!({"index": {"_id": i.to_string()}}));
+        lines.push(json!({"d": d}));
+    }
+    let (status, body) = s.bulk("/days/_bulk?refresh=true", &lines)?;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    for (query, want) in [
+        ("d:[01.03.2024 TO 02.03.2024]", vec!["1", "2"]),
+        ("d:{01.03.2024 TO 03.03.2024}", vec!["2"]),
+        ("d:[02.03.2024 TO *]", vec!["2", "3"]),
+        ("d:[2024-03-03 TO *]", vec!["3"]),
+    ] {
+        let (status, body) = s.post(
+            "/days/_search",
+            &json!({"query": {"query_string": {"query": query}}, "sort": [{"d": "asc"}]}),
+        )?;
+        assert_eq!(status, 200, "{query}: {body}");
+        let ids: Vec<&str> = body["hits"]["hits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h["_id"].as_str())
+            .collect();
+        assert_eq!(ids, want, "{query}");
+    }
+    Ok(())
+}
+
 #[test]
 fn sql_comparisons_filter_without_scoring() -> Result<()> {
     let dir = tempfile::tempdir()?;
