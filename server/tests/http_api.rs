@@ -744,18 +744,8 @@ fn long_range_bounds_are_exact() -> Result<()> {
         (json!({"gte": (base + 1).to_string(), "lt": base + 2}), vec!["2"]),
         (json!({"gt": 1.5, "lt": 3}), vec!["5"]),
     ] {
-        let (status, body) = s.post(
-            "/big/_search",
-            &json!({"query": {"range": {"n": range}}, "sort": [{"n": "asc"}]}),
-        )?;
-        assert_eq!(status, 200, "{body}");
-        let ids: Vec<&str> = body["hits"]["hits"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|h| h["_id"].as_str())
-            .collect();
-        assert_eq!(ids, want, "{range}");
+        let body = json!({"query": {"range": {"n": range}}, "sort": [{"n": "asc"}]});
+        assert_eq!(search_ids(&s, "big", &body)?, want, "{range}");
     }
     // A query string's range bounds too.
     let (status, body) = s.post(
@@ -794,18 +784,8 @@ fn query_string_date_ranges_read_the_field_format() -> Result<()> {
         ("d:[02.03.2024 TO *]", vec!["2", "3"]),
         ("d:[2024-03-03 TO *]", vec!["3"]),
     ] {
-        let (status, body) = s.post(
-            "/days/_search",
-            &json!({"query": {"query_string": {"query": query}}, "sort": [{"d": "asc"}]}),
-        )?;
-        assert_eq!(status, 200, "{query}: {body}");
-        let ids: Vec<&str> = body["hits"]["hits"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|h| h["_id"].as_str())
-            .collect();
-        assert_eq!(ids, want, "{query}");
+        let body = json!({"query": {"query_string": {"query": query}}, "sort": [{"d": "asc"}]});
+        assert_eq!(search_ids(&s, "days", &body)?, want, "{query}");
     }
     Ok(())
 }
@@ -1162,6 +1142,18 @@ fn reindex_copies_into_a_new_mapping() -> Result<()> {
 }
 
 /// The `_index` of every hit of a search.
+/// The ids of a search's hits, in order.
+fn search_ids(s: &Server, index: &str, body: &Value) -> Result<Vec<String>> {
+    let (status, answer) = s.post(&format!("/{index}/_search"), body)?;
+    assert_eq!(status, 200, "{body}: {answer}");
+    Ok(answer["hits"]["hits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["_id"].as_str().map(str::to_string))
+        .collect())
+}
+
 fn hit_indices(body: &Value) -> Vec<String> {
     let mut names: Vec<String> = body["hits"]["hits"]
         .as_array()
