@@ -748,10 +748,15 @@ pub async fn search(
     if search.body.explain_plan {
         return explain(ctx, &plans).await;
     }
+    // A shard's failure names its index when the search has one.
+    let named = |e: Error| match search.targets.as_slice() {
+        [only] => e.in_index(&only.name),
+        _ => e,
+    };
     let run = search.run(&plans);
     let (hits, aggregations) = match search.body.timeout {
         Some(limit) => match tokio::time::timeout(limit, run).await {
-            Ok(r) => r?,
+            Ok(r) => r.map_err(named)?,
             Err(_) => {
                 return Ok(json!({
                     "took": started.elapsed().as_millis() as u64,
@@ -761,7 +766,7 @@ pub async fn search(
                 }));
             }
         },
-        None => run.await?,
+        None => run.await.map_err(named)?,
     };
     let mut out = json!({
         "took": started.elapsed().as_millis() as u64,

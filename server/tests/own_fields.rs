@@ -273,6 +273,7 @@ fn fields_mapped_at_creation_answer_as_fields_mapped_later() -> Result<()> {
             let (status, answer) = server.post(&format!("/{index}/_search"), &body)?;
             ensure!(
                 status == 400
+                    && answer["error"]["failed_shards"][0]["index"] == json!(index)
                     && answer["error"]["root_cause"][0]["reason"]
                         .as_str()
                         .is_some_and(|r| r.contains("failed to parse")),
