@@ -1066,15 +1066,22 @@ fn range_bound(
                 ms
             })
         }
-        FieldType::Double | FieldType::Float | FieldType::ScaledFloat => {
-            TermValue::F64(text.parse().map_err(|_| bad())?)
-        }
+        FieldType::Double | FieldType::Float | FieldType::ScaledFloat => TermValue::F64(
+            text.parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .ok_or_else(bad)?,
+        ),
         // An integer bound is exact (beyond 2^53 too); a fraction rounds inwards.
         FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
             match text.parse::<i64>() {
                 Ok(n) => TermValue::I64(n),
                 Err(_) => {
-                    let f: f64 = text.parse().map_err(|_| bad())?;
+                    let f = text
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite())
+                        .ok_or_else(bad)?;
                     TermValue::I64(if lower == inclusive { f.ceil() } else { f.floor() } as i64)
                 }
             }

@@ -1475,8 +1475,8 @@ impl<'a> BatchBuilder<'a> {
                     ColKind::Bool { column, .. } => {
                         cols.bools.insert(column.clone(), open_bool(reader, column)?);
                     }
-                    // A segment none of whose documents was written twice has
-                    // no `_version` column: every version in it is 1.
+                    // A document written once has no `_version` value: its
+                    // version is 1 (a segment may even lack the column).
                     ColKind::Meta { column } => {
                         if let Some(values) = reader.fast_fields().column_opt(column).map_err(tantivy_err)? {
                             cols.metas.insert(column, values);

@@ -1072,6 +1072,7 @@ impl Lowering<'_> {
                         Value::String(s) => s.trim().parse().ok(),
                         _ => None,
                     }
+                    .filter(|f: &f64| f.is_finite())
                     .ok_or_else(|| {
                         shard_error(format!(
                             "failed to create query: For input string: \"{}\"",

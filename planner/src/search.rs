@@ -489,6 +489,9 @@ impl SearchBody {
                     if let Some(op) = params.get("default_operator") {
                         qs["default_operator"] = json!(op);
                     }
+                    if let Some(lenient) = params.get("lenient") {
+                        qs["lenient"] = json!(lenient);
+                    }
                     s.query = Some(json!({"query_string": qs}));
                 }
                 "from" => s.from = usize_param(&value, "from")?,

@@ -715,9 +715,6 @@ fn scaled_float_is_an_exact_decimal() -> Result<()> {
     Ok(())
 }
 
-/// In SQL only full-text functions score: a comparison next to `match`
-/// filters as a DSL `bool` `filter` clause does, so `_score` is the same
-/// with it or without it, and the same as the DSL's.
 /// A `range` on a long takes integer bounds exactly, beyond 2^53 too, where
 /// neighbouring longs share one f64; a fractional bound still rounds inwards.
 #[test]
@@ -746,6 +743,16 @@ fn long_range_bounds_are_exact() -> Result<()> {
     ] {
         let body = json!({"query": {"range": {"n": range}}, "sort": [{"n": "asc"}]});
         assert_eq!(search_ids(&s, "big", &body)?, want, "{range}");
+    }
+    // A bound that is not a finite number is the client's error.
+    for query in [
+        json!({"range": {"n": {"gte": "NaN"}}}),
+        json!({"range": {"n": {"lt": "inf"}}}),
+        json!({"query_string": {"query": "n:[NaN TO 5]"}}),
+        json!({"query_string": {"query": "n:[inf TO *]"}}),
+    ] {
+        let (status, body) = s.post("/big/_search", &json!({ "query": query }))?;
+        assert_eq!(status, 400, "{query}: {body}");
     }
     // A query string's range bounds too.
     let (status, body) = s.post(
@@ -790,6 +797,9 @@ fn query_string_date_ranges_read_the_field_format() -> Result<()> {
     Ok(())
 }
 
+/// In SQL only full-text functions score: a comparison next to `match`
+/// filters as a DSL `bool` `filter` clause does, so `_score` is the same
+/// with it or without it, and the same as the DSL's.
 #[test]
 fn sql_comparisons_filter_without_scoring() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -1141,7 +1151,6 @@ fn reindex_copies_into_a_new_mapping() -> Result<()> {
     Ok(())
 }
 
-/// The `_index` of every hit of a search.
 /// The ids of a search's hits, in order.
 fn search_ids(s: &Server, index: &str, body: &Value) -> Result<Vec<String>> {
     let (status, answer) = s.post(&format!("/{index}/_search"), body)?;
@@ -1154,6 +1163,7 @@ fn search_ids(s: &Server, index: &str, body: &Value) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The `_index` of every hit of a search.
 fn hit_indices(body: &Value) -> Vec<String> {
     let mut names: Vec<String> = body["hits"]["hits"]
         .as_array()

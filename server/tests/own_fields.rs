@@ -282,6 +282,15 @@ fn fields_mapped_at_creation_answer_as_fields_mapped_later() -> Result<()> {
         }
     }
 
+    // `lenient` of a URL query string too.
+    for index in ["own", "late"] {
+        let (status, answer) = server.get(&format!("/{index}/_search?q=n:abc&lenient=true"))?;
+        ensure!(
+            status == 200 && answer["hits"]["total"]["value"] == json!(0),
+            "{index}: {status} {answer}"
+        );
+    }
+
     // A keyword's score does not depend on how many values a document has
     // (no field norms), as in Elasticsearch.
     for index in ["own", "late"] {

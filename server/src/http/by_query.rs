@@ -64,11 +64,11 @@ pub(super) struct Pages {
 impl Pages {
     /// Pages of the hits of `query` over `target`, with the `_source`
     /// filter `source`; `params` may hold the query-string search (`q`,
-    /// `df`, `default_operator`).
+    /// `df`, `default_operator`, `lenient`).
     pub fn new(target: &str, query: Option<Value>, source: Value, params: &Params) -> Pages {
         let mut params: Params = params
             .iter()
-            .filter(|(k, _)| matches!(k.as_str(), "q" | "df" | "default_operator"))
+            .filter(|(k, _)| matches!(k.as_str(), "q" | "df" | "default_operator" | "lenient"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         params.insert("allow_partial_search_results".into(), "false".into());
