@@ -481,19 +481,7 @@ impl SearchBody {
         for (key, v) in params {
             let value = Value::String(v.clone());
             match key.as_str() {
-                "q" => {
-                    let mut qs = json!({"query": v});
-                    if let Some(df) = params.get("df") {
-                        qs["default_field"] = json!(df);
-                    }
-                    if let Some(op) = params.get("default_operator") {
-                        qs["default_operator"] = json!(op);
-                    }
-                    if let Some(lenient) = params.get("lenient") {
-                        qs["lenient"] = json!(lenient);
-                    }
-                    s.query = Some(json!({"query_string": qs}));
-                }
+                "q" => s.query = Some(url_query_string(v, params)),
                 "from" => s.from = usize_param(&value, "from")?,
                 "size" => s.size = usize_param(&value, "size")?,
                 "sort" => {
@@ -826,6 +814,22 @@ pub fn hits_rows(
     Ok(hits.project(exprs)?.build()?)
 }
 
+/// The `query_string` query of a URL's `q`, with its `df`,
+/// `default_operator` and `lenient`.
+fn url_query_string(q: &str, params: &Params) -> Value {
+    let mut qs = json!({"query": q});
+    for (param, key) in [
+        ("df", "default_field"),
+        ("default_operator", "default_operator"),
+        ("lenient", "lenient"),
+    ] {
+        if let Some(v) = params.get(param) {
+            qs[key] = json!(v);
+        }
+    }
+    json!({"query_string": qs})
+}
+
 /// `_count`: the number of documents matching `query`.
 pub async fn count(
     ctx: &SessionContext,
@@ -846,7 +850,7 @@ pub async fn count(
         }
     }
     if let Some(q) = params.get("q") {
-        query = Some(json!({"query_string": {"query": q}}));
+        query = Some(url_query_string(q, params));
     }
     let (targets, failed) = resolve_partial(indices, target)?;
     let now = now_ms();

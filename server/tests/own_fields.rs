@@ -289,6 +289,15 @@ fn fields_mapped_at_creation_answer_as_fields_mapped_later() -> Result<()> {
             status == 200 && answer["hits"]["total"]["value"] == json!(0),
             "{index}: {status} {answer}"
         );
+        let (status, answer) =
+            server.get(&format!("/{index}/_count?q=n:abc%20OR%20kind:beta&lenient=true"))?;
+        let (_, beta) = server.get(&format!("/{index}/_count?q=kind:beta"))?;
+        ensure!(
+            status == 200 && answer["count"] == beta["count"] && beta["count"].as_u64() > Some(0),
+            "{index}: {status} {answer} {beta}"
+        );
+        let (status, _) = server.get(&format!("/{index}/_count?q=n:abc"))?;
+        ensure!(status == 400, "{index}: _count without lenient: {status}");
     }
 
     // A keyword's score does not depend on how many values a document has
