@@ -62,12 +62,57 @@ impl DateFormat {
 
     /// Parses a string into epoch milliseconds.
     pub fn parse_str(&self, s: &str) -> Option<i64> {
-        self.parts.iter().find_map(|part| match part {
+        self.parts.iter().find_map(|part| part.parse_str(s))
+    }
+
+    /// The last millisecond of the period that `s`, which starts at
+    /// `start`, names, read as Elasticsearch's round-up parser reads it: by
+    /// the units of the alternative of this format that parses `s` (a
+    /// `yyyy/MM` date is a month, a `yyyyMMdd` one a day), by its shape for
+    /// an ISO date ([`end_of_period`]), and an epoch is an instant.
+    pub fn period_end(&self, s: &str, start: i64) -> i64 {
+        match self.parts.iter().find(|part| part.parse_str(s).is_some()) {
+            Some(Part::IsoOptionalTime) => end_of_period(s, start),
+            Some(Part::Pattern(p)) => pattern_period_end(p, start),
+            Some(Part::EpochMillis | Part::EpochSecond) | None => start,
+        }
+    }
+}
+
+impl Part {
+    fn parse_str(&self, s: &str) -> Option<i64> {
+        match self {
             Part::EpochMillis => s.parse::<i64>().ok(),
             Part::EpochSecond => s.parse::<i64>().ok().and_then(|v| v.checked_mul(1000)),
             Part::IsoOptionalTime => parse_iso(s),
             Part::Pattern(p) => parse_pattern(s, p),
-        })
+        }
+    }
+}
+
+/// The last millisecond of the period a date of chrono pattern `pattern`
+/// names, given its first: its finest unit's.
+fn pattern_period_end(pattern: &str, start: i64) -> i64 {
+    let has = |unit: &str| pattern.contains(unit);
+    let months = |n: u32| {
+        chrono::DateTime::from_timestamp_millis(start)
+            .and_then(|d| d.checked_add_months(chrono::Months::new(n)))
+            .map_or(start, |d| d.timestamp_millis() - 1)
+    };
+    if has("%S") || has("f") {
+        start
+    } else if has("%M") {
+        start + 60_000 - 1
+    } else if has("%H") {
+        start + 3_600_000 - 1
+    } else if has("%d") {
+        start + 86_400_000 - 1
+    } else if has("%m") {
+        months(1)
+    } else if has("%Y") || has("%y") {
+        months(12)
+    } else {
+        start
     }
 }
 
@@ -259,13 +304,34 @@ mod tests {
     }
 
     #[test]
-    fn periods_round_up_to_their_last_millisecond() {
+    fn periods_round_up_to_their_last_millisecond() -> anyhow::Result<()> {
         let day = 86_400_000;
         assert_eq!(end_of_period("1970-01-02", day), 2 * day - 1);
         assert_eq!(end_of_period("1970-02", 31 * day), 59 * day - 1);
         assert_eq!(end_of_period("1970", 0), 365 * day - 1);
         assert_eq!(end_of_period("1970-01-02T00:00:00Z", day), day);
         assert_eq!(end_of_period("86400000", day), day);
+        // By the units of the format that parses the text.
+        let format = DateFormat::parse("epoch_millis||yyyy/MM||yyyyMMdd||dd.MM.yyyy HH")?;
+        let march = format
+            .parse_str("2024/03")
+            .ok_or_else(|| anyhow::anyhow!("2024/03"))?;
+        let april = format
+            .parse_str("2024/04")
+            .ok_or_else(|| anyhow::anyhow!("2024/04"))?;
+        assert_eq!(format.period_end("2024/03", march), april - 1);
+        // Digits are epoch millis first: an instant.
+        assert_eq!(format.period_end("20240301", 20_240_301), 20_240_301);
+        let day_format = DateFormat::parse("yyyyMMdd")?;
+        let first = day_format
+            .parse_str("20240301")
+            .ok_or_else(|| anyhow::anyhow!("20240301"))?;
+        assert_eq!(day_format.period_end("20240301", first), first + day - 1);
+        let hour = format
+            .parse_str("01.03.2024 07")
+            .ok_or_else(|| anyhow::anyhow!("hour"))?;
+        assert_eq!(format.period_end("01.03.2024 07", hour), hour + 3_600_000 - 1);
+        Ok(())
     }
 
     #[test]

@@ -801,7 +801,7 @@ impl Compiler<'_> {
                         return Ok(Box::new(EmptyQuery));
                     };
                     let ty = column.mapping.ty;
-                    let date = |text: &str| self.date_millis(&name, text).ok().flatten();
+                    let date = |text: &str| self.date_period(&name, text).ok().flatten();
                     or_lenient((|| {
                         let range = LeafQuery::Range {
                             lower: range_bound(&name, ty, lower, true, &date)?,
@@ -951,7 +951,7 @@ impl Compiler<'_> {
         };
         let text = text.trim();
         Ok(match ty {
-            FieldType::Date => TermValue::I64(self.date_millis(name, text)?.ok_or_else(bad)?),
+            FieldType::Date => TermValue::I64(self.date_period(name, text)?.ok_or_else(bad)?.0),
             FieldType::Boolean => TermValue::Bool(text.parse().map_err(|_| bad())?),
             FieldType::Double | FieldType::Float | FieldType::ScaledFloat => TermValue::F64(
                 text.parse::<f64>()
@@ -970,17 +970,21 @@ impl Compiler<'_> {
         })
     }
 
-    /// A date of column `name` in its mapping's format, in epoch millis.
-    fn date_millis(&self, name: &str, text: &str) -> Result<Option<i64>> {
+    /// A date of column `name` in its mapping's format, in epoch millis:
+    /// the first and the last millisecond of the period it names.
+    fn date_period(&self, name: &str, text: &str) -> Result<Option<(i64, i64)>> {
         let Some(column) = self.mapping.column(name) else {
             return Ok(None);
         };
         let format = column.mapping.date_format()?;
-        Ok(format.parse_str(text).or_else(|| {
-            text.parse::<serde_json::Number>()
-                .ok()
-                .and_then(|n| format.parse_number(&n))
-        }))
+        if let Some(start) = format.parse_str(text) {
+            return Ok(Some((start, format.period_end(text, start))));
+        }
+        Ok(text
+            .parse::<serde_json::Number>()
+            .ok()
+            .and_then(|n| format.parse_number(&n))
+            .map(|ms| (ms, ms)))
     }
 
     /// The query of a query-string literal of typed column `name`: its
@@ -992,7 +996,9 @@ impl Compiler<'_> {
             TermValue::I64(start) if date => LeafQuery::Range {
                 path: name.to_string(),
                 lower: Bound::Included(TermValue::I64(start)),
-                upper: Bound::Included(TermValue::I64(crate::date::end_of_period(text.trim(), start))),
+                upper: Bound::Included(TermValue::I64(
+                    self.date_period(name, text.trim())?.map_or(start, |(_, end)| end),
+                )),
             },
             value => LeafQuery::Term {
                 path: name.to_string(),
@@ -1032,16 +1038,17 @@ pub fn analyze(text: &str) -> Vec<String> {
 }
 
 /// A query-string range bound as a typed value of column `name` of type
-/// `ty`: dates as epoch millis, read by `date` (the field's format) or as
-/// ISO-8601 or epoch millis (a bare day rounds up to its last millisecond
-/// where the bound includes it, as in Elasticsearch), integers exactly,
-/// fractions rounded inwards.
+/// `ty`: dates as epoch millis, read by `date` (the field's format: the
+/// first and last millisecond of the period the text names) or as ISO-8601
+/// or epoch millis (a bound that includes a period, such as a bare day,
+/// rounds up to its last millisecond, as in Elasticsearch), integers
+/// exactly, fractions rounded inwards.
 fn range_bound(
     name: &str,
     ty: FieldType,
     bound: UserInputBound,
     lower: bool,
-    date: &dyn Fn(&str) -> Option<i64>,
+    date: &dyn Fn(&str) -> Option<(i64, i64)>,
 ) -> Result<Bound<TermValue>> {
     let (text, inclusive) = match bound {
         UserInputBound::Inclusive(s) => (s, true),
@@ -1056,15 +1063,13 @@ fn range_bound(
     };
     let value = match ty {
         FieldType::Date => {
-            let ms = date(&text)
-                .or_else(|| crate::date::parse_iso(&text))
-                .or_else(|| text.parse::<i64>().ok())
+            let (start, end) = date(&text)
+                .or_else(|| {
+                    crate::date::parse_iso(&text).map(|ms| (ms, crate::date::end_of_period(&text, ms)))
+                })
+                .or_else(|| text.parse::<i64>().ok().map(|ms| (ms, ms)))
                 .ok_or_else(bad)?;
-            TermValue::I64(if lower != inclusive {
-                crate::date::end_of_period(&text, ms)
-            } else {
-                ms
-            })
+            TermValue::I64(if lower != inclusive { end } else { start })
         }
         FieldType::Double | FieldType::Float | FieldType::ScaledFloat => TermValue::F64(
             text.parse::<f64>()

@@ -1518,11 +1518,7 @@ fn parse_date(
             } else {
                 ms - tz.offset_ms_at(ms)
             };
-            if round_up {
-                quidditch_index::date::end_of_period(s, ms)
-            } else {
-                ms
-            }
+            if round_up { parser.period_end(s, ms) } else { ms }
         })
     };
     parse_date_math(text, now_ms, round_up, tz, &anchor).map_err(|reason| {

@@ -766,13 +766,13 @@ fn long_range_bounds_are_exact() -> Result<()> {
 }
 
 /// A query string's date range reads its bounds in the field's format, and
-/// a bare day bound covers the whole day.
+/// a bound that includes a period (a bare day, a `yyyy/MM` month) covers
+/// all of it, in query strings and DSL ranges.
 #[test]
 fn query_string_date_ranges_read_the_field_format() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let s = Server::start(dir.path())?;
-    let mapping =
-        json!({"mappings": {"properties": {"d": {"type": "date", "format": "dd.MM.yyyy||epoch_millis"}}}});
+    let mapping = json!({"mappings": {"properties": {"d": {"type": "date", "format": "dd.MM.yyyy||yyyy/MM||epoch_millis"}}}});
     let (status, body) = s.put("/days", &mapping)?;
     assert_eq!(status, 200, "{body}");
     let mut lines = Vec::new();
@@ -790,9 +790,20 @@ fn query_string_date_ranges_read_the_field_format() -> Result<()> {
         ("d:{01.03.2024 TO 03.03.2024}", vec!["2"]),
         ("d:[02.03.2024 TO *]", vec!["2", "3"]),
         ("d:[2024-03-03 TO *]", vec!["3"]),
+        // A month of the format's `yyyy/MM` is the whole month.
+        ("d:[* TO 2024/02]", vec!["0"]),
+        ("d:{2024/02 TO *}", vec!["1", "2", "3"]),
     ] {
         let body = json!({"query": {"query_string": {"query": query}}, "sort": [{"d": "asc"}]});
         assert_eq!(search_ids(&s, "days", &body)?, want, "{query}");
+    }
+    for (range, want) in [
+        (json!({"lte": "2024/02"}), vec!["0"]),
+        (json!({"gt": "2024/02"}), vec!["1", "2", "3"]),
+        (json!({"gte": "2024/03", "lt": "02.03.2024"}), vec!["1"]),
+    ] {
+        let body = json!({"query": {"range": {"d": range}}, "sort": [{"d": "asc"}]});
+        assert_eq!(search_ids(&s, "days", &body)?, want, "{range}");
     }
     Ok(())
 }
