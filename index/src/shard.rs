@@ -1017,8 +1017,8 @@ fn candidate(meta: &SegmentMeta) -> merge::Candidate {
 }
 
 /// Adds a write's version (but the first, which readers take for a
-/// missing one: a document written once, as most are, costs its column
-/// nothing) and sequence number to its document.
+/// missing one: a document written once, as most are, adds no value to
+/// the column) and sequence number to its document.
 fn stamp(doc: &mut TantivyDocument, fields: &Fields, version: u64, seq_no: u64) {
     if version > 1 {
         doc.add_u64(fields.version, version);
