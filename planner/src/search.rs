@@ -866,7 +866,7 @@ pub async fn count(
         )?;
         plans.push(count_plan(t, &q, None)?);
     }
-    let total = run_counts(ctx, &plans).await?;
+    let total = run_counts(ctx, &plans, &targets).await?;
     Ok(json!({"count": total, "_shards": shards_json(&targets, &failed)}))
 }
 
@@ -887,8 +887,16 @@ async fn collect(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Vec<RecordB
     Ok(df.collect().await?)
 }
 
-async fn run_counts(ctx: &SessionContext, plans: &[LogicalPlan]) -> Result<u64> {
-    let results = try_join_all(plans.iter().map(|p| collect(ctx, p))).await?;
+/// Runs the count plans of `targets` (one each, in order) and sums them; a
+/// shard's failure names its index.
+async fn run_counts(ctx: &SessionContext, plans: &[LogicalPlan], targets: &[Target]) -> Result<u64> {
+    let results = try_join_all(
+        plans
+            .iter()
+            .zip(targets)
+            .map(|(p, t)| async move { collect(ctx, p).await.map_err(|e| e.in_index(&t.name)) }),
+    )
+    .await?;
     let mut total = 0u64;
     for batches in results {
         for b in batches {
@@ -1206,8 +1214,12 @@ impl Search<'_> {
             }
         };
         let aggs_fut = aggs::run(self.ctx, &plans.aggs);
-        let (hits, total, max_score, agg_results) =
-            futures::try_join!(hits_fut, run_counts(self.ctx, &plans.count), max_fut, aggs_fut)?;
+        let (hits, total, max_score, agg_results) = futures::try_join!(
+            hits_fut,
+            run_counts(self.ctx, &plans.count, &self.targets),
+            max_fut,
+            aggs_fut
+        )?;
         let hits_json = self.render_hits(&hits, total, max_score)?;
         let aggregations = match &self.body.aggs {
             Some(tree) => Some(aggs::render(tree, &agg_results, &self.targets)?),
