@@ -890,12 +890,12 @@ async fn collect(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Vec<RecordB
 /// Runs the count plans of `targets` (one each, in order) and sums them; a
 /// shard's failure names its index.
 async fn run_counts(ctx: &SessionContext, plans: &[LogicalPlan], targets: &[Target]) -> Result<u64> {
-    let results = try_join_all(
-        plans
-            .iter()
-            .zip(targets)
-            .map(|(p, t)| async move { collect(ctx, p).await.map_err(|e| e.in_index(&t.name)) }),
-    )
+    let results = try_join_all(plans.iter().enumerate().map(|(i, p)| async move {
+        collect(ctx, p).await.map_err(|e| match targets.get(i) {
+            Some(t) => e.in_index(&t.name),
+            None => e,
+        })
+    }))
     .await?;
     let mut total = 0u64;
     for batches in results {
