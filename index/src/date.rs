@@ -65,17 +65,21 @@ impl DateFormat {
         self.parts.iter().find_map(|part| part.parse_str(s))
     }
 
-    /// The last millisecond of the period that `s`, which starts at
-    /// `start`, names, read as Elasticsearch's round-up parser reads it: by
-    /// the units of the alternative of this format that parses `s` (a
-    /// `yyyy/MM` date is a month, a `yyyyMMdd` one a day), by its shape for
-    /// an ISO date ([`end_of_period`]), and an epoch is an instant.
-    pub fn period_end(&self, s: &str, start: i64) -> i64 {
-        match self.parts.iter().find(|part| part.parse_str(s).is_some()) {
-            Some(Part::IsoOptionalTime) => end_of_period(s, start),
-            Some(Part::Pattern(p)) => pattern_period_end(p, start),
-            Some(Part::EpochMillis | Part::EpochSecond) | None => start,
-        }
+    /// Parses a string into the first and the last millisecond of the
+    /// period it names, the last as Elasticsearch's round-up parser reads
+    /// it: by the units of the alternative of this format that parses `s`
+    /// (a `yyyy/MM` date is a month, a `yyyyMMdd` one a day), by its shape
+    /// for an ISO date ([`end_of_period`]); an epoch is an instant.
+    pub fn parse_period(&self, s: &str) -> Option<(i64, i64)> {
+        self.parts.iter().find_map(|part| {
+            let start = part.parse_str(s)?;
+            let end = match part {
+                Part::IsoOptionalTime => end_of_period(s, start),
+                Part::Pattern(p) => pattern_period_end(p, start),
+                Part::EpochMillis | Part::EpochSecond => start,
+            };
+            Some((start, end))
+        })
     }
 }
 
@@ -313,24 +317,20 @@ mod tests {
         assert_eq!(end_of_period("86400000", day), day);
         // By the units of the format that parses the text.
         let format = DateFormat::parse("epoch_millis||yyyy/MM||yyyyMMdd||dd.MM.yyyy HH")?;
-        let march = format
-            .parse_str("2024/03")
-            .ok_or_else(|| anyhow::anyhow!("2024/03"))?;
-        let april = format
-            .parse_str("2024/04")
-            .ok_or_else(|| anyhow::anyhow!("2024/04"))?;
-        assert_eq!(format.period_end("2024/03", march), april - 1);
+        let period = |format: &DateFormat, s: &str| {
+            format
+                .parse_period(s)
+                .ok_or_else(|| anyhow::anyhow!("{s} does not parse"))
+        };
+        let (_, march_end) = period(&format, "2024/03")?;
+        let (april, _) = period(&format, "2024/04")?;
+        assert_eq!(march_end, april - 1);
         // Digits are epoch millis first: an instant.
-        assert_eq!(format.period_end("20240301", 20_240_301), 20_240_301);
-        let day_format = DateFormat::parse("yyyyMMdd")?;
-        let first = day_format
-            .parse_str("20240301")
-            .ok_or_else(|| anyhow::anyhow!("20240301"))?;
-        assert_eq!(day_format.period_end("20240301", first), first + day - 1);
-        let hour = format
-            .parse_str("01.03.2024 07")
-            .ok_or_else(|| anyhow::anyhow!("hour"))?;
-        assert_eq!(format.period_end("01.03.2024 07", hour), hour + 3_600_000 - 1);
+        assert_eq!(period(&format, "20240301")?, (20_240_301, 20_240_301));
+        let (first, end) = period(&DateFormat::parse("yyyyMMdd")?, "20240301")?;
+        assert_eq!(end, first + day - 1);
+        let (hour, end) = period(&format, "01.03.2024 07")?;
+        assert_eq!(end, hour + 3_600_000 - 1);
         Ok(())
     }
 

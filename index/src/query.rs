@@ -800,16 +800,7 @@ impl Compiler<'_> {
                     let Some(column) = self.mapping.column(&name) else {
                         return Ok(Box::new(EmptyQuery));
                     };
-                    let ty = column.mapping.ty;
-                    let date = |text: &str| self.date_period(&name, text).ok().flatten();
-                    or_lenient((|| {
-                        let range = LeafQuery::Range {
-                            lower: range_bound(&name, ty, lower, true, &date)?,
-                            upper: range_bound(&name, ty, upper, false, &date)?,
-                            path: name.clone(),
-                        };
-                        self.compile(&range)
-                    })())?
+                    or_lenient(self.string_range(name, column.mapping.ty, lower, upper))?
                 }
                 UserInputLeaf::Literal(UserInputLiteral {
                     field_name: Some(name),
@@ -839,7 +830,7 @@ impl Compiler<'_> {
                     let mut values = Vec::with_capacity(elements.len());
                     for e in &elements {
                         match self.typed_value(&name, e) {
-                            Ok(value) => values.push(value),
+                            Ok((value, _)) => values.push(value),
                             Err(Error::BadRequest { .. }) if lenient => {}
                             Err(err) => return Err(err),
                         }
@@ -938,27 +929,23 @@ impl Compiler<'_> {
     }
 
     /// A query-string value of typed column `name`, as a `term` query's
-    /// value is read (a 400 when it does not parse, as in Elasticsearch).
-    fn typed_value(&self, name: &str, text: &str) -> Result<TermValue> {
+    /// value is read (a 400 when it does not parse, as in Elasticsearch),
+    /// and for a date the last millisecond of the period it names.
+    fn typed_value(&self, name: &str, text: &str) -> Result<(TermValue, Option<i64>)> {
         let ty = self
             .typed_column(name)
             .ok_or_else(|| Error::Internal(format!("[{name}] is not typed")))?;
-        let bad = || {
-            Error::illegal_argument(format!(
-                "failed to parse [{text}] for field [{name}] of type [{}]",
-                ty.name()
-            ))
-        };
+        let bad = || parse_failure(text, name, ty);
         let text = text.trim();
-        Ok(match ty {
-            FieldType::Date => TermValue::I64(self.date_period(name, text)?.ok_or_else(bad)?.0),
+        if ty == FieldType::Date {
+            let (start, end) = self.date_period(name, text)?.ok_or_else(bad)?;
+            return Ok((TermValue::I64(start), Some(end)));
+        }
+        let value = match ty {
             FieldType::Boolean => TermValue::Bool(text.parse().map_err(|_| bad())?),
-            FieldType::Double | FieldType::Float | FieldType::ScaledFloat => TermValue::F64(
-                text.parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite())
-                    .ok_or_else(bad)?,
-            ),
+            FieldType::Double | FieldType::Float | FieldType::ScaledFloat => {
+                TermValue::F64(finite(text).ok_or_else(bad)?)
+            }
             _ => {
                 let (min, max) = ty.integer_range().ok_or_else(bad)?;
                 let n = text.parse::<i64>().ok().or_else(|| {
@@ -967,7 +954,8 @@ impl Compiler<'_> {
                 });
                 TermValue::I64(n.filter(|n| (min..=max).contains(n)).ok_or_else(bad)?)
             }
-        })
+        };
+        Ok((value, None))
     }
 
     /// A date of column `name` in its mapping's format, in epoch millis:
@@ -977,8 +965,8 @@ impl Compiler<'_> {
             return Ok(None);
         };
         let format = column.mapping.date_format()?;
-        if let Some(start) = format.parse_str(text) {
-            return Ok(Some((start, format.period_end(text, start))));
+        if let Some(period) = format.parse_period(text) {
+            return Ok(Some(period));
         }
         Ok(text
             .parse::<serde_json::Number>()
@@ -991,21 +979,88 @@ impl Compiler<'_> {
     /// value, or for a date the period it names (a bare day is the whole
     /// day, as for a `term` query on a date).
     fn typed_literal(&self, name: &str, text: &str) -> Result<Box<dyn Query>> {
-        let date = self.typed_column(name) == Some(FieldType::Date);
         let query = match self.typed_value(name, text)? {
-            TermValue::I64(start) if date => LeafQuery::Range {
+            (start, Some(end)) => LeafQuery::Range {
                 path: name.to_string(),
-                lower: Bound::Included(TermValue::I64(start)),
-                upper: Bound::Included(TermValue::I64(
-                    self.date_period(name, text.trim())?.map_or(start, |(_, end)| end),
-                )),
+                lower: Bound::Included(start),
+                upper: Bound::Included(TermValue::I64(end)),
             },
-            value => LeafQuery::Term {
+            (value, None) => LeafQuery::Term {
                 path: name.to_string(),
                 value,
             },
         };
         self.compile(&query)
+    }
+
+    /// The query of a query-string range of column `name` of type `ty`.
+    fn string_range(
+        &self,
+        name: String,
+        ty: FieldType,
+        lower: UserInputBound,
+        upper: UserInputBound,
+    ) -> Result<Box<dyn Query>> {
+        let range = LeafQuery::Range {
+            lower: self.string_bound(&name, ty, lower, true)?,
+            upper: self.string_bound(&name, ty, upper, false)?,
+            path: name,
+        };
+        self.compile(&range)
+    }
+
+    /// A query-string range bound as a typed value of column `name` of type
+    /// `ty`: dates as epoch millis, in the field's format or as ISO-8601 or
+    /// epoch millis (a bound that includes a period, such as a bare day,
+    /// rounds up to its last millisecond, as in Elasticsearch), integers
+    /// exactly, fractions rounded inwards.
+    fn string_bound(
+        &self,
+        name: &str,
+        ty: FieldType,
+        bound: UserInputBound,
+        lower: bool,
+    ) -> Result<Bound<TermValue>> {
+        let (text, inclusive) = match bound {
+            UserInputBound::Inclusive(s) => (s, true),
+            UserInputBound::Exclusive(s) => (s, false),
+            UserInputBound::Unbounded => return Ok(Bound::Unbounded),
+        };
+        let bad = || parse_failure(&text, name, ty);
+        let value = match ty {
+            FieldType::Date => {
+                let (start, end) = self
+                    .date_period(name, &text)
+                    .ok()
+                    .flatten()
+                    .or_else(|| {
+                        crate::date::parse_iso(&text).map(|ms| (ms, crate::date::end_of_period(&text, ms)))
+                    })
+                    .or_else(|| text.parse::<i64>().ok().map(|ms| (ms, ms)))
+                    .ok_or_else(bad)?;
+                TermValue::I64(if lower != inclusive { end } else { start })
+            }
+            FieldType::Double | FieldType::Float | FieldType::ScaledFloat => {
+                TermValue::F64(finite(&text).ok_or_else(bad)?)
+            }
+            // An integer bound is exact (beyond 2^53 too); a fraction rounds inwards.
+            FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
+                match text.parse::<i64>() {
+                    Ok(n) => TermValue::I64(n),
+                    Err(_) => {
+                        let f = finite(&text).ok_or_else(bad)?;
+                        TermValue::I64(if lower == inclusive { f.ceil() } else { f.floor() } as i64)
+                    }
+                }
+            }
+            FieldType::Boolean => TermValue::Bool(text.parse().map_err(|_| bad())?),
+            FieldType::Keyword | FieldType::Ip | FieldType::Text => TermValue::Str(text),
+        };
+        Ok(if inclusive {
+            Bound::Included(value)
+        } else {
+            Bound::Excluded(value)
+        })
     }
 
     /// The schema path of a field; an unmapped field matches nothing, as in
@@ -1037,68 +1092,17 @@ pub fn analyze(text: &str) -> Vec<String> {
     out
 }
 
-/// A query-string range bound as a typed value of column `name` of type
-/// `ty`: dates as epoch millis, read by `date` (the field's format: the
-/// first and last millisecond of the period the text names) or as ISO-8601
-/// or epoch millis (a bound that includes a period, such as a bare day,
-/// rounds up to its last millisecond, as in Elasticsearch), integers
-/// exactly, fractions rounded inwards.
-fn range_bound(
-    name: &str,
-    ty: FieldType,
-    bound: UserInputBound,
-    lower: bool,
-    date: &dyn Fn(&str) -> Option<(i64, i64)>,
-) -> Result<Bound<TermValue>> {
-    let (text, inclusive) = match bound {
-        UserInputBound::Inclusive(s) => (s, true),
-        UserInputBound::Exclusive(s) => (s, false),
-        UserInputBound::Unbounded => return Ok(Bound::Unbounded),
-    };
-    let bad = || {
-        Error::illegal_argument(format!(
-            "failed to parse [{text}] for field [{name}] of type [{}]",
-            ty.name()
-        ))
-    };
-    let value = match ty {
-        FieldType::Date => {
-            let (start, end) = date(&text)
-                .or_else(|| {
-                    crate::date::parse_iso(&text).map(|ms| (ms, crate::date::end_of_period(&text, ms)))
-                })
-                .or_else(|| text.parse::<i64>().ok().map(|ms| (ms, ms)))
-                .ok_or_else(bad)?;
-            TermValue::I64(if lower != inclusive { end } else { start })
-        }
-        FieldType::Double | FieldType::Float | FieldType::ScaledFloat => TermValue::F64(
-            text.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .ok_or_else(bad)?,
-        ),
-        // An integer bound is exact (beyond 2^53 too); a fraction rounds inwards.
-        FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
-            match text.parse::<i64>() {
-                Ok(n) => TermValue::I64(n),
-                Err(_) => {
-                    let f = text
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|f| f.is_finite())
-                        .ok_or_else(bad)?;
-                    TermValue::I64(if lower == inclusive { f.ceil() } else { f.floor() } as i64)
-                }
-            }
-        }
-        FieldType::Boolean => TermValue::Bool(text.parse().map_err(|_| bad())?),
-        FieldType::Keyword | FieldType::Ip | FieldType::Text => TermValue::Str(text),
-    };
-    Ok(if inclusive {
-        Bound::Included(value)
-    } else {
-        Bound::Excluded(value)
-    })
+/// The error of a query-string value that does not parse for its field.
+fn parse_failure(text: &str, name: &str, ty: FieldType) -> Error {
+    Error::illegal_argument(format!(
+        "failed to parse [{text}] for field [{name}] of type [{}]",
+        ty.name()
+    ))
+}
+
+/// A finite number (not `NaN` or an infinity).
+fn finite(text: &str) -> Option<f64> {
+    text.parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
 /// Parses a string into the term value of a column type.

@@ -1261,9 +1261,11 @@ enum ColKind {
     Id,
     Score,
     Source,
-    /// A u64 column of every document (`_version`, `_seq_no`).
+    /// A u64 column of the write metadata (`_version`, `_seq_no`).
     Meta {
         column: &'static str,
+        /// The value of a document without one.
+        missing: Option<u64>,
     },
     /// Text, read from `_source` at `source_path`.
     Text {
@@ -1397,11 +1399,15 @@ impl<'a> BatchBuilder<'a> {
                     ID_COLUMN => ColKind::Id,
                     SCORE_COLUMN => ColKind::Score,
                     SOURCE_COLUMN => ColKind::Source,
+                    // A document written once has no `_version` value: its
+                    // version is 1.
                     VERSION_COLUMN => ColKind::Meta {
                         column: names::VERSION,
+                        missing: Some(1),
                     },
                     SEQ_NO_COLUMN => ColKind::Meta {
                         column: names::SEQ_NO,
+                        missing: None,
                     },
                     path => {
                         let Some(col) = mapping.column(path) else {
@@ -1475,9 +1481,8 @@ impl<'a> BatchBuilder<'a> {
                     ColKind::Bool { column, .. } => {
                         cols.bools.insert(column.clone(), open_bool(reader, column)?);
                     }
-                    // A document written once has no `_version` value: its
-                    // version is 1 (a segment may even lack the column).
-                    ColKind::Meta { column } => {
+                    // A segment may lack the column (its documents have no values).
+                    ColKind::Meta { column, .. } => {
                         if let Some(values) = reader.fast_fields().column_opt(column).map_err(tantivy_err)? {
                             cols.metas.insert(column, values);
                         }
@@ -1600,13 +1605,13 @@ impl<'a> BatchBuilder<'a> {
                 }
                 Arc::new(b.finish())
             }
-            ColKind::Meta { column } => {
+            ColKind::Meta { column, missing } => {
                 let mut b = Int64Builder::with_capacity(rows.len());
                 for (addr, _) in rows {
                     let value = seg(addr)
                         .and_then(|s| s.metas.get(column))
                         .and_then(|c| c.first(addr.doc_id))
-                        .or((*column == names::VERSION).then_some(1));
+                        .or(*missing);
                     b.append_option(value.map(|v| v as i64));
                 }
                 Arc::new(b.finish())

@@ -1265,13 +1265,11 @@ mod tests {
     /// Writes racing with commits are all there after a restart that no
     /// commit preceded: a commit deletes only the translog generations it
     /// holds.
-    #[test]
-    fn writes_racing_commits_survive_a_restart() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let shard = open(dir.path())?;
+    /// Runs `work` while another thread refreshes `shard` in a loop (which
+    /// stops, whatever `work` returns); returns how many refreshes committed.
+    fn while_committing(shard: &Shard, work: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<usize> {
         let done = std::sync::atomic::AtomicBool::new(false);
-        let (ids, rounds) = (50, 40);
-        let commits = std::thread::scope(|scope| -> anyhow::Result<usize> {
+        std::thread::scope(|scope| {
             let committer = scope.spawn(|| -> Result<usize> {
                 let mut commits = 0;
                 while !done.load(Ordering::Relaxed) {
@@ -1279,17 +1277,29 @@ mod tests {
                 }
                 Ok(commits)
             });
+            let worked = work();
+            done.store(true, Ordering::Relaxed);
+            worked?;
+            committer
+                .join()
+                .map_err(|_| anyhow::anyhow!("committer panicked"))?
+                .map_err(Into::into)
+        })
+    }
+
+    #[test]
+    fn writes_racing_commits_survive_a_restart() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let shard = open(dir.path())?;
+        let (ids, rounds) = (50, 40);
+        let commits = while_committing(&shard, || {
             for round in 0..rounds {
                 let writes = (0..ids).map(|i| index_write(&format!("d{i}"), round)).collect();
                 for outcome in shard.write(writes)? {
                     assert_eq!(outcome?.version, round as u64 + 1);
                 }
             }
-            done.store(true, Ordering::Relaxed);
-            committer
-                .join()
-                .map_err(|_| anyhow::anyhow!("committer panicked"))?
-                .map_err(Into::into)
+            Ok(())
         })?;
         assert!(commits > 0);
         drop(shard);
@@ -1399,28 +1409,15 @@ mod tests {
     fn generated_ids_are_found_while_commits_run() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let shard = open(dir.path())?;
-        let done = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|scope| -> anyhow::Result<()> {
-            let committer = scope.spawn(|| -> Result<()> {
-                while !done.load(Ordering::Relaxed) {
-                    shard.refresh()?;
-                }
-                Ok(())
-            });
-            let found = (0..200).try_for_each(|round| -> anyhow::Result<()> {
+        while_committing(&shard, || {
+            (0..200).try_for_each(|round| {
                 let write = generated_write(round);
                 let id = id_of(&write);
                 shard.write(vec![write])?;
                 let doc = shard.get(&id)?.ok_or_else(|| anyhow::anyhow!("{id} not found"))?;
                 assert_eq!(&*doc.source, format!(r#"{{"n":{round}}}"#));
                 Ok(())
-            });
-            done.store(true, Ordering::Relaxed);
-            found?;
-            committer
-                .join()
-                .map_err(|_| anyhow::anyhow!("committer panicked"))?
-                .map_err(Into::into)
+            })
         })?;
         shard.refresh()?;
         assert_eq!(shard.num_docs(), 200);

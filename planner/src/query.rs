@@ -1512,13 +1512,13 @@ fn parse_date(
     // stands for the last millisecond of its period when rounding up
     // (`lte 2024-01-01`, `lte 2024-01`).
     let anchor = |s: &str| {
-        parser.parse_str(s).map(|ms| {
-            let ms = if *tz == TimeZone::utc() || has_zone(s) {
+        parser.parse_period(s).map(|(start, end)| {
+            let ms = if round_up { end } else { start };
+            if *tz == TimeZone::utc() || has_zone(s) {
                 ms
             } else {
-                ms - tz.offset_ms_at(ms)
-            };
-            if round_up { parser.period_end(s, ms) } else { ms }
+                ms - tz.offset_ms_at(start)
+            }
         })
     };
     parse_date_math(text, now_ms, round_up, tz, &anchor).map_err(|reason| {

@@ -118,12 +118,18 @@ fn check_write_indices(before: &AliasState, after: &AliasState) -> Result<()> {
         .into_iter()
         .find(|(alias, indices)| indices.len() > 1 && had.get(alias) != Some(indices));
     match doubled {
-        Some((alias, indices)) => Err(Error::illegal_argument(format!(
-            "alias [{alias}] has more than one write index [{}]",
-            indices.join(",")
-        ))),
+        Some((alias, indices)) => Err(two_write_indices(alias, &indices)),
         None => Ok(()),
     }
+}
+
+/// The error of an alias with more than one write index.
+fn two_write_indices(alias: &str, indices: &[impl AsRef<str>]) -> Error {
+    let names: Vec<&str> = indices.iter().map(AsRef::as_ref).collect();
+    Error::illegal_argument(format!(
+        "alias [{alias}] has more than one write index [{}]",
+        names.join(",")
+    ))
 }
 
 /// The index that writes through `alias` go to, among `holders` (the
@@ -144,10 +150,7 @@ fn write_index_of(alias: &str, holders: Vec<(Arc<Index>, AliasMeta)>) -> Result<
     if writers.len() > 1 {
         let mut names: Vec<String> = writers.iter().map(|i| i.name()).collect();
         names.sort();
-        return Err(Error::illegal_argument(format!(
-            "alias [{alias}] has more than one write index [{}]",
-            names.join(",")
-        )));
+        return Err(two_write_indices(alias, &names));
     }
     writers.pop().or(chosen).ok_or_else(|| {
         Error::illegal_argument(format!(
