@@ -1,10 +1,13 @@
 //! `qbench ingest`: docs/s of `quidditch load` into a running embedded node
-//! (HTTP `_bulk`, translog fsync per bulk, refresh at the end) versus a raw
-//! tantivy `IndexWriter` with 2 indexing threads committing once, on the same
-//! generated documents. Each round loads both (in turns first), and the
-//! figures are the medians of the rounds, so that one slow moment of a
-//! shared machine does not decide the ratio.
+//! (HTTP `_bulk`, translog fsync per bulk, refresh every second and at the
+//! end) and of `quidditch load --data-dir` into a stopped node's data
+//! directory (the same write path in the loading process, without HTTP),
+//! versus a raw tantivy `IndexWriter` with 2 indexing threads committing
+//! once, on the same generated documents. Each round runs the three loads
+//! (each first in turn), and the figures are the medians of the rounds, so
+//! that one slow moment of a shared machine does not decide the ratios.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,8 +34,6 @@ const WRITER_MEMORY: usize = 128 << 20;
 pub struct Prepared {
     pub tantivy_dir: PathBuf,
     pub quidditch_dir: PathBuf,
-    pub raw_secs: f64,
-    pub quidditch_secs: f64,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -53,71 +54,98 @@ pub fn work_dir(given: Option<&Path>) -> Result<(Option<tempfile::TempDir>, Path
     }
 }
 
-/// Generates the corpus and loads it into both systems, timing each load.
+/// Generates the corpus and loads it into both systems (the node through
+/// its `_bulk` API).
 pub fn prepare(c: &Common) -> Result<Prepared> {
     let (tmp, dir) = work_dir(c.work_dir.as_deref())?;
+    load(&dir, c.docs, &[Loader::Raw, Loader::Node])?;
     Ok(Prepared {
+        tantivy_dir: dir.join(Loader::Raw.dir_name()),
+        quidditch_dir: dir.join(Loader::Node.dir_name()),
         _tmp: tmp,
-        ..load_both(&dir, c.docs, true)?
     })
 }
 
-/// Loads the corpus of `docs` documents (generated once into `dir`) into
-/// fresh directories of both systems, the raw writer first or not.
-fn load_both(dir: &Path, docs: usize, raw_first: bool) -> Result<Prepared> {
+/// The loads that the suite times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loader {
+    /// A raw tantivy `IndexWriter`.
+    Raw,
+    /// `quidditch load` through a running node's `_bulk` API.
+    Node,
+    /// `quidditch load --data-dir` into a stopped node's data directory.
+    DataDir,
+}
+
+impl Loader {
+    fn dir_name(self) -> &'static str {
+        match self {
+            Loader::Raw => "tantivy",
+            Loader::Node => "quidditch-data",
+            Loader::DataDir => "quidditch-local",
+        }
+    }
+}
+
+/// Loads the corpus of `docs` documents (generated once into `dir`) with
+/// each loader in turn, into a fresh directory each; returns the seconds
+/// each took.
+fn load(dir: &Path, docs: usize, loaders: &[Loader]) -> Result<Vec<f64>> {
     let ndjson = corpus::ndjson(dir, docs)?;
-    let tantivy_dir = dir.join("tantivy");
-    let quidditch_dir = dir.join("quidditch-data");
-    for d in [&tantivy_dir, &quidditch_dir] {
-        if d.exists() {
-            std::fs::remove_dir_all(d)?;
+    let mut secs = Vec::new();
+    for loader in loaders {
+        let target = dir.join(loader.dir_name());
+        if target.exists() {
+            std::fs::remove_dir_all(&target)?;
         }
+        eprintln!("{loader:?}");
+        secs.push(match loader {
+            Loader::Raw => raw_ingest(&ndjson, &target)?,
+            Loader::Node => quidditch_ingest(&ndjson, &target)?,
+            Loader::DataDir => local_ingest(&ndjson, &target)?,
+        });
     }
-    let (mut raw_secs, mut quidditch_secs) = (0.0, 0.0);
-    for raw in [raw_first, !raw_first] {
-        if raw {
-            eprintln!("raw tantivy ingest");
-            raw_secs = raw_ingest(&ndjson, &tantivy_dir)?;
-        } else {
-            eprintln!("quidditch load");
-            quidditch_secs = quidditch_ingest(&ndjson, &quidditch_dir)?;
-        }
-    }
-    Ok(Prepared {
-        tantivy_dir,
-        quidditch_dir,
-        raw_secs,
-        quidditch_secs,
-        _tmp: None,
-    })
+    Ok(secs)
 }
 
 pub fn run(c: &Common) -> Result<()> {
     let (_tmp, dir) = work_dir(c.work_dir.as_deref())?;
     let mut rounds = Vec::new();
-    let mut last = None;
     for round in 0..c.iterations.max(1) {
         eprintln!("round {}", round + 1);
-        let p = load_both(&dir, c.docs, round % 2 == 0)?;
+        // Each loader goes first, second and last in turn.
+        let mut order = [Loader::Raw, Loader::Node, Loader::DataDir];
+        order.rotate_left(round % 3);
+        let secs = load(&dir, c.docs, &order)?;
+        let rate = |loader| c.docs as f64 / secs[order.iter().position(|l| *l == loader).unwrap_or_default()];
         rounds.push(json!({
-            "quidditch_docs_per_s": c.docs as f64 / p.quidditch_secs,
-            "reference_docs_per_s": c.docs as f64 / p.raw_secs,
+            "quidditch_docs_per_s": rate(Loader::Node),
+            "quidditch_data_dir_docs_per_s": rate(Loader::DataDir),
+            "reference_docs_per_s": rate(Loader::Raw),
         }));
-        last = Some(p);
     }
     let rate = |key: &str| crate::results::median(rounds.iter().filter_map(|r| r[key].as_f64()).collect());
-    let (q_rate, raw_rate) = (rate("quidditch_docs_per_s"), rate("reference_docs_per_s"));
-    println!(
-        "ingest {} docs: quidditch load {:.0} docs/s, raw tantivy {:.0} docs/s, ratio {:.2}",
-        c.docs,
-        q_rate,
-        raw_rate,
-        q_rate / raw_rate
+    let (node, data_dir, raw) = (
+        rate("quidditch_docs_per_s"),
+        rate("quidditch_data_dir_docs_per_s"),
+        rate("reference_docs_per_s"),
     );
-    if let (true, Some(p)) = (c.check, last) {
-        let count = crate::scan::quidditch_count(&p.quidditch_dir)?;
-        if count != c.docs as u64 {
-            bail!("quidditch holds {count} documents, expected {}", c.docs);
+    println!(
+        "ingest {} docs: raw tantivy {raw:.0} docs/s; quidditch load through a node {node:.0} docs/s, \
+         ratio {:.2}; quidditch load --data-dir {data_dir:.0} docs/s, ratio {:.2}",
+        c.docs,
+        node / raw,
+        data_dir / raw
+    );
+    if c.check {
+        for loader in [Loader::Node, Loader::DataDir] {
+            let count = crate::scan::quidditch_count(&dir.join(loader.dir_name()))?;
+            if count != c.docs as u64 {
+                bail!(
+                    "{loader:?}: quidditch holds {count} documents, expected {}",
+                    c.docs
+                );
+            }
         }
     }
     crate::results::write(
@@ -125,10 +153,12 @@ pub fn run(c: &Common) -> Result<()> {
         "ingest",
         json!({
             "docs": c.docs,
-            "quidditch_docs_per_s": q_rate,
+            "quidditch_docs_per_s": node,
+            "quidditch_data_dir_docs_per_s": data_dir,
             "reference": "raw tantivy IndexWriter, 2 indexing threads, one commit",
-            "reference_docs_per_s": raw_rate,
-            "ratio": q_rate / raw_rate,
+            "reference_docs_per_s": raw,
+            "ratio": node / raw,
+            "data_dir_ratio": data_dir / raw,
             "rounds": rounds,
         }),
     )
@@ -284,7 +314,8 @@ impl Drop for NodeProcess {
     }
 }
 
-fn quidditch_ingest(ndjson: &Path, data_dir: &Path) -> Result<f64> {
+/// Starts a node over `data_dir` and creates the benchmark index in it.
+fn create_index(data_dir: &Path) -> Result<NodeProcess> {
     let node = NodeProcess::start(data_dir)?;
     let mut settings = corpus::mapping();
     settings["settings"] = json!({"number_of_shards": SHARDS});
@@ -304,9 +335,15 @@ fn quidditch_ingest(ndjson: &Path, data_dir: &Path) -> Result<f64> {
     if !status.success() {
         bail!("creating the index failed");
     }
+    Ok(node)
+}
+
+/// Times `quidditch load` with these target arguments.
+fn timed_load(ndjson: &Path, target: &[&OsStr]) -> Result<f64> {
     let started = Instant::now();
     let status = Command::new(sibling_binary()?)
-        .args(["load", "--quiet", "--index", "logs", "--url", &node.url])
+        .args(["load", "--quiet", "--index", "logs"])
+        .args(target)
         .arg(ndjson)
         .stdout(Stdio::null())
         .status()?;
@@ -314,6 +351,19 @@ fn quidditch_ingest(ndjson: &Path, data_dir: &Path) -> Result<f64> {
     if !status.success() {
         bail!("quidditch load failed");
     }
+    Ok(secs)
+}
+
+/// `quidditch load` through a running node.
+fn quidditch_ingest(ndjson: &Path, data_dir: &Path) -> Result<f64> {
+    let node = create_index(data_dir)?;
+    let secs = timed_load(ndjson, &["--url".as_ref(), node.url.as_ref()])?;
     node.stop()?;
     Ok(secs)
+}
+
+/// `quidditch load --data-dir` into the directory of a stopped node.
+fn local_ingest(ndjson: &Path, data_dir: &Path) -> Result<f64> {
+    create_index(data_dir)?.stop()?;
+    timed_load(ndjson, &["--data-dir".as_ref(), data_dir.as_os_str()])
 }

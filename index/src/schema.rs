@@ -112,7 +112,11 @@ impl Fields {
 /// column path and its type.
 pub fn build<'a>(own: impl IntoIterator<Item = (&'a str, FieldType)>) -> Schema {
     let mut b = Schema::builder();
-    b.add_text_field(names::ID, STRING | FAST);
+    // Ids and presence are matched, never scored: no field norms.
+    b.add_text_field(
+        names::ID,
+        (STRING | FAST).set_indexing_options(raw().set_fieldnorms(false)),
+    );
     b.add_u64_field(names::VERSION, FAST);
     b.add_u64_field(names::SEQ_NO, FAST);
     b.add_text_field(names::SOURCE, TextOptions::default().set_stored());
@@ -125,7 +129,10 @@ pub fn build<'a>(own: impl IntoIterator<Item = (&'a str, FieldType)>) -> Schema 
         .set_indexing_options(analyzed())
         .set_expand_dots_enabled();
     b.add_json_field(names::TEXT, text_opts);
-    b.add_text_field(names::EXISTS, STRING);
+    b.add_text_field(
+        names::EXISTS,
+        STRING.set_indexing_options(raw().set_fieldnorms(false)),
+    );
     // No field norms on the fields of their own either: a JSON field has
     // none, and a score must not depend on how many values (or tokens) a
     // document has in a field whether it was mapped at creation or later.

@@ -1,6 +1,9 @@
-//! `quidditch load`: NDJSON, CSV and Parquet files into an index, through the
-//! `_bulk` API of a running node (the same durable ingest path as any
-//! client), in batches sent by parallel workers, with a progress bar.
+//! `quidditch load`: NDJSON, CSV and Parquet files into an index, in batches
+//! written by parallel workers, with a progress bar. The batches go through
+//! the `_bulk` API of a running node, or, with `--data-dir`, straight into
+//! the data directory of a stopped one, in this process. Both take the same
+//! durable write path: every batch is in the shards' translogs, fsynced,
+//! before the next is counted.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -11,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use quidditch_index::index::DocWrite;
+use quidditch_index::{Index, Indices, RefreshPolicy};
 use serde_json::{Map, Value};
 
 /// `quidditch load` options.
@@ -25,10 +30,14 @@ pub struct LoadArgs {
     /// URL of the node.
     #[arg(long, env = "QUIDDITCH_URL", default_value = "http://127.0.0.1:9200")]
     pub url: String,
-    /// Documents per bulk request.
+    /// Load into this data directory in this process instead of through a
+    /// node (`--url` is then not used). No node may be running on it.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Documents per batch (bulk request).
     #[arg(long, default_value_t = 5000)]
     pub batch_size: usize,
-    /// Bulk requests in flight.
+    /// Batches in flight.
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
     /// Hide the progress bar.
@@ -44,7 +53,7 @@ pub struct LoadArgs {
 pub struct LoadStats {
     /// Documents acknowledged.
     pub docs: u64,
-    /// Documents rejected by the node (per-item errors).
+    /// Documents rejected (per-item errors).
     pub failed: u64,
     /// Wall time.
     pub elapsed: Duration,
@@ -73,7 +82,119 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<LoadStats> {
     if args.batch_size == 0 || args.concurrency == 0 {
         bail!("--batch-size and --concurrency must be positive");
     }
-    let client = args.auth.http_client(Duration::from_secs(600))?;
+    let Some(dir) = &args.data_dir else {
+        let target = Target::Node {
+            client: args.auth.http_client(Duration::from_secs(600))?,
+            base: args.url.trim_end_matches('/').to_string(),
+            index: args.index.clone(),
+        };
+        return load_into(args, &target);
+    };
+    let indices = Arc::new(Indices::open(dir).with_context(|| {
+        format!(
+            "opening data directory {} (if a node is using it, load through it with --url)",
+            dir.display()
+        )
+    })?);
+    // The index refreshes at its interval meanwhile, as on a node: its
+    // segments stay small, and each refresh commits and trims the translog.
+    let rt = crate::cli::runtime()?;
+    let refresher = {
+        let _entered = rt.enter();
+        indices.spawn_refresher()
+    };
+    let loaded = indices
+        .get_or_create(&args.index)
+        .map_err(anyhow::Error::from)
+        .and_then(|index| load_into(args, &Target::Local(index)));
+    refresher.abort();
+    // Every shard commits, whether the load finished or not: what was
+    // acknowledged so far is kept either way.
+    indices.close()?;
+    loaded
+}
+
+/// Where the batches go.
+enum Target {
+    /// A running node's `_bulk` API.
+    Node {
+        client: reqwest::blocking::Client,
+        /// The node's URL.
+        base: String,
+        index: String,
+    },
+    /// An index of a data directory opened by this process.
+    Local(Arc<Index>),
+}
+
+impl Target {
+    /// Writes one batch; returns how many documents were rejected, with the
+    /// first few reasons.
+    fn write(&self, docs: Vec<String>) -> anyhow::Result<(u64, Vec<String>)> {
+        match self {
+            Target::Node { client, base, index } => {
+                let mut body = String::with_capacity(docs.iter().map(|d| d.len() + ACTION.len() + 1).sum());
+                for doc in &docs {
+                    body.push_str(ACTION);
+                    body.push_str(doc);
+                    body.push('\n');
+                }
+                send_bulk(client, &format!("{base}/{index}/_bulk"), body)
+            }
+            Target::Local(index) => {
+                let writes = docs
+                    .into_iter()
+                    .map(|doc| DocWrite::Index {
+                        id: None,
+                        source: Arc::from(doc),
+                        create: false,
+                        if_seq_no: None,
+                    })
+                    .collect();
+                let batch = index.write(writes, RefreshPolicy::None)?;
+                let errors = batch.items.iter().filter_map(|(_, r)| r.as_ref().err());
+                let failed = errors.clone().count() as u64;
+                Ok((
+                    failed,
+                    errors.take(MAX_REASONS).map(ToString::to_string).collect(),
+                ))
+            }
+        }
+    }
+
+    /// Makes everything written searchable.
+    fn refresh(&self) -> anyhow::Result<()> {
+        match self {
+            Target::Node { client, base, index } => {
+                let url = format!("{base}/{index}/_refresh");
+                let resp = client.post(&url).send().context("refreshing the index")?;
+                let status = resp.status();
+                if !status.is_success() {
+                    bail!("refresh failed with {status}: {}", resp.text()?);
+                }
+            }
+            Target::Local(index) => index.refresh()?,
+        }
+        Ok(())
+    }
+}
+
+/// The action line before each document of a bulk body.
+const ACTION: &str = "{\"index\":{}}\n";
+/// Rejection reasons kept per batch and printed at the end.
+const MAX_REASONS: usize = 5;
+
+/// Documents written and rejected so far, with the first reasons.
+#[derive(Default)]
+struct Totals {
+    docs: u64,
+    failed: u64,
+    reasons: Vec<String>,
+}
+
+/// Reads the files into batches that `concurrency` workers write to the
+/// target, then refreshes it.
+fn load_into(args: &LoadArgs, target: &Target) -> anyhow::Result<LoadStats> {
     let started = Instant::now();
     let bar = if args.quiet {
         ProgressBar::hidden()
@@ -84,20 +205,13 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<LoadStats> {
         "{spinner} {human_pos} docs, {per_sec} [{elapsed_precise}] {msg}",
     )?);
     bar.enable_steady_tick(Duration::from_millis(200));
-    let url = format!("{}/{}/_bulk", args.url.trim_end_matches('/'), args.index);
-    let (tx, rx) = sync_channel::<(String, u64)>(args.concurrency * 2);
-    let rx = Arc::new(Mutex::new(rx));
-    let totals = Arc::new(Mutex::new((0u64, 0u64, Vec::<String>::new())));
+    let (tx, rx) = sync_channel::<Vec<String>>(args.concurrency * 2);
+    let rx = Mutex::new(rx);
+    let totals = Mutex::new(Totals::default());
     let result = std::thread::scope(|scope| -> anyhow::Result<()> {
-        let mut workers = Vec::new();
-        for _ in 0..args.concurrency {
-            let rx = Arc::clone(&rx);
-            let totals = Arc::clone(&totals);
-            let url = url.clone();
-            let bar = bar.clone();
-            let client = &client;
-            workers.push(scope.spawn(move || send_loop(&url, &rx, &totals, &bar, client)));
-        }
+        let workers: Vec<_> = (0..args.concurrency)
+            .map(|_| scope.spawn(|| write_loop(target, &rx, &totals, &bar)))
+            .collect();
         let produced = produce(args, tx);
         let mut first_err = produced.err();
         for w in workers {
@@ -107,7 +221,7 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<LoadStats> {
                     first_err.get_or_insert(e);
                 }
                 Err(_) => {
-                    first_err.get_or_insert(anyhow::anyhow!("a bulk worker panicked"));
+                    first_err.get_or_insert(anyhow::anyhow!("a load worker panicked"));
                 }
             }
         }
@@ -115,27 +229,17 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<LoadStats> {
     });
     bar.finish_and_clear();
     result?;
-    client
-        .post(format!(
-            "{}/{}/_refresh",
-            args.url.trim_end_matches('/'),
-            args.index
-        ))
-        .send()
-        .context("refreshing the index")?;
-    let (docs, failed, reasons) =
-        std::mem::take(&mut *totals.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-    for reason in reasons.iter().take(5) {
+    target.refresh()?;
+    let totals = totals.into_inner().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    for reason in totals.reasons.iter().take(MAX_REASONS) {
         eprintln!("rejected: {reason}");
     }
     Ok(LoadStats {
-        docs,
-        failed,
+        docs: totals.docs,
+        failed: totals.failed,
         elapsed: started.elapsed(),
     })
 }
-
-type Totals = Mutex<(u64, u64, Vec<String>)>;
 
 /// Whether a bulk response reports failed items.
 #[derive(serde::Deserialize)]
@@ -143,65 +247,75 @@ struct BulkHead {
     errors: bool,
 }
 
-fn send_loop(
-    url: &str,
-    rx: &Mutex<Receiver<(String, u64)>>,
-    totals: &Totals,
+fn write_loop(
+    target: &Target,
+    rx: &Mutex<Receiver<Vec<String>>>,
+    totals: &Mutex<Totals>,
     bar: &ProgressBar,
-    client: &reqwest::blocking::Client,
 ) -> anyhow::Result<()> {
     loop {
         let next = rx.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.recv();
-        let Ok((body, n)) = next else { return Ok(()) };
-        let resp = client
-            .post(url)
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .with_context(|| format!("sending a bulk request to {url}"))?;
-        let status = resp.status();
-        let text = resp.text()?;
-        if !status.is_success() {
-            bail!("bulk request failed with {status}: {text}");
-        }
-        // The items are read only when some failed: a response of thousands
-        // of successes is skimmed, not built into a tree.
-        let head: BulkHead = serde_json::from_str(&text).context("bulk response is not JSON")?;
-        let mut failed = 0u64;
-        let mut reasons = Vec::new();
-        if head.errors {
-            let v: Value = serde_json::from_str(&text).context("bulk response is not JSON")?;
-            for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(err) = item
-                    .as_object()
-                    .and_then(|o| o.values().next())
-                    .and_then(|i| i.get("error"))
-                {
-                    failed += 1;
-                    if reasons.len() < 5 {
-                        reasons.push(
-                            err.get("reason")
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .to_string(),
-                        );
-                    }
-                }
-            }
-        }
+        let Ok(docs) = next else { return Ok(()) };
+        let n = docs.len() as u64;
+        let (failed, reasons) = target.write(docs)?;
         let mut t = totals.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        t.0 += n - failed;
-        t.1 += failed;
-        t.2.extend(reasons);
+        t.docs += n - failed;
+        t.failed += failed;
+        t.reasons.extend(reasons);
         bar.inc(n);
     }
 }
 
-/// Reads every file and sends bulk bodies of `batch_size` documents.
-fn produce(args: &LoadArgs, tx: SyncSender<(String, u64)>) -> anyhow::Result<()> {
+/// Sends one bulk body; returns how many items failed, with the first few
+/// reasons.
+fn send_bulk(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    body: String,
+) -> anyhow::Result<(u64, Vec<String>)> {
+    let resp = client
+        .post(url)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .with_context(|| format!("sending a bulk request to {url}"))?;
+    let status = resp.status();
+    let text = resp.text()?;
+    if !status.is_success() {
+        bail!("bulk request failed with {status}: {text}");
+    }
+    // The items are read only when some failed: a response of thousands
+    // of successes is skimmed, not built into a tree.
+    let head: BulkHead = serde_json::from_str(&text).context("bulk response is not JSON")?;
+    let mut failed = 0u64;
+    let mut reasons = Vec::new();
+    if head.errors {
+        let v: Value = serde_json::from_str(&text).context("bulk response is not JSON")?;
+        for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(err) = item
+                .as_object()
+                .and_then(|o| o.values().next())
+                .and_then(|i| i.get("error"))
+            {
+                failed += 1;
+                if reasons.len() < MAX_REASONS {
+                    reasons.push(
+                        err.get("reason")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    );
+                }
+            }
+        }
+    }
+    Ok((failed, reasons))
+}
+
+/// Reads every file and sends batches of `batch_size` documents.
+fn produce(args: &LoadArgs, tx: SyncSender<Vec<String>>) -> anyhow::Result<()> {
     let mut batch = Batch {
-        body: String::new(),
-        n: 0,
+        docs: Vec::with_capacity(args.batch_size),
         size: args.batch_size,
         tx,
     };
@@ -213,7 +327,7 @@ fn produce(args: &LoadArgs, tx: SyncSender<(String, u64)>) -> anyhow::Result<()>
                 for line in reader.lines() {
                     let line = line?;
                     if !line.trim().is_empty() {
-                        batch.push(&line)?;
+                        batch.push(line)?;
                     }
                 }
             }
@@ -229,7 +343,7 @@ fn produce(args: &LoadArgs, tx: SyncSender<(String, u64)>) -> anyhow::Result<()>
                             obj.insert(h.to_string(), csv_value(v));
                         }
                     }
-                    batch.push(&Value::Object(obj).to_string())?;
+                    batch.push(Value::Object(obj).to_string())?;
                 }
             }
             Format::Parquet => {
@@ -245,7 +359,7 @@ fn produce(args: &LoadArgs, tx: SyncSender<(String, u64)>) -> anyhow::Result<()>
                         w.finish()?;
                     }
                     for line in String::from_utf8(buf)?.lines() {
-                        batch.push(line)?;
+                        batch.push(line.to_string())?;
                     }
                 }
             }
@@ -255,33 +369,28 @@ fn produce(args: &LoadArgs, tx: SyncSender<(String, u64)>) -> anyhow::Result<()>
 }
 
 struct Batch {
-    body: String,
-    n: u64,
+    docs: Vec<String>,
     size: usize,
-    tx: SyncSender<(String, u64)>,
+    tx: SyncSender<Vec<String>>,
 }
 
 impl Batch {
-    fn push(&mut self, doc: &str) -> anyhow::Result<()> {
-        self.body.push_str("{\"index\":{}}\n");
-        self.body.push_str(doc);
-        self.body.push('\n');
-        self.n += 1;
-        if self.n as usize >= self.size {
+    fn push(&mut self, doc: String) -> anyhow::Result<()> {
+        self.docs.push(doc);
+        if self.docs.len() >= self.size {
             self.flush()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        if self.n == 0 {
+        if self.docs.is_empty() {
             return Ok(());
         }
-        let body = std::mem::take(&mut self.body);
+        let docs = std::mem::replace(&mut self.docs, Vec::with_capacity(self.size));
         self.tx
-            .send((body, self.n))
-            .map_err(|_| anyhow::anyhow!("bulk workers stopped"))?;
-        self.n = 0;
+            .send(docs)
+            .map_err(|_| anyhow::anyhow!("load workers stopped"))?;
         Ok(())
     }
 }

@@ -67,3 +67,77 @@ fn sql_command_prints_a_table() -> Result<()> {
     assert!(err.contains("nope"), "{err}");
     Ok(())
 }
+
+/// `quidditch load --data-dir` writes into a stopped node's data directory
+/// in its own process: the node started on it again serves what it loaded,
+/// rejected documents fail the command beside the loaded ones, and a
+/// directory in use by a running node is refused without a change.
+#[test]
+fn load_into_a_data_directory() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().to_string_lossy().to_string();
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put(
+        "/strict",
+        &json!({"mappings": {"properties": {"n": {"type": "integer"}}}}),
+    )?;
+    assert_eq!(status, 200);
+    let good = dir.path().join("good.ndjson");
+    std::fs::write(
+        &good,
+        (0..25)
+            .map(|i| format!("{}\n", json!({"n": i, "word": format!("w{}", i % 2)})))
+            .collect::<String>(),
+    )?;
+    let bad = dir.path().join("bad.ndjson");
+    std::fs::write(&bad, "{\"n\": 1}\n{\"n\": \"one\"}\n{\"n\": 3}\n")?;
+    let load = |index: &str, file: &std::path::Path| {
+        let file = file.to_string_lossy().to_string();
+        quidditch(&[
+            "load",
+            "--quiet",
+            "--index",
+            index,
+            "--data-dir",
+            &data_dir,
+            "--batch-size",
+            "4",
+            &file,
+        ])
+    };
+
+    let (ok, _, err) = load("strict", &good)?;
+    assert!(!ok);
+    assert!(err.contains("--url"), "{err}");
+    assert_eq!(s.count("strict")?, 0);
+
+    assert!(s.terminate()?.success());
+    let (ok, out, err) = load("strict", &good)?;
+    assert!(ok, "{err}");
+    assert!(out.contains("loaded 25 documents into [strict]"), "{out}");
+    let (ok, out, err) = load("strict", &bad)?;
+    assert!(!ok);
+    assert!(out.contains("1 failed"), "{out}");
+    assert!(
+        err.contains("failed to parse field [n] of type [integer]"),
+        "{err}"
+    );
+    let (ok, out, err) = load("fresh", &good)?;
+    assert!(ok, "{err}");
+    assert!(out.contains("loaded 25 documents into [fresh]"), "{out}");
+
+    let s = Server::start(dir.path())?;
+    assert_eq!(s.count("strict")?, 27);
+    assert_eq!(
+        s.sql_rows("SELECT count(*), sum(n) FROM strict WHERE n < 25")?,
+        vec![json!([27, (0..25).sum::<i64>() + 4])]
+    );
+    assert_eq!(
+        s.sql_rows("SELECT \"word.keyword\", count(*) FROM fresh GROUP BY 1 ORDER BY 1")?,
+        vec![json!(["w0", 13]), json!(["w1", 12])]
+    );
+    let (status, mapping) = s.get("/fresh/_mapping")?;
+    assert_eq!(status, 200);
+    assert_eq!(mapping["fresh"]["mappings"]["properties"]["n"]["type"], "long");
+    Ok(())
+}
