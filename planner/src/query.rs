@@ -479,23 +479,15 @@ impl Lowering<'_> {
 
     /// A value of a non-text column for exact matching.
     fn term_value(&self, col: &Column, v: &Value) -> Result<TermValue> {
-        let invalid = || {
-            shard_error(format!(
-                "failed to create query: For input string: \"{}\"",
-                display(v)
-            ))
-        };
         Ok(match col.mapping.ty {
             FieldType::Keyword | FieldType::Ip | FieldType::Text => TermValue::Str(text_of(v, "term")?),
             FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
-                let n = match v {
-                    Value::Number(n) => n
-                        .as_i64()
-                        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
-                    Value::String(s) => s.trim().parse().ok(),
-                    _ => None,
-                };
-                TermValue::I64(n.ok_or_else(invalid)?)
+                match integer_value(col.mapping.ty, v)? {
+                    IntegerValue::Exact(n) => TermValue::I64(n),
+                    // A fraction equals no value of an integer column: the
+                    // term matches nothing, as in Elasticsearch.
+                    IntegerValue::Fraction(f) => TermValue::F64(f),
+                }
             }
             FieldType::Double | FieldType::Float | FieldType::ScaledFloat => {
                 let f = match v {
@@ -503,7 +495,7 @@ impl Lowering<'_> {
                     Value::String(s) => s.trim().parse().ok(),
                     _ => None,
                 };
-                TermValue::F64(f.filter(|f| f.is_finite()).ok_or_else(invalid)?)
+                TermValue::F64(f.filter(|f| f.is_finite()).ok_or_else(|| not_a_number(v))?)
             }
             FieldType::Date => TermValue::I64(self.date_value(col, v, None, None, false)?),
             FieldType::Boolean => match v {
@@ -1057,31 +1049,14 @@ impl Lowering<'_> {
             Ok(Some(match col.mapping.ty {
                 FieldType::Date => TermValue::I64(self.date_value(&col, v, format, tz.as_ref(), round_up)?),
                 FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
-                    // An integer bound is taken exactly (a long beyond 2^53
-                    // has no f64 of its own); only a fraction is rounded.
-                    let exact = match v {
-                        Value::Number(n) => n.as_i64(),
-                        Value::String(s) => s.trim().parse().ok(),
-                        _ => None,
-                    };
-                    if let Some(n) = exact {
-                        return Ok(Some(TermValue::I64(n)));
+                    match integer_value(col.mapping.ty, v)? {
+                        IntegerValue::Exact(n) => TermValue::I64(n),
+                        // Integer fields round fractional bounds inwards: `gt 1.5`
+                        // is `gt 1`, `lt 1.5` is `lt 2`.
+                        IntegerValue::Fraction(f) => {
+                            TermValue::F64(if round_up { f.floor() } else { f.ceil() })
+                        }
                     }
-                    let f = match v {
-                        Value::Number(n) => n.as_f64(),
-                        Value::String(s) => s.trim().parse().ok(),
-                        _ => None,
-                    }
-                    .filter(|f: &f64| f.is_finite())
-                    .ok_or_else(|| {
-                        shard_error(format!(
-                            "failed to create query: For input string: \"{}\"",
-                            display(v)
-                        ))
-                    })?;
-                    // Integer fields round fractional bounds inwards: `gt 1.5`
-                    // is `gt 1`, `lt 1.5` is `lt 2`.
-                    TermValue::F64(if round_up { f.floor() } else { f.ceil() })
                 }
                 _ => self.term_value(&col, v)?,
             }))
@@ -1599,6 +1574,65 @@ fn cidr_query(path: &str, cidr: &str) -> Result<LeafQuery> {
 
 fn has_zone(s: &str) -> bool {
     s.ends_with('Z') || s.rfind(['+', '-']).is_some_and(|i| i > 10 && s.contains('T'))
+}
+
+/// A query value for an integer field, as Elasticsearch reads it.
+enum IntegerValue {
+    /// An integer, taken exactly (a long beyond 2^53 has no f64 of its own).
+    Exact(i64),
+    /// A number with a fractional part.
+    Fraction(f64),
+}
+
+/// Reads `v` for a field of the integer type `ty`: a value that is not a
+/// number, or lies beyond the type's range, is a 400, as in Elasticsearch
+/// ("Value [...] is out of range for an integer").
+fn integer_value(ty: FieldType, v: &Value) -> Result<IntegerValue> {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        _ => String::new(),
+    };
+    let (min, max) = ty
+        .integer_range()
+        .ok_or_else(|| Error::internal(format!("[{}] is not an integer type", ty.name())))?;
+    let out_of_range = || {
+        let kind = match ty {
+            FieldType::Integer => "an integer",
+            FieldType::Short => "a short",
+            FieldType::Byte => "a byte",
+            _ => "a long",
+        };
+        shard_error(format!(
+            "failed to create query: Value [{}] is out of range for {kind}",
+            display(v)
+        ))
+    };
+    if let Ok(n) = text.parse::<i64>() {
+        return match (min..=max).contains(&n) {
+            true => Ok(IntegerValue::Exact(n)),
+            false => Err(out_of_range()),
+        };
+    }
+    let Some(f) = text.parse::<f64>().ok().filter(|f| f.is_finite()) else {
+        return Err(not_a_number(v));
+    };
+    // 2^63 itself is beyond a long, but the nearest f64 to i64::MAX.
+    if f < min as f64 || f > max as f64 || (max == i64::MAX && f >= i64::MAX as f64) {
+        return Err(out_of_range());
+    }
+    Ok(match f.fract() == 0.0 {
+        true => IntegerValue::Exact(f as i64),
+        false => IntegerValue::Fraction(f),
+    })
+}
+
+/// Elasticsearch's error for a query value that is not a number.
+fn not_a_number(v: &Value) -> Error {
+    shard_error(format!(
+        "failed to create query: For input string: \"{}\"",
+        display(v)
+    ))
 }
 
 fn display(v: &Value) -> String {
