@@ -117,11 +117,18 @@ pub fn run(c: &Common) -> Result<()> {
         let mut order = [Loader::Raw, Loader::Node, Loader::DataDir];
         order.rotate_left(round % 3);
         let secs = load(&dir, c.docs, &order)?;
-        let rate = |loader| c.docs as f64 / secs[order.iter().position(|l| *l == loader).unwrap_or_default()];
+        let rate = |loader| {
+            order
+                .iter()
+                .zip(&secs)
+                .find(|(l, _)| **l == loader)
+                .map(|(_, s)| c.docs as f64 / s)
+                .context("a load of the round was not timed")
+        };
         rounds.push(json!({
-            "quidditch_docs_per_s": rate(Loader::Node),
-            "quidditch_data_dir_docs_per_s": rate(Loader::DataDir),
-            "reference_docs_per_s": rate(Loader::Raw),
+            "quidditch_docs_per_s": rate(Loader::Node)?,
+            "quidditch_data_dir_docs_per_s": rate(Loader::DataDir)?,
+            "reference_docs_per_s": rate(Loader::Raw)?,
         }));
     }
     let rate = |key: &str| crate::results::median(rounds.iter().filter_map(|r| r[key].as_f64()).collect());

@@ -30,6 +30,9 @@ pub struct Indices {
     /// Serializes this node's alias changes.
     alias_lock: Mutex<()>,
     peers: Option<Arc<dyn Peers>>,
+    /// The data directory's lock, held while the registry is open, so that
+    /// no other process (a node, `sql` or `load --data-dir`) opens it too.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Indices {
@@ -279,6 +282,17 @@ impl Indices {
     pub fn open_with(data_dir: &Path, peers: Option<Arc<dyn Peers>>) -> Result<Indices> {
         let root = data_dir.join("indices");
         std::fs::create_dir_all(&root)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join(LOCK_FILE))?;
+        if let Err(err) = lock.try_lock() {
+            return Err(Error::Internal(format!(
+                "data directory [{}] is in use by another process ({err})",
+                data_dir.display()
+            )));
+        }
         let (mut map, mut failed) = (BTreeMap::new(), BTreeMap::new());
         for entry in std::fs::read_dir(&root)? {
             let path = entry?.path();
@@ -314,6 +328,7 @@ impl Indices {
             create_lock: Mutex::new(()),
             alias_lock: Mutex::new(()),
             peers,
+            _lock: lock,
         })
     }
 
@@ -689,6 +704,9 @@ impl Indices {
         })
     }
 }
+
+/// The file in a data directory that the process using it holds locked.
+const LOCK_FILE: &str = "quidditch.lock";
 
 /// Elasticsearch's index name rules.
 pub fn validate_name(name: &str) -> Result<()> {

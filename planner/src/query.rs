@@ -485,7 +485,8 @@ impl Lowering<'_> {
                 match integer_value(col.mapping.ty, v)? {
                     IntegerValue::Exact(n) => TermValue::I64(n),
                     // A fraction equals no value of an integer column: the
-                    // term matches nothing, as in Elasticsearch.
+                    // term matches nothing, as in Elasticsearch (which checks
+                    // for a fraction before the range).
                     IntegerValue::Fraction(f) => TermValue::F64(f),
                 }
             }
@@ -1585,46 +1586,59 @@ enum IntegerValue {
 }
 
 /// Reads `v` for a field of the integer type `ty`: a value that is not a
-/// number, or lies beyond the type's range, is a 400, as in Elasticsearch
-/// ("Value [...] is out of range for an integer").
+/// number is a 400, and so is an integer beyond the range that
+/// Elasticsearch 8.15 checks ("Value [...] is out of range for an integer":
+/// `byte` and `short` fields are queried as integers, so a value beyond
+/// their own range matches nothing; 8.16 makes an out-of-range term match
+/// nothing too). A fraction is not checked here: a term with one matches
+/// nothing, and a range checks it with [`in_range`].
 fn integer_value(ty: FieldType, v: &Value) -> Result<IntegerValue> {
     let text = match v {
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.trim().to_string(),
         _ => String::new(),
     };
-    let (min, max) = ty
-        .integer_range()
-        .ok_or_else(|| Error::internal(format!("[{}] is not an integer type", ty.name())))?;
-    let out_of_range = || {
-        let kind = match ty {
-            FieldType::Integer => "an integer",
-            FieldType::Short => "a short",
-            FieldType::Byte => "a byte",
-            _ => "a long",
-        };
-        shard_error(format!(
-            "failed to create query: Value [{}] is out of range for {kind}",
-            display(v)
-        ))
-    };
-    if let Ok(n) = text.parse::<i64>() {
-        return match (min..=max).contains(&n) {
-            true => Ok(IntegerValue::Exact(n)),
-            false => Err(out_of_range()),
+    let digits = text.strip_prefix('-').unwrap_or(&text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        // An integer literal beyond i64 is out of range too (its nearest
+        // f64 may be i64::MIN).
+        return match text.parse::<i64>() {
+            Ok(n) if ty == FieldType::Long || i32::try_from(n).is_ok() => Ok(IntegerValue::Exact(n)),
+            _ => Err(out_of_range(ty, v)),
         };
     }
     let Some(f) = text.parse::<f64>().ok().filter(|f| f.is_finite()) else {
         return Err(not_a_number(v));
     };
-    // 2^63 itself is beyond a long, but the nearest f64 to i64::MAX.
-    if f < min as f64 || f > max as f64 || (max == i64::MAX && f >= i64::MAX as f64) {
-        return Err(out_of_range());
+    if f.fract() != 0.0 {
+        return Ok(IntegerValue::Fraction(f));
     }
-    Ok(match f.fract() == 0.0 {
-        true => IntegerValue::Exact(f as i64),
-        false => IntegerValue::Fraction(f),
-    })
+    match in_range(ty, f) {
+        true => Ok(IntegerValue::Exact(f as i64)),
+        false => Err(out_of_range(ty, v)),
+    }
+}
+
+/// Whether `f` is within the range Elasticsearch checks a query value for
+/// a field of the integer type `ty` against (a long's, else an integer's).
+fn in_range(ty: FieldType, f: f64) -> bool {
+    match ty {
+        // 2^63 itself is beyond a long, but the nearest f64 to i64::MAX.
+        FieldType::Long => f >= i64::MIN as f64 && f < i64::MAX as f64,
+        _ => f >= i32::MIN as f64 && f <= i32::MAX as f64,
+    }
+}
+
+/// Elasticsearch's error for a query value beyond the range of `ty`.
+fn out_of_range(ty: FieldType, v: &Value) -> Error {
+    let kind = match ty {
+        FieldType::Long => "a long",
+        _ => "an integer",
+    };
+    shard_error(format!(
+        "failed to create query: Value [{}] is out of range for {kind}",
+        display(v)
+    ))
 }
 
 /// Elasticsearch's error for a query value that is not a number.
@@ -1662,6 +1676,67 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// Integer query values as Elasticsearch 8.15 reads them: exact
+    /// integers in any spelling, fractions apart, a long's range for longs
+    /// and an integer's for the other integer types.
+    #[test]
+    fn integer_values_are_read_as_elasticsearch_reads_them() {
+        let read = |ty, v: Value| match integer_value(ty, &v) {
+            Ok(IntegerValue::Exact(n)) => format!("exact {n}"),
+            Ok(IntegerValue::Fraction(f)) => format!("fraction {f}"),
+            Err(e) => e.reason.clone(),
+        };
+        let range =
+            |v: &str, kind: &str| format!("failed to create query: Value [{v}] is out of range for {kind}");
+        for (ty, v, want) in [
+            (FieldType::Long, json!(" 5 "), "exact 5".to_string()),
+            (FieldType::Long, json!("5.0"), "exact 5".into()),
+            (FieldType::Long, json!("1e3"), "exact 1000".into()),
+            (FieldType::Long, json!(-1.5), "fraction -1.5".into()),
+            (FieldType::Long, json!(i64::MIN), format!("exact {}", i64::MIN)),
+            (FieldType::Long, json!(i64::MAX), format!("exact {}", i64::MAX)),
+            (
+                FieldType::Long,
+                json!(u64::MAX),
+                range(&u64::MAX.to_string(), "a long"),
+            ),
+            (
+                FieldType::Long,
+                json!("-9223372036854775809"),
+                range("-9223372036854775809", "a long"),
+            ),
+            (FieldType::Long, json!("1e19"), range("1e19", "a long")),
+            (
+                FieldType::Integer,
+                json!(3_000_000_000i64),
+                range("3000000000", "an integer"),
+            ),
+            (
+                FieldType::Integer,
+                json!(3_000_000_000.5),
+                "fraction 3000000000.5".into(),
+            ),
+            (FieldType::Byte, json!(200), "exact 200".into()),
+            (
+                FieldType::Short,
+                json!("-2147483649"),
+                range("-2147483649", "an integer"),
+            ),
+            (
+                FieldType::Long,
+                json!("abc"),
+                "failed to create query: For input string: \"abc\"".into(),
+            ),
+            (
+                FieldType::Long,
+                json!(true),
+                "failed to create query: For input string: \"true\"".into(),
+            ),
+        ] {
+            assert_eq!(read(ty, v.clone()), want, "{ty:?} {v}");
+        }
+    }
 
     #[test]
     fn index_queries_take_the_whole_index_or_nothing() -> Result<()> {

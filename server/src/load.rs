@@ -31,7 +31,8 @@ pub struct LoadArgs {
     #[arg(long, env = "QUIDDITCH_URL", default_value = "http://127.0.0.1:9200")]
     pub url: String,
     /// Load into this data directory in this process instead of through a
-    /// node (`--url` is then not used). No node may be running on it.
+    /// node (`--url` and the credentials are then not used). No node may be
+    /// running on it.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Documents per batch (bulk request).
@@ -110,8 +111,12 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<LoadStats> {
     refresher.abort();
     // Every shard commits, whether the load finished or not: what was
     // acknowledged so far is kept either way.
-    indices.close()?;
-    loaded
+    let closed = indices.close().context("committing the shards");
+    match (loaded, closed) {
+        (Ok(stats), closed) => closed.map(|()| stats),
+        (Err(err), Ok(())) => Err(err),
+        (Err(err), Err(closed)) => Err(err.context(format!("{closed:#}"))),
+    }
 }
 
 /// Where the batches go.
@@ -206,12 +211,18 @@ fn load_into(args: &LoadArgs, target: &Target) -> anyhow::Result<LoadStats> {
     )?);
     bar.enable_steady_tick(Duration::from_millis(200));
     let (tx, rx) = sync_channel::<Vec<String>>(args.concurrency * 2);
-    let rx = Mutex::new(rx);
+    // Only the workers hold the receiver: once they have all stopped (on
+    // an error), the reader's next send fails instead of waiting for ever.
+    let rx = Arc::new(Mutex::new(rx));
     let totals = Mutex::new(Totals::default());
     let result = std::thread::scope(|scope| -> anyhow::Result<()> {
         let workers: Vec<_> = (0..args.concurrency)
-            .map(|_| scope.spawn(|| write_loop(target, &rx, &totals, &bar)))
+            .map(|_| {
+                let (rx, totals, bar) = (Arc::clone(&rx), &totals, &bar);
+                scope.spawn(move || write_loop(target, &rx, totals, bar))
+            })
             .collect();
+        drop(rx);
         let produced = produce(args, tx);
         let mut first_err = produced.err();
         for w in workers {
@@ -325,9 +336,15 @@ fn produce(args: &LoadArgs, tx: SyncSender<Vec<String>>) -> anyhow::Result<()> {
                 let reader =
                     BufReader::new(File::open(file).with_context(|| format!("opening {}", file.display()))?);
                 for line in reader.lines() {
+                    // As the `_bulk` API reads a source line: without the
+                    // white space around it.
                     let line = line?;
-                    if !line.trim().is_empty() {
-                        batch.push(line)?;
+                    let doc = line.trim();
+                    if !doc.is_empty() {
+                        batch.push(match doc.len() == line.len() {
+                            true => line,
+                            false => doc.to_string(),
+                        })?;
                     }
                 }
             }

@@ -77,11 +77,6 @@ fn load_into_a_data_directory() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().to_string_lossy().to_string();
     let s = Server::start(dir.path())?;
-    let (status, _) = s.put(
-        "/strict",
-        &json!({"mappings": {"properties": {"n": {"type": "integer"}}}}),
-    )?;
-    assert_eq!(status, 200);
     let good = dir.path().join("good.ndjson");
     std::fs::write(
         &good,
@@ -106,9 +101,19 @@ fn load_into_a_data_directory() -> Result<()> {
         ])
     };
 
+    // The running node holds the directory even before it has an index.
+    let (ok, _, err) = load("fresh", &good)?;
+    assert!(!ok);
+    assert!(err.contains("in use by another process"), "{err}");
+    assert_eq!(s.get("/fresh")?.0, 404);
+    let (status, _) = s.put(
+        "/strict",
+        &json!({"mappings": {"properties": {"n": {"type": "integer"}}}}),
+    )?;
+    assert_eq!(status, 200);
     let (ok, _, err) = load("strict", &good)?;
     assert!(!ok);
-    assert!(err.contains("--url"), "{err}");
+    assert!(err.contains("load through it with --url"), "{err}");
     assert_eq!(s.count("strict")?, 0);
 
     assert!(s.terminate()?.success());
