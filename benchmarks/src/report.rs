@@ -634,8 +634,8 @@ fn ingest(r: &mut Report, suite: &str, v: &Value) -> Result<()> {
             suite,
             &format!("docs/s ratio, {load}"),
             format!("{ratio:.2}"),
-            "≥ 0.70",
-            ratio >= 0.7,
+            &format!("≥ {INGEST_TARGET:.2}"),
+            ratio >= INGEST_TARGET,
         )?;
         r.glance.push((format!("ingest {load} (time)"), 1.0 / ratio));
     }

@@ -1052,6 +1052,9 @@ impl Lowering<'_> {
                 FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
                     match integer_value(col.mapping.ty, v)? {
                         IntegerValue::Exact(n) => TermValue::I64(n),
+                        IntegerValue::Fraction(f) if !in_range(col.mapping.ty, f) => {
+                            return Err(out_of_range(col.mapping.ty, v));
+                        }
                         // Integer fields round fractional bounds inwards: `gt 1.5`
                         // is `gt 1`, `lt 1.5` is `lt 2`.
                         IntegerValue::Fraction(f) => {

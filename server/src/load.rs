@@ -2,8 +2,8 @@
 //! written by parallel workers, with a progress bar. The batches go through
 //! the `_bulk` API of a running node, or, with `--data-dir`, straight into
 //! the data directory of a stopped one, in this process. Both take the same
-//! durable write path: every batch is in the shards' translogs, fsynced,
-//! before the next is counted.
+//! durable write path: a batch is counted once it is in the shards'
+//! translogs, fsynced.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
