@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use tantivy::columnar::NumericalValue;
 use tantivy::query::{
     AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, DisjunctionMaxQuery, EmptyQuery, ExistsQuery,
-    FuzzyTermQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, QueryParser, RangeQuery, RegexQuery,
-    TermQuery, TermSetQuery,
+    FuzzyTermQuery, InvertedIndexRangeQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, QueryParser,
+    RangeQuery, RegexQuery, TermQuery, TermSetQuery,
 };
 use tantivy::query_grammar::{UserInputAst, UserInputBound, UserInputLeaf, UserInputLiteral};
 use tantivy::schema::{Field, IndexRecordOption, Type};
@@ -326,6 +326,9 @@ impl Compiler<'_> {
             LeafQuery::Range { path, lower, upper } => {
                 if matches!((lower, upper), (Bound::Unbounded, Bound::Unbounded)) {
                     return self.compile(&LeafQuery::Exists { path: path.clone() });
+                }
+                if self.is_text(path)? {
+                    return Ok(self.text_range(path, lower, upper));
                 }
                 // A bound between two stored values of a `scaled_float` moves
                 // to the one inside the range.
@@ -666,6 +669,29 @@ impl Compiler<'_> {
             Bound::Included(v) => own_term(field, ty, v).map(Bound::Included),
             Bound::Excluded(v) => own_term(field, ty, v).map(Bound::Excluded),
             Bound::Unbounded => Some(Bound::Unbounded),
+        }
+    }
+
+    /// A range over the terms of analyzed text, compared as strings with
+    /// bounds that are not analyzed, as Elasticsearch ranges over a `text`
+    /// field. In the JSON field, an open end stops at the path's strings.
+    fn text_range(&self, path: &str, lower: &Bound<TermValue>, upper: &Bound<TermValue>) -> Box<dyn Query> {
+        let json = self.fields.own(path).is_none();
+        let bound = |b: &Bound<TermValue>, open: Bound<&str>| match b {
+            Bound::Included(TermValue::Str(s)) => Some(Bound::Included(self.text_term(path, s))),
+            Bound::Excluded(TermValue::Str(s)) => Some(Bound::Excluded(self.text_term(path, s))),
+            Bound::Unbounded if json => Some(map_bound(&open, |s| self.text_term(path, s))),
+            Bound::Unbounded => Some(Bound::Unbounded),
+            _ => None,
+        };
+        // The open ends in the JSON field: below and above every string a
+        // token can be.
+        match (
+            bound(lower, Bound::Included("")),
+            bound(upper, Bound::Excluded("\u{10FFFF}")),
+        ) {
+            (Some(lower), Some(upper)) => Box::new(InvertedIndexRangeQuery::new(lower, upper)),
+            _ => Box::new(EmptyQuery),
         }
     }
 

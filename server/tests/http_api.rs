@@ -715,6 +715,52 @@ fn scaled_float_is_an_exact_decimal() -> Result<()> {
     Ok(())
 }
 
+/// A `range` on a `text` field ranges over its terms (the bounds not
+/// analyzed), as in Elasticsearch, whether the field was mapped at creation
+/// (a field of its own) or later (the shared JSON field, where an open end
+/// must not reach another field's terms).
+#[test]
+fn text_range_ranges_over_terms() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, body) = s.put(
+        "/mapped",
+        &json!({"mappings": {"properties": {
+            "title": {"type": "text"},
+            "body": {"type": "text"},
+            "zone": {"type": "text"}
+        }}}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let docs = [
+        json!({"title": "apple pie"}),
+        json!({"title": "banana split"}),
+        json!({"title": "cherry tart"}),
+        json!({"title": "Date Cake"}),
+        json!({"body": "aardvark", "zone": "abc"}),
+    ];
+    for index in ["mapped", "late"] {
+        let mut lines = Vec::new();
+        for (i, doc) in docs.iter().enumerate() {
+            lines.push(json!({"index": {"_id": (i + 1).to_string()}}));
+            lines.push(doc.clone());
+        }
+        let (status, body) = s.bulk(&format!("/{index}/_bulk?refresh=true"), &lines)?;
+        assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+        for (range, want) in [
+            (json!({"gte": "b", "lt": "d"}), vec!["2", "3", "4"]),
+            (json!({"gte": "s"}), vec!["2", "3"]),
+            (json!({"lte": "apple"}), vec!["1"]),
+            (json!({"gt": "cherry", "lte": "pie"}), vec!["1", "4"]),
+        ] {
+            let mut ids = search_ids(&s, index, &json!({"query": {"range": {"title": range}}}))?;
+            ids.sort();
+            assert_eq!(ids, want, "{index}: {range}");
+        }
+    }
+    Ok(())
+}
+
 /// A `range` on a long takes integer bounds exactly, beyond 2^53 too, where
 /// neighbouring longs share one f64; a fractional bound still rounds inwards.
 #[test]
