@@ -715,8 +715,8 @@ fn scaled_float_is_an_exact_decimal() -> Result<()> {
     Ok(())
 }
 
-/// A `range` on a `text` field ranges over its terms (the bounds not
-/// analyzed), as in Elasticsearch, whether the field was mapped at creation
+/// A `range` on a `text` field, and a query-string range, ranges over its
+/// terms (the bounds not analyzed), as in Elasticsearch, whether the field was mapped at creation
 /// (a field of its own) or later (the shared JSON field, where an open end
 /// must not reach another field's terms).
 #[test]
@@ -756,6 +756,14 @@ fn text_range_ranges_over_terms() -> Result<()> {
             let mut ids = search_ids(&s, index, &json!({"query": {"range": {"title": range}}}))?;
             ids.sort();
             assert_eq!(ids, want, "{index}: {range}");
+        }
+        for (query, want) in [
+            ("title:[b TO d}", vec!["2", "3", "4"]),
+            ("title:>s", vec!["2", "3"]),
+        ] {
+            let mut ids = search_ids(&s, index, &json!({"query": {"query_string": {"query": query}}}))?;
+            ids.sort();
+            assert_eq!(ids, want, "{index}: {query}");
         }
     }
     Ok(())
