@@ -13,7 +13,7 @@ use tantivy::query::{
     FuzzyTermQuery, InvertedIndexRangeQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, QueryParser,
     RangeQuery, RegexQuery, TermQuery, TermSetQuery,
 };
-use tantivy::query_grammar::{UserInputAst, UserInputBound, UserInputLeaf, UserInputLiteral};
+use tantivy::query_grammar::{Delimiter, UserInputAst, UserInputBound, UserInputLeaf, UserInputLiteral};
 use tantivy::schema::{Field, IndexRecordOption, Type};
 use tantivy::tokenizer::TokenizerManager;
 use tantivy::{Index, Term};
@@ -833,6 +833,7 @@ impl Compiler<'_> {
                     phrase,
                     ..
                 }) if self.typed_column(&name).is_some() => or_lenient(self.typed_literal(&name, &phrase))?,
+                UserInputLeaf::Literal(lit) if self.is_string_pattern(&lit) => self.term_pattern(lit)?,
                 // `field:*` and `field:/pattern/`, of the user's field: as the
                 // `exists` and `regexp` queries (an unmapped field matches
                 // nothing).
@@ -949,9 +950,50 @@ impl Compiler<'_> {
     fn literal(&self, name: &str, mut lit: UserInputLiteral) -> Result<UserInputAst> {
         lit.field_name = Some(match self.typed_column(name) {
             Some(_) if !lit.prefix => name.to_string(),
+            None if is_term_pattern(&lit) && self.mapping.column(name).is_some() => name.to_string(),
             _ => self.schema_path(name)?,
         });
         Ok(UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(lit))))
+    }
+
+    /// Whether a query-string literal is a prefix, wildcard or fuzzy term of
+    /// a string column (text or keyword), which keeps the name the user wrote.
+    fn is_string_pattern(&self, lit: &UserInputLiteral) -> bool {
+        lit.field_name.as_deref().is_some_and(|name| {
+            is_term_pattern(lit) && self.mapping.column(name).is_some() && self.typed_column(name).is_none()
+        })
+    }
+
+    /// A query-string wildcard (`app*`, `ap?le`) or fuzzy (`appel~1`,
+    /// `appel~`) term of a string column, as Elasticsearch reads them: a
+    /// term of a text field lowercased, not analyzed; at most 2 edits, and
+    /// by the term's length when the number is left out.
+    fn term_pattern(&self, lit: UserInputLiteral) -> Result<Box<dyn Query>> {
+        let path = lit.field_name.unwrap_or_default();
+        let mut term = match self.is_text(&path)? {
+            true => lit.phrase.to_lowercase(),
+            false => lit.phrase,
+        };
+        if lit.prefix {
+            term.push('*');
+        }
+        if let Some((word, distance)) = fuzzy_term(&term) {
+            return self.compile(&LeafQuery::Fuzzy {
+                path,
+                term: word.to_string(),
+                distance,
+                transpositions: true,
+            });
+        }
+        let pattern: String = term
+            .chars()
+            .map(|c| match c {
+                '*' => ".*".to_string(),
+                '?' => ".".to_string(),
+                c => regex::escape(&c.to_string()),
+            })
+            .collect();
+        self.regex(&path, &pattern, false)
     }
 
     /// A query-string value of typed column `name`, as a `term` query's
@@ -1167,6 +1209,33 @@ fn map_bound<T, U>(b: &Bound<T>, f: impl Fn(&T) -> U) -> Bound<U> {
         Bound::Excluded(v) => Bound::Excluded(f(v)),
         Bound::Unbounded => Bound::Unbounded,
     }
+}
+
+/// Whether a query-string literal is a wildcard (`app*`, `ap?le`) or
+/// fuzzy (`appel~1`) term: an unquoted word (a quoted one is a phrase, and
+/// its `~` a slop) without escapes, which tantivy's grammar keeps whole.
+fn is_term_pattern(lit: &UserInputLiteral) -> bool {
+    lit.delimiter == Delimiter::None
+        && !lit.phrase.contains('\\')
+        && (lit.prefix || lit.phrase.contains(['*', '?']) || fuzzy_term(&lit.phrase).is_some())
+}
+
+/// A fuzzy query-string term (`word~2`, or `word~` for Elasticsearch's
+/// `AUTO` distance by length): the word and its edit distance.
+fn fuzzy_term(term: &str) -> Option<(&str, u8)> {
+    let (word, distance) = term.rsplit_once('~')?;
+    if word.is_empty() || word.contains(['*', '?', '~']) {
+        return None;
+    }
+    let distance = match distance {
+        "" => match word.chars().count() {
+            0..=2 => 0,
+            3..=5 => 1,
+            _ => 2,
+        },
+        digits => digits.parse::<u8>().ok()?.min(2),
+    };
+    Some((word, distance))
 }
 
 /// The smallest string greater than every string with this prefix.

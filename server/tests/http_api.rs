@@ -716,11 +716,12 @@ fn scaled_float_is_an_exact_decimal() -> Result<()> {
 }
 
 /// A `range` on a `text` field, and a query-string range, ranges over its
-/// terms (the bounds not analyzed), as in Elasticsearch, whether the field was mapped at creation
+/// terms (the bounds not analyzed), and query-string wildcard and fuzzy
+/// terms match its terms, as in Elasticsearch, whether the field was mapped at creation
 /// (a field of its own) or later (the shared JSON field, where an open end
 /// must not reach another field's terms).
 #[test]
-fn text_range_ranges_over_terms() -> Result<()> {
+fn text_terms_by_range_wildcard_and_fuzzy() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let s = Server::start(dir.path())?;
     let (status, body) = s.put(
@@ -760,6 +761,9 @@ fn text_range_ranges_over_terms() -> Result<()> {
         for (query, want) in [
             ("title:[b TO d}", vec!["2", "3", "4"]),
             ("title:>s", vec!["2", "3"]),
+            ("title:BAN*", vec!["2"]),
+            ("title:c?ke", vec!["4"]),
+            ("title:chery~1", vec!["3"]),
         ] {
             let mut ids = search_ids(&s, index, &json!({"query": {"query_string": {"query": query}}}))?;
             ids.sort();
