@@ -1149,6 +1149,7 @@ impl Lowering<'_> {
         let Some(col) = self.column(field) else {
             return Ok(LeafQuery::None);
         };
+        strings_only(clause, field, &col)?;
         let pattern = match clause {
             "prefix" if !case_insensitive => {
                 return Ok(LeafQuery::ConstantScore {
@@ -1197,6 +1198,7 @@ impl Lowering<'_> {
         let Some(col) = self.column(field) else {
             return Ok(LeafQuery::None);
         };
+        strings_only("fuzzy", field, &col)?;
         let auto = Value::String("AUTO".into());
         let distance = fuzzy_distance(m.get("fuzziness").unwrap_or(&auto), &value)?;
         let transpositions = m
@@ -1578,6 +1580,22 @@ fn cidr_query(path: &str, cidr: &str) -> Result<LeafQuery> {
 
 fn has_zone(s: &str) -> bool {
     s.ends_with('Z') || s.rfind(['+', '-']).is_some_and(|i| i > 10 && s.contains('T'))
+}
+
+/// Elasticsearch's refusal of a `prefix`, `wildcard`, `regexp` or `fuzzy`
+/// query on a field whose values are not strings.
+fn strings_only(clause: &str, field: &str, col: &Column) -> Result<()> {
+    let fields = match clause {
+        "prefix" | "wildcard" => "keyword, text and wildcard",
+        _ => "keyword and text",
+    };
+    match col.mapping.ty {
+        FieldType::Keyword | FieldType::Text | FieldType::Ip => Ok(()),
+        ty => Err(shard_error(format!(
+            "Can only use {clause} queries on {fields} fields - not on [{field}] which is of type [{}]",
+            ty.name()
+        ))),
+    }
 }
 
 /// A query value for an integer field, as Elasticsearch reads it.
