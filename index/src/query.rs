@@ -944,8 +944,9 @@ impl Compiler<'_> {
         (!matches!(ty, FieldType::Keyword | FieldType::Ip | FieldType::Text)).then_some(ty)
     }
 
-    /// A query-string literal of field `name`: a typed column keeps the
-    /// user's name, for [`Compiler::build`] to type its value; other
+    /// A query-string literal of field `name`: a typed column, and a
+    /// wildcard or fuzzy term of a string column, keep the user's name, for
+    /// [`Compiler::build`] to type the value or match the pattern; other
     /// literals search the field's schema path.
     fn literal(&self, name: &str, mut lit: UserInputLiteral) -> Result<UserInputAst> {
         lit.field_name = Some(match self.typed_column(name) {
@@ -956,8 +957,8 @@ impl Compiler<'_> {
         Ok(UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(lit))))
     }
 
-    /// Whether a query-string literal is a prefix, wildcard or fuzzy term of
-    /// a string column (text or keyword), which keeps the name the user wrote.
+    /// Whether a query-string literal is a wildcard or fuzzy term of a
+    /// string column (text or keyword), which keeps the name the user wrote.
     fn is_string_pattern(&self, lit: &UserInputLiteral) -> bool {
         lit.field_name.as_deref().is_some_and(|name| {
             is_term_pattern(lit) && self.mapping.column(name).is_some() && self.typed_column(name).is_none()
