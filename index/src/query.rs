@@ -846,8 +846,16 @@ impl Compiler<'_> {
                 UserInputLeaf::Regex {
                     field: Some(name),
                     pattern,
-                } => match self.mapping.column(&name) {
-                    Some(_) => self.regex(&name, &pattern, false)?,
+                } => match self.typed_column(&name) {
+                    // As the `regexp` query on such a field (lenient: nothing).
+                    Some(ty) => or_lenient(Err(Error::BadRequest {
+                        es_type: "query_shard_exception",
+                        reason: format!(
+                            "Can only use regexp queries on keyword and text fields - not on [{name}] which is of type [{}]",
+                            ty.name()
+                        ),
+                    }))?,
+                    None if self.mapping.column(&name).is_some() => self.regex(&name, &pattern, false)?,
                     None => Box::new(EmptyQuery),
                 },
                 UserInputLeaf::Set {
