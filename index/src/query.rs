@@ -850,10 +850,7 @@ impl Compiler<'_> {
                     // As the `regexp` query on such a field (lenient: nothing).
                     Some(ty) => or_lenient(Err(Error::BadRequest {
                         es_type: "query_shard_exception",
-                        reason: format!(
-                            "Can only use regexp queries on keyword and text fields - not on [{name}] which is of type [{}]",
-                            ty.name()
-                        ),
+                        reason: strings_only_reason("regexp", &name, ty),
                     }))?,
                     None if self.mapping.column(&name).is_some() => self.regex(&name, &pattern, false)?,
                     None => Box::new(EmptyQuery),
@@ -994,15 +991,7 @@ impl Compiler<'_> {
                 transpositions: true,
             });
         }
-        let pattern: String = term
-            .chars()
-            .map(|c| match c {
-                '*' => ".*".to_string(),
-                '?' => ".".to_string(),
-                c => regex::escape(&c.to_string()),
-            })
-            .collect();
-        self.regex(&path, &pattern, false)
+        self.regex(&path, &wildcard_regex(&term), false)
     }
 
     /// A query-string value of typed column `name`, as a `term` query's
@@ -1237,14 +1226,54 @@ fn fuzzy_term(term: &str) -> Option<(&str, u8)> {
         return None;
     }
     let distance = match distance {
-        "" => match word.chars().count() {
-            0..=2 => 0,
-            3..=5 => 1,
-            _ => 2,
-        },
+        "" => auto_fuzziness(word.chars().count(), 3, 6),
         digits => digits.parse::<u8>().ok()?.min(2),
     };
     Some((word, distance))
+}
+
+/// Turns a wildcard pattern (`*`, `?`, `\` escapes) into a regular expression.
+pub fn wildcard_regex(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    out.push_str(&regex::escape(&next.to_string()));
+                }
+            }
+            c => out.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    out
+}
+
+/// Elasticsearch's `AUTO:low,high` fuzziness: no edit for a term shorter
+/// than `low` characters, one below `high`, else two.
+pub fn auto_fuzziness(len: usize, low: usize, high: usize) -> u8 {
+    if len < low {
+        0
+    } else if len < high {
+        1
+    } else {
+        2
+    }
+}
+
+/// Elasticsearch's refusal of a `prefix`, `wildcard`, `regexp` or `fuzzy`
+/// query on field `field` of type `ty`, whose values are not strings.
+pub fn strings_only_reason(clause: &str, field: &str, ty: FieldType) -> String {
+    let fields = match clause {
+        "prefix" | "wildcard" => "keyword, text and wildcard",
+        _ => "keyword and text",
+    };
+    format!(
+        "Can only use {clause} queries on {fields} fields - not on [{field}] which is of type [{}]",
+        ty.name()
+    )
 }
 
 /// The smallest string greater than every string with this prefix.

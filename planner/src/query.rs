@@ -9,7 +9,9 @@
 use std::ops::Bound;
 
 use quidditch_index::mapping::{Column, FieldType, Mapping};
-use quidditch_index::query::{LeafQuery, TermValue, analyze};
+use quidditch_index::query::{
+    LeafQuery, TermValue, analyze, auto_fuzziness, strings_only_reason, wildcard_regex,
+};
 use serde_json::{Map, Value};
 
 use crate::dates::{TimeZone, parse_date_math};
@@ -252,13 +254,7 @@ fn fuzzy_distance(spec: &Value, term: &str) -> Result<u8> {
             None if rest.is_empty() => (3, 6),
             None => return Err(bad()),
         };
-        return Ok(if len < low {
-            0
-        } else if len < high {
-            1
-        } else {
-            2
-        });
+        return Ok(auto_fuzziness(len, low, high));
     }
     let n: f64 = text.parse().map_err(|_| bad())?;
     if !(0.0..=2.0).contains(&n) {
@@ -267,25 +263,6 @@ fn fuzzy_distance(spec: &Value, term: &str) -> Result<u8> {
         )));
     }
     Ok(n as u8)
-}
-
-/// Turns a wildcard pattern (`*`, `?`, `\` escapes) into a regular expression.
-fn wildcard_regex(pattern: &str) -> String {
-    let mut out = String::new();
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' => out.push_str(".*"),
-            '?' => out.push('.'),
-            '\\' => {
-                if let Some(next) = chars.next() {
-                    out.push_str(&regex::escape(&next.to_string()));
-                }
-            }
-            c => out.push_str(&regex::escape(&c.to_string())),
-        }
-    }
-    out
 }
 
 /// A field name with an optional `^boost`.
@@ -1585,16 +1562,9 @@ fn has_zone(s: &str) -> bool {
 /// Elasticsearch's refusal of a `prefix`, `wildcard`, `regexp` or `fuzzy`
 /// query on a field whose values are not strings.
 fn strings_only(clause: &str, field: &str, col: &Column) -> Result<()> {
-    let fields = match clause {
-        "prefix" | "wildcard" => "keyword, text and wildcard",
-        _ => "keyword and text",
-    };
     match col.mapping.ty {
         FieldType::Keyword | FieldType::Text | FieldType::Ip => Ok(()),
-        ty => Err(shard_error(format!(
-            "Can only use {clause} queries on {fields} fields - not on [{field}] which is of type [{}]",
-            ty.name()
-        ))),
+        ty => Err(shard_error(strings_only_reason(clause, field, ty))),
     }
 }
 
