@@ -771,12 +771,17 @@ impl Compiler<'_> {
             vec![self.fields.text],
             self.tokenizers.clone(),
         );
+        // Elasticsearch's shard exceptions (a pattern on a field that has no
+        // patterns) reach the response as they are; other failures are the
+        // query's parse failure.
         self.build(ast, &parser, conjunction, lenient)
             .map_err(|e| match e {
-                Error::BadRequest { es_type, reason } => Error::BadRequest {
-                    es_type,
-                    reason: format!("Failed to parse query [{query}]: {reason}"),
-                },
+                Error::BadRequest { es_type, reason } if es_type != "query_shard_exception" => {
+                    Error::BadRequest {
+                        es_type,
+                        reason: format!("Failed to parse query [{query}]: {reason}"),
+                    }
+                }
                 other => other,
             })
     }
@@ -828,12 +833,12 @@ impl Compiler<'_> {
                     };
                     or_lenient(self.string_range(name, column.mapping.ty, lower, upper))?
                 }
+                UserInputLeaf::Literal(lit) if self.is_pattern(&lit) => or_lenient(self.term_pattern(lit))?,
                 UserInputLeaf::Literal(UserInputLiteral {
                     field_name: Some(name),
                     phrase,
                     ..
                 }) if self.typed_column(&name).is_some() => or_lenient(self.typed_literal(&name, &phrase))?,
-                UserInputLeaf::Literal(lit) if self.is_string_pattern(&lit) => self.term_pattern(lit)?,
                 // `field:*` and `field:/pattern/`, of the user's field: as the
                 // `exists` and `regexp` queries (an unmapped field matches
                 // nothing).
@@ -846,12 +851,9 @@ impl Compiler<'_> {
                 UserInputLeaf::Regex {
                     field: Some(name),
                     pattern,
-                } => match self.typed_column(&name) {
+                } => match self.unpatterned_column(&name) {
                     // As the `regexp` query on such a field (lenient: nothing).
-                    Some(ty) => or_lenient(Err(Error::BadRequest {
-                        es_type: "query_shard_exception",
-                        reason: strings_only_reason("regexp", &name, ty),
-                    }))?,
+                    Some(ty) => or_lenient(Err(no_patterns("regexp", &name, ty)))?,
                     None if self.mapping.column(&name).is_some() => self.regex(&name, &pattern, false)?,
                     None => Box::new(EmptyQuery),
                 },
@@ -950,31 +952,51 @@ impl Compiler<'_> {
     }
 
     /// A query-string literal of field `name`: a typed column, and a
-    /// wildcard or fuzzy term of a string column, keep the user's name, for
-    /// [`Compiler::build`] to type the value or match the pattern; other
-    /// literals search the field's schema path.
+    /// wildcard or fuzzy term of any mapped column, keep the user's name,
+    /// for [`Compiler::build`] to type the value or to match or refuse the
+    /// pattern; other literals search the field's schema path.
     fn literal(&self, name: &str, mut lit: UserInputLiteral) -> Result<UserInputAst> {
-        lit.field_name = Some(match self.typed_column(name) {
-            Some(_) if !lit.prefix => name.to_string(),
-            None if is_term_pattern(&lit) && self.mapping.column(name).is_some() => name.to_string(),
-            _ => self.schema_path(name)?,
-        });
+        lit.field_name = Some(
+            if self.typed_column(name).is_some()
+                || is_term_pattern(&lit) && self.mapping.column(name).is_some()
+            {
+                name.to_string()
+            } else {
+                self.schema_path(name)?
+            },
+        );
         Ok(UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(lit))))
     }
 
     /// Whether a query-string literal is a wildcard or fuzzy term of a
-    /// string column (text or keyword), which keeps the name the user wrote.
-    fn is_string_pattern(&self, lit: &UserInputLiteral) -> bool {
-        lit.field_name.as_deref().is_some_and(|name| {
-            is_term_pattern(lit) && self.mapping.column(name).is_some() && self.typed_column(name).is_none()
-        })
+    /// mapped column, which keeps the name the user wrote.
+    fn is_pattern(&self, lit: &UserInputLiteral) -> bool {
+        lit.field_name
+            .as_deref()
+            .is_some_and(|name| is_term_pattern(lit) && self.mapping.column(name).is_some())
+    }
+
+    /// The type of column `name` when it is not a string column (text or
+    /// keyword), whose values no prefix, wildcard, regexp or fuzzy query
+    /// matches.
+    fn unpatterned_column(&self, name: &str) -> Option<FieldType> {
+        let ty = self.mapping.column(name)?.mapping.ty;
+        (!matches!(ty, FieldType::Keyword | FieldType::Text)).then_some(ty)
     }
 
     /// A query-string wildcard (`app*`, `ap?le`) or fuzzy (`appel~1`,
-    /// `appel~`) term of a string column, as Elasticsearch reads them: a
-    /// term of a text field lowercased, not analyzed; at most 2 edits, and
-    /// by the term's length when the number is left out.
+    /// `appel~`) term, as Elasticsearch reads them: a term of a text field
+    /// lowercased, not analyzed; at most 2 edits, and by the term's length
+    /// when the number is left out. Other columns refuse it, as their
+    /// `prefix`, `wildcard` and `fuzzy` queries do.
     fn term_pattern(&self, lit: UserInputLiteral) -> Result<Box<dyn Query>> {
+        if let Some((name, ty)) = lit
+            .field_name
+            .as_deref()
+            .and_then(|name| Some((name, self.unpatterned_column(name)?)))
+        {
+            return Err(no_patterns(pattern_clause(&lit), name, ty));
+        }
         let path = lit.field_name.unwrap_or_default();
         let mut term = match self.is_text(&path)? {
             true => lit.phrase.to_lowercase(),
@@ -1216,6 +1238,31 @@ fn is_term_pattern(lit: &UserInputLiteral) -> bool {
     lit.delimiter == Delimiter::None
         && !lit.phrase.contains('\\')
         && (lit.prefix || lit.phrase.contains(['*', '?']) || fuzzy_term(&lit.phrase).is_some())
+}
+
+/// The query a query-string pattern term stands for: `prefix` (`app*`,
+/// one `*` at the end), `fuzzy` (`appel~1`) or `wildcard` (`ap?le`, `*ple`).
+fn pattern_clause(lit: &UserInputLiteral) -> &'static str {
+    let stem = match lit.prefix {
+        true => Some(lit.phrase.as_str()),
+        false => lit.phrase.strip_suffix('*'),
+    };
+    if fuzzy_term(&lit.phrase).is_some() {
+        "fuzzy"
+    } else if stem.is_some_and(|stem| !stem.is_empty() && !stem.contains(['*', '?'])) {
+        "prefix"
+    } else {
+        "wildcard"
+    }
+}
+
+/// Elasticsearch's refusal of a pattern query on a column that is not a
+/// string column, as a query-string query reports it.
+fn no_patterns(clause: &str, name: &str, ty: FieldType) -> Error {
+    Error::BadRequest {
+        es_type: "query_shard_exception",
+        reason: strings_only_reason(clause, name, ty),
+    }
 }
 
 /// A fuzzy query-string term (`word~2`, or `word~` for Elasticsearch's

@@ -1563,7 +1563,7 @@ fn has_zone(s: &str) -> bool {
 /// query on a field whose values are not strings.
 fn strings_only(clause: &str, field: &str, col: &Column) -> Result<()> {
     match col.mapping.ty {
-        FieldType::Keyword | FieldType::Text | FieldType::Ip => Ok(()),
+        FieldType::Keyword | FieldType::Text => Ok(()),
         ty => Err(shard_error(strings_only_reason(clause, field, ty))),
     }
 }
