@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use quidditch_index::index::DocWrite;
 use quidditch_index::{Index, Indices, RefreshPolicy};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 /// `quidditch load` options.
 #[derive(Debug, clap::Args)]
@@ -35,6 +35,12 @@ pub struct LoadArgs {
     /// running on it.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Take each document's `_id` from this field (a string or an integer,
+    /// kept in the document; a dotted path reaches into objects), so that
+    /// loading the same rows again replaces them instead of adding copies.
+    /// A document without it is rejected.
+    #[arg(long)]
+    pub id_field: Option<String>,
     /// Documents per batch (bulk request).
     #[arg(long, default_value_t = 5000)]
     pub batch_size: usize,
@@ -133,14 +139,21 @@ enum Target {
 }
 
 impl Target {
-    /// Writes one batch; returns how many documents were rejected, with the
-    /// first few reasons.
-    fn write(&self, docs: Vec<String>) -> anyhow::Result<(u64, Vec<String>)> {
+    /// Writes one batch of documents, each with its id or none (generated);
+    /// returns how many were rejected, with the first few reasons.
+    fn write(&self, docs: Vec<(Option<String>, String)>) -> anyhow::Result<(u64, Vec<String>)> {
         match self {
             Target::Node { client, base, index } => {
-                let mut body = String::with_capacity(docs.iter().map(|d| d.len() + ACTION.len() + 1).sum());
-                for doc in &docs {
-                    body.push_str(ACTION);
+                let mut body =
+                    String::with_capacity(docs.iter().map(|(_, d)| d.len() + ACTION.len() + 1).sum());
+                for (id, doc) in &docs {
+                    match id {
+                        Some(id) => {
+                            body.push_str(&json!({"index": {"_id": id}}).to_string());
+                            body.push('\n');
+                        }
+                        None => body.push_str(ACTION),
+                    }
                     body.push_str(doc);
                     body.push('\n');
                 }
@@ -149,8 +162,8 @@ impl Target {
             Target::Local(index) => {
                 let writes = docs
                     .into_iter()
-                    .map(|doc| DocWrite::Index {
-                        id: None,
+                    .map(|(id, doc)| DocWrite::Index {
+                        id,
                         source: Arc::from(doc),
                         create: false,
                         if_seq_no: None,
@@ -182,6 +195,37 @@ impl Target {
         }
         Ok(())
     }
+}
+
+/// Each document with its id: the value of `id_field` (a string or an
+/// integer), or none (generated) without one. Documents without a usable
+/// value are left out, each with the reason.
+fn with_ids(docs: Vec<String>, id_field: Option<&str>) -> (Vec<(Option<String>, String)>, Vec<String>) {
+    let Some(field) = id_field else {
+        return (docs.into_iter().map(|doc| (None, doc)).collect(), Vec::new());
+    };
+    let mut out = Vec::with_capacity(docs.len());
+    let mut rejected = Vec::new();
+    for doc in docs {
+        let value = serde_json::from_str::<Value>(&doc).ok();
+        let id = field
+            .split('.')
+            .try_fold(value.as_ref(), |v, key| Some(v?.get(key)))
+            .flatten()
+            .and_then(|v| match v {
+                Value::String(s) if !s.is_empty() => Some(s.clone()),
+                Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+                _ => None,
+            });
+        match id {
+            Some(id) => out.push((Some(id), doc)),
+            None => rejected.push(format!(
+                "document has no string or integer [{field}] to take its _id from: {}",
+                doc.chars().take(200).collect::<String>()
+            )),
+        }
+    }
+    (out, rejected)
 }
 
 /// The action line before each document of a bulk body.
@@ -219,7 +263,8 @@ fn load_into(args: &LoadArgs, target: &Target) -> anyhow::Result<LoadStats> {
         let workers: Vec<_> = (0..args.concurrency)
             .map(|_| {
                 let (rx, totals, bar) = (Arc::clone(&rx), &totals, &bar);
-                scope.spawn(move || write_loop(target, &rx, totals, bar))
+                let id_field = args.id_field.as_deref();
+                scope.spawn(move || write_loop(target, id_field, &rx, totals, bar))
             })
             .collect();
         drop(rx);
@@ -260,6 +305,7 @@ struct BulkHead {
 
 fn write_loop(
     target: &Target,
+    id_field: Option<&str>,
     rx: &Mutex<Receiver<Vec<String>>>,
     totals: &Mutex<Totals>,
     bar: &ProgressBar,
@@ -268,11 +314,17 @@ fn write_loop(
         let next = rx.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.recv();
         let Ok(docs) = next else { return Ok(()) };
         let n = docs.len() as u64;
-        let (failed, reasons) = target.write(docs)?;
+        let (docs, mut reasons) = with_ids(docs, id_field);
+        let mut failed = reasons.len() as u64;
+        if !docs.is_empty() {
+            let (write_failed, write_reasons) = target.write(docs)?;
+            failed += write_failed;
+            reasons.extend(write_reasons);
+        }
         let mut t = totals.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         t.docs += n - failed;
         t.failed += failed;
-        t.reasons.extend(reasons);
+        t.reasons.extend(reasons.into_iter().take(MAX_REASONS));
         bar.inc(n);
     }
 }

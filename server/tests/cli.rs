@@ -131,7 +131,38 @@ fn load_into_a_data_directory() -> Result<()> {
     assert!(ok, "{err}");
     assert!(out.contains("loaded 25 documents into [fresh]"), "{out}");
 
+    // With ids from a field, a second load of the same file replaces its
+    // documents; one without the field is rejected beside the others.
+    let keyed = dir.path().join("keyed.ndjson");
+    std::fs::write(
+        &keyed,
+        "{\"key\": \"a\", \"n\": 1}\n{\"key\": 7, \"n\": 2}\n{\"n\": 3}\n{\"key\": 2.5, \"n\": 4}\n",
+    )?;
+    let keyed = keyed.to_string_lossy().to_string();
+    let load_keyed = |index: &str, target: &[&str]| -> Result<()> {
+        for _ in 0..2 {
+            let mut args = vec!["load", "--quiet", "--index", index, "--id-field", "key", &keyed];
+            args.extend(target);
+            let (ok, out, err) = quidditch(&args)?;
+            assert!(!ok);
+            assert!(out.contains("2 failed"), "{out}");
+            assert!(
+                err.contains("document has no string or integer [key] to take its _id from"),
+                "{err}"
+            );
+        }
+        Ok(())
+    };
+    load_keyed("keyed", &["--data-dir", &data_dir])?;
+
     let s = Server::start(dir.path())?;
+    load_keyed("keyed_node", &["--url", &s.url])?;
+    for index in ["keyed", "keyed_node"] {
+        assert_eq!(
+            s.sql_rows(&format!("SELECT _id, n FROM {index} ORDER BY n"))?,
+            vec![json!(["a", 1]), json!(["7", 2])]
+        );
+    }
     assert_eq!(s.count("strict")?, 27);
     assert_eq!(
         s.sql_rows("SELECT count(*), sum(n) FROM strict WHERE n < 25")?,
