@@ -99,7 +99,8 @@ pub enum LeafQuery {
     QueryString {
         /// The query.
         query: String,
-        /// Fields (with boosts) searched by terms without a field; empty: every text field.
+        /// Fields (with boosts) searched by terms without a field; empty:
+        /// every field, leniently (as Elasticsearch's default `*`).
         #[serde(default)]
         fields: Vec<(String, f32)>,
         /// Terms without an operator are ANDed (else ORed).
@@ -755,11 +756,11 @@ impl Compiler<'_> {
             es_type: "query_shard_exception",
             reason: format!("Failed to parse query [{query}]"),
         })?;
+        let lenient = lenient || fields.is_empty();
         let defaults: Vec<(String, f32)> = if fields.is_empty() {
             self.mapping
                 .columns()
                 .into_iter()
-                .filter(|c| c.mapping.ty == FieldType::Text)
                 .map(|c| (c.path, 1.0))
                 .collect()
         } else {

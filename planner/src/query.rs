@@ -311,19 +311,15 @@ impl Lowering<'_> {
             .columns()
             .into_iter()
             .filter(|c| re.is_match(&c.path))
-            .filter(|c| pattern != "*" || c.mapping.ty == FieldType::Text)
             .map(|c| c.path)
             .collect()
     }
 
-    fn text_fields(&self) -> Vec<(String, f32)> {
-        self.ctx
-            .mapping
-            .columns()
-            .into_iter()
-            .filter(|c| c.mapping.ty == FieldType::Text)
-            .map(|c| (c.path, 1.0))
-            .collect()
+    /// Every mapped field: the fields of Elasticsearch's default `*`, over
+    /// which a query is lenient (a value a field's type does not read
+    /// matches nothing there).
+    fn all_fields(&self) -> Vec<(String, f32)> {
+        self.expand_fields("*").into_iter().map(|f| (f, 1.0)).collect()
     }
 
     fn clause(&self, query: &Value) -> Result<LeafQuery> {
@@ -852,7 +848,7 @@ impl Lowering<'_> {
             "multi_match",
         )?;
         let specs: Vec<(String, f32)> = match m.get("fields") {
-            None => self.text_fields(),
+            None => self.all_fields(),
             Some(Value::String(s)) => vec![field_with_boost(s)?],
             Some(Value::Array(a)) => a
                 .iter()
@@ -1218,16 +1214,12 @@ impl Lowering<'_> {
         }
         let mut out = Vec::new();
         for (pattern, boost) in specs {
-            if pattern == "*" {
-                out.extend(self.text_fields().into_iter().map(|(f, _)| (f, boost)));
-                continue;
-            }
             // A named field this index does not map stays: it matches nothing
             // here, as in Elasticsearch.
             out.extend(self.expand_fields(&pattern).into_iter().map(|f| (f, boost)));
         }
         if out.is_empty() && m.get("default_field").is_none() && m.get("fields").is_none() {
-            out = self.text_fields();
+            out = self.all_fields();
         }
         Ok(out)
     }
@@ -1272,6 +1264,15 @@ impl Lowering<'_> {
             .and_then(Value::as_str)
             .ok_or_else(|| Error::parsing("[query_string] must be provided with a [query]"))?;
         check_query_string(query)?;
+        // Over every field (no fields given, or `*`), lenient unless told
+        // otherwise, as in Elasticsearch.
+        let named = |key: &str| m.get(key).map(|v| v.as_str().map(|f| vec![f]));
+        let every_field = match (named("default_field"), m.get("fields")) {
+            (None, None) => true,
+            (Some(Some(default)), None) => default == ["*"],
+            (None, Some(Value::Array(fields))) => fields.iter().any(|f| f.as_str() == Some("*")),
+            _ => false,
+        };
         let q = LeafQuery::QueryString {
             query: query.to_string(),
             fields: self.query_fields(m, "query_string")?,
@@ -1280,7 +1281,7 @@ impl Lowering<'_> {
                 .get("lenient")
                 .map(|v| as_bool(v, "query_string", "lenient"))
                 .transpose()?
-                .unwrap_or(false),
+                .unwrap_or(every_field),
         };
         Ok(boosted(q, self.boost(m, "query_string")?))
     }
