@@ -806,8 +806,8 @@ fn long_range_bounds_are_exact() -> Result<()> {
     for query in [
         json!({"range": {"n": {"gte": "NaN"}}}),
         json!({"range": {"n": {"lt": "inf"}}}),
-        json!({"query_string": {"query": "n:[NaN TO 5]"}}),
-        json!({"query_string": {"query": "n:[inf TO *]"}}),
+        json!({"query_string": {"query": "n:[NaN TO 5]", "lenient": false}}),
+        json!({"query_string": {"query": "n:[inf TO *]", "lenient": false}}),
     ] {
         let (status, body) = s.post("/big/_search", &json!({ "query": query }))?;
         assert_eq!(status, 400, "{query}: {body}");

@@ -265,17 +265,21 @@ fn fields_mapped_at_creation_answer_as_fields_mapped_later() -> Result<()> {
         }
     }
 
-    // Without `lenient`, such a value is the client's error, and so is a
-    // pattern query on a field that is not a string.
+    // With `lenient: false` (over every field a query string is lenient by
+    // default, as in Elasticsearch), such a value is the client's error,
+    // and so is a pattern query on a field that is not a string.
     for index in ["own", "late"] {
         for (query, reason) in [
-            (json!({"query_string": {"query": "n:abc"}}), "failed to parse"),
             (
-                json!({"query_string": {"query": "n: IN [5 abc]"}}),
+                json!({"query_string": {"query": "n:abc", "lenient": false}}),
                 "failed to parse",
             ),
             (
-                json!({"query_string": {"query": "d:[x TO 3]"}}),
+                json!({"query_string": {"query": "n: IN [5 abc]", "lenient": false}}),
+                "failed to parse",
+            ),
+            (
+                json!({"query_string": {"query": "d:[x TO 3]", "lenient": false}}),
                 "failed to parse",
             ),
             (json!({"wildcard": {"ok": "*"}}), "Can only use wildcard queries"),
@@ -309,8 +313,13 @@ fn fields_mapped_at_creation_answer_as_fields_mapped_later() -> Result<()> {
         );
         let (status, answer) = server.get(&format!("/{index}/_count?q=n:abc"))?;
         ensure!(
+            status == 200 && answer["count"] == json!(0),
+            "{index}: _count, lenient by default: {status} {answer}"
+        );
+        let (status, answer) = server.get(&format!("/{index}/_count?q=n:abc&lenient=false"))?;
+        ensure!(
             status == 400 && answer["error"]["failed_shards"][0]["index"] == json!(index),
-            "{index}: _count without lenient: {status} {answer}"
+            "{index}: _count with lenient=false: {status} {answer}"
         );
     }
 
