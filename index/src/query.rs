@@ -766,7 +766,7 @@ impl Compiler<'_> {
         } else {
             fields.to_vec()
         };
-        let ast = self.rewrite(ast, &defaults)?;
+        let ast = self.rewrite(ast)?;
         let parser = QueryParser::new(
             self.index.schema(),
             vec![self.fields.text],
@@ -775,7 +775,7 @@ impl Compiler<'_> {
         // Elasticsearch's shard exceptions (a pattern on a field that has no
         // patterns) reach the response as they are; other failures are the
         // query's parse failure.
-        self.build(ast, &parser, conjunction, lenient)
+        self.build(ast, &parser, conjunction, lenient, &defaults)
             .map_err(|e| match e {
                 Error::BadRequest { es_type, reason } if es_type != "query_shard_exception" => {
                     Error::BadRequest {
@@ -791,13 +791,16 @@ impl Compiler<'_> {
     /// and ranges here (ranges as typed [`LeafQuery::Range`]s, so both bounds
     /// have the field's type), terms and phrases by tantivy's parser. When
     /// `lenient`, a value that does not parse for its field's type matches
-    /// nothing instead of failing the query, as in Elasticsearch.
+    /// nothing instead of failing the query, as in Elasticsearch. A term
+    /// without a field is the best of its queries over the `defaults` (a
+    /// `dis_max`, as Elasticsearch's `best_fields`).
     fn build(
         &self,
         ast: UserInputAst,
         parser: &QueryParser,
         conjunction: bool,
         lenient: bool,
+        defaults: &[(String, f32)],
     ) -> Result<Box<dyn Query>> {
         let or_lenient = |built: Result<Box<dyn Query>>| match built {
             Err(Error::BadRequest { .. }) if lenient => Ok(Box::new(EmptyQuery) as Box<dyn Query>),
@@ -810,7 +813,7 @@ impl Compiler<'_> {
                 for (occur, a) in clauses {
                     subs.push((
                         occur.unwrap_or(default),
-                        self.build(a, parser, conjunction, lenient)?,
+                        self.build(a, parser, conjunction, lenient, defaults)?,
                     ));
                 }
                 if !subs.is_empty() && subs.iter().all(|(o, _)| *o == Occur::MustNot) {
@@ -822,10 +825,25 @@ impl Compiler<'_> {
                 Box::new(BooleanQuery::new(subs))
             }
             UserInputAst::Boost(inner, boost) => Box::new(BoostQuery::new(
-                self.build(*inner, parser, conjunction, lenient)?,
+                self.build(*inner, parser, conjunction, lenient, defaults)?,
                 boost.into_inner() as f32,
             )),
             UserInputAst::Leaf(leaf) => match *leaf {
+                UserInputLeaf::Literal(lit) if lit.field_name.is_none() && defaults.is_empty() => {
+                    Box::new(EmptyQuery)
+                }
+                UserInputLeaf::Literal(lit) if lit.field_name.is_none() => {
+                    let mut disjuncts = Vec::with_capacity(defaults.len());
+                    for (field, boost) in defaults {
+                        let leaf = self.literal(field, lit.clone())?;
+                        let query = self.build(leaf, parser, conjunction, lenient, defaults)?;
+                        disjuncts.push(match *boost {
+                            1.0 => query,
+                            boost => Box::new(BoostQuery::new(query, boost)) as Box<dyn Query>,
+                        });
+                    }
+                    Box::new(DisjunctionMaxQuery::new(disjuncts))
+                }
                 UserInputLeaf::Range { field, lower, upper } => {
                     let name = field
                         .ok_or_else(|| Error::illegal_argument("a range in query_string needs a field"))?;
@@ -882,14 +900,15 @@ impl Compiler<'_> {
         })
     }
 
-    /// Rewrites user field names into the JSON field paths of the shard schema;
-    /// unqualified terms search the default fields.
-    fn rewrite(&self, ast: UserInputAst, defaults: &[(String, f32)]) -> Result<UserInputAst> {
+    /// Rewrites user field names into the JSON field paths of the shard
+    /// schema; unqualified terms stay, for [`Compiler::build`] to search the
+    /// default fields.
+    fn rewrite(&self, ast: UserInputAst) -> Result<UserInputAst> {
         Ok(match ast {
             UserInputAst::Clause(clauses) => {
                 let mut out = Vec::with_capacity(clauses.len());
                 for (occur, a) in clauses {
-                    match (occur, self.rewrite(a, defaults)?) {
+                    match (occur, self.rewrite(a)?) {
                         // `a AND NOT b` parses as `+a +(-b)`; a required
                         // purely negative group means `-b`, as in Lucene's
                         // classic parser.
@@ -903,31 +922,13 @@ impl Compiler<'_> {
                 }
                 UserInputAst::Clause(out)
             }
-            UserInputAst::Boost(inner, boost) => {
-                UserInputAst::Boost(Box::new(self.rewrite(*inner, defaults)?), boost)
-            }
+            UserInputAst::Boost(inner, boost) => UserInputAst::Boost(Box::new(self.rewrite(*inner)?), boost),
             UserInputAst::Leaf(leaf) => match *leaf {
+                // A term without a field is searched in each default field
+                // when the query is built.
                 UserInputLeaf::Literal(mut lit) => match lit.field_name.take() {
                     Some(name) => self.literal(&name, lit)?,
-                    None => {
-                        if defaults.is_empty() {
-                            return Ok(UserInputAst::Clause(vec![]));
-                        }
-                        UserInputAst::Clause(
-                            defaults
-                                .iter()
-                                .map(|(field, boost)| {
-                                    let leaf = self.literal(field, lit.clone())?;
-                                    let leaf = if *boost == 1.0 {
-                                        leaf
-                                    } else {
-                                        UserInputAst::Boost(Box::new(leaf), f64::from(*boost).into())
-                                    };
-                                    Ok((Some(Occur::Should), leaf))
-                                })
-                                .collect::<Result<_>>()?,
-                        )
-                    }
+                    None => UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(lit))),
                 },
                 range @ UserInputLeaf::Range { .. } => UserInputAst::Leaf(Box::new(range)),
                 UserInputLeaf::Set { field, elements } => {

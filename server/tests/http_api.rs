@@ -773,6 +773,75 @@ fn text_terms_by_range_wildcard_and_fuzzy() -> Result<()> {
     Ok(())
 }
 
+/// A query-string term without a field searches every field, keyword ones
+/// too, and scores as the best of its fields (a `dis_max`, as
+/// Elasticsearch's `best_fields`), not as their sum.
+#[test]
+fn query_string_terms_score_their_best_field() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let mapping = json!({"mappings": {"properties": {
+        "title": {"type": "text"}, "body": {"type": "text"}, "tag": {"type": "keyword"}, "n": {"type": "integer"}
+    }}});
+    let (status, body) = s.put("/best", &mapping)?;
+    assert_eq!(status, 200, "{body}");
+    let mut lines = Vec::new();
+    for (id, doc) in [
+        (
+            "1",
+            json!({"title": "rust", "body": "rust and more rust", "tag": "rust", "n": 1}),
+        ),
+        (
+            "2",
+            json!({"title": "go", "body": "a rust mention", "tag": "go", "n": 2}),
+        ),
+        (
+            "3",
+            json!({"title": "zig", "body": "nothing here", "tag": "rust", "n": 3}),
+        ),
+    ] {
+        lines.push(json!({"index": {"_id": id}}));
+        lines.push(doc);
+    }
+    let (status, body) = s.bulk("/best/_bulk?refresh=true", &lines)?;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    let scores = |q: &str| -> Result<Vec<(String, f64)>> {
+        let (status, answer) = s.get(&format!("/best/_search?q={q}"))?;
+        assert_eq!(status, 200, "{q}: {answer}");
+        let mut out: Vec<(String, f64)> = answer["hits"]["hits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| Some((h["_id"].as_str()?.to_string(), h["_score"].as_f64()?)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    };
+    let every = scores("rust")?;
+    assert_eq!(
+        every.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["1", "2", "3"]
+    );
+    let per_field = [scores("title:rust")?, scores("body:rust")?, scores("tag:rust")?];
+    for (id, score) in &every {
+        let found: Vec<f64> = per_field
+            .iter()
+            .filter_map(|hits| hits.iter().find(|(i, _)| i == id).map(|(_, s)| *s))
+            .collect();
+        let best = found.iter().copied().fold(f64::MIN, f64::max);
+        assert!(
+            (score - best).abs() < 1e-6,
+            "doc {id}: {score} is not the best of {found:?}"
+        );
+    }
+    // The integer field reads `1` (and matches nothing for `rust`).
+    assert_eq!(
+        scores("1")?.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
+        ["1"]
+    );
+    Ok(())
+}
+
 /// A `range` on a long takes integer bounds exactly, beyond 2^53 too, where
 /// neighbouring longs share one f64; a fractional bound still rounds inwards.
 #[test]
