@@ -1266,12 +1266,12 @@ impl Lowering<'_> {
         check_query_string(query)?;
         // Over every field (no fields given, or `*`), lenient unless told
         // otherwise, as in Elasticsearch.
-        let named = |key: &str| m.get(key).map(|v| v.as_str().map(|f| vec![f]));
-        let every_field = match (named("default_field"), m.get("fields")) {
+        let all = |v: &Value| v.as_str() == Some("*");
+        let every_field = match (m.get("default_field"), m.get("fields")) {
             (None, None) => true,
-            (Some(Some(default)), None) => default == ["*"],
-            (None, Some(Value::Array(fields))) => fields.iter().any(|f| f.as_str() == Some("*")),
-            _ => false,
+            (default, fields) => {
+                default.is_some_and(all) || matches!(fields, Some(Value::Array(f)) if f.iter().any(all))
+            }
         };
         let q = LeafQuery::QueryString {
             query: query.to_string(),

@@ -207,11 +207,14 @@ fn with_ids(docs: Vec<String>, id_field: Option<&str>) -> (Vec<(Option<String>, 
     let mut out = Vec::with_capacity(docs.len());
     let mut rejected = Vec::new();
     for doc in docs {
-        let value = serde_json::from_str::<Value>(&doc).ok();
+        let preview = || doc.chars().take(200).collect::<String>();
+        let Ok(value) = serde_json::from_str::<Value>(&doc) else {
+            rejected.push(format!("document is not JSON: {}", preview()));
+            continue;
+        };
         let id = field
             .split('.')
-            .try_fold(value.as_ref(), |v, key| Some(v?.get(key)))
-            .flatten()
+            .try_fold(&value, |v, key| v.get(key))
             .and_then(|v| match v {
                 Value::String(s) if !s.is_empty() => Some(s.clone()),
                 Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
@@ -221,7 +224,7 @@ fn with_ids(docs: Vec<String>, id_field: Option<&str>) -> (Vec<(Option<String>, 
             Some(id) => out.push((Some(id), doc)),
             None => rejected.push(format!(
                 "document has no string or integer [{field}] to take its _id from: {}",
-                doc.chars().take(200).collect::<String>()
+                preview()
             )),
         }
     }
