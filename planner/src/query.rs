@@ -1266,7 +1266,7 @@ impl Lowering<'_> {
         check_query_string(query)?;
         // Over every field (no fields given, or `*`), lenient unless told
         // otherwise, as in Elasticsearch.
-        let all = |v: &Value| v.as_str() == Some("*");
+        let all = |v: &Value| v.as_str().and_then(|f| f.split('^').next()) == Some("*");
         let every_field = match (m.get("default_field"), m.get("fields")) {
             (None, None) => true,
             (default, fields) => {
