@@ -109,6 +109,27 @@ fn as_f32(v: &Value, clause: &str, key: &str) -> Result<f32> {
         .ok_or_else(|| Error::parsing(format!("[{clause}] query: [{key}] must be a number")))
 }
 
+/// The `lenient` of a full-text query over fields: as given, else whether
+/// it searches every field (no `fields` or `default_field`, or a `*` among
+/// them), where Elasticsearch is lenient and elsewhere not.
+fn lenient(m: &Map<String, Value>, clause: &str) -> Result<bool> {
+    if let Some(v) = m.get("lenient") {
+        return as_bool(v, clause, "lenient");
+    }
+    let all = |v: &Value| v.as_str().and_then(|f| f.split('^').next()) == Some("*");
+    Ok(match (m.get("default_field"), m.get("fields")) {
+        (None, None) => true,
+        (default, fields) => {
+            default.is_some_and(all)
+                || match fields {
+                    Some(Value::Array(f)) => f.iter().any(all),
+                    Some(f) => all(f),
+                    None => false,
+                }
+        }
+    })
+}
+
 fn as_bool(v: &Value, clause: &str, key: &str) -> Result<bool> {
     v.as_bool()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -875,7 +896,7 @@ impl Lowering<'_> {
             fuzziness: m.get("fuzziness"),
             transpositions: true,
             zero_terms_all: false,
-            lenient: true,
+            lenient: lenient(m, "multi_match")?,
         };
         let slop = m
             .get("slop")
@@ -1264,24 +1285,11 @@ impl Lowering<'_> {
             .and_then(Value::as_str)
             .ok_or_else(|| Error::parsing("[query_string] must be provided with a [query]"))?;
         check_query_string(query)?;
-        // Over every field (no fields given, or `*`), lenient unless told
-        // otherwise, as in Elasticsearch.
-        let all = |v: &Value| v.as_str().and_then(|f| f.split('^').next()) == Some("*");
-        let every_field = match (m.get("default_field"), m.get("fields")) {
-            (None, None) => true,
-            (default, fields) => {
-                default.is_some_and(all) || matches!(fields, Some(Value::Array(f)) if f.iter().any(all))
-            }
-        };
         let q = LeafQuery::QueryString {
             query: query.to_string(),
             fields: self.query_fields(m, "query_string")?,
             conjunction: Self::default_operator_and(m, "query_string")?,
-            lenient: m
-                .get("lenient")
-                .map(|v| as_bool(v, "query_string", "lenient"))
-                .transpose()?
-                .unwrap_or(every_field),
+            lenient: lenient(m, "query_string")?,
         };
         Ok(boosted(q, self.boost(m, "query_string")?))
     }
@@ -1316,11 +1324,17 @@ impl Lowering<'_> {
         let fields = self.query_fields(m, "simple_query_string")?;
         let and = Self::default_operator_and(m, "simple_query_string")?;
         let ast = simple_query::parse(query, and);
-        let q = self.simple(&ast, &fields, and)?;
+        let q = self.simple(&ast, &fields, and, lenient(m, "simple_query_string")?)?;
         Ok(boosted(q, self.boost(m, "simple_query_string")?))
     }
 
-    fn simple(&self, q: &SimpleQuery, fields: &[(String, f32)], and: bool) -> Result<LeafQuery> {
+    fn simple(
+        &self,
+        q: &SimpleQuery,
+        fields: &[(String, f32)],
+        and: bool,
+        lenient: bool,
+    ) -> Result<LeafQuery> {
         let across = |make: &dyn Fn(&str) -> Result<LeafQuery>| -> Result<LeafQuery> {
             let mut should = Vec::new();
             for (f, boost) in fields {
@@ -1341,7 +1355,7 @@ impl Lowering<'_> {
             fuzziness: None,
             transpositions: true,
             zero_terms_all: false,
-            lenient: true,
+            lenient,
         };
         match q {
             SimpleQuery::Text(text) => across(&|f| self.match_field(f, text, &opts)),
@@ -1380,7 +1394,7 @@ impl Lowering<'_> {
                 must_not,
             } => {
                 let lower = |qs: &[SimpleQuery]| -> Result<Vec<LeafQuery>> {
-                    qs.iter().map(|q| self.simple(q, fields, and)).collect()
+                    qs.iter().map(|q| self.simple(q, fields, and, lenient)).collect()
                 };
                 let must = lower(must)?;
                 let should = lower(should)?;
