@@ -983,7 +983,7 @@ impl Compiler<'_> {
     /// matches.
     fn unpatterned_column(&self, name: &str) -> Option<FieldType> {
         let ty = self.mapping.column(name)?.mapping.ty;
-        (!matches!(ty, FieldType::Keyword | FieldType::Text)).then_some(ty)
+        (!takes_patterns(ty)).then_some(ty)
     }
 
     /// A query-string wildcard (`app*`, `ap?le`) or fuzzy (`appel~1`,
@@ -1310,6 +1310,12 @@ pub fn auto_fuzziness(len: usize, low: usize, high: usize) -> u8 {
     } else {
         2
     }
+}
+
+/// Whether `prefix`, `wildcard`, `regexp` and `fuzzy` queries match fields
+/// of type `ty`: those whose values are strings (text and keyword).
+pub fn takes_patterns(ty: FieldType) -> bool {
+    matches!(ty, FieldType::Keyword | FieldType::Text)
 }
 
 /// Elasticsearch's refusal of a `prefix`, `wildcard`, `regexp` or `fuzzy`

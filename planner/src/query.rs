@@ -10,7 +10,7 @@ use std::ops::Bound;
 
 use quidditch_index::mapping::{Column, FieldType, Mapping};
 use quidditch_index::query::{
-    LeafQuery, TermValue, analyze, auto_fuzziness, strings_only_reason, wildcard_regex,
+    LeafQuery, TermValue, analyze, auto_fuzziness, strings_only_reason, takes_patterns, wildcard_regex,
 };
 use serde_json::{Map, Value};
 
@@ -1577,9 +1577,9 @@ fn has_zone(s: &str) -> bool {
 /// Elasticsearch's refusal of a `prefix`, `wildcard`, `regexp` or `fuzzy`
 /// query on a field whose values are not strings.
 fn strings_only(clause: &str, field: &str, col: &Column) -> Result<()> {
-    match col.mapping.ty {
-        FieldType::Keyword | FieldType::Text => Ok(()),
-        ty => Err(shard_error(strings_only_reason(clause, field, ty))),
+    match takes_patterns(col.mapping.ty) {
+        true => Ok(()),
+        false => Err(shard_error(strings_only_reason(clause, field, col.mapping.ty))),
     }
 }
 
