@@ -154,7 +154,7 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
             id: Some(p.name.clone()),
             source: person_json(p).to_string().into(),
             create: true,
-            if_seq_no: None,
+            condition: None,
         })
         .collect();
     let result = index.write(writes, quidditch_index::RefreshPolicy::None)?;
@@ -172,7 +172,7 @@ fn index_engine(dir: &std::path::Path, people: &[Person], orders: &[(String, f64
                 .to_string()
                 .into(),
             create: true,
-            if_seq_no: None,
+            condition: None,
         })
         .collect();
     let result = oindex.write(writes, quidditch_index::RefreshPolicy::None)?;

@@ -171,7 +171,7 @@ fn documents(batch: &RecordBatch) -> Result<Vec<DocWrite>, Status> {
             id: ids.as_ref().and_then(|ids| ids[i].clone()),
             source: source.to_string().into(),
             create: false,
-            if_seq_no: None,
+            condition: None,
         })
         .collect())
 }

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::document::Key;
 use crate::error::{Error, Result};
-use crate::index::{DocWrite, Index, SeqNoCondition, WriteResult};
+use crate::index::{Condition, DocWrite, Index, SeqNoCondition, VersionType, WriteResult};
 use crate::indices::{Indices, RefreshPolicy};
 
 /// The action of a bulk item.
@@ -76,7 +76,7 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) 
             action,
             index,
             id,
-            if_seq_no,
+            condition,
             require_alias: line_requires_alias,
             retry_on_conflict,
         } = match plain_action(line) {
@@ -84,7 +84,7 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) 
                 action,
                 index: index.or_else(|| default_index.map(str::to_string)),
                 id,
-                if_seq_no: None,
+                condition: None,
                 require_alias: None,
                 retry_on_conflict: 0,
             },
@@ -93,9 +93,6 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) 
         // A delete writes no document, so it needs no alias to name its
         // index (as in Elasticsearch).
         let require_alias = action != Action::Delete && line_requires_alias.unwrap_or(require_alias);
-        if action == Action::Create && if_seq_no.is_some() {
-            return Err(create_with_condition());
-        }
         let index = index.ok_or_else(|| Error::BadRequest {
             es_type: "action_request_validation_exception",
             reason: "Validation Failed: 1: index is missing;".into(),
@@ -124,7 +121,7 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) 
                     id,
                     source: Arc::from(source),
                     create: action == Action::Create,
-                    if_seq_no,
+                    condition,
                 }
             }
             Action::Update => {
@@ -134,14 +131,15 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) 
                     es_type: "action_request_validation_exception",
                     reason: "Validation Failed: 1: id is missing;".into(),
                 })?;
-                with_options(parse_update(id, &body)?, if_seq_no, retry_on_conflict)?
+                let condition = condition.and_then(|c| c.seq_no());
+                with_options(parse_update(id, &body)?, condition, retry_on_conflict)?
             }
             Action::Delete => {
                 let id = id.ok_or_else(|| Error::BadRequest {
                     es_type: "action_request_validation_exception",
                     reason: "Validation Failed: 1: id is missing;".into(),
                 })?;
-                DocWrite::Delete { id, if_seq_no }
+                DocWrite::Delete { id, condition }
             }
         };
         items.push(BulkItem {
@@ -158,15 +156,6 @@ pub fn parse_bulk(body: &str, default_index: Option<&str>, require_alias: bool) 
         });
     }
     Ok(items)
-}
-
-/// Elasticsearch's error for a `create` with `if_seq_no`.
-pub fn create_with_condition() -> Error {
-    Error::BadRequest {
-        es_type: "action_request_validation_exception",
-        reason: "Validation Failed: 1: create operations do not support compare and set. use index instead;"
-            .into(),
-    }
 }
 
 /// An update write with its condition (an upsert takes none, as in
@@ -209,19 +198,14 @@ pub fn with_options(
     Ok(write)
 }
 
-/// Elasticsearch's error for `version` (internal versioning is not a
-/// condition it accepts; external versions are not kept here).
-pub fn version_refused(version_type: Option<&str>) -> Error {
-    match version_type {
-        None | Some("internal") => Error::BadRequest {
-            es_type: "action_request_validation_exception",
-            reason: "Validation Failed: 1: internal versioning can not be used for optimistic concurrency \
-                     control. Please use `if_seq_no` and `if_primary_term` instead;"
-                .into(),
-        },
-        Some(other) => Error::illegal_argument(format!(
-            "[version_type] {other} is not supported: use `if_seq_no` and `if_primary_term`"
-        )),
+/// Elasticsearch's error for `version` or `version_type` on an update
+/// (which takes no versions), as its update API gives it.
+pub fn update_versioning_refused() -> Error {
+    Error::BadRequest {
+        es_type: "action_request_validation_exception",
+        reason: "Validation Failed: 1: internal versioning can not be used for optimistic concurrency \
+                 control. Please use `if_seq_no` and `if_primary_term` instead;"
+            .into(),
     }
 }
 
@@ -232,8 +216,8 @@ struct ActionLine {
     /// The target index, if any.
     index: Option<String>,
     id: Option<String>,
-    /// `if_seq_no` and `if_primary_term`.
-    if_seq_no: Option<SeqNoCondition>,
+    /// `if_seq_no` and `if_primary_term`, or `version` and `version_type`.
+    condition: Option<Condition>,
     /// `require_alias`, when the line says.
     require_alias: Option<bool>,
     /// `retry_on_conflict` (updates only).
@@ -270,6 +254,7 @@ fn action_line(line: &str, lineno: usize, default_index: Option<&str>) -> Result
     let mut index = default_index.map(str::to_string);
     let mut id = None;
     let (mut seq_no, mut primary_term) = (None, None);
+    let (mut version, mut version_type) = (None, None);
     let mut require_alias = None;
     let mut retry_on_conflict = 0;
     let number = |v: &Value, key: &str| {
@@ -277,17 +262,19 @@ fn action_line(line: &str, lineno: usize, default_index: Option<&str>) -> Result
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             .ok_or_else(|| malformed(lineno, &format!("[{key}] must be a number")))
     };
-    if meta.contains_key("version") {
-        return Err(version_refused(meta.get("version_type").and_then(Value::as_str)));
-    }
     for (k, v) in meta {
         match k.as_str() {
             "_index" => index = Some(as_string(v, lineno, "_index")?),
             "_id" => id = Some(as_string(v, lineno, "_id")?),
             "if_seq_no" => seq_no = Some(number(v, k)?),
             "if_primary_term" => primary_term = Some(number(v, k)?),
-            "version_type" if v == "internal" => {}
-            "version_type" => return Err(version_refused(v.as_str())),
+            "version" => version = Some(number(v, k)?),
+            "version_type" => {
+                version_type = Some(
+                    v.as_str()
+                        .ok_or_else(|| malformed(lineno, "[version_type] must be a string"))?,
+                );
+            }
             "require_alias" => {
                 require_alias = Some(
                     v.as_bool()
@@ -306,11 +293,29 @@ fn action_line(line: &str, lineno: usize, default_index: Option<&str>) -> Result
             }
         }
     }
+    let condition = match action {
+        Action::Update => {
+            let internal = version_type.map_or(Ok(VersionType::Internal), VersionType::parse)?;
+            if version.is_some() || internal != VersionType::Internal {
+                return Err(Error::illegal_argument(
+                    "Update requests do not support versioning. Please use `if_seq_no` and `if_primary_term` instead",
+                ));
+            }
+            SeqNoCondition::from_params(seq_no, primary_term)?.map(Condition::SeqNo)
+        }
+        Action::Index | Action::Create | Action::Delete => Condition::of_request(
+            action == Action::Create,
+            version,
+            version_type,
+            seq_no,
+            primary_term,
+        )?,
+    };
     Ok(ActionLine {
         action,
         index,
         id,
-        if_seq_no: SeqNoCondition::from_params(seq_no, primary_term)?,
+        condition,
         require_alias,
         retry_on_conflict,
     })
@@ -780,11 +785,11 @@ mod tests {
                 action,
                 index,
                 id,
-                if_seq_no,
+                condition,
                 require_alias,
                 retry_on_conflict,
             } = action_line(line, 1, None)?;
-            assert_eq!((if_seq_no, require_alias, retry_on_conflict), (None, None, 0));
+            assert_eq!((condition, require_alias, retry_on_conflict), (None, None, 0));
             assert_eq!(plain_action(line), Some((action, index, id)));
         }
         // Other shapes go the general way.

@@ -64,6 +64,22 @@ pub enum Error {
         /// The sequence number of the document's last write, if it exists.
         current: Option<u64>,
     },
+    /// A write with an external version met a document whose version is
+    /// as high or higher.
+    #[error(
+        "[{id}]: version conflict, current version [{current}] is higher {}the one provided [{provided}]",
+        if *gte { "than " } else { "or equal to " }
+    )]
+    ExternalVersionConflict {
+        /// Document id.
+        id: String,
+        /// The document's current version.
+        current: u64,
+        /// The version the write brought.
+        provided: u64,
+        /// The write was `external_gte`.
+        gte: bool,
+    },
     /// Storage failed underneath us.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -125,9 +141,9 @@ impl Error {
             Error::Remote { es_type, .. } => es_type_name(es_type),
             Error::IndexNotFound(_) => "index_not_found_exception",
             Error::IndexExists(_) => "resource_already_exists_exception",
-            Error::VersionConflict { .. } | Error::SeqNoConflict { .. } => {
-                "version_conflict_engine_exception"
-            }
+            Error::VersionConflict { .. }
+            | Error::SeqNoConflict { .. }
+            | Error::ExternalVersionConflict { .. } => "version_conflict_engine_exception",
             Error::Io(_) | Error::Tantivy(_) | Error::Corrupt(_) | Error::Internal(_) => "exception",
         }
     }
@@ -137,7 +153,9 @@ impl Error {
         match self {
             Error::BadRequest { .. } | Error::Mapping { .. } | Error::IndexExists(_) => 400,
             Error::IndexNotFound(_) | Error::NotFound { .. } => 404,
-            Error::VersionConflict { .. } | Error::SeqNoConflict { .. } => 409,
+            Error::VersionConflict { .. }
+            | Error::SeqNoConflict { .. }
+            | Error::ExternalVersionConflict { .. } => 409,
             Error::Io(_) | Error::Tantivy(_) | Error::Corrupt(_) | Error::Internal(_) => 500,
             Error::Remote { status, .. } => *status,
         }

@@ -195,6 +195,169 @@ impl SeqNoCondition {
     }
 }
 
+/// Versions Elasticsearch's `version` takes when none is given
+/// (`Versions.MATCH_ANY`), as its validation errors print it.
+const MATCH_ANY: i64 = -3;
+
+/// How long a deleted document's version is kept after the delete
+/// (Elasticsearch's `index.gc_deletes`): a write within it continues the
+/// document's versions, and an external version must be above the delete's.
+pub const GC_DELETES: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `version_type`: whose versions a write's `version` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionType {
+    /// The engine's own versions (`version` is refused as a condition).
+    Internal,
+    /// The client's versions: a write must bring a higher one.
+    External,
+    /// The client's versions: a write must bring one at least as high.
+    ExternalGte,
+}
+
+impl VersionType {
+    /// The version type `name` stands for, with Elasticsearch's error for
+    /// one it does not know.
+    pub fn parse(name: &str) -> Result<VersionType> {
+        match name {
+            "internal" => Ok(VersionType::Internal),
+            "external" | "external_gt" => Ok(VersionType::External),
+            "external_gte" => Ok(VersionType::ExternalGte),
+            other => Err(Error::illegal_argument(format!(
+                "No version type match [{other}]"
+            ))),
+        }
+    }
+
+    /// Its name in Elasticsearch's messages.
+    fn name(self) -> &'static str {
+        match self {
+            VersionType::Internal => "INTERNAL",
+            VersionType::External => "EXTERNAL",
+            VersionType::ExternalGte => "EXTERNAL_GTE",
+        }
+    }
+}
+
+/// The condition of a write with an external version (`version`,
+/// `version_type=external|external_gte`): the document's current version
+/// must be below it (or not above it), and it becomes the document's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalVersion {
+    /// The version the write gives the document.
+    pub version: u64,
+    /// `external_gte`: the current version may equal it.
+    #[serde(default)]
+    pub gte: bool,
+}
+
+impl ExternalVersion {
+    /// The conflict this version meets when the document's current
+    /// version (live or deleted within [`GC_DELETES`]) is `current`.
+    pub fn check(&self, id: &str, current: Option<u64>) -> Result<()> {
+        match current {
+            Some(current) if current > self.version || (current == self.version && !self.gte) => {
+                Err(Error::ExternalVersionConflict {
+                    id: id.to_string(),
+                    current,
+                    provided: self.version,
+                    gte: self.gte,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What an index or delete requires of the document's last write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// That it is the one with this sequence number.
+    SeqNo(SeqNoCondition),
+    /// That its version is below this external one.
+    Version(ExternalVersion),
+}
+
+impl Condition {
+    /// The condition of an index, create or delete request's `version`,
+    /// `version_type`, `if_seq_no` and `if_primary_term`, with
+    /// Elasticsearch's validation errors.
+    pub fn of_request(
+        create: bool,
+        version: Option<i64>,
+        version_type: Option<&str>,
+        if_seq_no: Option<i64>,
+        if_primary_term: Option<i64>,
+    ) -> Result<Option<Condition>> {
+        let version_type = version_type.map_or(Ok(VersionType::Internal), VersionType::parse)?;
+        let invalid = |errors: &[String]| Error::BadRequest {
+            es_type: "action_request_validation_exception",
+            reason: format!(
+                "Validation Failed: {}",
+                errors
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| format!("{}: {e};", i + 1))
+                    .collect::<String>()
+            ),
+        };
+        if create && version_type != VersionType::Internal {
+            return Err(invalid(&[
+                "create operations only support internal versioning. use index instead".into(),
+            ]));
+        }
+        if create && if_seq_no.is_some() {
+            return Err(invalid(&[
+                "create operations do not support compare and set. use index instead".into(),
+            ]));
+        }
+        let given = version.unwrap_or(MATCH_ANY);
+        let mut errors = Vec::new();
+        let illegal = match version_type {
+            VersionType::Internal => version.is_some_and(|v| v <= 0),
+            VersionType::External | VersionType::ExternalGte => given < 0,
+        };
+        if illegal {
+            errors.push(format!(
+                "illegal version value [{given}] for version type [{}]",
+                version_type.name()
+            ));
+        }
+        if version_type == VersionType::Internal && version.is_some() {
+            errors.push(
+                "internal versioning can not be used for optimistic concurrency control. \
+                 Please use `if_seq_no` and `if_primary_term` instead"
+                    .into(),
+            );
+        }
+        if if_seq_no.is_some() && (version_type != VersionType::Internal || version.is_some()) {
+            errors.push("compare and write operations can not use versioning".into());
+        }
+        if !errors.is_empty() {
+            return Err(invalid(&errors));
+        }
+        if let Some(condition) = SeqNoCondition::from_params(if_seq_no, if_primary_term)? {
+            return Ok(Some(Condition::SeqNo(condition)));
+        }
+        Ok(match version_type {
+            VersionType::Internal => None,
+            gte => Some(Condition::Version(ExternalVersion {
+                version: given as u64,
+                gte: gte == VersionType::ExternalGte,
+            })),
+        })
+    }
+
+    /// The sequence number condition, if this is one.
+    pub fn seq_no(&self) -> Option<SeqNoCondition> {
+        match self {
+            Condition::SeqNo(c) => Some(*c),
+            Condition::Version(_) => None,
+        }
+    }
+}
+
 /// One write of a bulk request, before routing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -208,9 +371,9 @@ pub enum DocWrite {
         source: Arc<str>,
         /// `create` semantics: fail if it exists.
         create: bool,
-        /// Write only over this last write of the document.
+        /// What the document's last write must be.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        if_seq_no: Option<SeqNoCondition>,
+        condition: Option<Condition>,
     },
     /// Partial update.
     Update {
@@ -234,9 +397,9 @@ pub enum DocWrite {
     Delete {
         /// Document id.
         id: String,
-        /// Delete only over this last write of the document.
+        /// What the document's last write must be.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        if_seq_no: Option<SeqNoCondition>,
+        condition: Option<Condition>,
     },
 }
 
@@ -1257,7 +1420,7 @@ impl Index {
             let DocWrite::Index {
                 source,
                 create,
-                if_seq_no,
+                condition,
                 ..
             } = write
             else {
@@ -1268,7 +1431,7 @@ impl Index {
                     let batch = self.shard_batch(per_shard, &id, batch_len);
                     batch.push((
                         position,
-                        index_write(position, id, generated, source, doc, create, if_seq_no),
+                        index_write(position, id, generated, source, doc, create, condition),
                     ));
                 }
                 Err((id, err)) => items[position] = Some((id, Err(err))),
@@ -1291,7 +1454,7 @@ impl Index {
                 id,
                 source,
                 create,
-                if_seq_no,
+                condition,
             } => {
                 let generated_id = id.is_none();
                 let id = match id {
@@ -1306,7 +1469,7 @@ impl Index {
                     Arc::clone(&source),
                     doc,
                     create,
-                    if_seq_no,
+                    condition,
                 );
                 // A create of an id this batch already wrote can only fail:
                 // later updates build on the earlier write.
@@ -1344,7 +1507,7 @@ impl Index {
                             if let Some(condition) = if_seq_no {
                                 condition.check(&id, Some(stored.seq_no)).map_err(fail)?;
                             }
-                            let unchanged = SeqNoCondition::unchanged(stored.seq_no);
+                            let unchanged = Condition::SeqNo(SeqNoCondition::unchanged(stored.seq_no));
                             (Some(stored.source), Some(unchanged), false, None)
                         }
                         None if if_seq_no.is_some() => return Err(fail(document_missing(&id))),
@@ -1389,7 +1552,7 @@ impl Index {
                     },
                 ))
             }
-            DocWrite::Delete { id, if_seq_no } => {
+            DocWrite::Delete { id, condition } => {
                 let id = validate_id(id).map_err(|e| (None, e))?;
                 pending.insert(id.clone(), (None, position));
                 Ok((
@@ -1398,7 +1561,7 @@ impl Index {
                     ShardWrite::Delete {
                         id,
                         position,
-                        condition: if_seq_no,
+                        condition,
                     },
                 ))
             }
@@ -1621,7 +1784,7 @@ fn index_write(
     source: Arc<str>,
     doc: crate::document::ParsedDoc,
     create: bool,
-    condition: Option<SeqNoCondition>,
+    condition: Option<Condition>,
 ) -> ShardWrite {
     ShardWrite::Index {
         id,
@@ -1728,7 +1891,7 @@ mod tests {
             id: Some(id.into()),
             source: Arc::from(source.to_string()),
             create: false,
-            if_seq_no: None,
+            condition: None,
         }
     }
 
@@ -1755,13 +1918,14 @@ mod tests {
         idx.write(vec![index("1", json!({"a": 1}))], RefreshPolicy::None)?;
 
         let cases = [
-            // A delete and a re-index bring the version back to 1, the
-            // version the update read: only the sequence number tells the
+            // A delete and a re-index bring the version back to the one
+            // the update read, once the delete's version is forgotten
+            // (after `GC_DELETES`): only the sequence number tells the
             // writes apart.
             vec![
                 DocWrite::Delete {
                     id: "1".into(),
-                    if_seq_no: None,
+                    condition: None,
                 },
                 index("1", json!({"a": 3})),
             ],

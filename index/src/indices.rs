@@ -830,7 +830,7 @@ mod tests {
             id: Some("1".into()),
             source: r#"{"a": 1}"#.into(),
             create: false,
-            if_seq_no: None,
+            condition: None,
         };
         let batch = index.write(vec![write], RefreshPolicy::None)?;
         let (&shard, &seq) = batch

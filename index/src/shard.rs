@@ -46,7 +46,7 @@ use tokio::sync::watch;
 use crate::activity::Activity;
 use crate::document::{FieldValue, ParsedDoc, PathSpan};
 use crate::error::{Error, Result};
-use crate::index::SeqNoCondition;
+use crate::index::{Condition, GC_DELETES};
 use crate::mapping::FieldType;
 use crate::merge::{self, ForceMerge, SegmentStats};
 use crate::schema::{self, Fields, names};
@@ -93,8 +93,8 @@ pub enum ShardWrite {
         doc: ParsedDoc,
         /// `create`: fail if the document exists.
         create: bool,
-        /// Fail unless the document's last write is this one (`if_seq_no`).
-        condition: Option<SeqNoCondition>,
+        /// What the document's last write must be.
+        condition: Option<Condition>,
         /// The id was generated for this write, so no document has it yet.
         generated_id: bool,
         /// Position of this write in its batch.
@@ -109,8 +109,8 @@ pub enum ShardWrite {
         id: String,
         /// Position of this write in its batch.
         position: usize,
-        /// Fail unless the document's last write is this one (`if_seq_no`).
-        condition: Option<SeqNoCondition>,
+        /// What the document's last write must be.
+        condition: Option<Condition>,
     },
 }
 
@@ -148,9 +148,67 @@ struct WriteState {
     /// The writer failed: it may have lost changes since the last commit,
     /// takes no more, and is rebuilt from the translog before any commit.
     writer_failed: bool,
+    /// Versions of the documents deleted within [`GC_DELETES`], dropped
+    /// by the refresh after that.
+    deleted: HashMap<String, Tombstone>,
+}
+
+/// A deleted document's version, and when it was deleted.
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    version: u64,
+    at: Instant,
+}
+
+/// A document's last write, as a write sees it under the shard's lock.
+#[derive(Debug, Clone, Copy)]
+enum LastWrite {
+    /// A live document.
+    Live { version: u64, seq_no: u64 },
+    /// A delete within [`GC_DELETES`].
+    Deleted { version: u64 },
+    /// None the shard remembers.
+    None,
+}
+
+impl LastWrite {
+    /// The live document's version and sequence number.
+    fn live(self) -> Option<(u64, u64)> {
+        match self {
+            LastWrite::Live { version, seq_no } => Some((version, seq_no)),
+            LastWrite::Deleted { .. } | LastWrite::None => None,
+        }
+    }
+
+    /// The document's version, live or deleted.
+    fn version(self) -> Option<u64> {
+        match self {
+            LastWrite::Live { version, .. } | LastWrite::Deleted { version } => Some(version),
+            LastWrite::None => None,
+        }
+    }
 }
 
 impl WriteState {
+    /// Keeps a delete's version for [`GC_DELETES`]; a later write of the
+    /// id makes it live again.
+    fn keep_deleted_version(&mut self, op: &Op) {
+        match op.kind {
+            OpKind::Delete => {
+                let tombstone = Tombstone {
+                    version: op.version,
+                    at: Instant::now(),
+                };
+                self.deleted.insert(op.id.clone(), tombstone);
+            }
+            OpKind::Index { .. } => {
+                if !self.deleted.is_empty() {
+                    self.deleted.remove(&op.id);
+                }
+            }
+        }
+    }
+
     fn live_entry(&self, id: &str) -> Option<&LiveEntry> {
         self.live.get(id).or_else(|| self.refreshing.get(id))
     }
@@ -349,6 +407,7 @@ impl Shard {
             next_seq: committed_next_seq,
             dirty: false,
             writer_failed: false,
+            deleted: HashMap::new(),
         };
         let replayed = replay
             .ops
@@ -432,9 +491,9 @@ impl Shard {
         let mut state = self.state.lock();
         let mut outcomes = Vec::with_capacity(writes.len());
         let mut accepted: Vec<(Op, Accepted)> = Vec::with_capacity(writes.len());
-        // Versions and sequence numbers of ids touched earlier in this
-        // batch (a generated id is not touched twice).
-        let mut batch: HashMap<String, Option<(u64, u64)>> = HashMap::new();
+        // The writes of ids touched earlier in this batch (a generated id
+        // is not touched twice).
+        let mut batch: HashMap<String, LastWrite> = HashMap::new();
         // Positions of the writes of this batch that succeeded, when a later
         // write builds on one.
         let builds_on_earlier = writes
@@ -448,18 +507,29 @@ impl Shard {
                 ShardWrite::Delete { id, .. } => (id.as_str(), false),
             };
             let last = match batch.get(id) {
-                Some(v) => *v,
-                None if generated => None,
+                Some(last) => *last,
+                None if generated => LastWrite::None,
                 None => self.last_write(&mut state, id)?,
             };
-            let current = last.map(|(version, _)| version);
+            let current = last.live().map(|(version, _)| version);
             let condition = match &write {
                 ShardWrite::Index { condition, .. } | ShardWrite::Delete { condition, .. } => *condition,
             };
-            if let Some(Err(err)) = condition.map(|c| c.check(id, last.map(|(_, seq_no)| seq_no))) {
+            let checked = match condition {
+                Some(Condition::SeqNo(c)) => c.check(id, last.live().map(|(_, seq_no)| seq_no)),
+                Some(Condition::Version(v)) => v.check(id, last.version()),
+                None => Ok(()),
+            };
+            if let Err(err) = checked {
                 outcomes.push(Err(err));
                 continue;
             }
+            // An external version becomes the document's; otherwise its
+            // versions go on from its last write, even a delete.
+            let version = match condition {
+                Some(Condition::Version(v)) => v.version,
+                _ => last.version().map_or(1, |v| v + 1),
+            };
             match write {
                 ShardWrite::Index {
                     id,
@@ -483,11 +553,10 @@ impl Shard {
                     if builds_on_earlier {
                         succeeded.insert(position);
                     }
-                    let version = current.map_or(1, |v| v + 1);
                     let seq_no = next_seq;
                     next_seq += 1;
                     if !generated {
-                        batch.insert(id.clone(), Some((version, seq_no)));
+                        batch.insert(id.clone(), LastWrite::Live { version, seq_no });
                     }
                     outcomes.push(Ok(WriteOutcome {
                         version,
@@ -514,8 +583,7 @@ impl Shard {
                     }
                     let seq_no = next_seq;
                     next_seq += 1;
-                    let version = current.map_or(1, |v| v + 1);
-                    batch.insert(id.clone(), None);
+                    batch.insert(id.clone(), LastWrite::Deleted { version });
                     outcomes.push(Ok(WriteOutcome {
                         version,
                         seq_no,
@@ -557,6 +625,7 @@ impl Shard {
             if replaces {
                 changes.push(Change::Delete(Term::from_field_text(self.fields.id, &op.id)));
             }
+            state.keep_deleted_version(op);
             match (&op.kind, doc) {
                 (OpKind::Index { .. }, Some(mut tdoc)) if generated && !state.list_generated => {
                     stamp(&mut tdoc, &self.fields, op.version, op.seq_no);
@@ -731,6 +800,7 @@ impl Shard {
         self.commits_waiting.fetch_sub(1, Ordering::AcqRel);
         let (next_seq, waiting) = {
             let mut state = self.state.lock();
+            state.deleted.retain(|_, t| t.at.elapsed() < GC_DELETES);
             if !state.dirty {
                 return Ok(false);
             }
@@ -904,15 +974,22 @@ impl Shard {
         }))
     }
 
-    /// The version and sequence number of the live document `id`.
-    fn last_write(&self, state: &mut WriteState, id: &str) -> Result<Option<(u64, u64)>> {
-        if let Some(entry) = state.listed_entry(id)? {
-            return Ok(entry.source.as_ref().map(|_| (entry.version, entry.seq_no)));
-        }
-        let searcher = self.reader.searcher();
-        Ok(self
-            .lookup(&searcher, id)?
-            .map(|(_, version, seq_no)| (version, seq_no)))
+    /// The last write of `id`: its live document, or its delete within
+    /// [`GC_DELETES`].
+    fn last_write(&self, state: &mut WriteState, id: &str) -> Result<LastWrite> {
+        let found = match state.listed_entry(id)? {
+            Some(entry) => entry.source.as_ref().map(|_| (entry.version, entry.seq_no)),
+            None => {
+                let searcher = self.reader.searcher();
+                self.lookup(&searcher, id)?
+                    .map(|(_, version, seq_no)| (version, seq_no))
+            }
+        };
+        Ok(match (found, state.deleted.get(id)) {
+            (Some((version, seq_no)), _) => LastWrite::Live { version, seq_no },
+            (None, Some(t)) => LastWrite::Deleted { version: t.version },
+            (None, None) => LastWrite::None,
+        })
     }
 
     fn lookup(&self, searcher: &Searcher, id: &str) -> Result<Option<(DocAddress, u64, u64)>> {
@@ -1020,7 +1097,7 @@ fn candidate(meta: &SegmentMeta) -> merge::Candidate {
 /// missing one: a document written once, as most are, adds no value to
 /// the column) and sequence number to its document.
 fn stamp(doc: &mut TantivyDocument, fields: &Fields, version: u64, seq_no: u64) {
-    if version > 1 {
+    if version != 1 {
         doc.add_u64(fields.version, version);
     }
     doc.add_u64(fields.seq_no, seq_no);
@@ -1137,6 +1214,7 @@ fn apply_op(
     apply: &mut dyn FnMut(Change) -> Result<()>,
 ) -> Result<()> {
     let source = replay_op(fields, op, reparse, apply)?;
+    state.keep_deleted_version(op);
     state.live.insert(
         op.id.clone(),
         LiveEntry {
@@ -1368,10 +1446,10 @@ mod tests {
         // A write conditioned on the last write of one.
         let mut conditioned = index_write(&ids[9], 90);
         if let ShardWrite::Index { condition, .. } = &mut conditioned {
-            *condition = Some(crate::index::SeqNoCondition {
+            *condition = Some(Condition::SeqNo(crate::index::SeqNoCondition {
                 seq_no: 9,
                 primary_term: crate::index::PRIMARY_TERM,
-            });
+            }));
         }
         assert_eq!(
             shard.write(vec![conditioned])?[0]

@@ -310,6 +310,27 @@ def test_conditional_writes_and_update_by_query(node):
     assert [h["_id"] for h in found["hits"]["hits"]] == ["1"]
 
 
+def test_external_versions(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    first = client.index(index="extv", id="1", document={"n": 10}, version=10, version_type="external")
+    assert (first["result"], first["_version"]) == ("created", 10)
+    with pytest.raises(elasticsearch.ConflictError):
+        client.index(index="extv", id="1", document={"n": 9}, version=9, version_type="external")
+    with pytest.raises(elasticsearch.BadRequestError):
+        client.index(index="extv", id="2", document={"n": 1}, version_type="external")
+    ok, errors = elasticsearch.helpers.bulk(client, [
+        {"_index": "extv", "_id": "1", "_version": 11, "_version_type": "external", "_source": {"n": 11}},
+        {"_index": "extv", "_id": "2", "_version": 3, "_version_type": "external_gte", "_source": {"n": 3}},
+        {"_index": "extv", "_id": "1", "_version": 5, "_version_type": "external", "_source": {"n": 5}},
+    ], raise_on_error=False, refresh=True)
+    assert ok == 2
+    assert [(e["index"]["_id"], e["index"]["status"]) for e in errors] == [("1", 409)]
+    got = client.get(index="extv", id="1")
+    assert (got["_version"], got["_source"]) == (11, {"n": 11})
+    hits = client.search(index="extv", version=True, sort=["_id"])["hits"]["hits"]
+    assert [(h["_id"], h["_version"]) for h in hits] == [("1", 11), ("2", 3)]
+
+
 def test_mappings_settings_and_health_of_every_index(node):
     client = elasticsearch.Elasticsearch(node.url)
     client.indices.create(index="every-a", mappings={"properties": {"title": {"type": "text", "fields": {"raw": {"type": "keyword"}}}}})

@@ -166,7 +166,7 @@ impl Target {
                         id,
                         source: Arc::from(doc),
                         create: false,
-                        if_seq_no: None,
+                        condition: None,
                     })
                     .collect();
                 let batch = index.write(writes, RefreshPolicy::None)?;

@@ -176,6 +176,15 @@ fn item_outcomes(body: &Value) -> Vec<(String, i64, Value, Value)> {
         .collect()
 }
 
+/// The status, result (or error type) and version of each item of a bulk
+/// response.
+fn item_results(body: &Value) -> Vec<(i64, Value, Value)> {
+    item_outcomes(body)
+        .into_iter()
+        .map(|(_, status, result, version)| (status, result, version))
+        .collect()
+}
+
 /// The status of each item of a bulk response.
 fn item_statuses(body: &Value) -> Vec<i64> {
     item_outcomes(body)
@@ -255,12 +264,8 @@ fn bulk_with_ids_resolves_versions_in_request_order() -> Result<()> {
         ],
     )?;
     assert_eq!(status, 200);
-    let summary: Vec<(i64, Value, Value)> = item_outcomes(&body)
-        .into_iter()
-        .map(|(_, status, result, version)| (status, result, version))
-        .collect();
     assert_eq!(
-        summary,
+        item_results(&body),
         vec![
             (201, json!("created"), json!(1)),
             (200, json!("updated"), json!(2)),
@@ -1664,19 +1669,220 @@ fn writes_conditional_on_the_last_sequence_number() -> Result<()> {
     assert_es_error(status, &body, 400, "action_request_validation_exception");
     let (status, body) = s.put("/occ/_doc/5?version=3", &json!({"v": 1}))?;
     assert_es_error(status, &body, 400, "action_request_validation_exception");
-    let (status, body) = s.put("/occ/_doc/5?version_type=external", &json!({"v": 1}))?;
-    assert_es_error(status, &body, 400, "illegal_argument_exception");
     let lines = [
         json!({"index": {"_id": "6"}}),
         json!({"v": 6}),
-        json!({"index": {"_id": "7", "version": 2, "version_type": "external"}}),
+        json!({"index": {"_id": "7", "version": 2}}),
         json!({"v": 7}),
     ];
     let (status, body) = s.bulk("/occ/_bulk", &lines)?;
-    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    assert_es_error(status, &body, 400, "action_request_validation_exception");
     for id in ["5", "6", "7"] {
         assert_eq!(s.get(&format!("/occ/_doc/{id}"))?.0, 404, "{id}");
     }
+    Ok(())
+}
+
+/// The reason of an Elasticsearch error body.
+fn reason(body: &Value) -> &str {
+    body["error"]["reason"].as_str().unwrap_or("")
+}
+
+#[test]
+fn external_versions_order_writes_by_the_clients_versions() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put("/ext", &json!({"settings": {"number_of_shards": 2}}))?;
+    assert_eq!(status, 200);
+    let put = |id: &str, query: &str, v: i64| s.put(&format!("/ext/_doc/{id}?{query}"), &json!({"v": v}));
+
+    // The status, result and version of a write's answer.
+    let outcome = |(status, body): (u16, Value)| (status, body["result"].clone(), body["_version"].clone());
+    let conflict = |(status, body): (u16, Value), why: &str| {
+        assert_es_error(status, &body, 409, "version_conflict_engine_exception");
+        assert_eq!(reason(&body), why);
+    };
+
+    // The client's version becomes the document's, and a write must bring
+    // a higher one (external_gte: one at least as high).
+    let external = "version_type=external";
+    assert_eq!(
+        outcome(put("1", &format!("version=5&{external}"), 1)?),
+        (201, json!("created"), json!(5))
+    );
+    conflict(
+        put("1", &format!("version=5&{external}"), 2)?,
+        "[1]: version conflict, current version [5] is higher or equal to the one provided [5]",
+    );
+    assert_eq!(
+        outcome(put("1", "version=5&version_type=external_gte", 3)?),
+        (200, json!("updated"), json!(5))
+    );
+    conflict(
+        put("1", "version=4&version_type=external_gte", 4)?,
+        "[1]: version conflict, current version [5] is higher than the one provided [4]",
+    );
+    let (_, doc) = s.get("/ext/_doc/1")?;
+    assert_eq!((&doc["_version"], &doc["_source"]), (&json!(5), &json!({"v": 3})));
+
+    // A delete brings a version too, and keeps it: a late write with a
+    // lower one does not bring the document back.
+    conflict(
+        s.delete(&format!("/ext/_doc/1?version=4&{external}"))?,
+        "[1]: version conflict, current version [5] is higher or equal to the one provided [4]",
+    );
+    assert_eq!(
+        outcome(s.delete(&format!("/ext/_doc/1?version=9&{external}"))?),
+        (200, json!("deleted"), json!(9))
+    );
+    s.post("/ext/_refresh", &json!({}))?;
+    conflict(
+        put("1", &format!("version=8&{external}"), 5)?,
+        "[1]: version conflict, current version [9] is higher or equal to the one provided [8]",
+    );
+    assert_eq!(s.get("/ext/_doc/1")?.0, 404);
+    assert_eq!(
+        outcome(put("1", &format!("version=10&{external}"), 6)?),
+        (201, json!("created"), json!(10))
+    );
+
+    // Version 0 is a version like another.
+    let (status, body) = put("0", "version=0&version_type=external", 0)?;
+    assert_eq!((status, &body["_version"]), (201, &json!(0)), "{body}");
+    assert_eq!(s.get("/ext/_doc/0")?.1["_version"], json!(0));
+
+    // Internal versions go on from a delete too.
+    let mut versions = Vec::new();
+    for _ in 0..2 {
+        versions.push(put("2", "", 1)?.1["_version"].clone());
+        versions.push(s.delete("/ext/_doc/2")?.1["_version"].clone());
+    }
+    versions.push(put("2", "", 1)?.1["_version"].clone());
+    assert_eq!(versions, [1, 2, 3, 4, 5].map(|v| json!(v)));
+
+    // In a bulk, each item is ordered by its own version.
+    let lines = [
+        json!({"index": {"_id": "3", "version": 20, "version_type": "external"}}),
+        json!({"v": 20}),
+        json!({"index": {"_id": "3", "version": 19, "version_type": "external"}}),
+        json!({"v": 19}),
+        json!({"index": {"_id": "4", "version": "7", "version_type": "external_gte"}}),
+        json!({"v": 7}),
+        json!({"delete": {"_id": "4", "version": 7, "version_type": "external"}}),
+        json!({"delete": {"_id": "4", "version": 8, "version_type": "external"}}),
+    ];
+    let (status, body) = s.bulk("/ext/_bulk?refresh=true", &lines)?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        item_results(&body),
+        vec![
+            (201, json!("created"), json!(20)),
+            (409, json!("version_conflict_engine_exception"), Value::Null),
+            (201, json!("created"), json!(7)),
+            (409, json!("version_conflict_engine_exception"), Value::Null),
+            (200, json!("deleted"), json!(8)),
+        ]
+    );
+    s.post("/ext/_refresh", &json!({}))?;
+    let (_, found) = s.post(
+        "/ext/_search",
+        &json!({"version": true, "query": {"ids": {"values": ["1", "3"]}}, "sort": ["_id"]}),
+    )?;
+    let hits: Vec<(Value, Value)> = found["hits"]["hits"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h["_id"].clone(), h["_version"].clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(hits, vec![(json!("1"), json!(10)), (json!("3"), json!(20))]);
+
+    // Requests Elasticsearch refuses, each refused before anything is
+    // written.
+    for (query, status, es_type, why) in [
+        (
+            "version_type=external",
+            400,
+            "action_request_validation_exception",
+            "Validation Failed: 1: illegal version value [-3] for version type [EXTERNAL];",
+        ),
+        (
+            "version=-1&version_type=external",
+            400,
+            "action_request_validation_exception",
+            "Validation Failed: 1: illegal version value [-1] for version type [EXTERNAL];",
+        ),
+        (
+            "version=3&version_type=external&if_seq_no=0&if_primary_term=1",
+            400,
+            "action_request_validation_exception",
+            "Validation Failed: 1: compare and write operations can not use versioning;",
+        ),
+        (
+            "version=3&version_type=external&op_type=create",
+            400,
+            "action_request_validation_exception",
+            "Validation Failed: 1: create operations only support internal versioning. use index instead;",
+        ),
+        (
+            "version=3&version_type=newest",
+            400,
+            "illegal_argument_exception",
+            "No version type match [newest]",
+        ),
+        (
+            "version=three&version_type=external",
+            400,
+            "illegal_argument_exception",
+            "Failed to parse long parameter [version] with value [three]",
+        ),
+    ] {
+        let (got, body) = put("5", query, 1)?;
+        assert_es_error(got, &body, status, es_type);
+        assert_eq!(reason(&body), why, "{query}");
+    }
+    let (status, body) = s.post(
+        "/ext/_update/1?version=11&version_type=external",
+        &json!({"doc": {"w": 1}}),
+    )?;
+    assert_es_error(status, &body, 400, "action_request_validation_exception");
+    let lines = [
+        json!({"update": {"_id": "1", "version": 11, "version_type": "external"}}),
+        json!({"doc": {"w": 1}}),
+    ];
+    let (status, body) = s.bulk("/ext/_bulk", &lines)?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    assert_eq!(
+        reason(&body),
+        "Update requests do not support versioning. Please use `if_seq_no` and `if_primary_term` instead"
+    );
+    assert_eq!(s.get("/ext/_doc/5")?.0, 404);
+    assert_eq!(s.get("/ext/_doc/1")?.1["_source"], json!({"v": 6}));
+
+    // A reindex with external versions copies each document's version, and
+    // a later one replaces only the copies that are older.
+    let copy = json!({"source": {"index": "ext"}, "dest": {"index": "copy", "version_type": "external"}});
+    let (status, body) = s.post("/_reindex?refresh=true", &copy)?;
+    assert_eq!((status, &body["created"]), (200, &json!(4)), "{body}");
+    let versions = |index: &str| -> Result<Vec<Value>> {
+        ["0", "1", "2", "3"]
+            .iter()
+            .map(|id| Ok(s.get(&format!("/{index}/_doc/{id}"))?.1["_version"].clone()))
+            .collect()
+    };
+    assert_eq!(versions("copy")?, [0, 10, 5, 20].map(|v| json!(v)));
+    put("3", "version=30&version_type=external&refresh=true", 30)?;
+    let mut again = copy.clone();
+    again["conflicts"] = json!("proceed");
+    let (status, body) = s.post("/_reindex?refresh=true", &again)?;
+    assert_eq!(
+        (status, &body["updated"], &body["version_conflicts"]),
+        (200, &json!(1), &json!(3)),
+        "{body}"
+    );
+    assert_eq!(s.get("/copy/_doc/3")?.1["_source"], json!({"v": 30}));
+    assert_eq!(versions("copy")?, versions("ext")?);
     Ok(())
 }
 

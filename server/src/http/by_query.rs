@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use quidditch_index::index::{DocWrite, SeqNoCondition};
+use quidditch_index::index::{Condition, DocWrite, SeqNoCondition};
 use quidditch_index::{Error, Indices, RefreshPolicy};
 use serde_json::{Value, json};
 
@@ -87,6 +87,7 @@ impl Pages {
             "size": size,
             "_source": self.source,
             "seq_no_primary_term": true,
+            "version": true,
             "track_total_hits": false,
             "sort": [{"_index": "asc"}, {"_id": "asc"}],
         });
@@ -395,7 +396,7 @@ pub async fn delete_by_query(
             .map(|(id, seq_no)| {
                 Ok(DocWrite::Delete {
                     id,
-                    if_seq_no: Some(SeqNoCondition::unchanged(seq_no)),
+                    condition: Some(Condition::SeqNo(SeqNoCondition::unchanged(seq_no))),
                 })
             })
             .collect()
@@ -431,7 +432,7 @@ pub async fn update_by_query(
                         id: Some(id),
                         source: doc.source,
                         create: false,
-                        if_seq_no: Some(condition),
+                        condition: Some(Condition::SeqNo(condition)),
                     }),
                     stored => Err(condition.conflict(id, stored.map(|d| d.seq_no))),
                 }

@@ -7,10 +7,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quidditch_index::bulk::{
-    BulkOutcome, WriteBody, create_with_condition, execute_bulk, not_an_alias, parse_bulk, parse_update,
-    result_status, version_refused, with_options,
+    BulkOutcome, WriteBody, execute_bulk, not_an_alias, parse_bulk, parse_update, result_status,
+    update_versioning_refused, with_options,
 };
-use quidditch_index::index::{DocWrite, SeqNoCondition};
+use quidditch_index::index::{Condition, DocWrite, SeqNoCondition};
 use quidditch_index::indices::apply_refresh;
 use quidditch_index::shard::StoredDoc;
 use quidditch_index::{Error, RefreshPolicy};
@@ -24,30 +24,44 @@ fn refresh_policy(params: &Params) -> ApiResult<RefreshPolicy> {
     Ok(RefreshPolicy::parse(params.get("refresh").map(String::as_str))?)
 }
 
-/// The condition of `?if_seq_no=&if_primary_term=`; `?version=` is
-/// refused, as Elasticsearch refuses internal versions as a condition.
-fn condition(params: &Params) -> ApiResult<Option<SeqNoCondition>> {
-    let version_type = params.get("version_type").map(String::as_str);
-    if params.contains_key("version") || version_type.is_some_and(|t| t != "internal") {
-        return Err(version_refused(version_type).into());
-    }
-    let number = |key: &str| -> ApiResult<Option<i64>> {
-        params
-            .get(key)
-            .map(|v| {
-                v.parse::<i64>().map_err(|_| {
-                    ApiError::new(
-                        400,
-                        "illegal_argument_exception",
-                        format!("[{key}] must be a number, got [{v}]"),
-                    )
-                })
+/// A whole-number query parameter, with Elasticsearch's error for
+/// another value.
+fn long_param(params: &Params, key: &str) -> ApiResult<Option<i64>> {
+    params
+        .get(key)
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| {
+                ApiError::new(
+                    400,
+                    "illegal_argument_exception",
+                    format!("Failed to parse long parameter [{key}] with value [{v}]"),
+                )
             })
-            .transpose()
-    };
+        })
+        .transpose()
+}
+
+/// The condition of an index, create or delete: `?if_seq_no=` and
+/// `?if_primary_term=`, or `?version=` and `?version_type=`.
+fn condition(params: &Params, create: bool) -> ApiResult<Option<Condition>> {
+    Ok(Condition::of_request(
+        create,
+        long_param(params, "version")?,
+        params.get("version_type").map(String::as_str),
+        long_param(params, "if_seq_no")?,
+        long_param(params, "if_primary_term")?,
+    )?)
+}
+
+/// The condition of an update: `?if_seq_no=` and `?if_primary_term=`; an
+/// update takes no versions.
+fn update_condition(params: &Params) -> ApiResult<Option<SeqNoCondition>> {
+    if params.contains_key("version") || params.contains_key("version_type") {
+        return Err(update_versioning_refused().into());
+    }
     Ok(SeqNoCondition::from_params(
-        number("if_seq_no")?,
-        number("if_primary_term")?,
+        long_param(params, "if_seq_no")?,
+        long_param(params, "if_primary_term")?,
     )?)
 }
 
@@ -128,15 +142,11 @@ async fn index_source(
     params: &Params,
     body: &[u8],
 ) -> ApiResult<Response> {
-    let if_seq_no = condition(params)?;
-    if create && if_seq_no.is_some() {
-        return Err(create_with_condition().into());
-    }
     let write = DocWrite::Index {
         id,
         source: source_text(body)?,
         create,
-        if_seq_no,
+        condition: condition(params, create)?,
     };
     write_one(node, index, write, params).await
 }
@@ -192,7 +202,7 @@ pub async fn update(
         })?,
         None => 0,
     };
-    let write = with_options(parse_update(id, &body)?, condition(&params)?, retries)?;
+    let write = with_options(parse_update(id, &body)?, update_condition(&params)?, retries)?;
     write_one(&node, &index, write, &params).await
 }
 
@@ -203,7 +213,7 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     let write = DocWrite::Delete {
         id,
-        if_seq_no: condition(&params)?,
+        condition: condition(&params, false)?,
     };
     write_one(&node, &index, write, &params).await
 }

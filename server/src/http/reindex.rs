@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use quidditch_index::RefreshPolicy;
-use quidditch_index::index::DocWrite;
+use quidditch_index::index::{Condition, DocWrite, ExternalVersion, VersionType};
 use serde_json::{Map, Value, json};
 
 use super::by_query::{ByQueryStats, Pages, conflicts_value, limits, max_docs_value};
@@ -34,6 +34,9 @@ struct Request {
     dest: String,
     /// `op_type: create`: documents whose id the destination holds conflict.
     create: bool,
+    /// `dest.version_type`: with an external type, each copy brings its
+    /// source's version, and replaces only older documents.
+    version_type: VersionType,
     max_docs: Option<u64>,
     /// `conflicts: proceed`: version conflicts are counted, not fatal.
     proceed: bool,
@@ -82,6 +85,7 @@ fn parse(body: Option<&Value>, params: &Params) -> ApiResult<Request> {
         batch: DEFAULT_BATCH,
         dest: String::new(),
         create: false,
+        version_type: VersionType::Internal,
         max_docs,
         proceed,
     };
@@ -135,7 +139,13 @@ fn parse(body: Option<&Value>, params: &Params) -> ApiResult<Request> {
                                 }
                             };
                         }
-                        "version_type" | "pipeline" | "routing" => {
+                        "version_type" => {
+                            let name = v.as_str().ok_or_else(|| {
+                                ApiError::bad_request("[dest.version_type] must be a string")
+                            })?;
+                            req.version_type = VersionType::parse(name)?;
+                        }
+                        "pipeline" | "routing" => {
                             return Err(ApiError::bad_request(format!("[dest.{k}] is not supported")));
                         }
                         other => return Err(unknown("dest", other)),
@@ -160,6 +170,11 @@ fn parse(body: Option<&Value>, params: &Params) -> ApiResult<Request> {
     }
     if req.dest.is_empty() {
         return Err(invalid("index must be specified"));
+    }
+    if req.create && req.version_type != VersionType::Internal {
+        return Err(invalid(
+            "create operations only support internal versioning. use index instead",
+        ));
     }
     Ok(req)
 }
@@ -223,13 +238,23 @@ pub async fn reindex(
         }
         let writes: Vec<DocWrite> = hits
             .iter()
-            .map(|h| DocWrite::Index {
-                id: h["_id"].as_str().map(str::to_string),
-                source: Arc::from(h.get("_source").unwrap_or(&json!({})).to_string()),
-                create: req.create,
-                if_seq_no: None,
+            .map(|h| {
+                let condition = match (req.version_type, h["_version"].as_u64()) {
+                    (VersionType::Internal, _) => Ok(None),
+                    (external, Some(version)) => Ok(Some(Condition::Version(ExternalVersion {
+                        version,
+                        gte: external == VersionType::ExternalGte,
+                    }))),
+                    (_, None) => Err(ApiError::internal(format!("a hit without _version: {h}"))),
+                };
+                Ok(DocWrite::Index {
+                    id: h["_id"].as_str().map(str::to_string),
+                    source: Arc::from(h.get("_source").unwrap_or(&json!({})).to_string()),
+                    create: req.create,
+                    condition: condition?,
+                })
             })
-            .collect();
+            .collect::<ApiResult<_>>()?;
         let indices = Arc::clone(&node.indices);
         let dest = req.dest.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -287,6 +312,7 @@ mod tests {
                 batch: 10,
                 dest: "c".into(),
                 create: true,
+                version_type: VersionType::Internal,
                 max_docs: Some(5),
                 proceed: true,
             })
@@ -296,6 +322,8 @@ mod tests {
             json!({"source": {"index": "a"}}),
             json!({"source": {"index": "a", "nope": 1}, "dest": {"index": "c"}}),
             json!({"source": {"index": "a"}, "dest": {"index": "c", "op_type": "upsert"}}),
+            json!({"source": {"index": "a"}, "dest": {"index": "c", "version_type": "newest"}}),
+            json!({"source": {"index": "a"}, "dest": {"index": "c", "op_type": "create", "version_type": "external"}}),
             json!({"source": {"index": "a"}, "dest": {"index": "c"}, "conflicts": "ignore"}),
             json!({"source": {"index": "a"}, "dest": {"index": "c"}, "script": {"source": "x"}}),
             json!({"source": {"index": "a", "_source": false}, "dest": {"index": "c"}}),
