@@ -76,10 +76,57 @@ struct SortKey {
 
 /// `_source` filtering.
 #[derive(Debug, Clone, Default)]
-struct SourceFilter {
+pub struct SourceFilter {
     enabled: bool,
     includes: Vec<String>,
     excludes: Vec<String>,
+}
+
+impl SourceFilter {
+    /// The whole source.
+    pub fn all() -> SourceFilter {
+        SourceFilter {
+            enabled: true,
+            ..SourceFilter::default()
+        }
+    }
+
+    /// The filter a request body's `_source` asks for: a boolean, paths to
+    /// include, or an object of `includes` and `excludes`.
+    pub fn parse(v: &Value) -> Result<SourceFilter> {
+        parse_source_filter(v)
+    }
+
+    /// This filter, unless a request's URL parameters replace it, as
+    /// Elasticsearch reads them: `_source` (`true`, `false` or paths to
+    /// include, comma-separated), `_source_includes` and `_source_excludes`.
+    pub fn with_params(self, params: &Params) -> SourceFilter {
+        let list = |v: &str| v.split(',').map(str::to_string).collect::<Vec<_>>();
+        let (mut fetch, mut includes) = (None, None);
+        match params.get("_source").map(String::as_str) {
+            Some("true") => fetch = Some(true),
+            Some("false") => fetch = Some(false),
+            Some(paths) => includes = Some(list(paths)),
+            None => {}
+        }
+        if let Some(paths) = params.get("_source_includes") {
+            includes = Some(list(paths));
+        }
+        let excludes = params.get("_source_excludes").map(|paths| list(paths));
+        if fetch.is_none() && includes.is_none() && excludes.is_none() {
+            return self;
+        }
+        SourceFilter {
+            enabled: fetch.unwrap_or(true),
+            includes: includes.unwrap_or_default(),
+            excludes: excludes.unwrap_or_default(),
+        }
+    }
+
+    /// `source` as this filter returns it: `None` when no source is wanted.
+    pub fn apply(&self, source: &Value) -> Option<Value> {
+        self.enabled.then(|| filter_source(source, self))
+    }
 }
 
 /// A requested `fields` / `docvalue_fields` entry.
@@ -382,10 +429,7 @@ impl SearchBody {
             from: 0,
             size: 10,
             sort: vec![],
-            source: SourceFilter {
-                enabled: true,
-                ..SourceFilter::default()
-            },
+            source: SourceFilter::all(),
             track_total: TrackTotal::UpTo(DEFAULT_TRACK_TOTAL_HITS),
             search_after: None,
             aggs: None,
@@ -491,9 +535,6 @@ impl SearchBody {
                     }
                 }
                 "track_total_hits" => s.track_total = parse_track_total(&value)?,
-                "_source" => s.source = parse_source_filter(&value)?,
-                "_source_includes" => s.source.includes = v.split(',').map(str::to_string).collect(),
-                "_source_excludes" => s.source.excludes = v.split(',').map(str::to_string).collect(),
                 "timeout" => s.timeout = Some(parse_time_value(v, "timeout")?),
                 "allow_partial_search_results" => {
                     s.allow_partial = match v.as_str() {
@@ -510,6 +551,7 @@ impl SearchBody {
                 _ => {}
             }
         }
+        s.source = s.source.with_params(params);
         if s.from + s.size > MAX_RESULT_WINDOW {
             return Err(Error::illegal_argument(format!(
                 "Result window is too large, from + size must be less than or equal to: [{MAX_RESULT_WINDOW}] but was [{}]. See the scroll api for a more efficient way to request large data sets. This limit can be set by changing the [index.max_result_window] index level setting.",
@@ -1296,8 +1338,8 @@ impl Search<'_> {
                 if let Some(text) = get("_source")?.as_str() {
                     let source: Value = serde_json::from_str(text)
                         .map_err(|e| Error::internal(format!("stored _source is not JSON: {e}")))?;
-                    if self.body.source.enabled {
-                        hit.insert("_source".into(), filter_source(&source, &self.body.source));
+                    if let Some(filtered) = self.body.source.apply(&source) {
+                        hit.insert("_source".into(), filtered);
                     }
                     let index = hit["_index"].as_str().unwrap_or_default();
                     if let Some(marked) = highlight

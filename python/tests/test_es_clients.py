@@ -363,6 +363,20 @@ def test_mget(node):
     assert missing["error"]["type"] == "index_not_found_exception"
 
 
+def test_get_source_filtering(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    client.index(index="src", id="1", document={"a": 1, "b": {"c": 2, "d": 3}})
+    assert client.get_source(index="src", id="1", source_excludes=["b.d"]).body == {"a": 1, "b": {"c": 2}}
+    assert client.get(index="src", id="1", source_includes=["b.c"])["_source"] == {"b": {"c": 2}}
+    assert "_source" not in client.get(index="src", id="1", source=False)
+    assert client.exists_source(index="src", id="1")
+    assert not client.exists_source(index="src", id="2")
+    with pytest.raises(elasticsearch.NotFoundError):
+        client.get_source(index="src", id="2")
+    docs = client.mget(index="src", ids=["1"], source=["a"])["docs"]
+    assert docs[0]["_source"] == {"a": 1}
+
+
 def test_put_mapping_and_settings(node):
     client = elasticsearch.Elasticsearch(node.url)
     client.indices.create(index="grow", mappings={"dynamic": "strict", "properties": {"a": {"type": "long"}}})

@@ -395,6 +395,77 @@ fn replace_get_and_delete_by_id() -> Result<()> {
 }
 
 #[test]
+fn gets_filter_the_source_as_asked() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let doc = json!({"title": "lamp", "price": 12, "tags": ["a", "b"], "dims": {"w": 3, "h": 4}});
+    let (status, _) = s.put("/shop/_doc/1?refresh=true", &doc)?;
+    assert_eq!(status, 201);
+    for (query, want) in [
+        ("", Some(doc.clone())),
+        ("?_source=true", Some(doc.clone())),
+        ("?_source=false", None),
+        (
+            "?_source=title,dims.w",
+            Some(json!({"title": "lamp", "dims": {"w": 3}})),
+        ),
+        ("?_source_includes=dims", Some(json!({"dims": {"w": 3, "h": 4}}))),
+        (
+            "?_source_excludes=dims.*,tags",
+            Some(json!({"title": "lamp", "price": 12, "dims": {}})),
+        ),
+        ("?_source=false&_source_includes=price", None),
+        (
+            "?_source_includes=d*&_source_excludes=dims.h",
+            Some(json!({"dims": {"w": 3}})),
+        ),
+    ] {
+        let (status, body) = s.get(&format!("/shop/_doc/1{query}"))?;
+        assert_eq!((status, &body["found"]), (200, &json!(true)), "{query}: {body}");
+        assert_eq!(body.get("_source"), want.as_ref(), "{query}");
+        // The source endpoint answers the same source alone.
+        let (status, source) = s.get(&format!("/shop/_source/1{query}"))?;
+        assert_eq!(
+            (status, Some(&source)),
+            (200, want.as_ref().or(Some(&json!({})))),
+            "{query}"
+        );
+        // So do searches, by the same URL parameters.
+        let (_, found) = s.get(&format!("/shop/_search{query}"))?;
+        assert_eq!(found["hits"]["hits"][0].get("_source"), want.as_ref(), "{query}");
+    }
+    let (status, body) = s.get("/shop/_source/2")?;
+    assert_es_error(status, &body, 404, "resource_not_found_exception");
+    assert_eq!(body["error"]["reason"], json!("Document not found [shop]/[2]"));
+    assert_eq!(s.request("HEAD", "/shop/_source/1", None, "")?.0, 200);
+    assert_eq!(s.request("HEAD", "/shop/_source/2", None, "")?.0, 404);
+
+    // `_mget` filters each document by its own `_source`, else the URL's.
+    let (status, body) = s.post(
+        "/shop/_mget?_source_includes=price",
+        &json!({"docs": [{"_id": "1"}, {"_id": "1", "_source": false}, {"_id": "1", "_source": ["tags"]},
+                         {"_id": "1", "_source": {"includes": ["dims"], "excludes": ["dims.w"]}}]}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let sources: Vec<Option<&Value>> = body["docs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| d.get("_source"))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            Some(&json!({"price": 12})),
+            None,
+            Some(&json!({"tags": ["a", "b"]})),
+            Some(&json!({"dims": {"h": 4}}))
+        ]
+    );
+    Ok(())
+}
+
+#[test]
 fn pushdown_is_visible_and_bounded() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let s = Server::start(dir.path())?;

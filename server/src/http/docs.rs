@@ -14,6 +14,7 @@ use quidditch_index::index::{Condition, DocWrite, SeqNoCondition};
 use quidditch_index::indices::apply_refresh;
 use quidditch_index::shard::StoredDoc;
 use quidditch_index::{Error, RefreshPolicy};
+use quidditch_planner::search::SourceFilter;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
@@ -218,41 +219,54 @@ pub async fn delete(
     write_one(&node, &index, write, &params).await
 }
 
-/// The realtime get of one document, as Elasticsearch renders it, and
-/// whether it was found.
-async fn get_json(node: &Node, index: &str, id: &str) -> ApiResult<(bool, Value)> {
+/// The realtime get of one document: the name of the index that holds
+/// it (through an alias) and the document, if there.
+async fn read_doc(node: &Node, index: &str, id: &str) -> ApiResult<(String, Option<StoredDoc>)> {
     let target = node.indices.single_index(index)?;
-    let id_owned = id.to_string();
+    let id = id.to_string();
     let (target, doc) = tokio::task::spawn_blocking(move || {
-        let doc = target.get(&id_owned);
+        let doc = target.get(&id);
         (target, doc)
     })
     .await?;
-    doc_json(&target.name(), id, doc?)
+    Ok((target.name(), doc?))
 }
 
-/// A document as a get answers it, and whether it was found.
-fn doc_json(index: &str, id: &str, doc: Option<StoredDoc>) -> ApiResult<(bool, Value)> {
+/// A document as a get answers it, with its source filtered by `filter`,
+/// and whether it was found.
+fn doc_json(
+    index: &str,
+    id: &str,
+    doc: Option<StoredDoc>,
+    filter: &SourceFilter,
+) -> ApiResult<(bool, Value)> {
     Ok(match doc {
         Some(doc) => {
-            let source: Value = serde_json::from_str(&doc.source).map_err(ApiError::internal)?;
-            (
-                true,
-                json!({
-                    "_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
-                    "_primary_term": quidditch_index::index::PRIMARY_TERM, "found": true, "_source": source,
-                }),
-            )
+            let mut body = json!({
+                "_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
+                "_primary_term": quidditch_index::index::PRIMARY_TERM, "found": true,
+            });
+            if let Some(source) = filter.apply(&stored_source(&doc)?) {
+                body["_source"] = source;
+            }
+            (true, body)
         }
         None => (false, json!({"_index": index, "_id": id, "found": false})),
     })
 }
 
+/// A stored document's source as JSON.
+fn stored_source(doc: &StoredDoc) -> ApiResult<Value> {
+    serde_json::from_str(&doc.source).map_err(ApiError::internal)
+}
+
 pub async fn get(
     State(node): State<Arc<Node>>,
     Path((index, id)): Path<(String, String)>,
+    Query(params): Query<Params>,
 ) -> ApiResult<Response> {
-    let (found, body) = get_json(&node, &index, &id).await?;
+    let (target, doc) = read_doc(&node, &index, &id).await?;
+    let (found, body) = doc_json(&target, &id, doc, &SourceFilter::all().with_params(&params))?;
     Ok(if found {
         ok_json(&body)
     } else {
@@ -260,12 +274,65 @@ pub async fn get(
     })
 }
 
-/// `_mget`: `{"docs": [{"_index", "_id"}, ...]}`, or `{"ids": [...]}` with
-/// the index from the path; each document answered as `GET` answers it, or
-/// with its own error.
-async fn run_mget(node: &Node, default_index: Option<&str>, body: &[u8]) -> ApiResult<Response> {
+/// `GET /{index}/_source/{id}`: the document's source alone (filtered as
+/// `GET` filters it).
+pub async fn get_source(
+    State(node): State<Arc<Node>>,
+    Path((index, id)): Path<(String, String)>,
+    Query(params): Query<Params>,
+) -> ApiResult<Response> {
+    let (target, doc) = read_doc(&node, &index, &id).await?;
+    let Some(doc) = doc else {
+        return Err(source_not_found(&target, &id));
+    };
+    let filter = SourceFilter::all().with_params(&params);
+    Ok(ok_json(
+        &filter.apply(&stored_source(&doc)?).unwrap_or_else(|| json!({})),
+    ))
+}
+
+/// `HEAD /{index}/_source/{id}`: whether the document is there.
+pub async fn head_source(
+    State(node): State<Arc<Node>>,
+    Path((index, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (target, doc) = read_doc(&node, &index, &id).await?;
+    match doc {
+        Some(_) => Ok(StatusCode::OK.into_response()),
+        None => Err(source_not_found(&target, &id)),
+    }
+}
+
+/// Elasticsearch's error for the source of a missing document.
+fn source_not_found(index: &str, id: &str) -> ApiError {
+    ApiError::new(
+        404,
+        "resource_not_found_exception",
+        format!("Document not found [{index}]/[{id}]"),
+    )
+}
+
+/// A document `_mget` asks for of an index.
+struct Wanted {
+    /// Its place in the request.
+    position: usize,
+    id: String,
+    filter: SourceFilter,
+}
+
+/// `_mget`: `{"docs": [{"_index", "_id", "_source"?}, ...]}`, or
+/// `{"ids": [...]}` with the index from the path; each document answered as
+/// `GET` answers it (its source filtered by its own `_source`, else the
+/// URL's), or with its own error.
+async fn run_mget(
+    node: &Node,
+    default_index: Option<&str>,
+    params: &Params,
+    body: &[u8],
+) -> ApiResult<Response> {
     let body = parse_body(body)?.ok_or_else(|| ApiError::bad_request("request body is required"))?;
-    let mut wanted: Vec<(Option<String>, String)> = Vec::new();
+    let url_filter = SourceFilter::all().with_params(params);
+    let mut wanted: Vec<(Option<String>, String, SourceFilter)> = Vec::new();
     let id_of = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -282,13 +349,17 @@ async fn run_mget(node: &Node, default_index: Option<&str>, body: &[u8]) -> ApiR
                     )
                 })?;
                 let index = d.get("_index").and_then(Value::as_str).map(str::to_string);
-                wanted.push((index.or_else(|| default_index.map(str::to_string)), id));
+                let filter = match d.get("_source") {
+                    Some(v) => SourceFilter::parse(v)?,
+                    None => url_filter.clone(),
+                };
+                wanted.push((index.or_else(|| default_index.map(str::to_string)), id, filter));
             }
         }
         (None, Some(Value::Array(ids))) => {
             for v in ids {
                 let id = id_of(v).ok_or_else(|| ApiError::bad_request("[ids] must hold strings"))?;
-                wanted.push((default_index.map(str::to_string), id));
+                wanted.push((default_index.map(str::to_string), id, url_filter.clone()));
             }
         }
         _ => {
@@ -301,8 +372,8 @@ async fn run_mget(node: &Node, default_index: Option<&str>, body: &[u8]) -> ApiR
     }
     // The documents of each named index are read together: one call per
     // node that holds some of them.
-    let mut by_name: Vec<(String, Vec<(usize, String)>)> = Vec::new();
-    for (position, (index, id)) in wanted.into_iter().enumerate() {
+    let mut by_name: Vec<(String, Vec<Wanted>)> = Vec::new();
+    for (position, (index, id, filter)) in wanted.into_iter().enumerate() {
         let Some(index) = index else {
             return Err(ApiError::new(
                 400,
@@ -311,8 +382,8 @@ async fn run_mget(node: &Node, default_index: Option<&str>, body: &[u8]) -> ApiR
             ));
         };
         match by_name.iter_mut().find(|(name, _)| *name == index) {
-            Some((_, ids)) => ids.push((position, id)),
-            None => by_name.push((index, vec![(position, id)])),
+            Some((_, ids)) => ids.push(Wanted { position, id, filter }),
+            None => by_name.push((index, vec![Wanted { position, id, filter }])),
         }
     }
     let mut answered: Vec<(usize, Value)> = Vec::new();
@@ -322,23 +393,23 @@ async fn run_mget(node: &Node, default_index: Option<&str>, body: &[u8]) -> ApiR
             Ok(target) => target,
             Err(e) => {
                 let e = ApiError::from(e);
-                answered.extend(ids.iter().map(|(at, id)| (*at, failed(&e, id))));
+                answered.extend(ids.iter().map(|w| (w.position, failed(&e, &w.id))));
                 continue;
             }
         };
-        let wanted: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+        let wanted: Vec<String> = ids.iter().map(|w| w.id.clone()).collect();
         let (target, found) = tokio::task::spawn_blocking(move || {
             let found = target.get_many(&wanted);
             (target, found)
         })
         .await?;
         let concrete = target.name();
-        for ((at, id), doc) in ids.into_iter().zip(found) {
+        for (Wanted { position, id, filter }, doc) in ids.into_iter().zip(found) {
             let doc = doc
                 .map_err(ApiError::from)
-                .and_then(|doc| doc_json(&concrete, &id, doc));
+                .and_then(|doc| doc_json(&concrete, &id, doc, &filter));
             answered.push((
-                at,
+                position,
                 match doc {
                     Ok((_, doc)) => doc,
                     Err(e) => failed(&e, &id),
@@ -351,24 +422,28 @@ async fn run_mget(node: &Node, default_index: Option<&str>, body: &[u8]) -> ApiR
     Ok(ok_json(&json!({"docs": docs})))
 }
 
-pub async fn mget(State(node): State<Arc<Node>>, body: Bytes) -> ApiResult<Response> {
-    run_mget(&node, None, &body).await
+pub async fn mget(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    run_mget(&node, None, &params, &body).await
 }
 
 pub async fn mget_index(
     State(node): State<Arc<Node>>,
     Path(index): Path<String>,
+    Query(params): Query<Params>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    run_mget(&node, Some(&index), &body).await
+    run_mget(&node, Some(&index), &params, &body).await
 }
 
 pub async fn head(
     State(node): State<Arc<Node>>,
     Path((index, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let target = node.indices.single_index(&index)?;
-    let doc = tokio::task::spawn_blocking(move || target.get(&id)).await??;
+    let (_, doc) = read_doc(&node, &index, &id).await?;
     Ok(if doc.is_some() {
         StatusCode::OK
     } else {

@@ -157,6 +157,10 @@ pub fn router(node: Arc<Node>) -> Router {
             put(docs::create_doc).post(docs::create_doc),
         )
         .route("/{index}/_update/{id}", post(docs::update))
+        .route(
+            "/{index}/_source/{id}",
+            get(docs::get_source).head(docs::head_source),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&node),
