@@ -236,21 +236,23 @@ impl WriteState {
         let Some(first_seq) = first else {
             return Ok(());
         };
-        for op in self.translog.read_all()? {
+        let mut listed = Vec::new();
+        self.translog.for_each(|op| {
             let OpKind::Index { source } = op.kind else {
-                continue;
+                return Ok(());
             };
             let later_listed = self.live_entry(&op.id).is_some_and(|e| e.seq_no >= op.seq_no);
-            if op.seq_no < first_seq || !self.may_be_unlisted(&op.id) || later_listed {
-                continue;
+            if op.seq_no >= first_seq && self.may_be_unlisted(&op.id) && !later_listed {
+                let entry = LiveEntry {
+                    version: op.version,
+                    seq_no: op.seq_no,
+                    source: Some(source),
+                };
+                listed.push((op.id, entry));
             }
-            let entry = LiveEntry {
-                version: op.version,
-                seq_no: op.seq_no,
-                source: Some(source),
-            };
-            self.live.insert(op.id, entry);
-        }
+            Ok(())
+        })?;
+        self.live.extend(listed);
         self.unlisted = Unlisted::default();
         self.unlisted_refreshing = Unlisted::default();
         self.list_generated = true;
@@ -734,17 +736,19 @@ impl Shard {
                 .writer_with_num_threads(self.writer_threads, WRITER_MEMORY)?;
         }
         let committed = committed_next_seq(&self.index)?;
-        let ops = state.translog.read_all()?;
         let mut replayed = 0;
         // The live versions already hold (or list on demand) every write
         // since the last reload: only the writer learns them again, so that
         // a replay that fails half-way leaves them as they are.
-        for op in ops.iter().filter(|op| op.seq_no >= committed) {
-            replay_op(&self.fields, op, &*self.reparse, &mut |change| {
-                apply_change(writer, change)
-            })?;
-            replayed += 1;
-        }
+        state.translog.for_each(|op| {
+            if op.seq_no >= committed {
+                replay_op(&self.fields, &op, &*self.reparse, &mut |change| {
+                    apply_change(writer, change)
+                })?;
+                replayed += 1;
+            }
+            Ok(())
+        })?;
         state.writer_failed = false;
         tracing::warn!(
             shard = self.ordinal,

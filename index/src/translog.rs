@@ -19,7 +19,7 @@
 //! file; the shard skips the records its last commit holds.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -251,20 +251,23 @@ impl Translog {
         }
     }
 
-    /// Every record the log holds, those of the rolled generations first:
-    /// each write the shard has not committed is among them. A record that
-    /// does not decode is an error, not the end: no append is in flight
-    /// while the log is borrowed, so the records after it would be lost.
-    pub fn read_all(&self) -> Result<Vec<Op>> {
-        let mut ops = Vec::new();
+    /// Calls `f` with every record the log holds, those of the rolled
+    /// generations first (each write the shard has not committed is among
+    /// them), reading one record at a time. A record that does not decode
+    /// is an error, not the end: no append is in flight while the log is
+    /// borrowed, so the records after it would be lost.
+    pub fn for_each(&self, mut f: impl FnMut(Op) -> Result<()>) -> Result<()> {
+        let mut record = Vec::new();
         for path in self.rolled.iter().chain([&self.path]) {
-            let data = std::fs::read(path)?;
-            let end = decode_records(&data, &mut ops);
-            if end < data.len() {
-                return Err(corrupt_at(path, end));
+            let mut file = BufReader::new(File::open(path)?);
+            let mut at = 0;
+            while let Some(len) = read_record(&mut file, &mut record).map_err(|_| corrupt_at(path, at))? {
+                let (op, _, _) = decode(&record).ok_or_else(|| corrupt_at(path, at))?;
+                at += len;
+                f(op)?;
             }
         }
-        Ok(ops)
+        Ok(())
     }
 
     /// Current size in bytes.
@@ -328,6 +331,28 @@ fn appended_after(data: &[u8], end: usize, last_seq: Option<u64>) -> bool {
         placed
             && matches!(decode(&data[at..]), Some((op, _, Some(_))) if last_seq.is_none_or(|last| op.seq_no > last))
     })
+}
+
+/// Reads the next record of `file` into `record` and returns its length;
+/// `None` at the end of the file. A record cut short, or one longer than
+/// any record is, is an error.
+fn read_record(file: &mut impl Read, record: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
+    record.resize(HEADER, 0);
+    let mut got = 0;
+    while got < HEADER {
+        match file.read(&mut record[got..])? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => got += n,
+        }
+    }
+    let len = u32::from_le_bytes(record[..4].try_into().expect("4 bytes")) as usize;
+    if len > MAX_RECORD {
+        return Err(std::io::ErrorKind::InvalidData.into());
+    }
+    record.resize(HEADER + len, 0);
+    file.read_exact(&mut record[HEADER..])?;
+    Ok(Some(HEADER + len))
 }
 
 /// The error of a record that does not decode before the end of its file.
@@ -690,6 +715,32 @@ mod tests {
         Ok(())
     }
 
+    /// The records an open log holds.
+    fn held(log: &Translog) -> Result<Vec<Op>> {
+        let mut ops = Vec::new();
+        log.for_each(|op| {
+            ops.push(op);
+            Ok(())
+        })?;
+        Ok(ops)
+    }
+
+    /// A record cut short is damage to what an open log holds, not its end.
+    #[test]
+    fn a_record_cut_short_fails_a_read() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (mut log, _) = Translog::open(dir.path())?;
+        log.append(&[op(0), op(1)])?;
+        assert_eq!(held(&log)?, vec![op(0), op(1)]);
+        let current = dir.path().join(CURRENT_FILE);
+        let len = std::fs::metadata(&current)?.len();
+        OpenOptions::new().write(true).open(&current)?.set_len(len - 1)?;
+        let err = held(&log).err().map(|e| e.to_string()).unwrap_or_default();
+        let second = encoded_len(&op(0));
+        assert!(err.contains(&format!("is corrupt at byte {second},")), "{err}");
+        Ok(())
+    }
+
     /// When the current file is empty, the last generation may have taken
     /// the last append (a roll that could not create the current file), so
     /// its torn tail is cut as the current file's would be.
@@ -715,9 +766,9 @@ mod tests {
         log.roll()?;
         log.append(&[op(4)])?;
         // What the open log holds: the rolled generations, then the current file.
-        assert_eq!(log.read_all()?, vec![op(0), op(1), op(2), op(3), op(4)]);
+        assert_eq!(held(&log)?, vec![op(0), op(1), op(2), op(3), op(4)]);
         log.drop_rolled();
-        assert_eq!(log.read_all()?, vec![op(4)]);
+        assert_eq!(held(&log)?, vec![op(4)]);
         drop(log);
         let (mut log, replay) = Translog::open(dir.path())?;
         assert_eq!(replay.ops, vec![op(4)]);
