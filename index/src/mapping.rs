@@ -93,6 +93,55 @@ impl FieldType {
     }
 }
 
+/// A query value for an integer field, as Elasticsearch 8.15 reads one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IntegerValue {
+    /// An integer, taken exactly (a long beyond 2^53 has no f64 of its own).
+    Exact(i64),
+    /// A number with a fractional part: a term with one matches nothing,
+    /// and a range bound with one rounds inwards, if [`in_query_range`].
+    Fraction(f64),
+    /// An integer beyond the range Elasticsearch checks ("Value [...] is
+    /// out of range for an integer"): `byte` and `short` fields are queried
+    /// as integers, so a value beyond their own range matches nothing
+    /// (8.16 makes an out-of-range term match nothing too).
+    OutOfRange,
+    /// Not a number.
+    NotANumber,
+}
+
+/// Reads `text` as a query value for a field of the integer type `ty`.
+pub fn integer_value(ty: FieldType, text: &str) -> IntegerValue {
+    let text = text.trim();
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        // An integer literal beyond i64 is out of range too (its nearest
+        // f64 may be i64::MIN).
+        return match text.parse::<i64>() {
+            Ok(n) if ty == FieldType::Long || i32::try_from(n).is_ok() => IntegerValue::Exact(n),
+            _ => IntegerValue::OutOfRange,
+        };
+    }
+    let Some(f) = text.parse::<f64>().ok().filter(|f| f.is_finite()) else {
+        return IntegerValue::NotANumber;
+    };
+    match (f.fract() != 0.0, in_query_range(ty, f)) {
+        (true, _) => IntegerValue::Fraction(f),
+        (false, true) => IntegerValue::Exact(f as i64),
+        (false, false) => IntegerValue::OutOfRange,
+    }
+}
+
+/// Whether `f` is within the range Elasticsearch checks a query value for
+/// a field of the integer type `ty` against (a long's, else an integer's).
+pub fn in_query_range(ty: FieldType, f: f64) -> bool {
+    match ty {
+        // 2^63 itself is beyond a long, but the nearest f64 to i64::MAX.
+        FieldType::Long => f >= i64::MIN as f64 && f < i64::MAX as f64,
+        _ => f >= i32::MIN as f64 && f <= i32::MAX as f64,
+    }
+}
+
 /// One mapped field.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FieldMapping {

@@ -19,7 +19,7 @@ use tantivy::tokenizer::TokenizerManager;
 use tantivy::{Index, Term};
 
 use crate::error::{Error, Result};
-use crate::mapping::{FieldType, Mapping};
+use crate::mapping::{FieldType, IntegerValue, Mapping, integer_value};
 use crate::schema::{Fields, names};
 
 /// A typed value in a term or range query.
@@ -1036,14 +1036,16 @@ impl Compiler<'_> {
             FieldType::Double | FieldType::Float | FieldType::ScaledFloat => {
                 TermValue::F64(finite(text).ok_or_else(bad)?)
             }
-            _ => {
-                let (min, max) = ty.integer_range().ok_or_else(bad)?;
-                let n = text.parse::<i64>().ok().or_else(|| {
-                    let f = text.parse::<f64>().ok()?;
-                    (f.is_finite() && f.fract() == 0.0 && f.abs() < i64::MAX as f64).then_some(f as i64)
-                });
-                TermValue::I64(n.filter(|n| (min..=max).contains(n)).ok_or_else(bad)?)
+            FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
+                match integer_value(ty, text) {
+                    IntegerValue::Exact(n) => TermValue::I64(n),
+                    // No value of the field equals a fraction: it matches
+                    // nothing, as in Elasticsearch.
+                    IntegerValue::Fraction(f) => TermValue::F64(f),
+                    IntegerValue::OutOfRange | IntegerValue::NotANumber => return Err(bad()),
+                }
             }
+            FieldType::Keyword | FieldType::Ip | FieldType::Text | FieldType::Date => return Err(bad()),
         };
         Ok((value, None))
     }

@@ -8,7 +8,7 @@
 
 use std::ops::Bound;
 
-use quidditch_index::mapping::{Column, FieldType, Mapping};
+use quidditch_index::mapping::{self, Column, FieldType, IntegerValue, Mapping, in_query_range};
 use quidditch_index::query::{
     LeafQuery, TermValue, analyze, auto_fuzziness, strings_only_reason, takes_patterns, wildcard_regex,
 };
@@ -476,12 +476,14 @@ impl Lowering<'_> {
         Ok(match col.mapping.ty {
             FieldType::Keyword | FieldType::Ip | FieldType::Text => TermValue::Str(text_of(v, "term")?),
             FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
-                match integer_value(col.mapping.ty, v)? {
+                match integer_value(col.mapping.ty, v) {
                     IntegerValue::Exact(n) => TermValue::I64(n),
                     // A fraction equals no value of an integer column: the
                     // term matches nothing, as in Elasticsearch (which checks
                     // for a fraction before the range).
                     IntegerValue::Fraction(f) => TermValue::F64(f),
+                    IntegerValue::OutOfRange => return Err(out_of_range(col.mapping.ty, v)),
+                    IntegerValue::NotANumber => return Err(not_a_number(v)),
                 }
             }
             FieldType::Double | FieldType::Float | FieldType::ScaledFloat => {
@@ -1044,9 +1046,11 @@ impl Lowering<'_> {
             Ok(Some(match col.mapping.ty {
                 FieldType::Date => TermValue::I64(self.date_value(&col, v, format, tz.as_ref(), round_up)?),
                 FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
-                    match integer_value(col.mapping.ty, v)? {
+                    match integer_value(col.mapping.ty, v) {
                         IntegerValue::Exact(n) => TermValue::I64(n),
-                        IntegerValue::Fraction(f) if !in_range(col.mapping.ty, f) => {
+                        IntegerValue::NotANumber => return Err(not_a_number(v)),
+                        IntegerValue::OutOfRange => return Err(out_of_range(col.mapping.ty, v)),
+                        IntegerValue::Fraction(f) if !in_query_range(col.mapping.ty, f) => {
                             return Err(out_of_range(col.mapping.ty, v));
                         }
                         // Integer fields round fractional bounds inwards: `gt 1.5`
@@ -1583,55 +1587,12 @@ fn strings_only(clause: &str, field: &str, col: &Column) -> Result<()> {
     }
 }
 
-/// A query value for an integer field, as Elasticsearch reads it.
-enum IntegerValue {
-    /// An integer, taken exactly (a long beyond 2^53 has no f64 of its own).
-    Exact(i64),
-    /// A number with a fractional part.
-    Fraction(f64),
-}
-
-/// Reads `v` for a field of the integer type `ty`: a value that is not a
-/// number is a 400, and so is an integer beyond the range that
-/// Elasticsearch 8.15 checks ("Value [...] is out of range for an integer":
-/// `byte` and `short` fields are queried as integers, so a value beyond
-/// their own range matches nothing; 8.16 makes an out-of-range term match
-/// nothing too). A fraction is not checked here: a term with one matches
-/// nothing, and a range checks it with [`in_range`].
-fn integer_value(ty: FieldType, v: &Value) -> Result<IntegerValue> {
-    let text = match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim().to_string(),
-        _ => String::new(),
-    };
-    let digits = text.strip_prefix('-').unwrap_or(&text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        // An integer literal beyond i64 is out of range too (its nearest
-        // f64 may be i64::MIN).
-        return match text.parse::<i64>() {
-            Ok(n) if ty == FieldType::Long || i32::try_from(n).is_ok() => Ok(IntegerValue::Exact(n)),
-            _ => Err(out_of_range(ty, v)),
-        };
-    }
-    let Some(f) = text.parse::<f64>().ok().filter(|f| f.is_finite()) else {
-        return Err(not_a_number(v));
-    };
-    if f.fract() != 0.0 {
-        return Ok(IntegerValue::Fraction(f));
-    }
-    match in_range(ty, f) {
-        true => Ok(IntegerValue::Exact(f as i64)),
-        false => Err(out_of_range(ty, v)),
-    }
-}
-
-/// Whether `f` is within the range Elasticsearch checks a query value for
-/// a field of the integer type `ty` against (a long's, else an integer's).
-fn in_range(ty: FieldType, f: f64) -> bool {
-    match ty {
-        // 2^63 itself is beyond a long, but the nearest f64 to i64::MAX.
-        FieldType::Long => f >= i64::MIN as f64 && f < i64::MAX as f64,
-        _ => f >= i32::MIN as f64 && f <= i32::MAX as f64,
+/// Reads `v` as a query value for a field of the integer type `ty`.
+fn integer_value(ty: FieldType, v: &Value) -> IntegerValue {
+    match v {
+        Value::Number(n) => mapping::integer_value(ty, &n.to_string()),
+        Value::String(s) => mapping::integer_value(ty, s),
+        _ => IntegerValue::NotANumber,
     }
 }
 
@@ -1689,9 +1650,10 @@ mod tests {
     #[test]
     fn integer_values_are_read_as_elasticsearch_reads_them() {
         let read = |ty, v: Value| match integer_value(ty, &v) {
-            Ok(IntegerValue::Exact(n)) => format!("exact {n}"),
-            Ok(IntegerValue::Fraction(f)) => format!("fraction {f}"),
-            Err(e) => e.reason.clone(),
+            IntegerValue::Exact(n) => format!("exact {n}"),
+            IntegerValue::Fraction(f) => format!("fraction {f}"),
+            IntegerValue::OutOfRange => out_of_range(ty, &v).reason.clone(),
+            IntegerValue::NotANumber => not_a_number(&v).reason.clone(),
         };
         let range =
             |v: &str, kind: &str| format!("failed to create query: Value [{v}] is out of range for {kind}");
