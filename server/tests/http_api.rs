@@ -2223,34 +2223,42 @@ fn sql_reads_several_indices_as_one_table() -> Result<()> {
 fn concurrent_updates_retry_on_conflict_and_lose_nothing() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let s = Server::start(dir.path())?;
-    let (status, _) = s.put("/counters/_doc/c", &json!({"start": 0}))?;
-    assert_eq!(status, 201);
-    let statuses = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..4)
-            .map(|t| {
-                let s = &s;
-                scope.spawn(move || -> Result<Vec<u16>> {
-                    let mut out = Vec::new();
-                    for i in 0..10 {
-                        let (status, _) = s.post(
-                            "/counters/_update/c?retry_on_conflict=100",
-                            &json!({"doc": {format!("t{t}_{i}"): i}}),
-                        )?;
-                        out.push(status);
-                    }
-                    Ok(out)
+    // Each worker's updates go through `_update`, or as bulk update lines.
+    for (id, through_bulk) in [("c", false), ("b", true)] {
+        let (status, _) = s.put(&format!("/counters/_doc/{id}"), &json!({"start": 0}))?;
+        assert_eq!(status, 201);
+        let statuses = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|t| {
+                    let s = &s;
+                    scope.spawn(move || -> Result<Vec<u16>> {
+                        let mut out = Vec::new();
+                        for i in 0..10 {
+                            let doc = json!({"doc": {format!("t{t}_{i}"): i}});
+                            let status = if through_bulk {
+                                let line = json!({"update": {"_id": id, "retry_on_conflict": 100}});
+                                let (status, body) = s.bulk("/counters/_bulk", &[line, doc])?;
+                                item_statuses(&body).first().map_or(status, |item| *item as u16)
+                            } else {
+                                let path = format!("/counters/_update/{id}?retry_on_conflict=100");
+                                s.post(&path, &doc)?.0
+                            };
+                            out.push(status);
+                        }
+                        Ok(out)
+                    })
                 })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().map_err(|_| anyhow!("a worker panicked"))?)
-            .collect::<Result<Vec<_>>>()
-    })?;
-    assert!(statuses.iter().flatten().all(|s| *s == 200), "{statuses:?}");
-    let (_, doc) = s.get("/counters/_doc/c")?;
-    let keys = doc["_source"].as_object().map_or(0, |o| o.len());
-    assert_eq!((keys, &doc["_version"]), (41, &json!(41)), "{doc}");
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().map_err(|_| anyhow!("a worker panicked"))?)
+                .collect::<Result<Vec<_>>>()
+        })?;
+        assert!(statuses.iter().flatten().all(|s| *s == 200), "{statuses:?}");
+        let (_, doc) = s.get(&format!("/counters/_doc/{id}"))?;
+        let keys = doc["_source"].as_object().map_or(0, |o| o.len());
+        assert_eq!((keys, &doc["_version"]), (41, &json!(41)), "{doc}");
+    }
 
     // A bulk update line takes it too, and the writes after it to the same
     // id apply after it, in order; a conditional update cannot retry.
