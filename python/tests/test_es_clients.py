@@ -375,6 +375,7 @@ def test_get_source_filtering(node):
         client.get_source(index="src", id="2")
     docs = client.mget(index="src", ids=["1"], source=["a"])["docs"]
     assert docs[0]["_source"] == {"a": 1}
+    assert client.get(index="src", id="1", filter_path="found,_source.a").body == {"found": True, "_source": {"a": 1}}
 
 
 def test_put_mapping_and_settings(node):

@@ -466,6 +466,47 @@ fn gets_filter_the_source_as_asked() -> Result<()> {
 }
 
 #[test]
+fn every_json_answer_takes_filter_path_and_pretty() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let lines = [
+        json!({"index": {"_id": "1"}}),
+        json!({"title": "lamp", "n": 1}),
+        json!({"index": {"_id": "2"}}),
+        json!({"title": "desk", "n": "x"}),
+    ];
+    let (status, body) = s.bulk(
+        "/shop/_bulk?refresh=true&filter_path=errors,items.*.status",
+        &lines,
+    )?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"errors": true, "items": [{"index": {"status": 201}}, {"index": {"status": 400}}]})
+    );
+    let (_, body) = s.get("/shop/_doc/1?filter_path=_source.title,_version")?;
+    assert_eq!(body, json!({"_version": 1, "_source": {"title": "lamp"}}));
+    let (_, body) = s.get("/shop/_search?filter_path=hits.total.value,hits.hits._id")?;
+    assert_eq!(
+        body,
+        json!({"hits": {"total": {"value": 1}, "hits": [{"_id": "1"}]}})
+    );
+    let (_, body) = s.get("/_cat/indices?format=json&filter_path=index")?;
+    assert_eq!(body, json!([{"index": "shop"}]));
+    // An error is answered whole.
+    let (status, body) = s.get("/nope/_doc/1?filter_path=_id")?;
+    assert_es_error(status, &body, 404, "index_not_found_exception");
+
+    let pretty = s.get_text("/shop/_doc/1?pretty")?;
+    assert!(pretty.starts_with("{\n  \"_index\": \"shop\""), "{pretty}");
+    assert!(pretty.ends_with("}\n"), "{pretty}");
+    assert_eq!(serde_json::from_str::<Value>(&pretty)?, s.get("/shop/_doc/1")?.1);
+    let compact = s.get_text("/shop/_doc/1?pretty=false&filter_path=found")?;
+    assert_eq!(compact, r#"{"found":true}"#);
+    Ok(())
+}
+
+#[test]
 fn pushdown_is_visible_and_bounded() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let s = Server::start(dir.path())?;

@@ -162,6 +162,7 @@ pub fn router(node: Arc<Node>) -> Router {
             get(docs::get_source).head(docs::head_source),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(shape_json))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&node),
             coordinator_only,
@@ -205,6 +206,45 @@ async fn coordinator_only(
         ),
     )
     .into_response()
+}
+
+/// Elasticsearch's response parameters, on every API that answers JSON:
+/// `filter_path` keeps the parts of a successful answer it names (an error
+/// is answered whole, as Elasticsearch answers one), and `pretty` indents.
+async fn shape_json(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let params = axum::extract::Query::<Params>::try_from_uri(request.uri())
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let filter = params.get("filter_path").cloned();
+    let pretty = params.get("pretty").is_some_and(|v| v != "false");
+    let resp = next.run(request).await;
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct == "application/json");
+    if !json || (filter.is_none() && !pretty) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::internal("the response could not be read back to shape it").into_response();
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    if let Some(spec) = filter.filter(|_| parts.status.is_success()) {
+        value = search::filter_path(&value, &spec);
+    }
+    let mut out = match pretty {
+        true => serde_json::to_vec_pretty(&value),
+        false => serde_json::to_vec(&value),
+    }
+    .unwrap_or_default();
+    if pretty {
+        out.push(b'\n');
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(out))
 }
 
 /// The `compatible-with` version a request asks for in `Accept` or

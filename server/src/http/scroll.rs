@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use quidditch_planner::search::{parse_time_value, sort_param};
 use serde_json::{Map, Value, json};
 
-use super::search::{respond, search_body};
+use super::search::search_body;
 use super::{ApiError, ApiResult, Params, ok_json, parse_body};
 use crate::node::Node;
 
@@ -206,7 +206,7 @@ pub async fn start(node: &Node, target: &str, params: &Params, body: &[u8]) -> A
     let id = new_scroll_id();
     out["_scroll_id"] = json!(id);
     node.scrolls.insert(id, ctx)?;
-    Ok(respond(&out, &params))
+    Ok(ok_json(&out))
 }
 
 fn missing_context(id: &str) -> ApiError {
@@ -262,7 +262,7 @@ pub async fn next(
     restore.ctx = None;
     out["_scroll_id"] = json!(id);
     node.scrolls.insert(id, ctx)?;
-    Ok(respond(&out, &params))
+    Ok(ok_json(&out))
 }
 
 /// Puts a scroll back as it was unless its page completed.

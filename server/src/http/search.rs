@@ -83,13 +83,6 @@ fn keep(value: &Value, patterns: &[&[&str]]) -> Option<Value> {
     }
 }
 
-pub(super) fn respond(out: &Value, params: &Params) -> Response {
-    match params.get("filter_path") {
-        Some(spec) => ok_json(&filter_path(out, spec)),
-        None => ok_json(out),
-    }
-}
-
 /// Counts a search's or count's answer in the node's metrics.
 fn record(node: &Node, out: quidditch_planner::Result<Value>) -> quidditch_planner::Result<Value> {
     match &out {
@@ -127,7 +120,7 @@ async fn run_search(node: &Node, target: &str, params: &Params, body: &[u8]) -> 
         again["timed_out"] = Value::Bool(true);
         out = Ok(again);
     }
-    Ok(respond(&record(node, out)?, params))
+    Ok(ok_json(&record(node, out)?))
 }
 
 pub async fn search(
@@ -148,7 +141,7 @@ pub async fn search_all(
 }
 
 async fn run_count(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
-    Ok(respond(&counted(node, target, params, body).await?, params))
+    Ok(ok_json(&counted(node, target, params, body).await?))
 }
 
 /// The `_count` answer of a request (also read by `_cat/count`).
@@ -200,7 +193,7 @@ fn ndjson(body: &[u8]) -> ApiResult<Vec<Value>> {
         .collect()
 }
 
-async fn run_msearch(node: &Node, target: Option<&str>, params: &Params, body: &[u8]) -> ApiResult<Response> {
+async fn run_msearch(node: &Node, target: Option<&str>, body: &[u8]) -> ApiResult<Response> {
     let lines = ndjson(body)?;
     let ctx = node.engine.session()?;
     let out = quidditch_planner::msearch(&ctx, node.engine.indices(), target, &lines).await?;
@@ -211,24 +204,19 @@ async fn run_msearch(node: &Node, target: Option<&str>, params: &Params, body: &
             node.search_metrics.answered(answer);
         }
     }
-    Ok(respond(&out, params))
+    Ok(ok_json(&out))
 }
 
-pub async fn msearch(
-    State(node): State<Arc<Node>>,
-    Query(params): Query<Params>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    run_msearch(&node, None, &params, &body).await
+pub async fn msearch(State(node): State<Arc<Node>>, body: Bytes) -> ApiResult<Response> {
+    run_msearch(&node, None, &body).await
 }
 
 pub async fn msearch_index(
     State(node): State<Arc<Node>>,
     Path(index): Path<String>,
-    Query(params): Query<Params>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    run_msearch(&node, Some(&index), &params, &body).await
+    run_msearch(&node, Some(&index), &body).await
 }
 
 #[cfg(test)]
