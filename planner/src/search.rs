@@ -13,7 +13,10 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::max;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, and, cast, col, lit, or};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{
+    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, and, cast, col, lit, or,
+};
 use datafusion::prelude::{SessionContext, ident};
 use futures::future::try_join_all;
 use quidditch_index::Indices;
@@ -166,6 +169,8 @@ pub struct SearchBody {
     /// (`seq_no_primary_term: true`).
     seq_no: bool,
     highlight: Option<Highlight>,
+    /// `collapse.field`: one hit per value of the field.
+    collapse: Option<String>,
 }
 
 /// A boolean option of the search body (`true`, `false`, or their text).
@@ -338,6 +343,33 @@ fn parse_sort_entry(v: &Value, out: &mut Vec<SortKey>) -> Result<()> {
     Ok(())
 }
 
+/// `collapse`: the field whose values the hits are collapsed by.
+fn parse_collapse(v: &Value) -> Result<String> {
+    let m = v
+        .as_object()
+        .ok_or_else(|| Error::parsing("[collapse] must be an object"))?;
+    let mut field = None;
+    for (k, v) in m {
+        match k.as_str() {
+            "field" => {
+                field = Some(
+                    v.as_str()
+                        .ok_or_else(|| Error::parsing("[collapse] [field] must be a string"))?
+                        .to_string(),
+                );
+            }
+            "max_concurrent_group_searches" => {}
+            "inner_hits" => {
+                return Err(Error::illegal_argument(
+                    "[collapse] [inner_hits] are not supported: collapse returns the top hit of each group",
+                ));
+            }
+            other => return Err(Error::parsing(format!("[collapse] unknown field [{other}]"))),
+        }
+    }
+    field.ok_or_else(|| Error::parsing("Required [field]"))
+}
+
 fn parse_source_filter(v: &Value) -> Result<SourceFilter> {
     let strings = |v: &Value| -> Result<Vec<String>> {
         match v {
@@ -443,6 +475,7 @@ impl SearchBody {
             version: false,
             seq_no: false,
             highlight: None,
+            collapse: None,
         };
         let empty = Map::new();
         let m = match body {
@@ -513,6 +546,7 @@ impl SearchBody {
                 }
                 "version" => s.version = bool_value(v, "version")?,
                 "seq_no_primary_term" => s.seq_no = bool_value(v, "seq_no_primary_term")?,
+                "collapse" => s.collapse = Some(parse_collapse(v)?),
                 "explain" | "profile" => {}
                 other => {
                     return Err(Error::parsing(format!(
@@ -558,6 +592,12 @@ impl SearchBody {
                 s.from + s.size
             ))
             .on_shards());
+        }
+        if s.collapse.is_some() && s.search_after.is_some() {
+            return Err(
+                Error::illegal_argument("cannot use `collapse` in conjunction with `search_after`")
+                    .on_shards(),
+            );
         }
         if let Some(after) = &s.search_after {
             if s.from > 0 {
@@ -1011,8 +1051,43 @@ impl Search<'_> {
         field_type(&self.targets, path)
     }
 
+    /// The collapse field must be mapped, and a keyword, number or date.
+    fn check_collapse(&self) -> Result<()> {
+        let Some(field) = &self.body.collapse else {
+            return Ok(());
+        };
+        match self.field_type(field) {
+            None if self.targets.is_empty() => Ok(()),
+            None => Err(Error::illegal_argument(format!(
+                "no mapping found for `{field}` in order to collapse on"
+            ))
+            .on_shards()),
+            Some(ty @ (FieldType::Text | FieldType::Boolean | FieldType::Ip)) => {
+                Err(Error::illegal_argument(format!(
+                    "collapse is not supported for the field [{field}] of the type [{}]",
+                    ty.name()
+                ))
+                .on_shards())
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The columns of `fields` and `docvalue_fields`, and of the collapse
+    /// field (which every collapsed hit reports under `fields`).
     fn field_columns(&self) -> Vec<FieldColumn> {
         let mut out: Vec<FieldColumn> = Vec::new();
+        if let Some(path) = &self.body.collapse
+            && let Some(ty) = self.field_type(path)
+        {
+            out.push(FieldColumn {
+                alias: "__collapse".into(),
+                path: path.clone(),
+                ty,
+                format: None,
+                doc_values: false,
+            });
+        }
         for req in &self.body.fields {
             let mut paths: Vec<String> = Vec::new();
             for t in &self.targets {
@@ -1072,6 +1147,7 @@ impl Search<'_> {
 
     fn plans(&self) -> Result<Plans> {
         self.check_sort()?;
+        self.check_collapse()?;
         let aggs = match &self.body.aggs {
             Some(tree) => aggs::plan(
                 tree,
@@ -1220,8 +1296,24 @@ impl Search<'_> {
                 types.get(i).cloned().flatten()
             })?)?;
         }
-        if !keys.is_empty() {
-            builder = builder.sort(keys.iter().map(|(e, desc, nf)| e.clone().sort(!desc, *nf)))?;
+        let order: Vec<SortExpr> = keys
+            .iter()
+            .map(|(e, desc, nf)| e.clone().sort(!desc, *nf))
+            .collect();
+        if self.body.collapse.is_some() {
+            // The first hit of each value of the collapse field, in the
+            // order of the hits.
+            let rank = row_number()
+                .partition_by(vec![col("__collapse")])
+                .order_by(order.clone())
+                .build()?
+                .alias("__collapse_rank");
+            builder = builder
+                .window(vec![rank])?
+                .filter(col("__collapse_rank").eq(lit(1u64)))?;
+        }
+        if !order.is_empty() {
+            builder = builder.sort(order)?;
         }
         Ok(builder.limit(self.body.from, Some(self.body.size))?.build()?)
     }
@@ -1356,6 +1448,12 @@ impl Search<'_> {
                     for (f, formatter) in fields.iter().zip(&formatters) {
                         let v = get(&f.alias)?;
                         let mut values: Vec<Value> = match v {
+                            // The group of the hits without a value of the
+                            // collapse field reports it as null.
+                            Value::Null if self.body.collapse.as_ref() == Some(&f.path) => {
+                                out.insert(f.path.clone(), json!([null]));
+                                continue;
+                            }
                             Value::Null => continue,
                             Value::Array(items) => items,
                             other => vec![other],

@@ -110,14 +110,24 @@ fn case_strategy() -> impl Strategy<Value = Case> {
             _ => format!("SELECT _id, n FROM docs WHERE {sql} ORDER BY n DESC NULLS LAST, _id LIMIT 15"),
         })
     });
-    let search =
-        (filter_strategy(), 0..60usize, 1..30usize, any::<bool>()).prop_map(|((_, q), from, size, asc)| {
+    let search = (
+        filter_strategy(),
+        0..60usize,
+        1..30usize,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|((_, q), from, size, asc, collapse)| {
             let order = if asc { "asc" } else { "desc" };
-            Case::Search(json!({
+            let mut body = json!({
                 "query": q, "from": from, "size": size,
                 "sort": [{"n": {"order": order, "missing": "_last"}}, {"_id": "asc"}],
                 "track_total_hits": true
-            }))
+            });
+            if collapse {
+                body["collapse"] = json!({"field": "k"});
+            }
+            Case::Search(body)
         });
     let aggs = (filter_strategy(), 0..6usize).prop_map(|((_, q), shape)| {
         let aggs = match shape {

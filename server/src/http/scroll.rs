@@ -178,6 +178,13 @@ pub async fn start(node: &Node, target: &str, params: &Params, body: &[u8]) -> A
             "Validation Failed: 1: using [from] is not allowed in a scroll context;",
         ));
     }
+    if body.contains_key("collapse") {
+        return Err(ApiError::new(
+            400,
+            "illegal_argument_exception",
+            "cannot use `collapse` in a scroll context",
+        ));
+    }
     if body.contains_key("search_after") {
         return Err(ApiError::new(
             400,
