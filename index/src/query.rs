@@ -1173,13 +1173,37 @@ impl Compiler<'_> {
 /// The terms the index's text analyzer makes of `text` (what `match`
 /// searches for).
 pub fn analyze(text: &str) -> Vec<String> {
+    analyze_tokens(text).into_iter().map(|t| t.text).collect()
+}
+
+/// A term of analyzed text, where it came from, and its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalyzedToken {
+    /// The term.
+    pub text: String,
+    /// Byte offset of its first character in the text.
+    pub start: usize,
+    /// Byte offset past its last character.
+    pub end: usize,
+    /// Its position among the terms.
+    pub position: usize,
+}
+
+/// The terms the index's text analyzer makes of `text`, with their offsets
+/// and positions (what a text field indexes).
+pub fn analyze_tokens(text: &str) -> Vec<AnalyzedToken> {
     let Some(mut tokenizer) = TokenizerManager::default().get("default") else {
         return vec![];
     };
     let mut stream = tokenizer.token_stream(text);
     let mut out = Vec::new();
     while let Some(token) = stream.next() {
-        out.push(token.text.clone());
+        out.push(AnalyzedToken {
+            text: token.text.clone(),
+            start: token.offset_from,
+            end: token.offset_to,
+            position: token.position,
+        });
     }
     out
 }

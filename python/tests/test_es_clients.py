@@ -378,6 +378,12 @@ def test_get_source_filtering(node):
     assert client.get(index="src", id="1", filter_path="found,_source.a").body == {"found": True, "_source": {"a": 1}}
 
 
+def test_analyze(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    tokens = client.indices.analyze(analyzer="standard", text="Hello, World 42")["tokens"]
+    assert [(t["token"], t["type"], t["position"]) for t in tokens] == [("hello", "<ALPHANUM>", 0), ("world", "<ALPHANUM>", 1), ("42", "<NUM>", 2)]
+
+
 def test_put_mapping_and_settings(node):
     client = elasticsearch.Elasticsearch(node.url)
     client.indices.create(index="grow", mappings={"dynamic": "strict", "properties": {"a": {"type": "long"}}})

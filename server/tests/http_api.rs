@@ -507,6 +507,99 @@ fn every_json_answer_takes_filter_path_and_pretty() -> Result<()> {
 }
 
 #[test]
+fn analyze_lists_the_terms_a_text_is_indexed_as() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put(
+        "/books",
+        &json!({"mappings": {"properties": {"title": {"type": "text"}, "isbn": {"type": "keyword"}, "n": {"type": "long"}}}}),
+    )?;
+    assert_eq!(status, 200);
+    let terms = |body: &Value| -> Vec<(String, i64)> {
+        body["tokens"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                (
+                    t["token"].as_str().unwrap_or("").to_string(),
+                    t["position"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect()
+    };
+    let (status, body) = s.post("/_analyze", &json!({"text": "The Quick-Brown fox"}))?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        terms(&body),
+        [("the", 0), ("quick", 1), ("brown", 2), ("fox", 3)].map(|(t, p)| (t.to_string(), p))
+    );
+    assert_eq!(
+        body["tokens"][1],
+        json!({"token": "quick", "start_offset": 4, "end_offset": 9, "type": "<ALPHANUM>", "position": 1})
+    );
+    let (_, body) = s.post(
+        "/books/_analyze",
+        &json!({"field": "title", "text": ["red fox", "jay"]}),
+    )?;
+    assert_eq!(
+        terms(&body),
+        [("red", 0), ("fox", 1), ("jay", 102)].map(|(t, p)| (t.to_string(), p))
+    );
+    let (_, body) = s.post("/books/_analyze", &json!({"field": "isbn", "text": "978-3 X"}))?;
+    assert_eq!(terms(&body), [("978-3 X".to_string(), 0)]);
+    // What the analysis says is what a search finds.
+    let (status, _) = s.put(
+        "/books/_doc/1?refresh=true",
+        &json!({"title": "The Quick-Brown fox"}),
+    )?;
+    assert_eq!(status, 201);
+    let (_, found) = s.post(
+        "/books/_count",
+        &json!({"query": {"match_phrase": {"title": "quick brown"}}}),
+    )?;
+    assert_eq!(found["count"], json!(1));
+
+    for (path, body, status, es_type) in [
+        ("/_analyze", json!({}), 400, "action_request_validation_exception"),
+        (
+            "/_analyze",
+            json!({"text": "a", "analyzer": "nope"}),
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "/_analyze",
+            json!({"text": "a", "field": "title"}),
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "/_analyze",
+            json!({"text": "a", "tokenizer": "whitespace"}),
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "/books/_analyze",
+            json!({"text": "a", "field": "n"}),
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "/nope/_analyze",
+            json!({"text": "a"}),
+            404,
+            "index_not_found_exception",
+        ),
+    ] {
+        let (got, answer) = s.post(path, &body)?;
+        assert_es_error(got, &answer, status, es_type);
+    }
+    Ok(())
+}
+
+#[test]
 fn pushdown_is_visible_and_bounded() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let s = Server::start(dir.path())?;

@@ -1,6 +1,7 @@
 //! The Elasticsearch-compatible HTTP API.
 
 mod aliases;
+mod analyze;
 mod auth;
 mod by_query;
 mod cat;
@@ -52,6 +53,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_mget", post(docs::mget).get(docs::mget))
         .route("/{index}/_mget", post(docs::mget_index).get(docs::mget_index))
         .route("/_sql", post(sql::sql).get(sql::sql))
+        .route("/_analyze", post(analyze::analyze).get(analyze::analyze))
+        .route(
+            "/{index}/_analyze",
+            post(analyze::analyze_index).get(analyze::analyze_index),
+        )
         .route("/_search", post(search::search_all).get(search::search_all))
         .route("/_count", post(search::count_all).get(search::count_all))
         .route("/_msearch", post(search::msearch).get(search::msearch))
