@@ -21,4 +21,4 @@ pub mod source;
 
 pub use aggs::udfs;
 pub use error::{Error, Result};
-pub use search::{Params, count, hits_rows, msearch, search};
+pub use search::{Params, count, hits_rows, msearch, search, validate};

@@ -912,7 +912,89 @@ fn url_query_string(q: &str, params: &Params) -> Value {
     json!({"query_string": qs})
 }
 
-/// `_count`: the number of documents matching `query`.
+/// A `_count` or `_validate/query` request: its query (the body's
+/// `query`, or the URL's `q`), the indices it reads and those left out,
+/// and its `now`.
+struct QueryRequest {
+    query: Option<Value>,
+    targets: Vec<Target>,
+    failed: Vec<FailedIndex>,
+    now_ms: i64,
+}
+
+impl QueryRequest {
+    fn new(indices: &Indices, target: &str, body: Option<&Value>, params: &Params) -> Result<QueryRequest> {
+        let mut query = None;
+        if let Some(Value::Object(m)) = body {
+            for (k, v) in m {
+                match k.as_str() {
+                    "query" => query = Some(v.clone()),
+                    other => {
+                        return Err(Error::parsing(format!("request does not support [{other}]")));
+                    }
+                }
+            }
+        }
+        if let Some(q) = params.get("q") {
+            query = Some(url_query_string(q, params));
+        }
+        let (targets, failed) = resolve_partial(indices, target)?;
+        Ok(QueryRequest {
+            query,
+            targets,
+            failed,
+            now_ms: now_ms(),
+        })
+    }
+
+    /// The query as target `t` runs it.
+    fn lower(&self, t: &Target) -> Result<LeafQuery> {
+        let ctx = QueryContext {
+            index: &t.name,
+            mapping: t.mapping(),
+            now_ms: self.now_ms,
+        };
+        lower_opt(self.query.as_ref(), &ctx)
+    }
+}
+
+/// `_validate/query`: whether the query is one every target index runs (it
+/// is lowered for each and counted, so that what only a shard finds wrong
+/// counts too), and with `explain` what it runs as in each.
+pub async fn validate(
+    ctx: &SessionContext,
+    indices: &Indices,
+    target: &str,
+    body: Option<&Value>,
+    params: &Params,
+) -> Result<Value> {
+    let req = QueryRequest::new(indices, target, body, params)?;
+    let explain = params.get("explain").is_some_and(|v| v != "false");
+    let mut explanations = Vec::new();
+    for t in &req.targets {
+        let checked = match req.lower(t) {
+            Ok(q) => match run_counts(ctx, &[count_plan(t, &q, None)?], std::slice::from_ref(t)).await {
+                Ok(_) => Ok(q.describe()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        explanations.push(match checked {
+            Ok(explanation) => json!({"index": t.name, "valid": true, "explanation": explanation}),
+            Err(e) => {
+                json!({"index": t.name, "valid": false, "error": format!("[{}] {}", e.es_type, e.reason)})
+            }
+        });
+    }
+    let valid = explanations.iter().all(|e| e["valid"] == json!(true));
+    let mut out = json!({"_shards": shards_json(&req.targets, &req.failed), "valid": valid});
+    if explain {
+        out["explanations"] = Value::Array(explanations);
+    }
+    Ok(out)
+}
+
+/// `_count`: the number of documents matching the query.
 pub async fn count(
     ctx: &SessionContext,
     indices: &Indices,
@@ -920,36 +1002,14 @@ pub async fn count(
     body: Option<&Value>,
     params: &Params,
 ) -> Result<Value> {
-    let mut query = None;
-    if let Some(Value::Object(m)) = body {
-        for (k, v) in m {
-            match k.as_str() {
-                "query" => query = Some(v.clone()),
-                other => {
-                    return Err(Error::parsing(format!("request does not support [{other}]")));
-                }
-            }
-        }
-    }
-    if let Some(q) = params.get("q") {
-        query = Some(url_query_string(q, params));
-    }
-    let (targets, failed) = resolve_partial(indices, target)?;
-    let now = now_ms();
-    let mut plans = Vec::new();
-    for t in &targets {
-        let q = lower_opt(
-            query.as_ref(),
-            &QueryContext {
-                index: &t.name,
-                mapping: t.mapping(),
-                now_ms: now,
-            },
-        )?;
-        plans.push(count_plan(t, &q, None)?);
-    }
-    let total = run_counts(ctx, &plans, &targets).await?;
-    Ok(json!({"count": total, "_shards": shards_json(&targets, &failed)}))
+    let req = QueryRequest::new(indices, target, body, params)?;
+    let plans = req
+        .targets
+        .iter()
+        .map(|t| count_plan(t, &req.lower(t)?, None))
+        .collect::<Result<Vec<_>>>()?;
+    let total = run_counts(ctx, &plans, &req.targets).await?;
+    Ok(json!({"count": total, "_shards": shards_json(&req.targets, &req.failed)}))
 }
 
 fn count_plan(target: &Target, query: &LeafQuery, min_score: Option<f32>) -> Result<LogicalPlan> {

@@ -378,8 +378,11 @@ def test_get_source_filtering(node):
     assert client.get(index="src", id="1", filter_path="found,_source.a").body == {"found": True, "_source": {"a": 1}}
 
 
-def test_analyze(node):
+def test_analyze_and_validate(node):
     client = elasticsearch.Elasticsearch(node.url)
+    client.index(index="v", id="1", document={"title": "red fox"}, refresh=True)
+    assert client.indices.validate_query(index="v", query={"match": {"title": "fox"}})["valid"]
+    assert not client.indices.validate_query(index="v", query={"no_such_query": {}})["valid"]
     tokens = client.indices.analyze(analyzer="standard", text="Hello, World 42")["tokens"]
     assert [(t["token"], t["type"], t["position"]) for t in tokens] == [("hello", "<ALPHANUM>", 0), ("world", "<ALPHANUM>", 1), ("42", "<NUM>", 2)]
 

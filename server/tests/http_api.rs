@@ -600,6 +600,52 @@ fn analyze_lists_the_terms_a_text_is_indexed_as() -> Result<()> {
 }
 
 #[test]
+fn validate_query_says_whether_each_index_runs_a_query() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put(
+        "/books",
+        &json!({"mappings": {"properties": {"title": {"type": "text"}, "n": {"type": "long"}}}}),
+    )?;
+    assert_eq!(status, 200);
+    let (status, body) = s.post(
+        "/books/_validate/query?explain=true",
+        &json!({"query": {"match": {"title": "red fox"}}}),
+    )?;
+    assert_eq!((status, &body["valid"]), (200, &json!(true)), "{body}");
+    assert_eq!(body["explanations"][0]["index"], json!("books"));
+    assert!(
+        body["explanations"][0]["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("match(title, 'red')") && e.contains("match(title, 'fox')")),
+        "{body}"
+    );
+    let (_, body) = s.get("/books/_validate/query?q=title:fox")?;
+    assert_eq!(body["valid"], json!(true), "{body}");
+    assert!(body.get("explanations").is_none(), "{body}");
+    // What the query language refuses, and what only a shard finds wrong
+    // (a prefix on a number field), are answered as invalid, not as errors.
+    for query in [
+        json!({"nope": {}}),
+        json!({"query_string": {"query": "n:1*", "lenient": false}}),
+    ] {
+        let (status, body) = s.post("/_validate/query?explain", &json!({"query": query}))?;
+        assert_eq!((status, &body["valid"]), (200, &json!(false)), "{query}: {body}");
+        assert!(
+            body["explanations"][0]["error"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+    }
+    let (status, body) = s.post("/nope/_validate/query", &json!({}))?;
+    assert_es_error(status, &body, 404, "index_not_found_exception");
+    let (status, body) = s.post("/books/_validate/query", &json!({"size": 1}))?;
+    assert_es_error(status, &body, 400, "parsing_exception");
+    Ok(())
+}
+
+#[test]
 fn pushdown_is_visible_and_bounded() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let s = Server::start(dir.path())?;

@@ -55,6 +55,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_sql", post(sql::sql).get(sql::sql))
         .route("/_analyze", post(analyze::analyze).get(analyze::analyze))
         .route(
+            "/_validate/query",
+            post(search::validate_all).get(search::validate_all),
+        )
+        .route(
+            "/{index}/_validate/query",
+            post(search::validate).get(search::validate),
+        )
+        .route(
             "/{index}/_analyze",
             post(analyze::analyze_index).get(analyze::analyze_index),
         )

@@ -175,6 +175,30 @@ pub async fn count_all(
     run_count(&node, "_all", &params, &body).await
 }
 
+async fn run_validate(node: &Node, target: &str, params: &Params, body: &[u8]) -> ApiResult<Response> {
+    let body = search_body(body)?;
+    let ctx = node.engine.session()?;
+    let out = quidditch_planner::validate(&ctx, node.engine.indices(), target, body.as_ref(), params).await?;
+    Ok(ok_json(&out))
+}
+
+pub async fn validate(
+    State(node): State<Arc<Node>>,
+    Path(index): Path<String>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    run_validate(&node, &index, &params, &body).await
+}
+
+pub async fn validate_all(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    run_validate(&node, "_all", &params, &body).await
+}
+
 /// NDJSON lines of an `_msearch` body.
 fn ndjson(body: &[u8]) -> ApiResult<Vec<Value>> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("request body is not UTF-8"))?;
