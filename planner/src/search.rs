@@ -547,7 +547,15 @@ impl SearchBody {
                 "version" => s.version = bool_value(v, "version")?,
                 "seq_no_primary_term" => s.seq_no = bool_value(v, "seq_no_primary_term")?,
                 "collapse" => s.collapse = Some(parse_collapse(v)?),
-                "explain" | "profile" => {}
+                // Asked for, they would be missing from the answer.
+                "explain" | "profile" => {
+                    if bool_value(v, key)? {
+                        return Err(Error::illegal_argument(format!(
+                            "[{key}] is not supported: hits carry no score explanation or profile \
+                             (explain_plan=true shows the plan a search runs)"
+                        )));
+                    }
+                }
                 other => {
                     return Err(Error::parsing(format!(
                         "Unknown key for a {} in [{other}].",
@@ -582,6 +590,12 @@ impl SearchBody {
                     }
                 }
                 "explain_plan" => s.explain_plan = v != "false",
+                "explain" if v == "true" => {
+                    return Err(Error::illegal_argument(
+                        "[explain] is not supported: hits carry no score explanation \
+                         (explain_plan=true shows the plan a search runs)",
+                    ));
+                }
                 _ => {}
             }
         }
