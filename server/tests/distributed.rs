@@ -860,5 +860,26 @@ fn reindex_on_a_cluster_copies_every_document() -> Result<()> {
         after["_seq_no"].as_u64() == new_seq_no && after["_source"] == doc["_source"],
         "{after}"
     );
+
+    // External versions go with the write to the data node, which keeps the
+    // newest.
+    let external = |id: &str, version: u64| {
+        server.put(
+            &format!("/copy/_doc/{id}?version={version}&version_type=external"),
+            &json!({"v": version}),
+        )
+    };
+    let (status, body) = external("x1", 7)?;
+    ensure!(status == 201 && body["_version"] == json!(7), "{status} {body}");
+    let (status, body) = external("x1", 6)?;
+    ensure!(
+        status == 409 && body["error"]["type"] == "version_conflict_engine_exception",
+        "{status} {body}"
+    );
+    let (_, x1) = server.get("/copy/_doc/x1")?;
+    ensure!(
+        x1["_version"] == json!(7) && x1["_source"] == json!({"v": 7}),
+        "{x1}"
+    );
     Ok(())
 }
