@@ -171,6 +171,9 @@ pub struct SearchBody {
     highlight: Option<Highlight>,
     /// `collapse.field`: one hit per value of the field.
     collapse: Option<String>,
+    /// `indices_boost`: index expressions and the factor of their scores,
+    /// the first that names an index applying to it.
+    indices_boost: Vec<(String, f32)>,
 }
 
 /// A boolean option of the search body (`true`, `false`, or their text).
@@ -343,6 +346,35 @@ fn parse_sort_entry(v: &Value, out: &mut Vec<SortKey>) -> Result<()> {
     Ok(())
 }
 
+/// `indices_boost`: `[{"index": boost}, ...]`, or the older
+/// `{"index": boost, ...}`.
+fn parse_indices_boost(v: &Value) -> Result<Vec<(String, f32)>> {
+    let entry = |(index, boost): (&String, &Value)| {
+        boost
+            .as_f64()
+            .map(|b| (index.clone(), b as f32))
+            .ok_or_else(|| Error::parsing(format!("[indices_boost] the boost of [{index}] must be a number")))
+    };
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| {
+                let one = item
+                    .as_object()
+                    .filter(|m| m.len() == 1)
+                    .and_then(|m| m.iter().next());
+                one.map(entry).unwrap_or_else(|| {
+                    Err(Error::parsing(
+                        "[indices_boost] expects objects of one index and its boost",
+                    ))
+                })
+            })
+            .collect(),
+        Value::Object(m) => m.iter().map(entry).collect(),
+        _ => Err(Error::parsing("[indices_boost] must be an array")),
+    }
+}
+
 /// `collapse`: the field whose values the hits are collapsed by.
 fn parse_collapse(v: &Value) -> Result<String> {
     let m = v
@@ -476,6 +508,7 @@ impl SearchBody {
             seq_no: false,
             highlight: None,
             collapse: None,
+            indices_boost: vec![],
         };
         let empty = Map::new();
         let m = match body {
@@ -547,6 +580,7 @@ impl SearchBody {
                 "version" => s.version = bool_value(v, "version")?,
                 "seq_no_primary_term" => s.seq_no = bool_value(v, "seq_no_primary_term")?,
                 "collapse" => s.collapse = Some(parse_collapse(v)?),
+                "indices_boost" => s.indices_boost = parse_indices_boost(v)?,
                 // Asked for, they would be missing from the answer.
                 "explain" | "profile" => {
                     if bool_value(v, key)? {
@@ -686,6 +720,32 @@ struct Search<'a> {
     targets: Vec<Target>,
     body: SearchBody,
     now_ms: i64,
+    /// The `indices_boost` factor of each target that has one.
+    boosts: HashMap<String, f32>,
+}
+
+impl<'a> Search<'a> {
+    fn new(
+        ctx: &'a SessionContext,
+        indices: &Indices,
+        targets: Vec<Target>,
+        body: SearchBody,
+        now_ms: i64,
+    ) -> Result<Search<'a>> {
+        let mut boosts = HashMap::new();
+        for (expr, boost) in &body.indices_boost {
+            for index in indices.resolve(expr)? {
+                boosts.entry(index.name()).or_insert(*boost);
+            }
+        }
+        Ok(Search {
+            ctx,
+            targets,
+            body,
+            now_ms,
+            boosts,
+        })
+    }
 }
 
 fn now_ms() -> i64 {
@@ -825,12 +885,7 @@ pub async fn search(
         return Err(err);
     }
     tune_session(ctx);
-    let search = Search {
-        ctx,
-        targets,
-        body,
-        now_ms: now,
-    };
+    let search = Search::new(ctx, indices, targets, body, now)?;
     let plans = search.plans()?;
     if search.body.explain_plan {
         return explain(ctx, &plans).await;
@@ -889,12 +944,7 @@ pub fn hits_rows(
     if targets.is_empty() {
         return Err(Error::illegal_argument(format!("no index matches [{target}]")));
     }
-    let search = Search {
-        ctx,
-        targets,
-        body,
-        now_ms: now,
-    };
+    let search = Search::new(ctx, indices, targets, body, now)?;
     search.check_sort()?;
     let scoring = search.body.needs_score();
     let hits = LogicalPlanBuilder::from(search.hits_plan(scoring)?);
@@ -1105,7 +1155,13 @@ impl Search<'_> {
 
     fn hits_query_of(&self, target: &Target) -> Result<LeafQuery> {
         let ctx = self.query_ctx(target);
-        let q = lower_opt(self.body.query.as_ref(), &ctx)?;
+        let mut q = lower_opt(self.body.query.as_ref(), &ctx)?;
+        if let Some(&boost) = self.boosts.get(&target.name) {
+            q = LeafQuery::Boost {
+                query: Box::new(q),
+                boost,
+            };
+        }
         Ok(match &self.body.post_filter {
             None => q,
             Some(pf) => {
