@@ -195,7 +195,7 @@ impl SeqNoCondition {
     }
 }
 
-/// Versions Elasticsearch's `version` takes when none is given
+/// The version an Elasticsearch request holds when none is given
 /// (`Versions.MATCH_ANY`), as its validation errors print it.
 const MATCH_ANY: i64 = -3;
 
@@ -342,9 +342,9 @@ impl Condition {
         }
         Ok(match version_type {
             VersionType::Internal => None,
-            gte => Some(Condition::Version(ExternalVersion {
+            external => Some(Condition::Version(ExternalVersion {
                 version: given as u64,
-                gte: gte == VersionType::ExternalGte,
+                gte: external == VersionType::ExternalGte,
             })),
         })
     }
