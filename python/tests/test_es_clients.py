@@ -387,6 +387,18 @@ def test_analyze_and_validate(node):
     assert [(t["token"], t["type"], t["position"]) for t in tokens] == [("hello", "<ALPHANUM>", 0), ("world", "<ALPHANUM>", 1), ("42", "<NUM>", 2)]
 
 
+def test_sniffing_finds_the_node(node):
+    client = elasticsearch.Elasticsearch(node.url, sniff_on_start=True)
+    host, port = node.addr.rsplit(":", 1)
+    assert [(n.host, n.port) for n in client.transport.node_pool.all()] == [(host, int(port))]
+    info = client.nodes.info(metric="http")
+    (only,) = info["nodes"].values()
+    assert only["http"]["publish_address"] == node.addr
+    assert set(only["roles"]) == {"data", "master"}
+    client.index(index="sniffed", id="1", document={"a": 1}, refresh=True)
+    assert client.count(index="sniffed")["count"] == 1
+
+
 def test_put_mapping_and_settings(node):
     client = elasticsearch.Elasticsearch(node.url)
     client.indices.create(index="grow", mappings={"dynamic": "strict", "properties": {"a": {"type": "long"}}})

@@ -233,6 +233,19 @@ fn a_cluster_answers_as_the_single_node_does() -> Result<()> {
     ensure!(health["status"] == json!("green"), "{health}");
     ensure!(health["number_of_data_nodes"] == json!(3), "{health}");
     ensure!(health["active_shards"] == json!(6), "{health}");
+    // Node info lists every node, and an HTTP address only for the one that
+    // takes searches and writes, so that a sniffing client uses no other.
+    let (status, info) = cluster.coordinator.get("/_nodes/_all/http")?;
+    ensure!(status == 200 && info["_nodes"]["total"] == json!(4), "{info}");
+    let published: Vec<&Value> = info["nodes"]
+        .as_object()
+        .into_iter()
+        .flat_map(|n| n.values())
+        .filter_map(|n| n.get("http"))
+        .map(|h| &h["publish_address"])
+        .collect();
+    let coordinator = cluster.coordinator.url.trim_start_matches("http://");
+    ensure!(published == [&json!(coordinator)], "{info}");
 
     let mut runner = TestRunner::new(Config {
         cases: 240,

@@ -11,6 +11,7 @@ mod error;
 mod field_caps;
 mod indices;
 mod metrics;
+mod nodes;
 mod reindex;
 mod root;
 mod scroll;
@@ -102,6 +103,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_cat/count", get(cat::count).post(cat::count))
         .route("/_cat/count/{index}", get(cat::count_of).post(cat::count_of))
         .route("/_cat/nodes", get(cluster::cat_nodes))
+        .route("/_nodes", get(nodes::all))
+        .route("/_nodes/{x}", get(nodes::nodes_or_metrics))
+        .route("/_nodes/{nodes}/{metrics}", get(nodes::of))
         .route("/_cat/shards", get(cluster::cat_shards))
         .route("/_stats", get(stats::all))
         .route("/_stats/{metric}", get(stats::all_metric))
@@ -199,7 +203,7 @@ async fn not_found(uri: axum::http::Uri, method: axum::http::Method) -> ApiError
 }
 
 /// On a node without the coordinator role, only the views of the node and
-/// the cluster (`/`, `/_cluster/...`, `/_cat/...`) are served: searches and
+/// the cluster (`/`, `/_cluster/...`, `/_cat/...`, `/_nodes`) are served: searches and
 /// writes go through coordinators, which see every shard.
 async fn coordinator_only(
     axum::extract::State(node): axum::extract::State<Arc<Node>>,
@@ -207,7 +211,11 @@ async fn coordinator_only(
     next: axum::middleware::Next,
 ) -> Response {
     let path = request.uri().path();
-    let view = path == "/" || path.starts_with("/_cluster/") || path.starts_with("/_cat/");
+    let view = path == "/"
+        || path.starts_with("/_cluster/")
+        || path.starts_with("/_cat/")
+        || path == "/_nodes"
+        || path.starts_with("/_nodes/");
     if view || node.roles.contains(&quidditch_cluster::Role::Coordinator) {
         return next.run(request).await;
     }
