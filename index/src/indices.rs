@@ -153,18 +153,39 @@ fn matching<'a>(
     failed: &'a BTreeMap<String, FailedIndex>,
     expr: &str,
 ) -> Result<Vec<&'a String>> {
-    matching_names(map, failed, expr, true)
+    matching_names(map, failed, expr, true, false)
 }
 
-/// [`matching`], with aliases or without them (index names only).
+/// [`matching`], with aliases or without them (index names only); with
+/// `skip_missing` (`ignore_unavailable`), a name that is neither an index
+/// nor an alias names nothing instead of failing. A part after the first
+/// that starts with `-` takes the names it matches out of those before it.
 fn matching_names<'a>(
     map: &'a BTreeMap<String, Arc<Index>>,
     failed: &'a BTreeMap<String, FailedIndex>,
     expr: &str,
     with_aliases: bool,
+    skip_missing: bool,
 ) -> Result<Vec<&'a String>> {
     let mut out: Vec<&String> = Vec::new();
-    for part in expr.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for (i, part) in expr
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .enumerate()
+    {
+        if let Some(excluded) = part.strip_prefix('-').filter(|_| i > 0) {
+            out.retain(|name| {
+                !wildcard_match(excluded, name)
+                    && !map.get(*name).is_some_and(|index| {
+                        index
+                            .aliases()
+                            .keys()
+                            .any(|alias| wildcard_match(excluded, alias))
+                    })
+            });
+            continue;
+        }
         let matched: Vec<&String> = if part == "_all" || part.contains('*') {
             let aliased = map.iter().filter(|(_, index)| {
                 with_aliases
@@ -194,7 +215,7 @@ fn matching_names<'a>(
                 .filter(|(_, index)| index.has_alias(part))
                 .map(|(name, _)| name)
                 .collect();
-            if named.is_empty() {
+            if named.is_empty() && !skip_missing {
                 return Err(Error::IndexNotFound(part.to_string()));
             }
             named
@@ -637,7 +658,7 @@ impl Indices {
     /// error that says so.
     pub fn resolve_concrete_names(&self, expr: &str) -> Result<Vec<String>> {
         let (map, failed) = (self.map.read(), self.failed.read());
-        Ok(matching_names(&map, &failed, expr, false)?
+        Ok(matching_names(&map, &failed, expr, false, false)?
             .into_iter()
             .cloned()
             .collect())
@@ -646,8 +667,18 @@ impl Indices {
     /// The open and the failed indices a list of names and wildcards
     /// matches (for the views that show failed indices as red).
     pub fn resolve_with_failed(&self, expr: &str) -> Result<(Vec<Arc<Index>>, Vec<FailedIndex>)> {
+        self.resolve_searched(expr, false)
+    }
+
+    /// [`Indices::resolve_with_failed`] for a search, which may ask to skip
+    /// the names of no index or alias (`ignore_unavailable`).
+    pub fn resolve_searched(
+        &self,
+        expr: &str,
+        ignore_unavailable: bool,
+    ) -> Result<(Vec<Arc<Index>>, Vec<FailedIndex>)> {
         let (map, failed) = (self.map.read(), self.failed.read());
-        let names = matching(&map, &failed, expr)?;
+        let names = matching_names(&map, &failed, expr, true, ignore_unavailable)?;
         Ok((
             names.iter().filter_map(|n| map.get(*n).cloned()).collect(),
             names.iter().filter_map(|n| failed.get(*n).cloned()).collect(),

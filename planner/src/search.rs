@@ -878,7 +878,7 @@ pub async fn search(
     let started = Instant::now();
     let now = now_ms();
     let body = SearchBody::parse(body, params, now)?;
-    let (targets, failed) = resolve_partial(indices, target)?;
+    let (targets, failed) = resolve_partial(indices, target, params)?;
     if !body.allow_partial
         && let Some(err) = missing_shards(&targets, &failed)
     {
@@ -1002,7 +1002,7 @@ impl QueryRequest {
         if let Some(q) = params.get("q") {
             query = Some(url_query_string(q, params));
         }
-        let (targets, failed) = resolve_partial(indices, target)?;
+        let (targets, failed) = resolve_partial(indices, target, params)?;
         Ok(QueryRequest {
             query,
             targets,
@@ -1878,12 +1878,14 @@ pub async fn msearch(
                 | "preference"
                 | "routing"
                 | "request_cache"
-                | "ignore_unavailable"
                 | "allow_no_indices"
                 | "expand_wildcards"
                 | "ccs_minimize_roundtrips" => {}
-                "allow_partial_search_results" => {
-                    params.insert(k.clone(), v.to_string());
+                "allow_partial_search_results" | "ignore_unavailable" => {
+                    params.insert(
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                    );
                 }
                 other => {
                     return Err(Error::illegal_argument(format!(

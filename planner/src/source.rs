@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use crate::dates::DateFormatter;
 use crate::error::{Error, Result};
+use crate::search::Params;
 
 /// The metadata field naming each document's index.
 pub(crate) const INDEX_FIELD: &str = "_index";
@@ -68,9 +69,15 @@ pub fn resolve(indices: &Indices, expr: &str) -> Result<Vec<Target>> {
 /// names that did not open on this node: the search answers from the
 /// others and reports every shard of these as failed, as it does shards
 /// whose node is down. When none of the indices it names opened, it is the
-/// first one's error.
-pub fn resolve_partial(indices: &Indices, expr: &str) -> Result<(Vec<Target>, Vec<FailedIndex>)> {
-    let (open, failed) = indices.resolve_with_failed(expr)?;
+/// first one's error. With `ignore_unavailable` in `params`, a name of no
+/// index or alias names nothing instead of failing the search.
+pub fn resolve_partial(
+    indices: &Indices,
+    expr: &str,
+    params: &Params,
+) -> Result<(Vec<Target>, Vec<FailedIndex>)> {
+    let ignore_unavailable = params.get("ignore_unavailable").is_some_and(|v| v != "false");
+    let (open, failed) = indices.resolve_searched(expr, ignore_unavailable)?;
     if open.is_empty()
         && let Some(first) = failed.first()
     {
