@@ -946,6 +946,7 @@ pub fn hits_rows(
     }
     let search = Search::new(ctx, indices, targets, body, now)?;
     search.check_sort()?;
+    search.check_collapse()?;
     let scoring = search.body.needs_score();
     let hits = LogicalPlanBuilder::from(search.hits_plan(scoring)?);
     let mut exprs = vec![ident("_index"), ident("_id")];
@@ -1036,13 +1037,12 @@ pub async fn validate(
     let explain = params.get("explain").is_some_and(|v| v != "false");
     let mut explanations = Vec::new();
     for t in &req.targets {
-        let checked = match req.lower(t) {
-            Ok(q) => match run_counts(ctx, &[count_plan(t, &q, None)?], std::slice::from_ref(t)).await {
-                Ok(_) => Ok(q.describe()),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
+        let checked = async {
+            let q = req.lower(t)?;
+            run_counts(ctx, &[count_plan(t, &q, None)?], std::slice::from_ref(t)).await?;
+            Ok::<_, Error>(q.describe())
+        }
+        .await;
         explanations.push(match checked {
             Ok(explanation) => json!({"index": t.name, "valid": true, "explanation": explanation}),
             Err(e) => {

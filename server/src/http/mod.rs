@@ -203,8 +203,8 @@ async fn not_found(uri: axum::http::Uri, method: axum::http::Method) -> ApiError
 }
 
 /// On a node without the coordinator role, only the views of the node and
-/// the cluster (`/`, `/_cluster/...`, `/_cat/...`, `/_nodes`) are served: searches and
-/// writes go through coordinators, which see every shard.
+/// the cluster (`/`, `/_cluster/...`, `/_cat/...`, `/_nodes`) are served:
+/// searches and writes go through coordinators, which see every shard.
 async fn coordinator_only(
     axum::extract::State(node): axum::extract::State<Arc<Node>>,
     request: axum::extract::Request,
