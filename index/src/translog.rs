@@ -19,7 +19,7 @@
 //! file; the shard skips the records its last commit holds.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -261,7 +261,11 @@ impl Translog {
         for path in self.rolled.iter().chain([&self.path]) {
             let mut file = BufReader::new(File::open(path)?);
             let mut at = 0;
-            while let Some(len) = read_record(&mut file, &mut record).map_err(|_| corrupt_at(path, at))? {
+            let damaged = |e: std::io::Error, at: usize| match e.kind() {
+                ErrorKind::UnexpectedEof | ErrorKind::InvalidData => corrupt_at(path, at),
+                _ => e.into(),
+            };
+            while let Some(len) = read_record(&mut file, &mut record).map_err(|e| damaged(e, at))? {
                 let (op, _, _) = decode(&record).ok_or_else(|| corrupt_at(path, at))?;
                 at += len;
                 f(op)?;
@@ -342,13 +346,13 @@ fn read_record(file: &mut impl Read, record: &mut Vec<u8>) -> std::io::Result<Op
     while got < HEADER {
         match file.read(&mut record[got..])? {
             0 if got == 0 => return Ok(None),
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            0 => return Err(ErrorKind::UnexpectedEof.into()),
             n => got += n,
         }
     }
     let len = u32::from_le_bytes(record[..4].try_into().expect("4 bytes")) as usize;
     if len > MAX_RECORD {
-        return Err(std::io::ErrorKind::InvalidData.into());
+        return Err(ErrorKind::InvalidData.into());
     }
     record.resize(HEADER + len, 0);
     file.read_exact(&mut record[HEADER..])?;
