@@ -422,12 +422,18 @@ pub fn parse_update(id: String, body: &Value) -> Result<DocWrite> {
     let mut doc = None;
     let mut doc_as_upsert = false;
     let mut upsert = None;
+    let mut detect_noop = true;
     for (k, v) in obj {
         match k.as_str() {
             "doc" if v.is_object() => doc = Some(v.clone()),
             "doc_as_upsert" => doc_as_upsert = v.as_bool().unwrap_or(false),
             "upsert" if v.is_object() => upsert = Some(v.clone()),
-            "detect_noop" | "_source" => {}
+            "detect_noop" => {
+                detect_noop = v
+                    .as_bool()
+                    .ok_or_else(|| Error::illegal_argument("[detect_noop] must be a boolean"))?;
+            }
+            "_source" => {}
             "script" => return Err(Error::illegal_argument("scripted updates are not supported")),
             other => {
                 return Err(Error::illegal_argument(format!(
@@ -445,6 +451,7 @@ pub fn parse_update(id: String, body: &Value) -> Result<DocWrite> {
     Ok(DocWrite::Update {
         if_seq_no: None,
         retry_on_conflict: 0,
+        detect_noop,
         id,
         doc,
         doc_as_upsert,
@@ -696,16 +703,17 @@ pub struct WriteBody<'a> {
 }
 
 impl<'a> WriteBody<'a> {
-    /// The body of write `r` to `index`.
+    /// The body of write `r` to `index` (a noop reached no shard).
     pub fn new(index: &'a str, r: &'a WriteResult) -> WriteBody<'a> {
+        let reached = u32::from(r.result != "noop");
         WriteBody {
             _index: index,
             _id: &r.id,
             _version: r.version,
             result: r.result,
             _shards: ShardsOk {
-                total: 1,
-                successful: 1,
+                total: reached,
+                successful: reached,
                 failed: 0,
             },
             _seq_no: r.seq_no,

@@ -392,6 +392,10 @@ pub enum DocWrite {
         /// write lands between the read and the update (`retry_on_conflict`).
         #[serde(default)]
         retry_on_conflict: u32,
+        /// An update that leaves the document as it is writes nothing and
+        /// answers `noop` (`detect_noop`, on unless turned off).
+        #[serde(default = "detect_noop_default")]
+        detect_noop: bool,
     },
     /// Delete by id.
     Delete {
@@ -401,6 +405,19 @@ pub enum DocWrite {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         condition: Option<Condition>,
     },
+}
+
+fn detect_noop_default() -> bool {
+    true
+}
+
+/// What a write of a batch becomes before its shard sees it.
+enum Prepared {
+    /// A write for its shard, with its id and whether it changed the
+    /// mapping.
+    Write(String, bool, ShardWrite),
+    /// An update that leaves the document as it is: its result.
+    Noop(WriteResult),
 }
 
 /// The outcome of one successful write.
@@ -1015,10 +1032,11 @@ impl Index {
             let mut pending: HashMap<String, (Option<Arc<str>>, usize)> = HashMap::new();
             for (i, write) in writes.into_iter().enumerate() {
                 match self.prepare(i, write, &mut mapping, &mut pending) {
-                    Ok((id, changed, shard_write)) => {
+                    Ok(Prepared::Write(id, changed, shard_write)) => {
                         mapping_changed |= changed;
                         self.shard_batch(&mut per_shard, &id, n).push((i, shard_write));
                     }
+                    Ok(Prepared::Noop(result)) => items[i] = Some((Some(result.id.clone()), Ok(result))),
                     Err((id, err)) => items[i] = Some((id, Err(err))),
                 }
             }
@@ -1448,7 +1466,7 @@ impl Index {
         write: DocWrite,
         mapping: &mut Mapping,
         pending: &mut HashMap<String, (Option<Arc<str>>, usize)>,
-    ) -> std::result::Result<(String, bool, ShardWrite), (Option<String>, Error)> {
+    ) -> std::result::Result<Prepared, (Option<String>, Error)> {
         match write {
             DocWrite::Index {
                 id,
@@ -1476,7 +1494,7 @@ impl Index {
                 if !(create && matches!(pending.get(&id), Some((Some(_), _)))) {
                     pending.insert(id.clone(), (Some(source), position));
                 }
-                Ok((id, changed, write))
+                Ok(Prepared::Write(id, changed, write))
             }
             DocWrite::Update {
                 id,
@@ -1484,21 +1502,23 @@ impl Index {
                 doc_as_upsert,
                 upsert,
                 if_seq_no,
+                detect_noop,
                 ..
             } => {
                 let id = validate_id(id).map_err(|e| (None, e))?;
                 let fail = |e: Error| (Some(id.clone()), e);
                 // The source the update builds on, the condition the shard
                 // writes it under, whether it must create the document (an
-                // upsert), and the write of this batch it follows.
-                let (current, condition, create, follows) = match (pending.get(&id), if_seq_no) {
+                // upsert), the write of this batch it follows, and the
+                // version and sequence number of the stored document.
+                let (current, condition, create, follows, stored) = match (pending.get(&id), if_seq_no) {
                     // A write earlier in this batch has no sequence number
                     // yet: a condition on one cannot hold.
                     (Some(_), Some(condition)) => {
                         let current = self.get(&id).map_err(fail)?.map(|d| d.seq_no);
                         return Err(fail(condition.conflict(id.clone(), current)));
                     }
-                    (Some((source, from)), None) => (source.clone(), None, false, Some(*from)),
+                    (Some((source, from)), None) => (source.clone(), None, false, Some(*from), None),
                     (None, _) => match self.get(&id).map_err(fail)? {
                         // The merge is built on this write: the shard
                         // writes it only over that write, so that a write
@@ -1508,21 +1528,25 @@ impl Index {
                                 condition.check(&id, Some(stored.seq_no)).map_err(fail)?;
                             }
                             let unchanged = Condition::SeqNo(SeqNoCondition::unchanged(stored.seq_no));
-                            (Some(stored.source), Some(unchanged), false, None)
+                            let written = Some((stored.version, stored.seq_no));
+                            (Some(stored.source), Some(unchanged), false, None, written)
                         }
                         None if if_seq_no.is_some() => return Err(fail(document_missing(&id))),
                         // An upsert creates the document, so that one
                         // written meanwhile is not replaced.
-                        None => (None, None, true, None),
+                        None => (None, None, true, None, None),
                     },
                 };
                 let current = current
                     .map(|text| serde_json::from_str::<Value>(&text))
                     .transpose()
                     .map_err(|e| fail(Error::Internal(format!("stored source is not JSON: {e}"))))?;
+                let mut unchanged = false;
                 let new_source = match (current, doc) {
                     (Some(mut cur), Some(partial)) => {
+                        let before = detect_noop.then(|| cur.clone());
                         merge_json(&mut cur, partial);
+                        unchanged = before.is_some_and(|b| b == cur);
                         cur
                     }
                     (Some(_), None) => {
@@ -1534,10 +1558,19 @@ impl Index {
                         None => return Err(fail(document_missing(&id))),
                     },
                 };
+                if let Some((version, seq_no)) = stored.filter(|_| unchanged) {
+                    return Ok(Prepared::Noop(WriteResult {
+                        shard: self.shard_number(&id),
+                        id,
+                        version,
+                        seq_no,
+                        result: "noop",
+                    }));
+                }
                 let text: Arc<str> = Arc::from(new_source.to_string());
                 let (parsed, changed) = parse_with(&id, &text, mapping).map_err(fail)?;
                 pending.insert(id.clone(), (Some(Arc::clone(&text)), position));
-                Ok((
+                Ok(Prepared::Write(
                     id.clone(),
                     changed,
                     ShardWrite::Index {
@@ -1555,7 +1588,7 @@ impl Index {
             DocWrite::Delete { id, condition } => {
                 let id = validate_id(id).map_err(|e| (None, e))?;
                 pending.insert(id.clone(), (None, position));
-                Ok((
+                Ok(Prepared::Write(
                     id.clone(),
                     false,
                     ShardWrite::Delete {
@@ -1903,6 +1936,7 @@ mod tests {
             upsert: None,
             if_seq_no: None,
             retry_on_conflict: 0,
+            detect_noop: true,
         }
     }
 
@@ -1934,9 +1968,12 @@ mod tests {
         for between in cases {
             let read = idx.get("1")?.map(|d| d.seq_no);
             let mut mapping = idx.mapping();
-            let (_, _, prepared) = idx
+            let Prepared::Write(_, _, prepared) = idx
                 .prepare(0, update("1", json!({"b": 1})), &mut mapping, &mut HashMap::new())
-                .map_err(|(_, e)| e)?;
+                .map_err(|(_, e)| e)?
+            else {
+                anyhow::bail!("the update was taken for a noop");
+            };
             idx.write(between, RefreshPolicy::None)?;
             let newer = idx.get("1")?.map(|d| (d.version, d.seq_no, d.source.to_string()));
             let outcome = idx.write_shard(idx.shard_number("1"), vec![prepared], RefreshPolicy::None)?;

@@ -2396,6 +2396,54 @@ fn sql_reads_several_indices_as_one_table() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn an_update_that_changes_nothing_is_a_noop() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, created) = s.put("/n/_doc/1", &json!({"a": 1, "b": {"c": 2}}))?;
+    assert_eq!(status, 201);
+    let (status, body) = s.post("/n/_update/1", &json!({"doc": {"b": {"c": 2}}}))?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["result"],
+            &body["_version"],
+            &body["_seq_no"],
+            &body["_shards"]["total"]
+        ),
+        (&json!("noop"), &json!(1), &created["_seq_no"], &json!(0)),
+        "{body}"
+    );
+    // With detect_noop off, or a value that changes, the update is written.
+    let (_, body) = s.post("/n/_update/1", &json!({"doc": {"a": 1}, "detect_noop": false}))?;
+    assert_eq!(
+        (&body["result"], &body["_version"]),
+        (&json!("updated"), &json!(2)),
+        "{body}"
+    );
+    let lines = [
+        json!({"update": {"_id": "1"}}),
+        json!({"doc": {"a": 1}}),
+        json!({"update": {"_id": "1"}}),
+        json!({"doc": {"a": 2}}),
+        json!({"update": {"_id": "1"}}),
+        json!({"doc": {"a": 2}}),
+    ];
+    let (status, body) = s.bulk("/n/_bulk", &lines)?;
+    assert_eq!(status, 200, "{body}");
+    // The last line follows a write of the same bulk, which it merges into.
+    assert_eq!(
+        item_results(&body),
+        vec![
+            (200, json!("noop"), json!(2)),
+            (200, json!("updated"), json!(3)),
+            (200, json!("updated"), json!(4)),
+        ]
+    );
+    assert_eq!(s.get("/n/_doc/1")?.1["_source"], json!({"a": 2, "b": {"c": 2}}));
+    Ok(())
+}
+
 /// Concurrent partial updates of one document each merge into the latest
 /// write: `retry_on_conflict` reads and merges again when another write
 /// landed in between, so none is lost and none fails.
