@@ -97,7 +97,58 @@ impl SourceFilter {
     /// The filter a request body's `_source` asks for: a boolean, paths to
     /// include, or an object of `includes` and `excludes`.
     pub fn parse(v: &Value) -> Result<SourceFilter> {
-        parse_source_filter(v)
+        let strings = |v: &Value| -> Result<Vec<String>> {
+            match v {
+                Value::String(s) => Ok(vec![s.clone()]),
+                Value::Array(a) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| Error::parsing("[_source] patterns must be strings"))
+                    })
+                    .collect(),
+                _ => Err(Error::parsing("[_source] patterns must be strings")),
+            }
+        };
+        Ok(match v {
+            Value::Bool(b) => SourceFilter {
+                enabled: *b,
+                ..SourceFilter::default()
+            },
+            Value::String(s) if s == "true" || s == "false" => SourceFilter {
+                enabled: s == "true",
+                ..SourceFilter::default()
+            },
+            Value::String(_) | Value::Array(_) => SourceFilter {
+                enabled: true,
+                includes: strings(v)?,
+                excludes: vec![],
+            },
+            Value::Object(m) => {
+                let mut f = SourceFilter {
+                    enabled: true,
+                    ..SourceFilter::default()
+                };
+                for (k, v) in m {
+                    match k.as_str() {
+                        "includes" | "include" => f.includes = strings(v)?,
+                        "excludes" | "exclude" => f.excludes = strings(v)?,
+                        other => {
+                            return Err(Error::parsing(format!(
+                                "Unknown key for a START_OBJECT in [{other}]."
+                            )));
+                        }
+                    }
+                }
+                f
+            }
+            _ => {
+                return Err(Error::parsing(
+                    "[_source] must be a boolean, a string, an array or an object",
+                ));
+            }
+        })
     }
 
     /// This filter, unless a request's URL parameters replace it, as
@@ -402,61 +453,6 @@ fn parse_collapse(v: &Value) -> Result<String> {
     field.ok_or_else(|| Error::parsing("Required [field]"))
 }
 
-fn parse_source_filter(v: &Value) -> Result<SourceFilter> {
-    let strings = |v: &Value| -> Result<Vec<String>> {
-        match v {
-            Value::String(s) => Ok(vec![s.clone()]),
-            Value::Array(a) => a
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| Error::parsing("[_source] patterns must be strings"))
-                })
-                .collect(),
-            _ => Err(Error::parsing("[_source] patterns must be strings")),
-        }
-    };
-    Ok(match v {
-        Value::Bool(b) => SourceFilter {
-            enabled: *b,
-            ..SourceFilter::default()
-        },
-        Value::String(s) if s == "true" || s == "false" => SourceFilter {
-            enabled: s == "true",
-            ..SourceFilter::default()
-        },
-        Value::String(_) | Value::Array(_) => SourceFilter {
-            enabled: true,
-            includes: strings(v)?,
-            excludes: vec![],
-        },
-        Value::Object(m) => {
-            let mut f = SourceFilter {
-                enabled: true,
-                ..SourceFilter::default()
-            };
-            for (k, v) in m {
-                match k.as_str() {
-                    "includes" | "include" => f.includes = strings(v)?,
-                    "excludes" | "exclude" => f.excludes = strings(v)?,
-                    other => {
-                        return Err(Error::parsing(format!(
-                            "Unknown key for a START_OBJECT in [{other}]."
-                        )));
-                    }
-                }
-            }
-            f
-        }
-        _ => {
-            return Err(Error::parsing(
-                "[_source] must be a boolean, a string, an array or an object",
-            ));
-        }
-    })
-}
-
 fn parse_fields(v: &Value, doc_values: bool, out: &mut Vec<FieldRequest>) -> Result<()> {
     let items = v
         .as_array()
@@ -534,7 +530,7 @@ impl SearchBody {
                 "from" => s.from = usize_param(v, "from")?,
                 "size" => s.size = usize_param(v, "size")?,
                 "sort" => parse_sort_entry(v, &mut s.sort)?,
-                "_source" => s.source = parse_source_filter(v)?,
+                "_source" => s.source = SourceFilter::parse(v)?,
                 "track_total_hits" => s.track_total = parse_track_total(v)?,
                 "search_after" => {
                     s.search_after = Some(

@@ -59,6 +59,8 @@ pub(super) struct Pages {
     source: Value,
     params: Params,
     after: Option<Value>,
+    /// Each hit carries its `_version`.
+    versions: bool,
 }
 
 impl Pages {
@@ -78,7 +80,14 @@ impl Pages {
             source,
             params,
             after: None,
+            versions: false,
         }
+    }
+
+    /// These pages, each hit with its `_version`.
+    pub fn with_versions(mut self) -> Pages {
+        self.versions = true;
+        self
     }
 
     /// The next page of at most `size` hits (none when every hit was read).
@@ -87,7 +96,7 @@ impl Pages {
             "size": size,
             "_source": self.source,
             "seq_no_primary_term": true,
-            "version": true,
+            "version": self.versions,
             "track_total_hits": false,
             "sort": [{"_index": "asc"}, {"_id": "asc"}],
         });

@@ -234,6 +234,10 @@ async fn coordinator_only(
 /// `filter_path` keeps the parts of a successful answer it names (an error
 /// is answered whole, as Elasticsearch answers one), and `pretty` indents.
 async fn shape_json(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let query = request.uri().query().unwrap_or_default();
+    if !query.contains("filter_path") && !query.contains("pretty") {
+        return next.run(request).await;
+    }
     let params = axum::extract::Query::<Params>::try_from_uri(request.uri())
         .map(|q| q.0)
         .unwrap_or_default();

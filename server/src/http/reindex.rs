@@ -215,6 +215,9 @@ pub async fn reindex(
     let sources = sources.join(",");
     let fields = req.fields.clone().unwrap_or(json!(true));
     let mut pages = Pages::new(&sources, req.query.clone(), fields, &Params::new());
+    if req.version_type != VersionType::Internal {
+        pages = pages.with_versions();
+    }
     let mut stats = ByQueryStats::default();
     let (mut created, mut updated) = (0u64, 0u64);
     // A pattern that names no index copies nothing.
