@@ -15,6 +15,7 @@ use quidditch_index::peers::{ItemResult, Peers, WireError, WireItem};
 use quidditch_index::query::LeafQuery;
 use quidditch_index::shard::StoredDoc;
 use quidditch_index::stats::TermStats;
+use quidditch_index::templates::Templates;
 use quidditch_index::translog::Op;
 use quidditch_index::{Error, RefreshPolicy, Result};
 
@@ -248,6 +249,25 @@ impl Peers for ClusterPeers {
         self.block(etcd.index(name))
             .map(|stored| stored.map(|(meta, _)| meta))
             .map_err(Error::unavailable)
+    }
+
+    fn templates(&self) -> Result<Templates> {
+        let Some(etcd) = &self.etcd else {
+            return Ok(Templates::default());
+        };
+        self.block(etcd.templates())
+            .map(|(templates, _)| templates)
+            .map_err(Error::unavailable)
+    }
+
+    fn change_templates(&self, change: &mut dyn FnMut(&mut Templates) -> Result<()>) -> Result<()> {
+        let Some(etcd) = &self.etcd else {
+            return Err(Error::illegal_argument(
+                "templates in a cluster need etcd, which orders the changes of every node",
+            ));
+        };
+        self.block(etcd.modify_templates(change))
+            .map_err(Error::unavailable)?
     }
 
     fn write(

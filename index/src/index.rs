@@ -1888,15 +1888,25 @@ pub fn merge_json(target: &mut Value, patch: Value) {
 }
 
 fn write_meta(dir: &Path, meta: &IndexMeta) -> Result<()> {
-    let tmp = dir.join(format!("{META_FILE}.tmp"));
-    let bytes = serde_json::to_vec_pretty(meta).map_err(|e| Error::Internal(e.to_string()))?;
+    write_json_durably(&dir.join(META_FILE), meta)
+}
+
+/// Writes `value` as the JSON file `path`, whole or not at all: through a
+/// file beside it, synced and renamed over it, then the directory synced.
+pub(crate) fn write_json_durably(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Internal(format!("[{}] has no directory", path.display())))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, dir.join(META_FILE))?;
+    std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }

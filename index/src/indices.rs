@@ -9,10 +9,11 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::index::{Index, IndexMeta, is_index_dir, read_meta};
+use crate::index::{Index, IndexMeta, is_index_dir, read_meta, write_json_durably};
 use crate::mapping::Mapping;
 use crate::peers::Peers;
 use crate::settings::IndexSettings;
+use crate::templates::Templates;
 
 mod aliases;
 
@@ -30,6 +31,10 @@ pub struct Indices {
     /// Serializes this node's alias changes.
     alias_lock: Mutex<()>,
     peers: Option<Arc<dyn Peers>>,
+    /// The index and component templates of a node without a cluster
+    /// store (a cluster with etcd keeps them there), and their file.
+    templates: Mutex<Templates>,
+    templates_file: PathBuf,
     /// The data directory's lock, held while the registry is open, so that
     /// no other process (a node, `sql` or `load --data-dir`) opens it too.
     _lock: std::fs::File,
@@ -342,6 +347,14 @@ impl Indices {
                 }
             }
         }
+        let templates_file = data_dir.join(TEMPLATES_FILE);
+        let templates = match std::fs::read(&templates_file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| {
+                Error::Corrupt(format!("templates file [{}]: {err}", templates_file.display()))
+            })?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Templates::default(),
+            Err(err) => return Err(err.into()),
+        };
         Ok(Indices {
             root,
             map: RwLock::new(map),
@@ -349,6 +362,8 @@ impl Indices {
             create_lock: Mutex::new(()),
             alias_lock: Mutex::new(()),
             peers,
+            templates: Mutex::new(templates),
+            templates_file,
             _lock: lock,
         })
     }
@@ -358,10 +373,37 @@ impl Indices {
         self.peers.as_ref()
     }
 
+    /// The index and component templates: the cluster's, else this node's.
+    pub fn templates(&self) -> Result<Templates> {
+        match &self.peers {
+            Some(peers) => peers.templates(),
+            None => Ok(self.templates.lock().clone()),
+        }
+    }
+
+    /// Changes the templates with `change` (which may run again, when
+    /// another node changed them meanwhile) and stores them.
+    pub fn change_templates(&self, mut change: impl FnMut(&mut Templates) -> Result<()>) -> Result<()> {
+        if let Some(peers) = &self.peers {
+            return peers.change_templates(&mut change);
+        }
+        let mut held = self.templates.lock();
+        let mut next = held.clone();
+        change(&mut next)?;
+        if next != *held {
+            write_json_durably(&self.templates_file, &next)?;
+            *held = next;
+        }
+        Ok(())
+    }
+
     /// Creates an index from Elasticsearch's create-index body
-    /// (`{"settings": {...}, "mappings": {...}}`).
+    /// (`{"settings": {...}, "mappings": {...}}`), laid over what the
+    /// index template that matches the name gives.
     pub fn create(&self, name: &str, body: Option<&Value>) -> Result<Arc<Index>> {
         validate_name(name)?;
+        let body = self.templates()?.create_body(name, body)?;
+        let body = body.as_ref();
         let mut settings = IndexSettings::default();
         let mut mapping = Mapping::default();
         let mut aliases = BTreeMap::new();
@@ -738,6 +780,8 @@ impl Indices {
 
 /// The file in a data directory that the process using it holds locked.
 const LOCK_FILE: &str = "quidditch.lock";
+/// The templates of a node without a cluster store, in its data directory.
+const TEMPLATES_FILE: &str = "templates.json";
 
 /// Elasticsearch's index name rules.
 pub fn validate_name(name: &str) -> Result<()> {

@@ -32,6 +32,7 @@ pub mod settings;
 pub mod shard;
 pub mod stats;
 pub mod table;
+pub mod templates;
 pub mod translog;
 
 pub use error::{Error, Result};

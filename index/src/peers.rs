@@ -19,6 +19,7 @@ use crate::merge::ForceMerge;
 use crate::query::LeafQuery;
 use crate::shard::StoredDoc;
 use crate::stats::TermStats;
+use crate::templates::Templates;
 use crate::translog::Op;
 
 /// The other nodes of the cluster, as the index layer needs them.
@@ -49,6 +50,13 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// The metadata of index `name` as the cluster store holds it now;
     /// `None` when the store has no such index or there is no store.
     fn stored_index(&self, name: &str) -> Result<Option<IndexMeta>>;
+    /// The index and component templates the cluster store holds (none
+    /// without a store).
+    fn templates(&self) -> Result<Templates>;
+    /// Changes the templates of the cluster store with `change`, run again
+    /// when another node changed them meanwhile; fails without a store,
+    /// which could not order the changes of two nodes.
+    fn change_templates(&self, change: &mut dyn FnMut(&mut Templates) -> Result<()>) -> Result<()>;
     /// Applies writes on `node`, which holds their shards of the incarnation
     /// `meta` of an index; one result per write.
     fn write(

@@ -448,3 +448,32 @@ def test_a_failed_scroll_page_keeps_the_scroll(node):
             client.scroll(scroll_id=first["_scroll_id"], scroll="1m")
         assert err.value.body["error"]["type"] == "index_not_found_exception"
     assert client.clear_scroll(scroll_id=first["_scroll_id"])["num_freed"] == 1
+
+
+def test_index_templates_shape_new_indices(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    client.cluster.put_component_template(name="shards", template={"settings": {"number_of_shards": 2}})
+    client.indices.put_index_template(
+        name="logs",
+        index_patterns=["logs-*"],
+        composed_of=["shards"],
+        priority=5,
+        template={"mappings": {"properties": {"status": {"type": "keyword"}}}, "aliases": {"logs": {}}},
+    )
+    assert client.indices.exists_index_template(name="logs")
+    assert not client.indices.exists_index_template(name="nope")
+    (got,) = client.indices.get_index_template(name="logs")["index_templates"]
+    assert got["index_template"]["composed_of"] == ["shards"]
+    simulated = client.indices.simulate_index_template(name="logs-2")["template"]
+    assert simulated["settings"] == {"index": {"number_of_shards": "2"}}
+    client.index(index="logs-1", id="1", document={"status": 200}, refresh=True)
+    settings = client.indices.get_settings(index="logs-1")["logs-1"]["settings"]["index"]
+    assert settings["number_of_shards"] == "2"
+    mapping = client.indices.get_mapping(index="logs-1")["logs-1"]["mappings"]["properties"]
+    assert mapping["status"] == {"type": "keyword"}
+    assert client.count(index="logs", query={"term": {"status": "200"}})["count"] == 1
+    with pytest.raises(elasticsearch.BadRequestError, match="still in use"):
+        client.cluster.delete_component_template(name="shards")
+    client.indices.delete_index_template(name="logs")
+    client.cluster.delete_component_template(name="shards")
+    assert client.indices.get_index_template()["index_templates"] == []

@@ -4,7 +4,7 @@
 mod common;
 
 use anyhow::{Result, ensure};
-use common::{Cluster, Server};
+use common::{Cluster, Server, assert_es_error};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
@@ -746,6 +746,18 @@ fn reindex_on_a_cluster_copies_every_document() -> Result<()> {
     let cluster = Cluster::start(dir.path(), 3)?;
     let server = &cluster.coordinator;
     load(server, "docs", 5, &corpus(1200))?;
+    // Without etcd, nothing could order two coordinators' template
+    // changes: they are refused, and indices are created without any.
+    let (status, body) = server.put("/_index_template/all", &json!({"index_patterns": ["*"]}))?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    ensure!(
+        body["error"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("need etcd"),
+        "{body}"
+    );
+    ensure!(server.get("/_index_template")?.1 == json!({"index_templates": []}));
     // The copy refreshes only when asked, so that a write can land after
     // the searcher a by-query request reads.
     let (status, body) = server.put(

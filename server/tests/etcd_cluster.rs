@@ -257,6 +257,32 @@ fn metadata_lives_in_etcd_and_a_killed_leader_is_replaced() -> Result<()> {
         },
     )?;
 
+    // Templates live in etcd: two coordinators' concurrent changes both
+    // stay, and an index created on one takes a template made on the other.
+    let shards = json!({"template": {"settings": {"number_of_shards": 2}}});
+    let level = json!({"template": {"mappings": {"properties": {"level": {"type": "keyword"}}}}});
+    let (ra, rb) = std::thread::scope(|scope| {
+        let ha = scope.spawn(|| a.put("/_component_template/from-a", &shards));
+        let hb = scope.spawn(|| b.put("/_component_template/from-b", &level));
+        (ha.join(), hb.join())
+    });
+    for r in [ra, rb] {
+        let (status, body) = r.map_err(|_| anyhow::anyhow!("panicked"))??;
+        ensure!(status == 200, "a concurrent template change: {body}");
+    }
+    let events = json!({"index_patterns": ["events-*"], "composed_of": ["from-a", "from-b"]});
+    let (status, body) = a.put("/_index_template/events", &events)?;
+    ensure!(status == 200, "an index template made of both: {body}");
+    let (status, body) = b.put("/events-1/_doc/1?refresh=true", &json!({"level": "info"}))?;
+    ensure!(status == 201, "a write that creates an index: {body}");
+    let (_, settings) = a.get("/events-1/_settings")?;
+    let (_, mapping) = a.get("/events-1/_mapping")?;
+    ensure!(
+        settings["events-1"]["settings"]["index"]["number_of_shards"] == "2"
+            && mapping["events-1"]["mappings"]["properties"]["level"]["type"] == "keyword",
+        "the index has the template's settings and mapping: {settings} {mapping}"
+    );
+
     // SIGKILL the leader: its lease (the default 5 s) expires and another
     // master takes over.
     let leader = master(&masters[0])?.ok_or_else(|| anyhow::anyhow!("no leader"))?;
@@ -283,6 +309,12 @@ fn metadata_lives_in_etcd_and_a_killed_leader_is_replaced() -> Result<()> {
     ensure!(
         body["gone"]["aliases"]["current"] == json!({"is_write_index": true}),
         "the alias outlives the leader: {body}"
+    );
+    let (status, body) = survivor.get("/_index_template/events")?;
+    ensure!(
+        status == 200
+            && body["index_templates"][0]["index_template"]["composed_of"] == json!(["from-a", "from-b"]),
+        "the template outlives the leader: {body}"
     );
     ensure!(
         !cat_nodes(survivor)?.iter().any(|n| n["name"] == leader),

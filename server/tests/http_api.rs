@@ -2510,3 +2510,274 @@ fn concurrent_updates_retry_on_conflict_and_lose_nothing() -> Result<()> {
     assert_es_error(status, &body, 400, "action_request_validation_exception");
     Ok(())
 }
+
+/// Index templates give a new index whose name they match their settings,
+/// mappings and aliases (component templates first, then the index
+/// template's own, then the create request's), and are kept across
+/// restarts.
+#[test]
+fn templates_shape_the_indices_they_match() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, body) = s.put(
+        "/_component_template/base",
+        &json!({"template": {
+            "settings": {"index": {"number_of_shards": 2}},
+            "mappings": {"properties": {
+                "host": {"type": "keyword"},
+                "labels": {"properties": {"env": {"type": "keyword"}}}
+            }}
+        }, "version": 1}),
+    )?;
+    assert_eq!((status, &body), (200, &json!({"acknowledged": true})));
+    let logs = json!({
+        "index_patterns": ["logs-*"],
+        "composed_of": ["base"],
+        "priority": 10,
+        "version": 3,
+        "_meta": {"owner": "ops"},
+        "template": {
+            "settings": {"refresh_interval": "5s"},
+            "mappings": {"properties": {
+                "status": {"type": "long"},
+                "labels": {"properties": {"team": {"type": "keyword"}}}
+            }},
+            "aliases": {"all-logs": {}}
+        }
+    });
+    assert_eq!(s.put("/_index_template/logs", &logs)?.0, 200);
+    let (status, body) = s.get("/_index_template/logs")?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"index_templates": [{"name": "logs", "index_template": {
+            "index_patterns": ["logs-*"],
+            "composed_of": ["base"],
+            "priority": 10,
+            "version": 3,
+            "_meta": {"owner": "ops"},
+            "template": {
+                "settings": {"index": {"refresh_interval": "5s"}},
+                "mappings": {"properties": {
+                    "status": {"type": "long"},
+                    "labels": {"properties": {"team": {"type": "keyword"}}}
+                }},
+                "aliases": {"all-logs": {}}
+            }
+        }}]})
+    );
+
+    // An index created by its first write takes the composition.
+    let (status, body) = s.put(
+        "/logs-a/_doc/1?refresh=true",
+        &json!({"host": "h1", "status": "200", "labels": {"env": "prod", "team": "web"}}),
+    )?;
+    assert_eq!(status, 201, "{body}");
+    let props = &s.get("/logs-a/_mapping")?.1["logs-a"]["mappings"]["properties"];
+    assert_eq!(
+        (&props["host"]["type"], &props["status"]["type"]),
+        (&json!("keyword"), &json!("long")),
+        "{props}"
+    );
+    assert_eq!(
+        props["labels"]["properties"],
+        json!({"env": {"type": "keyword"}, "team": {"type": "keyword"}})
+    );
+    let settings = &s.get("/logs-a/_settings")?.1["logs-a"]["settings"]["index"];
+    assert_eq!(
+        (&settings["number_of_shards"], &settings["refresh_interval"]),
+        (&json!("2"), &json!("5s")),
+        "{settings}"
+    );
+    let (_, found) = s.post("/all-logs/_search", &json!({"query": {"term": {"status": 200}}}))?;
+    assert_eq!(found["hits"]["total"]["value"], json!(1), "{found}");
+
+    // The create request's own settings and fields win over the template's.
+    let (status, body) = s.put(
+        "/logs-b",
+        &json!({"settings": {"number_of_shards": 1}, "mappings": {"properties": {"host": {"type": "text"}}}}),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let props = &s.get("/logs-b/_mapping")?.1["logs-b"]["mappings"]["properties"];
+    assert_eq!(
+        (&props["host"]["type"], &props["status"]["type"]),
+        (&json!("text"), &json!("long")),
+        "{props}"
+    );
+    assert_eq!(
+        s.get("/logs-b/_settings")?.1["logs-b"]["settings"]["index"]["number_of_shards"],
+        json!("1")
+    );
+    // A name no template matches is created with the defaults.
+    assert_eq!(s.put("/metrics", &json!({}))?.0, 200);
+    assert_eq!(
+        s.get("/metrics/_mapping")?.1["metrics"]["mappings"],
+        json!({"properties": {}})
+    );
+
+    // Two templates of one priority may not match one name; of different
+    // priorities, the higher applies.
+    let prod = json!({"index_patterns": ["*-prod"], "priority": 10,
+        "template": {"settings": {"number_of_shards": 3}}});
+    let (status, body) = s.put("/_index_template/prod", &prod)?;
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    assert!(
+        reason(&body).contains("that have the same priority [10]"),
+        "{body}"
+    );
+    let mut prod = prod;
+    prod["priority"] = json!(20);
+    assert_eq!(s.put("/_index_template/prod", &prod)?.0, 200);
+    let (_, simulated) = s.post("/_index_template/_simulate_index/logs-prod", &json!({}))?;
+    assert_eq!(
+        simulated["template"]["settings"],
+        json!({"index": {"number_of_shards": "3"}})
+    );
+    assert_eq!(
+        simulated["overlapping"],
+        json!([{"name": "logs", "index_patterns": ["logs-*"]}])
+    );
+    assert_eq!(s.put("/logs-prod", &json!({}))?.0, 200);
+    assert_eq!(
+        s.get("/logs-prod/_settings")?.1["logs-prod"]["settings"]["index"]["number_of_shards"],
+        json!("3")
+    );
+
+    // Refused, and nothing changes.
+    for (method, path, body, status, es_type) in [
+        (
+            "PUT",
+            "/_index_template/x",
+            json!({"index_patterns": ["x-*"], "composed_of": ["nope"]}),
+            400,
+            "invalid_index_template_exception",
+        ),
+        (
+            "PUT",
+            "/_index_template/x",
+            json!({"index_patterns": ["x-*"],
+            "template": {"mappings": {"properties": {"a": {"type": "nope"}}}}}),
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "PUT",
+            "/_index_template/x",
+            json!({"index_patterns": ["x-*"],
+            "template": {"settings": {"number_of_shards": 0}}}),
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "PUT",
+            "/_index_template/x",
+            json!({"template": {}}),
+            400,
+            "action_request_validation_exception",
+        ),
+        (
+            "PUT",
+            "/_index_template/x",
+            json!({"index_patterns": ["x-*"], "data_stream": {}}),
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "PUT",
+            "/_index_template/logs?create=true",
+            logs.clone(),
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "PUT",
+            "/_component_template/c",
+            json!({"version": 1}),
+            400,
+            "x_content_parse_exception",
+        ),
+        (
+            "PUT",
+            "/_component_template/base",
+            json!({"template": {"mappings": {"dynamic": "sometimes"}}}),
+            400,
+            "mapper_parsing_exception",
+        ),
+        (
+            "DELETE",
+            "/_component_template/base",
+            Value::Null,
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "GET",
+            "/_index_template/nope",
+            Value::Null,
+            404,
+            "resource_not_found_exception",
+        ),
+        (
+            "DELETE",
+            "/_index_template/nope",
+            Value::Null,
+            404,
+            "resource_not_found_exception",
+        ),
+    ] {
+        let text = (!body.is_null()).then(|| body.to_string());
+        let (got, resp) = s.request(method, path, text.as_deref(), "application/json")?;
+        assert_es_error(got, &resp, status, es_type);
+        assert!(!reason(&resp).is_empty(), "{method} {path}: {resp}");
+    }
+    let (_, all) = s.get("/_index_template")?;
+    let names: Vec<&Value> = all["index_templates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| &t["name"])
+        .collect();
+    assert_eq!(names, [&json!("logs"), &json!("prod")], "{all}");
+    assert_eq!(
+        s.get("/_component_template/ba*")?.1,
+        json!({"component_templates": [{"name": "base", "component_template": {
+            "template": {
+                "settings": {"index": {"number_of_shards": "2"}},
+                "mappings": {"properties": {
+                    "host": {"type": "keyword"},
+                    "labels": {"properties": {"env": {"type": "keyword"}}}
+                }}
+            },
+            "version": 1
+        }}]})
+    );
+    assert_eq!(s.request("HEAD", "/_index_template/logs", None, "")?.0, 200);
+    assert_eq!(s.request("HEAD", "/_index_template/nope", None, "")?.0, 404);
+    assert_eq!(
+        s.get_text("/_cat/templates?v")?,
+        "name index_patterns order version composed_of\n\
+         logs [logs-*]       10    3       [base]\n\
+         prod [*-prod]       20            []\n"
+    );
+
+    // Templates are kept across a restart, and go when deleted.
+    s.terminate()?;
+    let s = Server::start(dir.path())?;
+    assert_eq!(
+        s.get("/_index_template/logs")?.1["index_templates"][0]["index_template"],
+        {
+            let mut shown = logs.clone();
+            shown["template"]["settings"] = json!({"index": {"refresh_interval": "5s"}});
+            shown
+        }
+    );
+    assert_eq!(s.delete("/_index_template/logs,prod")?.0, 200);
+    assert_eq!(s.delete("/_component_template/base")?.0, 200);
+    assert_eq!(s.get("/_index_template")?.1, json!({"index_templates": []}));
+    assert_eq!(s.put("/logs-c", &json!({}))?.0, 200);
+    assert_eq!(
+        s.get("/logs-c/_settings")?.1["logs-c"]["settings"]["index"]["number_of_shards"],
+        json!("1")
+    );
+    Ok(())
+}

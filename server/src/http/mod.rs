@@ -18,6 +18,7 @@ mod scroll;
 mod search;
 mod sql;
 mod stats;
+mod templates;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,6 +101,30 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_cat/aliases", get(aliases::cat))
         .route("/_cat/aliases/{name}", get(aliases::cat_named))
         .route("/_cat/indices", get(cat::indices))
+        .route("/_cat/templates", get(templates::cat))
+        .route("/_cat/templates/{name}", get(templates::cat_named))
+        .route("/_index_template", get(templates::get_all_index))
+        .route(
+            "/_index_template/{name}",
+            put(templates::put_index)
+                .post(templates::put_index)
+                .get(templates::get_index)
+                .delete(templates::delete_index)
+                .head(templates::exists_index),
+        )
+        .route(
+            "/_index_template/_simulate_index/{index}",
+            post(templates::simulate_index),
+        )
+        .route("/_component_template", get(templates::get_all_component))
+        .route(
+            "/_component_template/{name}",
+            put(templates::put_component)
+                .post(templates::put_component)
+                .get(templates::get_component)
+                .delete(templates::delete_component)
+                .head(templates::exists_component),
+        )
         .route("/_cat/count", get(cat::count).post(cat::count))
         .route("/_cat/count/{index}", get(cat::count_of).post(cat::count_of))
         .route("/_cat/nodes", get(cluster::cat_nodes))
