@@ -610,11 +610,12 @@ pub fn convert(field: &FieldMapping, value: &Scalar<'_>) -> Option<Option<FieldV
             let (min, max) = field.ty.integer_range()?;
             let n = match value {
                 Scalar::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(truncate_f64))?,
+                // Whitespace is not trimmed, as Java's integer and decimal
+                // parsers do not (its double parser, below, does).
                 Scalar::Str(s) => s
-                    .trim()
                     .parse::<i64>()
                     .ok()
-                    .or_else(|| s.trim().parse::<f64>().ok().and_then(truncate_f64))?,
+                    .or_else(|| s.parse::<f64>().ok().and_then(truncate_f64))?,
                 _ => return None,
             };
             if n < min || n > max {

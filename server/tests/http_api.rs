@@ -214,6 +214,11 @@ fn bulk_reports_each_item_beside_successes() -> Result<()> {
             json!({"doc": {"n": 4}, "doc_as_upsert": true}),
             json!({"delete": {"_index": "items", "_id": "9"}}),
             json!({"delete": {"_index": "items", "_id": "4"}}),
+            // A string is read as a number, untrimmed, as Elasticsearch does.
+            json!({"index": {"_index": "items", "_id": "5"}}),
+            json!({"n": "7"}),
+            json!({"index": {"_index": "items", "_id": "6"}}),
+            json!({"n": " 7 "}),
         ],
     )?;
     assert_eq!(status, 200);
@@ -233,9 +238,14 @@ fn bulk_reports_each_item_beside_successes() -> Result<()> {
             ("update".into(), 201, json!("created")),
             ("delete".into(), 404, json!("not_found")),
             ("delete".into(), 200, json!("deleted")),
+            ("index".into(), 201, json!("created")),
+            ("index".into(), 400, json!("document_parsing_exception")),
         ]
     );
-    assert_eq!(s.sql_rows("SELECT _id, n FROM items")?, vec![json!(["1", 5])]);
+    assert_eq!(
+        s.sql_rows("SELECT _id, n FROM items ORDER BY _id")?,
+        vec![json!(["1", 5]), json!(["5", 7])]
+    );
     Ok(())
 }
 
