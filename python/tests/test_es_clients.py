@@ -477,3 +477,15 @@ def test_index_templates_shape_new_indices(node):
     client.indices.delete_index_template(name="logs")
     client.cluster.delete_component_template(name="shards")
     assert client.indices.get_index_template()["index_templates"] == []
+
+
+def test_rollover(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    client.indices.create(index="app-000001", aliases={"app": {"is_write_index": True}})
+    client.index(index="app", id="1", document={"n": 1}, refresh=True)
+    held = client.indices.rollover(alias="app", conditions={"max_docs": 2})
+    assert (held["rolled_over"], held["conditions"]) == (False, {"[max_docs: 2]": False})
+    rolled = client.indices.rollover(alias="app", conditions={"max_docs": 1})
+    assert (rolled["old_index"], rolled["new_index"], rolled["rolled_over"]) == ("app-000001", "app-000002", True)
+    assert client.index(index="app", document={"n": 2}, refresh=True)["_index"] == "app-000002"
+    assert client.count(index="app")["count"] == 2

@@ -2791,3 +2791,164 @@ fn templates_shape_the_indices_they_match() -> Result<()> {
     );
     Ok(())
 }
+
+/// A rollover moves an alias's writes to a new index once its write index
+/// meets a condition; the new index takes the templates that match its name.
+#[test]
+fn rollover_moves_writes_to_a_new_index() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put(
+        "/logs-000001",
+        &json!({"aliases": {"logs": {"is_write_index": true}}}),
+    )?;
+    assert_eq!(status, 200);
+    for i in 0..3 {
+        assert_eq!(s.post("/logs/_doc?refresh=true", &json!({"n": i}))?.0, 201);
+    }
+    let roll = |body: &Value, query: &str| s.post(&format!("/logs/_rollover{query}"), body);
+    // Conditions not met, a dry run, and a min_* condition not reached roll nothing.
+    for (body, query, conditions) in [
+        (
+            json!({"conditions": {"max_docs": 5}}),
+            "",
+            json!({"[max_docs: 5]": false}),
+        ),
+        (
+            json!({"conditions": {"max_docs": 3}}),
+            "?dry_run",
+            json!({"[max_docs: 3]": true}),
+        ),
+        (
+            json!({"conditions": {"max_docs": 3, "min_age": "1h"}}),
+            "",
+            json!({"[max_docs: 3]": true, "[min_age: 1h]": false}),
+        ),
+    ] {
+        let (status, answer) = roll(&body, query)?;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer,
+            json!({"acknowledged": false, "shards_acknowledged": false, "old_index": "logs-000001",
+                   "new_index": "logs-000002", "rolled_over": false, "dry_run": query == "?dry_run",
+                   "lazy": false, "conditions": conditions})
+        );
+    }
+    assert_eq!(s.get("/logs-000002")?.0, 404);
+
+    let (status, answer) = roll(
+        &json!({"conditions": {"max_docs": 3, "max_age": "30d"}, "settings": {"number_of_shards": 2}}),
+        "",
+    )?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (
+            &answer["rolled_over"],
+            &answer["new_index"],
+            &answer["conditions"]
+        ),
+        (
+            &json!(true),
+            &json!("logs-000002"),
+            &json!({"[max_docs: 3]": true, "[max_age: 30d]": false})
+        )
+    );
+    assert_eq!(
+        s.get("/logs-000002/_settings")?.1["logs-000002"]["settings"]["index"]["number_of_shards"],
+        json!("2")
+    );
+    // The old index stays in the alias for searches; writes go to the new one.
+    assert_eq!(
+        s.get("/_alias/logs")?.1,
+        json!({"logs-000001": {"aliases": {"logs": {"is_write_index": false}}},
+               "logs-000002": {"aliases": {"logs": {"is_write_index": true}}}})
+    );
+    let (_, written) = s.post("/logs/_doc?refresh=true", &json!({"n": 3}))?;
+    assert_eq!(written["_index"], json!("logs-000002"), "{written}");
+    assert_eq!(s.count("logs")?, 4);
+
+    // An alias without a marked write index moves to the new index, which
+    // takes the template its name matches.
+    let (status, _) = s.put(
+        "/_index_template/app",
+        &json!({"index_patterns": ["app-*"],
+                "template": {"mappings": {"properties": {"level": {"type": "keyword"}}}}}),
+    )?;
+    assert_eq!(status, 200);
+    assert_eq!(s.put("/app-1", &json!({"aliases": {"app": {}}}))?.0, 200);
+    let (status, answer) = s.post("/app/_rollover", &json!({}))?;
+    assert_eq!(
+        (
+            status,
+            &answer["new_index"],
+            &answer["rolled_over"],
+            &answer["conditions"]
+        ),
+        (200, &json!("app-000002"), &json!(true), &json!({})),
+        "{answer}"
+    );
+    assert_eq!(
+        s.get("/_alias/app")?.1,
+        json!({"app-000002": {"aliases": {"app": {}}}})
+    );
+    assert_eq!(
+        s.get("/app-000002/_mapping")?.1["app-000002"]["mappings"]["properties"]["level"],
+        json!({"type": "keyword"})
+    );
+    // A name of one's choice.
+    let (_, answer) = s.post("/app/_rollover/app-next", &json!({}))?;
+    assert_eq!(
+        (&answer["old_index"], &answer["new_index"]),
+        (&json!("app-000002"), &json!("app-next"))
+    );
+
+    assert_eq!(s.put("/plain", &json!({"aliases": {"p": {}}}))?.0, 200);
+    for (path, body, es_type) in [
+        ("/logs-000001/_rollover", json!({}), "illegal_argument_exception"),
+        ("/nothing/_rollover", json!({}), "illegal_argument_exception"),
+        ("/p/_rollover", json!({}), "illegal_argument_exception"),
+        (
+            "/logs/_rollover",
+            json!({"conditions": {"max_colour": 1}}),
+            "x_content_parse_exception",
+        ),
+        (
+            "/logs/_rollover",
+            json!({"conditions": {"max_size": "5 parsecs"}}),
+            "parse_exception",
+        ),
+        (
+            "/logs/_rollover",
+            json!({"conditions": {"min_docs": 1}}),
+            "action_request_validation_exception",
+        ),
+        (
+            "/logs/_rollover",
+            json!({"colour": 1}),
+            "x_content_parse_exception",
+        ),
+    ] {
+        let (status, answer) = s.post(path, &body)?;
+        assert_es_error(status, &answer, 400, es_type);
+    }
+    // The refused rollovers created nothing.
+    let (_, indices) = s.get("/_cat/indices?format=json")?;
+    let names: Vec<&str> = indices
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["index"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "app-000002",
+            "app-1",
+            "app-next",
+            "logs-000001",
+            "logs-000002",
+            "plain"
+        ]
+    );
+    Ok(())
+}

@@ -13,6 +13,7 @@ mod indices;
 mod metrics;
 mod nodes;
 mod reindex;
+mod rollover;
 mod root;
 mod scroll;
 mod search;
@@ -83,6 +84,8 @@ pub fn router(node: Arc<Node>) -> Router {
                 .get(scroll::next_path)
                 .delete(scroll::clear_path),
         )
+        .route("/{alias}/_rollover", post(rollover::rollover))
+        .route("/{alias}/_rollover/{new_index}", post(rollover::rollover_to))
         .route("/{index}/_delete_by_query", post(by_query::delete_by_query))
         .route("/{index}/_update_by_query", post(by_query::update_by_query))
         .route("/{index}/_search", post(search::search).get(search::search))
