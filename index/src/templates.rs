@@ -4,7 +4,8 @@
 //! templates (in the order it lists them), then its own, then the create
 //! request's. Of several matching index templates, the one of highest
 //! priority applies; two templates of one priority may not both match a
-//! name.
+//! name. Legacy templates (`_template`) apply only when no index template
+//! matches: all that match, in ascending `order`.
 
 use std::collections::BTreeMap;
 
@@ -56,6 +57,18 @@ pub struct ComponentTemplate {
     meta: Option<Value>,
 }
 
+/// A legacy template (`PUT /_template/{name}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegacyTemplate {
+    index_patterns: Vec<String>,
+    #[serde(default)]
+    order: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<i64>,
+    #[serde(default)]
+    body: TemplateBody,
+}
+
 /// Every template of a node (or of a cluster, kept in etcd).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Templates {
@@ -63,6 +76,8 @@ pub struct Templates {
     index: BTreeMap<String, IndexTemplate>,
     #[serde(default)]
     component: BTreeMap<String, ComponentTemplate>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    legacy: BTreeMap<String, LegacyTemplate>,
 }
 
 /// Which kind of template a request names.
@@ -72,13 +87,15 @@ pub enum Kind {
     Index,
     /// `_component_template`.
     Component,
+    /// `_template`.
+    Legacy,
 }
 
 impl Kind {
     /// How Elasticsearch's messages name the kind.
     fn words(self) -> &'static str {
         match self {
-            Kind::Index => "index template",
+            Kind::Index | Kind::Legacy => "index template",
             Kind::Component => "component template",
         }
     }
@@ -86,7 +103,7 @@ impl Kind {
     /// How Elasticsearch's "missing" messages name the kind.
     fn key(self) -> &'static str {
         match self {
-            Kind::Index => "index_template",
+            Kind::Index | Kind::Legacy => "index_template",
             Kind::Component => "component_template",
         }
     }
@@ -332,6 +349,11 @@ fn patterns_overlap(a: &str, b: &str) -> bool {
     reach[a.len()][b.len()]
 }
 
+/// Whether one of `patterns` matches the index name `index`.
+fn matches_any(patterns: &[String], index: &str) -> bool {
+    patterns.iter().any(|p| wildcard_match(p, index))
+}
+
 fn string_list(key: &str, value: &Value) -> Result<Vec<String>> {
     let list = match value {
         Value::String(s) => vec![s.clone()],
@@ -447,7 +469,7 @@ impl IndexTemplate {
     }
 
     fn matches(&self, index: &str) -> bool {
-        self.index_patterns.iter().any(|p| wildcard_match(p, index))
+        matches_any(&self.index_patterns, index)
     }
 
     fn priority(&self) -> u64 {
@@ -503,6 +525,61 @@ impl ComponentTemplate {
     }
 }
 
+impl LegacyTemplate {
+    /// Parses the body of `PUT /_template/{name}`.
+    pub fn from_es(value: &Value) -> Result<LegacyTemplate> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| parse_error("request body must be an object".into()))?;
+        let mut template = LegacyTemplate::default();
+        let mut body = Map::new();
+        for (key, value) in obj {
+            match key.as_str() {
+                "index_patterns" => template.index_patterns = string_list(key, value)?,
+                "order" => {
+                    template.order = value
+                        .as_i64()
+                        .ok_or_else(|| parse_error(format!("[order] must be an integer, not [{value}]")))?
+                }
+                "version" => template.version = Some(version(value)?),
+                "settings" | "mappings" | "aliases" => {
+                    body.insert(key.clone(), value.clone());
+                }
+                other => {
+                    return Err(Error::illegal_argument(format!(
+                        "unknown key [{other}] in the template"
+                    )));
+                }
+            }
+        }
+        if template.index_patterns.is_empty() {
+            return Err(Error::BadRequest {
+                es_type: "action_request_validation_exception",
+                reason: "Validation Failed: 1: index patterns are missing;".into(),
+            });
+        }
+        template.body = TemplateBody::from_es(&Value::Object(body))?;
+        template.body.check()?;
+        Ok(template)
+    }
+
+    /// The template as `GET /_template` shows it.
+    pub fn to_es(&self) -> Value {
+        let shown = self.body.to_es();
+        let mut out = json!({
+            "order": self.order,
+            "index_patterns": self.index_patterns,
+            "settings": shown.get("settings").cloned().unwrap_or_else(|| json!({})),
+            "mappings": shown.get("mappings").cloned().unwrap_or_else(|| json!({})),
+            "aliases": shown.get("aliases").cloned().unwrap_or_else(|| json!({})),
+        });
+        if let Some(version) = self.version {
+            out["version"] = json!(version);
+        }
+        out
+    }
+}
+
 impl Templates {
     /// The names of `kind`'s templates that `names` (a comma-separated list
     /// with wildcards; `None`: all) names, failing with a 404 when a name
@@ -511,6 +588,7 @@ impl Templates {
         let all: Vec<&String> = match kind {
             Kind::Index => self.index.keys().collect(),
             Kind::Component => self.component.keys().collect(),
+            Kind::Legacy => self.legacy.keys().collect(),
         };
         let Some(names) = names else {
             return Ok(all.into_iter().cloned().collect());
@@ -535,7 +613,7 @@ impl Templates {
         Ok(out)
     }
 
-    /// `GET /_index_template` or `GET /_component_template` of `names`.
+    /// `GET /_index_template`, `GET /_component_template` or `GET /_template` of `names`.
     pub fn to_es(&self, kind: Kind, names: &[String]) -> Value {
         match kind {
             Kind::Index => json!({"index_templates": names
@@ -546,6 +624,12 @@ impl Templates {
                 .iter()
                 .filter_map(|n| Some(json!({"name": n, "component_template": self.component.get(n)?.to_es()})))
                 .collect::<Vec<_>>()}),
+            Kind::Legacy => Value::Object(
+                names
+                    .iter()
+                    .filter_map(|n| Some((n.clone(), self.legacy.get(n)?.to_es())))
+                    .collect(),
+            ),
         }
     }
 
@@ -641,9 +725,16 @@ impl Templates {
     pub fn delete(&mut self, kind: Kind, names: &str) -> Result<()> {
         let mut chosen = Vec::new();
         for pattern in names.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let found = self
-                .select(kind, Some(pattern))
-                .map_err(|_| not_found(format!("{} [{pattern}] missing", kind.key())))?;
+            let found = self.select(kind, Some(pattern)).map_err(|_| {
+                let reason = format!("{} [{pattern}] missing", kind.key());
+                match kind {
+                    Kind::Legacy => Error::NotFound {
+                        es_type: "index_template_missing_exception",
+                        reason,
+                    },
+                    _ => not_found(reason),
+                }
+            })?;
             chosen.extend(found);
         }
         if kind == Kind::Component {
@@ -676,8 +767,23 @@ impl Templates {
                 Kind::Component => {
                     self.component.remove(&name);
                 }
+                Kind::Legacy => {
+                    self.legacy.remove(&name);
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Stores a legacy template, when it would create an index. With
+    /// `create`, an existing template of the name is an error.
+    pub fn put_legacy(&mut self, name: &str, template: LegacyTemplate, create: bool) -> Result<()> {
+        if create && self.legacy.contains_key(name) {
+            return Err(Error::illegal_argument(format!(
+                "index_template [{name}] already exists"
+            )));
+        }
+        self.legacy.insert(name.to_string(), template);
         Ok(())
     }
 
@@ -710,10 +816,25 @@ impl Templates {
     /// composition with `body` (the request's) laid on top; `body` as it
     /// is when no template matches.
     pub fn create_body(&self, index: &str, body: Option<&Value>) -> Result<Option<Value>> {
-        let Some((_, template)) = self.matching(index) else {
-            return Ok(body.cloned());
+        let mut composed = match self.matching(index) {
+            Some((_, template)) => self.compose(template),
+            None => {
+                let mut legacy: Vec<(&String, &LegacyTemplate)> = self
+                    .legacy
+                    .iter()
+                    .filter(|(_, t)| matches_any(&t.index_patterns, index))
+                    .collect();
+                if legacy.is_empty() {
+                    return Ok(body.cloned());
+                }
+                legacy.sort_by_key(|(name, t)| (t.order, *name));
+                let mut composed = TemplateBody::default();
+                for (_, template) in legacy {
+                    composed.overlay(&template.body);
+                }
+                composed
+            }
         };
-        let mut composed = self.compose(template);
         if let Some(body) = body {
             let obj = body
                 .as_object()

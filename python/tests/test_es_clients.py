@@ -477,6 +477,12 @@ def test_index_templates_shape_new_indices(node):
     client.indices.delete_index_template(name="logs")
     client.cluster.delete_component_template(name="shards")
     assert client.indices.get_index_template()["index_templates"] == []
+    client.indices.put_template(name="old", index_patterns=["old-*"], settings={"number_of_shards": 3}, order=1)
+    assert client.indices.get_template(name="old")["old"]["settings"] == {"index": {"number_of_shards": "3"}}
+    client.indices.create(index="old-1")
+    assert client.indices.get_settings(index="old-1")["old-1"]["settings"]["index"]["number_of_shards"] == "3"
+    client.indices.delete_template(name="old")
+    assert not client.indices.exists_template(name="old")
 
 
 def test_rollover(node):

@@ -2952,3 +2952,113 @@ fn rollover_moves_writes_to_a_new_index() -> Result<()> {
     );
     Ok(())
 }
+
+/// Legacy templates (`_template`) apply when no index template matches:
+/// every one that matches, in ascending `order`.
+#[test]
+fn legacy_templates_apply_in_order_when_no_index_template_matches() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let base = json!({"index_patterns": ["legacy-*"], "order": 0, "settings": {"number_of_shards": 2},
+                      "mappings": {"properties": {"a": {"type": "keyword"}}}});
+    let more = json!({"index_patterns": ["legacy-x*"], "order": 1, "version": 7,
+                      "settings": {"index": {"number_of_shards": 3}},
+                      "mappings": {"properties": {"b": {"type": "long"}}}, "aliases": {"legacy": {}}});
+    assert_eq!(s.put("/_template/base", &base)?.0, 200);
+    assert_eq!(s.put("/_template/more", &more)?.0, 200);
+    assert_eq!(
+        s.get("/_template/more")?,
+        (
+            200,
+            json!({"more": {"order": 1, "version": 7, "index_patterns": ["legacy-x*"],
+                            "settings": {"index": {"number_of_shards": "3"}},
+                            "mappings": {"properties": {"b": {"type": "long"}}},
+                            "aliases": {"legacy": {}}}})
+        )
+    );
+    let shards = |index: &str| -> Result<Value> {
+        Ok(s.get(&format!("/{index}/_settings"))?.1[index]["settings"]["index"]["number_of_shards"].take())
+    };
+    let fields = |index: &str| -> Result<Vec<String>> {
+        let (_, mapping) = s.get(&format!("/{index}/_mapping"))?;
+        let props = mapping[index]["mappings"]["properties"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        Ok(props
+            .into_iter()
+            .map(|(k, v)| format!("{k}:{}", v["type"]))
+            .collect())
+    };
+    assert_eq!(
+        s.put("/legacy-x1/_doc/1?refresh=true", &json!({"c": true}))?.0,
+        201
+    );
+    assert_eq!(shards("legacy-x1")?, json!("3"));
+    assert_eq!(
+        fields("legacy-x1")?,
+        ["a:\"keyword\"", "b:\"long\"", "c:\"boolean\""]
+    );
+    assert_eq!(s.count("legacy")?, 1);
+    assert_eq!(s.put("/legacy-y", &json!({}))?.0, 200);
+    assert_eq!(shards("legacy-y")?, json!("2"));
+    assert_eq!(fields("legacy-y")?, ["a:\"keyword\""]);
+    // An index template that matches replaces them all.
+    let (status, _) = s.put(
+        "/_index_template/x",
+        &json!({"index_patterns": ["legacy-x*"], "template": {"mappings": {"properties": {"d": {"type": "long"}}}}}),
+    )?;
+    assert_eq!(status, 200);
+    assert_eq!(s.put("/legacy-x2", &json!({}))?.0, 200);
+    assert_eq!(
+        (shards("legacy-x2")?, fields("legacy-x2")?),
+        (json!("1"), vec!["d:\"long\"".to_string()])
+    );
+
+    assert_eq!(
+        s.get_text("/_cat/templates?v")?,
+        "name index_patterns order version composed_of\n\
+         base [legacy-*]     0\n\
+         more [legacy-x*]    1     7\n\
+         x    [legacy-x*]    0             []\n"
+    );
+    assert_eq!(s.get("/_template/nope")?, (404, json!({})));
+    assert_eq!(s.request("HEAD", "/_template/base", None, "")?.0, 200);
+    for (method, path, body, status, es_type) in [
+        (
+            "DELETE",
+            "/_template/nope",
+            Value::Null,
+            404,
+            "index_template_missing_exception",
+        ),
+        (
+            "PUT",
+            "/_template/bad",
+            json!({"index_patterns": ["z*"], "settings": {"number_of_shards": "x"}}),
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            "PUT",
+            "/_template/bad",
+            json!({"order": 1}),
+            400,
+            "action_request_validation_exception",
+        ),
+        (
+            "PUT",
+            "/_template/base?create=true",
+            base.clone(),
+            400,
+            "illegal_argument_exception",
+        ),
+    ] {
+        let text = (!body.is_null()).then(|| body.to_string());
+        let (got, resp) = s.request(method, path, text.as_deref(), "application/json")?;
+        assert_es_error(got, &resp, status, es_type);
+    }
+    assert_eq!(s.delete("/_template/base,more")?.0, 200);
+    assert_eq!(s.get("/_template")?.1, json!({}));
+    Ok(())
+}

@@ -119,6 +119,15 @@ pub fn router(node: Arc<Node>) -> Router {
             "/_index_template/_simulate_index/{index}",
             post(templates::simulate_index),
         )
+        .route("/_template", get(templates::get_all_legacy))
+        .route(
+            "/_template/{name}",
+            put(templates::put_legacy)
+                .post(templates::put_legacy)
+                .get(templates::get_legacy)
+                .delete(templates::delete_legacy)
+                .head(templates::exists_legacy),
+        )
         .route("/_component_template", get(templates::get_all_component))
         .route(
             "/_component_template/{name}",

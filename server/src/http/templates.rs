@@ -1,6 +1,6 @@
-//! Templates: `PUT|GET|DELETE|HEAD /_index_template/{name}` and
-//! `/_component_template/{name}`, `POST /_index_template/_simulate_index/{index}`
-//! and `GET /_cat/templates`.
+//! Templates: `PUT|GET|DELETE|HEAD /_index_template/{name}`,
+//! `/_component_template/{name}` and `/_template/{name}` (legacy),
+//! `POST /_index_template/_simulate_index/{index}` and `GET /_cat/templates`.
 
 use std::sync::Arc;
 
@@ -8,11 +8,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use quidditch_index::templates::{ComponentTemplate, IndexTemplate, Kind, Templates};
+use quidditch_index::templates::{ComponentTemplate, IndexTemplate, Kind, LegacyTemplate, Templates};
 use serde_json::{Value, json};
 
 use super::cat::render_table;
-use super::{ApiError, ApiResult, Params, bool_param, ok_json, parse_body};
+use super::{ApiError, ApiResult, Params, bool_param, es_json, ok_json, parse_body};
 use crate::node::Node;
 
 /// Reads the templates off the async runtime (in a cluster, from etcd).
@@ -35,31 +35,83 @@ fn required(body: &Bytes) -> ApiResult<Value> {
     parse_body(body)?.ok_or_else(|| ApiError::bad_request("request body is required"))
 }
 
-/// `PUT|POST /_index_template/{name}` (`?create=true`: only a new one).
+/// Parses a template of `name` from the request body and stores it with
+/// `store` (`?create=true`: only a new one).
+async fn put<T: Clone + Send + 'static>(
+    node: &Arc<Node>,
+    name: String,
+    params: &Params,
+    body: &Bytes,
+    parse: impl FnOnce(&str, &Value) -> quidditch_index::Result<T>,
+    store: fn(&mut Templates, &str, T, bool) -> quidditch_index::Result<()>,
+) -> ApiResult<Response> {
+    let create = bool_param(params, "create", false)?;
+    let template = parse(&name, &required(body)?)?;
+    change(node, move |all| store(all, &name, template.clone(), create)).await
+}
+
+/// `PUT|POST /_index_template/{name}`.
 pub async fn put_index(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let create = bool_param(&params, "create", false)?;
-    let template = IndexTemplate::from_es(&name, &required(&body)?)?;
-    change(&node, move |all| all.put_index(&name, template.clone(), create)).await
+    put(
+        &node,
+        name,
+        &params,
+        &body,
+        IndexTemplate::from_es,
+        Templates::put_index,
+    )
+    .await
 }
 
-/// `PUT|POST /_component_template/{name}` (`?create=true`: only a new one).
+/// `PUT|POST /_component_template/{name}`.
 pub async fn put_component(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let create = bool_param(&params, "create", false)?;
-    let template = ComponentTemplate::from_es(&required(&body)?)?;
-    change(&node, move |all| {
-        all.put_component(&name, template.clone(), create)
-    })
-    .await
+    let parse = |_: &str, body: &Value| ComponentTemplate::from_es(body);
+    put(&node, name, &params, &body, parse, Templates::put_component).await
+}
+
+/// `PUT|POST /_template/{name}`.
+pub async fn put_legacy(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let parse = |_: &str, body: &Value| LegacyTemplate::from_es(body);
+    put(&node, name, &params, &body, parse, Templates::put_legacy).await
+}
+
+/// `GET /_template`.
+pub async fn get_all_legacy(State(node): State<Arc<Node>>) -> ApiResult<Response> {
+    view(&node, Kind::Legacy, None).await
+}
+
+/// `GET /_template/{name}`: names and wildcards; a name that names none is
+/// a 404 with an empty object, as Elasticsearch answers it.
+pub async fn get_legacy(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
+    match view(&node, Kind::Legacy, Some(&name)).await {
+        Err(err) if err.status() == StatusCode::NOT_FOUND => Ok(es_json(StatusCode::NOT_FOUND, &json!({}))),
+        other => other,
+    }
+}
+
+/// `HEAD /_template/{name}`.
+pub async fn exists_legacy(State(node): State<Arc<Node>>, Path(name): Path<String>) -> Response {
+    exists(&node, Kind::Legacy, &name).await
+}
+
+/// `DELETE /_template/{name}`.
+pub async fn delete_legacy(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
+    change(&node, move |all| all.delete(Kind::Legacy, &name)).await
 }
 
 async fn view(node: &Arc<Node>, kind: Kind, names: Option<&str>) -> ApiResult<Response> {
@@ -88,27 +140,27 @@ pub async fn get_component(State(node): State<Arc<Node>>, Path(name): Path<Strin
     view(&node, Kind::Component, Some(&name)).await
 }
 
-async fn exists(node: &Arc<Node>, kind: Kind, names: &str) -> ApiResult<Response> {
-    let found = read(node).await?.select(kind, Some(names))?;
-    let status = match found.is_empty() {
-        true => StatusCode::NOT_FOUND,
-        false => StatusCode::OK,
+/// 200 when `names` names a template of `kind`, else 404 (or the status
+/// of the error that kept the templates from being read).
+async fn exists(node: &Arc<Node>, kind: Kind, names: &str) -> Response {
+    let status = match read(node).await {
+        Ok(templates) => match templates.select(kind, Some(names)) {
+            Ok(found) if !found.is_empty() => StatusCode::OK,
+            _ => StatusCode::NOT_FOUND,
+        },
+        Err(err) => err.status(),
     };
-    Ok(status.into_response())
+    status.into_response()
 }
 
 /// `HEAD /_index_template/{name}`.
 pub async fn exists_index(State(node): State<Arc<Node>>, Path(name): Path<String>) -> Response {
-    exists(&node, Kind::Index, &name)
-        .await
-        .unwrap_or_else(|err| err.status().into_response())
+    exists(&node, Kind::Index, &name).await
 }
 
 /// `HEAD /_component_template/{name}`.
 pub async fn exists_component(State(node): State<Arc<Node>>, Path(name): Path<String>) -> Response {
-    exists(&node, Kind::Component, &name)
-        .await
-        .unwrap_or_else(|err| err.status().into_response())
+    exists(&node, Kind::Component, &name).await
 }
 
 /// `DELETE /_index_template/{name}`.
@@ -145,15 +197,8 @@ pub async fn cat_named(
 
 async fn cat_view(node: &Arc<Node>, names: Option<&str>, params: &Params) -> ApiResult<Response> {
     let templates = read(node).await?;
-    let names = match names {
-        None => templates.select(Kind::Index, None)?,
-        // The cat API shows what matches, and nothing for an unknown name.
-        Some(names) => templates.select(Kind::Index, Some(names)).unwrap_or_default(),
-    };
-    let rows = match templates.to_es(Kind::Index, &names)["index_templates"].take() {
-        Value::Array(rows) => rows,
-        _ => Vec::new(),
-    };
+    // The cat API shows what matches, and nothing for an unknown name.
+    let chosen = |kind| templates.select(kind, names).unwrap_or_default();
     let list = |v: &Value| {
         let items: Vec<&str> = v
             .as_array()
@@ -163,19 +208,33 @@ async fn cat_view(node: &Arc<Node>, names: Option<&str>, params: &Params) -> Api
             .collect();
         format!("[{}]", items.join(", "))
     };
-    let rows = rows
-        .iter()
-        .map(|row| {
+    let version = |t: &Value| t.get("version").map(Value::to_string).unwrap_or_default();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    if let Value::Array(shown) = templates.to_es(Kind::Index, &chosen(Kind::Index))["index_templates"].take()
+    {
+        for row in &shown {
             let t = &row["index_template"];
-            vec![
+            rows.push(vec![
                 row["name"].as_str().unwrap_or_default().to_string(),
                 list(&t["index_patterns"]),
                 t["priority"].as_u64().unwrap_or(0).to_string(),
-                t.get("version").map(Value::to_string).unwrap_or_default(),
+                version(t),
                 list(&t["composed_of"]),
-            ]
-        })
-        .collect();
+            ]);
+        }
+    }
+    if let Value::Object(shown) = templates.to_es(Kind::Legacy, &chosen(Kind::Legacy)) {
+        for (name, t) in &shown {
+            rows.push(vec![
+                name.clone(),
+                list(&t["index_patterns"]),
+                t["order"].to_string(),
+                version(t),
+                String::new(),
+            ]);
+        }
+    }
+    rows.sort();
     render_table(
         &["name", "index_patterns", "order", "version", "composed_of"],
         rows,
