@@ -495,3 +495,12 @@ def test_rollover(node):
     assert (rolled["old_index"], rolled["new_index"], rolled["rolled_over"]) == ("app-000001", "app-000002", True)
     assert client.index(index="app", document={"n": 2}, refresh=True)["_index"] == "app-000002"
     assert client.count(index="app")["count"] == 2
+
+
+def test_terms_enum(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    client.indices.create(index="t", mappings={"properties": {"tag": {"type": "keyword"}}})
+    for i, tag in enumerate(["red", "rose", "blue"]):
+        client.index(index="t", id=str(i), document={"tag": tag}, refresh=True)
+    answer = client.terms_enum(index="t", field="tag", string="r")
+    assert (answer["terms"], answer["complete"]) == (["red", "rose"], True)

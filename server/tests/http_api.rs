@@ -3062,3 +3062,69 @@ fn legacy_templates_apply_in_order_when_no_index_template_matches() -> Result<()
     assert_eq!(s.get("/_template")?.1, json!({}));
     Ok(())
 }
+
+/// `_terms_enum` lists the keyword values that start with a string, in order.
+#[test]
+fn terms_enum_lists_keyword_values_by_prefix() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    let (status, _) = s.put(
+        "/tools",
+        &json!({"settings": {"number_of_shards": 2}, "mappings": {"properties": {
+            "tags": {"type": "keyword"}, "msg": {"type": "text"}, "n": {"type": "long"}}}}),
+    )?;
+    assert_eq!(status, 200);
+    let lines = [
+        json!({"index": {"_id": "1"}}),
+        json!({"tags": ["Kibana", "logstash"], "msg": "kibana rocks", "n": 1}),
+        json!({"index": {"_id": "2"}}),
+        json!({"tags": ["kibana-x", "kite"], "n": 2}),
+        json!({"index": {"_id": "3"}}),
+        json!({"tags": "kib.ana", "n": 3}),
+    ];
+    assert_eq!(s.bulk("/tools/_bulk?refresh=true", &lines)?.0, 200);
+    let terms = |body: Value| -> Result<Value> {
+        let (status, answer) = s.post("/tools/_terms_enum", &body)?;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["complete"], json!(true), "{answer}");
+        Ok(answer["terms"].clone())
+    };
+    assert_eq!(
+        terms(json!({"field": "tags", "string": "ki"}))?,
+        json!(["kib.ana", "kibana-x", "kite"])
+    );
+    assert_eq!(
+        terms(json!({"field": "tags", "string": "KIB", "case_insensitive": true}))?,
+        json!(["Kibana", "kib.ana", "kibana-x"])
+    );
+    assert_eq!(
+        terms(json!({"field": "tags", "string": "kib."}))?,
+        json!(["kib.ana"])
+    );
+    assert_eq!(
+        terms(json!({"field": "tags", "size": 2}))?,
+        json!(["Kibana", "kib.ana"])
+    );
+    assert_eq!(
+        terms(json!({"field": "tags", "index_filter": {"term": {"n": 2}}}))?,
+        json!(["kibana-x", "kite"])
+    );
+    assert_eq!(terms(json!({"field": "msg", "string": "ki"}))?, json!([]));
+    let (_, answer) = s.post("/tools/_terms_enum", &json!({"field": "tags"}))?;
+    assert_eq!(
+        answer["_shards"],
+        json!({"total": 2, "successful": 2, "failed": 0})
+    );
+    for (body, es_type) in [
+        (json!({"string": "ki"}), "action_request_validation_exception"),
+        (
+            json!({"field": "tags", "size": "many"}),
+            "x_content_parse_exception",
+        ),
+        (json!({"field": "tags", "colour": 1}), "x_content_parse_exception"),
+    ] {
+        let (status, answer) = s.post("/tools/_terms_enum", &body)?;
+        assert_es_error(status, &answer, 400, es_type);
+    }
+    Ok(())
+}

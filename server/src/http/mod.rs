@@ -20,6 +20,7 @@ mod search;
 mod sql;
 mod stats;
 mod templates;
+mod terms_enum;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -86,6 +87,10 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/{alias}/_rollover", post(rollover::rollover))
         .route("/{alias}/_rollover/{new_index}", post(rollover::rollover_to))
+        .route(
+            "/{index}/_terms_enum",
+            post(terms_enum::terms_enum).get(terms_enum::terms_enum),
+        )
         .route("/{index}/_delete_by_query", post(by_query::delete_by_query))
         .route("/{index}/_update_by_query", post(by_query::update_by_query))
         .route("/{index}/_search", post(search::search).get(search::search))
