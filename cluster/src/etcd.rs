@@ -30,7 +30,7 @@ use etcd_client::{
 };
 use parking_lot::RwLock;
 use quidditch_index::index::IndexMeta;
-use quidditch_index::templates::Templates;
+use quidditch_index::metadata::ClusterMetadata;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -680,45 +680,53 @@ impl EtcdCluster {
         Err(failed("changing an index", "it kept changing under this node"))
     }
 
-    /// The index and component templates, with the revision of their key
+    /// The templates and cluster settings, with the revision of their key
     /// (0 when there are none yet).
-    pub async fn templates(&self) -> Result<(Templates, i64), String> {
+    pub async fn metadata(&self) -> Result<(ClusterMetadata, i64), String> {
         let mut client = self.client.clone();
-        let key = format!("{}templates", self.prefix);
-        let resp = timed("reading templates", client.get(key, None)).await?;
+        let key = format!("{}metadata", self.prefix);
+        let resp = timed("reading cluster metadata", client.get(key, None)).await?;
         let Some(kv) = resp.kvs().first() else {
-            return Ok((Templates::default(), 0));
+            return Ok((ClusterMetadata::default(), 0));
         };
-        let templates = serde_json::from_slice(kv.value()).map_err(|e| failed("decoding templates", e))?;
-        Ok((templates, kv.mod_revision()))
+        let metadata =
+            serde_json::from_slice(kv.value()).map_err(|e| failed("decoding cluster metadata", e))?;
+        Ok((metadata, kv.mod_revision()))
     }
 
-    /// Changes the templates with `change`, again when another node changed
-    /// them in between; `change`'s error stops it and is returned inside.
-    pub async fn modify_templates<E>(
+    /// Changes the templates or cluster settings with `change`, again when
+    /// another node changed them in between; `change`'s error stops it and
+    /// is returned inside.
+    pub async fn modify_metadata<E>(
         &self,
-        mut change: impl FnMut(&mut Templates) -> Result<(), E>,
+        mut change: impl FnMut(&mut ClusterMetadata) -> Result<(), E>,
     ) -> Result<Result<(), E>, String> {
-        let key = format!("{}templates", self.prefix);
+        let key = format!("{}metadata", self.prefix);
         for _ in 0..20 {
-            let (mut templates, revision) = self.templates().await?;
-            let before = templates.clone();
-            if let Err(err) = change(&mut templates) {
+            let (mut metadata, revision) = self.metadata().await?;
+            let before = metadata.clone();
+            if let Err(err) = change(&mut metadata) {
                 return Ok(Err(err));
             }
-            if templates == before {
+            if metadata == before {
                 return Ok(Ok(()));
             }
-            let value = serde_json::to_vec(&templates).map_err(|e| failed("encoding templates", e))?;
+            let value = serde_json::to_vec(&metadata).map_err(|e| failed("encoding cluster metadata", e))?;
             let txn = Txn::new()
                 .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])
                 .and_then([TxnOp::put(key.clone(), value, None)]);
             let mut client = self.client.clone();
-            if timed("changing templates", client.txn(txn)).await?.succeeded() {
+            if timed("changing cluster metadata", client.txn(txn))
+                .await?
+                .succeeded()
+            {
                 return Ok(Ok(()));
             }
         }
-        Err(failed("changing templates", "they kept changing under this node"))
+        Err(failed(
+            "changing cluster metadata",
+            "it kept changing under this node",
+        ))
     }
 
     /// Deletes an index's metadata if it is this incarnation.

@@ -11,11 +11,11 @@ use futures::{StreamExt, TryStreamExt};
 use quidditch_index::index::{AliasMeta, DocWrite, IndexMeta};
 use quidditch_index::indices::apply_alias_change;
 use quidditch_index::merge::ForceMerge;
+use quidditch_index::metadata::ClusterMetadata;
 use quidditch_index::peers::{ItemResult, Peers, WireError, WireItem};
 use quidditch_index::query::LeafQuery;
 use quidditch_index::shard::StoredDoc;
 use quidditch_index::stats::TermStats;
-use quidditch_index::templates::Templates;
 use quidditch_index::translog::Op;
 use quidditch_index::{Error, RefreshPolicy, Result};
 
@@ -251,22 +251,22 @@ impl Peers for ClusterPeers {
             .map_err(Error::unavailable)
     }
 
-    fn templates(&self) -> Result<Templates> {
+    fn metadata(&self) -> Result<ClusterMetadata> {
         let Some(etcd) = &self.etcd else {
-            return Ok(Templates::default());
+            return Ok(ClusterMetadata::default());
         };
-        self.block(etcd.templates())
-            .map(|(templates, _)| templates)
+        self.block(etcd.metadata())
+            .map(|(metadata, _)| metadata)
             .map_err(Error::unavailable)
     }
 
-    fn change_templates(&self, change: &mut dyn FnMut(&mut Templates) -> Result<()>) -> Result<()> {
+    fn change_metadata(&self, change: &mut dyn FnMut(&mut ClusterMetadata) -> Result<()>) -> Result<()> {
         let Some(etcd) = &self.etcd else {
             return Err(Error::illegal_argument(
-                "templates in a cluster need etcd, which orders the changes of every node",
+                "templates and cluster settings in a cluster need etcd, which orders the changes of every node",
             ));
         };
-        self.block(etcd.modify_templates(change))
+        self.block(etcd.modify_metadata(change))
             .map_err(Error::unavailable)?
     }
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexMeta, is_index_dir, read_meta, write_json_durably};
 use crate::mapping::Mapping;
+use crate::metadata::ClusterMetadata;
 use crate::peers::Peers;
 use crate::settings::IndexSettings;
 use crate::templates::Templates;
@@ -31,10 +32,10 @@ pub struct Indices {
     /// Serializes this node's alias changes.
     alias_lock: Mutex<()>,
     peers: Option<Arc<dyn Peers>>,
-    /// The index and component templates of a node without a cluster
+    /// The templates and cluster settings of a node without a cluster
     /// store (a cluster with etcd keeps them there), and their file.
-    templates: Mutex<Templates>,
-    templates_file: PathBuf,
+    metadata: Mutex<ClusterMetadata>,
+    metadata_file: PathBuf,
     /// The data directory's lock, held while the registry is open, so that
     /// no other process (a node, `sql` or `load --data-dir`) opens it too.
     _lock: std::fs::File,
@@ -347,12 +348,15 @@ impl Indices {
                 }
             }
         }
-        let templates_file = data_dir.join(TEMPLATES_FILE);
-        let templates = match std::fs::read(&templates_file) {
+        let metadata_file = data_dir.join(METADATA_FILE);
+        let metadata = match std::fs::read(&metadata_file) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| {
-                Error::Corrupt(format!("templates file [{}]: {err}", templates_file.display()))
+                Error::Corrupt(format!(
+                    "cluster metadata file [{}]: {err}",
+                    metadata_file.display()
+                ))
             })?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Templates::default(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => ClusterMetadata::default(),
             Err(err) => return Err(err.into()),
         };
         Ok(Indices {
@@ -362,8 +366,8 @@ impl Indices {
             create_lock: Mutex::new(()),
             alias_lock: Mutex::new(()),
             peers,
-            templates: Mutex::new(templates),
-            templates_file,
+            metadata: Mutex::new(metadata),
+            metadata_file,
             _lock: lock,
         })
     }
@@ -373,28 +377,38 @@ impl Indices {
         self.peers.as_ref()
     }
 
-    /// The index and component templates: the cluster's, else this node's.
-    pub fn templates(&self) -> Result<Templates> {
+    /// The templates and cluster settings: the cluster's, else this node's.
+    pub fn metadata(&self) -> Result<ClusterMetadata> {
         match &self.peers {
-            Some(peers) => peers.templates(),
-            None => Ok(self.templates.lock().clone()),
+            Some(peers) => peers.metadata(),
+            None => Ok(self.metadata.lock().clone()),
         }
     }
 
-    /// Changes the templates with `change` (which may run again, when
-    /// another node changed them meanwhile) and stores them.
-    pub fn change_templates(&self, mut change: impl FnMut(&mut Templates) -> Result<()>) -> Result<()> {
+    /// Changes the templates or cluster settings with `change` (which may
+    /// run again, when another node changed them meanwhile) and stores them.
+    pub fn change_metadata(&self, mut change: impl FnMut(&mut ClusterMetadata) -> Result<()>) -> Result<()> {
         if let Some(peers) = &self.peers {
-            return peers.change_templates(&mut change);
+            return peers.change_metadata(&mut change);
         }
-        let mut held = self.templates.lock();
+        let mut held = self.metadata.lock();
         let mut next = held.clone();
         change(&mut next)?;
         if next != *held {
-            write_json_durably(&self.templates_file, &next)?;
+            write_json_durably(&self.metadata_file, &next)?;
             *held = next;
         }
         Ok(())
+    }
+
+    /// The index, component and legacy templates.
+    pub fn templates(&self) -> Result<Templates> {
+        Ok(self.metadata()?.templates)
+    }
+
+    /// Changes the templates with `change`, as [`Indices::change_metadata`].
+    pub fn change_templates(&self, mut change: impl FnMut(&mut Templates) -> Result<()>) -> Result<()> {
+        self.change_metadata(|metadata| change(&mut metadata.templates))
     }
 
     /// Creates an index from Elasticsearch's create-index body
@@ -601,15 +615,18 @@ impl Indices {
     }
 
     /// The index that writes to `name` go to ([`Indices::write_index`]),
-    /// created with defaults when there is none (Elasticsearch's
-    /// `action.auto_create_index`).
+    /// created (with the templates its name matches) when there is none
+    /// and `action.auto_create_index` allows it.
     pub fn get_or_create(&self, name: &str) -> Result<Arc<Index>> {
         match self.write_index(name) {
             Ok(index) => Ok(index),
-            Err(Error::IndexNotFound(_)) => match self.create(name, None) {
-                Err(Error::IndexExists(_)) => self.get_current(name, None),
-                other => other,
-            },
+            Err(Error::IndexNotFound(_)) => {
+                self.metadata()?.check_auto_create(name)?;
+                match self.create(name, None) {
+                    Err(Error::IndexExists(_)) => self.get_current(name, None),
+                    other => other,
+                }
+            }
             Err(err) => Err(err),
         }
     }
@@ -780,8 +797,9 @@ impl Indices {
 
 /// The file in a data directory that the process using it holds locked.
 const LOCK_FILE: &str = "quidditch.lock";
-/// The templates of a node without a cluster store, in its data directory.
-const TEMPLATES_FILE: &str = "templates.json";
+/// The templates and cluster settings of a node without a cluster store,
+/// in its data directory.
+const METADATA_FILE: &str = "cluster_metadata.json";
 
 /// Elasticsearch's index name rules.
 pub fn validate_name(name: &str) -> Result<()> {

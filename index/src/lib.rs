@@ -23,6 +23,7 @@ pub mod index;
 pub mod indices;
 pub mod mapping;
 pub mod merge;
+pub mod metadata;
 pub mod peers;
 pub mod query;
 pub mod routing;

@@ -16,10 +16,10 @@ use crate::error::{Error, Result};
 use crate::index::{AliasMeta, DocWrite, IndexMeta, WriteResult};
 use crate::indices::RefreshPolicy;
 use crate::merge::ForceMerge;
+use crate::metadata::ClusterMetadata;
 use crate::query::LeafQuery;
 use crate::shard::StoredDoc;
 use crate::stats::TermStats;
-use crate::templates::Templates;
 use crate::translog::Op;
 
 /// The other nodes of the cluster, as the index layer needs them.
@@ -50,13 +50,13 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// The metadata of index `name` as the cluster store holds it now;
     /// `None` when the store has no such index or there is no store.
     fn stored_index(&self, name: &str) -> Result<Option<IndexMeta>>;
-    /// The index and component templates the cluster store holds (none
+    /// The templates and cluster settings the cluster store holds (none
     /// without a store).
-    fn templates(&self) -> Result<Templates>;
-    /// Changes the templates of the cluster store with `change`, run again
-    /// when another node changed them meanwhile; fails without a store,
-    /// which could not order the changes of two nodes.
-    fn change_templates(&self, change: &mut dyn FnMut(&mut Templates) -> Result<()>) -> Result<()>;
+    fn metadata(&self) -> Result<ClusterMetadata>;
+    /// Changes the templates or cluster settings of the cluster store with
+    /// `change`, run again when another node changed them meanwhile; fails
+    /// without a store, which could not order the changes of two nodes.
+    fn change_metadata(&self, change: &mut dyn FnMut(&mut ClusterMetadata) -> Result<()>) -> Result<()>;
     /// Applies writes on `node`, which holds their shards of the incarnation
     /// `meta` of an index; one result per write.
     fn write(

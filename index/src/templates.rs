@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::error::{Error, Result};
 use crate::indices::{alias_meta, wildcard_match};
 use crate::mapping::Mapping;
+use crate::metadata::nest;
 use crate::settings::IndexSettings;
 
 /// What a template gives an index: settings (flat, `index.`-prefixed keys
@@ -161,7 +162,7 @@ impl TemplateBody {
     fn to_es(&self) -> Value {
         let mut out = Map::new();
         if let Some(settings) = &self.settings {
-            out.insert("settings".into(), nest_settings(settings));
+            out.insert("settings".into(), nest(settings));
         }
         if let Some(mappings) = &self.mappings {
             out.insert("mappings".into(), mappings.clone());
@@ -263,24 +264,6 @@ fn flat_settings(value: &Value) -> Result<Map<String, Value>> {
             false => (format!("index.{k}"), v),
         })
         .collect())
-}
-
-/// Flat settings nested at their dots, as Elasticsearch shows them.
-fn nest_settings(flat: &Map<String, Value>) -> Value {
-    let mut out = Value::Object(Map::new());
-    for (key, value) in flat {
-        let mut at = &mut out;
-        let mut parts = key.split('.').peekable();
-        while let Some(part) = parts.next() {
-            let Value::Object(obj) = at else { break };
-            if parts.peek().is_none() {
-                obj.insert(part.to_string(), value.clone());
-                break;
-            }
-            at = obj.entry(part.to_string()).or_insert_with(|| json!({}));
-        }
-    }
-    out
 }
 
 /// Merges mappings as template composition does: object fields merge
@@ -936,7 +919,7 @@ mod tests {
             json!({"index.number_of_shards": "2", "index.refresh_interval": "5s"})
         );
         assert_eq!(
-            nest_settings(&flat),
+            nest(&flat),
             json!({"index": {"number_of_shards": "2", "refresh_interval": "5s"}})
         );
         Ok(())

@@ -504,3 +504,16 @@ def test_terms_enum(node):
         client.index(index="t", id=str(i), document={"tag": tag}, refresh=True)
     answer = client.terms_enum(index="t", field="tag", string="r")
     assert (answer["terms"], answer["complete"]) == (["red", "rose"], True)
+
+
+def test_cluster_settings(node):
+    client = elasticsearch.Elasticsearch(node.url)
+    client.indices.create(index="keep-1")
+    with pytest.raises(elasticsearch.BadRequestError, match="Wildcard expressions"):
+        client.indices.delete(index="keep-*")
+    client.cluster.put_settings(persistent={"action.auto_create_index": "false"})
+    assert client.cluster.get_settings()["persistent"] == {"action": {"auto_create_index": "false"}}
+    with pytest.raises(elasticsearch.NotFoundError):
+        client.index(index="typo", document={"a": 1})
+    client.cluster.put_settings(persistent={"action.auto_create_index": None})
+    assert client.index(index="typo", document={"a": 1})["result"] == "created"

@@ -283,6 +283,19 @@ fn metadata_lives_in_etcd_and_a_killed_leader_is_replaced() -> Result<()> {
         "the index has the template's settings and mapping: {settings} {mapping}"
     );
 
+    // So do cluster settings: set on one coordinator, applied by the other.
+    let guard = json!({"persistent": {"action.auto_create_index": "-nope*,+*"}});
+    let (status, body) = a.put("/_cluster/settings", &guard)?;
+    ensure!(status == 200, "setting a cluster setting: {body}");
+    let (status, body) = b.put("/nope-1/_doc/1", &json!({"a": 1}))?;
+    ensure!(
+        status == 404,
+        "auto-creation the setting forbids: {status} {body}"
+    );
+    let reset = json!({"persistent": {"action.auto_create_index": null}});
+    ensure!(b.put("/_cluster/settings", &reset)?.0 == 200);
+    ensure!(a.put("/nope-1/_doc/1", &json!({"a": 1}))?.0 == 201);
+
     // SIGKILL the leader: its lease (the default 5 s) expires and another
     // master takes over.
     let leader = master(&masters[0])?.ok_or_else(|| anyhow::anyhow!("no leader"))?;

@@ -3128,3 +3128,107 @@ fn terms_enum_lists_keyword_values_by_prefix() -> Result<()> {
     }
     Ok(())
 }
+
+/// Cluster settings: deleting indices by wildcards or `_all` is refused
+/// unless `action.destructive_requires_name` is turned off, and
+/// `action.auto_create_index` decides which writes may create an index.
+/// Both are kept across a restart.
+#[test]
+fn cluster_settings_guard_deletes_and_index_creation() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = Server::start(dir.path())?;
+    assert_eq!(
+        s.get("/_cluster/settings")?,
+        (200, json!({"persistent": {}, "transient": {}}))
+    );
+    assert_eq!(
+        s.get("/_cluster/settings?include_defaults")?.1["defaults"],
+        json!({"action": {"auto_create_index": "true", "destructive_requires_name": "true"}})
+    );
+    for name in ["a1", "a2"] {
+        assert_eq!(s.put(&format!("/{name}"), &json!({}))?.0, 200);
+    }
+    for path in ["/a*", "/_all", "/a1,a*"] {
+        let (status, body) = s.delete(path)?;
+        assert_es_error(status, &body, 400, "illegal_argument_exception");
+        assert_eq!(
+            reason(&body),
+            "Wildcard expressions or all indices are not allowed"
+        );
+    }
+    assert_eq!(s.get("/a1,a2")?.0, 200);
+    let (status, body) = s.put(
+        "/_cluster/settings",
+        &json!({"persistent": {"action": {"destructive_requires_name": false}}}),
+    )?;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"acknowledged": true, "persistent": {"action": {"destructive_requires_name": "false"}},
+                   "transient": {}})
+        )
+    );
+    assert_eq!(s.delete("/a*")?.0, 200);
+    assert_eq!(s.get("/a1")?.0, 404);
+
+    let (status, _) = s.put(
+        "/_cluster/settings",
+        &json!({"persistent": {"action.auto_create_index": "+logs-*,-*"}}),
+    )?;
+    assert_eq!(status, 200);
+    let (status, body) = s.put("/other/_doc/1", &json!({"a": 1}))?;
+    assert_es_error(status, &body, 404, "index_not_found_exception");
+    assert!(
+        reason(&body).contains("[action.auto_create_index] contains [-*]"),
+        "{body}"
+    );
+    assert_eq!(s.put("/logs-1/_doc/1", &json!({"a": 1}))?.0, 201);
+    let (_, body) = s.bulk(
+        "/_bulk",
+        &[
+            json!({"index": {"_index": "other"}}),
+            json!({"a": 1}),
+            json!({"index": {"_index": "logs-2"}}),
+            json!({"a": 1}),
+        ],
+    )?;
+    assert_eq!(item_statuses(&body), [404, 201]);
+    // An explicit create is not an automatic one.
+    assert_eq!(s.put("/other", &json!({}))?.0, 200);
+
+    for (body, es_type) in [
+        (
+            json!({"persistent": {"cluster.max_shards_per_node": 10}}),
+            "illegal_argument_exception",
+        ),
+        (
+            json!({"persistent": {"action.destructive_requires_name": "maybe"}}),
+            "illegal_argument_exception",
+        ),
+        (
+            json!({"transient": {"action.auto_create_index": false}}),
+            "illegal_argument_exception",
+        ),
+        (json!({"sometimes": {}}), "x_content_parse_exception"),
+    ] {
+        let (status, answer) = s.put("/_cluster/settings", &body)?;
+        assert_es_error(status, &answer, 400, es_type);
+    }
+    s.terminate()?;
+    let s = Server::start(dir.path())?;
+    assert_eq!(
+        s.get("/_cluster/settings?flat_settings=true")?.1,
+        json!({"persistent": {"action.auto_create_index": "+logs-*,-*",
+                              "action.destructive_requires_name": "false"}, "transient": {}})
+    );
+    let reset =
+        json!({"persistent": {"action.auto_create_index": null, "action.destructive_requires_name": null}});
+    assert_eq!(s.put("/_cluster/settings", &reset)?.0, 200);
+    assert_eq!(
+        s.get("/_cluster/settings")?.1,
+        json!({"persistent": {}, "transient": {}})
+    );
+    assert_eq!(s.put("/another/_doc/1", &json!({"a": 1}))?.0, 201);
+    Ok(())
+}

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -16,10 +17,11 @@ use quidditch_index::Index;
 use quidditch_index::activity::ActivityStats;
 use quidditch_index::indices::FailedIndex;
 use quidditch_index::merge::SegmentStats;
-use serde_json::{Value, json};
+use quidditch_index::metadata::{nest, parse_settings};
+use serde_json::{Map, Value, json};
 
 use super::cat::render_table;
-use super::{ApiError, ApiResult, Params, es_json};
+use super::{ApiError, ApiResult, Params, bool_param, es_json, ok_json, parse_body};
 use crate::node::Node;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -500,4 +502,66 @@ pub async fn cat_shards(State(node): State<Arc<Node>>, Query(params): Query<Para
     // By index (a stable sort keeps each index's shards in order).
     rows.sort_by(|a, b| a[0].cmp(&b[0]));
     render_table(&columns, rows, &params)
+}
+
+/// `GET /_cluster/settings` (`flat_settings`, `include_defaults`).
+pub async fn get_settings(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<Params>,
+) -> ApiResult<Response> {
+    let flat = bool_param(&params, "flat_settings", false)?;
+    let defaults = bool_param(&params, "include_defaults", false)?;
+    let indices = Arc::clone(&node.indices);
+    let metadata = tokio::task::spawn_blocking(move || indices.metadata()).await??;
+    Ok(ok_json(&metadata.settings_to_es(flat, defaults)))
+}
+
+/// `PUT /_cluster/settings`: `persistent` settings (the node applies
+/// `action.auto_create_index` and `action.destructive_requires_name`).
+pub async fn put_settings(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let flat_out = bool_param(&params, "flat_settings", false)?;
+    let body = parse_body(&body)?.ok_or_else(|| ApiError::bad_request("request body is required"))?;
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("request body must be an object"))?;
+    let mut flat = Map::new();
+    for (key, value) in obj {
+        match key.as_str() {
+            "persistent" => flat = parse_settings(value)?,
+            "transient" if value.as_object().is_some_and(Map::is_empty) => {}
+            "transient" => {
+                return Err(ApiError::bad_request(
+                    "transient cluster settings are not supported: set them as [persistent]",
+                ));
+            }
+            other => {
+                return Err(ApiError::new(
+                    400,
+                    "x_content_parse_exception",
+                    format!("[cluster_update_settings_request] unknown field [{other}]"),
+                ));
+            }
+        }
+    }
+    let indices = Arc::clone(&node.indices);
+    let applied = flat.clone();
+    tokio::task::spawn_blocking(move || {
+        indices.change_metadata(|metadata| {
+            metadata.apply_settings(&applied);
+            Ok(())
+        })
+    })
+    .await??;
+    let set: Map<String, Value> = flat.into_iter().filter(|(_, v)| !v.is_null()).collect();
+    let persistent = match flat_out {
+        true => Value::Object(set),
+        false => nest(&set),
+    };
+    Ok(ok_json(
+        &json!({"acknowledged": true, "persistent": persistent, "transient": {}}),
+    ))
 }

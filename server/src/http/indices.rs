@@ -33,6 +33,7 @@ pub async fn create(
 pub async fn delete(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Response> {
     let indices = Arc::clone(&node.indices);
     tokio::task::spawn_blocking(move || {
+        indices.metadata()?.check_destructive(&name)?;
         for name in indices.resolve_concrete_names(&name)? {
             indices.delete(&name)?;
         }

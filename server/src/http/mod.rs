@@ -157,6 +157,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_cat/segments", get(cluster::cat_segments))
         .route("/_cat/segments/{index}", get(cluster::cat_segments_of))
         .route("/_cluster/health", get(cluster::health))
+        .route(
+            "/_cluster/settings",
+            get(cluster::get_settings).put(cluster::put_settings),
+        )
         // `GET /metrics` is the node's metrics; the other methods keep
         // their meaning for an index named `metrics`.
         .route(
