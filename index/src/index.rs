@@ -1052,7 +1052,9 @@ impl Index {
             let ids: Vec<String> = writes
                 .iter()
                 .map(|w| match w {
-                    ShardWrite::Index { id, .. } | ShardWrite::Delete { id, .. } => id.clone(),
+                    ShardWrite::Index { id, .. }
+                    | ShardWrite::Delete { id, .. }
+                    | ShardWrite::Noop { id, .. } => id.clone(),
                 })
                 .collect();
             let outcomes = match self.write_shard(shard_no, writes, refresh) {
@@ -1566,6 +1568,19 @@ impl Index {
                         seq_no,
                         result: "noop",
                     }));
+                }
+                // Built on an earlier write of this batch and leaving it as
+                // it is: the shard answers with that write's version.
+                if let Some(from) = follows.filter(|_| unchanged) {
+                    return Ok(Prepared::Write(
+                        id.clone(),
+                        false,
+                        ShardWrite::Noop {
+                            id,
+                            position,
+                            follows: from,
+                        },
+                    ));
                 }
                 let text: Arc<str> = Arc::from(new_source.to_string());
                 let (parsed, changed) = parse_with(&id, &text, mapping).map_err(fail)?;

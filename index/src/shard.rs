@@ -112,6 +112,18 @@ pub enum ShardWrite {
         /// What the document's last write must be.
         condition: Option<Condition>,
     },
+    /// An update that leaves the document as the write at position
+    /// `follows` of the same batch wrote it: nothing is written, and the
+    /// outcome is that write's version and sequence number, as `noop`
+    /// (a failure if that write failed).
+    Noop {
+        /// Document id.
+        id: String,
+        /// Position of this write in its batch.
+        position: usize,
+        /// Position of the write it leaves as it is.
+        follows: usize,
+    },
 }
 
 /// The outcome of one write.
@@ -121,7 +133,7 @@ pub struct WriteOutcome {
     pub version: u64,
     /// Sequence number of the write.
     pub seq_no: u64,
-    /// `created`, `updated`, `deleted` or `not_found`.
+    /// `created`, `updated`, `deleted`, `not_found` or `noop`.
     pub result: &'static str,
 }
 
@@ -486,7 +498,7 @@ impl Shard {
             .iter()
             .map(|w| match w {
                 ShardWrite::Index { id, source, doc, .. } => Some(base_doc(&self.fields, id, source, doc)),
-                ShardWrite::Delete { .. } => None,
+                ShardWrite::Delete { .. } | ShardWrite::Noop { .. } => None,
             })
             .collect();
         self.wait_if_too_much_pending();
@@ -498,15 +510,18 @@ impl Shard {
         let mut batch: HashMap<String, LastWrite> = HashMap::new();
         // Positions of the writes of this batch that succeeded, when a later
         // write builds on one.
-        let builds_on_earlier = writes
-            .iter()
-            .any(|w| matches!(w, ShardWrite::Index { follows: Some(_), .. }));
+        let builds_on_earlier = writes.iter().any(|w| {
+            matches!(
+                w,
+                ShardWrite::Index { follows: Some(_), .. } | ShardWrite::Noop { .. }
+            )
+        });
         let mut succeeded: HashSet<usize> = HashSet::new();
         let mut next_seq = state.next_seq;
         for (write, tdoc) in writes.into_iter().zip(docs) {
             let (id, generated) = match &write {
                 ShardWrite::Index { id, generated_id, .. } => (id.as_str(), *generated_id),
-                ShardWrite::Delete { id, .. } => (id.as_str(), false),
+                ShardWrite::Delete { id, .. } | ShardWrite::Noop { id, .. } => (id.as_str(), false),
             };
             let last = match batch.get(id) {
                 Some(last) => *last,
@@ -516,6 +531,7 @@ impl Shard {
             let current = last.live().map(|(version, _)| version);
             let condition = match &write {
                 ShardWrite::Index { condition, .. } | ShardWrite::Delete { condition, .. } => *condition,
+                ShardWrite::Noop { .. } => None,
             };
             let checked = match condition {
                 Some(Condition::SeqNo(c)) => c.check(id, last.live().map(|(_, seq_no)| seq_no)),
@@ -533,6 +549,24 @@ impl Shard {
                 _ => last.version().map_or(1, |v| v + 1),
             };
             match write {
+                ShardWrite::Noop {
+                    id,
+                    position,
+                    follows,
+                } => match last.live().filter(|_| succeeded.contains(&follows)) {
+                    Some((version, seq_no)) => {
+                        succeeded.insert(position);
+                        outcomes.push(Ok(WriteOutcome {
+                            version,
+                            seq_no,
+                            result: "noop",
+                        }));
+                    }
+                    None => outcomes.push(Err(Error::VersionConflict {
+                        version: current.unwrap_or(0),
+                        id,
+                    })),
+                },
                 ShardWrite::Index {
                     id,
                     source,
@@ -1409,7 +1443,9 @@ mod tests {
 
     fn id_of(write: &ShardWrite) -> String {
         match write {
-            ShardWrite::Index { id, .. } | ShardWrite::Delete { id, .. } => id.clone(),
+            ShardWrite::Index { id, .. } | ShardWrite::Delete { id, .. } | ShardWrite::Noop { id, .. } => {
+                id.clone()
+            }
         }
     }
 
