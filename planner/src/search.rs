@@ -1195,20 +1195,6 @@ impl Search<'_> {
                 ))
                 .on_shards())
             }
-            // Documents of several values in the field (a list column)
-            // have no one group, as Elasticsearch finds when it meets one.
-            Some(_)
-                if self
-                    .targets
-                    .iter()
-                    .any(|t| t.mapping().column(field).is_some_and(|c| c.mapping.multi_valued)) =>
-            {
-                Err(Error::illegal_argument(format!(
-                    "failed to collapse on [{field}]: the collapse field must be single valued, \
-                     and documents hold several values of it"
-                ))
-                .on_shards())
-            }
             Some(_) => Ok(()),
         }
     }
