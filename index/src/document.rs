@@ -610,12 +610,15 @@ pub fn convert(field: &FieldMapping, value: &Scalar<'_>) -> Option<Option<FieldV
             let (min, max) = field.ty.integer_range()?;
             let n = match value {
                 Scalar::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(truncate_f64))?,
-                // Whitespace is not trimmed, as Java's integer and decimal
-                // parsers do not (its double parser, below, does).
-                Scalar::Str(s) => s
-                    .parse::<i64>()
-                    .ok()
-                    .or_else(|| s.parse::<f64>().ok().and_then(truncate_f64))?,
+                // Elasticsearch reads a long's string with Java's long and
+                // decimal parsers, which do not trim whitespace, and the
+                // smaller types' with its double parser, which does.
+                Scalar::Str(s) => {
+                    let s = if field.ty == FieldType::Long { s } else { s.trim() };
+                    s.parse::<i64>()
+                        .ok()
+                        .or_else(|| s.parse::<f64>().ok().and_then(truncate_f64))?
+                }
                 _ => return None,
             };
             if n < min || n > max {

@@ -149,7 +149,7 @@ fn items_server(dir: &std::path::Path) -> Result<Server> {
     let s = Server::start(dir)?;
     let (status, _) = s.put(
         "/items",
-        &json!({"mappings": {"properties": {"n": {"type": "integer"}}}}),
+        &json!({"mappings": {"properties": {"n": {"type": "integer"}, "l": {"type": "long"}}}}),
     )?;
     assert_eq!(status, 200);
     Ok(s)
@@ -214,11 +214,12 @@ fn bulk_reports_each_item_beside_successes() -> Result<()> {
             json!({"doc": {"n": 4}, "doc_as_upsert": true}),
             json!({"delete": {"_index": "items", "_id": "9"}}),
             json!({"delete": {"_index": "items", "_id": "4"}}),
-            // A string is read as a number, untrimmed, as Elasticsearch does.
+            // A string is read as a number; a long's untrimmed, as
+            // Elasticsearch reads it.
             json!({"index": {"_index": "items", "_id": "5"}}),
-            json!({"n": "7"}),
+            json!({"n": " 7 ", "l": "8"}),
             json!({"index": {"_index": "items", "_id": "6"}}),
-            json!({"n": " 7 "}),
+            json!({"l": " 8 "}),
         ],
     )?;
     assert_eq!(status, 200);
@@ -243,8 +244,8 @@ fn bulk_reports_each_item_beside_successes() -> Result<()> {
         ]
     );
     assert_eq!(
-        s.sql_rows("SELECT _id, n FROM items ORDER BY _id")?,
-        vec![json!(["1", 5]), json!(["5", 7])]
+        s.sql_rows("SELECT _id, n, l FROM items ORDER BY _id")?,
+        vec![json!(["1", 5, null]), json!(["5", 7, 8])]
     );
     Ok(())
 }
