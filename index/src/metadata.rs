@@ -34,6 +34,12 @@ pub struct ClusterMetadata {
 pub fn parse_settings(persistent: &Value) -> Result<Map<String, Value>> {
     let mut flat = Map::new();
     flatten("", persistent, &mut flat)?;
+    if flat.is_empty() {
+        return Err(Error::BadRequest {
+            es_type: "action_request_validation_exception",
+            reason: "Validation Failed: 1: no settings to update;".into(),
+        });
+    }
     for (key, value) in &flat {
         check_setting(key, value)?;
     }
@@ -158,6 +164,11 @@ fn flatten(prefix: &str, value: &Value, out: &mut Map<String, Value>) -> Result<
 }
 
 fn check_setting(key: &str, value: &Value) -> Result<()> {
+    if !SETTINGS.iter().any(|(k, _)| *k == key) {
+        return Err(Error::illegal_argument(format!(
+            "persistent setting [{key}], not recognized"
+        )));
+    }
     let Some(text) = value.as_str() else {
         return Ok(());
     };
@@ -168,10 +179,7 @@ fn check_setting(key: &str, value: &Value) -> Result<()> {
         AUTO_CREATE_INDEX if text.is_empty() => Err(Error::illegal_argument(format!(
             "Can't parse [{text}] for setting [{AUTO_CREATE_INDEX}] must be either [true, false, or a comma separated list of index patterns]"
         ))),
-        DESTRUCTIVE_REQUIRES_NAME | AUTO_CREATE_INDEX => Ok(()),
-        other => Err(Error::illegal_argument(format!(
-            "persistent setting [{other}], not recognized"
-        ))),
+        _ => Ok(()),
     }
 }
 
@@ -221,6 +229,8 @@ mod tests {
         put(&mut meta, json!({"action.auto_create_index": null}))?;
         meta.check_auto_create("logs-1")?;
         assert!(put(&mut meta, json!({"cluster.max_shards_per_node": 10})).is_err());
+        assert!(put(&mut meta, json!({"cluster.max_shards_per_node": null})).is_err());
+        assert!(put(&mut meta, json!({})).is_err());
         Ok(())
     }
 }

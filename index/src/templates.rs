@@ -621,6 +621,7 @@ impl Templates {
     /// composes to would create an index. With `create`, an existing
     /// template of the name is an error.
     pub fn put_index(&mut self, name: &str, template: IndexTemplate, create: bool) -> Result<()> {
+        validate_name(Kind::Index, name)?;
         if create && self.index.contains_key(name) {
             return Err(Error::illegal_argument(format!(
                 "index template [{name}] already exists"
@@ -639,7 +640,8 @@ impl Templates {
                 es_type: "invalid_index_template_exception",
                 reason: format!(
                     "index_template [{name}] invalid, cause [index template [{name}] specifies component \
-                     templates {missing:?} that do not exist]"
+                     templates [{}] that do not exist]",
+                    missing.join(", ")
                 ),
             });
         }
@@ -680,6 +682,7 @@ impl Templates {
     /// Stores a component template, when every index template made of it
     /// still composes to what would create an index.
     pub fn put_component(&mut self, name: &str, template: ComponentTemplate, create: bool) -> Result<()> {
+        validate_name(Kind::Component, name)?;
         if create && self.component.contains_key(name) {
             return Err(Error::illegal_argument(format!(
                 "component template [{name}] already exists"
@@ -711,11 +714,11 @@ impl Templates {
             let found = self.select(kind, Some(pattern)).map_err(|_| {
                 let reason = format!("{} [{pattern}] missing", kind.key());
                 match kind {
-                    Kind::Legacy => Error::NotFound {
+                    Kind::Index | Kind::Legacy => Error::NotFound {
                         es_type: "index_template_missing_exception",
                         reason,
                     },
-                    _ => not_found(reason),
+                    Kind::Component => not_found(reason),
                 }
             })?;
             chosen.extend(found);
@@ -761,6 +764,7 @@ impl Templates {
     /// Stores a legacy template, when it would create an index. With
     /// `create`, an existing template of the name is an error.
     pub fn put_legacy(&mut self, name: &str, template: LegacyTemplate, create: bool) -> Result<()> {
+        validate_name(Kind::Legacy, name)?;
         if create && self.legacy.contains_key(name) {
             return Err(Error::illegal_argument(format!(
                 "index_template [{name}] already exists"
@@ -859,6 +863,29 @@ impl Templates {
         body.mappings.get_or_insert_with(|| json!({}));
         body.settings.get_or_insert_with(Map::new);
         json!({"template": body.to_es(), "overlapping": overlapping})
+    }
+}
+
+/// Elasticsearch's rules for template names: lowercase, none of the
+/// characters of a wildcard or a list, not starting with `_`.
+fn validate_name(kind: Kind, name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        Some("name must not be empty".to_string())
+    } else if name.chars().any(|c| c.is_uppercase()) {
+        Some("name must be lower cased".to_string())
+    } else if name.starts_with('_') {
+        Some("name must not start with '_'".to_string())
+    } else {
+        name.chars()
+            .find(|c| " ,\"\\/*?<>|#".contains(*c))
+            .map(|c| format!("name must not contain [{c}]"))
+    };
+    match why {
+        Some(why) => Err(Error::BadRequest {
+            es_type: "invalid_index_template_exception",
+            reason: format!("{} [{name}] invalid, cause [{why}]", kind.key()),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -2747,7 +2747,28 @@ fn templates_shape_the_indices_they_match() -> Result<()> {
             "/_index_template/nope",
             Value::Null,
             404,
-            "resource_not_found_exception",
+            "index_template_missing_exception",
+        ),
+        (
+            "PUT",
+            "/_index_template/_simulate",
+            json!({"index_patterns": ["s-*"]}),
+            400,
+            "invalid_index_template_exception",
+        ),
+        (
+            "PUT",
+            "/_component_template/Base",
+            json!({"template": {}}),
+            400,
+            "invalid_index_template_exception",
+        ),
+        (
+            "PUT",
+            "/_template/a*",
+            json!({"index_patterns": ["a-*"]}),
+            400,
+            "invalid_index_template_exception",
         ),
     ] {
         let text = (!body.is_null()).then(|| body.to_string());
@@ -3226,6 +3247,11 @@ fn cluster_settings_guard_deletes_and_index_creation() -> Result<()> {
             "illegal_argument_exception",
         ),
         (json!({"sometimes": {}}), "x_content_parse_exception"),
+        (json!({"transient": {}}), "action_request_validation_exception"),
+        (
+            json!({"persistent": {"no.such": null}}),
+            "illegal_argument_exception",
+        ),
     ] {
         let (status, answer) = s.put("/_cluster/settings", &body)?;
         assert_es_error(status, &answer, 400, es_type);

@@ -528,10 +528,9 @@ pub async fn put_settings(
     let obj = body
         .as_object()
         .ok_or_else(|| ApiError::bad_request("request body must be an object"))?;
-    let mut flat = Map::new();
     for (key, value) in obj {
         match key.as_str() {
-            "persistent" => flat = parse_settings(value)?,
+            "persistent" => {}
             "transient" if value.as_object().is_some_and(Map::is_empty) => {}
             "transient" => {
                 return Err(ApiError::bad_request(
@@ -547,6 +546,7 @@ pub async fn put_settings(
             }
         }
     }
+    let flat = parse_settings(obj.get("persistent").unwrap_or(&json!({})))?;
     let indices = Arc::clone(&node.indices);
     let applied = flat.clone();
     tokio::task::spawn_blocking(move || {

@@ -18,11 +18,22 @@ use super::cluster::started_copies;
 use super::{ApiError, ApiResult, Params, bool_param, ok_json, parse_body};
 use crate::node::Node;
 
+/// What a rollover condition measures of the write index.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Measure {
+    Age,
+    Docs,
+    Size,
+    PrimaryShardSize,
+    PrimaryShardDocs,
+}
+
 /// One rollover condition: what it measures, and its bound as given.
 #[derive(Debug, Clone, PartialEq)]
 struct Condition {
     name: String,
     text: String,
+    measure: Measure,
     bound: u64,
     /// `max_*`: met at or over the bound; `min_*`: a bound to reach first.
     max: bool,
@@ -40,8 +51,26 @@ struct Measures {
 
 impl Condition {
     fn parse(name: &str, value: &Value) -> ApiResult<Condition> {
-        let max = name.starts_with("max_");
-        let measure = name.trim_start_matches("max_").trim_start_matches("min_");
+        let unknown = || {
+            ApiError::new(
+                400,
+                "x_content_parse_exception",
+                format!("[conditions] unknown field [{name}]"),
+            )
+        };
+        let (max, measure) = match (name.strip_prefix("max_"), name.strip_prefix("min_")) {
+            (Some(measure), _) => (true, measure),
+            (None, Some(measure)) => (false, measure),
+            (None, None) => return Err(unknown()),
+        };
+        let measure = match measure {
+            "age" => Measure::Age,
+            "docs" => Measure::Docs,
+            "size" => Measure::Size,
+            "primary_shard_size" => Measure::PrimaryShardSize,
+            "primary_shard_docs" => Measure::PrimaryShardDocs,
+            _ => return Err(unknown()),
+        };
         let text = match value {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
@@ -52,39 +81,30 @@ impl Condition {
             }
         };
         let bound = match measure {
-            "age" => u64::try_from(parse_time_value(&text, name)?.as_millis()).unwrap_or(u64::MAX),
-            "docs" | "primary_shard_docs" => text.parse().map_err(|_| {
+            Measure::Age => u64::try_from(parse_time_value(&text, name)?.as_millis()).unwrap_or(u64::MAX),
+            Measure::Docs | Measure::PrimaryShardDocs => text.parse().map_err(|_| {
                 ApiError::bad_request(format!("[{name}] must be a number of documents, not [{text}]"))
             })?,
-            "size" | "primary_shard_size" => byte_size(name, &text)?,
-            _ => {
-                return Err(ApiError::new(
-                    400,
-                    "x_content_parse_exception",
-                    format!("[conditions] unknown field [{name}]"),
-                ));
-            }
+            Measure::Size | Measure::PrimaryShardSize => byte_size(name, &text)?,
         };
         Ok(Condition {
             name: name.to_string(),
             text,
+            measure,
             bound,
             max,
         })
     }
 
-    fn value(&self, m: &Measures) -> u64 {
-        match self.name.trim_start_matches("max_").trim_start_matches("min_") {
-            "age" => m.age_ms,
-            "docs" => m.docs,
-            "size" => m.bytes,
-            "primary_shard_size" => m.largest_shard_bytes,
-            _ => m.largest_shard_docs,
-        }
-    }
-
     fn met(&self, m: &Measures) -> bool {
-        self.value(m) >= self.bound
+        let value = match self.measure {
+            Measure::Age => m.age_ms,
+            Measure::Docs => m.docs,
+            Measure::Size => m.bytes,
+            Measure::PrimaryShardSize => m.largest_shard_bytes,
+            Measure::PrimaryShardDocs => m.largest_shard_docs,
+        };
+        value >= self.bound
     }
 }
 
@@ -237,7 +257,7 @@ async fn roll(
         let (old_name, new_name) = (old_name.clone(), new_name.clone());
         let marked = old.aliases().get(&alias).and_then(|m| m.is_write_index) == Some(true);
         tokio::task::spawn_blocking(move || -> quidditch_index::Result<()> {
-            indices.create(&new_name, Some(&Value::Object(create)))?;
+            let created = indices.create(&new_name, Some(&Value::Object(create)))?.name();
             let actions = match marked {
                 // The old index stays in the alias, for searches.
                 true => vec![
@@ -269,7 +289,13 @@ async fn roll(
                     },
                 ],
             };
-            indices.update_aliases(&actions)
+            // The new index goes again when the alias cannot move to it,
+            // so that the rollover can be tried again.
+            indices.update_aliases(&actions).inspect_err(|_| {
+                if let Err(err) = indices.delete(&created) {
+                    tracing::warn!(index = %created, %err, "could not delete the index of a failed rollover");
+                }
+            })
         })
         .await??;
     }
@@ -315,7 +341,9 @@ mod tests {
         let age = Condition::parse("max_age", &json!("2h"))?;
         let min = Condition::parse("min_docs", &json!("11"))?;
         assert!(docs.met(&m) && !age.met(&m) && !min.met(&m));
-        assert!(Condition::parse("max_colour", &json!(1)).is_err());
+        for unknown in ["max_colour", "docs", "max_max_docs", "min_min_age"] {
+            assert!(Condition::parse(unknown, &json!(1)).is_err(), "{unknown}");
+        }
         Ok(())
     }
 }

@@ -2,7 +2,8 @@
 //! start with a string, in order (what Kibana suggests as one types). It
 //! runs as a `terms` aggregation of the field, ordered by value and
 //! limited to the values with that prefix, over the documents that
-//! `index_filter` matches.
+//! `index_filter` matches (Elasticsearch uses it only to skip shards that
+//! match nothing, and lists every value of the others).
 
 use std::sync::Arc;
 
@@ -78,7 +79,8 @@ pub async fn terms_enum(
             &json!({"_shards": shards, "terms": [], "complete": true}),
         ));
     }
-    let flags = if insensitive { "(?i)" } else { "" };
+    // A value may hold line breaks after the prefix.
+    let flags = if insensitive { "(?si)" } else { "(?s)" };
     let search = json!({
         "size": 0,
         "track_total_hits": false,
