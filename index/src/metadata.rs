@@ -32,8 +32,7 @@ pub struct ClusterMetadata {
 /// The `persistent` settings of `PUT /_cluster/settings`, flat, each
 /// checked.
 pub fn parse_settings(persistent: &Value) -> Result<Map<String, Value>> {
-    let mut flat = Map::new();
-    flatten("", persistent, &mut flat)?;
+    let flat = flatten("persistent", persistent)?;
     if flat.is_empty() {
         return Err(Error::BadRequest {
             es_type: "action_request_validation_exception",
@@ -133,34 +132,41 @@ impl ClusterMetadata {
     }
 }
 
-/// Flat setting keys with string values (or null, to reset).
-fn flatten(prefix: &str, value: &Value, out: &mut Map<String, Value>) -> Result<()> {
-    match value {
-        Value::Object(obj) => {
-            for (k, v) in obj {
-                let key = match prefix.is_empty() {
-                    true => k.clone(),
-                    false => format!("{prefix}.{k}"),
-                };
-                flatten(&key, v, out)?;
+/// The settings object `what` as flat keys (joined at dots) with string
+/// values, or null to reset; lists become comma-separated strings.
+pub(crate) fn flatten(what: &str, value: &Value) -> Result<Map<String, Value>> {
+    fn walk(prefix: &str, value: &Value, out: &mut Map<String, Value>) {
+        match value {
+            Value::Object(obj) => {
+                for (k, v) in obj {
+                    let key = match prefix.is_empty() {
+                        true => k.clone(),
+                        false => format!("{prefix}.{k}"),
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            Value::Null | Value::String(_) => {
+                out.insert(prefix.to_string(), value.clone());
+            }
+            Value::Bool(_) | Value::Number(_) => {
+                out.insert(prefix.to_string(), Value::String(value.to_string()));
+            }
+            Value::Array(items) => {
+                let parts: Vec<String> = items
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                    .collect();
+                out.insert(prefix.to_string(), Value::String(parts.join(",")));
             }
         }
-        _ if prefix.is_empty() => return Err(Error::illegal_argument("[persistent] must be an object")),
-        Value::Null | Value::String(_) => {
-            out.insert(prefix.to_string(), value.clone());
-        }
-        Value::Bool(_) | Value::Number(_) => {
-            out.insert(prefix.to_string(), Value::String(value.to_string()));
-        }
-        Value::Array(items) => {
-            let parts: Vec<String> = items
-                .iter()
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-                .collect();
-            out.insert(prefix.to_string(), Value::String(parts.join(",")));
-        }
     }
-    Ok(())
+    if !value.is_object() {
+        return Err(Error::illegal_argument(format!("[{what}] must be an object")));
+    }
+    let mut flat = Map::new();
+    walk("", value, &mut flat);
+    Ok(flat)
 }
 
 fn check_setting(key: &str, value: &Value) -> Result<()> {

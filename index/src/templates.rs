@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::error::{Error, Result};
 use crate::indices::{alias_meta, wildcard_match};
 use crate::mapping::Mapping;
-use crate::metadata::nest;
+use crate::metadata::{flatten, nest};
 use crate::settings::IndexSettings;
 
 /// What a template gives an index: settings (flat, `index.`-prefixed keys
@@ -229,35 +229,7 @@ impl TemplateBody {
 /// of Elasticsearch's forms (`{"index": {"number_of_shards": 2}}` or
 /// `{"number_of_shards": "2"}`).
 fn flat_settings(value: &Value) -> Result<Map<String, Value>> {
-    fn walk(prefix: &str, value: &Value, out: &mut Map<String, Value>) {
-        match value {
-            Value::Object(obj) => {
-                for (k, v) in obj {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, v, out);
-                }
-            }
-            Value::Null => {
-                out.insert(prefix.to_string(), Value::Null);
-            }
-            Value::String(s) => {
-                out.insert(prefix.to_string(), Value::String(s.clone()));
-            }
-            other => {
-                out.insert(prefix.to_string(), Value::String(other.to_string()));
-            }
-        }
-    }
-    if !value.is_object() {
-        return Err(Error::illegal_argument("[settings] must be an object"));
-    }
-    let mut flat = Map::new();
-    walk("", value, &mut flat);
-    Ok(flat
+    Ok(flatten("settings", value)?
         .into_iter()
         .map(|(k, v)| match k.starts_with("index.") {
             true => (k, v),
