@@ -23,8 +23,8 @@ pub struct ClusterMetadata {
     /// Index, component and legacy templates.
     #[serde(default)]
     pub templates: Templates,
-    /// Persistent cluster settings that differ from their defaults (flat
-    /// keys, string values).
+    /// Persistent cluster settings that were set and not reset (flat keys,
+    /// string values).
     #[serde(default)]
     pub settings: Map<String, Value>,
 }
