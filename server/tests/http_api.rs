@@ -2466,6 +2466,19 @@ fn an_update_that_changes_nothing_is_a_noop() -> Result<()> {
             &items[1]["update"]["_seq_no"]
         )
     );
+    // An update after a write of the same bulk that failed applies to the
+    // document as stored, as the items apply one after the other.
+    let lines = [
+        json!({"create": {"_id": "2"}}),
+        json!({"a": 1}),
+        json!({"create": {"_id": "2"}}),
+        json!({"a": 9}),
+        json!({"update": {"_id": "2"}}),
+        json!({"doc": {"d": 1}}),
+    ];
+    let (_, failed_first) = s.bulk("/n/_bulk", &lines)?;
+    assert_eq!(item_statuses(&failed_first), [201, 409, 200], "{failed_first}");
+    assert_eq!(s.get("/n/_doc/2")?.1["_source"], json!({"a": 1, "d": 1}));
     Ok(())
 }
 
