@@ -955,7 +955,45 @@ impl Index {
     /// the document and merges again, up to that many times, before any
     /// later write of the batch to the same id (as Elasticsearch retries
     /// an item in place).
+    ///
+    /// An update of an id that an earlier write of the batch also writes
+    /// builds on that write, and fails when it failed (a `create` of a
+    /// stored document). When it is the last write of its id in the batch,
+    /// it is then applied alone to the document as stored, as Elasticsearch
+    /// applies the items of a bulk one after the other.
     fn write_local(&self, writes: Vec<DocWrite>, refresh: RefreshPolicy) -> Result<BatchResult> {
+        let mut last_of: HashMap<&str, usize> = HashMap::new();
+        let mut followers: Vec<(usize, usize)> = Vec::new();
+        for (i, write) in writes.iter().enumerate() {
+            let Some(id) = write.id() else { continue };
+            if let Some(before) = last_of.insert(id, i)
+                && matches!(write, DocWrite::Update { .. })
+            {
+                followers.push((i, before));
+            }
+        }
+        let followers: Vec<(usize, usize, DocWrite)> = followers
+            .into_iter()
+            .filter(|(i, _)| writes[*i].id().and_then(|id| last_of.get(id)) == Some(i))
+            .map(|(i, before)| (i, before, writes[i].clone()))
+            .collect();
+        let mut batch = self.write_local_runs(writes, refresh)?;
+        for (position, before, write) in followers {
+            let conflict = matches!(&batch.items[position].1, Err(err) if err.status() == 409);
+            if conflict && batch.items[before].1.is_err() {
+                let again = self.write_local_runs(vec![write], refresh)?;
+                merge_touched(&mut batch.touched, again.touched);
+                if let Some(item) = again.items.into_iter().next() {
+                    batch.items[position] = item;
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// [`Index::write_local`] without applying updates that followed a
+    /// failed write again.
+    fn write_local_runs(&self, writes: Vec<DocWrite>, refresh: RefreshPolicy) -> Result<BatchResult> {
         let retries = |w: &DocWrite| match w {
             DocWrite::Update {
                 retry_on_conflict, ..

@@ -2466,9 +2466,14 @@ fn an_update_that_changes_nothing_is_a_noop() -> Result<()> {
             &items[1]["update"]["_seq_no"]
         )
     );
-    // An update after a write of the same bulk that failed applies to the
-    // document as stored, as the items apply one after the other.
+    // An update after a write of the same bulk that failed (a create of a
+    // stored document, or of one the bulk created) applies to the document
+    // as stored, as the items apply one after the other.
     let lines = [
+        json!({"create": {"_id": "1"}}),
+        json!({"a": 9}),
+        json!({"update": {"_id": "1"}}),
+        json!({"doc": {"d": 1}}),
         json!({"create": {"_id": "2"}}),
         json!({"a": 1}),
         json!({"create": {"_id": "2"}}),
@@ -2477,7 +2482,15 @@ fn an_update_that_changes_nothing_is_a_noop() -> Result<()> {
         json!({"doc": {"d": 1}}),
     ];
     let (_, failed_first) = s.bulk("/n/_bulk", &lines)?;
-    assert_eq!(item_statuses(&failed_first), [201, 409, 200], "{failed_first}");
+    assert_eq!(
+        item_statuses(&failed_first),
+        [409, 200, 201, 409, 200],
+        "{failed_first}"
+    );
+    assert_eq!(
+        s.get("/n/_doc/1")?.1["_source"],
+        json!({"a": 2, "b": {"c": 2}, "d": 1})
+    );
     assert_eq!(s.get("/n/_doc/2")?.1["_source"], json!({"a": 1, "d": 1}));
     Ok(())
 }
