@@ -962,6 +962,9 @@ impl Index {
     /// it is then applied alone to the document as stored, as Elasticsearch
     /// applies the items of a bulk one after the other.
     fn write_local(&self, writes: Vec<DocWrite>, refresh: RefreshPolicy) -> Result<BatchResult> {
+        if !writes.iter().any(|w| matches!(w, DocWrite::Update { .. })) {
+            return self.write_local_runs(writes, refresh);
+        }
         let mut last_of: HashMap<&str, usize> = HashMap::new();
         let mut followers: Vec<(usize, usize)> = Vec::new();
         for (i, write) in writes.iter().enumerate() {

@@ -415,8 +415,13 @@ impl Indices {
     /// (`{"settings": {...}, "mappings": {...}}`), laid over what the
     /// index template that matches the name gives.
     pub fn create(&self, name: &str, body: Option<&Value>) -> Result<Arc<Index>> {
+        self.create_with(name, body, &self.templates()?)
+    }
+
+    /// [`Indices::create`] with these templates.
+    fn create_with(&self, name: &str, body: Option<&Value>, templates: &Templates) -> Result<Arc<Index>> {
         validate_name(name)?;
-        let body = self.templates()?.create_body(name, body)?;
+        let body = templates.create_body(name, body)?;
         let body = body.as_ref();
         let mut settings = IndexSettings::default();
         let mut mapping = Mapping::default();
@@ -621,8 +626,9 @@ impl Indices {
         match self.write_index(name) {
             Ok(index) => Ok(index),
             Err(Error::IndexNotFound(_)) => {
-                self.metadata()?.check_auto_create(name)?;
-                match self.create(name, None) {
+                let metadata = self.metadata()?;
+                metadata.check_auto_create(name)?;
+                match self.create_with(name, None, &metadata.templates) {
                     Err(Error::IndexExists(_)) => self.get_current(name, None),
                     other => other,
                 }

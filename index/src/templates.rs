@@ -593,12 +593,7 @@ impl Templates {
     /// composes to would create an index. With `create`, an existing
     /// template of the name is an error.
     pub fn put_index(&mut self, name: &str, template: IndexTemplate, create: bool) -> Result<()> {
-        validate_name(Kind::Index, name)?;
-        if create && self.index.contains_key(name) {
-            return Err(Error::illegal_argument(format!(
-                "index template [{name}] already exists"
-            )));
-        }
+        self.check_put(Kind::Index, name, create)?;
         let missing: Vec<&str> = template
             .composed_of
             .iter()
@@ -654,12 +649,7 @@ impl Templates {
     /// Stores a component template, when every index template made of it
     /// still composes to what would create an index.
     pub fn put_component(&mut self, name: &str, template: ComponentTemplate, create: bool) -> Result<()> {
-        validate_name(Kind::Component, name)?;
-        if create && self.component.contains_key(name) {
-            return Err(Error::illegal_argument(format!(
-                "component template [{name}] already exists"
-            )));
-        }
+        self.check_put(Kind::Component, name, create)?;
         let old = self.component.insert(name.to_string(), template);
         let broken = self
             .index
@@ -736,13 +726,28 @@ impl Templates {
     /// Stores a legacy template, when it would create an index. With
     /// `create`, an existing template of the name is an error.
     pub fn put_legacy(&mut self, name: &str, template: LegacyTemplate, create: bool) -> Result<()> {
-        validate_name(Kind::Legacy, name)?;
-        if create && self.legacy.contains_key(name) {
-            return Err(Error::illegal_argument(format!(
-                "index_template [{name}] already exists"
-            )));
-        }
+        self.check_put(Kind::Legacy, name, create)?;
         self.legacy.insert(name.to_string(), template);
+        Ok(())
+    }
+
+    /// Fails unless `name` is a valid name for a template of `kind`, new
+    /// when `create` asks for a new one.
+    fn check_put(&self, kind: Kind, name: &str, create: bool) -> Result<()> {
+        validate_name(kind, name)?;
+        let exists = match kind {
+            Kind::Index => self.index.contains_key(name),
+            Kind::Component => self.component.contains_key(name),
+            Kind::Legacy => self.legacy.contains_key(name),
+        };
+        if create && exists {
+            // Elasticsearch names a legacy one by its key.
+            let what = match kind {
+                Kind::Legacy => kind.key(),
+                _ => kind.words(),
+            };
+            return Err(Error::illegal_argument(format!("{what} [{name}] already exists")));
+        }
         Ok(())
     }
 
