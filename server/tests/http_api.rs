@@ -760,14 +760,44 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
     )?;
     assert_eq!(status, 200);
 
-    let malformed = "{\"index\":{\"_id\":\"2\"}}\n{\"price\": 11, \"name\": \n{\"index\":{\"_id\":\"3\"}}\n{\"price\": 12}\n";
+    // A malformed action line rejects the whole bulk, the items before it too.
+    let malformed =
+        "{\"index\":{\"_id\":\"2\"}}\n{\"price\": 11}\n{\"index\":{\"_id\":\"3\"}\n{\"price\": 12}\n";
     let (status, body) = s.request(
         "POST",
         "/shop/_bulk?refresh=true",
         Some(malformed),
         "application/x-ndjson",
     )?;
-    assert_es_error(status, &body, 400, "x_content_parse_exception");
+    assert_es_error(status, &body, 400, "illegal_argument_exception");
+    // A malformed source line fails its item alone, as in Elasticsearch.
+    let malformed = "{\"index\":{\"_id\":\"a\"}}\n{\"price\": 11, \"name\": \n{\"create\":{\"_id\":\"b\"}}\n[12]\n{\"index\":{\"_id\":\"c\"}}\n{\"price\": 13}\n";
+    let (status, body) = s.request(
+        "POST",
+        "/loose/_bulk?refresh=true",
+        Some(malformed),
+        "application/x-ndjson",
+    )?;
+    assert_eq!((status, &body["errors"]), (200, &json!(true)), "{body}");
+    let items: Vec<_> = (0..3)
+        .map(|i| {
+            let item = body["items"][i].as_object().and_then(|o| o.values().next());
+            item.map(|r| (r["_id"].clone(), r["status"].clone(), r["error"]["type"].clone()))
+        })
+        .collect();
+    assert_eq!(
+        items,
+        [
+            Some((json!("a"), json!(400), json!("document_parsing_exception"))),
+            Some((json!("b"), json!(400), json!("document_parsing_exception"))),
+            Some((json!("c"), json!(201), Value::Null)),
+        ],
+        "{body}"
+    );
+    assert_eq!(
+        s.sql_rows("SELECT _id, price FROM loose")?,
+        vec![json!(["c", 13])]
+    );
 
     let (status, body) = s.get("/missing/_doc/1")?;
     assert_es_error(status, &body, 404, "index_not_found_exception");
