@@ -829,11 +829,56 @@ impl Templates {
         let Some((chosen, template)) = self.matching(index) else {
             return json!({});
         };
-        let overlapping: Vec<Value> = self
+        self.simulated(template, |name, patterns| {
+            name != chosen && matches_any(patterns, index)
+        })
+    }
+
+    /// `POST /_index_template/_simulate[/{name}]`: what an index template
+    /// gives an index, the stored one of `name` or the given one, checked
+    /// as storing it would check it; and the other templates whose
+    /// patterns overlap its patterns.
+    pub fn simulate_template(&self, name: Option<&str>, given: Option<IndexTemplate>) -> Result<Value> {
+        let (name, template) = match (name, given) {
+            (name, Some(template)) => {
+                let name = name.unwrap_or(SIMULATED);
+                let mut with = self.clone();
+                with.put_index(name, template.clone(), false)?;
+                (name, template)
+            }
+            (Some(name), None) => match self.index.get(name) {
+                Some(template) => (name, template.clone()),
+                None => {
+                    return Err(Error::NotFound {
+                        es_type: "resource_not_found_exception",
+                        reason: format!("unable to simulate template [{name}] that does not exist"),
+                    });
+                }
+            },
+            (None, None) => return Err(Error::illegal_argument("a template to simulate is required")),
+        };
+        Ok(self.simulated(&template, |other, patterns| {
+            other != name
+                && patterns
+                    .iter()
+                    .any(|p| template.index_patterns.iter().any(|q| patterns_overlap(p, q)))
+        }))
+    }
+
+    /// The simulation of `template`, with the index and legacy templates
+    /// `overlaps` picks (by name and patterns), in name order.
+    fn simulated(&self, template: &IndexTemplate, overlaps: impl Fn(&str, &[String]) -> bool) -> Value {
+        let mut overlapping: Vec<(&String, &Vec<String>)> = self
             .index
             .iter()
-            .filter(|(name, t)| name.as_str() != chosen && t.matches(index))
-            .map(|(name, t)| json!({"name": name, "index_patterns": t.index_patterns}))
+            .map(|(name, t)| (name, &t.index_patterns))
+            .chain(self.legacy.iter().map(|(name, t)| (name, &t.index_patterns)))
+            .filter(|(name, patterns)| overlaps(name, patterns))
+            .collect();
+        overlapping.sort();
+        let overlapping: Vec<Value> = overlapping
+            .into_iter()
+            .map(|(name, patterns)| json!({"name": name, "index_patterns": patterns}))
             .collect();
         let mut body = self.compose(template);
         body.aliases.get_or_insert_with(Map::new);
@@ -842,6 +887,9 @@ impl Templates {
         json!({"template": body.to_es(), "overlapping": overlapping})
     }
 }
+
+/// The name a template simulated without one is checked under.
+pub const SIMULATED: &str = "simulated-template";
 
 /// Elasticsearch's rules for template names: lowercase, none of the
 /// characters of a wildcard or a list, not starting with `_`.

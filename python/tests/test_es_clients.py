@@ -466,6 +466,13 @@ def test_index_templates_shape_new_indices(node):
     assert got["index_template"]["composed_of"] == ["shards"]
     simulated = client.indices.simulate_index_template(name="logs-2")["template"]
     assert simulated["settings"] == {"index": {"number_of_shards": "2"}}
+    simulated = client.indices.simulate_template(
+        index_patterns=["logs-x*"], composed_of=["shards"], priority=9, template={"settings": {"number_of_shards": 1}}
+    )
+    assert simulated["template"]["settings"] == {"index": {"number_of_shards": "1"}}
+    assert simulated["overlapping"] == [{"name": "logs", "index_patterns": ["logs-*"]}]
+    stored = client.indices.simulate_template(name="logs")["template"]
+    assert stored["mappings"] == {"properties": {"status": {"type": "keyword"}}}
     client.index(index="logs-1", id="1", document={"status": 200}, refresh=True)
     settings = client.indices.get_settings(index="logs-1")["logs-1"]["settings"]["index"]
     assert settings["number_of_shards"] == "2"

@@ -2718,6 +2718,60 @@ fn templates_shape_the_indices_they_match() -> Result<()> {
         simulated["overlapping"],
         json!([{"name": "logs", "index_patterns": ["logs-*"]}])
     );
+    // A stored template, or one given, is simulated without being stored;
+    // one given is checked as storing it would check it.
+    let (status, simulated) = s.request("POST", "/_index_template/_simulate/prod", None, "")?;
+    assert_eq!(
+        (status, simulated),
+        (
+            200,
+            json!({"template": {"settings": {"index": {"number_of_shards": "3"}}, "mappings": {}, "aliases": {}},
+                "overlapping": [{"name": "logs", "index_patterns": ["logs-*"]}]})
+        )
+    );
+    let given = json!({"index_patterns": ["logs-x*"], "composed_of": ["base"], "priority": 30,
+        "template": {"mappings": {"properties": {"status": {"type": "keyword"}}}}});
+    let (status, simulated) = s.post("/_index_template/_simulate", &given)?;
+    assert_eq!(status, 200, "{simulated}");
+    assert_eq!(
+        simulated["template"]["mappings"]["properties"]["status"],
+        json!({"type": "keyword"})
+    );
+    assert_eq!(
+        simulated["template"]["settings"],
+        json!({"index": {"number_of_shards": "2"}})
+    );
+    assert_eq!(
+        simulated["overlapping"],
+        json!([{"name": "logs", "index_patterns": ["logs-*"]}, {"name": "prod", "index_patterns": ["*-prod"]}])
+    );
+    let (_, named) = s.post("/_index_template/_simulate/logs", &given)?;
+    assert_eq!(
+        named["overlapping"],
+        json!([{"name": "prod", "index_patterns": ["*-prod"]}]),
+        "{named}"
+    );
+    assert_eq!(
+        s.get("/_index_template/logs")?.1["index_templates"][0]["index_template"]["index_patterns"],
+        json!(["logs-*"])
+    );
+    for (body, status, es_type) in [
+        (
+            json!({"index_patterns": ["logs-*"], "priority": 10}),
+            400,
+            "illegal_argument_exception",
+        ),
+        (
+            json!({"index_patterns": ["y-*"], "composed_of": ["nope"]}),
+            400,
+            "invalid_index_template_exception",
+        ),
+    ] {
+        let (got, error) = s.post("/_index_template/_simulate", &body)?;
+        assert_es_error(got, &error, status, es_type);
+    }
+    let (status, error) = s.request("POST", "/_index_template/_simulate/nope", None, "")?;
+    assert_es_error(status, &error, 404, "resource_not_found_exception");
     assert_eq!(s.put("/logs-prod", &json!({}))?.0, 200);
     assert_eq!(
         s.get("/logs-prod/_settings")?.1["logs-prod"]["settings"]["index"]["number_of_shards"],
@@ -3105,6 +3159,12 @@ fn legacy_templates_apply_in_order_when_no_index_template_matches() -> Result<()
     assert_eq!(
         (shards("legacy-x2")?, fields("legacy-x2")?),
         (json!("1"), vec!["d:\"long\"".to_string()])
+    );
+    // The legacy templates it overrides are listed as overlapping.
+    let (_, simulated) = s.post("/_index_template/_simulate_index/legacy-x3", &json!({}))?;
+    assert_eq!(
+        simulated["overlapping"],
+        json!([{"name": "base", "index_patterns": ["legacy-*"]}, {"name": "more", "index_patterns": ["legacy-x*"]}])
     );
 
     assert_eq!(

@@ -124,6 +124,14 @@ pub fn router(node: Arc<Node>) -> Router {
             "/_index_template/_simulate_index/{index}",
             post(templates::simulate_index),
         )
+        .route(
+            "/_index_template/_simulate",
+            post(templates::simulate).put(templates::put_named_simulate),
+        )
+        .route(
+            "/_index_template/_simulate/{name}",
+            post(templates::simulate_named),
+        )
         .route("/_template", get(templates::get_all_legacy))
         .route(
             "/_template/{name}",

@@ -1,6 +1,7 @@
 //! Templates: `PUT|GET|DELETE|HEAD /_index_template/{name}`,
 //! `/_component_template/{name}` and `/_template/{name}` (legacy),
-//! `POST /_index_template/_simulate_index/{index}` and `GET /_cat/templates`.
+//! `POST /_index_template/_simulate_index/{index}`,
+//! `POST /_index_template/_simulate[/{name}]` and `GET /_cat/templates`.
 
 use std::sync::Arc;
 
@@ -8,7 +9,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use quidditch_index::templates::{ComponentTemplate, IndexTemplate, Kind, LegacyTemplate, Templates};
+use quidditch_index::templates::{
+    ComponentTemplate, IndexTemplate, Kind, LegacyTemplate, SIMULATED, Templates,
+};
 use serde_json::{Value, json};
 
 use super::cat::render_table;
@@ -179,6 +182,40 @@ pub async fn delete_component(
 /// `POST /_index_template/_simulate_index/{index}`.
 pub async fn simulate_index(State(node): State<Arc<Node>>, Path(index): Path<String>) -> ApiResult<Response> {
     Ok(ok_json(&read(&node).await?.simulate(&index)))
+}
+
+/// `PUT /_index_template/_simulate`: a template named `_simulate`, which
+/// its name's check refuses.
+pub async fn put_named_simulate(
+    state: State<Arc<Node>>,
+    params: Query<Params>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    put_index(state, Path("_simulate".into()), params, body).await
+}
+
+/// `POST /_index_template/_simulate`: the index template of the body.
+pub async fn simulate(State(node): State<Arc<Node>>, body: Bytes) -> ApiResult<Response> {
+    simulate_template(&node, None, &body).await
+}
+
+/// `POST /_index_template/_simulate/{name}`: the stored index template of
+/// the name, or the body's in its place.
+pub async fn simulate_named(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    simulate_template(&node, Some(name), &body).await
+}
+
+async fn simulate_template(node: &Arc<Node>, name: Option<String>, body: &Bytes) -> ApiResult<Response> {
+    let given = parse_body(body)?
+        .map(|body| IndexTemplate::from_es(name.as_deref().unwrap_or(SIMULATED), &body))
+        .transpose()?;
+    Ok(ok_json(
+        &read(node).await?.simulate_template(name.as_deref(), given)?,
+    ))
 }
 
 /// `GET /_cat/templates`.
