@@ -799,6 +799,14 @@ impl Templates {
                 composed
             }
         };
+        // A template's alias may name the index it is created for.
+        if let Some(aliases) = composed.aliases.take() {
+            let aliases = aliases
+                .into_iter()
+                .map(|(name, alias)| (name.replace("{index}", index), alias))
+                .collect();
+            composed.aliases = Some(aliases);
+        }
         if let Some(body) = body {
             let obj = body
                 .as_object()

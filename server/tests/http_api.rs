@@ -2623,7 +2623,7 @@ fn templates_shape_the_indices_they_match() -> Result<()> {
                 "status": {"type": "long"},
                 "labels": {"properties": {"team": {"type": "keyword"}}}
             }},
-            "aliases": {"all-logs": {}}
+            "aliases": {"all-logs": {}, "{index}-alias": {}}
         }
     });
     assert_eq!(s.put("/_index_template/logs", &logs)?.0, 200);
@@ -2643,7 +2643,7 @@ fn templates_shape_the_indices_they_match() -> Result<()> {
                     "status": {"type": "long"},
                     "labels": {"properties": {"team": {"type": "keyword"}}}
                 }},
-                "aliases": {"all-logs": {}}
+                "aliases": {"all-logs": {}, "{index}-alias": {}}
             }
         }}]})
     );
@@ -2672,6 +2672,12 @@ fn templates_shape_the_indices_they_match() -> Result<()> {
     );
     let (_, found) = s.post("/all-logs/_search", &json!({"query": {"term": {"status": 200}}}))?;
     assert_eq!(found["hits"]["total"]["value"], json!(1), "{found}");
+    // `{index}` in a template's alias names the index.
+    let (_, aliases) = s.get("/logs-a/_alias")?;
+    assert_eq!(
+        aliases,
+        json!({"logs-a": {"aliases": {"all-logs": {}, "logs-a-alias": {}}}})
+    );
 
     // The create request's own settings and fields win over the template's.
     let (status, body) = s.put(
