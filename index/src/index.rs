@@ -958,37 +958,45 @@ impl Index {
     ///
     /// An update of an id that an earlier write of the batch also writes
     /// builds on that write, and fails when it failed (a `create` of a
-    /// stored document). When it is the last write of its id in the batch,
-    /// it is then applied alone to the document as stored, as Elasticsearch
-    /// applies the items of a bulk one after the other.
+    /// stored document). When the writes of its id that follow the failed
+    /// one are all such updates, they are then applied again, as a batch
+    /// of their own, to the document as stored, as Elasticsearch applies
+    /// the items of a bulk one after the other.
     fn write_local(&self, writes: Vec<DocWrite>, refresh: RefreshPolicy) -> Result<BatchResult> {
         if !writes.iter().any(|w| matches!(w, DocWrite::Update { .. })) {
             return self.write_local_runs(writes, refresh);
         }
-        let mut last_of: HashMap<&str, usize> = HashMap::new();
-        let mut followers: Vec<(usize, usize)> = Vec::new();
+        let mut chains: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, write) in writes.iter().enumerate() {
-            let Some(id) = write.id() else { continue };
-            if let Some(before) = last_of.insert(id, i)
-                && matches!(write, DocWrite::Update { .. })
-            {
-                followers.push((i, before));
+            if let Some(id) = write.id() {
+                chains.entry(id.to_string()).or_default().push(i);
             }
         }
-        let followers: Vec<(usize, usize, DocWrite)> = followers
-            .into_iter()
-            .filter(|(i, _)| writes[*i].id().and_then(|id| last_of.get(id)) == Some(i))
-            .map(|(i, before)| (i, before, writes[i].clone()))
+        chains.retain(|_, chain| chain.len() > 1);
+        // The updates that may follow a failed write, kept to apply again.
+        let mut followers: HashMap<usize, DocWrite> = chains
+            .values()
+            .flat_map(|chain| &chain[1..])
+            .filter(|i| matches!(writes[**i], DocWrite::Update { .. }))
+            .map(|i| (*i, writes[*i].clone()))
             .collect();
         let mut batch = self.write_local_runs(writes, refresh)?;
-        for (position, before, write) in followers {
-            let conflict = matches!(&batch.items[position].1, Err(err) if err.status() == 409);
-            if conflict && batch.items[before].1.is_err() {
-                let again = self.write_local_runs(vec![write], refresh)?;
-                merge_touched(&mut batch.touched, again.touched);
-                if let Some(item) = again.items.into_iter().next() {
-                    batch.items[position] = item;
-                }
+        for chain in chains.values() {
+            let Some(failed) = chain.iter().position(|i| batch.items[*i].1.is_err()) else {
+                continue;
+            };
+            let tail = &chain[failed + 1..];
+            let followed = tail.iter().all(|i| {
+                followers.contains_key(i) && matches!(&batch.items[*i].1, Err(err) if err.status() == 409)
+            });
+            if tail.is_empty() || !followed {
+                continue;
+            }
+            let again = tail.iter().filter_map(|i| followers.remove(i)).collect();
+            let again = self.write_local(again, refresh)?;
+            merge_touched(&mut batch.touched, again.touched);
+            for (i, item) in tail.iter().zip(again.items) {
+                batch.items[*i] = item;
             }
         }
         Ok(batch)

@@ -2522,6 +2522,38 @@ fn an_update_that_changes_nothing_is_a_noop() -> Result<()> {
         json!({"a": 2, "b": {"c": 2}, "d": 1})
     );
     assert_eq!(s.get("/n/_doc/2")?.1["_source"], json!({"a": 1, "d": 1}));
+    // So does a chain of updates after it, each on the one before. An
+    // index write after the chain keeps it from being applied again out of
+    // turn (over the index write).
+    let lines = [
+        json!({"create": {"_id": "2"}}),
+        json!({"a": 9}),
+        json!({"update": {"_id": "2"}}),
+        json!({"doc": {"e": 1}}),
+        json!({"update": {"_id": "2"}}),
+        json!({"doc": {"f": 1}}),
+        json!({"create": {"_id": "3"}}),
+        json!({"a": 3}),
+        json!({"create": {"_id": "3"}}),
+        json!({"a": 9}),
+        json!({"update": {"_id": "3"}}),
+        json!({"doc": {"e": 1}}),
+        json!({"index": {"_id": "3"}}),
+        json!({"a": 4}),
+    ];
+    let (status, chained) = s.bulk("/n/_bulk", &lines)?;
+    assert_eq!(status, 200, "{chained}");
+    let statuses = item_statuses(&chained);
+    assert_eq!(
+        (&statuses[..4], statuses[6]),
+        (&[409, 200, 200, 201][..], 200),
+        "{chained}"
+    );
+    assert_eq!(
+        s.get("/n/_doc/2")?.1["_source"],
+        json!({"a": 1, "d": 1, "e": 1, "f": 1})
+    );
+    assert_eq!(s.get("/n/_doc/3")?.1["_source"], json!({"a": 4}));
     Ok(())
 }
 
