@@ -182,6 +182,42 @@ const PERCENTILE_CENTROIDS: u64 = 300;
 /// Elasticsearch's default `search.max_buckets`.
 const MAX_BUCKETS: usize = 65_536;
 
+/// Elasticsearch's `too_many_buckets_exception`: a response of more
+/// buckets, at every level together, than `search.max_buckets`.
+fn too_many_buckets() -> Error {
+    Error::new(
+        400,
+        "too_many_buckets_exception",
+        format!(
+            "Trying to create too many buckets. Must be less than or equal to: [{MAX_BUCKETS}] but this number of \
+             buckets was exceeded. This limit can be set by changing the [search.max_buckets] cluster level \
+             setting."
+        ),
+    )
+    .with("max_buckets", Value::from(MAX_BUCKETS))
+}
+
+/// The buckets of a rendered level of aggregations, with those of every
+/// level below them.
+fn bucket_count(nodes: &[AggNode], level: &Value) -> usize {
+    nodes
+        .iter()
+        .filter(|node| !matches!(node.kind, AggKind::Metric(_)))
+        .map(|node| {
+            let buckets: Vec<&Value> = match &level[&node.name]["buckets"] {
+                Value::Array(buckets) => buckets.iter().collect(),
+                Value::Object(buckets) => buckets.values().collect(),
+                _ => Vec::new(),
+            };
+            buckets.len()
+                + buckets
+                    .iter()
+                    .map(|b| bucket_count(&node.children, b))
+                    .sum::<usize>()
+        })
+        .sum()
+}
+
 fn agg_error(reason: impl Into<String>) -> Error {
     Error::new(400, "x_content_parse_exception", reason)
 }
@@ -1826,7 +1862,11 @@ pub fn render(tree: &AggTree, results: &AggResults, targets: &[Target]) -> Resul
         now_ms: tree.now_ms,
     };
     let root_row = r.row(&[], &[]);
-    r.level(&tree.nodes, &[], &[], root_row.as_ref())
+    let rendered = r.level(&tree.nodes, &[], &[], root_row.as_ref())?;
+    if bucket_count(&tree.nodes, &rendered) > MAX_BUCKETS {
+        return Err(too_many_buckets());
+    }
+    Ok(rendered)
 }
 
 struct Renderer<'a> {
@@ -2028,8 +2068,11 @@ impl Renderer<'_> {
                 let mut i = 0u64;
                 loop {
                     let k = lo + i as f64 * h.interval;
-                    if k > hi + h.interval * 1e-9 || keys.len() >= MAX_BUCKETS {
+                    if k > hi + h.interval * 1e-9 {
                         break;
+                    }
+                    if keys.len() >= MAX_BUCKETS {
+                        return Err(too_many_buckets());
                     }
                     keys.push(k);
                     i += 1;
@@ -2091,7 +2134,10 @@ impl Renderer<'_> {
             }
             if let (Some(lo), Some(hi)) = (lo, hi) {
                 let mut k = lo;
-                while k <= hi && keys.len() < MAX_BUCKETS {
+                while k <= hi {
+                    if keys.len() >= MAX_BUCKETS {
+                        return Err(too_many_buckets());
+                    }
                     keys.push(k);
                     let next = match &d.interval {
                         Interval::Calendar(unit) => unit.next(k - d.offset, &d.tz) + d.offset,
