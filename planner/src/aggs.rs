@@ -15,6 +15,7 @@
 //! `min_doc_count`), empty-bucket filling and rendering happen on the small
 //! grouped results.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -195,27 +196,6 @@ fn too_many_buckets() -> Error {
         ),
     )
     .with("max_buckets", Value::from(MAX_BUCKETS))
-}
-
-/// The buckets of a rendered level of aggregations, with those of every
-/// level below them.
-fn bucket_count(nodes: &[AggNode], level: &Value) -> usize {
-    nodes
-        .iter()
-        .filter(|node| !matches!(node.kind, AggKind::Metric(_)))
-        .map(|node| {
-            let buckets: Vec<&Value> = match &level[&node.name]["buckets"] {
-                Value::Array(buckets) => buckets.iter().collect(),
-                Value::Object(buckets) => buckets.values().collect(),
-                _ => Vec::new(),
-            };
-            buckets.len()
-                + buckets
-                    .iter()
-                    .map(|b| bucket_count(&node.children, b))
-                    .sum::<usize>()
-        })
-        .sum()
 }
 
 fn agg_error(reason: impl Into<String>) -> Error {
@@ -1860,19 +1840,18 @@ pub fn render(tree: &AggTree, results: &AggResults, targets: &[Target]) -> Resul
         results,
         targets,
         now_ms: tree.now_ms,
+        buckets: Cell::new(0),
     };
     let root_row = r.row(&[], &[]);
-    let rendered = r.level(&tree.nodes, &[], &[], root_row.as_ref())?;
-    if bucket_count(&tree.nodes, &rendered) > MAX_BUCKETS {
-        return Err(too_many_buckets());
-    }
-    Ok(rendered)
+    r.level(&tree.nodes, &[], &[], root_row.as_ref())
 }
 
 struct Renderer<'a> {
     results: &'a AggResults,
     targets: &'a [Target],
     now_ms: i64,
+    /// The buckets rendered so far, at every level.
+    buckets: Cell<usize>,
 }
 
 impl Renderer<'_> {
@@ -1921,6 +1900,10 @@ impl Renderer<'_> {
         key: &Key,
         row: Option<&Row>,
     ) -> Result<Map<String, Value>> {
+        self.buckets.set(self.buckets.get() + 1);
+        if self.buckets.get() > MAX_BUCKETS {
+            return Err(too_many_buckets());
+        }
         let mut full = parent.to_vec();
         full.push(key.clone());
         let mut b = Map::new();
@@ -2134,10 +2117,12 @@ impl Renderer<'_> {
             }
             if let (Some(lo), Some(hi)) = (lo, hi) {
                 let mut k = lo;
+                let mut filled = 0;
                 while k <= hi {
-                    if keys.len() >= MAX_BUCKETS {
+                    if filled == MAX_BUCKETS {
                         return Err(too_many_buckets());
                     }
+                    filled += 1;
                     keys.push(k);
                     let next = match &d.interval {
                         Interval::Calendar(unit) => unit.next(k - d.offset, &d.tz) + d.offset,
