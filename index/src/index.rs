@@ -958,10 +958,10 @@ impl Index {
     ///
     /// An update of an id that an earlier write of the batch also writes
     /// builds on that write, and fails when it failed (a `create` of a
-    /// stored document). When the writes of its id that follow the failed
-    /// one are all such updates, they are then applied again, as a batch
-    /// of their own, to the document as stored, as Elasticsearch applies
-    /// the items of a bulk one after the other.
+    /// stored document). The updates that end the writes of their id in
+    /// the batch and follow such a failed write are then applied again, as
+    /// a batch of their own, to the document as stored, as Elasticsearch
+    /// applies the items of a bulk one after the other.
     fn write_local(&self, writes: Vec<DocWrite>, refresh: RefreshPolicy) -> Result<BatchResult> {
         if !writes.iter().any(|w| matches!(w, DocWrite::Update { .. })) {
             return self.write_local_runs(writes, refresh);
@@ -982,16 +982,16 @@ impl Index {
             .collect();
         let mut batch = self.write_local_runs(writes, refresh)?;
         for chain in chains.values() {
-            let Some(failed) = chain.iter().position(|i| batch.items[*i].1.is_err()) else {
-                continue;
-            };
-            let tail = &chain[failed + 1..];
-            let followed = tail.iter().all(|i| {
+            // The updates at the end of the chain that met a conflict,
+            // after a write that failed.
+            let followed = |i: &usize| {
                 followers.contains_key(i) && matches!(&batch.items[*i].1, Err(err) if err.status() == 409)
-            });
-            if tail.is_empty() || !followed {
+            };
+            let start = chain.len() - chain.iter().rev().take_while(|i| followed(i)).count();
+            if start == 0 || start == chain.len() || batch.items[chain[start - 1]].1.is_ok() {
                 continue;
             }
+            let tail = &chain[start..];
             let again = tail.iter().filter_map(|i| followers.remove(i)).collect();
             let again = self.write_local(again, refresh)?;
             merge_touched(&mut batch.touched, again.touched);

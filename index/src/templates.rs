@@ -837,9 +837,15 @@ impl Templates {
         let Some((chosen, template)) = self.matching(index) else {
             return json!({});
         };
-        self.simulated(template, |name, patterns| {
-            name != chosen && matches_any(patterns, index)
-        })
+        let mut simulated = self.simulated(chosen, template);
+        // A template's alias may name the index it is created for.
+        if let Some(aliases) = simulated["template"]["aliases"].as_object_mut() {
+            *aliases = std::mem::take(aliases)
+                .into_iter()
+                .map(|(name, alias)| (name.replace("{index}", index), alias))
+                .collect();
+        }
+        simulated
     }
 
     /// `POST /_index_template/_simulate[/{name}]`: what an index template
@@ -849,39 +855,51 @@ impl Templates {
     pub fn simulate_template(&self, name: Option<&str>, given: Option<IndexTemplate>) -> Result<Value> {
         let (name, template) = match (name, given) {
             (name, Some(template)) => {
-                let name = name.unwrap_or(SIMULATED);
+                // Checked under a name no stored template has.
+                let name = match name {
+                    Some(name) => name.to_string(),
+                    None => (0..)
+                        .map(|n| format!("{SIMULATED}-{n}"))
+                        .find(|candidate| !self.index.contains_key(candidate))
+                        .unwrap_or_else(|| SIMULATED.to_string()),
+                };
                 let mut with = self.clone();
-                with.put_index(name, template.clone(), false)?;
+                with.put_index(&name, template.clone(), false)?;
                 (name, template)
             }
             (Some(name), None) => match self.index.get(name) {
-                Some(template) => (name, template.clone()),
+                Some(template) => (name.to_string(), template.clone()),
                 None => {
-                    return Err(Error::NotFound {
-                        es_type: "resource_not_found_exception",
-                        reason: format!("unable to simulate template [{name}] that does not exist"),
-                    });
+                    return Err(Error::illegal_argument(format!(
+                        "unable to simulate template [{name}] that does not exist"
+                    )));
                 }
             },
-            (None, None) => return Err(Error::illegal_argument("a template to simulate is required")),
+            (None, None) => {
+                return Err(Error::illegal_argument(
+                    "a template name to match or a new template body must be specified",
+                ));
+            }
         };
-        Ok(self.simulated(&template, |other, patterns| {
-            other != name
-                && patterns
-                    .iter()
-                    .any(|p| template.index_patterns.iter().any(|q| patterns_overlap(p, q)))
-        }))
+        Ok(self.simulated(&name, &template))
     }
 
-    /// The simulation of `template`, with the index and legacy templates
-    /// `overlaps` picks (by name and patterns), in name order.
-    fn simulated(&self, template: &IndexTemplate, overlaps: impl Fn(&str, &[String]) -> bool) -> Value {
+    /// The simulation of `template`, stored (or checked) as `name`, with
+    /// the other index templates and the legacy templates whose patterns
+    /// overlap its own, in name order.
+    fn simulated(&self, name: &str, template: &IndexTemplate) -> Value {
+        let overlaps = |patterns: &[String]| {
+            patterns
+                .iter()
+                .any(|p| template.index_patterns.iter().any(|q| patterns_overlap(p, q)))
+        };
         let mut overlapping: Vec<(&String, &Vec<String>)> = self
             .index
             .iter()
-            .map(|(name, t)| (name, &t.index_patterns))
-            .chain(self.legacy.iter().map(|(name, t)| (name, &t.index_patterns)))
-            .filter(|(name, patterns)| overlaps(name, patterns))
+            .filter(|(other, _)| other.as_str() != name)
+            .map(|(other, t)| (other, &t.index_patterns))
+            .chain(self.legacy.iter().map(|(other, t)| (other, &t.index_patterns)))
+            .filter(|(_, patterns)| overlaps(patterns))
             .collect();
         overlapping.sort();
         let overlapping: Vec<Value> = overlapping
@@ -896,7 +914,8 @@ impl Templates {
     }
 }
 
-/// The name a template simulated without one is checked under.
+/// The name a template simulated without one is checked under (with a
+/// number that no stored template's name has).
 pub const SIMULATED: &str = "simulated-template";
 
 /// Elasticsearch's rules for template names: lowercase, none of the

@@ -2554,6 +2554,21 @@ fn an_update_that_changes_nothing_is_a_noop() -> Result<()> {
         json!({"a": 1, "d": 1, "e": 1, "f": 1})
     );
     assert_eq!(s.get("/n/_doc/3")?.1["_source"], json!({"a": 4}));
+    // A failed write before the failed one changes nothing of that.
+    let lines = [
+        json!({"update": {"_id": "2"}}),
+        json!({"doc": {"a": "not a number"}}),
+        json!({"create": {"_id": "2"}}),
+        json!({"a": 9}),
+        json!({"update": {"_id": "2"}}),
+        json!({"doc": {"g": 1}}),
+    ];
+    let (_, after_two) = s.bulk("/n/_bulk", &lines)?;
+    assert_eq!(item_statuses(&after_two), [400, 409, 200], "{after_two}");
+    assert_eq!(
+        s.get("/n/_doc/2")?.1["_source"],
+        json!({"a": 1, "d": 1, "e": 1, "f": 1, "g": 1})
+    );
     Ok(())
 }
 
@@ -2756,6 +2771,16 @@ fn templates_shape_the_indices_they_match() -> Result<()> {
         simulated["overlapping"],
         json!([{"name": "logs", "index_patterns": ["logs-*"]}])
     );
+    // Overlapping: the templates whose patterns overlap the chosen one's,
+    // whether or not they match the name.
+    let (_, simulated) = s.post("/_index_template/_simulate_index/logs-c", &json!({}))?;
+    assert_eq!(
+        (&simulated["overlapping"], &simulated["template"]["aliases"]),
+        (
+            &json!([{"name": "prod", "index_patterns": ["*-prod"]}]),
+            &json!({"all-logs": {}, "logs-c-alias": {}})
+        )
+    );
     // A stored template, or one given, is simulated without being stored;
     // one given is checked as storing it would check it.
     let (status, simulated) = s.request("POST", "/_index_template/_simulate/prod", None, "")?;
@@ -2809,7 +2834,7 @@ fn templates_shape_the_indices_they_match() -> Result<()> {
         assert_es_error(got, &error, status, es_type);
     }
     let (status, error) = s.request("POST", "/_index_template/_simulate/nope", None, "")?;
-    assert_es_error(status, &error, 404, "resource_not_found_exception");
+    assert_es_error(status, &error, 400, "illegal_argument_exception");
     assert_eq!(s.put("/logs-prod", &json!({}))?.0, 200);
     assert_eq!(
         s.get("/logs-prod/_settings")?.1["logs-prod"]["settings"]["index"]["number_of_shards"],
