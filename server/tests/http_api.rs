@@ -2835,6 +2835,12 @@ fn templates_shape_the_indices_they_match() -> Result<()> {
     }
     let (status, error) = s.request("POST", "/_index_template/_simulate/nope", None, "")?;
     assert_es_error(status, &error, 400, "illegal_argument_exception");
+    // Other methods take `_simulate` as the name of a template, which none has.
+    let (status, error) = s.get("/_index_template/_simulate")?;
+    assert_es_error(status, &error, 404, "resource_not_found_exception");
+    let (status, error) = s.delete("/_index_template/_simulate")?;
+    assert_es_error(status, &error, 404, "index_template_missing_exception");
+    assert_eq!(s.request("HEAD", "/_index_template/_simulate", None, "")?.0, 404);
     assert_eq!(s.put("/logs-prod", &json!({}))?.0, 200);
     assert_eq!(
         s.get("/logs-prod/_settings")?.1["logs-prod"]["settings"]["index"]["number_of_shards"],

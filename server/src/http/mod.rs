@@ -124,9 +124,14 @@ pub fn router(node: Arc<Node>) -> Router {
             "/_index_template/_simulate_index/{index}",
             post(templates::simulate_index),
         )
+        // Other methods take `_simulate` as a template's name.
         .route(
             "/_index_template/_simulate",
-            post(templates::simulate).put(templates::put_named_simulate),
+            post(templates::simulate)
+                .put(templates::put_named_simulate)
+                .get(|node| templates::get_index(node, Path("_simulate".into())))
+                .delete(|node| templates::delete_index(node, Path("_simulate".into())))
+                .head(|node| templates::exists_index(node, Path("_simulate".into()))),
         )
         .route(
             "/_index_template/_simulate/{name}",
