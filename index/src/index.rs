@@ -966,22 +966,24 @@ impl Index {
         if !writes.iter().any(|w| matches!(w, DocWrite::Update { .. })) {
             return self.write_local_runs(writes, refresh);
         }
-        let mut chains: HashMap<String, Vec<usize>> = HashMap::new();
+        // The positions of the writes of each id that the batch writes more
+        // than once.
+        let mut by_id: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, write) in writes.iter().enumerate() {
             if let Some(id) = write.id() {
-                chains.entry(id.to_string()).or_default().push(i);
+                by_id.entry(id).or_default().push(i);
             }
         }
-        chains.retain(|_, chain| chain.len() > 1);
+        let chains: Vec<Vec<usize>> = by_id.into_values().filter(|chain| chain.len() > 1).collect();
         // The updates that may follow a failed write, kept to apply again.
         let mut followers: HashMap<usize, DocWrite> = chains
-            .values()
+            .iter()
             .flat_map(|chain| &chain[1..])
             .filter(|i| matches!(writes[**i], DocWrite::Update { .. }))
             .map(|i| (*i, writes[*i].clone()))
             .collect();
         let mut batch = self.write_local_runs(writes, refresh)?;
-        for chain in chains.values() {
+        for chain in &chains {
             // The updates at the end of the chain that met a conflict,
             // after a write that failed.
             let followed = |i: &usize| {

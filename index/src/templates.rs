@@ -125,6 +125,18 @@ fn not_found(reason: String) -> Error {
 }
 
 impl TemplateBody {
+    /// Names the index in its aliases: `{index}` in an alias name stands
+    /// for the name of the index the template is applied to.
+    fn name_aliases_for(&mut self, index: &str) {
+        if let Some(aliases) = self.aliases.take() {
+            let aliases = aliases
+                .into_iter()
+                .map(|(name, alias)| (name.replace("{index}", index), alias))
+                .collect();
+            self.aliases = Some(aliases);
+        }
+    }
+
     fn from_es(value: &Value) -> Result<TemplateBody> {
         let obj = value
             .as_object()
@@ -799,14 +811,7 @@ impl Templates {
                 composed
             }
         };
-        // A template's alias may name the index it is created for.
-        if let Some(aliases) = composed.aliases.take() {
-            let aliases = aliases
-                .into_iter()
-                .map(|(name, alias)| (name.replace("{index}", index), alias))
-                .collect();
-            composed.aliases = Some(aliases);
-        }
+        composed.name_aliases_for(index);
         if let Some(body) = body {
             let obj = body
                 .as_object()
@@ -832,20 +837,12 @@ impl Templates {
 
     /// `POST /_index_template/_simulate_index/{index}`: the settings,
     /// mappings and aliases an index of this name would be created with,
-    /// and the lower-priority templates that also match it.
+    /// and the other templates whose patterns overlap the chosen one's.
     pub fn simulate(&self, index: &str) -> Value {
-        let Some((chosen, template)) = self.matching(index) else {
-            return json!({});
-        };
-        let mut simulated = self.simulated(chosen, template);
-        // A template's alias may name the index it is created for.
-        if let Some(aliases) = simulated["template"]["aliases"].as_object_mut() {
-            *aliases = std::mem::take(aliases)
-                .into_iter()
-                .map(|(name, alias)| (name.replace("{index}", index), alias))
-                .collect();
+        match self.matching(index) {
+            Some((chosen, template)) => self.simulated(chosen, template, Some(index)),
+            None => json!({}),
         }
-        simulated
     }
 
     /// `POST /_index_template/_simulate[/{name}]`: what an index template
@@ -881,13 +878,14 @@ impl Templates {
                 ));
             }
         };
-        Ok(self.simulated(&name, &template))
+        Ok(self.simulated(&name, &template, None))
     }
 
-    /// The simulation of `template`, stored (or checked) as `name`, with
-    /// the other index templates and the legacy templates whose patterns
-    /// overlap its own, in name order.
-    fn simulated(&self, name: &str, template: &IndexTemplate) -> Value {
+    /// The simulation of `template`, stored (or checked) as `name`, for an
+    /// index of the name `index` when one is given, with the other index
+    /// templates and the legacy templates whose patterns overlap its own,
+    /// in name order.
+    fn simulated(&self, name: &str, template: &IndexTemplate, index: Option<&str>) -> Value {
         let overlaps = |patterns: &[String]| {
             patterns
                 .iter()
@@ -907,6 +905,9 @@ impl Templates {
             .map(|(name, patterns)| json!({"name": name, "index_patterns": patterns}))
             .collect();
         let mut body = self.compose(template);
+        if let Some(index) = index {
+            body.name_aliases_for(index);
+        }
         body.aliases.get_or_insert_with(Map::new);
         body.mappings.get_or_insert_with(|| json!({}));
         body.settings.get_or_insert_with(Map::new);

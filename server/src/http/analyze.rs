@@ -78,11 +78,7 @@ fn run(node: &Node, index: Option<&str>, body: &[u8]) -> ApiResult<Response> {
                 )));
             }
             other => {
-                return Err(ApiError::new(
-                    400,
-                    "x_content_parse_exception",
-                    format!("[analyze_request] unknown field [{other}]"),
-                ));
+                return Err(ApiError::unknown_field("analyze_request", other));
             }
         }
     }

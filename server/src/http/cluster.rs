@@ -538,11 +538,7 @@ pub async fn put_settings(
                 ));
             }
             other => {
-                return Err(ApiError::new(
-                    400,
-                    "x_content_parse_exception",
-                    format!("[cluster_update_settings_request] unknown field [{other}]"),
-                ));
+                return Err(ApiError::unknown_field("cluster_update_settings_request", other));
             }
         }
     }

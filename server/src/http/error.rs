@@ -41,6 +41,16 @@ impl ApiError {
         ApiError::new(400, "illegal_argument_exception", reason)
     }
 
+    /// A 400 `x_content_parse_exception` for a key that the object `what`
+    /// of a request body does not have.
+    pub fn unknown_field(what: &str, key: &str) -> ApiError {
+        ApiError::new(
+            400,
+            "x_content_parse_exception",
+            format!("[{what}] unknown field [{key}]"),
+        )
+    }
+
     /// A request body that is not valid JSON.
     pub fn bad_json(err: &serde_json::Error) -> ApiError {
         ApiError::new(

@@ -128,7 +128,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(
             "/_index_template/_simulate",
             post(templates::simulate)
-                .put(templates::put_named_simulate)
+                .put(|node, params, body| templates::put_index(node, Path("_simulate".into()), params, body))
                 .get(|node| templates::get_index(node, Path("_simulate".into())))
                 .delete(|node| templates::delete_index(node, Path("_simulate".into())))
                 .head(|node| templates::exists_index(node, Path("_simulate".into()))),

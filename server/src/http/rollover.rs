@@ -51,13 +51,7 @@ struct Measures {
 
 impl Condition {
     fn parse(name: &str, value: &Value) -> ApiResult<Condition> {
-        let unknown = || {
-            ApiError::new(
-                400,
-                "x_content_parse_exception",
-                format!("[conditions] unknown field [{name}]"),
-            )
-        };
+        let unknown = || ApiError::unknown_field("conditions", name);
         let (max, measure) = match (name.strip_prefix("max_"), name.strip_prefix("min_")) {
             (Some(measure), _) => (true, measure),
             (None, Some(measure)) => (false, measure),
@@ -192,11 +186,7 @@ async fn roll(
                     create.insert(key, value);
                 }
                 other => {
-                    return Err(ApiError::new(
-                        400,
-                        "x_content_parse_exception",
-                        format!("[rollover] unknown field [{other}]"),
-                    ));
+                    return Err(ApiError::unknown_field("rollover", other));
                 }
             }
         }

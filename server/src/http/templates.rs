@@ -184,16 +184,6 @@ pub async fn simulate_index(State(node): State<Arc<Node>>, Path(index): Path<Str
     Ok(ok_json(&read(&node).await?.simulate(&index)))
 }
 
-/// `PUT /_index_template/_simulate`: a template named `_simulate`, which
-/// its name's check refuses.
-pub async fn put_named_simulate(
-    state: State<Arc<Node>>,
-    params: Query<Params>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    put_index(state, Path("_simulate".into()), params, body).await
-}
-
 /// `POST /_index_template/_simulate`: the index template of the body.
 pub async fn simulate(State(node): State<Arc<Node>>, body: Bytes) -> ApiResult<Response> {
     simulate_template(&node, None, &body).await

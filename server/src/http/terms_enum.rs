@@ -53,11 +53,7 @@ pub async fn terms_enum(
                 ));
             }
             other => {
-                return Err(ApiError::new(
-                    400,
-                    "x_content_parse_exception",
-                    format!("[terms_enum] unknown field [{other}]"),
-                ));
+                return Err(ApiError::unknown_field("terms_enum", other));
             }
         }
     }
