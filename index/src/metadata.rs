@@ -14,8 +14,17 @@ pub const AUTO_CREATE_INDEX: &str = "action.auto_create_index";
 /// `action.destructive_requires_name`.
 pub const DESTRUCTIVE_REQUIRES_NAME: &str = "action.destructive_requires_name";
 
+/// `search.max_buckets`.
+pub const SEARCH_MAX_BUCKETS: &str = "search.max_buckets";
+/// Elasticsearch's default `search.max_buckets` (as [`SETTINGS`] lists it).
+pub const DEFAULT_MAX_BUCKETS: usize = 65_536;
+
 /// The cluster settings this node applies, with their defaults.
-const SETTINGS: [(&str, &str); 2] = [(AUTO_CREATE_INDEX, "true"), (DESTRUCTIVE_REQUIRES_NAME, "true")];
+const SETTINGS: [(&str, &str); 3] = [
+    (AUTO_CREATE_INDEX, "true"),
+    (DESTRUCTIVE_REQUIRES_NAME, "true"),
+    (SEARCH_MAX_BUCKETS, "65536"),
+];
 
 /// The metadata of a node or cluster beyond its indices.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -80,6 +89,15 @@ impl ClusterMetadata {
             out["defaults"] = shape(&defaults);
         }
         out
+    }
+
+    /// The most buckets a search response may hold, at every level of its
+    /// aggregations together (`search.max_buckets`).
+    pub fn max_buckets(&self) -> usize {
+        // A stored value was checked when it was set.
+        self.setting(SEARCH_MAX_BUCKETS)
+            .parse()
+            .unwrap_or(DEFAULT_MAX_BUCKETS)
     }
 
     /// Fails unless `action.auto_create_index` lets a write create the
@@ -182,6 +200,19 @@ fn check_setting(key: &str, value: &Value) -> Result<()> {
         DESTRUCTIVE_REQUIRES_NAME if text != "true" && text != "false" => Err(Error::illegal_argument(
             format!("Failed to parse value [{text}] as only [true] or [false] are allowed."),
         )),
+        SEARCH_MAX_BUCKETS => match text.parse::<i64>() {
+            Ok(n) if n < 0 => Err(Error::illegal_argument(format!(
+                "Failed to parse value [{text}] for setting [{key}] must be >= 0"
+            ))),
+            Ok(n) if n > i64::from(i32::MAX) => Err(Error::illegal_argument(format!(
+                "Failed to parse value [{text}] for setting [{key}] must be <= {}",
+                i32::MAX
+            ))),
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::illegal_argument(format!(
+                "Failed to parse value [{text}] for setting [{key}]"
+            ))),
+        },
         AUTO_CREATE_INDEX if text.is_empty() => Err(Error::illegal_argument(format!(
             "Can't parse [{text}] for setting [{AUTO_CREATE_INDEX}] must be either [true, false, or a comma separated list of index patterns]"
         ))),

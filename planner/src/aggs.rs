@@ -180,22 +180,19 @@ const DEFAULT_PERCENTS: [f64; 7] = [1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0];
 /// of a digest, so the larger one costs little.
 const PERCENTILE_CENTROIDS: u64 = 300;
 
-/// Elasticsearch's default `search.max_buckets`.
-const MAX_BUCKETS: usize = 65_536;
-
 /// Elasticsearch's `too_many_buckets_exception`: a response of more
 /// buckets, at every level together, than `search.max_buckets`.
-fn too_many_buckets() -> Error {
+fn too_many_buckets(max_buckets: usize) -> Error {
     Error::new(
         400,
         "too_many_buckets_exception",
         format!(
-            "Trying to create too many buckets. Must be less than or equal to: [{MAX_BUCKETS}] but this number of \
+            "Trying to create too many buckets. Must be less than or equal to: [{max_buckets}] but this number of \
              buckets was exceeded. This limit can be set by changing the [search.max_buckets] cluster level \
              setting."
         ),
     )
-    .with("max_buckets", Value::from(MAX_BUCKETS))
+    .with("max_buckets", Value::from(max_buckets))
 }
 
 fn agg_error(reason: impl Into<String>) -> Error {
@@ -1834,13 +1831,15 @@ fn derive_stats(kind: MetricKind, values: &mut Vec<Value>) {
     values.extend([population, sampling, std_population, std_sampling]);
 }
 
-/// Renders the `aggregations` section of the response.
-pub fn render(tree: &AggTree, results: &AggResults, targets: &[Target]) -> Result<Value> {
+/// Renders the `aggregations` section of the response, of at most
+/// `max_buckets` buckets (`search.max_buckets`).
+pub fn render(tree: &AggTree, results: &AggResults, targets: &[Target], max_buckets: usize) -> Result<Value> {
     let r = Renderer {
         results,
         targets,
         now_ms: tree.now_ms,
         buckets: Cell::new(0),
+        max_buckets,
     };
     let root_row = r.row(&[], &[]);
     r.level(&tree.nodes, &[], &[], root_row.as_ref())
@@ -1852,6 +1851,8 @@ struct Renderer<'a> {
     now_ms: i64,
     /// The buckets rendered so far, at every level.
     buckets: Cell<usize>,
+    /// The most it may render.
+    max_buckets: usize,
 }
 
 impl Renderer<'_> {
@@ -1901,8 +1902,8 @@ impl Renderer<'_> {
         row: Option<&Row>,
     ) -> Result<Map<String, Value>> {
         self.buckets.set(self.buckets.get() + 1);
-        if self.buckets.get() > MAX_BUCKETS {
-            return Err(too_many_buckets());
+        if self.buckets.get() > self.max_buckets {
+            return Err(too_many_buckets(self.max_buckets));
         }
         let mut full = parent.to_vec();
         full.push(key.clone());
@@ -2054,8 +2055,8 @@ impl Renderer<'_> {
                     if k > hi + h.interval * 1e-9 {
                         break;
                     }
-                    if keys.len() >= MAX_BUCKETS {
-                        return Err(too_many_buckets());
+                    if keys.len() >= self.max_buckets {
+                        return Err(too_many_buckets(self.max_buckets));
                     }
                     keys.push(k);
                     i += 1;
@@ -2119,8 +2120,8 @@ impl Renderer<'_> {
                 let mut k = lo;
                 let mut filled = 0;
                 while k <= hi {
-                    if filled == MAX_BUCKETS {
-                        return Err(too_many_buckets());
+                    if filled == self.max_buckets {
+                        return Err(too_many_buckets(self.max_buckets));
                     }
                     filled += 1;
                     keys.push(k);

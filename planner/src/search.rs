@@ -22,6 +22,7 @@ use futures::future::try_join_all;
 use quidditch_index::Indices;
 use quidditch_index::indices::FailedIndex;
 use quidditch_index::mapping::FieldType;
+use quidditch_index::metadata::DEFAULT_MAX_BUCKETS;
 use quidditch_index::query::LeafQuery;
 use serde_json::{Map, Value, json};
 
@@ -718,6 +719,8 @@ struct Search<'a> {
     now_ms: i64,
     /// The `indices_boost` factor of each target that has one.
     boosts: HashMap<String, f32>,
+    /// `search.max_buckets`, read when the body has aggregations.
+    max_buckets: usize,
 }
 
 impl<'a> Search<'a> {
@@ -734,12 +737,17 @@ impl<'a> Search<'a> {
                 boosts.entry(index.name()).or_insert(*boost);
             }
         }
+        let max_buckets = match body.aggs {
+            Some(_) => indices.metadata()?.max_buckets(),
+            None => DEFAULT_MAX_BUCKETS,
+        };
         Ok(Search {
             ctx,
             targets,
             body,
             now_ms,
             boosts,
+            max_buckets,
         })
     }
 }
@@ -1482,7 +1490,7 @@ impl Search<'_> {
         )?;
         let hits_json = self.render_hits(&hits, total, max_score)?;
         let aggregations = match &self.body.aggs {
-            Some(tree) => Some(aggs::render(tree, &agg_results, &self.targets)?),
+            Some(tree) => Some(aggs::render(tree, &agg_results, &self.targets, self.max_buckets)?),
             None => None,
         };
         Ok((hits_json, aggregations))

@@ -3352,8 +3352,9 @@ fn terms_enum_lists_keyword_values_by_prefix() -> Result<()> {
 
 /// Cluster settings: deleting indices by wildcards or `_all` is refused
 /// unless `action.destructive_requires_name` is turned off, and
-/// `action.auto_create_index` decides which writes may create an index.
-/// Both are kept across a restart.
+/// `action.auto_create_index` decides which writes may create an index,
+/// and `search.max_buckets` bounds the buckets of a search response. They
+/// are kept across a restart.
 #[test]
 fn cluster_settings_guard_deletes_and_index_creation() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -3364,7 +3365,8 @@ fn cluster_settings_guard_deletes_and_index_creation() -> Result<()> {
     );
     assert_eq!(
         s.get("/_cluster/settings?include_defaults")?.1["defaults"],
-        json!({"action": {"auto_create_index": "true", "destructive_requires_name": "true"}})
+        json!({"action": {"auto_create_index": "true", "destructive_requires_name": "true"},
+               "search": {"max_buckets": "65536"}})
     );
     for name in ["a1", "a2"] {
         assert_eq!(s.put(&format!("/{name}"), &json!({}))?.0, 200);
@@ -3418,7 +3420,40 @@ fn cluster_settings_guard_deletes_and_index_creation() -> Result<()> {
     // An explicit create is not an automatic one.
     assert_eq!(s.put("/other", &json!({}))?.0, 200);
 
+    // `search.max_buckets` bounds the buckets of a response, at every
+    // level together.
+    assert_eq!(s.put("/buckets", &json!({}))?.0, 200);
+    let docs: Vec<Value> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|k| [json!({"index": {}}), json!({"k": k, "n": 1})])
+        .collect();
+    s.bulk("/buckets/_bulk?refresh=true", &docs)?;
+    let terms = json!({"size": 0, "aggs": {"k": {"terms": {"field": "k.keyword"},
+                                                  "aggs": {"n": {"terms": {"field": "n"}}}}}});
+    assert_eq!(s.post("/buckets/_search", &terms)?.0, 200);
+    let limit = |max: Value| json!({"persistent": {"search.max_buckets": max}});
+    assert_eq!(s.put("/_cluster/settings", &limit(json!(5)))?.0, 200);
+    let (status, body) = s.post("/buckets/_search", &terms)?;
+    assert_es_error(status, &body, 400, "too_many_buckets_exception");
+    assert_eq!(body["error"]["max_buckets"], json!(5), "{body}");
+    assert!(reason(&body).contains("less than or equal to: [5]"), "{body}");
+    assert_eq!(s.put("/_cluster/settings", &limit(json!("6")))?.0, 200);
+    let (status, body) = s.post("/buckets/_search", &terms)?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["aggregations"]["k"]["buckets"].as_array().map(Vec::len),
+        Some(3)
+    );
+
     for (body, es_type) in [
+        (
+            json!({"persistent": {"search.max_buckets": -1}}),
+            "illegal_argument_exception",
+        ),
+        (
+            json!({"persistent": {"search.max_buckets": "lots"}}),
+            "illegal_argument_exception",
+        ),
         (
             json!({"persistent": {"cluster.max_shards_per_node": 10}}),
             "illegal_argument_exception",
@@ -3446,10 +3481,13 @@ fn cluster_settings_guard_deletes_and_index_creation() -> Result<()> {
     assert_eq!(
         s.get("/_cluster/settings?flat_settings=true")?.1,
         json!({"persistent": {"action.auto_create_index": "+logs-*,-*",
-                              "action.destructive_requires_name": "false"}, "transient": {}})
+                              "action.destructive_requires_name": "false",
+                              "search.max_buckets": "6"}, "transient": {}})
     );
-    let reset =
-        json!({"persistent": {"action.auto_create_index": null, "action.destructive_requires_name": null}});
+    let (status, body) = s.post("/buckets/_search", &json!({"size": 0, "aggs": {"k": {"histogram": {"field": "n", "interval": 1, "extended_bounds": {"min": 0, "max": 6}}}}}))?;
+    assert_es_error(status, &body, 400, "too_many_buckets_exception");
+    let reset = json!({"persistent": {"action.auto_create_index": null, "action.destructive_requires_name": null,
+                                      "search.max_buckets": null}});
     assert_eq!(s.put("/_cluster/settings", &reset)?.0, 200);
     assert_eq!(
         s.get("/_cluster/settings")?.1,

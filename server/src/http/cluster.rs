@@ -517,7 +517,8 @@ pub async fn get_settings(
 }
 
 /// `PUT /_cluster/settings`: `persistent` settings (the node applies
-/// `action.auto_create_index` and `action.destructive_requires_name`).
+/// `action.auto_create_index`, `action.destructive_requires_name` and
+/// `search.max_buckets`).
 pub async fn put_settings(
     State(node): State<Arc<Node>>,
     Query(params): Query<Params>,
