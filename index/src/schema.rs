@@ -9,7 +9,6 @@
 //! analyzed text. Dotted paths inside those are the column paths of the
 //! mapping. Readers find a path through [`Fields`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tantivy::schema::{
@@ -59,8 +58,9 @@ pub struct Fields {
     pub text: Field,
     /// `_exists`.
     pub exists: Field,
-    /// The paths with a field of their own.
-    own: Arc<HashMap<String, Field>>,
+    /// The paths with a field of their own (looked up for every value a
+    /// shard writes, so hashed with foldhash rather than SipHash).
+    own: Arc<foldhash::HashMap<String, Field>>,
 }
 
 impl Fields {
@@ -71,7 +71,7 @@ impl Fields {
                 .get_field(name)
                 .map_err(|_| Error::Internal(format!("shard schema has no field [{name}]")))
         };
-        let mut own = HashMap::new();
+        let mut own = foldhash::HashMap::default();
         for (field, entry) in schema.fields() {
             let path = entry
                 .name()
