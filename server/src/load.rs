@@ -306,6 +306,22 @@ struct BulkHead {
     errors: bool,
 }
 
+/// Whether bulk response `text` reports failed items. Elasticsearch and
+/// Quidditch write `errors` before `items`: the fields before `items` are
+/// read alone when they hold it, else the whole response.
+fn reports_errors(text: &str) -> anyhow::Result<bool> {
+    let head = text
+        .find("\"items\"")
+        .map(|at| format!("{}}}", text[..at].trim_end().trim_end_matches(',')))
+        .and_then(|head| serde_json::from_str::<BulkHead>(&head).ok());
+    match head {
+        Some(head) => Ok(head.errors),
+        None => Ok(serde_json::from_str::<BulkHead>(text)
+            .context("bulk response is not JSON")?
+            .errors),
+    }
+}
+
 fn write_loop(
     target: &Target,
     id_field: Option<&str>,
@@ -351,11 +367,10 @@ fn send_bulk(
         bail!("bulk request failed with {status}: {text}");
     }
     // The items are read only when some failed: a response of thousands
-    // of successes is skimmed, not built into a tree.
-    let head: BulkHead = serde_json::from_str(&text).context("bulk response is not JSON")?;
+    // of successes is not walked, nor built into a tree.
     let mut failed = 0u64;
     let mut reasons = Vec::new();
-    if head.errors {
+    if reports_errors(&text)? {
         let v: Value = serde_json::from_str(&text).context("bulk response is not JSON")?;
         for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
             if let Some(err) = item
@@ -504,5 +519,39 @@ fn csv_value(v: &str) -> Value {
         "true" => Value::Bool(true),
         "false" => Value::Bool(false),
         _ => Value::String(v.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reports_errors;
+
+    #[test]
+    fn reports_errors_reads_the_flag_before_or_after_the_items() -> anyhow::Result<()> {
+        let failed_item =
+            r#"{"index":{"_id":"1","status":400,"error":{"reason":"\"items\" is not a field"}}}"#;
+        for (text, errors) in [
+            (
+                r#"{"took":3,"errors":false,"items":[{"index":{"status":201}}]}"#.to_string(),
+                false,
+            ),
+            (
+                format!(r#"{{"errors":true,"took":3,"items":[{failed_item}]}}"#),
+                true,
+            ),
+            (
+                format!(r#"{{"items":[{failed_item}],"took":3,"errors":true}}"#),
+                true,
+            ),
+            (
+                r#"{"items":[{"index":{"status":201}}],"errors":false}"#.to_string(),
+                false,
+            ),
+        ] {
+            assert_eq!(reports_errors(&text)?, errors, "{text}");
+        }
+        assert!(reports_errors(r#"{"took":3,"items":[]"#).is_err());
+        assert!(reports_errors("not json").is_err());
+        Ok(())
     }
 }

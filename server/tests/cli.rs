@@ -175,5 +175,18 @@ fn load_into_a_data_directory() -> Result<()> {
     let (status, mapping) = s.get("/fresh/_mapping")?;
     assert_eq!(status, 200);
     assert_eq!(mapping["fresh"]["mappings"]["properties"]["n"]["type"], "long");
+
+    // Through a node, the items the node fails are counted and reported.
+    let bad_file = bad.to_string_lossy().to_string();
+    let (ok, out, err) = quidditch(&["load", "--quiet", "--index", "strict", "--url", &s.url, &bad_file])?;
+    assert!(!ok);
+    assert!(
+        out.contains("loaded 2 documents into [strict]") && out.contains("1 failed"),
+        "{out}"
+    );
+    assert!(
+        err.contains("failed to parse field [n] of type [integer]"),
+        "{err}"
+    );
     Ok(())
 }
