@@ -295,6 +295,20 @@ fn metadata_lives_in_etcd_and_a_killed_leader_is_replaced() -> Result<()> {
     let reset = json!({"persistent": {"action.auto_create_index": null}});
     ensure!(b.put("/_cluster/settings", &reset)?.0 == 200);
     ensure!(a.put("/nope-1/_doc/1", &json!({"a": 1}))?.0 == 201);
+    let terms = json!({"size": 0, "aggs": {"l": {"terms": {"field": "level"}}}});
+    let limit = |max: Value| json!({"persistent": {"search.max_buckets": max}});
+    ensure!(a.put("/_cluster/settings", &limit(json!(0)))?.0 == 200);
+    let (status, body) = b.post("/events-1/_search", &terms)?;
+    ensure!(
+        status == 400 && body["error"]["type"] == "too_many_buckets_exception",
+        "a bucket past the limit another coordinator set: {status} {body}"
+    );
+    ensure!(b.put("/_cluster/settings", &limit(Value::Null))?.0 == 200);
+    let (status, body) = a.post("/events-1/_search", &terms)?;
+    ensure!(
+        status == 200 && body["aggregations"]["l"]["buckets"][0]["key"] == "info",
+        "the default limit again: {status} {body}"
+    );
 
     // SIGKILL the leader: its lease (the default 5 s) expires and another
     // master takes over.
