@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexMeta, is_index_dir, read_meta, write_json_durably};
 use crate::mapping::Mapping;
-use crate::metadata::ClusterMetadata;
+use crate::metadata::{ClusterMetadata, DEFAULT_MAX_BUCKETS};
 use crate::peers::Peers;
 use crate::settings::IndexSettings;
 use crate::templates::Templates;
@@ -21,6 +21,10 @@ mod aliases;
 pub use aliases::{
     AliasAction, AliasState, alias_meta, aliases_missing, apply_alias_change, validate_alias_name,
 };
+
+/// How long a coordinator in a cluster uses the cluster settings that
+/// searches read before it reads them from etcd again.
+pub const CLUSTER_SETTING_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// All indices of a node, stored under `<data_dir>/indices/<name>`.
 pub struct Indices {
@@ -36,6 +40,8 @@ pub struct Indices {
     /// store (a cluster with etcd keeps them there), and their file.
     metadata: Mutex<ClusterMetadata>,
     metadata_file: PathBuf,
+    /// In a cluster, `search.max_buckets` as last read from etcd, and when.
+    max_buckets: Mutex<Option<(Instant, usize)>>,
     /// The data directory's lock, held while the registry is open, so that
     /// no other process (a node, `sql` or `load --data-dir`) opens it too.
     _lock: std::fs::File,
@@ -368,6 +374,7 @@ impl Indices {
             peers,
             metadata: Mutex::new(metadata),
             metadata_file,
+            max_buckets: Mutex::new(None),
             _lock: lock,
         })
     }
@@ -385,11 +392,41 @@ impl Indices {
         }
     }
 
+    /// `search.max_buckets`, which every search with aggregations reads.
+    /// A cluster's is read from etcd at most once per
+    /// [`CLUSTER_SETTING_MAX_AGE`], so that searches neither wait on etcd
+    /// for it nor fail without it: while etcd does not answer, the value
+    /// last read (else the default) serves.
+    pub fn max_buckets(&self) -> usize {
+        let Some(peers) = &self.peers else {
+            return self.metadata.lock().max_buckets();
+        };
+        let mut cached = self.max_buckets.lock();
+        if let Some((read, value)) = *cached
+            && read.elapsed() < CLUSTER_SETTING_MAX_AGE
+        {
+            return value;
+        }
+        let value = match peers.metadata() {
+            Ok(metadata) => metadata.max_buckets(),
+            Err(err) => {
+                let value = cached.map_or(DEFAULT_MAX_BUCKETS, |(_, value)| value);
+                tracing::warn!(%err, value, "search.max_buckets could not be read from the cluster");
+                value
+            }
+        };
+        *cached = Some((Instant::now(), value));
+        value
+    }
+
     /// Changes the templates or cluster settings with `change` (which may
     /// run again, when another node changed them meanwhile) and stores them.
     pub fn change_metadata(&self, mut change: impl FnMut(&mut ClusterMetadata) -> Result<()>) -> Result<()> {
         if let Some(peers) = &self.peers {
-            return peers.change_metadata(&mut change);
+            let changed = peers.change_metadata(&mut change);
+            // This node's next search reads the settings afresh.
+            *self.max_buckets.lock() = None;
+            return changed;
         }
         let mut held = self.metadata.lock();
         let mut next = held.clone();

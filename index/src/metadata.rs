@@ -16,7 +16,8 @@ pub const DESTRUCTIVE_REQUIRES_NAME: &str = "action.destructive_requires_name";
 
 /// `search.max_buckets`.
 pub const SEARCH_MAX_BUCKETS: &str = "search.max_buckets";
-/// Elasticsearch's default `search.max_buckets` (as [`SETTINGS`] lists it).
+/// Elasticsearch's default `search.max_buckets` (as the settings' defaults
+/// list it).
 pub const DEFAULT_MAX_BUCKETS: usize = 65_536;
 
 /// The cluster settings this node applies, with their defaults.
@@ -204,12 +205,9 @@ fn check_setting(key: &str, value: &Value) -> Result<()> {
             Ok(n) if n < 0 => Err(Error::illegal_argument(format!(
                 "Failed to parse value [{text}] for setting [{key}] must be >= 0"
             ))),
-            Ok(n) if n > i64::from(i32::MAX) => Err(Error::illegal_argument(format!(
-                "Failed to parse value [{text}] for setting [{key}] must be <= {}",
-                i32::MAX
-            ))),
-            Ok(_) => Ok(()),
-            Err(_) => Err(Error::illegal_argument(format!(
+            // An int setting: a value past `i32::MAX` does not parse.
+            Ok(n) if n <= i64::from(i32::MAX) => Ok(()),
+            _ => Err(Error::illegal_argument(format!(
                 "Failed to parse value [{text}] for setting [{key}]"
             ))),
         },
@@ -268,6 +266,39 @@ mod tests {
         assert!(put(&mut meta, json!({"cluster.max_shards_per_node": 10})).is_err());
         assert!(put(&mut meta, json!({"cluster.max_shards_per_node": null})).is_err());
         assert!(put(&mut meta, json!({})).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn max_buckets_is_an_int_setting_of_at_least_0() -> Result<()> {
+        let mut meta = ClusterMetadata::default();
+        assert_eq!(meta.max_buckets(), DEFAULT_MAX_BUCKETS);
+        put(&mut meta, json!({"search.max_buckets": 0}))?;
+        assert_eq!(meta.max_buckets(), 0);
+        put(&mut meta, json!({"search": {"max_buckets": "2147483647"}}))?;
+        assert_eq!(meta.max_buckets(), 2_147_483_647);
+        for (value, reason) in [
+            (
+                json!(-1),
+                "Failed to parse value [-1] for setting [search.max_buckets] must be >= 0",
+            ),
+            (
+                json!(2_147_483_648_i64),
+                "Failed to parse value [2147483648] for setting [search.max_buckets]",
+            ),
+            (
+                json!("lots"),
+                "Failed to parse value [lots] for setting [search.max_buckets]",
+            ),
+        ] {
+            match put(&mut meta, json!({"search.max_buckets": value})) {
+                Err(Error::BadRequest { reason: got, .. }) => assert_eq!(got, reason),
+                other => panic!("{value} gave {other:?}"),
+            }
+        }
+        assert_eq!(meta.max_buckets(), 2_147_483_647);
+        put(&mut meta, json!({"search.max_buckets": null}))?;
+        assert_eq!(meta.max_buckets(), DEFAULT_MAX_BUCKETS);
         Ok(())
     }
 }

@@ -738,7 +738,7 @@ impl<'a> Search<'a> {
             }
         }
         let max_buckets = match body.aggs {
-            Some(_) => indices.metadata()?.max_buckets(),
+            Some(_) => indices.max_buckets(),
             None => DEFAULT_MAX_BUCKETS,
         };
         Ok(Search {

@@ -547,6 +547,16 @@ mod tests {
                 r#"{"items":[{"index":{"status":201}}],"errors":false}"#.to_string(),
                 false,
             ),
+            // The text "items" before the key, and the fields pretty-printed.
+            (
+                format!(r#"{{"note":"items","errors":true,"items":[{failed_item}]}}"#),
+                true,
+            ),
+            (
+                "{\n  \"took\" : 3,\n  \"ingest_took\" : 0,\n  \"errors\" : false,\n  \"items\" : [ ]\n}"
+                    .to_string(),
+                false,
+            ),
         ] {
             assert_eq!(reports_errors(&text)?, errors, "{text}");
         }

@@ -3437,6 +3437,19 @@ fn cluster_settings_guard_deletes_and_index_creation() -> Result<()> {
     assert_es_error(status, &body, 400, "too_many_buckets_exception");
     assert_eq!(body["error"]["max_buckets"], json!(5), "{body}");
     assert!(reason(&body).contains("less than or equal to: [5]"), "{body}");
+    for (max, why) in [
+        (json!(-1), " must be >= 0"),
+        (json!("lots"), ""),
+        (json!(2_147_483_648_i64), ""),
+    ] {
+        let (status, body) = s.put("/_cluster/settings", &limit(max.clone()))?;
+        assert_es_error(status, &body, 400, "illegal_argument_exception");
+        let max = max.as_str().map_or_else(|| max.to_string(), str::to_string);
+        assert_eq!(
+            reason(&body),
+            format!("Failed to parse value [{max}] for setting [search.max_buckets]{why}")
+        );
+    }
     assert_eq!(s.put("/_cluster/settings", &limit(json!("6")))?.0, 200);
     let (status, body) = s.post("/buckets/_search", &terms)?;
     assert_eq!(status, 200, "{body}");
@@ -3446,14 +3459,6 @@ fn cluster_settings_guard_deletes_and_index_creation() -> Result<()> {
     );
 
     for (body, es_type) in [
-        (
-            json!({"persistent": {"search.max_buckets": -1}}),
-            "illegal_argument_exception",
-        ),
-        (
-            json!({"persistent": {"search.max_buckets": "lots"}}),
-            "illegal_argument_exception",
-        ),
         (
             json!({"persistent": {"cluster.max_shards_per_node": 10}}),
             "illegal_argument_exception",
@@ -3486,6 +3491,7 @@ fn cluster_settings_guard_deletes_and_index_creation() -> Result<()> {
     );
     let (status, body) = s.post("/buckets/_search", &json!({"size": 0, "aggs": {"k": {"histogram": {"field": "n", "interval": 1, "extended_bounds": {"min": 0, "max": 6}}}}}))?;
     assert_es_error(status, &body, 400, "too_many_buckets_exception");
+    assert_eq!(body["error"]["max_buckets"], json!(6), "{body}");
     let reset = json!({"persistent": {"action.auto_create_index": null, "action.destructive_requires_name": null,
                                       "search.max_buckets": null}});
     assert_eq!(s.put("/_cluster/settings", &reset)?.0, 200);
@@ -3494,5 +3500,7 @@ fn cluster_settings_guard_deletes_and_index_creation() -> Result<()> {
         json!({"persistent": {}, "transient": {}})
     );
     assert_eq!(s.put("/another/_doc/1", &json!({"a": 1}))?.0, 201);
+    let (status, body) = s.post("/buckets/_search", &terms)?;
+    assert_eq!(status, 200, "{body}");
     Ok(())
 }
