@@ -401,12 +401,14 @@ impl Indices {
         let Some(peers) = &self.peers else {
             return self.metadata.lock().max_buckets();
         };
-        let mut cached = self.max_buckets.lock();
-        if let Some((read, value)) = *cached
+        let cached = *self.max_buckets.lock();
+        if let Some((read, value)) = cached
             && read.elapsed() < CLUSTER_SETTING_MAX_AGE
         {
             return value;
         }
+        // Read without the lock: searches that find the value stale
+        // meanwhile read it too, rather than wait on this read.
         let value = match peers.metadata() {
             Ok(metadata) => metadata.max_buckets(),
             Err(err) => {
@@ -415,7 +417,7 @@ impl Indices {
                 value
             }
         };
-        *cached = Some((Instant::now(), value));
+        *self.max_buckets.lock() = Some((Instant::now(), value));
         value
     }
 
