@@ -21,4 +21,4 @@ pub mod source;
 
 pub use aggs::udfs;
 pub use error::{Error, Result};
-pub use search::{Params, count, hits_rows, msearch, search, validate};
+pub use search::{BucketLimit, Params, count, hits_rows, msearch, search, search_with, validate};

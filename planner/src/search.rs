@@ -730,6 +730,7 @@ impl<'a> Search<'a> {
         targets: Vec<Target>,
         body: SearchBody,
         now_ms: i64,
+        bucket_limit: BucketLimit,
     ) -> Result<Search<'a>> {
         let mut boosts = HashMap::new();
         for (expr, boost) in &body.indices_boost {
@@ -737,9 +738,10 @@ impl<'a> Search<'a> {
                 boosts.entry(index.name()).or_insert(*boost);
             }
         }
-        let max_buckets = match body.aggs {
-            Some(_) => indices.max_buckets(),
-            None => DEFAULT_MAX_BUCKETS,
+        let max_buckets = match (bucket_limit, &body.aggs) {
+            (BucketLimit::Cluster, Some(_)) => indices.max_buckets(),
+            (BucketLimit::Cluster, None) => DEFAULT_MAX_BUCKETS,
+            (BucketLimit::Caller, _) => usize::MAX,
         };
         Ok(Search {
             ctx,
@@ -870,6 +872,17 @@ const UNUSED_RULES: [&str; 12] = [
     "single_distinct_aggregation_to_group_by",
 ];
 
+/// What bounds the buckets of a search's aggregations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketLimit {
+    /// The cluster setting `search.max_buckets`, as for any `_search`.
+    Cluster,
+    /// The caller, whose request bounds its aggregations itself (as
+    /// `_terms_enum`'s `size` bounds its one, which Elasticsearch does not
+    /// hold to `search.max_buckets`).
+    Caller,
+}
+
 /// Runs a search: `target` is an index expression (`a,b`, `logs-*`). The
 /// optimizer settings of `ctx` are tuned for it (`tune_session`).
 pub async fn search(
@@ -878,6 +891,18 @@ pub async fn search(
     target: &str,
     body: Option<&Value>,
     params: &Params,
+) -> Result<Value> {
+    search_with(ctx, indices, target, body, params, BucketLimit::Cluster).await
+}
+
+/// [`search`] with its aggregations' buckets bounded by `bucket_limit`.
+pub async fn search_with(
+    ctx: &SessionContext,
+    indices: &Indices,
+    target: &str,
+    body: Option<&Value>,
+    params: &Params,
+    bucket_limit: BucketLimit,
 ) -> Result<Value> {
     let started = Instant::now();
     let now = now_ms();
@@ -889,7 +914,7 @@ pub async fn search(
         return Err(err);
     }
     tune_session(ctx);
-    let search = Search::new(ctx, indices, targets, body, now)?;
+    let search = Search::new(ctx, indices, targets, body, now, bucket_limit)?;
     let plans = search.plans()?;
     if search.body.explain_plan {
         return explain(ctx, &plans).await;
@@ -948,7 +973,7 @@ pub fn hits_rows(
     if targets.is_empty() {
         return Err(Error::illegal_argument(format!("no index matches [{target}]")));
     }
-    let search = Search::new(ctx, indices, targets, body, now)?;
+    let search = Search::new(ctx, indices, targets, body, now, BucketLimit::Cluster)?;
     search.check_sort()?;
     search.check_collapse()?;
     let scoring = search.body.needs_score();

@@ -3450,6 +3450,10 @@ fn cluster_settings_guard_deletes_and_index_creation() -> Result<()> {
             format!("Failed to parse value [{max}] for setting [search.max_buckets]{why}")
         );
     }
+    // `_terms_enum` is bounded by its own `size`, not by the setting.
+    assert_eq!(s.put("/_cluster/settings", &limit(json!(1)))?.0, 200);
+    let (status, body) = s.post("/buckets/_terms_enum", &json!({"field": "k.keyword"}))?;
+    assert_eq!((status, &body["terms"]), (200, &json!(["a", "b", "c"])), "{body}");
     assert_eq!(s.put("/_cluster/settings", &limit(json!("6")))?.0, 200);
     let (status, body) = s.post("/buckets/_search", &terms)?;
     assert_eq!(status, 200, "{body}");

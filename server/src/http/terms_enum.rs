@@ -11,6 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use quidditch_index::mapping::FieldType;
+use quidditch_planner::BucketLimit;
 use serde_json::{Value, json};
 
 use super::search::search_body;
@@ -89,12 +90,13 @@ pub async fn terms_enum(
         }}},
     });
     let params = Params::new();
-    let answer = quidditch_planner::search(
+    let answer = quidditch_planner::search_with(
         &node.engine.session()?,
         node.engine.indices(),
         &target,
         Some(&search),
         &params,
+        BucketLimit::Caller,
     )
     .await?;
     let terms: Vec<Value> = answer["aggregations"]["terms"]["buckets"]
