@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexMeta, is_index_dir, read_meta, write_json_durably};
 use crate::mapping::Mapping;
-use crate::metadata::{ClusterMetadata, DEFAULT_MAX_BUCKETS};
+use crate::metadata::ClusterMetadata;
 use crate::peers::Peers;
 use crate::settings::IndexSettings;
 use crate::templates::Templates;
@@ -40,8 +40,9 @@ pub struct Indices {
     /// store (a cluster with etcd keeps them there), and their file.
     metadata: Mutex<ClusterMetadata>,
     metadata_file: PathBuf,
-    /// In a cluster, `search.max_buckets` as last read from etcd, and when.
-    max_buckets: Mutex<Option<(Instant, usize)>>,
+    /// In a cluster, the templates and cluster settings as last read from
+    /// etcd for searches, and when.
+    cached_metadata: Mutex<Option<(Instant, Arc<ClusterMetadata>)>>,
     /// The data directory's lock, held while the registry is open, so that
     /// no other process (a node, `sql` or `load --data-dir`) opens it too.
     _lock: std::fs::File,
@@ -374,7 +375,7 @@ impl Indices {
             peers,
             metadata: Mutex::new(metadata),
             metadata_file,
-            max_buckets: Mutex::new(None),
+            cached_metadata: Mutex::new(None),
             _lock: lock,
         })
     }
@@ -393,32 +394,35 @@ impl Indices {
     }
 
     /// `search.max_buckets`, which every search with aggregations reads.
-    /// A cluster's is read from etcd at most once per
-    /// [`CLUSTER_SETTING_MAX_AGE`], so that searches neither wait on etcd
-    /// for it nor fail without it: while etcd does not answer, the value
-    /// last read (else the default) serves.
     pub fn max_buckets(&self) -> usize {
-        let Some(peers) = &self.peers else {
-            return self.metadata.lock().max_buckets();
-        };
-        let cached = *self.max_buckets.lock();
-        if let Some((read, value)) = cached
+        match &self.peers {
+            Some(peers) => self.cached_metadata(peers.as_ref()).max_buckets(),
+            None => self.metadata.lock().max_buckets(),
+        }
+    }
+
+    /// A cluster's templates and settings for searches to read: read from
+    /// etcd at most once per [`CLUSTER_SETTING_MAX_AGE`], so that searches
+    /// neither wait on etcd for them nor fail without them. While etcd does
+    /// not answer, the copy last read (else the defaults) serves.
+    fn cached_metadata(&self, peers: &dyn Peers) -> Arc<ClusterMetadata> {
+        let cached = self.cached_metadata.lock().clone();
+        if let Some((read, metadata)) = &cached
             && read.elapsed() < CLUSTER_SETTING_MAX_AGE
         {
-            return value;
+            return Arc::clone(metadata);
         }
-        // Read without the lock: searches that find the value stale
+        // Read without the lock: searches that find the copy stale
         // meanwhile read it too, rather than wait on this read.
-        let value = match peers.metadata() {
-            Ok(metadata) => metadata.max_buckets(),
+        let metadata = match peers.metadata() {
+            Ok(metadata) => Arc::new(metadata),
             Err(err) => {
-                let value = cached.map_or(DEFAULT_MAX_BUCKETS, |(_, value)| value);
-                tracing::warn!(%err, value, "search.max_buckets could not be read from the cluster");
-                value
+                tracing::warn!(%err, "the cluster settings could not be read from etcd; the last copy serves");
+                cached.map(|(_, metadata)| metadata).unwrap_or_default()
             }
         };
-        *self.max_buckets.lock() = Some((Instant::now(), value));
-        value
+        *self.cached_metadata.lock() = Some((Instant::now(), Arc::clone(&metadata)));
+        metadata
     }
 
     /// Changes the templates or cluster settings with `change` (which may
@@ -427,7 +431,7 @@ impl Indices {
         if let Some(peers) = &self.peers {
             let changed = peers.change_metadata(&mut change);
             // This node's next search reads the settings afresh.
-            *self.max_buckets.lock() = None;
+            *self.cached_metadata.lock() = None;
             return changed;
         }
         let mut held = self.metadata.lock();

@@ -287,6 +287,11 @@ fn is_object_field(def: &Value) -> bool {
     def.get("properties").is_some() && def.get("type").is_none_or(|t| t == "object")
 }
 
+/// Whether a pattern of `a` and one of `b` can match the same name.
+fn any_overlap(a: &[String], b: &[String]) -> bool {
+    a.iter().any(|p| b.iter().any(|q| patterns_overlap(p, q)))
+}
+
 /// Whether some name matches both `*`-patterns.
 fn patterns_overlap(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -606,6 +611,14 @@ impl Templates {
     /// template of the name is an error.
     pub fn put_index(&mut self, name: &str, template: IndexTemplate, create: bool) -> Result<()> {
         self.check_put(Kind::Index, name, create)?;
+        self.check_index(name, &template)?;
+        self.index.insert(name.to_string(), template);
+        Ok(())
+    }
+
+    /// Fails unless index template `template` could be stored as `name`
+    /// (see [`Templates::put_index`]).
+    fn check_index(&self, name: &str, template: &IndexTemplate) -> Result<()> {
         let missing: Vec<&str> = template
             .composed_of
             .iter()
@@ -630,9 +643,7 @@ impl Templates {
             .filter(|(other, t)| {
                 *other != name
                     && t.priority() == template.priority()
-                    && t.index_patterns
-                        .iter()
-                        .any(|p| template.index_patterns.iter().any(|q| patterns_overlap(p, q)))
+                    && any_overlap(&t.index_patterns, &template.index_patterns)
             })
             .collect();
         if !same_priority.is_empty() {
@@ -651,11 +662,9 @@ impl Templates {
                 template.priority()
             )));
         }
-        self.compose(&template)
+        self.compose(template)
             .check()
-            .map_err(|err| composition_error(name, &err))?;
-        self.index.insert(name.to_string(), template);
-        Ok(())
+            .map_err(|err| composition_error(name, &err))
     }
 
     /// Stores a component template, when every index template made of it
@@ -860,8 +869,8 @@ impl Templates {
                         .find(|candidate| !self.index.contains_key(candidate))
                         .unwrap_or_else(|| SIMULATED.to_string()),
                 };
-                let mut with = self.clone();
-                with.put_index(&name, template.clone(), false)?;
+                self.check_put(Kind::Index, &name, false)?;
+                self.check_index(&name, &template)?;
                 (name, template)
             }
             (Some(name), None) => match self.index.get(name) {
@@ -886,18 +895,13 @@ impl Templates {
     /// templates and the legacy templates whose patterns overlap its own,
     /// in name order.
     fn simulated(&self, name: &str, template: &IndexTemplate, index: Option<&str>) -> Value {
-        let overlaps = |patterns: &[String]| {
-            patterns
-                .iter()
-                .any(|p| template.index_patterns.iter().any(|q| patterns_overlap(p, q)))
-        };
         let mut overlapping: Vec<(&String, &Vec<String>)> = self
             .index
             .iter()
             .filter(|(other, _)| other.as_str() != name)
             .map(|(other, t)| (other, &t.index_patterns))
             .chain(self.legacy.iter().map(|(other, t)| (other, &t.index_patterns)))
-            .filter(|(_, patterns)| overlaps(patterns))
+            .filter(|(_, patterns)| any_overlap(patterns, &template.index_patterns))
             .collect();
         overlapping.sort();
         let overlapping: Vec<Value> = overlapping
