@@ -18,10 +18,10 @@ use crate::mapping::{Dynamic, FieldMapping, FieldType, Mapping};
 
 /// A typed value of a non-text field, as stored in the columnar store (IP
 /// addresses as their canonical text).
-#[derive(Debug, Clone, PartialEq)]
-pub enum FieldValue {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldValue<'a> {
     /// Keyword.
-    Str(String),
+    Str(&'a str),
     /// Integer types and dates (epoch milliseconds).
     I64(i64),
     /// Floating point types.
@@ -32,37 +32,54 @@ pub enum FieldValue {
 
 /// A document's indexable content: each value with its column path, in
 /// document order. A path with several values appears once per value. The
-/// paths are kept one after another in one string (a document has one
-/// allocation for them, not one per value).
+/// paths and the string values are kept one after another in one string (a
+/// document has one allocation for them, not one per value).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ParsedDoc {
-    /// Every path, one after another; consecutive values of one path share it.
-    paths: String,
-    /// Non-text values, each with its path in `paths`.
-    values: Vec<(PathSpan, FieldValue)>,
-    /// Analyzed text, each with its path in `paths`.
-    text: Vec<(PathSpan, String)>,
+    /// Every path and string value, one after another; consecutive values
+    /// of one path share it.
+    strings: String,
+    /// Non-text values, each with its path.
+    values: Vec<(PathSpan, Stored)>,
+    /// Analyzed text, each with its path.
+    text: Vec<(PathSpan, PathSpan)>,
     /// The path the last value was added under.
     last: Option<PathSpan>,
 }
 
-/// Where a path lies in [`ParsedDoc`]'s path string.
+/// Where a path or a string value lies in [`ParsedDoc`]'s string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathSpan {
     start: usize,
     end: usize,
 }
 
+/// A non-text value in [`ParsedDoc`], its string in the document's string.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stored {
+    Str(PathSpan),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+}
+
 impl ParsedDoc {
     /// Adds a non-text value under `path`.
-    pub fn push_value(&mut self, path: &str, value: FieldValue) {
+    pub fn push_value(&mut self, path: &str, value: FieldValue<'_>) {
         let span = self.span(path);
-        self.values.push((span, value));
+        let stored = match value {
+            FieldValue::Str(s) => Stored::Str(self.push_str(s)),
+            FieldValue::I64(n) => Stored::I64(n),
+            FieldValue::F64(f) => Stored::F64(f),
+            FieldValue::Bool(b) => Stored::Bool(b),
+        };
+        self.values.push((span, stored));
     }
 
     /// Adds analyzed text under `path`.
-    pub fn push_text(&mut self, path: &str, text: String) {
+    pub fn push_text(&mut self, path: &str, text: &str) {
         let span = self.span(path);
+        let text = self.push_str(text);
         self.text.push((span, text));
     }
 
@@ -70,44 +87,78 @@ impl ParsedDoc {
         if let Some(last) = self.last.filter(|&last| self.path(last) == path) {
             return last;
         }
-        let start = self.paths.len();
-        self.paths.push_str(path);
-        let span = PathSpan {
-            start,
-            end: self.paths.len(),
-        };
+        let span = self.push_str(path);
         self.last = Some(span);
         span
     }
 
-    /// The path at `span`.
+    fn push_str(&mut self, s: &str) -> PathSpan {
+        let start = self.strings.len();
+        self.strings.push_str(s);
+        PathSpan {
+            start,
+            end: self.strings.len(),
+        }
+    }
+
+    /// The path (or string) at `span`.
     pub fn path(&self, span: PathSpan) -> &str {
-        &self.paths[span.start..span.end]
+        &self.strings[span.start..span.end]
     }
 
-    /// The non-text values with their paths' spans.
-    pub fn values(&self) -> &[(PathSpan, FieldValue)] {
-        &self.values
+    /// How many non-text values the document has.
+    pub fn values_len(&self) -> usize {
+        self.values.len()
     }
 
-    /// The texts with their paths' spans.
-    pub fn texts(&self) -> &[(PathSpan, String)] {
-        &self.text
+    /// The `i`th non-text value with its path's span.
+    pub fn value(&self, i: usize) -> (PathSpan, FieldValue<'_>) {
+        let (span, stored) = self.values[i];
+        let value = match stored {
+            Stored::Str(s) => FieldValue::Str(self.path(s)),
+            Stored::I64(n) => FieldValue::I64(n),
+            Stored::F64(f) => FieldValue::F64(f),
+            Stored::Bool(b) => FieldValue::Bool(b),
+        };
+        (span, value)
     }
 
-    /// Text paths that hold at least one token, each once, for `exists`
-    /// queries (a non-text value is found by its column). As in
-    /// Elasticsearch, text without any token (`""`) does not count.
-    pub fn text_paths_with_tokens(&self) -> Vec<&str> {
-        let mut paths: Vec<&str> = self
-            .text
-            .iter()
-            .filter(|(_, v)| v.chars().any(char::is_alphanumeric))
-            .map(|(span, _)| self.path(*span))
-            .collect();
-        paths.sort_unstable();
-        paths.dedup();
-        paths
+    /// The non-text values with their paths' spans, in document order.
+    pub fn values(&self) -> impl Iterator<Item = (PathSpan, FieldValue<'_>)> {
+        (0..self.values.len()).map(|i| self.value(i))
+    }
+
+    /// How many texts the document has.
+    pub fn texts_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The `i`th text with its path's span.
+    pub fn text(&self, i: usize) -> (PathSpan, &str) {
+        let (span, text) = self.text[i];
+        (span, self.path(text))
+    }
+
+    /// The texts with their paths' spans, in document order.
+    pub fn texts(&self) -> impl Iterator<Item = (PathSpan, &str)> {
+        (0..self.text.len()).map(|i| self.text(i))
+    }
+
+    /// Text paths that hold at least one token, for `exists` queries (a
+    /// non-text value is found by its column). As in Elasticsearch, text
+    /// without any token (`""`) does not count. Consecutive values of a path
+    /// give it once; a path whose values lie apart (in an array of objects)
+    /// comes once per run, which indexes the same term again in the same
+    /// document, at no cost to what is found.
+    pub fn text_paths_with_tokens(&self) -> impl Iterator<Item = &str> {
+        let mut last = None;
+        self.texts().filter_map(move |(span, text)| {
+            if last == Some(span) || !text.chars().any(char::is_alphanumeric) {
+                return None;
+            }
+            last = Some(span);
+            Some(self.path(span))
+        })
     }
 }
 
@@ -176,15 +227,22 @@ pub enum Scalar<'s> {
     Str(&'s str),
 }
 
-impl Scalar<'_> {
+impl<'s> Scalar<'s> {
     /// The scalar as JSON's text renders it, strings without quotes.
-    fn text(&self) -> String {
+    fn text(&self) -> Cow<'s, str> {
         match self {
-            Scalar::Bool(b) => b.to_string(),
-            Scalar::Number(n) => n.to_string(),
-            Scalar::Str(s) => s.to_string(),
+            Scalar::Bool(b) => Cow::Owned(b.to_string()),
+            Scalar::Number(n) => Cow::Owned(n.to_string()),
+            Scalar::Str(s) => Cow::Borrowed(s),
         }
     }
+}
+
+/// A value converted to its field's type, its string borrowed from the
+/// document where it can be.
+enum Typed<'s> {
+    Str(Cow<'s, str>),
+    Value(FieldValue<'static>),
 }
 
 struct Parser<'a> {
@@ -360,14 +418,16 @@ impl<'a> Parser<'a> {
 
     fn add(&mut self, path: &str, field: &FieldMapping, value: &Scalar<'_>) -> Result<()> {
         if field.ty == FieldType::Text {
-            self.doc.push_text(path, value.text());
+            self.doc.push_text(path, &value.text());
             return Ok(());
         }
         let Some(converted) = convert(field, value) else {
             return Err(self.type_error(path, field, value));
         };
-        if let Some(v) = converted {
-            self.doc.push_value(path, v);
+        match converted {
+            Some(Typed::Str(s)) => self.doc.push_value(path, FieldValue::Str(&s)),
+            Some(Typed::Value(v)) => self.doc.push_value(path, v),
+            None => {}
         }
         Ok(())
     }
@@ -590,7 +650,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
 ///
 /// `None` means the value does not fit the type; `Some(None)` means it is
 /// valid but not indexed (a keyword longer than `ignore_above`).
-pub fn convert(field: &FieldMapping, value: &Scalar<'_>) -> Option<Option<FieldValue>> {
+fn convert<'s>(field: &FieldMapping, value: &Scalar<'s>) -> Option<Option<Typed<'s>>> {
     let v = match field.ty {
         FieldType::Keyword => {
             let s = value.text();
@@ -600,10 +660,10 @@ pub fn convert(field: &FieldMapping, value: &Scalar<'_>) -> Option<Option<FieldV
             {
                 return Some(None);
             }
-            FieldValue::Str(s)
+            return Some(Some(Typed::Str(s)));
         }
         FieldType::Text => match value {
-            Scalar::Str(s) => FieldValue::Str(s.to_string()),
+            Scalar::Str(s) => return Some(Some(Typed::Str(Cow::Borrowed(s)))),
             _ => return None,
         },
         FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
@@ -678,10 +738,10 @@ pub fn convert(field: &FieldMapping, value: &Scalar<'_>) -> Option<Option<FieldV
         FieldType::Ip => {
             let Scalar::Str(s) = value else { return None };
             let ip: IpAddr = s.parse().ok()?;
-            FieldValue::Str(ip_to_string(to_v6(ip)))
+            return Some(Some(Typed::Str(Cow::Owned(ip_to_string(to_v6(ip))))));
         }
     };
-    Some(Some(v))
+    Some(Some(Typed::Value(v)))
 }
 
 /// The format of a `date` field that names none, parsed once.
@@ -748,12 +808,19 @@ mod tests {
         parse_document(id, &source.to_string(), mapping)
     }
 
-    /// The values under `path`, in document order.
-    fn at<T: Clone>(doc: &ParsedDoc, entries: &[(PathSpan, T)], path: &str) -> Vec<T> {
-        entries
-            .iter()
+    /// The non-text values under `path`, in document order.
+    fn vals<'d>(doc: &'d ParsedDoc, path: &str) -> Vec<FieldValue<'d>> {
+        doc.values()
             .filter(|(p, _)| doc.path(*p) == path)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// The texts under `path`, in document order.
+    fn texts<'d>(doc: &'d ParsedDoc, path: &str) -> Vec<&'d str> {
+        doc.texts()
+            .filter(|(p, _)| doc.path(*p) == path)
+            .map(|(_, t)| t)
             .collect()
     }
 
@@ -767,17 +834,11 @@ mod tests {
         assert_eq!(mapping.fields["user.age"].ty, FieldType::Long);
         assert_eq!(mapping.fields["user.name"].ty, FieldType::Text);
         assert!(mapping.fields["tags"].multi_valued);
-        assert_eq!(at(&doc, doc.values(), "user.age"), vec![FieldValue::I64(31)]);
-        assert_eq!(
-            at(&doc, doc.values(), "user.name.keyword"),
-            vec![FieldValue::Str("ann".into())]
-        );
-        assert_eq!(
-            at(&doc, doc.texts(), "tags"),
-            vec!["a".to_string(), "b".to_string()]
-        );
-        assert_eq!(at(&doc, doc.values(), "score"), vec![FieldValue::F64(1.5)]);
-        assert_eq!(at(&doc, doc.values(), "ok"), vec![FieldValue::Bool(true)]);
+        assert_eq!(vals(&doc, "user.age"), vec![FieldValue::I64(31)]);
+        assert_eq!(vals(&doc, "user.name.keyword"), vec![FieldValue::Str("ann")]);
+        assert_eq!(texts(&doc, "tags"), vec!["a", "b"]);
+        assert_eq!(vals(&doc, "score"), vec![FieldValue::F64(1.5)]);
+        assert_eq!(vals(&doc, "ok"), vec![FieldValue::Bool(true)]);
         Ok(())
     }
 
@@ -801,17 +862,11 @@ mod tests {
         }
         // The same path by two routes is two values, not a repeated key.
         let (doc, _) = parse_document("1", r#"{"a.b":1,"a":{"b":2}}"#, &mapping)?;
-        assert_eq!(
-            at(&doc, doc.values(), "a.b"),
-            vec![FieldValue::I64(1), FieldValue::I64(2)]
-        );
+        assert_eq!(vals(&doc, "a.b"), vec![FieldValue::I64(1), FieldValue::I64(2)]);
         assert!(parse_document("1", &format!("{{{}}}", many.join(",")), &mapping).is_ok());
         // A logged source keeps a repeated key as one more value.
         let doc = parse_logged_document("1", r#"{"a":1,"a":2}"#, &mapping)?;
-        assert_eq!(
-            at(&doc, doc.values(), "a"),
-            vec![FieldValue::I64(1), FieldValue::I64(2)]
-        );
+        assert_eq!(vals(&doc, "a"), vec![FieldValue::I64(1), FieldValue::I64(2)]);
         Ok(())
     }
 
@@ -820,14 +875,14 @@ mod tests {
         let mut doc = ParsedDoc::default();
         doc.push_value("a", FieldValue::I64(1));
         doc.push_value("a", FieldValue::I64(2));
-        doc.push_text("b", "x".into());
+        doc.push_text("b", "x");
         doc.push_value("a.c", FieldValue::I64(3));
         doc.push_value("a", FieldValue::I64(4));
-        let paths: Vec<&str> = doc.values().iter().map(|(p, _)| doc.path(*p)).collect();
+        let paths: Vec<&str> = doc.values().map(|(p, _)| doc.path(p)).collect();
         assert_eq!(paths, vec!["a", "a", "a.c", "a"]);
-        assert_eq!(at(&doc, doc.texts(), "b"), vec!["x".to_string()]);
+        assert_eq!(texts(&doc, "b"), vec!["x"]);
         assert_eq!(
-            at(&doc, doc.values(), "a"),
+            vals(&doc, "a"),
             vec![FieldValue::I64(1), FieldValue::I64(2), FieldValue::I64(4)]
         );
     }
@@ -844,7 +899,7 @@ mod tests {
         );
         assert!(parse("8", &json!({"n": 3_000_000_000i64}), &mapping).is_err());
         let (doc, _) = parse("9", &json!({"n": "42"}), &mapping)?;
-        assert_eq!(at(&doc, doc.values(), "n"), vec![FieldValue::I64(42)]);
+        assert_eq!(vals(&doc, "n"), vec![FieldValue::I64(42)]);
         Ok(())
     }
 
@@ -853,10 +908,7 @@ mod tests {
         let mapping = Mapping::default();
         let (doc, update) = parse("1", &json!({"l": [{"x": 1}, {"x": 2}]}), &mapping)?;
         assert!(update["l.x"].multi_valued);
-        assert_eq!(
-            at(&doc, doc.values(), "l.x"),
-            vec![FieldValue::I64(1), FieldValue::I64(2)]
-        );
+        assert_eq!(vals(&doc, "l.x"), vec![FieldValue::I64(1), FieldValue::I64(2)]);
         Ok(())
     }
 

@@ -67,6 +67,9 @@ mod tests {
         assert!(ids.iter().all(|id| id.len() == 20));
         assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids sort in creation order");
-        assert!(ids.iter().all(|id| id[..8] == ids[0][..8]), "a process's ids share their first 8 characters");
+        assert!(
+            ids.iter().all(|id| id[..8] == ids[0][..8]),
+            "a process's ids share their first 8 characters"
+        );
     }
 }

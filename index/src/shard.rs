@@ -44,7 +44,7 @@ use tantivy::{
 use tokio::sync::watch;
 
 use crate::activity::Activity;
-use crate::document::{FieldValue, ParsedDoc, PathSpan};
+use crate::document::{FieldValue, ParsedDoc};
 use crate::error::{Error, Result};
 use crate::index::{Condition, GC_DELETES};
 use crate::mapping::FieldType;
@@ -1085,7 +1085,7 @@ fn committed_next_seq(index: &Index) -> Result<u64> {
 fn base_doc(fields: &Fields, id: &str, source: &str, doc: &ParsedDoc) -> TantivyDocument {
     // The document's bytes: the id, the source, and each value under its
     // path, whose text the source already holds (with a node per value).
-    let values = doc.values().len() + doc.texts().len();
+    let values = doc.values_len() + doc.texts_len();
     let mut out = TantivyDocument::with_capacity(id.len() + 2 * source.len() + 16 * values + 64);
     out.add_text(fields.id, id);
     out.add_text(fields.source, source);
@@ -1095,29 +1095,29 @@ fn base_doc(fields: &Fields, id: &str, source: &str, doc: &ParsedDoc) -> Tantivy
     // Values of paths with a field of their own go to it; the others, by
     // position, to the JSON field.
     let mut rest = Vec::new();
-    for (i, (span, value)) in doc.values().iter().enumerate() {
-        match fields.own(doc.path(*span)) {
+    for (i, (span, value)) in doc.values().enumerate() {
+        match fields.own(doc.path(span)) {
             Some(field) => match value {
                 FieldValue::Str(s) => out.add_text(field, s),
-                FieldValue::I64(n) => out.add_i64(field, *n),
-                FieldValue::F64(f) => out.add_f64(field, *f),
-                FieldValue::Bool(b) => out.add_bool(field, *b),
+                FieldValue::I64(n) => out.add_i64(field, n),
+                FieldValue::F64(f) => out.add_f64(field, f),
+                FieldValue::Bool(b) => out.add_bool(field, b),
             },
             None => rest.push(i),
         }
     }
     if !rest.is_empty() {
-        out.add_field_value(fields.kw, JsonView::Object(doc, doc.values(), &rest));
+        out.add_field_value(fields.kw, JsonView::Object(doc, Entries::Values, &rest));
     }
     rest.clear();
-    for (i, (span, text)) in doc.texts().iter().enumerate() {
-        match fields.own(doc.path(*span)) {
+    for (i, (span, text)) in doc.texts().enumerate() {
+        match fields.own(doc.path(span)) {
             Some(field) => out.add_text(field, text),
             None => rest.push(i),
         }
     }
     if !rest.is_empty() {
-        out.add_field_value(fields.text, JsonView::Object(doc, doc.texts(), &rest));
+        out.add_field_value(fields.text, JsonView::Object(doc, Entries::Texts, &rest));
     }
     out
 }
@@ -1147,48 +1147,24 @@ fn stamp(doc: &mut TantivyDocument, fields: &Fields, version: u64, seq_no: u64) 
 /// values is a key repeated once per value, which tantivy indexes as it
 /// does the elements of an array: under the same path, each value's
 /// positions following the last one's with a gap.
-#[derive(Debug)]
-enum JsonView<'a, T> {
-    /// Entries of the document (those at the given positions), with the
-    /// document that holds their paths.
-    Object(&'a ParsedDoc, &'a [(PathSpan, T)], &'a [usize]),
-    One(&'a T),
+#[derive(Debug, Clone, Copy)]
+enum JsonView<'a> {
+    /// Entries of the document (those at the given positions among its
+    /// values or its texts).
+    Object(&'a ParsedDoc, Entries, &'a [usize]),
+    One(FieldValue<'a>),
 }
 
-// Copy whatever `T` is (a derive would ask `T: Copy`).
-impl<T> Clone for JsonView<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
+/// Which entries of a parsed document a [`JsonView::Object`] shows.
+#[derive(Debug, Clone, Copy)]
+enum Entries {
+    Values,
+    Texts,
 }
 
-impl<T> Copy for JsonView<'_, T> {}
-
-/// A value of a parsed document as a tantivy leaf.
-trait Leaf: Send + Sync + std::fmt::Debug {
-    fn leaf(&self) -> ReferenceValueLeaf<'_>;
-}
-
-impl Leaf for FieldValue {
-    fn leaf(&self) -> ReferenceValueLeaf<'_> {
-        match self {
-            FieldValue::Str(s) => ReferenceValueLeaf::Str(s),
-            FieldValue::I64(n) => ReferenceValueLeaf::I64(*n),
-            FieldValue::F64(f) => ReferenceValueLeaf::F64(*f),
-            FieldValue::Bool(b) => ReferenceValueLeaf::Bool(*b),
-        }
-    }
-}
-
-impl Leaf for String {
-    fn leaf(&self) -> ReferenceValueLeaf<'_> {
-        ReferenceValueLeaf::Str(self)
-    }
-}
-
-impl<'a, T: Leaf> tantivy::schema::Value<'a> for JsonView<'a, T> {
-    type ArrayIter = std::iter::Empty<JsonView<'a, T>>;
-    type ObjectIter = PathValues<'a, T>;
+impl<'a> tantivy::schema::Value<'a> for JsonView<'a> {
+    type ArrayIter = std::iter::Empty<JsonView<'a>>;
+    type ObjectIter = PathValues<'a>;
 
     fn as_value(&self) -> ReferenceValue<'a, Self> {
         match *self {
@@ -1197,24 +1173,36 @@ impl<'a, T: Leaf> tantivy::schema::Value<'a> for JsonView<'a, T> {
                 entries,
                 positions: positions.iter(),
             }),
-            JsonView::One(v) => ReferenceValue::Leaf(v.leaf()),
+            JsonView::One(value) => ReferenceValue::Leaf(match value {
+                FieldValue::Str(s) => ReferenceValueLeaf::Str(s),
+                FieldValue::I64(n) => ReferenceValueLeaf::I64(n),
+                FieldValue::F64(f) => ReferenceValueLeaf::F64(f),
+                FieldValue::Bool(b) => ReferenceValueLeaf::Bool(b),
+            }),
         }
     }
 }
 
 /// The values of a [`JsonView::Object`], each under its column path.
-struct PathValues<'a, T> {
+struct PathValues<'a> {
     doc: &'a ParsedDoc,
-    entries: &'a [(PathSpan, T)],
+    entries: Entries,
     positions: std::slice::Iter<'a, usize>,
 }
 
-impl<'a, T> Iterator for PathValues<'a, T> {
-    type Item = (&'a str, JsonView<'a, T>);
+impl<'a> Iterator for PathValues<'a> {
+    type Item = (&'a str, JsonView<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (span, value) = &self.entries[*self.positions.next()?];
-        Some((self.doc.path(*span), JsonView::One(value)))
+        let i = *self.positions.next()?;
+        let (span, value) = match self.entries {
+            Entries::Values => self.doc.value(i),
+            Entries::Texts => {
+                let (span, text) = self.doc.text(i);
+                (span, FieldValue::Str(text))
+            }
+        };
+        Some((self.doc.path(span), JsonView::One(value)))
     }
 }
 
@@ -1326,8 +1314,8 @@ mod tests {
         let mut doc = ParsedDoc::default();
         doc.push_value("n", FieldValue::I64(3));
         doc.push_value("n", FieldValue::I64(5));
-        doc.push_text("t", "quick brown".to_string());
-        doc.push_text("t", "fox".to_string());
+        doc.push_text("t", "quick brown");
+        doc.push_text("t", "fox");
         let write = index_write_of("1", "{}", doc);
         shard
             .write(vec![write])?
