@@ -18,7 +18,7 @@ use std::time::Instant;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::document::Key;
 use crate::error::{Error, Result};
@@ -595,6 +595,136 @@ pub struct BulkResponse {
     pub items: Vec<ItemResponse>,
 }
 
+impl BulkResponse {
+    /// The response as JSON with only the parts `filter` keeps of it
+    /// (Elasticsearch's `filter_path`; `filter` takes a whole response and
+    /// answers what it keeps, `{}` for nothing). Successful items of one
+    /// action have the same fields, so the filter runs on the first of them
+    /// and the others are written with the fields it kept: a response of
+    /// thousands of items is neither built into a tree nor written whole.
+    /// A failed item is filtered on its own.
+    pub fn to_filtered_json(&self, filter: &dyn Fn(&Value) -> Value) -> serde_json::Result<Vec<u8>> {
+        let head = filter(&serde_json::json!({"took": self.took, "errors": self.errors}));
+        let mut masks: HashMap<&'static str, Option<Map<String, Value>>> = HashMap::new();
+        let mut items = Vec::new();
+        for item in &self.items {
+            let action = item.action.name();
+            let kept = match &item.outcome {
+                Ok(result) => {
+                    let mask = match masks.get(action) {
+                        Some(mask) => mask,
+                        None => {
+                            let mask = filtered_item(item, action, filter)?;
+                            masks.entry(action).or_insert(mask)
+                        }
+                    };
+                    let Some(mask) = mask else { continue };
+                    let body = WriteBody {
+                        status: Some(result_status(result)),
+                        ..WriteBody::new(&item.index, result)
+                    };
+                    serde_json::to_value(MaskedItem { action, body, mask })?
+                }
+                Err(_) => match filtered_item(item, action, filter)? {
+                    Some(body) => Value::Object(Map::from_iter([(action.to_string(), Value::Object(body))])),
+                    None => continue,
+                },
+            };
+            items.push(kept);
+        }
+        let mut out = match head {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        if !items.is_empty() {
+            out.insert("items".into(), Value::Array(items));
+        }
+        serde_json::to_vec(&out)
+    }
+}
+
+/// What `filter` keeps of `item`'s body, seen as the one item of a response.
+fn filtered_item(
+    item: &ItemResponse,
+    action: &str,
+    filter: &dyn Fn(&Value) -> Value,
+) -> serde_json::Result<Option<Map<String, Value>>> {
+    let response = serde_json::json!({"items": [serde_json::to_value(item)?]});
+    Ok(match filter(&response) {
+        Value::Object(mut kept) => match kept.remove("items") {
+            Some(Value::Array(mut items)) if !items.is_empty() => match items.swap_remove(0) {
+                Value::Object(mut outer) => match outer.remove(action) {
+                    Some(Value::Object(body)) => Some(body),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// A successful item with only the fields of its body that `mask` holds
+/// (the filtered body of the first item of its action).
+struct MaskedItem<'a> {
+    action: &'static str,
+    body: WriteBody<'a>,
+    mask: &'a Map<String, Value>,
+}
+
+impl Serialize for MaskedItem<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut outer = s.serialize_map(Some(1))?;
+        outer.serialize_entry(self.action, &MaskedBody(&self.body, self.mask))?;
+        outer.end()
+    }
+}
+
+struct MaskedBody<'a>(&'a WriteBody<'a>, &'a Map<String, Value>);
+
+impl Serialize for MaskedBody<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let (b, mask) = (self.0, self.1);
+        let mut m = s.serialize_map(None)?;
+        if mask.contains_key("_index") {
+            m.serialize_entry("_index", b._index)?;
+        }
+        if mask.contains_key("_id") {
+            m.serialize_entry("_id", b._id)?;
+        }
+        if mask.contains_key("_version") {
+            m.serialize_entry("_version", &b._version)?;
+        }
+        if mask.contains_key("result") {
+            m.serialize_entry("result", b.result)?;
+        }
+        if let Some(Value::Object(shards)) = mask.get("_shards") {
+            let mut kept = Map::new();
+            for (key, n) in [
+                ("total", b._shards.total),
+                ("successful", b._shards.successful),
+                ("failed", b._shards.failed),
+            ] {
+                if shards.contains_key(key) {
+                    kept.insert(key.into(), n.into());
+                }
+            }
+            m.serialize_entry("_shards", &kept)?;
+        }
+        if mask.contains_key("_seq_no") {
+            m.serialize_entry("_seq_no", &b._seq_no)?;
+        }
+        if mask.contains_key("_primary_term") {
+            m.serialize_entry("_primary_term", &b._primary_term)?;
+        }
+        if let Some(status) = b.status.filter(|_| mask.contains_key("status")) {
+            m.serialize_entry("status", &status)?;
+        }
+        m.end()
+    }
+}
+
 /// One item of a bulk response: `{"<action>": {...}}`.
 #[derive(Debug)]
 pub struct ItemResponse {
@@ -757,6 +887,36 @@ struct ErrorBody<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_that_keeps_everything_writes_the_whole_response() -> serde_json::Result<()> {
+        let index: Arc<str> = Arc::from("a");
+        let done = |id: &str, result| WriteResult {
+            id: id.into(),
+            shard: 0,
+            version: 2,
+            seq_no: 7,
+            result,
+        };
+        let response = BulkResponse {
+            took: 3,
+            errors: true,
+            items: vec![
+                ItemResponse::done(Action::Index, &index, done("1", "created")),
+                ItemResponse::failed(
+                    Action::Create,
+                    &index,
+                    Some("2".into()),
+                    &Error::illegal_argument("no"),
+                ),
+                ItemResponse::done(Action::Index, &index, done("3", "updated")),
+                ItemResponse::done(Action::Delete, &index, done("4", "not_found")),
+            ],
+        };
+        let whole = serde_json::to_vec(&response)?;
+        assert_eq!(response.to_filtered_json(&|v| v.clone())?, whole);
+        Ok(())
+    }
 
     #[test]
     fn parses_all_actions() -> Result<()> {

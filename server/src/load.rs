@@ -157,7 +157,10 @@ impl Target {
                     body.push_str(doc);
                     body.push('\n');
                 }
-                send_bulk(client, &format!("{base}/{index}/_bulk"), body)
+                // Only the failed items come back (as Logstash asks
+                // Elasticsearch): a response does not repeat the whole batch.
+                let url = format!("{base}/{index}/_bulk?filter_path=errors,items.*.error");
+                send_bulk(client, &url, body)
             }
             Target::Local(index) => {
                 let writes = docs

@@ -495,6 +495,46 @@ fn every_json_answer_takes_filter_path_and_pretty() -> Result<()> {
         body,
         json!({"errors": true, "items": [{"index": {"status": 201}}, {"index": {"status": 400}}]})
     );
+    // A bulk response is cut to the filter as it is written (each action's
+    // successful items by the fields the filter kept of its first one).
+    let more = [
+        json!({"index": {"_id": "3"}}),
+        json!({"title": "bed", "n": 3}),
+        json!({"delete": {"_id": "9"}}),
+        json!({"index": {"_id": "4"}}),
+        json!({"title": "rug", "n": "y"}),
+        json!({"index": {"_id": "3"}}),
+        json!({"title": "bed", "n": 4}),
+    ];
+    let (_, body) = s.bulk("/shop/_bulk?filter_path=items.*.error.type", &more)?;
+    assert_eq!(
+        body,
+        json!({"items": [{"index": {"error": {"type": "document_parsing_exception"}}}]})
+    );
+    let (_, body) = s.bulk(
+        "/shop/_bulk?filter_path=errors,items.*._shards.total,**.result,items.delete._id",
+        &more,
+    )?;
+    assert_eq!(
+        body,
+        json!({"errors": true, "items": [
+            {"index": {"result": "updated", "_shards": {"total": 1}}},
+            {"delete": {"_id": "9", "result": "not_found", "_shards": {"total": 1}}},
+            {"index": {"result": "updated", "_shards": {"total": 1}}}
+        ]})
+    );
+    let (_, body) = s.bulk("/shop/_bulk?filter_path=took", &more)?;
+    assert!(
+        body["took"].is_u64() && body.as_object().is_some_and(|o| o.len() == 1),
+        "{body}"
+    );
+    let (_, body) = s.bulk("/shop/_bulk?filter_path=items.*._version", &more[..2])?;
+    assert_eq!(body, json!({"items": [{"index": {"_version": 7}}]}));
+    let pretty = s.bulk_text("/shop/_bulk?pretty&filter_path=items.*.status", &more[2..3])?;
+    assert_eq!(
+        pretty,
+        "{\n  \"items\": [\n    {\n      \"delete\": {\n        \"status\": 404\n      }\n    }\n  ]\n}\n"
+    );
     let (_, body) = s.get("/shop/_doc/1?filter_path=_source.title,_version")?;
     assert_eq!(body, json!({"_version": 1, "_source": {"title": "lamp"}}));
     let (_, body) = s.get("/shop/_search?filter_path=hits.total.value,hits.hits._id")?;

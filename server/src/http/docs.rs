@@ -461,16 +461,26 @@ async fn run_bulk(
     let policy = refresh_policy(params)?;
     let require_alias = bool_param(params, "require_alias", false)?;
     let indices = Arc::clone(&node.indices);
+    let filter = params.get("filter_path").cloned();
+    let filtered = filter.is_some();
     let (response, touched) = tokio::task::spawn_blocking(move || {
         let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("bulk body is not UTF-8"))?;
         let items = parse_bulk(text, default_index.as_deref(), require_alias)?;
         let BulkOutcome { response, touched } = execute_bulk(&indices, items, policy)?;
-        let response = serde_json::to_vec(&response).map_err(|e| ApiError::internal(e.to_string()))?;
+        let response = match filter {
+            Some(spec) => response.to_filtered_json(&|v| super::search::filter_path(v, &spec)),
+            None => serde_json::to_vec(&response),
+        }
+        .map_err(|e| ApiError::internal(e.to_string()))?;
         Ok::<_, ApiError>((response, touched))
     })
     .await??;
     apply_refresh(policy, touched).await?;
-    Ok(es_json_bytes(StatusCode::OK, response))
+    let mut resp = es_json_bytes(StatusCode::OK, response);
+    if filtered {
+        resp.extensions_mut().insert(super::FilterApplied);
+    }
+    Ok(resp)
 }
 
 pub async fn bulk(

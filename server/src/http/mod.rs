@@ -307,7 +307,8 @@ async fn shape_json(request: axum::extract::Request, next: axum::middleware::Nex
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|ct| ct == "application/json");
-    if !json || (filter.is_none() && !pretty) {
+    let applied = resp.extensions().get::<FilterApplied>().is_some();
+    if !json || ((filter.is_none() || applied) && !pretty) {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
@@ -317,7 +318,7 @@ async fn shape_json(request: axum::extract::Request, next: axum::middleware::Nex
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, axum::body::Body::from(bytes));
     };
-    if let Some(spec) = filter.filter(|_| parts.status.is_success()) {
+    if let Some(spec) = filter.filter(|_| parts.status.is_success() && !applied) {
         value = search::filter_path(&value, &spec);
     }
     let mut out = match pretty {
@@ -331,6 +332,11 @@ async fn shape_json(request: axum::extract::Request, next: axum::middleware::Nex
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, axum::body::Body::from(out))
 }
+
+/// Marks a response its handler already cut to the request's `filter_path`
+/// (a bulk response, written without a tree of its thousands of items).
+#[derive(Debug, Clone, Copy)]
+pub struct FilterApplied;
 
 /// The `compatible-with` version a request asks for in `Accept` or
 /// `Content-Type` (`application/vnd.elasticsearch+json; compatible-with=8`).

@@ -364,12 +364,21 @@ impl Server {
 
     /// `_bulk` with NDJSON built from (action, optional source) pairs.
     pub fn bulk(&self, path: &str, lines: &[Value]) -> Result<(u16, Value)> {
-        let mut body = String::new();
-        for l in lines {
-            body.push_str(&l.to_string());
-            body.push('\n');
+        self.request("POST", path, Some(&ndjson(lines)), "application/x-ndjson")
+    }
+
+    /// The text a `_bulk` answers; fails on a non-success status.
+    pub fn bulk_text(&self, path: &str, lines: &[Value]) -> Result<String> {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/x-ndjson")
+            .body(ndjson(lines))
+            .send()?;
+        if !resp.status().is_success() {
+            bail!("POST {path} failed: {}", resp.status());
         }
-        self.request("POST", path, Some(&body), "application/x-ndjson")
+        Ok(resp.text()?)
     }
 
     /// Runs SQL; fails on a non-200 answer.
@@ -500,4 +509,14 @@ impl Proxy {
     pub fn heal(&self) {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// NDJSON of these lines.
+fn ndjson(lines: &[Value]) -> String {
+    let mut body = String::new();
+    for l in lines {
+        body.push_str(&l.to_string());
+        body.push('\n');
+    }
+    body
 }
