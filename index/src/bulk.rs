@@ -600,46 +600,37 @@ impl BulkResponse {
     /// (Elasticsearch's `filter_path`; `filter` takes a whole response and
     /// answers what it keeps, `{}` for nothing). Successful items of one
     /// action have the same fields, so the filter runs on the first of them
-    /// and the others are written with the fields it kept: a response of
-    /// thousands of items is neither built into a tree nor written whole.
-    /// A failed item is filtered on its own.
+    /// and the others are written straight from their results with the
+    /// fields it kept; a failed item is filtered on its own.
     pub fn to_filtered_json(&self, filter: &dyn Fn(&Value) -> Value) -> serde_json::Result<Vec<u8>> {
-        let head = filter(&serde_json::json!({"took": self.took, "errors": self.errors}));
-        let mut masks: HashMap<&'static str, Option<Map<String, Value>>> = HashMap::new();
-        let mut items = Vec::new();
-        for item in &self.items {
-            let action = item.action.name();
-            let kept = match &item.outcome {
-                Ok(result) => {
-                    let mask = match masks.get(action) {
-                        Some(mask) => mask,
-                        None => {
-                            let mask = filtered_item(item, action, filter)?;
-                            masks.entry(action).or_insert(mask)
-                        }
-                    };
-                    let Some(mask) = mask else { continue };
-                    let body = WriteBody {
-                        status: Some(result_status(result)),
-                        ..WriteBody::new(&item.index, result)
-                    };
-                    serde_json::to_value(MaskedItem { action, body, mask })?
-                }
-                Err(_) => match filtered_item(item, action, filter)? {
-                    Some(body) => Value::Object(Map::from_iter([(action.to_string(), Value::Object(body))])),
-                    None => continue,
-                },
-            };
-            items.push(kept);
-        }
-        let mut out = match head {
+        let head = match filter(&serde_json::json!({"took": self.took, "errors": self.errors})) {
             Value::Object(map) => map,
             _ => Map::new(),
         };
-        if !items.is_empty() {
-            out.insert("items".into(), Value::Array(items));
+        let mut masks: HashMap<&'static str, Option<Map<String, Value>>> = HashMap::new();
+        for item in self.items.iter().filter(|i| i.outcome.is_ok()) {
+            let action = item.action.name();
+            if !masks.contains_key(action) {
+                masks.insert(action, filtered_item(item, action, filter)?);
+            }
         }
-        serde_json::to_vec(&out)
+        let mut items = Vec::new();
+        for item in &self.items {
+            let action = item.action.name();
+            match &item.outcome {
+                Ok(result) => {
+                    if let Some(Some(mask)) = masks.get(action) {
+                        items.push(Kept::Masked(action, item.ok_body(result), mask));
+                    }
+                }
+                Err(_) => {
+                    if let Some(body) = filtered_item(item, action, filter)? {
+                        items.push(Kept::Failed(action, body));
+                    }
+                }
+            }
+        }
+        serde_json::to_vec(&Filtered { head, items })
     }
 }
 
@@ -665,18 +656,41 @@ fn filtered_item(
     })
 }
 
-/// A successful item with only the fields of its body that `mask` holds
-/// (the filtered body of the first item of its action).
-struct MaskedItem<'a> {
-    action: &'static str,
-    body: WriteBody<'a>,
-    mask: &'a Map<String, Value>,
+/// A filtered bulk response: the kept top-level fields, and the kept items
+/// (none: no `items`).
+struct Filtered<'a> {
+    head: Map<String, Value>,
+    items: Vec<Kept<'a>>,
 }
 
-impl Serialize for MaskedItem<'_> {
+impl Serialize for Filtered<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (key, value) in &self.head {
+            m.serialize_entry(key, value)?;
+        }
+        if !self.items.is_empty() {
+            m.serialize_entry("items", &self.items)?;
+        }
+        m.end()
+    }
+}
+
+/// A kept item: a successful one with the fields of its body that the mask
+/// (the filtered body of the first item of its action) holds, or what the
+/// filter kept of a failed one.
+enum Kept<'a> {
+    Masked(&'static str, WriteBody<'a>, &'a Map<String, Value>),
+    Failed(&'static str, Map<String, Value>),
+}
+
+impl Serialize for Kept<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let mut outer = s.serialize_map(Some(1))?;
-        outer.serialize_entry(self.action, &MaskedBody(&self.body, self.mask))?;
+        match self {
+            Kept::Masked(action, body, mask) => outer.serialize_entry(action, &MaskedBody(body, mask))?,
+            Kept::Failed(action, body) => outer.serialize_entry(action, body)?,
+        }
         outer.end()
     }
 }
@@ -744,6 +758,14 @@ struct ItemError {
 }
 
 impl ItemResponse {
+    /// The body of this successful item, with its result `r`.
+    fn ok_body<'a>(&'a self, r: &'a WriteResult) -> WriteBody<'a> {
+        WriteBody {
+            status: Some(result_status(r)),
+            ..WriteBody::new(&self.index, r)
+        }
+    }
+
     fn done(action: Action, index: &Arc<str>, result: WriteResult) -> ItemResponse {
         ItemResponse {
             action,
@@ -771,13 +793,7 @@ impl Serialize for ItemResponse {
         let mut outer = s.serialize_map(Some(1))?;
         let action = self.action.name();
         match &self.outcome {
-            Ok(r) => {
-                let body = WriteBody {
-                    status: Some(result_status(r)),
-                    ..WriteBody::new(&self.index, r)
-                };
-                outer.serialize_entry(action, &body)?
-            }
+            Ok(r) => outer.serialize_entry(action, &self.ok_body(r))?,
             Err(e) => outer.serialize_entry(
                 action,
                 &FailedBody {

@@ -146,18 +146,20 @@ impl ParsedDoc {
 
     /// Text paths that hold at least one token, for `exists` queries (a
     /// non-text value is found by its column). As in Elasticsearch, text
-    /// without any token (`""`) does not count. Consecutive values of a path
-    /// give it once; a path whose values lie apart (in an array of objects)
-    /// comes once per run, which indexes the same term again in the same
-    /// document, at no cost to what is found.
+    /// without any token (`""`) does not count. Consecutive texts of a path
+    /// (an array, whatever subfield values lie between them) give it once; a
+    /// path whose texts lie apart (in an array of objects) comes once per
+    /// run, which indexes the same term again in the same document, at no
+    /// cost to what is found.
     pub fn text_paths_with_tokens(&self) -> impl Iterator<Item = &str> {
         let mut last = None;
         self.texts().filter_map(move |(span, text)| {
-            if last == Some(span) || !text.chars().any(char::is_alphanumeric) {
+            let path = self.path(span);
+            if last == Some(path) || !text.chars().any(char::is_alphanumeric) {
                 return None;
             }
-            last = Some(span);
-            Some(self.path(span))
+            last = Some(path);
+            Some(path)
         })
     }
 }
@@ -867,6 +869,15 @@ mod tests {
         // A logged source keeps a repeated key as one more value.
         let doc = parse_logged_document("1", r#"{"a":1,"a":2}"#, &mapping)?;
         assert_eq!(vals(&doc, "a"), vec![FieldValue::I64(1), FieldValue::I64(2)]);
+        Ok(())
+    }
+
+    #[test]
+    fn text_paths_with_tokens_name_each_run_of_a_path_once() -> Result<()> {
+        let src = json!({"tags": ["a", "b", "c"], "empty": "", "o": [{"t": "x"}, {"t": "y"}]});
+        let (doc, _) = parse("1", &src, &Mapping::default())?;
+        let paths: Vec<&str> = doc.text_paths_with_tokens().collect();
+        assert_eq!(paths, vec!["tags", "o.t"]);
         Ok(())
     }
 

@@ -369,8 +369,8 @@ fn send_bulk(
     if !status.is_success() {
         bail!("bulk request failed with {status}: {text}");
     }
-    // The items are read only when some failed: a response of thousands
-    // of successes is not walked, nor built into a tree.
+    // The items are read only when some failed (a node sends only those,
+    // and a server that ignores the filter sends them all).
     let mut failed = 0u64;
     let mut reasons = Vec::new();
     if reports_errors(&text)? {

@@ -245,7 +245,7 @@ pub async fn msearch_index(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::filter_path;
 
@@ -266,5 +266,60 @@ mod tests {
             json!({"hits": {"total": {"value": 2}}})
         );
         assert_eq!(filter_path(&v, "nothing"), json!({}));
+    }
+
+    /// A bulk response filtered as it is written is the whole response
+    /// filtered, for every form of the filter (an action whose first item
+    /// failed, a no-op update, items dropped whole).
+    #[test]
+    fn a_bulk_response_filtered_as_written_is_the_whole_one_filtered() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let indices = quidditch_index::Indices::open(dir.path())?;
+        indices.create(
+            "shop",
+            Some(&json!({"mappings": {"properties": {"n": {"type": "long"}}}})),
+        )?;
+        let body = [
+            r#"{"create":{"_id":"1"}}"#,
+            r#"{"n":"x"}"#,
+            r#"{"create":{"_id":"2"}}"#,
+            r#"{"n":2}"#,
+            r#"{"index":{"_id":"3"}}"#,
+            r#"{"n":3}"#,
+            r#"{"update":{"_id":"3"}}"#,
+            r#"{"doc":{"n":3}}"#,
+            r#"{"update":{"_id":"3"}}"#,
+            r#"{"doc":{"n":4}}"#,
+            r#"{"delete":{"_id":"9"}}"#,
+            r#"{"index":{"_id":"4"}}"#,
+            r#"{"n":"y"}"#,
+        ]
+        .join("\n");
+        let items = quidditch_index::bulk::parse_bulk(&body, Some("shop"), false)?;
+        let response =
+            quidditch_index::bulk::execute_bulk(&indices, items, quidditch_index::RefreshPolicy::None)?
+                .response;
+        let whole = serde_json::to_value(&response)?;
+        let results: Vec<&Value> = whole["items"].as_array().into_iter().flatten().collect();
+        assert_eq!(results.len(), 7);
+        assert_eq!(results[3]["update"]["result"], "noop");
+        for spec in [
+            "items",
+            "**",
+            "**.status",
+            "items.index._id",
+            "items.*.error.type",
+            "errors",
+            "took,items.update.result",
+            "items.*._shards.total,items.create",
+            "items.*._s*",
+            "nothing",
+            "",
+        ] {
+            let written = response.to_filtered_json(&|v| filter_path(v, spec))?;
+            let written: Value = serde_json::from_slice(&written)?;
+            assert_eq!(written, filter_path(&whole, spec), "{spec}");
+        }
+        Ok(())
     }
 }
