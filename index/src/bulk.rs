@@ -12,6 +12,7 @@
 //! the action needs it.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -610,8 +611,8 @@ impl BulkResponse {
         let mut masks: HashMap<&'static str, Option<Map<String, Value>>> = HashMap::new();
         for item in self.items.iter().filter(|i| i.outcome.is_ok()) {
             let action = item.action.name();
-            if !masks.contains_key(action) {
-                masks.insert(action, filtered_item(item, action, filter)?);
+            if let Entry::Vacant(mask) = masks.entry(action) {
+                mask.insert(filtered_item(item, action, filter)?);
             }
         }
         let mut items = Vec::new();
@@ -641,19 +642,13 @@ fn filtered_item(
     filter: &dyn Fn(&Value) -> Value,
 ) -> serde_json::Result<Option<Map<String, Value>>> {
     let response = serde_json::json!({"items": [serde_json::to_value(item)?]});
-    Ok(match filter(&response) {
-        Value::Object(mut kept) => match kept.remove("items") {
-            Some(Value::Array(mut items)) if !items.is_empty() => match items.swap_remove(0) {
-                Value::Object(mut outer) => match outer.remove(action) {
-                    Some(Value::Object(body)) => Some(body),
-                    _ => None,
-                },
-                _ => None,
-            },
+    let mut kept = filter(&response);
+    Ok(
+        match kept.pointer_mut(&format!("/items/0/{action}")).map(Value::take) {
+            Some(Value::Object(body)) => Some(body),
             _ => None,
         },
-        _ => None,
-    })
+    )
 }
 
 /// A filtered bulk response: the kept top-level fields, and the kept items

@@ -1097,12 +1097,7 @@ fn base_doc(fields: &Fields, id: &str, source: &str, doc: &ParsedDoc) -> Tantivy
     let mut rest = Vec::new();
     for (i, (span, value)) in doc.values().enumerate() {
         match fields.own(doc.path(span)) {
-            Some(field) => match value {
-                FieldValue::Str(s) => out.add_text(field, s),
-                FieldValue::I64(n) => out.add_i64(field, n),
-                FieldValue::F64(f) => out.add_f64(field, f),
-                FieldValue::Bool(b) => out.add_bool(field, b),
-            },
+            Some(field) => out.add_leaf_field_value(field, value),
             None => rest.push(i),
         }
     }
@@ -1155,6 +1150,19 @@ enum JsonView<'a> {
     One(FieldValue<'a>),
 }
 
+/// A parsed document's value as tantivy takes it, in a field of its own
+/// or under a JSON field's path.
+impl<'a> From<FieldValue<'a>> for ReferenceValueLeaf<'a> {
+    fn from(value: FieldValue<'a>) -> Self {
+        match value {
+            FieldValue::Str(s) => ReferenceValueLeaf::Str(s),
+            FieldValue::I64(n) => ReferenceValueLeaf::I64(n),
+            FieldValue::F64(f) => ReferenceValueLeaf::F64(f),
+            FieldValue::Bool(b) => ReferenceValueLeaf::Bool(b),
+        }
+    }
+}
+
 /// Which entries of a parsed document a [`JsonView::Object`] shows.
 #[derive(Debug, Clone, Copy)]
 enum Entries {
@@ -1173,12 +1181,7 @@ impl<'a> tantivy::schema::Value<'a> for JsonView<'a> {
                 entries,
                 positions: positions.iter(),
             }),
-            JsonView::One(value) => ReferenceValue::Leaf(match value {
-                FieldValue::Str(s) => ReferenceValueLeaf::Str(s),
-                FieldValue::I64(n) => ReferenceValueLeaf::I64(n),
-                FieldValue::F64(f) => ReferenceValueLeaf::F64(f),
-                FieldValue::Bool(b) => ReferenceValueLeaf::Bool(b),
-            }),
+            JsonView::One(value) => ReferenceValue::Leaf(value.into()),
         }
     }
 }
