@@ -26,7 +26,23 @@ fn tune_allocator() {
     unsafe { mi_option_set_default(PURGE_DELAY, PURGE_DELAY_MS) };
 }
 
+/// Turns transparent huge pages off for this process, as databases
+/// commonly ask (mimalloc advises them for its arenas). On this kind of
+/// machine (`madvise` mode, `defrag` on advised regions) every first touch
+/// of a 2 MiB range then waits for the kernel to find, compact and zero a
+/// whole huge page: loading through a node took about 5 % more CPU with
+/// them. A kernel without the setting keeps them; nothing else changes.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn disable_transparent_huge_pages() {
+    // SAFETY: `PR_SET_THP_DISABLE` takes a flag by value and reads or
+    // writes no memory of this process.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
 fn main() -> anyhow::Result<()> {
+    #[cfg(target_os = "linux")]
+    disable_transparent_huge_pages();
     tune_allocator();
     quidditch_server::cli::main()
 }
@@ -56,5 +72,14 @@ mod tests {
         assert_eq!(purge_delay(), 1000);
         tune_allocator();
         assert_eq!(purge_delay(), PURGE_DELAY_MS);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn transparent_huge_pages_are_off() {
+        disable_transparent_huge_pages();
+        // SAFETY: `PR_GET_THP_DISABLE` returns the flag and touches no memory.
+        assert_eq!(unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) }, 1);
     }
 }
