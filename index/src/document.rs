@@ -243,6 +243,9 @@ impl<'s> Scalar<'s> {
 /// A value converted to its field's type, its string borrowed from the
 /// document where it can be.
 enum Typed<'s> {
+    /// Analyzed text.
+    Text(Cow<'s, str>),
+    /// A keyword or an IP address.
     Str(Cow<'s, str>),
     Value(FieldValue<'static>),
 }
@@ -419,14 +422,11 @@ impl<'a> Parser<'a> {
     }
 
     fn add(&mut self, path: &str, field: &FieldMapping, value: &Scalar<'_>) -> Result<()> {
-        if field.ty == FieldType::Text {
-            self.doc.push_text(path, &value.text());
-            return Ok(());
-        }
         let Some(converted) = convert(field, value) else {
             return Err(self.type_error(path, field, value));
         };
         match converted {
+            Some(Typed::Text(t)) => self.doc.push_text(path, &t),
             Some(Typed::Str(s)) => self.doc.push_value(path, FieldValue::Str(&s)),
             Some(Typed::Value(v)) => self.doc.push_value(path, v),
             None => {}
@@ -664,10 +664,8 @@ fn convert<'s>(field: &FieldMapping, value: &Scalar<'s>) -> Option<Option<Typed<
             }
             return Some(Some(Typed::Str(s)));
         }
-        FieldType::Text => match value {
-            Scalar::Str(s) => return Some(Some(Typed::Str(Cow::Borrowed(s)))),
-            _ => return None,
-        },
+        // Any scalar is text as JSON renders it.
+        FieldType::Text => return Some(Some(Typed::Text(value.text()))),
         FieldType::Long | FieldType::Integer | FieldType::Short | FieldType::Byte => {
             let (min, max) = field.ty.integer_range()?;
             let n = match value {

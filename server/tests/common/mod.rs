@@ -335,15 +335,34 @@ impl Server {
         body: Option<&str>,
         content_type: &str,
     ) -> Result<(u16, Value)> {
+        let (status, text) = self.send(method, path, body, content_type)?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// Sends a request; returns status and body text.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        content_type: &str,
+    ) -> Result<(u16, String)> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut req = self.client.request(method, format!("{}{path}", self.url));
         if let Some(body) = body {
             req = req.header("content-type", content_type).body(body.to_string());
         }
         let resp = req.send()?;
-        let status = resp.status().as_u16();
-        let text = resp.text()?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        Ok((resp.status().as_u16(), resp.text()?))
+    }
+
+    /// The body text of a request; fails on a non-success status, with it.
+    fn send_ok(&self, method: &str, path: &str, body: Option<&str>, content_type: &str) -> Result<String> {
+        let (status, text) = self.send(method, path, body, content_type)?;
+        if !(200..300).contains(&status) {
+            bail!("{method} {path} failed with {status}: {text}");
+        }
+        Ok(text)
     }
 
     pub fn get(&self, path: &str) -> Result<(u16, Value)> {
@@ -369,16 +388,7 @@ impl Server {
 
     /// The text a `_bulk` answers; fails on a non-success status.
     pub fn bulk_text(&self, path: &str, lines: &[Value]) -> Result<String> {
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/x-ndjson")
-            .body(ndjson(lines))
-            .send()?;
-        if !resp.status().is_success() {
-            bail!("POST {path} failed: {}", resp.status());
-        }
-        Ok(resp.text()?)
+        self.send_ok("POST", path, Some(&ndjson(lines)), "application/x-ndjson")
     }
 
     /// Runs SQL; fails on a non-200 answer.
@@ -405,25 +415,18 @@ impl Server {
 
     /// The text a `GET` answers; fails on a non-success status.
     pub fn get_text(&self, path: &str) -> Result<String> {
-        let resp = self.client.get(format!("{}{path}", self.url)).send()?;
-        if !resp.status().is_success() {
-            bail!("GET {path} failed: {}", resp.status());
-        }
-        Ok(resp.text()?)
+        self.send_ok("GET", path, None, "")
     }
 
     /// Raw text of a SQL answer in `format`.
     pub fn sql_text(&self, query: &str, format: &str) -> Result<String> {
-        let resp = self
-            .client
-            .post(format!("{}/_sql?format={format}", self.url))
-            .header("content-type", "application/json")
-            .body(json!({ "query": query }).to_string())
-            .send()?;
-        if !resp.status().is_success() {
-            bail!("sql failed: {}", resp.text()?);
-        }
-        Ok(resp.text()?)
+        let body = json!({ "query": query }).to_string();
+        self.send_ok(
+            "POST",
+            &format!("/_sql?format={format}"),
+            Some(&body),
+            "application/json",
+        )
     }
 }
 
